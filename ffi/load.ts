@@ -1,0 +1,36 @@
+/**
+ * Picks the adapter for the running runtime, once, at module load.
+ *
+ * @module
+ */
+import type { Native } from "./types.ts";
+import { LIBURING_SONAME } from "./symbols.ts";
+
+/** Why native code could not be loaded, or null when it was. */
+export let loadError: Error | null = null;
+
+async function pick(): Promise<Native | null> {
+  try {
+    if ("Bun" in globalThis) return (await import("./bun.ts")).native;
+    if ("Deno" in globalThis) return (await import("./deno.ts")).native;
+    loadError = new Error("Unsupported runtime: blkio needs Deno (2.x) or Bun (1.x)");
+  } catch (cause) {
+    const text = String((cause as Error)?.message ?? cause);
+    if (/permission|NotCapable|allow-ffi/i.test(text) || (cause as Error)?.name === "NotCapable") {
+      loadError = new Error(`Loading native libraries needs FFI permission (run Deno with --allow-ffi)`, {
+        cause,
+      });
+    } else if (text.includes(LIBURING_SONAME)) {
+      loadError = new Error(
+        `${LIBURING_SONAME} could not be loaded: install the liburing2 package (apt-get install liburing2)`,
+        { cause },
+      );
+    } else {
+      loadError = new Error(`Native libraries could not be loaded: ${text}`, { cause });
+    }
+  }
+  return null;
+}
+
+/** The loaded adapter, or null (see {@link loadError}). */
+export const native: Native | null = await pick();

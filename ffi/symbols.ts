@@ -1,0 +1,82 @@
+// deno-lint-ignore-file camelcase
+/**
+ * Every native symbol the library calls, declared once in a neutral vocabulary.
+ *
+ * The adapters (`deno.ts`, `bun.ts`) translate this table mechanically; nothing else in the
+ * project spells a C signature. Types:
+ * - `i32`/`u32`: JS numbers.
+ * - `i64`/`u64`: bigints in and out (Deno takes the fast path only for bigints).
+ * - `ptr`: an address as a JS number (user-space addresses fit in 2^53 on x86_64 and arm64).
+ * - `buf`: a `Uint8Array` whose memory the callee reads or writes during the call, or `null`.
+ *
+ * @module
+ */
+
+/** The neutral parameter and result types. */
+export type NativeType = "i32" | "u32" | "i64" | "u64" | "ptr" | "buf" | "void";
+
+/** One C function. */
+export interface SymbolDef {
+  readonly params: readonly NativeType[];
+  readonly result: NativeType;
+}
+
+/** liburing.so.2 (Debian package `liburing2`): ring setup, probing, registration, submit/wait. */
+export const LIBURING_SYMBOLS = {
+  // int io_uring_queue_init_params(unsigned entries, struct io_uring *ring, struct io_uring_params *p)
+  io_uring_queue_init_params: { params: ["u32", "buf", "buf"], result: "i32" },
+  // void io_uring_queue_exit(struct io_uring *ring)
+  io_uring_queue_exit: { params: ["buf"], result: "void" },
+  // struct io_uring_probe *io_uring_get_probe_ring(struct io_uring *ring)
+  io_uring_get_probe_ring: { params: ["buf"], result: "ptr" },
+  // void io_uring_free_probe(struct io_uring_probe *probe)
+  io_uring_free_probe: { params: ["ptr"], result: "void" },
+  // int io_uring_register_files(struct io_uring *ring, const int *files, unsigned nr_files)
+  io_uring_register_files: { params: ["buf", "buf", "u32"], result: "i32" },
+  // int io_uring_register_eventfd(struct io_uring *ring, int fd)
+  io_uring_register_eventfd: { params: ["buf", "i32"], result: "i32" },
+  // int io_uring_enter(unsigned fd, unsigned to_submit, unsigned min_complete, unsigned flags,
+  //                    sigset_t *sig)  -- returns -errno
+  io_uring_enter: { params: ["u32", "u32", "u32", "u32", "buf"], result: "i32" },
+  // int io_uring_enter2(unsigned fd, unsigned to_submit, unsigned min_complete, unsigned flags,
+  //                     sigset_t *sig /* struct io_uring_getevents_arg * with EXT_ARG */, size_t sz)
+  io_uring_enter2: { params: ["u32", "u32", "u32", "u32", "buf", "u64"], result: "i32" },
+} as const satisfies Record<string, SymbolDef>;
+
+/** libc.so.6: files, memory, eventfds. These return -1 and set errno on failure. */
+export const LIBC_SYMBOLS = {
+  // int open(const char *pathname, int flags, mode_t mode)
+  open: { params: ["buf", "i32", "u32"], result: "i32" },
+  // int close(int fd)
+  close: { params: ["i32"], result: "i32" },
+  // int fcntl(int fd, int cmd, int arg)
+  fcntl: { params: ["i32", "i32", "i32"], result: "i32" },
+  // int fstat(int fd, struct stat *statbuf)
+  fstat: { params: ["i32", "buf"], result: "i32" },
+  // int fstatfs(int fd, struct statfs *buf)
+  fstatfs: { params: ["i32", "buf"], result: "i32" },
+  // off_t lseek(int fd, off_t offset, int whence)
+  lseek: { params: ["i32", "i64", "i32"], result: "i64" },
+  // ssize_t read(int fd, void *buf, size_t count)
+  read: { params: ["i32", "buf", "u64"], result: "i64" },
+  // ssize_t write(int fd, const void *buf, size_t count)
+  write: { params: ["i32", "buf", "u64"], result: "i64" },
+  // long sysconf(int name)
+  sysconf: { params: ["i32"], result: "i64" },
+  // int memfd_create(const char *name, unsigned int flags)
+  memfd_create: { params: ["buf", "u32"], result: "i32" },
+  // int ftruncate(int fd, off_t length)
+  ftruncate: { params: ["i32", "i64"], result: "i32" },
+  // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+  mmap: { params: ["ptr", "u64", "i32", "i32", "i32", "i64"], result: "ptr" },
+  // int munmap(void *addr, size_t length)
+  munmap: { params: ["ptr", "u64"], result: "i32" },
+  // int eventfd(unsigned int initval, int flags)
+  eventfd: { params: ["u32", "i32"], result: "i32" },
+  // int *__errno_location(void)
+  __errno_location: { params: [], result: "ptr" },
+} as const satisfies Record<string, SymbolDef>;
+
+/** Shared object names as dlopen(3) resolves them. */
+export const LIBURING_SONAME = "liburing.so.2";
+export const LIBC_SONAME = "libc.so.6";

@@ -1,0 +1,46 @@
+/**
+ * The interface the runtime-agnostic core receives from an adapter.
+ *
+ * @module
+ */
+import type { LIBC_SYMBOLS, LIBURING_SYMBOLS, NativeType, SymbolDef } from "./symbols.ts";
+
+/** The JS value a neutral parameter type takes. */
+export type ParamValue<T extends NativeType> = T extends "i32" | "u32" | "ptr" ? number
+  : T extends "i64" | "u64" ? bigint
+  : T extends "buf" ? Uint8Array | null
+  : never;
+
+/** The JS value a neutral result type gives. */
+export type ResultValue<T extends NativeType> = T extends "i32" | "u32" | "ptr" ? number
+  : T extends "i64" | "u64" ? bigint
+  : T extends "void" ? void
+  : never;
+
+type Params<P extends readonly NativeType[]> = { [K in keyof P]: ParamValue<P[K]> };
+
+/** A symbol table with every entry bound to a callable function. */
+export type Bound<T extends Record<string, SymbolDef>> = {
+  readonly [K in keyof T]: (...args: Params<T[K]["params"]>) => ResultValue<T[K]["result"]>;
+};
+
+/** What the core needs from the runtime: bound symbols and memory helpers. */
+export interface Native {
+  /** Which runtime adapter this is ("deno" or "bun"), for messages and benchmarks. */
+  readonly runtime: string;
+  /** liburing.so.2 functions. */
+  readonly uring: Bound<typeof LIBURING_SYMBOLS>;
+  /** libc.so.6 functions. */
+  readonly libc: Bound<typeof LIBC_SYMBOLS>;
+  /**
+   * Allocates zeroed memory whose address never changes while it is referenced (in Bun a
+   * typed array must come from an explicit ArrayBuffer for that).
+   */
+  alloc(len: number): Uint8Array;
+  /** The address of the first byte of a non-empty ArrayBuffer. Costly: cache the result. */
+  addressOf(buffer: ArrayBuffer): number;
+  /** An ArrayBuffer aliasing `len` bytes of native memory at `addr` (no copy). */
+  view(addr: number, len: number): ArrayBuffer;
+  /** The calling thread's errno, read right after a failed libc call. */
+  errno(): number;
+}

@@ -1,0 +1,41 @@
+/**
+ * High-performance block device I/O for Deno and Bun: libblkio's API over io_uring, through
+ * liburing and the runtimes' built-in FFI.
+ *
+ * Needs Linux with io_uring, liburing 2.x (`apt-get install liburing2`) and, on Deno,
+ * `--allow-ffi`.
+ *
+ * @example Write and read back a block
+ * ```ts
+ * import { Blkio, type Completion } from "./mod.ts";
+ *
+ * const path = Deno.makeTempFileSync();
+ * Deno.truncateSync(path, 1 << 20);
+ * using b = Blkio.create("io_uring");
+ * b.setStr("path", path);
+ * b.connect();
+ * b.start();
+ * const q = b.getQueue(0)!;
+ * const data = new TextEncoder().encode("hello, block device");
+ * q.write(0, data);
+ * q.flush();
+ * const out: Completion[] = [];
+ * q.doIo(out, 2, 2);
+ * const back = new Uint8Array(data.length);
+ * q.read(0, back);
+ * q.doIo(out, 1, 1);
+ * if (new TextDecoder().decode(back) !== "hello, block device") throw new Error("mismatch");
+ * Deno.removeSync(path);
+ * ```
+ *
+ * @module
+ */
+export { Blkio } from "./src/blkio.ts";
+export { Queue } from "./src/queue.ts";
+export { BlkioError } from "./src/errors.ts";
+export { type Completion, newCompletion, ReqFlags } from "./src/completion.ts";
+export type { MemoryRegion } from "./src/memory_region.ts";
+export type { PropertyInfo, PropertyType } from "./src/properties.ts";
+export type { StateName } from "./src/state.ts";
+export { ERRNO, errnoName } from "./src/errno.ts";
+export { DRIVER_NAMES } from "./src/drivers/mod.ts";

@@ -1,0 +1,255 @@
+/**
+ * The Blkio instance: one connection to a device through one driver, and its lifecycle.
+ *
+ * @module
+ */
+import type { Native } from "../ffi/types.ts";
+import { createDriver } from "./drivers/mod.ts";
+import type { Driver } from "./driver.ts";
+import { BlkioError, mustBeConnected, mustBeStarted } from "./errors.ts";
+import { MemoryRegionRegistry, type MemoryRegion } from "./memory_region.ts";
+import { requireNative } from "./native.ts";
+import { checkBool, checkInt, checkStr, checkUint64, describe, type PropertyInfo } from "./properties.ts";
+import { Queue } from "./queue.ts";
+import { State, stateName, type StateName, type StateValue } from "./state.ts";
+
+/**
+ * A block device opened through a libblkio driver: create, set connection properties,
+ * connect, set queue properties, start, then do I/O on its queues.
+ *
+ * @example Read the capacity of a file
+ * ```ts
+ * import { Blkio } from "./mod.ts";
+ * const path = Deno.makeTempFileSync();
+ * Deno.truncateSync(path, 1 << 20);
+ * const b = Blkio.create("io_uring");
+ * b.setStr("path", path);
+ * b.connect();
+ * if (b.getUint64("capacity") !== 1048576n) throw new Error("wrong capacity");
+ * b.destroy();
+ * Deno.removeSync(path);
+ * ```
+ */
+export class Blkio {
+  readonly #native: Native;
+  readonly #driver: Driver;
+  #state: StateValue = State.Created;
+  #destroyed = false;
+  readonly #queues: (Queue | null)[] = [];
+  readonly #pollQueues: (Queue | null)[] = [];
+  readonly #regions: MemoryRegionRegistry;
+
+  private constructor(native: Native, driver: Driver) {
+    this.#native = native;
+    this.#driver = driver;
+    this.#regions = new MemoryRegionRegistry(native);
+  }
+
+  /** Creates an instance of the driver called `driver` (`"io_uring"`); unknown → ENOENT. */
+  static create(driver: string): Blkio {
+    if (typeof driver !== "string") {
+      throw BlkioError.of("EINVAL", `Driver name must be a string: received ${describe(driver)}`);
+    }
+    const native = requireNative();
+    return new Blkio(native, createDriver(native, driver));
+  }
+
+  #live(): Driver {
+    if (this.#destroyed) throw BlkioError.of("EBADF", "The blkio instance has been destroyed");
+    return this.#driver;
+  }
+
+  /** The driver name. */
+  get driver(): string {
+    return this.#driver.name;
+  }
+
+  /** The lifecycle state. */
+  get state(): StateName {
+    return stateName(this.#state);
+  }
+
+  /** Whether {@link destroy} has been called. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  /** Opens the device. Idempotent while connected; EBUSY once started. */
+  connect(): void {
+    const d = this.#live();
+    if (this.#state === State.Connected) return;
+    if (this.#state === State.Started) throw BlkioError.of("EBUSY", "Cannot connect in started state");
+    d.connect();
+    this.#state = State.Connected;
+  }
+
+  /** Creates the queues. Idempotent while started; ENODEV before connect. */
+  start(): void {
+    const d = this.#live();
+    if (this.#state === State.Started) return;
+    if (this.#state < State.Connected) throw mustBeConnected();
+    const { queues, pollQueues } = d.start();
+    for (const q of queues) this.#queues.push(new Queue(this.#native, q));
+    for (const q of pollQueues) this.#pollQueues.push(new Queue(this.#native, q));
+    this.#state = State.Started;
+  }
+
+  /** Frees everything: queues, memory regions, the device. Idempotent. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    for (const list of [this.#queues, this.#pollQueues]) {
+      for (const q of list) q?.close("The blkio instance has been destroyed");
+      list.length = 0;
+    }
+    this.#regions.destroy();
+    this.#driver.destroy();
+  }
+
+  /** Same as {@link destroy}, for `using`. */
+  [Symbol.dispose](): void {
+    this.destroy();
+  }
+
+  /** Reads a bool property (ENOTTY for another type). */
+  getBool(name: string): boolean {
+    return this.#live().properties.get(this.#driver, this.#state, name, "bool");
+  }
+
+  /** Reads an int property. */
+  getInt(name: string): number {
+    return this.#live().properties.get(this.#driver, this.#state, name, "int");
+  }
+
+  /** Reads a uint64 property. */
+  getUint64(name: string): bigint {
+    return this.#live().properties.get(this.#driver, this.#state, name, "uint64");
+  }
+
+  /** Reads any property as text. */
+  getStr(name: string): string {
+    return this.#live().properties.getStr(this.#driver, this.#state, name);
+  }
+
+  /** Sets a bool property. */
+  setBool(name: string, value: boolean): void {
+    const d = this.#live();
+    d.properties.set(d, this.#state, name, "bool", checkBool(name, value));
+  }
+
+  /** Sets an int property (C int range). */
+  setInt(name: string, value: number): void {
+    const d = this.#live();
+    d.properties.set(d, this.#state, name, "int", checkInt(name, value));
+  }
+
+  /** Sets a uint64 property. */
+  setUint64(name: string, value: bigint | number): void {
+    const d = this.#live();
+    d.properties.set(d, this.#state, name, "uint64", checkUint64(name, value));
+  }
+
+  /** Sets any property from text (`true`/`false`, decimal numbers). */
+  setStr(name: string, value: string): void {
+    const d = this.#live();
+    d.properties.setStr(d, this.#state, name, checkStr(name, value));
+  }
+
+  /** Every property of this driver, with its type and access in the current state. */
+  properties(): PropertyInfo[] {
+    return this.#live().properties.describe(this.#state);
+  }
+
+  /** Allocates a memory region (connected or started); `len` a multiple of mem-region-alignment. */
+  allocMemRegion(len: number): MemoryRegion {
+    const d = this.#live();
+    if (this.#state < State.Connected) throw mustBeConnected();
+    return this.#regions.alloc(len, d.memRegionAlignment());
+  }
+
+  /** Frees a region from {@link allocMemRegion}; its `bytes` become empty. */
+  freeMemRegion(region: MemoryRegion): void {
+    this.#live();
+    this.#regions.free(region, (buffer) => this.#inUse(buffer));
+  }
+
+  #inUse(buffer: ArrayBufferLike): boolean {
+    for (const list of [this.#queues, this.#pollQueues]) {
+      for (const q of list) if (q?.usesBuffer(buffer)) return true;
+    }
+    return false;
+  }
+
+  /** Makes a region usable for I/O (started only); mapping it twice is EINVAL. */
+  mapMemRegion(region: MemoryRegion): void {
+    const d = this.#live();
+    if (this.#state < State.Started) throw mustBeStarted();
+    const addr = this.#regions.map(region, d.memRegionAlignment());
+    try {
+      d.mapMemRegion(region, addr);
+    } catch (e) {
+      this.#regions.unmap(region);
+      throw e;
+    }
+  }
+
+  /** Undoes {@link mapMemRegion}; a region that is not mapped is ignored. */
+  unmapMemRegion(region: MemoryRegion): void {
+    const d = this.#live();
+    if (this.#regions.unmap(region)) d.unmapMemRegion(region);
+  }
+
+  /** Queue `index`, or null before start, for a bad index or a removed queue. */
+  getQueue(index: number): Queue | null {
+    this.#live();
+    return Number.isInteger(index) && index >= 0 ? this.#queues[index] ?? null : null;
+  }
+
+  /** Poll queue `index`, or null. */
+  getPollQueue(index: number): Queue | null {
+    this.#live();
+    return Number.isInteger(index) && index >= 0 ? this.#pollQueues[index] ?? null : null;
+  }
+
+  /** Adds a queue (started only) at the lowest free index, which it returns. */
+  addQueue(): number {
+    return this.#add(this.#queues, false);
+  }
+
+  /** Adds a poll queue (started only); EINVAL when poll queues are not supported. */
+  addPollQueue(): number {
+    return this.#add(this.#pollQueues, true);
+  }
+
+  #add(list: (Queue | null)[], poll: boolean): number {
+    const d = this.#live();
+    if (this.#state < State.Started) throw mustBeStarted();
+    const q = new Queue(this.#native, d.addQueue(poll));
+    const free = list.indexOf(null);
+    if (free >= 0) {
+      list[free] = q;
+      return free;
+    }
+    list.push(q);
+    return list.length - 1;
+  }
+
+  /** Removes queue `index`; ENOENT when there is none. */
+  removeQueue(index: number): void {
+    this.#remove(this.#queues, index);
+  }
+
+  /** Removes poll queue `index`; ENOENT when there is none. */
+  removePollQueue(index: number): void {
+    this.#remove(this.#pollQueues, index);
+  }
+
+  #remove(list: (Queue | null)[], index: number): void {
+    this.#live();
+    const q = Number.isInteger(index) && index >= 0 ? list[index] : undefined;
+    if (!q) throw BlkioError.of("ENOENT", `no queue with index ${describe(index)}`);
+    list[index] = null;
+    while (list.length > 0 && list[list.length - 1] === null) list.pop();
+    q.close("The queue has been removed");
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Completions and request flags.
+ *
+ * @module
+ */
+
+/** The result of one request, filled in by `Queue.doIo`. */
+export interface Completion {
+  /** The `userData` given with the request, unchanged (same identity). */
+  userData: unknown;
+  /** 0 on success, or a negative errno. */
+  ret: number;
+  /** Why the request failed, when the library knows more than the errno; null on success. */
+  errorMsg: string | null;
+}
+
+/** Creates an empty completion object (for preallocating `doIo` output arrays). */
+export function newCompletion(): Completion {
+  return { userData: undefined, ret: 0, errorMsg: null };
+}
+
+/**
+ * Request flags, as libblkio's `BLKIO_REQ_*`.
+ *
+ * - `FUA`: the write reaches stable storage before it completes (write, writev, writeZeroes).
+ * - `NO_UNMAP`: writeZeroes keeps the range allocated.
+ * - `NO_FALLBACK`: writeZeroes fails with ENOTSUP rather than writing zero buffers.
+ */
+export const ReqFlags = { FUA: 1, NO_UNMAP: 2, NO_FALLBACK: 4 } as const;
+
+/** Request kinds, the index used by flag checks and drivers. */
+export const Op = {
+  Read: 0,
+  Write: 1,
+  Readv: 2,
+  Writev: 3,
+  WriteZeroes: 4,
+  Discard: 5,
+  Flush: 6,
+} as const;
+
+/** One request kind. */
+export type OpValue = typeof Op[keyof typeof Op];
+
+const ALLOWED_FLAGS: readonly number[] = [
+  0, // read
+  ReqFlags.FUA, // write
+  0, // readv
+  ReqFlags.FUA, // writev
+  ReqFlags.FUA | ReqFlags.NO_UNMAP | ReqFlags.NO_FALLBACK, // write zeroes
+  0, // discard
+  0, // flush
+];
+const ALL_FLAGS = ReqFlags.FUA | ReqFlags.NO_UNMAP | ReqFlags.NO_FALLBACK;
+
+/** libblkio's message for a flag that is not valid for a request, or null when all are. */
+export function flagsError(op: OpValue, flags: number): string | null {
+  if ((flags & ~ALL_FLAGS) !== 0) return "unsupported bits in request flags";
+  const bad = flags & ~ALLOWED_FLAGS[op];
+  if (bad === 0) return null;
+  if (bad & ReqFlags.FUA) return "BLKIO_REQ_FUA is invalid for this request type";
+  if (bad & ReqFlags.NO_UNMAP) return "BLKIO_REQ_NO_UNMAP is invalid for this request type";
+  return "BLKIO_REQ_NO_FALLBACK is invalid for this request type";
+}

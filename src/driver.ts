@@ -1,0 +1,65 @@
+/**
+ * The contract between the core and a driver. The core owns the lifecycle, property access,
+ * memory-region bookkeeping, request validation, both backlogs and the `doIo` loop; a driver
+ * owns the device connection and its queues' rings.
+ *
+ * @module
+ */
+import type { Completion } from "./completion.ts";
+import type { MemoryRegion } from "./memory_region.ts";
+import type { PropertyTable } from "./properties.ts";
+import type { CompletionBacklog } from "./completion_backlog.ts";
+import type { RequestSink } from "./request_backlog.ts";
+
+/** One queue of a driver: a ring (or virtqueue) with its in-flight requests. */
+export interface DriverQueue extends RequestSink {
+  /** Poll queues are completed by busy polling inside `enter`, and have no completion fd. */
+  readonly isPollQueue: boolean;
+  /** The eventfd signalled on completions, or -1 (poll queues). */
+  readonly completionFd: number;
+  /** Requests the driver holds: prepared, submitted, or waiting for resubmission. */
+  readonly inFlight: number;
+  /** Requests prepared but not yet handed to the device. */
+  readonly pendingSubmit: number;
+  /** Where the driver puts completions for requests it fails itself. */
+  completions: CompletionBacklog;
+  /**
+   * Moves finished requests into `out[n..max)` without blocking; returns the new `n`. Partial
+   * transfers are resubmitted inside and do not count.
+   */
+  reap(out: Completion[], n: number, max: number): number;
+  /**
+   * Hands prepared requests to the device and, when `minComplete` > 0, waits for that many
+   * completions (poll queues poll at least once). `timeoutNs` < 0 waits without limit.
+   * Returns 0 or a negative errno (-ETIME on timeout, -EINTR when interrupted).
+   */
+  enter(minComplete: number, timeoutNs: number): number;
+  /** Enables or disables completion fd notifications (advisory). */
+  setCompletionFdEnabled(enabled: boolean): void;
+  /** Whether a request in flight uses memory of `buffer`. */
+  usesBuffer(buffer: ArrayBufferLike): boolean;
+  /** Releases the ring and fds. Requests in flight are abandoned by the kernel's ring teardown. */
+  destroy(): void;
+}
+
+/** One device connection. */
+export interface Driver {
+  /** The driver name given to `Blkio.create`. */
+  readonly name: string;
+  /** The driver's property table; accessors receive the driver itself. */
+  readonly properties: PropertyTable<this>;
+  /** Opens the device; afterwards device properties are readable. */
+  connect(): void;
+  /** Creates the initial queues from num-queues / num-poll-queues. */
+  start(): { queues: DriverQueue[]; pollQueues: DriverQueue[] };
+  /** Creates one more queue (started state); throws ENOTSUP or EINVAL when it cannot. */
+  addQueue(poll: boolean): DriverQueue;
+  /** mem-region-alignment, once connected. */
+  memRegionAlignment(): number;
+  /** Makes a validated region usable by the device (started state). */
+  mapMemRegion(region: MemoryRegion, addr: number): void;
+  /** Undoes {@link mapMemRegion}. */
+  unmapMemRegion(region: MemoryRegion): void;
+  /** Closes the device connection; queues were destroyed before. */
+  destroy(): void;
+}

@@ -1,0 +1,369 @@
+/**
+ * The io_uring driver: regular files and block devices through io_uring, one ring per queue.
+ *
+ * @module
+ */
+import type { Native } from "../../../ffi/types.ts";
+import type { Driver, DriverQueue } from "../../driver.ts";
+import { BlkioError } from "../../errors.ts";
+import type { MemoryRegion } from "../../memory_region.ts";
+import { PropertyTable } from "../../properties.ts";
+import { State } from "../../state.ts";
+import {
+  closeFd,
+  iovMax,
+  isOpenFd,
+  O_DIRECT,
+  O_RDONLY,
+  O_RDWR,
+  openPath,
+  pageSize,
+  seekEnd,
+} from "../../sys.ts";
+import { Ring } from "../../uring/ring.ts";
+import { IORING_ENTER_GETEVENTS, IORING_SETUP_IOPOLL } from "../../uring/constants.ts";
+import { prepReadv, setUserData } from "../../uring/sqe.ts";
+import { IoUringQueue } from "./queue.ts";
+import { type TargetInfo, targetInfo } from "./target_info.ts";
+
+/** Hardware queue depths of 64-128 are common; libblkio's default. */
+const NUM_ENTRIES_DEFAULT = 128;
+/** The kernel's IORING_MAX_ENTRIES. */
+const NUM_ENTRIES_MAX = 32768;
+const INT_MAX = 2147483647;
+
+const C = State.Created;
+const K = State.Connected;
+
+/** The io_uring driver instance. */
+export class IoUringDriver implements Driver {
+  readonly name = "io_uring";
+  readonly properties: PropertyTable<this> = IO_URING_PROPERTIES as unknown as PropertyTable<this>;
+  readonly native: Native;
+  path = "";
+  fd = -1;
+  direct = false;
+  readOnly = false;
+  numEntries = NUM_ENTRIES_DEFAULT;
+  numQueues = 1;
+  numPollQueues = 0;
+  canGrow = false;
+  supportsFuaNatively = false;
+  supportsPollQueues = false;
+  target: TargetInfo | null = null;
+  #ownsFd = false;
+
+  constructor(native: Native) {
+    this.native = native;
+  }
+
+  /** Target info; only called by properties readable from connected state. */
+  get info(): TargetInfo {
+    return this.target!;
+  }
+
+  connect(): void {
+    const n = this.native;
+    let fd: number;
+    if (this.path !== "") {
+      if (this.fd !== -1) throw BlkioError.of("EINVAL", "path and fd cannot be set at the same time");
+      fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? O_DIRECT : 0));
+    } else if (this.fd !== -1) {
+      fd = this.fd;
+      if (!isOpenFd(n, fd)) throw BlkioError.of("EBADF", `fd ${fd} is not an open file descriptor`);
+    } else {
+      throw BlkioError.of("EINVAL", "One of path and fd must be set");
+    }
+    const opened = this.path !== "";
+    try {
+      const info = targetInfo(n, fd);
+      const poll = supportsIopoll(n, fd, info);
+      // With `fd`, the fd's own flags decide; with `path` they match what was asked for.
+      this.direct = info.direct;
+      this.readOnly = info.readOnly;
+      this.canGrow = info.canGrow;
+      this.supportsFuaNatively = info.supportsFuaNatively;
+      this.supportsPollQueues = poll;
+      this.target = info;
+      this.fd = fd;
+      this.#ownsFd = true;
+    } catch (e) {
+      if (opened) closeFd(n, fd);
+      throw e;
+    }
+  }
+
+  start(): { queues: DriverQueue[]; pollQueues: DriverQueue[] } {
+    if (this.numPollQueues > 0 && !this.supportsPollQueues) {
+      throw BlkioError.of("EINVAL", "Poll queues not supported");
+    }
+    if (this.numEntries > NUM_ENTRIES_MAX) {
+      throw BlkioError.of("EINVAL", `num-entries must be at most ${NUM_ENTRIES_MAX}: received ${this.numEntries}`);
+    }
+    const made: DriverQueue[] = [];
+    try {
+      for (let i = 0; i < this.numQueues; i++) made.push(this.#queue(false));
+      for (let i = 0; i < this.numPollQueues; i++) made.push(this.#queue(true));
+    } catch (e) {
+      for (const q of made) q.destroy();
+      throw e;
+    }
+    return { queues: made.slice(0, this.numQueues), pollQueues: made.slice(this.numQueues) };
+  }
+
+  addQueue(poll: boolean): DriverQueue {
+    if (poll && !this.supportsPollQueues) throw BlkioError.of("EINVAL", "Poll queues not supported");
+    return this.#queue(poll);
+  }
+
+  #queue(poll: boolean): DriverQueue {
+    return new IoUringQueue(this.native, { poll, entries: this.numEntries, fd: this.fd, target: this.info });
+  }
+
+  memRegionAlignment(): number {
+    return this.info.requestAlignment;
+  }
+
+  // io_uring can use any memory: mapping only records the region (the core validated it).
+  mapMemRegion(_region: MemoryRegion, _addr: number): void {}
+
+  unmapMemRegion(_region: MemoryRegion): void {}
+
+  destroy(): void {
+    if (this.#ownsFd) closeFd(this.native, this.fd);
+    this.#ownsFd = false;
+  }
+}
+
+/**
+ * Whether IOPOLL works on `fd`: a zero-length polled read must succeed. Only O_DIRECT can poll.
+ * libblkio fails connect when the probe read fails in an unexpected way; this treats any
+ * failure as "no poll queues" so a file system with odd IOPOLL behaviour still connects.
+ */
+function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
+  if (!info.direct) return false;
+  let ring: Ring;
+  try {
+    ring = new Ring(native, 1, IORING_SETUP_IOPOLL);
+  } catch {
+    return false;
+  }
+  try {
+    const iov = native.alloc(16);
+    const i = ring.nextSqe();
+    prepReadv(ring.sqes, i, fd, native.addressOf(iov.buffer as ArrayBuffer), 1, 0);
+    setUserData(ring.sqes, i, 1);
+    const r = ring.enter(1, IORING_ENTER_GETEVENTS, 1e9);
+    if (r < 0 || ring.cqHead() === ring.cqTail()) return false;
+    const res = ring.cqesRes[((ring.cqHead() & ring.cqMask) << 2) + 2];
+    ring.setCqHead(ring.cqHead() + 1);
+    return res === 0;
+  } finally {
+    ring.close();
+  }
+}
+
+type D = IoUringDriver;
+const must = (d: D): TargetInfo => d.info;
+
+/** Every io_uring property, as libblkio 1.5 has them. */
+export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
+  "buf-alignment": {
+    type: "int",
+    doc: "Required alignment of buffer addresses and lengths (each iovec too)",
+    readableFrom: K,
+    get: (d) => must(d).requestAlignment,
+  },
+  "can-add-queues": {
+    type: "bool",
+    doc: "Whether addQueue() works",
+    get: () => true,
+  },
+  "can-grow": {
+    type: "bool",
+    doc: "Reads past the end return zeroes and writes extend the file (regular files)",
+    get: (d) => d.canGrow,
+  },
+  "capacity": {
+    type: "uint64",
+    doc: "Size in bytes (read anew each time, so it follows a growing file)",
+    readableFrom: K,
+    get: (d) => BigInt(seekEnd(d.native, d.fd)),
+  },
+  "direct": {
+    type: "bool",
+    doc: "Open with O_DIRECT, bypassing the page cache",
+    settableIn: [C],
+    get: (d) => d.direct,
+    set: (d, v) => void (d.direct = v),
+  },
+  "discard-alignment": {
+    type: "int",
+    doc: "Discard start and length granularity",
+    readableFrom: K,
+    get: (d) => must(d).discardAlignment,
+  },
+  "discard-alignment-offset": {
+    type: "int",
+    doc: "Offset of the first discardable block (partitions)",
+    readableFrom: K,
+    get: (d) => must(d).discardAlignmentOffset,
+  },
+  "driver": {
+    type: "str",
+    doc: "The driver name",
+    get: (d) => d.name,
+  },
+  "fd": {
+    type: "int",
+    doc: "An open file descriptor to use instead of path; the instance owns it after connect",
+    settableIn: [C],
+    get: (d) => d.fd,
+    set: (d, v) => void (d.fd = v),
+  },
+  "flush-needed": {
+    type: "bool",
+    doc: "Whether completed writes need a flush to be durable",
+    readableFrom: K,
+    get: (d) => must(d).flushNeeded,
+  },
+  "max-discard-len": {
+    type: "uint64",
+    doc: "Maximum discard length, 0 for no limit (the block layer splits)",
+    readableFrom: K,
+    get: (d) => (must(d), 0n),
+  },
+  "max-mem-regions": {
+    type: "uint64",
+    doc: "Maximum number of mapped memory regions",
+    get: () => 0xffffffffffffffffn,
+  },
+  "max-queues": {
+    type: "int",
+    doc: "Maximum number of queues, poll queues included",
+    get: () => INT_MAX,
+  },
+  "max-segment-len": {
+    type: "int",
+    doc: "Maximum iovec length, 0 for no limit",
+    readableFrom: K,
+    get: (d) => (must(d), 0),
+  },
+  "max-segments": {
+    type: "int",
+    doc: "Maximum number of iovecs per request (IOV_MAX)",
+    readableFrom: K,
+    get: (d) => (must(d), iovMax(d.native)),
+  },
+  "max-transfer": {
+    type: "int",
+    doc: "Maximum read/write length, 0 for no limit (the block layer splits)",
+    readableFrom: K,
+    get: (d) => (must(d), 0),
+  },
+  "max-write-zeroes-len": {
+    type: "uint64",
+    doc: "Maximum write-zeroes length, 0 for no limit",
+    readableFrom: K,
+    get: (d) => (must(d), 0n),
+  },
+  "may-pin-mem-regions": {
+    type: "bool",
+    doc: "Whether the driver may pin memory region pages",
+    get: () => false,
+  },
+  "mem-region-alignment": {
+    type: "uint64",
+    doc: "Required alignment of memory region addresses and lengths",
+    readableFrom: K,
+    get: (d) => BigInt(must(d).requestAlignment),
+  },
+  "needs-mem-region-fd": {
+    type: "bool",
+    doc: "Whether memory regions must be backed by an fd",
+    get: () => false,
+  },
+  "needs-mem-regions": {
+    type: "bool",
+    doc: "Whether buffers must lie in mapped memory regions",
+    get: () => false,
+  },
+  "num-entries": {
+    type: "int",
+    doc: "Minimum submission/completion ring entries per queue",
+    settableIn: [K],
+    get: (d) => d.numEntries,
+    set: (d, v) => {
+      if (v <= 0) throw BlkioError.of("EINVAL", `num-entries must be greater than 0: received ${v}`);
+      d.numEntries = v;
+    },
+  },
+  "num-poll-queues": {
+    type: "int",
+    doc: "Number of poll queues created by start()",
+    settableIn: [K],
+    get: (d) => d.numPollQueues,
+    set: (d, v) => {
+      if (v < 0) throw BlkioError.of("EINVAL", `num-poll-queues must be 0 or more: received ${v}`);
+      d.numPollQueues = v;
+    },
+  },
+  "num-queues": {
+    type: "int",
+    doc: "Number of queues created by start()",
+    settableIn: [K],
+    get: (d) => d.numQueues,
+    set: (d, v) => {
+      if (v < 0) throw BlkioError.of("EINVAL", `num-queues must be 0 or more: received ${v}`);
+      d.numQueues = v;
+    },
+  },
+  "optimal-buf-alignment": {
+    type: "int",
+    doc: "Preferred buffer alignment (the page size)",
+    readableFrom: K,
+    get: (d) => (must(d), pageSize(d.native)),
+  },
+  "optimal-io-alignment": {
+    type: "int",
+    doc: "Preferred start and length alignment",
+    readableFrom: K,
+    get: (d) => must(d).optimalIoAlignment,
+  },
+  "optimal-io-size": {
+    type: "int",
+    doc: "Preferred request length, 0 when unspecified",
+    readableFrom: K,
+    get: (d) => must(d).optimalIoSize,
+  },
+  "path": {
+    type: "str",
+    doc: "Regular file or block device to open",
+    settableIn: [C],
+    get: (d) => d.path,
+    set: (d, v) => void (d.path = v),
+  },
+  "read-only": {
+    type: "bool",
+    doc: "Open read-only; writes then fail with EBADF",
+    settableIn: [C],
+    get: (d) => d.readOnly,
+    set: (d, v) => void (d.readOnly = v),
+  },
+  "request-alignment": {
+    type: "int",
+    doc: "Required alignment of request start and length",
+    readableFrom: K,
+    get: (d) => must(d).requestAlignment,
+  },
+  "supports-fua-natively": {
+    type: "bool",
+    doc: "Whether FUA writes are native rather than emulated",
+    get: (d) => d.supportsFuaNatively,
+  },
+  "supports-poll-queues": {
+    type: "bool",
+    doc: "Whether poll queues work (O_DIRECT on a target that supports IOPOLL)",
+    get: (d) => d.supportsPollQueues,
+  },
+});

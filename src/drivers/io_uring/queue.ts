@@ -1,0 +1,455 @@
+/**
+ * One io_uring queue: a ring, its registered target fd, its completion eventfd and the slot
+ * table of requests in flight. `user_data` is the slot index; a slot holds the request's
+ * buffers (so the garbage collector cannot free memory the kernel uses) until its CQE is
+ * reaped.
+ *
+ * @module
+ */
+import type { Native } from "../../../ffi/types.ts";
+import { type Completion, newCompletion, Op, type OpValue, ReqFlags } from "../../completion.ts";
+import type { CompletionBacklog } from "../../completion_backlog.ts";
+import type { DriverQueue } from "../../driver.ts";
+import { bufferAddress } from "../../buffers.ts";
+import { closeFd, newEventfd } from "../../sys.ts";
+import { Ring } from "../../uring/ring.ts";
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_NO_HIDE_STALE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  IORING_ENTER_GETEVENTS,
+  IORING_OP,
+  IORING_SETUP_IOPOLL,
+  IOSQE_FIXED_FILE,
+  RWF_DSYNC,
+  RWF_HIPRI,
+} from "../../uring/constants.ts";
+import {
+  prepFallocate,
+  prepFdatasync,
+  prepRead,
+  prepReadv,
+  prepWrite,
+  prepWritev,
+  setRwFlags,
+  setSqeFlags,
+  setUserData,
+} from "../../uring/sqe.ts";
+import type { TargetInfo } from "./target_info.ts";
+
+const EIO = 5;
+const EINVAL = 22;
+const ENOTSUP = 95;
+const U32_MAX = 0xffffffff;
+/** reap() result of a request that went back to the ring for its remainder. */
+const RESUBMITTED = 1;
+/** Buffers of requests still in flight when their queue was destroyed, kept alive forever. */
+const ABANDONED: unknown[] = [];
+
+/** Options of {@link IoUringQueue}. */
+export interface IoUringQueueOptions {
+  poll: boolean;
+  entries: number;
+  fd: number;
+  target: TargetInfo;
+}
+
+/** A queue of the io_uring driver. */
+export class IoUringQueue implements DriverQueue {
+  completions!: CompletionBacklog;
+  readonly isPollQueue: boolean;
+  readonly completionFd: number;
+  readonly #native: Native;
+  readonly #ring: Ring;
+  readonly #target: TargetInfo;
+  readonly #supportsRead: boolean;
+  readonly #supportsWrite: boolean;
+  readonly #supportsFallocate: boolean;
+  readonly #rwFlags: number;
+  // Slot table, struct-of-arrays so nothing is allocated per request.
+  readonly #cap: number;
+  readonly #free: Int32Array;
+  readonly #used: Uint8Array;
+  #why = "";
+  #freeTop: number;
+  readonly #op: Uint8Array;
+  readonly #phase: Uint8Array;
+  readonly #flags: Uint32Array;
+  readonly #start: Float64Array;
+  readonly #len: Float64Array;
+  readonly #done: Float64Array;
+  readonly #addr: Float64Array;
+  readonly #ud: unknown[];
+  readonly #buf: (Uint8Array | null)[];
+  readonly #iov: (readonly Uint8Array[] | null)[];
+  readonly #iovMem: (Uint32Array | null)[];
+  readonly #iovAddr: Float64Array;
+  readonly #resubmit: Int32Array;
+  #resubmitHead = 0;
+  #resubmitCount = 0;
+
+  constructor(native: Native, opts: IoUringQueueOptions) {
+    this.#native = native;
+    this.#target = opts.target;
+    this.isPollQueue = opts.poll;
+    this.#rwFlags = opts.poll ? RWF_HIPRI : 0;
+    const ring = new Ring(native, opts.entries, opts.poll ? IORING_SETUP_IOPOLL : 0);
+    let efd = -1;
+    try {
+      // Probing came with READ, WRITE and FALLOCATE in Linux 5.6: no probe means none of them.
+      const ops = ring.probe();
+      this.#supportsRead = ops.has(IORING_OP.READ);
+      this.#supportsWrite = ops.has(IORING_OP.WRITE);
+      this.#supportsFallocate = ops.has(IORING_OP.FALLOCATE);
+      ring.registerFiles([opts.fd]);
+      if (!opts.poll) {
+        efd = newEventfd(native);
+        ring.registerEventfd(efd);
+      }
+    } catch (e) {
+      ring.close();
+      closeFd(native, efd);
+      throw e;
+    }
+    this.#ring = ring;
+    this.completionFd = efd;
+    // In flight is capped at the CQ size so the CQ can never overflow (kernels before 5.5
+    // drop CQEs on overflow).
+    const cap = ring.cqEntries;
+    this.#cap = cap;
+    this.#free = new Int32Array(cap);
+    for (let i = 0; i < cap; i++) this.#free[i] = cap - 1 - i;
+    this.#freeTop = cap;
+    this.#used = new Uint8Array(cap);
+    this.#op = new Uint8Array(cap);
+    this.#phase = new Uint8Array(cap);
+    this.#flags = new Uint32Array(cap);
+    this.#start = new Float64Array(cap);
+    this.#len = new Float64Array(cap);
+    this.#done = new Float64Array(cap);
+    this.#addr = new Float64Array(cap);
+    this.#ud = new Array(cap).fill(undefined);
+    this.#buf = new Array(cap).fill(null);
+    this.#iov = new Array(cap).fill(null);
+    this.#iovMem = new Array(cap).fill(null);
+    this.#iovAddr = new Float64Array(cap);
+    this.#resubmit = new Int32Array(cap);
+  }
+
+  get inFlight(): number {
+    return this.#cap - this.#freeTop;
+  }
+
+  get pendingSubmit(): number {
+    return this.#ring.unsubmitted + this.#resubmitCount;
+  }
+
+  tryEnqueue(
+    op: OpValue,
+    start: number,
+    buf: Uint8Array | null,
+    iovecs: readonly Uint8Array[] | null,
+    len: number,
+    userData: unknown,
+    flags: number,
+  ): boolean {
+    if (this.#freeTop === 0 || this.#ring.sqSpace() === 0) return false;
+    const errno = this.#unsupported(op, len, flags);
+    if (errno !== 0) {
+      this.completions.push(userData, -errno, this.#why);
+      return true;
+    }
+    const slot = this.#free[--this.#freeTop];
+    this.#used[slot] = 1;
+    this.#op[slot] = op;
+    this.#phase[slot] = 0;
+    this.#flags[slot] = flags;
+    this.#start[slot] = start;
+    this.#len[slot] = len;
+    this.#done[slot] = 0;
+    this.#ud[slot] = userData;
+    this.#buf[slot] = buf;
+    this.#iov[slot] = iovecs;
+    this.#addr[slot] = buf === null ? 0 : bufferAddress(this.#native, buf);
+    this.#prep(slot);
+    return true;
+  }
+
+  /** 0, or the errno (message in #why) of a request this queue cannot do. */
+  #unsupported(op: OpValue, len: number, flags: number): number {
+    if (this.isPollQueue && op >= Op.WriteZeroes) return this.#fail(ENOTSUP, POLL_MSG);
+    if ((op === Op.Read || op === Op.Write) && len > U32_MAX) return this.#fail(EINVAL, LEN_MSG);
+    if (op === Op.WriteZeroes || op === Op.Discard) {
+      if (!this.#supportsFallocate) return this.#fail(ENOTSUP, FALLOC_MSG);
+      if (
+        op === Op.WriteZeroes && this.#target.isBlockDevice &&
+        !this.#target.supportsWriteZeroesWithoutFallback && (flags & ReqFlags.NO_FALLBACK) !== 0
+      ) return this.#fail(ENOTSUP, NOFALLBACK_MSG);
+    }
+    return 0;
+  }
+
+  #fail(errno: number, why: string): number {
+    this.#why = why;
+    return errno;
+  }
+
+  /** Writes the SQE for what remains of request `slot`. */
+  #prep(slot: number): void {
+    const ring = this.#ring;
+    const sq = ring.sqes;
+    const i = ring.nextSqe();
+    const done = this.#done[slot];
+    const start = this.#start[slot] + done;
+    const remaining = this.#len[slot] - done;
+    const flags = this.#flags[slot];
+    switch (this.#op[slot]) {
+      case Op.Read:
+        if (this.#supportsRead) prepRead(sq, i, 0, this.#addr[slot] + done, remaining, start);
+        else prepReadv(sq, i, 0, this.#oneIovec(slot, this.#addr[slot] + done, remaining), 1, start);
+        setRwFlags(sq, i, this.#rwFlags);
+        break;
+      case Op.Write:
+        if (this.#supportsWrite) prepWrite(sq, i, 0, this.#addr[slot] + done, remaining, start);
+        else prepWritev(sq, i, 0, this.#oneIovec(slot, this.#addr[slot] + done, remaining), 1, start);
+        setRwFlags(sq, i, this.#rwFlags | (flags & ReqFlags.FUA ? RWF_DSYNC : 0));
+        break;
+      case Op.Readv: {
+        const n = this.#fillIovecs(slot, done);
+        prepReadv(sq, i, 0, this.#iovAddr[slot], n, start);
+        setRwFlags(sq, i, this.#rwFlags);
+        break;
+      }
+      case Op.Writev: {
+        const n = this.#fillIovecs(slot, done);
+        prepWritev(sq, i, 0, this.#iovAddr[slot], n, start);
+        setRwFlags(sq, i, this.#rwFlags | (flags & ReqFlags.FUA ? RWF_DSYNC : 0));
+        break;
+      }
+      case Op.Flush:
+        prepFdatasync(sq, i, 0);
+        break;
+      case Op.WriteZeroes:
+        // Phase 1 is the flush that emulates FUA once the zeroing has completed.
+        if (this.#phase[slot] === 1) prepFdatasync(sq, i, 0);
+        else prepFallocate(sq, i, 0, this.#zeroMode(flags), this.#start[slot], this.#len[slot]);
+        break;
+      case Op.Discard:
+        prepFallocate(
+          sq,
+          i,
+          0,
+          FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE,
+          this.#start[slot],
+          this.#len[slot],
+        );
+        break;
+    }
+    setSqeFlags(sq, i, IOSQE_FIXED_FILE);
+    setUserData(sq, i, slot);
+  }
+
+  /** fallocate mode for write zeroes, as libblkio chooses it. */
+  #zeroMode(flags: number): number {
+    const noUnmap = (flags & ReqFlags.NO_UNMAP) !== 0;
+    if (this.#target.isBlockDevice) {
+      // PUNCH_HOLE on a block device issues REQ_OP_WRITE_ZEROES without fallback (unmapping);
+      // ZERO_RANGE keeps blocks allocated and may fall back to writing zeroes.
+      if (this.#target.supportsWriteZeroesWithoutFallback && !noUnmap) {
+        return FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+      }
+      return FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    }
+    // Regular files: the size past EOF is unspecified, as libblkio documents.
+    return noUnmap ? FALLOC_FL_ZERO_RANGE : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  }
+
+  #iovecMemory(slot: number, count: number): Uint32Array {
+    let mem = this.#iovMem[slot];
+    if (mem === null || mem.length < count * 4) {
+      const bytes = this.#native.alloc(Math.max(count, 4) * 16);
+      mem = new Uint32Array(bytes.buffer);
+      this.#iovMem[slot] = mem;
+      this.#iovAddr[slot] = this.#native.addressOf(bytes.buffer as ArrayBuffer);
+    }
+    return mem;
+  }
+
+  #oneIovec(slot: number, addr: number, len: number): number {
+    const mem = this.#iovecMemory(slot, 1);
+    setIovec(mem, 0, addr, len);
+    return this.#iovAddr[slot];
+  }
+
+  /** Writes the slot's iovecs minus the first `skip` bytes; returns how many. */
+  #fillIovecs(slot: number, skip: number): number {
+    const iov = this.#iov[slot]!;
+    const mem = this.#iovecMemory(slot, iov.length);
+    let n = 0;
+    for (let k = 0; k < iov.length; k++) {
+      const b = iov[k];
+      const len = b.byteLength;
+      if (skip >= len && len > 0) {
+        skip -= len;
+        continue;
+      }
+      if (len === 0) continue;
+      setIovec(mem, n++, bufferAddress(this.#native, b) + skip, len - skip);
+      skip = 0;
+    }
+    return n;
+  }
+
+  reap(out: Completion[], n: number, max: number): number {
+    const ring = this.#ring;
+    let head = ring.cqHead();
+    const tail = ring.cqTail();
+    if (head === tail) return n;
+    const cqes = ring.cqes, res = ring.cqesRes, mask = ring.cqMask, cap = this.#cap;
+    while (head !== tail && n < max) {
+      const o = (head & mask) << 2;
+      const slot = cqes[o];
+      const r = res[o + 2];
+      head = (head + 1) >>> 0;
+      if (slot >= cap) continue;
+      const ret = this.#finish(slot, r);
+      if (ret === RESUBMITTED) continue;
+      const c = out[n] ?? (out[n] = newCompletion());
+      c.userData = this.#ud[slot];
+      c.ret = ret;
+      c.errorMsg = null;
+      n++;
+      this.#release(slot);
+    }
+    ring.setCqHead(head);
+    return n;
+  }
+
+  /** The completion value of request `slot` given CQE result `res`, or RESUBMITTED. */
+  #finish(slot: number, res: number): number {
+    if (res < 0) return res;
+    const op = this.#op[slot];
+    if (op <= Op.Writev) {
+      const remaining = this.#len[slot] - this.#done[slot];
+      if (res === remaining) return 0;
+      if (res > remaining) return -EIO;
+      if (res > 0) {
+        // Short read or write: go again for the rest.
+        this.#done[slot] += res;
+        this.#requeue(slot);
+        return RESUBMITTED;
+      }
+      if (this.#target.canGrow && (op === Op.Read || op === Op.Readv)) {
+        this.#zeroRest(slot);
+        return 0;
+      }
+      return -EIO;
+    }
+    if (op === Op.WriteZeroes && (this.#flags[slot] & ReqFlags.FUA) !== 0 && this.#phase[slot] === 0) {
+      this.#phase[slot] = 1;
+      this.#requeue(slot);
+      return RESUBMITTED;
+    }
+    return 0;
+  }
+
+  /** A read hit end of file: the rest reads as zeroes. */
+  #zeroRest(slot: number): void {
+    let skip = this.#done[slot];
+    const buf = this.#buf[slot];
+    if (buf !== null) {
+      buf.fill(0, skip);
+      return;
+    }
+    for (const b of this.#iov[slot]!) {
+      if (skip >= b.byteLength) {
+        skip -= b.byteLength;
+        continue;
+      }
+      b.fill(0, skip);
+      skip = 0;
+    }
+  }
+
+  #requeue(slot: number): void {
+    if (this.#resubmitCount === 0 && this.#ring.sqSpace() > 0) {
+      this.#prep(slot);
+      return;
+    }
+    this.#resubmit[(this.#resubmitHead + this.#resubmitCount++) % this.#cap] = slot;
+  }
+
+  #flushResubmits(): void {
+    while (this.#resubmitCount > 0 && this.#ring.sqSpace() > 0) {
+      const slot = this.#resubmit[this.#resubmitHead];
+      this.#resubmitHead = (this.#resubmitHead + 1) % this.#cap;
+      this.#resubmitCount--;
+      this.#prep(slot);
+    }
+  }
+
+  #release(slot: number): void {
+    this.#used[slot] = 0;
+    this.#ud[slot] = undefined;
+    this.#buf[slot] = null;
+    this.#iov[slot] = null;
+    this.#free[this.#freeTop++] = slot;
+  }
+
+  enter(minComplete: number, timeoutNs: number): number {
+    this.#flushResubmits();
+    const flags = minComplete > 0 || this.isPollQueue ? IORING_ENTER_GETEVENTS : 0;
+    if (flags === 0 && this.#ring.unsubmitted === 0) return 0;
+    const r = this.#ring.enter(minComplete, flags, timeoutNs);
+    return r < 0 ? r : 0;
+  }
+
+  setCompletionFdEnabled(enabled: boolean): void {
+    if (!this.isPollQueue) this.#ring.setEventfdEnabled(enabled);
+  }
+
+  usesBuffer(buffer: ArrayBufferLike): boolean {
+    for (let s = 0; s < this.#cap; s++) {
+      if (this.#buf[s]?.buffer === buffer) return true;
+      const iov = this.#iov[s];
+      if (iov !== null) for (const b of iov) if (b.buffer === buffer) return true;
+    }
+    return false;
+  }
+
+  destroy(): void {
+    // Give requests already in the kernel a moment to finish, so their memory can be released.
+    const out: Completion[] = [];
+    const deadline = performance.now() + 1000;
+    while (this.inFlight - this.#resubmitCount > 0 && performance.now() < deadline) {
+      const before = this.inFlight;
+      const r = this.enter(1, 100e6);
+      this.reap(out, 0, Infinity);
+      out.length = 0;
+      if (r < 0 && r !== -62 && r !== -4 && this.inFlight === before) break;
+    }
+    for (let s = 0; s < this.#cap; s++) {
+      if (this.#used[s] === 0) continue;
+      // The kernel may still write into these: keep them reachable for the life of the process.
+      if (this.#buf[s] !== null) ABANDONED.push(this.#buf[s]);
+      if (this.#iov[s] !== null) ABANDONED.push(this.#iov[s], this.#iovMem[s]);
+      this.#release(s);
+    }
+    this.#ring.close();
+    closeFd(this.#native, this.completionFd);
+  }
+}
+
+const POLL_MSG = "request not supported on poll queues for this driver";
+const LEN_MSG = "len must fit in an unsigned 32-bit integer";
+const FALLOC_MSG = "the kernel does not support IORING_OP_FALLOCATE";
+const NOFALLBACK_MSG = "the block device does not support write zeroes with BLKIO_REQ_NO_FALLBACK";
+
+function setIovec(mem: Uint32Array, k: number, addr: number, len: number): void {
+  const b = k << 2;
+  mem[b] = addr >>> 0;
+  mem[b + 1] = (addr / 4294967296) >>> 0;
+  mem[b + 2] = len >>> 0;
+  mem[b + 3] = (len / 4294967296) >>> 0;
+}

@@ -1,0 +1,25 @@
+/**
+ * The driver registry: name → constructor.
+ *
+ * @module
+ */
+import type { Native } from "../../ffi/types.ts";
+import type { Driver } from "../driver.ts";
+import { BlkioError } from "../errors.ts";
+import { IoUringDriver } from "./io_uring/driver.ts";
+
+const DRIVERS: Record<string, (native: Native) => Driver> = {
+  "io_uring": (native) => new IoUringDriver(native),
+};
+
+/** The names `Blkio.create` accepts. */
+export const DRIVER_NAMES: readonly string[] = Object.keys(DRIVERS);
+
+/** A new driver instance; ENOENT for an unknown name. */
+export function createDriver(native: Native, name: string): Driver {
+  const make = Object.hasOwn(DRIVERS, name) ? DRIVERS[name] : undefined;
+  if (!make) {
+    throw BlkioError.of("ENOENT", `Unknown driver name "${name}" (available: ${DRIVER_NAMES.join(", ")})`);
+  }
+  return make(native);
+}

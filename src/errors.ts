@@ -1,0 +1,64 @@
+/**
+ * The one error class of the library, and the named constructors the core uses.
+ *
+ * @module
+ */
+import { ERRNO, type ErrnoName, errnoName } from "./errno.ts";
+
+/**
+ * An error with a Linux errno, thrown by every call that libblkio reports with a negative
+ * errno, and the rejection reason of failed `BlockDevice` requests.
+ *
+ * @example Catch a bad driver name
+ * ```ts
+ * import { Blkio, BlkioError } from "./mod.ts";
+ * try {
+ *   Blkio.create("no-such-driver");
+ * } catch (e) {
+ *   if (!(e instanceof BlkioError) || e.code !== "ENOENT") throw e;
+ * }
+ * ```
+ */
+export class BlkioError extends Error {
+  /** The errno name, such as `"EINVAL"`. */
+  readonly code: string;
+  /** The positive errno value (ENOENT = 2). */
+  readonly errno: number;
+
+  constructor(errno: number, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "BlkioError";
+    this.errno = errno;
+    this.code = errnoName(errno);
+  }
+
+  /** Builds an error from an errno name. */
+  static of(code: ErrnoName, message: string, options?: ErrorOptions): BlkioError {
+    return new BlkioError(ERRNO[code], message, options);
+  }
+}
+
+/** Throws `EINVAL` with `message`. */
+export function invalid(message: string): never {
+  throw BlkioError.of("EINVAL", message);
+}
+
+/** `ENODEV` "Device must be connected". */
+export function mustBeConnected(): BlkioError {
+  return BlkioError.of("ENODEV", "Device must be connected");
+}
+
+/** `EBUSY` "Device must be started". */
+export function mustBeStarted(): BlkioError {
+  return BlkioError.of("EBUSY", "Device must be started");
+}
+
+/** `EBUSY` for a property set after its state. */
+export function cannotSetIn(name: string, state: string): BlkioError {
+  return BlkioError.of("EBUSY", `Cannot set property "${name}" in ${state} state`);
+}
+
+/** `EBADF` for any use of a destroyed instance. */
+export function destroyed(): BlkioError {
+  return BlkioError.of("EBADF", "The blkio instance has been destroyed");
+}

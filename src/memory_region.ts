@@ -1,0 +1,174 @@
+/**
+ * Memory regions: memfd-backed memory the library allocates, and the registry of what is
+ * allocated and mapped.
+ *
+ * @module
+ */
+import type { Native } from "../ffi/types.ts";
+import { BlkioError } from "./errors.ts";
+import { bufferAddress, checkBuffer } from "./buffers.ts";
+import { closeFd, cString, errnoError } from "./sys.ts";
+
+/**
+ * A range of memory usable for I/O buffers. Drivers that share memory with another process
+ * (vhost-user) can only use mapped regions; io_uring can use any memory, and mapping is a
+ * promise that the region stays valid while mapped.
+ */
+export interface MemoryRegion {
+  /** The whole region; subarray it for I/O buffers. */
+  readonly bytes: Uint8Array;
+  /** Length in bytes. */
+  readonly len: number;
+  /** The memfd backing the region, or -1 for a region the caller built. */
+  readonly fd: number;
+  /** Offset of `bytes` within `fd`. */
+  readonly fdOffset: number;
+}
+
+const MFD_CLOEXEC = 1;
+const PROT_READ_WRITE = 3;
+const MAP_SHARED = 1;
+const MAP_FAILED = 2 ** 64 - 1;
+
+interface Allocation {
+  addr: number;
+  len: number;
+  fd: number;
+}
+
+/** Tracks allocated and mapped regions of one instance. */
+export class MemoryRegionRegistry {
+  readonly #native: Native;
+  readonly #allocated = new Map<MemoryRegion, Allocation>();
+  readonly #mapped = new Map<MemoryRegion, { addr: number; len: number }>();
+
+  constructor(native: Native) {
+    this.#native = native;
+  }
+
+  /** Allocates `len` bytes from a new memfd (close-on-exec), mapped shared. */
+  alloc(len: number, alignment: number): MemoryRegion {
+    if (!Number.isSafeInteger(len) || len <= 0 || len % alignment !== 0) {
+      throw BlkioError.of(
+        "EINVAL",
+        `Memory region length must be a positive multiple of mem-region-alignment (${alignment}): received ${len}`,
+      );
+    }
+    const n = this.#native;
+    const fd = n.libc.memfd_create(cString(n, "libblkio-buf"), MFD_CLOEXEC);
+    if (fd < 0) throw errnoError(n.errno(), "memfd_create() failed");
+    if (n.libc.ftruncate(fd, BigInt(len)) < 0) {
+      const e = errnoError(n.errno(), `ftruncate(memfd, ${len}) failed`);
+      closeFd(n, fd);
+      throw e;
+    }
+    const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
+    if (addr === MAP_FAILED || addr === -1) {
+      const e = errnoError(n.errno(), `mmap of ${len} bytes failed`);
+      closeFd(n, fd);
+      throw e;
+    }
+    if (addr % alignment !== 0) {
+      n.libc.munmap(addr, BigInt(len));
+      closeFd(n, fd);
+      throw BlkioError.of("EOVERFLOW", `mmap returned an address not aligned to ${alignment}`);
+    }
+    const region: MemoryRegion = Object.freeze({
+      bytes: new Uint8Array(n.view(addr, len)),
+      len,
+      fd,
+      fdOffset: 0,
+    });
+    this.#allocated.set(region, { addr, len, fd });
+    return region;
+  }
+
+  /** Frees a region from {@link alloc}: unmaps it, closes its fd and detaches `bytes`. */
+  free(region: MemoryRegion, inUse: (buffer: ArrayBufferLike) => boolean): void {
+    const a = this.#allocated.get(region);
+    if (!a) throw BlkioError.of("EINVAL", "Memory region was not allocated by this instance");
+    if (this.#mapped.has(region)) {
+      throw BlkioError.of("EBUSY", "Memory region is still mapped: unmap it before freeing it");
+    }
+    if (inUse(region.bytes.buffer)) {
+      throw BlkioError.of("EBUSY", "Memory region is in use by requests in flight");
+    }
+    this.#release(region, a);
+  }
+
+  #release(region: MemoryRegion, a: Allocation): void {
+    this.#allocated.delete(region);
+    // Detach the JS view first, so later access sees an empty buffer instead of unmapped memory.
+    const ab = region.bytes.buffer as ArrayBuffer;
+    if (!(ab as { detached?: boolean }).detached) ab.transfer(0);
+    this.#native.libc.munmap(a.addr, BigInt(a.len));
+    closeFd(this.#native, a.fd);
+  }
+
+  /**
+   * Validates `region` for mapping and records it; returns its address. `alignment` is
+   * mem-region-alignment.
+   */
+  map(region: MemoryRegion, alignment: number): number {
+    if (region === null || typeof region !== "object") {
+      throw BlkioError.of("EINVAL", "Memory region must be an object with bytes, len, fd and fdOffset");
+    }
+    const bytes = checkBuffer("Memory region bytes", region.bytes);
+    const len = region.len;
+    if (len !== bytes.byteLength) {
+      throw BlkioError.of(
+        "EINVAL",
+        `Memory region len (${len}) must equal bytes.byteLength (${bytes.byteLength})`,
+      );
+    }
+    if (!Number.isInteger(region.fd) || region.fd < -1) {
+      throw BlkioError.of("EINVAL", `Memory region fd must be an integer >= -1: received ${region.fd}`);
+    }
+    if (!Number.isSafeInteger(region.fdOffset) || region.fdOffset < 0) {
+      throw BlkioError.of("EINVAL", `Memory region fdOffset must be a non-negative integer`);
+    }
+    if (len === 0) throw BlkioError.of("EINVAL", "Memory region must not be empty");
+    const addr = bufferAddress(this.#native, bytes);
+    if (addr % alignment !== 0 || len % alignment !== 0) {
+      throw BlkioError.of(
+        "EINVAL",
+        `Memory region address and length must be multiples of mem-region-alignment (${alignment})`,
+      );
+    }
+    if (this.#mapped.has(region)) throw BlkioError.of("EINVAL", "memory region already mapped");
+    for (const m of this.#mapped.values()) {
+      if (addr < m.addr + m.len && m.addr < addr + len) {
+        if (addr === m.addr && len === m.len) {
+          throw BlkioError.of("EINVAL", "memory region already mapped");
+        }
+        throw BlkioError.of("EINVAL", "Memory region overlaps a mapped memory region");
+      }
+    }
+    this.#mapped.set(region, { addr, len });
+    return addr;
+  }
+
+  /** Forgets a mapping; returns false when `region` was not mapped. */
+  unmap(region: MemoryRegion): boolean {
+    return this.#mapped.delete(region);
+  }
+
+  /** The mapped region containing `[addr, addr+len)`, if any. */
+  findMapped(addr: number, len: number): MemoryRegion | null {
+    for (const [region, m] of this.#mapped) {
+      if (addr >= m.addr && addr + len <= m.addr + m.len) return region;
+    }
+    return null;
+  }
+
+  /** Regions currently mapped. */
+  mapped(): MemoryRegion[] {
+    return [...this.#mapped.keys()];
+  }
+
+  /** Unmaps and frees everything (instance destroy). */
+  destroy(): void {
+    this.#mapped.clear();
+    for (const [region, a] of [...this.#allocated]) this.#release(region, a);
+  }
+}

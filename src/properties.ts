@@ -1,0 +1,242 @@
+/**
+ * The property engine: each driver declares its properties once, in a table, and typed access,
+ * string access, state checks, errors and introspection all derive from it.
+ *
+ * @module
+ */
+import { BlkioError, cannotSetIn, mustBeConnected } from "./errors.ts";
+import { State, stateName, type StateName, type StateValue } from "./state.ts";
+
+/** The four property types of libblkio. */
+export type PropertyType = "bool" | "int" | "uint64" | "str";
+
+/** The JS type of each property type. */
+export interface PropertyValue {
+  bool: boolean;
+  int: number;
+  uint64: bigint;
+  str: string;
+}
+
+/** One row of a driver's property table. `D` is the driver the accessors work on. */
+export interface PropertyRow<D, T extends PropertyType = PropertyType> {
+  readonly type: T;
+  /** One line on what the property means. */
+  readonly doc: string;
+  /** First state in which the property can be read (default: every state). */
+  readonly readableFrom?: StateValue;
+  /** States in which it can be set; absent for read-only properties. */
+  readonly settableIn?: readonly StateValue[];
+  /** Reads the value; may throw BlkioError. */
+  get(driver: D): PropertyValue[T];
+  /** Validates and stores a value of the right type; state checks are already done. */
+  set?(driver: D, value: PropertyValue[T]): void;
+}
+
+/** A row of any type, discriminated by `type` so each row's accessors are typed. */
+export type AnyPropertyRow<D> = { [T in PropertyType]: PropertyRow<D, T> }[PropertyType];
+
+/** What {@link PropertyTable.describe} reports for one property. */
+export interface PropertyInfo {
+  name: string;
+  type: PropertyType;
+  /** Readable in the instance's current state. */
+  readable: boolean;
+  /** Writable in the instance's current state. */
+  writable: boolean;
+  /** The states in which it can be set (empty for read-only properties). */
+  settableIn: ("created" | "connected")[];
+  /** The first state in which it can be read. */
+  readableFrom: StateName;
+  doc: string;
+}
+
+const INT_MIN = -2147483648;
+const INT_MAX = 2147483647;
+const UINT64_MAX = (1n << 64n) - 1n;
+const ARTICLE: Record<PropertyType, string> = {
+  bool: "a bool",
+  int: "an int",
+  uint64: "a uint64",
+  str: "a str",
+};
+
+/** A table of property rows with the checks every accessor shares. */
+export class PropertyTable<D> {
+  readonly #rows: ReadonlyMap<string, PropertyRow<D>>;
+
+  constructor(rows: Record<string, AnyPropertyRow<D>>) {
+    this.#rows = new Map<string, PropertyRow<D>>(Object.entries(rows).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  }
+
+  /** Whether the table has a property called `name`. */
+  has(name: string): boolean {
+    return this.#rows.has(name);
+  }
+
+  #row(name: unknown): PropertyRow<D> {
+    if (typeof name !== "string") {
+      throw BlkioError.of("EINVAL", `Property name must be a string: received ${typeof name}`);
+    }
+    const row = this.#rows.get(name);
+    if (!row) throw BlkioError.of("ENOENT", `Unknown property name "${name}"`);
+    return row;
+  }
+
+  #typed(name: unknown, type: PropertyType): PropertyRow<D> {
+    const row = this.#row(name);
+    if (row.type !== type) {
+      throw BlkioError.of(
+        "ENOTTY",
+        `Property "${name}" is not ${ARTICLE[type]}: its type is ${row.type}`,
+      );
+    }
+    return row;
+  }
+
+  #readable(row: PropertyRow<D>, state: StateValue): void {
+    if (state < (row.readableFrom ?? State.Created)) throw mustBeConnected();
+  }
+
+  #writable(name: string, row: PropertyRow<D>, state: StateValue): void {
+    const states = row.settableIn;
+    if (!states || states.length === 0 || !row.set) {
+      throw BlkioError.of("EACCES", `Property "${name}" is read-only`);
+    }
+    if (states.includes(state)) return;
+    if (state < Math.min(...states)) throw mustBeConnected();
+    throw cannotSetIn(name, stateName(state));
+  }
+
+  /** Typed read: the property must have type `type`. */
+  get<T extends PropertyType>(driver: D, state: StateValue, name: string, type: T): PropertyValue[T] {
+    const row = this.#typed(name, type);
+    this.#readable(row, state);
+    return row.get(driver) as PropertyValue[T];
+  }
+
+  /** Typed write: `value` must already be checked to be of type `type`. */
+  set<T extends PropertyType>(
+    driver: D,
+    state: StateValue,
+    name: string,
+    type: T,
+    value: PropertyValue[T],
+  ): void {
+    const row = this.#typed(name, type);
+    this.#writable(name, row, state);
+    (row.set as (d: D, v: PropertyValue[T]) => void)(driver, value);
+  }
+
+  /** Reads any property as text: `true`/`false` or a decimal number. */
+  getStr(driver: D, state: StateValue, name: string): string {
+    const row = this.#row(name);
+    this.#readable(row, state);
+    return String(row.get(driver));
+  }
+
+  /** Writes any property from text, parsed for its type. */
+  setStr(driver: D, state: StateValue, name: string, text: string): void {
+    const row = this.#row(name);
+    this.#writable(name, row, state);
+    const set = row.set as (d: D, v: PropertyValue[PropertyType]) => void;
+    set(driver, parseValue(name, row.type, text));
+  }
+
+  /** Introspection for the instance's current state. */
+  describe(state: StateValue): PropertyInfo[] {
+    const out: PropertyInfo[] = [];
+    for (const [name, row] of this.#rows) {
+      const settable = row.set ? (row.settableIn ?? []) : [];
+      out.push({
+        name,
+        type: row.type,
+        readable: state >= (row.readableFrom ?? State.Created),
+        writable: settable.includes(state),
+        settableIn: settable.map((s) => stateName(s)) as ("created" | "connected")[],
+        readableFrom: stateName(row.readableFrom ?? State.Created),
+        doc: row.doc,
+      });
+    }
+    return out;
+  }
+}
+
+/** Parses `text` as a value of `type`, as libblkio's `blkio_set_str` does. */
+export function parseValue(name: string, type: PropertyType, text: string): PropertyValue[PropertyType] {
+  if (typeof text !== "string") {
+    throw BlkioError.of("EINVAL", `Value of "${name}" must be a string: received ${typeof text}`);
+  }
+  switch (type) {
+    case "bool":
+      if (text === "true") return true;
+      if (text === "false") return false;
+      throw BlkioError.of("EINVAL", `Value must be "true" or "false": received "${text}"`);
+    case "int": {
+      if (!/^[+-]?\d+$/.test(text)) {
+        throw BlkioError.of("EINVAL", `Value of "${name}" must be an integer: received "${text}"`);
+      }
+      return checkInt(name, Number(text));
+    }
+    case "uint64": {
+      if (!/^\+?\d+$/.test(text)) {
+        throw BlkioError.of(
+          "EINVAL",
+          `Value of "${name}" must be an unsigned integer: received "${text}"`,
+        );
+      }
+      return checkUint64(name, BigInt(text.replace("+", "")));
+    }
+    case "str":
+      return text;
+  }
+}
+
+/** Checks that `value` is a C int. */
+export function checkInt(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < INT_MIN || value > INT_MAX) {
+    throw BlkioError.of(
+      "EINVAL",
+      `Value of "${name}" must be an integer from ${INT_MIN} to ${INT_MAX}: received ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+/** Checks that `value` is a uint64 (bigint, or a safe non-negative integer number). */
+export function checkUint64(name: string, value: unknown): bigint {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return BigInt(value);
+  if (typeof value === "bigint" && value >= 0n && value <= UINT64_MAX) return value;
+  throw BlkioError.of(
+    "EINVAL",
+    `Value of "${name}" must be an unsigned 64-bit integer: received ${describe(value)}`,
+  );
+}
+
+/** Checks that `value` is a boolean. */
+export function checkBool(name: string, value: unknown): boolean {
+  if (typeof value !== "boolean") {
+    throw BlkioError.of("EINVAL", `Value of "${name}" must be a boolean: received ${describe(value)}`);
+  }
+  return value;
+}
+
+/** Checks that `value` is a string without NUL characters. */
+export function checkStr(name: string, value: unknown): string {
+  if (typeof value !== "string" || value.includes("\0")) {
+    throw BlkioError.of(
+      "EINVAL",
+      `Value of "${name}" must be a string without NUL characters: received ${describe(value)}`,
+    );
+  }
+  return value;
+}
+
+/** A short description of a JS value for error messages. */
+export function describe(value: unknown): string {
+  if (typeof value === "string") return `"${value.length > 40 ? value.slice(0, 40) + "…" : value}"`;
+  if (typeof value === "bigint") return `${value}n`;
+  if (value === null) return "null";
+  if (typeof value === "object") return (value as object).constructor?.name ?? "object";
+  return String(value);
+}

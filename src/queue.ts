@@ -1,0 +1,293 @@
+/**
+ * The public queue: request submission, validation, both backlogs and the `doIo` loop shared
+ * by every driver.
+ *
+ * @module
+ */
+import type { Native } from "../ffi/types.ts";
+import { type Completion, flagsError, Op, type OpValue } from "./completion.ts";
+import { CompletionBacklog } from "./completion_backlog.ts";
+import type { DriverQueue } from "./driver.ts";
+import { ERRNO } from "./errno.ts";
+import { BlkioError } from "./errors.ts";
+import { checkBuffer, checkIovecs, toOffset } from "./buffers.ts";
+import { checkBool, describe } from "./properties.ts";
+import { RequestBacklog } from "./request_backlog.ts";
+import { errnoError } from "./sys.ts";
+
+const EINVAL = ERRNO.EINVAL;
+const EINTR = ERRNO.EINTR;
+const ETIME = ERRNO.ETIME;
+
+function checkFlags(flags: unknown): number {
+  if (flags === undefined) return 0;
+  if (typeof flags !== "number" || !Number.isInteger(flags) || flags < -(2 ** 31) || flags >= 2 ** 32) {
+    throw BlkioError.of("EINVAL", `flags must be a 32-bit integer: received ${describe(flags)}`);
+  }
+  return flags >>> 0;
+}
+
+function checkCount(what: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+    throw BlkioError.of("EINVAL", `${what} must be a non-negative integer: received ${describe(value)}`);
+  }
+  return value;
+}
+
+function checkTimeout(value: unknown): number {
+  if (value === undefined || value === null) return -1;
+  if (typeof value === "bigint" && value >= 0n) {
+    return value > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(value);
+  }
+  if (typeof value === "number" && value >= 0 && !Number.isNaN(value)) {
+    return Math.min(Math.floor(value), Number.MAX_SAFE_INTEGER);
+  }
+  throw BlkioError.of("EINVAL", `timeoutNs must be a non-negative number of nanoseconds: received ${describe(value)}`);
+}
+
+/**
+ * A submission/completion queue of a started instance. Use each queue from one thread.
+ *
+ * @example Read 4 KiB and wait for it
+ * ```ts
+ * import { Blkio, type Completion } from "./mod.ts";
+ * const path = Deno.makeTempFileSync();
+ * Deno.writeFileSync(path, new Uint8Array(8192).fill(7));
+ * using b = Blkio.create("io_uring");
+ * b.setStr("path", path);
+ * b.connect();
+ * b.start();
+ * const q = b.getQueue(0)!;
+ * const buf = new Uint8Array(4096);
+ * q.read(4096, buf, "my read");
+ * const out: Completion[] = [];
+ * q.doIo(out, 1, 1);
+ * if (out[0].ret !== 0 || out[0].userData !== "my read" || buf[0] !== 7) throw new Error("read failed");
+ * Deno.removeSync(path);
+ * ```
+ */
+export class Queue {
+  #dq: DriverQueue | null;
+  readonly #native: Native;
+  readonly #backlog = new RequestBacklog();
+  readonly #completions = new CompletionBacklog();
+  readonly #isPoll: boolean;
+  #gone = "The queue has been removed";
+
+  /** @internal Created by Blkio.start / addQueue. */
+  constructor(native: Native, dq: DriverQueue) {
+    this.#native = native;
+    this.#dq = dq;
+    this.#isPoll = dq.isPollQueue;
+    dq.completions = this.#completions;
+    if (dq.completionFd >= 0) {
+      // Completions the library makes must wake an event loop waiting on the completion fd,
+      // as kernel completions do.
+      const one = native.alloc(8);
+      one[0] = 1;
+      const fd = dq.completionFd;
+      this.#completions.onPush = () => void native.libc.write(fd, one, 8n);
+    }
+  }
+
+  #live(): DriverQueue {
+    const dq = this.#dq;
+    if (dq === null) throw BlkioError.of("EBADF", this.#gone);
+    return dq;
+  }
+
+  /** Whether this is a poll queue. */
+  get isPollQueue(): boolean {
+    return this.#isPoll;
+  }
+
+  /** The completion eventfd (O_NONBLOCK, close-on-exec), or -1 on a poll queue. */
+  get completionFd(): number {
+    return this.#live().completionFd;
+  }
+
+  /** Enables or disables completion fd notifications (spurious wakeups remain possible). */
+  setCompletionFdEnabled(enabled: boolean): void {
+    this.#live().setCompletionFdEnabled(checkBool("enabled", enabled));
+  }
+
+  /** Queues a read of `buf.byteLength` bytes at `start`. */
+  read(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
+    const dq = this.#live();
+    const s = toOffset("start", start);
+    checkBuffer("buf", buf);
+    this.#submit(dq, Op.Read, s, buf, null, buf.byteLength, userData, checkFlags(flags));
+  }
+
+  /** Queues a write of `buf` at `start` (flags: FUA). */
+  write(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
+    const dq = this.#live();
+    const s = toOffset("start", start);
+    checkBuffer("buf", buf);
+    this.#submit(dq, Op.Write, s, buf, null, buf.byteLength, userData, checkFlags(flags));
+  }
+
+  /** Queues a vectored read into `iovecs` at `start`. */
+  readv(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
+    const dq = this.#live();
+    const s = toOffset("start", start);
+    const len = checkIovecs("iovecs", iovecs);
+    // A copy, so the caller changing its array cannot change what stays referenced in flight.
+    this.#submit(dq, Op.Readv, s, null, iovecs.slice(), len, userData, checkFlags(flags));
+  }
+
+  /** Queues a vectored write of `iovecs` at `start` (flags: FUA). */
+  writev(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
+    const dq = this.#live();
+    const s = toOffset("start", start);
+    const len = checkIovecs("iovecs", iovecs);
+    this.#submit(dq, Op.Writev, s, null, iovecs.slice(), len, userData, checkFlags(flags));
+  }
+
+  /** Queues zeroing `len` bytes at `start` (flags: FUA, NO_UNMAP, NO_FALLBACK). */
+  writeZeroes(start: bigint | number, len: bigint | number, userData?: unknown, flags?: number): void {
+    const dq = this.#live();
+    const s = toOffset("start", start);
+    const l = toOffset("len", len);
+    this.#submit(dq, Op.WriteZeroes, s, null, null, l, userData, checkFlags(flags));
+  }
+
+  /** Queues discarding `len` bytes at `start`. */
+  discard(start: bigint | number, len: bigint | number, userData?: unknown, flags?: number): void {
+    const dq = this.#live();
+    const s = toOffset("start", start);
+    const l = toOffset("len", len);
+    this.#submit(dq, Op.Discard, s, null, null, l, userData, checkFlags(flags));
+  }
+
+  /** Queues a flush of completed writes to stable storage. */
+  flush(userData?: unknown, flags?: number): void {
+    const dq = this.#live();
+    this.#submit(dq, Op.Flush, 0, null, null, 0, userData, checkFlags(flags));
+  }
+
+  #submit(
+    dq: DriverQueue,
+    op: OpValue,
+    start: number,
+    buf: Uint8Array | null,
+    iov: readonly Uint8Array[] | null,
+    len: number,
+    userData: unknown,
+    flags: number,
+  ): void {
+    const bad = flags === 0 ? null : flagsError(op, flags);
+    if (bad !== null) {
+      this.#completions.push(userData, -EINVAL, bad);
+      return;
+    }
+    // FIFO: a request may only go straight to the ring while nothing waits before it.
+    if (this.#backlog.length === 0 && dq.tryEnqueue(op, start, buf, iov, len, userData, flags)) return;
+    this.#backlog.push(op, start, buf, iov, len, userData, flags);
+  }
+
+  /**
+   * Submits queued requests and reaps completions into `out`, waiting until at least `min` are
+   * there. Returns how many were filled (`min <= n <= max`). `max` defaults to `out.length`, or
+   * no limit when `out` is an empty growable array. Completion objects already in `out` are
+   * reused. On `ETIME` (timeout) nothing is lost: completions reaped so far come back from the
+   * next call.
+   */
+  doIo(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
+    return this.#doIo(out, min, max, timeoutNs, false);
+  }
+
+  /** Like {@link doIo}, but a signal interrupts the wait with `EINTR`. Not on poll queues. */
+  doIoInterruptible(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
+    return this.#doIo(out, min, max, timeoutNs, true);
+  }
+
+  #doIo(out: Completion[], min: number, maxArg: number | undefined, timeoutArg: unknown, intr: boolean): number {
+    const dq = this.#live();
+    if (!Array.isArray(out)) {
+      throw BlkioError.of("EINVAL", `out must be an array of Completion: received ${describe(out)}`);
+    }
+    checkCount("min", min);
+    const growable = Object.isExtensible(out);
+    let max: number;
+    if (maxArg === undefined) {
+      max = out.length === 0 && growable ? Infinity : out.length;
+    } else {
+      max = checkCount("max", maxArg);
+      if (max > out.length && !growable) {
+        throw BlkioError.of("EINVAL", `max (${max}) exceeds the length of a fixed-size out array (${out.length})`);
+      }
+    }
+    if (min > max) throw BlkioError.of("EINVAL", `min (${min}) must not exceed max (${max})`);
+    const timeout = checkTimeout(timeoutArg);
+    if (intr && this.#isPoll) {
+      throw BlkioError.of("ENOTSUP", "doIoInterruptible is not supported on poll queues");
+    }
+    const deadline = timeout >= 0 ? performance.now() + timeout / 1e6 : -1;
+
+    const completions = this.#completions, backlog = this.#backlog;
+    let n = completions.fill(out, 0, max);
+    if (n < max) {
+      const m = dq.reap(out, n, max);
+      if (m > n) {
+        n = m;
+        if (backlog.length > 0) backlog.process(dq);
+      }
+    }
+    if (min > n + dq.inFlight + backlog.length + completions.length) {
+      completions.unfill(out, n);
+      throw BlkioError.of("EINVAL", "min_completions is larger than total outstanding requests");
+    }
+
+    let enterOnce = this.#isPoll && n === 0 && min === 0 && dq.pendingSubmit === 0;
+    while (n < min || dq.pendingSubmit > 0 || enterOnce) {
+      enterOnce = false;
+      const want = n < min ? Math.min(min - n, dq.inFlight) : 0;
+      if (n < min && want === 0 && dq.pendingSubmit === 0 && backlog.length === 0) {
+        // Nothing left that could complete: waiting would never end.
+        completions.unfill(out, n);
+        throw BlkioError.of("EINVAL", "min_completions is larger than total outstanding requests");
+      }
+      let remaining = -1;
+      if (deadline >= 0) remaining = Math.max(0, Math.floor((deadline - performance.now()) * 1e6));
+      const r = dq.enter(want, remaining);
+      // Reap before looking at the result, so a failed wait never strands a completion.
+      const m = dq.reap(out, n, max);
+      if (m > n || r >= 0) {
+        n = m;
+        if (backlog.length > 0) backlog.process(dq);
+        if (n < max && completions.length > 0) n = completions.fill(out, n, max);
+      }
+      if (n >= min && dq.pendingSubmit === 0) break;
+      if (r < 0 && !(r === -EINTR && !intr) && !(r === -ETIME && n >= min)) {
+        completions.unfill(out, n);
+        throw this.#enterError(-r);
+      }
+      if (deadline >= 0 && n < min && performance.now() >= deadline) {
+        completions.unfill(out, n);
+        throw this.#enterError(ETIME);
+      }
+    }
+    return n;
+  }
+
+  #enterError(errno: number): BlkioError {
+    if (errno === ETIME) return BlkioError.of("ETIME", "Timed out waiting for completions");
+    if (errno === EINTR) return BlkioError.of("EINTR", "Interrupted by a signal while waiting for completions");
+    return errnoError(errno, "Submitting or waiting for requests failed");
+  }
+
+  /** @internal Whether a request in flight or waiting uses memory of `buffer`. */
+  usesBuffer(buffer: ArrayBufferLike): boolean {
+    return this.#dq !== null && this.#dq.usesBuffer(buffer);
+  }
+
+  /** @internal Called by Blkio when the queue is removed or the instance destroyed. */
+  close(reason: string): void {
+    const dq = this.#dq;
+    if (dq === null) return;
+    this.#dq = null;
+    this.#gone = reason;
+    dq.destroy();
+  }
+}

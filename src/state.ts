@@ -1,0 +1,22 @@
+/**
+ * The instance lifecycle: created → connected → started, ordered so each guard is one
+ * comparison.
+ *
+ * @module
+ */
+
+/** Lifecycle states, in order. */
+export const State = { Created: 0, Connected: 1, Started: 2 } as const;
+
+/** One lifecycle state. */
+export type StateValue = typeof State[keyof typeof State];
+
+/** The state names the public API reports. */
+export type StateName = "created" | "connected" | "started";
+
+const NAMES: readonly StateName[] = ["created", "connected", "started"];
+
+/** The public name of a state. */
+export function stateName(state: StateValue): StateName {
+  return NAMES[state];
+}

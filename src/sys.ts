@@ -1,0 +1,162 @@
+/**
+ * Small wrappers over the libc calls the core makes outside the hot path, each turning -1 and
+ * errno into a BlkioError.
+ *
+ * @module
+ */
+import type { Native } from "../ffi/types.ts";
+import { BlkioError } from "./errors.ts";
+import { errnoName } from "./errno.ts";
+
+/** open(2) flags and friends (Linux x86_64/arm64 generic values). */
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_RDWR = 2;
+export const O_ACCMODE = 3;
+export const O_DIRECT = 0o40000;
+export const O_CLOEXEC = 0o2000000;
+export const F_GETFL = 3;
+export const F_GETFD = 1;
+export const FD_CLOEXEC = 1;
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+export const S_IFBLK = 0o060000;
+const EFD_CLOEXEC = 0o2000000;
+const EFD_NONBLOCK = 0o4000;
+const SEEK_END = 2;
+const SC_PAGESIZE = 30;
+const SC_IOV_MAX = 60;
+
+const ENCODER = new TextEncoder();
+const DECODER = new TextDecoder();
+
+/** A short human description of an errno, for messages. */
+const TEXT: Record<string, string> = {
+  ENOENT: "No such file or directory",
+  EACCES: "Permission denied",
+  EPERM: "Operation not permitted",
+  EISDIR: "Is a directory",
+  EROFS: "Read-only file system",
+  EINVAL: "Invalid argument",
+  EBADF: "Bad file descriptor",
+  EMFILE: "Too many open files",
+  ENOMEM: "Cannot allocate memory",
+  EBUSY: "Device or resource busy",
+  ENXIO: "No such device or address",
+  ENODEV: "No such device",
+};
+
+/** A BlkioError for a failed call: `what` then the errno name and text. */
+export function errnoError(errno: number, what: string): BlkioError {
+  const code = errnoName(errno);
+  const text = TEXT[code];
+  return new BlkioError(errno, `${what}: ${code}${text ? ` (${text})` : ""}`);
+}
+
+/** `s` as a NUL-terminated C string in stable memory. */
+export function cString(native: Native, s: string): Uint8Array {
+  const bytes = ENCODER.encode(s);
+  const out = native.alloc(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** open(2) with O_CLOEXEC; throws BlkioError naming the path. */
+export function openPath(native: Native, path: string, flags: number): number {
+  const fd = native.libc.open(cString(native, path), flags | O_CLOEXEC, 0);
+  if (fd < 0) throw errnoError(native.errno(), `Failed to open "${path}"`);
+  return fd;
+}
+
+/** close(2), ignoring errors (the fd is gone either way on Linux). */
+export function closeFd(native: Native, fd: number): void {
+  if (fd >= 0) native.libc.close(fd);
+}
+
+/** What the core needs of struct stat. */
+export interface FileStat {
+  mode: number;
+  dev: bigint;
+  rdev: bigint;
+  size: number;
+}
+
+/** fstat(2), decoding the x86_64/arm64 generic struct stat fields the core uses. */
+export function fstat(native: Native, fd: number): FileStat {
+  const st = native.alloc(256);
+  if (native.libc.fstat(fd, st) < 0) throw errnoError(native.errno(), `fstat(${fd}) failed`);
+  const v = new DataView(st.buffer);
+  // x86_64: st_dev@0 st_ino@8 st_nlink@16 st_mode@24 st_rdev@40 st_size@48.
+  return {
+    dev: v.getBigUint64(0, true),
+    mode: v.getUint32(24, true),
+    rdev: v.getBigUint64(40, true),
+    size: Number(v.getBigInt64(48, true)),
+  };
+}
+
+/** The file system block size (f_bsize) from fstatfs(2). */
+export function fsBlockSize(native: Native, fd: number): number {
+  const st = native.alloc(128);
+  if (native.libc.fstatfs(fd, st) < 0) throw errnoError(native.errno(), `fstatfs(${fd}) failed`);
+  return Number(new DataView(st.buffer).getBigInt64(8, true));
+}
+
+/** fcntl(F_GETFL). */
+export function fileStatusFlags(native: Native, fd: number): number {
+  const r = native.libc.fcntl(fd, F_GETFL, 0);
+  if (r < 0) throw errnoError(native.errno(), `fcntl(${fd}, F_GETFL) failed`);
+  return r;
+}
+
+/** Whether `fd` is an open file descriptor. */
+export function isOpenFd(native: Native, fd: number): boolean {
+  return native.libc.fcntl(fd, F_GETFD, 0) >= 0;
+}
+
+/** The size of the file or device behind `fd` (lseek to the end). */
+export function seekEnd(native: Native, fd: number): number {
+  const r = native.libc.lseek(fd, 0n, SEEK_END);
+  if (r < 0n) throw errnoError(native.errno(), `lseek(${fd}) failed`);
+  return Number(r);
+}
+
+/** A new eventfd, close-on-exec and non-blocking. */
+export function newEventfd(native: Native): number {
+  const fd = native.libc.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) throw errnoError(native.errno(), "eventfd() failed");
+  return fd;
+}
+
+/** Reads a small text file (sysfs attributes) or returns null when it cannot be read. */
+export function readText(native: Native, path: string): string | null {
+  const fd = native.libc.open(cString(native, path), O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return null;
+  try {
+    const buf = native.alloc(4096);
+    const n = Number(native.libc.read(fd, buf, 4096n));
+    return n < 0 ? null : DECODER.decode(buf.subarray(0, n));
+  } finally {
+    native.libc.close(fd);
+  }
+}
+
+/** The page size. */
+export function pageSize(native: Native): number {
+  return Number(native.libc.sysconf(SC_PAGESIZE));
+}
+
+/** IOV_MAX. */
+export function iovMax(native: Native): number {
+  return Number(native.libc.sysconf(SC_IOV_MAX));
+}
+
+/** glibc's major(dev). */
+export function major(dev: bigint): number {
+  return Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+}
+
+/** glibc's minor(dev). */
+export function minor(dev: bigint): number {
+  return Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+}

@@ -1,0 +1,45 @@
+/**
+ * io_uring constants from <linux/io_uring.h> and <linux/fs.h>.
+ *
+ * @module
+ */
+
+/** Opcodes (IORING_OP_*). */
+export const IORING_OP = {
+  NOP: 0,
+  READV: 1,
+  WRITEV: 2,
+  FSYNC: 3,
+  READ_FIXED: 4,
+  WRITE_FIXED: 5,
+  ASYNC_CANCEL: 14,
+  FALLOCATE: 17,
+  READ: 22,
+  WRITE: 23,
+} as const;
+
+/** io_uring_setup flags. */
+export const IORING_SETUP_IOPOLL = 1 << 0;
+/** sqe->flags: fd is an index into the registered files. */
+export const IOSQE_FIXED_FILE = 1 << 0;
+/** io_uring_enter flags. */
+export const IORING_ENTER_GETEVENTS = 1 << 0;
+export const IORING_ENTER_EXT_ARG = 1 << 3;
+/** Features (params.features). */
+export const IORING_FEAT_EXT_ARG = 1 << 8;
+/** cq ring flags: suppress eventfd notifications. */
+export const IORING_CQ_EVENTFD_DISABLED = 1 << 0;
+/** fsync_flags. */
+export const IORING_FSYNC_DATASYNC = 1 << 0;
+/** Probe op flag. */
+export const IO_URING_OP_SUPPORTED = 1 << 0;
+
+/** rw_flags (RWF_*). */
+export const RWF_HIPRI = 0x1;
+export const RWF_DSYNC = 0x2;
+
+/** fallocate modes. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_NO_HIDE_STALE = 0x04;
+export const FALLOC_FL_ZERO_RANGE = 0x10;

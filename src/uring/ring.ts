@@ -1,0 +1,203 @@
+/**
+ * One io_uring instance: liburing sets it up, probes and registers; SQEs and CQEs are then
+ * read and written through typed views over the kernel-shared ring memory, and the only call
+ * per batch is `io_uring_enter`.
+ *
+ * @module
+ */
+import type { Native } from "../../ffi/types.ts";
+import { BlkioError } from "../errors.ts";
+import { errnoError } from "../sys.ts";
+import { GETEVENTS_ARG, LIBURING_RING, PARAMS, PROBE, SQE, CQE, TIMESPEC } from "./layout.ts";
+import {
+  IO_URING_OP_SUPPORTED,
+  IORING_CQ_EVENTFD_DISABLED,
+  IORING_ENTER_EXT_ARG,
+  IORING_FEAT_EXT_ARG,
+} from "./constants.ts";
+
+const ENOTSUP = 95;
+
+/** A set-up ring with views over its SQ, SQE array and CQ. */
+export class Ring {
+  /** The ring fd. */
+  readonly fd: number;
+  readonly sqEntries: number;
+  readonly cqEntries: number;
+  readonly features: number;
+  /** The SQE array, 16 u32 per SQE; fill with the `prep*` writers. */
+  readonly sqes: Uint32Array;
+  /** The CQE array as u32 (user_data low half at 4*i, flags at 4*i+3). */
+  readonly cqes: Uint32Array;
+  /** The CQE array as i32 (res at 4*i+2). */
+  readonly cqesRes: Int32Array;
+  readonly cqMask: number;
+  readonly #native: Native;
+  readonly #struct: Uint8Array;
+  readonly #sqHead: Uint32Array;
+  readonly #sqTail: Uint32Array;
+  readonly #sqMask: number;
+  readonly #cqHead: Uint32Array;
+  readonly #cqTail: Uint32Array;
+  readonly #cqFlags: Uint32Array;
+  readonly #arg: Uint8Array;
+  readonly #ts: Uint32Array;
+  #tail: number;
+  #closed = false;
+
+  constructor(native: Native, entries: number, setupFlags: number) {
+    this.#native = native;
+    const ring = native.alloc(LIBURING_RING.size);
+    const params = native.alloc(PARAMS.size);
+    const pv = new DataView(params.buffer);
+    pv.setUint32(PARAMS.flags, setupFlags, true);
+    const r = native.uring.io_uring_queue_init_params(entries, ring, params);
+    if (r < 0) {
+      const e = errnoError(-r, `io_uring_queue_init_params(${entries}) failed`);
+      throw -r === 22 ? BlkioError.of("EINVAL", `${e.message}: num-entries may exceed the kernel limit`) : e;
+    }
+    this.#struct = ring;
+    const rv = new DataView(ring.buffer);
+    const addr = (off: number) => Number(rv.getBigUint64(off, true));
+    const u32At = (off: number, count = 1) => new Uint32Array(native.view(addr(off), 4 * count));
+    this.fd = rv.getInt32(LIBURING_RING.ringFd, true);
+    this.sqEntries = pv.getUint32(PARAMS.sqEntries, true);
+    this.cqEntries = pv.getUint32(PARAMS.cqEntries, true);
+    this.features = pv.getUint32(PARAMS.features, true);
+    // The struct io_uring offsets are liburing's private ABI: check them against what the
+    // kernel reported in io_uring_params before trusting any pointer read through them.
+    const sqEntriesSeen = u32At(LIBURING_RING.sqKringEntries)[0];
+    const cqEntriesSeen = u32At(LIBURING_RING.cqKringEntries)[0];
+    if (sqEntriesSeen !== this.sqEntries || cqEntriesSeen !== this.cqEntries) {
+      native.uring.io_uring_queue_exit(ring);
+      throw BlkioError.of("ELIBACC", "liburing's struct io_uring layout is not the expected 2.x layout");
+    }
+    this.#sqHead = u32At(LIBURING_RING.sqKhead);
+    this.#sqTail = u32At(LIBURING_RING.sqKtail);
+    this.#sqMask = u32At(LIBURING_RING.sqKringMask)[0];
+    this.#cqHead = u32At(LIBURING_RING.cqKhead);
+    this.#cqTail = u32At(LIBURING_RING.cqKtail);
+    this.#cqFlags = u32At(LIBURING_RING.cqKflags);
+    this.cqMask = u32At(LIBURING_RING.cqKringMask)[0];
+    // Identity SQ index array: SQE i is always published at array slot i.
+    const array = u32At(LIBURING_RING.sqArray, this.sqEntries);
+    for (let i = 0; i < this.sqEntries; i++) array[i] = i;
+    this.sqes = new Uint32Array(native.view(addr(LIBURING_RING.sqSqes), this.sqEntries * SQE.size));
+    const cqeBuf = native.view(addr(LIBURING_RING.cqCqes), this.cqEntries * CQE.size);
+    this.cqes = new Uint32Array(cqeBuf);
+    this.cqesRes = new Int32Array(cqeBuf);
+    this.#tail = this.#sqTail[0];
+    // EXT_ARG wait argument and its timespec, allocated once; their addresses are fixed.
+    this.#arg = native.alloc(GETEVENTS_ARG.size + TIMESPEC.size);
+    const tsAddr = native.addressOf(this.#arg.buffer as ArrayBuffer) + GETEVENTS_ARG.size;
+    const av = new DataView(this.#arg.buffer);
+    av.setBigUint64(GETEVENTS_ARG.ts, BigInt(tsAddr), true);
+    this.#ts = new Uint32Array(this.#arg.buffer, GETEVENTS_ARG.size, 4);
+  }
+
+  /** Free SQEs. */
+  sqSpace(): number {
+    return this.sqEntries - ((this.#tail - Atomics.load(this.#sqHead, 0)) >>> 0);
+  }
+
+  /** Claims the next SQE slot (caller checked {@link sqSpace}); returns its index. */
+  nextSqe(): number {
+    const i = this.#tail & this.#sqMask;
+    this.#tail = (this.#tail + 1) >>> 0;
+    return i;
+  }
+
+  /** SQEs written but not yet consumed by the kernel. */
+  get unsubmitted(): number {
+    return (this.#tail - Atomics.load(this.#sqHead, 0)) >>> 0;
+  }
+
+  /**
+   * Publishes written SQEs and calls io_uring_enter. `timeoutNs` < 0 waits without limit.
+   * Returns what the kernel returned (submitted count or -errno).
+   */
+  enter(minComplete: number, flags: number, timeoutNs: number): number {
+    // Release store: the kernel must see the SQE contents before the new tail.
+    Atomics.store(this.#sqTail, 0, this.#tail);
+    const toSubmit = this.unsubmitted;
+    const u = this.#native.uring;
+    if (timeoutNs < 0) return u.io_uring_enter(this.fd, toSubmit, minComplete, flags, null);
+    if ((this.features & IORING_FEAT_EXT_ARG) === 0) return -ENOTSUP; // Linux < 5.11
+    const sec = Math.floor(timeoutNs / 1e9);
+    const ts = this.#ts;
+    ts[0] = sec >>> 0;
+    ts[1] = (sec / 4294967296) >>> 0;
+    ts[2] = timeoutNs - sec * 1e9;
+    ts[3] = 0;
+    return u.io_uring_enter2(
+      this.fd,
+      toSubmit,
+      minComplete,
+      flags | IORING_ENTER_EXT_ARG,
+      this.#arg,
+      BigInt(GETEVENTS_ARG.size),
+    );
+  }
+
+  /** The CQ head (next CQE to read). */
+  cqHead(): number {
+    return this.#cqHead[0];
+  }
+
+  /** The CQ tail (acquire load: CQE contents before it are visible). */
+  cqTail(): number {
+    return Atomics.load(this.#cqTail, 0);
+  }
+
+  /** Hands CQEs up to `head` back to the kernel. */
+  setCqHead(head: number): void {
+    Atomics.store(this.#cqHead, 0, head);
+  }
+
+  /** Sets or clears IORING_CQ_EVENTFD_DISABLED (Linux 5.8+). */
+  setEventfdEnabled(enabled: boolean): void {
+    const f = this.#cqFlags[0];
+    Atomics.store(this.#cqFlags, 0, enabled ? f & ~IORING_CQ_EVENTFD_DISABLED : f | IORING_CQ_EVENTFD_DISABLED);
+  }
+
+  /** Registers `fds` as fixed files 0..n-1. */
+  registerFiles(fds: number[]): void {
+    const buf = this.#native.alloc(4 * fds.length);
+    new Int32Array(buf.buffer).set(fds);
+    const r = this.#native.uring.io_uring_register_files(this.#struct, buf, fds.length);
+    if (r < 0) throw errnoError(-r, "io_uring_register_files failed");
+  }
+
+  /** Registers the completion eventfd. */
+  registerEventfd(fd: number): void {
+    const r = this.#native.uring.io_uring_register_eventfd(this.#struct, fd);
+    if (r < 0) throw errnoError(-r, "io_uring_register_eventfd failed");
+  }
+
+  /** The opcodes the kernel supports (empty when probing is not available, Linux < 5.6). */
+  probe(): Set<number> {
+    const ops = new Set<number>();
+    const n = this.#native;
+    const p = n.uring.io_uring_get_probe_ring(this.#struct);
+    if (p === 0) return ops;
+    try {
+      const head = new Uint8Array(n.view(p, PROBE.header));
+      const count = head[PROBE.opsLen];
+      const body = new Uint8Array(n.view(p, PROBE.header + count * PROBE.opSize));
+      for (let op = 0; op < count; op++) {
+        const flags = body[PROBE.header + op * PROBE.opSize + PROBE.opFlags];
+        if (flags & IO_URING_OP_SUPPORTED) ops.add(op);
+      }
+    } finally {
+      n.uring.io_uring_free_probe(p);
+    }
+    return ops;
+  }
+
+  /** Tears the ring down (liburing unmaps and closes it). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#native.uring.io_uring_queue_exit(this.#struct);
+  }
+}

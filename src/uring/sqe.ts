@@ -1,0 +1,104 @@
+/**
+ * SQE writers: pure functions over a Uint32Array view of the SQE array, named after liburing's
+ * header-only `io_uring_prep_*` helpers (liburing 2.3 exports none of them). They never touch
+ * ring indices; `i` is the SQE slot.
+ *
+ * 64-bit fields are written as two 32-bit halves so no bigint is made per request; offsets and
+ * addresses are numbers below 2^53.
+ *
+ * @module
+ */
+import {
+  IORING_FSYNC_DATASYNC,
+  IORING_OP,
+} from "./constants.ts";
+
+const TWO32 = 4294967296;
+
+/** io_uring_prep_rw: clears the SQE and sets opcode, fd, addr, len and offset. */
+export function prepRw(
+  sqes: Uint32Array,
+  i: number,
+  op: number,
+  fd: number,
+  addr: number,
+  len: number,
+  offset: number,
+): void {
+  const b = i << 4;
+  sqes[b] = op; // opcode, flags = 0, ioprio = 0
+  sqes[b + 1] = fd;
+  sqes[b + 2] = offset >>> 0;
+  sqes[b + 3] = (offset / TWO32) >>> 0;
+  sqes[b + 4] = addr >>> 0;
+  sqes[b + 5] = (addr / TWO32) >>> 0;
+  sqes[b + 6] = len;
+  sqes[b + 7] = 0; // rw_flags
+  sqes[b + 8] = 0; // user_data
+  sqes[b + 9] = 0;
+  sqes[b + 10] = 0; // buf_index, personality
+  sqes[b + 11] = 0; // file_index
+  sqes[b + 12] = 0; // addr3
+  sqes[b + 13] = 0;
+  sqes[b + 14] = 0; // __pad2
+  sqes[b + 15] = 0;
+}
+
+/** io_uring_prep_read. */
+export function prepRead(sqes: Uint32Array, i: number, fd: number, addr: number, len: number, offset: number): void {
+  prepRw(sqes, i, IORING_OP.READ, fd, addr, len, offset);
+}
+
+/** io_uring_prep_write. */
+export function prepWrite(sqes: Uint32Array, i: number, fd: number, addr: number, len: number, offset: number): void {
+  prepRw(sqes, i, IORING_OP.WRITE, fd, addr, len, offset);
+}
+
+/** io_uring_prep_readv: `iov` is the address of `nr` struct iovec. */
+export function prepReadv(sqes: Uint32Array, i: number, fd: number, iov: number, nr: number, offset: number): void {
+  prepRw(sqes, i, IORING_OP.READV, fd, iov, nr, offset);
+}
+
+/** io_uring_prep_writev. */
+export function prepWritev(sqes: Uint32Array, i: number, fd: number, iov: number, nr: number, offset: number): void {
+  prepRw(sqes, i, IORING_OP.WRITEV, fd, iov, nr, offset);
+}
+
+/** io_uring_prep_fsync with IORING_FSYNC_DATASYNC (fdatasync). */
+export function prepFdatasync(sqes: Uint32Array, i: number, fd: number): void {
+  prepRw(sqes, i, IORING_OP.FSYNC, fd, 0, 0, 0);
+  sqes[(i << 4) + 7] = IORING_FSYNC_DATASYNC;
+}
+
+/** io_uring_prep_fallocate: the length travels in addr, the mode in len. */
+export function prepFallocate(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  mode: number,
+  offset: number,
+  len: number,
+): void {
+  prepRw(sqes, i, IORING_OP.FALLOCATE, fd, len, mode, offset);
+}
+
+/** io_uring_prep_cancel64: cancels the request whose user_data is `target` (32-bit here). */
+export function prepCancel(sqes: Uint32Array, i: number, target: number): void {
+  prepRw(sqes, i, IORING_OP.ASYNC_CANCEL, -1, target, 0, 0);
+}
+
+/** io_uring_sqe_set_data64 for 32-bit values (slot indices). */
+export function setUserData(sqes: Uint32Array, i: number, value: number): void {
+  sqes[(i << 4) + 8] = value;
+}
+
+/** Sets sqe->rw_flags (RWF_*). */
+export function setRwFlags(sqes: Uint32Array, i: number, flags: number): void {
+  sqes[(i << 4) + 7] = flags;
+}
+
+/** io_uring_sqe_set_flags (IOSQE_*). */
+export function setSqeFlags(sqes: Uint32Array, i: number, flags: number): void {
+  const b = i << 4;
+  sqes[b] = (sqes[b] & ~0xff00) | ((flags & 0xff) << 8);
+}
