@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+// Installs what `npm run demo` and `npm test` need on a fresh Debian 12 + Node machine, and
+// nothing when it is already there: the system packages (liburing2 via apt-get) and the two
+// runtimes (deno and bun, npm devDependencies). Usage: node scripts/setup.mjs [--test]
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import process from "node:process";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const forTests = process.argv.includes("--test");
+
+// Debian package -> how to tell it is present. Test-only packages install with --test.
+const PACKAGES = [
+  { name: "liburing2", present: () => hasLibrary("liburing.so.2"), tests: false },
+  { name: "util-linux", present: () => hasCommand("losetup"), tests: true },
+];
+
+function hasLibrary(soname) {
+  const r = spawnSync("ldconfig", ["-p"], { encoding: "utf8" });
+  if (r.status === 0 && r.stdout.includes(soname)) return true;
+  return ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/lib"].some((d) =>
+    existsSync(join(d, soname))
+  );
+}
+
+function hasCommand(cmd) {
+  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+}
+
+function run(cmd, args, env = {}) {
+  console.error(`setup: ${cmd} ${args.join(" ")}`);
+  execFileSync(cmd, args, { stdio: "inherit", env: { ...process.env, ...env } });
+}
+
+function aptInstall(names) {
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  const prefix = isRoot ? [] : hasCommand("sudo") ? ["sudo", "-n"] : null;
+  if (prefix === null || !hasCommand("apt-get")) {
+    console.error(
+      `setup: missing system packages: ${names.join(", ")}. Install them with your package manager ` +
+        `(Debian/Ubuntu: apt-get install ${names.join(" ")}) and run again.`,
+    );
+    process.exit(1);
+  }
+  const sudo = (args) => (prefix.length ? [prefix[0], [...prefix.slice(1), ...args]] : [args[0], args.slice(1)]);
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  run(...sudo(["apt-get", "update", "-qq"]), env);
+  run(...sudo(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...names]), env);
+}
+
+const missing = PACKAGES.filter((p) => (forTests || !p.tests) && !p.present()).map((p) => p.name);
+if (missing.length > 0) aptInstall(missing);
+
+const bin = (name) => join(root, "node_modules", ".bin", name);
+const works = (name) => existsSync(bin(name)) && spawnSync(bin(name), ["--version"], { stdio: "ignore" }).status === 0;
+if (!works("deno") || !works("bun")) {
+  run("npm", ["install", "--no-audit", "--no-fund"], {});
+  if (!works("deno") || !works("bun")) {
+    console.error("setup: deno or bun did not install from npm (see the output above)");
+    process.exit(1);
+  }
+}
