@@ -7,7 +7,7 @@
  *
  * @example Write and read back a block
  * ```ts
- * import { Blkio, type Completion } from "./mod.ts";
+ * import { Blkio, type Completion } from "@blkio/blkio";
  *
  * const path = Deno.makeTempFileSync();
  * Deno.truncateSync(path, 1 << 20);
@@ -32,6 +32,13 @@
  */
 export { Blkio } from "./src/blkio.ts";
 export { Queue } from "./src/queue.ts";
+export {
+  BlockDevice,
+  type BlockDeviceOpenOptions,
+  type RequestOptions,
+  type WriteOptions,
+  type WriteZeroesOptions,
+} from "./src/block_device.ts";
 export { BlkioError } from "./src/errors.ts";
 export { type Completion, newCompletion, ReqFlags } from "./src/completion.ts";
 export type { MemoryRegion } from "./src/memory_region.ts";

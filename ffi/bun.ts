@@ -16,6 +16,9 @@ import {
   type SymbolDef,
 } from "./symbols.ts";
 import type { Bound, Native } from "./types.ts";
+import process from "node:process";
+import { Buffer } from "node:buffer";
+import { read as fsRead } from "node:fs";
 
 const BUN_TYPE: Record<NativeType, FFIType> = {
   i32: FFIType.i32,
@@ -46,8 +49,11 @@ function bind<T extends Record<string, SymbolDef>>(soname: string, table: T): Bo
   return out as unknown as Bound<T>;
 }
 
+let libcRef: Native["libc"];
+
 function load(): Native {
   const libc = bind(LIBC_SONAME, LIBC_SYMBOLS);
+  libcRef = libc;
   const uring = bind(LIBURING_SONAME, LIBURING_SYMBOLS);
   const errnoView = new Int32Array(toArrayBuffer(libc.__errno_location(), 0, 4));
   return {
@@ -58,8 +64,128 @@ function load(): Native {
     addressOf: (buffer) => (buffer.byteLength === 0 ? 0 : ptr(buffer)),
     view: (addr, len) => toArrayBuffer(addr, 0, len),
     errno: () => errnoView[0],
+    waitEventfd: (fd) => eventfdWaiter(fd).wait(),
+    forgetEventfd: (fd) => {
+      WAITERS.get(fd)?.close();
+      WAITERS.delete(fd);
+    },
   };
 }
+
+// EXPERIMENT (removed once measured): BLKIO_BUN_WAIT=fs reads the eventfd through node:fs on
+// the thread pool instead.
+const MODE = process.env.BLKIO_BUN_WAIT ?? "stream";
+const WAITERS = new Map<number, EventfdWaiter>();
+
+function eventfdWaiter(fd: number): EventfdWaiter {
+  let w = WAITERS.get(fd);
+  if (w === undefined) {
+    w = new EventfdWaiter(fd);
+    WAITERS.set(fd, w);
+  }
+  return w;
+}
+
+interface ByteReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>;
+  releaseLock(): void;
+}
+interface ByteStream {
+  getReader(): ByteReader;
+  cancel(): Promise<void>;
+}
+interface Ref {
+  ref(): void;
+  unref(): void;
+}
+// Reached through globalThis so `deno check` (which sees this file too) needs no Bun types.
+const bunFile = (globalThis as unknown as { Bun: { file(fd: number): { stream(): ByteStream } } }).Bun.file;
+
+/**
+ * Bun has no nonblocking FFI. `Bun.file(fd).stream()` reads a non-blocking fd on Bun's own
+ * event loop (epoll; no thread involved), and each chunk it delivers is the eventfd's counter,
+ * which the read resets. Faster and cheaper than a node:fs read on the thread pool (see
+ * BENCHMARKS.md).
+ *
+ * Two quirks handled here: a locked stream keeps the process alive forever, so the reader is
+ * released once a wait is over and no new one started within the same turn (an idle device
+ * must not keep the process running); and a pending read on a re-acquired reader does not keep
+ * the process alive, so a timer is ref'ed while a wait is pending.
+ */
+class EventfdWaiter {
+  readonly #fd: number;
+  #stream: ByteStream | null = null;
+  #reader: ByteReader | null = null;
+  #pending = false;
+  #idle: unknown = null;
+  readonly #keepAlive: Ref;
+  readonly #buf = Buffer.alloc(8);
+
+  constructor(fd: number) {
+    this.#fd = fd;
+    this.#keepAlive = setInterval(noop, 1 << 30) as unknown as Ref;
+    this.#keepAlive.unref();
+    if (MODE === "fs") {
+      const fl = libcRef.fcntl(fd, 3, 0);
+      libcRef.fcntl(fd, 4, fl & ~0o4000);
+    }
+  }
+
+  wait(): Promise<void> {
+    if (MODE === "fs") {
+      return new Promise<void>((res) => fsRead(this.#fd, this.#buf, 0, 8, null, () => res()));
+    }
+    if (this.#reader === null) {
+      if (this.#stream === null) this.#stream = bunFile(this.#fd).stream();
+      this.#reader = this.#stream.getReader();
+    }
+    this.#pending = true;
+    this.#keepAlive.ref();
+    return this.#reader.read().then(this.#done, this.#failed);
+  }
+
+  readonly #done = (r: { done: boolean }): void => {
+    this.#settled();
+    if (r.done) this.#drop(); // never for an eventfd; start afresh on the next wait
+  };
+
+  readonly #failed = (e: unknown): never => {
+    this.#settled();
+    this.#drop();
+    throw e;
+  };
+
+  #settled(): void {
+    this.#pending = false;
+    this.#keepAlive.unref();
+    if (this.#idle === null) this.#idle = setImmediate(this.#releaseIfIdle);
+  }
+
+  readonly #releaseIfIdle = (): void => {
+    this.#idle = null;
+    if (!this.#pending && this.#reader !== null) {
+      this.#reader.releaseLock();
+      this.#reader = null;
+    }
+  };
+
+  #drop(): void {
+    if (this.#reader !== null) this.#reader.releaseLock();
+    this.#reader = null;
+    // Cancelling leaves the fd open (Bun only closes fds it opened).
+    if (this.#stream !== null) void this.#stream.cancel().catch(noop);
+    this.#stream = null;
+  }
+
+  close(): void {
+    if (this.#idle !== null) clearImmediate(this.#idle as ReturnType<typeof setImmediate>);
+    this.#idle = null;
+    clearInterval(this.#keepAlive as unknown as ReturnType<typeof setInterval>);
+    this.#drop();
+  }
+}
+
+function noop(): void {}
 
 /** The Bun implementation of {@link Native}. */
 export const native: Native = load();

@@ -26,6 +26,9 @@ const DENO_TYPE = {
   void: "void",
 } as const satisfies Record<NativeType, Deno.NativeResultType>;
 
+/** Key of the awaitable variant of a `nonblocking` symbol. */
+const NONBLOCKING = "_nonblocking";
+
 function translate(table: Record<string, SymbolDef>): Record<string, Deno.ForeignFunction> {
   const out: Record<string, Deno.ForeignFunction> = {};
   for (const [name, def] of Object.entries(table)) {
@@ -33,12 +36,16 @@ function translate(table: Record<string, SymbolDef>): Record<string, Deno.Foreig
       parameters: def.params.map((t) => DENO_TYPE[t]) as Deno.NativeType[],
       result: DENO_TYPE[def.result],
     };
+    if (def.nonblocking) out[name + NONBLOCKING] = { ...out[name], name, nonblocking: true };
   }
   return out;
 }
 
 // deno-lint-ignore no-explicit-any
 type AnyFn = (...args: any[]) => any;
+
+/** Awaitable variants of `nonblocking` symbols (same arguments, a Promise of the result). */
+const ASYNC: Record<string, AnyFn> = {};
 
 function bind<T extends Record<string, SymbolDef>>(
   soname: string,
@@ -47,6 +54,9 @@ function bind<T extends Record<string, SymbolDef>>(
   const lib = Deno.dlopen(soname, translate(table));
   const raw = lib.symbols as unknown as Record<string, AnyFn>;
   const out: Record<string, AnyFn> = {};
+  for (const [name, def] of Object.entries(table)) {
+    if (def.nonblocking) ASYNC[name] = raw[name + NONBLOCKING];
+  }
   for (const [name, def] of Object.entries(table)) {
     const fn = raw[name];
     const ptrParams = def.params.some((t) => t === "ptr");
@@ -69,8 +79,11 @@ function bind<T extends Record<string, SymbolDef>>(
   return out as unknown as Bound<T>;
 }
 
+let libcRead: Native["libc"]["read"];
+
 function load(): Native {
   const libc = bind(LIBC_SONAME, LIBC_SYMBOLS);
+  libcRead = libc.read;
   const uring = bind(LIBURING_SONAME, LIBURING_SYMBOLS);
   const errnoView = new Int32Array(
     Deno.UnsafePointerView.getArrayBuffer(
@@ -90,7 +103,43 @@ function load(): Native {
     view: (addr, len) =>
       Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(addr))!, len),
     errno: () => errnoView[0],
+    waitEventfd: (fd) => eventfdWaiter(fd).wait(),
+    forgetEventfd: (fd) => void WAITERS.delete(fd),
   };
+}
+
+const POLLIN = 1;
+const WAITERS = new Map<number, EventfdWaiter>();
+
+function eventfdWaiter(fd: number): EventfdWaiter {
+  let w = WAITERS.get(fd);
+  if (w === undefined) {
+    w = new EventfdWaiter(fd);
+    WAITERS.set(fd, w);
+  }
+  return w;
+}
+
+/**
+ * poll(2) on a blocking-pool thread (a `nonblocking` call), then a read on the JS thread to
+ * reset the counter. The pollfd lives as long as the waiter, so nothing is allocated per wait.
+ */
+class EventfdWaiter {
+  readonly #fd: number;
+  readonly #pollfd = new Uint8Array(new ArrayBuffer(8));
+  readonly #counter = new Uint8Array(new ArrayBuffer(8));
+  readonly #reset = () => void libcRead(this.#fd, this.#counter, 8n);
+
+  constructor(fd: number) {
+    this.#fd = fd;
+    const v = new DataView(this.#pollfd.buffer);
+    v.setInt32(0, fd, true); // struct pollfd { int fd; short events; short revents; }
+    v.setInt16(4, POLLIN, true);
+  }
+
+  wait(): Promise<void> {
+    return (ASYNC.poll(this.#pollfd, 1n, -1) as Promise<number>).then(this.#reset);
+  }
 }
 
 /** The Deno implementation of {@link Native}. */

@@ -19,6 +19,12 @@ export type NativeType = "i32" | "u32" | "i64" | "u64" | "ptr" | "buf" | "void";
 export interface SymbolDef {
   readonly params: readonly NativeType[];
   readonly result: NativeType;
+  /**
+   * The call may block for long. Adapters bind it synchronously as usual and, where the runtime
+   * can run a foreign call off the JS thread (Deno's `nonblocking`), also as an awaitable
+   * variant for their own use (see `Native.waitEventfd`).
+   */
+  readonly nonblocking?: boolean;
 }
 
 /** liburing.so.2 (Debian package `liburing2`): ring setup, probing, registration, submit/wait. */
@@ -51,8 +57,9 @@ export const LIBC_SYMBOLS = {
   close: { params: ["i32"], result: "i32" },
   // int fcntl(int fd, int cmd, int arg)
   fcntl: { params: ["i32", "i32", "i32"], result: "i32" },
-  // int fstat(int fd, struct stat *statbuf)
-  fstat: { params: ["i32", "buf"], result: "i32" },
+  // int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf)
+  // (one layout on every architecture, unlike struct stat)
+  statx: { params: ["i32", "buf", "i32", "u32", "buf"], result: "i32" },
   // int fstatfs(int fd, struct statfs *buf)
   fstatfs: { params: ["i32", "buf"], result: "i32" },
   // off_t lseek(int fd, off_t offset, int whence)
@@ -73,6 +80,16 @@ export const LIBC_SYMBOLS = {
   munmap: { params: ["ptr", "u64"], result: "i32" },
   // int eventfd(unsigned int initval, int flags)
   eventfd: { params: ["u32", "i32"], result: "i32" },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout)
+  poll: { params: ["buf", "u64", "i32"], result: "i32", nonblocking: true },
+  // int socket(int domain, int type, int protocol)
+  socket: { params: ["i32", "i32", "i32"], result: "i32" },
+  // int connect(int sockfd, const struct sockaddr *addr, socklen_t addrlen)
+  connect: { params: ["i32", "buf", "u32"], result: "i32" },
+  // ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags)
+  sendmsg: { params: ["i32", "buf", "i32"], result: "i64" },
+  // ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags)
+  recvmsg: { params: ["i32", "buf", "i32"], result: "i64" },
   // int *__errno_location(void)
   __errno_location: { params: [], result: "ptr" },
 } as const satisfies Record<string, SymbolDef>;

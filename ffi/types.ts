@@ -43,4 +43,14 @@ export interface Native {
   view(addr: number, len: number): ArrayBuffer;
   /** The calling thread's errno, read right after a failed libc call. */
   errno(): number;
+  /**
+   * Resolves, without blocking the event loop, once the eventfd `fd` has been signalled, and
+   * resets its counter. Resolves at once when it was signalled since the last wait. One wait
+   * per fd at a time; while it is pending the event loop is kept alive, and `fd` must stay
+   * open (write to it to end the wait). `fd` must be O_NONBLOCK and used by nobody else that
+   * reads it.
+   */
+  waitEventfd(fd: number): Promise<void>;
+  /** Drops what {@link waitEventfd} keeps for `fd`; call with no wait pending, before closing it. */
+  forgetEventfd(fd: number): void;
 }

@@ -15,6 +15,8 @@ const forTests = process.argv.includes("--test");
 const PACKAGES = [
   { name: "liburing2", present: () => hasLibrary("liburing.so.2"), tests: false },
   { name: "util-linux", present: () => hasCommand("losetup"), tests: true },
+  // qemu-storage-daemon (blkdebug behind a FUSE export) for the fault-injection tests.
+  { name: "qemu-system-common", present: () => hasCommand("qemu-storage-daemon"), tests: true },
 ];
 
 function hasLibrary(soname) {

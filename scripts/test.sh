@@ -11,7 +11,7 @@ BUN=node_modules/.bin/bun
 strip() { sed 's/\x1b\[[0-9;]*m//g'; }
 
 echo "== deno test =="
-$DENO test --allow-all --quiet tests/ 2>&1 | tee .tmp/deno.out
+$DENO test --allow-all --quiet --doc mod.ts src/ tests/ 2>&1 | tee .tmp/deno.out
 deno_rc=${PIPESTATUS[0]}
 echo "== bun test =="
 $BUN test 2>&1 | tee .tmp/bun.out

@@ -19,7 +19,7 @@ import { State, stateName, type StateName, type StateValue } from "./state.ts";
  *
  * @example Read the capacity of a file
  * ```ts
- * import { Blkio } from "./mod.ts";
+ * import { Blkio } from "@blkio/blkio";
  * const path = Deno.makeTempFileSync();
  * Deno.truncateSync(path, 1 << 20);
  * const b = Blkio.create("io_uring");

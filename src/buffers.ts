@@ -12,44 +12,90 @@ import { describe } from "./properties.ts";
 // once `.buffer` has been touched, which `bufferAddress` does before asking).
 const ADDRESSES = new WeakMap<ArrayBufferLike, number>();
 
+// The built-in getters, called directly: a Uint8Array subclass or an own property can redefine
+// `buffer`, `byteOffset` and `byteLength`, and a lie there would send the kernel outside the
+// buffer's memory. These read the internal slots, and cost no more than the property access.
+type Getter<T> = (this: unknown) => T;
+function intrinsic<T>(proto: object, name: string, missing?: T): Getter<T> {
+  return (Object.getOwnPropertyDescriptor(proto, name)?.get as Getter<T>) ?? (() => missing as T);
+}
+const TYPED_ARRAY = Object.getPrototypeOf(Uint8Array.prototype) as object;
+const VIEW_BUFFER = intrinsic<ArrayBufferLike>(TYPED_ARRAY, "buffer");
+const VIEW_OFFSET = intrinsic<number>(TYPED_ARRAY, "byteOffset");
+const VIEW_LENGTH = intrinsic<number>(TYPED_ARRAY, "byteLength");
+const AB_DETACHED = intrinsic<boolean>(ArrayBuffer.prototype, "detached", false); // ES2024
+const AB_RESIZABLE = intrinsic<boolean>(ArrayBuffer.prototype, "resizable", false);
+
+/** The real byte length of a buffer that passed {@link checkBuffer}, whatever its getters say. */
+export function byteLengthOf(buf: Uint8Array): number {
+  return VIEW_LENGTH.call(buf);
+}
+
+/** The ArrayBuffer behind a buffer that passed {@link checkBuffer}, whatever its getters say. */
+export function bufferOf(buf: Uint8Array): ArrayBufferLike {
+  return VIEW_BUFFER.call(buf);
+}
+
 /** The native address of `buf`'s first byte (0 for an empty buffer). */
 export function bufferAddress(native: Native, buf: Uint8Array): number {
-  if (buf.byteLength === 0) return 0;
-  const ab = buf.buffer;
+  if (VIEW_LENGTH.call(buf) === 0) return 0;
+  const ab = VIEW_BUFFER.call(buf);
   let base = ADDRESSES.get(ab);
   if (base === undefined) {
     base = native.addressOf(ab as ArrayBuffer);
     ADDRESSES.set(ab, base);
   }
-  return base + buf.byteOffset;
+  return base + VIEW_OFFSET.call(buf);
 }
 
 /**
  * Throws EINVAL unless `buf` is a Uint8Array over a fixed-length, attached, unshared
- * ArrayBuffer: the only memory whose address stays valid while the kernel uses it.
+ * ArrayBuffer: the only memory whose address stays valid while the kernel uses it. Use
+ * {@link byteLengthOf} for its length.
  */
 export function checkBuffer(what: string, buf: unknown): Uint8Array {
   if (!(buf instanceof Uint8Array)) {
     throw BlkioError.of("EINVAL", `${what} must be a Uint8Array: received ${describe(buf)}`);
   }
-  const ab = buf.buffer as ArrayBuffer & { detached?: boolean; resizable?: boolean };
+  let ab: ArrayBufferLike;
+  try {
+    ab = VIEW_BUFFER.call(buf); // throws for a Proxy or anything else that only looks like one
+  } catch {
+    throw BlkioError.of("EINVAL", `${what} must be a Uint8Array: received ${describe(buf)}`);
+  }
   if (typeof SharedArrayBuffer !== "undefined" && ab instanceof SharedArrayBuffer) {
     throw BlkioError.of("EINVAL", `${what} must not be backed by a SharedArrayBuffer`);
   }
-  if (ab.detached) throw BlkioError.of("EINVAL", `${what} is detached`);
-  if (ab.resizable) {
+  let detached: boolean, resizable: boolean;
+  try {
+    detached = AB_DETACHED.call(ab);
+    resizable = AB_RESIZABLE.call(ab);
+  } catch {
+    throw BlkioError.of("EINVAL", `${what} must not be backed by a SharedArrayBuffer`);
+  }
+  if (detached) throw BlkioError.of("EINVAL", `${what} is detached`);
+  if (resizable) {
     throw BlkioError.of("EINVAL", `${what} must not be backed by a resizable ArrayBuffer`);
   }
   return buf;
 }
 
-/** Throws EINVAL unless `iovecs` is an array of valid buffers; returns the total length. */
-export function checkIovecs(what: string, iovecs: unknown): number {
+/**
+ * Throws EINVAL unless `iovecs` is an array of valid buffers; returns the total length. When
+ * `out` is given, the checked buffers are appended to it: use that copy, as the caller's array
+ * (or a getter on it) may give different elements on a second look.
+ */
+export function checkIovecs(what: string, iovecs: unknown, out?: Uint8Array[]): number {
   if (!Array.isArray(iovecs)) {
     throw BlkioError.of("EINVAL", `${what} must be an array of Uint8Array: received ${describe(iovecs)}`);
   }
   let total = 0;
-  for (let i = 0; i < iovecs.length; i++) total += checkBuffer(`${what}[${i}]`, iovecs[i]).byteLength;
+  const n = iovecs.length;
+  for (let i = 0; i < n; i++) {
+    const b = checkBuffer(`${what}[${i}]`, iovecs[i]);
+    total += VIEW_LENGTH.call(b);
+    out?.push(b);
+  }
   return total;
 }
 

@@ -38,6 +38,13 @@ export interface DriverQueue extends RequestSink {
   setCompletionFdEnabled(enabled: boolean): void;
   /** Whether a request in flight uses memory of `buffer`. */
   usesBuffer(buffer: ArrayBufferLike): boolean;
+  /**
+   * Asks the device to cancel the request in flight whose `userData` is `userData` (`===`),
+   * where it can (the cancellation itself is submitted by the next `enter`). The request still
+   * completes through `reap`, with `-ECANCELED` or its normal result, and keeps its buffers
+   * until then. Returns whether such a request is in flight.
+   */
+  cancel(userData: unknown): boolean;
   /** Releases the ring and fds. Requests in flight are abandoned by the kernel's ring teardown. */
   destroy(): void;
 }

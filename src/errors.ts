@@ -11,7 +11,7 @@ import { ERRNO, type ErrnoName, errnoName } from "./errno.ts";
  *
  * @example Catch a bad driver name
  * ```ts
- * import { Blkio, BlkioError } from "./mod.ts";
+ * import { Blkio, BlkioError } from "@blkio/blkio";
  * try {
  *   Blkio.create("no-such-driver");
  * } catch (e) {

@@ -6,8 +6,9 @@
  */
 import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "./errors.ts";
-import { bufferAddress, checkBuffer } from "./buffers.ts";
+import { bufferAddress, byteLengthOf, checkBuffer } from "./buffers.ts";
 import { closeFd, cString, errnoError } from "./sys.ts";
+import { describe } from "./properties.ts";
 
 /**
  * A range of memory usable for I/O buffers. Drivers that share memory with another process
@@ -51,7 +52,7 @@ export class MemoryRegionRegistry {
     if (!Number.isSafeInteger(len) || len <= 0 || len % alignment !== 0) {
       throw BlkioError.of(
         "EINVAL",
-        `Memory region length must be a positive multiple of mem-region-alignment (${alignment}): received ${len}`,
+        `Memory region length must be a positive multiple of mem-region-alignment (${alignment}): received ${describe(len)}`,
       );
     }
     const n = this.#native;
@@ -73,8 +74,17 @@ export class MemoryRegionRegistry {
       closeFd(n, fd);
       throw BlkioError.of("EOVERFLOW", `mmap returned an address not aligned to ${alignment}`);
     }
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(n.view(addr, len));
+    } catch (cause) {
+      // The runtime caps ArrayBuffer sizes (Bun: RangeError "Out of memory" above a few GiB).
+      n.libc.munmap(addr, BigInt(len));
+      closeFd(n, fd);
+      throw BlkioError.of("ENOMEM", `Memory region of ${len} bytes is too large for a JS ArrayBuffer`, { cause });
+    }
     const region: MemoryRegion = Object.freeze({
-      bytes: new Uint8Array(n.view(addr, len)),
+      bytes,
       len,
       fd,
       fdOffset: 0,
@@ -115,10 +125,10 @@ export class MemoryRegionRegistry {
     }
     const bytes = checkBuffer("Memory region bytes", region.bytes);
     const len = region.len;
-    if (len !== bytes.byteLength) {
+    if (len !== byteLengthOf(bytes)) {
       throw BlkioError.of(
         "EINVAL",
-        `Memory region len (${len}) must equal bytes.byteLength (${bytes.byteLength})`,
+        `Memory region len (${len}) must equal bytes.byteLength (${byteLengthOf(bytes)})`,
       );
     }
     if (!Number.isInteger(region.fd) || region.fd < -1) {

@@ -10,7 +10,7 @@ import { CompletionBacklog } from "./completion_backlog.ts";
 import type { DriverQueue } from "./driver.ts";
 import { ERRNO } from "./errno.ts";
 import { BlkioError } from "./errors.ts";
-import { checkBuffer, checkIovecs, toOffset } from "./buffers.ts";
+import { byteLengthOf, checkBuffer, checkIovecs, toOffset } from "./buffers.ts";
 import { checkBool, describe } from "./properties.ts";
 import { RequestBacklog } from "./request_backlog.ts";
 import { errnoError } from "./sys.ts";
@@ -18,6 +18,7 @@ import { errnoError } from "./sys.ts";
 const EINVAL = ERRNO.EINVAL;
 const EINTR = ERRNO.EINTR;
 const ETIME = ERRNO.ETIME;
+const ECANCELED = ERRNO.ECANCELED;
 
 function checkFlags(flags: unknown): number {
   if (flags === undefined) return 0;
@@ -46,11 +47,19 @@ function checkTimeout(value: unknown): number {
 }
 
 /**
+ * Undoes the growth of `out` by a doIo that threw (its completions went back to the backlog), so
+ * retrying with the same arguments gets the same default `max`.
+ */
+function keepLength(out: unknown, len: number): void {
+  if (Array.isArray(out) && out.length > len) out.length = len;
+}
+
+/**
  * A submission/completion queue of a started instance. Use each queue from one thread.
  *
  * @example Read 4 KiB and wait for it
  * ```ts
- * import { Blkio, type Completion } from "./mod.ts";
+ * import { Blkio, type Completion } from "@blkio/blkio";
  * const path = Deno.makeTempFileSync();
  * Deno.writeFileSync(path, new Uint8Array(8192).fill(7));
  * using b = Blkio.create("io_uring");
@@ -116,7 +125,7 @@ export class Queue {
     const dq = this.#live();
     const s = toOffset("start", start);
     checkBuffer("buf", buf);
-    this.#submit(dq, Op.Read, s, buf, null, buf.byteLength, userData, checkFlags(flags));
+    this.#submit(dq, Op.Read, s, buf, null, byteLengthOf(buf), userData, checkFlags(flags));
   }
 
   /** Queues a write of `buf` at `start` (flags: FUA). */
@@ -124,24 +133,26 @@ export class Queue {
     const dq = this.#live();
     const s = toOffset("start", start);
     checkBuffer("buf", buf);
-    this.#submit(dq, Op.Write, s, buf, null, buf.byteLength, userData, checkFlags(flags));
+    this.#submit(dq, Op.Write, s, buf, null, byteLengthOf(buf), userData, checkFlags(flags));
   }
 
   /** Queues a vectored read into `iovecs` at `start`. */
   readv(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
-    const len = checkIovecs("iovecs", iovecs);
     // A copy, so the caller changing its array cannot change what stays referenced in flight.
-    this.#submit(dq, Op.Readv, s, null, iovecs.slice(), len, userData, checkFlags(flags));
+    const list: Uint8Array[] = [];
+    const len = checkIovecs("iovecs", iovecs, list);
+    this.#submit(dq, Op.Readv, s, null, list, len, userData, checkFlags(flags));
   }
 
   /** Queues a vectored write of `iovecs` at `start` (flags: FUA). */
   writev(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
-    const len = checkIovecs("iovecs", iovecs);
-    this.#submit(dq, Op.Writev, s, null, iovecs.slice(), len, userData, checkFlags(flags));
+    const list: Uint8Array[] = [];
+    const len = checkIovecs("iovecs", iovecs, list);
+    this.#submit(dq, Op.Writev, s, null, list, len, userData, checkFlags(flags));
   }
 
   /** Queues zeroing `len` bytes at `start` (flags: FUA, NO_UNMAP, NO_FALLBACK). */
@@ -194,12 +205,24 @@ export class Queue {
    * next call.
    */
   doIo(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
-    return this.#doIo(out, min, max, timeoutNs, false);
+    const len = Array.isArray(out) ? out.length : 0;
+    try {
+      return this.#doIo(out, min, max, timeoutNs, false);
+    } catch (e) {
+      keepLength(out, len);
+      throw e;
+    }
   }
 
   /** Like {@link doIo}, but a signal interrupts the wait with `EINTR`. Not on poll queues. */
   doIoInterruptible(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
-    return this.#doIo(out, min, max, timeoutNs, true);
+    const len = Array.isArray(out) ? out.length : 0;
+    try {
+      return this.#doIo(out, min, max, timeoutNs, true);
+    } catch (e) {
+      keepLength(out, len);
+      throw e;
+    }
   }
 
   #doIo(out: Completion[], min: number, maxArg: number | undefined, timeoutArg: unknown, intr: boolean): number {
@@ -226,12 +249,24 @@ export class Queue {
     const deadline = timeout >= 0 ? performance.now() + timeout / 1e6 : -1;
 
     const completions = this.#completions, backlog = this.#backlog;
+    // Entries that may be filled must be writable objects: a TypeError half-way through a reap
+    // would strand CQEs whose slots were already released. Only as many as could complete.
+    const fillable = Math.min(max, out.length, completions.length + dq.inFlight + backlog.length);
+    for (let i = 0; i < fillable; i++) {
+      const c = out[i];
+      if (c != null && (typeof c !== "object" || !Object.isExtensible(c))) {
+        throw BlkioError.of("EINVAL", `out[${i}] must be a writable Completion object: received ${describe(c)}`);
+      }
+    }
     let n = completions.fill(out, 0, max);
     if (n < max) {
       const m = dq.reap(out, n, max);
       if (m > n) {
         n = m;
         if (backlog.length > 0) backlog.process(dq);
+        // The driver may have rejected backlogged requests at once (e.g. NO_FALLBACK): with
+        // nothing else in flight, the wait below would otherwise find nothing to wait for.
+        if (n < max && completions.length > 0) n = completions.fill(out, n, max);
       }
     }
     if (min > n + dq.inFlight + backlog.length + completions.length) {
@@ -277,9 +312,49 @@ export class Queue {
     return errnoError(errno, "Submitting or waiting for requests failed");
   }
 
+  /**
+   * Cancels the request submitted with `userData` (compared with `===`; the oldest when several
+   * share it). It still completes exactly once: a request waiting in the queue's backlog is
+   * dropped and completes with `-ECANCELED`; one already in the ring is cancelled in the kernel
+   * by the next {@link doIo} (io_uring: IORING_OP_ASYNC_CANCEL) and completes with `-ECANCELED`,
+   * or normally when it finished first or cannot be interrupted (most block device I/O). Its
+   * buffers stay referenced until that completion. Returns false when no request of this queue
+   * that has not completed yet carries `userData`.
+   *
+   * @example Cancel a request before it reaches the kernel
+   * ```ts
+   * import { Blkio, type Completion } from "@blkio/blkio";
+   * const path = Deno.makeTempFileSync();
+   * Deno.truncateSync(path, 8192);
+   * using b = Blkio.create("io_uring");
+   * b.setStr("path", path);
+   * b.connect();
+   * b.setInt("num-entries", 1);
+   * b.start();
+   * const q = b.getQueue(0)!;
+   * q.read(0, new Uint8Array(4096), "first");
+   * q.read(4096, new Uint8Array(4096), "second"); // the ring is full: it waits in the backlog
+   * if (!q.cancel("second")) throw new Error("not found");
+   * const out: Completion[] = [];
+   * q.doIo(out, 2, 2);
+   * const second = out.find((c) => c.userData === "second")!;
+   * if (second.ret !== -125) throw new Error("expected -ECANCELED");
+   * Deno.removeSync(path);
+   * ```
+   */
+  cancel(userData: unknown): boolean {
+    const dq = this.#live();
+    if (this.#backlog.remove(userData)) {
+      this.#completions.push(userData, -ECANCELED, "request cancelled before submission");
+      return true;
+    }
+    return dq.cancel(userData);
+  }
+
   /** @internal Whether a request in flight or waiting uses memory of `buffer`. */
   usesBuffer(buffer: ArrayBufferLike): boolean {
-    return this.#dq !== null && this.#dq.usesBuffer(buffer);
+    // Requests waiting in the backlog count too: the ring gets their addresses later.
+    return this.#dq !== null && (this.#backlog.usesBuffer(buffer) || this.#dq.usesBuffer(buffer));
   }
 
   /** @internal Called by Blkio when the queue is removed or the instance destroyed. */

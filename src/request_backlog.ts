@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { bufferOf } from "./buffers.ts";
 import type { OpValue } from "./completion.ts";
 
 /** The fields of one request, in the order drivers take them. */
@@ -84,6 +85,68 @@ export class RequestBacklog {
       taken++;
     }
     return taken;
+  }
+
+  /** Whether a waiting request uses memory of `buffer` (as its buffer or one of its iovecs). */
+  usesBuffer(buffer: ArrayBufferLike): boolean {
+    for (let k = 0; k < this.#count; k++) {
+      const i = (this.#head + k) % this.#cap;
+      const buf = this.#buf[i];
+      if (buf !== null && bufferOf(buf) === buffer) return true;
+      const iov = this.#iov[i];
+      if (iov !== null) { for (const b of iov) if (bufferOf(b) === buffer) return true; }
+    }
+    return false;
+  }
+
+  /**
+   * Removes the waiting request whose `userData` is `userData` (`===`; the oldest when several
+   * are), keeping the others in order. Returns whether there was one.
+   */
+  remove(userData: unknown): boolean {
+    const head = this.#head, cap = this.#cap;
+    // From both ends at once: aborting a batch in submission order finds each at the head.
+    for (let a = 0, b = this.#count - 1; a <= b; a++, b--) {
+      if (this.#ud[(head + a) % cap] === userData) return this.#removeAt(a);
+      if (this.#ud[(head + b) % cap] === userData && !this.#hasBefore(userData, a + 1, b)) {
+        return this.#removeAt(b);
+      }
+    }
+    return false;
+  }
+
+  #hasBefore(userData: unknown, from: number, to: number): boolean {
+    for (let k = from; k < to; k++) if (this.#ud[(this.#head + k) % this.#cap] === userData) return true;
+    return false;
+  }
+
+  /** Removes the `k`-th waiting request, closing the gap from the shorter side. */
+  #removeAt(k: number): true {
+    const head = this.#head, cap = this.#cap, last = this.#count - 1;
+    let hole: number;
+    if (k <= last - k) {
+      for (let j = k; j > 0; j--) this.#move((head + j - 1) % cap, (head + j) % cap);
+      hole = head;
+      this.#head = (head + 1) % cap;
+    } else {
+      for (let j = k; j < last; j++) this.#move((head + j + 1) % cap, (head + j) % cap);
+      hole = (head + last) % cap;
+    }
+    this.#buf[hole] = null;
+    this.#iov[hole] = null;
+    this.#ud[hole] = undefined;
+    this.#count--;
+    return true;
+  }
+
+  #move(from: number, to: number): void {
+    this.#op[to] = this.#op[from];
+    this.#start[to] = this.#start[from];
+    this.#buf[to] = this.#buf[from];
+    this.#iov[to] = this.#iov[from];
+    this.#len[to] = this.#len[from];
+    this.#ud[to] = this.#ud[from];
+    this.#flags[to] = this.#flags[from];
   }
 
   /** Removes every waiting request, passing each `userData` to `each` in order. */

@@ -44,6 +44,10 @@ const TEXT: Record<string, string> = {
   EBUSY: "Device or resource busy",
   ENXIO: "No such device or address",
   ENODEV: "No such device",
+  ENAMETOOLONG: "File name too long",
+  ELOOP: "Too many levels of symbolic links",
+  ENOSPC: "No space left on device",
+  EIO: "Input/output error",
 };
 
 /** A BlkioError for a failed call: `what` then the errno name and text. */
@@ -73,25 +77,37 @@ export function closeFd(native: Native, fd: number): void {
   if (fd >= 0) native.libc.close(fd);
 }
 
-/** What the core needs of struct stat. */
+/** What the core needs of struct statx. */
 export interface FileStat {
   mode: number;
-  dev: bigint;
-  rdev: bigint;
+  /** Device of the file system holding the file. */
+  devMajor: number;
+  devMinor: number;
+  /** Device number of a block or character device. */
+  rdevMajor: number;
+  rdevMinor: number;
   size: number;
 }
 
-/** fstat(2), decoding the x86_64/arm64 generic struct stat fields the core uses. */
+const AT_EMPTY_PATH = 0x1000;
+const STATX_BASIC_STATS = 0x7ff;
+
+/** statx(2) on an open fd (AT_EMPTY_PATH). */
 export function fstat(native: Native, fd: number): FileStat {
   const st = native.alloc(256);
-  if (native.libc.fstat(fd, st) < 0) throw errnoError(native.errno(), `fstat(${fd}) failed`);
+  if (native.libc.statx(fd, cString(native, ""), AT_EMPTY_PATH, STATX_BASIC_STATS, st) < 0) {
+    throw errnoError(native.errno(), `statx(${fd}) failed`);
+  }
   const v = new DataView(st.buffer);
-  // x86_64: st_dev@0 st_ino@8 st_nlink@16 st_mode@24 st_rdev@40 st_size@48.
+  // struct statx: stx_mode u16 @28, stx_size u64 @40, stx_rdev_major/minor @128/@132,
+  // stx_dev_major/minor @136/@140.
   return {
-    dev: v.getBigUint64(0, true),
-    mode: v.getUint32(24, true),
-    rdev: v.getBigUint64(40, true),
-    size: Number(v.getBigInt64(48, true)),
+    mode: v.getUint16(28, true),
+    size: Number(v.getBigUint64(40, true)),
+    rdevMajor: v.getUint32(128, true),
+    rdevMinor: v.getUint32(132, true),
+    devMajor: v.getUint32(136, true),
+    devMinor: v.getUint32(140, true),
   };
 }
 
@@ -149,14 +165,4 @@ export function pageSize(native: Native): number {
 /** IOV_MAX. */
 export function iovMax(native: Native): number {
   return Number(native.libc.sysconf(SC_IOV_MAX));
-}
-
-/** glibc's major(dev). */
-export function major(dev: bigint): number {
-  return Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
-}
-
-/** glibc's minor(dev). */
-export function minor(dev: bigint): number {
-  return Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
 }

@@ -29,13 +29,15 @@ export interface Target {
 export const RUNTIME = "Bun" in globalThis ? "bun" : "deno";
 
 const cleanups: (() => void)[] = [];
-let cleaned = false;
+let loopSerial = 0;
 
-/** Removes every scratch file and loop device made by this test file. Safe to call twice. */
+/**
+ * Removes every scratch file and loop device made since the last call. Safe to call twice.
+ * `bun test` runs all files in one process with one instance of this module, so each file's
+ * cleanup test must remove what that file made, not only the first file's.
+ */
 export function cleanupAll(): void {
-  if (cleaned) return;
-  cleaned = true;
-  for (const f of cleanups.reverse()) {
+  for (const f of cleanups.splice(0).reverse()) {
     try {
       f();
     } catch {
@@ -75,7 +77,20 @@ export function loopUnavailableReason(): string | null {
   return null;
 }
 
-/** Detaches loop devices left behind by earlier runs over deleted blkio-test files. */
+/** Whether process `pid` still exists. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: string }).code === "EPERM";
+  }
+}
+
+/**
+ * Detaches loop devices left behind by earlier runs: over deleted blkio-test files, or made by
+ * a test process that no longer exists (killed before its cleanup ran).
+ */
 function detachStaleLoops(): void {
   let out = "";
   try {
@@ -86,12 +101,16 @@ function detachStaleLoops(): void {
   for (const line of out.split("\n")) {
     const [name, ...rest] = line.trim().split(/\s+/);
     const back = rest.join(" ");
-    if (name && back.includes("/blkio-loop-") && (back.includes("(deleted)") || !existsSync(back))) {
+    if (!name || !back.includes("/blkio-loop-")) continue;
+    const pid = Number(/\/blkio-loop-(\d+)-/.exec(back)?.[1] ?? NaN);
+    const orphan = Number.isInteger(pid) && pid !== process.pid && !alive(pid);
+    if (back.includes("(deleted)") || !existsSync(back) || orphan) {
       try {
         execFileSync("losetup", ["-d", name], { stdio: "ignore" });
       } catch {
         // already gone
       }
+      if (orphan) rmSync(back, { force: true });
     }
   }
 }
@@ -99,7 +118,7 @@ function detachStaleLoops(): void {
 /** A loop device over a new tmpfs file of `size` bytes (512-byte sectors). */
 export function scratchLoop(size = 8 * 1024 * 1024): string {
   detachStaleLoops();
-  const back = join("/dev/shm", `blkio-loop-${process.pid}-${cleanups.length}.img`);
+  const back = join("/dev/shm", `blkio-loop-${process.pid}-${loopSerial++}.img`);
   writeFileSync(back, new Uint8Array(size));
   cleanups.push(() => rmSync(back, { force: true }));
   const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], {

@@ -7,9 +7,11 @@ import type { Native } from "../../ffi/types.ts";
 import type { Driver } from "../driver.ts";
 import { BlkioError } from "../errors.ts";
 import { IoUringDriver } from "./io_uring/driver.ts";
+import { VirtioBlkVhostUserDriver } from "./virtio_blk/driver.ts";
 
 const DRIVERS: Record<string, (native: Native) => Driver> = {
   "io_uring": (native) => new IoUringDriver(native),
+  "virtio-blk-vhost-user": (native) => new VirtioBlkVhostUserDriver(native),
 };
 
 /** The names `Blkio.create` accepts. */

@@ -136,9 +136,12 @@ export class IoUringDriver implements Driver {
 }
 
 /**
- * Whether IOPOLL works on `fd`: a zero-length polled read must succeed. Only O_DIRECT can poll.
- * libblkio fails connect when the probe read fails in an unexpected way; this treats any
- * failure as "no poll queues" so a file system with odd IOPOLL behaviour still connects.
+ * Whether IOPOLL works on `fd`: a polled read of one aligned block must succeed. Only O_DIRECT
+ * can poll. libblkio probes with a zero-length read, but that never reaches the block layer,
+ * so on Linux 6.x it succeeds even where every real polled read fails with EOPNOTSUPP (a disk
+ * without poll queues, a loop device). libblkio fails connect when the probe read fails in an
+ * unexpected way; this treats any failure as "no poll queues" so a file system with odd
+ * IOPOLL behaviour still connects.
  */
 function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
   if (!info.direct) return false;
@@ -148,18 +151,32 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
   } catch {
     return false;
   }
+  // Referenced again after ring.close(), so the garbage collector keeps them while the kernel
+  // may still use them.
+  const len = info.requestAlignment;
+  const mem = native.alloc(2 * len);
+  const iov = native.alloc(16);
   try {
-    const iov = native.alloc(16);
+    const base = native.addressOf(mem.buffer as ArrayBuffer);
+    const v = new DataView(iov.buffer, iov.byteOffset, 16);
+    v.setBigUint64(0, BigInt(Math.ceil(base / len) * len), true);
+    v.setBigUint64(8, BigInt(len), true);
     const i = ring.nextSqe();
-    prepReadv(ring.sqes, i, fd, native.addressOf(iov.buffer as ArrayBuffer), 1, 0);
+    prepReadv(ring.sqes, i, fd, native.addressOf(iov.buffer as ArrayBuffer) + iov.byteOffset, 1, 0);
     setUserData(ring.sqes, i, 1);
-    const r = ring.enter(1, IORING_ENTER_GETEVENTS, 1e9);
+    // Polling may return before the CQE is there (the task used up its time slice).
+    let r = 0;
+    for (let tries = 0; tries < 100 && r >= 0 && ring.cqHead() === ring.cqTail(); tries++) {
+      r = ring.enter(1, IORING_ENTER_GETEVENTS, 1e9);
+    }
     if (r < 0 || ring.cqHead() === ring.cqTail()) return false;
     const res = ring.cqesRes[((ring.cqHead() & ring.cqMask) << 2) + 2];
     ring.setCqHead(ring.cqHead() + 1);
-    return res === 0;
+    return res >= 0;
   } finally {
     ring.close();
+    mem.fill(0);
+    iov.fill(0);
   }
 }
 
@@ -223,9 +240,9 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
   },
   "flush-needed": {
     type: "bool",
-    doc: "Whether completed writes need a flush to be durable",
-    readableFrom: K,
-    get: (d) => must(d).flushNeeded,
+    // A stored field in libblkio: readable before connect, with its default.
+    doc: "Whether completed writes need a flush to be durable (true until connect)",
+    get: (d) => d.target?.flushNeeded ?? true,
   },
   "max-discard-len": {
     type: "uint64",

@@ -10,7 +10,7 @@ import type { Native } from "../../../ffi/types.ts";
 import { type Completion, newCompletion, Op, type OpValue, ReqFlags } from "../../completion.ts";
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
-import { bufferAddress } from "../../buffers.ts";
+import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
 import { closeFd, newEventfd } from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
 import {
@@ -26,6 +26,7 @@ import {
   RWF_HIPRI,
 } from "../../uring/constants.ts";
 import {
+  prepCancel,
   prepFallocate,
   prepFdatasync,
   prepRead,
@@ -46,6 +47,8 @@ const U32_MAX = 0xffffffff;
 const RESUBMITTED = 1;
 /** Buffers of requests still in flight when their queue was destroyed, kept alive forever. */
 const ABANDONED: unknown[] = [];
+/** user_data of IORING_OP_ASYNC_CANCEL requests: at least the slot count, so reap skips their CQEs. */
+const CANCEL_USER_DATA = 0xffffffff;
 
 /** Options of {@link IoUringQueue}. */
 export interface IoUringQueueOptions {
@@ -289,7 +292,7 @@ export class IoUringQueue implements DriverQueue {
     let n = 0;
     for (let k = 0; k < iov.length; k++) {
       const b = iov[k];
-      const len = b.byteLength;
+      const len = byteLengthOf(b);
       if (skip >= len && len > 0) {
         skip -= len;
         continue;
@@ -409,11 +412,29 @@ export class IoUringQueue implements DriverQueue {
     if (!this.isPollQueue) this.#ring.setEventfdEnabled(enabled);
   }
 
+  cancel(userData: unknown): boolean {
+    for (let s = 0; s < this.#cap; s++) {
+      if (this.#used[s] === 0 || this.#ud[s] !== userData) continue;
+      // IOPOLL rings reject ASYNC_CANCEL; without a free SQE the request simply runs to its end.
+      // A slot is only reused after its CQE is reaped, and SQEs are issued in order, so this
+      // cancel can never hit a later request in the same slot.
+      if (!this.isPollQueue && this.#ring.sqSpace() > 0) {
+        const sq = this.#ring.sqes;
+        const i = this.#ring.nextSqe();
+        prepCancel(sq, i, s);
+        setUserData(sq, i, CANCEL_USER_DATA);
+      }
+      return true;
+    }
+    return false;
+  }
+
   usesBuffer(buffer: ArrayBufferLike): boolean {
     for (let s = 0; s < this.#cap; s++) {
-      if (this.#buf[s]?.buffer === buffer) return true;
+      const buf = this.#buf[s];
+      if (buf !== null && bufferOf(buf) === buffer) return true;
       const iov = this.#iov[s];
-      if (iov !== null) for (const b of iov) if (b.buffer === buffer) return true;
+      if (iov !== null) for (const b of iov) if (bufferOf(b) === buffer) return true;
     }
     return false;
   }

@@ -10,8 +10,6 @@ import {
   fileStatusFlags,
   fsBlockSize,
   fstat,
-  major,
-  minor,
   O_ACCMODE,
   O_DIRECT,
   O_RDONLY,
@@ -51,8 +49,8 @@ export interface TargetInfo {
 }
 
 /** Reads the queue limits of block device `dev` from /sys/dev/block, or null if absent. */
-export function readBlockLimits(native: Native, dev: bigint): BlockLimits | null {
-  const dir = `/sys/dev/block/${major(dev)}:${minor(dev)}`;
+export function readBlockLimits(native: Native, major: number, minor: number): BlockLimits | null {
+  const dir = `/sys/dev/block/${major}:${minor}`;
   // A partition has no queue directory of its own; its disk's is one level up.
   const queue = readText(native, `${dir}/partition`) !== null ? `${dir}/../queue` : `${dir}/queue`;
   const num = (path: string): number | null => {
@@ -87,7 +85,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
   const direct = (flags & O_DIRECT) !== 0;
   const readOnly = (flags & O_ACCMODE) === O_RDONLY;
   if (type === S_IFBLK) {
-    const limits = readBlockLimits(native, st.rdev);
+    const limits = readBlockLimits(native, st.rdevMajor, st.rdevMinor);
     if (!limits) {
       throw BlkioError.of("EINVAL", "Cannot read the block device's queue limits from sysfs");
     }
@@ -110,7 +108,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     throw BlkioError.of("EINVAL", "The file must be a block device or a regular file");
   }
   // Files on tmpfs, overlay and the like have no block device behind st_dev.
-  const limits = readBlockLimits(native, st.dev);
+  const limits = readBlockLimits(native, st.devMajor, st.devMinor);
   const requestAlignment = direct ? (limits?.logicalBlockSize ?? pageSize(native)) : 1;
   return {
     isBlockDevice: false,

@@ -1,0 +1,220 @@
+/**
+ * BlockDevice (promises, event loop) against the synchronous doIo path on the same device in
+ * the same run: 4 KiB O_DIRECT random reads at depth 32 on a loop device over tmpfs.
+ *
+ * - sync:  one Queue, 32 reads kept in flight, `doIo(out, 1, 32)` and resubmit (blkio-bench).
+ * - async: 32 concurrent `await dev.read(...)` loops on a BlockDevice, with a 5 ms setInterval
+ *          whose largest delay is recorded.
+ *
+ * Rounds alternate sync, async, sync, async, ...; the medians are reported. Needs root (losetup)
+ * unless a device or file is given with --path.
+ *
+ * Usage: deno run -A bench/block_device_bench.ts [--seconds 2] [--rounds 5] [--depth 32]
+ *                                               [--size-mib 256] [--path /dev/loopN] [--json]
+ *        bun bench/block_device_bench.ts [same options]
+ *
+ * @module
+ */
+import { execFileSync } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import process from "node:process";
+import { Blkio, BlockDevice, type Completion } from "../mod.ts";
+
+interface Options {
+  seconds: number;
+  rounds: number;
+  depth: number;
+  sizeMiB: number;
+  path: string | null;
+  json: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { seconds: 2, rounds: 5, depth: 32, sizeMiB: 256, path: null, json: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`Option ${a} needs a value`);
+      return v;
+    };
+    if (a === "--seconds") o.seconds = Number(next());
+    else if (a === "--rounds") o.rounds = Number(next());
+    else if (a === "--depth") o.depth = Number(next());
+    else if (a === "--size-mib") o.sizeMiB = Number(next());
+    else if (a === "--path") o.path = next();
+    else if (a === "--json") o.json = true;
+    else throw new Error(`Unknown option "${a}"`);
+  }
+  return o;
+}
+
+const BS = 4096;
+
+/** A loop device over a new tmpfs file; returns its path and a cleanup function. */
+function makeLoop(sizeMiB: number): { path: string; cleanup: () => void } {
+  const back = `/dev/shm/blkio-bench-${process.pid}.img`;
+  writeFileSync(back, new Uint8Array(0));
+  execFileSync("truncate", ["-s", `${sizeMiB}M`, back]);
+  // Touch every page so reads hit memory, not tmpfs holes.
+  execFileSync("dd", [`if=/dev/urandom`, `of=${back}`, "bs=1M", `count=${sizeMiB}`, "conv=notrunc", "status=none"]);
+  const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], { encoding: "utf8" })
+    .trim();
+  return {
+    path: dev,
+    cleanup: () => {
+      try {
+        execFileSync("losetup", ["-d", dev]);
+      } finally {
+        rmSync(back, { force: true });
+      }
+    },
+  };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function randomOffset(blocks: number): number {
+  return Math.floor(Math.random() * blocks) * BS;
+}
+
+/** IOPS of the synchronous path: `depth` reads in flight, doIo(min 1) and resubmit. */
+function runSync(path: string, o: Options, blocks: number): { iops: number; cpuUs: number } {
+  using b = Blkio.create("io_uring");
+  b.setStr("path", path);
+  b.setBool("direct", true);
+  b.connect();
+  b.setInt("num-entries", Math.max(o.depth, 32));
+  b.start();
+  const q = b.getQueue(0)!;
+  const region = b.allocMemRegion(o.depth * BS);
+  b.mapMemRegion(region);
+  const bufs = Array.from({ length: o.depth }, (_, i) => region.bytes.subarray(i * BS, (i + 1) * BS));
+  for (let i = 0; i < o.depth; i++) q.read(randomOffset(blocks), bufs[i], i);
+  const out: Completion[] = [];
+  let done = 0;
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  const end = start + o.seconds * 1000;
+  let now = start;
+  while (now < end) {
+    const n = q.doIo(out, 1, o.depth);
+    for (let k = 0; k < n; k++) {
+      const c = out[k];
+      if (c.ret !== 0) throw new Error(`read failed: ${c.ret} ${c.errorMsg}`);
+      const i = c.userData as number;
+      q.read(randomOffset(blocks), bufs[i], i);
+    }
+    done += n;
+    now = performance.now();
+  }
+  const elapsed = (now - start) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  // Let the last reads finish before the instance goes away.
+  let left = o.depth;
+  while (left > 0) left -= q.doIo(out, 1, left);
+  return { iops: done / elapsed, cpuUs: (cpu.user + cpu.system) / done };
+}
+
+/** IOPS of BlockDevice with `depth` awaited read loops, and the 5 ms interval's worst delay. */
+async function runAsync(path: string, o: Options, blocks: number): Promise<{ iops: number; maxDelayMs: number; cpuUs: number }> {
+  await using dev = await BlockDevice.open(path, { direct: true, numEntries: Math.max(o.depth, 32) });
+  const bufs = Array.from({ length: o.depth }, () => dev.allocBuffer(BS));
+  let done = 0;
+  let maxGap = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (now - last > maxGap) maxGap = now - last;
+    last = now;
+  }, 5);
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  const end = start + o.seconds * 1000;
+  const loop = async (buf: Uint8Array) => {
+    while (performance.now() < end) {
+      await dev.read(randomOffset(blocks), buf);
+      done++;
+    }
+  };
+  await Promise.all(bufs.map(loop));
+  const elapsed = (performance.now() - start) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  clearInterval(timer);
+  const now = performance.now();
+  if (now - last > maxGap) maxGap = now - last;
+  return { iops: done / elapsed, maxDelayMs: Math.max(0, maxGap - 5), cpuUs: (cpu.user + cpu.system) / done };
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  let path = o.path;
+  let cleanup = () => {};
+  if (path === null) {
+    const loop = makeLoop(o.sizeMiB);
+    path = loop.path;
+    cleanup = loop.cleanup;
+  }
+  try {
+    const probe = await BlockDevice.open(path, { direct: true, readOnly: true });
+    const blocks = Number(probe.capacity / BigInt(BS));
+    await probe.close();
+    // Warm-up (JIT, page cache of the backing file).
+    runSync(path, { ...o, seconds: 0.3 }, blocks);
+    await runAsync(path, { ...o, seconds: 0.3 }, blocks);
+    const sync: number[] = [];
+    const syncCpu: number[] = [];
+    const asyncIops: number[] = [];
+    const asyncCpu: number[] = [];
+    const delays: number[] = [];
+    for (let r = 0; r < o.rounds; r++) {
+      const s = runSync(path, o, blocks);
+      sync.push(s.iops);
+      syncCpu.push(s.cpuUs);
+      const a = await runAsync(path, o, blocks);
+      asyncIops.push(a.iops);
+      asyncCpu.push(a.cpuUs);
+      delays.push(a.maxDelayMs);
+      if (!o.json) {
+        console.log(
+          `round ${r + 1}: sync ${Math.round(s.iops)} IOPS (${s.cpuUs.toFixed(2)} us CPU/read), ` +
+            `async ${Math.round(a.iops)} IOPS (${a.cpuUs.toFixed(2)} us CPU/read), ` +
+            `${(a.iops / s.iops).toFixed(2)}x, interval max delay ${a.maxDelayMs.toFixed(2)} ms`,
+        );
+      }
+    }
+    const result = {
+      runtime: navigator.userAgent,
+      nproc: os.cpus().length,
+      kernel: os.release(),
+      device: o.path ?? `loop over tmpfs (${o.sizeMiB} MiB)`,
+      depth: o.depth,
+      seconds: o.seconds,
+      rounds: o.rounds,
+      syncMedianIops: Math.round(median(sync)),
+      asyncMedianIops: Math.round(median(asyncIops)),
+      ratio: Number((median(asyncIops) / median(sync)).toFixed(3)),
+      syncCpuUsPerRead: Number(median(syncCpu).toFixed(2)),
+      asyncCpuUsPerRead: Number(median(asyncCpu).toFixed(2)),
+      intervalMaxDelayMs: Number(Math.max(...delays).toFixed(2)),
+      intervalMedianOfMaxDelayMs: Number(median(delays).toFixed(2)),
+    };
+    if (o.json) console.log(JSON.stringify(result));
+    else {
+      console.log(
+        `${result.runtime}: sync median ${result.syncMedianIops} IOPS, async median ${result.asyncMedianIops} ` +
+          `IOPS, ratio ${result.ratio}x; 5 ms interval max delay ${result.intervalMaxDelayMs} ms ` +
+          `(median of per-round maxima ${result.intervalMedianOfMaxDelayMs} ms)`,
+      );
+    }
+  } finally {
+    cleanup();
+  }
+}
+
+await main();

@@ -1,0 +1,269 @@
+/**
+ * One blkio_bench thread: a Worker with its own blkio instance and queue on the benchmark
+ * target (JS objects cannot be shared between Workers, so each opens the target itself).
+ *
+ * Protocol: the worker posts `"ready"` once loaded; the main thread sends a {@link WorkerConfig};
+ * the worker sets up and posts `{ type: "init" }` (or `{ type: "error" }`), waits on the shared
+ * start flag, runs until the shared stop flag is set, then posts `{ type: "stats" }`.
+ *
+ * @module
+ */
+import {
+  Blkio,
+  BlockDevice,
+  type BlockDeviceOpenOptions,
+  type Completion,
+  newCompletion,
+  type Queue,
+} from "../mod.ts";
+import {
+  EVENT_PROPERTIES,
+  newStats,
+  type ThreadStats,
+  type WorkerConfig,
+  type WorkerMessage,
+} from "./_bench_shared.ts";
+import { errnoAndMsg, errorMsg } from "./_cli.ts";
+
+interface WorkerScope {
+  onmessage: ((e: MessageEvent<WorkerConfig>) => void) | null;
+  postMessage(message: WorkerMessage): void;
+}
+const scope = globalThis as unknown as WorkerScope;
+
+class SetupError extends Error {}
+
+function step<T>(what: (e: unknown) => string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw new SetupError(what(e));
+  }
+}
+
+/** Offsets of one thread: sequential (wrapping before the end) or random, block aligned. */
+class Offsets {
+  readonly #random: boolean;
+  readonly #blocksize: number;
+  readonly #blocks: number;
+  #next: number;
+
+  constructor(cfg: WorkerConfig) {
+    this.#random = cfg.readwrite === "randread" || cfg.readwrite === "randwrite";
+    this.#blocksize = cfg.blocksize;
+    this.#blocks = Math.floor(cfg.capacity / cfg.blocksize);
+    this.#next = Math.floor(cfg.startOffset / cfg.blocksize) * cfg.blocksize;
+  }
+
+  next(): number {
+    if (this.#random) return Math.floor(Math.random() * this.#blocks) * this.#blocksize;
+    const off = this.#next;
+    this.#next += this.#blocksize;
+    if (this.#next + this.#blocksize > this.#blocks * this.#blocksize) this.#next = 0;
+    return off;
+  }
+}
+
+function openInstance(cfg: WorkerConfig): { b: Blkio; q: Queue; bufs: Uint8Array[] } {
+  const b = step(
+    (e) => `Failed to create blkio driver "${cfg.driver}": ${errorMsg(e)}`,
+    () => Blkio.create(cfg.driver),
+  );
+  for (const [k, v] of cfg.props) {
+    step((e) => `Failed to assign "${v}" to "${k}": ${errnoAndMsg(e)}`, () => b.setStr(k, v));
+  }
+  if (cfg.readwrite === "read" || cfg.readwrite === "randread") {
+    step((e) => `Failed to set read-only: ${errnoAndMsg(e)}`, () => b.setBool("read-only", true));
+  }
+  step((e) => `Unable to connect: ${errorMsg(e)}`, () => b.connect());
+  step((e) => `Failed to set num-queues: ${errorMsg(e)}`, () => b.setInt("num-queues", 1));
+  step((e) => `Unable to start: ${errorMsg(e)}`, () => b.start());
+  const len = cfg.iodepth * cfg.blocksize;
+  const align = Number(b.getUint64("mem-region-alignment"));
+  const region = step(
+    (e) => `Failed to allocate I/O buffer memory: ${errorMsg(e)}`,
+    () => b.allocMemRegion(Math.ceil(len / align) * align),
+  );
+  step((e) => `Failed to map memory region: ${errorMsg(e)}`, () => b.mapMemRegion(region));
+  const bufs: Uint8Array[] = [];
+  for (let i = 0; i < cfg.iodepth; i++) {
+    bufs.push(region.bytes.subarray(i * cfg.blocksize, (i + 1) * cfg.blocksize));
+  }
+  return { b, q: b.getQueue(0)!, bufs };
+}
+
+/**
+ * The blocking loop of the `wait` and `poll` modes: a request's userData is its index, its
+ * start time lives in `started`.
+ */
+function runQueue(
+  cfg: WorkerConfig,
+  q: Queue,
+  bufs: Uint8Array[],
+  flags: Int32Array,
+  counts: Float64Array,
+): ThreadStats {
+  const stats = newStats();
+  const offsets = new Offsets(cfg);
+  const isRead = cfg.readwrite === "read" || cfg.readwrite === "randread";
+  const depth = cfg.iodepth;
+  const poll = cfg.mode === "poll";
+  const started = new Float64Array(depth);
+  const out: Completion[] = Array.from({ length: depth }, newCompletion);
+  Object.preventExtensions(out);
+  const submit = (i: number, now: number): void => {
+    started[i] = now;
+    if (isRead) q.read(offsets.next(), bufs[i], i);
+    else q.write(offsets.next(), bufs[i], i);
+  };
+  // libblkio's --poll disables completion notifications: nobody reads the eventfd.
+  if (poll) q.setCompletionFdEnabled(false);
+
+  Atomics.wait(flags, 0, 0);
+  const t0 = performance.now();
+  for (let i = 0; i < depth; i++) submit(i, t0);
+  for (;;) {
+    if (Atomics.load(flags, 1) !== 0) break;
+    stats.calls++;
+    const n = q.doIo(out, poll ? 0 : 1, depth);
+    if (n === 0) continue;
+    const now = performance.now();
+    if (n < stats.minCompletions) stats.minCompletions = n;
+    if (n > stats.maxCompletions) stats.maxCompletions = n;
+    for (let k = 0; k < n; k++) {
+      const c = out[k];
+      const i = c.userData as number;
+      if (c.ret !== 0) throw new Error(`I/O request failed: ${c.ret}`);
+      const lat = now - started[i];
+      if (lat < stats.minLatencyNs) stats.minLatencyNs = lat;
+      if (lat > stats.maxLatencyNs) stats.maxLatencyNs = lat;
+      stats.totalLatencyNs += lat;
+    }
+    stats.count += n;
+    counts[cfg.index] = stats.count;
+    const again = performance.now();
+    for (let k = 0; k < n; k++) submit(out[k].userData as number, again);
+  }
+  const t1 = performance.now();
+  // Every request is resubmitted as it completes, so `depth` are in flight: let them finish
+  // before the instance goes away (not counted).
+  let inFlight = depth;
+  while (inFlight > 0) inFlight -= q.doIo(out, 1, depth);
+  return finish(stats, t0, t1);
+}
+
+async function openDevice(cfg: WorkerConfig): Promise<{ dev: BlockDevice; bufs: Uint8Array[] }> {
+  const opts: BlockDeviceOpenOptions = { driver: cfg.driver };
+  let path = "";
+  for (const [k, v] of cfg.props) {
+    if (k === "path") path = v;
+    else EVENT_PROPERTIES[k](opts, v);
+  }
+  if (cfg.readwrite === "read" || cfg.readwrite === "randread") opts.readOnly = true;
+  let dev: BlockDevice;
+  try {
+    dev = await BlockDevice.open(path, opts);
+  } catch (e) {
+    throw new SetupError(`Unable to open with BlockDevice: ${errnoAndMsg(e)}`);
+  }
+  const bufs = step(
+    (e) => `Failed to allocate I/O buffer memory: ${errorMsg(e)}`,
+    () => Array.from({ length: cfg.iodepth }, () => dev.allocBuffer(cfg.blocksize)),
+  );
+  return { dev, bufs };
+}
+
+/**
+ * The `event` mode: `iodepth` async loops, each awaiting one request at a time through the
+ * promise layer. A "call" is one batch of completions delivered together (the continuations
+ * resumed before the next macrotask or submission flush).
+ */
+async function runEvents(
+  cfg: WorkerConfig,
+  dev: BlockDevice,
+  bufs: Uint8Array[],
+  flags: Int32Array,
+  counts: Float64Array,
+): Promise<ThreadStats> {
+  const stats = newStats();
+  const offsets = new Offsets(cfg);
+  const isRead = cfg.readwrite === "read" || cfg.readwrite === "randread";
+  let batch = 0;
+  let t1 = -1;
+  const closeBatch = (): void => {
+    if (batch < stats.minCompletions) stats.minCompletions = batch;
+    if (batch > stats.maxCompletions) stats.maxCompletions = batch;
+    batch = 0;
+  };
+  const lane = async (buf: Uint8Array): Promise<void> => {
+    for (;;) {
+      const t = performance.now();
+      const off = offsets.next();
+      await (isRead ? dev.read(off, buf) : dev.write(off, buf));
+      const now = performance.now();
+      if (Atomics.load(flags, 1) !== 0) {
+        if (t1 < 0) t1 = now;
+        return;
+      }
+      if (batch === 0) {
+        stats.calls++;
+        queueMicrotask(closeBatch);
+      }
+      batch++;
+      const lat = now - t;
+      if (lat < stats.minLatencyNs) stats.minLatencyNs = lat;
+      if (lat > stats.maxLatencyNs) stats.maxLatencyNs = lat;
+      stats.totalLatencyNs += lat;
+      counts[cfg.index] = ++stats.count;
+    }
+  };
+  Atomics.wait(flags, 0, 0);
+  const t0 = performance.now();
+  try {
+    await Promise.all(bufs.map(lane));
+  } catch (e) {
+    const errno = (e as { errno?: number }).errno;
+    throw new Error(`I/O request failed: ${errno === undefined ? errorMsg(e) : -errno}`);
+  }
+  return finish(stats, t0, t1);
+}
+
+/** Converts the millisecond clock readings to libblkio's nanosecond statistics. */
+function finish(stats: ThreadStats, t0: number, t1: number): ThreadStats {
+  stats.runtimeSecs = (t1 - t0) / 1000;
+  stats.minLatencyNs *= 1e6;
+  stats.maxLatencyNs *= 1e6;
+  stats.totalLatencyNs *= 1e6;
+  return stats;
+}
+
+async function run(cfg: WorkerConfig): Promise<void> {
+  const flags = new Int32Array(cfg.shared, 0, 2);
+  const counts = new Float64Array(cfg.shared, 8);
+  let stats: ThreadStats;
+  let b: Blkio | null = null;
+  let dev: BlockDevice | null = null;
+  try {
+    if (cfg.mode === "event") {
+      const opened = await openDevice(cfg);
+      dev = opened.dev;
+      scope.postMessage({ type: "init" });
+      stats = await runEvents(cfg, opened.dev, opened.bufs, flags, counts);
+    } else {
+      const opened = openInstance(cfg);
+      b = opened.b;
+      scope.postMessage({ type: "init" });
+      stats = runQueue(cfg, opened.q, opened.bufs, flags, counts);
+    }
+  } catch (e) {
+    scope.postMessage({ type: "error", message: e instanceof SetupError ? e.message : errorMsg(e) });
+    return;
+  } finally {
+    b?.destroy();
+    await dev?.close();
+  }
+  scope.postMessage({ type: "stats", stats });
+}
+
+scope.onmessage = (e) => void run(e.data);
+scope.postMessage("ready");

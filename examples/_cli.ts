@@ -1,0 +1,300 @@
+/**
+ * What the three example tools share: GNU `getopt_long` argument parsing (permuting, or
+ * returning non-options in order), libblkio's property-assignment messages, `strerror` texts,
+ * synchronous stdout/stderr writes, and the progress line shown on a terminal.
+ *
+ * Only `node:` modules are used here, so the tools run unchanged on Deno and on Bun.
+ *
+ * @module
+ */
+import { writeSync } from "node:fs";
+import process from "node:process";
+import { isatty } from "node:tty";
+import { type Blkio, BlkioError } from "../mod.ts";
+
+/** The command-line arguments after the program (and script) name. */
+export function commandArgs(): string[] {
+  return process.argv.slice(2);
+}
+
+const encoder = new TextEncoder();
+
+function writeAll(fd: number, text: string): void {
+  const bytes = encoder.encode(text);
+  let done = 0;
+  while (done < bytes.length) {
+    try {
+      done += writeSync(fd, bytes, done, bytes.length - done);
+    } catch (e) {
+      // A pipe left non-blocking by the parent: wait for room rather than lose output.
+      if ((e as { code?: string }).code !== "EAGAIN") throw e;
+    }
+  }
+}
+
+/** Writes `text` to stdout, synchronously (nothing is lost when the process exits next). */
+export function printOut(text: string): void {
+  writeAll(1, text);
+}
+
+/** Writes `text` to stderr, synchronously. */
+export function printErr(text: string): void {
+  writeAll(2, text);
+}
+
+/** Ends the process with `code`. */
+export function exit(code: number): never {
+  process.exit(code);
+}
+
+/** Prints `message` and a newline on stderr and exits with status 1. */
+export function die(message: string): never {
+  printErr(`${message}\n`);
+  exit(1);
+}
+
+// glibc's strerror() texts for the errno values the library and node:fs report.
+const STRERROR: Record<string, string> = {
+  EPERM: "Operation not permitted",
+  ENOENT: "No such file or directory",
+  EINTR: "Interrupted system call",
+  EIO: "Input/output error",
+  ENXIO: "No such device or address",
+  E2BIG: "Argument list too long",
+  EBADF: "Bad file descriptor",
+  EAGAIN: "Resource temporarily unavailable",
+  ENOMEM: "Cannot allocate memory",
+  EACCES: "Permission denied",
+  EFAULT: "Bad address",
+  EBUSY: "Device or resource busy",
+  EEXIST: "File exists",
+  ENODEV: "No such device",
+  ENOTDIR: "Not a directory",
+  EISDIR: "Is a directory",
+  EINVAL: "Invalid argument",
+  ENFILE: "Too many open files in system",
+  EMFILE: "Too many open files",
+  ENOTTY: "Inappropriate ioctl for device",
+  ETXTBSY: "Text file busy",
+  EFBIG: "File too large",
+  ENOSPC: "No space left on device",
+  ESPIPE: "Illegal seek",
+  EROFS: "Read-only file system",
+  EPIPE: "Broken pipe",
+  ERANGE: "Numerical result out of range",
+  ENAMETOOLONG: "File name too long",
+  ENOSYS: "Function not implemented",
+  ELOOP: "Too many levels of symbolic links",
+  ETIME: "Timer expired",
+  ENOLINK: "Link has been severed",
+  EOVERFLOW: "Value too large for defined data type",
+  ELIBACC: "Can not access a needed shared library",
+  EOPNOTSUPP: "Operation not supported",
+  ENOTSUP: "Operation not supported",
+  ENOTCONN: "Transport endpoint is not connected",
+  ETIMEDOUT: "Connection timed out",
+  ECANCELED: "Operation canceled",
+};
+
+/** glibc's `strerror()` text for an errno name such as `"EINVAL"`. */
+export function strerror(code: string | undefined, errno?: number): string {
+  if (code && Object.hasOwn(STRERROR, code)) return STRERROR[code];
+  return `Unknown error ${errno ?? code ?? ""}`.trimEnd();
+}
+
+/** `strerror` of a BlkioError or a node:fs error, else the error's message. */
+export function errorText(e: unknown): string {
+  const err = e as { code?: unknown; errno?: unknown; message?: unknown };
+  if (typeof err?.code === "string" && Object.hasOwn(STRERROR, err.code)) return STRERROR[err.code];
+  return String(err?.message ?? e);
+}
+
+/** The library's message for a failure (libblkio's `blkio_get_error_msg()`). */
+export function errorMsg(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** libblkio's `strerror(-ret): blkio_get_error_msg()` pair for a caught error. */
+export function errnoAndMsg(e: unknown): string {
+  if (e instanceof BlkioError) return `${strerror(e.code, e.errno)}: ${e.message}`;
+  return `${errorText(e)}: ${errorMsg(e)}`;
+}
+
+/** Sets `property` to `value` as text, exiting with libblkio's message when that fails. */
+export function assignProperty(b: Blkio, property: string, value: string): void {
+  try {
+    b.setStr(property, value);
+  } catch (e) {
+    die(`Failed to assign "${value}" to "${property}": ${errnoAndMsg(e)}`);
+  }
+}
+
+/** Handles a `<property>=<value>` argument; exits when the `=` is missing. */
+export function handlePropertyOption(b: Blkio, option: string): void {
+  const eq = option.indexOf("=");
+  if (eq < 0) die(`${option}: missing property value`);
+  assignProperty(b, option.slice(0, eq), option.slice(eq + 1));
+}
+
+/** A long option for {@link getoptLong}. */
+export interface LongOption {
+  name: string;
+  hasArg: boolean;
+}
+
+/** What {@link getoptLong} yields, in command-line order. */
+export type OptEvent =
+  | { kind: "option"; name: string; value: string | undefined }
+  | { kind: "arg"; value: string }
+  | { kind: "error"; message: string };
+
+/** How {@link getoptLong} parses. */
+export interface GetoptSpec {
+  /** Program name used in error messages (C's argv[0]). */
+  progname: string;
+  long: readonly LongOption[];
+  /** Single-letter options without arguments, each mapped to a long option name (`{ h: "help" }`). */
+  short: Readonly<Record<string, string>>;
+  /**
+   * `true`: non-options come back as `arg` events where they stand (optstring "-…").
+   * `false`: GNU permutation — options anywhere, non-options afterwards in `rest`.
+   */
+  inOrder: boolean;
+}
+
+/**
+ * GNU `getopt_long` over `argv`: long options as `--name=value`, `--name value` or any
+ * unambiguous prefix, `--` ends the options. Option events come first, as C reads them; the
+ * arguments left for the program after the loop (C's `argv[optind..]`) are pushed into `rest`
+ * once the generator is done. Error events carry glibc's message.
+ */
+export function* getoptLong(argv: readonly string[], spec: GetoptSpec, rest: string[]): Generator<OptEvent> {
+  const later: string[] = [];
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--") {
+      i++;
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") {
+      if (spec.inOrder) yield { kind: "arg", value: arg };
+      else later.push(arg);
+      continue;
+    }
+    if (arg.startsWith("--")) {
+      const body = arg.slice(2);
+      const eq = body.indexOf("=");
+      const name = eq < 0 ? body : body.slice(0, eq);
+      const exact = spec.long.find((o) => o.name === name);
+      const matches = exact ? [exact] : spec.long.filter((o) => o.name.startsWith(name));
+      if (matches.length === 0) {
+        yield { kind: "error", message: `${spec.progname}: unrecognized option '--${body}'` };
+        continue;
+      }
+      if (matches.length > 1) {
+        const names = matches.map((o) => ` '--${o.name}'`).join("");
+        yield {
+          kind: "error",
+          message: `${spec.progname}: option '--${body}' is ambiguous; possibilities:${names}`,
+        };
+        continue;
+      }
+      const opt = matches[0];
+      if (!opt.hasArg) {
+        if (eq >= 0) {
+          yield {
+            kind: "error",
+            message: `${spec.progname}: option '--${opt.name}' doesn't allow an argument`,
+          };
+        } else {
+          yield { kind: "option", name: opt.name, value: undefined };
+        }
+        continue;
+      }
+      if (eq >= 0) {
+        yield { kind: "option", name: opt.name, value: body.slice(eq + 1) };
+      } else if (i + 1 < argv.length) {
+        yield { kind: "option", name: opt.name, value: argv[++i] };
+      } else {
+        yield { kind: "error", message: `${spec.progname}: option '--${opt.name}' requires an argument` };
+      }
+      continue;
+    }
+    for (const ch of arg.slice(1)) {
+      const name = Object.hasOwn(spec.short, ch) ? spec.short[ch] : undefined;
+      if (name === undefined) yield { kind: "error", message: `${spec.progname}: invalid option -- '${ch}'` };
+      else yield { kind: "option", name, value: undefined };
+    }
+  }
+  rest.push(...later, ...argv.slice(i));
+}
+
+/**
+ * C's `strtoul(text, NULL, 10)` as the tools use it: leading digits (after blanks and a sign),
+ * 0 when there are none, and a negative number wrapping to a huge value.
+ */
+export function strtoul(text: string): number {
+  const m = /^[ \t\n\v\f\r]*([+-]?)(\d+)/.exec(text);
+  if (!m) return 0;
+  const v = Number(m[2]);
+  return m[1] === "-" && v !== 0 ? Number.MAX_VALUE : v;
+}
+
+/** C's `printf("%.Nf", x)`, including `nan` and `inf`. */
+export function fixed(x: number, digits: number): string {
+  if (Number.isNaN(x)) return "nan";
+  if (!Number.isFinite(x)) return x > 0 ? "inf" : "-inf";
+  return x.toFixed(digits);
+}
+
+/** `1536` → `"1.5 KiB"`. */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let u = 0;
+  while (n >= 1024 && u < units.length - 1) {
+    n /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${n.toFixed(1)} ${units[u]}`;
+}
+
+/** Seconds as `m:ss` or `h:mm:ss`. */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "--:--";
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  const mm = h > 0 ? String(m).padStart(2, "0") : String(m);
+  return `${h > 0 ? `${h}:` : ""}${mm}:${String(r).padStart(2, "0")}`;
+}
+
+/**
+ * A one-line progress display on stderr, redrawn in place at most a few times a second, and
+ * only when stderr is a terminal (nothing at all is written otherwise).
+ */
+export class Progress {
+  readonly enabled: boolean;
+  #last = -Infinity;
+  #shown = false;
+
+  constructor(enabled: boolean = isatty(2)) {
+    this.enabled = enabled;
+  }
+
+  /** Redraws the line with `text` (skipped when the last redraw was under 200 ms ago). */
+  update(text: string, force = false): void {
+    if (!this.enabled) return;
+    const now = performance.now();
+    if (!force && now - this.#last < 200) return;
+    this.#last = now;
+    this.#shown = true;
+    printErr(`\r${text}\x1b[K`);
+  }
+
+  /** Erases the line, leaving the cursor where the line started. */
+  clear(): void {
+    if (!this.enabled || !this.#shown) return;
+    this.#shown = false;
+    printErr("\r\x1b[K");
+  }
+}

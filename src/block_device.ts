@@ -1,0 +1,609 @@
+/**
+ * The Promise API: a block device whose requests return promises, driven by the event loop.
+ *
+ * Requests made in one event-loop turn are queued on the device's queues and handed to the
+ * kernel in one batch from a microtask. While requests are in flight, one wait per queue runs
+ * on the queue's completion eventfd off the JS thread (see `Native.waitEventfd`); each wakeup
+ * reaps every completion that is ready. Nothing here ever blocks the event loop.
+ *
+ * @module
+ */
+import type { Native } from "../ffi/types.ts";
+import { Blkio } from "./blkio.ts";
+import { type Completion, ReqFlags } from "./completion.ts";
+import { errnoName } from "./errno.ts";
+import { BlkioError } from "./errors.ts";
+import type { MemoryRegion } from "./memory_region.ts";
+import { requireNative } from "./native.ts";
+import { describe } from "./properties.ts";
+import type { Queue } from "./queue.ts";
+import { errnoError } from "./sys.ts";
+
+/** Options of {@link BlockDevice.open}. */
+export interface BlockDeviceOpenOptions {
+  /** The libblkio driver (default `"io_uring"`). */
+  driver?: string;
+  /** Open with O_DIRECT, bypassing the page cache (default false). */
+  direct?: boolean;
+  /** Open read-only; writes then reject with `EBADF` (default false). */
+  readOnly?: boolean;
+  /** How many queues (rings) to spread requests over (default 1). */
+  queues?: number;
+  /** Ring entries per queue (the driver's `num-entries`; default 128). */
+  numEntries?: number;
+}
+
+/** Options every request method takes. */
+export interface RequestOptions {
+  /** Aborting it rejects the request with an `AbortError` and cancels it where possible. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link BlockDevice.write} and {@link BlockDevice.writev}. */
+export interface WriteOptions extends RequestOptions {
+  /** Force Unit Access: the data is on stable storage when the promise resolves. */
+  fua?: boolean;
+}
+
+/** Options of {@link BlockDevice.writeZeroes}. */
+export interface WriteZeroesOptions extends RequestOptions {
+  /** Keep the range allocated (no unmapping/hole punching). */
+  noUnmap?: boolean;
+  /** Fail with `ENOTSUP` rather than falling back to writing zero buffers. */
+  noFallback?: boolean;
+  /** Force Unit Access. */
+  fua?: boolean;
+}
+
+const OP_READ = 0;
+const OP_WRITE = 1;
+const OP_READV = 2;
+const OP_WRITEV = 3;
+const OP_WRITE_ZEROES = 4;
+const OP_DISCARD = 5;
+const OP_FLUSH = 6;
+const OP_NAMES = ["Read", "Write", "Readv", "Writev", "Write zeroes", "Discard", "Flush"];
+
+/** Completions taken per doIo call while draining. */
+const BATCH = 1024;
+/** Size of the regions small buffers are carved from. */
+const REGION_SIZE = 1 << 20;
+
+// The promise executor is a module-level function, so creating a request's promise allocates
+// no closure: it parks the resolving functions here and #submit picks them up at once.
+let parkedResolve: (value: void) => void = noop;
+let parkedReject: (reason: unknown) => void = noop;
+function park(resolve: (value: void) => void, reject: (reason: unknown) => void): void {
+  parkedResolve = resolve;
+  parkedReject = reject;
+}
+function noop(): void {}
+
+const ONE = new Uint8Array(new ArrayBuffer(8));
+ONE[0] = 1;
+
+/** Per-queue state of a device. */
+class QueueState {
+  readonly queue: Queue;
+  readonly fd: number;
+  /** Requests given to this queue whose completion has not been seen yet. */
+  pending = 0;
+  /** Requests were queued since the last submission. */
+  dirty = false;
+  /** A wait on the completion eventfd is pending. */
+  waiting = false;
+  /** Settles after the pending wait's handler ran. */
+  wait: Promise<void> = Promise.resolve();
+  onWake: () => void = noop;
+  onWakeError: (e: unknown) => void = noop;
+  retryTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(queue: Queue) {
+    this.queue = queue;
+    this.fd = queue.completionFd;
+  }
+}
+
+function closedError(): BlkioError {
+  return BlkioError.of("EBADF", "The block device is closed");
+}
+
+function abortReason(signal: AbortSignal): Error {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r : new DOMException("The operation was aborted", "AbortError");
+}
+
+function checkCount(name: string, value: unknown, min: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > 0x7fffffff) {
+    throw BlkioError.of("EINVAL", `${name} must be an integer of at least ${min}: received ${describe(value)}`);
+  }
+  return value;
+}
+
+function requestError(op: number, offset: unknown, errno: number, msg: string | null): BlkioError {
+  const what = op === OP_FLUSH ? "Flush" : `${OP_NAMES[op]} at offset ${offset}`;
+  if (msg === null) return errnoError(errno, `${what} failed`);
+  return new BlkioError(errno, `${what} failed: ${errnoName(errno)} (${msg})`);
+}
+
+/**
+ * A block device (or file) opened for event-driven I/O: every request returns a promise, and
+ * the event loop never blocks. Requests made in the same event-loop turn reach the kernel in
+ * one batch; thousands may be in flight (beyond the ring size they wait in the queue's
+ * backlog, never rejected). A failed request rejects with {@link BlkioError} carrying the errno.
+ *
+ * Every request method takes an optional `signal`: aborting rejects the request at once with an
+ * `AbortError` (the signal's reason when it is an Error). A request still waiting for room in
+ * the ring is dropped; one in the kernel gets IORING_OP_ASYNC_CANCEL, and its buffer stays
+ * referenced until the kernel has really finished with it (block device I/O usually runs to
+ * its end; the result is then discarded).
+ *
+ * Thread-safety: a BlockDevice, like the {@link Blkio} instance and queues behind it, belongs
+ * to the thread (main thread or Worker) that opened it; it cannot be sent to another. To use
+ * several threads, open the same path in each Worker: each gets its own instance, file
+ * descriptor and io_uring queues, like libblkio's `blkio-bench --num-threads` with one queue
+ * per thread, and the Workers' requests run in parallel. Buffers from {@link allocBuffer} belong
+ * to their device's thread too; never transfer or resize an ArrayBuffer with I/O in flight
+ * (SharedArrayBuffer memory is refused as an I/O buffer). Ordering between Workers is up to the
+ * caller: data written by one instance is visible to reads from another once the write's promise
+ * has resolved (use `fua` or {@link flush} when it must also survive a power loss).
+ *
+ * @example Write a block and read it back
+ * ```ts
+ * import { BlockDevice } from "@blkio/blkio";
+ * const path = Deno.makeTempFileSync();
+ * Deno.truncateSync(path, 1 << 20);
+ * await using dev = await BlockDevice.open(path, { direct: true });
+ * const buf = dev.allocBuffer(4096);
+ * buf.fill(0xab);
+ * await dev.write(8192, buf);
+ * const back = dev.allocBuffer(4096);
+ * await dev.read(8192, back);
+ * if (back[4095] !== 0xab) throw new Error("mismatch");
+ * Deno.removeSync(path);
+ * ```
+ *
+ * @example Many requests at once, one of them aborted
+ * ```ts
+ * import { BlockDevice } from "@blkio/blkio";
+ * const path = Deno.makeTempFileSync();
+ * Deno.truncateSync(path, 1 << 20);
+ * await using dev = await BlockDevice.open(path);
+ * const bufs = Array.from({ length: 256 }, () => dev.allocBuffer(4096));
+ * await Promise.all(bufs.map((b, i) => dev.read(i * 4096, b)));
+ * const ac = new AbortController();
+ * const p = dev.read(0, bufs[0], { signal: ac.signal });
+ * ac.abort();
+ * await p.then(() => {}, (e) => { if (e.name !== "AbortError") throw e; });
+ * Deno.removeSync(path);
+ * ```
+ */
+export class BlockDevice {
+  readonly #native: Native;
+  readonly #b: Blkio;
+  readonly #qs: QueueState[];
+  readonly #requestAlignment: number;
+  readonly #bufAlignment: number;
+  readonly #pageSize: number;
+  readonly #regionAlignment: number;
+  readonly #readOnly: boolean;
+  #capacity: bigint;
+
+  // Requests by id (the userData given to the queue), struct-of-arrays; ids are reused.
+  #resolve: (((value: void) => void) | null)[] = [];
+  #reject: (((reason: unknown) => void) | null)[] = [];
+  #queueOf: number[] = [];
+  #opOf: number[] = [];
+  #offsetOf: unknown[] = [];
+  #signalOf: (AbortSignal | null)[] = [];
+  #listenerOf: ((() => void) | null)[] = [];
+  readonly #freeIds: number[] = [];
+  #outstanding = 0;
+  #rr = 0;
+
+  readonly #out: Completion[] = [];
+  #flushQueued = false;
+  readonly #flushNow = () => this.#flush();
+
+  #closing = false;
+  #closed: Promise<void> | null = null;
+  #idle: (() => void) | null = null;
+
+  #pool: MemoryRegion | null = null;
+  #poolUsed = 0;
+
+  private constructor(native: Native, b: Blkio) {
+    this.#native = native;
+    this.#b = b;
+    this.#requestAlignment = b.getInt("request-alignment");
+    this.#bufAlignment = b.getInt("buf-alignment");
+    this.#pageSize = b.getInt("optimal-buf-alignment");
+    this.#regionAlignment = Number(b.getUint64("mem-region-alignment"));
+    this.#readOnly = b.getBool("read-only");
+    this.#capacity = b.getUint64("capacity");
+    const qs: QueueState[] = [];
+    for (let i = 0; b.getQueue(i) !== null; i++) {
+      const s = new QueueState(b.getQueue(i)!);
+      s.onWake = () => this.#wake(s);
+      s.onWakeError = () => {
+        // The wait itself failed: look anyway, and wait again after a pause, never in a spin.
+        s.waiting = false;
+        this.#drain(s);
+        if (s.pending > 0) this.#retryLater(s);
+      };
+      qs.push(s);
+    }
+    this.#qs = qs;
+  }
+
+  /**
+   * Opens `path` (a block device or a regular file) with a started instance of `driver`.
+   * Rejects with BlkioError when it cannot (`ENOENT` for a missing path or an unknown driver,
+   * `EINVAL` for bad options).
+   *
+   * @example Open read-only
+   * ```ts
+   * import { BlockDevice } from "@blkio/blkio";
+   * const path = Deno.makeTempFileSync();
+   * Deno.truncateSync(path, 65536);
+   * const dev = await BlockDevice.open(path, { readOnly: true });
+   * if (dev.capacity !== 65536n || !dev.readOnly) throw new Error("unexpected");
+   * await dev.close();
+   * Deno.removeSync(path);
+   * ```
+   */
+  static open(path: string, opts: BlockDeviceOpenOptions = {}): Promise<BlockDevice> {
+    try {
+      return Promise.resolve(BlockDevice.#open(path, opts));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  static #open(path: string, opts: BlockDeviceOpenOptions): BlockDevice {
+    if (opts === null || typeof opts !== "object") {
+      throw BlkioError.of("EINVAL", `Options must be an object: received ${describe(opts)}`);
+    }
+    const queues = opts.queues === undefined ? 1 : checkCount("queues", opts.queues, 1);
+    const native = requireNative();
+    const b = Blkio.create(opts.driver ?? "io_uring");
+    try {
+      b.setStr("path", path);
+      if (opts.direct !== undefined) b.setBool("direct", opts.direct);
+      if (opts.readOnly !== undefined) b.setBool("read-only", opts.readOnly);
+      b.connect();
+      b.setInt("num-queues", queues);
+      if (opts.numEntries !== undefined) b.setInt("num-entries", checkCount("numEntries", opts.numEntries, 1));
+      b.start();
+      return new BlockDevice(native, b);
+    } catch (e) {
+      b.destroy();
+      throw e;
+    }
+  }
+
+  /** Size in bytes (the last known size once closed). */
+  get capacity(): bigint {
+    if (!this.#closing) this.#capacity = this.#b.getUint64("capacity");
+    return this.#capacity;
+  }
+
+  /** Offsets and lengths of requests must be multiples of this (1 without `direct`). */
+  get requestAlignment(): number {
+    return this.#requestAlignment;
+  }
+
+  /** Buffer addresses and lengths must be multiples of this (1 without `direct`). */
+  get bufAlignment(): number {
+    return this.#bufAlignment;
+  }
+
+  /** Whether the device was opened read-only. */
+  get readOnly(): boolean {
+    return this.#readOnly;
+  }
+
+  /**
+   * A zeroed buffer of `len` bytes for I/O on this device, carved from mapped memory regions
+   * (a new region is added whenever the current ones are used up). It is aligned to
+   * {@link bufAlignment}, and to the page size when `len` is a page or more. Allocate buffers
+   * once and reuse them: their memory is only released by {@link close}, after which they are
+   * empty (length 0).
+   *
+   * @example
+   * ```ts
+   * import { BlockDevice } from "@blkio/blkio";
+   * const path = Deno.makeTempFileSync();
+   * Deno.truncateSync(path, 65536);
+   * await using dev = await BlockDevice.open(path, { direct: true });
+   * const buf = dev.allocBuffer(8192);
+   * if (buf.length !== 8192) throw new Error("wrong length");
+   * Deno.removeSync(path);
+   * ```
+   */
+  allocBuffer(len: number): Uint8Array {
+    if (this.#closing) throw closedError();
+    if (typeof len !== "number" || !Number.isSafeInteger(len) || len <= 0) {
+      throw BlkioError.of("EINVAL", `Buffer length must be a positive integer: received ${describe(len)}`);
+    }
+    const align = len >= this.#pageSize ? Math.max(this.#pageSize, this.#bufAlignment) : Math.max(64, this.#bufAlignment);
+    if (len > REGION_SIZE / 2) return this.#region(len).bytes.subarray(0, len);
+    let off = Math.ceil(this.#poolUsed / align) * align;
+    if (this.#pool === null || off + len > this.#pool.len) {
+      this.#pool = this.#region(REGION_SIZE);
+      off = 0;
+    }
+    this.#poolUsed = off + len;
+    return this.#pool.bytes.subarray(off, off + len);
+  }
+
+  #region(len: number): MemoryRegion {
+    const align = Math.max(this.#regionAlignment, this.#pageSize);
+    const r = this.#b.allocMemRegion(Math.ceil(len / align) * align);
+    this.#b.mapMemRegion(r);
+    return r;
+  }
+
+  /** Reads `buf.byteLength` bytes at `offset` into `buf`. */
+  read(offset: bigint | number, buf: Uint8Array, opts?: RequestOptions): Promise<void> {
+    return this.#submit(OP_READ, offset, buf, 0, opts);
+  }
+
+  /** Writes `buf` at `offset`. */
+  write(offset: bigint | number, buf: Uint8Array, opts?: WriteOptions): Promise<void> {
+    return this.#submit(OP_WRITE, offset, buf, opts?.fua ? ReqFlags.FUA : 0, opts);
+  }
+
+  /** Reads into the buffers of `iovecs`, in order, starting at `offset`. */
+  readv(offset: bigint | number, iovecs: Uint8Array[], opts?: RequestOptions): Promise<void> {
+    return this.#submit(OP_READV, offset, iovecs, 0, opts);
+  }
+
+  /** Writes the buffers of `iovecs`, in order, starting at `offset`. */
+  writev(offset: bigint | number, iovecs: Uint8Array[], opts?: WriteOptions): Promise<void> {
+    return this.#submit(OP_WRITEV, offset, iovecs, opts?.fua ? ReqFlags.FUA : 0, opts);
+  }
+
+  /** Makes `len` bytes at `offset` read as zeroes. */
+  writeZeroes(offset: bigint | number, len: bigint | number, opts?: WriteZeroesOptions): Promise<void> {
+    const flags = opts === undefined || opts === null ? 0 : (opts.fua ? ReqFlags.FUA : 0) |
+      (opts.noUnmap ? ReqFlags.NO_UNMAP : 0) | (opts.noFallback ? ReqFlags.NO_FALLBACK : 0);
+    return this.#submit(OP_WRITE_ZEROES, offset, len, flags, opts);
+  }
+
+  /** Discards (unmaps) `len` bytes at `offset`; they may then read as anything. */
+  discard(offset: bigint | number, len: bigint | number, opts?: RequestOptions): Promise<void> {
+    return this.#submit(OP_DISCARD, offset, len, 0, opts);
+  }
+
+  /** Makes completed writes durable. */
+  flush(opts?: RequestOptions): Promise<void> {
+    return this.#submit(OP_FLUSH, 0, null, 0, opts);
+  }
+
+  #submit(op: number, offset: bigint | number, arg: unknown, flags: number, opts: RequestOptions | undefined): Promise<void> {
+    if (this.#closing) return Promise.reject(closedError());
+    let signal: AbortSignal | null = null;
+    if (opts !== undefined && opts !== null) {
+      const sig = opts.signal;
+      if (sig !== undefined && sig !== null) {
+        if (!(sig instanceof AbortSignal)) {
+          return Promise.reject(BlkioError.of("EINVAL", `signal must be an AbortSignal: received ${describe(sig)}`));
+        }
+        if (sig.aborted) return Promise.reject(abortReason(sig));
+        signal = sig;
+      }
+    }
+    const qi = this.#qs.length === 1 ? 0 : this.#pick();
+    const s = this.#qs[qi];
+    const id = this.#freeIds.length > 0 ? this.#freeIds.pop()! : this.#newId();
+    try {
+      const q = s.queue;
+      switch (op) {
+        case OP_READ:
+          q.read(offset, arg as Uint8Array, id);
+          break;
+        case OP_WRITE:
+          q.write(offset, arg as Uint8Array, id, flags);
+          break;
+        case OP_READV:
+          q.readv(offset, arg as Uint8Array[], id);
+          break;
+        case OP_WRITEV:
+          q.writev(offset, arg as Uint8Array[], id, flags);
+          break;
+        case OP_WRITE_ZEROES:
+          q.writeZeroes(offset, arg as number, id, flags);
+          break;
+        case OP_DISCARD:
+          q.discard(offset, arg as number, id);
+          break;
+        default:
+          q.flush(id);
+      }
+    } catch (e) {
+      this.#freeIds.push(id);
+      return Promise.reject(e);
+    }
+    const p = new Promise<void>(park);
+    this.#resolve[id] = parkedResolve;
+    this.#reject[id] = parkedReject;
+    this.#queueOf[id] = qi;
+    this.#opOf[id] = op;
+    this.#offsetOf[id] = offset;
+    s.pending++;
+    this.#outstanding++;
+    if (signal !== null) this.#watch(id, signal);
+    this.#schedule(s);
+    return p;
+  }
+
+  #newId(): number {
+    const id = this.#resolve.length;
+    this.#resolve.push(null);
+    this.#reject.push(null);
+    this.#queueOf.push(0);
+    this.#opOf.push(0);
+    this.#offsetOf.push(0);
+    this.#signalOf.push(null);
+    this.#listenerOf.push(null);
+    return id;
+  }
+
+  /** The least loaded queue, round-robin among equals. */
+  #pick(): number {
+    const qs = this.#qs, n = qs.length;
+    let best = this.#rr, load = qs[best].pending;
+    for (let k = 1; k < n && load > 0; k++) {
+      const i = (this.#rr + k) % n;
+      if (qs[i].pending < load) {
+        best = i;
+        load = qs[i].pending;
+      }
+    }
+    this.#rr = (best + 1) % n;
+    return best;
+  }
+
+  #schedule(s: QueueState): void {
+    s.dirty = true;
+    if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(this.#flushNow);
+    }
+  }
+
+  /**
+   * Submits what this turn queued and makes sure someone waits. It reaps nothing: settling
+   * promises here would run their continuations, whose new requests would flush again, and a
+   * fast device could keep that microtask chain going forever, starving timers and I/O.
+   */
+  #flush(): void {
+    this.#flushQueued = false;
+    const qs = this.#qs;
+    for (let i = 0; i < qs.length; i++) {
+      const s = qs[i];
+      if (!s.dirty) continue;
+      s.dirty = false;
+      try {
+        s.queue.doIo(this.#out, 0, 0);
+      } catch {
+        this.#retryLater(s);
+      }
+      this.#arm(s);
+    }
+  }
+
+  #wake(s: QueueState): void {
+    s.waiting = false;
+    this.#drain(s);
+    this.#arm(s);
+  }
+
+  #arm(s: QueueState): void {
+    if (s.waiting || s.pending === 0) return;
+    s.waiting = true;
+    s.wait = this.#native.waitEventfd(s.fd).then(s.onWake, s.onWakeError);
+  }
+
+  /** Submits queued requests and settles every completion that is ready, without waiting. */
+  #drain(s: QueueState): void {
+    const out = this.#out;
+    for (;;) {
+      let n: number;
+      try {
+        n = s.queue.doIo(out, 0, BATCH);
+      } catch {
+        // io_uring_enter can fail for a while (EAGAIN, EBUSY under memory pressure); nothing
+        // was lost, so try again shortly.
+        this.#retryLater(s);
+        return;
+      }
+      for (let i = 0; i < n; i++) {
+        const c = out[i];
+        this.#complete(c.userData as number, c.ret, c.errorMsg);
+      }
+      if (n < BATCH) return;
+    }
+  }
+
+  #retryLater(s: QueueState): void {
+    if (s.retryTimer !== null) return;
+    s.retryTimer = setTimeout(() => {
+      s.retryTimer = null;
+      this.#schedule(s);
+    }, 1);
+  }
+
+  #complete(id: number, ret: number, msg: string | null): void {
+    const resolve = this.#resolve[id];
+    const reject = this.#reject[id];
+    this.#resolve[id] = null;
+    this.#reject[id] = null;
+    const signal = this.#signalOf[id];
+    if (signal !== null) {
+      signal.removeEventListener("abort", this.#listenerOf[id]!);
+      this.#signalOf[id] = null;
+      this.#listenerOf[id] = null;
+    }
+    this.#qs[this.#queueOf[id]].pending--;
+    this.#freeIds.push(id);
+    if (--this.#outstanding === 0 && this.#idle !== null) this.#idle();
+    if (resolve === null) return; // aborted: already rejected
+    if (ret >= 0) resolve();
+    else reject!(requestError(this.#opOf[id], this.#offsetOf[id], -ret, msg));
+  }
+
+  #watch(id: number, signal: AbortSignal): void {
+    const listener = () => this.#abort(id, signal);
+    this.#signalOf[id] = signal;
+    this.#listenerOf[id] = listener;
+    signal.addEventListener("abort", listener, { once: true });
+  }
+
+  #abort(id: number, signal: AbortSignal): void {
+    const reject = this.#reject[id];
+    if (reject === null) return;
+    this.#resolve[id] = null;
+    this.#reject[id] = null;
+    this.#signalOf[id] = null;
+    this.#listenerOf[id] = null;
+    // The id stays taken until its completion arrives: the queue keeps the buffers until then.
+    const s = this.#qs[this.#queueOf[id]];
+    s.queue.cancel(id);
+    this.#schedule(s);
+    reject(abortReason(signal));
+  }
+
+  /**
+   * Waits for every request in flight, then releases the queues, the device and the memory of
+   * {@link allocBuffer}. Requests made after `close()` reject with BlkioError `EBADF`.
+   * Idempotent: every call returns the same promise.
+   */
+  close(): Promise<void> {
+    if (this.#closed === null) this.#closed = this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
+    this.#closing = true;
+    if (this.#outstanding > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
+    this.#idle = null;
+    for (const s of this.#qs) {
+      if (s.retryTimer !== null) clearTimeout(s.retryTimer);
+      if (s.waiting) {
+        // A completion reaped by a submission can leave a wait behind; wake it up.
+        this.#native.libc.write(s.fd, ONE, 8n);
+        await s.wait;
+      }
+      this.#native.forgetEventfd(s.fd);
+    }
+    this.#pool = null;
+    this.#b.destroy();
+  }
+
+  /** Same as {@link close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

@@ -1,0 +1,584 @@
+/**
+ * The virtio-blk-vhost-user driver: a userspace virtio-blk driver talking to a vhost-user-blk
+ * back-end (qemu-storage-daemon, SPDK, ...) over its Unix socket.
+ *
+ * connect() negotiates features and reads the config space; start() places the virtqueues in
+ * one memfd-backed mapping, registers it with the back-end and hands over each ring with its
+ * kick and call eventfds. Memory regions mapped afterwards are added to the back-end's memory
+ * table (ADD_MEM_REG, or a re-sent SET_MEM_TABLE when the back-end lacks memory slots); every
+ * I/O buffer must lie in one of them.
+ *
+ * @module
+ */
+import type { Native } from "../../../ffi/types.ts";
+import type { Driver, DriverQueue } from "../../driver.ts";
+import { BlkioError } from "../../errors.ts";
+import type { MemoryRegion } from "../../memory_region.ts";
+import { PropertyTable } from "../../properties.ts";
+import { State } from "../../state.ts";
+import { closeFd, cString, errnoError, newEventfd } from "../../sys.ts";
+import { MemTable } from "./mem_table.ts";
+import { type VirtioDeviceInfo, VirtioBlkQueue } from "./queue.ts";
+import {
+  MEM_TABLE_MAX_REGIONS,
+  ProtocolFeature,
+  type VhostMemRegion,
+  VhostUserClient,
+  WANTED_PROTOCOL_FEATURES,
+} from "./vhost_user.ts";
+import {
+  type BlkConfig,
+  CONFIG_SIZE,
+  featureBit,
+  parseConfig,
+  SECTOR_SIZE,
+  VirtioFeature,
+  WANTED_FEATURES,
+} from "./virtio_blk.ts";
+import { MAX_QUEUE_SIZE, SplitVirtqueue, vringLayout } from "./virtqueue.ts";
+
+const C = State.Created;
+const K = State.Connected;
+const INT_MAX = 2147483647;
+const QUEUE_SIZE_DEFAULT = 256;
+const MFD_CLOEXEC = 1;
+const PROT_READ_WRITE = 3;
+const MAP_SHARED = 1;
+const MAP_FAILED = 2 ** 64 - 1;
+const F_DUPFD_CLOEXEC = 1030;
+
+/** What connect() learned from the back-end. */
+interface Connection {
+  conn: VhostUserClient;
+  /** Features the device offers, and the subset negotiated. */
+  offered: bigint;
+  features: bigint;
+  protocolFeatures: bigint;
+  /** Virtqueues the back-end supports (GET_QUEUE_NUM), or null without protocol MQ. */
+  queueNum: number | null;
+  /** Memory slots (GET_MAX_MEM_SLOTS), or the SET_MEM_TABLE limit. */
+  memSlots: number;
+  config: BlkConfig;
+}
+
+/** The shared mapping that holds every virtqueue of the instance. */
+interface VringMemory {
+  addr: number;
+  len: number;
+  fd: number;
+  bytes: Uint8Array;
+}
+
+/** The virtio-blk-vhost-user driver instance. */
+export class VirtioBlkVhostUserDriver implements Driver {
+  readonly name = "virtio-blk-vhost-user";
+  readonly properties: PropertyTable<this> = VIRTIO_BLK_VHOST_USER_PROPERTIES as unknown as PropertyTable<this>;
+  readonly native: Native;
+  path = "";
+  readOnly = false;
+  numQueues = 1;
+  numPollQueues = 0;
+  queueSize = QUEUE_SIZE_DEFAULT;
+  #c: Connection | null = null;
+  #vrings: VringMemory | null = null;
+  /** Mapped memory regions, with fds duplicated so they outlive the caller's. */
+  readonly #regions = new MemTable();
+
+  constructor(native: Native) {
+    this.native = native;
+  }
+
+  /** The connection; only called by properties readable from connected state. */
+  get c(): Connection {
+    return this.#c!;
+  }
+
+  /** Whether a negotiated feature is on. */
+  has(bit: bigint): boolean {
+    return (this.c.features & featureBit(bit)) !== 0n;
+  }
+
+  connect(): void {
+    if (this.path === "") throw BlkioError.of("EINVAL", "One of path and fd must be set");
+    const conn = new VhostUserClient(this.native, this.path);
+    try {
+      const offered = conn.getFeatures();
+      if ((offered & featureBit(VirtioFeature.VERSION_1)) === 0n) {
+        throw BlkioError.of("ENOTSUP", "The vhost-user device does not offer VIRTIO_F_VERSION_1 (legacy devices are not supported)");
+      }
+      let protocolFeatures = 0n;
+      if ((offered & featureBit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) !== 0n) {
+        protocolFeatures = conn.getProtocolFeatures() & WANTED_PROTOCOL_FEATURES;
+        conn.setProtocolFeatures(protocolFeatures);
+        conn.replyAck = (protocolFeatures & (1n << ProtocolFeature.REPLY_ACK)) !== 0n;
+      }
+      const has = (f: bigint) => (protocolFeatures & (1n << f)) !== 0n;
+      if (!has(ProtocolFeature.CONFIG)) {
+        throw BlkioError.of(
+          "ENOTSUP",
+          "The vhost-user back-end does not offer VHOST_USER_PROTOCOL_F_CONFIG, needed to read the device configuration",
+        );
+      }
+      conn.setOwner();
+      const queueNum = has(ProtocolFeature.MQ) ? conn.getQueueNum() : null;
+      const memSlots = has(ProtocolFeature.CONFIGURE_MEM_SLOTS) ? conn.getMaxMemSlots() : MEM_TABLE_MAX_REGIONS;
+      const features = offered & WANTED_FEATURES;
+      conn.setFeatures(features);
+      const config = parseConfig(conn.getConfig(CONFIG_SIZE));
+      this.#c = { conn, offered, features, protocolFeatures, queueNum, memSlots, config };
+    } catch (e) {
+      conn.close();
+      throw e;
+    }
+  }
+
+  /** Logical block size: blk_size when offered and sane, else 512. */
+  blockSize(): number {
+    const b = this.c.config.blkSize;
+    return this.has(VirtioFeature.BLK_BLK_SIZE) && b >= SECTOR_SIZE && (b & (b - 1)) === 0 ? b : SECTOR_SIZE;
+  }
+
+  /** max-queues: the device's num_queues with MQ (capped by GET_QUEUE_NUM), else 1. */
+  maxQueues(): number {
+    const c = this.c;
+    let n = this.has(VirtioFeature.BLK_MQ) ? Math.max(1, c.config.numQueues) : 1;
+    if (c.queueNum !== null && c.queueNum > 0) n = Math.min(n, c.queueNum);
+    return n;
+  }
+
+  /** Memory regions the caller may map: one slot holds the virtqueues. */
+  maxMemRegions(): number {
+    return Math.max(0, this.c.memSlots - 1);
+  }
+
+  /** Whether the back-end takes memory regions one by one. */
+  #memSlots(): boolean {
+    return (this.c.protocolFeatures & (1n << ProtocolFeature.CONFIGURE_MEM_SLOTS)) !== 0n;
+  }
+
+  start(): { queues: DriverQueue[]; pollQueues: DriverQueue[] } {
+    const c = this.c;
+    const total = this.numQueues + this.numPollQueues;
+    if (!this.readOnly && (c.offered & featureBit(VirtioFeature.BLK_RO)) !== 0n) {
+      throw BlkioError.of("EROFS", "Device is read-only: set read-only to true to use it");
+    }
+    if (total === 0) {
+      throw BlkioError.of(
+        "EINVAL",
+        "At least one queue is needed: num-queues and num-poll-queues are 0 and this driver cannot add queues later",
+      );
+    }
+    const max = this.maxQueues();
+    if (total > max) {
+      throw BlkioError.of(
+        "EINVAL",
+        `num-queues + num-poll-queues (${total}) exceeds max-queues (${max})`,
+      );
+    }
+    const layout = vringLayout(this.queueSize);
+    const mem = this.#allocVrings(layout.total * total);
+    const made: VirtioBlkQueue[] = [];
+    const fds: number[] = [];
+    try {
+      this.#sendMemTable(mem);
+      const device = this.#deviceInfo();
+      for (let i = 0; i < total; i++) {
+        const poll = i >= this.numQueues;
+        const off = i * layout.total;
+        const vq = new SplitVirtqueue(mem.bytes.subarray(off, off + layout.total), mem.addr + off, this.queueSize);
+        const kickFd = newEventfd(this.native);
+        fds.push(kickFd);
+        const callFd = newEventfd(this.native);
+        fds.push(callFd);
+        this.#setupVring(i, vq, kickFd, callFd);
+        // libvhost-user signals a new call fd once ("in case of I/O hang after reconnecting");
+        // with REPLY_ACK that has happened by now, so a fresh queue starts quiet.
+        this.native.libc.read(callFd, this.native.alloc(8), 8n);
+        made.push(
+          new VirtioBlkQueue(this.native, {
+            index: i,
+            poll,
+            vq,
+            kickFd,
+            callFd,
+            device,
+            memTable: this.#regions,
+            conn: c.conn,
+            onDestroy: (index) => this.#stopVring(index),
+          }),
+        );
+        fds.length = 0;
+      }
+    } catch (e) {
+      for (const fd of fds) closeFd(this.native, fd);
+      for (const q of made) q.destroy();
+      this.#freeVrings();
+      throw e;
+    }
+    return { queues: made.slice(0, this.numQueues), pollQueues: made.slice(this.numQueues) };
+  }
+
+  #deviceInfo(): VirtioDeviceInfo {
+    const cfg = this.c.config;
+    const ra = this.blockSize();
+    // One request covers at most this many bytes (num_sectors is 32 bits), in whole blocks.
+    const chunk = (sectors: number) => {
+      const bytes = Math.min(sectors > 0 ? sectors * SECTOR_SIZE : 2 ** 31, 2 ** 31);
+      return Math.max(ra, Math.floor(bytes / ra) * ra);
+    };
+    return {
+      readOnly: this.readOnly,
+      flush: this.has(VirtioFeature.BLK_FLUSH),
+      discard: this.has(VirtioFeature.BLK_DISCARD),
+      writeZeroes: this.has(VirtioFeature.BLK_WRITE_ZEROES),
+      requestAlignment: ra,
+      maxSegments: this.has(VirtioFeature.BLK_SEG_MAX) ? cfg.segMax : 0,
+      maxSegmentLen: this.has(VirtioFeature.BLK_SIZE_MAX) ? cfg.sizeMax : 0,
+      discardChunk: chunk(cfg.maxDiscardSectors),
+      writeZeroesChunk: chunk(cfg.maxWriteZeroesSectors),
+    };
+  }
+
+  #allocVrings(len: number): VringMemory {
+    const n = this.native;
+    const fd = n.libc.memfd_create(cString(n, "libblkio-vring"), MFD_CLOEXEC);
+    if (fd < 0) throw errnoError(n.errno(), "memfd_create() for the virtqueues failed");
+    if (n.libc.ftruncate(fd, BigInt(len)) < 0) {
+      const e = errnoError(n.errno(), `ftruncate(memfd, ${len}) failed`);
+      closeFd(n, fd);
+      throw e;
+    }
+    const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
+    if (addr === MAP_FAILED || addr === -1) {
+      const e = errnoError(n.errno(), `mmap of ${len} bytes for the virtqueues failed`);
+      closeFd(n, fd);
+      throw e;
+    }
+    this.#vrings = { addr, len, fd, bytes: new Uint8Array(n.view(addr, len)) };
+    return this.#vrings;
+  }
+
+  #freeVrings(): void {
+    const m = this.#vrings;
+    if (m === null) return;
+    this.#vrings = null;
+    const ab = m.bytes.buffer as ArrayBuffer;
+    if (!(ab as { detached?: boolean }).detached) ab.transfer(0);
+    this.native.libc.munmap(m.addr, BigInt(m.len));
+    closeFd(this.native, m.fd);
+  }
+
+  #vringRegion(m: VringMemory): VhostMemRegion {
+    return { addr: m.addr, len: m.len, fd: m.fd, fdOffset: 0 };
+  }
+
+  /** Makes the virtqueue memory (and any mapped regions) known to the back-end. */
+  #sendMemTable(m: VringMemory): void {
+    const conn = this.c.conn;
+    if (this.#memSlots()) conn.addMemReg(this.#vringRegion(m));
+    else conn.setMemTable([this.#vringRegion(m), ...this.#regions.all()]);
+  }
+
+  #setupVring(index: number, vq: SplitVirtqueue, kickFd: number, callFd: number): void {
+    const conn = this.c.conn;
+    conn.setVringNum(index, vq.size);
+    conn.setVringBase(index, 0);
+    conn.setVringAddr(index, vq.descAddr, vq.usedAddr, vq.availAddr);
+    conn.setVringKick(index, kickFd);
+    conn.setVringCall(index, callFd);
+    // With protocol features negotiated rings start disabled; without, SET_VRING_ENABLE is invalid.
+    if ((this.c.features & featureBit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) !== 0n) {
+      conn.setVringEnable(index, true);
+    }
+  }
+
+  #stopVring(index: number): void {
+    const c = this.#c;
+    if (c === null || c.conn.brokenReason !== null) return;
+    if ((c.features & featureBit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) === 0n) return;
+    try {
+      c.conn.setVringEnable(index, false);
+    } catch {
+      // The back-end is gone: nothing left to stop.
+    }
+  }
+
+  addQueue(_poll: boolean): DriverQueue {
+    throw BlkioError.of("ENOTSUP", "This driver cannot add queues after start (can-add-queues is false)");
+  }
+
+  memRegionAlignment(): number {
+    return 1;
+  }
+
+  mapMemRegion(region: MemoryRegion, addr: number): void {
+    const c = this.c;
+    if (region.fd < 0) {
+      throw BlkioError.of(
+        "EINVAL",
+        "Memory region must have an fd: the vhost-user back-end maps it from the fd (needs-mem-region-fd is true)",
+      );
+    }
+    if (this.#regions.size >= this.maxMemRegions()) {
+      throw BlkioError.of("ENOSPC", `Too many memory regions mapped: max-mem-regions is ${this.maxMemRegions()}`);
+    }
+    // A private copy: the caller may close its fd once mapped, and unmapping needs it again.
+    const fd = this.native.libc.fcntl(region.fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw errnoError(this.native.errno(), `Memory region fd ${region.fd} cannot be used`);
+    const desc: VhostMemRegion = { addr, len: region.len, fd, fdOffset: region.fdOffset };
+    try {
+      if (this.#memSlots()) c.conn.addMemReg(desc);
+      else c.conn.setMemTable([this.#vringRegion(this.#vrings!), ...this.#regions.all(), desc]);
+    } catch (e) {
+      closeFd(this.native, fd);
+      throw e;
+    }
+    this.#regions.add(region, desc);
+  }
+
+  unmapMemRegion(region: MemoryRegion): void {
+    const desc = this.#regions.remove(region);
+    if (desc === null) return;
+    const c = this.#c;
+    try {
+      if (c !== null && c.conn.brokenReason === null) {
+        if (this.#memSlots()) c.conn.remMemReg(desc);
+        else c.conn.setMemTable([this.#vringRegion(this.#vrings!), ...this.#regions.all()]);
+      }
+    } catch {
+      // A back-end that is gone no longer maps anything; unmapping cannot fail.
+    } finally {
+      closeFd(this.native, desc.fd);
+    }
+  }
+
+  destroy(): void {
+    this.#c?.conn.close();
+    this.#c = null;
+    for (const d of this.#regions.all()) closeFd(this.native, d.fd);
+    this.#freeVrings();
+  }
+}
+
+type D = VirtioBlkVhostUserDriver;
+const blk = (d: D): number => d.blockSize();
+const clampInt = (n: number): number => Math.min(n, INT_MAX);
+
+/** Every virtio-blk-vhost-user property, as libblkio 1.5 has them. */
+export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
+  "buf-alignment": {
+    type: "int",
+    doc: "Required alignment of buffer addresses and lengths (any)",
+    readableFrom: K,
+    get: () => 1,
+  },
+  "can-add-queues": {
+    type: "bool",
+    doc: "Whether addQueue() works (no: queues are fixed at start)",
+    get: () => false,
+  },
+  "can-grow": {
+    type: "bool",
+    doc: "Whether the device grows on writes past its end (never)",
+    get: () => false,
+  },
+  "capacity": {
+    type: "uint64",
+    doc: "Size in bytes, read from the device's config space each time",
+    readableFrom: K,
+    get: (d) => BigInt(SECTOR_SIZE) * parseConfig(d.c.conn.getConfig(CONFIG_SIZE)).capacity,
+  },
+  "discard-alignment": {
+    type: "int",
+    doc: "Discard start and length granularity",
+    readableFrom: K,
+    get: (d) => {
+      const dsa = d.c.config.discardSectorAlignment;
+      return d.has(VirtioFeature.BLK_DISCARD) && dsa > 0 ? clampInt(dsa * SECTOR_SIZE) : blk(d);
+    },
+  },
+  "discard-alignment-offset": {
+    type: "int",
+    doc: "Offset of the first aligned block",
+    readableFrom: K,
+    get: (d) => (d.has(VirtioFeature.BLK_TOPOLOGY) ? clampInt(blk(d) * d.c.config.alignmentOffset) : 0),
+  },
+  "driver": {
+    type: "str",
+    doc: "The driver name",
+    get: (d) => d.name,
+  },
+  "fd": {
+    type: "int",
+    doc: "Not supported by this driver (always -1; use path)",
+    settableIn: [C],
+    get: () => -1,
+    set: () => {
+      throw BlkioError.of("ENOENT", "fd property not supported");
+    },
+  },
+  "flush-needed": {
+    type: "bool",
+    doc: "Whether completed writes need a flush to be durable (the device's write cache mode)",
+    readableFrom: K,
+    get: (d) =>
+      d.has(VirtioFeature.BLK_CONFIG_WCE) ? d.c.config.writeback !== 0 : d.has(VirtioFeature.BLK_FLUSH),
+  },
+  "max-discard-len": {
+    type: "uint64",
+    doc: "Largest discard the device takes in one request, 0 when unspecified (longer ones are split)",
+    readableFrom: K,
+    get: (d) => (d.has(VirtioFeature.BLK_DISCARD) ? BigInt(d.c.config.maxDiscardSectors) * 512n : 0n),
+  },
+  "max-mem-regions": {
+    type: "uint64",
+    doc: "Maximum number of mapped memory regions (the back-end's memory slots, less one for the virtqueues)",
+    readableFrom: K,
+    get: (d) => BigInt(d.maxMemRegions()),
+  },
+  "max-queue-size": {
+    type: "int",
+    doc: "Largest queue-size (the virtio maximum)",
+    get: () => MAX_QUEUE_SIZE,
+  },
+  "max-queues": {
+    type: "int",
+    doc: "Maximum number of queues, poll queues included (the device's num_queues)",
+    readableFrom: K,
+    get: (d) => d.maxQueues(),
+  },
+  "max-segment-len": {
+    type: "int",
+    doc: "Maximum length of one buffer or iovec, 0 for no limit (the device's size_max)",
+    readableFrom: K,
+    get: (d) => (d.has(VirtioFeature.BLK_SIZE_MAX) ? clampInt(d.c.config.sizeMax) : 0),
+  },
+  "max-segments": {
+    type: "int",
+    doc: "Maximum number of iovecs per request (the device's seg_max)",
+    readableFrom: K,
+    get: (d) => (d.has(VirtioFeature.BLK_SEG_MAX) ? clampInt(d.c.config.segMax) : 1),
+  },
+  "max-transfer": {
+    type: "int",
+    doc: "Maximum read/write length, 0 for no limit (size_max times seg_max)",
+    readableFrom: K,
+    get: (d) =>
+      d.has(VirtioFeature.BLK_SIZE_MAX) && d.has(VirtioFeature.BLK_SEG_MAX)
+        ? clampInt(d.c.config.sizeMax * d.c.config.segMax)
+        : 0,
+  },
+  "max-write-zeroes-len": {
+    type: "uint64",
+    doc: "Largest write zeroes the device takes in one request, 0 when unspecified (longer ones are split)",
+    readableFrom: K,
+    get: (d) => (d.has(VirtioFeature.BLK_WRITE_ZEROES) ? BigInt(d.c.config.maxWriteZeroesSectors) * 512n : 0n),
+  },
+  "may-pin-mem-regions": {
+    type: "bool",
+    doc: "Whether the back-end may pin memory region pages",
+    get: () => true,
+  },
+  "mem-region-alignment": {
+    type: "uint64",
+    doc: "Required alignment of memory region addresses and lengths",
+    readableFrom: K,
+    get: () => 1n,
+  },
+  "needs-mem-region-fd": {
+    type: "bool",
+    doc: "Whether memory regions must be backed by an fd (yes: the back-end maps them)",
+    get: () => true,
+  },
+  "needs-mem-regions": {
+    type: "bool",
+    doc: "Whether buffers must lie in mapped memory regions (yes)",
+    get: () => true,
+  },
+  "num-poll-queues": {
+    type: "int",
+    doc: "Number of poll queues created by start()",
+    settableIn: [K],
+    get: (d) => d.numPollQueues,
+    set: (d, v) => {
+      if (v < 0) throw BlkioError.of("EINVAL", `num-poll-queues must be 0 or more: received ${v}`);
+      d.numPollQueues = v;
+    },
+  },
+  "num-queues": {
+    type: "int",
+    doc: "Number of queues created by start()",
+    settableIn: [K],
+    get: (d) => d.numQueues,
+    set: (d, v) => {
+      if (v < 0) throw BlkioError.of("EINVAL", `num-queues must be 0 or more: received ${v}`);
+      d.numQueues = v;
+    },
+  },
+  "optimal-buf-alignment": {
+    type: "int",
+    doc: "Preferred buffer alignment (any)",
+    readableFrom: K,
+    get: () => 1,
+  },
+  "optimal-io-alignment": {
+    type: "int",
+    doc: "Preferred start and length alignment (the physical block size)",
+    readableFrom: K,
+    get: (d) => {
+      const exp = d.has(VirtioFeature.BLK_TOPOLOGY) ? d.c.config.physicalBlockExp : 0;
+      return clampInt(blk(d) * 2 ** Math.min(exp, 20));
+    },
+  },
+  "optimal-io-size": {
+    type: "int",
+    doc: "Preferred request length, 0 when unspecified",
+    readableFrom: K,
+    get: (d) => (d.has(VirtioFeature.BLK_TOPOLOGY) ? clampInt(blk(d) * d.c.config.optIoSize) : 0),
+  },
+  "path": {
+    type: "str",
+    doc: "The vhost-user-blk back-end's Unix socket",
+    settableIn: [C],
+    get: (d) => d.path,
+    set: (d, v) => void (d.path = v),
+  },
+  "queue-size": {
+    type: "int",
+    doc: "Entries per virtqueue: a power of two up to max-queue-size",
+    settableIn: [K],
+    get: (d) => d.queueSize,
+    set: (d, v) => {
+      if (v <= 0 || v > MAX_QUEUE_SIZE || (v & (v - 1)) !== 0) {
+        throw BlkioError.of(
+          "EINVAL",
+          `queue-size must be a power of two from 1 to ${MAX_QUEUE_SIZE}: received ${v}`,
+        );
+      }
+      d.queueSize = v;
+    },
+  },
+  "read-only": {
+    type: "bool",
+    doc: "Use the device read-only; writes then fail with EBADF (a read-only device needs it)",
+    settableIn: [C],
+    get: (d) => d.readOnly,
+    set: (d, v) => void (d.readOnly = v),
+  },
+  "request-alignment": {
+    type: "int",
+    doc: "Required alignment of request start and length (the device's blk_size)",
+    readableFrom: K,
+    get: (d) => blk(d),
+  },
+  "supports-fua-natively": {
+    type: "bool",
+    doc: "Whether FUA writes are native (no: a write then a flush)",
+    get: () => false,
+  },
+  "supports-poll-queues": {
+    type: "bool",
+    doc: "Whether poll queues work (yes: they busy-poll the used ring)",
+    get: () => true,
+  },
+});

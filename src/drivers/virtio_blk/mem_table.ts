@@ -1,0 +1,64 @@
+/**
+ * The driver's memory table: which address ranges the back-end can see (the virtqueue memory
+ * and every mapped memory region), with a fast "is this buffer inside one" lookup for the
+ * request path.
+ *
+ * @module
+ */
+import type { MemoryRegion } from "../../memory_region.ts";
+import type { VhostMemRegion } from "./vhost_user.ts";
+
+/** Mapped ranges, in map order. */
+export class MemTable {
+  readonly #entries = new Map<MemoryRegion, VhostMemRegion>();
+  #starts: number[] = [];
+  #ends: number[] = [];
+  #last = -1;
+
+  /** How many regions are recorded. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Records `region` as described by `desc`. */
+  add(region: MemoryRegion, desc: VhostMemRegion): void {
+    this.#entries.set(region, desc);
+    this.#rebuild();
+  }
+
+  /** Forgets `region`; returns what it was recorded as, or null. */
+  remove(region: MemoryRegion): VhostMemRegion | null {
+    const d = this.#entries.get(region) ?? null;
+    if (d !== null) {
+      this.#entries.delete(region);
+      this.#rebuild();
+    }
+    return d;
+  }
+
+  /** Every recorded range. */
+  all(): VhostMemRegion[] {
+    return [...this.#entries.values()];
+  }
+
+  /** Whether `[addr, addr + len)` lies inside one recorded range. */
+  contains(addr: number, len: number): boolean {
+    const end = addr + len;
+    const l = this.#last;
+    if (l >= 0 && addr >= this.#starts[l] && end <= this.#ends[l]) return true;
+    for (let i = 0; i < this.#starts.length; i++) {
+      if (addr >= this.#starts[i] && end <= this.#ends[i]) {
+        this.#last = i;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  #rebuild(): void {
+    const all = this.all();
+    this.#starts = all.map((d) => d.addr);
+    this.#ends = all.map((d) => d.addr + d.len);
+    this.#last = -1;
+  }
+}

@@ -1,0 +1,647 @@
+/**
+ * One virtio-blk queue over vhost-user: a split virtqueue, its kick and call eventfds, and the
+ * table of requests in flight.
+ *
+ * A request is a descriptor chain `[out header][data...][status]` (`[out header][segment]
+ * [status]` for discard and write zeroes). The request's slot index picks its header memory;
+ * the chain head maps back to the slot when the device returns it. Work the device cannot do in
+ * one request continues in the same slot: FUA is a write followed by a flush (virtio-blk has no
+ * FUA), and long discard / write-zeroes ranges go in chunks of the device's limit.
+ *
+ * The back-end is another process and may die. Its hang-up is seen on the vhost-user socket
+ * (polled alongside the call eventfd while waiting, and from time to time otherwise); every
+ * request in flight then completes with -EIO and new ones fail at once, so nothing waits forever.
+ *
+ * @module
+ */
+import type { Native } from "../../../ffi/types.ts";
+import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
+import { type Completion, newCompletion, Op, type OpValue, ReqFlags } from "../../completion.ts";
+import type { CompletionBacklog } from "../../completion_backlog.ts";
+import type { DriverQueue } from "../../driver.ts";
+import { ERRNO } from "../../errno.ts";
+import { closeFd } from "../../sys.ts";
+import type { MemTable } from "./mem_table.ts";
+import type { VhostUserClient } from "./vhost_user.ts";
+import { BLK_WRITE_ZEROES_FLAG_UNMAP, BlkReqType, BlkStatus, OUTHDR_SIZE, SECTOR_SIZE } from "./virtio_blk.ts";
+import {
+  HEADER_OUTHDR,
+  HEADER_SEGMENT,
+  HEADER_SLOT_SIZE,
+  HEADER_STATUS,
+  type SplitVirtqueue,
+} from "./virtqueue.ts";
+
+const EIO = ERRNO.EIO;
+const EBADF = ERRNO.EBADF;
+const EINVAL = ERRNO.EINVAL;
+const EINTR = ERRNO.EINTR;
+const ENOTSUP = ERRNO.ENOTSUP;
+const ETIME = ERRNO.ETIME;
+const ECANCELED = ERRNO.ECANCELED;
+const POLLIN = 1;
+const U32_MAX = 0xffffffff;
+/** reap() result of a request that went on with its next step instead of completing. */
+const CONTINUED = 1;
+/** A status byte the device has not written. */
+const STATUS_UNSET = 0xff;
+/** How often (ms) a queue that is not waiting looks for a back-end hang-up. */
+const HANGUP_CHECK_MS = 100;
+
+/** What a queue needs to know of the device (fixed at start). */
+export interface VirtioDeviceInfo {
+  /** The instance's read-only property. */
+  readOnly: boolean;
+  /** FLUSH negotiated (else flush completes at once and FUA needs nothing). */
+  flush: boolean;
+  discard: boolean;
+  writeZeroes: boolean;
+  requestAlignment: number;
+  /** seg_max when negotiated, else 0 (then only the queue size limits segments). */
+  maxSegments: number;
+  /** size_max when negotiated, else 0. */
+  maxSegmentLen: number;
+  /** Bytes of one discard / write-zeroes request to the device. */
+  discardChunk: number;
+  writeZeroesChunk: number;
+}
+
+/** Options of {@link VirtioBlkQueue}. */
+export interface VirtioBlkQueueOptions {
+  /** The virtqueue index on the device. */
+  index: number;
+  poll: boolean;
+  vq: SplitVirtqueue;
+  kickFd: number;
+  callFd: number;
+  device: VirtioDeviceInfo;
+  /** The mapped memory regions buffers must lie in. */
+  memTable: MemTable;
+  conn: VhostUserClient;
+  /** Called once by destroy(), after the queue stopped using its fds. */
+  onDestroy: (index: number) => void;
+}
+
+/** A queue of the virtio-blk-vhost-user driver. */
+export class VirtioBlkQueue implements DriverQueue {
+  completions!: CompletionBacklog;
+  readonly isPollQueue: boolean;
+  readonly completionFd: number;
+  readonly index: number;
+  readonly #native: Native;
+  readonly #vq: SplitVirtqueue;
+  readonly #kickFd: number;
+  readonly #callFd: number;
+  readonly #dev: VirtioDeviceInfo;
+  readonly #mem: MemTable;
+  readonly #conn: VhostUserClient;
+  readonly #onDestroy: (index: number) => void;
+  readonly #hdr: DataView;
+  readonly #hdrBytes: Uint8Array;
+  readonly #hdrAddr: number;
+  readonly #eight: Uint8Array;
+  readonly #pollfds: Uint8Array;
+  readonly #pollView: DataView;
+  #interruptsWanted = true;
+  #why = "";
+  #broken: string | null = null;
+  #destroyed = false;
+  #lastHangupCheck = 0;
+  // Slot table, struct-of-arrays so nothing is allocated per request.
+  readonly #cap: number;
+  readonly #free: Int32Array;
+  #freeTop: number;
+  readonly #used: Uint8Array;
+  readonly #op: Uint8Array;
+  /** 0: the request itself, 1: the flush that makes it FUA. */
+  readonly #phase: Uint8Array;
+  readonly #flags: Uint32Array;
+  readonly #start: Float64Array;
+  readonly #len: Float64Array;
+  /** Discard / write zeroes: bytes done, and bytes in the request now in the ring. */
+  readonly #done: Float64Array;
+  readonly #chunk: Float64Array;
+  readonly #addr: Float64Array;
+  readonly #nseg: Int32Array;
+  /** Whether the slot's chain is in the ring (vs waiting in #resubmit). */
+  readonly #inRing: Uint8Array;
+  #ringCount = 0;
+  /** cancel() asked to stop after the step now in the ring. */
+  readonly #cancelled: Uint8Array;
+  readonly #ud: unknown[];
+  readonly #buf: (Uint8Array | null)[];
+  readonly #iov: (readonly Uint8Array[] | null)[];
+  readonly #headSlot: Int32Array;
+  readonly #resubmit: Int32Array;
+  #resubmitHead = 0;
+  #resubmitCount = 0;
+
+  constructor(native: Native, opts: VirtioBlkQueueOptions) {
+    this.#native = native;
+    this.index = opts.index;
+    this.isPollQueue = opts.poll;
+    this.#vq = opts.vq;
+    this.#kickFd = opts.kickFd;
+    this.#callFd = opts.callFd;
+    this.completionFd = opts.poll ? -1 : opts.callFd;
+    this.#dev = opts.device;
+    this.#mem = opts.memTable;
+    this.#conn = opts.conn;
+    this.#onDestroy = opts.onDestroy;
+    const h = opts.vq.headers;
+    this.#hdrBytes = h;
+    this.#hdr = new DataView(h.buffer, h.byteOffset, h.byteLength);
+    this.#hdrAddr = opts.vq.headersAddr;
+    this.#eight = native.alloc(8);
+    this.#pollfds = native.alloc(16);
+    this.#pollView = new DataView(this.#pollfds.buffer);
+    // A poll queue never wants notifications: it reads the used ring itself.
+    if (opts.poll) {
+      this.#interruptsWanted = false;
+      opts.vq.setInterrupts(false);
+    }
+    const cap = opts.vq.size;
+    this.#cap = cap;
+    this.#free = new Int32Array(cap);
+    for (let i = 0; i < cap; i++) this.#free[i] = cap - 1 - i;
+    this.#freeTop = cap;
+    this.#used = new Uint8Array(cap);
+    this.#op = new Uint8Array(cap);
+    this.#phase = new Uint8Array(cap);
+    this.#flags = new Uint32Array(cap);
+    this.#start = new Float64Array(cap);
+    this.#len = new Float64Array(cap);
+    this.#done = new Float64Array(cap);
+    this.#chunk = new Float64Array(cap);
+    this.#addr = new Float64Array(cap);
+    this.#nseg = new Int32Array(cap);
+    this.#inRing = new Uint8Array(cap);
+    this.#cancelled = new Uint8Array(cap);
+    this.#ud = new Array(cap).fill(undefined);
+    this.#buf = new Array(cap).fill(null);
+    this.#iov = new Array(cap).fill(null);
+    this.#headSlot = new Int32Array(cap).fill(-1);
+    this.#resubmit = new Int32Array(cap);
+  }
+
+  get inFlight(): number {
+    return this.#cap - this.#freeTop;
+  }
+
+  get pendingSubmit(): number {
+    // Waiting continuations count only when they fit now; otherwise the core would spin
+    // calling enter() until the device returns descriptors.
+    const waiting = this.#resubmitCount > 0 && this.#fits(this.#resubmit[this.#resubmitHead])
+      ? this.#resubmitCount
+      : 0;
+    return this.#vq.unpublished + waiting;
+  }
+
+  tryEnqueue(
+    op: OpValue,
+    start: number,
+    buf: Uint8Array | null,
+    iovecs: readonly Uint8Array[] | null,
+    len: number,
+    userData: unknown,
+    flags: number,
+  ): boolean {
+    if (this.#broken !== null) {
+      this.completions.push(userData, -EIO, this.#broken);
+      return true;
+    }
+    const nseg = this.#check(op, start, buf, iovecs, len);
+    if (nseg < 0) {
+      this.completions.push(userData, nseg, this.#why);
+      return true;
+    }
+    // Nothing for the device to do: an empty transfer, or a flush it does not need.
+    if ((len === 0 && op !== Op.Flush) || (op === Op.Flush && !this.#dev.flush)) {
+      this.completions.push(userData, 0, null);
+      return true;
+    }
+    const descs = descriptorsFor(op, nseg);
+    if (this.#freeTop === 0 || this.#vq.numFree < descs || this.#resubmitCount > 0) return false;
+    const slot = this.#free[--this.#freeTop];
+    this.#used[slot] = 1;
+    this.#op[slot] = op;
+    this.#phase[slot] = 0;
+    this.#flags[slot] = flags;
+    this.#start[slot] = start;
+    this.#len[slot] = len;
+    this.#done[slot] = 0;
+    this.#cancelled[slot] = 0;
+    this.#nseg[slot] = nseg;
+    this.#ud[slot] = userData;
+    this.#buf[slot] = buf;
+    this.#iov[slot] = iovecs;
+    this.#addr[slot] = buf === null ? 0 : bufferAddress(this.#native, buf);
+    this.#prep(slot);
+    return true;
+  }
+
+  /**
+   * The number of data segments of a valid request, or -errno (message in #why) for one that
+   * must fail without reaching the device.
+   */
+  #check(
+    op: OpValue,
+    start: number,
+    buf: Uint8Array | null,
+    iovecs: readonly Uint8Array[] | null,
+    len: number,
+  ): number {
+    const dev = this.#dev;
+    if (op === Op.Flush) return 0;
+    const writes = op === Op.Write || op === Op.Writev || op === Op.WriteZeroes || op === Op.Discard;
+    if (writes && dev.readOnly) return this.#fail(EBADF, "device is read-only");
+    if (op === Op.WriteZeroes && !dev.writeZeroes) {
+      return this.#fail(ENOTSUP, "the device does not support write zeroes");
+    }
+    if (op === Op.Discard && !dev.discard) return this.#fail(ENOTSUP, "the device does not support discard");
+    const ra = dev.requestAlignment;
+    if (start % ra !== 0) {
+      return this.#fail(EINVAL, `invalid start offset: ${start} is not a multiple of request-alignment (${ra})`);
+    }
+    if (len % ra !== 0) {
+      return this.#fail(EINVAL, `invalid length: ${len} is not a multiple of request-alignment (${ra})`);
+    }
+    if (op === Op.WriteZeroes || op === Op.Discard) return 0;
+    let nseg = 0;
+    if (buf !== null) {
+      if (byteLengthOf(buf) > 0) {
+        const bad = this.#checkSegment(buf);
+        if (bad < 0) return bad;
+        nseg = 1;
+      }
+    } else {
+      for (const b of iovecs!) {
+        if (byteLengthOf(b) === 0) continue;
+        const bad = this.#checkSegment(b);
+        if (bad < 0) return bad;
+        nseg++;
+      }
+    }
+    if (dev.maxSegments > 0 && nseg > dev.maxSegments) {
+      return this.#fail(EINVAL, `request has ${nseg} segments but max-segments is ${dev.maxSegments}`);
+    }
+    const descs = descriptorsFor(op, nseg);
+    if (descs > this.#cap) {
+      // libblkio leaves such a request in its queue forever; it can never fit.
+      return this.#fail(
+        EINVAL,
+        `request needs ${descs} descriptors but queue-size is ${this.#cap}: use fewer segments or a larger queue-size`,
+      );
+    }
+    return nseg;
+  }
+
+  #checkSegment(b: Uint8Array): number {
+    const len = byteLengthOf(b);
+    const max = this.#dev.maxSegmentLen;
+    if (len > U32_MAX || (max > 0 && len > max)) {
+      return this.#fail(EINVAL, `a buffer of ${len} bytes exceeds max-segment-len (${max || U32_MAX})`);
+    }
+    if (!this.#mem.contains(bufferAddress(this.#native, b), len)) {
+      return this.#fail(
+        EINVAL,
+        "buffer is not inside a mapped memory region: virtio-blk-vhost-user needs every buffer in a region " +
+          "passed to mapMemRegion (needs-mem-regions is true)",
+      );
+    }
+    return 0;
+  }
+
+  #fail(errno: number, why: string): number {
+    this.#why = why;
+    return -errno;
+  }
+
+  /** Whether the next step of request `slot` fits in the free descriptors now. */
+  #fits(slot: number): boolean {
+    const op = this.#phase[slot] === 1 ? Op.Flush : this.#op[slot] as OpValue;
+    return this.#vq.numFree >= descriptorsFor(op, this.#nseg[slot]);
+  }
+
+  /** Writes the descriptor chain for the current step of request `slot` and queues it. */
+  #prep(slot: number): void {
+    const vq = this.#vq, h = this.#hdr;
+    const base = slot * HEADER_SLOT_SIZE;
+    const hdrAddr = this.#hdrAddr + base;
+    const statusAddr = hdrAddr + HEADER_STATUS;
+    this.#hdrBytes[base + HEADER_STATUS] = STATUS_UNSET;
+    const op = this.#phase[slot] === 1 ? Op.Flush : this.#op[slot];
+    let type: number;
+    let sector = 0;
+    switch (op) {
+      case Op.Read:
+      case Op.Readv:
+        type = BlkReqType.IN;
+        sector = this.#start[slot] / SECTOR_SIZE;
+        break;
+      case Op.Write:
+      case Op.Writev:
+        type = BlkReqType.OUT;
+        sector = this.#start[slot] / SECTOR_SIZE;
+        break;
+      case Op.WriteZeroes:
+        type = BlkReqType.WRITE_ZEROES;
+        break;
+      case Op.Discard:
+        type = BlkReqType.DISCARD;
+        break;
+      default:
+        type = BlkReqType.FLUSH;
+    }
+    h.setUint32(base + HEADER_OUTHDR, type, true);
+    h.setUint32(base + HEADER_OUTHDR + 4, 0, true); // ioprio
+    h.setBigUint64(base + HEADER_OUTHDR + 8, BigInt(sector), true);
+    vq.push(hdrAddr, OUTHDR_SIZE, false);
+    if (op === Op.WriteZeroes || op === Op.Discard) {
+      const done = this.#done[slot];
+      const max = op === Op.Discard ? this.#dev.discardChunk : this.#dev.writeZeroesChunk;
+      const chunk = Math.min(this.#len[slot] - done, max);
+      this.#chunk[slot] = chunk;
+      const seg = base + HEADER_SEGMENT;
+      h.setBigUint64(seg, BigInt((this.#start[slot] + done) / SECTOR_SIZE), true);
+      h.setUint32(seg + 8, chunk / SECTOR_SIZE, true);
+      const unmap = op === Op.WriteZeroes && (this.#flags[slot] & ReqFlags.NO_UNMAP) === 0;
+      h.setUint32(seg + 12, unmap ? BLK_WRITE_ZEROES_FLAG_UNMAP : 0, true);
+      vq.push(hdrAddr + HEADER_SEGMENT, 16, false);
+    } else if (op !== Op.Flush) {
+      const deviceWrites = op === Op.Read || op === Op.Readv;
+      const buf = this.#buf[slot];
+      if (buf !== null) {
+        vq.push(this.#addr[slot], byteLengthOf(buf), deviceWrites);
+      } else {
+        for (const b of this.#iov[slot]!) {
+          const len = byteLengthOf(b);
+          if (len > 0) vq.push(bufferAddress(this.#native, b), len, deviceWrites);
+        }
+      }
+    }
+    vq.push(statusAddr, 1, true);
+    const head = vq.commit();
+    this.#headSlot[head] = slot;
+    this.#inRing[slot] = 1;
+    this.#ringCount++;
+  }
+
+  reap(out: Completion[], n: number, max: number): number {
+    const vq = this.#vq;
+    while (n < max && this.#ringCount > 0) {
+      let head: number;
+      try {
+        head = vq.popUsed();
+      } catch (e) {
+        this.#breakDown(`the vhost-user back-end corrupted the virtqueue: ${(e as Error).message}`);
+        break;
+      }
+      if (head < 0) break;
+      const slot = this.#headSlot[head];
+      this.#headSlot[head] = -1;
+      this.#inRing[slot] = 0;
+      this.#ringCount--;
+      const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
+      const ret = this.#finish(slot, status);
+      if (ret === CONTINUED) continue;
+      const c = out[n] ?? (out[n] = newCompletion());
+      c.userData = this.#ud[slot];
+      c.ret = ret;
+      c.errorMsg = ret === 0 ? null : this.#why;
+      n++;
+      this.#release(slot);
+    }
+    if (this.#resubmitCount > 0) this.#flushResubmits();
+    if (this.#broken !== null && this.inFlight > 0) this.#failAll();
+    if (n < max && this.completions.length > 0 && this.#broken !== null) n = this.completions.fill(out, n, max);
+    return n;
+  }
+
+  /** The completion value of request `slot` given its status byte, or CONTINUED. */
+  #finish(slot: number, status: number): number {
+    if (status !== BlkStatus.OK) {
+      if (status === BlkStatus.UNSUPP) return this.#fail(ENOTSUP, "the device does not support this request");
+      if (status === BlkStatus.IOERR) return this.#fail(EIO, "the device reported an I/O error");
+      return this.#fail(EIO, `the device returned an invalid status (${status})`);
+    }
+    const op = this.#op[slot];
+    if (this.#phase[slot] === 0) {
+      let more = false;
+      if (op === Op.WriteZeroes || op === Op.Discard) {
+        this.#done[slot] += this.#chunk[slot];
+        more = this.#done[slot] < this.#len[slot];
+      }
+      const fuaOp = op === Op.Write || op === Op.Writev || op === Op.WriteZeroes;
+      if (!more && fuaOp && (this.#flags[slot] & ReqFlags.FUA) !== 0 && this.#dev.flush) {
+        this.#phase[slot] = 1;
+        more = true;
+      }
+      if (more) {
+        if (this.#cancelled[slot]) return this.#fail(ECANCELED, "request cancelled before it completed");
+        this.#continue(slot);
+        return CONTINUED;
+      }
+    }
+    return 0;
+  }
+
+  #continue(slot: number): void {
+    if (this.#resubmitCount === 0 && this.#fits(slot)) {
+      this.#prep(slot);
+      return;
+    }
+    this.#resubmit[(this.#resubmitHead + this.#resubmitCount++) % this.#cap] = slot;
+  }
+
+  #flushResubmits(): void {
+    while (this.#resubmitCount > 0 && this.#fits(this.#resubmit[this.#resubmitHead])) {
+      const slot = this.#resubmit[this.#resubmitHead];
+      this.#resubmitHead = (this.#resubmitHead + 1) % this.#cap;
+      this.#resubmitCount--;
+      this.#prep(slot);
+    }
+  }
+
+  #release(slot: number): void {
+    this.#used[slot] = 0;
+    this.#ud[slot] = undefined;
+    this.#buf[slot] = null;
+    this.#iov[slot] = null;
+    this.#free[this.#freeTop++] = slot;
+  }
+
+  /** The back-end is gone: from now on every request fails. */
+  #breakDown(reason: string): void {
+    this.#conn.markBroken(reason);
+    this.#broken ??= `vhost-user back-end disconnected: ${this.#conn.brokenReason ?? reason}`;
+  }
+
+  /** Completes every request in flight with -EIO (the back-end will never return them). */
+  #failAll(): void {
+    const msg = this.#broken ?? "vhost-user back-end disconnected";
+    for (let s = 0; s < this.#cap; s++) {
+      if (this.#used[s] === 0) continue;
+      const ud = this.#ud[s];
+      if (this.#inRing[s]) {
+        this.#inRing[s] = 0;
+        this.#ringCount--;
+      }
+      this.#release(s);
+      this.completions.push(ud, -EIO, msg);
+    }
+    this.#resubmitCount = 0;
+    this.#headSlot.fill(-1);
+  }
+
+  /** Looks for a back-end hang-up; true (and the queue broken) when there was one. */
+  #checkHangup(): boolean {
+    if (this.#broken === null && this.#conn.checkHangup()) this.#breakDown("connection lost");
+    return this.#broken !== null;
+  }
+
+  enter(minComplete: number, timeoutNs: number): number {
+    if (this.#broken === null && this.#conn.brokenReason !== null) this.#breakDown(this.#conn.brokenReason);
+    if (this.#broken !== null) {
+      if (this.inFlight > 0) this.#failAll();
+      return 0;
+    }
+    if (this.#resubmitCount > 0) this.#flushResubmits();
+    if (this.#vq.publish()) this.#kick();
+    if (this.#ringCount === 0) return 0;
+    if (minComplete <= 0) {
+      // Application-level polling never waits here, so it checks for a hang-up now and then.
+      const now = performance.now();
+      if (now - this.#lastHangupCheck >= HANGUP_CHECK_MS) {
+        this.#lastHangupCheck = now;
+        if (this.#checkHangup()) this.#failAll();
+      }
+      return 0;
+    }
+    // Completions only come from chains in the ring; waiting for more would never end.
+    const target = Math.min(minComplete, this.#ringCount);
+    const deadline = timeoutNs >= 0 ? performance.now() + timeoutNs / 1e6 : -1;
+    return this.isPollQueue ? this.#spin(target, deadline) : this.#wait(target, deadline);
+  }
+
+  #kick(): void {
+    const one = this.#eight;
+    one.fill(0);
+    one[0] = 1;
+    this.#native.libc.write(this.#kickFd, one, 8n);
+  }
+
+  /** Busy-polls the used ring (poll queues). */
+  #spin(target: number, deadline: number): number {
+    const vq = this.#vq;
+    let spins = 0;
+    let lastCheck = performance.now();
+    while (vq.usedPending < target) {
+      if ((++spins & 1023) !== 0) continue;
+      const now = performance.now();
+      if (deadline >= 0 && now >= deadline) return -ETIME;
+      if (now - lastCheck >= 10) {
+        lastCheck = now;
+        if (this.#checkHangup()) {
+          this.#failAll();
+          return 0;
+        }
+      }
+    }
+    return 0;
+  }
+
+  /** Sleeps on the call eventfd and the vhost-user socket until `target` used entries. */
+  #wait(target: number, deadline: number): number {
+    const vq = this.#vq, v = this.#pollView, libc = this.#native.libc;
+    // Waiting needs notifications even when the application turned them off.
+    const restore = !this.#interruptsWanted;
+    if (restore) vq.setInterrupts(true);
+    try {
+      for (;;) {
+        if (vq.usedPending >= target) return 0;
+        let ms = -1;
+        if (deadline >= 0) {
+          const left = deadline - performance.now();
+          if (left <= 0) return -ETIME;
+          ms = Math.min(Math.ceil(left), 0x7fffffff);
+        }
+        v.setInt32(0, this.#callFd, true);
+        v.setInt16(4, POLLIN, true);
+        v.setInt16(6, 0, true);
+        v.setInt32(8, this.#conn.socketFd, true);
+        v.setInt16(12, POLLIN, true);
+        v.setInt16(14, 0, true);
+        const r = libc.poll(this.#pollfds, 2n, ms);
+        if (r < 0) {
+          const errno = this.#native.errno();
+          if (errno === EINTR) return -EINTR;
+          return -errno;
+        }
+        if (v.getInt16(6, true) !== 0) libc.read(this.#callFd, this.#eight, 8n);
+        if (v.getInt16(14, true) !== 0) {
+          // Nothing arrives on the socket unasked: readable means the back-end hung up.
+          this.#conn.markBroken("The vhost-user back-end closed the connection");
+          this.#breakDown("connection lost");
+          this.#failAll();
+          return 0;
+        }
+      }
+    } finally {
+      if (restore) vq.setInterrupts(false);
+    }
+  }
+
+  setCompletionFdEnabled(enabled: boolean): void {
+    if (this.isPollQueue) return;
+    this.#interruptsWanted = enabled;
+    this.#vq.setInterrupts(enabled);
+  }
+
+  /**
+   * virtio-blk cannot take back a request the device has: it runs to its end. What the driver
+   * still has to send is dropped: the FUA flush or the remaining chunks of a discard or write
+   * zeroes (the request then completes with -ECANCELED).
+   */
+  cancel(userData: unknown): boolean {
+    for (let s = 0; s < this.#cap; s++) {
+      if (this.#used[s] === 0 || this.#ud[s] !== userData) continue;
+      this.#cancelled[s] = 1;
+      return true;
+    }
+    return false;
+  }
+
+  usesBuffer(buffer: ArrayBufferLike): boolean {
+    for (let s = 0; s < this.#cap; s++) {
+      if (this.#used[s] === 0) continue;
+      const buf = this.#buf[s];
+      if (buf !== null && bufferOf(buf) === buffer) return true;
+      const iov = this.#iov[s];
+      if (iov !== null) for (const b of iov) if (bufferOf(b) === buffer) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Stops the virtqueue. Requests in flight are dropped: the device only ever touches shared
+   * memory, never the JS heap, so nothing is freed under it.
+   */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    for (let s = 0; s < this.#cap; s++) if (this.#used[s] !== 0) this.#release(s);
+    this.#resubmitCount = 0;
+    this.#ringCount = 0;
+    this.#onDestroy(this.index);
+    closeFd(this.#native, this.#kickFd);
+    closeFd(this.#native, this.#callFd);
+  }
+}
+
+/** Descriptors a request of kind `op` with `nseg` data segments takes. */
+function descriptorsFor(op: number, nseg: number): number {
+  if (op === Op.Flush) return 2;
+  if (op === Op.WriteZeroes || op === Op.Discard) return 3;
+  return 2 + nseg;
+}

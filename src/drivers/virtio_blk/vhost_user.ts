@@ -1,0 +1,352 @@
+/**
+ * The front-end side of the vhost-user protocol (QEMU docs/interop/vhost-user.rst): the control
+ * messages that hand a virtio device's memory and virtqueues to a back-end process over a Unix
+ * socket. Every message is `u32 request, u32 flags, u32 size` then `size` payload bytes, all
+ * little-endian; file descriptors travel as SCM_RIGHTS ancillary data.
+ *
+ * Calls are synchronous. With REPLY_ACK negotiated every message that has no reply of its own
+ * asks for one, so a call returns only once the back-end has applied it (a memory region is
+ * usable as soon as `addMemReg` returns). Once the connection fails in any way the client is
+ * `disconnected` for good: the byte stream can no longer be trusted.
+ *
+ * @module
+ */
+import type { Native } from "../../../ffi/types.ts";
+import { BlkioError } from "../../errors.ts";
+import { closedByPeer, MAX_FDS, UnixSocket } from "./unix_socket.ts";
+
+/** Front-end request codes. */
+export const VhostUserRequest = {
+  GET_FEATURES: 1,
+  SET_FEATURES: 2,
+  SET_OWNER: 3,
+  SET_MEM_TABLE: 5,
+  SET_VRING_NUM: 8,
+  SET_VRING_ADDR: 9,
+  SET_VRING_BASE: 10,
+  SET_VRING_KICK: 12,
+  SET_VRING_CALL: 13,
+  GET_PROTOCOL_FEATURES: 15,
+  SET_PROTOCOL_FEATURES: 16,
+  GET_QUEUE_NUM: 17,
+  SET_VRING_ENABLE: 18,
+  GET_CONFIG: 24,
+  GET_MAX_MEM_SLOTS: 36,
+  ADD_MEM_REG: 37,
+  REM_MEM_REG: 38,
+} as const;
+
+const REQUEST_NAMES = new Map<number, string>(Object.entries(VhostUserRequest).map(([k, v]) => [v, k]));
+
+/** Protocol feature bits (GET/SET_PROTOCOL_FEATURES). */
+export const ProtocolFeature = {
+  /** GET_QUEUE_NUM works. */
+  MQ: 0n,
+  /** The NEED_REPLY flag asks for a u64 status reply. */
+  REPLY_ACK: 3n,
+  /** GET_CONFIG / SET_CONFIG work. */
+  CONFIG: 9n,
+  /** GET_MAX_MEM_SLOTS, ADD_MEM_REG and REM_MEM_REG work. */
+  CONFIGURE_MEM_SLOTS: 15n,
+} as const;
+
+/** The protocol features this client uses when the back-end offers them. */
+export const WANTED_PROTOCOL_FEATURES: bigint = (1n << ProtocolFeature.MQ) |
+  (1n << ProtocolFeature.REPLY_ACK) | (1n << ProtocolFeature.CONFIG) |
+  (1n << ProtocolFeature.CONFIGURE_MEM_SLOTS);
+
+const VERSION = 0x1;
+const FLAG_REPLY = 0x4;
+const FLAG_NEED_REPLY = 0x8;
+const HEADER_SIZE = 12;
+/** SET_VRING_KICK/CALL: no fd follows, the back-end must poll instead. */
+const VRING_NOFD = 0x100;
+/** How many regions SET_MEM_TABLE can carry (one fd each). */
+export const MEM_TABLE_MAX_REGIONS = MAX_FDS;
+/** Largest reply payload accepted (GET_CONFIG's 256-byte config space plus its header). */
+const MAX_REPLY = 4096;
+
+/** One region of the memory table: `len` bytes at `addr`, backed by `fd` at `fdOffset`. */
+export interface VhostMemRegion {
+  addr: number;
+  len: number;
+  fd: number;
+  fdOffset: number;
+}
+
+/** A vhost-user connection to one back-end device. */
+export class VhostUserClient {
+  readonly #sock: UnixSocket;
+  readonly #timeoutMs: number;
+  #replyAck = false;
+  #broken: string | null = null;
+
+  /**
+   * Connects to the back-end's socket at `path`. `timeoutMs` bounds every wait for a reply.
+   */
+  constructor(native: Native, path: string, timeoutMs = 10_000) {
+    this.#sock = new UnixSocket(native, path);
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /** The socket fd, for polling hang-ups; -1 once closed. */
+  get socketFd(): number {
+    return this.#sock.fd;
+  }
+
+  /** Why the connection is no longer usable, or null while it is. */
+  get brokenReason(): string | null {
+    return this.#broken;
+  }
+
+  /** Records that the connection is unusable (first reason wins). */
+  markBroken(reason: string): void {
+    this.#broken ??= reason;
+  }
+
+  /**
+   * Whether the back-end has hung up (checked without blocking). Nothing arrives on the socket
+   * unasked, so readability outside a request means EOF or an error.
+   */
+  checkHangup(): boolean {
+    if (this.#broken !== null) return true;
+    if (this.#sock.fd < 0) return true;
+    let revents = 0;
+    try {
+      revents = this.#sock.poll(0);
+    } catch (e) {
+      this.markBroken((e as Error).message);
+      return true;
+    }
+    if (revents !== 0) this.markBroken("The vhost-user back-end closed the connection");
+    return this.#broken !== null;
+  }
+
+  /** Use REPLY_ACK from now on (after it was negotiated). */
+  set replyAck(on: boolean) {
+    this.#replyAck = on;
+  }
+
+  #header(request: number, flags: number, size: number): Uint8Array {
+    const msg = new Uint8Array(HEADER_SIZE + size);
+    const v = new DataView(msg.buffer);
+    v.setUint32(0, request, true);
+    v.setUint32(4, flags, true);
+    v.setUint32(8, size, true);
+    return msg;
+  }
+
+  #fail(e: unknown, request: number): never {
+    const name = REQUEST_NAMES.get(request) ?? `request ${request}`;
+    if (e instanceof BlkioError && this.#broken === null) this.markBroken(e.message);
+    if (e instanceof BlkioError) {
+      throw new BlkioError(e.errno, `vhost-user ${name} failed: ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
+
+  #checkUsable(): void {
+    if (this.#broken !== null) {
+      const e = closedByPeer();
+      throw new BlkioError(e.errno, `The vhost-user connection is not usable: ${this.#broken}`);
+    }
+  }
+
+  /** Sends one message; `payload` is filled by `fill` (a DataView over the payload bytes). */
+  #send(request: number, size: number, fill: ((v: DataView) => void) | null, fds: readonly number[], flags: number) {
+    const msg = this.#header(request, VERSION | flags, size);
+    if (fill !== null) fill(new DataView(msg.buffer, HEADER_SIZE, size));
+    this.#sock.send(msg, fds);
+  }
+
+  /** Reads the reply to `request`; returns a copy of its payload. */
+  #reply(request: number): Uint8Array {
+    const h = new DataView(this.#sock.recv(HEADER_SIZE, this.#timeoutMs).slice().buffer);
+    const got = h.getUint32(0, true), flags = h.getUint32(4, true), size = h.getUint32(8, true);
+    if (got !== request || (flags & FLAG_REPLY) === 0 || (flags & 0x3) !== VERSION || size > MAX_REPLY) {
+      throw BlkioError.of(
+        "EIO",
+        `Unexpected reply from the back-end: request ${got}, flags 0x${flags.toString(16)}, size ${size}`,
+      );
+    }
+    return size === 0 ? new Uint8Array(0) : this.#sock.recv(size, this.#timeoutMs).slice();
+  }
+
+  /** A request whose reply carries data. */
+  #query(request: number, size = 0, fill: ((v: DataView) => void) | null = null): Uint8Array {
+    this.#checkUsable();
+    try {
+      this.#send(request, size, fill, [], 0);
+      return this.#reply(request);
+    } catch (e) {
+      this.#fail(e, request);
+    }
+  }
+
+  /** A request without reply data; with REPLY_ACK it waits for the back-end's status. */
+  #command(request: number, size: number, fill: ((v: DataView) => void) | null, fds: readonly number[] = []): void {
+    this.#checkUsable();
+    let status = 0n;
+    try {
+      this.#send(request, size, fill, fds, this.#replyAck ? FLAG_NEED_REPLY : 0);
+      if (!this.#replyAck) return;
+      const r = this.#reply(request);
+      status = r.byteLength >= 8 ? new DataView(r.buffer).getBigUint64(0, true) : 1n;
+    } catch (e) {
+      this.#fail(e, request);
+    }
+    if (status !== 0n) {
+      throw BlkioError.of("EIO", `The vhost-user back-end rejected ${REQUEST_NAMES.get(request)} (status ${status})`);
+    }
+  }
+
+  #u64(request: number): bigint {
+    const r = this.#query(request);
+    if (r.byteLength < 8) throw BlkioError.of("EIO", `Short reply to ${REQUEST_NAMES.get(request)}`);
+    return new DataView(r.buffer).getBigUint64(0, true);
+  }
+
+  /** GET_FEATURES: the device's virtio feature bits. */
+  getFeatures(): bigint {
+    return this.#u64(VhostUserRequest.GET_FEATURES);
+  }
+
+  /** SET_FEATURES: the features the driver accepts. */
+  setFeatures(features: bigint): void {
+    this.#command(VhostUserRequest.SET_FEATURES, 8, (v) => v.setBigUint64(0, features, true));
+  }
+
+  /** GET_PROTOCOL_FEATURES. */
+  getProtocolFeatures(): bigint {
+    return this.#u64(VhostUserRequest.GET_PROTOCOL_FEATURES);
+  }
+
+  /** SET_PROTOCOL_FEATURES (never acknowledged: REPLY_ACK is not in force yet). */
+  setProtocolFeatures(features: bigint): void {
+    this.#checkUsable();
+    try {
+      this.#send(VhostUserRequest.SET_PROTOCOL_FEATURES, 8, (v) => v.setBigUint64(0, features, true), [], 0);
+    } catch (e) {
+      this.#fail(e, VhostUserRequest.SET_PROTOCOL_FEATURES);
+    }
+  }
+
+  /** SET_OWNER: this connection owns the device. */
+  setOwner(): void {
+    this.#command(VhostUserRequest.SET_OWNER, 0, null);
+  }
+
+  /** GET_QUEUE_NUM (protocol feature MQ): how many virtqueues the back-end supports. */
+  getQueueNum(): number {
+    return Number(this.#u64(VhostUserRequest.GET_QUEUE_NUM));
+  }
+
+  /** GET_MAX_MEM_SLOTS (CONFIGURE_MEM_SLOTS): how many memory regions may be added. */
+  getMaxMemSlots(): number {
+    return Number(this.#u64(VhostUserRequest.GET_MAX_MEM_SLOTS));
+  }
+
+  /** GET_CONFIG (protocol feature CONFIG): `size` bytes of the device config space. */
+  getConfig(size: number): Uint8Array {
+    const r = this.#query(VhostUserRequest.GET_CONFIG, 12 + size, (v) => {
+      v.setUint32(0, 0, true); // offset
+      v.setUint32(4, size, true);
+      v.setUint32(8, 0, true); // flags: front-end access
+    });
+    // A back-end that cannot read the config answers with an empty payload.
+    if (r.byteLength < 12 + size) {
+      throw BlkioError.of("EIO", `The vhost-user back-end could not read ${size} bytes of config space`);
+    }
+    return r.subarray(12, 12 + size);
+  }
+
+  /** SET_MEM_TABLE: replaces the whole memory table (at most 8 regions). */
+  setMemTable(regions: readonly VhostMemRegion[]): void {
+    if (regions.length > MEM_TABLE_MAX_REGIONS) {
+      throw BlkioError.of("ENOSPC", `SET_MEM_TABLE carries at most ${MEM_TABLE_MAX_REGIONS} regions`);
+    }
+    this.#command(VhostUserRequest.SET_MEM_TABLE, 8 + 32 * regions.length, (v) => {
+      v.setUint32(0, regions.length, true);
+      regions.forEach((r, i) => writeRegion(v, 8 + 32 * i, r));
+    }, regions.map((r) => r.fd));
+  }
+
+  /** ADD_MEM_REG (CONFIGURE_MEM_SLOTS): adds one region. */
+  addMemReg(region: VhostMemRegion): void {
+    this.#command(VhostUserRequest.ADD_MEM_REG, 40, (v) => writeRegion(v, 8, region), [region.fd]);
+  }
+
+  /**
+   * REM_MEM_REG (CONFIGURE_MEM_SLOTS): removes one region. The fd goes along: some back-ends
+   * (libvhost-user before QEMU 9.0) insist on exactly one.
+   */
+  remMemReg(region: VhostMemRegion): void {
+    this.#command(VhostUserRequest.REM_MEM_REG, 40, (v) => writeRegion(v, 8, region), [region.fd]);
+  }
+
+  /** SET_VRING_NUM: the size of virtqueue `index`. */
+  setVringNum(index: number, num: number): void {
+    this.#vringState(VhostUserRequest.SET_VRING_NUM, index, num);
+  }
+
+  /** SET_VRING_BASE: the avail index the back-end starts from. */
+  setVringBase(index: number, base: number): void {
+    this.#vringState(VhostUserRequest.SET_VRING_BASE, index, base);
+  }
+
+  /** SET_VRING_ENABLE. */
+  setVringEnable(index: number, enable: boolean): void {
+    this.#vringState(VhostUserRequest.SET_VRING_ENABLE, index, enable ? 1 : 0);
+  }
+
+  #vringState(request: number, index: number, num: number): void {
+    this.#command(request, 8, (v) => {
+      v.setUint32(0, index, true);
+      v.setUint32(4, num, true);
+    });
+  }
+
+  /**
+   * SET_VRING_ADDR: where virtqueue `index` lives, as front-end virtual addresses (which this
+   * driver also uses as "guest physical" addresses: its memory table maps them 1:1).
+   */
+  setVringAddr(index: number, desc: number, used: number, avail: number): void {
+    this.#command(VhostUserRequest.SET_VRING_ADDR, 40, (v) => {
+      v.setUint32(0, index, true);
+      v.setUint32(4, 0, true); // flags: no dirty logging
+      v.setBigUint64(8, BigInt(desc), true);
+      v.setBigUint64(16, BigInt(used), true);
+      v.setBigUint64(24, BigInt(avail), true);
+      v.setBigUint64(32, 0n, true); // log address
+    });
+  }
+
+  /** SET_VRING_KICK: the eventfd the driver writes to announce new requests. */
+  setVringKick(index: number, fd: number): void {
+    this.#vringFd(VhostUserRequest.SET_VRING_KICK, index, fd);
+  }
+
+  /** SET_VRING_CALL: the eventfd the back-end writes when it used buffers. */
+  setVringCall(index: number, fd: number): void {
+    this.#vringFd(VhostUserRequest.SET_VRING_CALL, index, fd);
+  }
+
+  #vringFd(request: number, index: number, fd: number): void {
+    const value = BigInt(index & 0xff) | (fd < 0 ? BigInt(VRING_NOFD) : 0n);
+    this.#command(request, 8, (v) => v.setBigUint64(0, value, true), fd < 0 ? [] : [fd]);
+  }
+
+  /** Closes the connection; the back-end then resets the device. Idempotent. */
+  close(): void {
+    this.markBroken("The vhost-user connection was closed");
+    this.#sock.close();
+  }
+}
+
+/** struct VhostUserMemoryRegion: guest address, size, user address, mmap offset. */
+function writeRegion(v: DataView, off: number, r: VhostMemRegion): void {
+  v.setBigUint64(off, BigInt(r.addr), true);
+  v.setBigUint64(off + 8, BigInt(r.len), true);
+  v.setBigUint64(off + 16, BigInt(r.addr), true);
+  v.setBigUint64(off + 24, BigInt(r.fdOffset), true);
+}

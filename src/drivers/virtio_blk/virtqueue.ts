@@ -1,0 +1,205 @@
+/**
+ * A split virtqueue (virtio 1.x §2.7) in memory shared with the device: the descriptor table,
+ * the available ring the driver fills and the used ring the device fills, plus one small
+ * request-header slot per entry (virtio-blk's out header, discard/write-zeroes segment and
+ * status byte must also lie in memory the device can reach).
+ *
+ * Fields are read and written through typed arrays over the shared mapping; virtio 1.x is
+ * little-endian, as are the hosts this runs on (x86_64, arm64). The available index is
+ * published and the used index read with Atomics, which orders them against the plain
+ * descriptor and ring accesses around them.
+ *
+ * @module
+ */
+
+/** Descriptor flags. */
+const DESC_F_NEXT = 1;
+const DESC_F_WRITE = 2;
+/** Available ring flag: the driver does not want used-buffer notifications. */
+const AVAIL_F_NO_INTERRUPT = 1;
+/** Used ring flag: the device does not want available-buffer notifications (kicks). */
+const USED_F_NO_NOTIFY = 1;
+
+/** Bytes of request-header memory per queue entry (out header, segment, status byte). */
+export const HEADER_SLOT_SIZE = 64;
+/** Offsets inside a header slot. */
+export const HEADER_OUTHDR = 0;
+export const HEADER_SEGMENT = 16;
+export const HEADER_STATUS = 32;
+
+/** The virtio maximum queue size. */
+export const MAX_QUEUE_SIZE = 32768;
+
+/** Where each part of a queue of `size` entries lies, relative to the queue's base. */
+export interface VringLayout {
+  size: number;
+  desc: number;
+  avail: number;
+  used: number;
+  headers: number;
+  /** Bytes the queue takes, a multiple of 4096. */
+  total: number;
+}
+
+const align = (n: number, a: number): number => Math.ceil(n / a) * a;
+
+/** The memory layout of a queue of `size` entries (a power of two). */
+export function vringLayout(size: number): VringLayout {
+  const desc = 0;
+  const avail = desc + 16 * size;
+  // flags, idx, ring[size], used_event
+  const used = align(avail + 4 + 2 * size + 2, 64);
+  // flags, idx, ring[size] of {id, len}, avail_event
+  const headers = align(used + 4 + 8 * size + 2, 64);
+  const total = align(headers + HEADER_SLOT_SIZE * size, 4096);
+  return { size, desc, avail, used, headers, total };
+}
+
+/** One split virtqueue over `mem` (which starts at native address `addr`). */
+export class SplitVirtqueue {
+  readonly size: number;
+  /** Native addresses of the three parts, for SET_VRING_ADDR. */
+  readonly descAddr: number;
+  readonly availAddr: number;
+  readonly usedAddr: number;
+  /** Native address and bytes of the request-header slots. */
+  readonly headersAddr: number;
+  readonly headers: Uint8Array;
+  readonly #desc32: Uint32Array;
+  readonly #desc16: Uint16Array;
+  readonly #avail: Uint16Array;
+  readonly #used16: Uint16Array;
+  readonly #used32: Uint32Array;
+  readonly #mask: number;
+  /** Free list and chain links (the driver's copy; the device never changes descriptors). */
+  readonly #next: Uint16Array;
+  readonly #chainLen: Uint16Array;
+  #freeHead = 0;
+  #numFree: number;
+  #availIdx = 0;
+  #published = 0;
+  #lastUsed = 0;
+  #chainHead = -1;
+  #chainTail = -1;
+  #chainCount = 0;
+  /** Length the device reported for the last entry {@link popUsed} returned. */
+  lastUsedLen = 0;
+
+  constructor(mem: Uint8Array, addr: number, size: number) {
+    const l = vringLayout(size);
+    if (mem.byteLength < l.total) throw new RangeError(`Virtqueue memory is too small: ${mem.byteLength} < ${l.total}`);
+    const ab = mem.buffer, o = mem.byteOffset;
+    this.size = size;
+    this.#mask = size - 1;
+    this.descAddr = addr + l.desc;
+    this.availAddr = addr + l.avail;
+    this.usedAddr = addr + l.used;
+    this.headersAddr = addr + l.headers;
+    this.headers = new Uint8Array(ab, o + l.headers, HEADER_SLOT_SIZE * size);
+    this.#desc32 = new Uint32Array(ab, o + l.desc, 4 * size);
+    this.#desc16 = new Uint16Array(ab, o + l.desc, 8 * size);
+    this.#avail = new Uint16Array(ab, o + l.avail, 3 + size);
+    this.#used16 = new Uint16Array(ab, o + l.used, 2);
+    this.#used32 = new Uint32Array(ab, o + l.used, 1 + 2 * size);
+    mem.fill(0, 0, l.total);
+    this.#next = new Uint16Array(size);
+    for (let i = 0; i < size; i++) this.#next[i] = i + 1;
+    this.#chainLen = new Uint16Array(size);
+    this.#numFree = size;
+  }
+
+  /** Descriptors not in use. */
+  get numFree(): number {
+    return this.#numFree;
+  }
+
+  /** Entries added to the available ring but not yet published to the device. */
+  get unpublished(): number {
+    return (this.#availIdx - this.#published) & 0xffff;
+  }
+
+  /** Used entries the device has returned that {@link popUsed} has not taken yet. */
+  get usedPending(): number {
+    return (Atomics.load(this.#used16, 1) - this.#lastUsed) & 0xffff;
+  }
+
+  /**
+   * Appends one buffer to the chain being built (the caller checked {@link numFree}).
+   * `writable`: the device writes it (read data, status) rather than reads it.
+   */
+  push(addr: number, len: number, writable: boolean): void {
+    const d = this.#freeHead;
+    // Popping in free-list order means the chain is already linked through #next.
+    this.#freeHead = this.#next[d];
+    this.#numFree--;
+    const i = d << 2;
+    this.#desc32[i] = addr >>> 0;
+    this.#desc32[i + 1] = (addr / 4294967296) >>> 0;
+    this.#desc32[i + 2] = len >>> 0;
+    this.#desc16[(d << 3) + 6] = writable ? DESC_F_WRITE : 0;
+    if (this.#chainTail >= 0) {
+      const t = this.#chainTail << 3;
+      this.#desc16[t + 6] |= DESC_F_NEXT;
+      this.#desc16[t + 7] = d;
+    } else {
+      this.#chainHead = d;
+    }
+    this.#chainTail = d;
+    this.#chainCount++;
+  }
+
+  /** Ends the chain and adds its head to the available ring (unpublished); returns the head. */
+  commit(): number {
+    const head = this.#chainHead;
+    this.#chainLen[head] = this.#chainCount;
+    this.#avail[2 + (this.#availIdx & this.#mask)] = head;
+    this.#availIdx = (this.#availIdx + 1) & 0xffff;
+    this.#chainHead = this.#chainTail = -1;
+    this.#chainCount = 0;
+    return head;
+  }
+
+  /**
+   * Makes added entries visible to the device. Returns whether the device wants a kick: the
+   * Atomics store is a full barrier, so the flag read after it cannot miss the device turning
+   * notifications back on after it last looked at the ring.
+   */
+  publish(): boolean {
+    if (this.#availIdx === this.#published) return false;
+    Atomics.store(this.#avail, 1, this.#availIdx);
+    this.#published = this.#availIdx;
+    return (Atomics.load(this.#used16, 0) & USED_F_NO_NOTIFY) === 0;
+  }
+
+  /**
+   * Takes the next used entry: returns its chain head (the descriptors are free again) and
+   * sets {@link lastUsedLen}, or returns -1 when there is none. Throws RangeError when the
+   * device returns a head that is not in flight.
+   */
+  popUsed(): number {
+    if (this.#lastUsed === Atomics.load(this.#used16, 1)) return -1;
+    const e = 1 + ((this.#lastUsed & this.#mask) << 1);
+    const head = this.#used32[e];
+    this.lastUsedLen = this.#used32[e + 1];
+    this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
+    const n = head < this.size ? this.#chainLen[head] : 0;
+    if (n === 0) throw new RangeError(`The device returned descriptor ${head}, which is not in flight`);
+    this.#chainLen[head] = 0;
+    let tail = head;
+    for (let k = 1; k < n; k++) tail = this.#next[tail];
+    this.#next[tail] = this.#freeHead;
+    this.#freeHead = head;
+    this.#numFree += n;
+    return head;
+  }
+
+  /** Asks the device for (or not for) used-buffer notifications; advisory. */
+  setInterrupts(enabled: boolean): void {
+    Atomics.store(this.#avail, 0, enabled ? 0 : AVAIL_F_NO_INTERRUPT);
+  }
+
+  /** Whether used-buffer notifications are requested. */
+  get interrupts(): boolean {
+    return (this.#avail[0] & AVAIL_F_NO_INTERRUPT) === 0;
+  }
+}

@@ -1,0 +1,369 @@
+// BlockDevice, the Promise API: event-loop behaviour, many requests at once, errors with errno,
+// cancellation through AbortSignal, close with I/O in flight, and use after close.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Blkio, BlkioError, BlockDevice, type Completion } from "../mod.ts";
+import {
+  alignedBuffer,
+  cleanupAll,
+  loopUnavailableReason,
+  pread,
+  pwrite,
+  scratchFile,
+  scratchLoop,
+  type Target,
+  targets,
+} from "./_helpers.ts";
+
+const TARGETS = targets();
+const NO_LOOP = loopUnavailableReason();
+/** The O_DIRECT target tests prefer: a loop device over tmpfs when possible. */
+const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ?? TARGETS.find((t) => t.name === "file+direct")!;
+
+/** Block s starts with s (u32 LE), then bytes derived from s. */
+function stamped(blocks: number, blockLen: number): Uint8Array {
+  const data = new Uint8Array(blocks * blockLen);
+  const dv = new DataView(data.buffer);
+  for (let s = 0; s < blocks; s++) {
+    const o = s * blockLen;
+    for (let j = 4; j < blockLen; j++) data[o + j] = (s * 13 + j) & 0xff;
+    dv.setUint32(o, s, true);
+  }
+  return data;
+}
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  assert.fail("expected the promise to reject");
+}
+
+async function assertRejectsErrno(p: Promise<unknown>, code: string, errno: number): Promise<BlkioError> {
+  const e = await rejection(p);
+  assert.ok(e instanceof BlkioError, `expected BlkioError ${code}, got ${e}`);
+  assert.equal(e.code, code, e.message);
+  assert.equal(e.errno, errno);
+  assert.ok(e.message.length > 0);
+  return e;
+}
+
+function assertAbortError(e: unknown): void {
+  assert.ok(e instanceof Error, `expected an Error, got ${e}`);
+  assert.equal((e as Error).name, "AbortError");
+}
+
+const tick = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+for (const t of TARGETS) {
+  test(`BlockDevice.open() reports the device's properties [${t.name}]`, async () => {
+    const dev = await BlockDevice.open(t.path, { direct: t.direct });
+    try {
+      assert.equal(dev.capacity, BigInt(t.size));
+      assert.equal(dev.readOnly, false);
+      if (t.direct) {
+        assert.ok(dev.requestAlignment >= 512, `request-alignment ${dev.requestAlignment}`);
+        assert.ok(dev.bufAlignment >= 512);
+      } else {
+        assert.equal(dev.requestAlignment, 1);
+        assert.equal(dev.bufAlignment, 1);
+      }
+    } finally {
+      await dev.close();
+    }
+  });
+
+  test(`BlockDevice write, read, writev, readv, writeZeroes, flush round trip [${t.name}]`, async () => {
+    await using dev = await BlockDevice.open(t.path, { direct: t.direct });
+    const data = stamped(8, 4096);
+    const a = dev.allocBuffer(16384), b = dev.allocBuffer(16384);
+    a.set(data.subarray(0, 16384));
+    b.set(data.subarray(16384));
+    await dev.write(0, a);
+    await dev.writev(16384, [b.subarray(0, 8192), b.subarray(8192)], { fua: true });
+    await dev.flush();
+    assert.deepEqual(pread(t.path, 0, 32768), data);
+    const back = dev.allocBuffer(32768);
+    await dev.readv(0, [back.subarray(0, 4096), back.subarray(4096)]);
+    assert.deepEqual(back, data);
+    await dev.writeZeroes(4096, 8192);
+    const z = dev.allocBuffer(32768);
+    await dev.read(0, z);
+    assert.deepEqual(z.subarray(4096, 12288), new Uint8Array(8192));
+    assert.deepEqual(z.subarray(12288), data.subarray(12288));
+    assert.deepEqual(z.subarray(0, 4096), data.subarray(0, 4096));
+  });
+}
+
+test("BlockDevice: a 10,000-way Promise.all completes with correct data", async () => {
+  const blocks = 10_000;
+  const path = NO_LOOP === null ? scratchLoop(48 << 20) : scratchFile(48 << 20);
+  const bs = 4096;
+  const data = stamped(blocks, bs);
+  pwrite(path, 0, data);
+  await using dev = await BlockDevice.open(path, { direct: true });
+  const bufs = Array.from({ length: blocks }, () => dev.allocBuffer(bs));
+  // Shuffled offsets, so completions come back in any order.
+  const order = Array.from({ length: blocks }, (_, i) => i);
+  for (let i = blocks - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  await Promise.all(order.map((s) => dev.read(s * bs, bufs[s])));
+  for (let s = 0; s < blocks; s++) {
+    const want = data.subarray(s * bs, (s + 1) * bs);
+    if (!bufs[s].every((v, j) => v === want[j])) assert.fail(`block ${s} has the wrong data`);
+  }
+});
+
+test("BlockDevice: the event loop keeps ticking while thousands of reads are in flight", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  const blocks = Number(dev.capacity / 4096n);
+  const depth = 2048;
+  const bufs = Array.from({ length: depth }, () => dev.allocBuffer(4096));
+  let ticks = 0, maxGap = 0, last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    maxGap = Math.max(maxGap, now - last);
+    last = now;
+    ticks++;
+  }, 5);
+  const end = performance.now() + 400;
+  let reads = 0;
+  try {
+    await Promise.all(bufs.map(async (buf) => {
+      while (performance.now() < end) {
+        await dev.read(Math.floor(Math.random() * blocks) * 4096, buf);
+        reads++;
+      }
+    }));
+  } finally {
+    clearInterval(timer);
+  }
+  assert.ok(reads > depth, `only ${reads} reads`);
+  // 400 ms at 5 ms is 80 ticks; a loaded CI machine gets some slack, a blocked loop gets ~0.
+  assert.ok(ticks >= 20, `setInterval fired only ${ticks} times in 400 ms (${reads} reads)`);
+  assert.ok(maxGap < 150, `setInterval was delayed up to ${maxGap.toFixed(1)} ms`);
+});
+
+test("BlockDevice: a misaligned O_DIRECT read rejects with BlkioError EINVAL", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  const buf = dev.allocBuffer(8192);
+  const e = await assertRejectsErrno(dev.read(dev.requestAlignment / 2, buf.subarray(0, 4096)), "EINVAL", 22);
+  assert.match(e.message, /Read at offset \d+ failed: EINVAL/);
+  // A misaligned buffer too (offset 1 into aligned memory), and the device keeps working.
+  await assertRejectsErrno(dev.read(0, buf.subarray(1, 4097)), "EINVAL", 22);
+  await dev.read(0, buf.subarray(0, 4096));
+});
+
+test("BlockDevice: a write on a read-only device rejects with BlkioError EBADF", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true, readOnly: true });
+  assert.equal(dev.readOnly, true);
+  const buf = dev.allocBuffer(4096);
+  await assertRejectsErrno(dev.write(0, buf), "EBADF", 9);
+  await dev.read(0, buf);
+});
+
+test("BlockDevice: bad arguments reject with BlkioError EINVAL", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  await assertRejectsErrno(dev.read(-1, dev.allocBuffer(4096)), "EINVAL", 22);
+  await assertRejectsErrno(dev.read(0, "not a buffer" as unknown as Uint8Array), "EINVAL", 22);
+  await assertRejectsErrno(
+    dev.read(0, dev.allocBuffer(4096), { signal: "nope" as unknown as AbortSignal }),
+    "EINVAL",
+    22,
+  );
+  assert.throws(() => dev.allocBuffer(0), BlkioError);
+  await assert.rejects(BlockDevice.open(DIRECT.path, { queues: 0 }), BlkioError);
+  await assert.rejects(BlockDevice.open("/nonexistent/blkio"), (e: unknown) => (e as BlkioError).code === "ENOENT");
+});
+
+test("BlockDevice: allocBuffer() returns aligned buffers from mapped regions, growing the pool", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  const bufs = Array.from({ length: 600 }, () => dev.allocBuffer(4096)); // more than one 1 MiB region
+  const big = dev.allocBuffer(3 << 20);
+  bufs.push(dev.allocBuffer(100), big);
+  const seen = new Set<ArrayBufferLike>();
+  for (const b of bufs) {
+    seen.add(b.buffer);
+    assert.equal(b.byteOffset % dev.bufAlignment, 0);
+    if (b.length >= 4096) assert.equal(b.byteOffset % 4096, 0, "page-sized buffers are page aligned");
+  }
+  assert.ok(seen.size >= 3, `${seen.size} regions`);
+  await Promise.all(bufs.filter((b) => b.length >= 4096).map((b) => dev.read(0, b.subarray(0, 4096))));
+  await dev.read(0, big);
+});
+
+test("BlockDevice: an already aborted signal rejects at once and submits nothing", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  const buf = dev.allocBuffer(4096);
+  const reason = new Error("stop");
+  const e1 = await rejection(dev.read(0, buf, { signal: AbortSignal.abort(reason) }));
+  assert.equal(e1, reason);
+  const e2 = await rejection(dev.read(0, buf, { signal: AbortSignal.abort("a string reason") }));
+  assertAbortError(e2);
+  assertAbortError(await rejection(dev.flush({ signal: AbortSignal.abort() })));
+});
+
+test("BlockDevice: aborting requests still in the backlog removes them", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true, numEntries: 4 });
+  const n = 200;
+  const data = stamped(n, 4096);
+  pwrite(DIRECT.path, 0, data);
+  const bufs = Array.from({ length: n }, () => dev.allocBuffer(4096));
+  const controllers = bufs.map(() => new AbortController());
+  const promises = bufs.map((b, i) => dev.read(i * 4096, b, { signal: controllers[i].signal }));
+  // The ring holds 4: everything from 100 on waits in the backlog when aborted.
+  for (let i = 100; i < n; i++) controllers[i].abort();
+  const results = await Promise.allSettled(promises);
+  for (let i = 0; i < n; i++) {
+    if (i < 100) {
+      assert.equal(results[i].status, "fulfilled", `read ${i}`);
+      assert.deepEqual(bufs[i], data.subarray(i * 4096, (i + 1) * 4096));
+    } else {
+      assert.equal(results[i].status, "rejected", `read ${i}`);
+      assertAbortError((results[i] as PromiseRejectedResult).reason);
+      assert.ok(bufs[i].every((v) => v === 0), `aborted read ${i} reached the device`);
+    }
+  }
+  // One signal shared by many requests aborts them all, and the device keeps working.
+  const ac = new AbortController();
+  const many = Array.from({ length: 5000 }, (_, i) => dev.read((i % n) * 4096, bufs[i % n], { signal: ac.signal }));
+  ac.abort();
+  for (const r of await Promise.allSettled(many)) {
+    assert.equal(r.status, "rejected");
+  }
+  await dev.read(4096, bufs[0]);
+  assert.deepEqual(bufs[0], data.subarray(4096, 8192));
+});
+
+test("BlockDevice: aborting after submission rejects at once; the device keeps working", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  const len = 1 << 20;
+  const count = Math.min(8, Number(dev.capacity) / len);
+  const data = stamped(count * 256, 4096);
+  pwrite(DIRECT.path, 0, data);
+  const bufs = Array.from({ length: count }, () => dev.allocBuffer(len));
+  const ac = new AbortController();
+  const settled: string[] = [];
+  const others = bufs.slice(1).map((b, i) => dev.read((i + 1) * len, b).then(() => void settled.push(`read ${i + 1}`)));
+  const aborted = dev.read(0, bufs[0], { signal: ac.signal }).then(
+    () => settled.push("aborted read resolved"),
+    (e) => {
+      assertAbortError(e);
+      settled.push("aborted");
+    },
+  );
+  // One microtask later the batch has been handed to the kernel, and no completion has been
+  // looked at yet (that takes an event-loop turn): the request is in flight.
+  await Promise.resolve();
+  ac.abort();
+  await aborted;
+  assert.equal(settled[0], "aborted", `settled first: ${settled.join(", ")}`);
+  await Promise.all(others);
+  for (let i = 1; i < count; i++) assert.deepEqual(bufs[i], data.subarray(i * len, (i + 1) * len));
+  // The aborted read's slot was only freed by its completion; the device is fine afterwards.
+  const again = dev.allocBuffer(len);
+  await dev.read(0, again);
+  assert.deepEqual(again, data.subarray(0, len));
+});
+
+test("BlockDevice.close() waits for requests in flight", async () => {
+  const dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  const bufs = Array.from({ length: 1000 }, () => dev.allocBuffer(4096));
+  let settled = 0;
+  const reads = bufs.map((b, i) => dev.read((i % 512) * 4096, b).then(() => void settled++));
+  const closing = dev.close();
+  await assertRejectsErrno(dev.read(0, bufs[0]), "EBADF", 9);
+  await closing;
+  assert.equal(settled, 1000);
+  await Promise.all(reads);
+  // Closing again is fine; requests and buffers are refused; the buffers' memory is gone.
+  await dev.close();
+  await assertRejectsErrno(dev.read(0, bufs[0]), "EBADF", 9);
+  await assertRejectsErrno(dev.flush(), "EBADF", 9);
+  await assertRejectsErrno(dev.writeZeroes(0, 4096), "EBADF", 9);
+  assert.throws(() => dev.allocBuffer(4096), (e: unknown) => (e as BlkioError).code === "EBADF");
+  assert.equal(bufs[0].length, 0);
+});
+
+test("BlockDevice: await using closes the device", async () => {
+  let buf: Uint8Array;
+  let dev: BlockDevice;
+  {
+    await using d = await BlockDevice.open(DIRECT.path, { direct: true });
+    dev = d;
+    buf = d.allocBuffer(4096);
+    void d.read(0, buf);
+  }
+  await assertRejectsErrno(dev.read(0, new Uint8Array(4096)), "EBADF", 9);
+  assert.equal(buf.length, 0);
+});
+
+test("BlockDevice: requests spread over several queues", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true, queues: 4, numEntries: 8 });
+  const n = 1000, blocks = Number(dev.capacity / 4096n);
+  const data = stamped(blocks, 4096);
+  pwrite(DIRECT.path, 0, data);
+  const bufs = Array.from({ length: n }, () => dev.allocBuffer(4096));
+  await Promise.all(bufs.map((b, i) => dev.read((i % blocks) * 4096, b)));
+  for (let i = 0; i < n; i++) assert.deepEqual(bufs[i], data.subarray((i % blocks) * 4096, (i % blocks + 1) * 4096));
+});
+
+// Queue.cancel, the core operation behind aborts.
+function startDirect(t: Target, entries?: number): Blkio {
+  const b = Blkio.create("io_uring");
+  b.setStr("path", t.path);
+  b.setBool("direct", t.direct);
+  b.connect();
+  if (entries !== undefined) b.setInt("num-entries", entries);
+  b.start();
+  return b;
+}
+
+test("Queue.cancel() drops a request from the backlog with -ECANCELED", () => {
+  using b = startDirect(DIRECT, 1);
+  const q = b.getQueue(0)!;
+  const buf = alignedBuffer(b, 8192);
+  q.read(0, buf.subarray(0, 4096), "first");
+  q.read(4096, buf.subarray(4096), "second");
+  q.read(4096, buf.subarray(4096), "third");
+  assert.equal(q.cancel("second"), true);
+  assert.equal(q.cancel("second"), false, "cancelled twice");
+  assert.equal(q.cancel("nobody"), false);
+  const out: Completion[] = [];
+  const got = new Map<unknown, Completion>();
+  while (got.size < 3) {
+    const n = q.doIo(out, 1);
+    for (let i = 0; i < n; i++) got.set(out[i].userData, { ...out[i] });
+  }
+  assert.equal(got.get("first")!.ret, 0);
+  assert.equal(got.get("second")!.ret, -125);
+  assert.ok(got.get("second")!.errorMsg);
+  assert.equal(got.get("third")!.ret, 0);
+});
+
+test("Queue.cancel() of a request in the kernel keeps its buffer until the completion", () => {
+  using b = startDirect(DIRECT);
+  const q = b.getQueue(0)!;
+  const buf = alignedBuffer(b, 1 << 20);
+  const tag = { read: "big" };
+  q.read(0, buf, tag);
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 0), 0, "completed during submission");
+  // Found until its completion has been returned, done or not.
+  assert.equal(q.cancel(tag), true);
+  assert.equal(q.usesBuffer(buf.buffer), true);
+  const n = q.doIo(out, 1);
+  assert.equal(n, 1);
+  assert.equal(out[0].userData, tag);
+  assert.ok(out[0].ret === 0 || out[0].ret === -125, `ret ${out[0].ret}`);
+  assert.equal(q.usesBuffer(buf.buffer), false);
+  assert.equal(q.cancel(tag), false);
+  // The cancel's own completion is never reported.
+  assert.equal(q.doIo(out, 0), 0);
+});
+
+test("block_device: cleanup scratch targets", () => cleanupAll());

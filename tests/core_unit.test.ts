@@ -1,0 +1,961 @@
+// Unit tests of the pure core, with no device and no real I/O: SQE writers against liburing's
+// io_uring_prep_* layouts, both backlogs, flag checks, the property engine, and the Queue's doIo
+// loop driven by a scripted fake driver queue.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { BlkioError } from "../src/errors.ts";
+import { ERRNO } from "../src/errno.ts";
+import { type Completion, flagsError, newCompletion, Op, type OpValue, ReqFlags } from "../src/completion.ts";
+import { CompletionBacklog } from "../src/completion_backlog.ts";
+import { RequestBacklog, type RequestSink } from "../src/request_backlog.ts";
+import { PropertyTable } from "../src/properties.ts";
+import { State, type StateValue } from "../src/state.ts";
+import { Queue } from "../src/queue.ts";
+import type { DriverQueue } from "../src/driver.ts";
+import type { Native } from "../ffi/types.ts";
+import { CQE, IOVEC, PARAMS, SQE, TIMESPEC } from "../src/uring/layout.ts";
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  IORING_FSYNC_DATASYNC,
+  IORING_OP,
+  IOSQE_FIXED_FILE,
+} from "../src/uring/constants.ts";
+import {
+  prepCancel,
+  prepFallocate,
+  prepFdatasync,
+  prepRead,
+  prepReadv,
+  prepRw,
+  prepWrite,
+  prepWritev,
+  setRwFlags,
+  setSqeFlags,
+  setUserData,
+} from "../src/uring/sqe.ts";
+import { assertErrno } from "./_helpers.ts";
+
+const { EINVAL, EINTR, ETIME, EBUSY, ENOTSUP } = ERRNO;
+
+// --- SQE writers ---
+
+interface SqeFields {
+  opcode: number;
+  flags?: number;
+  fd: number;
+  off: number | bigint;
+  addr: number | bigint;
+  len: number;
+  rwFlags?: number;
+  userData?: number | bigint;
+}
+
+/** The 64 bytes liburing 2.3 leaves in an SQE after io_uring_prep_rw and friends. */
+function expectedSqe(f: SqeFields): Uint8Array {
+  const out = new Uint8Array(SQE.size);
+  const v = new DataView(out.buffer);
+  v.setUint8(SQE.opcode, f.opcode);
+  v.setUint8(SQE.flags, f.flags ?? 0);
+  v.setInt32(SQE.fd, f.fd, true);
+  v.setBigUint64(SQE.off, BigInt(f.off), true);
+  v.setBigUint64(SQE.addr, BigInt(f.addr), true);
+  v.setUint32(SQE.len, f.len, true);
+  v.setUint32(SQE.rwFlags, f.rwFlags ?? 0, true);
+  v.setBigUint64(SQE.userData, BigInt(f.userData ?? 0), true);
+  return out;
+}
+
+/** An SQE array of `n` slots filled with garbage, as a reused ring would be. */
+function sqeArray(n = 4): { sq: Uint32Array; bytes: Uint8Array } {
+  const bytes = new Uint8Array(new ArrayBuffer(SQE.size * n)).fill(0xa5);
+  return { sq: new Uint32Array(bytes.buffer), bytes };
+}
+
+function slot(bytes: Uint8Array, i: number): Uint8Array {
+  return bytes.subarray(i * SQE.size, (i + 1) * SQE.size);
+}
+
+function assertUntouched(bytes: Uint8Array, ...slots: number[]): void {
+  for (const i of slots) assert.ok(slot(bytes, i).every((x) => x === 0xa5), `slot ${i} was touched`);
+}
+
+test("layout: SQE/CQE/params/iovec/timespec offsets match the kernel UAPI", () => {
+  assert.deepEqual(
+    { ...SQE },
+    { size: 64, opcode: 0, flags: 1, fd: 4, off: 8, addr: 16, len: 24, rwFlags: 28, userData: 32 },
+  );
+  assert.deepEqual({ ...CQE }, { size: 16, userData: 0, res: 8, flags: 12 });
+  assert.equal(PARAMS.size, 120);
+  assert.deepEqual({ ...IOVEC }, { size: 16, base: 0, len: 8 });
+  assert.deepEqual({ ...TIMESPEC }, { size: 16, sec: 0, nsec: 8 });
+  assert.equal(IORING_OP.READV, 1);
+  assert.equal(IORING_OP.WRITEV, 2);
+  assert.equal(IORING_OP.FSYNC, 3);
+  assert.equal(IORING_OP.ASYNC_CANCEL, 14);
+  assert.equal(IORING_OP.FALLOCATE, 17);
+  assert.equal(IORING_OP.READ, 22);
+  assert.equal(IORING_OP.WRITE, 23);
+});
+
+test("sqe: prepRead writes io_uring_prep_read's bytes, 64-bit values split across 2^32", () => {
+  const { sq, bytes } = sqeArray();
+  const off = 2 ** 40 + 512 + 7;
+  const addr = 0x7fff_dead_b000 + 16;
+  prepRead(sq, 1, 5, addr, 4096, off);
+  assert.deepEqual(slot(bytes, 1), expectedSqe({ opcode: IORING_OP.READ, fd: 5, off, addr, len: 4096 }));
+  assertUntouched(bytes, 0, 2, 3);
+  const v = new DataView(bytes.buffer, SQE.size);
+  assert.equal(v.getUint32(SQE.off, true), 512 + 7);
+  assert.equal(v.getUint32(SQE.off + 4, true), 256);
+  assert.equal(v.getBigUint64(SQE.addr, true), BigInt(addr));
+});
+
+test("sqe: offsets and addresses at the 32-bit and 53-bit edges", () => {
+  for (const off of [0, 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 52 + 3, 2 ** 53 - 1]) {
+    const { sq, bytes } = sqeArray(1);
+    prepWrite(sq, 0, 0, off, 0xffffffff, off);
+    assert.deepEqual(
+      slot(bytes, 0),
+      expectedSqe({ opcode: IORING_OP.WRITE, fd: 0, off, addr: off, len: 0xffffffff }),
+      `value ${off}`,
+    );
+    const v = new DataView(bytes.buffer);
+    assert.equal(v.getBigUint64(SQE.off, true), BigInt(off));
+  }
+});
+
+test("sqe: prepReadv/prepWritev take the iovec array address and count", () => {
+  const { sq, bytes } = sqeArray();
+  prepReadv(sq, 0, 3, 0x5555_0000_1000, 3, 4096);
+  prepWritev(sq, 3, 2, 0x1000, 1024, 2 ** 33);
+  assert.deepEqual(
+    slot(bytes, 0),
+    expectedSqe({ opcode: IORING_OP.READV, fd: 3, off: 4096, addr: 0x5555_0000_1000, len: 3 }),
+  );
+  assert.deepEqual(
+    slot(bytes, 3),
+    expectedSqe({ opcode: IORING_OP.WRITEV, fd: 2, off: 2 ** 33, addr: 0x1000, len: 1024 }),
+  );
+  assertUntouched(bytes, 1, 2);
+});
+
+test("sqe: prepFdatasync is io_uring_prep_fsync(IORING_FSYNC_DATASYNC)", () => {
+  const { sq, bytes } = sqeArray();
+  prepFdatasync(sq, 2, 7);
+  assert.deepEqual(
+    slot(bytes, 2),
+    expectedSqe({ opcode: IORING_OP.FSYNC, fd: 7, off: 0, addr: 0, len: 0, rwFlags: IORING_FSYNC_DATASYNC }),
+  );
+  assertUntouched(bytes, 0, 1, 3);
+});
+
+test("sqe: prepFallocate puts the length in addr and the mode in len", () => {
+  const { sq, bytes } = sqeArray();
+  const len = 2 ** 33 + 4096;
+  const off = 2 ** 35 + 512;
+  const mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  prepFallocate(sq, 1, 0, mode, off, len);
+  assert.deepEqual(
+    slot(bytes, 1),
+    expectedSqe({ opcode: IORING_OP.FALLOCATE, fd: 0, off, addr: len, len: mode }),
+  );
+  const v = new DataView(bytes.buffer, SQE.size);
+  assert.equal(v.getBigUint64(SQE.addr, true), BigInt(len));
+  assert.equal(v.getUint32(SQE.len, true), 3);
+});
+
+test("sqe: prepCancel is io_uring_prep_cancel64 (fd -1, target in addr)", () => {
+  const { sq, bytes } = sqeArray(1);
+  prepCancel(sq, 0, 1234);
+  assert.deepEqual(
+    slot(bytes, 0),
+    expectedSqe({ opcode: IORING_OP.ASYNC_CANCEL, fd: -1, off: 0, addr: 1234, len: 0 }),
+  );
+});
+
+test("sqe: setUserData, setRwFlags and setSqeFlags touch only their fields", () => {
+  const { sq, bytes } = sqeArray();
+  prepRead(sq, 1, 0, 0x10000, 512, 0);
+  setUserData(sq, 1, 0xfffffffe);
+  setRwFlags(sq, 1, 0x12);
+  setSqeFlags(sq, 1, IOSQE_FIXED_FILE);
+  assert.deepEqual(
+    slot(bytes, 1),
+    expectedSqe({
+      opcode: IORING_OP.READ,
+      flags: IOSQE_FIXED_FILE,
+      fd: 0,
+      off: 0,
+      addr: 0x10000,
+      len: 512,
+      rwFlags: 0x12,
+      userData: 0xfffffffe,
+    }),
+  );
+  // Setting flags again replaces them and keeps opcode and ioprio.
+  const v = new DataView(bytes.buffer, SQE.size);
+  v.setUint16(2, 0x4003, true); // ioprio
+  setSqeFlags(sq, 1, 0x84);
+  assert.equal(v.getUint8(SQE.opcode), IORING_OP.READ);
+  assert.equal(v.getUint8(SQE.flags), 0x84);
+  assert.equal(v.getUint16(2, true), 0x4003);
+  // A new prep clears everything a previous request left, user_data included.
+  prepRw(sq, 1, IORING_OP.WRITE, 4, 8, 16, 32);
+  assert.deepEqual(
+    slot(bytes, 1),
+    expectedSqe({ opcode: IORING_OP.WRITE, fd: 4, off: 32, addr: 8, len: 16 }),
+  );
+  assertUntouched(bytes, 0, 2, 3);
+});
+
+// --- RequestBacklog ---
+
+interface Taken {
+  op: OpValue;
+  start: number;
+  buf: Uint8Array | null;
+  iov: readonly Uint8Array[] | null;
+  len: number;
+  ud: unknown;
+  flags: number;
+}
+
+/** A sink that takes requests while `accept()` says so. */
+function sink(accept: (ud: unknown) => boolean = () => true): RequestSink & { taken: Taken[] } {
+  const taken: Taken[] = [];
+  return {
+    taken,
+    tryEnqueue(op, start, buf, iov, len, ud, flags) {
+      if (!accept(ud)) return false;
+      taken.push({ op, start, buf, iov, len, ud, flags });
+      return true;
+    },
+  };
+}
+
+function pushN(bl: RequestBacklog, from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const buf = i % 2 === 0 ? new Uint8Array(1 + (i % 5)) : null;
+    const iov = i % 2 === 1 ? [new Uint8Array(2), new Uint8Array(3)] : null;
+    bl.push((i % 7) as OpValue, i * 512, buf, iov, i * 3, { i }, i & 7);
+  }
+}
+
+function assertTaken(t: Taken, i: number): void {
+  assert.equal((t.ud as { i: number }).i, i);
+  assert.equal(t.op, i % 7);
+  assert.equal(t.start, i * 512);
+  assert.equal(t.len, i * 3);
+  assert.equal(t.flags, i & 7);
+  if (i % 2 === 0) {
+    assert.equal(t.buf?.byteLength, 1 + (i % 5));
+    assert.equal(t.iov, null);
+  } else {
+    assert.equal(t.buf, null);
+    assert.equal(t.iov?.length, 2);
+  }
+}
+
+test("request backlog: FIFO order with every field kept", () => {
+  const bl = new RequestBacklog();
+  pushN(bl, 0, 10);
+  assert.equal(bl.length, 10);
+  const s = sink();
+  assert.equal(bl.process(s), 10);
+  assert.equal(bl.length, 0);
+  s.taken.forEach(assertTaken);
+  assert.equal(bl.process(s), 0);
+});
+
+test("request backlog: grows past 64 while wrapped around, order kept", () => {
+  const bl = new RequestBacklog();
+  pushN(bl, 0, 50);
+  let budget = 40;
+  const s = sink(() => budget-- > 0);
+  assert.equal(bl.process(s), 40);
+  assert.equal(bl.length, 10);
+  pushN(bl, 50, 300); // wraps at 64, then grows to 128 and 256 with head > 0
+  assert.equal(bl.length, 260);
+  budget = Infinity;
+  assert.equal(bl.process(s), 260);
+  assert.equal(s.taken.length, 300);
+  s.taken.forEach(assertTaken);
+  // Reuse after emptying, across the wrap point again.
+  for (let round = 0; round < 3; round++) {
+    pushN(bl, 0, 100);
+    const s2 = sink();
+    assert.equal(bl.process(s2), 100);
+    s2.taken.forEach(assertTaken);
+  }
+});
+
+test("request backlog: process() stops at the first refused request and resumes there", () => {
+  const bl = new RequestBacklog();
+  pushN(bl, 0, 12);
+  const refuse = new Set([5, 9]);
+  const s = sink((ud) => !refuse.delete((ud as { i: number }).i));
+  assert.equal(bl.process(s), 5);
+  assert.equal(bl.length, 7);
+  assert.equal(bl.process(s), 4); // 5..8, refuses 9
+  assert.equal(bl.process(s), 3);
+  assert.equal(bl.length, 0);
+  s.taken.forEach(assertTaken);
+  // A sink that refuses everything changes nothing.
+  pushN(bl, 0, 3);
+  assert.equal(bl.process(sink(() => false)), 0);
+  assert.equal(bl.length, 3);
+});
+
+test("request backlog: drain() hands back userData in order; usesBuffer() sees waiting buffers", () => {
+  const bl = new RequestBacklog();
+  const a = new Uint8Array(new ArrayBuffer(16));
+  const b = new Uint8Array(new ArrayBuffer(16));
+  const c = new Uint8Array(new ArrayBuffer(16));
+  bl.push(Op.Read, 0, a.subarray(4), null, 12, "a", 0);
+  bl.push(Op.Readv, 0, null, [c, b.subarray(8)], 24, "bc", 0);
+  assert.ok(bl.usesBuffer(a.buffer));
+  assert.ok(bl.usesBuffer(b.buffer));
+  assert.ok(bl.usesBuffer(c.buffer));
+  assert.ok(!bl.usesBuffer(new ArrayBuffer(16)));
+  const seen: unknown[] = [];
+  bl.drain((ud) => seen.push(ud));
+  assert.deepEqual(seen, ["a", "bc"]);
+  assert.equal(bl.length, 0);
+  assert.ok(!bl.usesBuffer(a.buffer));
+});
+
+// --- CompletionBacklog ---
+
+test("completion backlog: fill in order, bounded by max, reusing Completion objects", () => {
+  const cb = new CompletionBacklog();
+  let pushes = 0;
+  cb.onPush = () => pushes++;
+  cb.push("a", -5, "first");
+  cb.push("b", 0, null);
+  cb.push("c", -22, "third");
+  assert.equal(pushes, 3);
+  assert.equal(cb.length, 3);
+  const keep = newCompletion();
+  const out: Completion[] = [keep];
+  assert.equal(cb.fill(out, 0, 2), 2);
+  assert.equal(out[0], keep);
+  assert.deepEqual(out.slice(0, 2), [
+    { userData: "a", ret: -5, errorMsg: "first" },
+    { userData: "b", ret: 0, errorMsg: null },
+  ]);
+  assert.equal(cb.length, 1);
+  assert.equal(cb.fill(out, 2, 10), 3);
+  assert.deepEqual(out[2], { userData: "c", ret: -22, errorMsg: "third" });
+  assert.equal(cb.length, 0);
+  assert.equal(cb.fill(out, 0, 10), 0);
+});
+
+test("completion backlog: unfilled completions come back first, in order", () => {
+  const cb = new CompletionBacklog();
+  for (const x of ["a", "b", "c", "d"]) cb.push(x, 0, null);
+  const out: Completion[] = [];
+  assert.equal(cb.fill(out, 0, 2), 2);
+  // Two more that came from the ring in the same doIo.
+  out.push({ userData: "r1", ret: 1, errorMsg: null }, { userData: "r2", ret: 2, errorMsg: "m" });
+  cb.unfill(out, 4);
+  assert.equal(cb.length, 6);
+  cb.push("e", 0, null);
+  const again: Completion[] = [];
+  assert.equal(cb.fill(again, 0, 100), 7);
+  assert.deepEqual(again.map((c) => c.userData), ["a", "b", "r1", "r2", "c", "d", "e"]);
+  assert.deepEqual(again[3], { userData: "r2", ret: 2, errorMsg: "m" });
+  cb.unfill(again, 0);
+  assert.equal(cb.length, 0);
+  // unfill into an empty backlog after a partial fill keeps the order too.
+  cb.push("x", 0, null);
+  cb.push("y", 0, null);
+  cb.push("z", 0, null);
+  const o2: Completion[] = [];
+  cb.fill(o2, 0, 1);
+  cb.unfill(o2, 1);
+  const o3: Completion[] = [];
+  cb.fill(o3, 0, 10);
+  assert.deepEqual(o3.map((c) => c.userData), ["x", "y", "z"]);
+});
+
+// --- flags ---
+
+test("flagsError: libblkio's messages per request type", () => {
+  const FUA = "BLKIO_REQ_FUA is invalid for this request type";
+  const NO_UNMAP = "BLKIO_REQ_NO_UNMAP is invalid for this request type";
+  const NO_FALLBACK = "BLKIO_REQ_NO_FALLBACK is invalid for this request type";
+  const BITS = "unsupported bits in request flags";
+  const { FUA: F, NO_UNMAP: U, NO_FALLBACK: N } = ReqFlags;
+  const table: [OpValue, number, string | null][] = [
+    [Op.Read, 0, null],
+    [Op.Read, F, FUA],
+    [Op.Read, U, NO_UNMAP],
+    [Op.Read, N, NO_FALLBACK],
+    [Op.Readv, F, FUA],
+    [Op.Write, F, null],
+    [Op.Write, U, NO_UNMAP],
+    [Op.Writev, F, null],
+    [Op.Writev, N, NO_FALLBACK],
+    [Op.WriteZeroes, F | U | N, null],
+    [Op.Discard, F, FUA],
+    [Op.Discard, U, NO_UNMAP],
+    [Op.Discard, N, NO_FALLBACK],
+    [Op.Flush, F | U, FUA],
+    [Op.Flush, U | N, NO_UNMAP],
+    [Op.Flush, 0, null],
+    [Op.Read, 8, BITS],
+    [Op.WriteZeroes, F | 16, BITS],
+    [Op.Write, 0x80000000, BITS],
+    [Op.Write, 0xffffffff, BITS],
+  ];
+  for (const [op, flags, want] of table) assert.equal(flagsError(op, flags), want, `op ${op} flags ${flags}`);
+});
+
+// --- PropertyTable ---
+
+interface FakeDriver {
+  name: string;
+  num: number;
+  qsize: number;
+  flag: boolean;
+  cap: bigint | null;
+  label: string;
+}
+
+function fakeTable(): PropertyTable<FakeDriver> {
+  return new PropertyTable<FakeDriver>({
+    name: { type: "str", doc: "driver name", get: (d) => d.name },
+    num: {
+      type: "int",
+      doc: "created only",
+      settableIn: [State.Created],
+      get: (d) => d.num,
+      set: (d, v) => {
+        if (v < 0) throw BlkioError.of("EINVAL", "num must be >= 0");
+        d.num = v;
+      },
+    },
+    qsize: {
+      type: "int",
+      doc: "connected only",
+      readableFrom: State.Connected,
+      settableIn: [State.Connected],
+      get: (d) => d.qsize,
+      set: (d, v) => void (d.qsize = v),
+    },
+    flag: {
+      type: "bool",
+      doc: "created or connected",
+      settableIn: [State.Created, State.Connected],
+      get: (d) => d.flag,
+      set: (d, v) => void (d.flag = v),
+    },
+    cap: {
+      type: "uint64",
+      doc: "device size",
+      readableFrom: State.Connected,
+      get: (d) => d.cap!,
+    },
+    label: {
+      type: "str",
+      doc: "any text",
+      settableIn: [State.Created],
+      get: (d) => d.label,
+      set: (d, v) => void (d.label = v),
+    },
+  });
+}
+
+function fakeDriver(): FakeDriver {
+  return { name: "fake", num: 1, qsize: 8, flag: false, cap: 4096n, label: "" };
+}
+
+const C = State.Created, K = State.Connected, S = State.Started;
+
+test("property table: unknown names, wrong types, and non-string names", () => {
+  const t = fakeTable(), d = fakeDriver();
+  assertErrno(() => t.get(d, C, "nope", "int"), "ENOENT", /nope/);
+  assertErrno(() => t.set(d, C, "nope", "int", 1), "ENOENT");
+  assertErrno(() => t.getStr(d, C, "nope"), "ENOENT");
+  assertErrno(() => t.setStr(d, C, "nope", "1"), "ENOENT");
+  assertErrno(() => t.get(d, C, "num", "bool"), "ENOTTY", /not a bool/);
+  assertErrno(() => t.get(d, C, "flag", "int"), "ENOTTY", /not an int/);
+  assertErrno(() => t.get(d, K, "cap", "int"), "ENOTTY", /not an int/);
+  assertErrno(() => t.set(d, C, "name", "int", 3), "ENOTTY");
+  assertErrno(() => t.get(d, C, 5 as unknown as string, "int"), "EINVAL");
+  assert.equal(t.has("num"), true);
+  assert.equal(t.has("nope"), false);
+});
+
+test("property table: state checks ENODEV / EBUSY / EACCES", () => {
+  const t = fakeTable(), d = fakeDriver();
+  // Reading before the state it becomes available in.
+  assertErrno(() => t.get(d, C, "cap", "uint64"), "ENODEV", /connected/);
+  assertErrno(() => t.getStr(d, C, "qsize"), "ENODEV");
+  assert.equal(t.get(d, K, "cap", "uint64"), 4096n);
+  assert.equal(t.get(d, S, "cap", "uint64"), 4096n);
+  // Read-only, in every state.
+  for (const st of [C, K, S] as StateValue[]) {
+    assertErrno(() => t.set(d, st, "cap", "uint64", 1n), "EACCES", /read-only/);
+    assertErrno(() => t.setStr(d, st, "name", "x"), "EACCES", /read-only/);
+  }
+  // Created-only.
+  t.set(d, C, "num", "int", 4);
+  assert.equal(d.num, 4);
+  assertErrno(() => t.set(d, K, "num", "int", 5), "EBUSY", /connected/);
+  assertErrno(() => t.set(d, S, "num", "int", 5), "EBUSY", /started/);
+  // Connected-only.
+  assertErrno(() => t.set(d, C, "qsize", "int", 16), "ENODEV");
+  t.set(d, K, "qsize", "int", 16);
+  assert.equal(d.qsize, 16);
+  assertErrno(() => t.set(d, S, "qsize", "int", 32), "EBUSY", /started/);
+  // Both.
+  t.set(d, C, "flag", "bool", true);
+  t.set(d, K, "flag", "bool", false);
+  assertErrno(() => t.set(d, S, "flag", "bool", true), "EBUSY");
+  assert.equal(d.flag, false);
+  // Errors of the row's own setter pass through.
+  assertErrno(() => t.set(d, C, "num", "int", -1), "EINVAL", /num/);
+  assert.equal(d.num, 4);
+});
+
+test("property table: getStr/setStr format and parse every type", () => {
+  const t = fakeTable(), d = fakeDriver();
+  assert.equal(t.getStr(d, C, "flag"), "false");
+  assert.equal(t.getStr(d, C, "num"), "1");
+  assert.equal(t.getStr(d, K, "cap"), "4096");
+  assert.equal(t.getStr(d, C, "name"), "fake");
+  t.setStr(d, C, "flag", "true");
+  assert.equal(d.flag, true);
+  t.setStr(d, C, "num", "+12");
+  assert.equal(d.num, 12);
+  t.setStr(d, C, "num", "2147483647");
+  assert.equal(d.num, 2147483647);
+  t.setStr(d, C, "label", "with spaces, =, and ünïcode");
+  assert.equal(d.label, "with spaces, =, and ünïcode");
+  for (const bad of ["yes", "1", "TRUE", "", " true"]) {
+    assertErrno(() => t.setStr(d, C, "flag", bad), "EINVAL");
+  }
+  for (const bad of ["", "1.5", "0x10", "1e3", "2147483648", "-2147483649", "12abc", " 1"]) {
+    assertErrno(() => t.setStr(d, C, "num", bad), "EINVAL");
+  }
+  assertErrno(() => t.setStr(d, C, "num", 5 as unknown as string), "EINVAL");
+  assert.equal(d.num, 2147483647);
+  // State checks come before parsing.
+  assertErrno(() => t.setStr(d, K, "num", "garbage"), "EBUSY");
+});
+
+test("property table: describe() per state, sorted by name", () => {
+  const t = fakeTable();
+  const created = t.describe(C);
+  assert.deepEqual(created.map((p) => p.name), ["cap", "flag", "label", "name", "num", "qsize"]);
+  const by = (list: typeof created) => Object.fromEntries(list.map((p) => [p.name, p]));
+  const c = by(created), k = by(t.describe(K)), s = by(t.describe(S));
+  assert.deepEqual(
+    { type: c.cap.type, readable: c.cap.readable, writable: c.cap.writable, settableIn: c.cap.settableIn },
+    { type: "uint64", readable: false, writable: false, settableIn: [] },
+  );
+  assert.equal(c.cap.readableFrom, "connected");
+  assert.equal(k.cap.readable, true);
+  assert.deepEqual(c.num.settableIn, ["created"]);
+  assert.equal(c.num.writable, true);
+  assert.equal(k.num.writable, false);
+  assert.deepEqual(c.flag.settableIn, ["created", "connected"]);
+  assert.equal(k.flag.writable, true);
+  assert.equal(s.flag.writable, false);
+  assert.equal(c.qsize.readable, false);
+  assert.equal(c.qsize.writable, false);
+  assert.equal(k.qsize.writable, true);
+  assert.equal(c.name.readable, true);
+  assert.equal(c.name.type, "str");
+  assert.equal(c.name.doc, "driver name");
+  for (const p of t.describe(S)) assert.equal(p.writable, false, p.name);
+});
+
+// --- Queue.doIo against a scripted fake driver queue ---
+
+interface FakeReq {
+  op: OpValue;
+  ud: unknown;
+  buf: Uint8Array | null;
+  iov: readonly Uint8Array[] | null;
+}
+
+/** What one enter() call does: submit everything, complete `complete` requests, return `ret`. */
+interface Step {
+  complete?: number | "all";
+  ret?: number;
+}
+
+class FakeQueue implements DriverQueue {
+  completions!: CompletionBacklog;
+  readonly completionFd: number;
+  readonly isPollQueue: boolean;
+  readonly cap: number;
+  prepared: FakeReq[] = [];
+  submitted: FakeReq[] = [];
+  done: { req: FakeReq; ret: number }[] = [];
+  enqueued: unknown[] = [];
+  enters: { min: number; timeoutNs: number }[] = [];
+  script: Step[] = [];
+  unsupportedOp: OpValue | null = null;
+  destroyed = 0;
+  fdEnabled = true;
+
+  constructor(opts: { cap?: number; poll?: boolean; completionFd?: number } = {}) {
+    this.cap = opts.cap ?? 64;
+    this.isPollQueue = opts.poll ?? false;
+    this.completionFd = opts.completionFd ?? -1;
+  }
+
+  get inFlight(): number {
+    return this.prepared.length + this.submitted.length + this.done.length;
+  }
+
+  get pendingSubmit(): number {
+    return this.prepared.length;
+  }
+
+  tryEnqueue(
+    op: OpValue,
+    _start: number,
+    buf: Uint8Array | null,
+    iov: readonly Uint8Array[] | null,
+    _len: number,
+    ud: unknown,
+  ): boolean {
+    if (this.inFlight >= this.cap) return false;
+    this.enqueued.push(ud);
+    if (op === this.unsupportedOp) {
+      this.completions.push(ud, -ENOTSUP, "request not supported for this driver");
+      return true;
+    }
+    this.prepared.push({ op, ud, buf, iov });
+    return true;
+  }
+
+  /** The device finishes `k` submitted requests on its own (no enter). */
+  finish(k: number | "all", ret = 0): void {
+    const n = k === "all" ? this.submitted.length : Math.min(k, this.submitted.length);
+    for (const req of this.submitted.splice(0, n)) this.done.push({ req, ret });
+  }
+
+  reap(out: Completion[], n: number, max: number): number {
+    while (n < max && this.done.length > 0) {
+      const { req, ret } = this.done.shift()!;
+      const c = out[n] ?? (out[n] = newCompletion());
+      c.userData = req.ud;
+      c.ret = ret;
+      c.errorMsg = null;
+      n++;
+    }
+    return n;
+  }
+
+  enter(min: number, timeoutNs: number): number {
+    this.enters.push({ min, timeoutNs });
+    this.submitted.push(...this.prepared.splice(0));
+    const step = this.script.shift() ?? { complete: "all" };
+    this.finish(step.complete ?? 0);
+    return step.ret ?? 0;
+  }
+
+  setCompletionFdEnabled(enabled: boolean): void {
+    this.fdEnabled = enabled;
+  }
+
+  usesBuffer(buffer: ArrayBufferLike): boolean {
+    const all = [...this.prepared, ...this.submitted, ...this.done.map((d) => d.req)];
+    return all.some((r) => r.buf?.buffer === buffer || (r.iov ?? []).some((b) => b.buffer === buffer));
+  }
+
+  cancel(userData: unknown): boolean {
+    return [...this.prepared, ...this.submitted].some((r) => r.ud === userData);
+  }
+
+  destroy(): void {
+    this.destroyed++;
+  }
+}
+
+const NO_NATIVE = {} as unknown as Native;
+
+function queueWith(opts: ConstructorParameters<typeof FakeQueue>[0] = {}): { q: Queue; dq: FakeQueue } {
+  const dq = new FakeQueue(opts);
+  return { q: new Queue(NO_NATIVE, dq), dq };
+}
+
+function uds(out: Completion[], n: number): unknown[] {
+  return out.slice(0, n).map((c) => c.userData);
+}
+
+const buf = () => new Uint8Array(new ArrayBuffer(8));
+
+test("queue: requests go to the driver in order and complete through doIo", () => {
+  const { q, dq } = queueWith();
+  for (let i = 0; i < 5; i++) q.read(i * 8, buf(), i);
+  assert.deepEqual(dq.enqueued, [0, 1, 2, 3, 4]);
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 5), 5);
+  assert.deepEqual(uds(out, 5), [0, 1, 2, 3, 4]);
+  assert.equal(dq.enters.length, 1);
+  assert.equal(dq.enters[0].min, 5);
+  assert.equal(dq.enters[0].timeoutNs, -1);
+  // Nothing outstanding: min 0 returns at once without entering the kernel.
+  assert.equal(q.doIo(out, 0), 0);
+  assert.equal(dq.enters.length, 1);
+});
+
+test("queue: ETIME from enter loses no completion", () => {
+  const { q, dq } = queueWith();
+  for (const x of ["a", "b", "c"]) q.read(0, buf(), x);
+  dq.script.push({ complete: 1, ret: -ETIME });
+  const out: Completion[] = [];
+  assertErrno(() => q.doIo(out, 3, 3, 1_000_000), "ETIME");
+  // The one reaped before the timeout comes first, without waiting.
+  const n = q.doIo(out, 1, 3);
+  assert.deepEqual(uds(out, n), ["a"]);
+  assert.equal(q.doIo(out, 2, 2), 2);
+  assert.deepEqual(uds(out, 2), ["b", "c"]);
+  assertErrno(() => q.doIo(out, 1, 1), "EINVAL");
+});
+
+test("queue: a timeout of 0 expires with ETIME when too few completed, keeping them", () => {
+  const { q, dq } = queueWith();
+  for (const x of ["a", "b"]) q.read(0, buf(), x);
+  dq.script.push({ complete: 1, ret: 0 });
+  const out: Completion[] = [];
+  assertErrno(() => q.doIo(out, 2, 2, 0), "ETIME");
+  assert.equal(dq.enters[0].timeoutNs, 0);
+  assert.equal(q.doIo(out, 2, 2), 2);
+  assert.deepEqual(uds(out, 2), ["a", "b"]);
+  // ETIME with enough completions already is success.
+  q.read(0, buf(), "c");
+  dq.script.push({ complete: "all", ret: -ETIME });
+  assert.equal(q.doIo(out, 1, 1, 5), 1);
+  assert.deepEqual(uds(out, 1), ["c"]);
+});
+
+test("queue: EINTR is retried by doIo and thrown by doIoInterruptible, nothing lost", () => {
+  const { q, dq } = queueWith();
+  for (const x of ["a", "b"]) q.read(0, buf(), x);
+  dq.script.push({ complete: 0, ret: -EINTR }, { complete: 0, ret: -EINTR });
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 2), 2);
+  assert.deepEqual(uds(out, 2), ["a", "b"]);
+  assert.equal(dq.enters.length, 3);
+
+  for (const x of ["c", "d", "e"]) q.read(0, buf(), x);
+  dq.script.push({ complete: 1, ret: -EINTR });
+  assertErrno(() => q.doIoInterruptible(out, 3, 3), "EINTR");
+  const n = q.doIoInterruptible(out, 3, 3);
+  assert.equal(n, 3);
+  assert.deepEqual(uds(out, 3), ["c", "d", "e"]);
+});
+
+test("queue: a doIo that throws leaves out as it was, so a retry with the same arguments works", () => {
+  const { q, dq } = queueWith();
+  for (const x of ["a", "b", "c"]) q.read(0, buf(), x);
+  dq.script.push({ complete: 1, ret: -ETIME }, { complete: 1, ret: -ETIME });
+  const out: Completion[] = [];
+  assertErrno(() => q.doIo(out, 3, undefined, 1000), "ETIME");
+  assert.equal(out.length, 0);
+  assertErrno(() => q.doIo(out, 3, undefined, 1000), "ETIME");
+  assert.equal(out.length, 0);
+  assert.equal(q.doIo(out, 3, undefined, 1000), 3);
+  assert.deepEqual(uds(out, 3), ["a", "b", "c"]);
+  // A preallocated array keeps its length and objects either way.
+  const pre = [newCompletion(), newCompletion()];
+  const objs = [...pre];
+  q.read(0, buf(), "d");
+  dq.script.push({ complete: 0, ret: -EINTR });
+  assertErrno(() => q.doIoInterruptible(pre, 2), "EINVAL");
+  assertErrno(() => q.doIoInterruptible(pre, 1), "EINTR");
+  assert.equal(pre.length, 2);
+  assert.equal(q.doIoInterruptible(pre, 1), 1);
+  assert.deepEqual([pre[0], pre[1]], objs);
+});
+
+test("queue: other enter errors are thrown with their errno, nothing lost", () => {
+  const { q, dq } = queueWith();
+  for (const x of ["a", "b"]) q.read(0, buf(), x);
+  dq.script.push({ complete: 1, ret: -EBUSY });
+  const out: Completion[] = [];
+  assertErrno(() => q.doIo(out, 2), "EBUSY");
+  assert.equal(out.length, 0);
+  assert.equal(q.doIo(out, 2), 2);
+  assert.deepEqual(uds(out, 2), ["a", "b"]);
+});
+
+test("queue: min > outstanding → EINVAL with nothing lost", () => {
+  const { q, dq } = queueWith();
+  const out: Completion[] = [];
+  assertErrno(() => q.doIo(out, 1), "EINVAL", /outstanding/);
+  q.read(0, buf(), "bad", 0x100); // library-made completion
+  q.read(0, buf(), "r1");
+  q.read(0, buf(), "r2");
+  q.doIo(out, 0, 0); // submits
+  dq.finish("all"); // the device completes both before the next doIo
+  assertErrno(() => q.doIo(out, 4), "EINVAL", /outstanding/);
+  assertErrno(() => q.doIo(out, 10, 10), "EINVAL");
+  const n = q.doIo(out, 3);
+  assert.equal(n, 3);
+  assert.deepEqual(uds(out, 3), ["bad", "r1", "r2"]);
+  assert.equal(out[0].ret, -EINVAL);
+  assert.equal(out[0].errorMsg, "unsupported bits in request flags");
+  assertErrno(() => q.doIo(out, 1), "EINVAL");
+});
+
+test("queue: FIFO through the request backlog when the driver refuses", () => {
+  const { q, dq } = queueWith({ cap: 2 });
+  for (let i = 0; i < 4; i++) q.read(0, buf(), i);
+  assert.deepEqual(dq.enqueued, [0, 1]);
+  const out: Completion[] = [];
+  // One reaped frees a slot: the backlog moves, in order.
+  assert.equal(q.doIo(out, 1, 1), 1);
+  assert.deepEqual(uds(out, 1), [0]);
+  assert.deepEqual(dq.enqueued, [0, 1, 2]);
+  // Room in the driver now, but the backlog is not empty: a new request waits its turn.
+  q.read(0, buf(), 4);
+  q.flush(5);
+  assert.deepEqual(dq.enqueued, [0, 1, 2]);
+  // min counts requests still in the backlog: this must wait, not fail with EINVAL.
+  assert.equal(q.doIo(out, 5, 5), 5);
+  assert.deepEqual(uds(out, 5), [1, 2, 3, 4, 5]);
+  assert.deepEqual(dq.enqueued, [0, 1, 2, 3, 4, 5]);
+});
+
+test("queue: many more requests than the driver holds, reaped in small batches", () => {
+  const { q, dq } = queueWith({ cap: 3 });
+  const total = 200;
+  for (let i = 0; i < total; i++) q.write(0, buf(), i);
+  const seen: unknown[] = [];
+  const out: Completion[] = [newCompletion(), newCompletion()];
+  while (seen.length < total) {
+    const n = q.doIo(out, 1);
+    assert.ok(n >= 1 && n <= 2);
+    seen.push(...uds(out, n));
+  }
+  assert.deepEqual(seen, [...Array(total).keys()]);
+  assert.deepEqual(dq.enqueued, seen);
+});
+
+test("queue: library-made completions come out in order, each once", () => {
+  const { q, dq } = queueWith();
+  dq.unsupportedOp = Op.Discard;
+  q.read(0, buf(), "g1");
+  q.read(0, buf(), "b1", ReqFlags.FUA);
+  q.discard(0, 512, "d1");
+  q.write(0, buf(), "g2", ReqFlags.FUA);
+  q.flush("b2", ReqFlags.NO_UNMAP);
+  q.writeZeroes(0, 512, "b3", 1 << 5);
+  q.discard(0, 512, "d2");
+  const all = [];
+  const out: Completion[] = [];
+  while (all.length < 7) {
+    const n = q.doIo(out, 1);
+    for (let i = 0; i < n; i++) all.push({ ...out[i] });
+  }
+  const order = all.map((c) => c.userData);
+  assert.equal(new Set(order).size, 7);
+  const lib = order.filter((u) => typeof u === "string" && /^[bd]/.test(u));
+  assert.deepEqual(lib, ["b1", "d1", "b2", "b3", "d2"]);
+  assert.ok(order.indexOf("g1") < order.indexOf("g2"));
+  const by = Object.fromEntries(all.map((c) => [c.userData as string, c]));
+  assert.equal(by.b1.errorMsg, "BLKIO_REQ_FUA is invalid for this request type");
+  assert.equal(by.b2.errorMsg, "BLKIO_REQ_NO_UNMAP is invalid for this request type");
+  assert.equal(by.b3.errorMsg, "unsupported bits in request flags");
+  assert.equal(by.d1.ret, -ENOTSUP);
+  assert.equal(by.d1.errorMsg, "request not supported for this driver");
+  assert.equal(by.g2.ret, 0);
+  assert.equal(by.g2.errorMsg, null);
+});
+
+test("queue: doIo argument checks", () => {
+  const { q } = queueWith();
+  q.read(0, buf(), "x");
+  const out: Completion[] = [];
+  assertErrno(() => q.doIo(null as unknown as Completion[], 0), "EINVAL");
+  assertErrno(() => q.doIo(out, -1), "EINVAL");
+  assertErrno(() => q.doIo(out, 1.5), "EINVAL");
+  assertErrno(() => q.doIo(out, "1" as unknown as number), "EINVAL");
+  assertErrno(() => q.doIo(out, 2, 1), "EINVAL");
+  assertErrno(() => q.doIo(out, 0, -1), "EINVAL");
+  assertErrno(() => q.doIo(out, 0, 1, -1), "EINVAL");
+  assertErrno(() => q.doIo(out, 0, 1, NaN), "EINVAL");
+  assertErrno(() => q.doIo(out, 0, 1, -1n), "EINVAL");
+  assertErrno(() => q.doIo(Object.freeze([]) as unknown as Completion[], 0, 1), "EINVAL");
+  // A preallocated array bounds max by its length; its objects are reused.
+  const pre = [newCompletion()];
+  const first = pre[0];
+  assert.equal(q.doIo(pre, 1), 1);
+  assert.equal(pre[0], first);
+  assert.equal(pre.length, 1);
+  assert.equal(first.userData, "x");
+});
+
+test("queue: poll queues enter once for min 0, and refuse doIoInterruptible", () => {
+  const { q, dq } = queueWith({ poll: true });
+  assert.equal(q.isPollQueue, true);
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 0), 0);
+  assert.equal(dq.enters.length, 1);
+  assert.equal(dq.enters[0].min, 0);
+  q.read(0, buf(), "p");
+  assertErrno(() => q.doIoInterruptible(out, 1), "ENOTSUP");
+  assert.equal(q.doIo(out, 1), 1);
+  assert.deepEqual(uds(out, 1), ["p"]);
+});
+
+test("queue: completions the library makes signal the completion fd", () => {
+  const writes: { fd: number; value: number; len: bigint }[] = [];
+  const fake = {
+    alloc: (n: number) => new Uint8Array(new ArrayBuffer(n)),
+    libc: {
+      write: (fd: number, b: Uint8Array, len: bigint) => {
+        writes.push({
+          fd,
+          value: new DataView(b.buffer, b.byteOffset).getBigUint64(0, true) as unknown as number,
+          len,
+        });
+        return len;
+      },
+    },
+  } as unknown as Native;
+  const dq = new FakeQueue({ completionFd: 42 });
+  const q = new Queue(fake, dq);
+  q.read(0, buf(), "bad", 0x40);
+  q.read(0, buf(), "good");
+  assert.equal(writes.length, 1);
+  assert.deepEqual(writes[0], { fd: 42, value: 1n, len: 8n });
+  q.setCompletionFdEnabled(false);
+  assert.equal(dq.fdEnabled, false);
+  assertErrno(() => q.setCompletionFdEnabled("no" as unknown as boolean), "EINVAL");
+  assert.equal(q.completionFd, 42);
+});
+
+test("queue: usesBuffer covers requests in the driver and in the backlog", () => {
+  const { q } = queueWith({ cap: 1 });
+  const a = buf(), b = buf(), c = buf();
+  q.read(0, a, "a"); // in the driver
+  q.readv(0, [b.subarray(2)], "b"); // in the backlog
+  assert.ok(q.usesBuffer(a.buffer));
+  assert.ok(q.usesBuffer(b.buffer));
+  assert.ok(!q.usesBuffer(c.buffer));
+  assert.equal(q.doIo([], 2), 2);
+  assert.ok(!q.usesBuffer(a.buffer));
+  assert.ok(!q.usesBuffer(b.buffer));
+});
+
+test("queue: a closed queue throws EBADF with the reason, and closes its driver queue once", () => {
+  const { q, dq } = queueWith();
+  q.close("The queue has been removed");
+  q.close("again");
+  assert.equal(dq.destroyed, 1);
+  assertErrno(() => q.read(0, buf()), "EBADF", /removed/);
+  assertErrno(() => q.flush(), "EBADF");
+  assertErrno(() => q.doIo([], 0), "EBADF");
+  assertErrno(() => q.completionFd, "EBADF");
+  assert.equal(q.usesBuffer(new ArrayBuffer(1)), false);
+});

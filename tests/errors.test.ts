@@ -1,0 +1,249 @@
+// BlkioError, the errno table and errnoName: the error model of libblkio (negative errno plus a
+// message) as a JS exception.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Blkio, BlkioError, ERRNO, errnoName } from "../mod.ts";
+
+/** Every Linux errno value (asm-generic/errno-base.h and errno.h; x86_64 and arm64 use them). */
+const LINUX: Record<string, number> = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  EINTR: 4,
+  EIO: 5,
+  ENXIO: 6,
+  E2BIG: 7,
+  ENOEXEC: 8,
+  EBADF: 9,
+  ECHILD: 10,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EFAULT: 14,
+  ENOTBLK: 15,
+  EBUSY: 16,
+  EEXIST: 17,
+  EXDEV: 18,
+  ENODEV: 19,
+  ENOTDIR: 20,
+  EISDIR: 21,
+  EINVAL: 22,
+  ENFILE: 23,
+  EMFILE: 24,
+  ENOTTY: 25,
+  ETXTBSY: 26,
+  EFBIG: 27,
+  ENOSPC: 28,
+  ESPIPE: 29,
+  EROFS: 30,
+  EMLINK: 31,
+  EPIPE: 32,
+  EDOM: 33,
+  ERANGE: 34,
+  EDEADLK: 35,
+  ENAMETOOLONG: 36,
+  ENOLCK: 37,
+  ENOSYS: 38,
+  ENOTEMPTY: 39,
+  ELOOP: 40,
+  ENOMSG: 42,
+  EIDRM: 43,
+  ECHRNG: 44,
+  EL2NSYNC: 45,
+  EL3HLT: 46,
+  EL3RST: 47,
+  ELNRNG: 48,
+  EUNATCH: 49,
+  ENOCSI: 50,
+  EL2HLT: 51,
+  EBADE: 52,
+  EBADR: 53,
+  EXFULL: 54,
+  ENOANO: 55,
+  EBADRQC: 56,
+  EBADSLT: 57,
+  EBFONT: 59,
+  ENOSTR: 60,
+  ENODATA: 61,
+  ETIME: 62,
+  ENOSR: 63,
+  ENONET: 64,
+  ENOPKG: 65,
+  EREMOTE: 66,
+  ENOLINK: 67,
+  EADV: 68,
+  ESRMNT: 69,
+  ECOMM: 70,
+  EPROTO: 71,
+  EMULTIHOP: 72,
+  EDOTDOT: 73,
+  EBADMSG: 74,
+  EOVERFLOW: 75,
+  ENOTUNIQ: 76,
+  EBADFD: 77,
+  EREMCHG: 78,
+  ELIBACC: 79,
+  ELIBBAD: 80,
+  ELIBSCN: 81,
+  ELIBMAX: 82,
+  ELIBEXEC: 83,
+  EILSEQ: 84,
+  ERESTART: 85,
+  ESTRPIPE: 86,
+  EUSERS: 87,
+  ENOTSOCK: 88,
+  EDESTADDRREQ: 89,
+  EMSGSIZE: 90,
+  EPROTOTYPE: 91,
+  ENOPROTOOPT: 92,
+  EPROTONOSUPPORT: 93,
+  ESOCKTNOSUPPORT: 94,
+  EOPNOTSUPP: 95,
+  EPFNOSUPPORT: 96,
+  EAFNOSUPPORT: 97,
+  EADDRINUSE: 98,
+  EADDRNOTAVAIL: 99,
+  ENETDOWN: 100,
+  ENETUNREACH: 101,
+  ENETRESET: 102,
+  ECONNABORTED: 103,
+  ECONNRESET: 104,
+  ENOBUFS: 105,
+  EISCONN: 106,
+  ENOTCONN: 107,
+  ESHUTDOWN: 108,
+  ETOOMANYREFS: 109,
+  ETIMEDOUT: 110,
+  ECONNREFUSED: 111,
+  EHOSTDOWN: 112,
+  EHOSTUNREACH: 113,
+  EALREADY: 114,
+  EINPROGRESS: 115,
+  ESTALE: 116,
+  EUCLEAN: 117,
+  ENOTNAM: 118,
+  ENAVAIL: 119,
+  EISNAM: 120,
+  EREMOTEIO: 121,
+  EDQUOT: 122,
+  ENOMEDIUM: 123,
+  EMEDIUMTYPE: 124,
+  ECANCELED: 125,
+  ENOKEY: 126,
+  EKEYEXPIRED: 127,
+  EKEYREVOKED: 128,
+  EKEYREJECTED: 129,
+  EOWNERDEAD: 130,
+  ENOTRECOVERABLE: 131,
+  ERFKILL: 132,
+  EHWPOISON: 133,
+  // glibc's alias, the name libblkio's texts use.
+  ENOTSUP: 95,
+};
+
+/** The codes libblkio's API and test suite use (libblkio.md §2). */
+const LIBBLKIO_CODES = [
+  "ENOENT",
+  "EINVAL",
+  "ENOTTY",
+  "EACCES",
+  "ENODEV",
+  "EBUSY",
+  "EROFS",
+  "ENOTSUP",
+  "EOVERFLOW",
+  "ETIME",
+  "EINTR",
+  "EBADF",
+  "ENOSYS",
+  "ENOMEM",
+  "EIO",
+] as const;
+
+test("BlkioError: name, code, errno, message, and an Error", () => {
+  const e = new BlkioError(22, "Something was invalid");
+  assert.ok(e instanceof Error);
+  assert.ok(e instanceof BlkioError);
+  assert.equal(e.name, "BlkioError");
+  assert.equal(e.code, "EINVAL");
+  assert.equal(e.errno, 22);
+  assert.equal(e.message, "Something was invalid");
+  assert.equal(typeof e.stack, "string");
+  assert.match(String(e), /^BlkioError: Something was invalid/);
+  assert.equal(Object.prototype.toString.call(e), "[object Error]");
+});
+
+test("BlkioError.of: builds from an errno name", () => {
+  for (const code of LIBBLKIO_CODES) {
+    const e = BlkioError.of(code, `problem ${code}`);
+    assert.equal(e.errno, LINUX[code]);
+    // ENOTSUP and EOPNOTSUPP share 95; the name reported is ENOTSUP, as in libblkio's texts.
+    assert.equal(e.code, code);
+    assert.equal(e.message, `problem ${code}`);
+  }
+  assert.equal(BlkioError.of("EOPNOTSUPP", "x").code, "ENOTSUP");
+  assert.equal(BlkioError.of("EOPNOTSUPP", "x").errno, 95);
+});
+
+test("BlkioError: keeps a cause", () => {
+  const cause = new Error("inner");
+  const e = BlkioError.of("EIO", "outer", { cause });
+  assert.equal(e.cause, cause);
+});
+
+test("BlkioError: an unknown errno still makes a usable error", () => {
+  const e = new BlkioError(4095, "odd");
+  assert.equal(e.errno, 4095);
+  assert.equal(e.code, "E4095");
+  assert.ok(e instanceof Error);
+});
+
+test("ERRNO: Linux values for every name", () => {
+  for (const [name, value] of Object.entries(ERRNO)) {
+    assert.equal(value, LINUX[name], `${name}`);
+  }
+  for (const code of LIBBLKIO_CODES) assert.ok(code in ERRNO, `${code} in ERRNO`);
+});
+
+test("errnoName: known values map back to their names", () => {
+  const table: Record<string, number> = ERRNO;
+  for (const [name, value] of Object.entries(ERRNO)) {
+    const back = errnoName(value);
+    // Aliases (EOPNOTSUPP/ENOTSUP) share a value; the name must be one of them.
+    assert.equal(table[back], value, `errnoName(${value}) = ${back}, for ${name}`);
+    if (Object.values(ERRNO).filter((v) => v === value).length === 1) assert.equal(back, name);
+  }
+  assert.equal(errnoName(95), "ENOTSUP");
+  assert.equal(errnoName(2), "ENOENT");
+  assert.equal(errnoName(62), "ETIME");
+});
+
+test("errnoName: unknown values", () => {
+  assert.equal(errnoName(0), "E0");
+  assert.equal(errnoName(3), "E3");
+  assert.equal(errnoName(9999), "E9999");
+  assert.equal(errnoName(-22), "E-22");
+});
+
+test("BlkioError: thrown by the library with errno and code consistent", () => {
+  using b = Blkio.create("io_uring");
+  const cases: [() => unknown, string][] = [
+    [() => Blkio.create("foo"), "ENOENT"],
+    [() => b.getInt("direct"), "ENOTTY"],
+    [() => b.setStr("driver", "x"), "EACCES"],
+    [() => b.start(), "ENODEV"],
+    [() => b.connect(), "EINVAL"],
+  ];
+  for (const [fn, code] of cases) {
+    try {
+      fn();
+      assert.fail(`expected ${code}`);
+    } catch (e) {
+      assert.ok(e instanceof BlkioError, String(e));
+      assert.equal(e.code, code);
+      assert.equal(e.errno, ERRNO[code as keyof typeof ERRNO]);
+      assert.equal(errnoName(e.errno), code);
+      assert.ok(e.message.length > 0);
+    }
+  }
+});

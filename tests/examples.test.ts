@@ -1,0 +1,266 @@
+// libblkio's tests/blkio-{info,copy,bench}.sh, ported: the example tools run as programs with
+// the runtime running the tests (deno run -A / bun), plus the bugs of libblkio's tools this port
+// fixes, the progress line on a terminal, and the single-file executable of blkio_info.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { randomFillSync } from "node:crypto";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { cleanupAll, RUNTIME, scratchDir } from "./_helpers.ts";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const BUN = join(ROOT, "node_modules", ".bin", "bun");
+const DIR = scratchDir();
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function finished(r: SpawnSyncReturns<string>): Run {
+  if (r.error) throw r.error;
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs examples/<tool>.ts with the runtime running this test. */
+function tool(name: string, args: string[]): Run {
+  const script = join(ROOT, "examples", `${name}.ts`);
+  const argv = RUNTIME === "deno" ? ["run", "-A", script, ...args] : [script, ...args];
+  return finished(spawnSync(process.execPath, argv, { cwd: DIR, encoding: "utf8", timeout: 60_000 }));
+}
+
+function randomFile(name: string, size: number): string {
+  const path = join(DIR, name);
+  writeFileSync(path, randomFillSync(new Uint8Array(size)));
+  return path;
+}
+
+function ok(r: Run): Run {
+  assert.equal(r.status, 0, `exit status ${r.status}, stderr: ${r.stderr}`);
+  return r;
+}
+
+// --- blkio-info.sh -------------------------------------------------------------------------
+
+const INFO_FILE = randomFile("blkio-info-file", 2 * 1024 * 1024);
+
+test("blkio_info: capacity, read-only and path of a 2 MiB file (blkio-info.sh)", () => {
+  assert.equal(ok(tool("blkio_info", ["io_uring", `path=${INFO_FILE}`, "capacity"])).stdout, "2097152\n");
+  assert.equal(ok(tool("blkio_info", ["io_uring", `path=${INFO_FILE}`, "read-only"])).stdout, "false\n");
+  assert.equal(ok(tool("blkio_info", ["io_uring", `path=${INFO_FILE}`, "path"])).stdout, `${INFO_FILE}\n`);
+});
+
+test("blkio_info: --output=json is valid JSON with typed values (libblkio bug fixed)", () => {
+  const r = ok(tool("blkio_info", [
+    "--output=json",
+    "io_uring",
+    `path=${INFO_FILE}`,
+    "capacity",
+    "read-only",
+    "path",
+    "max-queues",
+    "max-mem-regions",
+  ]));
+  const v = JSON.parse(r.stdout);
+  assert.deepEqual(Object.keys(v), ["capacity", "read-only", "path", "max-queues", "max-mem-regions"]);
+  assert.equal(v.capacity, 2097152);
+  assert.equal(v["read-only"], false);
+  assert.equal(v.path, INFO_FILE);
+  assert.equal(v["max-queues"], 2147483647);
+  assert.equal(typeof v["max-mem-regions"], "number");
+  // UINT64_MAX as an exact, unsigned number literal (libblkio printed -1).
+  assert.match(r.stdout, /\n {4}"max-mem-regions": 18446744073709551615\n\}\n$/);
+});
+
+test("blkio_info: text output prints uint64 unsigned, set-then-query works", () => {
+  const r = ok(
+    tool("blkio_info", ["io_uring", `path=${INFO_FILE}`, "direct=false", "max-mem-regions", "direct"]),
+  );
+  assert.equal(r.stdout, "18446744073709551615\nfalse\n");
+});
+
+test("blkio_info: errors exit 1 with libblkio's messages", () => {
+  let r = tool("blkio_info", ["io_uring", `path=${INFO_FILE}`, "no-such-property"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Failed to query "no-such-property" property: No such file or directory: /);
+  r = tool("blkio_info", []);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Missing driver name\.\n/);
+  assert.match(
+    r.stdout,
+    /^Usage: blkio_info \[--output=text\|json\] <driver> <property>\[=<value>\] \.\.\.\n/,
+  );
+  r = tool("blkio_info", ["io_uring", `path=${join(DIR, "missing")}`, "capacity"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Unable to connect: /);
+});
+
+// --- blkio-copy.sh -------------------------------------------------------------------------
+
+test("blkio_copy: blkio→file, blkio→blkio, file→blkio copies are identical (blkio-copy.sh)", () => {
+  const size = 2 * 1024 * 1024;
+  const cases: [string, (src: string, dst: string) => string[]][] = [
+    ["blkio→file", (src, dst) => ["--input-blkio=io_uring", `path=${src}`, `--output-file=${dst}`]],
+    [
+      "blkio→blkio",
+      (src, dst) => ["--input-blkio=io_uring", `path=${src}`, "--output-blkio=io_uring", `path=${dst}`],
+    ],
+    ["file→blkio", (src, dst) => [`--input-file=${src}`, "--output-blkio=io_uring", `path=${dst}`]],
+  ];
+  for (const [what, args] of cases) {
+    const src = randomFile("blkio-copy-file-src", size);
+    const dst = randomFile("blkio-copy-file-dst", size);
+    const r = ok(tool("blkio_copy", args(src, dst)));
+    assert.equal(r.stderr, "", `${what}: nothing on stderr when it is not a terminal`);
+    assert.ok(readFileSync(src).equals(readFileSync(dst)), `${what}: files are different`);
+  }
+});
+
+test("blkio_copy: creates the output file and writes exactly the input's length (libblkio bugs fixed)", () => {
+  const src = randomFile("copy-300000", 300000);
+  const dst = join(DIR, "copy-300000-new");
+  assert.equal(existsSync(dst), false);
+  ok(tool("blkio_copy", ["--input-blkio=io_uring", `path=${src}`, `--output-file=${dst}`]));
+  assert.equal(statSync(dst).size, 300000);
+  assert.ok(readFileSync(src).equals(readFileSync(dst)));
+  // file → blkio onto an empty (growable) file: same length, no padding to 128 KiB.
+  const dst2 = join(DIR, "copy-300000-blkio");
+  writeFileSync(dst2, new Uint8Array(0));
+  ok(tool("blkio_copy", [`--input-file=${src}`, "--output-blkio=io_uring", `path=${dst2}`]));
+  assert.equal(statSync(dst2).size, 300000);
+  assert.ok(readFileSync(src).equals(readFileSync(dst2)));
+});
+
+test("blkio_copy: usage errors exit 1 with libblkio's messages", () => {
+  let r = tool("blkio_copy", [`--output-file=${join(DIR, "x")}`]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, "--output-* must occur after an --input-* option\n");
+  r = tool("blkio_copy", [`--input-file=${INFO_FILE}`, `--output-file=${join(DIR, "x")}`]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, "One of --input-blkio and --output-blkio must be given\n");
+  r = tool("blkio_copy", ["--input-blkio=io_uring", "path"]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, "path: missing property value\n");
+});
+
+// --- blkio-bench.sh ------------------------------------------------------------------------
+
+const BENCH_FILE = randomFile("blkio-bench-file", 8 * 1024 * 1024);
+
+function bench(args: string[]): { json: Record<string, unknown>; r: Run } {
+  const r = ok(tool("blkio_bench", ["--runtime=1", ...args, "io_uring", `path=${BENCH_FILE}`]));
+  assert.equal(r.stderr, "", "nothing on stderr when it is not a terminal");
+  return { json: JSON.parse(r.stdout), r };
+}
+
+const STAT_KEYS = [
+  "kiops",
+  "gips",
+  "min_lat_us",
+  "mean_lat_us",
+  "max_lat_us",
+  "calls",
+  "min_completions",
+  "mean_completions",
+  "max_completions",
+];
+
+for (
+  const [name, args] of [
+    ["default (waits in doIo)", []],
+    ["--poll", ["--poll"]],
+    ["--poll --readwrite=write", ["--poll", "--readwrite=write"]],
+  ] as [string, string[]][]
+) {
+  test(`blkio_bench: ${name} prints libblkio's JSON with kiops (blkio-bench.sh)`, () => {
+    const { json, r } = bench(args);
+    assert.equal(r.stdout.match(/"kiops"/g)?.length, 2);
+    const agg = json.aggregate as Record<string, number>;
+    assert.deepEqual(Object.keys(agg), STAT_KEYS);
+    assert.ok(agg.kiops > 0, `kiops ${agg.kiops}`);
+    assert.equal((json.threads as unknown[]).length, 1);
+  });
+}
+
+test("blkio_bench: --event (BlockDevice) and --num-threads=2 (one Worker each)", () => {
+  let { json } = bench(["--event", "--iodepth=8"]);
+  assert.ok((json.aggregate as Record<string, number>).kiops > 0);
+  ({ json } = bench(["--num-threads=2", "--iodepth=4", "--readwrite=randread"]));
+  const threads = json.threads as Record<string, number>[];
+  assert.equal(threads.length, 2);
+  for (const t of threads) assert.ok(t.kiops > 0);
+});
+
+test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
+  let r = tool("blkio_bench", []);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Missing blkio driver name argument\n\nUsage: blkio_bench\n/);
+  r = tool("blkio_bench", ["--iodepth=0", "io_uring"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Invalid iodepth\n/);
+  r = tool("blkio_bench", ["--readwrite=sideways", "io_uring"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Invalid readwrite option\n/);
+});
+
+// --- progress on a terminal ----------------------------------------------------------------
+
+function hasScript(): boolean {
+  return spawnSync("script", ["--version"], { stdio: "ignore" }).status === 0;
+}
+
+const quote = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
+
+test(
+  "blkio_copy and blkio_bench: progress line on stderr when it is a terminal",
+  { skip: hasScript() ? false : "script(1) (util-linux) is not installed: no pseudo-terminal to test with" },
+  () => {
+    const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A"] : [process.execPath];
+    const onTty = (name: string, args: string[]): string => {
+      const cmd = [...runtime, join(ROOT, "examples", `${name}.ts`), ...args].map(quote).join(" ");
+      // script(1) gives the command a pseudo-terminal as stdin, stdout and stderr.
+      return finished(
+        spawnSync("script", ["-qec", cmd, "/dev/null"], { cwd: DIR, encoding: "utf8", timeout: 60_000 }),
+      )
+        .stdout;
+    };
+    const src = randomFile("tty-src", 1024 * 1024);
+    const copied = onTty("blkio_copy", [
+      "--input-blkio=io_uring",
+      `path=${src}`,
+      `--output-file=${join(DIR, "tty-dst")}`,
+    ]);
+    assert.match(copied, /\r1\.0 MiB \/ 1\.0 MiB \(100\.0%\) .*\/s {2}ETA /);
+    const benched = onTty("blkio_bench", ["--runtime=1", "io_uring", `path=${BENCH_FILE}`]);
+    assert.match(benched, /\r\d\.\d \/ 1 s {2}[\d.]+ kIOPS {2}[\d.]+ GiB\/s {2}ETA /);
+    assert.match(benched, /"kiops"/);
+  },
+);
+
+// --- single-file executable ----------------------------------------------------------------
+
+test(
+  "blkio_info: the bun build --compile executable answers a capacity query",
+  { skip: existsSync(BUN) ? false : `bun is not installed at ${BUN}` },
+  () => {
+    // Compiled from the current sources into the scratch directory (dist/ may be stale).
+    const exe = join(DIR, "blkio_info");
+    const built = finished(
+      spawnSync(BUN, ["build", "--compile", "examples/blkio_info.ts", "--outfile", exe], {
+        cwd: ROOT,
+        encoding: "utf8",
+        timeout: 120_000,
+      }),
+    );
+    assert.equal(built.status, 0, built.stderr);
+    const r = finished(spawnSync(exe, ["io_uring", `path=${INFO_FILE}`, "capacity"], { encoding: "utf8" }));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, "2097152\n");
+  },
+);
+
+test("examples: cleanup scratch files", () => cleanupAll());

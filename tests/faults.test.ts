@@ -1,0 +1,561 @@
+// Fault injection with real components, each case asserting that the affected requests complete
+// with the right negative errno, that other requests in the same batch are unaffected, that
+// nothing hangs (every wait has a timeout, so a hang fails the test) and that the queue keeps
+// serving:
+// - qemu-storage-daemon's blkdebug driver behind a FUSE export, failing chosen read and write
+//   sectors with EIO;
+// - a 1 MiB tmpfs mounted here and filled up (ENOSPC);
+// - the qemu-storage-daemon killed with SIGKILL while requests are in flight (device loss: the
+//   kernel aborts the FUSE connection, failing requests in flight with ECONNABORTED and later
+//   ones with ENOTCONN);
+// - a throttled export slower than the doIo timeout (ETIME, and no completion lost).
+// The Promise layer (`BlockDevice`) must reject with a BlkioError of the same code.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { Blkio, BlkioError, BlockDevice, type Completion, ERRNO, errnoName, type Queue } from "../mod.ts";
+
+const QSD = "qemu-storage-daemon";
+const MiB = 1 << 20;
+const BLOCK = 4096;
+const WAIT_NS = 20_000_000_000n; // per doIo call: a hang fails the test instead of blocking it
+const EIO = ERRNO.EIO;
+
+function isRoot(): boolean {
+  return typeof process.getuid === "function" && process.getuid() === 0;
+}
+
+function hasCommand(cmd: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+}
+
+/** Why the qemu-storage-daemon cases cannot run here, or undefined. */
+function qsdSkip(): string | undefined {
+  if (!isRoot()) return "FUSE exports and mounts need root";
+  if (!hasCommand(QSD)) return `${QSD} is not installed (apt-get install qemu-system-common)`;
+  if (!existsSync("/dev/fuse")) return "no /dev/fuse";
+  return undefined;
+}
+
+function mountSkip(): string | undefined {
+  if (!isRoot()) return "mounting a tmpfs needs root";
+  if (!hasCommand("mount") || !hasCommand("umount")) return "mount/umount are not installed";
+  return undefined;
+}
+
+const QSD_SKIP = qsdSkip();
+const MOUNT_SKIP = mountSkip();
+
+// ---------------------------------------------------------------------------------------------
+// Scratch directories, mounts and daemons, all undone at the end (and at exit, after a failure).
+
+const cleanups: (() => void)[] = [];
+
+function cleanupAll(): void {
+  while (cleanups.length > 0) {
+    try {
+      cleanups.pop()!();
+    } catch {
+      // keep going: every remaining mount and daemon must still be undone
+    }
+  }
+}
+process.on("exit", cleanupAll);
+
+function scratch(): string {
+  const dir = mkdtempSync(join(tmpdir(), "blkio-faults-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function sleepMs(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function isMounted(path: string): boolean {
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    if (line.split(" ")[4] === path) return true;
+  }
+  return false;
+}
+
+/**
+ * Unmounts `path`, retrying while it is busy: io_uring tears rings down in a kernel worker, so
+ * the files they used stay open for a moment after the instance is destroyed.
+ */
+function unmount(path: string): void {
+  for (let i = 0; i < 100 && isMounted(path); i++) {
+    if (spawnSync("umount", [path], { stdio: "ignore" }).status === 0) return;
+    sleepMs(50);
+  }
+  if (isMounted(path)) spawnSync("umount", ["-l", path], { stdio: "ignore" });
+}
+
+/** Whether `pid` still runs (a zombie does not: the daemon's parent is not this process). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+interface Daemon {
+  /** The FUSE export: a regular file. */
+  mount: string;
+  /** The image behind it. */
+  image: string;
+  pid: number;
+}
+
+/**
+ * Starts a qemu-storage-daemon exporting `image` through FUSE, optionally through blkdebug
+ * (a config file text) and a throttle group (IOPS limit).
+ */
+function startDaemon(dir: string, image: string, opts: { blkdebug?: string; iops?: number } = {}): Daemon {
+  const mount = join(dir, "export.img");
+  writeFileSync(mount, "");
+  const pidfile = join(dir, "qsd.pid");
+  const args = [`--blockdev`, `driver=file,node-name=file0,filename=${image}`];
+  let top = "file0";
+  if (opts.blkdebug !== undefined) {
+    const conf = join(dir, "blkdebug.conf");
+    writeFileSync(conf, opts.blkdebug);
+    args.push("--blockdev", `driver=blkdebug,node-name=dbg0,config=${conf},image=${top}`);
+    top = "dbg0";
+  }
+  if (opts.iops !== undefined) {
+    args.push("--object", `throttle-group,id=tg0,limits.iops-total=${opts.iops}`);
+    args.push("--blockdev", `driver=throttle,node-name=thr0,throttle-group=tg0,file=${top}`);
+    top = "thr0";
+  }
+  args.push("--blockdev", `driver=raw,node-name=raw0,file=${top}`);
+  args.push("--export", `type=fuse,id=exp0,node-name=raw0,mountpoint=${mount},writable=on`);
+  args.push("--daemonize", "--pidfile", pidfile);
+  execFileSync(QSD, args, { stdio: ["ignore", "ignore", "pipe"] });
+  const pid = Number(readFileSync(pidfile, "utf8").trim());
+  cleanups.push(() => {
+    if (alive(pid)) process.kill(pid, "SIGTERM");
+    for (let i = 0; i < 100 && alive(pid); i++) sleepMs(20);
+    if (alive(pid)) process.kill(pid, "SIGKILL");
+    unmount(mount);
+  });
+  assert.ok(isMounted(mount), `${QSD} did not mount ${mount}`);
+  return { mount, image, pid };
+}
+
+/** A raw image of `size` bytes whose 4 KiB blocks each start with their index. */
+function stampedImage(dir: string, size: number): string {
+  const image = join(dir, "img.raw");
+  const data = new Uint8Array(size);
+  const view = new DataView(data.buffer);
+  for (let off = 0; off < size; off += BLOCK) {
+    view.setUint32(off, off / BLOCK, true);
+    data.fill((off / BLOCK) & 0xff, off + 4, off + BLOCK);
+  }
+  writeFileSync(image, data);
+  return image;
+}
+
+function blockOf(off: number): Uint8Array {
+  const b = new Uint8Array(BLOCK);
+  new DataView(b.buffer).setUint32(0, off / BLOCK, true);
+  b.fill((off / BLOCK) & 0xff, 4);
+  return b;
+}
+
+function open(path: string, direct: boolean): Blkio {
+  const b = Blkio.create("io_uring");
+  b.setStr("path", path);
+  b.setBool("direct", direct);
+  b.connect();
+  b.start();
+  return b;
+}
+
+/** A buffer good for O_DIRECT: from a memory region of `b`. */
+function buffer(b: Blkio, len = BLOCK): Uint8Array {
+  return b.allocMemRegion(len).bytes;
+}
+
+/** Reaps completions until `count` arrived; each userData must come back exactly once. */
+function reapAll(q: Queue, count: number): Map<unknown, Completion> {
+  const got = new Map<unknown, Completion>();
+  const out: Completion[] = [];
+  while (got.size < count) {
+    const n = q.doIo(out, 1, count - got.size, WAIT_NS);
+    for (let i = 0; i < n; i++) {
+      assert.ok(!got.has(out[i].userData), `completion of ${String(out[i].userData)} came twice`);
+      got.set(out[i].userData, { ...out[i] });
+    }
+  }
+  return got;
+}
+
+function retName(ret: number): string {
+  return ret === 0 ? "0" : `-${errnoName(-ret)}`;
+}
+
+/** Asserts a promise rejects with BlkioError `code`. */
+async function rejectsWith(p: Promise<unknown>, codes: string[]): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof BlkioError, `expected BlkioError, got ${e}`);
+    assert.ok(codes.includes(e.code), `expected ${codes.join("/")}, got ${e.code}: ${e.message}`);
+    return true;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) blkdebug: EIO on chosen read and write sectors.
+
+const READ_FAULT = 1 * MiB; // sector 2048
+const WRITE_FAULT = 2 * MiB; // sector 4096
+const BLKDEBUG = `[inject-error]
+event = "read_aio"
+errno = "5"
+sector = "${READ_FAULT / 512}"
+once = "off"
+
+[inject-error]
+event = "write_aio"
+errno = "5"
+sector = "${WRITE_FAULT / 512}"
+once = "off"
+`;
+
+for (const direct of [true, false]) {
+  const mode = direct ? "O_DIRECT" : "buffered";
+  test(
+    `faults: blkdebug EIO fails only the chosen read and write sectors, the queue keeps serving [${mode}]`,
+    {
+      skip: QSD_SKIP,
+    },
+    () => {
+      const dir = scratch();
+      const image = stampedImage(dir, 8 * MiB);
+      const d = startDaemon(dir, image, { blkdebug: BLKDEBUG });
+      const b = open(d.mount, direct);
+      try {
+        const q = b.getQueue(0)!;
+        // Reads on both sides of the faulty sector and far from it, plus writes beside it.
+        const readAt = [0, READ_FAULT - BLOCK, READ_FAULT, READ_FAULT + BLOCK, 3 * MiB, 5 * MiB];
+        const reads = new Map<number, Uint8Array>();
+        for (const off of readAt) {
+          const buf = buffer(b);
+          reads.set(off, buf);
+          q.read(off, buf, `read@${off}`);
+        }
+        const newData = buffer(b);
+        newData.fill(0xa5);
+        const writeAt = [WRITE_FAULT - BLOCK, WRITE_FAULT, WRITE_FAULT + BLOCK, 6 * MiB];
+        for (const off of writeAt) q.write(off, newData, `write@${off}`);
+        // A vectored read spanning the faulty sector fails as a whole.
+        const iov = [buffer(b), buffer(b)];
+        q.readv(READ_FAULT - BLOCK, iov, "readv@fault");
+        const got = reapAll(q, readAt.length + writeAt.length + 1);
+
+        for (const off of readAt) {
+          const c = got.get(`read@${off}`)!;
+          if (off === READ_FAULT) {
+            assert.equal(c.ret, -EIO, `read at the faulty sector: ${retName(c.ret)}`);
+          } else {
+            assert.equal(c.ret, 0, `read at ${off}: ${retName(c.ret)} ${c.errorMsg}`);
+            assert.deepEqual(reads.get(off), blockOf(off), `data read at ${off}`);
+          }
+        }
+        for (const off of writeAt) {
+          const c = got.get(`write@${off}`)!;
+          assert.equal(c.ret, off === WRITE_FAULT ? -EIO : 0, `write at ${off}: ${retName(c.ret)}`);
+        }
+        assert.equal(got.get("readv@fault")!.ret, -EIO);
+
+        // The failed write never reached the image; the others did.
+        const img = readFileSync(image);
+        for (const off of writeAt) {
+          const expect = off === WRITE_FAULT ? blockOf(off) : newData;
+          assert.deepEqual(new Uint8Array(img.subarray(off, off + BLOCK)), expect, `image at ${off}`);
+        }
+
+        // The queue keeps serving: a few rounds of good requests, and the faulty sector still fails.
+        for (let round = 0; round < 3; round++) {
+          const r = buffer(b);
+          q.read(4 * MiB, r, "read");
+          q.write(7 * MiB, newData, "write");
+          q.flush("flush");
+          q.read(READ_FAULT, buffer(b), "read@fault");
+          const again = reapAll(q, 4);
+          assert.equal(again.get("read")!.ret, 0);
+          assert.deepEqual(r, blockOf(4 * MiB));
+          assert.equal(again.get("write")!.ret, 0);
+          assert.equal(again.get("flush")!.ret, 0);
+          assert.equal(again.get("read@fault")!.ret, -EIO);
+        }
+      } finally {
+        b.destroy();
+      }
+    },
+  );
+}
+
+test("faults: blkdebug EIO rejects BlockDevice promises with BlkioError EIO", {
+  skip: QSD_SKIP,
+}, async () => {
+  const dir = scratch();
+  const image = stampedImage(dir, 8 * MiB);
+  const d = startDaemon(dir, image, { blkdebug: BLKDEBUG });
+  const dev = await BlockDevice.open(d.mount, { direct: true });
+  try {
+    const good = dev.allocBuffer(BLOCK);
+    const bad = dev.allocBuffer(BLOCK);
+    const data = dev.allocBuffer(BLOCK).fill(0x5a);
+    const results = await Promise.allSettled([
+      dev.read(0, good),
+      dev.read(READ_FAULT, bad),
+      dev.write(WRITE_FAULT, data),
+      dev.write(WRITE_FAULT + BLOCK, data),
+    ]);
+    assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "rejected", "fulfilled"]);
+    for (const r of [results[1], results[2]]) {
+      const e = (r as PromiseRejectedResult).reason;
+      assert.ok(e instanceof BlkioError, `rejection reason ${e}`);
+      assert.equal(e.code, "EIO");
+      assert.equal(e.errno, EIO);
+    }
+    assert.deepEqual(good, blockOf(0));
+    await rejectsWith(dev.read(READ_FAULT, bad), ["EIO"]);
+    await dev.read(4 * MiB, good); // still serving
+    assert.deepEqual(good, blockOf(4 * MiB));
+    await dev.flush();
+  } finally {
+    await dev.close();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// (b) ENOSPC on a full tmpfs.
+
+/** Mounts a 1 MiB tmpfs; returns its directory. */
+function smallTmpfs(): string {
+  const dir = scratch();
+  execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", dir]);
+  cleanups.push(() => unmount(dir));
+  return dir;
+}
+
+test("faults: ENOSPC on a full tmpfs completes with -ENOSPC, and the queue keeps serving", {
+  skip: MOUNT_SKIP,
+}, () => {
+  const dir = smallTmpfs();
+  const path = join(dir, "disk.img");
+  const original = new Uint8Array(256 * 1024).map((_, i) => (i * 7) & 0xff);
+  writeFileSync(path, original);
+  const filler = join(dir, "filler");
+  writeFileSync(filler, new Uint8Array(256 * 1024)); // freed later to make room again
+  const b = open(path, false);
+  try {
+    const q = b.getQueue(0)!;
+    // 2 MiB of 64 KiB writes past the data, at queue depth 32: more than the file system holds.
+    const chunk = new Uint8Array(64 * 1024).fill(0x3c);
+    const count = 32;
+    for (let i = 0; i < count; i++) q.write(original.length + i * chunk.length, chunk, i);
+    const got = reapAll(q, count);
+    let ok = 0, full = 0;
+    for (const c of got.values()) {
+      assert.ok(c.ret === 0 || c.ret === -ERRNO.ENOSPC, `write ${c.userData}: ${retName(c.ret)}`);
+      if (c.ret === 0) ok++;
+      else full++;
+    }
+    assert.ok(full > 0, "some writes must fail with ENOSPC");
+    assert.ok(ok * chunk.length <= MiB, `${ok} writes of 64 KiB cannot all fit in 1 MiB`);
+
+    // Still serving: the old data reads back, allocated blocks can be rewritten, flush works,
+    // and a write that needs new space still fails cleanly.
+    const r = new Uint8Array(original.length);
+    q.read(0, r, "read");
+    q.write(0, original.subarray(0, 4096), "rewrite");
+    q.flush("flush");
+    q.write(4 * MiB, chunk, "no room");
+    const after = reapAll(q, 4);
+    assert.equal(after.get("read")!.ret, 0);
+    assert.deepEqual(r, original);
+    assert.equal(after.get("rewrite")!.ret, 0);
+    assert.equal(after.get("flush")!.ret, 0);
+    assert.equal(after.get("no room")!.ret, -ERRNO.ENOSPC);
+
+    // Space freed by someone else: the same write now succeeds and reads back.
+    rmSync(filler);
+    q.write(4 * MiB, chunk, "room");
+    assert.equal(reapAll(q, 1).get("room")!.ret, 0);
+    const back = new Uint8Array(chunk.length);
+    q.read(4 * MiB, back, "back");
+    assert.equal(reapAll(q, 1).get("back")!.ret, 0);
+    assert.deepEqual(back, chunk);
+  } finally {
+    b.destroy();
+  }
+});
+
+test("faults: ENOSPC rejects BlockDevice writes with BlkioError ENOSPC", {
+  skip: MOUNT_SKIP,
+}, async () => {
+  const dir = smallTmpfs();
+  const path = join(dir, "disk.img");
+  writeFileSync(path, new Uint8Array(64 * 1024));
+  writeFileSync(join(dir, "filler"), new Uint8Array(960 * 1024 - 8192));
+  const dev = await BlockDevice.open(path);
+  try {
+    const chunk = new Uint8Array(256 * 1024).fill(1);
+    await rejectsWith(dev.write(MiB, chunk), ["ENOSPC"]);
+    const r = new Uint8Array(4096);
+    await dev.read(0, r);
+    await dev.write(0, r);
+    await dev.flush();
+  } finally {
+    await dev.close();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// (c) Device loss: the daemon killed while requests are in flight.
+
+// In flight when the connection is aborted: ECONNABORTED; afterwards: ENOTCONN. EIO is also
+// accepted for kernels that report the loss that way.
+const LOSS = [-ERRNO.ECONNABORTED, -ERRNO.ENOTCONN, -EIO];
+
+for (const direct of [true, false]) {
+  const mode = direct ? "O_DIRECT" : "buffered";
+  test(
+    `faults: device loss (daemon SIGKILLed mid-I/O) fails requests in flight and later ones, no hang [${mode}]`,
+    {
+      skip: QSD_SKIP,
+    },
+    () => {
+      const dir = scratch();
+      const image = stampedImage(dir, 8 * MiB);
+      // Throttled to 20 IOPS, so most of the batch is still inside the daemon when it dies.
+      const d = startDaemon(dir, image, { iops: 20 });
+      const b = open(d.mount, direct);
+      let killed = false;
+      try {
+        const q = b.getQueue(0)!;
+        const count = 64;
+        const data = buffer(b).fill(0x77);
+        for (let i = 0; i < count; i++) {
+          const off = i * 64 * 1024; // distinct, far apart: no readahead overlap
+          if (i % 2 === 0) q.read(off, buffer(b), i);
+          else q.write(off, data, i);
+        }
+        const out: Completion[] = [];
+        const got = new Map<unknown, number>();
+        const first = q.doIo(out, 1, count, WAIT_NS);
+        for (let i = 0; i < first; i++) got.set(out[i].userData, out[i].ret);
+        process.kill(d.pid, "SIGKILL");
+        killed = true;
+        while (got.size < count) {
+          const n = q.doIo(out, 1, count - got.size, WAIT_NS);
+          for (let i = 0; i < n; i++) {
+            assert.ok(!got.has(out[i].userData), `completion of ${out[i].userData} came twice`);
+            got.set(out[i].userData, out[i].ret);
+          }
+        }
+        let failed = 0;
+        for (const [ud, ret] of got) {
+          assert.ok(ret === 0 || LOSS.includes(ret), `request ${ud}: ${retName(ret)}`);
+          if (ret < 0) failed++;
+        }
+        assert.ok(failed > 0, `no request was in flight when the daemon died (${first} done before)`);
+
+        // Later requests fail too (a read of a never-cached block, a write, a flush), and keep
+        // failing without hanging; doIo itself never throws.
+        for (let round = 0; round < 3; round++) {
+          q.read(7 * MiB + round * BLOCK, buffer(b), "read");
+          q.write(6 * MiB, data, "write");
+          q.flush("flush");
+          const after = reapAll(q, 3);
+          for (const [ud, c] of after) {
+            assert.ok(LOSS.includes(c.ret), `${ud} after the loss: ${retName(c.ret)}`);
+          }
+        }
+        assert.equal(q.doIo([], 0), 0, "nothing left behind");
+      } finally {
+        if (!killed) process.kill(d.pid, "SIGKILL");
+        b.destroy();
+      }
+      // The instance let go of the dead mount: it can be unmounted.
+      unmount(d.mount);
+      assert.equal(isMounted(d.mount), false, "the dead FUSE mount is still busy");
+    },
+  );
+}
+
+test("faults: device loss rejects BlockDevice promises with BlkioError, nothing hangs", {
+  skip: QSD_SKIP,
+}, async () => {
+  const dir = scratch();
+  const image = stampedImage(dir, 8 * MiB);
+  const d = startDaemon(dir, image, { iops: 20 });
+  const dev = await BlockDevice.open(d.mount, { direct: true });
+  try {
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < 64; i++) pending.push(dev.read(i * 64 * 1024, dev.allocBuffer(BLOCK)));
+    await Promise.race(pending);
+    process.kill(d.pid, "SIGKILL");
+    const results = await Promise.allSettled(pending);
+    const codes = new Set<string>();
+    for (const r of results) {
+      if (r.status === "rejected") {
+        assert.ok(r.reason instanceof BlkioError, `rejection reason ${r.reason}`);
+        codes.add(r.reason.code);
+      }
+    }
+    assert.ok(codes.size > 0, "no request was in flight when the daemon died");
+    for (const code of codes) assert.ok(["ECONNABORTED", "ENOTCONN", "EIO"].includes(code), code);
+    await rejectsWith(dev.read(7 * MiB, dev.allocBuffer(BLOCK)), ["ENOTCONN", "EIO"]);
+    await rejectsWith(dev.flush(), ["ENOTCONN", "EIO"]);
+  } finally {
+    await dev.close();
+  }
+  unmount(d.mount);
+});
+
+// ---------------------------------------------------------------------------------------------
+// (d) A device slower than the caller's timeout.
+
+test("faults: a slow device gives ETIME from doIo, and no completion is lost", { skip: QSD_SKIP }, () => {
+  const dir = scratch();
+  const image = stampedImage(dir, 8 * MiB);
+  const d = startDaemon(dir, image, { iops: 4 });
+  const b = open(d.mount, true);
+  try {
+    const q = b.getQueue(0)!;
+    const count = 12;
+    const bufs: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) {
+      bufs.push(buffer(b));
+      q.read(i * MiB / 2, bufs[i], i);
+    }
+    // 12 reads at 4 IOPS take seconds: a 50 ms wait for all of them must time out.
+    const out: Completion[] = [];
+    assert.throws(() => q.doIo(out, count, count, 50_000_000), (e: unknown) => {
+      assert.ok(e instanceof BlkioError);
+      assert.equal(e.code, "ETIME");
+      return true;
+    });
+    const got = reapAll(q, count);
+    for (let i = 0; i < count; i++) {
+      assert.equal(got.get(i)!.ret, 0, `read ${i}`);
+      assert.deepEqual(bufs[i], blockOf(i * MiB / 2), `data of read ${i}`);
+    }
+  } finally {
+    b.destroy();
+  }
+});
+
+test("faults: cleanup daemons, mounts and scratch files", () => {
+  cleanupAll();
+});

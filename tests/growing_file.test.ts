@@ -1,0 +1,107 @@
+// libblkio tests/growing_file.c: with can-grow (regular files), writes past the end extend the
+// file and capacity follows; reads past the end return zeroes. Block devices cannot grow.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { statSync, truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { alignedBuffer, cleanupAll, scratchDir, startOn, type Target, targets } from "./_helpers.ts";
+import { getData, PAGE, pattern, putData, reapAll, runOk } from "./_io.ts";
+
+const TARGETS = targets();
+const OFF = 0x10000;
+const EIO = 5;
+const ENOSPC = 28;
+
+/** A fresh empty file, as the file target's variant (buffered or direct). */
+function emptyFileLike(t: Target, name: string): Target {
+  const path = join(scratchDir(), name);
+  writeFileSync(path, new Uint8Array(0));
+  return { ...t, path, size: 0 };
+}
+
+for (const t of TARGETS) {
+  if (t.isBlockDevice) {
+    test(`growing_file: can-grow is false on a block device; it does not grow [${t.name}]`, () => {
+      using b = startOn(t);
+      assert.equal(b.getBool("can-grow"), false);
+      const capacity = b.getUint64("capacity");
+      assert.equal(capacity, BigInt(t.size));
+      const q = b.getQueue(0)!;
+      const buf = alignedBuffer(b, 2 * PAGE).fill(0x47);
+      const size = Number(capacity);
+      const tags = [{ op: "write across end" }, { op: "write past end" }, { op: "read past end" }];
+      q.write(size - PAGE, buf, tags[0]);
+      q.write(size + PAGE, buf.subarray(0, PAGE), tags[1]);
+      q.read(size, buf.subarray(0, PAGE), tags[2]);
+      const got = reapAll(q, 3);
+      for (const tag of tags) {
+        const c = got.find((x) => x.userData === tag)!;
+        assert.ok(c, `${tag.op}: no completion`);
+        assert.ok(c.ret < 0, `${tag.op}: ret ${c.ret}`);
+        // Reads: the 0-byte result at the end is EIO (no can-grow). Writes: the part inside
+        // is written, the remainder resubmitted at the end, where the kernel says ENOSPC.
+        assert.equal(c.ret, tag.op === "read past end" ? -EIO : -ENOSPC, `${tag.op}: ret ${c.ret}`);
+      }
+      assert.equal(b.getUint64("capacity"), capacity);
+      assert.deepEqual(getData(t, b, q, size - PAGE, PAGE), new Uint8Array(PAGE).fill(0x47));
+    });
+    continue;
+  }
+
+  test(`growing_file: 0-byte file grows to 0x10000 + page after a write there [${t.name}]`, () => {
+    const ft = emptyFileLike(t, "grow.img");
+    using b = startOn(ft);
+    assert.equal(b.getBool("can-grow"), true);
+    assert.equal(b.getUint64("capacity"), 0n);
+    const q = b.getQueue(0)!;
+    const buf = alignedBuffer(b, PAGE);
+    const data = pattern(PAGE, 11);
+    buf.set(data);
+    runOk(q, (ud) => q.write(OFF, buf, ud), "write past EOF");
+    assert.equal(b.getUint64("capacity"), BigInt(OFF + PAGE));
+    assert.equal(statSync(ft.path).size, OFF + PAGE);
+
+    // Data reads back; the hole before it reads as zeroes; reads past EOF return zeroes.
+    const r = alignedBuffer(b, 4 * PAGE).fill(0xff);
+    runOk(q, (ud) => q.read(OFF - PAGE, r.subarray(0, 2 * PAGE), ud), "read hole + data");
+    assert.deepEqual(r.subarray(0, PAGE), new Uint8Array(PAGE));
+    assert.deepEqual(r.subarray(PAGE, 2 * PAGE), data);
+    r.fill(0xff);
+    runOk(q, (ud) => q.read(OFF, r, ud), "read data + past EOF");
+    assert.deepEqual(r.subarray(0, PAGE), data);
+    assert.deepEqual(r.subarray(PAGE), new Uint8Array(3 * PAGE));
+    r.fill(0xff);
+    runOk(q, (ud) => q.read(OFF + 16 * PAGE, r, ud), "read far past EOF");
+    assert.deepEqual(r, new Uint8Array(4 * PAGE));
+    // Reads do not grow the file.
+    assert.equal(b.getUint64("capacity"), BigInt(OFF + PAGE));
+
+    // writev grows it further; capacity follows without reconnecting.
+    const v = alignedBuffer(b, 2 * PAGE).fill(0x76);
+    runOk(q, (ud) => q.writev(2 * OFF, [v.subarray(0, PAGE), v.subarray(PAGE)], ud), "writev past EOF");
+    assert.equal(b.getUint64("capacity"), BigInt(2 * OFF + 2 * PAGE));
+  });
+
+  test(`growing_file: capacity follows outside changes; EOF inside an unaligned tail [${t.name}]`, () => {
+    const ft = emptyFileLike(t, "tail.img");
+    // 8 pages and 100 bytes: the last O_DIRECT block is partly past EOF.
+    const size = 8 * PAGE + 100;
+    putData(ft, 0, pattern(size, 12));
+    using b = startOn(ft);
+    assert.equal(b.getUint64("capacity"), BigInt(size));
+    const q = b.getQueue(0)!;
+    const r = alignedBuffer(b, 2 * PAGE).fill(0xff);
+    runOk(q, (ud) => q.read(7 * PAGE, r, ud), "read across unaligned EOF");
+    const want = new Uint8Array(2 * PAGE);
+    want.set(pattern(size, 12).subarray(7 * PAGE));
+    assert.deepEqual(r, want);
+    truncateSync(ft.path, 3 * PAGE);
+    assert.equal(b.getUint64("capacity"), BigInt(3 * PAGE));
+    r.fill(0xff);
+    runOk(q, (ud) => q.read(2 * PAGE, r, ud), "read across EOF after truncation");
+    assert.deepEqual(r.subarray(0, PAGE), pattern(size, 12).subarray(2 * PAGE, 3 * PAGE));
+    assert.deepEqual(r.subarray(PAGE), new Uint8Array(PAGE));
+  });
+}
+
+test("growing_file: cleanup scratch targets", () => cleanupAll());

@@ -1,0 +1,398 @@
+// libblkio tests/alloc-mem-region.c, map-mem-region.c and auto-free-mem-regions.c, plus the
+// region lifetime rules (EBUSY while mapped or in use, foreign regions refused).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, readlinkSync } from "node:fs";
+import { Blkio, type Completion, type MemoryRegion, type Queue } from "../mod.ts";
+import { native } from "../ffi/load.ts";
+import {
+  assertErrno,
+  cleanupAll,
+  connectTo,
+  pread,
+  pwrite,
+  reap,
+  startOn,
+  type Target,
+  targets,
+} from "./_helpers.ts";
+
+const TARGETS = targets();
+const FILE = TARGETS[0];
+const DIRECT = TARGETS.filter((t) => t.direct);
+const MiB = 1024 * 1024;
+
+function alignment(b: Blkio): number {
+  return Number(b.getUint64("mem-region-alignment"));
+}
+
+/** The target of /proc/self/fd/<fd>, or null when the fd is not open. */
+function fdLink(fd: number): string | null {
+  const p = `/proc/self/fd/${fd}`;
+  if (!existsSync(p)) return null;
+  try {
+    return readlinkSync(p);
+  } catch {
+    return null;
+  }
+}
+
+/** Asserts that `fd` no longer refers to the memfd it referred to (`before`). */
+function assertFdClosed(fd: number, before: string): void {
+  const now = fdLink(fd);
+  assert.ok(now === null || now !== before, `fd ${fd} still open (${now})`);
+}
+
+/** The file status flags of `fd` from /proc/self/fdinfo (octal there). */
+function fdinfoFlags(fd: number): number {
+  const text = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+  const m = /^flags:\s+([0-7]+)$/m.exec(text);
+  assert.ok(m, `no flags line in fdinfo of ${fd}: ${text}`);
+  return parseInt(m[1], 8);
+}
+
+function pattern(len: number, seed: number): Uint8Array {
+  return new Uint8Array(len).map((_, i) => (i * 31 + seed) & 0xff);
+}
+
+/** A region the caller built: `len` bytes of JS memory at an address aligned to `align`. */
+function ownRegion(len: number, align: number, skew = 0): MemoryRegion {
+  const ab = new ArrayBuffer(len + align * 2);
+  const addr = native!.addressOf(ab);
+  const off = ((align - (addr % align)) % align) + skew;
+  return { bytes: new Uint8Array(ab, off, len), len, fd: -1, fdOffset: 0 };
+}
+
+// --- alloc-mem-region ---
+
+test("alloc-mem-region: before connect → ENODEV", () => {
+  using b = Blkio.create("io_uring");
+  b.setStr("path", FILE.path);
+  assertErrno(() => b.allocMemRegion(4096), "ENODEV");
+});
+
+for (const t of TARGETS) {
+  test(`alloc-mem-region: connected state returns a memfd region [${t.name}]`, () => {
+    using b = connectTo(t);
+    const len = Math.max(alignment(b), 4096) * 2;
+    const r = b.allocMemRegion(len);
+    assert.equal(r.len, len);
+    assert.equal(r.bytes.byteLength, len);
+    assert.equal(r.fdOffset, 0);
+    assert.ok(Number.isInteger(r.fd) && r.fd >= 0, `fd ${r.fd}`);
+    assert.match(fdLink(r.fd) ?? "", /memfd:libblkio-buf/);
+    assert.ok((fdinfoFlags(r.fd) & 0o2000000) !== 0, "memfd must be close-on-exec (O_CLOEXEC)");
+    // The memory is usable and zero-filled, and it is the memfd's memory (shared mapping).
+    assert.ok(r.bytes.every((x) => x === 0));
+    r.bytes.set([1, 2, 3], len - 3);
+    assert.deepEqual([...r.bytes.subarray(len - 3)], [1, 2, 3]);
+    assert.deepEqual([...readFileSync(`/proc/self/fd/${r.fd}`).subarray(len - 3)], [1, 2, 3]);
+    // Regions are frozen: the caller cannot swap the memory behind the library's back.
+    assert.ok(Object.isFrozen(r));
+  });
+}
+
+for (const t of DIRECT) {
+  test(`alloc-mem-region: len 0 or not a multiple of mem-region-alignment → EINVAL [${t.name}]`, () => {
+    using b = connectTo(t);
+    const align = alignment(b);
+    assert.ok(align > 1, `O_DIRECT alignment ${align}`);
+    assertErrno(() => b.allocMemRegion(0), "EINVAL");
+    assertErrno(() => b.allocMemRegion(align + 1), "EINVAL");
+    assertErrno(() => b.allocMemRegion(align / 2), "EINVAL");
+    assertErrno(() => b.allocMemRegion(-align), "EINVAL");
+    assertErrno(() => b.allocMemRegion(NaN), "EINVAL");
+    assertErrno(() => b.allocMemRegion(align + 0.5), "EINVAL");
+    assertErrno(() => b.allocMemRegion("4096" as unknown as number), "EINVAL");
+    assertErrno(() => b.allocMemRegion(4096n as unknown as number), "EINVAL");
+    assertErrno(() => b.allocMemRegion(undefined as unknown as number), "EINVAL");
+    assert.equal(b.allocMemRegion(align).len, align);
+  });
+}
+
+test("alloc-mem-region: len 0 → EINVAL on a buffered file too", () => {
+  using b = connectTo(FILE);
+  assertErrno(() => b.allocMemRegion(0), "EINVAL");
+});
+
+test("alloc-mem-region: map before start → EBUSY; map, map again EINVAL, unmap twice, remap", () => {
+  using b = connectTo(FILE);
+  const r = b.allocMemRegion(64 * 1024);
+  assertErrno(() => b.mapMemRegion(r), "EBUSY", /started/);
+  b.start();
+  b.mapMemRegion(r);
+  assertErrno(() => b.mapMemRegion(r), "EINVAL", /already mapped/);
+  b.unmapMemRegion(r);
+  b.unmapMemRegion(r);
+  b.mapMemRegion(r);
+  assertErrno(() => b.mapMemRegion(r), "EINVAL", /already mapped/);
+  b.unmapMemRegion(r);
+  b.freeMemRegion(r);
+});
+
+test("alloc-mem-region: works in started state too", () => {
+  using b = startOn(FILE);
+  const r = b.allocMemRegion(8192);
+  assert.equal(r.bytes.byteLength, 8192);
+  b.mapMemRegion(r);
+  b.unmapMemRegion(r);
+  b.freeMemRegion(r);
+});
+
+for (const t of DIRECT) {
+  test(`alloc-mem-region: data round trip through region memory [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const page = 4096;
+    const r = b.allocMemRegion(Math.max(alignment(b), page) * 4);
+    b.mapMemRegion(r);
+    const out = r.bytes.subarray(0, page);
+    const back = r.bytes.subarray(page, 2 * page);
+    const want = pattern(page, 7);
+    out.set(want);
+    q.write(0x10000, out, "w");
+    q.flush("f");
+    const done = reap(q, 2);
+    for (const c of done) assert.equal(c.ret, 0, `${String(c.userData)}: ${c.ret} ${c.errorMsg}`);
+    assert.deepEqual(pread(t.path, 0x10000, page), want);
+
+    const other = pattern(page, 99);
+    pwrite(t.path, 0x20000, other);
+    q.read(0x20000, back, "r");
+    const [c] = reap(q, 1);
+    assert.equal(c.ret, 0, `read: ${c.ret} ${c.errorMsg}`);
+    assert.equal(c.userData, "r");
+    assert.deepEqual(back, other);
+
+    // Vectored: two iovecs from different pages of the region.
+    const a = r.bytes.subarray(2 * page, 3 * page), z = r.bytes.subarray(3 * page, 4 * page);
+    a.fill(0xaa);
+    z.fill(0x55);
+    q.writev(0x30000, [a, z], "wv");
+    assert.equal(reap(q, 1)[0].ret, 0);
+    back.fill(0);
+    out.fill(0);
+    q.readv(0x30000, [back, out], "rv");
+    assert.equal(reap(q, 1)[0].ret, 0);
+    assert.ok(back.every((x) => x === 0xaa) && out.every((x) => x === 0x55));
+    b.unmapMemRegion(r);
+    b.freeMemRegion(r);
+  });
+}
+
+// --- map-mem-region: a region the caller built from memory it owns ---
+
+for (const t of DIRECT) {
+  test(`map-mem-region: caller-built region, alignment checks, double and overlapping maps [${t.name}]`, () => {
+    using b = startOn(t);
+    const align = alignment(b);
+    const len = align * 8;
+    assertErrno(() => b.mapMemRegion(ownRegion(len, align, 1)), "EINVAL", /alignment/);
+    const own = ownRegion(len + align, align);
+    const short = { ...own, bytes: own.bytes.subarray(0, len + 1), len: len + 1 };
+    assertErrno(() => b.mapMemRegion(short), "EINVAL", /alignment/);
+
+    const r: MemoryRegion = { ...own, bytes: own.bytes.subarray(0, len), len };
+    b.mapMemRegion(r);
+    assertErrno(() => b.mapMemRegion(r), "EINVAL", /already mapped/);
+    // The same memory described by another object is the same region.
+    assertErrno(() => b.mapMemRegion({ ...r }), "EINVAL", /already mapped/);
+    // Overlapping the tail of r.
+    const tail = own.bytes.subarray(len - align, len + align);
+    assertErrno(
+      () => b.mapMemRegion({ bytes: tail, len: tail.byteLength, fd: -1, fdOffset: 0 }),
+      "EINVAL",
+      /overlap/,
+    );
+    // Inside r.
+    const inner = own.bytes.subarray(align, 2 * align);
+    assertErrno(() => b.mapMemRegion({ bytes: inner, len: align, fd: -1, fdOffset: 0 }), "EINVAL");
+    // Adjacent, not overlapping: fine.
+    const next = own.bytes.subarray(len, len + align);
+    const adj: MemoryRegion = { bytes: next, len: align, fd: -1, fdOffset: 0 };
+    b.mapMemRegion(adj);
+
+    // I/O through the caller's region.
+    const q = b.getQueue(0)!;
+    const page = Math.max(align, 512);
+    const buf = r.bytes.subarray(0, page);
+    buf.set(pattern(page, 3));
+    q.write(0x40000, buf, "w");
+    assert.equal(reap(q, 1)[0].ret, 0);
+    const into = r.bytes.subarray(page, 2 * page);
+    q.read(0x40000, into, "r");
+    assert.equal(reap(q, 1)[0].ret, 0);
+    assert.deepEqual(into, pattern(page, 3));
+
+    b.unmapMemRegion(r);
+    b.unmapMemRegion(r);
+    b.unmapMemRegion(adj);
+    b.mapMemRegion(r);
+    b.unmapMemRegion(r);
+    // A caller-built region is the caller's: the library cannot free it.
+    assertErrno(() => b.freeMemRegion(r), "EINVAL");
+  });
+}
+
+test("map-mem-region: malformed regions → EINVAL", () => {
+  using b = startOn(FILE);
+  const ok = ownRegion(4096, 1);
+  const bad: unknown[] = [
+    null,
+    undefined,
+    42,
+    "region",
+    {},
+    { ...ok, bytes: new ArrayBuffer(4096) },
+    { ...ok, bytes: new Uint16Array(2048) },
+    { ...ok, len: 4095 },
+    { ...ok, len: "4096" },
+    { ...ok, fd: -2 },
+    { ...ok, fd: 1.5 },
+    { ...ok, fdOffset: -1 },
+    { ...ok, fdOffset: NaN },
+    { bytes: new Uint8Array(0), len: 0, fd: -1, fdOffset: 0 },
+  ];
+  for (const r of bad) assertErrno(() => b.mapMemRegion(r as MemoryRegion), "EINVAL");
+  b.mapMemRegion(ok);
+  b.unmapMemRegion(ok);
+});
+
+// --- auto-free-mem-regions ---
+
+test("auto-free-mem-regions: free closes the fd, destroy closes the rest", () => {
+  const b = connectTo(FILE);
+  const regions = [b.allocMemRegion(MiB), b.allocMemRegion(MiB), b.allocMemRegion(MiB)];
+  const links = regions.map((r) => fdLink(r.fd)!);
+  for (const l of links) assert.match(l, /memfd:libblkio-buf/);
+  assert.equal(new Set(regions.map((r) => r.fd)).size, 3);
+
+  b.freeMemRegion(regions[1]);
+  assertFdClosed(regions[1].fd, links[1]);
+  assert.equal(regions[1].bytes.byteLength, 0);
+  assert.equal(fdLink(regions[0].fd), links[0]);
+  assert.equal(fdLink(regions[2].fd), links[2]);
+  assert.equal(regions[0].bytes.byteLength, MiB);
+
+  b.start();
+  b.mapMemRegion(regions[2]);
+  b.destroy();
+  assertFdClosed(regions[0].fd, links[0]);
+  assertFdClosed(regions[2].fd, links[2]);
+  for (const r of regions) {
+    assert.equal(r.bytes.byteLength, 0);
+    assert.equal(r.bytes[0], undefined);
+  }
+  b.destroy();
+});
+
+// --- lifetime rules ---
+
+test("free-mem-region: a mapped region → EBUSY, then fine once unmapped", () => {
+  using b = startOn(FILE);
+  const r = b.allocMemRegion(4096);
+  b.mapMemRegion(r);
+  assertErrno(() => b.freeMemRegion(r), "EBUSY", /mapped/);
+  assert.equal(r.bytes.byteLength, 4096);
+  b.unmapMemRegion(r);
+  b.freeMemRegion(r);
+  assert.equal(r.bytes.byteLength, 0);
+});
+
+function inFlightCase(t: Target, name: string, submit: (q: Queue, bytes: Uint8Array) => void) {
+  test(`free-mem-region: request in flight → EBUSY (${name}) [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const r = b.allocMemRegion(Math.max(alignment(b), 4096) * 2);
+    submit(q, r.bytes);
+    assertErrno(() => b.freeMemRegion(r), "EBUSY", /in use|flight/);
+    assert.equal(r.bytes.byteLength, r.len);
+    const out: Completion[] = [];
+    let left = 0;
+    for (;;) {
+      try {
+        left += q.doIo(out, 1, 1);
+      } catch {
+        break; // nothing outstanding any more (EINVAL)
+      }
+    }
+    assert.ok(left > 0);
+    b.freeMemRegion(r);
+    assert.equal(r.bytes.byteLength, 0);
+  });
+}
+
+inFlightCase(FILE, "read", (q, bytes) => q.read(0, bytes.subarray(0, 4096), "r"));
+inFlightCase(
+  FILE,
+  "readv",
+  (q, bytes) => q.readv(0, [new Uint8Array(512), bytes.subarray(4096, 8192)], "rv"),
+);
+inFlightCase(FILE, "write", (q, bytes) => q.write(0, bytes.subarray(0, 512), "w"));
+
+test("free-mem-region: request waiting in the backlog (ring full) → EBUSY", () => {
+  const b = connectTo(FILE);
+  b.setInt("num-entries", 4);
+  b.start();
+  const q = b.getQueue(0)!;
+  const r = b.allocMemRegion(4096);
+  // Fill the ring and its in-flight slots with requests on other memory, then one on the region.
+  const other = new Uint8Array(512);
+  let n = 0;
+  for (; n < 64; n++) q.read(0, other, n);
+  q.read(0, r.bytes.subarray(0, 512), "region");
+  assertErrno(() => b.freeMemRegion(r), "EBUSY");
+  const got = reap(q, n + 1);
+  assert.equal(got.length, n + 1);
+  assert.equal(got[n].userData, "region");
+  b.freeMemRegion(r);
+  b.destroy();
+});
+
+test("free-mem-region: bytes are empty after free and refused as a buffer", () => {
+  using b = startOn(FILE);
+  const q = b.getQueue(0)!;
+  const r = b.allocMemRegion(8192);
+  const sub = r.bytes.subarray(4096);
+  b.freeMemRegion(r);
+  assert.equal(r.bytes.byteLength, 0);
+  assert.equal(r.bytes.length, 0);
+  assert.equal(r.bytes[0], undefined);
+  assert.equal(sub.byteLength, 0);
+  assert.equal(sub[0], undefined);
+  r.bytes[0] = 1; // ignored, no crash
+  assert.equal(r.len, 8192); // the description stays
+  assertErrno(() => q.read(0, r.bytes), "EINVAL");
+  assertErrno(() => q.write(0, sub), "EINVAL");
+  assertErrno(() => q.readv(0, [sub]), "EINVAL");
+  assertErrno(() => b.mapMemRegion(r), "EINVAL");
+  // Freeing twice: no longer this instance's region.
+  assertErrno(() => b.freeMemRegion(r), "EINVAL");
+});
+
+test("free-mem-region: a foreign region → EINVAL", () => {
+  using a = connectTo(FILE);
+  using b = connectTo(FILE);
+  const ra = a.allocMemRegion(4096);
+  assertErrno(() => b.freeMemRegion(ra), "EINVAL");
+  assert.equal(ra.bytes.byteLength, 4096);
+  // A copy of a's region is not the region a allocated either.
+  assertErrno(() => a.freeMemRegion({ ...ra }), "EINVAL");
+  assertErrno(() => a.freeMemRegion(ownRegion(4096, 1)), "EINVAL");
+  for (const v of [null, undefined, 0, "x", {}]) {
+    assertErrno(() => a.freeMemRegion(v as unknown as MemoryRegion), "EINVAL");
+  }
+  a.freeMemRegion(ra);
+});
+
+test("mem-regions: use after destroy → EBADF", () => {
+  const b = connectTo(FILE);
+  const r = b.allocMemRegion(4096);
+  b.destroy();
+  assertErrno(() => b.allocMemRegion(4096), "EBADF");
+  assertErrno(() => b.freeMemRegion(r), "EBADF");
+  assertErrno(() => b.mapMemRegion(r), "EBADF");
+  assertErrno(() => b.unmapMemRegion(r), "EBADF");
+});
+
+test("mem-regions: cleanup scratch targets", () => cleanupAll());

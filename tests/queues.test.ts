@@ -1,0 +1,289 @@
+// libblkio tests/get-queue.c and add-remove-queues.c, plus validation of the queue properties
+// (num-queues, num-poll-queues, num-entries).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Blkio, type Queue } from "../mod.ts";
+import {
+  alignedBuffer,
+  assertErrno,
+  cleanupAll,
+  connectTo,
+  pread,
+  reap,
+  type Target,
+  targets,
+} from "./_helpers.ts";
+
+const TARGETS = targets();
+
+/** Writes a block through `q`, reads it back, and cross-checks it with node:fs. */
+function roundTrip(b: Blkio, q: Queue, t: Target, offset: number, fill: number): void {
+  const len = 4096;
+  const buf = alignedBuffer(b, len);
+  buf.fill(fill);
+  q.write(offset, buf, "w");
+  q.flush("f");
+  const done = reap(q, 2);
+  for (const c of done) assert.equal(c.ret, 0, `${String(c.userData)}: ret ${c.ret} ${c.errorMsg}`);
+  const back = alignedBuffer(b, len);
+  q.read(offset, back, "r");
+  const [c] = reap(q, 1);
+  assert.equal(c.ret, 0, `read: ret ${c.ret} ${c.errorMsg}`);
+  assert.ok(back.every((v) => v === fill), "read back what was written");
+  assert.ok(pread(t.path, offset, len).every((v) => v === fill), "node:fs sees the write");
+}
+
+// ---- get-queue -----------------------------------------------------------------------------
+
+for (const t of TARGETS) {
+  test(`get-queue: null until start, then only existing indices [${t.name}]`, () => {
+    using b = connectTo(t);
+    if (b.getInt("max-queues") < 2) throw new Error("io_uring always allows 2 queues");
+    for (const i of [-1, 0, 1]) {
+      assert.equal(b.getQueue(i), null, `getQueue(${i}) before start`);
+      assert.equal(b.getPollQueue(i), null, `getPollQueue(${i}) before start`);
+    }
+    b.setInt("num-queues", 2);
+    for (const i of [-1, 0, 1]) assert.equal(b.getQueue(i), null, `getQueue(${i}) still before start`);
+    b.start();
+    const q0 = b.getQueue(0), q1 = b.getQueue(1);
+    assert.ok(q0 !== null && q1 !== null);
+    assert.notEqual(q0, q1);
+    assert.equal(b.getQueue(0), q0, "the same Queue object each time");
+    assert.equal(q0.isPollQueue, false);
+    for (const i of [2, 3, 10, -1, 1.5, NaN, Infinity, 2 ** 32]) {
+      assert.equal(b.getQueue(i), null, `getQueue(${i})`);
+    }
+    for (const i of [0, 1, 2, -1]) {
+      assert.equal(b.getPollQueue(i), null, `getPollQueue(${i}) with no poll queues`);
+    }
+    roundTrip(b, q0, t, 0x10000, 0x11);
+    roundTrip(b, q1, t, 0x20000, 0x22);
+  });
+}
+
+for (const t of TARGETS) {
+  test(`get-queue: poll queues by index when supported, else start fails EINVAL [${t.name}]`, () => {
+    using b = connectTo(t);
+    b.setInt("num-queues", 1);
+    b.setInt("num-poll-queues", 2);
+    if (!b.getBool("supports-poll-queues")) {
+      assertErrno(() => b.start(), "EINVAL", /[Pp]oll queues/);
+      assert.equal(b.state, "connected");
+      // Fixing the setting lets start succeed.
+      b.setInt("num-poll-queues", 0);
+      b.start();
+      assert.equal(b.getPollQueue(0), null);
+      assertErrno(() => b.addPollQueue(), "EINVAL");
+      return;
+    }
+    b.start();
+    const p0 = b.getPollQueue(0), p1 = b.getPollQueue(1);
+    assert.ok(p0 !== null && p1 !== null);
+    assert.notEqual(p0, p1);
+    assert.equal(p0.isPollQueue, true);
+    assert.equal(p0.completionFd, -1);
+    for (const i of [2, 3, 10, -1]) assert.equal(b.getPollQueue(i), null, `getPollQueue(${i})`);
+    assert.ok(b.getQueue(0) !== null);
+    assert.equal(b.getQueue(1), null);
+    // A read through a poll queue.
+    const buf = alignedBuffer(b, 4096);
+    p1.read(0, buf, "poll read");
+    const [c] = reap(p1, 1);
+    assert.equal(c.ret, 0, `ret ${c.ret} ${c.errorMsg}`);
+    assert.equal(c.userData, "poll read");
+  });
+}
+
+// ---- add-remove-queues ---------------------------------------------------------------------
+
+for (const t of TARGETS) {
+  test(`add-remove-queues: EBUSY before start, ENOENT for missing indices, index reuse [${t.name}]`, () => {
+    using b = connectTo(t);
+    assert.equal(b.getBool("can-add-queues"), true);
+    assertErrno(() => b.addQueue(), "EBUSY", /started/);
+    assertErrno(() => b.addPollQueue(), "EBUSY", /started/);
+    b.setInt("num-queues", 2);
+    b.start();
+    for (const i of [2, 3, 10, -1, 1.5, NaN]) {
+      assertErrno(() => b.removeQueue(i), "ENOENT", /index/);
+      assertErrno(() => b.removePollQueue(i), "ENOENT", /index/);
+    }
+    assertErrno(() => b.removePollQueue(0), "ENOENT");
+    const q0 = b.getQueue(0)!;
+    const q1 = b.getQueue(1)!;
+    b.removeQueue(0);
+    assert.equal(b.getQueue(0), null);
+    assert.equal(b.getQueue(1), q1, "removing a queue leaves the others in place");
+    assertErrno(() => b.removeQueue(0), "ENOENT", /index 0/);
+    assert.equal(b.addQueue(), 0, "the free index is reused");
+    assert.equal(b.addQueue(), 2, "then the next index");
+    const added0 = b.getQueue(0)!;
+    const added2 = b.getQueue(2)!;
+    assert.ok(added0 !== null && added2 !== null);
+    assert.notEqual(added0, q0, "a new Queue object, not the removed one");
+    // The removed Queue object is unusable.
+    const e = assertErrno(() => q0.read(0, new Uint8Array(4096)), "EBADF");
+    assert.match(e.message, /removed/);
+    assertErrno(() => q0.flush(), "EBADF");
+    assertErrno(() => q0.doIo([], 0), "EBADF");
+    assertErrno(() => q0.completionFd, "EBADF");
+    // I/O works on the added queues and on the one that stayed.
+    roundTrip(b, added0, t, 0x10000, 0xa0);
+    roundTrip(b, added2, t, 0x20000, 0xa2);
+    roundTrip(b, q1, t, 0x30000, 0xa1);
+    assert.ok(added0.completionFd >= 0 && added2.completionFd >= 0);
+    assert.notEqual(added0.completionFd, added2.completionFd);
+  });
+}
+
+for (const t of TARGETS) {
+  test(`add-remove-queues: removing the highest indices, then adding again [${t.name}]`, () => {
+    using b = connectTo(t);
+    b.setInt("num-queues", 3);
+    b.start();
+    b.removeQueue(1);
+    b.removeQueue(2);
+    assert.equal(b.getQueue(1), null);
+    assert.equal(b.getQueue(2), null);
+    assert.equal(b.addQueue(), 1);
+    assert.equal(b.addQueue(), 2);
+    assert.equal(b.addQueue(), 3);
+    for (let i = 0; i < 4; i++) b.removeQueue(i);
+    for (let i = 0; i < 4; i++) assert.equal(b.getQueue(i), null);
+    assert.equal(b.addQueue(), 0);
+    roundTrip(b, b.getQueue(0)!, t, 0, 0x5a);
+  });
+}
+
+for (const t of TARGETS) {
+  test(`add-remove-queues: start with num-queues=0 works since can-add-queues is true [${t.name}]`, () => {
+    using b = connectTo(t);
+    b.setInt("num-queues", 0);
+    b.start();
+    assert.equal(b.getQueue(0), null);
+    assert.equal(b.addQueue(), 0);
+    const q = b.getQueue(0)!;
+    assert.ok(q !== null);
+    roundTrip(b, q, t, 0x4000, 0x3c);
+    b.removeQueue(0);
+    assert.equal(b.getQueue(0), null);
+    assertErrno(() => b.removeQueue(0), "ENOENT");
+  });
+}
+
+for (const t of TARGETS) {
+  test(`add-remove-queues: poll queues can be added and removed when supported [${t.name}]`, () => {
+    using b = connectTo(t);
+    const poll = b.getBool("supports-poll-queues");
+    b.start();
+    if (!poll) {
+      assertErrno(() => b.addPollQueue(), "EINVAL", /[Pp]oll queues/);
+      assert.equal(b.getPollQueue(0), null);
+      return;
+    }
+    assert.equal(b.addPollQueue(), 0);
+    assert.equal(b.addPollQueue(), 1);
+    const p0 = b.getPollQueue(0)!;
+    assert.equal(p0.isPollQueue, true);
+    b.removePollQueue(0);
+    assertErrno(() => p0.read(0, new Uint8Array(512)), "EBADF");
+    assert.equal(b.addPollQueue(), 0);
+    assert.equal(b.getQueue(0)!.isPollQueue, false, "regular queues are separate");
+    assertErrno(() => b.removeQueue(1), "ENOENT");
+  });
+}
+
+// ---- property validation -------------------------------------------------------------------
+
+test("num-entries: values <= 0 are EINVAL and leave the value unchanged", () => {
+  using b = connectTo(TARGETS[0]);
+  assert.equal(b.getInt("num-entries"), 128);
+  for (const v of [0, -1, -128, -2147483648]) {
+    assertErrno(() => b.setInt("num-entries", v), "EINVAL", /num-entries/);
+    assertErrno(() => b.setStr("num-entries", String(v)), "EINVAL", /num-entries/);
+  }
+  assert.equal(b.getInt("num-entries"), 128);
+  b.setInt("num-entries", 1);
+  assert.equal(b.getInt("num-entries"), 1);
+});
+
+test("num-entries: more than 32768 fails at start with EINVAL", () => {
+  using b = connectTo(TARGETS[0]);
+  b.setInt("num-entries", 32769);
+  assert.equal(b.getInt("num-entries"), 32769);
+  assertErrno(() => b.start(), "EINVAL", /num-entries/);
+  assert.equal(b.state, "connected");
+  assert.equal(b.getQueue(0), null);
+  b.setInt("num-entries", 2147483647);
+  assertErrno(() => b.start(), "EINVAL", /num-entries/);
+  b.setInt("num-entries", 64);
+  b.start();
+  assert.ok(b.getQueue(0) !== null);
+});
+
+for (const t of TARGETS) {
+  test(`num-entries: small rings still complete more requests than entries [${t.name}]`, () => {
+    using b = connectTo(t);
+    b.setInt("num-entries", 1);
+    b.start();
+    const q = b.getQueue(0)!;
+    const bufs = Array.from({ length: 10 }, () => alignedBuffer(b, 4096));
+    bufs.forEach((buf, i) => q.read(i * 4096, buf, i));
+    const done = reap(q, 10);
+    assert.deepEqual(done.map((c) => c.ret), new Array(10).fill(0));
+    assert.deepEqual(done.map((c) => c.userData as number).sort((x, y) => x - y), [...Array(10).keys()]);
+  });
+}
+
+test("num-queues / num-poll-queues: negative values are EINVAL", () => {
+  using b = connectTo(TARGETS[0]);
+  for (const name of ["num-queues", "num-poll-queues"]) {
+    const before = b.getInt(name);
+    for (const v of [-1, -2147483648]) {
+      assertErrno(() => b.setInt(name, v), "EINVAL", new RegExp(name));
+      assertErrno(() => b.setStr(name, String(v)), "EINVAL", new RegExp(name));
+    }
+    assert.equal(b.getInt(name), before);
+  }
+});
+
+test("num-queues / num-poll-queues / num-entries: settable while connected, EBUSY after start", () => {
+  using b = connectTo(TARGETS[0]);
+  for (const name of ["num-queues", "num-poll-queues", "num-entries"]) {
+    b.setInt(name, 1);
+    assert.equal(b.getInt(name), 1);
+  }
+  b.setInt("num-poll-queues", 0);
+  b.start();
+  for (const name of ["num-queues", "num-poll-queues", "num-entries"]) {
+    assertErrno(() => b.setInt(name, 1), "EBUSY", /started/);
+    assertErrno(() => b.setStr(name, "1"), "EBUSY", /started/);
+  }
+  assert.equal(b.getInt("num-queues"), 1);
+});
+
+test("num-queues / num-poll-queues / num-entries: ENODEV before connect, defaults readable", () => {
+  using b = Blkio.create("io_uring");
+  for (const name of ["num-queues", "num-poll-queues", "num-entries"]) {
+    assertErrno(() => b.setInt(name, 1), "ENODEV", /connected/);
+  }
+  // Stored values are readable in every state, with their defaults.
+  assert.equal(b.getInt("num-queues"), 1);
+  assert.equal(b.getInt("num-poll-queues"), 0);
+  assert.equal(b.getInt("num-entries"), 128);
+});
+
+test("num-poll-queues: > 0 without poll support fails at start with EINVAL", () => {
+  // Buffered I/O never supports IOPOLL, so the first target always takes this path.
+  const t = TARGETS.find((x) => !x.direct)!;
+  using b = connectTo(t);
+  assert.equal(b.getBool("supports-poll-queues"), false);
+  b.setInt("num-poll-queues", 1);
+  assertErrno(() => b.start(), "EINVAL", /[Pp]oll queues not supported/);
+  assert.equal(b.state, "connected");
+  b.setInt("num-queues", 0);
+  assertErrno(() => b.start(), "EINVAL");
+});
+
+test("queues: cleanup scratch targets", () => cleanupAll());

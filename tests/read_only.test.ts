@@ -1,0 +1,164 @@
+// libblkio tests/read-only.c: with read-only=true, reads and flushes work and every request
+// that would modify the device fails in its completion, leaving the device unchanged.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { chmodSync, readFileSync } from "node:fs";
+import process from "node:process";
+import { Blkio, type Completion, ReqFlags } from "../mod.ts";
+import {
+  alignedBuffer,
+  assertErrno,
+  cleanupAll,
+  connectTo,
+  pread,
+  pwrite,
+  reap,
+  scratchFile,
+  startOn,
+  targets,
+} from "./_helpers.ts";
+
+const TARGETS = targets();
+const EBADF = 9;
+const ENOTSUP = 95;
+const REGION = 256 * 1024;
+const { FUA, NO_UNMAP, NO_FALLBACK } = ReqFlags;
+/** Every combination of the write-zeroes flags. */
+const WRITE_ZEROES_FLAGS = [
+  0,
+  FUA,
+  NO_UNMAP,
+  NO_FALLBACK,
+  FUA | NO_UNMAP,
+  FUA | NO_FALLBACK,
+  NO_UNMAP | NO_FALLBACK,
+  FUA | NO_UNMAP | NO_FALLBACK,
+];
+const IS_ROOT = typeof process.getuid === "function" && process.getuid() === 0;
+
+function accessMode(fd: number): number {
+  const line = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8").split("\n").find((l) =>
+    l.startsWith("flags:")
+  )!;
+  return parseInt(line.split(/\s+/)[1], 8) & 3;
+}
+
+function patterned(len: number, seed: number): Uint8Array {
+  return new Uint8Array(len).map((_, i) => (i * 31 + seed + (i >> 12)) & 0xff);
+}
+
+/** Expects every completion to be there exactly once, keyed by userData. */
+function byUserData(done: Completion[], expected: string[]): Map<string, Completion> {
+  const m = new Map<string, Completion>();
+  for (const c of done) {
+    const key = c.userData as string;
+    assert.ok(!m.has(key), `completion ${key} seen twice`);
+    m.set(key, c);
+  }
+  assert.deepEqual([...m.keys()].sort(), [...expected].sort());
+  return m;
+}
+
+for (const t of TARGETS) {
+  test(`read-only: reads and flush succeed, every modifying request fails, data unchanged [${t.name}]`, () => {
+    const before = patterned(REGION, 5);
+    pwrite(t.path, 0, before);
+    using b = startOn(t, { readOnly: true });
+    assert.equal(b.getBool("read-only"), true);
+    const q = b.getQueue(0)!;
+    const page = 4096;
+
+    // Requests that only read.
+    const rbuf = alignedBuffer(b, page);
+    const iov = [alignedBuffer(b, page), alignedBuffer(b, page), alignedBuffer(b, page)];
+    q.read(0x10000, rbuf, "read");
+    q.readv(0x20000, iov, "readv");
+    q.flush("flush");
+    const ok = byUserData(reap(q, 3), ["read", "readv", "flush"]);
+    for (const [k, c] of ok) assert.equal(c.ret, 0, `${k}: ret ${c.ret} ${c.errorMsg}`);
+    assert.deepEqual(rbuf, before.subarray(0x10000, 0x10000 + page));
+    iov.forEach((v, i) => assert.deepEqual(v, before.subarray(0x20000 + i * page, 0x20000 + (i + 1) * page)));
+
+    // Requests that would modify the device.
+    const wbuf = alignedBuffer(b, page).fill(0xee);
+    const wiov = [
+      alignedBuffer(b, page).fill(0xa),
+      alignedBuffer(b, page).fill(0xb),
+      alignedBuffer(b, page).fill(0xc),
+    ];
+    const names: string[] = [];
+    for (const flags of [0, FUA]) {
+      q.write(0x10000, wbuf, `write/${flags}`, flags);
+      q.writev(0x20000, wiov, `writev/${flags}`, flags);
+      names.push(`write/${flags}`, `writev/${flags}`);
+    }
+    for (const flags of WRITE_ZEROES_FLAGS) {
+      q.writeZeroes(0x30000, 2 * page, `write-zeroes/${flags}`, flags);
+      names.push(`write-zeroes/${flags}`);
+    }
+    q.discard(0x8000, 2 * page, "discard");
+    names.push("discard");
+    const failed = byUserData(reap(q, names.length), names);
+    for (const [k, c] of failed) {
+      assert.ok(
+        c.ret === -EBADF || c.ret === -ENOTSUP,
+        `${k}: expected -EBADF or -ENOTSUP, got ${c.ret} ${c.errorMsg}`,
+      );
+    }
+
+    // Nothing reached the device.
+    assert.deepEqual(pread(t.path, 0, REGION), before);
+    q.read(0x30000, rbuf, "reread");
+    const [again] = reap(q, 1);
+    assert.equal(again.ret, 0);
+    assert.deepEqual(rbuf, before.subarray(0x30000, 0x30000 + page));
+    assert.equal(b.getUint64("capacity"), BigInt(t.size));
+  });
+}
+
+for (const t of TARGETS) {
+  test(`read-only: the library opens the target O_RDONLY; read-only cannot change after connect [${t.name}]`, () => {
+    using b = connectTo(t, { readOnly: true });
+    assert.equal(accessMode(b.getInt("fd")), 0, "O_RDONLY");
+    assert.equal(b.getBool("read-only"), true);
+    assertErrno(() => b.setBool("read-only", false), "EBUSY", /read-only/);
+    b.start();
+    assertErrno(() => b.setBool("read-only", false), "EBUSY");
+    assert.equal(b.getBool("read-only"), true);
+    using rw = connectTo(t);
+    assert.equal(accessMode(rw.getInt("fd")), 2, "O_RDWR");
+    assert.equal(rw.getBool("read-only"), false);
+  });
+}
+
+test("read-only: a 0444 file opens with read-only=true and reads", () => {
+  const path = scratchFile(1024 * 1024, 0x42);
+  chmodSync(path, 0o444);
+  using b = Blkio.create("io_uring");
+  b.setStr("path", path);
+  b.setBool("read-only", true);
+  b.connect();
+  assert.equal(accessMode(b.getInt("fd")), 0);
+  b.start();
+  const q = b.getQueue(0)!;
+  const buf = new Uint8Array(512);
+  q.read(4096, buf, "r");
+  const [c] = reap(q, 1);
+  assert.equal(c.ret, 0);
+  assert.ok(buf.every((v) => v === 0x42));
+});
+
+test(
+  "read-only: a 0444 file without read-only fails connect with EACCES",
+  { skip: IS_ROOT ? "root is not stopped by permission bits" : false },
+  () => {
+    const path = scratchFile(1024 * 1024);
+    chmodSync(path, 0o444);
+    using b = Blkio.create("io_uring");
+    b.setStr("path", path);
+    assertErrno(() => b.connect(), "EACCES", /disk\.img/);
+    assert.equal(b.state, "created");
+  },
+);
+
+test("read-only: cleanup scratch targets", () => cleanupAll());

@@ -1,0 +1,932 @@
+// The virtio-blk-vhost-user driver against a real qemu-storage-daemon: the libblkio test cases
+// that apply to this driver (tests/*.c run with --driver virtio-blk-vhost-user), with data
+// cross-checked by reading the exported image file directly, a read-only export, the limits
+// libblkio leaves open (buffers outside memory regions, requests needing more descriptors than
+// the queue has) and the back-end dying mid-run.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readdirSync, readlinkSync } from "node:fs";
+import { Blkio, BlkioError, BlockDevice, type Completion, type MemoryRegion, type Queue, ReqFlags } from "../mod.ts";
+import { native } from "../ffi/load.ts";
+import { cString } from "../src/sys.ts";
+import { assertErrno, pread, pwrite } from "./_helpers.ts";
+import { fdinfoFlags, PAGE, pattern, reapAll, runOk, tryReadEventfd, waitEventfd } from "./_io.ts";
+import { qsdSkipReason, startExport, stopAllExports, type VhostUserExport } from "./_vhost_user.ts";
+
+const DRIVER = "virtio-blk-vhost-user";
+const SKIP = qsdSkipReason();
+const MiB = 1 << 20;
+const SIZE = 32 * MiB;
+const WAIT = 20_000_000_000n; // per doIo: a hang fails the test instead of blocking the run
+const EINVAL = -22, EIO = -5, EBADF = -9, ENOTSUP = -95;
+
+/** The shared writable export (2 queues) and a read-only one. */
+const EXP: VhostUserExport | null = SKIP ? null : startExport({ size: SIZE, numQueues: 2 });
+const RO: VhostUserExport | null = SKIP
+  ? null
+  : startExport({ size: 2 * MiB, writable: false, fill: (d) => d.fill(0x5a) });
+
+function vtest(name: string, fn: () => void | Promise<void>): void {
+  test(`virtio-blk-vhost-user: ${name}`, { skip: SKIP ?? false, timeout: 120_000 }, fn);
+}
+
+/** Created and configured, not connected. */
+function create(exp: VhostUserExport = EXP!, readOnly = false): Blkio {
+  const b = Blkio.create(DRIVER);
+  b.setStr("path", exp.socket);
+  if (readOnly) b.setBool("read-only", true);
+  return b;
+}
+
+interface StartOpts {
+  exp?: VhostUserExport;
+  readOnly?: boolean;
+  numQueues?: number;
+  numPollQueues?: number;
+  queueSize?: number;
+}
+
+function start(o: StartOpts = {}): Blkio {
+  const b = create(o.exp, o.readOnly);
+  try {
+    b.connect();
+    if (o.numQueues !== undefined) b.setInt("num-queues", o.numQueues);
+    if (o.numPollQueues !== undefined) b.setInt("num-poll-queues", o.numPollQueues);
+    if (o.queueSize !== undefined) b.setInt("queue-size", o.queueSize);
+    b.start();
+    return b;
+  } catch (e) {
+    b.destroy();
+    throw e;
+  }
+}
+
+/** `len` bytes of a newly allocated and mapped memory region. */
+function mapped(b: Blkio, len: number): Uint8Array {
+  const r = b.allocMemRegion(len);
+  b.mapMemRegion(r);
+  return r.bytes;
+}
+
+function image(off: number, len: number, exp: VhostUserExport = EXP!): Uint8Array {
+  return pread(exp.image, off, len);
+}
+
+function one(q: Queue, submit: (ud: unknown) => void, what: string): Completion {
+  const tag = { what };
+  submit(tag);
+  const [c] = reapAll(q, 1, 1);
+  assert.equal(c.userData, tag, `${what}: completion of another request`);
+  return c;
+}
+
+function openFds(): string[] {
+  return readdirSync("/proc/self/fd").map((f) => {
+    try {
+      return `${f}:${readlinkSync(`/proc/self/fd/${f}`)}`;
+    } catch {
+      return `${f}:?`;
+    }
+  }).sort();
+}
+
+// --- lifecycle and properties (driver-name, started, capacity, block-limits) ---------------
+
+vtest("driver-name: driver property, read-only", () => {
+  using b = create();
+  assert.equal(b.driver, DRIVER);
+  assert.equal(b.getStr("driver"), DRIVER);
+  assertErrno(() => b.setStr("driver", "io_uring"), "EACCES");
+  assert.equal(b.getStr("driver"), DRIVER);
+});
+
+vtest("started: connect and start are idempotent, connect after start is EBUSY", () => {
+  const b = create();
+  assertErrno(() => b.start(), "ENODEV");
+  b.connect();
+  b.connect();
+  b.start();
+  b.start();
+  assert.equal(b.state, "started");
+  assertErrno(() => b.connect(), "EBUSY");
+  b.destroy();
+  b.destroy();
+  assert.equal(b.destroyed, true);
+});
+
+vtest("capacity: ENODEV before connect, read-only, equals the image size", () => {
+  using b = create();
+  assertErrno(() => b.getUint64("capacity"), "ENODEV");
+  assertErrno(() => b.setUint64("capacity", 1n), "EACCES");
+  b.connect();
+  assert.equal(b.getUint64("capacity"), BigInt(SIZE));
+  assert.equal(b.getStr("capacity"), String(SIZE));
+  assertErrno(() => b.setUint64("capacity", 1n), "EACCES");
+});
+
+const INT_LIMITS = [
+  "request-alignment",
+  "optimal-io-alignment",
+  "optimal-io-size",
+  "buf-alignment",
+  "optimal-buf-alignment",
+  "max-segments",
+  "max-segment-len",
+  "max-transfer",
+  "discard-alignment",
+  "discard-alignment-offset",
+];
+const U64_LIMITS = ["max-write-zeroes-len", "max-discard-len"];
+
+vtest("block-limits: ENODEV before connect, EACCES to set, values from the config space", () => {
+  using b = create();
+  for (const p of INT_LIMITS) {
+    assertErrno(() => b.getInt(p), "ENODEV");
+    assertErrno(() => b.setInt(p, 1), "EACCES");
+  }
+  for (const p of U64_LIMITS) {
+    assertErrno(() => b.getUint64(p), "ENODEV");
+    assertErrno(() => b.setUint64(p, 1n), "EACCES");
+  }
+  b.connect();
+  for (const p of INT_LIMITS) assert.ok(b.getInt(p) >= 0, p);
+  for (const p of U64_LIMITS) assert.ok(b.getUint64(p) >= 0n, p);
+  for (const p of INT_LIMITS) assertErrno(() => b.setInt(p, 1), "EACCES");
+  // What qemu-storage-daemon 7.2 reports (libblkio.md §10 observed the same).
+  assert.equal(b.getInt("request-alignment"), 512);
+  assert.equal(b.getInt("buf-alignment"), 1);
+  assert.equal(b.getInt("optimal-buf-alignment"), 1);
+  assert.equal(b.getInt("max-segments"), 126);
+  assert.equal(b.getUint64("max-write-zeroes-len"), 16n * BigInt(MiB));
+  assert.equal(b.getUint64("max-discard-len"), 16n * BigInt(MiB));
+});
+
+vtest("properties: the driver's table (fd, direct, queue-size, memory, queues)", () => {
+  using b = create();
+  // Readable in every state, as libblkio's stored properties are.
+  assert.equal(b.getBool("needs-mem-regions"), true);
+  assert.equal(b.getBool("needs-mem-region-fd"), true);
+  assert.equal(b.getBool("may-pin-mem-regions"), true);
+  assert.equal(b.getBool("supports-poll-queues"), true);
+  assert.equal(b.getBool("supports-fua-natively"), false);
+  assert.equal(b.getBool("can-grow"), false);
+  assert.equal(b.getBool("can-add-queues"), false);
+  assert.equal(b.getInt("max-queue-size"), 32768);
+  assert.equal(b.getInt("queue-size"), 256);
+  assert.equal(b.getInt("fd"), -1);
+  assertErrno(() => b.setInt("fd", 3), "ENOENT", /fd property not supported/);
+  assertErrno(() => b.setBool("direct", true), "ENOENT");
+  assertErrno(() => b.getBool("direct"), "ENOENT");
+  assertErrno(() => b.setInt("num-entries", 16), "ENOENT");
+  assertErrno(() => b.getInt("max-queues"), "ENODEV");
+  assertErrno(() => b.setInt("queue-size", 64), "ENODEV");
+  b.connect();
+  assert.equal(b.getInt("max-queues"), 2);
+  assert.equal(b.getUint64("mem-region-alignment"), 1n);
+  // 32 memory slots in qemu-storage-daemon, one of them holds the virtqueues.
+  assert.equal(b.getUint64("max-mem-regions"), 31n);
+  assert.equal(typeof b.getBool("flush-needed"), "boolean");
+  for (const bad of [0, -1, 3, 100, 65536]) assertErrno(() => b.setInt("queue-size", bad), "EINVAL");
+  b.setInt("queue-size", 32768);
+  b.setStr("queue-size", "64");
+  assert.equal(b.getInt("queue-size"), 64);
+  assertErrno(() => b.setInt("num-queues", -1), "EINVAL");
+  assertErrno(() => b.setStr("path", "/elsewhere"), "EBUSY");
+  const names = b.properties().map((p) => p.name);
+  assert.ok(names.includes("queue-size") && !names.includes("direct") && !names.includes("num-entries"));
+});
+
+vtest("connect: missing socket → ENOENT, no path → EINVAL, not a socket → error, fds not leaked", () => {
+  const before = openFds();
+  const b = Blkio.create(DRIVER);
+  assertErrno(() => b.connect(), "EINVAL");
+  b.setStr("path", EXP!.socket + ".missing");
+  assertErrno(() => b.connect(), "ENOENT");
+  b.destroy();
+  const c = Blkio.create(DRIVER);
+  c.setStr("path", EXP!.image); // a regular file
+  assert.throws(() => c.connect(), BlkioError);
+  c.destroy();
+  // A full cycle with mapped regions and several queues leaves no fd behind.
+  const d = start({ numQueues: 2, numPollQueues: 0 });
+  mapped(d, MiB);
+  mapped(d, MiB);
+  d.destroy();
+  assert.deepEqual(openFds(), before);
+});
+
+// --- queues (get-queue, add-remove-queues) --------------------------------------------------
+
+vtest("get-queue: null before start; with num-queues 2 indices 0 and 1", () => {
+  using b = create();
+  for (const i of [-1, 0, 1]) assert.equal(b.getQueue(i), null);
+  b.connect();
+  b.setInt("num-queues", 2);
+  for (const i of [-1, 0, 1]) assert.equal(b.getQueue(i), null);
+  b.start();
+  assert.ok(b.getQueue(0) && b.getQueue(1) && b.getQueue(0) !== b.getQueue(1));
+  for (const i of [2, 3, 10, -1]) assert.equal(b.getQueue(i), null);
+  assert.equal(b.getPollQueue(0), null);
+});
+
+vtest("add-remove-queues: start with 0 queues EINVAL, add ENOTSUP, too many queues EINVAL, remove", () => {
+  {
+    using b = create();
+    assert.equal(b.getBool("can-add-queues"), false);
+    b.connect();
+    b.setInt("num-queues", 0);
+    assertErrno(() => b.start(), "EINVAL");
+    b.setInt("num-queues", 2);
+    b.setInt("num-poll-queues", 1); // 3 > max-queues 2
+    assertErrno(() => b.start(), "EINVAL", /max-queues/);
+  }
+  using b = start({ numQueues: 2 });
+  assertErrno(() => b.addQueue(), "ENOTSUP");
+  assertErrno(() => b.addPollQueue(), "ENOTSUP");
+  const q1 = b.getQueue(1)!;
+  b.removeQueue(0);
+  assert.equal(b.getQueue(0), null);
+  assertErrno(() => b.removeQueue(0), "ENOENT");
+  assertErrno(() => b.removeQueue(5), "ENOENT");
+  // The other queue goes on working.
+  const buf = mapped(b, PAGE);
+  runOk(q1, (ud) => q1.read(0, buf, ud), "read on queue 1 after removing queue 0");
+});
+
+vtest("multi-queue: two queues do I/O independently and see each other's writes", () => {
+  using b = start({ numQueues: 2 });
+  const [q0, q1] = [b.getQueue(0)!, b.getQueue(1)!];
+  const mem = mapped(b, 4 * PAGE);
+  const a = mem.subarray(0, PAGE), c = mem.subarray(PAGE, 2 * PAGE);
+  a.set(pattern(PAGE, 11));
+  c.set(pattern(PAGE, 12));
+  q0.write(0x40000, a, "w0");
+  q1.write(0x41000, c, "w1");
+  assert.equal(reapAll(q0, 1)[0].ret, 0);
+  assert.equal(reapAll(q1, 1)[0].ret, 0);
+  const r = mem.subarray(2 * PAGE, 4 * PAGE);
+  runOk(q1, (ud) => q1.read(0x40000, r, ud), "read back on queue 1");
+  assert.deepEqual(r.subarray(0, PAGE), pattern(PAGE, 11));
+  assert.deepEqual(r.subarray(PAGE), pattern(PAGE, 12));
+});
+
+// --- read-only ------------------------------------------------------------------------------
+
+vtest("read-only: a read-only export needs read-only=true (EROFS at start)", () => {
+  using b = create(RO!);
+  b.connect();
+  assert.equal(b.getBool("read-only"), false, "not updated from the device");
+  assertErrno(() => b.start(), "EROFS", /read-only/);
+});
+
+for (const which of ["read-only export", "writable export"]) {
+  vtest(`read-only: reads and flush work, every write fails EBADF [${which}]`, () => {
+    const exp = which === "read-only export" ? RO! : EXP!;
+    using b = start({ exp, readOnly: true });
+    assert.equal(b.getBool("read-only"), true);
+    const q = b.getQueue(0)!;
+    const mem = mapped(b, 3 * PAGE);
+    const before = image(0, PAGE, exp);
+    runOk(q, (ud) => q.read(0, mem.subarray(0, PAGE), ud), "read");
+    assert.deepEqual(mem.subarray(0, PAGE), before);
+    runOk(q, (ud) => q.readv(0, [mem.subarray(0, 512), mem.subarray(PAGE, PAGE + 512)], ud), "readv");
+    runOk(q, (ud) => q.flush(ud), "flush");
+    const writes: [string, (ud: unknown) => void][] = [
+      ["write", (ud) => q.write(0, mem.subarray(0, PAGE), ud)],
+      ["write FUA", (ud) => q.write(0, mem.subarray(0, PAGE), ud, ReqFlags.FUA)],
+      ["writev", (ud) => q.writev(0, [mem.subarray(0, PAGE)], ud)],
+      ["writev FUA", (ud) => q.writev(0, [mem.subarray(0, PAGE)], ud, ReqFlags.FUA)],
+      ["discard", (ud) => q.discard(0, PAGE, ud)],
+    ];
+    for (const flags of [0, 1, 2, 3, 4, 5, 6, 7]) {
+      writes.push([`write-zeroes flags ${flags}`, (ud) => q.writeZeroes(0, PAGE, ud, flags)]);
+    }
+    for (const [what, submit] of writes) {
+      const c = one(q, submit, what);
+      assert.equal(c.ret, EBADF, `${what}: ${c.ret} ${c.errorMsg}`);
+      assert.equal(c.errorMsg, "device is read-only");
+    }
+    assert.deepEqual(image(0, PAGE, exp), before);
+  });
+}
+
+// --- data requests (read, write, readv, writev, write-fua, write-zeroes, discard, flush) ----
+
+vtest("read: data written to the image file directly reads back", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const data = pattern(PAGE, 1);
+  pwrite(EXP!.image, 0x10000, data);
+  const buf = mapped(b, PAGE);
+  runOk(q, (ud) => q.read(0x10000, buf, ud), "read");
+  assert.deepEqual(buf, data);
+});
+
+vtest("write: data lands in the image file", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const buf = mapped(b, PAGE);
+  buf.set(pattern(PAGE, 2));
+  runOk(q, (ud) => q.write(0x10000, buf, ud), "write");
+  assert.deepEqual(image(0x10000, PAGE), pattern(PAGE, 2));
+});
+
+vtest("readv: three iovecs read consecutive ranges", () => {
+  using b = start();
+  assert.ok(b.getInt("max-segments") >= 3);
+  const q = b.getQueue(0)!;
+  const data = new Uint8Array(3 * PAGE);
+  data.fill(0x41, 0, PAGE).fill(0x42, PAGE, 2 * PAGE).fill(0x43, 2 * PAGE);
+  pwrite(EXP!.image, 0x20000, data);
+  const mem = mapped(b, 3 * PAGE);
+  // Out of memory order on purpose: the iovec order is what counts.
+  const iov = [mem.subarray(2 * PAGE), mem.subarray(0, PAGE), mem.subarray(PAGE, 2 * PAGE)];
+  runOk(q, (ud) => q.readv(0x20000, iov, ud), "readv");
+  assert.ok(iov[0].every((x) => x === 0x41) && iov[1].every((x) => x === 0x42) && iov[2].every((x) => x === 0x43));
+});
+
+vtest("writev: three iovecs 'A', 'B', 'C' and small odd-sized ones land in order", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const mem = mapped(b, 3 * PAGE + 1024);
+  const iov = [mem.subarray(0, PAGE).fill(0x41), mem.subarray(PAGE, 2 * PAGE).fill(0x42), mem.subarray(2 * PAGE, 3 * PAGE).fill(0x43)];
+  runOk(q, (ud) => q.writev(0x30000, iov, ud), "writev");
+  const back = image(0x30000, 3 * PAGE);
+  assert.ok(back.subarray(0, PAGE).every((x) => x === 0x41));
+  assert.ok(back.subarray(PAGE, 2 * PAGE).every((x) => x === 0x42));
+  assert.ok(back.subarray(2 * PAGE).every((x) => x === 0x43));
+  // buf-alignment is 1: iovecs of any length and address, as long as the total is whole blocks.
+  const odd = mem.subarray(3 * PAGE, 3 * PAGE + 1024);
+  odd.set(pattern(1024, 9));
+  runOk(q, (ud) => q.writev(0x38000, [odd.subarray(0, 3), odd.subarray(3, 500), odd.subarray(500), new Uint8Array(0)], ud), "odd writev");
+  assert.deepEqual(image(0x38000, 1024), pattern(1024, 9));
+});
+
+vtest("write-fua: FUA write (write then flush) reads back", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const mem = mapped(b, 2 * PAGE);
+  mem.subarray(0, PAGE).set(pattern(PAGE, 3));
+  runOk(q, (ud) => q.write(0x50000, mem.subarray(0, PAGE), ud, ReqFlags.FUA), "FUA write");
+  runOk(q, (ud) => q.writev(0x51000, [mem.subarray(0, PAGE)], ud, ReqFlags.FUA), "FUA writev");
+  runOk(q, (ud) => q.read(0x50000, mem.subarray(PAGE), ud), "read back");
+  assert.deepEqual(mem.subarray(PAGE), pattern(PAGE, 3));
+  assert.deepEqual(image(0x51000, PAGE), pattern(PAGE, 3));
+});
+
+vtest("write-zeroes: each third of 3 pages zeroed with flags 0, FUA, NO_UNMAP", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  pwrite(EXP!.image, 0x60000, new Uint8Array(3 * PAGE).fill(0x41));
+  const flags = [0, ReqFlags.FUA, ReqFlags.NO_UNMAP];
+  for (let i = 0; i < 3; i++) {
+    runOk(q, (ud) => q.writeZeroes(0x60000 + i * PAGE, PAGE, ud, flags[i]), `write zeroes flags ${flags[i]}`);
+    const back = image(0x60000, 3 * PAGE);
+    assert.ok(back.subarray(0, (i + 1) * PAGE).every((x) => x === 0), `zeroed through page ${i}`);
+    assert.ok(back.subarray((i + 1) * PAGE).every((x) => x === 0x41), `untouched after page ${i}`);
+  }
+  // NO_FALLBACK: a virtio write zeroes is never a fallback.
+  runOk(q, (ud) => q.writeZeroes(0x60000, PAGE, ud, ReqFlags.NO_FALLBACK | ReqFlags.FUA), "NO_FALLBACK|FUA");
+});
+
+vtest("write-zeroes: a range beyond max-write-zeroes-len is split, FUA included", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const max = Number(b.getUint64("max-write-zeroes-len"));
+  const len = max + 4 * MiB; // two device requests
+  const off = 4 * MiB;
+  assert.ok(off + len <= SIZE);
+  const marks = [off, off + max - PAGE, off + max, off + len - PAGE];
+  for (const m of marks) pwrite(EXP!.image, m, new Uint8Array(PAGE).fill(0x77));
+  pwrite(EXP!.image, off + len, new Uint8Array(PAGE).fill(0x78)); // just past the range
+  runOk(q, (ud) => q.writeZeroes(off, len, ud, ReqFlags.FUA), "long write zeroes");
+  for (const m of marks) assert.ok(image(m, PAGE).every((x) => x === 0), `zeroed at ${m}`);
+  assert.ok(image(off + len, PAGE).every((x) => x === 0x78), "the page after the range is untouched");
+});
+
+vtest("discard: one page (and a long range) succeeds", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const c = one(q, (ud) => q.discard(0x70000, PAGE, ud), "discard");
+  assert.ok(c.ret === 0 || c.ret === ENOTSUP, `discard: ${c.ret} ${c.errorMsg}`);
+  if (c.ret === 0) runOk(q, (ud) => q.discard(0, 20 * MiB, ud), "20 MiB discard (split)");
+});
+
+vtest("flush: completes with 0", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  runOk(q, (ud) => q.flush(ud), "flush");
+});
+
+vtest("requests the device refuses: unaligned start and length, past the end", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const mem = mapped(b, 2 * PAGE);
+  let c = one(q, (ud) => q.read(100, mem.subarray(0, 512), ud), "unaligned start");
+  assert.equal(c.ret, EINVAL);
+  assert.match(c.errorMsg ?? "", /invalid start offset/);
+  c = one(q, (ud) => q.write(0, mem.subarray(0, 100), ud), "unaligned length");
+  assert.equal(c.ret, EINVAL);
+  c = one(q, (ud) => q.read(SIZE, mem.subarray(0, PAGE), ud), "read past the end");
+  assert.equal(c.ret, EIO, `past the end: ${c.ret} ${c.errorMsg}`);
+  c = one(q, (ud) => q.read(0, mem.subarray(0, 0), ud), "empty read");
+  assert.equal(c.ret, 0);
+});
+
+vtest("read-invalid-flags: unknown bits and NO_UNMAP on a read → EINVAL with libblkio's messages", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const buf = mapped(b, PAGE);
+  let c = one(q, (ud) => q.read(0, buf, ud, ~0), "flags ~0");
+  assert.equal(c.ret, EINVAL);
+  assert.equal(c.errorMsg, "unsupported bits in request flags");
+  c = one(q, (ud) => q.read(0, buf, ud, ReqFlags.NO_UNMAP), "NO_UNMAP");
+  assert.equal(c.ret, EINVAL);
+  assert.equal(c.errorMsg, "BLKIO_REQ_NO_UNMAP is invalid for this request type");
+});
+
+vtest("user-data: 128 mixed flush / write / FUA write requests, each seen once", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const mem = mapped(b, 128 * 512);
+  const tags = Array.from({ length: 128 }, (_, i) => ({ i }));
+  for (let i = 0; i < 128; i++) {
+    const buf = mem.subarray(i * 512, (i + 1) * 512).fill(i);
+    if (i % 3 === 0) q.flush(tags[i]);
+    else q.write(0x100000 + i * 512, buf, tags[i], i % 3 === 2 ? ReqFlags.FUA : 0);
+  }
+  const seen = new Set<unknown>();
+  for (const c of reapAll(q, 128)) {
+    assert.equal(c.ret, 0, `${JSON.stringify(c.userData)}: ${c.ret} ${c.errorMsg}`);
+    assert.ok(tags.includes(c.userData as { i: number }) && !seen.has(c.userData));
+    seen.add(c.userData);
+  }
+  assert.equal(seen.size, 128);
+  assertErrno(() => q.doIo([], 1, 1), "EINVAL");
+  const back = image(0x100000, 128 * 512);
+  for (let i = 0; i < 128; i++) if (i % 3 !== 0) assert.equal(back[i * 512], i);
+});
+
+vtest("queue-full: queue-size 16, 16*2+8+1 flushes reaped 8 at a time", () => {
+  using b = start({ queueSize: 16 });
+  assert.equal(b.getInt("queue-size"), 16);
+  const q = b.getQueue(0)!;
+  const total = 16 * 2 + 8 + 1;
+  for (let i = 0; i < total; i++) q.flush(i);
+  const seen = new Set<unknown>();
+  const out: Completion[] = [];
+  while (seen.size < total) {
+    const n = q.doIo(out, 1, 8, WAIT);
+    assert.ok(n >= 1 && n <= 8);
+    for (let i = 0; i < n; i++) {
+      assert.equal(out[i].ret, 0);
+      assert.ok(!seen.has(out[i].userData));
+      seen.add(out[i].userData);
+    }
+  }
+  assertErrno(() => q.doIo(out, 1, 8), "EINVAL");
+});
+
+vtest("queue-full: 3,000 random writes and reads through queue-size 16 keep their data", () => {
+  using b = start({ queueSize: 16 });
+  const q = b.getQueue(0)!;
+  const blocks = 512; // 2 MiB at 0x800000
+  const base = 0x800000;
+  const mem = mapped(b, 2 * blocks * 512);
+  const expect = new Uint8Array(blocks * 512);
+  let seed = 12345;
+  const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff);
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 500; i++) {
+      const blk = rand() % blocks;
+      const src = mem.subarray(blk * 512, (blk + 1) * 512).fill((round * 7 + i) & 0xff);
+      expect.set(src, blk * 512);
+      q.write(base + blk * 512, src, i, i % 50 === 0 ? ReqFlags.FUA : 0);
+    }
+    // Writes to one block may run in any order: wait for all before reading.
+    for (const c of reapAll(q, 500, 8)) assert.equal(c.ret, 0);
+    const dst = mem.subarray(blocks * 512);
+    for (let i = 0; i < 500; i++) {
+      const blk = rand() % blocks;
+      q.read(base + blk * 512, dst.subarray(blk * 512, (blk + 1) * 512), blk);
+    }
+    for (const c of reapAll(q, 500, 16)) {
+      assert.equal(c.ret, 0);
+      const blk = c.userData as number;
+      assert.deepEqual(dst.subarray(blk * 512, (blk + 1) * 512), expect.subarray(blk * 512, (blk + 1) * 512));
+    }
+  }
+  assert.deepEqual(image(base, blocks * 512), expect);
+});
+
+// --- completion modes (polled, poll-queues, completion fd, timeout) -------------------------
+
+vtest("polled: application polling with doIo(0, 1) gets each completion once", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const mem = mapped(b, 4 * PAGE);
+  for (let i = 0; i < 4; i++) q.read(i * PAGE, mem.subarray(i * PAGE, (i + 1) * PAGE), i);
+  const out: Completion[] = [];
+  const seen = new Set<unknown>();
+  const deadline = performance.now() + 20_000;
+  while (seen.size < 4) {
+    assert.ok(performance.now() < deadline, "polling stalled");
+    if (q.doIo(out, 0, 1) === 1) {
+      assert.equal(out[0].ret, 0);
+      seen.add(out[0].userData);
+    }
+  }
+  assert.equal(q.doIo(out, 0, 1), 0);
+});
+
+vtest("poll-queues: num-queues 0 + 1 poll queue does every request type", () => {
+  using b = start({ numQueues: 0, numPollQueues: 1 });
+  assert.equal(b.getQueue(0), null);
+  const q = b.getPollQueue(0)!;
+  assert.ok(q.isPollQueue);
+  assert.equal(q.completionFd, -1);
+  q.setCompletionFdEnabled(true); // no-op
+  const mem = mapped(b, 4 * PAGE);
+  const w = mem.subarray(0, 2 * PAGE);
+  w.set(pattern(2 * PAGE, 21));
+  runOk(q, (ud) => q.write(0x90000, w.subarray(0, PAGE), ud), "write");
+  runOk(q, (ud) => q.writev(0x91000, [w.subarray(PAGE, PAGE + 512), w.subarray(PAGE + 512, 2 * PAGE)], ud), "writev");
+  const r = mem.subarray(2 * PAGE);
+  runOk(q, (ud) => q.read(0x90000, r.subarray(0, PAGE), ud), "read");
+  runOk(q, (ud) => q.readv(0x91000, [r.subarray(PAGE, PAGE + 100), r.subarray(PAGE + 100, 2 * PAGE)], ud), "readv");
+  assert.deepEqual(r, w);
+  runOk(q, (ud) => q.flush(ud), "flush");
+  runOk(q, (ud) => q.write(0x92000, w.subarray(0, PAGE), ud, ReqFlags.FUA), "FUA write");
+  runOk(q, (ud) => q.writeZeroes(0x92000, PAGE, ud), "write zeroes");
+  runOk(q, (ud) => q.discard(0x92000, PAGE, ud), "discard");
+  assertErrno(() => q.doIoInterruptible([], 0, 0), "ENOTSUP");
+  assert.deepEqual(image(0x90000, PAGE), w.subarray(0, PAGE));
+});
+
+vtest("poll-queues: alongside a regular queue, with timeouts", () => {
+  using b = start({ numQueues: 1, numPollQueues: 1 });
+  const [q, p] = [b.getQueue(0)!, b.getPollQueue(0)!];
+  const mem = mapped(b, 64 * 512);
+  for (let i = 0; i < 32; i++) {
+    q.read(i * 512, mem.subarray(i * 512, (i + 1) * 512), `q${i}`);
+    p.read(i * 512, mem.subarray((32 + i) * 512, (33 + i) * 512), `p${i}`);
+  }
+  for (const c of reapAll(p, 32, 5)) assert.equal(c.ret, 0);
+  for (const c of reapAll(q, 32, 5)) assert.equal(c.ret, 0);
+  assert.deepEqual(mem.subarray(0, 32 * 512), mem.subarray(32 * 512));
+  // Nothing outstanding: min 1 is EINVAL, not a spin forever.
+  assertErrno(() => p.doIo([], 1, 1, 1_000_000n), "EINVAL");
+});
+
+vtest("get-completion-fd: non-blocking close-on-exec eventfd that signals completion", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const fd = q.completionFd;
+  assert.ok(fd >= 0);
+  const flags = fdinfoFlags(fd);
+  assert.ok(flags & 0o4000, "O_NONBLOCK");
+  assert.ok(flags & 0o2000000, "O_CLOEXEC");
+  q.setCompletionFdEnabled(true);
+  assert.equal(tryReadEventfd(fd), 0n, "nothing happened yet");
+  const buf = mapped(b, PAGE);
+  q.read(0, buf, "read");
+  assert.equal(q.doIo([], 0, 0), 0);
+  assert.ok(waitEventfd(fd) >= 1n);
+  const out: Completion[] = [];
+  const deadline = performance.now() + 10_000;
+  while (q.doIo(out, 0, 1) === 0) {
+    assert.ok(performance.now() < deadline);
+    waitEventfd(fd); // spurious wakeups are allowed
+  }
+  assert.equal(out[0].userData, "read");
+  assert.equal(out[0].ret, 0);
+  // A completion the library makes itself (a rejected request) signals the fd too.
+  q.read(0, buf, "bad", ~0);
+  assert.ok(waitEventfd(fd) >= 1n);
+  assert.equal(q.doIo(out, 0, 1), 1);
+  assert.equal(out[0].ret, EINVAL);
+});
+
+vtest("set-completion-fd: 128 FUA writes with disable / drain / re-enable / recheck", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const fd = q.completionFd;
+  const mem = mapped(b, 128 * PAGE);
+  for (let i = 0; i < 128; i++) q.write(0x200000 + i * PAGE, mem.subarray(i * PAGE, (i + 1) * PAGE).fill(i), i, ReqFlags.FUA);
+  q.setCompletionFdEnabled(true);
+  assert.equal(q.doIo([], 0, 0), 0);
+  const seen = new Set<unknown>();
+  const out: Completion[] = [];
+  const drain = () => {
+    let n = 0;
+    while (q.doIo(out, 0, 1) === 1) {
+      assert.equal(out[0].ret, 0);
+      assert.ok(!seen.has(out[0].userData));
+      seen.add(out[0].userData);
+      n++;
+    }
+    return n;
+  };
+  while (seen.size < 128) {
+    waitEventfd(fd);
+    for (;;) {
+      q.setCompletionFdEnabled(false);
+      drain();
+      q.setCompletionFdEnabled(true);
+      if (drain() === 0) break;
+    }
+  }
+  // With notifications off, a blocking doIo still wakes up (it turns them on while it waits).
+  q.setCompletionFdEnabled(false);
+  q.read(0, mem.subarray(0, PAGE), "blocking");
+  assert.equal(q.doIo(out, 1, 1, WAIT), 1);
+  assert.equal(out[0].userData, "blocking");
+});
+
+vtest("timeout: 1 ns waits expire with ETIME or complete; nothing is lost; huge timeouts do not expire", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const buf = mapped(b, 512);
+  const out: Completion[] = [];
+  let expired = 0;
+  for (let i = 0; i < 200; i++) {
+    q.read(0, buf, i);
+    try {
+      assert.equal(q.doIoInterruptible(out, 1, 1, 1n), 1);
+      assert.equal(out[0].userData, i);
+      continue;
+    } catch (e) {
+      assert.ok(e instanceof BlkioError && e.code === "ETIME", String(e));
+      expired++;
+    }
+    assert.equal(q.doIo(out, 1, 1), 1);
+    assert.equal(out[0].userData, i);
+  }
+  console.log(`virtio timeout: ${expired} of 200 waits expired`);
+  for (const t of [2n ** 63n - 1n, BigInt(Number.MAX_SAFE_INTEGER)]) {
+    q.read(0, buf, "huge");
+    assert.equal(q.doIo(out, 1, 1, t), 1);
+  }
+});
+
+// --- memory regions (alloc-mem-region, map-mem-region, auto-free-mem-regions) --------------
+
+vtest("alloc-mem-region: connected state; map, map again EINVAL, unmap twice, remap, data round trip", () => {
+  using b = create();
+  b.connect();
+  const r = b.allocMemRegion(3 * 512 + 7); // mem-region-alignment 1: any length
+  assert.equal(r.len, 3 * 512 + 7);
+  assert.ok(r.fd >= 0);
+  assert.equal(r.fdOffset, 0);
+  assertErrno(() => b.mapMemRegion(r), "EBUSY");
+  b.start();
+  b.mapMemRegion(r);
+  assertErrno(() => b.mapMemRegion(r), "EINVAL", /already mapped/);
+  b.unmapMemRegion(r);
+  b.unmapMemRegion(r);
+  const q = b.getQueue(0)!;
+  const buf = r.bytes.subarray(0, 512);
+  let c = one(q, (ud) => q.read(0, buf, ud), "read from an unmapped region");
+  assert.equal(c.ret, EINVAL);
+  b.mapMemRegion(r);
+  buf.set(pattern(512, 31));
+  runOk(q, (ud) => q.write(0xa0000, buf, ud), "write");
+  const back = r.bytes.subarray(512, 1024);
+  runOk(q, (ud) => q.read(0xa0000, back, ud), "read");
+  assert.deepEqual(back, pattern(512, 31));
+  b.unmapMemRegion(r);
+  b.freeMemRegion(r);
+  c = one(q, (ud) => q.flush(ud), "flush after unmap");
+  assert.equal(c.ret, 0);
+});
+
+/** A region the caller built from its own memfd, mapped at `fdOffset` of it. */
+function ownRegion(len: number, fdOffset: number): { region: MemoryRegion; close(): void } {
+  const n = native!;
+  const fd = n.libc.memfd_create(cString(n, "caller-region"), 1);
+  assert.ok(fd >= 0);
+  assert.equal(n.libc.ftruncate(fd, BigInt(fdOffset + len)), 0);
+  const addr = n.libc.mmap(0, BigInt(len), 3, 1, fd, BigInt(fdOffset));
+  assert.ok(addr > 0 && addr !== 2 ** 64 - 1, "mmap failed");
+  const region: MemoryRegion = { bytes: new Uint8Array(n.view(addr, len)), len, fd, fdOffset };
+  return { region, close: () => void (n.libc.munmap(addr, BigInt(len)), n.libc.close(fd)) };
+}
+
+vtest("map-mem-region: caller-built memfd regions (fd offset, fd closed after map, no fd)", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const a = ownRegion(2 * PAGE, 0);
+  const c = ownRegion(2 * PAGE, 3 * PAGE); // not at the start of its memfd
+  b.mapMemRegion(a.region);
+  assertErrno(() => b.mapMemRegion(a.region), "EINVAL");
+  b.mapMemRegion(c.region);
+  // The caller keeps ownership of the fd and may close it once mapped.
+  native!.libc.close(c.region.fd);
+  a.region.bytes.set(pattern(2 * PAGE, 41));
+  runOk(q, (ud) => q.write(0xb0000, a.region.bytes, ud), "write from region a");
+  runOk(q, (ud) => q.read(0xb0000, c.region.bytes, ud), "read into region c (fd offset, fd closed)");
+  assert.deepEqual(c.region.bytes, pattern(2 * PAGE, 41));
+  // A buffer crossing the end of a region is refused.
+  const across = one(q, (ud) => q.read(0, a.region.bytes.subarray(PAGE), ud), "inside");
+  assert.equal(across.ret, 0);
+  b.unmapMemRegion(c.region);
+  b.unmapMemRegion(a.region);
+  const gone = one(q, (ud) => q.read(0, a.region.bytes.subarray(0, 512), ud), "after unmap");
+  assert.equal(gone.ret, EINVAL);
+  // needs-mem-region-fd: a region without an fd cannot be shared.
+  const noFd: MemoryRegion = { bytes: new Uint8Array(new ArrayBuffer(PAGE)), len: PAGE, fd: -1, fdOffset: 0 };
+  assertErrno(() => b.mapMemRegion(noFd), "EINVAL", /fd/);
+  a.close();
+  native!.libc.munmap(native!.addressOf(c.region.bytes.buffer as ArrayBuffer), BigInt(c.region.len));
+});
+
+vtest("map-mem-region: max-mem-regions regions map, one more is ENOSPC", () => {
+  using b = start();
+  const max = Number(b.getUint64("max-mem-regions"));
+  const regions = Array.from({ length: max + 1 }, () => b.allocMemRegion(PAGE));
+  for (let i = 0; i < max; i++) b.mapMemRegion(regions[i]);
+  assertErrno(() => b.mapMemRegion(regions[max]), "ENOSPC", /max-mem-regions/);
+  const q = b.getQueue(0)!;
+  runOk(q, (ud) => q.read(0, regions[max - 1].bytes, ud), "read into the last region");
+  b.unmapMemRegion(regions[0]);
+  b.mapMemRegion(regions[max]);
+  runOk(q, (ud) => q.read(0, regions[max].bytes, ud), "read into the region mapped after an unmap");
+});
+
+vtest("auto-free-mem-regions: free closes the fd, destroy closes the rest", () => {
+  const b = create();
+  b.connect();
+  const rs = [b.allocMemRegion(MiB), b.allocMemRegion(MiB), b.allocMemRegion(MiB)];
+  const link = (fd: number) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return null;
+    }
+  };
+  const links = rs.map((r) => link(r.fd));
+  for (const l of links) assert.match(l ?? "", /memfd:libblkio-buf/);
+  b.freeMemRegion(rs[1]);
+  assert.notEqual(link(rs[1].fd), links[1]);
+  b.start();
+  b.mapMemRegion(rs[0]);
+  b.destroy();
+  assert.notEqual(link(rs[0].fd), links[0]);
+  assert.notEqual(link(rs[2].fd), links[2]);
+});
+
+// --- what libblkio gets wrong: buffers outside regions, too many descriptors ----------------
+
+vtest("a buffer outside every mapped region completes with EINVAL (libblkio's back-end aborts)", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const good = mapped(b, PAGE);
+  const heap = new Uint8Array(new ArrayBuffer(PAGE));
+  for (
+    const [what, submit] of [
+      ["read", (ud: unknown) => q.read(0, heap, ud)],
+      ["write", (ud: unknown) => q.write(0, heap, ud)],
+      ["readv with one bad iovec", (ud: unknown) => q.readv(0, [good.subarray(0, 512), heap.subarray(0, 512)], ud)],
+      ["writev", (ud: unknown) => q.writev(0, [heap.subarray(0, 512)], ud)],
+    ] as const
+  ) {
+    const c = one(q, submit, what);
+    assert.equal(c.ret, EINVAL, `${what}: ${c.ret}`);
+    assert.match(c.errorMsg ?? "", /not inside a mapped memory region/);
+  }
+  // The device is unharmed.
+  runOk(q, (ud) => q.read(0, good, ud), "read into a mapped region afterwards");
+});
+
+vtest("a request needing more descriptors than the queue holds completes with an error (libblkio hangs)", () => {
+  using b = start({ queueSize: 16 });
+  const q = b.getQueue(0)!;
+  const mem = mapped(b, 64 * 512);
+  const iov = (n: number) => Array.from({ length: n }, (_, i) => mem.subarray(i * 512, (i + 1) * 512));
+  for (const n of [15, 20, 63]) {
+    // header + n data + status descriptors
+    const c = one(q, (ud) => q.readv(0, iov(n), ud), `${n} iovecs`);
+    assert.equal(c.ret, EINVAL, `${n} iovecs: ${c.ret}`);
+    assert.match(c.errorMsg ?? "", /descriptors but queue-size is 16/);
+  }
+  // 14 segments fill all 16 descriptors exactly: that works, also behind other requests.
+  q.flush("f1");
+  q.readv(0, iov(14), "fits");
+  q.flush("f2");
+  const got = reapAll(q, 3);
+  for (const c of got) assert.equal(c.ret, 0, `${c.userData}: ${c.ret} ${c.errorMsg}`);
+});
+
+vtest("a request with more segments than max-segments completes with EINVAL", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const max = b.getInt("max-segments");
+  const mem = mapped(b, (max + 4) * 512);
+  const iov = (n: number) => Array.from({ length: n }, (_, i) => mem.subarray(i * 512, (i + 1) * 512));
+  const c = one(q, (ud) => q.readv(0, iov(max + 1), ud), "too many segments");
+  assert.equal(c.ret, EINVAL);
+  assert.match(c.errorMsg ?? "", /max-segments/);
+  runOk(q, (ud) => q.readv(0, iov(max), ud), "max-segments segments");
+});
+
+// --- the Promise layer over this driver ------------------------------------------------------
+
+vtest("BlockDevice: promise I/O over vhost-user, thousands in flight", async () => {
+  const dev = await BlockDevice.open(EXP!.socket, { driver: DRIVER, queues: 2 });
+  try {
+    assert.equal(dev.capacity, BigInt(SIZE));
+    const n = 2000;
+    const bufs = Array.from({ length: n }, (_, i) => dev.allocBuffer(512).fill(i & 0xff));
+    await Promise.all(bufs.map((buf, i) => dev.write(0xc00000 + i * 512, buf, { fua: i % 100 === 0 })));
+    await dev.flush();
+    const back = Array.from({ length: n }, () => dev.allocBuffer(512));
+    await Promise.all(back.map((buf, i) => dev.read(0xc00000 + i * 512, buf)));
+    for (let i = 0; i < n; i++) assert.equal(back[i][0], i & 0xff, `block ${i}`);
+    await dev.writeZeroes(0xc00000, 512 * n);
+    assert.ok(image(0xc00000, 512 * n).every((x) => x === 0));
+    const heap = new Uint8Array(new ArrayBuffer(512));
+    await assert.rejects(dev.read(0, heap), (e: unknown) => e instanceof BlkioError && e.code === "EINVAL");
+  } finally {
+    await dev.close();
+  }
+});
+
+// --- the back-end dying ----------------------------------------------------------------------
+
+vtest("back-end killed mid-run: requests in flight fail with EIO, new ones fail at once, nothing hangs", () => {
+  const exp = startExport({ size: 8 * MiB, numQueues: 2 });
+  const b = start({ exp, numQueues: 1, numPollQueues: 1, queueSize: 64 });
+  try {
+    const q = b.getQueue(0)!, p = b.getPollQueue(0)!;
+    const mem = mapped(b, MiB);
+    runOk(q, (ud) => q.write(0, mem.subarray(0, PAGE), ud), "write before the kill");
+    const total = 300; // beyond the ring: the rest waits in the backlog
+    for (let i = 0; i < total; i++) {
+      q.read((i % 2048) * 512, mem.subarray((i % 2048) * 512, (i % 2048 + 1) * 512), `q${i}`);
+      p.read((i % 2048) * 512, mem.subarray((i % 2048) * 512, (i % 2048 + 1) * 512), `p${i}`);
+    }
+    assert.equal(q.doIo([], 0, 0), 0); // submitted
+    exp.kill();
+    const started = performance.now();
+    for (const queue of [q, p]) {
+      const got = reapAll(queue, total, 64, 10_000);
+      assert.equal(new Set(got.map((c) => c.userData)).size, total);
+      const failed = got.filter((c) => c.ret !== 0);
+      for (const c of failed) {
+        assert.equal(c.ret, EIO, `${c.userData}: ${c.ret} ${c.errorMsg}`);
+        assert.match(c.errorMsg ?? "", /disconnected/);
+      }
+      assert.ok(failed.length > 0, "some requests were cut off by the kill");
+    }
+    assert.ok(performance.now() - started < 10_000, "failing the requests took too long");
+    // New requests fail at once, on both kinds of queue and through application polling.
+    for (const queue of [q, p]) {
+      const c = one(queue, (ud) => queue.read(0, mem.subarray(0, 512), ud), "after the kill");
+      assert.equal(c.ret, EIO);
+    }
+    // Control-plane calls fail cleanly; unmapping and destroying do not fail.
+    assert.throws(() => b.getUint64("capacity"), BlkioError);
+    const r = b.allocMemRegion(PAGE);
+    assert.throws(() => b.mapMemRegion(r), BlkioError);
+  } finally {
+    b.destroy();
+    exp.stop();
+  }
+});
+
+vtest("back-end killed while idle: application polling notices, a blocking wait notices", () => {
+  for (const mode of ["poll", "block"]) {
+    const exp = startExport({ size: 4 * MiB, numQueues: 1 });
+    const b = start({ exp });
+    try {
+      const q = b.getQueue(0)!;
+      const mem = mapped(b, PAGE);
+      runOk(q, (ud) => q.read(0, mem, ud), "read before the kill");
+      exp.kill();
+      q.read(0, mem, "after");
+      const out: Completion[] = [];
+      if (mode === "poll") {
+        const deadline = performance.now() + 10_000;
+        while (q.doIo(out, 0, 1) === 0) assert.ok(performance.now() < deadline, "polling never saw the hang-up");
+      } else {
+        assert.equal(q.doIo(out, 1, 1, 10_000_000_000n), 1);
+      }
+      assert.equal(out[0].userData, "after");
+      assert.equal(out[0].ret, EIO);
+    } finally {
+      b.destroy();
+      exp.stop();
+    }
+  }
+});
+
+vtest("back-end gone before connect → ENOENT or ECONNREFUSED-style error, not a hang", () => {
+  const exp = startExport({ size: MiB, numQueues: 1 });
+  exp.kill();
+  const b = create(exp);
+  assert.throws(() => b.connect(), BlkioError);
+  b.destroy();
+  exp.stop();
+});
+
+test("virtio-blk-vhost-user: stop the qemu-storage-daemon exports", () => stopAllExports());

@@ -1,0 +1,92 @@
+// libblkio tests/write-zeroes.c, discard.c, flush.c.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ReqFlags } from "../mod.ts";
+import { alignedBuffer, cleanupAll, startOn, targets } from "./_helpers.ts";
+import { getData, PAGE, reapAll, runOk } from "./_io.ts";
+
+const TARGETS = targets();
+const OFF = 0x10000;
+const ENOTSUP = 95; // == EOPNOTSUPP on Linux
+
+for (const t of TARGETS) {
+  test(`write-zeroes: each third of 3 pages of 'A' with flags 0, FUA, NO_UNMAP [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const buf = alignedBuffer(b, 3 * PAGE).fill(0x41);
+    runOk(q, (ud) => q.write(OFF, buf, ud), "write 'A'");
+    const flags = [0, ReqFlags.FUA, ReqFlags.NO_UNMAP];
+    for (let k = 0; k < 3; k++) {
+      runOk(q, (ud) => q.writeZeroes(OFF + k * PAGE, PAGE, ud, flags[k]), `writeZeroes flags ${flags[k]}`);
+      const back = getData(t, b, q, OFF, 3 * PAGE);
+      for (let j = 0; j < 3; j++) {
+        const want = new Uint8Array(PAGE).fill(j <= k ? 0 : 0x41);
+        assert.deepEqual(back.subarray(j * PAGE, (j + 1) * PAGE), want, `page ${j} after zeroing page ${k}`);
+      }
+    }
+  });
+
+  test(`write-zeroes: FUA|NO_UNMAP together and a bigint range [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const buf = alignedBuffer(b, 2 * PAGE).fill(0x5a);
+    runOk(q, (ud) => q.write(OFF, buf, ud), "write");
+    runOk(
+      q,
+      (ud) => q.writeZeroes(BigInt(OFF), BigInt(2 * PAGE), ud, ReqFlags.FUA | ReqFlags.NO_UNMAP),
+      "zero",
+    );
+    assert.deepEqual(getData(t, b, q, OFF, 2 * PAGE), new Uint8Array(2 * PAGE));
+  });
+
+  test(`write-zeroes: NO_FALLBACK succeeds and zeroes, or fails with ENOTSUP [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const buf = alignedBuffer(b, PAGE).fill(0x42);
+    runOk(q, (ud) => q.write(OFF, buf, ud), "write 'B'");
+    for (const extra of [0, ReqFlags.NO_UNMAP]) {
+      const tag = { extra };
+      q.writeZeroes(OFF, PAGE, tag, ReqFlags.NO_FALLBACK | extra);
+      const [c] = reapAll(q, 1, 1);
+      assert.equal(c.userData, tag);
+      const back = getData(t, b, q, OFF, PAGE);
+      if (c.ret === 0) {
+        assert.equal(c.errorMsg, null);
+        assert.deepEqual(back, new Uint8Array(PAGE), "NO_FALLBACK success must have zeroed the range");
+      } else {
+        assert.equal(c.ret, -ENOTSUP, `NO_FALLBACK: ret ${c.ret} ${c.errorMsg}`);
+        // Failure leaves the data alone: never garbage.
+        assert.deepEqual(back, new Uint8Array(PAGE).fill(0x42), "failed NO_FALLBACK must not touch data");
+      }
+      if (!t.isBlockDevice) assert.equal(c.ret, 0, "regular files zero through fallocate, no fallback");
+    }
+  });
+
+  test(`discard: one page completes with 0 or -EOPNOTSUPP [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const tag = {};
+    q.discard(OFF, PAGE, tag);
+    const [c] = reapAll(q, 1, 1);
+    assert.equal(c.userData, tag);
+    assert.ok(c.ret === 0 || c.ret === -ENOTSUP, `discard: ret ${c.ret} ${c.errorMsg}`);
+    if (c.ret === 0) assert.equal(c.errorMsg, null);
+    // Whatever discard did, the range stays readable.
+    getData(t, b, q, OFF, PAGE);
+  });
+
+  test(`flush: completes with 0 [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const buf = alignedBuffer(b, PAGE).fill(0x43);
+    q.write(OFF, buf, "w");
+    q.flush("f1");
+    const got = reapAll(q, 2);
+    for (const c of got) assert.equal(c.ret, 0, `${c.userData}: ret ${c.ret} ${c.errorMsg}`);
+    assert.deepEqual(got.map((c) => c.userData).sort(), ["f1", "w"]);
+    runOk(q, (ud) => q.flush(ud), "flush after completed write");
+    runOk(q, (ud) => q.flush(ud, 0), "flush with explicit flags 0");
+  });
+}
+
+test("write_zeroes: cleanup scratch targets", () => cleanupAll());
