@@ -58,8 +58,17 @@ function makeLoop(sizeMiB: number): { path: string; cleanup: () => void } {
   writeFileSync(back, new Uint8Array(0));
   execFileSync("truncate", ["-s", `${sizeMiB}M`, back]);
   // Touch every page so reads hit memory, not tmpfs holes.
-  execFileSync("dd", [`if=/dev/urandom`, `of=${back}`, "bs=1M", `count=${sizeMiB}`, "conv=notrunc", "status=none"]);
-  const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], { encoding: "utf8" })
+  execFileSync("dd", [
+    `if=/dev/urandom`,
+    `of=${back}`,
+    "bs=1M",
+    `count=${sizeMiB}`,
+    "conv=notrunc",
+    "status=none",
+  ]);
+  const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], {
+    encoding: "utf8",
+  })
     .trim();
   return {
     path: dev,
@@ -122,7 +131,11 @@ function runSync(path: string, o: Options, blocks: number): { iops: number; cpuU
 }
 
 /** IOPS of BlockDevice with `depth` awaited read loops, and the 5 ms interval's worst delay. */
-async function runAsync(path: string, o: Options, blocks: number): Promise<{ iops: number; maxDelayMs: number; cpuUs: number }> {
+async function runAsync(
+  path: string,
+  o: Options,
+  blocks: number,
+): Promise<{ iops: number; maxDelayMs: number; cpuUs: number }> {
   await using dev = await BlockDevice.open(path, { direct: true, numEntries: Math.max(o.depth, 32) });
   const bufs = Array.from({ length: o.depth }, () => dev.allocBuffer(BS));
   let done = 0;

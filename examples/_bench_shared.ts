@@ -28,6 +28,8 @@ export interface WorkerConfig {
   startOffset: number;
   /** Int32 [0] start flag, [1] stop flag; then one Float64 completion count per thread at byte 8. */
   shared: SharedArrayBuffer;
+  /** Record a latency histogram (`--latency-percentiles`). */
+  latencyPercentiles: boolean;
 }
 
 /** Per-thread results, as libblkio's `struct io_stats` (latencies in nanoseconds). */
@@ -40,6 +42,8 @@ export interface ThreadStats {
   calls: number;
   minCompletions: number;
   maxCompletions: number;
+  /** Latency histogram ({@link latencyBucket}), or null when not recorded. */
+  histogram: Uint32Array | null;
 }
 
 /** What a worker posts back. */
@@ -68,5 +72,42 @@ export function newStats(): ThreadStats {
     calls: 0,
     minCompletions: Infinity,
     maxCompletions: 0,
+    histogram: null,
   };
+}
+
+/**
+ * Buckets of the latency histogram: exact below 64 ns, then 32 per power of two (about 3%
+ * wide), up to 2^31 ns. A fixed array, so recording allocates nothing.
+ */
+export const HISTOGRAM_BUCKETS = 27 * 32;
+
+/** The histogram bucket of a latency in nanoseconds. */
+export function latencyBucket(ns: number): number {
+  const v = ns >= 2147483647 ? 2147483647 : ns < 0 ? 0 : ns | 0;
+  if (v < 64) return v;
+  const shift = 26 - Math.clz32(v); // log2(v) - 5: keeps the top 6 bits
+  return (shift + 1) * 32 + (v >>> shift) - 32;
+}
+
+/** The middle of bucket `i`, in nanoseconds. */
+function bucketMiddle(i: number): number {
+  if (i < 64) return i;
+  const shift = Math.floor(i / 32) - 1;
+  const m = (i % 32) + 32;
+  return (m + 0.5) * 2 ** shift;
+}
+
+/** The `p`-th percentile (0-100) of a histogram, in nanoseconds (0 when empty). */
+export function histogramPercentile(hist: Uint32Array, p: number): number {
+  let total = 0;
+  for (let i = 0; i < hist.length; i++) total += hist[i];
+  if (total === 0) return 0;
+  const rank = Math.max(1, Math.ceil((p / 100) * total));
+  let seen = 0;
+  for (let i = 0; i < hist.length; i++) {
+    seen += hist[i];
+    if (seen >= rank) return bucketMiddle(i);
+  }
+  return bucketMiddle(hist.length - 1);
 }

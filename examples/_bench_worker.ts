@@ -18,6 +18,8 @@ import {
 } from "../mod.ts";
 import {
   EVENT_PROPERTIES,
+  HISTOGRAM_BUCKETS,
+  latencyBucket,
   newStats,
   type ThreadStats,
   type WorkerConfig,
@@ -104,6 +106,8 @@ function runQueue(
   counts: Float64Array,
 ): ThreadStats {
   const stats = newStats();
+  const hist = cfg.latencyPercentiles ? new Uint32Array(HISTOGRAM_BUCKETS) : null;
+  stats.histogram = hist;
   const offsets = new Offsets(cfg);
   const isRead = cfg.readwrite === "read" || cfg.readwrite === "randread";
   const depth = cfg.iodepth;
@@ -138,6 +142,7 @@ function runQueue(
       if (lat < stats.minLatencyNs) stats.minLatencyNs = lat;
       if (lat > stats.maxLatencyNs) stats.maxLatencyNs = lat;
       stats.totalLatencyNs += lat;
+      if (hist !== null) hist[latencyBucket(lat * 1e6)]++;
     }
     stats.count += n;
     counts[cfg.index] = stats.count;
@@ -186,6 +191,8 @@ async function runEvents(
   counts: Float64Array,
 ): Promise<ThreadStats> {
   const stats = newStats();
+  const hist = cfg.latencyPercentiles ? new Uint32Array(HISTOGRAM_BUCKETS) : null;
+  stats.histogram = hist;
   const offsets = new Offsets(cfg);
   const isRead = cfg.readwrite === "read" || cfg.readwrite === "randread";
   let batch = 0;
@@ -214,6 +221,7 @@ async function runEvents(
       if (lat < stats.minLatencyNs) stats.minLatencyNs = lat;
       if (lat > stats.maxLatencyNs) stats.maxLatencyNs = lat;
       stats.totalLatencyNs += lat;
+      if (hist !== null) hist[latencyBucket(lat * 1e6)]++;
       counts[cfg.index] = ++stats.count;
     }
   };

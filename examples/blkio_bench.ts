@@ -3,7 +3,7 @@
  *
  *   blkio_bench [--num-threads=<n>] [--iodepth=<n>] [--readwrite=read|write|randread|randwrite]
  *               [--blocksize=<bytes>] [--runtime=<seconds>] [--poll | --event]
- *               <driver> <property>=<value> ...
+ *               [--latency-percentiles] [--cpu-usage] <driver> <property>=<value> ...
  *
  * Each thread is a Worker with its own instance and queue on the target; it keeps `iodepth`
  * requests of `blocksize` bytes in flight for `runtime` seconds. Read workloads set
@@ -19,6 +19,12 @@
  * the requests through the promise layer, `BlockDevice`, on the Worker's event loop, to show
  * what the event-driven path costs. On a terminal a progress line is shown on stderr.
  *
+ * Two opt-in flags (added here; without them the JSON is exactly libblkio's) append fields:
+ * `--latency-percentiles` records a latency histogram (about 3% resolution) and adds
+ * `p50_lat_us` and `p99_lat_us` to the aggregate and to each thread; `--cpu-usage` adds
+ * `cpu_usr_us` and `cpu_sys_us` to the aggregate: the CPU time of the whole process (every
+ * thread) between the start and the end of the measurement, from `process.cpuUsage()`.
+ *
  *   $ deno run -A examples/blkio_bench.ts --runtime=5 --iodepth=16 io_uring path=disk.img
  *
  * @module
@@ -27,6 +33,8 @@ import process from "node:process";
 import { Blkio } from "../mod.ts";
 import {
   EVENT_PROPERTIES,
+  HISTOGRAM_BUCKETS,
+  histogramPercentile,
   type ReadWrite,
   type ThreadStats,
   type WaitMode,
@@ -59,6 +67,8 @@ interface Config {
   blocksize: number;
   runtimeSecs: number;
   mode: WaitMode;
+  latencyPercentiles: boolean;
+  cpuUsage: boolean;
 }
 
 function usageText(): string {
@@ -70,6 +80,8 @@ function usageText(): string {
     "          [--runtime=<seconds>]  (default: 30)\n" +
     "          [--poll]\n" +
     "          [--event]\n" +
+    "          [--latency-percentiles]\n" +
+    "          [--cpu-usage]\n" +
     "          <driver> <property>=<value> ...\n" +
     "\n" +
     "Measure performance statistics for a given I/O workload.\n" +
@@ -99,6 +111,8 @@ function parseArgs(argv: string[]): { config: Config; driver: string; props: str
     blocksize: 4096,
     runtimeSecs: 30,
     mode: "wait",
+    latencyPercentiles: false,
+    cpuUsage: false,
   };
   const rest: string[] = [];
   const spec = {
@@ -112,6 +126,8 @@ function parseArgs(argv: string[]): { config: Config; driver: string; props: str
       { name: "runtime", hasArg: true },
       { name: "poll", hasArg: false },
       { name: "event", hasArg: false },
+      { name: "latency-percentiles", hasArg: false },
+      { name: "cpu-usage", hasArg: false },
     ],
     short: { h: "help" },
     inOrder: false,
@@ -153,6 +169,12 @@ function parseArgs(argv: string[]): { config: Config; driver: string; props: str
         break;
       case "event":
         config.mode = "event";
+        break;
+      case "latency-percentiles":
+        config.latencyPercentiles = true;
+        break;
+      case "cpu-usage":
+        config.cpuUsage = true;
         break;
     }
   }
@@ -208,7 +230,12 @@ function probe(config: Config, driver: string, args: string[], props: [string, s
   return capacity;
 }
 
-function statsLines(config: Config, s: ThreadStats, indent: string): string {
+function statsLines(
+  config: Config,
+  s: ThreadStats,
+  indent: string,
+  cpu: { user: number; system: number } | null = null,
+): string {
   const none = s.count === 0;
   const lines = [
     `"kiops": ${fixed(s.count / s.runtimeSecs / 1000, 3)}`,
@@ -223,10 +250,21 @@ function statsLines(config: Config, s: ThreadStats, indent: string): string {
     `"mean_completions": ${fixed(s.calls === 0 ? 0 : s.count / s.calls, 2)}`,
     `"max_completions": ${fixed(s.maxCompletions, 2)}`,
   ];
+  if (s.histogram !== null) {
+    lines.push(`"p50_lat_us": ${fixed(histogramPercentile(s.histogram, 50) / 1000, 3)}`);
+    lines.push(`"p99_lat_us": ${fixed(histogramPercentile(s.histogram, 99) / 1000, 3)}`);
+  }
+  if (cpu !== null) {
+    lines.push(`"cpu_usr_us": ${cpu.user}`, `"cpu_sys_us": ${cpu.system}`);
+  }
   return lines.map((l) => `${indent}  ${l}`).join(",\n") + "\n";
 }
 
-function results(config: Config, threads: ThreadStats[]): string {
+function results(
+  config: Config,
+  threads: ThreadStats[],
+  cpu: { user: number; system: number } | null,
+): string {
   const agg: ThreadStats = {
     count: 0,
     runtimeSecs: 0,
@@ -236,8 +274,12 @@ function results(config: Config, threads: ThreadStats[]): string {
     calls: 0,
     minCompletions: Infinity,
     maxCompletions: 0,
+    histogram: config.latencyPercentiles ? new Uint32Array(HISTOGRAM_BUCKETS) : null,
   };
   for (const t of threads) {
+    if (agg.histogram !== null && t.histogram !== null) {
+      for (let i = 0; i < HISTOGRAM_BUCKETS; i++) agg.histogram[i] += t.histogram[i];
+    }
     agg.count += t.count;
     agg.runtimeSecs += t.runtimeSecs;
     agg.totalLatencyNs += t.totalLatencyNs;
@@ -249,7 +291,7 @@ function results(config: Config, threads: ThreadStats[]): string {
   }
   agg.runtimeSecs /= threads.length;
   let text = "{\n";
-  text += '  "aggregate": {\n' + statsLines(config, agg, "    ") + "  },\n";
+  text += '  "aggregate": {\n' + statsLines(config, agg, "    ", cpu) + "  },\n";
   text += '  "threads": [\n';
   threads.forEach((t, i) => {
     text += "    {\n" + statsLines(config, t, "    ") + `    }${i === threads.length - 1 ? "" : ","}\n`;
@@ -312,6 +354,7 @@ async function main(argv: string[]): Promise<void> {
         capacity,
         startOffset: Math.floor(capacity / config.numThreads) * index,
         shared,
+        latencyPercentiles: config.latencyPercentiles,
       }, (m) => {
         if (typeof m === "object" && m.type === "stats") {
           stats[index] = m.stats;
@@ -320,6 +363,7 @@ async function main(argv: string[]): Promise<void> {
       })),
   );
 
+  const cpu0 = process.cpuUsage();
   Atomics.store(flags, 0, 1);
   Atomics.notify(flags, 0);
   const t0 = performance.now();
@@ -352,11 +396,12 @@ async function main(argv: string[]): Promise<void> {
   });
   if (timer !== undefined) clearInterval(timer);
   Atomics.store(flags, 1, 1);
+  const cpu = config.cpuUsage ? process.cpuUsage(cpu0) : null;
   await done;
   progress.clear();
   for (const w of workers) w.terminate();
 
-  printOut(results(config, stats as ThreadStats[]));
+  printOut(results(config, stats as ThreadStats[], cpu));
   exit(0);
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Installs what `npm run demo` and `npm test` need on a fresh Debian 12 + Node machine, and
 // nothing when it is already there: the system packages (liburing2 via apt-get) and the two
-// runtimes (deno and bun, npm devDependencies). Usage: node scripts/setup.mjs [--test]
+// runtimes (deno and bun, npm devDependencies). Usage: node scripts/setup.mjs [--test] [--bench]
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -10,13 +10,18 @@ import process from "node:process";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const forTests = process.argv.includes("--test");
+const forBench = process.argv.includes("--bench");
 
-// Debian package -> how to tell it is present. Test-only packages install with --test.
+// Debian package -> how to tell it is present. Packages marked `tests` or `bench` install only
+// with --test or --bench (either when both are marked).
 const PACKAGES = [
   { name: "liburing2", present: () => hasLibrary("liburing.so.2"), tests: false },
-  { name: "util-linux", present: () => hasCommand("losetup"), tests: true },
-  // qemu-storage-daemon (blkdebug behind a FUSE export) for the fault-injection tests.
+  { name: "util-linux", present: () => hasCommand("losetup"), tests: true, bench: true },
+  // qemu-storage-daemon: blkdebug behind a FUSE export for the fault-injection tests, and the
+  // vhost-user-blk exports the virtio-blk-vhost-user driver tests run against.
   { name: "qemu-system-common", present: () => hasCommand("qemu-storage-daemon"), tests: true },
+  // fio's io_uring engine, the C reference of `npm run bench`.
+  { name: "fio", present: () => hasCommand("fio"), tests: false, bench: true },
 ];
 
 function hasLibrary(soname) {
@@ -52,7 +57,8 @@ function aptInstall(names) {
   run(...sudo(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...names]), env);
 }
 
-const missing = PACKAGES.filter((p) => (forTests || !p.tests) && !p.present()).map((p) => p.name);
+const wanted = (p) => (!p.tests && !p.bench) || (p.tests && forTests) || (p.bench && forBench);
+const missing = PACKAGES.filter((p) => wanted(p) && !p.present()).map((p) => p.name);
 if (missing.length > 0) aptInstall(missing);
 
 const bin = (name) => join(root, "node_modules", ".bin", name);

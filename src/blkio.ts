@@ -17,6 +17,15 @@ import { State, stateName, type StateName, type StateValue } from "./state.ts";
  * A block device opened through a libblkio driver: create, set connection properties,
  * connect, set queue properties, start, then do I/O on its queues.
  *
+ * Thread-safety: an instance and its queues belong to the thread (main thread or Worker) that
+ * created them; JS objects cannot be shared between threads, so they are never handed to
+ * another one. libblkio's model is one queue per thread: here each Worker creates its own
+ * instance on the same path (or opens its own `BlockDevice`) and gets its own queues, so the
+ * Workers' requests run in parallel (see `examples/workers.ts`). Within a thread, a queue may
+ * be used from any callback, but one `doIo` at a time (it is synchronous anyway). Memory of a
+ * request in flight must not be transferred, detached or resized; SharedArrayBuffer memory is
+ * refused as an I/O buffer.
+ *
  * @example Read the capacity of a file
  * ```ts
  * import { Blkio } from "@blkio/blkio";

@@ -54,6 +54,13 @@ export function stopAllExports(): void {
   }
 }
 process.on("exit", stopAllExports);
+// A runner stopped by a signal (a CI timeout) skips "exit": stop the daemons, then die as asked.
+for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
+  process.once(sig, () => {
+    stopAllExports();
+    process.exit(code);
+  });
+}
 
 function alive(pid: number): boolean {
   try {
@@ -78,13 +85,22 @@ function waitGone(pid: number, ms: number): boolean {
   return true;
 }
 
+/** Options of {@link startExport}. */
+export interface ExportOptions {
+  size?: number;
+  writable?: boolean;
+  numQueues?: number;
+  /** Initial contents (default: zeroes, as a sparse file). */
+  fill?: (image: Uint8Array) => void;
+  /** Throttle the export to this many requests per second (slow requests on demand). */
+  iops?: number;
+}
+
 /**
- * Starts a daemon exporting a new raw image of `size` bytes (contents from `fill`, else
- * zeroes, as a sparse file) over vhost-user-blk with `numQueues` queues.
+ * Starts a daemon exporting a new raw image of `size` bytes over vhost-user-blk with
+ * `numQueues` queues.
  */
-export function startExport(
-  opts: { size?: number; writable?: boolean; numQueues?: number; fill?: (image: Uint8Array) => void } = {},
-): VhostUserExport {
+export function startExport(opts: ExportOptions = {}): VhostUserExport {
   const size = opts.size ?? 8 << 20;
   const dir = mkdtempSync(join(tmpdir(), "blkio-vhost-"));
   const image = join(dir, "img.raw");
@@ -102,13 +118,21 @@ export function startExport(
   const args = [
     "--blockdev",
     `driver=file,node-name=file0,filename=${image},cache.direct=off${writable ? "" : ",read-only=on"}`,
+  ];
+  let node = "file0";
+  if (opts.iops !== undefined) {
+    args.push("--object", `throttle-group,id=tg0,limits.iops-total=${opts.iops}`);
+    args.push("--blockdev", `driver=throttle,node-name=thr0,throttle-group=tg0,file=file0`);
+    node = "thr0";
+  }
+  args.push(
     "--export",
-    `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},` +
-    `writable=${writable ? "on" : "off"},num-queues=${opts.numQueues ?? 2}`,
+    `type=vhost-user-blk,id=exp0,node-name=${node},addr.type=unix,addr.path=${socket},` +
+      `writable=${writable ? "on" : "off"},num-queues=${opts.numQueues ?? 2}`,
     "--daemonize",
     "--pidfile",
     pidfile,
-  ];
+  );
   try {
     // With --daemonize the socket exists once the command returns.
     execFileSync(QSD, args, { stdio: ["ignore", "ignore", "pipe"], timeout: 30_000 });

@@ -2,23 +2,26 @@
 // cancellation through AbortSignal, close with I/O in flight, and use after close.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Blkio, BlkioError, BlockDevice, type Completion } from "../mod.ts";
+import { BlkioError, BlockDevice } from "../mod.ts";
+import { spawnSync } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 import {
-  alignedBuffer,
   cleanupAll,
   loopUnavailableReason,
   pread,
   pwrite,
+  RUNTIME,
   scratchFile,
   scratchLoop,
-  type Target,
   targets,
 } from "./_helpers.ts";
 
 const TARGETS = targets();
 const NO_LOOP = loopUnavailableReason();
 /** The O_DIRECT target tests prefer: a loop device over tmpfs when possible. */
-const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ?? TARGETS.find((t) => t.name === "file+direct")!;
+const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
+  TARGETS.find((t) => t.name === "file+direct")!;
 
 /** Block s starts with s (u32 LE), then bytes derived from s. */
 function stamped(blocks: number, blockLen: number): Uint8Array {
@@ -54,8 +57,6 @@ function assertAbortError(e: unknown): void {
   assert.ok(e instanceof Error, `expected an Error, got ${e}`);
   assert.equal((e as Error).name, "AbortError");
 }
-
-const tick = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
 for (const t of TARGETS) {
   test(`BlockDevice.open() reports the device's properties [${t.name}]`, async () => {
@@ -177,7 +178,10 @@ test("BlockDevice: bad arguments reject with BlkioError EINVAL", async () => {
   );
   assert.throws(() => dev.allocBuffer(0), BlkioError);
   await assert.rejects(BlockDevice.open(DIRECT.path, { queues: 0 }), BlkioError);
-  await assert.rejects(BlockDevice.open("/nonexistent/blkio"), (e: unknown) => (e as BlkioError).code === "ENOENT");
+  await assert.rejects(
+    BlockDevice.open("/nonexistent/blkio"),
+    (e: unknown) => (e as BlkioError).code === "ENOENT",
+  );
 });
 
 test("BlockDevice: allocBuffer() returns aligned buffers from mapped regions, growing the pool", async () => {
@@ -230,7 +234,10 @@ test("BlockDevice: aborting requests still in the backlog removes them", async (
   }
   // One signal shared by many requests aborts them all, and the device keeps working.
   const ac = new AbortController();
-  const many = Array.from({ length: 5000 }, (_, i) => dev.read((i % n) * 4096, bufs[i % n], { signal: ac.signal }));
+  const many = Array.from(
+    { length: 5000 },
+    (_, i) => dev.read((i % n) * 4096, bufs[i % n], { signal: ac.signal }),
+  );
   ac.abort();
   for (const r of await Promise.allSettled(many)) {
     assert.equal(r.status, "rejected");
@@ -248,7 +255,9 @@ test("BlockDevice: aborting after submission rejects at once; the device keeps w
   const bufs = Array.from({ length: count }, () => dev.allocBuffer(len));
   const ac = new AbortController();
   const settled: string[] = [];
-  const others = bufs.slice(1).map((b, i) => dev.read((i + 1) * len, b).then(() => void settled.push(`read ${i + 1}`)));
+  const others = bufs.slice(1).map((b, i) =>
+    dev.read((i + 1) * len, b).then(() => void settled.push(`read ${i + 1}`))
+  );
   const aborted = dev.read(0, bufs[0], { signal: ac.signal }).then(
     () => settled.push("aborted read resolved"),
     (e) => {
@@ -309,61 +318,18 @@ test("BlockDevice: requests spread over several queues", async () => {
   pwrite(DIRECT.path, 0, data);
   const bufs = Array.from({ length: n }, () => dev.allocBuffer(4096));
   await Promise.all(bufs.map((b, i) => dev.read((i % blocks) * 4096, b)));
-  for (let i = 0; i < n; i++) assert.deepEqual(bufs[i], data.subarray((i % blocks) * 4096, (i % blocks + 1) * 4096));
-});
-
-// Queue.cancel, the core operation behind aborts.
-function startDirect(t: Target, entries?: number): Blkio {
-  const b = Blkio.create("io_uring");
-  b.setStr("path", t.path);
-  b.setBool("direct", t.direct);
-  b.connect();
-  if (entries !== undefined) b.setInt("num-entries", entries);
-  b.start();
-  return b;
-}
-
-test("Queue.cancel() drops a request from the backlog with -ECANCELED", () => {
-  using b = startDirect(DIRECT, 1);
-  const q = b.getQueue(0)!;
-  const buf = alignedBuffer(b, 8192);
-  q.read(0, buf.subarray(0, 4096), "first");
-  q.read(4096, buf.subarray(4096), "second");
-  q.read(4096, buf.subarray(4096), "third");
-  assert.equal(q.cancel("second"), true);
-  assert.equal(q.cancel("second"), false, "cancelled twice");
-  assert.equal(q.cancel("nobody"), false);
-  const out: Completion[] = [];
-  const got = new Map<unknown, Completion>();
-  while (got.size < 3) {
-    const n = q.doIo(out, 1);
-    for (let i = 0; i < n; i++) got.set(out[i].userData, { ...out[i] });
+  for (let i = 0; i < n; i++) {
+    assert.deepEqual(bufs[i], data.subarray((i % blocks) * 4096, (i % blocks + 1) * 4096));
   }
-  assert.equal(got.get("first")!.ret, 0);
-  assert.equal(got.get("second")!.ret, -125);
-  assert.ok(got.get("second")!.errorMsg);
-  assert.equal(got.get("third")!.ret, 0);
 });
 
-test("Queue.cancel() of a request in the kernel keeps its buffer until the completion", () => {
-  using b = startDirect(DIRECT);
-  const q = b.getQueue(0)!;
-  const buf = alignedBuffer(b, 1 << 20);
-  const tag = { read: "big" };
-  q.read(0, buf, tag);
-  const out: Completion[] = [];
-  assert.equal(q.doIo(out, 0), 0, "completed during submission");
-  // Found until its completion has been returned, done or not.
-  assert.equal(q.cancel(tag), true);
-  assert.equal(q.usesBuffer(buf.buffer), true);
-  const n = q.doIo(out, 1);
-  assert.equal(n, 1);
-  assert.equal(out[0].userData, tag);
-  assert.ok(out[0].ret === 0 || out[0].ret === -125, `ret ${out[0].ret}`);
-  assert.equal(q.usesBuffer(buf.buffer), false);
-  assert.equal(q.cancel(tag), false);
-  // The cancel's own completion is never reported.
-  assert.equal(q.doIo(out, 0), 0);
+test("BlockDevice: an idle device left open does not keep the process alive; requests in flight do", () => {
+  const script = fileURLToPath(new URL("./_block_device_idle.ts", import.meta.url));
+  const args = RUNTIME === "deno" ? ["run", "-A", script, DIRECT.path] : [script, DIRECT.path];
+  const r = spawnSync(process.execPath, args, { encoding: "utf8", timeout: 20_000 });
+  assert.equal(r.signal, null, `the process did not exit by itself: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /all reads completed/);
 });
 
 test("block_device: cleanup scratch targets", () => cleanupAll());

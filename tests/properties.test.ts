@@ -16,6 +16,7 @@ type Access = {
 };
 const C: ["created"] = ["created"];
 const K: ["connected"] = ["connected"];
+const CK: ["created", "connected"] = ["created", "connected"];
 const RO: [] = [];
 
 /**
@@ -55,6 +56,9 @@ const EXPECTED: Record<string, Access> = {
   "fd": { type: "int", settableIn: C, readableFrom: "created" },
   "direct": { type: "bool", settableIn: C, readableFrom: "created" },
   "num-entries": { type: "int", settableIn: K, readableFrom: "created" },
+  // An extension (libblkio has no SQPOLL): settable until started, like num-entries, and before
+  // connect too, so blkio_bench can take it on its command line.
+  "sqpoll": { type: "bool", settableIn: CK, readableFrom: "created" },
 };
 
 const STATES = ["created", "connected", "started"] as const;
@@ -118,14 +122,14 @@ function instanceIn(t: Target, state: StateName): Blkio {
 
 // ---- the table -----------------------------------------------------------------------------
 
-test("properties(): lists exactly libblkio's io_uring properties with their types", () => {
+test("properties(): lists exactly libblkio's io_uring properties (and sqpoll) with their types", () => {
   using b = Blkio.create("io_uring");
   const list = b.properties();
   const names = list.map((p) => p.name);
   assert.equal(new Set(names).size, names.length, "no duplicates");
   assert.deepEqual([...names].sort(), Object.keys(EXPECTED).sort());
   for (const p of list) assert.equal(p.type, EXPECTED[p.name].type, `type of ${p.name}`);
-  assert.equal(list.length, 32);
+  assert.equal(list.length, 33);
 });
 
 test("properties(): settableIn and readableFrom match libblkio", () => {
@@ -158,7 +162,7 @@ test("properties(): returns fresh objects each call", () => {
   first[0].settableIn.push("connected");
   first.pop();
   const second = b.properties();
-  assert.equal(second.length, 32);
+  assert.equal(second.length, 33);
   assert.notEqual(second[0].writable, first[0].writable);
   assert.deepEqual(second[0].settableIn, EXPECTED[second[0].name].settableIn);
 });

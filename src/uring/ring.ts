@@ -13,10 +13,19 @@ import {
   IO_URING_OP_SUPPORTED,
   IORING_CQ_EVENTFD_DISABLED,
   IORING_ENTER_EXT_ARG,
+  IORING_ENTER_GETEVENTS,
+  IORING_ENTER_SQ_WAKEUP,
   IORING_FEAT_EXT_ARG,
+  IORING_SETUP_DEFER_TASKRUN,
+  IORING_SETUP_SQPOLL,
+  IORING_SQ_NEED_WAKEUP,
+  IORING_SQ_TASKRUN,
 } from "./constants.ts";
 
 const ENOTSUP = 95;
+const EINVAL = 22;
+/** sizeof(struct io_uring_getevents_arg), made once: a bigint per timed wait would allocate. */
+const GETEVENTS_ARG_SIZE = BigInt(GETEVENTS_ARG.size);
 
 /** A set-up ring with views over its SQ, SQE array and CQ. */
 export class Ring {
@@ -25,6 +34,15 @@ export class Ring {
   readonly sqEntries: number;
   readonly cqEntries: number;
   readonly features: number;
+  /** The setup flags the ring was created with. */
+  readonly setupFlags: number;
+  /**
+   * IORING_SETUP_DEFER_TASKRUN: completions are only posted inside io_uring_enter(GETEVENTS)
+   * called by this thread, so every wait and every submission passes GETEVENTS.
+   */
+  readonly deferTaskrun: boolean;
+  /** IORING_SETUP_SQPOLL: a kernel thread takes SQEs as soon as the tail is published. */
+  readonly sqPoll: boolean;
   /** The SQE array, 16 u32 per SQE; fill with the `prep*` writers. */
   readonly sqes: Uint32Array;
   /** The CQE array as u32 (user_data low half at 4*i, flags at 4*i+3). */
@@ -40,18 +58,32 @@ export class Ring {
   readonly #cqHead: Uint32Array;
   readonly #cqTail: Uint32Array;
   readonly #cqFlags: Uint32Array;
+  readonly #sqFlags: Uint32Array;
   readonly #arg: Uint8Array;
   readonly #ts: Uint32Array;
   #tail: number;
+  /** The tail last stored for the kernel. */
+  #published: number;
   #closed = false;
 
-  constructor(native: Native, entries: number, setupFlags: number) {
+  /**
+   * Sets up a ring with `setupFlags`, plus the first of `optionalFlags` the kernel accepts
+   * (older kernels reject unknown setup flags with EINVAL; none of them is then added).
+   */
+  constructor(native: Native, entries: number, setupFlags: number, optionalFlags: readonly number[] = []) {
     this.#native = native;
     const ring = native.alloc(LIBURING_RING.size);
     const params = native.alloc(PARAMS.size);
     const pv = new DataView(params.buffer);
-    pv.setUint32(PARAMS.flags, setupFlags, true);
-    const r = native.uring.io_uring_queue_init_params(entries, ring, params);
+    let r = -EINVAL;
+    let flags = setupFlags;
+    for (const extra of [...optionalFlags, 0]) {
+      flags = setupFlags | extra;
+      params.fill(0);
+      pv.setUint32(PARAMS.flags, flags, true);
+      r = native.uring.io_uring_queue_init_params(entries, ring, params);
+      if (r !== -EINVAL || extra === 0) break;
+    }
     if (r < 0) {
       const e = errnoError(-r, `io_uring_queue_init_params(${entries}) failed`);
       throw -r === 22 ? BlkioError.of("EINVAL", `${e.message}: num-entries may exceed the kernel limit`) : e;
@@ -61,6 +93,9 @@ export class Ring {
     const addr = (off: number) => Number(rv.getBigUint64(off, true));
     const u32At = (off: number, count = 1) => new Uint32Array(native.view(addr(off), 4 * count));
     this.fd = rv.getInt32(LIBURING_RING.ringFd, true);
+    this.setupFlags = flags;
+    this.deferTaskrun = (flags & IORING_SETUP_DEFER_TASKRUN) !== 0;
+    this.sqPoll = (flags & IORING_SETUP_SQPOLL) !== 0;
     this.sqEntries = pv.getUint32(PARAMS.sqEntries, true);
     this.cqEntries = pv.getUint32(PARAMS.cqEntries, true);
     this.features = pv.getUint32(PARAMS.features, true);
@@ -78,6 +113,7 @@ export class Ring {
     this.#cqHead = u32At(LIBURING_RING.cqKhead);
     this.#cqTail = u32At(LIBURING_RING.cqKtail);
     this.#cqFlags = u32At(LIBURING_RING.cqKflags);
+    this.#sqFlags = u32At(LIBURING_RING.sqKflags);
     this.cqMask = u32At(LIBURING_RING.cqKringMask)[0];
     // Identity SQ index array: SQE i is always published at array slot i.
     const array = u32At(LIBURING_RING.sqArray, this.sqEntries);
@@ -87,6 +123,7 @@ export class Ring {
     this.cqes = new Uint32Array(cqeBuf);
     this.cqesRes = new Int32Array(cqeBuf);
     this.#tail = this.#sqTail[0];
+    this.#published = this.#tail;
     // EXT_ARG wait argument and its timespec, allocated once; their addresses are fixed.
     this.#arg = native.alloc(GETEVENTS_ARG.size + TIMESPEC.size);
     const tsAddr = native.addressOf(this.#arg.buffer as ArrayBuffer) + GETEVENTS_ARG.size;
@@ -107,19 +144,32 @@ export class Ring {
     return i;
   }
 
-  /** SQEs written but not yet consumed by the kernel. */
+  /**
+   * SQEs written but not yet consumed by the kernel; with SQPOLL, written but not yet published
+   * (the kernel thread takes published ones by itself).
+   */
   get unsubmitted(): number {
+    if (this.sqPoll) return (this.#tail - this.#published) >>> 0;
     return (this.#tail - Atomics.load(this.#sqHead, 0)) >>> 0;
   }
 
   /**
    * Publishes written SQEs and calls io_uring_enter. `timeoutNs` < 0 waits without limit.
-   * Returns what the kernel returned (submitted count or -errno).
+   * Returns what the kernel returned (submitted count or -errno). With SQPOLL the call is only
+   * made to wait (GETEVENTS) or to wake the kernel thread, and returns 0 otherwise.
    */
   enter(minComplete: number, flags: number, timeoutNs: number): number {
-    // Release store: the kernel must see the SQE contents before the new tail.
+    // Release store: the kernel must see the SQE contents before the new tail. Atomics are
+    // sequentially consistent, so the NEED_WAKEUP load below cannot move before this store
+    // (liburing's smp_mb between the two).
     Atomics.store(this.#sqTail, 0, this.#tail);
-    const toSubmit = this.unsubmitted;
+    let toSubmit = this.unsubmitted;
+    this.#published = this.#tail;
+    if (this.sqPoll) {
+      toSubmit = 0;
+      if ((Atomics.load(this.#sqFlags, 0) & IORING_SQ_NEED_WAKEUP) !== 0) flags |= IORING_ENTER_SQ_WAKEUP;
+      if (flags === 0) return 0;
+    }
     const u = this.#native.uring;
     if (timeoutNs < 0) return u.io_uring_enter(this.fd, toSubmit, minComplete, flags, null);
     if ((this.features & IORING_FEAT_EXT_ARG) === 0) return -ENOTSUP; // Linux < 5.11
@@ -135,8 +185,21 @@ export class Ring {
       minComplete,
       flags | IORING_ENTER_EXT_ARG,
       this.#arg,
-      BigInt(GETEVENTS_ARG.size),
+      GETEVENTS_ARG_SIZE,
     );
+  }
+
+  /**
+   * Whether completion task work waits for an io_uring_enter (IORING_SQ_TASKRUN, set only on
+   * rings made with IORING_SETUP_TASKRUN_FLAG).
+   */
+  taskWorkPending(): boolean {
+    return (Atomics.load(this.#sqFlags, 0) & IORING_SQ_TASKRUN) !== 0;
+  }
+
+  /** Runs pending completion task work (posts its CQEs) without submitting or waiting. */
+  runTaskWork(): number {
+    return this.#native.uring.io_uring_enter(this.fd, 0, 0, IORING_ENTER_GETEVENTS, null);
   }
 
   /** The CQ head (next CQE to read). */

@@ -47,6 +47,7 @@ export class IoUringDriver implements Driver {
   numEntries = NUM_ENTRIES_DEFAULT;
   numQueues = 1;
   numPollQueues = 0;
+  sqpoll = false;
   canGrow = false;
   supportsFuaNatively = false;
   supportsPollQueues = false;
@@ -117,7 +118,13 @@ export class IoUringDriver implements Driver {
   }
 
   #queue(poll: boolean): DriverQueue {
-    return new IoUringQueue(this.native, { poll, entries: this.numEntries, fd: this.fd, target: this.info });
+    return new IoUringQueue(this.native, {
+      poll,
+      entries: this.numEntries,
+      fd: this.fd,
+      target: this.info,
+      sqpoll: this.sqpoll,
+    });
   }
 
   memRegionAlignment(): number {
@@ -372,6 +379,14 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
     doc: "Required alignment of request start and length",
     readableFrom: K,
     get: (d) => must(d).requestAlignment,
+  },
+  "sqpoll": {
+    type: "bool",
+    doc: "Queues (not poll queues) get a kernel thread that polls for submissions " +
+      "(IORING_SETUP_SQPOLL): fewer system calls, one busy CPU while there is I/O",
+    settableIn: [C, K],
+    get: (d) => d.sqpoll,
+    set: (d, v) => void (d.sqpoll = v),
   },
   "supports-fua-natively": {
     type: "bool",

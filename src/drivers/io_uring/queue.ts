@@ -20,7 +20,12 @@ import {
   FALLOC_FL_ZERO_RANGE,
   IORING_ENTER_GETEVENTS,
   IORING_OP,
+  IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_IOPOLL,
+  IORING_SETUP_SINGLE_ISSUER,
+  IORING_SETUP_SQPOLL,
+  IORING_SETUP_TASKRUN_FLAG,
   IOSQE_FIXED_FILE,
   RWF_DSYNC,
   RWF_HIPRI,
@@ -56,7 +61,27 @@ export interface IoUringQueueOptions {
   entries: number;
   fd: number;
   target: TargetInfo;
+  /** A kernel thread polls the SQ (IORING_SETUP_SQPOLL); not for poll queues. */
+  sqpoll?: boolean;
 }
+
+// EXPERIMENT (removed once measured): BLKIO_EXP_SETUP=none|coop|defer.
+const EXP_SETUP = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env
+  .BLKIO_EXP_SETUP ?? "defer";
+
+/**
+ * Setup flags tried in order until the kernel takes one (each queue is used by the one thread
+ * that created it, as JS objects cannot cross threads): DEFER_TASKRUN (Linux 6.1) runs
+ * completion work only when this thread waits, in batches, with no interrupt; COOP_TASKRUN
+ * (5.19) at least spares the interrupt. TASKRUN_FLAG makes pending work visible in the sq flags,
+ * so a reap that finds nothing knows when to enter the kernel to get it.
+ */
+const TASKRUN_FLAGS: readonly number[] = EXP_SETUP === "none" ? [] : EXP_SETUP === "coop"
+  ? [IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG]
+  : [
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+  ];
 
 /** A queue of the io_uring driver. */
 export class IoUringQueue implements DriverQueue {
@@ -97,7 +122,10 @@ export class IoUringQueue implements DriverQueue {
     this.#target = opts.target;
     this.isPollQueue = opts.poll;
     this.#rwFlags = opts.poll ? RWF_HIPRI : 0;
-    const ring = new Ring(native, opts.entries, opts.poll ? IORING_SETUP_IOPOLL : 0);
+    // SQPOLL excludes the task-run flags (its completions run in the kernel thread).
+    const ring = opts.sqpoll && !opts.poll
+      ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL)
+      : new Ring(native, opts.entries, opts.poll ? IORING_SETUP_IOPOLL : 0, TASKRUN_FLAGS);
     let efd = -1;
     try {
       // Probing came with READ, WRITE and FALLOCATE in Linux 5.6: no probe means none of them.
@@ -307,8 +335,15 @@ export class IoUringQueue implements DriverQueue {
   reap(out: Completion[], n: number, max: number): number {
     const ring = this.#ring;
     let head = ring.cqHead();
-    const tail = ring.cqTail();
-    if (head === tail) return n;
+    let tail = ring.cqTail();
+    if (head === tail) {
+      // Completions may be waiting as task work (COOP/DEFER_TASKRUN). When SQEs are pending,
+      // the io_uring_enter that submits them runs it, and the caller reaps again after it.
+      if (this.pendingSubmit > 0 || !ring.taskWorkPending()) return n;
+      ring.runTaskWork();
+      tail = ring.cqTail();
+      if (head === tail) return n;
+    }
     const cqes = ring.cqes, res = ring.cqesRes, mask = ring.cqMask, cap = this.#cap;
     while (head !== tail && n < max) {
       const o = (head & mask) << 2;
@@ -402,7 +437,8 @@ export class IoUringQueue implements DriverQueue {
 
   enter(minComplete: number, timeoutNs: number): number {
     this.#flushResubmits();
-    const flags = minComplete > 0 || this.isPollQueue ? IORING_ENTER_GETEVENTS : 0;
+    // DEFER_TASKRUN: GETEVENTS on every call, so submitting also posts finished completions.
+    const flags = minComplete > 0 || this.isPollQueue || this.#ring.deferTaskrun ? IORING_ENTER_GETEVENTS : 0;
     if (flags === 0 && this.#ring.unsubmitted === 0) return 0;
     const r = this.#ring.enter(minComplete, flags, timeoutNs);
     return r < 0 ? r : 0;

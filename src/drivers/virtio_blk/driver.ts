@@ -18,7 +18,7 @@ import { PropertyTable } from "../../properties.ts";
 import { State } from "../../state.ts";
 import { closeFd, cString, errnoError, newEventfd } from "../../sys.ts";
 import { MemTable } from "./mem_table.ts";
-import { type VirtioDeviceInfo, VirtioBlkQueue } from "./queue.ts";
+import { VirtioBlkQueue, type VirtioDeviceInfo } from "./queue.ts";
 import {
   MEM_TABLE_MAX_REGIONS,
   ProtocolFeature,
@@ -47,6 +47,13 @@ const MAP_SHARED = 1;
 const MAP_FAILED = 2 ** 64 - 1;
 const F_DUPFD_CLOEXEC = 1030;
 
+/**
+ * @internal Protocol features connect() does not negotiate even when offered. Tests set it to
+ * run the fallbacks (SET_MEM_TABLE without memory slots, no REPLY_ACK) against a back-end that
+ * offers everything.
+ */
+export const withheldProtocolFeatures: { mask: bigint } = { mask: 0n };
+
 /** What connect() learned from the back-end. */
 interface Connection {
   conn: VhostUserClient;
@@ -72,7 +79,9 @@ interface VringMemory {
 /** The virtio-blk-vhost-user driver instance. */
 export class VirtioBlkVhostUserDriver implements Driver {
   readonly name = "virtio-blk-vhost-user";
-  readonly properties: PropertyTable<this> = VIRTIO_BLK_VHOST_USER_PROPERTIES as unknown as PropertyTable<this>;
+  readonly properties: PropertyTable<this> = VIRTIO_BLK_VHOST_USER_PROPERTIES as unknown as PropertyTable<
+    this
+  >;
   readonly native: Native;
   path = "";
   readOnly = false;
@@ -83,6 +92,8 @@ export class VirtioBlkVhostUserDriver implements Driver {
   #vrings: VringMemory | null = null;
   /** Mapped memory regions, with fds duplicated so they outlive the caller's. */
   readonly #regions = new MemTable();
+  /** Every queue start() made (a destroyed one has nothing in flight). */
+  #queues: VirtioBlkQueue[] = [];
 
   constructor(native: Native) {
     this.native = native;
@@ -104,11 +115,15 @@ export class VirtioBlkVhostUserDriver implements Driver {
     try {
       const offered = conn.getFeatures();
       if ((offered & featureBit(VirtioFeature.VERSION_1)) === 0n) {
-        throw BlkioError.of("ENOTSUP", "The vhost-user device does not offer VIRTIO_F_VERSION_1 (legacy devices are not supported)");
+        throw BlkioError.of(
+          "ENOTSUP",
+          "The vhost-user device does not offer VIRTIO_F_VERSION_1 (legacy devices are not supported)",
+        );
       }
       let protocolFeatures = 0n;
       if ((offered & featureBit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) !== 0n) {
-        protocolFeatures = conn.getProtocolFeatures() & WANTED_PROTOCOL_FEATURES;
+        protocolFeatures = conn.getProtocolFeatures() & WANTED_PROTOCOL_FEATURES &
+          ~withheldProtocolFeatures.mask;
         conn.setProtocolFeatures(protocolFeatures);
         conn.replyAck = (protocolFeatures & (1n << ProtocolFeature.REPLY_ACK)) !== 0n;
       }
@@ -121,7 +136,9 @@ export class VirtioBlkVhostUserDriver implements Driver {
       }
       conn.setOwner();
       const queueNum = has(ProtocolFeature.MQ) ? conn.getQueueNum() : null;
-      const memSlots = has(ProtocolFeature.CONFIGURE_MEM_SLOTS) ? conn.getMaxMemSlots() : MEM_TABLE_MAX_REGIONS;
+      const memSlots = has(ProtocolFeature.CONFIGURE_MEM_SLOTS)
+        ? conn.getMaxMemSlots()
+        : MEM_TABLE_MAX_REGIONS;
       const features = offered & WANTED_FEATURES;
       conn.setFeatures(features);
       const config = parseConfig(conn.getConfig(CONFIG_SIZE));
@@ -185,7 +202,11 @@ export class VirtioBlkVhostUserDriver implements Driver {
       for (let i = 0; i < total; i++) {
         const poll = i >= this.numQueues;
         const off = i * layout.total;
-        const vq = new SplitVirtqueue(mem.bytes.subarray(off, off + layout.total), mem.addr + off, this.queueSize);
+        const vq = new SplitVirtqueue(
+          mem.bytes.subarray(off, off + layout.total),
+          mem.addr + off,
+          this.queueSize,
+        );
         const kickFd = newEventfd(this.native);
         fds.push(kickFd);
         const callFd = newEventfd(this.native);
@@ -215,6 +236,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
       this.#freeVrings();
       throw e;
     }
+    this.#queues = made;
     return { queues: made.slice(0, this.numQueues), pollQueues: made.slice(this.numQueues) };
   }
 
@@ -320,7 +342,19 @@ export class VirtioBlkVhostUserDriver implements Driver {
       );
     }
     if (this.#regions.size >= this.maxMemRegions()) {
-      throw BlkioError.of("ENOSPC", `Too many memory regions mapped: max-mem-regions is ${this.maxMemRegions()}`);
+      throw BlkioError.of(
+        "ENOSPC",
+        `Too many memory regions mapped: max-mem-regions is ${this.maxMemRegions()}`,
+      );
+    }
+    // SET_MEM_TABLE makes the back-end unmap and remap every region, under any request it
+    // is working on: only safe while nothing is in flight.
+    if (!this.#memSlots() && this.#queues.some((q) => q.inFlight > 0)) {
+      throw BlkioError.of(
+        "EBUSY",
+        "Cannot map a memory region while requests are in flight: the vhost-user back-end lacks " +
+          "memory slots (VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS), so the whole memory table is re-sent",
+      );
     }
     // A private copy: the caller may close its fd once mapped, and unmapping needs it again.
     const fd = this.native.libc.fcntl(region.fd, F_DUPFD_CLOEXEC, 0);
@@ -341,10 +375,10 @@ export class VirtioBlkVhostUserDriver implements Driver {
     if (desc === null) return;
     const c = this.#c;
     try {
-      if (c !== null && c.conn.brokenReason === null) {
-        if (this.#memSlots()) c.conn.remMemReg(desc);
-        else c.conn.setMemTable([this.#vringRegion(this.#vrings!), ...this.#regions.all()]);
-      }
+      // Without memory slots the back-end keeps the region until the next map re-sends the
+      // table: harmless (new requests are checked against this driver's table), and it spares
+      // requests in flight elsewhere the remapping of every region.
+      if (c !== null && c.conn.brokenReason === null && this.#memSlots()) c.conn.remMemReg(desc);
     } catch {
       // A back-end that is gone no longer maps anything; unmapping cannot fail.
     } finally {
@@ -472,7 +506,9 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
     type: "uint64",
     doc: "Largest write zeroes the device takes in one request, 0 when unspecified (longer ones are split)",
     readableFrom: K,
-    get: (d) => (d.has(VirtioFeature.BLK_WRITE_ZEROES) ? BigInt(d.c.config.maxWriteZeroesSectors) * 512n : 0n),
+    get: (
+      d,
+    ) => (d.has(VirtioFeature.BLK_WRITE_ZEROES) ? BigInt(d.c.config.maxWriteZeroesSectors) * 512n : 0n),
   },
   "may-pin-mem-regions": {
     type: "bool",

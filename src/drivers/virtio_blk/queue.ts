@@ -23,7 +23,13 @@ import { ERRNO } from "../../errno.ts";
 import { closeFd } from "../../sys.ts";
 import type { MemTable } from "./mem_table.ts";
 import type { VhostUserClient } from "./vhost_user.ts";
-import { BLK_WRITE_ZEROES_FLAG_UNMAP, BlkReqType, BlkStatus, OUTHDR_SIZE, SECTOR_SIZE } from "./virtio_blk.ts";
+import {
+  BLK_WRITE_ZEROES_FLAG_UNMAP,
+  BlkReqType,
+  BlkStatus,
+  OUTHDR_SIZE,
+  SECTOR_SIZE,
+} from "./virtio_blk.ts";
 import {
   HEADER_OUTHDR,
   HEADER_SEGMENT,
@@ -189,6 +195,8 @@ export class VirtioBlkQueue implements DriverQueue {
   }
 
   get pendingSubmit(): number {
+    // Chains a dead back-end will never see are not pending: they were failed.
+    if (this.#broken !== null) return 0;
     // Waiting continuations count only when they fit now; otherwise the core would spin
     // calling enter() until the device returns descriptors.
     const waiting = this.#resubmitCount > 0 && this.#fits(this.#resubmit[this.#resubmitHead])
@@ -261,7 +269,10 @@ export class VirtioBlkQueue implements DriverQueue {
     if (op === Op.Discard && !dev.discard) return this.#fail(ENOTSUP, "the device does not support discard");
     const ra = dev.requestAlignment;
     if (start % ra !== 0) {
-      return this.#fail(EINVAL, `invalid start offset: ${start} is not a multiple of request-alignment (${ra})`);
+      return this.#fail(
+        EINVAL,
+        `invalid start offset: ${start} is not a multiple of request-alignment (${ra})`,
+      );
     }
     if (len % ra !== 0) {
       return this.#fail(EINVAL, `invalid length: ${len} is not a multiple of request-alignment (${ra})`);
@@ -389,6 +400,7 @@ export class VirtioBlkQueue implements DriverQueue {
 
   reap(out: Completion[], n: number, max: number): number {
     const vq = this.#vq;
+    const n0 = n;
     while (n < max && this.#ringCount > 0) {
       let head: number;
       try {
@@ -413,8 +425,11 @@ export class VirtioBlkQueue implements DriverQueue {
       this.#release(slot);
     }
     if (this.#resubmitCount > 0) this.#flushResubmits();
+    if (n === n0 && this.#ringCount > 0 && this.#broken === null) this.#maybeCheckHangup();
     if (this.#broken !== null && this.inFlight > 0) this.#failAll();
-    if (n < max && this.completions.length > 0 && this.#broken !== null) n = this.completions.fill(out, n, max);
+    if (n < max && this.completions.length > 0 && this.#broken !== null) {
+      n = this.completions.fill(out, n, max);
+    }
     return n;
   }
 
@@ -494,6 +509,17 @@ export class VirtioBlkQueue implements DriverQueue {
     this.#headSlot.fill(-1);
   }
 
+  /**
+   * Application-level polling (doIo with min 0) never waits on the socket, so a reap that finds
+   * nothing looks for a hang-up now and then.
+   */
+  #maybeCheckHangup(): void {
+    const now = performance.now();
+    if (now - this.#lastHangupCheck < HANGUP_CHECK_MS) return;
+    this.#lastHangupCheck = now;
+    this.#checkHangup();
+  }
+
   /** Looks for a back-end hang-up; true (and the queue broken) when there was one. */
   #checkHangup(): boolean {
     if (this.#broken === null && this.#conn.checkHangup()) this.#breakDown("connection lost");
@@ -508,16 +534,7 @@ export class VirtioBlkQueue implements DriverQueue {
     }
     if (this.#resubmitCount > 0) this.#flushResubmits();
     if (this.#vq.publish()) this.#kick();
-    if (this.#ringCount === 0) return 0;
-    if (minComplete <= 0) {
-      // Application-level polling never waits here, so it checks for a hang-up now and then.
-      const now = performance.now();
-      if (now - this.#lastHangupCheck >= HANGUP_CHECK_MS) {
-        this.#lastHangupCheck = now;
-        if (this.#checkHangup()) this.#failAll();
-      }
-      return 0;
-    }
+    if (this.#ringCount === 0 || minComplete <= 0) return 0;
     // Completions only come from chains in the ring; waiting for more would never end.
     const target = Math.min(minComplete, this.#ringCount);
     const deadline = timeoutNs >= 0 ? performance.now() + timeoutNs / 1e6 : -1;
@@ -618,7 +635,7 @@ export class VirtioBlkQueue implements DriverQueue {
       const buf = this.#buf[s];
       if (buf !== null && bufferOf(buf) === buffer) return true;
       const iov = this.#iov[s];
-      if (iov !== null) for (const b of iov) if (bufferOf(b) === buffer) return true;
+      if (iov !== null) { for (const b of iov) if (bufferOf(b) === buffer) return true; }
     }
     return false;
   }

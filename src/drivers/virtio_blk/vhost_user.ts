@@ -153,7 +153,13 @@ export class VhostUserClient {
   }
 
   /** Sends one message; `payload` is filled by `fill` (a DataView over the payload bytes). */
-  #send(request: number, size: number, fill: ((v: DataView) => void) | null, fds: readonly number[], flags: number) {
+  #send(
+    request: number,
+    size: number,
+    fill: ((v: DataView) => void) | null,
+    fds: readonly number[],
+    flags: number,
+  ) {
     const msg = this.#header(request, VERSION | flags, size);
     if (fill !== null) fill(new DataView(msg.buffer, HEADER_SIZE, size));
     this.#sock.send(msg, fds);
@@ -183,20 +189,36 @@ export class VhostUserClient {
     }
   }
 
-  /** A request without reply data; with REPLY_ACK it waits for the back-end's status. */
-  #command(request: number, size: number, fill: ((v: DataView) => void) | null, fds: readonly number[] = []): void {
+  /**
+   * A request without reply data. With REPLY_ACK it waits for the back-end's status; without,
+   * for the reply to a GET_FEATURES sent after it: messages are handled in order, so that reply
+   * means this one was applied (a new memory region must be known before a kick uses it).
+   */
+  #command(
+    request: number,
+    size: number,
+    fill: ((v: DataView) => void) | null,
+    fds: readonly number[] = [],
+  ): void {
     this.#checkUsable();
     let status = 0n;
     try {
       this.#send(request, size, fill, fds, this.#replyAck ? FLAG_NEED_REPLY : 0);
-      if (!this.#replyAck) return;
+      if (!this.#replyAck) {
+        this.#send(VhostUserRequest.GET_FEATURES, 0, null, [], 0);
+        this.#reply(VhostUserRequest.GET_FEATURES);
+        return;
+      }
       const r = this.#reply(request);
       status = r.byteLength >= 8 ? new DataView(r.buffer).getBigUint64(0, true) : 1n;
     } catch (e) {
       this.#fail(e, request);
     }
     if (status !== 0n) {
-      throw BlkioError.of("EIO", `The vhost-user back-end rejected ${REQUEST_NAMES.get(request)} (status ${status})`);
+      throw BlkioError.of(
+        "EIO",
+        `The vhost-user back-end rejected ${REQUEST_NAMES.get(request)} (status ${status})`,
+      );
     }
   }
 

@@ -87,7 +87,9 @@ export class SplitVirtqueue {
 
   constructor(mem: Uint8Array, addr: number, size: number) {
     const l = vringLayout(size);
-    if (mem.byteLength < l.total) throw new RangeError(`Virtqueue memory is too small: ${mem.byteLength} < ${l.total}`);
+    if (mem.byteLength < l.total) {
+      throw new RangeError(`Virtqueue memory is too small: ${mem.byteLength} < ${l.total}`);
+    }
     const ab = mem.buffer, o = mem.byteOffset;
     this.size = size;
     this.#mask = size - 1;

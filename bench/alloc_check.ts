@@ -1,0 +1,136 @@
+/**
+ * Allocation check: does the request path allocate in steady state? Keeps `--depth` 4 KiB random
+ * reads in flight on one queue (doIo(min 1) and resubmit, as blkio_bench does, buffers in a mapped
+ * memory region) for `--requests` requests, and reports:
+ *
+ * - retained growth: `heapUsed` after a forced GC at the end minus `heapUsed` after a forced GC
+ *   once warmed up (the target: under 1 MiB across 5 million requests);
+ * - allocation rate: `heapUsed` growth across `--probe` requests right after a forced GC, with no
+ *   GC in between, divided by the requests (0 when the hot path allocates nothing).
+ *
+ * Forced GC: `Bun.gc(true)` in Bun; in Deno `--expose-gc` is turned on at run time through
+ * node:v8 and `gc` taken from a new node:vm context.
+ *
+ * Usage: deno run -A bench/alloc_check.ts --path <file> [--requests 5000000] [--depth 32] [--json]
+ *        bun bench/alloc_check.ts --path <file> [same options]
+ *
+ * @module
+ */
+import process from "node:process";
+import v8 from "node:v8";
+import vm from "node:vm";
+import { Blkio, type Completion, newCompletion } from "../mod.ts";
+
+interface Options {
+  path: string;
+  requests: number;
+  depth: number;
+  warmup: number;
+  probe: number;
+  json: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { path: "", requests: 5_000_000, depth: 32, warmup: 300_000, probe: 50_000, json: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new TypeError(`Option ${a} needs a value`);
+      return v;
+    };
+    if (a === "--path") o.path = next();
+    else if (a === "--requests") o.requests = Number(next());
+    else if (a === "--depth") o.depth = Number(next());
+    else if (a === "--warmup") o.warmup = Number(next());
+    else if (a === "--probe") o.probe = Number(next());
+    else if (a === "--json") o.json = true;
+    else throw new TypeError(`Unknown option "${a}"`);
+  }
+  if (o.path === "") throw new TypeError("Missing --path");
+  return o;
+}
+
+function gcFunction(): () => void {
+  const bun = (globalThis as unknown as { Bun?: { gc(full: boolean): void } }).Bun;
+  if (bun !== undefined) return () => bun.gc(true);
+  v8.setFlagsFromString("--expose-gc");
+  return vm.runInNewContext("gc") as () => void;
+}
+
+function heapAfterGc(gc: () => void): number {
+  gc();
+  gc();
+  return process.memoryUsage().heapUsed;
+}
+
+const BS = 4096;
+
+function main(): void {
+  const o = parseArgs(process.argv.slice(2));
+  const gc = gcFunction();
+  using b = Blkio.create("io_uring");
+  b.setStr("path", o.path);
+  b.setBool("read-only", true);
+  b.connect();
+  b.setInt("num-entries", Math.max(o.depth, 32));
+  b.start();
+  const q = b.getQueue(0)!;
+  const blocks = Math.floor(Number(b.getUint64("capacity")) / BS);
+  const region = b.allocMemRegion(o.depth * BS);
+  b.mapMemRegion(region);
+  const bufs = Array.from({ length: o.depth }, (_, i) => region.bytes.subarray(i * BS, (i + 1) * BS));
+  const out: Completion[] = Array.from({ length: o.depth }, newCompletion);
+  Object.preventExtensions(out);
+
+  let done = 0;
+  const run = (count: number): void => {
+    const stop = done + count;
+    while (done < stop) {
+      const n = q.doIo(out, 1, o.depth);
+      for (let k = 0; k < n; k++) {
+        const c = out[k];
+        if (c.ret !== 0) throw new Error(`Read failed: ${c.ret}`);
+        const i = c.userData as number;
+        q.read(Math.floor(Math.random() * blocks) * BS, bufs[i], i);
+      }
+      done += n;
+    }
+  };
+
+  for (let i = 0; i < o.depth; i++) q.read(Math.floor(Math.random() * blocks) * BS, bufs[i], i);
+  run(o.warmup);
+  const probeStart = heapAfterGc(gc);
+  run(o.probe);
+  const probeEnd = process.memoryUsage().heapUsed;
+  const before = heapAfterGc(gc);
+  const t0 = performance.now();
+  run(o.requests);
+  const seconds = (performance.now() - t0) / 1000;
+  const after = heapAfterGc(gc);
+  let left = o.depth;
+  while (left > 0) left -= q.doIo(out, 1, Math.min(left, o.depth));
+
+  const result = {
+    runtime: "Bun" in globalThis ? "bun" : "deno",
+    requests: o.requests,
+    depth: o.depth,
+    seconds,
+    heapBefore: before,
+    heapAfter: after,
+    growthBytes: after - before,
+    probeRequests: o.probe,
+    probeBytesPerRequest: (probeEnd - probeStart) / o.probe,
+  };
+  if (o.json) {
+    console.log(JSON.stringify(result));
+  } else {
+    console.log(
+      `${result.runtime}: ${o.requests} requests in ${seconds.toFixed(1)} s, heap growth ` +
+        `${result.growthBytes} bytes (${before} -> ${after}), ` +
+        `${result.probeBytesPerRequest.toFixed(2)} bytes allocated per request`,
+    );
+  }
+}
+
+main();

@@ -1,0 +1,132 @@
+// Cancellation in the core, behind BlockDevice's AbortSignal support: RequestBacklog.remove()
+// (pure) and Queue.cancel() on a real ring (backlog removal with -ECANCELED, and
+// IORING_OP_ASYNC_CANCEL for a request in the kernel, whose buffer stays referenced).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Blkio, type Completion } from "../mod.ts";
+import { RequestBacklog, type RequestSink } from "../src/request_backlog.ts";
+import { Op, type OpValue } from "../src/completion.ts";
+import { alignedBuffer, cleanupAll, type Target, targets } from "./_helpers.ts";
+
+const TARGETS = targets();
+const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
+  TARGETS.find((t) => t.name === "file+direct")!;
+
+/** A sink that takes everything and records the userData and start of each request. */
+function collector(): RequestSink & { got: unknown[]; starts: number[] } {
+  const got: unknown[] = [], starts: number[] = [];
+  return {
+    got,
+    starts,
+    tryEnqueue(_op: OpValue, start: number, _b, _i, _l, userData: unknown): boolean {
+      got.push(userData);
+      starts.push(start);
+      return true;
+    },
+  };
+}
+
+function filled(n: number): RequestBacklog {
+  const bl = new RequestBacklog();
+  for (let i = 0; i < n; i++) bl.push(Op.Read, i * 512, new Uint8Array(1), null, 1, i, 0);
+  return bl;
+}
+
+test("RequestBacklog.remove() takes out one request and keeps the others in order", () => {
+  for (const victim of [0, 1, 37, 62, 63, 99, 150, 199]) {
+    const bl = filled(200);
+    assert.equal(bl.remove(victim), true);
+    assert.equal(bl.length, 199);
+    assert.equal(bl.remove(victim), false);
+    const sink = collector();
+    bl.process(sink);
+    const want = Array.from({ length: 200 }, (_, i) => i).filter((i) => i !== victim);
+    assert.deepEqual(sink.got, want, `victim ${victim}`);
+    assert.deepEqual(sink.starts, want.map((i) => i * 512));
+  }
+});
+
+test("RequestBacklog.remove() works across the ring's wrap-around and removes the oldest duplicate", () => {
+  const bl = filled(64);
+  const sink = collector();
+  // Consume 40 so the head is in the middle, then push past the end of the ring.
+  let taken = 0;
+  bl.process({ tryEnqueue: (...a) => taken++ < 40 && sink.tryEnqueue(...a) });
+  for (let i = 64; i < 100; i++) bl.push(Op.Read, i * 512, null, null, 0, i, 0);
+  bl.push(Op.Read, 1, null, null, 0, "dup", 0);
+  bl.push(Op.Read, 2, null, null, 0, "dup", 0);
+  assert.equal(bl.remove(70), true);
+  assert.equal(bl.remove(41), true);
+  assert.equal(bl.remove("dup"), true);
+  assert.equal(bl.remove("absent"), false);
+  const rest = collector();
+  bl.process(rest);
+  const want: unknown[] = Array.from({ length: 60 }, (_, i) => i + 40).filter((i) => i !== 70 && i !== 41);
+  want.push("dup");
+  assert.deepEqual(rest.got, want);
+  assert.equal(rest.starts[rest.starts.length - 1], 2, "the newer duplicate stays");
+});
+
+test("RequestBacklog.remove() in submission order is fast (one signal aborting a batch)", () => {
+  const n = 100_000;
+  const bl = filled(n);
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) assert.ok(bl.remove(i));
+  assert.equal(bl.length, 0);
+  assert.ok(performance.now() - t0 < 2000, `took ${performance.now() - t0} ms`);
+});
+
+function startDirect(t: Target, entries?: number): Blkio {
+  const b = Blkio.create("io_uring");
+  b.setStr("path", t.path);
+  b.setBool("direct", t.direct);
+  b.connect();
+  if (entries !== undefined) b.setInt("num-entries", entries);
+  b.start();
+  return b;
+}
+
+test("Queue.cancel() drops a request from the backlog with -ECANCELED", () => {
+  using b = startDirect(DIRECT, 1);
+  const q = b.getQueue(0)!;
+  const buf = alignedBuffer(b, 8192);
+  q.read(0, buf.subarray(0, 4096), "first");
+  q.read(4096, buf.subarray(4096), "second");
+  q.read(4096, buf.subarray(4096), "third");
+  assert.equal(q.cancel("second"), true);
+  assert.equal(q.cancel("second"), false, "cancelled twice");
+  assert.equal(q.cancel("nobody"), false);
+  const out: Completion[] = [];
+  const got = new Map<unknown, Completion>();
+  while (got.size < 3) {
+    const n = q.doIo(out, 1);
+    for (let i = 0; i < n; i++) got.set(out[i].userData, { ...out[i] });
+  }
+  assert.equal(got.get("first")!.ret, 0);
+  assert.equal(got.get("second")!.ret, -125);
+  assert.ok(got.get("second")!.errorMsg);
+  assert.equal(got.get("third")!.ret, 0);
+});
+
+test("Queue.cancel() of a request in the kernel keeps its buffer until the completion", () => {
+  using b = startDirect(DIRECT);
+  const q = b.getQueue(0)!;
+  const buf = alignedBuffer(b, 1 << 20);
+  const tag = { read: "big" };
+  q.read(0, buf, tag);
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 0), 0, "completed during submission");
+  // Found until its completion has been returned, done or not.
+  assert.equal(q.cancel(tag), true);
+  assert.equal(q.usesBuffer(buf.buffer), true);
+  const n = q.doIo(out, 1);
+  assert.equal(n, 1);
+  assert.equal(out[0].userData, tag);
+  assert.ok(out[0].ret === 0 || out[0].ret === -125, `ret ${out[0].ret}`);
+  assert.equal(q.usesBuffer(buf.buffer), false);
+  assert.equal(q.cancel(tag), false);
+  // The cancel's own completion is never reported.
+  assert.equal(q.doIo(out, 0), 0);
+});
+
+test("cancel: cleanup scratch targets", () => cleanupAll());

@@ -1,0 +1,170 @@
+// The split virtqueue of the virtio-blk-vhost-user driver, with the device played by the test:
+// layout, descriptor chains, the available and used rings, index wrap-around, notification
+// flags, and a device returning a descriptor that is not in flight. Needs no back-end.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { SplitVirtqueue, vringLayout } from "../src/drivers/virtio_blk/virtqueue.ts";
+
+const BASE = 0x7f0000000000; // a plausible mapping address (above 2^32, below 2^53)
+
+/** The device's view of one queue over the same memory. */
+class FakeDevice {
+  readonly #v: DataView;
+  readonly #l: ReturnType<typeof vringLayout>;
+  #lastAvail = 0;
+  #usedIdx = 0;
+
+  constructor(mem: Uint8Array, size: number) {
+    this.#v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
+    this.#l = vringLayout(size);
+  }
+
+  /** Chains made available since the last call: each a list of [addr, len, writable]. */
+  takeAvail(): [number, number, boolean][][] {
+    const v = this.#v, l = this.#l;
+    const idx = v.getUint16(l.avail + 2, true);
+    const chains: [number, number, boolean][][] = [];
+    while (this.#lastAvail !== idx) {
+      let d = v.getUint16(l.avail + 4 + 2 * (this.#lastAvail % l.size), true);
+      const chain: [number, number, boolean][] = [];
+      for (;;) {
+        const o = l.desc + 16 * d;
+        const flags = v.getUint16(o + 12, true);
+        chain.push([Number(v.getBigUint64(o, true)), v.getUint32(o + 8, true), (flags & 2) !== 0]);
+        if ((flags & 1) === 0) break;
+        d = v.getUint16(o + 14, true);
+      }
+      chains.push(chain);
+      this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
+    }
+    return chains;
+  }
+
+  /** Returns chain `head` with `len` bytes written. */
+  use(head: number, len: number): void {
+    const v = this.#v, l = this.#l;
+    const e = l.used + 4 + 8 * (this.#usedIdx % l.size);
+    v.setUint32(e, head, true);
+    v.setUint32(e + 4, len, true);
+    this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
+    v.setUint16(l.used + 2, this.#usedIdx, true);
+  }
+
+  setNoNotify(on: boolean): void {
+    this.#v.setUint16(this.#l.used, on ? 1 : 0, true);
+  }
+
+  get availFlags(): number {
+    return this.#v.getUint16(this.#l.avail, true);
+  }
+}
+
+function make(size: number): { vq: SplitVirtqueue; dev: FakeDevice; mem: Uint8Array } {
+  const mem = new Uint8Array(new ArrayBuffer(vringLayout(size).total));
+  return { vq: new SplitVirtqueue(mem, BASE, size), dev: new FakeDevice(mem, size), mem };
+}
+
+test("virtqueue: layout is aligned as virtio 1.x requires and fits the header slots", () => {
+  for (const size of [1, 2, 16, 256, 1024, 32768]) {
+    const l = vringLayout(size);
+    assert.equal(l.desc % 16, 0);
+    assert.equal(l.avail, 16 * size);
+    assert.equal(l.used % 4, 0);
+    assert.ok(l.used >= l.avail + 6 + 2 * size, "used ring after the avail ring and used_event");
+    assert.ok(l.headers >= l.used + 6 + 8 * size, "headers after the used ring and avail_event");
+    assert.equal(l.total % 4096, 0);
+    assert.ok(l.total >= l.headers + 64 * size);
+  }
+});
+
+test("virtqueue: chains reach the device with addresses, lengths, directions; used entries free them", () => {
+  const { vq, dev } = make(8);
+  assert.equal(vq.descAddr, BASE);
+  assert.equal(vq.numFree, 8);
+  vq.push(BASE + 0x1000, 16, false);
+  vq.push(2 ** 40 + 7, 4096, true); // a 64-bit address, odd
+  vq.push(BASE + 0x1020, 1, true);
+  const head = vq.commit();
+  assert.equal(vq.numFree, 5);
+  assert.equal(vq.unpublished, 1);
+  assert.deepEqual(dev.takeAvail(), [], "nothing visible before publish");
+  assert.equal(vq.publish(), true, "the device wants a kick");
+  assert.equal(vq.unpublished, 0);
+  const [chain] = dev.takeAvail();
+  assert.deepEqual(chain.slice(), [[BASE + 0x1000, 16, false], [2 ** 40 + 7, 4096, true], [
+    BASE + 0x1020,
+    1,
+    true,
+  ]]);
+  assert.equal(vq.usedPending, 0);
+  assert.equal(vq.popUsed(), -1);
+  dev.use(head, 4097);
+  assert.equal(vq.usedPending, 1);
+  assert.equal(vq.popUsed(), head);
+  assert.equal(vq.lastUsedLen, 4097);
+  assert.equal(vq.numFree, 8);
+  assert.equal(vq.popUsed(), -1);
+});
+
+test("virtqueue: out-of-order completion and 70,000 requests across the 16-bit index wrap", () => {
+  const { vq, dev } = make(16);
+  let inFlight: number[] = [];
+  let done = 0;
+  for (let round = 0; done < 70_000; round++) {
+    while (vq.numFree >= 3) {
+      vq.push(BASE, 16, false);
+      vq.push(BASE + 64, 512, true);
+      vq.push(BASE + 32, 1, true);
+      inFlight.push(vq.commit());
+    }
+    vq.publish();
+    const chains = dev.takeAvail();
+    assert.equal(chains.length, inFlight.length);
+    // The device returns them in reverse, a different order each round.
+    const order = round % 2 ? inFlight.slice().reverse() : inFlight.slice();
+    for (const h of order) dev.use(h, 513);
+    for (let k = 0; k < order.length; k++) {
+      const h = vq.popUsed();
+      assert.equal(h, order[k]);
+      done++;
+    }
+    inFlight = [];
+    assert.equal(vq.numFree, 16);
+  }
+});
+
+test("virtqueue: notification flags in both directions", () => {
+  const { vq, dev } = make(4);
+  vq.push(BASE, 16, false);
+  vq.push(BASE + 16, 1, true);
+  vq.commit();
+  dev.setNoNotify(true);
+  assert.equal(vq.publish(), false, "the device is polling: no kick");
+  assert.equal(vq.publish(), false, "nothing new to publish");
+  dev.setNoNotify(false);
+  vq.push(BASE, 16, false);
+  vq.push(BASE + 16, 1, true);
+  vq.commit();
+  assert.equal(vq.publish(), true);
+  assert.equal(vq.interrupts, true);
+  vq.setInterrupts(false);
+  assert.equal(dev.availFlags, 1);
+  assert.equal(vq.interrupts, false);
+  vq.setInterrupts(true);
+  assert.equal(dev.availFlags, 0);
+});
+
+test("virtqueue: a device returning a descriptor not in flight is detected", () => {
+  const { vq, dev } = make(4);
+  vq.push(BASE, 16, false);
+  vq.push(BASE + 16, 1, true);
+  const head = vq.commit();
+  vq.publish();
+  dev.takeAvail();
+  dev.use(3, 0); // never handed out as a head
+  assert.throws(() => vq.popUsed(), RangeError);
+  dev.use(head, 1);
+  assert.equal(vq.popUsed(), head);
+  dev.use(head, 1); // twice
+  assert.throws(() => vq.popUsed(), RangeError);
+});
