@@ -16,9 +16,6 @@ import {
   type SymbolDef,
 } from "./symbols.ts";
 import type { Bound, Native } from "./types.ts";
-import process from "node:process";
-import { Buffer } from "node:buffer";
-import { read as fsRead } from "node:fs";
 
 const BUN_TYPE: Record<NativeType, FFIType> = {
   i32: FFIType.i32,
@@ -49,11 +46,8 @@ function bind<T extends Record<string, SymbolDef>>(soname: string, table: T): Bo
   return out as unknown as Bound<T>;
 }
 
-let libcRef: Native["libc"];
-
 function load(): Native {
   const libc = bind(LIBC_SONAME, LIBC_SYMBOLS);
-  libcRef = libc;
   const uring = bind(LIBURING_SONAME, LIBURING_SYMBOLS);
   const errnoView = new Int32Array(toArrayBuffer(libc.__errno_location(), 0, 4));
   return {
@@ -72,9 +66,6 @@ function load(): Native {
   };
 }
 
-// EXPERIMENT (removed once measured): BLKIO_BUN_WAIT=fs reads the eventfd through node:fs on
-// the thread pool instead.
-const MODE = process.env.BLKIO_BUN_WAIT ?? "stream";
 const WAITERS = new Map<number, EventfdWaiter>();
 
 function eventfdWaiter(fd: number): EventfdWaiter {
@@ -119,22 +110,14 @@ class EventfdWaiter {
   #pending = false;
   #idle: unknown = null;
   readonly #keepAlive: Ref;
-  readonly #buf = Buffer.alloc(8);
 
   constructor(fd: number) {
     this.#fd = fd;
     this.#keepAlive = setInterval(noop, 1 << 30) as unknown as Ref;
     this.#keepAlive.unref();
-    if (MODE === "fs") {
-      const fl = libcRef.fcntl(fd, 3, 0);
-      libcRef.fcntl(fd, 4, fl & ~0o4000);
-    }
   }
 
   wait(): Promise<void> {
-    if (MODE === "fs") {
-      return new Promise<void>((res) => fsRead(this.#fd, this.#buf, 0, 8, null, () => res()));
-    }
     if (this.#reader === null) {
       if (this.#stream === null) this.#stream = bunFile(this.#fd).stream();
       this.#reader = this.#stream.getReader();

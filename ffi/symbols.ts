@@ -39,6 +39,11 @@ export const LIBURING_SYMBOLS = {
   io_uring_free_probe: { params: ["ptr"], result: "void" },
   // int io_uring_register_files(struct io_uring *ring, const int *files, unsigned nr_files)
   io_uring_register_files: { params: ["buf", "buf", "u32"], result: "i32" },
+  // int io_uring_register_buffers_sparse(struct io_uring *ring, unsigned nr)  -- Linux 5.19
+  io_uring_register_buffers_sparse: { params: ["buf", "u32"], result: "i32" },
+  // int io_uring_register_buffers_update_tag(struct io_uring *ring, unsigned off,
+  //                                          const struct iovec *iovecs, const __u64 *tags, unsigned nr)
+  io_uring_register_buffers_update_tag: { params: ["buf", "u32", "buf", "buf", "u32"], result: "i32" },
   // int io_uring_register_eventfd(struct io_uring *ring, int fd)
   io_uring_register_eventfd: { params: ["buf", "i32"], result: "i32" },
   // int io_uring_enter(unsigned fd, unsigned to_submit, unsigned min_complete, unsigned flags,

@@ -527,7 +527,6 @@ export class BlockDevice {
       const s = qs[i];
       if (!s.dirty) continue;
       s.dirty = false;
-      (globalThis as any).__flushes = ((globalThis as any).__flushes ?? 0) + 1;
       try {
         s.queue.doIo(this.#out, 0, 0);
       } catch {
@@ -538,7 +537,6 @@ export class BlockDevice {
   }
 
   #wake(s: QueueState): void {
-    (globalThis as any).__wakes = ((globalThis as any).__wakes ?? 0) + 1;
     s.waiting = false;
     this.#drain(s);
     // The flush runs after the continuations of what was just settled, so it submits their new
@@ -555,7 +553,6 @@ export class BlockDevice {
   #notice(s: QueueState): void {
     if (s.waiting || s.soon || s.pending === 0) return;
     if (this.#native.libc.read(s.fd, this.#counter, 8n) > 0n) {
-      (globalThis as any).__soons = ((globalThis as any).__soons ?? 0) + 1;
       s.soon = true;
       setImmediate(s.onSoon);
       return;
@@ -578,8 +575,6 @@ export class BlockDevice {
         this.#retryLater(s);
         return;
       }
-      (globalThis as any).__reaped = ((globalThis as any).__reaped ?? 0) + n;
-      (globalThis as any).__drains = ((globalThis as any).__drains ?? 0) + 1;
       for (let i = 0; i < n; i++) {
         const c = out[i];
         this.#complete(c.userData as number, c.ret, c.errorMsg);

@@ -20,19 +20,10 @@ export const IORING_OP = {
 
 /** io_uring_setup flags. */
 export const IORING_SETUP_IOPOLL = 1 << 0;
+/** A kernel thread polls the SQ (unprivileged since Linux 5.11). */
 export const IORING_SETUP_SQPOLL = 1 << 1;
-/** Linux 5.19: no IPI to run completion task work; it runs at the next kernel entry. */
-export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
-/** Linux 5.19: IORING_SQ_TASKRUN in the sq flags tells that task work is waiting. */
-export const IORING_SETUP_TASKRUN_FLAG = 1 << 9;
-/** Linux 6.0: only the creating thread submits. */
-export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
-/** Linux 6.1: completion task work runs only in io_uring_enter(GETEVENTS) of the issuer. */
-export const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
-/** sq ring flags. */
+/** sq ring flags: the SQPOLL thread sleeps and needs IORING_ENTER_SQ_WAKEUP. */
 export const IORING_SQ_NEED_WAKEUP = 1 << 0;
-export const IORING_SQ_CQ_OVERFLOW = 1 << 1;
-export const IORING_SQ_TASKRUN = 1 << 2;
 /** sqe->flags: fd is an index into the registered files. */
 export const IOSQE_FIXED_FILE = 1 << 0;
 /** io_uring_enter flags. */

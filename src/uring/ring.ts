@@ -8,22 +8,18 @@
 import type { Native } from "../../ffi/types.ts";
 import { BlkioError } from "../errors.ts";
 import { errnoError } from "../sys.ts";
-import { GETEVENTS_ARG, LIBURING_RING, PARAMS, PROBE, SQE, CQE, TIMESPEC } from "./layout.ts";
+import { GETEVENTS_ARG, IOVEC, LIBURING_RING, PARAMS, PROBE, SQE, CQE, TIMESPEC } from "./layout.ts";
 import {
   IO_URING_OP_SUPPORTED,
   IORING_CQ_EVENTFD_DISABLED,
   IORING_ENTER_EXT_ARG,
-  IORING_ENTER_GETEVENTS,
   IORING_ENTER_SQ_WAKEUP,
   IORING_FEAT_EXT_ARG,
-  IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_SQPOLL,
   IORING_SQ_NEED_WAKEUP,
-  IORING_SQ_TASKRUN,
 } from "./constants.ts";
 
 const ENOTSUP = 95;
-const EINVAL = 22;
 /** sizeof(struct io_uring_getevents_arg), made once: a bigint per timed wait would allocate. */
 const GETEVENTS_ARG_SIZE = BigInt(GETEVENTS_ARG.size);
 
@@ -34,13 +30,6 @@ export class Ring {
   readonly sqEntries: number;
   readonly cqEntries: number;
   readonly features: number;
-  /** The setup flags the ring was created with. */
-  readonly setupFlags: number;
-  /**
-   * IORING_SETUP_DEFER_TASKRUN: completions are only posted inside io_uring_enter(GETEVENTS)
-   * called by this thread, so every wait and every submission passes GETEVENTS.
-   */
-  readonly deferTaskrun: boolean;
   /** IORING_SETUP_SQPOLL: a kernel thread takes SQEs as soon as the tail is published. */
   readonly sqPoll: boolean;
   /** The SQE array, 16 u32 per SQE; fill with the `prep*` writers. */
@@ -61,29 +50,20 @@ export class Ring {
   readonly #sqFlags: Uint32Array;
   readonly #arg: Uint8Array;
   readonly #ts: Uint32Array;
+  /** One struct iovec for buffer table updates. */
+  readonly #iov: Uint8Array;
   #tail: number;
   /** The tail last stored for the kernel. */
   #published: number;
   #closed = false;
 
-  /**
-   * Sets up a ring with `setupFlags`, plus the first of `optionalFlags` the kernel accepts
-   * (older kernels reject unknown setup flags with EINVAL; none of them is then added).
-   */
-  constructor(native: Native, entries: number, setupFlags: number, optionalFlags: readonly number[] = []) {
+  constructor(native: Native, entries: number, setupFlags: number) {
     this.#native = native;
     const ring = native.alloc(LIBURING_RING.size);
     const params = native.alloc(PARAMS.size);
     const pv = new DataView(params.buffer);
-    let r = -EINVAL;
-    let flags = setupFlags;
-    for (const extra of [...optionalFlags, 0]) {
-      flags = setupFlags | extra;
-      params.fill(0);
-      pv.setUint32(PARAMS.flags, flags, true);
-      r = native.uring.io_uring_queue_init_params(entries, ring, params);
-      if (r !== -EINVAL || extra === 0) break;
-    }
+    pv.setUint32(PARAMS.flags, setupFlags, true);
+    const r = native.uring.io_uring_queue_init_params(entries, ring, params);
     if (r < 0) {
       const e = errnoError(-r, `io_uring_queue_init_params(${entries}) failed`);
       throw -r === 22 ? BlkioError.of("EINVAL", `${e.message}: num-entries may exceed the kernel limit`) : e;
@@ -93,9 +73,7 @@ export class Ring {
     const addr = (off: number) => Number(rv.getBigUint64(off, true));
     const u32At = (off: number, count = 1) => new Uint32Array(native.view(addr(off), 4 * count));
     this.fd = rv.getInt32(LIBURING_RING.ringFd, true);
-    this.setupFlags = flags;
-    this.deferTaskrun = (flags & IORING_SETUP_DEFER_TASKRUN) !== 0;
-    this.sqPoll = (flags & IORING_SETUP_SQPOLL) !== 0;
+    this.sqPoll = (setupFlags & IORING_SETUP_SQPOLL) !== 0;
     this.sqEntries = pv.getUint32(PARAMS.sqEntries, true);
     this.cqEntries = pv.getUint32(PARAMS.cqEntries, true);
     this.features = pv.getUint32(PARAMS.features, true);
@@ -130,6 +108,7 @@ export class Ring {
     const av = new DataView(this.#arg.buffer);
     av.setBigUint64(GETEVENTS_ARG.ts, BigInt(tsAddr), true);
     this.#ts = new Uint32Array(this.#arg.buffer, GETEVENTS_ARG.size, 4);
+    this.#iov = native.alloc(IOVEC.size);
   }
 
   /** Free SQEs. */
@@ -189,19 +168,6 @@ export class Ring {
     );
   }
 
-  /**
-   * Whether completion task work waits for an io_uring_enter (IORING_SQ_TASKRUN, set only on
-   * rings made with IORING_SETUP_TASKRUN_FLAG).
-   */
-  taskWorkPending(): boolean {
-    return (Atomics.load(this.#sqFlags, 0) & IORING_SQ_TASKRUN) !== 0;
-  }
-
-  /** Runs pending completion task work (posts its CQEs) without submitting or waiting. */
-  runTaskWork(): number {
-    return this.#native.uring.io_uring_enter(this.fd, 0, 0, IORING_ENTER_GETEVENTS, null);
-  }
-
   /** The CQ head (next CQE to read). */
   cqHead(): number {
     return this.#cqHead[0];
@@ -229,6 +195,46 @@ export class Ring {
     new Int32Array(buf.buffer).set(fds);
     const r = this.#native.uring.io_uring_register_files(this.#struct, buf, fds.length);
     if (r < 0) throw errnoError(-r, "io_uring_register_files failed");
+  }
+
+  /**
+   * Registers an empty table of `count` fixed buffers (IORING_RSRC_REGISTER_SPARSE, Linux 5.19),
+   * filled later with {@link updateBuffer}. Returns 0 or -errno.
+   */
+  registerBufferTable(count: number): number {
+    return this.#native.uring.io_uring_register_buffers_sparse(this.#struct, count);
+  }
+
+  /**
+   * Makes fixed buffer `index` the `len` bytes at `addr` (the kernel pins their pages), or
+   * empties it when `len` is 0. Requests already submitted keep what they imported. Returns 0 or
+   * -errno (ENOMEM past RLIMIT_MEMLOCK without CAP_IPC_LOCK, EFAULT for memory that cannot be
+   * pinned, EINVAL past 1 GiB).
+   */
+  updateBuffer(index: number, addr: number, len: number): number {
+    const iov = new Uint32Array(this.#iov.buffer);
+    iov[0] = addr >>> 0;
+    iov[1] = (addr / 4294967296) >>> 0;
+    iov[2] = len >>> 0;
+    iov[3] = (len / 4294967296) >>> 0;
+    const r = this.#native.uring.io_uring_register_buffers_update_tag(this.#struct, index, this.#iov, null, 1);
+    return r < 0 ? r : 0;
+  }
+
+  /**
+   * Hands every written SQE to the kernel now (with SQPOLL: waits until its thread took them).
+   * Returns false when that did not happen.
+   */
+  flushSubmissions(): boolean {
+    const deadline = performance.now() + 1000;
+    while (performance.now() < deadline) {
+      // With SQPOLL, published is not taken: compare with the kernel's head.
+      const pending = this.sqPoll ? (this.#tail - Atomics.load(this.#sqHead, 0)) >>> 0 : this.unsubmitted;
+      if (pending === 0) return true;
+      const r = this.enter(0, 0, -1);
+      if (r < 0 && r !== -4 && r !== -11 && r !== -16) return false; // retry EINTR, EAGAIN, EBUSY
+    }
+    return false;
   }
 
   /** Registers the completion eventfd. */

@@ -54,6 +54,37 @@ export function prepWrite(sqes: Uint32Array, i: number, fd: number, addr: number
   prepRw(sqes, i, IORING_OP.WRITE, fd, addr, len, offset);
 }
 
+/**
+ * io_uring_prep_read_fixed: `[addr, addr + len)` must lie inside registered buffer `bufIndex`,
+ * whose pages the kernel pinned once instead of per request.
+ */
+export function prepReadFixed(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  addr: number,
+  len: number,
+  offset: number,
+  bufIndex: number,
+): void {
+  prepRw(sqes, i, IORING_OP.READ_FIXED, fd, addr, len, offset);
+  sqes[(i << 4) + 10] = bufIndex & 0xffff; // buf_index (u16), personality 0
+}
+
+/** io_uring_prep_write_fixed. */
+export function prepWriteFixed(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  addr: number,
+  len: number,
+  offset: number,
+  bufIndex: number,
+): void {
+  prepRw(sqes, i, IORING_OP.WRITE_FIXED, fd, addr, len, offset);
+  sqes[(i << 4) + 10] = bufIndex & 0xffff;
+}
+
 /** io_uring_prep_readv: `iov` is the address of `nr` struct iovec. */
 export function prepReadv(sqes: Uint32Array, i: number, fd: number, iov: number, nr: number, offset: number): void {
   prepRw(sqes, i, IORING_OP.READV, fd, iov, nr, offset);

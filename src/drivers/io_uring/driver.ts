@@ -23,7 +23,7 @@ import {
 import { Ring } from "../../uring/ring.ts";
 import { IORING_ENTER_GETEVENTS, IORING_SETUP_IOPOLL } from "../../uring/constants.ts";
 import { prepReadv, setUserData } from "../../uring/sqe.ts";
-import { IoUringQueue } from "./queue.ts";
+import { FIXED_BUFFERS, IoUringQueue } from "./queue.ts";
 import { type TargetInfo, targetInfo } from "./target_info.ts";
 
 /** Hardware queue depths of 64-128 are common; libblkio's default. */
@@ -53,6 +53,11 @@ export class IoUringDriver implements Driver {
   supportsPollQueues = false;
   target: TargetInfo | null = null;
   #ownsFd = false;
+  /** Queues made so far (destroyed ones are dropped when next walked). */
+  readonly #queues = new Set<IoUringQueue>();
+  /** Mapped regions and their fixed buffer index, registered on every queue's ring. */
+  readonly #fixed = new Map<MemoryRegion, { index: number; addr: number; len: number }>();
+  readonly #freeFixed: number[] = Array.from({ length: FIXED_BUFFERS }, (_, i) => FIXED_BUFFERS - 1 - i);
 
   constructor(native: Native) {
     this.native = native;
@@ -118,23 +123,46 @@ export class IoUringDriver implements Driver {
   }
 
   #queue(poll: boolean): DriverQueue {
-    return new IoUringQueue(this.native, {
+    const q = new IoUringQueue(this.native, {
       poll,
       entries: this.numEntries,
       fd: this.fd,
       target: this.info,
       sqpoll: this.sqpoll,
     });
+    for (const f of this.#fixed.values()) q.registerBuffer(f.index, f.addr, f.len);
+    this.#queues.add(q);
+    return q;
+  }
+
+  #liveQueues(): Set<IoUringQueue> {
+    for (const q of this.#queues) if (q.destroyed) this.#queues.delete(q);
+    return this.#queues;
   }
 
   memRegionAlignment(): number {
     return this.info.requestAlignment;
   }
 
-  // io_uring can use any memory: mapping only records the region (the core validated it).
-  mapMemRegion(_region: MemoryRegion, _addr: number): void {}
+  // io_uring can use any memory; a mapped region also becomes a fixed buffer of every ring (the
+  // core validated it), so its requests skip pinning pages each time. Without a free index, or
+  // where the kernel refuses, its I/O stays plain: mapping never fails for it.
+  mapMemRegion(region: MemoryRegion, addr: number): void {
+    const index = this.#freeFixed.pop();
+    if (index === undefined) return;
+    this.#fixed.set(region, { index, addr, len: region.len });
+    for (const q of this.#liveQueues()) q.registerBuffer(index, addr, region.len);
+  }
 
-  unmapMemRegion(_region: MemoryRegion): void {}
+  unmapMemRegion(region: MemoryRegion): void {
+    const f = this.#fixed.get(region);
+    if (f === undefined) return;
+    this.#fixed.delete(region);
+    let reusable = true;
+    for (const q of this.#liveQueues()) if (!q.unregisterBuffer(f.index)) reusable = false;
+    // An index some ring may still hold unsubmitted requests for is never handed out again.
+    if (reusable) this.#freeFixed.push(f.index);
+  }
 
   destroy(): void {
     if (this.#ownsFd) closeFd(this.native, this.fd);
@@ -293,8 +321,9 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
   },
   "may-pin-mem-regions": {
     type: "bool",
-    doc: "Whether the driver may pin memory region pages",
-    get: () => false,
+    // Mapped regions become io_uring fixed buffers, whose pages the kernel pins.
+    doc: "Whether the driver may pin memory region pages (mapped regions are registered buffers)",
+    get: () => true,
   },
   "mem-region-alignment": {
     type: "uint64",

@@ -20,12 +20,8 @@ import {
   FALLOC_FL_ZERO_RANGE,
   IORING_ENTER_GETEVENTS,
   IORING_OP,
-  IORING_SETUP_COOP_TASKRUN,
-  IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_IOPOLL,
-  IORING_SETUP_SINGLE_ISSUER,
   IORING_SETUP_SQPOLL,
-  IORING_SETUP_TASKRUN_FLAG,
   IOSQE_FIXED_FILE,
   RWF_DSYNC,
   RWF_HIPRI,
@@ -35,8 +31,10 @@ import {
   prepFallocate,
   prepFdatasync,
   prepRead,
+  prepReadFixed,
   prepReadv,
   prepWrite,
+  prepWriteFixed,
   prepWritev,
   setRwFlags,
   setSqeFlags,
@@ -52,8 +50,13 @@ const U32_MAX = 0xffffffff;
 const RESUBMITTED = 1;
 /** Buffers of requests still in flight when their queue was destroyed, kept alive forever. */
 const ABANDONED: unknown[] = [];
-/** user_data of IORING_OP_ASYNC_CANCEL requests: at least the slot count, so reap skips their CQEs. */
-const CANCEL_USER_DATA = 0xffffffff;
+/**
+ * `#op` of a slot holding an IORING_OP_ASYNC_CANCEL request. A cancel takes a slot of its own,
+ * so it counts against the CQ size like any request (its CQE must not overflow the CQ: without
+ * a GETEVENTS enter an overflowed CQE would never show up), but it is not in `inFlight` and
+ * its completion is never reported.
+ */
+const OP_CANCEL = 255;
 
 /** Options of {@link IoUringQueue}. */
 export interface IoUringQueueOptions {
@@ -65,23 +68,11 @@ export interface IoUringQueueOptions {
   sqpoll?: boolean;
 }
 
-// EXPERIMENT (removed once measured): BLKIO_EXP_SETUP=none|coop|defer.
-const EXP_SETUP = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env
-  .BLKIO_EXP_SETUP ?? "defer";
-
 /**
- * Setup flags tried in order until the kernel takes one (each queue is used by the one thread
- * that created it, as JS objects cannot cross threads): DEFER_TASKRUN (Linux 6.1) runs
- * completion work only when this thread waits, in batches, with no interrupt; COOP_TASKRUN
- * (5.19) at least spares the interrupt. TASKRUN_FLAG makes pending work visible in the sq flags,
- * so a reap that finds nothing knows when to enter the kernel to get it.
+ * Fixed buffer slots of each ring, for mapped memory regions (more regions than this use plain
+ * reads and writes).
  */
-const TASKRUN_FLAGS: readonly number[] = EXP_SETUP === "none" ? [] : EXP_SETUP === "coop"
-  ? [IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG]
-  : [
-    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-  ];
+export const FIXED_BUFFERS = 64;
 
 /** A queue of the io_uring driver. */
 export class IoUringQueue implements DriverQueue {
@@ -115,17 +106,26 @@ export class IoUringQueue implements DriverQueue {
   readonly #iovAddr: Float64Array;
   readonly #resubmit: Int32Array;
   #resubmitHead = 0;
+  #cancels = 0;
   #resubmitCount = 0;
+  // Registered buffers: slot k covers [#fixedStart[k], #fixedEnd[k]); empty slots have end 0.
+  readonly #fixedTable: boolean;
+  readonly #fixedStart = new Float64Array(FIXED_BUFFERS);
+  readonly #fixedEnd = new Float64Array(FIXED_BUFFERS);
+  /** One past the highest slot in use, so lookups with no regions cost nothing. */
+  #fixedHigh = 0;
+  #destroyed = false;
 
   constructor(native: Native, opts: IoUringQueueOptions) {
     this.#native = native;
     this.#target = opts.target;
     this.isPollQueue = opts.poll;
     this.#rwFlags = opts.poll ? RWF_HIPRI : 0;
-    // SQPOLL excludes the task-run flags (its completions run in the kernel thread).
-    const ring = opts.sqpoll && !opts.poll
-      ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL)
-      : new Ring(native, opts.entries, opts.poll ? IORING_SETUP_IOPOLL : 0, TASKRUN_FLAGS);
+    const ring = new Ring(
+      native,
+      opts.entries,
+      opts.poll ? IORING_SETUP_IOPOLL : opts.sqpoll ? IORING_SETUP_SQPOLL : 0,
+    );
     let efd = -1;
     try {
       // Probing came with READ, WRITE and FALLOCATE in Linux 5.6: no probe means none of them.
@@ -145,6 +145,9 @@ export class IoUringQueue implements DriverQueue {
     }
     this.#ring = ring;
     this.completionFd = efd;
+    // Registered buffers save pinning the pages of every request (get_user_pages for O_DIRECT,
+    // a page walk for buffered I/O). Without a sparse table (Linux < 5.19) all I/O stays plain.
+    this.#fixedTable = ring.registerBufferTable(FIXED_BUFFERS) === 0;
     // In flight is capped at the CQ size so the CQ can never overflow (kernels before 5.5
     // drop CQEs on overflow).
     const cap = ring.cqEntries;
@@ -169,7 +172,49 @@ export class IoUringQueue implements DriverQueue {
   }
 
   get inFlight(): number {
-    return this.#cap - this.#freeTop;
+    return this.#cap - this.#freeTop - this.#cancels;
+  }
+
+  /** Whether {@link destroy} was called. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
+  /**
+   * Registers `[addr, addr + len)` (a mapped memory region) as fixed buffer `index`: reads and
+   * writes inside it then use READ_FIXED / WRITE_FIXED. Returns false when the kernel refused
+   * (no sparse table, RLIMIT_MEMLOCK, memory it cannot pin): such I/O simply stays plain.
+   */
+  registerBuffer(index: number, addr: number, len: number): boolean {
+    if (!this.#fixedTable || this.#destroyed || index >= FIXED_BUFFERS) return false;
+    if (this.#ring.updateBuffer(index, addr, len) !== 0) return false;
+    this.#fixedStart[index] = addr;
+    this.#fixedEnd[index] = addr + len;
+    if (index >= this.#fixedHigh) this.#fixedHigh = index + 1;
+    return true;
+  }
+
+  /**
+   * Empties fixed buffer `index`. SQEs already written that use it are submitted first (the
+   * kernel takes its reference to the buffer at submission). Returns false when that failed:
+   * the index must then not be used for another region.
+   */
+  unregisterBuffer(index: number): boolean {
+    if (this.#destroyed || index >= this.#fixedHigh || this.#fixedEnd[index] === 0) return true;
+    this.#fixedStart[index] = 0;
+    this.#fixedEnd[index] = 0;
+    while (this.#fixedHigh > 0 && this.#fixedEnd[this.#fixedHigh - 1] === 0) this.#fixedHigh--;
+    if (!this.#ring.flushSubmissions()) return false;
+    return this.#ring.updateBuffer(index, 0, 0) === 0;
+  }
+
+  /** The fixed buffer holding `[addr, addr + len)`, or -1. */
+  #fixedIndex(addr: number, len: number): number {
+    const high = this.#fixedHigh;
+    for (let k = 0; k < high; k++) {
+      if (addr >= this.#fixedStart[k] && addr + len <= this.#fixedEnd[k]) return k;
+    }
+    return -1;
   }
 
   get pendingSubmit(): number {
@@ -236,16 +281,25 @@ export class IoUringQueue implements DriverQueue {
     const remaining = this.#len[slot] - done;
     const flags = this.#flags[slot];
     switch (this.#op[slot]) {
-      case Op.Read:
-        if (this.#supportsRead) prepRead(sq, i, 0, this.#addr[slot] + done, remaining, start);
-        else prepReadv(sq, i, 0, this.#oneIovec(slot, this.#addr[slot] + done, remaining), 1, start);
+      case Op.Read: {
+        const addr = this.#addr[slot] + done;
+        // Looked up at each preparation, so a resubmission after an unmap goes plain.
+        const fixed = this.#fixedHigh === 0 ? -1 : this.#fixedIndex(addr, remaining);
+        if (fixed >= 0) prepReadFixed(sq, i, 0, addr, remaining, start, fixed);
+        else if (this.#supportsRead) prepRead(sq, i, 0, addr, remaining, start);
+        else prepReadv(sq, i, 0, this.#oneIovec(slot, addr, remaining), 1, start);
         setRwFlags(sq, i, this.#rwFlags);
         break;
-      case Op.Write:
-        if (this.#supportsWrite) prepWrite(sq, i, 0, this.#addr[slot] + done, remaining, start);
-        else prepWritev(sq, i, 0, this.#oneIovec(slot, this.#addr[slot] + done, remaining), 1, start);
+      }
+      case Op.Write: {
+        const addr = this.#addr[slot] + done;
+        const fixed = this.#fixedHigh === 0 ? -1 : this.#fixedIndex(addr, remaining);
+        if (fixed >= 0) prepWriteFixed(sq, i, 0, addr, remaining, start, fixed);
+        else if (this.#supportsWrite) prepWrite(sq, i, 0, addr, remaining, start);
+        else prepWritev(sq, i, 0, this.#oneIovec(slot, addr, remaining), 1, start);
         setRwFlags(sq, i, this.#rwFlags | (flags & ReqFlags.FUA ? RWF_DSYNC : 0));
         break;
+      }
       case Op.Readv: {
         const n = this.#fillIovecs(slot, done);
         prepReadv(sq, i, 0, this.#iovAddr[slot], n, start);
@@ -335,15 +389,8 @@ export class IoUringQueue implements DriverQueue {
   reap(out: Completion[], n: number, max: number): number {
     const ring = this.#ring;
     let head = ring.cqHead();
-    let tail = ring.cqTail();
-    if (head === tail) {
-      // Completions may be waiting as task work (COOP/DEFER_TASKRUN). When SQEs are pending,
-      // the io_uring_enter that submits them runs it, and the caller reaps again after it.
-      if (this.pendingSubmit > 0 || !ring.taskWorkPending()) return n;
-      ring.runTaskWork();
-      tail = ring.cqTail();
-      if (head === tail) return n;
-    }
+    const tail = ring.cqTail();
+    if (head === tail) return n;
     const cqes = ring.cqes, res = ring.cqesRes, mask = ring.cqMask, cap = this.#cap;
     while (head !== tail && n < max) {
       const o = (head & mask) << 2;
@@ -351,6 +398,11 @@ export class IoUringQueue implements DriverQueue {
       const r = res[o + 2];
       head = (head + 1) >>> 0;
       if (slot >= cap) continue;
+      if (this.#op[slot] === OP_CANCEL) {
+        this.#cancels--;
+        this.#release(slot);
+        continue;
+      }
       const ret = this.#finish(slot, r);
       if (ret === RESUBMITTED) continue;
       const c = out[n] ?? (out[n] = newCompletion());
@@ -437,8 +489,7 @@ export class IoUringQueue implements DriverQueue {
 
   enter(minComplete: number, timeoutNs: number): number {
     this.#flushResubmits();
-    // DEFER_TASKRUN: GETEVENTS on every call, so submitting also posts finished completions.
-    const flags = minComplete > 0 || this.isPollQueue || this.#ring.deferTaskrun ? IORING_ENTER_GETEVENTS : 0;
+    const flags = minComplete > 0 || this.isPollQueue ? IORING_ENTER_GETEVENTS : 0;
     if (flags === 0 && this.#ring.unsubmitted === 0) return 0;
     const r = this.#ring.enter(minComplete, flags, timeoutNs);
     return r < 0 ? r : 0;
@@ -451,14 +502,18 @@ export class IoUringQueue implements DriverQueue {
   cancel(userData: unknown): boolean {
     for (let s = 0; s < this.#cap; s++) {
       if (this.#used[s] === 0 || this.#ud[s] !== userData) continue;
-      // IOPOLL rings reject ASYNC_CANCEL; without a free SQE the request simply runs to its end.
-      // A slot is only reused after its CQE is reaped, and SQEs are issued in order, so this
-      // cancel can never hit a later request in the same slot.
-      if (!this.isPollQueue && this.#ring.sqSpace() > 0) {
+      // IOPOLL rings reject ASYNC_CANCEL; without a free slot or SQE the request simply runs to
+      // its end. A slot is only reused after its CQE is reaped, and SQEs are issued in order,
+      // so this cancel can never hit a later request in the same slot.
+      if (!this.isPollQueue && this.#freeTop > 0 && this.#ring.sqSpace() > 0) {
+        const c = this.#free[--this.#freeTop];
+        this.#used[c] = 1;
+        this.#op[c] = OP_CANCEL;
+        this.#cancels++;
         const sq = this.#ring.sqes;
         const i = this.#ring.nextSqe();
         prepCancel(sq, i, s);
-        setUserData(sq, i, CANCEL_USER_DATA);
+        setUserData(sq, i, c);
       }
       return true;
     }
@@ -476,6 +531,7 @@ export class IoUringQueue implements DriverQueue {
   }
 
   destroy(): void {
+    this.#destroyed = true;
     // Give requests already in the kernel a moment to finish, so their memory can be released.
     const out: Completion[] = [];
     const deadline = performance.now() + 1000;
