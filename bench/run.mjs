@@ -13,7 +13,8 @@
  *
  * Needs root for the loop device (without it the O_DIRECT rows are skipped).
  *
- * Usage: node bench/run.mjs [--seconds 2] [--rounds 3] [--size-mib 512] [--only <text>]
+ * Usage: npm run bench [-- options]   (installs what is missing first)
+ *        node bench/run.mjs [--seconds 2] [--rounds 3] [--size-mib 512] [--only <text>]
  *                           [--alloc-requests 5000000] [--no-alloc] [--no-report]
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -65,10 +66,9 @@ function hasCommand(cmd) {
   return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 }
 
-const setup = spawnSync(process.execPath, [join(ROOT, "scripts", "setup.mjs"), "--bench"], { stdio: "inherit" });
-if (setup.status !== 0) process.exit(setup.status ?? 1);
-if (!hasCommand("fio")) {
-  console.error("bench: fio is missing (apt-get install fio)");
+// `npm run bench` runs scripts/setup.mjs --bench first (liburing, fio, the runtimes).
+if (!hasCommand("fio") || !existsSync(DENO) || !existsSync(BUN)) {
+  console.error("bench: fio, deno or bun is missing: run `node scripts/setup.mjs --bench` (or `npm run bench`)");
   process.exit(1);
 }
 
@@ -492,7 +492,9 @@ function report(m, targets, results, alloc, minutes) {
         "on the page-cached file through `Queue.read` / `doIo` (no Worker), buffers in a mapped memory " +
         "region. Heap is `process.memoryUsage().heapUsed` after a forced GC (Bun: `Bun.gc(true)`; Deno: " +
         "`--expose-gc` set through node:v8, `gc` from node:vm). Target: growth under 1 MiB. The last column " +
-        "is the heap growth over 50,000 requests right after a GC, with no GC in between, per request.",
+        `is the heap growth over ${(alloc.find((a) => !a.error)?.probeRequests ?? 0).toLocaleString("en")} ` +
+        "requests right after a forced GC, with no GC in between, divided by the requests: an upper bound of " +
+        "what one request allocates (the runtime allocates a little in the background too).",
       "",
       allocTable(alloc),
       "",

@@ -62,6 +62,7 @@ function load(): Native {
     forgetEventfd: (fd) => {
       WAITERS.get(fd)?.close();
       WAITERS.delete(fd);
+      return Promise.resolve();
     },
   };
 }

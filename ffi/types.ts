@@ -51,6 +51,9 @@ export interface Native {
    * reads it.
    */
   waitEventfd(fd: number): Promise<void>;
-  /** Drops what {@link waitEventfd} keeps for `fd`; call with no wait pending, before closing it. */
-  forgetEventfd(fd: number): void;
+  /**
+   * Drops what {@link waitEventfd} keeps for `fd`; call with no wait pending, and close `fd`
+   * only once the promise has resolved.
+   */
+  forgetEventfd(fd: number): Promise<void>;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole suite on Deno and on Bun and prints one summary line per runtime and a total
 # `N passed, N failed` line (neither runner prints that form). Also writes the total to
-# .tmp/test-summary for .ci/run. Exit status: non-zero if any test failed on either runtime.
+# .tmp/test-summary for .ci/run. Each runner is bounded (30 min) so a hang fails instead of
+# stalling CI. Exit status: non-zero if any test failed on either runtime.
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p .tmp
@@ -11,10 +12,10 @@ BUN=node_modules/.bin/bun
 strip() { sed 's/\x1b\[[0-9;]*m//g'; }
 
 echo "== deno test =="
-$DENO test --allow-all --quiet --doc mod.ts src/ tests/ 2>&1 | tee .tmp/deno.out
+timeout --kill-after=30 1800 $DENO test --allow-all --quiet --doc mod.ts src/ tests/ 2>&1 | tee .tmp/deno.out
 deno_rc=${PIPESTATUS[0]}
 echo "== bun test =="
-$BUN test 2>&1 | tee .tmp/bun.out
+timeout --kill-after=30 1800 $BUN test 2>&1 | tee .tmp/bun.out
 bun_rc=${PIPESTATUS[0]}
 
 dl=$(strip < .tmp/deno.out | grep -E '^(ok|FAILED) \|' | tail -n1)

@@ -665,7 +665,7 @@ export class BlockDevice {
         this.#native.libc.write(s.fd, ONE, 8n);
         await s.wait;
       }
-      this.#native.forgetEventfd(s.fd);
+      await this.#native.forgetEventfd(s.fd);
     }
     this.#pool = null;
     this.#dead = true;

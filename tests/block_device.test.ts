@@ -53,6 +53,19 @@ async function assertRejectsErrno(p: Promise<unknown>, code: string, errno: numb
   return e;
 }
 
+/** `p`, or a failure when it has not settled within `ms` (a lost completion hangs forever). */
+async function within<T>(ms: number, p: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms: a completion was lost`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function assertAbortError(e: unknown): void {
   assert.ok(e instanceof Error, `expected an Error, got ${e}`);
   assert.equal((e as Error).name, "AbortError");
@@ -112,7 +125,7 @@ test("BlockDevice: a 10,000-way Promise.all completes with correct data", async 
     const j = Math.floor(Math.random() * (i + 1));
     [order[i], order[j]] = [order[j], order[i]];
   }
-  await Promise.all(order.map((s) => dev.read(s * bs, bufs[s])));
+  await within(20_000, Promise.all(order.map((s) => dev.read(s * bs, bufs[s]))));
   for (let s = 0; s < blocks; s++) {
     const want = data.subarray(s * bs, (s + 1) * bs);
     if (!bufs[s].every((v, j) => v === want[j])) assert.fail(`block ${s} has the wrong data`);
@@ -282,32 +295,37 @@ test("BlockDevice: aborting after submission rejects at once; the device keeps w
 test("BlockDevice: many aborts at every stage through a tiny ring never lose a completion", async () => {
   // Kernel cancels take CQ entries too; with a 4-entry ring they once overflowed the CQ and
   // completions never arrived.
-  await using dev = await BlockDevice.open(DIRECT.path, { direct: true, numEntries: 4 });
+  // Not `await using`: after a lost completion close() would wait forever, hiding the failure.
+  const dev = await BlockDevice.open(DIRECT.path, { direct: true, numEntries: 4 });
   const blocks = Number(dev.capacity / 4096n);
   const bufs = Array.from({ length: 48 }, () => dev.allocBuffer(4096));
   let ok = 0, aborted = 0;
-  await Promise.all(bufs.map(async (buf, k) => {
-    for (let i = 0; i < 60; i++) {
-      const ac = (i + k) % 3 === 0 ? new AbortController() : null;
-      const p = dev.read(((k * 61 + i * 7) % blocks) * 4096, buf, ac ? { signal: ac.signal } : undefined);
-      if (ac) {
-        const when = (i + k) % 4;
-        if (when === 0) ac.abort();
-        else if (when === 1) queueMicrotask(() => ac.abort());
-        else if (when === 2) await Promise.resolve().then(() => ac.abort());
-        else setTimeout(() => ac.abort(), 0);
+  await within(
+    20_000,
+    Promise.all(bufs.map(async (buf, k) => {
+      for (let i = 0; i < 60; i++) {
+        const ac = (i + k) % 3 === 0 ? new AbortController() : null;
+        const p = dev.read(((k * 61 + i * 7) % blocks) * 4096, buf, ac ? { signal: ac.signal } : undefined);
+        if (ac) {
+          const when = (i + k) % 4;
+          if (when === 0) ac.abort();
+          else if (when === 1) queueMicrotask(() => ac.abort());
+          else if (when === 2) await Promise.resolve().then(() => ac.abort());
+          else setTimeout(() => ac.abort(), 0);
+        }
+        try {
+          await p;
+          ok++;
+        } catch (e) {
+          assertAbortError(e);
+          aborted++;
+        }
       }
-      try {
-        await p;
-        ok++;
-      } catch (e) {
-        assertAbortError(e);
-        aborted++;
-      }
-    }
-  }));
+    })),
+  );
   assert.equal(ok + aborted, 48 * 60);
   assert.ok(aborted > 0 && ok > 0, `${ok} ok, ${aborted} aborted`);
+  await dev.close();
 });
 
 test("BlockDevice.close() waits for requests in flight", async () => {

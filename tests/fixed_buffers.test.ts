@@ -1,0 +1,135 @@
+// Mapped memory regions are io_uring registered buffers (READ_FIXED / WRITE_FIXED): data must be
+// right whichever way a request goes, including across unmapping, index reuse, more regions than
+// the table holds, and queues added after the mapping.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { Blkio, MemoryRegion, Queue } from "../mod.ts";
+import { cleanupAll, pread, pwrite, reap, startOn, targets } from "./_helpers.ts";
+
+const TARGETS = targets();
+const BS = 4096;
+
+function pattern(len: number, seed: number): Uint8Array {
+  return new Uint8Array(len).map((_, i) => (i * 13 + seed * 31 + (i >> 9)) & 0xff);
+}
+
+function mapped(b: Blkio, len: number): MemoryRegion {
+  const align = Math.max(Number(b.getUint64("mem-region-alignment")), 4096);
+  const r = b.allocMemRegion(Math.ceil(len / align) * align);
+  b.mapMemRegion(r);
+  return r;
+}
+
+function ok(q: Queue, count: number): void {
+  for (const c of reap(q, count)) assert.equal(c.ret, 0, `ret ${c.ret} ${c.errorMsg}`);
+}
+
+for (const t of TARGETS) {
+  test(`fixed buffers: reads and writes in mapped regions move the right data [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const region = mapped(b, 16 * BS);
+    // Writes from several places in the region, in one batch, then reads back into others.
+    for (let i = 0; i < 8; i++) {
+      region.bytes.set(pattern(BS, i), i * BS);
+      q.write(i * BS, region.bytes.subarray(i * BS, (i + 1) * BS), i);
+    }
+    ok(q, 8);
+    for (let i = 0; i < 8; i++) assert.deepEqual(pread(t.path, i * BS, BS), pattern(BS, i), `block ${i} on disk`);
+    for (let i = 0; i < 8; i++) q.read((7 - i) * BS, region.bytes.subarray((8 + i) * BS, (9 + i) * BS), i);
+    ok(q, 8);
+    for (let i = 0; i < 8; i++) {
+      assert.deepEqual(region.bytes.subarray((8 + i) * BS, (9 + i) * BS), pattern(BS, 7 - i), `read ${i}`);
+    }
+    // A request spanning the whole region, and one from plain (unmapped) memory, together.
+    const whole = pattern(16 * BS, 9);
+    pwrite(t.path, 64 * BS, whole);
+    const plain = b.allocMemRegion(BS);
+    q.read(64 * BS, region.bytes, "whole");
+    q.read(64 * BS, plain.bytes, "plain");
+    ok(q, 2);
+    assert.deepEqual(region.bytes, whole);
+    assert.deepEqual(plain.bytes, whole.subarray(0, BS));
+  });
+}
+
+test("fixed buffers: unmapping with prepared requests, then reusing the index for another region", () => {
+  const t = TARGETS[TARGETS.length - 1];
+  using b = startOn(t);
+  const q = b.getQueue(0)!;
+  pwrite(t.path, 0, pattern(4 * BS, 1));
+  const first = mapped(b, 4 * BS);
+  // Prepared in the ring (not yet submitted) with the region's buffer index...
+  q.read(0, first.bytes, "first");
+  // ...and the region unmapped before doIo: they are submitted first, and read correctly.
+  b.unmapMemRegion(first);
+  ok(q, 1);
+  assert.deepEqual(first.bytes, pattern(4 * BS, 1));
+  // The freed index now belongs to another region: its data must land there, not in `first`.
+  first.bytes.fill(0);
+  const second = mapped(b, 4 * BS);
+  pwrite(t.path, 0, pattern(4 * BS, 2));
+  q.read(0, second.bytes, "second");
+  ok(q, 1);
+  assert.deepEqual(second.bytes, pattern(4 * BS, 2));
+  assert.ok(first.bytes.every((v) => v === 0), "the unmapped region was not written");
+  // I/O into the unmapped region still works, as plain reads.
+  q.read(0, first.bytes, "again");
+  ok(q, 1);
+  assert.deepEqual(first.bytes, pattern(4 * BS, 2));
+});
+
+test("fixed buffers: more mapped regions than the table holds all work", () => {
+  const t = TARGETS[TARGETS.length - 1];
+  using b = startOn(t);
+  const q = b.getQueue(0)!;
+  const regions = Array.from({ length: 70 }, () => mapped(b, BS));
+  pwrite(t.path, 0, pattern(70 * BS, 3));
+  const out = reapAllRead(q, regions);
+  assert.equal(out, 70);
+  for (let i = 0; i < 70; i++) assert.deepEqual(regions[i].bytes, pattern(70 * BS, 3).subarray(i * BS, (i + 1) * BS));
+  for (const r of regions) b.unmapMemRegion(r);
+});
+
+function reapAllRead(q: Queue, regions: MemoryRegion[]): number {
+  let n = 0;
+  for (let i = 0; i < regions.length; i += 32) {
+    const batch = regions.slice(i, i + 32);
+    batch.forEach((r, k) => q.read((i + k) * BS, r.bytes, i + k));
+    ok(q, batch.length);
+    n += batch.length;
+  }
+  return n;
+}
+
+test("fixed buffers: a queue added after mapping uses the region too", () => {
+  const t = TARGETS[TARGETS.length - 1];
+  using b = startOn(t);
+  const region = mapped(b, 2 * BS);
+  const index = b.addQueue();
+  const q = b.getQueue(index)!;
+  region.bytes.set(pattern(2 * BS, 4));
+  q.write(8 * BS, region.bytes, "w");
+  ok(q, 1);
+  assert.deepEqual(pread(t.path, 8 * BS, 2 * BS), pattern(2 * BS, 4));
+  region.bytes.fill(0);
+  q.read(8 * BS, region.bytes, "r");
+  ok(q, 1);
+  assert.deepEqual(region.bytes, pattern(2 * BS, 4));
+});
+
+test("fixed buffers: a region the caller built (JS memory) is mapped and used", () => {
+  const t = TARGETS[0];
+  using b = startOn(t);
+  const q = b.getQueue(0)!;
+  const bytes = new Uint8Array(new ArrayBuffer(4 * BS));
+  const region: MemoryRegion = { bytes, len: bytes.byteLength, fd: -1, fdOffset: 0 };
+  b.mapMemRegion(region);
+  pwrite(t.path, 0, pattern(4 * BS, 5));
+  q.read(0, bytes, "r");
+  ok(q, 1);
+  assert.deepEqual(bytes, pattern(4 * BS, 5));
+  b.unmapMemRegion(region);
+});
+
+test("fixed buffers: cleanup scratch targets", () => cleanupAll());

@@ -1,0 +1,118 @@
+// The opt-in "sqpoll" property: a kernel thread takes submissions (IORING_SETUP_SQPOLL). Data
+// must be right at depth, across the thread going to sleep, with timeouts and on added queues.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Blkio, type Completion, type Queue } from "../mod.ts";
+import { cleanupAll, pread, pwrite, reap, type Target, targets } from "./_helpers.ts";
+import { sleepMs } from "./_io.ts";
+
+const TARGETS = targets();
+const BS = 4096;
+
+function pattern(len: number, seed: number): Uint8Array {
+  return new Uint8Array(len).map((_, i) => (i * 11 + seed * 17 + (i >> 10)) & 0xff);
+}
+
+function startSqpoll(t: Target): Blkio {
+  const b = Blkio.create("io_uring");
+  b.setStr("path", t.path);
+  b.setBool("direct", t.direct);
+  b.setBool("sqpoll", true);
+  b.connect();
+  b.start();
+  return b;
+}
+
+function buffers(b: Blkio, count: number): Uint8Array[] {
+  const r = b.allocMemRegion(count * BS);
+  b.mapMemRegion(r);
+  return Array.from({ length: count }, (_, i) => r.bytes.subarray(i * BS, (i + 1) * BS));
+}
+
+function ok(q: Queue, count: number): void {
+  for (const c of reap(q, count)) assert.equal(c.ret, 0, `ret ${c.ret} ${c.errorMsg}`);
+}
+
+test("sqpoll: the property is a bool, false by default, settable until started", () => {
+  const b = Blkio.create("io_uring");
+  assert.equal(b.getBool("sqpoll"), false);
+  b.setBool("sqpoll", true);
+  b.setStr("path", TARGETS[0].path);
+  b.connect();
+  b.setBool("sqpoll", false);
+  b.setStr("sqpoll", "true");
+  assert.equal(b.getStr("sqpoll"), "true");
+  b.start();
+  assert.throws(() => b.setBool("sqpoll", false), /started/);
+  b.destroy();
+});
+
+for (const t of TARGETS) {
+  test(`sqpoll: 32 writes then 32 reads in flight move the right data [${t.name}]`, () => {
+    using b = startSqpoll(t);
+    const q = b.getQueue(0)!;
+    const bufs = buffers(b, 64);
+    for (let i = 0; i < 32; i++) {
+      bufs[i].set(pattern(BS, i));
+      q.write(i * BS, bufs[i], i);
+    }
+    ok(q, 32);
+    for (let i = 0; i < 32; i++) assert.deepEqual(pread(t.path, i * BS, BS), pattern(BS, i), `block ${i}`);
+    for (let i = 0; i < 32; i++) q.read(i * BS, bufs[32 + i], i);
+    ok(q, 32);
+    for (let i = 0; i < 32; i++) assert.deepEqual(bufs[32 + i], pattern(BS, i), `read ${i}`);
+  });
+}
+
+test("sqpoll: requests after the kernel thread went idle still run (IORING_SQ_NEED_WAKEUP)", () => {
+  const t = TARGETS[0];
+  using b = startSqpoll(t);
+  const q = b.getQueue(0)!;
+  const [buf] = buffers(b, 1);
+  pwrite(t.path, 0, pattern(BS, 7));
+  q.read(0, buf, "first");
+  ok(q, 1);
+  // The thread sleeps after sq_thread_idle (1 s by default) without submissions.
+  sleepMs(1200);
+  buf.fill(0);
+  q.read(0, buf, "after idle");
+  ok(q, 1);
+  assert.deepEqual(buf, pattern(BS, 7));
+});
+
+test("sqpoll: doIo with min 0 returns completions without a wait, and timeouts work", () => {
+  const t = TARGETS[0];
+  using b = startSqpoll(t);
+  const q = b.getQueue(0)!;
+  const [buf] = buffers(b, 1);
+  q.read(0, buf, "r");
+  const out: Completion[] = [];
+  let n = 0;
+  const deadline = performance.now() + 5000;
+  while (n === 0 && performance.now() < deadline) n = q.doIo(out, 0, 1);
+  assert.equal(n, 1);
+  assert.equal(out[0].ret, 0);
+  q.read(0, buf, "r2");
+  assert.equal(q.doIo(out, 1, 1, 5_000_000_000n), 1);
+  assert.equal(out[0].userData, "r2");
+});
+
+test("sqpoll: added queues and more requests than the ring holds", () => {
+  const t = TARGETS[TARGETS.length - 1];
+  const b = Blkio.create("io_uring");
+  b.setStr("path", t.path);
+  b.setBool("direct", t.direct);
+  b.connect();
+  b.setBool("sqpoll", true);
+  b.setInt("num-entries", 8);
+  b.start();
+  const q = b.getQueue(b.addQueue())!;
+  const bufs = buffers(b, 40);
+  pwrite(t.path, 0, pattern(40 * BS, 9));
+  for (let i = 0; i < 40; i++) q.read(i * BS, bufs[i], i);
+  ok(q, 40);
+  for (let i = 0; i < 40; i++) assert.deepEqual(bufs[i], pattern(40 * BS, 9).subarray(i * BS, (i + 1) * BS));
+  b.destroy();
+});
+
+test("sqpoll: cleanup scratch targets", () => cleanupAll());
