@@ -15,8 +15,6 @@ import {
   type SymbolDef,
 } from "./symbols.ts";
 import type { Bound, Native } from "./types.ts";
-import { Worker as ThreadWorker } from "node:worker_threads";
-import { EventfdWatcher, WATCHER_WORDS } from "./_deno_eventfd_watcher.ts";
 
 const DENO_TYPE = {
   i32: "i32",
@@ -82,12 +80,10 @@ function bind<T extends Record<string, SymbolDef>>(
 }
 
 let libcRead: Native["libc"]["read"];
-let libcClose: Native["libc"]["close"];
 
 function load(): Native {
   const libc = bind(LIBC_SONAME, LIBC_SYMBOLS);
   libcRead = libc.read;
-  libcClose = libc.close;
   const uring = bind(LIBURING_SONAME, LIBURING_SYMBOLS);
   const errnoView = new Int32Array(
     Deno.UnsafePointerView.getArrayBuffer(
@@ -107,53 +103,15 @@ function load(): Native {
     view: (addr, len) =>
       Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(addr))!, len),
     errno: () => errnoView[0],
-    waitEventfd: (fd) => {
-      const w = watcher === undefined ? startWatcher() : watcher;
-      return w !== null && w.canWatch(fd) ? w.wait(fd) : eventfdWaiter(fd).wait();
-    },
+    waitEventfd: (fd) => eventfdWaiter(fd).wait(),
     forgetEventfd: (fd) => {
       WAITERS.delete(fd);
-      return watcher ? watcher.forget(fd) : RESOLVED;
+      return RESOLVED;
     },
   };
 }
 
 const RESOLVED = Promise.resolve();
-const EFD_CLOEXEC = 0o2000000;
-const EFD_NONBLOCK = 0o4000;
-/** The watcher thread (see `_deno_eventfd_watcher.ts`): undefined until first needed, null if unavailable. */
-let watcher: EventfdWatcher | null | undefined;
-
-function startWatcher(): EventfdWatcher | null {
-  watcher = null;
-  const controlFd = native.libc.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (controlFd < 0) return null;
-  try {
-    const shared = new SharedArrayBuffer(WATCHER_WORDS * 4);
-    const timer = setInterval(() => {}, 2 ** 30);
-    Deno.unrefTimer(timer);
-    const w = new EventfdWatcher(native, shared, controlFd, {
-      ref: () => Deno.refTimer(timer),
-      unref: () => Deno.unrefTimer(timer),
-    });
-    const thread = new ThreadWorker(new URL("./_deno_eventfd_worker.ts", import.meta.url), {
-      workerData: { shared, controlFd },
-    });
-    thread.unref();
-    const died = () => {
-      // Waits in progress wake up; later ones use nonblocking poll calls.
-      if (watcher === w) watcher = null;
-      w.releaseAll();
-    };
-    thread.on("error", died);
-    thread.on("exit", died);
-    watcher = w;
-  } catch {
-    libcClose(controlFd);
-  }
-  return watcher;
-}
-
 const POLLIN = 1;
 const WAITERS = new Map<number, EventfdWaiter>();
 

@@ -18,7 +18,6 @@ import { requireNative } from "./native.ts";
 import { describe } from "./properties.ts";
 import type { Queue } from "./queue.ts";
 import { errnoError } from "./sys.ts";
-import { setImmediate } from "node:timers";
 
 /** Options of {@link BlockDevice.open}. */
 export interface BlockDeviceOpenOptions {
@@ -93,13 +92,10 @@ class QueueState {
   dirty = false;
   /** A wait on the completion eventfd is pending. */
   waiting = false;
-  /** A drain is scheduled with setImmediate. */
-  soon = false;
   /** Settles after the pending wait's handler ran. */
   wait: Promise<void> = Promise.resolve();
   onWake: () => void = noop;
   onWakeError: (e: unknown) => void = noop;
-  onSoon: () => void = noop;
   retryTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(queue: Queue) {
@@ -209,7 +205,6 @@ export class BlockDevice {
   #rr = 0;
 
   readonly #out: Completion[] = [];
-  readonly #counter = new Uint8Array(new ArrayBuffer(8));
   #flushQueued = false;
   readonly #flushNow = () => this.#flush();
 
@@ -235,11 +230,6 @@ export class BlockDevice {
     for (let i = 0; b.getQueue(i) !== null; i++) {
       const s = new QueueState(b.getQueue(i)!);
       s.onWake = () => this.#wake(s);
-      s.onSoon = () => {
-        s.soon = false;
-        this.#drain(s);
-        this.#schedule(s);
-      };
       s.onWakeError = () => {
         // The wait itself failed: look anyway, and wait again after a pause, never in a spin.
         s.waiting = false;
@@ -532,31 +522,20 @@ export class BlockDevice {
       } catch {
         this.#retryLater(s);
       }
-      this.#notice(s);
+      this.#arm(s);
     }
   }
 
   #wake(s: QueueState): void {
     s.waiting = false;
     this.#drain(s);
-    // The flush runs after the continuations of what was just settled, so it submits their new
-    // requests before deciding how to notice the next completions.
-    this.#schedule(s);
+    // Wait again at once, while the continuations of what was just settled run: the wait's
+    // latency overlaps with them (the flush after them finds the wait already started).
+    this.#arm(s);
   }
 
-  /**
-   * Makes sure the queue's next completions get noticed. When the eventfd says some already
-   * arrived (a fast device), they are drained in a setImmediate task: far cheaper than a wait
-   * (in Deno a wait is a round trip through a thread, ~20 µs), and timers and other I/O still
-   * run in between. Otherwise a wait on the eventfd is started.
-   */
-  #notice(s: QueueState): void {
-    if (s.waiting || s.soon || s.pending === 0) return;
-    if (this.#native.libc.read(s.fd, this.#counter, 8n) > 0n) {
-      s.soon = true;
-      setImmediate(s.onSoon);
-      return;
-    }
+  #arm(s: QueueState): void {
+    if (s.waiting || s.pending === 0) return;
     s.waiting = true;
     s.wait = this.#native.waitEventfd(s.fd).then(s.onWake, s.onWakeError);
   }

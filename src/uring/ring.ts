@@ -32,6 +32,7 @@ export class Ring {
   readonly features: number;
   /** IORING_SETUP_SQPOLL: a kernel thread takes SQEs as soon as the tail is published. */
   readonly sqPoll: boolean;
+  readonly deferTaskrun: boolean;
   /** The SQE array, 16 u32 per SQE; fill with the `prep*` writers. */
   readonly sqes: Uint32Array;
   /** The CQE array as u32 (user_data low half at 4*i, flags at 4*i+3). */
@@ -74,6 +75,7 @@ export class Ring {
     const u32At = (off: number, count = 1) => new Uint32Array(native.view(addr(off), 4 * count));
     this.fd = rv.getInt32(LIBURING_RING.ringFd, true);
     this.sqPoll = (setupFlags & IORING_SETUP_SQPOLL) !== 0;
+    this.deferTaskrun = (setupFlags & 0x2000) !== 0;
     this.sqEntries = pv.getUint32(PARAMS.sqEntries, true);
     this.cqEntries = pv.getUint32(PARAMS.cqEntries, true);
     this.features = pv.getUint32(PARAMS.features, true);
@@ -166,6 +168,14 @@ export class Ring {
       this.#arg,
       GETEVENTS_ARG_SIZE,
     );
+  }
+
+  taskWorkPending(): boolean {
+    return (Atomics.load(this.#sqFlags, 0) & 4) !== 0;
+  }
+
+  runTaskWork(min = 0, flags = 0): number {
+    return this.#native.uring.io_uring_enter(this.fd, 0, min, 1 | flags, null);
   }
 
   /** The CQ head (next CQE to read). */

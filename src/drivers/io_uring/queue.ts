@@ -74,6 +74,9 @@ export interface IoUringQueueOptions {
  */
 export const FIXED_BUFFERS = 64;
 
+const EXP = (globalThis as { process?: { env: Record<string, string> } }).process?.env.BLKIO_EXP_SETUP ?? "none";
+const EXP_FLAGS = EXP === "defer" ? 0x3000 | 0x200 : EXP === "coop" ? 0x100 | 0x200 : EXP === "fio" ? 0x3100 | 0x200 : 0;
+
 /** A queue of the io_uring driver. */
 export class IoUringQueue implements DriverQueue {
   completions!: CompletionBacklog;
@@ -124,7 +127,7 @@ export class IoUringQueue implements DriverQueue {
     const ring = new Ring(
       native,
       opts.entries,
-      opts.poll ? IORING_SETUP_IOPOLL : opts.sqpoll ? IORING_SETUP_SQPOLL : 0,
+      (opts.poll ? IORING_SETUP_IOPOLL : opts.sqpoll ? IORING_SETUP_SQPOLL : 0) | EXP_FLAGS,
     );
     let efd = -1;
     try {
@@ -144,6 +147,7 @@ export class IoUringQueue implements DriverQueue {
       throw e;
     }
     this.#ring = ring;
+    (globalThis as Record<string, unknown>).__dbgq = this;
     this.completionFd = efd;
     // Registered buffers save pinning the pages of every request (get_user_pages for O_DIRECT,
     // a page walk for buffered I/O). Without a sparse table (Linux < 5.19) all I/O stays plain.
@@ -169,6 +173,10 @@ export class IoUringQueue implements DriverQueue {
     this.#iovMem = new Array(cap).fill(null);
     this.#iovAddr = new Float64Array(cap);
     this.#resubmit = new Int32Array(cap);
+  }
+
+  dbgRing(): Ring {
+    return this.#ring;
   }
 
   get inFlight(): number {
@@ -389,9 +397,9 @@ export class IoUringQueue implements DriverQueue {
   reap(out: Completion[], n: number, max: number): number {
     const ring = this.#ring;
     let head = ring.cqHead();
-    const tail = ring.cqTail();
-    if (head === tail) return n;
+    let tail = ring.cqTail();
     const cqes = ring.cqes, res = ring.cqesRes, mask = ring.cqMask, cap = this.#cap;
+    for (;;) {
     while (head !== tail && n < max) {
       const o = (head & mask) << 2;
       const slot = cqes[o];
@@ -411,6 +419,14 @@ export class IoUringQueue implements DriverQueue {
       c.errorMsg = null;
       n++;
       this.#release(slot);
+    }
+      if (n >= max || this.pendingSubmit > 0 || !ring.taskWorkPending()) break;
+      ring.setCqHead(head);
+      const rr = ring.runTaskWork();
+      const t2 = ring.cqTail();
+      (globalThis as any).__log?.push(`run r=${rr} got=${t2 - tail} tw=${ring.taskWorkPending()}`);
+      if (t2 === tail) break;
+      tail = t2;
     }
     ring.setCqHead(head);
     return n;
@@ -489,7 +505,7 @@ export class IoUringQueue implements DriverQueue {
 
   enter(minComplete: number, timeoutNs: number): number {
     this.#flushResubmits();
-    const flags = minComplete > 0 || this.isPollQueue ? IORING_ENTER_GETEVENTS : 0;
+    const flags = minComplete > 0 || this.isPollQueue || this.#ring.deferTaskrun ? IORING_ENTER_GETEVENTS : 0;
     if (flags === 0 && this.#ring.unsubmitted === 0) return 0;
     const r = this.#ring.enter(minComplete, flags, timeoutNs);
     return r < 0 ? r : 0;
