@@ -31,7 +31,14 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { path: "", requests: 5_000_000, depth: 32, warmup: 500_000, probe: 1_000_000, json: false };
+  const o: Options = {
+    path: "",
+    requests: 5_000_000,
+    depth: 32,
+    warmup: 500_000,
+    probe: 1_000_000,
+    json: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = (): string => {

@@ -98,7 +98,7 @@ function runSync(path: string, o: Options, blocks: number): { iops: number; cpuU
   b.setStr("path", path);
   b.setBool("direct", true);
   b.connect();
-  b.setInt("num-entries", Math.max(o.depth, 32));
+  b.setInt("num-entries", Math.max(o.depth, 128));
   b.start();
   const q = b.getQueue(0)!;
   const region = b.allocMemRegion(o.depth * BS);
@@ -136,7 +136,7 @@ async function runAsync(
   o: Options,
   blocks: number,
 ): Promise<{ iops: number; maxDelayMs: number; cpuUs: number }> {
-  await using dev = await BlockDevice.open(path, { direct: true, numEntries: Math.max(o.depth, 32) });
+  await using dev = await BlockDevice.open(path, { direct: true, numEntries: Math.max(o.depth, 128) });
   const bufs = Array.from({ length: o.depth }, () => dev.allocBuffer(BS));
   let done = 0;
   let maxGap = 0;

@@ -14,7 +14,7 @@
  * Needs root for the loop device (without it the O_DIRECT rows are skipped).
  *
  * Usage: npm run bench [-- options]   (installs what is missing first)
- *        node bench/run.mjs [--seconds 2] [--rounds 3] [--size-mib 512] [--only <text>]
+ *        node bench/run.mjs [--seconds 1] [--rounds 5] [--size-mib 512] [--only <text>]
  *                           [--alloc-requests 5000000] [--no-alloc] [--no-report]
  */
 import { execFileSync, spawnSync } from "node:child_process";
@@ -31,8 +31,8 @@ const SECTION = "## Side by side with fio and the built-ins";
 
 function parseArgs(argv) {
   const o = {
-    seconds: 2,
-    rounds: 3,
+    seconds: 1,
+    rounds: 5,
     sizeMiB: 512,
     only: null,
     allocRequests: 5_000_000,
@@ -68,7 +68,9 @@ function hasCommand(cmd) {
 
 // `npm run bench` runs scripts/setup.mjs --bench first (liburing, fio, the runtimes).
 if (!hasCommand("fio") || !existsSync(DENO) || !existsSync(BUN)) {
-  console.error("bench: fio, deno or bun is missing: run `node scripts/setup.mjs --bench` (or `npm run bench`)");
+  console.error(
+    "bench: fio, deno or bun is missing: run `node scripts/setup.mjs --bench` (or `npm run bench`)",
+  );
   process.exit(1);
 }
 
@@ -180,11 +182,52 @@ function blkio(runtime) {
   };
 }
 
+/**
+ * fio's own usr/sys figures cover its job thread only, not the io_uring worker threads (io-wq)
+ * the kernel hands blocking requests to (buffered writes on ext4, for one): its CPU time is
+ * taken for the whole process instead, with the shell's `times`, less what starting and
+ * stopping fio costs (measured once, on a one-block job: FIO_BASELINE_S).
+ */
+const FIO_WRAPPER = 'fio "$@"; s=$?; times >&2; exit $s';
+let FIO_BASELINE_S = 0;
+
+/** `times`' second line: the user and system time of the children, in seconds. */
+function childTimes(stderr) {
+  const lines = stderr.trim().split("\n");
+  const m = /^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/.exec(lines[lines.length - 1].trim());
+  if (!m) throw new Error("no times output");
+  return Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]);
+}
+
+function measureFioBaseline(t) {
+  const runs = [];
+  for (let i = 0; i < 3; i++) {
+    const r = spawnSync("sh", [
+      "-c",
+      FIO_WRAPPER,
+      "sh",
+      "--name=baseline",
+      `--filename=${t.path}`,
+      "--ioengine=io_uring",
+      "--rw=read",
+      "--bs=4k",
+      "--size=4k",
+      "--invalidate=0",
+      "--output-format=json",
+    ], { encoding: "utf8" });
+    if (r.status === 0) runs.push(childTimes(r.stderr));
+  }
+  return runs.length > 0 ? median(runs) : 0;
+}
+
 const FIO = {
   name: "fio io_uring",
   fio: true,
   command(w, t) {
-    return ["fio", [
+    return ["sh", [
+      "-c",
+      FIO_WRAPPER,
+      "sh",
       "--name=bench",
       `--filename=${t.path}`,
       "--ioengine=io_uring",
@@ -204,13 +247,15 @@ const FIO = {
       "--output-format=json",
     ]];
   },
-  parse(stdout) {
+  parse(stdout, stderr) {
     const job = JSON.parse(stdout.slice(stdout.indexOf("{"))).jobs[0];
     const d = job.read.total_ios > 0 ? job.read : job.write;
     const pct = d.lat_ns.percentile ?? {};
+    const jobThread = ((job.usr_cpu + job.sys_cpu) / 100) * job.job_runtime / 1000;
+    const whole = Math.max(childTimes(stderr) - FIO_BASELINE_S, jobThread);
     return {
       iops: d.iops,
-      cpuUs: ((job.usr_cpu + job.sys_cpu) / 100) * job.job_runtime * 1000 / d.total_ios,
+      cpuUs: whole * 1e6 / d.total_ios,
       p50: (pct["50.000000"] ?? 0) / 1000,
       p99: (pct["99.000000"] ?? 0) / 1000,
       note: "",
@@ -224,7 +269,15 @@ function runner(kind, runtime, label, flags) {
     ...flags,
     command(w, t) {
       const [cmd, args] = RUNTIME_CMD[runtime](join(ROOT, "bench", `${kind}_runner.mjs`));
-      const job = { path: t.path, rw: w.rw, bs: w.bs, depth: w.depth, direct: t.direct, seconds: opts.seconds, size: t.size };
+      const job = {
+        path: t.path,
+        rw: w.rw,
+        bs: w.bs,
+        depth: w.depth,
+        direct: t.direct,
+        seconds: opts.seconds,
+        size: t.size,
+      };
       return [cmd, [...args, JSON.stringify(job)]];
     },
     parse(stdout) {
@@ -244,7 +297,9 @@ function contenders(w) {
   const write = w.rw === "randwrite";
   const list = [blkio("deno"), blkio("bun"), FIO];
   const fh = write ? "FileHandle.write" : "FileHandle.read";
-  for (const rt of ["node", "deno", "bun"]) list.push(runner("fs_promises", rt, fh, { builtin: true, async: true }));
+  for (const rt of ["node", "deno", "bun"]) {
+    list.push(runner("fs_promises", rt, fh, { builtin: true, async: true }));
+  }
   if (!write) {
     list.push(runner("bun_file", "bun", "Bun.file().slice()", { builtin: true, async: true }));
     list.push(runner("deno_fsfile", "deno", "Deno.FsFile seek+read", { builtin: true, async: true }));
@@ -252,7 +307,9 @@ function contenders(w) {
   // Synchronous calls do one request at a time: shown at iodepth 1 only, for context.
   if (w.depth === 1) {
     const sync = write ? "fs.writeSync" : "fs.readSync";
-    for (const rt of ["node", "deno", "bun"]) list.push(runner("fs_sync", rt, sync, { builtin: true, sync: true }));
+    for (const rt of ["node", "deno", "bun"]) {
+      list.push(runner("fs_sync", rt, sync, { builtin: true, sync: true }));
+    }
   }
   return list;
 }
@@ -293,7 +350,7 @@ function measureOnce(c, w, t) {
     return { error: why };
   }
   try {
-    return c.parse(r.stdout);
+    return c.parse(r.stdout, r.stderr);
   } catch (e) {
     return { error: `unreadable output: ${e.message}` };
   }
@@ -316,7 +373,9 @@ function fmt(x, digits = 1) {
 }
 
 function runAll(targets) {
-  const selected = WORKLOADS.filter((w) => targets[w.target] && (!opts.only || workloadId(w).includes(opts.only)));
+  const selected = WORKLOADS.filter((w) =>
+    targets[w.target] && (!opts.only || workloadId(w).includes(opts.only))
+  );
   const total = selected.reduce((n, w) => n + contenders(w).length, 0) * opts.rounds;
   let step = 0;
   const results = [];
@@ -364,7 +423,14 @@ function runAllocCheck(file) {
   for (const rt of ["deno", "bun"]) {
     const [cmd, args] = RUNTIME_CMD[rt](join(ROOT, "bench", "alloc_check.ts"));
     console.error(`alloc check: ${NAME[rt]}, ${opts.allocRequests} requests...`);
-    const r = spawnSync(cmd, [...args, "--path", file.path, "--requests", String(opts.allocRequests), "--json"], {
+    const r = spawnSync(cmd, [
+      ...args,
+      "--path",
+      file.path,
+      "--requests",
+      String(opts.allocRequests),
+      "--json",
+    ], {
       cwd: ROOT,
       encoding: "utf8",
       timeout: 15 * 60 * 1000,
@@ -391,10 +457,14 @@ function workloadTable(res) {
   for (const r of res.rows) {
     const ratio = fio && Number.isFinite(fio.iops) ? `${fmt(r.iops / fio.iops, 2)}x` : "–";
     let note = r.note;
-    if (r.errors.length > 0) note = `${note ? note + "; " : ""}${r.errors.length} failed run(s): ${r.errors[0]}`;
+    if (r.errors.length > 0) {
+      note = `${note ? note + "; " : ""}${r.errors.length} failed run(s): ${r.errors[0]}`;
+    }
     const name = r.blkio ? `**${r.name}**` : r.name;
     lines.push(
-      `| ${name} | ${fmtIops(r.iops)} | ${ratio} | ${fmt(r.cpuUs, 2)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${note} |`,
+      `| ${name} | ${fmtIops(r.iops)} | ${ratio} | ${fmt(r.cpuUs, 2)} | ${fmt(r.p50)} | ${
+        fmt(r.p99)
+      } | ${note} |`,
     );
   }
   return lines.join("\n");
@@ -459,14 +529,19 @@ function report(m, targets, results, alloc, minutes) {
     "",
     `Machine: ${m.nproc} vCPU (${m.model}), ${m.memGiB} GiB, Linux ${m.kernel}. Runtimes: Node ${m.node}, ` +
     `${m.deno.replace(/ \(.*/, "")}, Bun ${m.bun}; ${m.fio}; liburing ${m.liburing}. ` +
-    `Targets: ${t.map((x) => x.what.replace(/ \(.*\)$/, "")).join("; ")} (${opts.sizeMiB} MiB each, filled with ` +
+    `Targets: ${
+      t.map((x) => x.what.replace(/ \(.*\)$/, "")).join("; ")
+    } (${opts.sizeMiB} MiB each, filled with ` +
     `random data). ${opts.rounds} rounds of ${opts.seconds} s per contender, alternated (the order rotates ` +
     `each round); medians shown. The full run took ${minutes.toFixed(1)} min.`,
     "",
     "Noise: the machine has 2 shared vCPUs and other work ran on it at the same time, so single runs " +
     "vary by 2x and more; only the medians of alternated rounds are comparable, and only within one " +
     "table. CPU µs/IO is user+sys time of the whole process (every thread: thread pools and io_uring " +
-    "workers included) per completed request; fio's comes from its usr/sys cpu %. Latency is from " +
+    "workers included) per completed request: `process.cpuUsage()` over the measured interval for the " +
+    "JavaScript contenders (blkio_bench `--cpu-usage`), and for fio the shell's `times` for the whole fio " +
+    `run less ${(FIO_BASELINE_S * 1000).toFixed(0)} ms measured for starting and stopping fio (fio's own ` +
+    "usr/sys % leaves out the io-wq worker threads). Latency is from " +
     "submission to the completion being seen by the program (fio: `lat`, submission included).",
     "",
     "Contenders: **blkio** is `examples/blkio_bench.ts` (a Worker that waits in `doIo(min 1)`, buffers " +
@@ -488,7 +563,9 @@ function report(m, targets, results, alloc, minutes) {
     parts.push(
       "### Allocation check",
       "",
-      `\`bench/alloc_check.ts\`: ${opts.allocRequests.toLocaleString("en")} 4 KiB random reads at iodepth 32 ` +
+      `\`bench/alloc_check.ts\`: ${
+        opts.allocRequests.toLocaleString("en")
+      } 4 KiB random reads at iodepth 32 ` +
         "on the page-cached file through `Queue.read` / `doIo` (no Worker), buffers in a mapped memory " +
         "region. Heap is `process.memoryUsage().heapUsed` after a forced GC (Bun: `Bun.gc(true)`; Deno: " +
         "`--expose-gc` set through node:v8, `gc` from node:vm). Target: growth under 1 MiB. The last column " +
@@ -524,7 +601,10 @@ const began = performance.now();
 const m = machine();
 console.error(`bench: making targets (${opts.sizeMiB} MiB each)...`);
 const targets = { loop: makeLoop(opts.sizeMiB), file: makeFile(opts.sizeMiB) };
-if (targets.loop === null) console.error("bench: not root (or no losetup): skipping the O_DIRECT loop device rows");
+FIO_BASELINE_S = measureFioBaseline(targets.file);
+if (targets.loop === null) {
+  console.error("bench: not root (or no losetup): skipping the O_DIRECT loop device rows");
+}
 const results = runAll(targets);
 const alloc = opts.alloc ? runAllocCheck(targets.file) : null;
 cleanup();

@@ -35,7 +35,9 @@ for (const t of TARGETS) {
       q.write(i * BS, region.bytes.subarray(i * BS, (i + 1) * BS), i);
     }
     ok(q, 8);
-    for (let i = 0; i < 8; i++) assert.deepEqual(pread(t.path, i * BS, BS), pattern(BS, i), `block ${i} on disk`);
+    for (let i = 0; i < 8; i++) {
+      assert.deepEqual(pread(t.path, i * BS, BS), pattern(BS, i), `block ${i} on disk`);
+    }
     for (let i = 0; i < 8; i++) q.read((7 - i) * BS, region.bytes.subarray((8 + i) * BS, (9 + i) * BS), i);
     ok(q, 8);
     for (let i = 0; i < 8; i++) {
@@ -87,7 +89,9 @@ test("fixed buffers: more mapped regions than the table holds all work", () => {
   pwrite(t.path, 0, pattern(70 * BS, 3));
   const out = reapAllRead(q, regions);
   assert.equal(out, 70);
-  for (let i = 0; i < 70; i++) assert.deepEqual(regions[i].bytes, pattern(70 * BS, 3).subarray(i * BS, (i + 1) * BS));
+  for (let i = 0; i < 70; i++) {
+    assert.deepEqual(regions[i].bytes, pattern(70 * BS, 3).subarray(i * BS, (i + 1) * BS));
+  }
   for (const r of regions) b.unmapMemRegion(r);
 });
 

@@ -22,8 +22,14 @@ export const IORING_OP = {
 export const IORING_SETUP_IOPOLL = 1 << 0;
 /** A kernel thread polls the SQ (unprivileged since Linux 5.11). */
 export const IORING_SETUP_SQPOLL = 1 << 1;
+/** Linux 5.19: completion task work interrupts no one; it runs at the next kernel entry. */
+export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
+/** Linux 5.19: IORING_SQ_TASKRUN in the sq flags tells that such work is waiting. */
+export const IORING_SETUP_TASKRUN_FLAG = 1 << 9;
 /** sq ring flags: the SQPOLL thread sleeps and needs IORING_ENTER_SQ_WAKEUP. */
 export const IORING_SQ_NEED_WAKEUP = 1 << 0;
+/** sq ring flags: completion task work waits for a kernel entry (IORING_SETUP_TASKRUN_FLAG). */
+export const IORING_SQ_TASKRUN = 1 << 2;
 /** sqe->flags: fd is an index into the registered files. */
 export const IOSQE_FIXED_FILE = 1 << 0;
 /** io_uring_enter flags. */

@@ -13,13 +13,17 @@ import {
   IO_URING_OP_SUPPORTED,
   IORING_CQ_EVENTFD_DISABLED,
   IORING_ENTER_EXT_ARG,
+  IORING_ENTER_GETEVENTS,
   IORING_ENTER_SQ_WAKEUP,
   IORING_FEAT_EXT_ARG,
   IORING_SETUP_SQPOLL,
+  IORING_SETUP_TASKRUN_FLAG,
   IORING_SQ_NEED_WAKEUP,
+  IORING_SQ_TASKRUN,
 } from "./constants.ts";
 
 const ENOTSUP = 95;
+const EINVAL = 22;
 /** sizeof(struct io_uring_getevents_arg), made once: a bigint per timed wait would allocate. */
 const GETEVENTS_ARG_SIZE = BigInt(GETEVENTS_ARG.size);
 
@@ -32,7 +36,8 @@ export class Ring {
   readonly features: number;
   /** IORING_SETUP_SQPOLL: a kernel thread takes SQEs as soon as the tail is published. */
   readonly sqPoll: boolean;
-  readonly deferTaskrun: boolean;
+  /** IORING_SETUP_TASKRUN_FLAG: {@link taskWorkPending} tells when completions wait. */
+  readonly taskrunFlag: boolean;
   /** The SQE array, 16 u32 per SQE; fill with the `prep*` writers. */
   readonly sqes: Uint32Array;
   /** The CQE array as u32 (user_data low half at 4*i, flags at 4*i+3). */
@@ -58,13 +63,24 @@ export class Ring {
   #published: number;
   #closed = false;
 
-  constructor(native: Native, entries: number, setupFlags: number) {
+  /**
+   * Sets up a ring with `setupFlags`, and `optionalFlags` too where the kernel knows them (it
+   * rejects unknown setup flags with EINVAL; the ring is then made without them).
+   */
+  constructor(native: Native, entries: number, setupFlags: number, optionalFlags = 0) {
     this.#native = native;
     const ring = native.alloc(LIBURING_RING.size);
     const params = native.alloc(PARAMS.size);
     const pv = new DataView(params.buffer);
-    pv.setUint32(PARAMS.flags, setupFlags, true);
-    const r = native.uring.io_uring_queue_init_params(entries, ring, params);
+    let flags = setupFlags | optionalFlags;
+    pv.setUint32(PARAMS.flags, flags, true);
+    let r = native.uring.io_uring_queue_init_params(entries, ring, params);
+    if (r === -EINVAL && optionalFlags !== 0) {
+      flags = setupFlags;
+      params.fill(0);
+      pv.setUint32(PARAMS.flags, flags, true);
+      r = native.uring.io_uring_queue_init_params(entries, ring, params);
+    }
     if (r < 0) {
       const e = errnoError(-r, `io_uring_queue_init_params(${entries}) failed`);
       throw -r === 22 ? BlkioError.of("EINVAL", `${e.message}: num-entries may exceed the kernel limit`) : e;
@@ -74,8 +90,8 @@ export class Ring {
     const addr = (off: number) => Number(rv.getBigUint64(off, true));
     const u32At = (off: number, count = 1) => new Uint32Array(native.view(addr(off), 4 * count));
     this.fd = rv.getInt32(LIBURING_RING.ringFd, true);
-    this.sqPoll = (setupFlags & IORING_SETUP_SQPOLL) !== 0;
-    this.deferTaskrun = (setupFlags & 0x2000) !== 0;
+    this.sqPoll = (flags & IORING_SETUP_SQPOLL) !== 0;
+    this.taskrunFlag = (flags & IORING_SETUP_TASKRUN_FLAG) !== 0;
     this.sqEntries = pv.getUint32(PARAMS.sqEntries, true);
     this.cqEntries = pv.getUint32(PARAMS.cqEntries, true);
     this.features = pv.getUint32(PARAMS.features, true);
@@ -170,12 +186,17 @@ export class Ring {
     );
   }
 
+  /**
+   * Whether completion task work is waiting for this thread to enter the kernel (always false
+   * without IORING_SETUP_TASKRUN_FLAG).
+   */
   taskWorkPending(): boolean {
-    return (Atomics.load(this.#sqFlags, 0) & 4) !== 0;
+    return (Atomics.load(this.#sqFlags, 0) & IORING_SQ_TASKRUN) !== 0;
   }
 
-  runTaskWork(min = 0, flags = 0): number {
-    return this.#native.uring.io_uring_enter(this.fd, 0, min, 1 | flags, null);
+  /** Runs waiting completion task work (its CQEs get posted); submits and waits for nothing. */
+  runTaskWork(): number {
+    return this.#native.uring.io_uring_enter(this.fd, 0, 0, IORING_ENTER_GETEVENTS, null);
   }
 
   /** The CQ head (next CQE to read). */
