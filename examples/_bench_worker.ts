@@ -121,7 +121,7 @@ function runQueue(
     else q.write(offsets.next(), bufs[i], i);
   };
   // libblkio's --poll disables completion notifications: nobody reads the eventfd.
-  if (poll || (globalThis as { process?: { env: Record<string, string> } }).process?.env.BLKIO_EXP_NOFD === "1") q.setCompletionFdEnabled(false); // EXPERIMENT
+  if (poll) q.setCompletionFdEnabled(false);
 
   Atomics.wait(flags, 0, 0);
   const t0 = performance.now();

@@ -18,13 +18,13 @@ echo "== bun test =="
 timeout --kill-after=30 1800 $BUN test 2>&1 | tee .tmp/bun.out
 bun_rc=${PIPESTATUS[0]}
 
-dl=$(strip < .tmp/deno.out | grep -E '^(ok|FAILED) \|' | tail -n1)
+dl=$(strip < .tmp/deno.out | grep -aE '^(ok|FAILED) \|' | tail -n1)
 dp=$(echo "$dl" | sed -nE 's/.*\| ([0-9]+) passed.*/\1/p'); dp=${dp:-0}
 df=$(echo "$dl" | sed -nE 's/.*\| ([0-9]+) failed.*/\1/p'); df=${df:-0}
 ds=$(echo "$dl" | sed -nE 's/.*\| ([0-9]+) ignored.*/\1/p'); ds=${ds:-0}
-bp=$(strip < .tmp/bun.out | grep -E '^ *[0-9]+ pass$' | tail -n1 | awk '{print $1}'); bp=${bp:-0}
-bf=$(strip < .tmp/bun.out | grep -E '^ *[0-9]+ fail$' | tail -n1 | awk '{print $1}'); bf=${bf:-0}
-bs=$(strip < .tmp/bun.out | grep -E '^ *[0-9]+ skip$' | tail -n1 | awk '{print $1}'); bs=${bs:-0}
+bp=$(strip < .tmp/bun.out | grep -aE '^ *[0-9]+ pass$' | tail -n1 | awk '{print $1}'); bp=${bp:-0}
+bf=$(strip < .tmp/bun.out | grep -aE '^ *[0-9]+ fail$' | tail -n1 | awk '{print $1}'); bf=${bf:-0}
+bs=$(strip < .tmp/bun.out | grep -aE '^ *[0-9]+ skip$' | tail -n1 | awk '{print $1}'); bs=${bs:-0}
 # A runner that crashed or found nothing counts as a failure, never as a silent pass.
 if [ "$deno_rc" -ne 0 ] && [ "$df" -eq 0 ]; then df=1; fi
 if [ "$bun_rc" -ne 0 ] && [ "$bf" -eq 0 ]; then bf=1; fi
