@@ -12,7 +12,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const bun = join(root, "node_modules", ".bin", "bun");
+const bun = join(root, "node_modules", "bun", "bin", "bun.exe");
 
 const TOOLS = [
   { name: "blkio_info", entries: ["examples/blkio_info.ts"] },

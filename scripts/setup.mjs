@@ -61,7 +61,10 @@ const wanted = (p) => (!p.tests && !p.bench) || (p.tests && forTests) || (p.benc
 const missing = PACKAGES.filter((p) => wanted(p) && !p.present()).map((p) => p.name);
 if (missing.length > 0) aptInstall(missing);
 
-const bin = (name) => join(root, "node_modules", ".bin", name);
+// The runtimes' own binaries, not node_modules/.bin links: .npmrc turns bin links off because
+// `deno task` would run a linked `deno` binary as a JavaScript file.
+const BINARIES = { deno: ["deno", "deno"], bun: ["bun", "bin", "bun.exe"] };
+const bin = (name) => join(root, "node_modules", ...BINARIES[name]);
 const works = (name) => existsSync(bin(name)) && spawnSync(bin(name), ["--version"], { stdio: "ignore" }).status === 0;
 if (!works("deno") || !works("bun")) {
   run("npm", ["install", "--no-audit", "--no-fund"], {});

@@ -7,8 +7,8 @@ set -u
 cd "$(dirname "$0")/.."
 mkdir -p .tmp
 export NO_COLOR=1
-DENO=node_modules/.bin/deno
-BUN=node_modules/.bin/bun
+DENO=node_modules/deno/deno
+BUN=node_modules/bun/bin/bun.exe
 strip() { sed 's/\x1b\[[0-9;]*m//g'; }
 
 echo "== deno test =="

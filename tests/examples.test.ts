@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { cleanupAll, RUNTIME, scratchDir } from "./_helpers.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const BUN = join(ROOT, "node_modules", ".bin", "bun");
+const BUN = join(ROOT, "node_modules", "bun", "bin", "bun.exe");
 const DIR = scratchDir();
 
 interface Run {
