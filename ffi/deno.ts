@@ -100,8 +100,7 @@ function load(): Native {
       if (buffer.byteLength === 0) return 0;
       return Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer)));
     },
-    view: (addr, len) =>
-      Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(addr))!, len),
+    view: (addr, len) => Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(BigInt(addr))!, len),
     errno: () => errnoView[0],
     waitEventfd: (fd) => eventfdWaiter(fd).wait(),
     forgetEventfd: (fd) => {

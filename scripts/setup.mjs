@@ -51,7 +51,9 @@ function aptInstall(names) {
     );
     process.exit(1);
   }
-  const sudo = (args) => (prefix.length ? [prefix[0], [...prefix.slice(1), ...args]] : [args[0], args.slice(1)]);
+  const sudo = (
+    args,
+  ) => (prefix.length ? [prefix[0], [...prefix.slice(1), ...args]] : [args[0], args.slice(1)]);
   const env = { DEBIAN_FRONTEND: "noninteractive" };
   run(...sudo(["apt-get", "update", "-qq"]), env);
   run(...sudo(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...names]), env);
@@ -65,7 +67,8 @@ if (missing.length > 0) aptInstall(missing);
 // `deno task` would run a linked `deno` binary as a JavaScript file.
 const BINARIES = { deno: ["deno", "deno"], bun: ["bun", "bin", "bun.exe"] };
 const bin = (name) => join(root, "node_modules", ...BINARIES[name]);
-const works = (name) => existsSync(bin(name)) && spawnSync(bin(name), ["--version"], { stdio: "ignore" }).status === 0;
+const works = (name) =>
+  existsSync(bin(name)) && spawnSync(bin(name), ["--version"], { stdio: "ignore" }).status === 0;
 if (!works("deno") || !works("bun")) {
   run("npm", ["install", "--no-audit", "--no-fund"], {});
   if (!works("deno") || !works("bun")) {

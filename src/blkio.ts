@@ -7,11 +7,11 @@ import type { Native } from "../ffi/types.ts";
 import { createDriver } from "./drivers/mod.ts";
 import type { Driver } from "./driver.ts";
 import { BlkioError, mustBeConnected, mustBeStarted } from "./errors.ts";
-import { MemoryRegionRegistry, type MemoryRegion } from "./memory_region.ts";
+import { type MemoryRegion, MemoryRegionRegistry } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, checkInt, checkStr, checkUint64, describe, type PropertyInfo } from "./properties.ts";
 import { Queue } from "./queue.ts";
-import { State, stateName, type StateName, type StateValue } from "./state.ts";
+import { State, type StateName, stateName, type StateValue } from "./state.ts";
 
 /**
  * A block device opened through a libblkio driver: create, set connection properties,

@@ -52,7 +52,9 @@ export class MemoryRegionRegistry {
     if (!Number.isSafeInteger(len) || len <= 0 || len % alignment !== 0) {
       throw BlkioError.of(
         "EINVAL",
-        `Memory region length must be a positive multiple of mem-region-alignment (${alignment}): received ${describe(len)}`,
+        `Memory region length must be a positive multiple of mem-region-alignment (${alignment}): received ${
+          describe(len)
+        }`,
       );
     }
     const n = this.#native;
@@ -81,7 +83,9 @@ export class MemoryRegionRegistry {
       // The runtime caps ArrayBuffer sizes (Bun: RangeError "Out of memory" above a few GiB).
       n.libc.munmap(addr, BigInt(len));
       closeFd(n, fd);
-      throw BlkioError.of("ENOMEM", `Memory region of ${len} bytes is too large for a JS ArrayBuffer`, { cause });
+      throw BlkioError.of("ENOMEM", `Memory region of ${len} bytes is too large for a JS ArrayBuffer`, {
+        cause,
+      });
     }
     const region: MemoryRegion = Object.freeze({
       bytes,

@@ -5,7 +5,7 @@
  * @module
  */
 import { BlkioError, cannotSetIn, mustBeConnected } from "./errors.ts";
-import { State, stateName, type StateName, type StateValue } from "./state.ts";
+import { State, type StateName, stateName, type StateValue } from "./state.ts";
 
 /** The four property types of libblkio. */
 export type PropertyType = "bool" | "int" | "uint64" | "str";
@@ -66,7 +66,9 @@ export class PropertyTable<D> {
   readonly #rows: ReadonlyMap<string, PropertyRow<D>>;
 
   constructor(rows: Record<string, AnyPropertyRow<D>>) {
-    this.#rows = new Map<string, PropertyRow<D>>(Object.entries(rows).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    this.#rows = new Map<string, PropertyRow<D>>(
+      Object.entries(rows).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
   }
 
   /** Whether the table has a property called `name`. */

@@ -43,7 +43,10 @@ function checkTimeout(value: unknown): number {
   if (typeof value === "number" && value >= 0 && !Number.isNaN(value)) {
     return Math.min(Math.floor(value), Number.MAX_SAFE_INTEGER);
   }
-  throw BlkioError.of("EINVAL", `timeoutNs must be a non-negative number of nanoseconds: received ${describe(value)}`);
+  throw BlkioError.of(
+    "EINVAL",
+    `timeoutNs must be a non-negative number of nanoseconds: received ${describe(value)}`,
+  );
 }
 
 /**
@@ -225,7 +228,13 @@ export class Queue {
     }
   }
 
-  #doIo(out: Completion[], min: number, maxArg: number | undefined, timeoutArg: unknown, intr: boolean): number {
+  #doIo(
+    out: Completion[],
+    min: number,
+    maxArg: number | undefined,
+    timeoutArg: unknown,
+    intr: boolean,
+  ): number {
     const dq = this.#live();
     if (!Array.isArray(out)) {
       throw BlkioError.of("EINVAL", `out must be an array of Completion: received ${describe(out)}`);
@@ -238,7 +247,10 @@ export class Queue {
     } else {
       max = checkCount("max", maxArg);
       if (max > out.length && !growable) {
-        throw BlkioError.of("EINVAL", `max (${max}) exceeds the length of a fixed-size out array (${out.length})`);
+        throw BlkioError.of(
+          "EINVAL",
+          `max (${max}) exceeds the length of a fixed-size out array (${out.length})`,
+        );
       }
     }
     if (min > max) throw BlkioError.of("EINVAL", `min (${min}) must not exceed max (${max})`);
@@ -255,7 +267,10 @@ export class Queue {
     for (let i = 0; i < fillable; i++) {
       const c = out[i];
       if (c != null && (typeof c !== "object" || !Object.isExtensible(c))) {
-        throw BlkioError.of("EINVAL", `out[${i}] must be a writable Completion object: received ${describe(c)}`);
+        throw BlkioError.of(
+          "EINVAL",
+          `out[${i}] must be a writable Completion object: received ${describe(c)}`,
+        );
       }
     }
     let n = completions.fill(out, 0, max);
@@ -308,7 +323,9 @@ export class Queue {
 
   #enterError(errno: number): BlkioError {
     if (errno === ETIME) return BlkioError.of("ETIME", "Timed out waiting for completions");
-    if (errno === EINTR) return BlkioError.of("EINTR", "Interrupted by a signal while waiting for completions");
+    if (errno === EINTR) {
+      return BlkioError.of("EINTR", "Interrupted by a signal while waiting for completions");
+    }
     return errnoError(errno, "Submitting or waiting for requests failed");
   }
 

@@ -8,7 +8,16 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -192,7 +201,10 @@ export function assertErrno(fn: () => unknown, code: string, message?: RegExp): 
 }
 
 /** Runs `doIo` until `count` completions arrived; returns them in arrival order. */
-export function reap(q: { doIo(out: Completion[], min: number, max?: number): number }, count: number): Completion[] {
+export function reap(
+  q: { doIo(out: Completion[], min: number, max?: number): number },
+  count: number,
+): Completion[] {
   const all: Completion[] = [];
   const out: Completion[] = [];
   while (all.length < count) {

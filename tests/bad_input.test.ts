@@ -1,3 +1,4 @@
+// deno-fmt-ignore-file -- the case table keeps one row per line so it reads as a table
 // Bad input, table-driven: every public function of Blkio and Queue against invalid arguments
 // and wrong states. Each row names the function, the bad input, the state of the instance, the
 // errno expected and a pattern the message must match (so the message names the problem).

@@ -190,7 +190,10 @@ test("blkio_bench: --latency-percentiles and --cpu-usage add their fields, in or
   const { json } = bench(["--latency-percentiles", "--cpu-usage", "--iodepth=4"]);
   const agg = json.aggregate as Record<string, number>;
   assert.deepEqual(Object.keys(agg), [...STAT_KEYS, "p50_lat_us", "p99_lat_us", "cpu_usr_us", "cpu_sys_us"]);
-  assert.ok(agg.p50_lat_us > 0 && agg.p50_lat_us <= agg.p99_lat_us, `p50 ${agg.p50_lat_us} p99 ${agg.p99_lat_us}`);
+  assert.ok(
+    agg.p50_lat_us > 0 && agg.p50_lat_us <= agg.p99_lat_us,
+    `p50 ${agg.p50_lat_us} p99 ${agg.p99_lat_us}`,
+  );
   assert.ok(agg.p99_lat_us <= agg.max_lat_us * 1.04, `p99 ${agg.p99_lat_us} max ${agg.max_lat_us}`);
   assert.ok(agg.cpu_usr_us + agg.cpu_sys_us > 0);
   const [thread] = json.threads as Record<string, number>[];

@@ -60,54 +60,58 @@ for (const t of TARGETS) {
   // Deno's runner does not print skip reasons; put the reason in the name so a log shows it.
   const why = skip ? ` (skipped: ${skip})` : "";
 
-  test(`poll-queues: num-queues 0 + 1 poll queue, read/readv/write/writev [${t.name}]${why}`, { skip }, () => {
-    using b = startPolled(t);
-    assert.equal(b.getQueue(0), null);
-    assert.equal(b.getPollQueue(1), null);
-    const q = b.getPollQueue(0)!;
-    assert.ok(q !== null, "getPollQueue(0)");
-    assert.equal(q.isPollQueue, true);
-    assert.equal(q.completionFd, -1);
-    q.setCompletionFdEnabled(true); // a no-op on poll queues
-    q.setCompletionFdEnabled(false);
+  test(
+    `poll-queues: num-queues 0 + 1 poll queue, read/readv/write/writev [${t.name}]${why}`,
+    { skip },
+    () => {
+      using b = startPolled(t);
+      assert.equal(b.getQueue(0), null);
+      assert.equal(b.getPollQueue(1), null);
+      const q = b.getPollQueue(0)!;
+      assert.ok(q !== null, "getPollQueue(0)");
+      assert.equal(q.isPollQueue, true);
+      assert.equal(q.completionFd, -1);
+      q.setCompletionFdEnabled(true); // a no-op on poll queues
+      q.setCompletionFdEnabled(false);
 
-    const w = alignedBuffer(b, 2 * PAGE);
-    const r = alignedBuffer(b, 2 * PAGE);
-    const data = pattern(2 * PAGE, 9);
-    w.set(data);
-    pollOk(q, (ud) => q.write(OFF, w.subarray(0, PAGE), ud), "write");
-    pollOk(q, (ud) => q.writev(OFF + PAGE, [w.subarray(PAGE)], ud), "writev");
-    pollOk(q, (ud) => q.read(OFF, r.subarray(0, PAGE), ud), "read");
-    pollOk(q, (ud) => q.readv(OFF + PAGE, [r.subarray(PAGE)], ud), "readv");
-    assert.deepEqual(r, data);
-    r.fill(0);
-    pollOk(q, (ud) => q.readv(OFF, [r.subarray(PAGE), r.subarray(0, PAGE)], ud), "readv of 2");
-    assert.deepEqual(r.subarray(PAGE), data.subarray(0, PAGE));
-    assert.deepEqual(r.subarray(0, PAGE), data.subarray(PAGE));
+      const w = alignedBuffer(b, 2 * PAGE);
+      const r = alignedBuffer(b, 2 * PAGE);
+      const data = pattern(2 * PAGE, 9);
+      w.set(data);
+      pollOk(q, (ud) => q.write(OFF, w.subarray(0, PAGE), ud), "write");
+      pollOk(q, (ud) => q.writev(OFF + PAGE, [w.subarray(PAGE)], ud), "writev");
+      pollOk(q, (ud) => q.read(OFF, r.subarray(0, PAGE), ud), "read");
+      pollOk(q, (ud) => q.readv(OFF + PAGE, [r.subarray(PAGE)], ud), "readv");
+      assert.deepEqual(r, data);
+      r.fill(0);
+      pollOk(q, (ud) => q.readv(OFF, [r.subarray(PAGE), r.subarray(0, PAGE)], ud), "readv of 2");
+      assert.deepEqual(r.subarray(PAGE), data.subarray(0, PAGE));
+      assert.deepEqual(r.subarray(0, PAGE), data.subarray(PAGE));
 
-    // Several at once, application polling with min 0 on a poll queue.
-    const n = 16;
-    const many = alignedBuffer(b, n * PAGE);
-    for (let i = 0; i < n; i++) q.read(OFF + (i % 2) * PAGE, many.subarray(i * PAGE, (i + 1) * PAGE), i);
-    const out: Completion[] = [];
-    const seen = new Set<unknown>();
-    const deadline = performance.now() + 20_000;
-    while (seen.size < n) {
-      assert.ok(performance.now() < deadline, "poll queue stalled");
-      const got = q.doIo(out, 0, 4);
-      for (let i = 0; i < got; i++) {
-        assert.equal(out[i].ret, 0);
-        seen.add(out[i].userData);
+      // Several at once, application polling with min 0 on a poll queue.
+      const n = 16;
+      const many = alignedBuffer(b, n * PAGE);
+      for (let i = 0; i < n; i++) q.read(OFF + (i % 2) * PAGE, many.subarray(i * PAGE, (i + 1) * PAGE), i);
+      const out: Completion[] = [];
+      const seen = new Set<unknown>();
+      const deadline = performance.now() + 20_000;
+      while (seen.size < n) {
+        assert.ok(performance.now() < deadline, "poll queue stalled");
+        const got = q.doIo(out, 0, 4);
+        for (let i = 0; i < got; i++) {
+          assert.equal(out[i].ret, 0);
+          seen.add(out[i].userData);
+        }
       }
-    }
-    for (let i = 0; i < n; i++) {
-      assert.deepEqual(
-        many.subarray(i * PAGE, (i + 1) * PAGE),
-        data.subarray((i % 2) * PAGE, (i % 2 + 1) * PAGE),
-      );
-    }
-    assertErrno(() => q.doIo(out, 1, 1), "EINVAL");
-  });
+      for (let i = 0; i < n; i++) {
+        assert.deepEqual(
+          many.subarray(i * PAGE, (i + 1) * PAGE),
+          data.subarray((i % 2) * PAGE, (i % 2 + 1) * PAGE),
+        );
+      }
+      assertErrno(() => q.doIo(out, 1, 1), "EINVAL");
+    },
+  );
 
   test(`poll-queues: flush, writeZeroes, discard complete with ENOTSUP [${t.name}]${why}`, { skip }, () => {
     using b = startPolled(t);

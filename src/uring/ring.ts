@@ -8,7 +8,7 @@
 import type { Native } from "../../ffi/types.ts";
 import { BlkioError } from "../errors.ts";
 import { errnoError } from "../sys.ts";
-import { GETEVENTS_ARG, IOVEC, LIBURING_RING, PARAMS, PROBE, SQE, CQE, TIMESPEC } from "./layout.ts";
+import { CQE, GETEVENTS_ARG, IOVEC, LIBURING_RING, PARAMS, PROBE, SQE, TIMESPEC } from "./layout.ts";
 import {
   IO_URING_OP_SUPPORTED,
   IORING_CQ_EVENTFD_DISABLED,
@@ -217,7 +217,11 @@ export class Ring {
   /** Sets or clears IORING_CQ_EVENTFD_DISABLED (Linux 5.8+). */
   setEventfdEnabled(enabled: boolean): void {
     const f = this.#cqFlags[0];
-    Atomics.store(this.#cqFlags, 0, enabled ? f & ~IORING_CQ_EVENTFD_DISABLED : f | IORING_CQ_EVENTFD_DISABLED);
+    Atomics.store(
+      this.#cqFlags,
+      0,
+      enabled ? f & ~IORING_CQ_EVENTFD_DISABLED : f | IORING_CQ_EVENTFD_DISABLED,
+    );
   }
 
   /** Registers `fds` as fixed files 0..n-1. */
@@ -248,7 +252,13 @@ export class Ring {
     iov[1] = (addr / 4294967296) >>> 0;
     iov[2] = len >>> 0;
     iov[3] = (len / 4294967296) >>> 0;
-    const r = this.#native.uring.io_uring_register_buffers_update_tag(this.#struct, index, this.#iov, null, 1);
+    const r = this.#native.uring.io_uring_register_buffers_update_tag(
+      this.#struct,
+      index,
+      this.#iov,
+      null,
+      1,
+    );
     return r < 0 ? r : 0;
   }
 

@@ -8,10 +8,7 @@
  *
  * @module
  */
-import {
-  IORING_FSYNC_DATASYNC,
-  IORING_OP,
-} from "./constants.ts";
+import { IORING_FSYNC_DATASYNC, IORING_OP } from "./constants.ts";
 
 const TWO32 = 4294967296;
 
@@ -45,12 +42,26 @@ export function prepRw(
 }
 
 /** io_uring_prep_read. */
-export function prepRead(sqes: Uint32Array, i: number, fd: number, addr: number, len: number, offset: number): void {
+export function prepRead(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  addr: number,
+  len: number,
+  offset: number,
+): void {
   prepRw(sqes, i, IORING_OP.READ, fd, addr, len, offset);
 }
 
 /** io_uring_prep_write. */
-export function prepWrite(sqes: Uint32Array, i: number, fd: number, addr: number, len: number, offset: number): void {
+export function prepWrite(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  addr: number,
+  len: number,
+  offset: number,
+): void {
   prepRw(sqes, i, IORING_OP.WRITE, fd, addr, len, offset);
 }
 
@@ -86,12 +97,26 @@ export function prepWriteFixed(
 }
 
 /** io_uring_prep_readv: `iov` is the address of `nr` struct iovec. */
-export function prepReadv(sqes: Uint32Array, i: number, fd: number, iov: number, nr: number, offset: number): void {
+export function prepReadv(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  iov: number,
+  nr: number,
+  offset: number,
+): void {
   prepRw(sqes, i, IORING_OP.READV, fd, iov, nr, offset);
 }
 
 /** io_uring_prep_writev. */
-export function prepWritev(sqes: Uint32Array, i: number, fd: number, iov: number, nr: number, offset: number): void {
+export function prepWritev(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  iov: number,
+  nr: number,
+  offset: number,
+): void {
   prepRw(sqes, i, IORING_OP.WRITEV, fd, iov, nr, offset);
 }
 

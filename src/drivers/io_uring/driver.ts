@@ -104,7 +104,10 @@ export class IoUringDriver implements Driver {
       throw BlkioError.of("EINVAL", "Poll queues not supported");
     }
     if (this.numEntries > NUM_ENTRIES_MAX) {
-      throw BlkioError.of("EINVAL", `num-entries must be at most ${NUM_ENTRIES_MAX}: received ${this.numEntries}`);
+      throw BlkioError.of(
+        "EINVAL",
+        `num-entries must be at most ${NUM_ENTRIES_MAX}: received ${this.numEntries}`,
+      );
     }
     const made: DriverQueue[] = [];
     try {

@@ -127,14 +127,12 @@ export class IoUringQueue implements DriverQueue {
     // task work runs at its next kernel entry (a sleeping waiter is still woken). Fewer
     // interrupts: -27% CPU per request and +10% IOPS at iodepth 32 (BENCHMARKS.md). With
     // TASKRUN_FLAG, reap() sees when that work waits. SQPOLL rings refuse both.
-    const ring = opts.sqpoll && !opts.poll
-      ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL)
-      : new Ring(
-        native,
-        opts.entries,
-        opts.poll ? IORING_SETUP_IOPOLL : 0,
-        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-      );
+    const ring = opts.sqpoll && !opts.poll ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL) : new Ring(
+      native,
+      opts.entries,
+      opts.poll ? IORING_SETUP_IOPOLL : 0,
+      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+    );
     let efd = -1;
     try {
       // Probing came with READ, WRITE and FALLOCATE in Linux 5.6: no probe means none of them.
@@ -548,7 +546,7 @@ export class IoUringQueue implements DriverQueue {
       const buf = this.#buf[s];
       if (buf !== null && bufferOf(buf) === buffer) return true;
       const iov = this.#iov[s];
-      if (iov !== null) for (const b of iov) if (bufferOf(b) === buffer) return true;
+      if (iov !== null) { for (const b of iov) if (bufferOf(b) === buffer) return true; }
     }
     return false;
   }
