@@ -8,6 +8,7 @@ import type { Driver, DriverQueue } from "../../driver.ts";
 import { BlkioError } from "../../errors.ts";
 import type { MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
+import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
 import {
   closeFd,
@@ -354,26 +355,7 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
       d.numEntries = v;
     },
   },
-  "num-poll-queues": {
-    type: "int",
-    doc: "Number of poll queues created by start()",
-    settableIn: [K],
-    get: (d) => d.numPollQueues,
-    set: (d, v) => {
-      if (v < 0) throw BlkioError.of("EINVAL", `num-poll-queues must be 0 or more: received ${v}`);
-      d.numPollQueues = v;
-    },
-  },
-  "num-queues": {
-    type: "int",
-    doc: "Number of queues created by start()",
-    settableIn: [K],
-    get: (d) => d.numQueues,
-    set: (d, v) => {
-      if (v < 0) throw BlkioError.of("EINVAL", `num-queues must be 0 or more: received ${v}`);
-      d.numQueues = v;
-    },
-  },
+  ...queueCountRows<D>(),
   "optimal-buf-alignment": {
     type: "int",
     doc: "Preferred buffer alignment (the page size)",

@@ -15,6 +15,7 @@ import type { Driver, DriverQueue } from "../../driver.ts";
 import { BlkioError } from "../../errors.ts";
 import type { MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
+import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
 import { closeFd, cString, errnoError, newEventfd } from "../../sys.ts";
 import { MemTable } from "./mem_table.ts";
@@ -531,26 +532,7 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
     doc: "Whether buffers must lie in mapped memory regions (yes)",
     get: () => true,
   },
-  "num-poll-queues": {
-    type: "int",
-    doc: "Number of poll queues created by start()",
-    settableIn: [K],
-    get: (d) => d.numPollQueues,
-    set: (d, v) => {
-      if (v < 0) throw BlkioError.of("EINVAL", `num-poll-queues must be 0 or more: received ${v}`);
-      d.numPollQueues = v;
-    },
-  },
-  "num-queues": {
-    type: "int",
-    doc: "Number of queues created by start()",
-    settableIn: [K],
-    get: (d) => d.numQueues,
-    set: (d, v) => {
-      if (v < 0) throw BlkioError.of("EINVAL", `num-queues must be 0 or more: received ${v}`);
-      d.numQueues = v;
-    },
-  },
+  ...queueCountRows<D>(),
   "optimal-buf-alignment": {
     type: "int",
     doc: "Preferred buffer alignment (any)",
