@@ -8,6 +8,7 @@ import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "./errors.ts";
 import { bufferAddress, byteLengthOf, checkBuffer } from "./buffers.ts";
 import { closeFd, cString, errnoError } from "./sys.ts";
+import { isAbandoned } from "./abandoned.ts";
 import { describe } from "./properties.ts";
 
 /**
@@ -104,7 +105,7 @@ export class MemoryRegionRegistry {
     if (this.#mapped.has(region)) {
       throw BlkioError.of("EBUSY", "Memory region is still mapped: unmap it before freeing it");
     }
-    if (inUse(region.bytes.buffer)) {
+    if (inUse(region.bytes.buffer) || isAbandoned(region.bytes.buffer)) {
       throw BlkioError.of("EBUSY", "Memory region is in use by requests in flight");
     }
     this.#release(region, a);
@@ -183,6 +184,10 @@ export class MemoryRegionRegistry {
   /** Unmaps and frees everything (instance destroy). */
   destroy(): void {
     this.#mapped.clear();
-    for (const [region, a] of [...this.#allocated]) this.#release(region, a);
+    for (const [region, a] of [...this.#allocated]) {
+      // A request the kernel never finished may still write here: leave it mapped for good.
+      if (isAbandoned(region.bytes.buffer)) this.#allocated.delete(region);
+      else this.#release(region, a);
+    }
   }
 }

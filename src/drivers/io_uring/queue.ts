@@ -11,6 +11,7 @@ import { type Completion, newCompletion, Op, type OpValue, ReqFlags } from "../.
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
+import { abandon } from "../../abandoned.ts";
 import { closeFd, newEventfd } from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
 import {
@@ -50,8 +51,6 @@ const ENOTSUP = 95;
 const U32_MAX = 0xffffffff;
 /** reap() result of a request that went back to the ring for its remainder. */
 const RESUBMITTED = 1;
-/** Buffers of requests still in flight when their queue was destroyed, kept alive forever. */
-const ABANDONED: unknown[] = [];
 /**
  * `#op` of a slot holding an IORING_OP_ASYNC_CANCEL request. A cancel takes a slot of its own,
  * so it counts against the CQ size like any request (its CQE must not overflow the CQ: without
@@ -566,8 +565,7 @@ export class IoUringQueue implements DriverQueue {
     for (let s = 0; s < this.#cap; s++) {
       if (this.#used[s] === 0) continue;
       // The kernel may still write into these: keep them reachable for the life of the process.
-      if (this.#buf[s] !== null) ABANDONED.push(this.#buf[s]);
-      if (this.#iov[s] !== null) ABANDONED.push(this.#iov[s], this.#iovMem[s]);
+      abandon(this.#buf[s], this.#iov[s], this.#iovMem[s]);
       this.#release(s);
     }
     this.#ring.close();
