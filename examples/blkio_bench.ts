@@ -35,6 +35,7 @@ import {
   EVENT_PROPERTIES,
   HISTOGRAM_BUCKETS,
   histogramPercentile,
+  newStats,
   type ReadWrite,
   type ThreadStats,
   type WaitMode,
@@ -265,17 +266,8 @@ function results(
   threads: ThreadStats[],
   cpu: { user: number; system: number } | null,
 ): string {
-  const agg: ThreadStats = {
-    count: 0,
-    runtimeSecs: 0,
-    minLatencyNs: Infinity,
-    maxLatencyNs: 0,
-    totalLatencyNs: 0,
-    calls: 0,
-    minCompletions: Infinity,
-    maxCompletions: 0,
-    histogram: config.latencyPercentiles ? new Uint32Array(HISTOGRAM_BUCKETS) : null,
-  };
+  const agg: ThreadStats = newStats();
+  if (config.latencyPercentiles) agg.histogram = new Uint32Array(HISTOGRAM_BUCKETS);
   for (const t of threads) {
     if (agg.histogram !== null && t.histogram !== null) {
       for (let i = 0; i < HISTOGRAM_BUCKETS; i++) agg.histogram[i] += t.histogram[i];

@@ -32,6 +32,27 @@ const PROT_READ_WRITE = 3;
 const MAP_SHARED = 1;
 const MAP_FAILED = 2 ** 64 - 1;
 
+/**
+ * A new close-on-exec memfd of `len` bytes mapped shared (memory another process or the kernel
+ * can share); throws BlkioError and leaks nothing on failure.
+ */
+export function mapMemfd(n: Native, name: string, len: number): { fd: number; addr: number } {
+  const fd = n.libc.memfd_create(cString(n, name), MFD_CLOEXEC);
+  if (fd < 0) throw errnoError(n.errno(), `memfd_create(${name}) failed`);
+  if (n.libc.ftruncate(fd, BigInt(len)) < 0) {
+    const e = errnoError(n.errno(), `ftruncate(memfd, ${len}) failed`);
+    closeFd(n, fd);
+    throw e;
+  }
+  const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
+  if (addr === MAP_FAILED || addr === -1) {
+    const e = errnoError(n.errno(), `mmap of ${len} bytes (${name}) failed`);
+    closeFd(n, fd);
+    throw e;
+  }
+  return { fd, addr };
+}
+
 interface Allocation {
   addr: number;
   len: number;
@@ -59,19 +80,7 @@ export class MemoryRegionRegistry {
       );
     }
     const n = this.#native;
-    const fd = n.libc.memfd_create(cString(n, "libblkio-buf"), MFD_CLOEXEC);
-    if (fd < 0) throw errnoError(n.errno(), "memfd_create() failed");
-    if (n.libc.ftruncate(fd, BigInt(len)) < 0) {
-      const e = errnoError(n.errno(), `ftruncate(memfd, ${len}) failed`);
-      closeFd(n, fd);
-      throw e;
-    }
-    const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
-    if (addr === MAP_FAILED || addr === -1) {
-      const e = errnoError(n.errno(), `mmap of ${len} bytes failed`);
-      closeFd(n, fd);
-      throw e;
-    }
+    const { fd, addr } = mapMemfd(n, "libblkio-buf", len);
     if (addr % alignment !== 0) {
       n.libc.munmap(addr, BigInt(len));
       closeFd(n, fd);

@@ -13,11 +13,11 @@
 import type { Native } from "../../../ffi/types.ts";
 import type { Driver, DriverQueue } from "../../driver.ts";
 import { BlkioError } from "../../errors.ts";
-import type { MemoryRegion } from "../../memory_region.ts";
+import { mapMemfd, type MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
 import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
-import { closeFd, cString, errnoError, newEventfd } from "../../sys.ts";
+import { closeFd, errnoError, newEventfd } from "../../sys.ts";
 import { MemTable } from "./mem_table.ts";
 import { VirtioBlkQueue, type VirtioDeviceInfo } from "./queue.ts";
 import {
@@ -42,10 +42,6 @@ const C = State.Created;
 const K = State.Connected;
 const INT_MAX = 2147483647;
 const QUEUE_SIZE_DEFAULT = 256;
-const MFD_CLOEXEC = 1;
-const PROT_READ_WRITE = 3;
-const MAP_SHARED = 1;
-const MAP_FAILED = 2 ** 64 - 1;
 const F_DUPFD_CLOEXEC = 1030;
 
 /**
@@ -264,19 +260,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
 
   #allocVrings(len: number): VringMemory {
     const n = this.native;
-    const fd = n.libc.memfd_create(cString(n, "libblkio-vring"), MFD_CLOEXEC);
-    if (fd < 0) throw errnoError(n.errno(), "memfd_create() for the virtqueues failed");
-    if (n.libc.ftruncate(fd, BigInt(len)) < 0) {
-      const e = errnoError(n.errno(), `ftruncate(memfd, ${len}) failed`);
-      closeFd(n, fd);
-      throw e;
-    }
-    const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
-    if (addr === MAP_FAILED || addr === -1) {
-      const e = errnoError(n.errno(), `mmap of ${len} bytes for the virtqueues failed`);
-      closeFd(n, fd);
-      throw e;
-    }
+    const { fd, addr } = mapMemfd(n, "libblkio-vring", len);
     this.#vrings = { addr, len, fd, bytes: new Uint8Array(n.view(addr, len)) };
     return this.#vrings;
   }
