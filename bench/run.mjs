@@ -25,8 +25,8 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const DENO = join(ROOT, "node_modules", ".bin", "deno");
-const BUN = join(ROOT, "node_modules", ".bin", "bun");
+const DENO = join(ROOT, "node_modules", "deno", "deno");
+const BUN = join(ROOT, "node_modules", "bun", "bin", "bun.exe");
 const SECTION = "## Side by side with fio and the built-ins";
 
 function parseArgs(argv) {
