@@ -16,7 +16,7 @@
  * @module
  */
 import { execFileSync } from "node:child_process";
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import process from "node:process";
 import { Blkio, BlockDevice, type Completion } from "../mod.ts";
@@ -80,6 +80,20 @@ function makeLoop(sizeMiB: number): { path: string; cleanup: () => void } {
       }
     },
   };
+}
+
+/**
+ * Milliseconds the hypervisor kept this VM's vCPUs from running (the "steal" column of
+ * /proc/stat, summed over CPUs), or NaN where that is not available. A long interval delay
+ * that coincides with steal time is the host's doing, not the event loop's.
+ */
+function stealMs(): number {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/);
+    return Number(f[8]) * 10; // USER_HZ is 100 on Linux
+  } catch {
+    return NaN;
+  }
 }
 
 function median(xs: number[]): number {
@@ -189,7 +203,9 @@ async function main(): Promise<void> {
       const s = runSync(path, o, blocks);
       sync.push(s.iops);
       syncCpu.push(s.cpuUs);
+      const steal0 = stealMs();
       const a = await runAsync(path, o, blocks);
+      const steal = stealMs() - steal0;
       asyncIops.push(a.iops);
       asyncCpu.push(a.cpuUs);
       delays.push(a.maxDelayMs);
@@ -197,7 +213,8 @@ async function main(): Promise<void> {
         console.log(
           `round ${r + 1}: sync ${Math.round(s.iops)} IOPS (${s.cpuUs.toFixed(2)} us CPU/read), ` +
             `async ${Math.round(a.iops)} IOPS (${a.cpuUs.toFixed(2)} us CPU/read), ` +
-            `${(a.iops / s.iops).toFixed(2)}x, interval max delay ${a.maxDelayMs.toFixed(2)} ms`,
+            `${(a.iops / s.iops).toFixed(2)}x, interval max delay ${a.maxDelayMs.toFixed(2)} ms` +
+            (Number.isNaN(steal) ? "" : ` (steal ${steal} ms)`),
         );
       }
     }
