@@ -154,10 +154,16 @@ const RUNTIME_CMD = {
 };
 const NAME = { node: "Node", deno: "Deno", bun: "Bun" };
 
-function blkio(runtime) {
+/**
+ * blkio_bench on `runtime`. `batch`: its --iodepth-batch (null: libblkio's way, everything
+ * queued goes with the next wait; 1: each request is submitted when queued, fio's default).
+ */
+function blkio(runtime, batch = null) {
+  const label = batch === null ? NAME[runtime] : `${NAME[runtime]}, --iodepth-batch=${batch}`;
   return {
-    name: `blkio (${NAME[runtime]})`,
+    name: `blkio (${label})`,
     blkio: runtime,
+    label,
     async: true,
     command(w, t) {
       const [cmd, args] = RUNTIME_CMD[runtime](join(ROOT, "examples", "blkio_bench.ts"));
@@ -167,6 +173,7 @@ function blkio(runtime) {
         `--iodepth=${w.depth}`,
         `--readwrite=${w.rw}`,
         `--blocksize=${w.bs}`,
+        ...(batch === null ? [] : [`--iodepth-batch=${batch}`]),
         "--latency-percentiles",
         "--cpu-usage",
         "io_uring",
@@ -269,39 +276,79 @@ const FIO = {
   },
 };
 
+/** The job a runner (bench/_runner.mjs, bench/uring_loop.c) takes as its last argument. */
+function jobArg(w, t) {
+  const job = {
+    path: t.path,
+    rw: w.rw,
+    bs: w.bs,
+    depth: w.depth,
+    direct: t.direct,
+    seconds: opts.seconds,
+    size: t.size,
+  };
+  return JSON.stringify(job);
+}
+
+/** The one JSON line a runner prints, as a measurement. */
+function parseRunnerLine(stdout) {
+  const r = JSON.parse(stdout.trim().split("\n").pop());
+  return {
+    iops: r.ios / r.seconds,
+    cpuUs: (r.usrUs + r.sysUs) / r.ios,
+    p50: r.p50Us,
+    p99: r.p99Us,
+    note: r.note,
+  };
+}
+
 function runner(kind, runtime, label, flags) {
   return {
     name: `${label} (${NAME[runtime]})`,
     ...flags,
     command(w, t) {
       const [cmd, args] = RUNTIME_CMD[runtime](join(ROOT, "bench", `${kind}_runner.mjs`));
-      const job = {
-        path: t.path,
-        rw: w.rw,
-        bs: w.bs,
-        depth: w.depth,
-        direct: t.direct,
-        seconds: opts.seconds,
-        size: t.size,
-      };
-      return [cmd, [...args, JSON.stringify(job)]];
+      return [cmd, [...args, jobArg(w, t)]];
     },
-    parse(stdout) {
-      const r = JSON.parse(stdout.trim().split("\n").pop());
-      return {
-        iops: r.ios / r.seconds,
-        cpuUs: (r.usrUs + r.sysUs) / r.ios,
-        p50: r.p50Us,
-        p99: r.p99Us,
-        note: r.note,
-      };
-    },
+    parse: parseRunnerLine,
   };
 }
 
+/**
+ * bench/uring_loop.c, built once per run into .tmp/ when a C compiler and liburing's headers are
+ * there (`npm run bench` installs them): the loop blkio_bench runs, in C.
+ */
+const URING_LOOP = join(ROOT, ".tmp", "uring_loop");
+let uringLoopBuilt = false;
+function buildUringLoop() {
+  if (!hasCommand("cc") || !existsSync("/usr/include/liburing.h")) {
+    console.error("bench: cc or liburing.h missing: the C liburing loop is left out");
+    return;
+  }
+  mkdirSync(dirname(URING_LOOP), { recursive: true });
+  const r = spawnSync("cc", ["-O2", "-o", URING_LOOP, join(ROOT, "bench", "uring_loop.c"), "-luring"], {
+    encoding: "utf8",
+  });
+  if (r.status !== 0) console.error(`bench: building bench/uring_loop.c failed:\n${r.stderr}`);
+  else uringLoopBuilt = true;
+}
+
+const URING_LOOP_CONTENDER = {
+  name: "C liburing loop",
+  cloop: true,
+  command(w, t) {
+    return [URING_LOOP, [jobArg(w, t)]];
+  },
+  parse: parseRunnerLine,
+};
+
 function contenders(w) {
   const write = w.rw === "randwrite";
-  const list = [blkio("deno"), blkio("bun"), FIO];
+  const list = [blkio("deno"), blkio("bun")];
+  // With one request in flight both submission ways are the same.
+  if (w.depth > 1) list.push(blkio("deno", 1), blkio("bun", 1));
+  list.push(FIO);
+  if (uringLoopBuilt) list.push(URING_LOOP_CONTENDER);
   const fh = write ? "FileHandle.write" : "FileHandle.read";
   for (const rt of ["node", "deno", "bun"]) {
     list.push(runner("fs_promises", rt, fh, { builtin: true, async: true }));
@@ -409,7 +456,9 @@ function runAll(targets) {
       return {
         name: c.name,
         blkio: c.blkio ?? null,
+        label: c.label ?? null,
         fio: !!c.fio,
+        cloop: !!c.cloop,
         builtin: !!c.builtin,
         async: !!c.async,
         sync: !!c.sync,
@@ -487,9 +536,11 @@ function targetRows(results) {
     const fio = res.rows.find((r) => r.fio);
     const asyncBuiltins = res.rows.filter((r) => r.builtin && r.async && Number.isFinite(r.iops));
     const best = asyncBuiltins.reduce((a, b) => (a === null || b.iops > a.iops ? b : a), null);
+    const cloop = res.rows.find((r) => r.cloop);
     for (const r of res.rows.filter((x) => x.blkio)) {
       const vsFio = r.iops / fio.iops;
-      const cells = [`${res.id}`, NAME[r.blkio], `${fmt(vsFio, 2)}x ${vsFio >= 1 ? "✓" : "✗"}`];
+      const cells = [`${res.id}`, r.label, `${fmt(vsFio, 2)}x ${vsFio >= 1 ? "✓" : "✗"}`];
+      cells.push(cloop && Number.isFinite(cloop.iops) ? `${fmt(r.iops / cloop.iops, 2)}x` : "–");
       if (res.workload.depth === 32 && best) {
         const v = r.iops / best.iops;
         cells.push(`${fmt(v, 2)}x vs ${best.name} ${v >= 2 ? "✓" : "✗"}`);
@@ -502,8 +553,8 @@ function targetRows(results) {
     }
   }
   return [
-    "| workload | blkio on | IOPS vs fio (≥ 1.0x) | vs best async built-in (iodepth 32, ≥ 2x) | p99 vs fio (iodepth 1, ≤ 1.10) |",
-    "|---|---|---|---|---|",
+    "| workload | blkio on | IOPS vs fio (≥ 1.0x) | IOPS vs C liburing loop (context) | vs best async built-in (iodepth 32, ≥ 2x) | p99 vs fio (iodepth 1, ≤ 1.10) |",
+    "|---|---|---|---|---|---|",
     ...rows,
   ].join("\n");
 }
@@ -545,9 +596,9 @@ function report(m, targets, results, alloc, minutes) {
     `random data). ${opts.rounds} rounds of ${opts.seconds} s per contender, alternated (the order rotates ` +
     `each round); medians shown. The full run took ${minutes.toFixed(1)} min.`,
     "",
-    "Noise: the machine has 2 shared vCPUs and other work ran on it at the same time, so single runs " +
-    "vary by 2x and more; only the medians of alternated rounds are comparable, and only within one " +
-    "table. CPU µs/IO is user+sys time of the whole process (every thread: thread pools and io_uring " +
+    "Noise: the machine has 2 shared vCPUs, so single runs can vary by 2x and more (at iodepth 1 on the " +
+    "loop device above all: see below); only the medians of alternated rounds are comparable, and only " +
+    "within one table. CPU µs/IO is user+sys time of the whole process (every thread: thread pools and io_uring " +
     "workers included) per completed request: `process.cpuUsage()` over the measured interval for the " +
     "JavaScript contenders (blkio_bench `--cpu-usage`), and for fio the shell's `times` for the whole fio " +
     `run less ${(FIO_BASELINE_S * 1000).toFixed(0)} ms measured for starting and stopping fio (fio's own ` +
@@ -555,10 +606,16 @@ function report(m, targets, results, alloc, minutes) {
     "submission to the completion being seen by the program (fio: `lat`, submission included).",
     "",
     "Contenders: **blkio** is `examples/blkio_bench.ts` (a Worker that waits in `doIo(min 1)`, buffers " +
-    "in a mapped memory region); fio runs `--ioengine=io_uring` with its defaults plus " +
+    "in a mapped memory region). By default it submits as libblkio's blkio-bench does: the requests that " +
+    "replace completed ones go to the kernel with the next wait, one `io_uring_enter` per turn. fio's " +
+    "default (`iodepth_batch_submit=1`) submits each request as soon as it is queued, so at iodepth > 1 " +
+    "blkio also runs with `--iodepth-batch=1`, the same way; both rows are shown. fio runs `--ioengine=io_uring` with its defaults plus " +
     "`--norandommap --invalidate=0`; the built-ins are `bench/*_runner.mjs` with `iodepth` concurrent " +
     "promises (`Deno.FsFile`: one handle per promise), opened with `fs.constants.O_DIRECT` where the API " +
-    "allows it. The synchronous calls are shown at iodepth 1 for context (they block the event loop). " +
+    "allows it. **C liburing loop** is `bench/uring_loop.c`: blkio_bench's loop written in C against " +
+    "liburing (one `io_uring_submit_and_wait(1)` per turn, every ready completion resubmitted, the driver's " +
+    "ring flags, plain READ/WRITE, CPU from `getrusage`), so that what JavaScript costs is seen apart from " +
+    "what fio's engine does differently. The synchronous calls are shown at iodepth 1 for context (they block the event loop). " +
     "The last table reads a file on tmpfs buffered: tmpfs cannot complete a buffered io_uring read " +
     "inline (no IOCB_NOWAIT), so the kernel hands every one to an io-wq worker thread, while pread " +
     "copies straight from the page cache; io_uring (fio as well as blkio) loses there at iodepth 1.",
@@ -616,6 +673,7 @@ console.error(`bench: making targets (${opts.sizeMiB} MiB each)...`);
 const shm = makeShm(opts.sizeMiB);
 const targets = { loop: makeLoop(shm), file: makeFile(opts.sizeMiB), shm };
 FIO_BASELINE_S = measureFioBaseline(targets.file);
+buildUringLoop();
 if (targets.loop === null) {
   console.error("bench: not root (or no losetup): skipping the O_DIRECT loop device rows");
 }

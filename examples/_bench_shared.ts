@@ -21,6 +21,8 @@ export interface WorkerConfig {
   readwrite: ReadWrite;
   blocksize: number;
   iodepth: number;
+  /** Submit as soon as this many requests are queued (iodepth: with the next wait). */
+  iodepthBatch: number;
   mode: WaitMode;
   /** Device capacity in bytes, as the main thread read it. */
   capacity: number;

@@ -115,6 +115,9 @@ function runQueue(
   const started = new Float64Array(depth);
   const out: Completion[] = Array.from({ length: depth }, newCompletion);
   Object.preventExtensions(out);
+  const batch = cfg.iodepthBatch;
+  const submitOnly: Completion[] = [];
+  Object.preventExtensions(submitOnly);
   const submit = (i: number, now: number): void => {
     started[i] = now;
     if (isRead) q.read(offsets.next(), bufs[i], i);
@@ -149,7 +152,16 @@ function runQueue(
     // The next requests' latency starts at `now`, a little before they are really submitted:
     // one clock read per batch instead of two (Deno's performance.now() costs ~80 ns), and the
     // error only ever adds to the latencies reported.
-    for (let k = 0; k < n; k++) submit(out[k].userData as number, now);
+    if (batch >= n) {
+      for (let k = 0; k < n; k++) submit(out[k].userData as number, now);
+    } else {
+      // --iodepth-batch: hand each full batch to the kernel at once (doIo with max 0 only
+      // submits); the rest goes with the next wait.
+      for (let k = 0; k < n; k++) {
+        submit(out[k].userData as number, now);
+        if ((k + 1) % batch === 0) q.doIo(submitOnly, 0, 0);
+      }
+    }
   }
   const t1 = performance.now();
   // Every request is resubmitted as it completes, so `depth` are in flight: let them finish

@@ -22,6 +22,9 @@ const PACKAGES = [
   { name: "qemu-system-common", present: () => hasCommand("qemu-storage-daemon"), tests: true },
   // fio's io_uring engine, the C reference of `npm run bench`.
   { name: "fio", present: () => hasCommand("fio"), tests: false, bench: true },
+  // bench/uring_loop.c, the same loop as blkio_bench in C, built by bench/run.mjs.
+  { name: "gcc", present: () => hasCommand("cc"), tests: false, bench: true },
+  { name: "liburing-dev", present: () => existsSync("/usr/include/liburing.h"), tests: false, bench: true },
 ];
 
 function hasLibrary(soname) {

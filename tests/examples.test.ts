@@ -209,6 +209,22 @@ test("blkio_bench: --event (BlockDevice) and --num-threads=2 (one Worker each)",
   for (const t of threads) assert.ok(t.kiops > 0);
 });
 
+test("blkio_bench: --iodepth-batch submits in batches of n (1, and one that leaves a remainder)", () => {
+  for (
+    const args of [["--iodepth-batch=1", "--iodepth=8"], [
+      "--iodepth-batch=3",
+      "--iodepth=8",
+      "--readwrite=randwrite",
+    ]]
+  ) {
+    const { json } = bench(args);
+    const agg = json.aggregate as Record<string, number>;
+    assert.deepEqual(Object.keys(agg), STAT_KEYS);
+    assert.ok(agg.kiops > 0, `${args.join(" ")}: kiops ${agg.kiops}`);
+    assert.ok(agg.max_completions <= 8, `${args.join(" ")}: max_completions ${agg.max_completions}`);
+  }
+});
+
 test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   let r = tool("blkio_bench", []);
   assert.equal(r.status, 1);
@@ -219,6 +235,15 @@ test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   r = tool("blkio_bench", ["--readwrite=sideways", "io_uring"]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^Invalid readwrite option\n/);
+  r = tool("blkio_bench", ["--iodepth-batch=0", "io_uring"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Invalid iodepth-batch\n/);
+  r = tool("blkio_bench", ["--iodepth=2", "--iodepth-batch=3", "io_uring"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^iodepth-batch must not exceed iodepth\n/);
+  r = tool("blkio_bench", ["--event", "--iodepth-batch=1", "io_uring"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^--iodepth-batch does not apply to --event/);
 });
 
 // --- progress on a terminal ----------------------------------------------------------------
