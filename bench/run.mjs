@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * Side by side: blkio (examples/blkio_bench.ts on Deno and on Bun), fio's io_uring engine and the
+ * Side by side: blkio (examples/blkio_bench.ts on Deno and on Bun, submitting its way and fio's
+ * way), fio's io_uring engine, the same loop in C on liburing (bench/uring_loop.c) and the
  * JavaScript built-ins, on the same targets in the same run. `npm run bench` runs it.
  *
  * For each workload every contender runs once per round, in an order rotated each round
