@@ -52,6 +52,7 @@ function load(): Native {
   const errnoView = new Int32Array(toArrayBuffer(libc.__errno_location(), 0, 4));
   return {
     runtime: "bun",
+    arch: linuxArch((globalThis as unknown as { process: { arch: string } }).process.arch),
     uring,
     libc,
     alloc: (len) => new Uint8Array(new ArrayBuffer(len)),
@@ -170,6 +171,14 @@ class EventfdWaiter {
 }
 
 function noop(): void {}
+
+/** Node's names of architectures ("x64", "arm64") as Linux's `uname -m` gives them. */
+function linuxArch(nodeArch: string): string {
+  return ({ x64: "x86_64", arm64: "aarch64", ia32: "i686", arm: "armv7l" } as Record<string, string>)[
+    nodeArch
+  ] ??
+    nodeArch;
+}
 
 /** The Bun implementation of {@link Native}. */
 export const native: Native = load();

@@ -93,6 +93,7 @@ function load(): Native {
   );
   return {
     runtime: "deno",
+    arch: Deno.build.arch, // "x86_64" or "aarch64", as Linux names them
     uring,
     libc,
     alloc: (len) => new Uint8Array(new ArrayBuffer(len)),

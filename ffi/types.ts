@@ -28,6 +28,11 @@ export type Bound<T extends Record<string, SymbolDef>> = {
 export interface Native {
   /** Which runtime adapter this is ("deno" or "bun"), for messages and benchmarks. */
   readonly runtime: string;
+  /**
+   * The CPU architecture as Linux names it (`uname -m`: "x86_64", "aarch64", ...): a few open(2)
+   * flags differ between architectures.
+   */
+  readonly arch: string;
   /** liburing.so.2 functions. */
   readonly uring: Bound<typeof LIBURING_SYMBOLS>;
   /** libc.so.6 functions. */

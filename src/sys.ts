@@ -8,13 +8,40 @@ import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "./errors.ts";
 import { errnoName } from "./errno.ts";
 
-/** open(2) flags and friends (Linux x86_64/arm64 generic values). */
+/** open(2) flags and friends (the same on x86_64 and arm64, except O_DIRECT: see {@link oDirect}). */
 export const O_RDONLY = 0;
 export const O_WRONLY = 1;
 export const O_RDWR = 2;
 export const O_ACCMODE = 3;
-export const O_DIRECT = 0o40000;
 export const O_CLOEXEC = 0o2000000;
+/**
+ * O_DIRECT by architecture (`uname -m`). arm and arm64 swap it with O_DIRECTORY: x86_64's value
+ * there would open directories only, and every file open would fail with ENOTDIR.
+ */
+// Only 64-bit little-endian machines: the structs this library reads (statx, statfs, liburing's
+// struct io_uring) are laid out and read that way.
+const O_DIRECT_BY_ARCH: Readonly<Record<string, number>> = {
+  x86_64: 0o40000,
+  aarch64: 0o200000,
+  riscv64: 0o40000,
+};
+
+/** O_DIRECT's value on `arch`, or null when this library does not know it. */
+export function oDirectFor(arch: string): number | null {
+  return Object.hasOwn(O_DIRECT_BY_ARCH, arch) ? O_DIRECT_BY_ARCH[arch] : null;
+}
+
+/** O_DIRECT on this machine; ENOTSUP on an architecture whose value is not known here. */
+export function oDirect(native: Native): number {
+  const v = oDirectFor(native.arch);
+  if (v === null) {
+    throw BlkioError.of(
+      "ENOTSUP",
+      `direct=true is not supported on ${native.arch}: its O_DIRECT value is not known`,
+    );
+  }
+  return v;
+}
 export const F_GETFL = 3;
 export const F_GETFD = 1;
 export const FD_CLOEXEC = 1;

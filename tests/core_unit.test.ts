@@ -13,6 +13,7 @@ import { State, type StateValue } from "../src/state.ts";
 import { Queue } from "../src/queue.ts";
 import type { DriverQueue } from "../src/driver.ts";
 import type { Native } from "../ffi/types.ts";
+import { oDirect, oDirectFor } from "../src/sys.ts";
 import { CQE, IOVEC, PARAMS, SQE, TIMESPEC } from "../src/uring/layout.ts";
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -958,4 +959,19 @@ test("queue: a closed queue throws EBADF with the reason, and closes its driver 
   assertErrno(() => q.doIo([], 0), "EBADF");
   assertErrno(() => q.completionFd, "EBADF");
   assert.equal(q.usesBuffer(new ArrayBuffer(1)), false);
+});
+
+// --- O_DIRECT by architecture ---------------------------------------------------------------
+
+test("sys: O_DIRECT has each architecture's own value (arm64 would otherwise get O_DIRECTORY)", () => {
+  assert.equal(oDirectFor("x86_64"), 0o40000);
+  assert.equal(oDirectFor("aarch64"), 0o200000);
+  assert.equal(oDirectFor("riscv64"), 0o40000);
+  assert.equal(oDirectFor("ppc64le"), null, "big-endian: the structs are read little-endian, not supported");
+  assert.equal(oDirectFor("sparc64"), null);
+  assert.equal(oDirectFor("constructor"), null, "no inherited keys");
+  assert.throws(
+    () => oDirect({ arch: "sparc64" } as unknown as Native),
+    (e: unknown) => e instanceof BlkioError && e.code === "ENOTSUP" && /sparc64/.test(e.message),
+  );
 });

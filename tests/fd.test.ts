@@ -4,7 +4,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
+import { execFileSync } from "node:child_process";
 import { Blkio } from "../mod.ts";
+import { native } from "../ffi/load.ts";
+import { oDirectFor } from "../src/sys.ts";
 import {
   alignedBuffer,
   assertErrno,
@@ -237,5 +240,12 @@ for (const t of TARGETS) {
     assert.equal(fdRefersTo(fd, t.path), false, "destroy closes the library's fd");
   });
 }
+
+test("fd: the adapter reports the machine's architecture as uname -m does, so O_DIRECT gets its value", () => {
+  assert.ok(native !== null, "native libraries load in the test environment");
+  const uname = execFileSync("uname", ["-m"], { encoding: "utf8" }).trim();
+  assert.equal(native.arch, uname);
+  assert.notEqual(oDirectFor(native.arch), null, `O_DIRECT known on ${uname}`);
+});
 
 test("fd: cleanup scratch targets", () => cleanupAll());

@@ -14,9 +14,9 @@ import {
   closeFd,
   iovMax,
   isOpenFd,
-  O_DIRECT,
   O_RDONLY,
   O_RDWR,
+  oDirect,
   openPath,
   pageSize,
   seekEnd,
@@ -74,7 +74,7 @@ export class IoUringDriver implements Driver {
     let fd: number;
     if (this.path !== "") {
       if (this.fd !== -1) throw BlkioError.of("EINVAL", "path and fd cannot be set at the same time");
-      fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? O_DIRECT : 0));
+      fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0));
     } else if (this.fd !== -1) {
       fd = this.fd;
       if (!isOpenFd(n, fd)) throw BlkioError.of("EBADF", `fd ${fd} is not an open file descriptor`);

@@ -11,8 +11,8 @@ import {
   fsBlockSize,
   fstat,
   O_ACCMODE,
-  O_DIRECT,
   O_RDONLY,
+  oDirectFor,
   pageSize,
   readText,
   S_IFBLK,
@@ -82,7 +82,8 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
   const st = fstat(native, fd);
   const type = st.mode & S_IFMT;
   const flags = fileStatusFlags(native, fd);
-  const direct = (flags & O_DIRECT) !== 0;
+  // An unknown architecture cannot have opened `fd` with O_DIRECT through this library.
+  const direct = (flags & (oDirectFor(native.arch) ?? 0)) !== 0;
   const readOnly = (flags & O_ACCMODE) === O_RDONLY;
   if (type === S_IFBLK) {
     const limits = readBlockLimits(native, st.rdevMajor, st.rdevMinor);
