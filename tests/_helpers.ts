@@ -214,6 +214,21 @@ export function reap(
   return all;
 }
 
+/**
+ * Sector-stamped contents: block s starts with s (u32 LE), then bytes derived from s, so a block
+ * read from the wrong place or half-written shows.
+ */
+export function stamped(blocks: number, blockLen: number): Uint8Array {
+  const data = new Uint8Array(blocks * blockLen);
+  const dv = new DataView(data.buffer);
+  for (let s = 0; s < blocks; s++) {
+    const o = s * blockLen;
+    for (let j = 4; j < blockLen; j++) data[o + j] = (s * 13 + j) & 0xff;
+    dv.setUint32(o, s, true);
+  }
+  return data;
+}
+
 /** Reads the whole file or device at `path` with node:fs (for cross-checks). */
 export function pread(path: string, offset: number, len: number): Uint8Array {
   const fd = openSync(path, "r");

@@ -14,6 +14,7 @@ import {
   RUNTIME,
   scratchFile,
   scratchLoop,
+  stamped,
   targets,
 } from "./_helpers.ts";
 
@@ -22,18 +23,6 @@ const NO_LOOP = loopUnavailableReason();
 /** The O_DIRECT target tests prefer: a loop device over tmpfs when possible. */
 const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
   TARGETS.find((t) => t.name === "file+direct")!;
-
-/** Block s starts with s (u32 LE), then bytes derived from s. */
-function stamped(blocks: number, blockLen: number): Uint8Array {
-  const data = new Uint8Array(blocks * blockLen);
-  const dv = new DataView(data.buffer);
-  for (let s = 0; s < blocks; s++) {
-    const o = s * blockLen;
-    for (let j = 4; j < blockLen; j++) data[o + j] = (s * 13 + j) & 0xff;
-    dv.setUint32(o, s, true);
-  }
-  return data;
-}
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {

@@ -10,6 +10,7 @@ import {
   connectTo,
   loopUnavailableReason,
   scratchLoop,
+  stamped,
   type Target,
   targets,
 } from "./_helpers.ts";
@@ -24,18 +25,6 @@ function startWithEntries(t: Target, entries: number): Blkio {
   b.setInt("num-entries", entries);
   b.start();
   return b;
-}
-
-/** Sector-stamped contents: block s starts with s (u32 LE), then bytes derived from s. */
-function stamped(blocks: number, blockLen: number): Uint8Array {
-  const data = new Uint8Array(blocks * blockLen);
-  const dv = new DataView(data.buffer);
-  for (let s = 0; s < blocks; s++) {
-    const o = s * blockLen;
-    for (let j = 4; j < blockLen; j++) data[o + j] = (s * 13 + j) & 0xff;
-    dv.setUint32(o, s, true);
-  }
-  return data;
 }
 
 for (const t of TARGETS) {
