@@ -39,7 +39,10 @@ export class CompletionBacklog {
       this.#userData[i] = undefined;
       n++;
     }
-    if (this.#head === this.#ret.length) this.#clear();
+    // Only when something was taken: every doIo calls this, and on Bun (JSC) `length = 0` on
+    // an empty array still reallocates its storage (65 ns for the three here, and the memory
+    // churn shows as page faults in the latency tail).
+    if (this.#head !== 0 && this.#head === this.#ret.length) this.#clear();
     return n;
   }
 

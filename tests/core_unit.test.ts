@@ -350,6 +350,12 @@ test("completion backlog: fill in order, bounded by max, reusing Completion obje
   assert.deepEqual(out[2], { userData: "c", ret: -22, errorMsg: "third" });
   assert.equal(cb.length, 0);
   assert.equal(cb.fill(out, 0, 10), 0);
+  // Drained, then used again: nothing of the first round comes back.
+  cb.push("d", 0, null);
+  assert.equal(cb.length, 1);
+  assert.equal(cb.fill(out, 0, 10), 1);
+  assert.deepEqual(out[0], { userData: "d", ret: 0, errorMsg: null });
+  assert.equal(cb.fill(out, 0, 10), 0);
 });
 
 test("completion backlog: unfilled completions come back first, in order", () => {
