@@ -46,6 +46,8 @@ export const LIBURING_SYMBOLS = {
   io_uring_register_buffers_update_tag: { params: ["buf", "u32", "buf", "buf", "u32"], result: "i32" },
   // int io_uring_register_eventfd(struct io_uring *ring, int fd)
   io_uring_register_eventfd: { params: ["buf", "i32"], result: "i32" },
+  // int io_uring_register_ring_fd(struct io_uring *ring)  -- 1 when registered; Linux 5.18
+  io_uring_register_ring_fd: { params: ["buf"], result: "i32" },
   // int io_uring_enter(unsigned fd, unsigned to_submit, unsigned min_complete, unsigned flags,
   //                    sigset_t *sig)  -- returns -errno
   io_uring_enter: { params: ["u32", "u32", "u32", "u32", "buf"], result: "i32" },

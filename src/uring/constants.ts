@@ -36,6 +36,8 @@ export const IOSQE_FIXED_FILE = 1 << 0;
 export const IORING_ENTER_GETEVENTS = 1 << 0;
 export const IORING_ENTER_SQ_WAKEUP = 1 << 1;
 export const IORING_ENTER_EXT_ARG = 1 << 3;
+/** io_uring_enter's fd is an index into this thread's registered ring fds (Linux 5.18). */
+export const IORING_ENTER_REGISTERED_RING = 1 << 4;
 /** Features (params.features). */
 export const IORING_FEAT_EXT_ARG = 1 << 8;
 /** cq ring flags: suppress eventfd notifications. */

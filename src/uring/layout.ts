@@ -55,4 +55,6 @@ export const LIBURING_RING = {
   cqCqes: 152,
   ringFd: 196,
   features: 200,
+  /** What liburing passes to io_uring_enter: the ring fd, or its registered index. */
+  enterRingFd: 204,
 } as const;

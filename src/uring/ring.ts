@@ -14,6 +14,7 @@ import {
   IORING_CQ_EVENTFD_DISABLED,
   IORING_ENTER_EXT_ARG,
   IORING_ENTER_GETEVENTS,
+  IORING_ENTER_REGISTERED_RING,
   IORING_ENTER_SQ_WAKEUP,
   IORING_FEAT_EXT_ARG,
   IORING_SETUP_SQPOLL,
@@ -45,6 +46,17 @@ export class Ring {
   /** The CQE array as i32 (res at 4*i+2). */
   readonly cqesRes: Int32Array;
   readonly cqMask: number;
+  /**
+   * Whether io_uring_enter gets the ring's index among this thread's registered ring fds
+   * instead of the fd: the kernel then skips looking the file up (and its reference count) on
+   * every call. Registered rings belong to the thread that registered them, which is the only
+   * one that may use a queue (JavaScript objects never cross threads).
+   */
+  readonly registeredRing: boolean;
+  /** io_uring_enter's fd argument: the registered index, else {@link fd}. */
+  readonly #enterFd: number;
+  /** IORING_ENTER_REGISTERED_RING, or 0. */
+  readonly #enterFlags: number;
   readonly #native: Native;
   readonly #struct: Uint8Array;
   readonly #sqHead: Uint32Array;
@@ -103,6 +115,10 @@ export class Ring {
       native.uring.io_uring_queue_exit(ring);
       throw BlkioError.of("ELIBACC", "liburing's struct io_uring layout is not the expected 2.x layout");
     }
+    // Best effort: Linux < 5.18 says EINVAL, and a thread has 16 slots (EBUSY beyond).
+    this.registeredRing = native.uring.io_uring_register_ring_fd(ring) === 1;
+    this.#enterFd = this.registeredRing ? rv.getInt32(LIBURING_RING.enterRingFd, true) : this.fd;
+    this.#enterFlags = this.registeredRing ? IORING_ENTER_REGISTERED_RING : 0;
     this.#sqHead = u32At(LIBURING_RING.sqKhead);
     this.#sqTail = u32At(LIBURING_RING.sqKtail);
     this.#sqMask = u32At(LIBURING_RING.sqKringMask)[0];
@@ -168,7 +184,8 @@ export class Ring {
       if (flags === 0) return 0;
     }
     const u = this.#native.uring;
-    if (timeoutNs < 0) return u.io_uring_enter(this.fd, toSubmit, minComplete, flags, null);
+    flags |= this.#enterFlags;
+    if (timeoutNs < 0) return u.io_uring_enter(this.#enterFd, toSubmit, minComplete, flags, null);
     if ((this.features & IORING_FEAT_EXT_ARG) === 0) return -ENOTSUP; // Linux < 5.11
     const sec = Math.floor(timeoutNs / 1e9);
     const ts = this.#ts;
@@ -177,7 +194,7 @@ export class Ring {
     ts[2] = timeoutNs - sec * 1e9;
     ts[3] = 0;
     return u.io_uring_enter2(
-      this.fd,
+      this.#enterFd,
       toSubmit,
       minComplete,
       flags | IORING_ENTER_EXT_ARG,
@@ -196,7 +213,8 @@ export class Ring {
 
   /** Runs waiting completion task work (its CQEs get posted); submits and waits for nothing. */
   runTaskWork(): number {
-    return this.#native.uring.io_uring_enter(this.fd, 0, 0, IORING_ENTER_GETEVENTS, null);
+    const flags = IORING_ENTER_GETEVENTS | this.#enterFlags;
+    return this.#native.uring.io_uring_enter(this.#enterFd, 0, 0, flags, null);
   }
 
   /** The CQ head (next CQE to read). */
@@ -308,6 +326,8 @@ export class Ring {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // liburing also unregisters the ring fd here: a registration would otherwise keep the ring
+    // (and its fixed file, the device) alive until the thread exits. Tested.
     this.#native.uring.io_uring_queue_exit(this.#struct);
   }
 }

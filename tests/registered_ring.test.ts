@@ -1,0 +1,78 @@
+// Registered ring fds (IORING_REGISTER_RING_FDS, Linux 5.18): every ring registers itself in its
+// thread's table, which has 16 slots, so io_uring_enter skips the file lookup. Rings past the
+// 16th fall back to the plain fd, and closing a ring must free its slot (a registration keeps
+// the ring, and through its fixed file the device, alive until the thread exits).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { release } from "node:os";
+import { Blkio, type Completion } from "../mod.ts";
+import { loadError, native } from "../ffi/load.ts";
+import type { Native } from "../ffi/types.ts";
+import { Ring } from "../src/uring/ring.ts";
+import { cleanupAll, pwrite, stamped, targets } from "./_helpers.ts";
+
+const N = ((): Native => {
+  assert.ok(native, String(loadError));
+  return native;
+})();
+
+/** The kernel's IO_RINGFD_REG_MAX: registered ring fds per thread. */
+const SLOTS_PER_THREAD = 16;
+
+/** Why registration cannot be expected here, or null (Linux 5.18 and later). */
+function unsupportedReason(): string | null {
+  const [major, minor] = release().split(".").map((s) => parseInt(s, 10));
+  return major > 5 || (major === 5 && minor >= 18)
+    ? null
+    : `Linux ${release()} has no registered ring fds (5.18+)`;
+}
+
+test("registered ring: closed rings free their slot, so the 40th ring of a thread registers too", (t) => {
+  const why = unsupportedReason();
+  if (why !== null) return t.skip(why);
+  for (let i = 0; i < 40; i++) {
+    const ring = new Ring(N, 8, 0);
+    try {
+      assert.equal(ring.registeredRing, true, `ring ${i} was not registered: an earlier one kept its slot`);
+    } finally {
+      ring.close();
+    }
+  }
+});
+
+test("registered ring: past the thread's 16 slots rings use the plain fd, and I/O works on all", (t) => {
+  const why = unsupportedReason();
+  if (why !== null) return t.skip(why);
+  const rings: Ring[] = [];
+  try {
+    for (let i = 0; i < SLOTS_PER_THREAD + 4; i++) rings.push(new Ring(N, 8, 0));
+    const registered = rings.filter((r) => r.registeredRing).length;
+    assert.ok(registered >= 1 && registered <= SLOTS_PER_THREAD, `${registered} rings registered`);
+    assert.ok(rings.some((r) => !r.registeredRing), "every ring registered: no fallback was exercised");
+
+    // The same through the public API: 20 queues of one instance (the rings above still hold
+    // their slots), each reading its own stamped block.
+    const [file] = targets(64 * 4096);
+    const data = stamped(64, 4096);
+    pwrite(file.path, 0, data);
+    const nq = SLOTS_PER_THREAD + 4;
+    using b = Blkio.create("io_uring");
+    b.setStr("path", file.path);
+    b.connect();
+    b.setInt("num-queues", nq);
+    b.start();
+    const out: Completion[] = [];
+    for (let i = 0; i < nq; i++) {
+      const q = b.getQueue(i)!;
+      const buf = new Uint8Array(4096);
+      q.read(i * 4096, buf, i);
+      assert.equal(q.doIo(out, 1, 1), 1);
+      assert.equal(out[0].ret, 0, `queue ${i}: ${out[0].errorMsg}`);
+      assert.deepEqual(buf, data.subarray(i * 4096, (i + 1) * 4096), `queue ${i} read the wrong data`);
+    }
+  } finally {
+    for (const r of rings) r.close();
+  }
+});
+
+test("registered ring: cleanup scratch targets", () => cleanupAll());
