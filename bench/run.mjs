@@ -93,7 +93,20 @@ function machine() {
     bun: firstLine(BUN, ["--version"]),
     fio: firstLine("fio", ["--version"]),
     liburing: firstLine("dpkg-query", ["-W", "-f", "${Version}", "liburing2"]),
+    idle: idleDescription(),
   };
+}
+
+/**
+ * How an idle vCPU waits: it decides what a wake-up costs, which dominates iodepth 1 on a VM
+ * (see BENCHMARKS.md: guest halt polling).
+ */
+function idleDescription() {
+  const read = (p) => existsSync(p) ? readFileSync(p, "utf8").trim() : null;
+  const driver = read("/sys/devices/system/cpu/cpuidle/current_driver") ?? "none";
+  const pollNs = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+  if (pollNs === null) return `cpuidle driver ${driver}`;
+  return `cpuidle driver ${driver}, guest halt polling ${pollNs === "0" ? "off" : `up to ${pollNs} ns`}`;
 }
 
 // --- targets -----------------------------------------------------------------------------------
@@ -589,7 +602,8 @@ function report(m, targets, results, alloc, minutes) {
     "",
     "Written by `npm run bench` (bench/run.mjs); edit the harness, not this section.",
     "",
-    `Machine: ${m.nproc} vCPU (${m.model}), ${m.memGiB} GiB, Linux ${m.kernel}. Runtimes: Node ${m.node}, ` +
+    `Machine: ${m.nproc} vCPU (${m.model}), ${m.memGiB} GiB, Linux ${m.kernel}, ${m.idle}. ` +
+    `Runtimes: Node ${m.node}, ` +
     `${m.deno.replace(/ \(.*/, "")}, Bun ${m.bun}; ${m.fio}; liburing ${m.liburing}. ` +
     `Targets: ${
       t.map((x) => x.what.replace(/ \(.*\)$/, "")).join("; ")
