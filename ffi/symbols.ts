@@ -50,6 +50,8 @@ export const LIBURING_SYMBOLS = {
   io_uring_register_ring_fd: { params: ["buf"], result: "i32" },
   // int io_uring_enter(unsigned fd, unsigned to_submit, unsigned min_complete, unsigned flags,
   //                    sigset_t *sig)  -- returns -errno
+  // Never `nonblocking`, nor io_uring_enter2: `fd` may be a registered ring index (Ring), which
+  // means something only on the thread that registered it, the JS thread.
   io_uring_enter: { params: ["u32", "u32", "u32", "u32", "buf"], result: "i32" },
   // int io_uring_enter2(unsigned fd, unsigned to_submit, unsigned min_complete, unsigned flags,
   //                     sigset_t *sig /* struct io_uring_getevents_arg * with EXT_ARG */, size_t sz)
