@@ -9,6 +9,7 @@ import { Blkio, type Completion } from "../mod.ts";
 import { loadError, native } from "../ffi/load.ts";
 import type { Native } from "../ffi/types.ts";
 import { Ring } from "../src/uring/ring.ts";
+import { LIBURING_SYMBOLS, type SymbolDef } from "../ffi/symbols.ts";
 import { cleanupAll, pwrite, stamped, targets } from "./_helpers.ts";
 
 const N = ((): Native => {
@@ -72,6 +73,13 @@ test("registered ring: past the thread's 16 slots rings use the plain fd, and I/
     }
   } finally {
     for (const r of rings) r.close();
+  }
+});
+
+test("registered ring: io_uring_enter is never run off the JS thread, where the index means another ring", () => {
+  for (const name of ["io_uring_enter", "io_uring_enter2"] as const) {
+    const def: SymbolDef = LIBURING_SYMBOLS[name];
+    assert.notEqual(def.nonblocking, true, `${name} must not be nonblocking`);
   }
 });
 
