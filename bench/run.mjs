@@ -19,7 +19,7 @@
  *                           [--alloc-requests 5000000] [--no-alloc] [--no-report]
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -157,6 +157,36 @@ function makeFile(mib) {
   execFileSync("sh", ["-c", `cat "${path}" > /dev/null`]); // into the page cache
   const fsType = firstLine("sh", ["-c", `df --output=fstype "${path}" | tail -n 1`]);
   return { path, direct: false, size: mib * 2 ** 20, what: `page-cached file on ${fsType} (${path})` };
+}
+
+/**
+ * A page-cached file on XFS, made on a loop device over a tmpfs file (root, losetup and mkfs.xfs
+ * needed; `npm run bench` installs xfsprogs). XFS completes buffered writes without blocking, so
+ * io_uring does them inside the system call; ext4 hands each one to an io-wq thread.
+ */
+function makeXfs(mib) {
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  if (!isRoot || !hasCommand("losetup") || !hasCommand("mkfs.xfs") || !existsSync("/dev/shm")) return null;
+  const backing = `/dev/shm/blkio-bench-xfs-${process.pid}.img`;
+  cleanups.push(() => rmSync(backing, { force: true }));
+  // Room for the file, the log and the metadata (sparse on tmpfs: only what is written counts).
+  execFileSync("truncate", ["-s", `${mib * 2 + 320}M`, backing]);
+  const dev = execFileSync("losetup", ["--find", "--show", backing], { encoding: "utf8" }).trim();
+  cleanups.push(() => execFileSync("losetup", ["-d", dev]));
+  execFileSync("mkfs.xfs", ["-q", "-f", dev]);
+  const dir = mkdtempSync(join(os.tmpdir(), "blkio-bench-xfs-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  execFileSync("mount", [dev, dir]);
+  cleanups.push(() => execFileSync("umount", [dir]));
+  const path = join(dir, "file.img");
+  fillRandom(path, mib);
+  execFileSync("sh", ["-c", `cat "${path}" > /dev/null`]); // into the page cache
+  return {
+    path,
+    direct: false,
+    size: mib * 2 ** 20,
+    what: `page-cached file on xfs (${path}, on a loop device over a tmpfs file)`,
+  };
 }
 
 // --- contenders --------------------------------------------------------------------------------
@@ -390,13 +420,15 @@ for (const target of ["loop", "file"]) {
     for (const depth of [1, 32]) WORKLOADS.push({ target, rw, bs: 4096, depth });
   }
 }
+// The same buffered writes on XFS, which does them without blocking (see makeXfs).
+for (const depth of [1, 32]) WORKLOADS.push({ target: "xfs", rw: "randwrite", bs: 4096, depth });
 WORKLOADS.push({ target: "loop", rw: "read", bs: 128 * 1024, depth: 8 });
 // tmpfs cannot complete a buffered io_uring read inline (no IOCB_NOWAIT): each goes to an io-wq
 // worker thread, and pread wins. Shown for that reason.
 WORKLOADS.push({ target: "shm", rw: "randread", bs: 4096, depth: 1 });
 
 function workloadId(w) {
-  const kind = w.target === "loop" ? "direct" : w.target === "shm" ? "tmpfs" : "buffered";
+  const kind = { loop: "direct", shm: "tmpfs", xfs: "buffered-xfs" }[w.target] ?? "buffered";
   return `${w.rw}-${w.bs / 1024}k-d${w.depth}-${kind}`;
 }
 
@@ -666,6 +698,9 @@ function report(m, targets, results, alloc, minutes) {
     "The runners also time each call up to the moment it returns its promise: a promise-returning built-in that " +
     "spends half or more of its iodepth-1 latency there does the I/O inside the call and blocks the event loop, " +
     "so it is not counted as asynchronous for the 2x target (its note says so). " +
+    "The XFS tables write to a page-cached file on XFS (on a loop device over a tmpfs file): XFS completes " +
+    "buffered writes without blocking, so io_uring does them inside the system call, where ext4 hands every " +
+    "one to an io-wq thread. " +
     "The last table reads a file on tmpfs buffered: tmpfs cannot complete a buffered io_uring read " +
     "inline (no IOCB_NOWAIT), so the kernel hands every one to an io-wq worker thread, while pread " +
     "copies straight from the page cache; io_uring (fio as well as blkio) loses there at iodepth 1.",
@@ -721,11 +756,14 @@ const began = performance.now();
 const m = machine();
 console.error(`bench: making targets (${opts.sizeMiB} MiB each)...`);
 const shm = makeShm(opts.sizeMiB);
-const targets = { loop: makeLoop(shm), file: makeFile(opts.sizeMiB), shm };
+const targets = { loop: makeLoop(shm), file: makeFile(opts.sizeMiB), shm, xfs: makeXfs(opts.sizeMiB) };
 FIO_BASELINE_S = measureFioBaseline(targets.file);
 buildUringLoop();
 if (targets.loop === null) {
   console.error("bench: not root (or no losetup): skipping the O_DIRECT loop device rows");
+}
+if (targets.xfs === null) {
+  console.error("bench: not root (or no losetup or mkfs.xfs): skipping the XFS rows");
 }
 const results = runAll(targets);
 const alloc = opts.alloc ? runAllocCheck(targets.file) : null;

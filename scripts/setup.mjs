@@ -25,6 +25,9 @@ const PACKAGES = [
   // bench/uring_loop.c, the same loop as blkio_bench in C, built by bench/run.mjs.
   { name: "gcc", present: () => hasCommand("cc"), tests: false, bench: true },
   { name: "liburing-dev", present: () => existsSync("/usr/include/liburing.h"), tests: false, bench: true },
+  // A page-cached file on XFS next to the one on ext4: XFS completes buffered writes inside
+  // io_uring_enter, ext4 hands each one to a kernel thread.
+  { name: "xfsprogs", present: () => hasCommand("mkfs.xfs"), tests: false, bench: true },
 ];
 
 function hasLibrary(soname) {
