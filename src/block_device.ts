@@ -66,6 +66,13 @@ const OP_NAMES = ["Read", "Write", "Readv", "Writev", "Write zeroes", "Discard",
 
 /** Completions taken per doIo call while draining. */
 const BATCH = 1024;
+/**
+ * Requests queued in one turn after which they go to the kernel at once instead of at the end
+ * of the turn. Requests submitted together complete together, and a device with a worker of its
+ * own (a loop device, say) then idles between such convoys; handing over the first part of a
+ * burst early breaks them (BENCHMARKS.md: submission convoys).
+ */
+const EARLY_SUBMIT = 16;
 /** Size of the regions small buffers are carved from. */
 const REGION_SIZE = 1 << 20;
 
@@ -90,6 +97,8 @@ class QueueState {
   pending = 0;
   /** Requests were queued since the last submission. */
   dirty = false;
+  /** How many, up to {@link EARLY_SUBMIT}. */
+  unsubmitted = 0;
   /** A wait on the completion eventfd is pending. */
   waiting = false;
   /** Settles after the pending wait's handler ran. */
@@ -498,6 +507,10 @@ export class BlockDevice {
 
   #schedule(s: QueueState): void {
     s.dirty = true;
+    if (++s.unsubmitted >= EARLY_SUBMIT) {
+      this.#submitQueued(s);
+      return;
+    }
     if (!this.#flushQueued) {
       this.#flushQueued = true;
       queueMicrotask(this.#flushNow);
@@ -514,16 +527,21 @@ export class BlockDevice {
     if (this.#dead) return;
     const qs = this.#qs;
     for (let i = 0; i < qs.length; i++) {
-      const s = qs[i];
-      if (!s.dirty) continue;
-      s.dirty = false;
-      try {
-        s.queue.doIo(this.#out, 0, 0);
-      } catch {
-        this.#retryLater(s);
-      }
-      this.#arm(s);
+      if (qs[i].dirty) this.#submitQueued(qs[i]);
     }
+  }
+
+  /** Hands what `s` queued to the kernel and makes sure someone waits for it. */
+  #submitQueued(s: QueueState): void {
+    if (this.#dead) return;
+    s.dirty = false;
+    s.unsubmitted = 0;
+    try {
+      s.queue.doIo(this.#out, 0, 0);
+    } catch {
+      this.#retryLater(s);
+    }
+    this.#arm(s);
   }
 
   #wake(s: QueueState): void {
