@@ -3,9 +3,9 @@
  *
  * Requests made in one event-loop turn are queued on the device's queues and handed to the
  * kernel in one batch from a microtask, or as soon as 16 have queued on a queue (a large burst
- * goes in parts, which keeps the device busier). While requests are in flight, one wait per queue runs
- * on the queue's completion eventfd off the JS thread (see `Native.waitEventfd`); each wakeup
- * reaps every completion that is ready. Nothing here ever blocks the event loop.
+ * goes in parts, which keeps the device busier). While requests are in flight, one wait per
+ * queue runs on the queue's completion eventfd off the JS thread (see `Native.waitEventfd`);
+ * each wakeup reaps every completion that is ready. Nothing here ever blocks the event loop.
  *
  * @module
  */
