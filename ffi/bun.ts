@@ -65,6 +65,15 @@ function load(): Native {
       WAITERS.delete(fd);
       return Promise.resolve();
     },
+    // Bun reads an eventfd on its own event loop (see EventfdWaiter), and a pipe the same way.
+    eventfdWaitUsesThread: false,
+    waitPipe: (fd) => eventfdWaiter(fd).wait(),
+    forgetPipe: (fd) => {
+      WAITERS.get(fd)?.close();
+      WAITERS.delete(fd);
+      libc.close(fd); // Bun leaves fds it did not open to their owner
+      return Promise.resolve();
+    },
   };
 }
 
@@ -97,7 +106,7 @@ const bunFile = (globalThis as unknown as { Bun: { file(fd: number): { stream():
 /**
  * Bun has no nonblocking FFI. `Bun.file(fd).stream()` reads a non-blocking fd on Bun's own
  * event loop (epoll; no thread involved), and each chunk it delivers is the eventfd's counter,
- * which the read resets. Faster and cheaper than a node:fs read on the thread pool (see
+ * which the read resets (or, for a pipe, what was written to it). Faster and cheaper than a node:fs read on the thread pool (see
  * BENCHMARKS.md).
  *
  * Two quirks handled here: a locked stream keeps the process alive forever, so the reader is

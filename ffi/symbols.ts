@@ -89,6 +89,8 @@ export const LIBC_SYMBOLS = {
   munmap: { params: ["ptr", "u64"], result: "i32" },
   // int eventfd(unsigned int initval, int flags)
   eventfd: { params: ["u32", "i32"], result: "i32" },
+  // int pipe2(int pipefd[2], int flags)
+  pipe2: { params: ["buf", "i32"], result: "i32" },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout)
   poll: { params: ["buf", "u64", "i32"], result: "i32", nonblocking: true },
   // int socket(int domain, int type, int protocol)

@@ -61,4 +61,19 @@ export interface Native {
    * only once the promise has resolved.
    */
   forgetEventfd(fd: number): Promise<void>;
+  /**
+   * Whether {@link waitEventfd} holds a thread for each wait (Deno: poll(2) on its blocking
+   * pool, whose thread then has to wake the event loop: two wakeups per wait). The core then
+   * relays eventfds to a pipe (`src/uring/eventfd_relay.ts`), which the event loop watches
+   * itself.
+   */
+  readonly eventfdWaitUsesThread: boolean;
+  /**
+   * {@link waitEventfd} for the read end of a non-blocking pipe, on the event loop itself (no
+   * thread): resolves once the pipe holds data, which it reads and drops. The same rules apply;
+   * from the first call the adapter owns `fd`.
+   */
+  waitPipe(fd: number): Promise<void>;
+  /** Stops watching `fd` and closes it; call with no {@link waitPipe} pending. */
+  forgetPipe(fd: number): Promise<void>;
 }

@@ -4,14 +4,16 @@
  * Requests made in one event-loop turn are queued on the device's queues and handed to the
  * kernel in one batch from a microtask, or as soon as 16 have queued on a queue (a large burst
  * goes in parts, which keeps the device busier). While requests are in flight, one wait per
- * queue runs on the queue's completion eventfd off the JS thread (see `Native.waitEventfd`);
- * each wakeup reaps every completion that is ready. Nothing here ever blocks the event loop.
+ * queue runs on the queue's completion eventfd, watched by the event loop (see
+ * `CompletionWaiter`); each wakeup reaps every completion that is ready. Nothing here ever
+ * blocks the event loop.
  *
  * @module
  */
 import type { Native } from "../ffi/types.ts";
 import { Blkio } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
+import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
 import { BlkioError } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
@@ -100,6 +102,8 @@ class QueueState {
   dirty = false;
   /** How many, up to {@link EARLY_SUBMIT}. */
   unsubmitted = 0;
+  /** Waits on the completion eventfd; made at the first wait. */
+  waiter: CompletionWaiter | null = null;
   /** A wait on the completion eventfd is pending. */
   waiting = false;
   /** Settles after the pending wait's handler ran. */
@@ -556,7 +560,8 @@ export class BlockDevice {
   #arm(s: QueueState): void {
     if (s.waiting || s.pending === 0) return;
     s.waiting = true;
-    s.wait = this.#native.waitEventfd(s.fd).then(s.onWake, s.onWakeError);
+    s.waiter ??= new CompletionWaiter(this.#native, s.fd);
+    s.wait = s.waiter.wait().then(s.onWake, s.onWakeError);
   }
 
   /** Submits queued requests and settles every completion that is ready, without waiting. */
@@ -663,7 +668,7 @@ export class BlockDevice {
         this.#native.libc.write(s.fd, ONE, 8n);
         await s.wait;
       }
-      await this.#native.forgetEventfd(s.fd);
+      await s.waiter?.close();
     }
     this.#pool = null;
     this.#dead = true;

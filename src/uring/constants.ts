@@ -10,6 +10,7 @@ export const IORING_OP = {
   READV: 1,
   WRITEV: 2,
   FSYNC: 3,
+  POLL_ADD: 6,
   READ_FIXED: 4,
   WRITE_FIXED: 5,
   ASYNC_CANCEL: 14,
@@ -32,6 +33,13 @@ export const IORING_SQ_NEED_WAKEUP = 1 << 0;
 export const IORING_SQ_TASKRUN = 1 << 2;
 /** sqe->flags: fd is an index into the registered files. */
 export const IOSQE_FIXED_FILE = 1 << 0;
+/**
+ * sqe->flags (Linux 5.5): the next SQE starts once this one completed, whatever its result
+ * (IOSQE_IO_LINK would cancel it after a failure).
+ */
+export const IOSQE_IO_HARDLINK = 1 << 3;
+/** poll(2) event: readable. */
+export const POLLIN = 0x1;
 /** io_uring_enter flags. */
 export const IORING_ENTER_GETEVENTS = 1 << 0;
 export const IORING_ENTER_SQ_WAKEUP = 1 << 1;

@@ -78,8 +78,10 @@ export class Ring {
   /**
    * Sets up a ring with `setupFlags`, and `optionalFlags` too where the kernel knows them (it
    * rejects unknown setup flags with EINVAL; the ring is then made without them).
+   * `registerFd`: try to register the ring fd with this thread (16 slots per thread: rings
+   * entered once per request should have them, rings entered rarely need not).
    */
-  constructor(native: Native, entries: number, setupFlags: number, optionalFlags = 0) {
+  constructor(native: Native, entries: number, setupFlags: number, optionalFlags = 0, registerFd = true) {
     this.#native = native;
     const ring = native.alloc(LIBURING_RING.size);
     const params = native.alloc(PARAMS.size);
@@ -116,7 +118,7 @@ export class Ring {
       throw BlkioError.of("ELIBACC", "liburing's struct io_uring layout is not the expected 2.x layout");
     }
     // Best effort: Linux < 5.18 says EINVAL, and a thread has 16 slots (EBUSY beyond).
-    this.registeredRing = native.uring.io_uring_register_ring_fd(ring) === 1;
+    this.registeredRing = registerFd && native.uring.io_uring_register_ring_fd(ring) === 1;
     this.#enterFd = this.registeredRing ? rv.getInt32(LIBURING_RING.enterRingFd, true) : this.fd;
     this.#enterFlags = this.registeredRing ? IORING_ENTER_REGISTERED_RING : 0;
     this.#sqHead = u32At(LIBURING_RING.sqKhead);

@@ -138,6 +138,19 @@ export function prepFallocate(
   prepRw(sqes, i, IORING_OP.FALLOCATE, fd, len, mode, offset);
 }
 
+/** io_uring_prep_poll_add: completes once `fd` has one of `events` (one-shot). */
+export function prepPollAdd(sqes: Uint32Array, i: number, fd: number, events: number): void {
+  prepRw(sqes, i, IORING_OP.POLL_ADD, fd, 0, 0, 0);
+  sqes[(i << 4) + 7] = events; // poll32_events (little-endian)
+}
+
+/** Sets sqe->off to -1: the file's own position (the only one a pipe has). */
+export function setCurrentPosition(sqes: Uint32Array, i: number): void {
+  const b = i << 4;
+  sqes[b + 2] = 0xffffffff;
+  sqes[b + 3] = 0xffffffff;
+}
+
 /** io_uring_prep_cancel64: cancels the request whose user_data is `target` (32-bit here). */
 export function prepCancel(sqes: Uint32Array, i: number, target: number): void {
   prepRw(sqes, i, IORING_OP.ASYNC_CANCEL, -1, target, 0, 0);

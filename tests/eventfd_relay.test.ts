@@ -1,0 +1,188 @@
+// Waiting for completions from the event loop: the relay that turns an eventfd's signal into
+// pipe data (how Deno waits without a pool thread), the adapters' pipe waits, and the choice
+// CompletionWaiter makes between the relay and the adapter's own eventfd wait.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readdirSync, readlinkSync } from "node:fs";
+import { loadError, native } from "../ffi/load.ts";
+import type { Native } from "../ffi/types.ts";
+import { BlkioError } from "../src/errors.ts";
+import { newEventfd } from "../src/sys.ts";
+import { CompletionWaiter } from "../src/completion_waiter.ts";
+import { EventfdRelay } from "../src/uring/eventfd_relay.ts";
+
+const N = ((): Native => {
+  assert.ok(native, String(loadError));
+  return native;
+})();
+
+const ONE = new Uint8Array(new ArrayBuffer(8));
+ONE[0] = 1;
+const EAGAIN = 11;
+
+function signal(fd: number): void {
+  assert.equal(Number(N.libc.write(fd, ONE, 8n)), 8);
+}
+
+/** Whether the eventfd's counter is zero (a non-blocking read finds nothing). */
+function isReset(fd: number): boolean {
+  const buf = N.alloc(8);
+  const r = Number(N.libc.read(fd, buf, 8n));
+  if (r === 8) return false;
+  assert.equal(N.errno(), EAGAIN);
+  return true;
+}
+
+/** Resolves to "settled" if `p` settles within `ms`, else "pending" (p keeps running). */
+function within(p: Promise<unknown>, ms: number): Promise<"settled" | "pending"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p.then(() => "settled" as const, () => "settled" as const),
+    new Promise<"pending">((resolve) => (timer = setTimeout(() => resolve("pending"), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** This process's io_uring and pipe fds (what a relay opens), by number. */
+function ringsAndPipes(): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target === "anon_inode:[io_uring]" || target.startsWith("pipe:")) out.set(fd, target);
+    } catch {
+      // the fd readdir itself used, closed by now
+    }
+  }
+  return out;
+}
+
+function openRelay(fd: number): EventfdRelay {
+  const relay = EventfdRelay.open(N, fd);
+  assert.ok(relay, "this kernel has io_uring POLL_ADD and WRITE (Linux 5.6+), so a relay opens");
+  return relay;
+}
+
+test("eventfd relay: a wait ends only once the eventfd is signalled, and resets it", async () => {
+  const fd = newEventfd(N);
+  const relay = openRelay(fd);
+  try {
+    for (let round = 0; round < 3; round++) {
+      const w = relay.wait();
+      assert.equal(await within(w, 30), "pending", `round ${round}: the wait ended with no signal`);
+      signal(fd);
+      assert.equal(await within(w, 5000), "settled", `round ${round}: the signal did not end the wait`);
+      await w;
+      assert.ok(isReset(fd), "the counter was left set: the next wait would end at once");
+    }
+  } finally {
+    await relay.close();
+    N.libc.close(fd);
+  }
+});
+
+test("eventfd relay: a signal given before the wait ends it at once; 2,000 waits in a row", async () => {
+  const fd = newEventfd(N);
+  const relay = openRelay(fd);
+  try {
+    signal(fd);
+    signal(fd);
+    assert.equal(await within(relay.wait(), 5000), "settled");
+    assert.ok(isReset(fd));
+    // Signalled from a timer, from a microtask, or before: every wait sees its own signal.
+    for (let i = 0; i < 2000; i++) {
+      const w = relay.wait();
+      if (i % 3 === 0) signal(fd);
+      else if (i % 3 === 1) queueMicrotask(() => signal(fd));
+      else setTimeout(() => signal(fd), 0);
+      await w;
+    }
+    assert.ok(isReset(fd));
+  } finally {
+    await relay.close();
+    N.libc.close(fd);
+  }
+});
+
+test("eventfd relay: a poll that fails (no such fd) rejects the wait with its error, never hangs", async () => {
+  const relay = openRelay(999_999); // a number no file has here
+  try {
+    const w = relay.wait();
+    assert.equal(await within(w, 5000), "settled", "the wait on a bad fd hung");
+    await assert.rejects(w, (e: unknown) => e instanceof BlkioError && e.code === "EBADF");
+  } finally {
+    await relay.close();
+  }
+});
+
+test("eventfd relay: close releases its ring and pipe, and is idempotent", async () => {
+  const fd = newEventfd(N);
+  for (let i = 0; i < 20; i++) {
+    // Opening is synchronous: what appears meanwhile is the relay's (the runtime's own fds
+    // come and go with its event loop, so the whole table cannot be compared).
+    const before = ringsAndPipes();
+    const relay = openRelay(fd);
+    const mine = [...ringsAndPipes()].filter(([n]) => !before.has(n));
+    assert.equal(mine.length, 3, `a relay opens a ring and a pipe: ${JSON.stringify(mine)}`);
+    signal(fd);
+    await relay.wait();
+    await relay.close();
+    await relay.close();
+    await assert.rejects(relay.wait(), (e: unknown) => e instanceof BlkioError && e.code === "EBADF");
+    const now = ringsAndPipes();
+    for (const [n, target] of mine) {
+      // Closed, or since reused for something else (a pipe's target names its inode).
+      assert.ok(now.get(n) !== target || target.startsWith("anon_inode"), `fd ${n} (${target}) left open`);
+      if (target.startsWith("anon_inode")) assert.equal(now.has(n), false, `ring fd ${n} left open`);
+    }
+  }
+  N.libc.close(fd);
+});
+
+test("pipe wait: data written with no wait pending ends the next wait at once", async () => {
+  const fds = N.alloc(8);
+  assert.equal(N.libc.pipe2(fds, 0o4000 | 0o2000000), 0);
+  const v = new DataView(fds.buffer);
+  const [r, w] = [v.getInt32(0, true), v.getInt32(4, true)];
+  try {
+    assert.equal(Number(N.libc.write(w, ONE, 8n)), 8);
+    assert.equal(await within(N.waitPipe(r), 5000), "settled");
+    const next = N.waitPipe(r);
+    assert.equal(await within(next, 30), "pending", "the data of one write ended two waits");
+    assert.equal(Number(N.libc.write(w, ONE, 8n)), 8);
+    assert.equal(await within(next, 5000), "settled");
+  } finally {
+    await N.forgetPipe(r);
+    N.libc.close(w);
+  }
+  assert.equal(N.libc.fcntl(r, 1, /* F_GETFD */ 0), -1, "forgetPipe left the read end open");
+});
+
+/** One wait of `waiter` on `fd`, signalled from a timer; then checks the counter was reset. */
+async function waitOnce(native: Native, kind: "relay" | "adapter"): Promise<void> {
+  const fd = newEventfd(N);
+  const waiter = new CompletionWaiter(native, fd);
+  try {
+    assert.equal(waiter.kind, kind);
+    setTimeout(() => signal(fd), 5);
+    await waiter.wait();
+    assert.ok(isReset(fd));
+  } finally {
+    await waiter.close();
+    N.libc.close(fd);
+  }
+}
+
+test("completion waiter: the relay where the adapter's wait holds a thread (Deno), else the adapter", async () => {
+  assert.equal(N.eventfdWaitUsesThread, N.runtime === "deno");
+  await waitOnce(N, N.eventfdWaitUsesThread ? "relay" : "adapter");
+});
+
+test("completion waiter: without a usable io_uring for the relay it falls back to the adapter", async () => {
+  // An adapter whose eventfd wait holds a thread, on a "kernel" where io_uring setup fails.
+  const noUring = {
+    ...N,
+    eventfdWaitUsesThread: true,
+    uring: { ...N.uring, io_uring_queue_init_params: () => -38 /* ENOSYS */ },
+  } as Native;
+  await waitOnce(noUring, "adapter");
+});
