@@ -578,6 +578,9 @@ export class BlockDevice {
         this.#retryLater(s);
         return;
       }
+      // That call submitted what was queued: the next burst counts from zero.
+      s.dirty = false;
+      s.unsubmitted = 0;
       for (let i = 0; i < n; i++) {
         const c = out[i];
         this.#complete(c.userData as number, c.ret, c.errorMsg);
