@@ -201,9 +201,14 @@ const NAME = { node: "Node", deno: "Deno", bun: "Bun" };
 /**
  * blkio_bench on `runtime`. `batch`: its --iodepth-batch (null: libblkio's way, everything
  * queued goes with the next wait; 1: each request is submitted when queued, fio's default).
+ * `event`: --event, the requests go through the promise layer (BlockDevice) on the event loop.
  */
-function blkio(runtime, batch = null) {
-  const label = batch === null ? NAME[runtime] : `${NAME[runtime]}, --iodepth-batch=${batch}`;
+function blkio(runtime, batch = null, event = false) {
+  const label = event
+    ? `${NAME[runtime]}, --event: BlockDevice`
+    : batch === null
+    ? NAME[runtime]
+    : `${NAME[runtime]}, --iodepth-batch=${batch}`;
   return {
     name: `blkio (${label})`,
     blkio: runtime,
@@ -218,6 +223,7 @@ function blkio(runtime, batch = null) {
         `--readwrite=${w.rw}`,
         `--blocksize=${w.bs}`,
         ...(batch === null ? [] : [`--iodepth-batch=${batch}`]),
+        ...(event ? ["--event"] : []),
         "--latency-percentiles",
         "--cpu-usage",
         "io_uring",
@@ -392,6 +398,8 @@ function contenders(w) {
   const list = [blkio("deno"), blkio("bun")];
   // With one request in flight both submission ways are the same.
   if (w.depth > 1) list.push(blkio("deno", 1), blkio("bun", 1));
+  // The promise API against the built-in promise APIs, with many requests in flight.
+  if (w.depth > 1) list.push(blkio("deno", null, true), blkio("bun", null, true));
   list.push(FIO);
   if (uringLoopBuilt) list.push(URING_LOOP_CONTENDER);
   const fh = write ? "FileHandle.write" : "FileHandle.read";
@@ -688,7 +696,9 @@ function report(m, targets, results, alloc, minutes) {
     "in a mapped memory region). By default it submits as libblkio's blkio-bench does: the requests that " +
     "replace completed ones go to the kernel with the next wait, one `io_uring_enter` per turn. fio's " +
     "default (`iodepth_batch_submit=1`) submits each request as soon as it is queued, so at iodepth > 1 " +
-    "blkio also runs with `--iodepth-batch=1`, the same way; both rows are shown. fio runs `--ioengine=io_uring` with its defaults plus " +
+    "blkio also runs with `--iodepth-batch=1`, the same way; both rows are shown. At iodepth > 1 the " +
+    "`--event` rows send the requests through the promise API, `BlockDevice`, on the event loop of the " +
+    "Worker (`iodepth` loops each awaiting one request at a time), the way the built-ins are driven. fio runs `--ioengine=io_uring` with its defaults plus " +
     "`--norandommap --invalidate=0`; the built-ins are `bench/*_runner.mjs` with `iodepth` concurrent " +
     "promises (`Deno.FsFile`: one handle per promise), opened with `fs.constants.O_DIRECT` where the API " +
     "allows it. **C liburing loop** is `bench/uring_loop.c`: blkio_bench's loop written in C against " +
