@@ -3,10 +3,12 @@
  *
  * Requests made in one event-loop turn are queued on the device's queues and handed to the
  * kernel in one batch from a microtask, or as soon as 16 have queued on a queue (a large burst
- * goes in parts, which keeps the device busier). While requests are in flight, one wait per
- * queue runs on the queue's completion eventfd, watched by the event loop (see
- * `CompletionWaiter`); each wakeup reaps every completion that is ready. Nothing here ever
- * blocks the event loop.
+ * goes in parts, which keeps the device busier). The next macrotask after a submission takes
+ * the completions already there (page-cached reads complete inside the submitting call); then,
+ * while requests are in flight, one wait per queue runs on the queue's completion eventfd,
+ * watched by the event loop (see `CompletionWaiter`); each wakeup reaps every completion that
+ * is ready. Completions are never taken in a microtask, so timers and I/O keep their turns.
+ * Nothing here ever blocks the event loop.
  *
  * @module
  */
@@ -109,6 +111,9 @@ class QueueState {
   /** Settles after the pending wait's handler ran. */
   wait: Promise<void> = Promise.resolve();
   onWake: () => void = noop;
+  /** A look for completions is scheduled (setImmediate) after a submission. */
+  peekScheduled = false;
+  onPeek: () => void = noop;
   onWakeError: (e: unknown) => void = noop;
   retryTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -244,6 +249,11 @@ export class BlockDevice {
     for (let i = 0; b.getQueue(i) !== null; i++) {
       const s = new QueueState(b.getQueue(i)!);
       s.onWake = () => this.#wake(s);
+      s.onPeek = () => {
+        s.peekScheduled = false;
+        this.#drain(s);
+        this.#arm(s);
+      };
       s.onWakeError = () => {
         // The wait itself failed: look anyway, and wait again after a pause, never in a spin.
         s.waiting = false;
@@ -546,7 +556,11 @@ export class BlockDevice {
     } catch {
       this.#retryLater(s);
     }
-    this.#arm(s);
+    if (s.waiting || s.peekScheduled) return;
+    // Look for completions in the next macrotask before sleeping: page-cached reads complete
+    // inside the submitting call, and taking them then saves a wait's round trip.
+    s.peekScheduled = true;
+    setImmediate(s.onPeek);
   }
 
   #wake(s: QueueState): void {

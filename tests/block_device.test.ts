@@ -362,6 +362,52 @@ test("BlockDevice: requests spread over several queues", async () => {
   }
 });
 
+for (const depth of [1, 256]) {
+  test(`BlockDevice: page-cached reads that complete inside the submission, ${depth} in flight: right data, the event loop ticks`, async (t) => {
+    // Such completions are taken one macrotask after the submission instead of through a wait:
+    // the settled promises submit again at once, which must never become a chain that starves
+    // timers.
+    const path = scratchFile(256 * 4096);
+    const fsType = spawnSync("stat", ["-f", "-c", "%T", path], { encoding: "utf8" }).stdout.trim();
+    if (fsType === "tmpfs") {
+      return t.skip("the scratch directory is on tmpfs: buffered reads complete on a kernel thread");
+    }
+    const blocks = 256;
+    pwrite(path, 0, stamped(blocks, 4096));
+    pread(path, 0, blocks * 4096); // in the page cache
+    await using dev = await BlockDevice.open(path);
+    const bufs = Array.from({ length: depth }, () => dev.allocBuffer(4096));
+    let ticks = 0, maxGap = 0, last = performance.now();
+    const timer = setInterval(() => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+      ticks++;
+    }, 5);
+    const end = performance.now() + 500;
+    let reads = 0;
+    try {
+      await Promise.all(bufs.map(async (buf) => {
+        const dv = new DataView(buf.buffer, buf.byteOffset, 8);
+        while (performance.now() < end) {
+          const block = Math.floor(Math.random() * blocks);
+          await dev.read(block * 4096, buf);
+          if (dv.getUint32(0, true) !== block || buf[4] !== ((block * 13 + 4) & 0xff)) {
+            assert.fail(`read of block ${block} returned block ${dv.getUint32(0, true)}`);
+          }
+          reads++;
+        }
+      }));
+    } finally {
+      clearInterval(timer);
+    }
+    assert.ok(reads > 10 * depth, `only ${reads} reads`);
+    // 0.5 s at 5 ms is 100 ticks; the bounds leave room for an overloaded machine.
+    assert.ok(ticks >= 20, `setInterval fired only ${ticks} times in 0.5 s (${reads} reads)`);
+    assert.ok(maxGap < 400, `setInterval was delayed up to ${maxGap.toFixed(1)} ms`);
+  });
+}
+
 test("BlockDevice: a burst of 16 requests goes to the kernel at the 16th, not at the end of the turn", async (t) => {
   // Observed through page-cached reads of a regular file, which complete inside the submitting
   // system call, so a buffer is filled exactly when its request was submitted. tmpfs hands them
