@@ -24,6 +24,23 @@ const NO_LOOP = loopUnavailableReason();
 const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
   TARGETS.find((t) => t.name === "file+direct")!;
 
+/** A 5 ms interval that counts its ticks and its largest gap until stopped. */
+function watchInterval(): { ticks: number; maxGap: number; stop(): void } {
+  let last = performance.now();
+  const w = {
+    ticks: 0,
+    maxGap: 0,
+    stop: () => clearInterval(timer),
+  };
+  const timer = setInterval(() => {
+    const now = performance.now();
+    w.maxGap = Math.max(w.maxGap, now - last);
+    last = now;
+    w.ticks++;
+  }, 5);
+  return w;
+}
+
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {
     await p;
@@ -126,13 +143,7 @@ test("BlockDevice: the event loop keeps ticking while thousands of reads are in 
   const blocks = Number(dev.capacity / 4096n);
   const depth = 2048;
   const bufs = Array.from({ length: depth }, () => dev.allocBuffer(4096));
-  let ticks = 0, maxGap = 0, last = performance.now();
-  const timer = setInterval(() => {
-    const now = performance.now();
-    maxGap = Math.max(maxGap, now - last);
-    last = now;
-    ticks++;
-  }, 5);
+  const ticking = watchInterval();
   const end = performance.now() + 1000;
   let reads = 0;
   try {
@@ -143,8 +154,9 @@ test("BlockDevice: the event loop keeps ticking while thousands of reads are in 
       }
     }));
   } finally {
-    clearInterval(timer);
+    ticking.stop();
   }
+  const { ticks, maxGap } = ticking;
   assert.ok(reads > depth, `only ${reads} reads`);
   // 1 s at 5 ms is 200 ticks and a blocked loop gets ~0 with a 1 s gap. The bounds leave room for
   // an overloaded machine (2 busy CPUs besides the test on 2 vCPUs: 170 ms gaps were seen).
@@ -377,13 +389,7 @@ for (const depth of [1, 256]) {
     pread(path, 0, blocks * 4096); // in the page cache
     await using dev = await BlockDevice.open(path);
     const bufs = Array.from({ length: depth }, () => dev.allocBuffer(4096));
-    let ticks = 0, maxGap = 0, last = performance.now();
-    const timer = setInterval(() => {
-      const now = performance.now();
-      maxGap = Math.max(maxGap, now - last);
-      last = now;
-      ticks++;
-    }, 5);
+    const ticking = watchInterval();
     const end = performance.now() + 500;
     let reads = 0;
     try {
@@ -399,8 +405,9 @@ for (const depth of [1, 256]) {
         }
       }));
     } finally {
-      clearInterval(timer);
+      ticking.stop();
     }
+    const { ticks, maxGap } = ticking;
     assert.ok(reads > 10 * depth, `only ${reads} reads`);
     // 0.5 s at 5 ms is 100 ticks; the bounds leave room for an overloaded machine.
     assert.ok(ticks >= 20, `setInterval fired only ${ticks} times in 0.5 s (${reads} reads)`);
