@@ -106,8 +106,8 @@ const bunFile = (globalThis as unknown as { Bun: { file(fd: number): { stream():
 /**
  * Bun has no nonblocking FFI. `Bun.file(fd).stream()` reads a non-blocking fd on Bun's own
  * event loop (epoll; no thread involved), and each chunk it delivers is the eventfd's counter,
- * which the read resets (or, for a pipe, what was written to it). Faster and cheaper than a node:fs read on the thread pool (see
- * BENCHMARKS.md).
+ * which the read resets (or, for a pipe, what was written to it). Faster and cheaper than a
+ * node:fs read on the thread pool (see BENCHMARKS.md).
  *
  * Two quirks handled here: a locked stream keeps the process alive forever, so the reader is
  * released once a wait is over and no new one started within the same turn (an idle device
