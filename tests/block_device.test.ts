@@ -24,6 +24,21 @@ const NO_LOOP = loopUnavailableReason();
 const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
   TARGETS.find((t) => t.name === "file+direct")!;
 
+const ON_TMPFS = "the scratch directory is on tmpfs: buffered reads complete on a kernel thread";
+
+/**
+ * A scratch file holding `data`, read once so it is in the page cache: its buffered reads then
+ * complete inside the submitting system call. Null on tmpfs, which hands them to a kernel thread.
+ */
+function pageCachedFile(data: Uint8Array): string | null {
+  const path = scratchFile(data.length);
+  const fsType = spawnSync("stat", ["-f", "-c", "%T", path], { encoding: "utf8" }).stdout.trim();
+  if (fsType === "tmpfs") return null;
+  pwrite(path, 0, data);
+  pread(path, 0, data.length);
+  return path;
+}
+
 /** A 5 ms interval that counts its ticks and its largest gap until stopped. */
 function watchInterval(): { ticks: number; maxGap: number; stop(): void } {
   let last = performance.now();
@@ -379,14 +394,9 @@ for (const depth of [1, 256]) {
     // Such completions are taken one macrotask after the submission instead of through a wait:
     // the settled promises submit again at once, which must never become a chain that starves
     // timers.
-    const path = scratchFile(256 * 4096);
-    const fsType = spawnSync("stat", ["-f", "-c", "%T", path], { encoding: "utf8" }).stdout.trim();
-    if (fsType === "tmpfs") {
-      return t.skip("the scratch directory is on tmpfs: buffered reads complete on a kernel thread");
-    }
     const blocks = 256;
-    pwrite(path, 0, stamped(blocks, 4096));
-    pread(path, 0, blocks * 4096); // in the page cache
+    const path = pageCachedFile(stamped(blocks, 4096));
+    if (path === null) return t.skip(ON_TMPFS);
     await using dev = await BlockDevice.open(path);
     const bufs = Array.from({ length: depth }, () => dev.allocBuffer(4096));
     const ticking = watchInterval();
@@ -419,14 +429,9 @@ test("BlockDevice: a burst of 16 requests goes to the kernel at the 16th, not at
   // Observed through page-cached reads of a regular file, which complete inside the submitting
   // system call, so a buffer is filled exactly when its request was submitted. tmpfs hands them
   // to a kernel thread instead.
-  const path = scratchFile(64 * 4096);
-  const fsType = spawnSync("stat", ["-f", "-c", "%T", path], { encoding: "utf8" }).stdout.trim();
-  if (fsType === "tmpfs") {
-    return t.skip("the scratch directory is on tmpfs: buffered reads complete on a kernel thread");
-  }
   const data = stamped(64, 4096);
-  pwrite(path, 0, data);
-  pread(path, 0, data.length); // in the page cache
+  const path = pageCachedFile(data);
+  if (path === null) return t.skip(ON_TMPFS);
   await using dev = await BlockDevice.open(path);
   const bufs = Array.from({ length: 16 }, () => new Uint8Array(4096));
   const pending: Promise<void>[] = [];
