@@ -15,8 +15,17 @@ import type { RequestSink } from "./request_backlog.ts";
 export interface DriverQueue extends RequestSink {
   /** Poll queues are completed by busy polling inside `enter`, and have no completion fd. */
   readonly isPollQueue: boolean;
-  /** The eventfd signalled on completions, or -1 (poll queues). */
+  /**
+   * The eventfd signalled on completions, or -1 (poll queues). Its number is fixed for the
+   * life of the queue; the device need only signal it once {@link useCompletionFd} was called.
+   */
   readonly completionFd: number;
+  /**
+   * The caller took the completion fd: from now on every completion must signal it. A driver
+   * that defers signalling until this call must signal once here for requests that already
+   * completed (a spurious signal is allowed, a missed one never).
+   */
+  useCompletionFd(): void;
   /** Requests the driver holds: prepared, submitted, or waiting for resubmission. */
   readonly inFlight: number;
   /** Requests prepared but not yet handed to the device. */

@@ -13,7 +13,7 @@ import { BlkioError } from "./errors.ts";
 import { byteLengthOf, checkBuffer, checkIovecs, toOffset } from "./buffers.ts";
 import { checkBool, describe } from "./properties.ts";
 import { RequestBacklog } from "./request_backlog.ts";
-import { errnoError } from "./sys.ts";
+import { errnoError, signalEventfd } from "./sys.ts";
 
 const EINVAL = ERRNO.EINVAL;
 const EINTR = ERRNO.EINTR;
@@ -95,10 +95,8 @@ export class Queue {
     if (dq.completionFd >= 0) {
       // Completions the library makes must wake an event loop waiting on the completion fd,
       // as kernel completions do.
-      const one = native.alloc(8);
-      one[0] = 1;
       const fd = dq.completionFd;
-      this.#completions.onPush = () => void native.libc.write(fd, one, 8n);
+      this.#completions.onPush = () => signalEventfd(native, fd);
     }
   }
 
@@ -115,7 +113,9 @@ export class Queue {
 
   /** The completion eventfd (O_NONBLOCK, close-on-exec), or -1 on a poll queue. */
   get completionFd(): number {
-    return this.#live().completionFd;
+    const dq = this.#live();
+    dq.useCompletionFd();
+    return dq.completionFd;
   }
 
   /** Enables or disables completion fd notifications (spurious wakeups remain possible). */

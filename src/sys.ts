@@ -171,6 +171,21 @@ export function newEventfd(native: Native): number {
   return fd;
 }
 
+/** The 8-byte counter value 1 that {@link signalEventfd} writes; made once. */
+let eventfdOne: Uint8Array | null = null;
+
+/**
+ * Adds 1 to eventfd `fd`, waking whoever waits on it. Best effort: an eventfd write fails only
+ * when the counter would overflow, and a waiter is then already awake.
+ */
+export function signalEventfd(native: Native, fd: number): void {
+  if (eventfdOne === null) {
+    eventfdOne = native.alloc(8);
+    eventfdOne[0] = 1;
+  }
+  native.libc.write(fd, eventfdOne, 8n);
+}
+
 /** Reads a small text file (sysfs attributes) or returns null when it cannot be read. */
 export function readText(native: Native, path: string): string | null {
   const fd = native.libc.open(cString(native, path), O_RDONLY | O_CLOEXEC, 0);

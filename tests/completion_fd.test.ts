@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type Completion, ReqFlags } from "../mod.ts";
 import { alignedBuffer, cleanupAll, startOn, targets } from "./_helpers.ts";
-import { fdinfoFlags, PAGE, tryReadEventfd, waitEventfd } from "./_io.ts";
+import { fdinfoFlags, PAGE, sleepMs, tryReadEventfd, waitEventfd } from "./_io.ts";
 
 const TARGETS = targets();
 const O_NONBLOCK = 0o4000;
@@ -89,6 +89,36 @@ for (const t of TARGETS) {
     assert.equal(seen.size, n);
     const out: Completion[] = [];
     assert.equal(q.doIo(out, 0, 1), 0);
+  });
+
+  test(`completion fd taken after requests completed still signals them [${t.name}]`, () => {
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const buf = alignedBuffer(b, 2 * PAGE);
+    // The ring signals the fd only once it is taken (a signal per completion costs the kernel
+    // work that a thread waiting in doIo never needs): what completed before must not be lost.
+    q.read(0, buf.subarray(0, PAGE), "early");
+    assert.equal(q.doIo([], 0, 0), 0); // submit only
+    sleepMs(50); // let it complete, unreaped
+    const fd = q.completionFd;
+    assert.ok(waitEventfd(fd, 2000) >= 1n, "an earlier completion did not make the fd readable");
+    let got = drain(q);
+    assert.deepEqual(got.map((c) => [c.userData, c.ret]), [["early", 0]]);
+    // From now on every completion signals it, as usual.
+    tryReadEventfd(fd);
+    q.read(PAGE, buf.subarray(PAGE), "late");
+    assert.equal(q.doIo([], 0, 0), 0);
+    assert.ok(waitEventfd(fd) >= 1n);
+    got = [];
+    const deadline = performance.now() + 10_000;
+    while (got.length === 0) {
+      got = drain(q);
+      if (got.length === 0) {
+        assert.ok(performance.now() < deadline, "readable fd but no completion");
+        waitEventfd(fd);
+      }
+    }
+    assert.deepEqual(got.map((c) => [c.userData, c.ret]), [["late", 0]]);
   });
 
   test(`completion fd: library-made completions make the fd readable too [${t.name}]`, () => {

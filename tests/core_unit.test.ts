@@ -609,6 +609,7 @@ class FakeQueue implements DriverQueue {
   unsupportedOp: OpValue | null = null;
   destroyed = 0;
   fdEnabled = true;
+  fdUsed = 0;
 
   constructor(opts: { cap?: number; poll?: boolean; completionFd?: number } = {}) {
     this.cap = opts.cap ?? 64;
@@ -666,6 +667,10 @@ class FakeQueue implements DriverQueue {
     const step = this.script.shift() ?? { complete: "all" };
     this.finish(step.complete ?? 0);
     return step.ret ?? 0;
+  }
+
+  useCompletionFd(): void {
+    this.fdUsed++;
   }
 
   setCompletionFdEnabled(enabled: boolean): void {
@@ -939,7 +944,9 @@ test("queue: completions the library makes signal the completion fd", () => {
   q.setCompletionFdEnabled(false);
   assert.equal(dq.fdEnabled, false);
   assertErrno(() => q.setCompletionFdEnabled("no" as unknown as boolean), "EINVAL");
+  assert.equal(dq.fdUsed, 0, "the library's own writes do not make the driver signal the fd");
   assert.equal(q.completionFd, 42);
+  assert.equal(dq.fdUsed, 1, "taking the fd tells the driver to signal it");
 });
 
 test("queue: usesBuffer covers requests in the driver and in the backlog", () => {

@@ -609,6 +609,9 @@ export class VirtioBlkQueue implements DriverQueue {
     }
   }
 
+  /** The back-end signals the call fd by itself whenever interrupts are on: nothing deferred. */
+  useCompletionFd(): void {}
+
   setCompletionFdEnabled(enabled: boolean): void {
     if (this.isPollQueue) return;
     this.#interruptsWanted = enabled;
