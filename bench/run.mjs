@@ -94,6 +94,8 @@ function machine() {
     fio: firstLine("fio", ["--version"]),
     liburing: firstLine("dpkg-query", ["-W", "-f", "${Version}", "liburing2"]),
     idle: idleDescription(),
+    /** ns per system call, from bench/syscall_cost.c (set once it is built). */
+    syscall: null,
   };
 }
 
@@ -104,9 +106,13 @@ function machine() {
 function idleDescription() {
   const read = (p) => existsSync(p) ? readFileSync(p, "utf8").trim() : null;
   const driver = read("/sys/devices/system/cpu/cpuidle/current_driver") ?? "none";
+  // The haltpoll module's setting only acts through its cpuidle driver: without a driver the
+  // idle loop halts at once, whatever the module parameter says.
+  if (driver !== "haltpoll") return `cpuidle driver ${driver} (an idle vCPU halts at once)`;
   const pollNs = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
-  if (pollNs === null) return `cpuidle driver ${driver}`;
-  return `cpuidle driver ${driver}, guest halt polling ${pollNs === "0" ? "off" : `up to ${pollNs} ns`}`;
+  return `cpuidle driver haltpoll, guest halt polling ${
+    pollNs === null || pollNs === "0" ? "off" : `up to ${pollNs} ns`
+  }`;
 }
 
 // --- targets -----------------------------------------------------------------------------------
@@ -366,22 +372,26 @@ function runner(kind, runtime, label, flags) {
 }
 
 /**
- * bench/uring_loop.c, built once per run into .tmp/ when a C compiler and liburing's headers are
- * there (`npm run bench` installs them): the loop blkio_bench runs, in C.
+ * The C helpers, built once per run into .tmp/ when a C compiler and liburing's headers are
+ * there (`npm run bench` installs them): bench/uring_loop.c, the loop blkio_bench runs, in C;
+ * bench/syscall_cost.c, what one system call costs here (for the machine line).
  */
 const URING_LOOP = join(ROOT, ".tmp", "uring_loop");
+const SYSCALL_COST = join(ROOT, ".tmp", "syscall_cost");
 let uringLoopBuilt = false;
-function buildUringLoop() {
+function buildC(out, source, libs) {
+  mkdirSync(dirname(out), { recursive: true });
+  const r = spawnSync("cc", ["-O2", "-o", out, join(ROOT, "bench", source), ...libs], { encoding: "utf8" });
+  if (r.status !== 0) console.error(`bench: building bench/${source} failed:\n${r.stderr}`);
+  return r.status === 0;
+}
+function buildHelpers() {
   if (!hasCommand("cc") || !existsSync("/usr/include/liburing.h")) {
     console.error("bench: cc or liburing.h missing: the C liburing loop is left out");
     return;
   }
-  mkdirSync(dirname(URING_LOOP), { recursive: true });
-  const r = spawnSync("cc", ["-O2", "-o", URING_LOOP, join(ROOT, "bench", "uring_loop.c"), "-luring"], {
-    encoding: "utf8",
-  });
-  if (r.status !== 0) console.error(`bench: building bench/uring_loop.c failed:\n${r.stderr}`);
-  else uringLoopBuilt = true;
+  uringLoopBuilt = buildC(URING_LOOP, "uring_loop.c", ["-luring"]);
+  if (buildC(SYSCALL_COST, "syscall_cost.c", [])) m.syscall = firstLine(SYSCALL_COST, []);
 }
 
 const URING_LOOP_CONTENDER = {
@@ -674,7 +684,8 @@ function report(m, targets, results, alloc, minutes) {
     "",
     "Written by `npm run bench` (bench/run.mjs); edit the harness, not this section.",
     "",
-    `Machine: ${m.nproc} vCPU (${m.model}), ${m.memGiB} GiB, Linux ${m.kernel}, ${m.idle}. ` +
+    `Machine: ${m.nproc} vCPU (${m.model}), ${m.memGiB} GiB, Linux ${m.kernel}, ${m.idle}` +
+    `${m.syscall === null ? "" : `, ${m.syscall} ns per system call (bench/syscall_cost.c)`}. ` +
     `Runtimes: Node ${m.node}, ` +
     `${m.deno.replace(/ \(.*/, "")}, Bun ${m.bun}; ${m.fio}; liburing ${m.liburing}. ` +
     `Targets: ${
@@ -768,7 +779,7 @@ console.error(`bench: making targets (${opts.sizeMiB} MiB each)...`);
 const shm = makeShm(opts.sizeMiB);
 const targets = { loop: makeLoop(shm), file: makeFile(opts.sizeMiB), shm, xfs: makeXfs(opts.sizeMiB) };
 FIO_BASELINE_S = measureFioBaseline(targets.file);
-buildUringLoop();
+buildHelpers();
 if (targets.loop === null) {
   console.error("bench: not root (or no losetup): skipping the O_DIRECT loop device rows");
 }
