@@ -156,13 +156,28 @@ function makeLoop(shm) {
   return { path: dev, direct: true, size: shm.size, what: `loop device over a tmpfs file (${dev})` };
 }
 
+/**
+ * Reads a file through, so all of it is in the page cache. Done before every measurement of a
+ * page-cached target, not once: a kernel may page out what was not touched for a while (the
+ * VM of 2026-12-04 runs DAMON's reclaim, which pages out memory idle for 60 s), and the first
+ * round after minutes of other workloads then read from the disk.
+ */
+function pageIn(path) {
+  execFileSync("sh", ["-c", `cat "${path}" > /dev/null`]);
+}
+
 function makeFile(mib) {
   const path = join(os.tmpdir(), `blkio-bench-side-${process.pid}.img`);
   cleanups.push(() => rmSync(path, { force: true }));
   fillRandom(path, mib);
-  execFileSync("sh", ["-c", `cat "${path}" > /dev/null`]); // into the page cache
   const fsType = firstLine("sh", ["-c", `df --output=fstype "${path}" | tail -n 1`]);
-  return { path, direct: false, size: mib * 2 ** 20, what: `page-cached file on ${fsType} (${path})` };
+  return {
+    path,
+    direct: false,
+    size: mib * 2 ** 20,
+    what: `page-cached file on ${fsType} (${path})`,
+    warm: () => pageIn(path),
+  };
 }
 
 /**
@@ -186,12 +201,12 @@ function makeXfs(mib) {
   cleanups.push(() => execFileSync("umount", [dir]));
   const path = join(dir, "file.img");
   fillRandom(path, mib);
-  execFileSync("sh", ["-c", `cat "${path}" > /dev/null`]); // into the page cache
   return {
     path,
     direct: false,
     size: mib * 2 ** 20,
     what: `page-cached file on xfs (${path}, on a loop device over a tmpfs file)`,
+    warm: () => pageIn(path),
   };
 }
 
@@ -509,6 +524,7 @@ function runAll(targets) {
       for (let k = 0; k < list.length; k++) {
         const idx = (k + round) % list.length;
         const c = list[idx];
+        t.warm?.();
         const m = measureOnce(c, w, t);
         runs[idx].push(m);
         step++;
@@ -576,6 +592,7 @@ function markLoopBlockers(results) {
 function runAllocCheck(file) {
   const out = [];
   for (const rt of ["deno", "bun"]) {
+    file.warm?.();
     const [cmd, args] = RUNTIME_CMD[rt](join(ROOT, "bench", "alloc_check.ts"));
     console.error(`alloc check: ${NAME[rt]}, ${opts.allocRequests} requests...`);
     const r = spawnSync(cmd, [
