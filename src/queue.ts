@@ -111,7 +111,12 @@ export class Queue {
     return this.#isPoll;
   }
 
-  /** The completion eventfd (O_NONBLOCK, close-on-exec), or -1 on a poll queue. */
+  /**
+   * The completion eventfd (O_NONBLOCK, close-on-exec), or -1 on a poll queue. Its number is
+   * fixed for the life of the queue. The io_uring driver starts signalling it the first time it
+   * is read (a thread that only waits in {@link doIo} spares the kernel a signal per completion
+   * batch), and then signals once for requests that completed before.
+   */
   get completionFd(): number {
     const dq = this.#live();
     dq.useCompletionFd();
