@@ -94,7 +94,7 @@ function machine() {
     fio: firstLine("fio", ["--version"]),
     liburing: firstLine("dpkg-query", ["-W", "-f", "${Version}", "liburing2"]),
     idle: idleDescription(),
-    /** ns per system call, from bench/syscall_cost.c (set once it is built). */
+    /** ns per system call, from bench/syscall_cost.c (set once it is built: buildHelpers). */
     syscall: null,
   };
 }
@@ -423,13 +423,14 @@ function buildC(out, source, libs) {
   if (r.status !== 0) console.error(`bench: building bench/${source} failed:\n${r.stderr}`);
   return r.status === 0;
 }
+/** Builds both; returns the ns a system call costs (null when it could not be measured). */
 function buildHelpers() {
   if (!hasCommand("cc") || !existsSync("/usr/include/liburing.h")) {
     console.error("bench: cc or liburing.h missing: the C liburing loop is left out");
-    return;
+    return null;
   }
   uringLoopBuilt = buildC(URING_LOOP, "uring_loop.c", ["-luring"]);
-  if (buildC(SYSCALL_COST, "syscall_cost.c", [])) m.syscall = firstLine(SYSCALL_COST, []);
+  return buildC(SYSCALL_COST, "syscall_cost.c", []) ? firstLine(SYSCALL_COST, []) : null;
 }
 
 const URING_LOOP_CONTENDER = {
@@ -827,7 +828,7 @@ console.error(`bench: making targets (${opts.sizeMiB} MiB each)...`);
 const shm = makeShm(opts.sizeMiB);
 const targets = { loop: makeLoop(shm), file: makeFile(opts.sizeMiB), shm, xfs: makeXfs(opts.sizeMiB) };
 FIO_BASELINE_S = measureFioBaseline(targets.file);
-buildHelpers();
+m.syscall = buildHelpers();
 if (targets.loop === null) {
   console.error("bench: not root (or no losetup): skipping the O_DIRECT loop device rows");
 }
