@@ -22,7 +22,7 @@ import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { describe } from "./properties.ts";
 import type { Queue } from "./queue.ts";
-import { errnoError } from "./sys.ts";
+import { errnoError, signalEventfd } from "./sys.ts";
 
 /** Options of {@link BlockDevice.open}. */
 export interface BlockDeviceOpenOptions {
@@ -90,9 +90,6 @@ function park(resolve: (value: void) => void, reject: (reason: unknown) => void)
   parkedReject = reject;
 }
 function noop(): void {}
-
-const ONE = new Uint8Array(new ArrayBuffer(8));
-ONE[0] = 1;
 
 /** Per-queue state of a device. */
 class QueueState {
@@ -682,7 +679,7 @@ export class BlockDevice {
       if (s.retryTimer !== null) clearTimeout(s.retryTimer);
       if (s.waiting) {
         // A completion reaped by a submission can leave a wait behind; wake it up.
-        this.#native.libc.write(s.fd, ONE, 8n);
+        signalEventfd(this.#native, s.fd);
         await s.wait;
       }
       await s.waiter?.close();

@@ -20,7 +20,7 @@ import { type Completion, newCompletion, Op, type OpValue, ReqFlags } from "../.
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { ERRNO } from "../../errno.ts";
-import { closeFd } from "../../sys.ts";
+import { closeFd, signalEventfd } from "../../sys.ts";
 import type { MemTable } from "./mem_table.ts";
 import type { VhostUserClient } from "./vhost_user.ts";
 import {
@@ -542,10 +542,7 @@ export class VirtioBlkQueue implements DriverQueue {
   }
 
   #kick(): void {
-    const one = this.#eight;
-    one.fill(0);
-    one[0] = 1;
-    this.#native.libc.write(this.#kickFd, one, 8n);
+    signalEventfd(this.#native, this.#kickFd);
   }
 
   /** Busy-polls the used ring (poll queues). */
