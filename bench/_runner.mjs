@@ -19,6 +19,7 @@ import process from "node:process";
  * @property {number} depth    requests in flight (concurrent promises, or handles)
  * @property {boolean} direct  open with O_DIRECT
  * @property {number} seconds  measurement length
+ * @property {number} [rampSeconds]  warm-up before the measurement, not counted (fio's ramp_time)
  * @property {number} size     bytes of the target to use
  */
 
@@ -107,6 +108,13 @@ export class Histogram {
    */
   inCallMs = 0;
 
+  /** Forgets everything added: the end of the warm-up. */
+  reset() {
+    this.counts.fill(0);
+    this.totalMs = 0;
+    this.inCallMs = 0;
+  }
+
   /** @param {number} ms a latency in milliseconds (performance.now() difference) */
   add(ms) {
     this.totalMs += ms;
@@ -142,13 +150,18 @@ export class Histogram {
 /**
  * Measures `job.seconds` of I/O: calls `start(deadline)`, which returns a promise of the number
  * of completed requests, and prints the result line. CPU time is the whole process's
- * (`process.cpuUsage()`, every thread: thread pools included).
+ * (`process.cpuUsage()`, every thread: thread pools included). With `job.rampSeconds`, a first
+ * `start` runs that long and what it did is dropped, so JIT compilation is not measured.
  * @param {Job} job
  * @param {Histogram} hist
  * @param {(deadline: number) => Promise<number> | number} start
  * @param {string} [note]
  */
 export async function measure(job, hist, start, note = "") {
+  if (job.rampSeconds > 0) {
+    await start(performance.now() + job.rampSeconds * 1000);
+    hist.reset();
+  }
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const ios = await start(t0 + job.seconds * 1000);

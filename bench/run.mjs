@@ -15,8 +15,12 @@
  * Needs root for the loop device (without it the O_DIRECT rows are skipped).
  *
  * Usage: npm run bench [-- options]   (installs what is missing first)
- *        node bench/run.mjs [--seconds 1] [--rounds 5] [--size-mib 512] [--only <text>]
- *                           [--alloc-requests 5000000] [--no-alloc] [--no-report]
+ *        node bench/run.mjs [--seconds 1] [--ramp-seconds 0.5] [--rounds 5] [--size-mib 512]
+ *                           [--only <text>] [--alloc-requests 5000000] [--no-alloc] [--no-report]
+ *
+ * Every contender first runs its workload for `--ramp-seconds` without counting it (fio's
+ * `ramp_time`; blkio_bench's `--ramp-time`; the runners' and the C loop's `rampSeconds`), so the
+ * JavaScript contenders are measured compiled, not while their JIT warms up.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -33,6 +37,7 @@ const SECTION = "## Side by side with fio and the built-ins";
 function parseArgs(argv) {
   const o = {
     seconds: 1,
+    rampSeconds: 0.5,
     rounds: 5,
     sizeMiB: 512,
     only: null,
@@ -48,7 +53,10 @@ function parseArgs(argv) {
       return v;
     };
     if (a === "--seconds") o.seconds = Math.max(1, Math.round(Number(next())));
-    else if (a === "--rounds") o.rounds = Math.max(1, Number(next()));
+    else if (a === "--ramp-seconds") {
+      o.rampSeconds = Number(next());
+      if (!(o.rampSeconds >= 0)) throw new TypeError("--ramp-seconds needs a number >= 0");
+    } else if (a === "--rounds") o.rounds = Math.max(1, Number(next()));
     else if (a === "--size-mib") o.sizeMiB = Number(next());
     else if (a === "--only") o.only = next();
     else if (a === "--alloc-requests") o.allocRequests = Number(next());
@@ -240,6 +248,7 @@ function blkio(runtime, batch = null, event = false) {
       return [cmd, [
         ...args,
         `--runtime=${opts.seconds}`,
+        `--ramp-time=${opts.rampSeconds}`,
         `--iodepth=${w.depth}`,
         `--readwrite=${w.rw}`,
         `--blocksize=${w.bs}`,
@@ -347,6 +356,7 @@ function fioCommand(w, t, batched) {
     "--randrepeat=0",
     "--time_based",
     `--runtime=${opts.seconds}`,
+    `--ramp_time=${Math.round(opts.rampSeconds * 1000)}ms`,
     "--lat_percentiles=1",
     "--clat_percentiles=0",
     "--percentile_list=50:99",
@@ -360,7 +370,9 @@ function parseFio(stdout, stderr) {
   const d = job.read.total_ios > 0 ? job.read : job.write;
   const pct = d.lat_ns.percentile ?? {};
   const jobThread = ((job.usr_cpu + job.sys_cpu) / 100) * job.job_runtime / 1000;
-  const whole = Math.max(childTimes(stderr) - FIO_BASELINE_S, jobThread);
+  // The process's times cover the ramp too: its share is taken off at the steady rate.
+  const measured = opts.seconds / (opts.seconds + opts.rampSeconds);
+  const whole = Math.max((childTimes(stderr) - FIO_BASELINE_S) * measured, jobThread);
   return {
     iops: d.iops,
     cpuUs: whole * 1e6 / d.total_ios,
@@ -379,6 +391,7 @@ function jobArg(w, t) {
     depth: w.depth,
     direct: t.direct,
     seconds: opts.seconds,
+    rampSeconds: opts.rampSeconds,
     size: t.size,
   };
   return JSON.stringify(job);
@@ -737,14 +750,20 @@ function report(m, targets, results, alloc, minutes) {
       t.map((x) => x.what.replace(/ \(.*\)$/, "")).join("; ")
     } (${opts.sizeMiB} MiB each, filled with ` +
     `random data). ${opts.rounds} rounds of ${opts.seconds} s per contender, alternated (the order rotates ` +
-    `each round); medians shown. The full run took ${minutes.toFixed(1)} min.`,
+    `each round); medians shown.${
+      opts.rampSeconds > 0
+        ? ` Each measurement follows a ${opts.rampSeconds} s warm-up of the same workload that is not ` +
+          "counted (fio's `ramp_time`, blkio_bench `--ramp-time`), so JavaScript is measured compiled."
+        : ""
+    } The full run took ${minutes.toFixed(1)} min.`,
     "",
     "Noise: the machine has 2 shared vCPUs, so single runs can vary by 2x and more (at iodepth 1 on the " +
     "loop device above all: see below); only the medians of alternated rounds are comparable, and only " +
     "within one table. CPU µs/IO is user+sys time of the whole process (every thread: thread pools and io_uring " +
     "workers included) per completed request: `process.cpuUsage()` over the measured interval for the " +
     "JavaScript contenders (blkio_bench `--cpu-usage`), and for fio the shell's `times` for the whole fio " +
-    `run less ${(FIO_BASELINE_S * 1000).toFixed(0)} ms measured for starting and stopping fio (fio's own ` +
+    `run less ${(FIO_BASELINE_S * 1000).toFixed(0)} ms measured for starting and stopping fio, ` +
+    "less the warm-up's share at the same rate (fio's own " +
     "usr/sys % leaves out the io-wq worker threads). Latency is from " +
     "submission to the completion being seen by the program (fio: `lat`, submission included).",
     "",

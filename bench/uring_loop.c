@@ -8,7 +8,8 @@
  * It shows what this machine gives a C program doing the same thing, so the distance between
  * blkio and C is measured apart from the distance between this loop and fio's.
  *
- * Usage: uring_loop '<job json>' with the bench/_runner.mjs job fields; prints the runner line
+ * Usage: uring_loop '<job json>' with the bench/_runner.mjs job fields (rampSeconds optional: a
+ * warm-up whose I/O is not counted, as the other contenders have); prints the runner line
  * {"ios":…,"seconds":…,"usrUs":…,"sysUs":…,"p50Us":…,"p99Us":…,"note":""}.
  * Built by bench/run.mjs: cc -O2 -o .tmp/uring_loop bench/uring_loop.c -luring
  */
@@ -35,6 +36,7 @@ struct job {
   char path[4096];
   char rw[16];
   unsigned long bs, depth, seconds;
+  double ramp_seconds;
   unsigned long long size;
   int direct;
 };
@@ -49,6 +51,14 @@ static const char *field(const char *json, const char *key) {
     exit(2);
   }
   return p + strlen(pat);
+}
+
+/* A number field that may be missing (0 then). */
+static double opt_num_field(const char *json, const char *key) {
+  char pat[64];
+  snprintf(pat, sizeof pat, "\"%s\":", key);
+  const char *p = strstr(json, pat);
+  return p ? strtod(p + strlen(pat), NULL) : 0;
 }
 
 static void str_field(const char *json, const char *key, char *out, size_t cap) {
@@ -113,6 +123,7 @@ int main(int argc, char **argv) {
   j.depth = strtoul(field(argv[1], "depth"), NULL, 10);
   j.seconds = strtoul(field(argv[1], "seconds"), NULL, 10);
   j.size = strtoull(field(argv[1], "size"), NULL, 10);
+  j.ramp_seconds = opt_num_field(argv[1], "rampSeconds");
   j.direct = strncmp(field(argv[1], "direct"), "true", 4) == 0;
   int write = strcmp(j.rw, "randwrite") == 0;
   int seq = strcmp(j.rw, "read") == 0;
@@ -151,11 +162,23 @@ int main(int argc, char **argv) {
 
   struct rusage ru0, ru1;
   getrusage(RUSAGE_SELF, &ru0);
-  double t0 = now_s(), deadline = t0 + (double)j.seconds, t = t0;
+  double t0 = now_s(), t = t0;
+  /* With a warm-up, the deadline is set when it ends and what it did is dropped. */
+  int ramping = j.ramp_seconds > 0;
+  double deadline = t0 + (ramping ? j.ramp_seconds : (double)j.seconds);
   unsigned long long ios = 0;
   for (unsigned long i = 0; i < j.depth; i++) queue_one(&ring, &j, fd, mem, i, write, seq);
   for (unsigned long i = 0; i < j.depth; i++) started[i] = t0;
-  while (t < deadline) {
+  for (;;) {
+    if (t >= deadline) {
+      if (!ramping) break;
+      ramping = 0;
+      ios = 0;
+      lat_n = 0;
+      getrusage(RUSAGE_SELF, &ru0);
+      t0 = t;
+      deadline = t0 + (double)j.seconds;
+    }
     r = io_uring_submit_and_wait(&ring, 1);
     if (r < 0 && r != -EINTR) {
       fprintf(stderr, "uring_loop: io_uring_submit_and_wait: %s\n", strerror(-r));

@@ -28,8 +28,10 @@ export interface WorkerConfig {
   capacity: number;
   /** First sequential offset of this thread. */
   startOffset: number;
-  /** Int32 [0] start flag, [1] stop flag; then one Float64 completion count per thread at byte 8. */
+  /** {@link SHARED_FLAGS} Int32 flags, then one Float64 completion count per thread. */
   shared: SharedArrayBuffer;
+  /** Whether the run starts with a warm-up that ends when {@link Flag.Measure} is set. */
+  ramp: boolean;
   /** Record a latency histogram (`--latency-percentiles`). */
   latencyPercentiles: boolean;
 }
@@ -63,6 +65,22 @@ export const EVENT_PROPERTIES: Readonly<Record<string, (o: BlockDeviceOpenOption
   "num-entries": (o, v) => (o.numEntries = Number(v)),
 };
 
+/** The Int32 flags at the start of {@link WorkerConfig.shared}, set by the main thread. */
+export const Flag = {
+  /** Go: the workers start their I/O. */
+  Start: 0,
+  /** Stop: the workers finish and report. */
+  Stop: 1,
+  /** The warm-up (`--ramp-time`) is over: the workers reset their statistics and measure. */
+  Measure: 2,
+} as const;
+
+/** How many Int32 flags the shared buffer starts with (one spare keeps the counts aligned). */
+export const SHARED_FLAGS = 4;
+
+/** Byte offset of the Float64 completion counts (one per thread) in the shared buffer. */
+export const SHARED_COUNTS = SHARED_FLAGS * 4;
+
 /** Empty statistics (minimums at +Infinity until the first completion). */
 export function newStats(): ThreadStats {
   return {
@@ -76,6 +94,14 @@ export function newStats(): ThreadStats {
     maxCompletions: 0,
     histogram: null,
   };
+}
+
+/** Back to {@link newStats}' values, keeping (and emptying) the histogram: the warm-up's end. */
+export function resetStats(stats: ThreadStats): void {
+  const hist = stats.histogram;
+  Object.assign(stats, newStats());
+  stats.histogram = hist;
+  hist?.fill(0);
 }
 
 /**

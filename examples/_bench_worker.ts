@@ -18,9 +18,13 @@ import {
 } from "../mod.ts";
 import {
   EVENT_PROPERTIES,
+  Flag,
   HISTOGRAM_BUCKETS,
   latencyBucket,
   newStats,
+  resetStats,
+  SHARED_COUNTS,
+  SHARED_FLAGS,
   type ThreadStats,
   type WorkerConfig,
   type WorkerMessage,
@@ -126,11 +130,19 @@ function runQueue(
   // libblkio's --poll disables completion notifications: nobody reads the eventfd.
   if (poll) q.setCompletionFdEnabled(false);
 
-  Atomics.wait(flags, 0, 0);
-  const t0 = performance.now();
+  Atomics.wait(flags, Flag.Start, 0);
+  let t0 = performance.now();
+  let ramping = cfg.ramp;
   for (let i = 0; i < depth; i++) submit(i, t0);
   for (;;) {
-    if (Atomics.load(flags, 1) !== 0) break;
+    if (Atomics.load(flags, Flag.Stop) !== 0) break;
+    if (ramping && Atomics.load(flags, Flag.Measure) !== 0) {
+      // The warm-up is over: what was counted so far is dropped. Requests in flight keep
+      // their start times, so their latencies stay whole.
+      ramping = false;
+      resetStats(stats);
+      t0 = performance.now();
+    }
     stats.calls++;
     const n = q.doIo(out, poll ? 0 : 1, depth);
     if (n === 0) continue;
@@ -210,7 +222,9 @@ async function runEvents(
   const offsets = new Offsets(cfg);
   const isRead = cfg.readwrite === "read" || cfg.readwrite === "randread";
   let batch = 0;
+  let t0 = 0;
   let t1 = -1;
+  let ramping = cfg.ramp;
   const closeBatch = (): void => {
     if (batch < stats.minCompletions) stats.minCompletions = batch;
     if (batch > stats.maxCompletions) stats.maxCompletions = batch;
@@ -224,9 +238,15 @@ async function runEvents(
       const off = offsets.next();
       await (isRead ? dev.read(off, buf) : dev.write(off, buf));
       const now = performance.now();
-      if (Atomics.load(flags, 1) !== 0) {
+      if (Atomics.load(flags, Flag.Stop) !== 0) {
         if (t1 < 0) t1 = now;
         return;
+      }
+      if (ramping && Atomics.load(flags, Flag.Measure) !== 0) {
+        // The warm-up is over (seen by the first lane to look): start counting from here.
+        ramping = false;
+        resetStats(stats);
+        t0 = now;
       }
       if (batch === 0) {
         stats.calls++;
@@ -242,8 +262,8 @@ async function runEvents(
       t = now;
     }
   };
-  Atomics.wait(flags, 0, 0);
-  const t0 = performance.now();
+  Atomics.wait(flags, Flag.Start, 0);
+  t0 = performance.now();
   try {
     await Promise.all(bufs.map(lane));
   } catch (e) {
@@ -263,8 +283,8 @@ function finish(stats: ThreadStats, t0: number, t1: number): ThreadStats {
 }
 
 async function run(cfg: WorkerConfig): Promise<void> {
-  const flags = new Int32Array(cfg.shared, 0, 2);
-  const counts = new Float64Array(cfg.shared, 8);
+  const flags = new Int32Array(cfg.shared, 0, SHARED_FLAGS);
+  const counts = new Float64Array(cfg.shared, SHARED_COUNTS);
   let stats: ThreadStats;
   let b: Blkio | null = null;
   let dev: BlockDevice | null = null;

@@ -225,6 +225,23 @@ test("blkio_bench: --iodepth-batch submits in batches of n (1, and one that leav
   }
 });
 
+test("blkio_bench: --ramp-time runs a warm-up first and counts only what follows", () => {
+  for (const mode of [[], ["--event", "--iodepth=4"]]) {
+    const t0 = performance.now();
+    const { json } = bench(["--ramp-time=0.5", "--latency-percentiles", ...mode]);
+    const secs = (performance.now() - t0) / 1000;
+    assert.ok(secs >= 1.5, `${mode.join(" ")}: took ${secs.toFixed(2)} s, less than ramp + runtime`);
+    const agg = json.aggregate as Record<string, number>;
+    assert.ok(agg.kiops > 0, `${mode.join(" ")}: kiops ${agg.kiops}`);
+    assert.ok(agg.min_lat_us <= agg.mean_lat_us && agg.mean_lat_us <= agg.max_lat_us);
+    assert.ok(agg.p50_lat_us > 0 && agg.p50_lat_us <= agg.p99_lat_us);
+    if (mode.length === 0) {
+      // One request per call at iodepth 1: calls and completions must have been reset together.
+      assert.equal(agg.mean_completions, 1, `mean_completions ${agg.mean_completions}`);
+    }
+  }
+});
+
 test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   let r = tool("blkio_bench", []);
   assert.equal(r.status, 1);
@@ -244,6 +261,11 @@ test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   r = tool("blkio_bench", ["--event", "--iodepth-batch=1", "io_uring"]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^--iodepth-batch does not apply to --event/);
+  for (const bad of ["-1", "abc", "1e3", "", "86401"]) {
+    r = tool("blkio_bench", [`--ramp-time=${bad}`, "io_uring"]);
+    assert.equal(r.status, 1, `--ramp-time=${bad}`);
+    assert.match(r.stderr, /^Invalid ramp-time\n/, `--ramp-time=${bad}`);
+  }
 });
 
 // --- progress on a terminal ----------------------------------------------------------------
