@@ -59,6 +59,20 @@ const RESUBMITTED = 1;
  */
 const OP_CANCEL = 255;
 
+/**
+ * The slot table keeps each slot's numbers together, 8 Float64 (one cache line) per slot, and
+ * its references together, 3 per slot: a request touches a few cache lines instead of one or
+ * two per field. At iodepth 1 every request follows a system call, after which the library's
+ * JavaScript runs about 3x slower than in a loop without one (a fake in-process kernel: ~0.15
+ * against ~0.35-0.7 µs a request, 2026-12-05), so what a request touches matters. Measured
+ * against the struct-of-arrays table: 2% fewer ns per request (8 alternated A/B runs).
+ */
+const S_START = 0, S_LEN = 1, S_DONE = 2, S_ADDR = 3, S_OP = 4, S_PHASE = 5, S_FLAGS = 6, S_USED = 7;
+const SLOT_NUMBERS = 8;
+/** In `#refs`: the caller's userData, the buffer, the iovec list (null when none). */
+const R_UD = 0, R_BUF = 1, R_IOV = 2;
+const SLOT_REFS = 3;
+
 /** Options of {@link IoUringQueue}. */
 export interface IoUringQueueOptions {
   poll: boolean;
@@ -87,22 +101,13 @@ export class IoUringQueue implements DriverQueue {
   readonly #supportsWrite: boolean;
   readonly #supportsFallocate: boolean;
   readonly #rwFlags: number;
-  // Slot table, struct-of-arrays so nothing is allocated per request.
+  // Slot table (see S_START): allocated once, so nothing is allocated per request.
   readonly #cap: number;
   readonly #free: Int32Array;
-  readonly #used: Uint8Array;
   #why = "";
   #freeTop: number;
-  readonly #op: Uint8Array;
-  readonly #phase: Uint8Array;
-  readonly #flags: Uint32Array;
-  readonly #start: Float64Array;
-  readonly #len: Float64Array;
-  readonly #done: Float64Array;
-  readonly #addr: Float64Array;
-  readonly #ud: unknown[];
-  readonly #buf: (Uint8Array | null)[];
-  readonly #iov: (readonly Uint8Array[] | null)[];
+  readonly #slots: Float64Array;
+  readonly #refs: unknown[];
   readonly #iovMem: (Uint32Array | null)[];
   readonly #iovAddr: Float64Array;
   readonly #resubmit: Int32Array;
@@ -163,17 +168,8 @@ export class IoUringQueue implements DriverQueue {
     this.#free = new Int32Array(cap);
     for (let i = 0; i < cap; i++) this.#free[i] = cap - 1 - i;
     this.#freeTop = cap;
-    this.#used = new Uint8Array(cap);
-    this.#op = new Uint8Array(cap);
-    this.#phase = new Uint8Array(cap);
-    this.#flags = new Uint32Array(cap);
-    this.#start = new Float64Array(cap);
-    this.#len = new Float64Array(cap);
-    this.#done = new Float64Array(cap);
-    this.#addr = new Float64Array(cap);
-    this.#ud = new Array(cap).fill(undefined);
-    this.#buf = new Array(cap).fill(null);
-    this.#iov = new Array(cap).fill(null);
+    this.#slots = new Float64Array(cap * SLOT_NUMBERS);
+    this.#refs = new Array(cap * SLOT_REFS).fill(null);
     this.#iovMem = new Array(cap).fill(null);
     this.#iovAddr = new Float64Array(cap);
     this.#resubmit = new Int32Array(cap);
@@ -245,17 +241,19 @@ export class IoUringQueue implements DriverQueue {
       return true;
     }
     const slot = this.#free[--this.#freeTop];
-    this.#used[slot] = 1;
-    this.#op[slot] = op;
-    this.#phase[slot] = 0;
-    this.#flags[slot] = flags;
-    this.#start[slot] = start;
-    this.#len[slot] = len;
-    this.#done[slot] = 0;
-    this.#ud[slot] = userData;
-    this.#buf[slot] = buf;
-    this.#iov[slot] = iovecs;
-    this.#addr[slot] = buf === null ? 0 : bufferAddress(this.#native, buf);
+    const s = this.#slots, b = slot * SLOT_NUMBERS;
+    s[b + S_START] = start;
+    s[b + S_LEN] = len;
+    s[b + S_DONE] = 0;
+    s[b + S_ADDR] = buf === null ? 0 : bufferAddress(this.#native, buf);
+    s[b + S_OP] = op;
+    s[b + S_PHASE] = 0;
+    s[b + S_FLAGS] = flags;
+    s[b + S_USED] = 1;
+    const refs = this.#refs, r = slot * SLOT_REFS;
+    refs[r + R_UD] = userData;
+    refs[r + R_BUF] = buf;
+    refs[r + R_IOV] = iovecs;
     this.#prep(slot);
     return true;
   }
@@ -284,13 +282,14 @@ export class IoUringQueue implements DriverQueue {
     const ring = this.#ring;
     const sq = ring.sqes;
     const i = ring.nextSqe();
-    const done = this.#done[slot];
-    const start = this.#start[slot] + done;
-    const remaining = this.#len[slot] - done;
-    const flags = this.#flags[slot];
-    switch (this.#op[slot]) {
+    const s = this.#slots, b = slot * SLOT_NUMBERS;
+    const done = s[b + S_DONE];
+    const start = s[b + S_START] + done;
+    const remaining = s[b + S_LEN] - done;
+    const flags = s[b + S_FLAGS];
+    switch (s[b + S_OP]) {
       case Op.Read: {
-        const addr = this.#addr[slot] + done;
+        const addr = s[b + S_ADDR] + done;
         // Looked up at each preparation, so a resubmission after an unmap goes plain.
         const fixed = this.#fixedHigh === 0 ? -1 : this.#fixedIndex(addr, remaining);
         if (fixed >= 0) prepReadFixed(sq, i, 0, addr, remaining, start, fixed);
@@ -300,7 +299,7 @@ export class IoUringQueue implements DriverQueue {
         break;
       }
       case Op.Write: {
-        const addr = this.#addr[slot] + done;
+        const addr = s[b + S_ADDR] + done;
         const fixed = this.#fixedHigh === 0 ? -1 : this.#fixedIndex(addr, remaining);
         if (fixed >= 0) prepWriteFixed(sq, i, 0, addr, remaining, start, fixed);
         else if (this.#supportsWrite) prepWrite(sq, i, 0, addr, remaining, start);
@@ -325,8 +324,8 @@ export class IoUringQueue implements DriverQueue {
         break;
       case Op.WriteZeroes:
         // Phase 1 is the flush that emulates FUA once the zeroing has completed.
-        if (this.#phase[slot] === 1) prepFdatasync(sq, i, 0);
-        else prepFallocate(sq, i, 0, this.#zeroMode(flags), this.#start[slot], this.#len[slot]);
+        if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
+        else prepFallocate(sq, i, 0, this.#zeroMode(flags), s[b + S_START], s[b + S_LEN]);
         break;
       case Op.Discard:
         prepFallocate(
@@ -334,8 +333,8 @@ export class IoUringQueue implements DriverQueue {
           i,
           0,
           FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE,
-          this.#start[slot],
-          this.#len[slot],
+          s[b + S_START],
+          s[b + S_LEN],
         );
         break;
     }
@@ -377,7 +376,7 @@ export class IoUringQueue implements DriverQueue {
 
   /** Writes the slot's iovecs minus the first `skip` bytes; returns how many. */
   #fillIovecs(slot: number, skip: number): number {
-    const iov = this.#iov[slot]!;
+    const iov = this.#refs[slot * SLOT_REFS + R_IOV] as readonly Uint8Array[];
     const mem = this.#iovecMemory(slot, iov.length);
     let n = 0;
     for (let k = 0; k < iov.length; k++) {
@@ -420,7 +419,7 @@ export class IoUringQueue implements DriverQueue {
       const r = res[o + 2];
       head = (head + 1) >>> 0;
       if (slot >= cap) continue;
-      if (this.#op[slot] === OP_CANCEL) {
+      if (this.#slots[slot * SLOT_NUMBERS + S_OP] === OP_CANCEL) {
         this.#cancels--;
         this.#release(slot);
         continue;
@@ -428,7 +427,7 @@ export class IoUringQueue implements DriverQueue {
       const ret = this.#finish(slot, r);
       if (ret === RESUBMITTED) continue;
       const c = out[n] ?? (out[n] = newCompletion());
-      c.userData = this.#ud[slot];
+      c.userData = this.#refs[slot * SLOT_REFS + R_UD];
       c.ret = ret;
       c.errorMsg = null;
       n++;
@@ -441,14 +440,15 @@ export class IoUringQueue implements DriverQueue {
   /** The completion value of request `slot` given CQE result `res`, or RESUBMITTED. */
   #finish(slot: number, res: number): number {
     if (res < 0) return res;
-    const op = this.#op[slot];
+    const s = this.#slots, b = slot * SLOT_NUMBERS;
+    const op = s[b + S_OP];
     if (op <= Op.Writev) {
-      const remaining = this.#len[slot] - this.#done[slot];
+      const remaining = s[b + S_LEN] - s[b + S_DONE];
       if (res === remaining) return 0;
       if (res > remaining) return -EIO;
       if (res > 0) {
         // Short read or write: go again for the rest.
-        this.#done[slot] += res;
+        s[b + S_DONE] += res;
         this.#requeue(slot);
         return RESUBMITTED;
       }
@@ -458,8 +458,8 @@ export class IoUringQueue implements DriverQueue {
       }
       return -EIO;
     }
-    if (op === Op.WriteZeroes && (this.#flags[slot] & ReqFlags.FUA) !== 0 && this.#phase[slot] === 0) {
-      this.#phase[slot] = 1;
+    if (op === Op.WriteZeroes && (s[b + S_FLAGS] & ReqFlags.FUA) !== 0 && s[b + S_PHASE] === 0) {
+      s[b + S_PHASE] = 1;
       this.#requeue(slot);
       return RESUBMITTED;
     }
@@ -468,13 +468,14 @@ export class IoUringQueue implements DriverQueue {
 
   /** A read hit end of file: the rest reads as zeroes. */
   #zeroRest(slot: number): void {
-    let skip = this.#done[slot];
-    const buf = this.#buf[slot];
+    let skip = this.#slots[slot * SLOT_NUMBERS + S_DONE];
+    const r = slot * SLOT_REFS;
+    const buf = this.#refs[r + R_BUF] as Uint8Array | null;
     if (buf !== null) {
       buf.fill(0, skip);
       return;
     }
-    for (const b of this.#iov[slot]!) {
+    for (const b of this.#refs[r + R_IOV] as readonly Uint8Array[]) {
       if (skip >= b.byteLength) {
         skip -= b.byteLength;
         continue;
@@ -502,10 +503,11 @@ export class IoUringQueue implements DriverQueue {
   }
 
   #release(slot: number): void {
-    this.#used[slot] = 0;
-    this.#ud[slot] = undefined;
-    this.#buf[slot] = null;
-    this.#iov[slot] = null;
+    this.#slots[slot * SLOT_NUMBERS + S_USED] = 0;
+    const refs = this.#refs, r = slot * SLOT_REFS;
+    refs[r + R_UD] = null;
+    refs[r + R_BUF] = null;
+    refs[r + R_IOV] = null;
     this.#free[this.#freeTop++] = slot;
   }
 
@@ -532,14 +534,16 @@ export class IoUringQueue implements DriverQueue {
 
   cancel(userData: unknown): boolean {
     for (let s = 0; s < this.#cap; s++) {
-      if (this.#used[s] === 0 || this.#ud[s] !== userData) continue;
+      if (this.#slots[s * SLOT_NUMBERS + S_USED] === 0 || this.#refs[s * SLOT_REFS + R_UD] !== userData) {
+        continue;
+      }
       // IOPOLL rings reject ASYNC_CANCEL; without a free slot or SQE the request simply runs to
       // its end. A slot is only reused after its CQE is reaped, and SQEs are issued in order,
       // so this cancel can never hit a later request in the same slot.
       if (!this.isPollQueue && this.#freeTop > 0 && this.#ring.sqSpace() > 0) {
         const c = this.#free[--this.#freeTop];
-        this.#used[c] = 1;
-        this.#op[c] = OP_CANCEL;
+        this.#slots[c * SLOT_NUMBERS + S_USED] = 1;
+        this.#slots[c * SLOT_NUMBERS + S_OP] = OP_CANCEL;
         this.#cancels++;
         const sq = this.#ring.sqes;
         const i = this.#ring.nextSqe();
@@ -553,9 +557,9 @@ export class IoUringQueue implements DriverQueue {
 
   usesBuffer(buffer: ArrayBufferLike): boolean {
     for (let s = 0; s < this.#cap; s++) {
-      const buf = this.#buf[s];
+      const buf = this.#refs[s * SLOT_REFS + R_BUF] as Uint8Array | null;
       if (buf !== null && bufferOf(buf) === buffer) return true;
-      const iov = this.#iov[s];
+      const iov = this.#refs[s * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
       if (iov !== null) { for (const b of iov) if (bufferOf(b) === buffer) return true; }
     }
     return false;
@@ -574,9 +578,10 @@ export class IoUringQueue implements DriverQueue {
       if (r < 0 && r !== -62 && r !== -4 && this.inFlight === before) break;
     }
     for (let s = 0; s < this.#cap; s++) {
-      if (this.#used[s] === 0) continue;
+      if (this.#slots[s * SLOT_NUMBERS + S_USED] === 0) continue;
       // The kernel may still write into these: keep them reachable for the life of the process.
-      abandon(this.#buf[s], this.#iov[s], this.#iovMem[s]);
+      const r = s * SLOT_REFS;
+      abandon(this.#refs[r + R_BUF] as Uint8Array | null, this.#refs[r + R_IOV], this.#iovMem[s]);
       this.#release(s);
     }
     this.#ring.close();
