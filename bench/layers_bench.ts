@@ -13,7 +13,13 @@
  * them alike; medians of the rounds are reported. The differences between rows are what each
  * layer costs per request. All use the same plain (unregistered) buffer and a registered file.
  *
- * Usage: deno run -A bench/layers_bench.ts [--requests 100000] [--rounds 9] [--size-mib 256] [--json]
+ * `--kernel fake` puts a JavaScript stand-in in place of `io_uring_enter` (bench/_fake_kernel.ts:
+ * every SQE completes at once, no data moves): what the JavaScript of each layer costs with no
+ * system call at all. `--kernel fake-syscall` adds one cheap system call (close(-1)) per enter:
+ * the same JavaScript, run right after a trip to the kernel.
+ *
+ * Usage: deno run -A bench/layers_bench.ts [--requests 100000] [--rounds 9] [--size-mib 256]
+ *                                          [--kernel real|fake|fake-syscall] [--json]
  *        bun bench/layers_bench.ts [same options]
  *
  * @module
@@ -23,6 +29,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadError, native } from "../ffi/load.ts";
+import { installFakeKernel } from "./_fake_kernel.ts";
 import { Blkio, type Completion, newCompletion } from "../mod.ts";
 import { Op } from "../src/completion.ts";
 import { CompletionBacklog } from "../src/completion_backlog.ts";
@@ -44,15 +51,25 @@ interface Options {
   requests: number;
   rounds: number;
   sizeMiB: number;
+  kernel: Kernel;
   json: boolean;
 }
 
+const KERNELS = ["real", "fake", "fake-syscall"] as const;
+type Kernel = typeof KERNELS[number];
+
 function parseArgs(argv: string[]): Options {
-  const o: Options = { requests: 100_000, rounds: 9, sizeMiB: 256, json: false };
+  const o: Options = { requests: 100_000, rounds: 9, sizeMiB: 256, kernel: "real", json: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--json") {
       o.json = true;
+      continue;
+    }
+    if (a === "--kernel") {
+      const k = argv[++i] as Kernel;
+      if (!KERNELS.includes(k)) throw new Error(`--kernel needs one of ${KERNELS.join(", ")}`);
+      o.kernel = k;
       continue;
     }
     const key = ({ "--requests": "requests", "--rounds": "rounds", "--size-mib": "sizeMiB" } as const)[
@@ -175,6 +192,7 @@ function main(): void {
     }
     writeFileSync(path, data);
     const blocks = (opts.sizeMiB << 20) / BS;
+    if (opts.kernel !== "real") installFakeKernel(native, opts.kernel === "fake-syscall");
     const layers = [ringLayer(path, blocks), driverLayer(path, blocks), queueLayer(path, blocks)];
     const ns: number[][] = layers.map(() => []);
     for (const l of layers) l.run(Math.min(20_000, opts.requests)); // warm-up: JIT and page cache
@@ -193,8 +211,9 @@ function main(): void {
       return;
     }
     console.log(
-      `${native.runtime}: 4 KiB page-cached random reads at iodepth 1, ${opts.rounds} rounds of ` +
-        `${opts.requests} requests per layer, interleaved; medians`,
+      `${native.runtime}: 4 KiB ${
+        opts.kernel === "real" ? "page-cached random reads" : `reads completed by a ${opts.kernel} kernel`
+      } at iodepth 1, ${opts.rounds} rounds of ${opts.requests} requests per layer, interleaved; medians`,
     );
     let prev = 0;
     for (const r of rows) {
