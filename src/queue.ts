@@ -245,13 +245,14 @@ export class Queue {
       throw BlkioError.of("EINVAL", `out must be an array of Completion: received ${describe(out)}`);
     }
     checkCount("min", min);
-    const growable = Object.isExtensible(out);
+    // Whether `out` may grow is only asked when it matters (Object.isExtensible is a call of
+    // its own, ~10 ns, on every doIo otherwise).
     let max: number;
     if (maxArg === undefined) {
-      max = out.length === 0 && growable ? Infinity : out.length;
+      max = out.length === 0 && Object.isExtensible(out) ? Infinity : out.length;
     } else {
       max = checkCount("max", maxArg);
-      if (max > out.length && !growable) {
+      if (max > out.length && !Object.isExtensible(out)) {
         throw BlkioError.of(
           "EINVAL",
           `max (${max}) exceeds the length of a fixed-size out array (${out.length})`,
