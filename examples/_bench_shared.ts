@@ -34,11 +34,15 @@ export interface WorkerConfig {
   ramp: boolean;
   /** Record a latency histogram (`--latency-percentiles`). */
   latencyPercentiles: boolean;
+  /** Time one request in this many (`--latency-sample`; 1: every request, libblkio's way). */
+  latencySample: number;
 }
 
 /** Per-thread results, as libblkio's `struct io_stats` (latencies in nanoseconds). */
 export interface ThreadStats {
   count: number;
+  /** Requests whose latency was recorded (all of them unless `--latency-sample` > 1). */
+  timed: number;
   runtimeSecs: number;
   minLatencyNs: number;
   maxLatencyNs: number;
@@ -85,6 +89,7 @@ export const SHARED_COUNTS = SHARED_FLAGS * 4;
 export function newStats(): ThreadStats {
   return {
     count: 0,
+    timed: 0,
     runtimeSecs: 0,
     minLatencyNs: Infinity,
     maxLatencyNs: 0,

@@ -100,7 +100,7 @@ function openInstance(cfg: WorkerConfig): { b: Blkio; q: Queue; bufs: Uint8Array
 
 /**
  * The blocking loop of the `wait` and `poll` modes: a request's userData is its index, its
- * start time lives in `started`.
+ * start time lives in `started` (-1: not timed, with `--latency-sample`).
  */
 function runQueue(
   cfg: WorkerConfig,
@@ -122,11 +122,31 @@ function runQueue(
   const batch = cfg.iodepthBatch;
   const submitOnly: Completion[] = [];
   Object.preventExtensions(submitOnly);
-  const submit = (i: number, now: number): void => {
-    started[i] = now;
+  const sample = cfg.latencySample;
+  let untilTimed = 0;
+  const queue = (i: number): void => {
     if (isRead) q.read(offsets.next(), bufs[i], i);
     else q.write(offsets.next(), bufs[i], i);
   };
+  // Every request timed: its latency starts at `now`, the clock read of the batch that freed
+  // its slot, a little before it is really submitted (one clock read per batch instead of two,
+  // and the error only ever adds to the latencies reported). One in `sample`: that one reads
+  // the clock itself, the others not at all.
+  const submit = sample === 1
+    ? (i: number, now: number): void => {
+      started[i] = now;
+      queue(i);
+    }
+    : (i: number): void => {
+      if (untilTimed === 0) {
+        untilTimed = sample - 1;
+        started[i] = performance.now();
+      } else {
+        untilTimed--;
+        started[i] = -1;
+      }
+      queue(i);
+    };
   // libblkio's --poll disables completion notifications: nobody reads the eventfd.
   if (poll) q.setCompletionFdEnabled(false);
 
@@ -146,14 +166,18 @@ function runQueue(
     stats.calls++;
     const n = q.doIo(out, poll ? 0 : 1, depth);
     if (n === 0) continue;
-    const now = performance.now();
+    let now = sample === 1 ? performance.now() : -1;
     if (n < stats.minCompletions) stats.minCompletions = n;
     if (n > stats.maxCompletions) stats.maxCompletions = n;
     for (let k = 0; k < n; k++) {
       const c = out[k];
       const i = c.userData as number;
       if (c.ret !== 0) throw new Error(`I/O request failed: ${c.ret}`);
-      const lat = now - started[i];
+      const start = started[i];
+      if (start < 0) continue;
+      if (now < 0) now = performance.now();
+      stats.timed++;
+      const lat = now - start;
       if (lat < stats.minLatencyNs) stats.minLatencyNs = lat;
       if (lat > stats.maxLatencyNs) stats.maxLatencyNs = lat;
       stats.totalLatencyNs += lat;
@@ -161,9 +185,6 @@ function runQueue(
     }
     stats.count += n;
     counts[cfg.index] = stats.count;
-    // The next requests' latency starts at `now`, a little before they are really submitted:
-    // one clock read per batch instead of two (Deno's performance.now() costs ~80 ns), and the
-    // error only ever adds to the latencies reported.
     if (batch >= n) {
       for (let k = 0; k < n; k++) submit(out[k].userData as number, now);
     } else {
@@ -259,6 +280,7 @@ async function runEvents(
       stats.totalLatencyNs += lat;
       if (hist !== null) hist[latencyBucket(lat * 1e6)]++;
       counts[cfg.index] = ++stats.count;
+      stats.timed++;
       t = now;
     }
   };

@@ -242,6 +242,24 @@ test("blkio_bench: --ramp-time runs a warm-up first and counts only what follows
   }
 });
 
+test("blkio_bench: --latency-sample=8 times one request in 8, and counts them all", () => {
+  const { json } = bench([
+    "--latency-sample=8",
+    "--latency-percentiles",
+    "--iodepth=4",
+    "--readwrite=randread",
+  ]);
+  for (const s of [json.aggregate, ...(json.threads as unknown[])] as Record<string, number>[]) {
+    assert.ok(s.kiops > 0, `kiops ${s.kiops}`);
+    // An untimed request taken for a timed one would have a latency of the whole run (its start
+    // is -1 ms), and a mean over every request instead of the timed ones would fall below min.
+    assert.ok(s.max_lat_us < 1e6, `max_lat_us ${s.max_lat_us}`);
+    assert.ok(s.min_lat_us > 0 && s.min_lat_us <= s.mean_lat_us && s.mean_lat_us <= s.max_lat_us);
+    assert.ok(s.p50_lat_us > 0 && s.p50_lat_us <= s.p99_lat_us);
+    assert.ok(s.mean_completions >= 1 && s.max_completions <= 4, `completions ${s.mean_completions}`);
+  }
+});
+
 test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   let r = tool("blkio_bench", []);
   assert.equal(r.status, 1);
@@ -261,6 +279,12 @@ test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   r = tool("blkio_bench", ["--event", "--iodepth-batch=1", "io_uring"]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^--iodepth-batch does not apply to --event/);
+  r = tool("blkio_bench", ["--latency-sample=0", "io_uring"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Invalid latency-sample\n/);
+  r = tool("blkio_bench", ["--event", "--latency-sample=4", "io_uring"]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^--latency-sample does not apply to --event/);
   for (const bad of ["-1", "abc", "1e3", "", "86401"]) {
     r = tool("blkio_bench", [`--ramp-time=${bad}`, "io_uring"]);
     assert.equal(r.status, 1, `--ramp-time=${bad}`);
