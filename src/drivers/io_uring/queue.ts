@@ -60,12 +60,13 @@ const RESUBMITTED = 1;
 const OP_CANCEL = 255;
 
 /**
- * The slot table keeps each slot's numbers together, 8 Float64 (one cache line) per slot, and
- * its references together, 3 per slot: a request touches a few cache lines instead of one or
- * two per field. At iodepth 1 every request follows a system call, after which the library's
- * JavaScript runs about 3x slower than in a loop without one (a fake in-process kernel: ~0.15
- * against ~0.35-0.7 µs a request, 2026-12-05), so what a request touches matters. Measured
- * against the struct-of-arrays table: 2% fewer ns per request (8 alternated A/B runs).
+ * The slot table keeps each slot's numbers together, 8 Float64 (64 bytes) per slot, and its
+ * references together, 3 per slot: a request touches a few cache lines instead of one or two
+ * per field. At iodepth 1 every request follows a system call, after which the library's
+ * JavaScript runs 3-4x slower than in a loop without one (bench/layers_bench.ts --kernel:
+ * 0.11-0.14 µs a request with no system call, 0.33-0.40 with one, 0.43-0.65 with real reads,
+ * 2026-12-05), so what a request touches matters. Against the struct-of-arrays table this
+ * measured 2% fewer ns per request (8 alternated A/B runs).
  */
 const S_START = 0, S_LEN = 1, S_DONE = 2, S_ADDR = 3, S_OP = 4, S_PHASE = 5, S_FLAGS = 6, S_USED = 7;
 const SLOT_NUMBERS = 8;
