@@ -34,7 +34,9 @@ export interface DriverQueue extends RequestSink {
   completions: CompletionBacklog;
   /**
    * Moves finished requests into `out[n..max)` without blocking; returns the new `n`. Partial
-   * transfers are resubmitted inside and do not count.
+   * transfers are resubmitted inside and do not count. Each goes in through
+   * `completions.deliver`, after the driver has released the request: when that returns false
+   * (an unwritable entry; the completion is in the backlog now) the driver stops and returns.
    */
   reap(out: Completion[], n: number, max: number): number;
   /**

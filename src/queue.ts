@@ -267,20 +267,10 @@ export class Queue {
     const deadline = timeout >= 0 ? performance.now() + timeout / 1e6 : -1;
 
     const completions = this.#completions, backlog = this.#backlog;
-    // Entries that may be filled must be writable objects: a TypeError half-way through a reap
-    // would strand CQEs whose slots were already released. Only as many as could complete.
-    const fillable = Math.min(max, out.length, completions.length + dq.inFlight + backlog.length);
-    for (let i = 0; i < fillable; i++) {
-      const c = out[i];
-      if (c != null && (typeof c !== "object" || !Object.isExtensible(c))) {
-        throw BlkioError.of(
-          "EINVAL",
-          `out[${i}] must be a writable Completion object: received ${describe(c)}`,
-        );
-      }
-    }
+    // Completions go into `out` through completions.deliver, which parks one it cannot write
+    // (a frozen entry, say) and flags it; checked after every fill and reap below.
     let n = completions.fill(out, 0, max);
-    if (n < max) {
+    if (n < max && completions.badOut < 0) {
       const m = dq.reap(out, n, max);
       if (m > n) {
         n = m;
@@ -290,6 +280,7 @@ export class Queue {
         if (n < max && completions.length > 0) n = completions.fill(out, n, max);
       }
     }
+    if (completions.badOut >= 0) throw this.#badOutError(out, n);
     if (min > n + dq.inFlight + backlog.length + completions.length) {
       completions.unfill(out, n);
       throw BlkioError.of("EINVAL", "min_completions is larger than total outstanding requests");
@@ -314,6 +305,7 @@ export class Queue {
         if (backlog.length > 0) backlog.process(dq);
         if (n < max && completions.length > 0) n = completions.fill(out, n, max);
       }
+      if (completions.badOut >= 0) throw this.#badOutError(out, n);
       if (n >= min && dq.pendingSubmit === 0) break;
       if (r < 0 && !(r === -EINTR && !intr) && !(r === -ETIME && n >= min)) {
         completions.unfill(out, n);
@@ -325,6 +317,17 @@ export class Queue {
       }
     }
     return n;
+  }
+
+  /** EINVAL for the `out` entry a completion could not be written to; out[0..n) go back too. */
+  #badOutError(out: Completion[], n: number): BlkioError {
+    const completions = this.#completions;
+    const { index, value } = completions.takeBadOut();
+    completions.unfill(out, n);
+    return BlkioError.of(
+      "EINVAL",
+      `out[${index}] must be a writable Completion object: received ${describe(value)}`,
+    );
   }
 
   #enterError(errno: number): BlkioError {

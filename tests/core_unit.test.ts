@@ -652,10 +652,8 @@ class FakeQueue implements DriverQueue {
   reap(out: Completion[], n: number, max: number): number {
     while (n < max && this.done.length > 0) {
       const { req, ret } = this.done.shift()!;
-      const c = out[n] ?? (out[n] = newCompletion());
-      c.userData = req.ud;
-      c.ret = ret;
-      c.errorMsg = null;
+      // The driver contract: the request is released first, then delivered; stop on refusal.
+      if (!this.completions.deliver(out, n, req.ud, ret, null)) break;
       n++;
     }
     return n;
@@ -906,6 +904,76 @@ test("queue: doIo argument checks", () => {
   assert.equal(pre.length, 1);
   assert.equal(first.userData, "x");
 });
+
+test("queue: an out entry that refuses a completion → EINVAL, and every completion still comes exactly once", () => {
+  const throwingSetter = newCompletion();
+  Object.defineProperty(throwingSetter, "ret", {
+    set() {
+      throw new Error("no");
+    },
+  });
+  const refusing = new Proxy(newCompletion(), {
+    set() {
+      throw new Error("no");
+    },
+  });
+  const frozen = Object.freeze(newCompletion());
+  const bad: [string, unknown, RegExp][] = [
+    ["frozen", frozen, /out\[2\] must be a writable Completion object: received Object/],
+    ["a number", 7, /out\[2\] must be a writable Completion object: received 7/],
+    [
+      "a Proxy that refuses writes",
+      refusing,
+      /out\[2\] must be a writable Completion object: received Object/,
+    ],
+    ["an object whose ret setter throws", throwingSetter, /out\[2\] must be a writable Completion object/],
+  ];
+  for (const [what, entry, msg] of bad) {
+    const { q, dq } = queueWith();
+    for (let i = 0; i < 5; i++) q.read(i * 8, buf(), i);
+    q.doIo([], 0, 0);
+    dq.finish("all");
+    const out = [newCompletion(), newCompletion(), entry as Completion, newCompletion(), newCompletion()];
+    const before = out.slice();
+    assertErrno(() => q.doIo(out, 5, 5), "EINVAL", msg);
+    assert.deepEqual(out, before, what);
+    // Fixed, the next call returns all five, each once: the refused one was kept, not lost.
+    const got = reapAllFrom(q, 5);
+    assert.deepEqual(got.sort(), [0, 1, 2, 3, 4], what);
+    assert.equal(dq.inFlight, 0, what);
+  }
+});
+
+test("queue: a completion from the backlog that an out entry refuses stays first in line", () => {
+  const { q, dq } = queueWith();
+  dq.unsupportedOp = Op.Discard;
+  q.discard(0, 8, "made");
+  q.read(0, buf(), "read");
+  q.doIo([], 0, 0);
+  dq.finish("all");
+  assertErrno(() => q.doIo([Object.freeze(newCompletion())], 1, 1), "EINVAL", /out\[0\]/);
+  // A frozen array with a hole cannot take a new Completion either.
+  // deno-lint-ignore no-sparse-arrays
+  assertErrno(
+    () => q.doIo(Object.freeze([,]) as unknown as Completion[], 1, 1),
+    "EINVAL",
+    /out\[0\].*received undefined/,
+  );
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 2), 2);
+  assert.deepEqual(uds(out, 2), ["made", "read"]);
+});
+
+/** Reaps `count` completions one doIo at a time; returns their userData. */
+function reapAllFrom(q: Queue, count: number): unknown[] {
+  const got: unknown[] = [];
+  const out: Completion[] = [];
+  while (got.length < count) {
+    const n = q.doIo(out, 1);
+    got.push(...uds(out, n));
+  }
+  return got;
+}
 
 test("queue: poll queues enter once for min 0, and refuse doIoInterruptible", () => {
   const { q, dq } = queueWith({ poll: true });

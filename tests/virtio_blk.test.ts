@@ -331,6 +331,23 @@ vtest("read: data written to the image file directly reads back", () => {
   assert.deepEqual(buf, data);
 });
 
+vtest("read: an out entry that refuses a completion loses none of a batch", () => {
+  using b = start();
+  const q = b.getQueue(0)!;
+  const mem = mapped(b, 8 * 4096);
+  for (let i = 0; i < 8; i++) q.read(i * 4096, mem.subarray(i * 4096, (i + 1) * 4096), i);
+  const out = Array.from({ length: 8 }, () => ({ userData: null as unknown, ret: -1, errorMsg: null }));
+  out[5] = Object.freeze(out[5]);
+  assert.throws(() => q.doIo(out, 8, 8, WAIT), /out\[5\] must be a writable Completion object/);
+  const seen = reapAll(q, 8).map((c) => {
+    assert.equal(c.ret, 0, `ret ${c.ret} ${c.errorMsg}`);
+    return c.userData as number;
+  });
+  assert.deepEqual(seen.sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(mem, image(0, 8 * 4096));
+  assert.equal(one(q, (ud) => q.flush(ud), "flush after").ret, 0);
+});
+
 vtest("write: data lands in the image file", () => {
   using b = start();
   const q = b.getQueue(0)!;

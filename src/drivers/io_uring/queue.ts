@@ -7,7 +7,7 @@
  * @module
  */
 import type { Native } from "../../../ffi/types.ts";
-import { type Completion, newCompletion, Op, type OpValue, ReqFlags } from "../../completion.ts";
+import { type Completion, Op, type OpValue, ReqFlags } from "../../completion.ts";
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
@@ -427,12 +427,11 @@ export class IoUringQueue implements DriverQueue {
       }
       const ret = this.#finish(slot, r);
       if (ret === RESUBMITTED) continue;
-      const c = out[n] ?? (out[n] = newCompletion());
-      c.userData = this.#refs[slot * SLOT_REFS + R_UD];
-      c.ret = ret;
-      c.errorMsg = null;
-      n++;
+      const userData = this.#refs[slot * SLOT_REFS + R_UD];
       this.#release(slot);
+      // An unwritable out entry: the completion went to the backlog, and this CQE is consumed.
+      if (!this.completions.deliver(out, n, userData, ret, null)) break;
+      n++;
     }
     ring.setCqHead(head);
     return n;

@@ -16,7 +16,7 @@
  */
 import type { Native } from "../../../ffi/types.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
-import { type Completion, newCompletion, Op, type OpValue, ReqFlags } from "../../completion.ts";
+import { type Completion, Op, type OpValue, ReqFlags } from "../../completion.ts";
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { ERRNO } from "../../errno.ts";
@@ -417,17 +417,16 @@ export class VirtioBlkQueue implements DriverQueue {
       const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
       const ret = this.#finish(slot, status);
       if (ret === CONTINUED) continue;
-      const c = out[n] ?? (out[n] = newCompletion());
-      c.userData = this.#ud[slot];
-      c.ret = ret;
-      c.errorMsg = ret === 0 ? null : this.#why;
-      n++;
+      const userData = this.#ud[slot];
       this.#release(slot);
+      // An unwritable out entry: the completion went to the backlog, and this one is consumed.
+      if (!this.completions.deliver(out, n, userData, ret, ret === 0 ? null : this.#why)) break;
+      n++;
     }
     if (this.#resubmitCount > 0) this.#flushResubmits();
     if (n === n0 && this.#ringCount > 0 && this.#broken === null) this.#maybeCheckHangup();
     if (this.#broken !== null && this.inFlight > 0) this.#failAll();
-    if (n < max && this.completions.length > 0 && this.#broken !== null) {
+    if (n < max && this.completions.length > 0 && this.#broken !== null && this.completions.badOut < 0) {
       n = this.completions.fill(out, n, max);
     }
     return n;
