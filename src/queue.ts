@@ -210,7 +210,8 @@ export class Queue {
    * there. Returns how many were filled (`min <= n <= max`). `max` defaults to `out.length`, or
    * no limit when `out` is an empty growable array. Completion objects already in `out` are
    * reused. On `ETIME` (timeout) nothing is lost: completions reaped so far come back from the
-   * next call.
+   * next call. Nor on an entry that cannot take a completion (frozen, a primitive): `EINVAL`, and
+   * the next call with a usable array returns everything.
    */
   doIo(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
     const len = Array.isArray(out) ? out.length : 0;

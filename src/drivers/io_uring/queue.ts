@@ -400,7 +400,10 @@ export class IoUringQueue implements DriverQueue {
     // kernel (COOP_TASKRUN): a caller polling with doIo(min 0) would otherwise wait for the next
     // timer tick. With SQEs pending, the io_uring_enter submitting them runs it anyway.
     const ring = this.#ring;
-    if (n < max && ring.taskrunFlag && this.pendingSubmit === 0 && ring.taskWorkPending()) {
+    if (
+      n < max && ring.taskrunFlag && this.pendingSubmit === 0 && this.completions.badOut < 0 &&
+      ring.taskWorkPending()
+    ) {
       ring.runTaskWork();
       n = this.#reapCq(out, n, max);
     }
