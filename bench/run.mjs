@@ -226,7 +226,8 @@ function makeXfs(mib) {
  * time stamp counter instead). At iodepth 32 one clock read per batch already costs nothing.
  * 32 rather than 8: blkio_bench's loop in one process, Deno, 3 runs, took 45-160 ns less a
  * request (1.5-5%; the same loop against itself moved 2-80 ns), and a 1 s round at 250k IOPS
- * still times ~8,000 requests, enough for a p99.
+ * still times ~8,000 requests, enough for a p99. The timed ones run a little slower for their
+ * colder clock reads (p50 +0.1 µs against 1 in 8, BENCHMARKS.md): pessimistic, not flattering.
  */
 const LATENCY_SAMPLE = 32;
 
