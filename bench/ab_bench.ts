@@ -22,7 +22,7 @@
  */
 import process from "node:process";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -126,7 +126,7 @@ async function main(): Promise<void> {
       usage(`git archive ${opts.base} failed (needs git and the repository): ${(e as Error).message}`);
     }
     const baseDir = join(dir, "base");
-    execFileSync("mkdir", [baseDir]);
+    mkdirSync(baseDir);
     execFileSync("tar", ["-x", "-C", baseDir], { input: archive });
     const base = await import(pathToFileURL(join(baseDir, "mod.ts")).href) as Lib;
 
