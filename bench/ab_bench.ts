@@ -22,11 +22,12 @@
  */
 import process from "node:process";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as current from "../mod.ts";
+import { median, writePageCachedFile } from "./_common.ts";
 
 const BS = 4096;
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -109,12 +110,6 @@ function readLoop(lib: Lib, path: string, blocks: number, buffer: Options["buffe
   };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const dir = mkdtempSync(join(tmpdir(), "blkio-ab-"));
@@ -130,13 +125,8 @@ async function main(): Promise<void> {
     execFileSync("tar", ["-x", "-C", baseDir], { input: archive });
     const base = await import(pathToFileURL(join(baseDir, "mod.ts")).href) as Lib;
 
-    // Random bytes written by this process, so every page is in the page cache.
     const path = join(dir, "file.img");
-    const data = new Uint8Array(opts.sizeMiB << 20);
-    for (let off = 0; off < data.length; off += 65536) {
-      crypto.getRandomValues(data.subarray(off, off + 65536));
-    }
-    writeFileSync(path, data);
+    writePageCachedFile(path, opts.sizeMiB);
     const blocks = (opts.sizeMiB << 20) / BS;
 
     const made = opts.order === "AB"

@@ -20,6 +20,7 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import process from "node:process";
 import { Blkio, BlockDevice, type Completion } from "../mod.ts";
+import { median } from "./_common.ts";
 
 interface Options {
   seconds: number;
@@ -94,12 +95,6 @@ function stealMs(): number {
   } catch {
     return NaN;
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 function randomOffset(blocks: number): number {

@@ -25,11 +25,12 @@
  * @module
  */
 import process from "node:process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadError, native } from "../ffi/load.ts";
 import { installFakeKernel } from "./_fake_kernel.ts";
+import { median, writePageCachedFile } from "./_common.ts";
 import { Blkio, type Completion, newCompletion } from "../mod.ts";
 import { Op } from "../src/completion.ts";
 import { CompletionBacklog } from "../src/completion_backlog.ts";
@@ -81,12 +82,6 @@ function parseArgs(argv: string[]): Options {
     o[key] = v;
   }
   return o;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 /** A layer: runs `count` requests at iodepth 1, throws if one fails. */
@@ -185,12 +180,7 @@ function main(): void {
   const dir = mkdtempSync(join(tmpdir(), "blkio-layers-"));
   const path = join(dir, "file.img");
   try {
-    // Random bytes, written (and so page-cached) by this process; 64 KiB is getRandomValues' limit.
-    const data = new Uint8Array(opts.sizeMiB << 20);
-    for (let off = 0; off < data.length; off += 65536) {
-      crypto.getRandomValues(data.subarray(off, off + 65536));
-    }
-    writeFileSync(path, data);
+    writePageCachedFile(path, opts.sizeMiB);
     const blocks = (opts.sizeMiB << 20) / BS;
     if (opts.kernel !== "real") installFakeKernel(native, opts.kernel === "fake-syscall");
     const layers = [ringLayer(path, blocks), driverLayer(path, blocks), queueLayer(path, blocks)];
