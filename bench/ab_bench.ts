@@ -1,8 +1,11 @@
 /**
- * The library at a git revision against the working tree, in one process: 4 KiB random reads of
- * a page-cached file at iodepth 1 through `Queue.read` + `doIo(out, 1, 1)`, the two versions in
- * interleaved rounds (the order rotated each round), medians and the median of the per-round
- * ratios new/base.
+ * The library at a git revision against the working tree, in one process: 4 KiB random reads (or
+ * writes) through `Queue.read` / `Queue.write` + `doIo(out, 1, iodepth)`, every completed request
+ * replaced at once (blkio_bench's default loop), the two versions in interleaved rounds (the order
+ * rotated each round), medians and the median of the per-round ratios new/base. By default on a
+ * page-cached file it writes itself, at iodepth 1; `--path` takes any file or block device
+ * (`--direct` for O_DIRECT; `--rw write` overwrites it with random data). `--event` sends the
+ * requests through `BlockDevice` instead, `iodepth` loops each awaiting one request at a time.
  *
  * Why in one process: on a shared VM the speed of separate runs drifts by ±10-40% within
  * minutes, while two copies of the same code in one process stay within a few per cent of each
@@ -15,14 +18,15 @@
  *
  * Usage: deno run -A bench/ab_bench.ts [--base HEAD] [--rounds 11] [--requests 100000]
  *                                     [--order AB|BA] [--size-mib 256] [--buffer region|plain]
- *                                     [--json]
+ *                                     [--iodepth 1] [--rw read|write] [--path P [--direct]]
+ *                                     [--event] [--json]
  *        bun bench/ab_bench.ts [same options]
  *
  * @module
  */
 import process from "node:process";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -39,6 +43,12 @@ interface Options {
   order: "AB" | "BA";
   sizeMiB: number;
   buffer: "region" | "plain";
+  iodepth: number;
+  rw: "read" | "write";
+  /** A file or block device to use instead of a page-cached file made for the run. */
+  path: string | null;
+  direct: boolean;
+  event: boolean;
   json: boolean;
 }
 
@@ -55,12 +65,19 @@ function parseArgs(argv: string[]): Options {
     order: "AB",
     sizeMiB: 256,
     buffer: "region",
+    iodepth: 1,
+    rw: "read",
+    path: null,
+    direct: false,
+    event: false,
     json: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === "--json") {
-      o.json = true;
+    if (a === "--json" || a === "--direct" || a === "--event") {
+      if (a === "--json") o.json = true;
+      else if (a === "--direct") o.direct = true;
+      else o.event = true;
       continue;
     }
     const v = argv[++i];
@@ -68,46 +85,110 @@ function parseArgs(argv: string[]): Options {
     if (a === "--base") o.base = v;
     else if (a === "--order" && (v === "AB" || v === "BA")) o.order = v;
     else if (a === "--buffer" && (v === "region" || v === "plain")) o.buffer = v;
-    else if (a === "--rounds" || a === "--requests" || a === "--size-mib") {
+    else if (a === "--rw" && (v === "read" || v === "write")) o.rw = v;
+    else if (a === "--path") o.path = v;
+    else if (a === "--rounds" || a === "--requests" || a === "--size-mib" || a === "--iodepth") {
       const n = Number(v);
       if (!Number.isInteger(n) || n <= 0) usage(`${a} needs a positive integer`);
       if (a === "--rounds") o.rounds = n;
       else if (a === "--requests") o.requests = n;
+      else if (a === "--iodepth") o.iodepth = n;
       else o.sizeMiB = n;
     } else usage(`unknown option or value: ${a} ${v}`);
   }
+  if (o.direct && o.buffer === "plain") usage("--direct needs --buffer region (aligned memory)");
+  if (o.direct && o.path === null) usage("--direct needs --path (the file made for the run is page-cached)");
   return o;
 }
 
 /** What both versions of mod.ts export and this uses. */
-type Lib = Pick<typeof current, "Blkio" | "newCompletion">;
+type Lib = Pick<typeof current, "Blkio" | "BlockDevice" | "newCompletion">;
 
-/** A read loop at iodepth 1 over `path` through library `lib`; throws if a read fails. */
-function readLoop(lib: Lib, path: string, blocks: number, buffer: Options["buffer"]) {
+/** One version's loop: `run` does `count` requests. */
+interface Loop {
+  run(count: number): void | Promise<void>;
+  close(): void | Promise<void>;
+}
+
+/**
+ * A loop keeping `opts.iodepth` requests in flight on `path` through library `lib`, replacing
+ * each completed one at once; throws if a request fails.
+ */
+function ioLoop(lib: Lib, path: string, blocks: number, opts: Options): Loop {
+  const depth = opts.iodepth;
   const b = lib.Blkio.create("io_uring");
   b.setStr("path", path);
-  b.setBool("read-only", true);
+  b.setBool("direct", opts.direct);
+  b.setBool("read-only", opts.rw === "read");
   b.connect();
+  if (depth > 128) b.setInt("num-entries", depth); // 128 by default
   b.start();
   const q = b.getQueue(0)!;
-  let buf: Uint8Array;
-  if (buffer === "region") {
-    const r = b.allocMemRegion(BS);
+  let mem: Uint8Array;
+  if (opts.buffer === "region") {
+    const r = b.allocMemRegion(depth * BS);
     b.mapMemRegion(r);
-    buf = r.bytes.subarray(0, BS);
+    mem = r.bytes;
   } else {
-    buf = new Uint8Array(new ArrayBuffer(BS));
+    mem = new Uint8Array(new ArrayBuffer(depth * BS));
   }
-  const out = [lib.newCompletion()];
+  if (opts.rw === "write") crypto.getRandomValues(mem.subarray(0, Math.min(mem.length, 65536)));
+  const bufs = Array.from({ length: depth }, (_, i) => mem.subarray(i * BS, (i + 1) * BS));
+  const out = Array.from({ length: depth }, () => lib.newCompletion());
+  const write = opts.rw === "write";
+  const issue = (i: number): void => {
+    const off = Math.floor(Math.random() * blocks) * BS;
+    if (write) q.write(off, bufs[i], i);
+    else q.read(off, bufs[i], i);
+  };
   return {
     run(count: number): void {
-      for (let k = 0; k < count; k++) {
-        q.read(Math.floor(Math.random() * blocks) * BS, buf, k);
-        if (q.doIo(out, 1, 1) !== 1 || out[0].ret !== 0) throw new Error(`read failed: ${out[0].ret}`);
+      let issued = 0, done = 0;
+      for (; issued < Math.min(depth, count); issued++) issue(issued);
+      while (done < count) {
+        const n = q.doIo(out, 1, depth);
+        for (let k = 0; k < n; k++) {
+          const c = out[k];
+          if (c.ret !== 0) throw new Error(`${opts.rw} failed: ${c.ret} ${c.errorMsg}`);
+          done++;
+          if (issued < count) {
+            issue(c.userData as number);
+            issued++;
+          }
+        }
       }
     },
     close: () => b.destroy(),
   };
+}
+
+/** The same through `BlockDevice`: `opts.iodepth` loops each awaiting one request at a time. */
+async function eventLoop(lib: Lib, path: string, blocks: number, opts: Options): Promise<Loop> {
+  const dev = await lib.BlockDevice.open(path, { direct: opts.direct, readOnly: opts.rw === "read" });
+  const mem = dev.allocBuffer(opts.iodepth * BS);
+  if (opts.rw === "write") crypto.getRandomValues(mem.subarray(0, Math.min(mem.length, 65536)));
+  const write = opts.rw === "write";
+  const lane = async (i: number, count: number): Promise<void> => {
+    const buf = mem.subarray(i * BS, (i + 1) * BS);
+    for (let k = 0; k < count; k++) {
+      const off = Math.floor(Math.random() * blocks) * BS;
+      await (write ? dev.write(off, buf) : dev.read(off, buf));
+    }
+  };
+  return {
+    async run(count: number): Promise<void> {
+      const d = opts.iodepth, per = Math.floor(count / d), extra = count % d;
+      await Promise.all(Array.from({ length: d }, (_, i) => lane(i, per + (i < extra ? 1 : 0))));
+    },
+    close: () => dev.close(),
+  };
+}
+
+/** The size in bytes of a file or block device. */
+function sizeOf(path: string): number {
+  const st = statSync(path);
+  if (!st.isBlockDevice()) return st.size;
+  return Number(execFileSync("blockdev", ["--getsize64", path], { encoding: "utf8" }).trim());
 }
 
 async function main(): Promise<void> {
@@ -125,31 +206,36 @@ async function main(): Promise<void> {
     execFileSync("tar", ["-x", "-C", baseDir], { input: archive });
     const base = await import(pathToFileURL(join(baseDir, "mod.ts")).href) as Lib;
 
-    const path = join(dir, "file.img");
-    writePageCachedFile(path, opts.sizeMiB);
-    const blocks = (opts.sizeMiB << 20) / BS;
+    let path = opts.path;
+    if (path === null) {
+      path = join(dir, "file.img");
+      writePageCachedFile(path, opts.sizeMiB);
+    }
+    let size: number;
+    try {
+      size = sizeOf(path);
+    } catch (e) {
+      usage(`cannot use --path ${path}: ${(e as Error).message}`);
+    }
+    const blocks = Math.floor(size / BS);
+    if (blocks < 1) usage(`${path} is smaller than one block`);
 
-    const made = opts.order === "AB"
-      ? [["base", readLoop(base, path, blocks, opts.buffer)], [
-        "new",
-        readLoop(current, path, blocks, opts.buffer),
-      ]]
-      : [["new", readLoop(current, path, blocks, opts.buffer)], [
-        "base",
-        readLoop(base, path, blocks, opts.buffer),
-      ]];
-    const loops = made as [string, ReturnType<typeof readLoop>][];
-    for (const [, l] of loops) l.run(Math.min(30_000, opts.requests)); // warm-up: JIT and page cache
+    const make = (lib: Lib): Loop | Promise<Loop> =>
+      opts.event ? eventLoop(lib, path, blocks, opts) : ioLoop(lib, path, blocks, opts);
+    const names = opts.order === "AB" ? ["base", "new"] : ["new", "base"];
+    const loops: [string, Loop][] = [];
+    for (const name of names) loops.push([name, await make(name === "base" ? base : current)]);
+    for (const [, l] of loops) await l.run(Math.min(30_000, opts.requests)); // warm-up: JIT and page cache
     const ns: Record<string, number[]> = { base: [], new: [] };
     for (let r = 0; r < opts.rounds; r++) {
       for (let k = 0; k < loops.length; k++) {
         const [name, l] = loops[(k + r) % loops.length];
         const t0 = performance.now();
-        l.run(opts.requests);
+        await l.run(opts.requests);
         ns[name].push((performance.now() - t0) * 1e6 / opts.requests);
       }
     }
-    for (const [, l] of loops) l.close();
+    for (const [, l] of loops) await l.close();
     const ratio = median(ns.new.map((x, i) => x / ns.base[i]));
     const runtime = "Bun" in globalThis ? "bun" : "deno";
     const result = {
@@ -157,6 +243,11 @@ async function main(): Promise<void> {
       base: opts.base,
       order: opts.order,
       buffer: opts.buffer,
+      iodepth: opts.iodepth,
+      rw: opts.rw,
+      path: opts.path,
+      direct: opts.direct,
+      event: opts.event,
       rounds: opts.rounds,
       requests: opts.requests,
       baseNs: Math.round(median(ns.base)),
@@ -169,7 +260,10 @@ async function main(): Promise<void> {
     }
     console.log(
       `${runtime}: ${opts.base} ${result.baseNs} ns, working tree ${result.newNs} ns a request ` +
-        `(4 KiB page-cached reads, iodepth 1, ${opts.rounds} rounds of ${opts.requests}, order ${opts.order}); ` +
+        `(4 KiB ${opts.rw}s of ${opts.path ?? "a page-cached file"}${opts.direct ? " with O_DIRECT" : ""}, ` +
+        `iodepth ${opts.iodepth}${
+          opts.event ? " through BlockDevice" : ""
+        }, ${opts.rounds} rounds of ${opts.requests}, order ${opts.order}); ` +
         `new/base, median of the rounds' ratios: ${result.ratio.toFixed(3)}`,
     );
   } finally {

@@ -42,6 +42,20 @@ test("ab_bench: HEAD against the working tree, both orders, sane figures", { ski
   }
 });
 
+test("ab_bench: writes at iodepth 8, and reads through BlockDevice", { skip: SKIP ?? false }, () => {
+  const common = ["--rounds", "2", "--requests", "2000", "--size-mib", "8", "--iodepth", "8", "--json"];
+  for (const extra of [["--rw", "write"], ["--event"]]) {
+    const r = abBench([...common, ...extra]);
+    assert.equal(r.status, 0, r.stderr);
+    const res = JSON.parse(r.stdout);
+    assert.equal(res.iodepth, 8);
+    assert.equal(res.rw, extra[0] === "--rw" ? "write" : "read");
+    assert.equal(res.event, extra[0] === "--event");
+    for (const k of ["baseNs", "newNs"]) assert.ok(res[k] > 100 && res[k] < 1e6, `${k} ${res[k]}`);
+    assert.ok(res.ratio > 0.2 && res.ratio < 5, `ratio ${res.ratio}`);
+  }
+});
+
 test("ab_bench: bad options and an unknown revision exit 2 with the reason", { skip: SKIP ?? false }, () => {
   let r = abBench(["--rounds", "0"]);
   assert.equal(r.status, 2);
@@ -49,6 +63,12 @@ test("ab_bench: bad options and an unknown revision exit 2 with the reason", { s
   r = abBench(["--order", "CA"]);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /unknown option or value: --order CA/);
+  r = abBench(["--direct"]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--direct needs --path/);
+  r = abBench(["--path", "/no/such/file", "--rounds", "1", "--requests", "10"]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /cannot use --path \/no\/such\/file: ENOENT/);
   r = abBench(["--base", "no-such-revision-here", "--rounds", "1", "--requests", "10"]);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /git archive no-such-revision-here failed/);
