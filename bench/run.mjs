@@ -143,8 +143,16 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
   });
 }
 
+/**
+ * Writes `mib` MiB of random data in 4 KiB blocks, as the 4 KiB workloads write. The block size
+ * decides the page cache's folio size on ext4 (large folios since Linux 6.16), and with it what
+ * a 4 KiB buffered write costs there: on a file written in 1 MiB blocks every contender, fio
+ * included, did 40k-230k random writes a second at iodepth 32 (the kernel's own work, ~25 µs
+ * CPU per write), against 650k-950k for the C loop on one written in 4 KiB blocks; reads and
+ * XFS move far less (BENCHMARKS.md).
+ */
 function fillRandom(path, mib) {
-  execFileSync("dd", ["if=/dev/urandom", `of=${path}`, "bs=1M", `count=${mib}`, "status=none"]);
+  execFileSync("dd", ["if=/dev/urandom", `of=${path}`, "bs=4k", `count=${mib * 256}`, "status=none"]);
 }
 
 /** A file on tmpfs: read buffered itself, and the backing file of the loop device. */
@@ -762,7 +770,7 @@ function report(m, targets, results, alloc, minutes) {
     `Targets: ${
       t.map((x) => x.what.replace(/ \(.*\)$/, "")).join("; ")
     } (${opts.sizeMiB} MiB each, filled with ` +
-    `random data). ${opts.rounds} rounds of ${opts.seconds} s per contender, alternated (the order rotates ` +
+    `random data written in 4 KiB blocks: on ext4 that keeps the page cache's folios small, see below). ${opts.rounds} rounds of ${opts.seconds} s per contender, alternated (the order rotates ` +
     `each round); medians shown.${
       opts.rampSeconds > 0
         ? ` Each measurement follows a ${opts.rampSeconds} s warm-up of the same workload that is not ` +
@@ -805,7 +813,10 @@ function report(m, targets, results, alloc, minutes) {
     "so it is not counted as asynchronous for the 2x target (its note says so). " +
     "The XFS tables write to a page-cached file on XFS (on a loop device over a tmpfs file): XFS completes " +
     "buffered writes without blocking, so io_uring does them inside the system call, where ext4 hands every " +
-    "one to an io-wq thread. " +
+    "one to an io-wq thread. Every file is written in 4 KiB blocks before the run: ext4 (Linux 6.16+) caches a " +
+    "file written in large blocks in large folios, and 4 KiB writes into those cost the kernel ~25 µs each, " +
+    "whoever submits them (40k-230k IOPS for every contender at iodepth 32, fio included; measured in " +
+    "BENCHMARKS.md). " +
     "The last table reads a file on tmpfs buffered: tmpfs cannot complete a buffered io_uring read " +
     "inline (no IOCB_NOWAIT), so the kernel hands every one to an io-wq worker thread, while pread " +
     "copies straight from the page cache; io_uring (fio as well as blkio) loses there at iodepth 1.",
