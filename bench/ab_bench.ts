@@ -1,8 +1,9 @@
 /**
- * The library at a git revision against the working tree, in one process: 4 KiB random reads (or
- * writes) through `Queue.read` / `Queue.write` + `doIo(out, 1, iodepth)`, every completed request
- * replaced at once (blkio_bench's default loop), the two versions in interleaved rounds (the order
- * rotated each round), medians and the median of the per-round ratios new/base. By default on a
+ * The library at a git revision against the working tree, in one process: random reads (or
+ * writes) of 4 KiB (`--bs`) through `Queue.read` / `Queue.write` + `doIo(out, 1, iodepth)`,
+ * every completed request replaced at once (blkio_bench's default loop), the two versions in
+ * interleaved rounds (the order rotated each round), medians and the median of the per-round
+ * ratios new/base. By default on a
  * page-cached file it writes itself, at iodepth 1; `--path` takes any file or block device
  * (`--direct` for O_DIRECT; `--rw write` overwrites it with random data). `--event` sends the
  * requests through `BlockDevice` instead, `iodepth` loops each awaiting one request at a time.
@@ -18,7 +19,7 @@
  *
  * Usage: deno run -A bench/ab_bench.ts [--base HEAD] [--rounds 11] [--requests 100000]
  *                                     [--order AB|BA] [--size-mib 256] [--buffer region|plain]
- *                                     [--iodepth 1] [--rw read|write] [--path P [--direct]]
+ *                                     [--iodepth 1] [--bs 4096] [--rw read|write] [--path P [--direct]]
  *                                     [--event] [--json]
  *        bun bench/ab_bench.ts [same options]
  *
@@ -33,7 +34,6 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import * as current from "../mod.ts";
 import { median, writePageCachedFile } from "./_common.ts";
 
-const BS = 4096;
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 interface Options {
@@ -44,6 +44,8 @@ interface Options {
   sizeMiB: number;
   buffer: "region" | "plain";
   iodepth: number;
+  /** Bytes a request (4096 by default). */
+  bs: number;
   rw: "read" | "write";
   /** A file or block device to use instead of a page-cached file made for the run. */
   path: string | null;
@@ -66,6 +68,7 @@ function parseArgs(argv: string[]): Options {
     sizeMiB: 256,
     buffer: "region",
     iodepth: 1,
+    bs: 4096,
     rw: "read",
     path: null,
     direct: false,
@@ -87,15 +90,19 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--buffer" && (v === "region" || v === "plain")) o.buffer = v;
     else if (a === "--rw" && (v === "read" || v === "write")) o.rw = v;
     else if (a === "--path") o.path = v;
-    else if (a === "--rounds" || a === "--requests" || a === "--size-mib" || a === "--iodepth") {
+    else if (
+      a === "--rounds" || a === "--requests" || a === "--size-mib" || a === "--iodepth" || a === "--bs"
+    ) {
       const n = Number(v);
       if (!Number.isInteger(n) || n <= 0) usage(`${a} needs a positive integer`);
       if (a === "--rounds") o.rounds = n;
       else if (a === "--requests") o.requests = n;
       else if (a === "--iodepth") o.iodepth = n;
+      else if (a === "--bs") o.bs = n;
       else o.sizeMiB = n;
     } else usage(`unknown option or value: ${a} ${v}`);
   }
+  if (o.bs % 512 !== 0) usage("--bs needs a multiple of 512");
   if (o.direct && o.buffer === "plain") usage("--direct needs --buffer region (aligned memory)");
   if (o.direct && o.path === null) usage("--direct needs --path (the file made for the run is page-cached)");
   return o;
@@ -115,7 +122,7 @@ interface Loop {
  * each completed one at once; throws if a request fails.
  */
 function ioLoop(lib: Lib, path: string, blocks: number, opts: Options): Loop {
-  const depth = opts.iodepth;
+  const depth = opts.iodepth, bs = opts.bs;
   const b = lib.Blkio.create("io_uring");
   b.setStr("path", path);
   b.setBool("direct", opts.direct);
@@ -126,18 +133,18 @@ function ioLoop(lib: Lib, path: string, blocks: number, opts: Options): Loop {
   const q = b.getQueue(0)!;
   let mem: Uint8Array;
   if (opts.buffer === "region") {
-    const r = b.allocMemRegion(depth * BS);
+    const r = b.allocMemRegion(depth * bs);
     b.mapMemRegion(r);
     mem = r.bytes;
   } else {
-    mem = new Uint8Array(new ArrayBuffer(depth * BS));
+    mem = new Uint8Array(new ArrayBuffer(depth * bs));
   }
   if (opts.rw === "write") crypto.getRandomValues(mem.subarray(0, Math.min(mem.length, 65536)));
-  const bufs = Array.from({ length: depth }, (_, i) => mem.subarray(i * BS, (i + 1) * BS));
+  const bufs = Array.from({ length: depth }, (_, i) => mem.subarray(i * bs, (i + 1) * bs));
   const out = Array.from({ length: depth }, () => lib.newCompletion());
   const write = opts.rw === "write";
   const issue = (i: number): void => {
-    const off = Math.floor(Math.random() * blocks) * BS;
+    const off = Math.floor(Math.random() * blocks) * bs;
     if (write) q.write(off, bufs[i], i);
     else q.read(off, bufs[i], i);
   };
@@ -164,14 +171,15 @@ function ioLoop(lib: Lib, path: string, blocks: number, opts: Options): Loop {
 
 /** The same through `BlockDevice`: `opts.iodepth` loops each awaiting one request at a time. */
 async function eventLoop(lib: Lib, path: string, blocks: number, opts: Options): Promise<Loop> {
+  const bs = opts.bs;
   const dev = await lib.BlockDevice.open(path, { direct: opts.direct, readOnly: opts.rw === "read" });
-  const mem = dev.allocBuffer(opts.iodepth * BS);
+  const mem = dev.allocBuffer(opts.iodepth * bs);
   if (opts.rw === "write") crypto.getRandomValues(mem.subarray(0, Math.min(mem.length, 65536)));
   const write = opts.rw === "write";
   const lane = async (i: number, count: number): Promise<void> => {
-    const buf = mem.subarray(i * BS, (i + 1) * BS);
+    const buf = mem.subarray(i * bs, (i + 1) * bs);
     for (let k = 0; k < count; k++) {
-      const off = Math.floor(Math.random() * blocks) * BS;
+      const off = Math.floor(Math.random() * blocks) * bs;
       await (write ? dev.write(off, buf) : dev.read(off, buf));
     }
   };
@@ -217,7 +225,7 @@ async function main(): Promise<void> {
     } catch (e) {
       usage(`cannot use --path ${path}: ${(e as Error).message}`);
     }
-    const blocks = Math.floor(size / BS);
+    const blocks = Math.floor(size / opts.bs);
     if (blocks < 1) usage(`${path} is smaller than one block`);
 
     const make = (lib: Lib): Loop | Promise<Loop> =>
@@ -244,6 +252,7 @@ async function main(): Promise<void> {
       order: opts.order,
       buffer: opts.buffer,
       iodepth: opts.iodepth,
+      bs: opts.bs,
       rw: opts.rw,
       path: opts.path,
       direct: opts.direct,
@@ -260,7 +269,9 @@ async function main(): Promise<void> {
     }
     console.log(
       `${runtime}: ${opts.base} ${result.baseNs} ns, working tree ${result.newNs} ns a request ` +
-        `(4 KiB ${opts.rw}s of ${opts.path ?? "a page-cached file"}${opts.direct ? " with O_DIRECT" : ""}, ` +
+        `(${opts.bs / 1024} KiB ${opts.rw}s of ${opts.path ?? "a page-cached file"}${
+          opts.direct ? " with O_DIRECT" : ""
+        }, ` +
         `iodepth ${opts.iodepth}${
           opts.event ? " through BlockDevice" : ""
         }, ${opts.rounds} rounds of ${opts.requests}, order ${opts.order}); ` +

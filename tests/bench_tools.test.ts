@@ -42,15 +42,16 @@ test("ab_bench: HEAD against the working tree, both orders, sane figures", { ski
   }
 });
 
-test("ab_bench: writes at iodepth 8, and reads through BlockDevice", { skip: SKIP ?? false }, () => {
+test("ab_bench: 8 KiB writes at iodepth 8, and reads through BlockDevice", { skip: SKIP ?? false }, () => {
   const common = ["--rounds", "2", "--requests", "2000", "--size-mib", "8", "--iodepth", "8", "--json"];
-  for (const extra of [["--rw", "write"], ["--event"]]) {
+  for (const extra of [["--rw", "write", "--bs", "8192"], ["--event"]]) {
     const r = abBench([...common, ...extra]);
     assert.equal(r.status, 0, r.stderr);
     const res = JSON.parse(r.stdout);
     assert.equal(res.iodepth, 8);
     assert.equal(res.rw, extra[0] === "--rw" ? "write" : "read");
     assert.equal(res.event, extra[0] === "--event");
+    assert.equal(res.bs, extra[0] === "--rw" ? 8192 : 4096);
     for (const k of ["baseNs", "newNs"]) assert.ok(res[k] > 100 && res[k] < 1e6, `${k} ${res[k]}`);
     assert.ok(res.ratio > 0.2 && res.ratio < 5, `ratio ${res.ratio}`);
   }
@@ -63,6 +64,9 @@ test("ab_bench: bad options and an unknown revision exit 2 with the reason", { s
   r = abBench(["--order", "CA"]);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /unknown option or value: --order CA/);
+  r = abBench(["--bs", "1000"]);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--bs needs a multiple of 512/);
   r = abBench(["--direct"]);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /--direct needs --path/);
