@@ -106,7 +106,7 @@ const COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
  * objects never cross threads) goes further than COOP_TASKRUN: completion work waits for this
  * thread's next GETEVENTS entry, so requests the kernel hands to its workers (ext4 buffered
  * writes, tmpfs reads) are posted in batches by this thread instead of one by one by the
- * worker: such requests took 11-19% less time each at iodepth 32 through doIo (in-process A/B,
+ * worker: such requests took 5-16% less time each at iodepth 32 through doIo (in-process A/B,
  * BENCHMARKS.md). A queue whose completion fd is taken while idle gets a COOP_TASKRUN ring
  * instead (see useCompletionFd). Poll queues reap by polling and keep COOP_TASKRUN.
  */
