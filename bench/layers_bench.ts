@@ -34,10 +34,15 @@ import { median, writePageCachedFile } from "./_common.ts";
 import { Blkio, type Completion, newCompletion } from "../mod.ts";
 import { Op } from "../src/completion.ts";
 import { CompletionBacklog } from "../src/completion_backlog.ts";
-import { IoUringQueue, REGULAR_RING_FLAGS } from "../src/drivers/io_uring/queue.ts";
+import { IoUringQueue } from "../src/drivers/io_uring/queue.ts";
 import { targetInfo } from "../src/drivers/io_uring/target_info.ts";
 import { closeFd, openPath } from "../src/sys.ts";
-import { IORING_ENTER_GETEVENTS, IOSQE_FIXED_FILE } from "../src/uring/constants.ts";
+import {
+  IORING_ENTER_GETEVENTS,
+  IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_TASKRUN_FLAG,
+  IOSQE_FIXED_FILE,
+} from "../src/uring/constants.ts";
 import { Ring } from "../src/uring/ring.ts";
 import { prepRead, setSqeFlags, setUserData } from "../src/uring/sqe.ts";
 
@@ -89,8 +94,7 @@ interface Layer {
 
 function ringLayer(path: string, blocks: number): Layer {
   const n = native!;
-  // The driver's ring flags, so the layers differ in code only.
-  const ring = new Ring(n, 128, 0, REGULAR_RING_FLAGS);
+  const ring = new Ring(n, 128, 0, IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
   const fd = openPath(n, path, 0);
   ring.registerFiles([fd]);
   const buf = n.alloc(BS);
