@@ -56,9 +56,9 @@ export function cleanupAll(): void {
 }
 process.on("exit", cleanupAll);
 
-/** A new scratch directory on the default temp file system (removed at the end). */
-export function scratchDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "blkio-test-"));
+/** A new scratch directory in `parent`, the default temp file system by default (removed at the end). */
+export function scratchDir(parent = tmpdir()): string {
+  const dir = mkdtempSync(join(parent, "blkio-test-"));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
