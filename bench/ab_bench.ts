@@ -1,12 +1,12 @@
 /**
- * The library at a git revision against the working tree, in one process: random reads (or
- * writes) of 4 KiB (`--bs`) through `Queue.read` / `Queue.write` + `doIo(out, 1, iodepth)`,
- * every completed request replaced at once (blkio_bench's default loop), the two versions in
- * interleaved rounds (the order rotated each round), medians and the median of the per-round
- * ratios new/base. By default on a
- * page-cached file it writes itself, at iodepth 1; `--path` takes any file or block device
- * (`--direct` for O_DIRECT; `--rw write` overwrites it with random data). `--event` sends the
- * requests through `BlockDevice` instead, `iodepth` loops each awaiting one request at a time.
+ * The library at a git revision against the working tree, in one process: reads (or writes) of
+ * 4 KiB (`--bs`) at random offsets (`--seq`: in order) through `Queue.read` / `Queue.write` +
+ * `doIo(out, 1, iodepth)`, every completed request replaced at once (blkio_bench's default
+ * loop), the two versions in interleaved rounds (the order rotated each round), medians and the
+ * median of the per-round ratios new/base. By default on a page-cached file it writes itself,
+ * at iodepth 1; `--path` takes any file or block device (`--direct` for O_DIRECT; `--rw write`
+ * overwrites it with random data). `--event` sends the requests through `BlockDevice` instead,
+ * `iodepth` loops each awaiting one request at a time.
  *
  * Why in one process: on a shared VM the speed of separate runs drifts by ±10-40% within
  * minutes, while two copies of the same code in one process stay within a few per cent of each
@@ -19,7 +19,8 @@
  *
  * Usage: deno run -A bench/ab_bench.ts [--base HEAD] [--rounds 11] [--requests 100000]
  *                                     [--order AB|BA] [--size-mib 256] [--buffer region|plain]
- *                                     [--iodepth 1] [--bs 4096] [--rw read|write] [--path P [--direct]]
+ *                                     [--iodepth 1] [--bs 4096] [--seq] [--rw read|write]
+ *                                     [--path P [--direct]]
  *                                     [--event] [--json]
  *        bun bench/ab_bench.ts [same options]
  *
@@ -46,6 +47,8 @@ interface Options {
   iodepth: number;
   /** Bytes a request (4096 by default). */
   bs: number;
+  /** Sequential offsets (wrapping at the end) instead of random ones. */
+  seq: boolean;
   rw: "read" | "write";
   /** A file or block device to use instead of a page-cached file made for the run. */
   path: string | null;
@@ -69,6 +72,7 @@ function parseArgs(argv: string[]): Options {
     buffer: "region",
     iodepth: 1,
     bs: 4096,
+    seq: false,
     rw: "read",
     path: null,
     direct: false,
@@ -77,9 +81,10 @@ function parseArgs(argv: string[]): Options {
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === "--json" || a === "--direct" || a === "--event") {
+    if (a === "--json" || a === "--direct" || a === "--event" || a === "--seq") {
       if (a === "--json") o.json = true;
       else if (a === "--direct") o.direct = true;
+      else if (a === "--seq") o.seq = true;
       else o.event = true;
       continue;
     }
@@ -117,12 +122,19 @@ interface Loop {
   close(): void | Promise<void>;
 }
 
+/** The block of each next request: random, or in order from 0, wrapping at `blocks`. */
+function blockPicker(blocks: number, seq: boolean): () => number {
+  let next = 0;
+  return seq ? () => (next = (next + 1) % blocks) : () => Math.floor(Math.random() * blocks);
+}
+
 /**
  * A loop keeping `opts.iodepth` requests in flight on `path` through library `lib`, replacing
  * each completed one at once; throws if a request fails.
  */
 function ioLoop(lib: Lib, path: string, blocks: number, opts: Options): Loop {
   const depth = opts.iodepth, bs = opts.bs;
+  const nextBlock = blockPicker(blocks, opts.seq);
   const b = lib.Blkio.create("io_uring");
   b.setStr("path", path);
   b.setBool("direct", opts.direct);
@@ -144,7 +156,7 @@ function ioLoop(lib: Lib, path: string, blocks: number, opts: Options): Loop {
   const out = Array.from({ length: depth }, () => lib.newCompletion());
   const write = opts.rw === "write";
   const issue = (i: number): void => {
-    const off = Math.floor(Math.random() * blocks) * bs;
+    const off = nextBlock() * bs;
     if (write) q.write(off, bufs[i], i);
     else q.read(off, bufs[i], i);
   };
@@ -172,6 +184,7 @@ function ioLoop(lib: Lib, path: string, blocks: number, opts: Options): Loop {
 /** The same through `BlockDevice`: `opts.iodepth` loops each awaiting one request at a time. */
 async function eventLoop(lib: Lib, path: string, blocks: number, opts: Options): Promise<Loop> {
   const bs = opts.bs;
+  const nextBlock = blockPicker(blocks, opts.seq);
   const dev = await lib.BlockDevice.open(path, { direct: opts.direct, readOnly: opts.rw === "read" });
   const mem = dev.allocBuffer(opts.iodepth * bs);
   if (opts.rw === "write") crypto.getRandomValues(mem.subarray(0, Math.min(mem.length, 65536)));
@@ -179,7 +192,7 @@ async function eventLoop(lib: Lib, path: string, blocks: number, opts: Options):
   const lane = async (i: number, count: number): Promise<void> => {
     const buf = mem.subarray(i * bs, (i + 1) * bs);
     for (let k = 0; k < count; k++) {
-      const off = Math.floor(Math.random() * blocks) * bs;
+      const off = nextBlock() * bs;
       await (write ? dev.write(off, buf) : dev.read(off, buf));
     }
   };
@@ -253,6 +266,7 @@ async function main(): Promise<void> {
       buffer: opts.buffer,
       iodepth: opts.iodepth,
       bs: opts.bs,
+      seq: opts.seq,
       rw: opts.rw,
       path: opts.path,
       direct: opts.direct,
@@ -269,9 +283,9 @@ async function main(): Promise<void> {
     }
     console.log(
       `${runtime}: ${opts.base} ${result.baseNs} ns, working tree ${result.newNs} ns a request ` +
-        `(${opts.bs / 1024} KiB ${opts.rw}s of ${opts.path ?? "a page-cached file"}${
-          opts.direct ? " with O_DIRECT" : ""
-        }, ` +
+        `(${opts.bs / 1024} KiB ${opts.seq ? "sequential" : "random"} ${opts.rw}s of ${
+          opts.path ?? "a page-cached file"
+        }${opts.direct ? " with O_DIRECT" : ""}, ` +
         `iodepth ${opts.iodepth}${
           opts.event ? " through BlockDevice" : ""
         }, ${opts.rounds} rounds of ${opts.requests}, order ${opts.order}); ` +

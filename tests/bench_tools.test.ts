@@ -42,9 +42,11 @@ test("ab_bench: HEAD against the working tree, both orders, sane figures", { ski
   }
 });
 
-test("ab_bench: 8 KiB writes at iodepth 8, and reads through BlockDevice", { skip: SKIP ?? false }, () => {
+test("ab_bench: 8 KiB random writes at iodepth 8, and sequential reads through BlockDevice", {
+  skip: SKIP ?? false,
+}, () => {
   const common = ["--rounds", "2", "--requests", "2000", "--size-mib", "8", "--iodepth", "8", "--json"];
-  for (const extra of [["--rw", "write", "--bs", "8192"], ["--event"]]) {
+  for (const extra of [["--rw", "write", "--bs", "8192"], ["--event", "--seq"]]) {
     const r = abBench([...common, ...extra]);
     assert.equal(r.status, 0, r.stderr);
     const res = JSON.parse(r.stdout);
@@ -52,6 +54,7 @@ test("ab_bench: 8 KiB writes at iodepth 8, and reads through BlockDevice", { ski
     assert.equal(res.rw, extra[0] === "--rw" ? "write" : "read");
     assert.equal(res.event, extra[0] === "--event");
     assert.equal(res.bs, extra[0] === "--rw" ? 8192 : 4096);
+    assert.equal(res.seq, extra[0] === "--event");
     for (const k of ["baseNs", "newNs"]) assert.ok(res[k] > 100 && res[k] < 1e6, `${k} ${res[k]}`);
     assert.ok(res.ratio > 0.2 && res.ratio < 5, `ratio ${res.ratio}`);
   }
