@@ -115,9 +115,7 @@ export class Queue {
    * The completion eventfd (O_NONBLOCK, close-on-exec), or -1 on a poll queue. Its number is
    * fixed for the life of the queue. The io_uring driver starts signalling it the first time it
    * is read (a thread that only waits in {@link doIo} spares the kernel a signal per completion
-   * batch), and then signals once for requests that completed before. Read then with nothing in
-   * flight, it also sets the queue's ring up for an event loop (completions posted as they
-   * finish, rather than by the thread's next wait): read it before queueing requests.
+   * batch), and then signals once for requests that completed before.
    */
   get completionFd(): number {
     const dq = this.#live();
