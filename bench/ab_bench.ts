@@ -122,6 +122,11 @@ interface Loop {
   close(): void | Promise<void>;
 }
 
+/** Random data in the buffers of a write workload (getRandomValues takes at most 64 KiB). */
+function fillForWrites(mem: Uint8Array, opts: Options): void {
+  if (opts.rw === "write") crypto.getRandomValues(mem.subarray(0, Math.min(mem.length, 65536)));
+}
+
 /** The block of each next request: random, or in order from 0, wrapping at `blocks`. */
 function blockPicker(blocks: number, seq: boolean): () => number {
   let next = 0;
@@ -151,7 +156,7 @@ function ioLoop(lib: Lib, path: string, blocks: number, opts: Options): Loop {
   } else {
     mem = new Uint8Array(new ArrayBuffer(depth * bs));
   }
-  if (opts.rw === "write") crypto.getRandomValues(mem.subarray(0, Math.min(mem.length, 65536)));
+  fillForWrites(mem, opts);
   const bufs = Array.from({ length: depth }, (_, i) => mem.subarray(i * bs, (i + 1) * bs));
   const out = Array.from({ length: depth }, () => lib.newCompletion());
   const write = opts.rw === "write";
@@ -187,7 +192,7 @@ async function eventLoop(lib: Lib, path: string, blocks: number, opts: Options):
   const nextBlock = blockPicker(blocks, opts.seq);
   const dev = await lib.BlockDevice.open(path, { direct: opts.direct, readOnly: opts.rw === "read" });
   const mem = dev.allocBuffer(opts.iodepth * bs);
-  if (opts.rw === "write") crypto.getRandomValues(mem.subarray(0, Math.min(mem.length, 65536)));
+  fillForWrites(mem, opts);
   const write = opts.rw === "write";
   const lane = async (i: number, count: number): Promise<void> => {
     const buf = mem.subarray(i * bs, (i + 1) * bs);
