@@ -7,6 +7,12 @@
 import { type Completion, newCompletion } from "./completion.ts";
 
 /**
+ * Up to this many entries filled, an `out` entry is checked against the earlier ones by a
+ * scan; beyond, through a set (a scan of every earlier entry would grow with the square).
+ */
+const ALIAS_SCAN = 32;
+
+/**
  * A FIFO of completions with `unfill` to put reaped ones back at the front. It is also where
  * every completion enters the caller's `out` array ({@link deliver}).
  */
@@ -24,6 +30,14 @@ export class CompletionBacklog {
   badOut = -1;
   /** What that entry held. */
   #badValue: unknown = undefined;
+  /** The earlier entry the refused one is the same object as, or -1 (see {@link #aliasOf}). */
+  #badAlias = -1;
+  /**
+   * The objects of `out[0..#seenUpTo)` of the doIo running now, kept only once it has filled
+   * more than {@link ALIAS_SCAN} entries: below that, a scan is cheaper than a set.
+   */
+  #seen: Set<unknown> | null = null;
+  #seenUpTo = 0;
 
   /** How many completions wait. */
   get length(): number {
@@ -40,8 +54,9 @@ export class CompletionBacklog {
 
   /**
    * Writes one completion into `out[n]` (a new Completion where the entry is empty). Returns
-   * false when that threw: a frozen or otherwise unwritable entry, a primitive, a Proxy that
-   * refuses, a frozen `out`. The completion is then pushed here and {@link badOut} set, and the
+   * false when that threw (a frozen or otherwise unwritable entry, a primitive, a Proxy that
+   * refuses, a frozen `out`) or when the entry is the same object as an earlier one of this
+   * call, whose completion writing it would destroy. The completion is then pushed here and {@link badOut} set, and the
    * driver must stop reaping: it has already released the request, so nothing is lost and
    * nothing is reported twice.
    *
@@ -51,20 +66,63 @@ export class CompletionBacklog {
    */
   deliver(out: Completion[], n: number, userData: unknown, ret: number, errorMsg: string | null): boolean {
     try {
-      const c = out[n] ?? (out[n] = newCompletion());
+      let c = out[n];
+      if (c == null) c = out[n] = newCompletion();
+      else if (n !== 0 && this.#aliased(out, c, n)) {
+        this.push(userData, ret, errorMsg);
+        return false;
+      }
       c.userData = userData;
       c.ret = ret;
       c.errorMsg = errorMsg;
       return true;
     } catch {
-      this.#refuse(out, n);
+      this.#refuse(out, n, -1);
       this.push(userData, ret, errorMsg);
       return false;
     }
   }
 
-  #refuse(out: Completion[], n: number): void {
+  /**
+   * Whether `c`, the entry at `out[n]`, is the same object as an earlier entry of this call;
+   * refuses it if so. Writing it would overwrite, and so lose, a completion already delivered
+   * (what `new Array(n).fill(newCompletion())` makes).
+   */
+  #aliased(out: Completion[], c: Completion, n: number): boolean {
+    const j = this.#aliasOf(out, c, n);
+    if (j < 0) return false;
+    this.#refuse(out, n, j);
+    return true;
+  }
+
+  /**
+   * The index of an entry of `out[0..n)` that is `c` itself, or -1. Those entries were all
+   * filled by the doIo running now (it starts at 0), so they stay put while it runs.
+   */
+  #aliasOf(out: Completion[], c: Completion, n: number): number {
+    if (n <= ALIAS_SCAN) {
+      // From the end: an array filled with one object shows it at once.
+      for (let j = n - 1; j >= 0; j--) if (out[j] === c) return j;
+      return -1;
+    }
+    const seen = this.#seen ??= new Set();
+    if (this.#seenUpTo > n) this.#forgetOut();
+    for (; this.#seenUpTo < n; this.#seenUpTo++) seen.add(out[this.#seenUpTo]);
+    return seen.has(c) ? out.indexOf(c) : -1;
+  }
+
+  /**
+   * Drops the previous call's entries from the set of {@link #aliasOf}, which otherwise would
+   * keep them referenced and could match one the caller has since moved.
+   */
+  #forgetOut(): void {
+    this.#seen!.clear();
+    this.#seenUpTo = 0;
+  }
+
+  #refuse(out: Completion[], n: number, aliasOf: number): void {
     this.badOut = n;
+    this.#badAlias = aliasOf;
     try {
       this.#badValue = out[n];
     } catch {
@@ -72,26 +130,34 @@ export class CompletionBacklog {
     }
   }
 
-  /** The entry {@link deliver} could not write, and what it held; clears the flag. */
-  takeBadOut(): { index: number; value: unknown } {
-    const bad = { index: this.badOut, value: this.#badValue };
+  /**
+   * The entry {@link deliver} could not write, what it held, and the earlier entry it is the
+   * same object as (-1 when it was unwritable instead); clears the flag.
+   */
+  takeBadOut(): { index: number; value: unknown; aliasOf: number } {
+    const bad = { index: this.badOut, value: this.#badValue, aliasOf: this.#badAlias };
     this.badOut = -1;
     this.#badValue = undefined;
+    this.#badAlias = -1;
     return bad;
   }
 
   /** Moves completions into `out[n..max)`; returns the new `n` (stops at an unwritable entry). */
   fill(out: Completion[], n: number, max: number): number {
+    // doIo starts every call with a fill at 0: a new call, whose entries are not the last's.
+    if (n === 0 && this.#seenUpTo !== 0) this.#forgetOut();
     while (n < max && this.#head < this.#ret.length) {
       const i = this.#head;
+      // A refused entry leaves the completion first in line.
       try {
-        const c = out[n] ?? (out[n] = newCompletion());
+        let c = out[n];
+        if (c == null) c = out[n] = newCompletion();
+        else if (n !== 0 && this.#aliased(out, c, n)) break;
         c.userData = this.#userData[i];
         c.ret = this.#ret[i];
         c.errorMsg = this.#msg[i];
       } catch {
-        // The completion stays first in line.
-        this.#refuse(out, n);
+        this.#refuse(out, n, -1);
         break;
       }
       this.#head++;

@@ -36,7 +36,8 @@ export interface DriverQueue extends RequestSink {
    * Moves finished requests into `out[n..max)` without blocking; returns the new `n`. Partial
    * transfers are resubmitted inside and do not count. Each goes in through
    * `completions.deliver`, after the driver has released the request: when that returns false
-   * (an unwritable entry; the completion is in the backlog now) the driver stops and returns.
+   * (an unwritable entry, or one that is the same object as an earlier one; the completion is in
+   * the backlog now) the driver stops and returns.
    */
   reap(out: Completion[], n: number, max: number): number;
   /**

@@ -210,8 +210,10 @@ export class Queue {
    * there. Returns how many were filled (`min <= n <= max`). `max` defaults to `out.length`, or
    * no limit when `out` is an empty growable array. Completion objects already in `out` are
    * reused. On `ETIME` (timeout) nothing is lost: completions reaped so far come back from the
-   * next call. Nor on an entry that cannot take a completion (frozen, a primitive): `EINVAL`, and
-   * the next call with a usable array returns everything.
+   * next call. Nor on an entry that cannot take a completion (frozen, a primitive) or that is
+   * the same object as an earlier entry (`new Array(n).fill(newCompletion())`: one completion
+   * would overwrite the other): `EINVAL`, and the next call with a usable array returns
+   * everything.
    */
   doIo(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
     const len = Array.isArray(out) ? out.length : 0;
@@ -269,7 +271,8 @@ export class Queue {
 
     const completions = this.#completions, backlog = this.#backlog;
     // Completions go into `out` through completions.deliver, which parks one it cannot write
-    // (a frozen entry, say) and flags it; checked after every fill and reap below.
+    // (a frozen entry, say, or one that is the same object as an earlier entry) and flags it;
+    // checked after every fill and reap below.
     let n = completions.fill(out, 0, max);
     if (n < max && completions.badOut < 0) {
       const m = dq.reap(out, n, max);
@@ -323,8 +326,15 @@ export class Queue {
   /** EINVAL for the `out` entry a completion could not be written to; out[0..n) go back too. */
   #badOutError(out: Completion[], n: number): BlkioError {
     const completions = this.#completions;
-    const { index, value } = completions.takeBadOut();
+    const { index, value, aliasOf } = completions.takeBadOut();
     completions.unfill(out, n);
+    if (aliasOf >= 0) {
+      return BlkioError.of(
+        "EINVAL",
+        `out[${index}] is the same Completion object as out[${aliasOf}]: each entry must be its own ` +
+          "(one completion would overwrite the other)",
+      );
+    }
     return BlkioError.of(
       "EINVAL",
       `out[${index}] must be a writable Completion object: received ${describe(value)}`,

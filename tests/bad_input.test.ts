@@ -14,7 +14,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readdirSync } from "node:fs";
-import { Blkio, BlkioError, BlockDevice, type Completion, ERRNO, type MemoryRegion, Queue } from "../mod.ts";
+import { Blkio, BlkioError, BlockDevice, type Completion, ERRNO, type MemoryRegion, newCompletion, Queue } from "../mod.ts";
 import { cleanupAll, loopUnavailableReason, pwrite, scratchDir, scratchLoop } from "./_helpers.ts";
 
 const SIZE = 1 << 20;
@@ -388,6 +388,7 @@ rows(
   { fn: "Queue.doIo", what: "min above outstanding (one queued)", stage: "started", prep: (c) => c.q.read(0, buf(c), "queued"), call: (c) => c.q.doIo([], 2, 2), code: "EINVAL", msg: tooMany, fix: (c) => reapTag(c.q, "queued") },
   { fn: "Queue.doIo", what: "out entry a number", stage: "started", prep: (c) => c.q.read(0, buf(c), "queued"), call: (c) => c.q.doIo(any([1]), 1, 1), code: "EINVAL", msg: /out\[0\] must be a writable Completion object: received 1/, fix: (c) => reapTag(c.q, "queued") },
   { fn: "Queue.doIo", what: "out entry frozen", stage: "started", prep: (c) => c.q.read(0, buf(c), "queued"), call: (c) => c.q.doIo([Object.freeze({ userData: U, ret: 0, errorMsg: null })], 1, 1), code: "EINVAL", msg: /out\[0\] must be a writable Completion object/, fix: (c) => reapTag(c.q, "queued") },
+  { fn: "Queue.doIo", what: "out entries the same object", stage: "started", prep: (c) => { c.q.read(0, buf(c), "queued"); c.q.read(4096, buf(c), "queued too"); }, call: (c) => { const one = newCompletion(); return c.q.doIo([one, one], 2, 2); }, code: "EINVAL", msg: /out\[1\] is the same Completion object as out\[0\]/, fix: (c) => void c.q.doIo([], 2, 2, TIMEOUT_NS) },
   { fn: "Queue.doIo", what: "timeout -1", stage: "started", call: (c) => c.q.doIo([], 0, 1, -1), code: "EINVAL", msg: /received -1/ },
   { fn: "Queue.doIo", what: "timeout NaN", stage: "started", call: (c) => c.q.doIo([], 0, 1, NaN), code: "EINVAL", msg: timeoutMsg },
   { fn: "Queue.doIo", what: "timeout -1n", stage: "started", call: (c) => c.q.doIo([], 0, 1, -1n), code: "EINVAL", msg: timeoutMsg },

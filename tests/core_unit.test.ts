@@ -944,6 +944,59 @@ test("queue: an out entry that refuses a completion → EINVAL, and every comple
   }
 });
 
+test("queue: an out entry that is the same object as an earlier one → EINVAL, and no completion is lost", () => {
+  const one = newCompletion();
+  const a = newCompletion(), b = newCompletion();
+  const many = Array.from({ length: 48 }, newCompletion);
+  many[40] = many[3]; // beyond the 32 entries checked by a scan: the set's path
+  const cases: [string, number, Completion[], RegExp][] = [
+    [
+      "an array filled with one object",
+      5,
+      new Array(5).fill(one),
+      /out\[1\] is the same Completion object as out\[0\]/,
+    ],
+    [
+      "an entry repeated further on",
+      5,
+      [a, b, newCompletion(), a, newCompletion()],
+      /out\[3\] is the same Completion object as out\[0\]/,
+    ],
+    ["the same beyond 32 entries", 48, many, /out\[40\] is the same Completion object as out\[3\]/],
+  ];
+  for (const [what, count, out, msg] of cases) {
+    const { q, dq } = queueWith();
+    for (let i = 0; i < count; i++) q.read(i * 8, buf(), i);
+    q.doIo([], 0, 0);
+    dq.finish("all");
+    const before = out.slice();
+    assertErrno(() => q.doIo(out, count, count), "EINVAL", msg);
+    assert.deepEqual(out, before, `${what}: out as it was`);
+    // With distinct entries the next call returns every completion, each once.
+    assert.deepEqual(reapAllFrom(q, count).sort((x, y) => (x as number) - (y as number)), [
+      ...Array(count).keys(),
+    ], what);
+    assert.equal(dq.inFlight, 0, what);
+  }
+  // Completions the queue made itself (from its backlog) are checked the same way.
+  const { q, dq } = queueWith();
+  dq.unsupportedOp = Op.Discard;
+  q.discard(0, 8, "made 1");
+  q.discard(8, 8, "made 2");
+  assertErrno(() => q.doIo([one, one], 2, 2), "EINVAL", /out\[1\] is the same Completion object as out\[0\]/);
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 2), 2);
+  assert.deepEqual(uds(out, 2), ["made 1", "made 2"]);
+  // The same array again in the next call is fine: only entries of one call must differ.
+  const reused = [newCompletion(), newCompletion()];
+  for (let round = 0; round < 3; round++) {
+    q.read(0, buf(), `r${round}a`);
+    q.read(8, buf(), `r${round}b`);
+    assert.equal(q.doIo(reused, 2, 2), 2);
+    assert.deepEqual(uds(reused, 2), [`r${round}a`, `r${round}b`]);
+  }
+});
+
 test("queue: a completion from the backlog that an out entry refuses stays first in line", () => {
   const { q, dq } = queueWith();
   dq.unsupportedOp = Op.Discard;
