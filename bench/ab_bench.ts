@@ -57,9 +57,11 @@ interface Options {
   json: boolean;
 }
 
+/** A bad option or target: the run stops with exit status 2, after main has cleaned up. */
+class UsageError extends Error {}
+
 function usage(error: string): never {
-  console.error(`ab_bench: ${error}`);
-  process.exit(2);
+  throw new UsageError(error);
 }
 
 function parseArgs(argv: string[]): Options {
@@ -301,4 +303,12 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+try {
+  await main();
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  // Not process.exit inside main: that would skip its `finally`, and leave the extracted base
+  // revision behind in the temporary directory.
+  console.error(`ab_bench: ${e.message}`);
+  process.exit(2);
+}

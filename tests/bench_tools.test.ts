@@ -3,6 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -60,7 +62,15 @@ test("ab_bench: 8 KiB random writes at iodepth 8, and sequential reads through B
   }
 });
 
-test("ab_bench: bad options and an unknown revision exit 2 with the reason", { skip: SKIP ?? false }, () => {
+/** ab_bench's temporary directories (where it extracts the base revision) now in the tmpdir. */
+function abDirs(): string[] {
+  return readdirSync(tmpdir()).filter((name) => name.startsWith("blkio-ab-"));
+}
+
+test("ab_bench: bad options and an unknown revision exit 2 with the reason, leaving nothing behind", {
+  skip: SKIP ?? false,
+}, () => {
+  const before = new Set(abDirs());
   let r = abBench(["--rounds", "0"]);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /--rounds needs a positive integer/);
@@ -79,4 +89,6 @@ test("ab_bench: bad options and an unknown revision exit 2 with the reason", { s
   r = abBench(["--base", "no-such-revision-here", "--rounds", "1", "--requests", "10"]);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /git archive no-such-revision-here failed/);
+  // The bad --path was found after the base revision had been extracted.
+  assert.deepEqual(abDirs().filter((name) => !before.has(name)), [], "temporary directories left behind");
 });
