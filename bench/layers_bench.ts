@@ -34,15 +34,10 @@ import { median, writePageCachedFile } from "./_common.ts";
 import { Blkio, type Completion, newCompletion } from "../mod.ts";
 import { Op } from "../src/completion.ts";
 import { CompletionBacklog } from "../src/completion_backlog.ts";
-import { IoUringQueue } from "../src/drivers/io_uring/queue.ts";
+import { BUFFERED_FILE_RING_FLAGS, IoUringQueue } from "../src/drivers/io_uring/queue.ts";
 import { targetInfo } from "../src/drivers/io_uring/target_info.ts";
 import { closeFd, openPath } from "../src/sys.ts";
-import {
-  IORING_ENTER_GETEVENTS,
-  IORING_SETUP_COOP_TASKRUN,
-  IORING_SETUP_TASKRUN_FLAG,
-  IOSQE_FIXED_FILE,
-} from "../src/uring/constants.ts";
+import { IORING_ENTER_GETEVENTS, IOSQE_FIXED_FILE } from "../src/uring/constants.ts";
 import { Ring } from "../src/uring/ring.ts";
 import { prepRead, setSqeFlags, setUserData } from "../src/uring/sqe.ts";
 
@@ -94,7 +89,8 @@ interface Layer {
 
 function ringLayer(path: string, blocks: number): Layer {
   const n = native!;
-  const ring = new Ring(n, 128, 0, IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+  // The driver's ring flags, so the layers differ in code only.
+  const ring = new Ring(n, 128, 0, BUFFERED_FILE_RING_FLAGS);
   const fd = openPath(n, path, 0);
   ring.registerFiles([fd]);
   const buf = n.alloc(BS);

@@ -27,6 +27,13 @@ export const IORING_SETUP_SQPOLL = 1 << 1;
 export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
 /** Linux 5.19: IORING_SQ_TASKRUN in the sq flags tells that such work is waiting. */
 export const IORING_SETUP_TASKRUN_FLAG = 1 << 9;
+/** Linux 6.0: only the thread that made the ring submits to it (the kernel may skip locking). */
+export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
+/**
+ * Linux 6.1 (needs SINGLE_ISSUER): completion task work waits until the issuer enters with
+ * IORING_ENTER_GETEVENTS, instead of running at whatever kernel entry comes next.
+ */
+export const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
 /** sq ring flags: the SQPOLL thread sleeps and needs IORING_ENTER_SQ_WAKEUP. */
 export const IORING_SQ_NEED_WAKEUP = 1 << 0;
 /** sq ring flags: completion task work waits for a kernel entry (IORING_SETUP_TASKRUN_FLAG). */

@@ -65,7 +65,7 @@ export class EventfdRelay {
     let ring: Ring;
     try {
       // Entered once per wait, so it leaves the thread's registered-ring slots to I/O rings.
-      ring = new Ring(native, ENTRIES, 0, 0, false);
+      ring = new Ring(native, ENTRIES, 0, [], false);
     } catch {
       return null;
     }

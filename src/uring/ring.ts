@@ -17,6 +17,7 @@ import {
   IORING_ENTER_REGISTERED_RING,
   IORING_ENTER_SQ_WAKEUP,
   IORING_FEAT_EXT_ARG,
+  IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_SQPOLL,
   IORING_SETUP_TASKRUN_FLAG,
   IORING_SQ_NEED_WAKEUP,
@@ -39,6 +40,11 @@ export class Ring {
   readonly sqPoll: boolean;
   /** IORING_SETUP_TASKRUN_FLAG: {@link taskWorkPending} tells when completions wait. */
   readonly taskrunFlag: boolean;
+  /**
+   * IORING_SETUP_DEFER_TASKRUN: completions that did not finish inside the submitting call
+   * reach the CQ only when this thread enters with GETEVENTS ({@link runTaskWork}).
+   */
+  readonly deferTaskrun: boolean;
   /** The SQE array, 16 u32 per SQE; fill with the `prep*` writers. */
   readonly sqes: Uint32Array;
   /** The CQE array as u32 (user_data low half at 4*i, flags at 4*i+3). */
@@ -76,21 +82,27 @@ export class Ring {
   #closed = false;
 
   /**
-   * Sets up a ring with `setupFlags`, and `optionalFlags` too where the kernel knows them (it
-   * rejects unknown setup flags with EINVAL; the ring is then made without them).
+   * Sets up a ring with `setupFlags` plus the first of `optional` (sets of flags, best first)
+   * that the kernel knows: it rejects unknown setup flags with EINVAL, so each is tried in turn,
+   * and last `setupFlags` alone.
    * `registerFd`: try to register the ring fd with this thread (16 slots per thread: rings
    * entered once per request should have them, rings entered rarely need not).
    */
-  constructor(native: Native, entries: number, setupFlags: number, optionalFlags = 0, registerFd = true) {
+  constructor(
+    native: Native,
+    entries: number,
+    setupFlags: number,
+    optional: readonly number[] = [],
+    registerFd = true,
+  ) {
     this.#native = native;
     const ring = native.alloc(LIBURING_RING.size);
     const params = native.alloc(PARAMS.size);
     const pv = new DataView(params.buffer);
-    let flags = setupFlags | optionalFlags;
-    pv.setUint32(PARAMS.flags, flags, true);
-    let r = native.uring.io_uring_queue_init_params(entries, ring, params);
-    if (r === -EINVAL && optionalFlags !== 0) {
-      flags = setupFlags;
+    let flags = setupFlags;
+    let r = -EINVAL;
+    for (let i = 0; i <= optional.length && r === -EINVAL; i++) {
+      flags = setupFlags | (i < optional.length ? optional[i] : 0);
       params.fill(0);
       pv.setUint32(PARAMS.flags, flags, true);
       r = native.uring.io_uring_queue_init_params(entries, ring, params);
@@ -106,6 +118,7 @@ export class Ring {
     this.fd = rv.getInt32(LIBURING_RING.ringFd, true);
     this.sqPoll = (flags & IORING_SETUP_SQPOLL) !== 0;
     this.taskrunFlag = (flags & IORING_SETUP_TASKRUN_FLAG) !== 0;
+    this.deferTaskrun = (flags & IORING_SETUP_DEFER_TASKRUN) !== 0;
     this.sqEntries = pv.getUint32(PARAMS.sqEntries, true);
     this.cqEntries = pv.getUint32(PARAMS.cqEntries, true);
     this.features = pv.getUint32(PARAMS.features, true);
@@ -228,10 +241,23 @@ export class Ring {
     return (this.#sqFlags[0] & IORING_SQ_TASKRUN) !== 0;
   }
 
-  /** Runs waiting completion task work (its CQEs get posted); submits and waits for nothing. */
+  /**
+   * Runs waiting completion task work (its CQEs get posted); submits and waits for nothing.
+   * With DEFER_TASKRUN one entry runs a limited amount of it (since Linux 6.13, 20 items; the
+   * rest stays queued and IORING_SQ_TASKRUN set), so it enters until the flag stays clear: a
+   * doIo(min 0) then hands back everything that had completed, and a caller draining until it
+   * returns fewer than it could take leaves nothing behind. Completions keep coming only for
+   * requests in flight, so the loop ends; its bound guards against a kernel that leaves the
+   * flag set.
+   */
   runTaskWork(): number {
     const flags = IORING_ENTER_GETEVENTS | this.#enterFlags;
-    return this.#native.uring.io_uring_enter(this.#enterFd, 0, 0, flags, null);
+    const u = this.#native.uring;
+    let r = u.io_uring_enter(this.#enterFd, 0, 0, flags, null);
+    for (let i = 0; this.deferTaskrun && r >= 0 && i < this.cqEntries && this.taskWorkPending(); i++) {
+      r = u.io_uring_enter(this.#enterFd, 0, 0, flags, null);
+    }
+    return r;
   }
 
   /** The CQ head (next CQE to read). */
@@ -247,6 +273,11 @@ export class Ring {
   /** Hands CQEs up to `head` back to the kernel. */
   setCqHead(head: number): void {
     Atomics.store(this.#cqHead, 0, head);
+  }
+
+  /** Whether IORING_CQ_EVENTFD_DISABLED is clear. */
+  eventfdEnabled(): boolean {
+    return (Atomics.load(this.#cqFlags, 0) & IORING_CQ_EVENTFD_DISABLED) === 0;
   }
 
   /** Sets or clears IORING_CQ_EVENTFD_DISABLED (Linux 5.8+). */

@@ -22,7 +22,9 @@ import {
   IORING_ENTER_GETEVENTS,
   IORING_OP,
   IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_IOPOLL,
+  IORING_SETUP_SINGLE_ISSUER,
   IORING_SETUP_SQPOLL,
   IORING_SETUP_TASKRUN_FLAG,
   IOSQE_FIXED_FILE,
@@ -90,13 +92,53 @@ export interface IoUringQueueOptions {
  */
 export const FIXED_BUFFERS = 64;
 
+/**
+ * COOP_TASKRUN (Linux 5.19): completions no longer interrupt the thread with an IPI; their task
+ * work runs at its next kernel entry (a sleeping waiter is still woken). Fewer interrupts: -27%
+ * CPU per request and +10% IOPS at iodepth 32 (BENCHMARKS.md). With TASKRUN_FLAG, reap() sees
+ * when that work waits. SQPOLL rings refuse both.
+ */
+const COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+
+/**
+ * The setup flags of a regular queue's ring on a regular file read and written through the page
+ * cache, best first (the kernel takes the first it knows). DEFER_TASKRUN (Linux 6.1, with
+ * SINGLE_ISSUER: only this thread uses the ring, as JavaScript objects never cross threads)
+ * goes further than COOP_TASKRUN: completion work waits for this thread's next GETEVENTS entry,
+ * so requests the kernel hands to its workers (ext4 buffered writes, tmpfs reads) are posted in
+ * batches by this thread instead of one by one by the worker: such requests took 5-16% less
+ * time each at iodepth 32 through doIo (in-process A/B, BENCHMARKS.md). A queue whose
+ * completion fd is taken while idle gets a COOP_TASKRUN ring instead (see useCompletionFd).
+ */
+export const BUFFERED_FILE_RING_FLAGS: readonly number[] = [
+  COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+  COOP_TASKRUN,
+];
+
+/**
+ * Whether a regular queue on `target` gets DEFER_TASKRUN ({@link BUFFERED_FILE_RING_FLAGS}):
+ * only a regular file without O_DIRECT. Block devices and O_DIRECT keep COOP_TASKRUN: their
+ * requests complete from the device, and with DEFER_TASKRUN those that finish while a wait
+ * returns are posted only by the next entry, after its submissions, so each turn resubmits
+ * fewer. Streaming lost most: 128 KiB sequential O_DIRECT reads of a loop device at iodepth 8
+ * did ~20% fewer IOPS (fewer requests in the kernel at once merge less; BENCHMARKS.md,
+ * "DEFER_TASKRUN tried again"). Poll and SQPOLL queues never get it.
+ */
+export function defersTaskWork(target: TargetInfo): boolean {
+  return !target.isBlockDevice && !target.direct;
+}
+
 /** A queue of the io_uring driver. */
 export class IoUringQueue implements DriverQueue {
   completions!: CompletionBacklog;
   readonly isPollQueue: boolean;
   readonly completionFd: number;
   readonly #native: Native;
-  readonly #ring: Ring;
+  /** Replaced once at most, by a COOP_TASKRUN ring when the completion fd is taken (#remakeRing). */
+  #ring: Ring;
+  /** What the ring was made with, to make it again. */
+  readonly #fd: number;
+  readonly #entries: number;
   readonly #target: TargetInfo;
   readonly #supportsRead: boolean;
   readonly #supportsWrite: boolean;
@@ -123,22 +165,24 @@ export class IoUringQueue implements DriverQueue {
   #fixedHigh = 0;
   #destroyed = false;
   #fdRegistered = false;
+  /** Whether the last enter() waited for completions (reap() reads and clears it). */
+  #waited = false;
 
   constructor(native: Native, opts: IoUringQueueOptions) {
     this.#native = native;
     this.#target = opts.target;
     this.isPollQueue = opts.poll;
     this.#rwFlags = opts.poll ? RWF_HIPRI : 0;
-    // COOP_TASKRUN (Linux 5.19): completions no longer interrupt the thread with an IPI; their
-    // task work runs at its next kernel entry (a sleeping waiter is still woken). Fewer
-    // interrupts: -27% CPU per request and +10% IOPS at iodepth 32 (BENCHMARKS.md). With
-    // TASKRUN_FLAG, reap() sees when that work waits. SQPOLL rings refuse both.
-    const ring = opts.sqpoll && !opts.poll ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL) : new Ring(
-      native,
-      opts.entries,
-      opts.poll ? IORING_SETUP_IOPOLL : 0,
-      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-    );
+    const ring = opts.sqpoll && !opts.poll
+      ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL)
+      : opts.poll
+      ? new Ring(native, opts.entries, IORING_SETUP_IOPOLL, [COOP_TASKRUN])
+      : new Ring(
+        native,
+        opts.entries,
+        0,
+        defersTaskWork(opts.target) ? BUFFERED_FILE_RING_FLAGS : [COOP_TASKRUN],
+      );
     let efd = -1;
     try {
       // Probing came with READ, WRITE and FALLOCATE in Linux 5.6: no probe means none of them.
@@ -158,6 +202,8 @@ export class IoUringQueue implements DriverQueue {
       throw e;
     }
     this.#ring = ring;
+    this.#fd = opts.fd;
+    this.#entries = opts.entries;
     this.completionFd = efd;
     // Registered buffers save pinning the pages of every request (get_user_pages for O_DIRECT,
     // a page walk for buffered I/O). Without a sparse table (Linux < 5.19) all I/O stays plain.
@@ -394,20 +440,27 @@ export class IoUringQueue implements DriverQueue {
     return n;
   }
 
-  reap(out: Completion[], n: number, max: number): number {
-    n = this.#reapCq(out, n, max);
+  reap(out: Completion[], n0: number, max: number): number {
+    const waited = this.#waited;
+    this.#waited = false;
+    const n = this.#reapCq(out, n0, max);
     // An empty CQ may only mean that completion task work waits for this thread to enter the
-    // kernel (COOP_TASKRUN): a caller polling with doIo(min 0) would otherwise wait for the next
-    // timer tick. With SQEs pending, the io_uring_enter submitting them runs it anyway.
+    // kernel: a caller polling with doIo(min 0) would otherwise wait for the next timer tick
+    // (COOP_TASKRUN) or forever (DEFER_TASKRUN). With SQEs pending, the io_uring_enter that
+    // submits them runs it anyway (with DEFER_TASKRUN because enter() then asks for GETEVENTS).
     const ring = this.#ring;
     if (
-      n < max && ring.taskrunFlag && this.pendingSubmit === 0 && this.completions.badOut < 0 &&
-      ring.taskWorkPending()
-    ) {
-      ring.runTaskWork();
-      n = this.#reapCq(out, n, max);
-    }
-    return n;
+      n === max || !ring.taskrunFlag || this.pendingSubmit > 0 || this.completions.badOut >= 0 ||
+      !ring.taskWorkPending()
+    ) return n;
+    // With DEFER_TASKRUN, work still waiting after a wait that reaped something is left to the
+    // next call's entry: a thread that waits in doIo(min > 0) would otherwise pay a system call
+    // per turn for it (-20% IOPS at iodepth 32 on ext4 buffered writes, measured). Otherwise all
+    // of it is run, so that doIo(min 0) hands back everything that completed: a caller draining
+    // until it returns fewer than it could take leaves nothing behind (see Ring.runTaskWork).
+    if (ring.deferTaskrun && waited && n > n0) return n;
+    ring.runTaskWork();
+    return this.#reapCq(out, n, max);
   }
 
   /** Moves CQEs into `out[n..max)`; returns the new `n`. */
@@ -516,19 +569,71 @@ export class IoUringQueue implements DriverQueue {
 
   enter(minComplete: number, timeoutNs: number): number {
     this.#flushResubmits();
-    const flags = minComplete > 0 || this.isPollQueue ? IORING_ENTER_GETEVENTS : 0;
-    if (flags === 0 && this.#ring.unsubmitted === 0) return 0;
-    const r = this.#ring.enter(minComplete, flags, timeoutNs);
+    const ring = this.#ring;
+    // DEFER_TASKRUN: completion work runs only in a GETEVENTS entry, so a submitting entry asks
+    // for it too (min 0 waits for nothing) rather than leave it to a second system call.
+    const flags = minComplete > 0 || this.isPollQueue || ring.deferTaskrun ? IORING_ENTER_GETEVENTS : 0;
+    if (minComplete === 0 && !this.isPollQueue && ring.unsubmitted === 0) return 0;
+    this.#waited = minComplete > 0;
+    const r = ring.enter(minComplete, flags, timeoutNs);
     return r < 0 ? r : 0;
+  }
+
+  /** Whether the ring defers completion work to GETEVENTS entries (DEFER_TASKRUN). */
+  get deferTaskrun(): boolean {
+    return this.#ring.deferTaskrun;
   }
 
   useCompletionFd(): void {
     if (this.#fdRegistered || this.completionFd < 0 || this.#destroyed) return;
+    if (this.#ring.deferTaskrun && this.#idle()) this.#remakeRing();
     this.#ring.registerEventfd(this.completionFd);
     this.#fdRegistered = true;
     // Requests that completed before the registration signalled nothing: one signal for them
     // all, so a caller waiting on the fd sees them (a spurious wakeup at worst).
     if (this.inFlight > 0) signalEventfd(this.#native, this.completionFd);
+  }
+
+  /** Nothing in flight, queued or waiting to be reaped. */
+  #idle(): boolean {
+    const ring = this.#ring;
+    return this.#freeTop === this.#cap && ring.unsubmitted === 0 && this.#resubmitCount === 0 &&
+      ring.cqHead() === ring.cqTail() && !ring.taskWorkPending();
+  }
+
+  /**
+   * Makes the ring again with COOP_TASKRUN instead of DEFER_TASKRUN (a buffered regular file's
+   * queue), for a queue about to be driven from an event loop through its completion fd. With
+   * DEFER_TASKRUN the completions of requests the kernel's workers finish reach the CQ only when
+   * this thread enters with GETEVENTS, so every wake-up costs an extra system call before there
+   * is anything to reap; with COOP_TASKRUN they are posted as they finish. BlockDevice,
+   * in-process A/B at iodepth 32 (when every queue had DEFER_TASKRUN): ext4 buffered writes took
+   * 14-17% longer a request on Bun with it, and O_DIRECT reads of a loop device 6-8% longer on
+   * Deno (BENCHMARKS.md). Only an idle ring is remade; if that fails the ring stays as it was,
+   * which is correct, only slower.
+   */
+  #remakeRing(): void {
+    const old = this.#ring;
+    let ring: Ring;
+    try {
+      ring = new Ring(this.#native, this.#entries, 0, [COOP_TASKRUN]);
+    } catch {
+      return;
+    }
+    try {
+      if (ring.cqEntries !== old.cqEntries || ring.sqEntries !== old.sqEntries) return ring.close();
+      ring.registerFiles([this.#fd]);
+      if (this.#fixedTable && ring.registerBufferTable(FIXED_BUFFERS) !== 0) return ring.close();
+      for (let k = 0; k < this.#fixedHigh; k++) {
+        const start = this.#fixedStart[k], end = this.#fixedEnd[k];
+        if (end !== 0 && ring.updateBuffer(k, start, end - start) !== 0) return ring.close();
+      }
+      ring.setEventfdEnabled(old.eventfdEnabled());
+    } catch {
+      return ring.close();
+    }
+    old.close();
+    this.#ring = ring;
   }
 
   setCompletionFdEnabled(enabled: boolean): void {
