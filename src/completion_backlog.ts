@@ -34,7 +34,8 @@ export class CompletionBacklog {
   #badAlias = -1;
   /**
    * The objects of `out[0..#seenUpTo)` of the doIo running now, kept only once it has filled
-   * more than {@link ALIAS_SCAN} entries: below that, a scan is cheaper than a set.
+   * more than {@link ALIAS_SCAN} entries (below that, a scan is cheaper than a set), and only
+   * until it returns ({@link forgetOut}): they are the caller's, with its userData.
    */
   #seen: Set<unknown> | null = null;
   #seenUpTo = 0;
@@ -106,16 +107,18 @@ export class CompletionBacklog {
       return -1;
     }
     const seen = this.#seen ??= new Set();
-    if (this.#seenUpTo > n) this.#forgetOut();
+    if (this.#seenUpTo > n) this.forgetOut(); // not this call's: a caller that did not forget
     for (; this.#seenUpTo < n; this.#seenUpTo++) seen.add(out[this.#seenUpTo]);
     return seen.has(c) ? out.indexOf(c) : -1;
   }
 
   /**
-   * Drops the previous call's entries from the set of {@link #aliasOf}, which otherwise would
-   * keep them referenced and could match one the caller has since moved.
+   * Drops the entries {@link #aliasOf} collected: doIo calls this as it returns, and
+   * {@link fill} at the start of the next call (after one that threw), so the set neither keeps
+   * the caller's objects alive nor matches one the caller has moved since.
    */
-  #forgetOut(): void {
+  forgetOut(): void {
+    if (this.#seenUpTo === 0) return;
     this.#seen!.clear();
     this.#seenUpTo = 0;
   }
@@ -145,7 +148,7 @@ export class CompletionBacklog {
   /** Moves completions into `out[n..max)`; returns the new `n` (stops at an unwritable entry). */
   fill(out: Completion[], n: number, max: number): number {
     // doIo starts every call with a fill at 0: a new call, whose entries are not the last's.
-    if (n === 0 && this.#seenUpTo !== 0) this.#forgetOut();
+    if (n === 0) this.forgetOut();
     while (n < max && this.#head < this.#ret.length) {
       const i = this.#head;
       // A refused entry leaves the completion first in line.

@@ -320,6 +320,9 @@ export class Queue {
         throw this.#enterError(ETIME);
       }
     }
+    // The entries it collected checking `out` are the caller's (after an error, the next call's
+    // first fill drops them).
+    completions.forgetOut();
     return n;
   }
 

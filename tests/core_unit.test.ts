@@ -987,6 +987,15 @@ test("queue: an out entry that is the same object as an earlier one → EINVAL, 
   const out: Completion[] = [];
   assert.equal(q.doIo(out, 2), 2);
   assert.deepEqual(uds(out, 2), ["made 1", "made 2"]);
+  // Beyond 32 entries too, with the entries moved around between calls (a set that kept the
+  // last call's entries would see the moved ones as repeated).
+  const big = Array.from({ length: 40 }, newCompletion);
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 40; i++) q.read(i * 8, buf(), round * 100 + i);
+    assert.equal(q.doIo(big, 40, 40), 40);
+    assert.deepEqual(uds(big, 40), Array.from({ length: 40 }, (_, i) => round * 100 + i));
+    big.push(...big.splice(0, 7));
+  }
   // The same array again in the next call is fine: only entries of one call must differ.
   const reused = [newCompletion(), newCompletion()];
   for (let round = 0; round < 3; round++) {
