@@ -57,9 +57,9 @@ export class CompletionBacklog {
    * Writes one completion into `out[n]` (a new Completion where the entry is empty). Returns
    * false when that threw (a frozen or otherwise unwritable entry, a primitive, a Proxy that
    * refuses, a frozen `out`) or when the entry is the same object as an earlier one of this
-   * call, whose completion writing it would destroy. The completion is then pushed here and {@link badOut} set, and the
-   * driver must stop reaping: it has already released the request, so nothing is lost and
-   * nothing is reported twice.
+   * call, whose completion writing it would destroy. The completion is then pushed here and
+   * {@link badOut} set, and the driver must stop reaping: it has already released the request,
+   * so nothing is lost and nothing is reported twice.
    *
    * Checking every entry before a reap instead (one Object.isExtensible call each) cost 2-6% of
    * a request at iodepth 1 on Deno in in-process A/B runs, and missed Proxies and throwing
