@@ -5,8 +5,9 @@
  * loop), the two versions in interleaved rounds (the order rotated each round), medians and the
  * median of the per-round ratios new/base. By default on a page-cached file it writes itself,
  * at iodepth 1; `--path` takes any file or block device (`--direct` for O_DIRECT; `--rw write`
- * overwrites it with random data). `--event` sends the requests through `BlockDevice` instead,
- * `iodepth` loops each awaiting one request at a time.
+ * overwrites it with random data); `--drop-caches` (root) empties the page cache before every
+ * round, so buffered reads of a file on a real disk start cold. `--event` sends the requests
+ * through `BlockDevice` instead, `iodepth` loops each awaiting one request at a time.
  *
  * Why in one process: on a shared VM the speed of separate runs drifts by ±10-40% within
  * minutes, while two copies of the same code in one process stay within a few per cent of each
@@ -20,7 +21,7 @@
  * Usage: deno run -A bench/ab_bench.ts [--base HEAD] [--rounds 11] [--requests 100000]
  *                                     [--order AB|BA] [--size-mib 256] [--buffer region|plain]
  *                                     [--iodepth 1] [--bs 4096] [--seq] [--rw read|write]
- *                                     [--path P [--direct]]
+ *                                     [--path P [--direct]] [--drop-caches]
  *                                     [--event] [--json]
  *        bun bench/ab_bench.ts [same options]
  *
@@ -28,7 +29,7 @@
  */
 import process from "node:process";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -54,6 +55,8 @@ interface Options {
   path: string | null;
   direct: boolean;
   event: boolean;
+  /** Drop the kernel's page cache before every round (root), so buffered reads start cold. */
+  dropCaches: boolean;
   json: boolean;
 }
 
@@ -79,14 +82,16 @@ function parseArgs(argv: string[]): Options {
     path: null,
     direct: false,
     event: false,
+    dropCaches: false,
     json: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === "--json" || a === "--direct" || a === "--event" || a === "--seq") {
+    if (a === "--json" || a === "--direct" || a === "--event" || a === "--seq" || a === "--drop-caches") {
       if (a === "--json") o.json = true;
       else if (a === "--direct") o.direct = true;
       else if (a === "--seq") o.seq = true;
+      else if (a === "--drop-caches") o.dropCaches = true;
       else o.event = true;
       continue;
     }
@@ -113,6 +118,16 @@ function parseArgs(argv: string[]): Options {
   if (o.direct && o.buffer === "plain") usage("--direct needs --buffer region (aligned memory)");
   if (o.direct && o.path === null) usage("--direct needs --path (the file made for the run is page-cached)");
   return o;
+}
+
+const DROP_CACHES = "/proc/sys/vm/drop_caches";
+
+/**
+ * Drops the clean pages of the page cache, so the next round's buffered reads come from the
+ * device (with readahead) as in a first read of the data, not from memory.
+ */
+function dropCaches(): void {
+  writeFileSync(DROP_CACHES, "1\n");
 }
 
 /** What both versions of mod.ts export and this uses. */
@@ -248,6 +263,13 @@ async function main(): Promise<void> {
     const blocks = Math.floor(size / opts.bs);
     if (blocks < 1) usage(`${path} is smaller than one block`);
 
+    if (opts.dropCaches) {
+      try {
+        dropCaches();
+      } catch (e) {
+        usage(`--drop-caches needs root (it writes ${DROP_CACHES}): ${(e as Error).message}`);
+      }
+    }
     const make = (lib: Lib): Loop | Promise<Loop> =>
       opts.event ? eventLoop(lib, path, blocks, opts) : ioLoop(lib, path, blocks, opts);
     const names = opts.order === "AB" ? ["base", "new"] : ["new", "base"];
@@ -258,6 +280,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < opts.rounds; r++) {
       for (let k = 0; k < loops.length; k++) {
         const [name, l] = loops[(k + r) % loops.length];
+        if (opts.dropCaches) dropCaches();
         const t0 = performance.now();
         await l.run(opts.requests);
         ns[name].push((performance.now() - t0) * 1e6 / opts.requests);
@@ -278,6 +301,7 @@ async function main(): Promise<void> {
       path: opts.path,
       direct: opts.direct,
       event: opts.event,
+      dropCaches: opts.dropCaches,
       rounds: opts.rounds,
       requests: opts.requests,
       baseNs: Math.round(median(ns.base)),
@@ -292,7 +316,9 @@ async function main(): Promise<void> {
       `${runtime}: ${opts.base} ${result.baseNs} ns, working tree ${result.newNs} ns a request ` +
         `(${opts.bs / 1024} KiB ${opts.seq ? "sequential" : "random"} ${opts.rw}s of ${
           opts.path ?? "a page-cached file"
-        }${opts.direct ? " with O_DIRECT" : ""}, ` +
+        }${opts.direct ? " with O_DIRECT" : ""}${
+          opts.dropCaches ? ", page cache dropped each round" : ""
+        }, ` +
         `iodepth ${opts.iodepth}${
           opts.event ? " through BlockDevice" : ""
         }, ${opts.rounds} rounds of ${opts.requests}, order ${opts.order}); ` +

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -61,6 +61,50 @@ test("ab_bench: 8 KiB random writes at iodepth 8, and sequential reads through B
     assert.ok(res.ratio > 0.2 && res.ratio < 5, `ratio ${res.ratio}`);
   }
 });
+
+/** Why ab_bench cannot drop the page cache here, or null. */
+function dropCachesSkipReason(): string | null {
+  if (SKIP !== null) return SKIP;
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
+    return "not root: --drop-caches writes /proc/sys/vm/drop_caches";
+  }
+  return null;
+}
+
+test(
+  "ab_bench: --drop-caches reads a file cold every round",
+  { skip: dropCachesSkipReason() ?? false },
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), "blkio-abtest-"));
+    try {
+      const path = join(dir, "cold.img");
+      writeFileSync(path, new Uint8Array(4 << 20).fill(7));
+      const r = abBench([
+        "--path",
+        path,
+        "--drop-caches",
+        "--seq",
+        "--bs",
+        "131072",
+        "--iodepth",
+        "4",
+        "--rounds",
+        "2",
+        "--requests",
+        "64",
+        "--json",
+      ]);
+      assert.equal(r.status, 0, r.stderr);
+      const res = JSON.parse(r.stdout);
+      assert.equal(res.dropCaches, true);
+      assert.equal(res.bs, 131072);
+      for (const k of ["baseNs", "newNs"]) assert.ok(res[k] > 100 && res[k] < 1e8, `${k} ${res[k]}`);
+      assert.ok(res.ratio > 0.1 && res.ratio < 10, `ratio ${res.ratio}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 /** ab_bench's temporary directories (where it extracts the base revision) now in the tmpdir. */
 function abDirs(): string[] {
