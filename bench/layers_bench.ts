@@ -34,7 +34,7 @@ import { median, writePageCachedFile } from "./_common.ts";
 import { Blkio, type Completion, newCompletion } from "../mod.ts";
 import { Op } from "../src/completion.ts";
 import { CompletionBacklog } from "../src/completion_backlog.ts";
-import { BUFFERED_FILE_RING_FLAGS, IoUringQueue } from "../src/drivers/io_uring/queue.ts";
+import { IoUringQueue, regularRingFlags } from "../src/drivers/io_uring/queue.ts";
 import { targetInfo } from "../src/drivers/io_uring/target_info.ts";
 import { closeFd, openPath } from "../src/sys.ts";
 import { IORING_ENTER_GETEVENTS, IOSQE_FIXED_FILE } from "../src/uring/constants.ts";
@@ -89,9 +89,9 @@ interface Layer {
 
 function ringLayer(path: string, blocks: number): Layer {
   const n = native!;
-  // The driver's ring flags, so the layers differ in code only.
-  const ring = new Ring(n, 128, 0, BUFFERED_FILE_RING_FLAGS);
   const fd = openPath(n, path, 0);
+  // The driver's ring flags for this file, so the layers differ in code only.
+  const ring = new Ring(n, 128, 0, regularRingFlags(targetInfo(n, fd)));
   ring.registerFiles([fd]);
   const buf = n.alloc(BS);
   const addr = n.addressOf(buf.buffer as ArrayBuffer);

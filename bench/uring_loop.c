@@ -2,7 +2,7 @@
  * The C yardstick of bench/run.mjs next to fio: the loop blkio_bench runs, written directly
  * against liburing. `depth` requests in flight; one io_uring_submit_and_wait(min 1) per turn
  * (blkio's doIo(min 1)), every ready completion reaped and resubmitted at once. Same ring
- * setup flags as the io_uring driver (on a regular file without O_DIRECT COOP_TASKRUN |
+ * setup flags as the io_uring driver (on a tmpfs file without O_DIRECT COOP_TASKRUN |
  * TASKRUN_FLAG | SINGLE_ISSUER | DEFER_TASKRUN, else COOP_TASKRUN | TASKRUN_FLAG, where the
  * kernel has them),
  * page-aligned malloc'd buffers, plain READ/WRITE.
@@ -19,12 +19,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <linux/magic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -151,10 +152,10 @@ int main(int argc, char **argv) {
   struct io_uring_params p;
   unsigned entries = j.depth < 128 ? 128 : (unsigned)j.depth;
   /* The io_uring driver's flag sets for a queue waited on in doIo, best first (the kernel
-   * refuses flags it does not know with EINVAL): DEFER_TASKRUN only on a regular file without
+   * refuses flags it does not know with EINVAL): DEFER_TASKRUN only on a file on tmpfs without
    * O_DIRECT, as the driver does (defersTaskWork in src/drivers/io_uring/queue.ts). */
-  struct stat st;
-  int buffered_file = !j.direct && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  struct statfs sfs;
+  int tmpfs_file = !j.direct && fstatfs(fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
   const unsigned flag_sets[] = {
       IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER |
           IORING_SETUP_DEFER_TASKRUN,
@@ -162,7 +163,7 @@ int main(int argc, char **argv) {
       0,
   };
   int r = -EINVAL;
-  for (unsigned k = buffered_file ? 0 : 1; k < sizeof flag_sets / sizeof flag_sets[0] && r == -EINVAL; k++) {
+  for (unsigned k = tmpfs_file ? 0 : 1; k < sizeof flag_sets / sizeof flag_sets[0] && r == -EINVAL; k++) {
     memset(&p, 0, sizeof p);
     p.flags = flag_sets[k];
     r = io_uring_queue_init_params(entries, &ring, &p);

@@ -138,11 +138,18 @@ export function fstat(native: Native, fd: number): FileStat {
   };
 }
 
-/** The file system block size (f_bsize) from fstatfs(2). */
-export function fsBlockSize(native: Native, fd: number): number {
+/** f_type of a file on tmpfs (linux/magic.h). */
+export const TMPFS_MAGIC = 0x01021994;
+
+/**
+ * The file system's type (f_type, a magic number such as {@link TMPFS_MAGIC}) and block size
+ * (f_bsize) from fstatfs(2): struct statfs starts with these two longs on 64-bit Linux.
+ */
+export function fsStat(native: Native, fd: number): { type: number; blockSize: number } {
   const st = native.alloc(128);
   if (native.libc.fstatfs(fd, st) < 0) throw errnoError(native.errno(), `fstatfs(${fd}) failed`);
-  return Number(new DataView(st.buffer).getBigInt64(8, true));
+  const v = new DataView(st.buffer);
+  return { type: Number(v.getBigInt64(0, true)), blockSize: Number(v.getBigInt64(8, true)) };
 }
 
 /** fcntl(F_GETFL). */

@@ -101,31 +101,37 @@ export const FIXED_BUFFERS = 64;
 const COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
 
 /**
- * The setup flags of a regular queue's ring on a regular file read and written through the page
- * cache, best first (the kernel takes the first it knows). DEFER_TASKRUN (Linux 6.1, with
- * SINGLE_ISSUER: only this thread uses the ring, as JavaScript objects never cross threads)
- * goes further than COOP_TASKRUN: completion work waits for this thread's next GETEVENTS entry,
- * so requests the kernel hands to its workers (ext4 buffered writes, tmpfs reads) are posted in
- * batches by this thread instead of one by one by the worker: such requests took 5-16% less
- * time each at iodepth 32 through doIo (in-process A/B, BENCHMARKS.md). A queue whose
- * completion fd is taken while idle gets a COOP_TASKRUN ring instead (see useCompletionFd).
+ * The setup flags of a regular queue's ring on a file on tmpfs, best first (the kernel takes
+ * the first it knows). DEFER_TASKRUN (Linux 6.1, with SINGLE_ISSUER: only this thread uses the
+ * ring, as JavaScript objects never cross threads) goes further than COOP_TASKRUN: completion
+ * work waits for this thread's next GETEVENTS entry, so requests the kernel hands to its
+ * workers (every buffered tmpfs read) are posted in batches by this thread instead of one by
+ * one by the worker: 4-10% less time a request for tmpfs reads at iodepth 1 and 32 (in-process
+ * A/B, BENCHMARKS.md). A queue whose completion fd is taken while idle gets a COOP_TASKRUN ring
+ * instead (see useCompletionFd).
  */
-export const BUFFERED_FILE_RING_FLAGS: readonly number[] = [
+const TMPFS_RING_FLAGS: readonly number[] = [
   COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
   COOP_TASKRUN,
 ];
 
 /**
- * Whether a regular queue on `target` gets DEFER_TASKRUN ({@link BUFFERED_FILE_RING_FLAGS}):
- * only a regular file without O_DIRECT. Block devices and O_DIRECT keep COOP_TASKRUN: their
- * requests complete from the device, and with DEFER_TASKRUN those that finish while a wait
- * returns are posted only by the next entry, after its submissions, so each turn resubmits
- * fewer. Streaming lost most: 128 KiB sequential O_DIRECT reads of a loop device at iodepth 8
- * did ~20% fewer IOPS (fewer requests in the kernel at once merge less; BENCHMARKS.md,
- * "DEFER_TASKRUN tried again"). Poll and SQPOLL queues never get it.
+ * Whether a regular queue on `target` gets DEFER_TASKRUN ({@link TMPFS_RING_FLAGS}): only a
+ * file on tmpfs, whose requests never wait for a device. Where requests complete from a device
+ * (block devices, O_DIRECT, and buffered reads that miss the page cache) completions that
+ * arrive while a wait returns are posted only by the next entry, after its submissions, so each
+ * turn resubmits fewer: 128 KiB sequential O_DIRECT reads of a loop device at iodepth 8 did ~20%
+ * fewer IOPS, and 4 KiB buffered reads of an uncached ext4 file at iodepth 32 took 10-12% longer
+ * each (BENCHMARKS.md), more than the 4-8% ext4 buffered writes gained. Poll and SQPOLL queues
+ * never get it.
  */
 export function defersTaskWork(target: TargetInfo): boolean {
-  return !target.isBlockDevice && !target.direct;
+  return target.onTmpfs && !target.direct;
+}
+
+/** The optional setup flags of a regular (not poll, not SQPOLL) queue's ring on `target`. */
+export function regularRingFlags(target: TargetInfo): readonly number[] {
+  return defersTaskWork(target) ? TMPFS_RING_FLAGS : [COOP_TASKRUN];
 }
 
 /** A queue of the io_uring driver. */
@@ -177,12 +183,7 @@ export class IoUringQueue implements DriverQueue {
       ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL)
       : opts.poll
       ? new Ring(native, opts.entries, IORING_SETUP_IOPOLL, [COOP_TASKRUN])
-      : new Ring(
-        native,
-        opts.entries,
-        0,
-        defersTaskWork(opts.target) ? BUFFERED_FILE_RING_FLAGS : [COOP_TASKRUN],
-      );
+      : new Ring(native, opts.entries, 0, regularRingFlags(opts.target));
     let efd = -1;
     try {
       // Probing came with READ, WRITE and FALLOCATE in Linux 5.6: no probe means none of them.
@@ -602,8 +603,8 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * Makes the ring again with COOP_TASKRUN instead of DEFER_TASKRUN (a buffered regular file's
-   * queue), for a queue about to be driven from an event loop through its completion fd. With
+   * Makes the ring again with COOP_TASKRUN instead of DEFER_TASKRUN (a queue on tmpfs), for a
+   * queue about to be driven from an event loop through its completion fd. With
    * DEFER_TASKRUN the completions of requests the kernel's workers finish reach the CQ only when
    * this thread enters with GETEVENTS, so every wake-up costs an extra system call before there
    * is anything to reap; with COOP_TASKRUN they are posted as they finish. BlockDevice,

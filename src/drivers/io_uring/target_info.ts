@@ -8,7 +8,7 @@ import type { Native } from "../../../ffi/types.ts";
 import { BlkioError } from "../../errors.ts";
 import {
   fileStatusFlags,
-  fsBlockSize,
+  fsStat,
   fstat,
   O_ACCMODE,
   O_RDONLY,
@@ -18,6 +18,7 @@ import {
   S_IFBLK,
   S_IFMT,
   S_IFREG,
+  TMPFS_MAGIC,
 } from "../../sys.ts";
 
 /** Linux block device queue limits. */
@@ -37,6 +38,8 @@ export interface TargetInfo {
   isBlockDevice: boolean;
   direct: boolean;
   readOnly: boolean;
+  /** A regular file on tmpfs: its data lives in memory, with no device behind it. */
+  onTmpfs: boolean;
   requestAlignment: number;
   optimalIoAlignment: number;
   optimalIoSize: number;
@@ -94,6 +97,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       isBlockDevice: true,
       direct,
       readOnly,
+      onTmpfs: false,
       requestAlignment: direct ? limits.logicalBlockSize : 1,
       optimalIoAlignment: limits.physicalBlockSize,
       optimalIoSize: limits.optimalIoSize,
@@ -111,12 +115,14 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
   // Files on tmpfs, overlay and the like have no block device behind st_dev.
   const limits = readBlockLimits(native, st.devMajor, st.devMinor);
   const requestAlignment = direct ? (limits?.logicalBlockSize ?? pageSize(native)) : 1;
+  const fs = fsStat(native, fd);
   return {
     isBlockDevice: false,
     direct,
     readOnly,
+    onTmpfs: fs.type === TMPFS_MAGIC,
     requestAlignment,
-    optimalIoAlignment: Math.max(fsBlockSize(native, fd), requestAlignment),
+    optimalIoAlignment: Math.max(fs.blockSize, requestAlignment),
     optimalIoSize: 0,
     supportsWriteZeroesWithoutFallback: true,
     // File systems put no alignment rule on fallocate, but discard-alignment must be a
