@@ -99,6 +99,8 @@ export const FIXED_BUFFERS = 64;
  * when that work waits. SQPOLL rings refuse both.
  */
 const COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+/** The optional flags of every other ring that may poll or wait: COOP_TASKRUN where known. */
+const COOP_RING_FLAGS: readonly number[] = [COOP_TASKRUN];
 
 /**
  * The setup flags of a regular queue's ring on a file on tmpfs, best first (the kernel takes
@@ -131,7 +133,7 @@ export function defersTaskWork(target: TargetInfo): boolean {
 
 /** The optional setup flags of a regular (not poll, not SQPOLL) queue's ring on `target`. */
 export function regularRingFlags(target: TargetInfo): readonly number[] {
-  return defersTaskWork(target) ? TMPFS_RING_FLAGS : [COOP_TASKRUN];
+  return defersTaskWork(target) ? TMPFS_RING_FLAGS : COOP_RING_FLAGS;
 }
 
 /** A queue of the io_uring driver. */
@@ -182,7 +184,7 @@ export class IoUringQueue implements DriverQueue {
     const ring = opts.sqpoll && !opts.poll
       ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL)
       : opts.poll
-      ? new Ring(native, opts.entries, IORING_SETUP_IOPOLL, [COOP_TASKRUN])
+      ? new Ring(native, opts.entries, IORING_SETUP_IOPOLL, COOP_RING_FLAGS)
       : new Ring(native, opts.entries, 0, regularRingFlags(opts.target));
     let efd = -1;
     try {
@@ -604,20 +606,20 @@ export class IoUringQueue implements DriverQueue {
 
   /**
    * Makes the ring again with COOP_TASKRUN instead of DEFER_TASKRUN (a queue on tmpfs), for a
-   * queue about to be driven from an event loop through its completion fd. With
-   * DEFER_TASKRUN the completions of requests the kernel's workers finish reach the CQ only when
-   * this thread enters with GETEVENTS, so every wake-up costs an extra system call before there
-   * is anything to reap; with COOP_TASKRUN they are posted as they finish. BlockDevice,
-   * in-process A/B at iodepth 32 (when every queue had DEFER_TASKRUN): ext4 buffered writes took
-   * 14-17% longer a request on Bun with it, and O_DIRECT reads of a loop device 6-8% longer on
-   * Deno (BENCHMARKS.md). Only an idle ring is remade; if that fails the ring stays as it was,
-   * which is correct, only slower.
+   * queue about to be driven from an event loop through its completion fd. With DEFER_TASKRUN
+   * the completions of requests the kernel's workers finish reach the CQ only when this thread
+   * enters with GETEVENTS, so every wake-up costs an extra system call before there is anything
+   * to reap; with COOP_TASKRUN they are posted as they finish. BlockDevice, in-process A/B at
+   * iodepth 32 (when every queue had DEFER_TASKRUN): ext4 buffered writes took 14-17% longer a
+   * request on Bun with it, and O_DIRECT reads of a loop device 6-8% longer on Deno
+   * (BENCHMARKS.md). Only an idle ring is remade; if that fails the ring stays as it was, which
+   * is correct, only slower.
    */
   #remakeRing(): void {
     const old = this.#ring;
     let ring: Ring;
     try {
-      ring = new Ring(this.#native, this.#entries, 0, [COOP_TASKRUN]);
+      ring = new Ring(this.#native, this.#entries, 0, COOP_RING_FLAGS);
     } catch {
       return;
     }
