@@ -146,7 +146,7 @@ function fillForWrites(mem: Uint8Array, opts: Options): void {
 
 /** The block of each next request: random, or in order from 0, wrapping at `blocks`. */
 function blockPicker(blocks: number, seq: boolean): () => number {
-  let next = 0;
+  let next = -1;
   return seq ? () => (next = (next + 1) % blocks) : () => Math.floor(Math.random() * blocks);
 }
 
