@@ -51,7 +51,7 @@ export class Blkio {
   private constructor(native: Native, driver: Driver) {
     this.#native = native;
     this.#driver = driver;
-    this.#regions = new MemoryRegionRegistry(native);
+    this.#regions = new MemoryRegionRegistry(native, (buffer) => this.#inUse(buffer));
   }
 
   /** Creates an instance of the driver called `driver` (`"io_uring"`); unknown → ENOENT. */
@@ -103,7 +103,11 @@ export class Blkio {
     this.#state = State.Started;
   }
 
-  /** Frees everything: queues, memory regions, the device. Idempotent. */
+  /**
+   * Frees everything: queues, memory regions, the device. Idempotent. A region another
+   * instance still maps or uses is freed when it no longer does (its unmap or destroy, or the
+   * next region call of any instance after its requests completed).
+   */
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
@@ -176,10 +180,15 @@ export class Blkio {
     return this.#regions.alloc(len, d.memRegionAlignment());
   }
 
-  /** Frees a region from {@link allocMemRegion}; its `bytes` become empty. */
+  /**
+   * Frees a region from {@link allocMemRegion}; its `bytes` become empty. EBUSY while it is
+   * mapped, its memory is mapped through another region object or by another instance, or
+   * requests of any instance use it: freed memory could be handed out again at the same
+   * address while a ring or back-end still holds it.
+   */
   freeMemRegion(region: MemoryRegion): void {
     this.#live();
-    this.#regions.free(region, (buffer) => this.#inUse(buffer));
+    this.#regions.free(region);
   }
 
   #inUse(buffer: ArrayBufferLike): boolean {

@@ -54,19 +54,41 @@ export function mapMemfd(n: Native, name: string, len: number): { fd: number; ad
 }
 
 interface Allocation {
+  native: Native;
   addr: number;
   len: number;
   fd: number;
 }
 
+/** Whether memory of `buffer` is used by requests that have not completed (in flight or queued). */
+export type InUse = (buffer: ArrayBufferLike) => boolean;
+
+/**
+ * The registries of every instance not destroyed. Memory one instance allocated may be mapped
+ * by another (the kernel then holds its pages as a registered buffer, a vhost-user back-end maps
+ * it) or used by another's requests: a free or a destroy asks them all first.
+ */
+const LIVE = new Set<MemoryRegionRegistry>();
+
+/**
+ * Allocations of destroyed instances whose memory another instance still mapped or used then.
+ * Released by the first {@link MemoryRegionRegistry} call that finds them unused: unmapping the
+ * memory earlier could let the kernel or a back-end reach whatever is mapped there next.
+ */
+const DEFERRED = new Map<MemoryRegion, Allocation>();
+
 /** Tracks allocated and mapped regions of one instance. */
 export class MemoryRegionRegistry {
   readonly #native: Native;
+  readonly #inUse: InUse;
   readonly #allocated = new Map<MemoryRegion, Allocation>();
   readonly #mapped = new Map<MemoryRegion, { addr: number; len: number }>();
 
-  constructor(native: Native) {
+  /** `inUse`: whether this instance's requests use memory of a buffer. */
+  constructor(native: Native, inUse: InUse) {
     this.#native = native;
+    this.#inUse = inUse;
+    LIVE.add(this);
   }
 
   /** Allocates `len` bytes from a new memfd (close-on-exec), mapped shared. */
@@ -80,6 +102,7 @@ export class MemoryRegionRegistry {
       );
     }
     const n = this.#native;
+    sweepDeferred();
     const { fd, addr } = mapMemfd(n, "libblkio-buf", len);
     if (addr % alignment !== 0) {
       n.libc.munmap(addr, BigInt(len));
@@ -103,30 +126,44 @@ export class MemoryRegionRegistry {
       fd,
       fdOffset: 0,
     });
-    this.#allocated.set(region, { addr, len, fd });
+    this.#allocated.set(region, { native: n, addr, len, fd });
     return region;
   }
 
   /** Frees a region from {@link alloc}: unmaps it, closes its fd and detaches `bytes`. */
-  free(region: MemoryRegion, inUse: (buffer: ArrayBufferLike) => boolean): void {
+  free(region: MemoryRegion): void {
     const a = this.#allocated.get(region);
     if (!a) throw BlkioError.of("EINVAL", "Memory region was not allocated by this instance");
     if (this.#mapped.has(region)) {
       throw BlkioError.of("EBUSY", "Memory region is still mapped: unmap it before freeing it");
     }
-    if (inUse(region.bytes.buffer) || isAbandoned(region.bytes.buffer)) {
+    if (mappedAnywhere(a)) {
+      // Another region object over the same memory (a subarray of `bytes`, say), or another
+      // instance: freed, the memory could be reallocated while still registered there.
+      throw BlkioError.of(
+        "EBUSY",
+        "Memory region's memory is still mapped through another region or by another instance: unmap that first",
+      );
+    }
+    if (usedAnywhere(region)) {
       throw BlkioError.of("EBUSY", "Memory region is in use by requests in flight");
     }
-    this.#release(region, a);
+    this.#allocated.delete(region);
+    release(region, a);
+    sweepDeferred();
   }
 
-  #release(region: MemoryRegion, a: Allocation): void {
-    this.#allocated.delete(region);
-    // Detach the JS view first, so later access sees an empty buffer instead of unmapped memory.
-    const ab = region.bytes.buffer as ArrayBuffer;
-    if (!(ab as { detached?: boolean }).detached) ab.transfer(0);
-    this.#native.libc.munmap(a.addr, BigInt(a.len));
-    closeFd(this.#native, a.fd);
+  /** Whether `[addr, addr + len)` overlaps a region this instance has mapped. */
+  overlapsMapped(addr: number, len: number): boolean {
+    for (const m of this.#mapped.values()) {
+      if (addr < m.addr + m.len && m.addr < addr + len) return true;
+    }
+    return false;
+  }
+
+  /** Whether this instance's requests use memory of `buffer`. */
+  uses(buffer: ArrayBufferLike): boolean {
+    return this.#inUse(buffer);
   }
 
   /**
@@ -174,7 +211,9 @@ export class MemoryRegionRegistry {
 
   /** Forgets a mapping; returns false when `region` was not mapped. */
   unmap(region: MemoryRegion): boolean {
-    return this.#mapped.delete(region);
+    if (!this.#mapped.delete(region)) return false;
+    sweepDeferred();
+    return true;
   }
 
   /** The mapped region containing `[addr, addr+len)`, if any. */
@@ -190,13 +229,54 @@ export class MemoryRegionRegistry {
     return [...this.#mapped.keys()];
   }
 
-  /** Unmaps and frees everything (instance destroy). */
+  /**
+   * Unmaps and frees everything (instance destroy; call it after the queues are closed). Memory
+   * another instance still maps or uses is freed once it no longer does.
+   */
   destroy(): void {
     this.#mapped.clear();
-    for (const [region, a] of [...this.#allocated]) {
+    LIVE.delete(this);
+    for (const [region, a] of this.#allocated) {
       // A request the kernel never finished may still write here: leave it mapped for good.
-      if (isAbandoned(region.bytes.buffer)) this.#allocated.delete(region);
-      else this.#release(region, a);
+      if (isAbandoned(region.bytes.buffer)) continue;
+      if (mappedAnywhere(a) || usedAnywhere(region)) DEFERRED.set(region, a);
+      else release(region, a);
+    }
+    this.#allocated.clear();
+    sweepDeferred();
+  }
+}
+
+function mappedAnywhere(a: Allocation): boolean {
+  for (const r of LIVE) if (r.overlapsMapped(a.addr, a.len)) return true;
+  return false;
+}
+
+function usedAnywhere(region: MemoryRegion): boolean {
+  const buffer = region.bytes.buffer;
+  if (isAbandoned(buffer)) return true;
+  for (const r of LIVE) if (r.uses(buffer)) return true;
+  return false;
+}
+
+/** Releases the deferred allocations nobody maps or uses any more. */
+function sweepDeferred(): void {
+  if (DEFERRED.size === 0) return;
+  for (const [region, a] of DEFERRED) {
+    if (isAbandoned(region.bytes.buffer)) DEFERRED.delete(region);
+    else if (!mappedAnywhere(a) && !usedAnywhere(region)) {
+      DEFERRED.delete(region);
+      release(region, a);
     }
   }
+}
+
+/** Detaches the region's `bytes`, unmaps its memory and closes its memfd. */
+function release(region: MemoryRegion, a: Allocation): void {
+  const n = a.native;
+  // Detach the JS view first, so later access sees an empty buffer instead of unmapped memory.
+  const ab = region.bytes.buffer as ArrayBuffer;
+  if (!(ab as { detached?: boolean }).detached) ab.transfer(0);
+  n.libc.munmap(a.addr, BigInt(a.len));
+  closeFd(n, a.fd);
 }

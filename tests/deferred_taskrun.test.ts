@@ -120,7 +120,7 @@ test("deferred task work: taking the fd of an idle queue remakes its ring withou
     // A fixed buffer registered before the remake must be registered in the new ring too: the
     // reads below use READ_FIXED on it.
     const mem = N.alloc(4 * PAGE);
-    assert.equal(dq.registerBuffer(0, N.addressOf(mem.buffer as ArrayBuffer), mem.length), true);
+    assert.equal(dq.registerBuffer(0, N.addressOf(mem.buffer as ArrayBuffer), mem.length, mem.buffer), true);
     dq.setCompletionFdEnabled(false);
     dq.useCompletionFd();
     assert.equal(dq.deferTaskrun, false, "an idle queue's ring keeps DEFER_TASKRUN");

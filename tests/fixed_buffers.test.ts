@@ -4,6 +4,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Blkio, MemoryRegion, Queue } from "../mod.ts";
+import { native } from "../ffi/load.ts";
+import { mapMemfd } from "../src/memory_region.ts";
+import { closeFd } from "../src/sys.ts";
 import { cleanupAll, pread, pwrite, reap, startOn, targets } from "./_helpers.ts";
 
 const TARGETS = targets();
@@ -134,6 +137,43 @@ test("fixed buffers: a region the caller built (JS memory) is mapped and used", 
   ok(q, 1);
   assert.deepEqual(bytes, pattern(4 * BS, 5));
   b.unmapMemRegion(region);
+});
+
+test("fixed buffers: not used once the region's memory was detached and other memory mapped there", () => {
+  // The caller breaks mapping's promise: it detaches the region's view and maps other memory at
+  // the same address. The ring still holds the old pages as fixed buffer; requests from the new
+  // memory must not go through them (reads would land there, writes would store their bytes).
+  const t = TARGETS[0];
+  using b = startOn(t);
+  const q = b.getQueue(0)!;
+  const n = native!;
+  const len = 4 * BS;
+  const old = mapMemfd(n, "test-old", len);
+  const region: MemoryRegion = { bytes: new Uint8Array(n.view(old.addr, len)), len, fd: old.fd, fdOffset: 0 };
+  b.mapMemRegion(region);
+  region.bytes.fill(0x11);
+  (region.bytes.buffer as ArrayBuffer).transfer(0);
+  const fd = n.libc.memfd_create(new TextEncoder().encode("test-new\0"), 0);
+  assert.ok(fd >= 0);
+  assert.equal(n.libc.ftruncate(fd, BigInt(len)), 0);
+  const MAP_SHARED_FIXED = 0x01 | 0x10;
+  assert.equal(n.libc.mmap(old.addr, BigInt(len), 3, MAP_SHARED_FIXED, fd, 0n), old.addr);
+  try {
+    const fresh = new Uint8Array(n.view(old.addr, len));
+    fresh.set(pattern(len, 21));
+    q.write(0, fresh, "write");
+    ok(q, 1);
+    assert.deepEqual(pread(t.path, 0, len), pattern(len, 21), "the new memory's bytes on disk");
+    pwrite(t.path, len, pattern(len, 22));
+    q.read(len, fresh, "read");
+    ok(q, 1);
+    assert.deepEqual(fresh, pattern(len, 22), "read into the new memory");
+  } finally {
+    b.unmapMemRegion(region);
+    n.libc.munmap(old.addr, BigInt(len));
+    closeFd(n, fd);
+    closeFd(n, old.fd);
+  }
 });
 
 test("fixed buffers: cleanup scratch targets", () => cleanupAll());

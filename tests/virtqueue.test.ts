@@ -1,9 +1,11 @@
 // The split virtqueue of the virtio-blk-vhost-user driver, with the device played by the test:
 // layout, descriptor chains, the available and used rings, index wrap-around, notification
-// flags, and a device returning a descriptor that is not in flight. Needs no back-end.
+// flags, and a device returning a descriptor that is not in flight; the memory table's lookup.
+// Needs no back-end.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { SplitVirtqueue, vringLayout } from "../src/drivers/virtio_blk/virtqueue.ts";
+import { MemTable } from "../src/drivers/virtio_blk/mem_table.ts";
 
 const BASE = 0x7f0000000000; // a plausible mapping address (above 2^32, below 2^53)
 
@@ -167,4 +169,20 @@ test("virtqueue: a device returning a descriptor not in flight is detected", () 
   assert.equal(vq.popUsed(), head);
   dev.use(head, 1); // twice
   assert.throws(() => vq.popUsed(), RangeError);
+});
+
+test("mem table: a range whose memory JS detached no longer counts as mapped", () => {
+  // The back-end still maps the old memory; memory at that address since is not it, so a
+  // buffer there must be refused (EINVAL), not translated into the old region.
+  const table = new MemTable();
+  const bytes = new Uint8Array(new ArrayBuffer(8192));
+  const region = { bytes, len: 8192, fd: -1, fdOffset: 0 };
+  table.add(region, { addr: BASE, len: 8192, fd: -1, fdOffset: 0 });
+  assert.equal(table.contains(BASE + 4096, 4096), true);
+  assert.equal(table.contains(BASE + 4096, 4097), false);
+  (bytes.buffer as ArrayBuffer).transfer(0);
+  assert.equal(table.contains(BASE + 4096, 4096), false);
+  assert.equal(table.contains(BASE, 1), false);
+  table.remove(region);
+  assert.equal(table.size, 0);
 });

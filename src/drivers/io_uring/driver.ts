@@ -57,7 +57,10 @@ export class IoUringDriver implements Driver {
   /** Queues made so far (destroyed ones are dropped when next walked). */
   readonly #queues = new Set<IoUringQueue>();
   /** Mapped regions and their fixed buffer index, registered on every queue's ring. */
-  readonly #fixed = new Map<MemoryRegion, { index: number; addr: number; len: number }>();
+  readonly #fixed = new Map<
+    MemoryRegion,
+    { index: number; addr: number; len: number; buffer: ArrayBufferLike }
+  >();
   readonly #freeFixed: number[] = Array.from({ length: FIXED_BUFFERS }, (_, i) => FIXED_BUFFERS - 1 - i);
 
   constructor(native: Native) {
@@ -134,7 +137,7 @@ export class IoUringDriver implements Driver {
       target: this.info,
       sqpoll: this.sqpoll,
     });
-    for (const f of this.#fixed.values()) q.registerBuffer(f.index, f.addr, f.len);
+    for (const f of this.#fixed.values()) q.registerBuffer(f.index, f.addr, f.len, f.buffer);
     this.#queues.add(q);
     return q;
   }
@@ -154,8 +157,9 @@ export class IoUringDriver implements Driver {
   mapMemRegion(region: MemoryRegion, addr: number): void {
     const index = this.#freeFixed.pop();
     if (index === undefined) return;
-    this.#fixed.set(region, { index, addr, len: region.len });
-    for (const q of this.#liveQueues()) q.registerBuffer(index, addr, region.len);
+    const buffer = region.bytes.buffer;
+    this.#fixed.set(region, { index, addr, len: region.len, buffer });
+    for (const q of this.#liveQueues()) q.registerBuffer(index, addr, region.len, buffer);
   }
 
   unmapMemRegion(region: MemoryRegion): void {

@@ -169,6 +169,8 @@ export class IoUringQueue implements DriverQueue {
   readonly #fixedTable: boolean;
   readonly #fixedStart = new Float64Array(FIXED_BUFFERS);
   readonly #fixedEnd = new Float64Array(FIXED_BUFFERS);
+  /** The region memory of each slot, as JS sees it: detached means the region is gone. */
+  readonly #fixedBuffer: (ArrayBufferLike | null)[] = new Array(FIXED_BUFFERS).fill(null);
   /** One past the highest slot in use, so lookups with no regions cost nothing. */
   #fixedHigh = 0;
   #destroyed = false;
@@ -239,11 +241,12 @@ export class IoUringQueue implements DriverQueue {
    * writes inside it then use READ_FIXED / WRITE_FIXED. Returns false when the kernel refused
    * (no sparse table, RLIMIT_MEMLOCK, memory it cannot pin): such I/O simply stays plain.
    */
-  registerBuffer(index: number, addr: number, len: number): boolean {
+  registerBuffer(index: number, addr: number, len: number, buffer: ArrayBufferLike): boolean {
     if (!this.#fixedTable || this.#destroyed || index >= FIXED_BUFFERS) return false;
     if (this.#ring.updateBuffer(index, addr, len) !== 0) return false;
     this.#fixedStart[index] = addr;
     this.#fixedEnd[index] = addr + len;
+    this.#fixedBuffer[index] = buffer;
     if (index >= this.#fixedHigh) this.#fixedHigh = index + 1;
     return true;
   }
@@ -257,16 +260,23 @@ export class IoUringQueue implements DriverQueue {
     if (this.#destroyed || index >= this.#fixedHigh || this.#fixedEnd[index] === 0) return true;
     this.#fixedStart[index] = 0;
     this.#fixedEnd[index] = 0;
+    this.#fixedBuffer[index] = null;
     while (this.#fixedHigh > 0 && this.#fixedEnd[this.#fixedHigh - 1] === 0) this.#fixedHigh--;
     if (!this.#ring.flushSubmissions()) return false;
     return this.#ring.updateBuffer(index, 0, 0) === 0;
   }
 
-  /** The fixed buffer holding `[addr, addr + len)`, or -1. */
+  /**
+   * The fixed buffer holding `[addr, addr + len)`, or -1. Not one whose memory JS has detached
+   * (transferred away while mapped): the kernel still holds the old pages, and memory mapped at
+   * that address since is not them.
+   */
   #fixedIndex(addr: number, len: number): number {
     const high = this.#fixedHigh;
     for (let k = 0; k < high; k++) {
-      if (addr >= this.#fixedStart[k] && addr + len <= this.#fixedEnd[k]) return k;
+      if (addr >= this.#fixedStart[k] && addr + len <= this.#fixedEnd[k]) {
+        return this.#fixedBuffer[k]!.byteLength !== 0 ? k : -1;
+      }
     }
     return -1;
   }

@@ -13,6 +13,7 @@ export class MemTable {
   readonly #entries = new Map<MemoryRegion, VhostMemRegion>();
   #starts: number[] = [];
   #ends: number[] = [];
+  #buffers: ArrayBufferLike[] = [];
   #last = -1;
 
   /** How many regions are recorded. */
@@ -41,24 +42,30 @@ export class MemTable {
     return [...this.#entries.values()];
   }
 
-  /** Whether `[addr, addr + len)` lies inside one recorded range. */
+  /**
+   * Whether `[addr, addr + len)` lies inside one recorded range whose memory JS has not detached
+   * (transferred away while mapped): the back-end still maps the old memory, and whatever is
+   * at that address since is not it.
+   */
   contains(addr: number, len: number): boolean {
     const end = addr + len;
     const l = this.#last;
-    if (l >= 0 && addr >= this.#starts[l] && end <= this.#ends[l]) return true;
+    if (l >= 0 && addr >= this.#starts[l] && end <= this.#ends[l]) return this.#buffers[l].byteLength !== 0;
     for (let i = 0; i < this.#starts.length; i++) {
       if (addr >= this.#starts[i] && end <= this.#ends[i]) {
         this.#last = i;
-        return true;
+        return this.#buffers[i].byteLength !== 0;
       }
     }
     return false;
   }
 
   #rebuild(): void {
+    const regions = [...this.#entries.keys()];
     const all = this.all();
     this.#starts = all.map((d) => d.addr);
     this.#ends = all.map((d) => d.addr + d.len);
+    this.#buffers = regions.map((r) => r.bytes.buffer);
     this.#last = -1;
   }
 }
