@@ -407,6 +407,18 @@ test("free-mem-region: memory mapped through another region object → EBUSY", (
   assert.equal(r.bytes.byteLength, 0);
 });
 
+/** A read into `bytes` and a write from it at offset 0 of `t` move the right data. */
+function assertRoundTrip(t: Target, q: Queue, bytes: Uint8Array, seed: number): void {
+  pwrite(t.path, 0, pattern(bytes.length, seed));
+  q.read(0, bytes, "read");
+  assert.equal(reap(q, 1)[0].ret, 0);
+  assert.deepEqual(bytes, pattern(bytes.length, seed));
+  bytes.set(pattern(bytes.length, seed + 1));
+  q.write(0, bytes, "write");
+  assert.equal(reap(q, 1)[0].ret, 0);
+  assert.deepEqual(pread(t.path, 0, bytes.length), pattern(bytes.length, seed + 1));
+}
+
 for (const t of TARGETS) {
   test(`mem-regions: a region mapped by another instance outlives its allocator [${t.name}]`, () => {
     using user = startOn(t);
@@ -421,28 +433,14 @@ for (const t of TARGETS) {
     // Still allocated and still the region's memory: I/O through it moves the right data.
     assert.equal(r.bytes.byteLength, len);
     assert.equal(fdLink(r.fd), link);
-    pwrite(t.path, 0, pattern(len, 7));
-    q.read(0, r.bytes, "read");
-    assert.equal(reap(q, 1)[0].ret, 0);
-    assert.deepEqual(r.bytes, pattern(len, 7));
-    r.bytes.set(pattern(len, 8));
-    q.write(0, r.bytes, "write");
-    assert.equal(reap(q, 1)[0].ret, 0);
-    assert.deepEqual(pread(t.path, 0, len), pattern(len, 8));
+    assertRoundTrip(t, q, r.bytes, 7);
     // Unmapped by its last user, it is freed; memory allocated after (likely at the same
     // address) gets its own data, not the old region's.
     user.unmapMemRegion(r);
     assert.equal(r.bytes.byteLength, 0);
     assertFdClosed(r.fd, link!);
     const fresh = user.allocMemRegion(len);
-    pwrite(t.path, 0, pattern(len, 9));
-    q.read(0, fresh.bytes, "fresh");
-    assert.equal(reap(q, 1)[0].ret, 0);
-    assert.deepEqual(fresh.bytes, pattern(len, 9));
-    fresh.bytes.set(pattern(len, 10));
-    q.write(0, fresh.bytes, "fresh write");
-    assert.equal(reap(q, 1)[0].ret, 0);
-    assert.deepEqual(pread(t.path, 0, len), pattern(len, 10));
+    assertRoundTrip(t, q, fresh.bytes, 9);
   });
 }
 
