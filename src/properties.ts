@@ -31,6 +31,11 @@ export interface PropertyRow<D, T extends PropertyType = PropertyType> {
   get(driver: D): PropertyValue[T];
   /** Validates and stores a value of the right type; state checks are already done. */
   set?(driver: D, value: PropertyValue[T]): void;
+  /**
+   * A property libblkio knows but this driver cannot take (its `fd` on vhost-user): every set
+   * fails with ENOENT and this message, as libblkio's does; introspection shows it read-only.
+   */
+  readonly unsupportedSet?: string;
 }
 
 /** A row of any type, discriminated by `type` so each row's accessors are typed. */
@@ -101,6 +106,7 @@ export class PropertyTable<D> {
   }
 
   #writable(name: string, row: PropertyRow<D>, state: StateValue): void {
+    if (row.unsupportedSet !== undefined) throw BlkioError.of("ENOENT", row.unsupportedSet);
     const states = row.settableIn;
     if (!states || states.length === 0 || !row.set) {
       throw BlkioError.of("EACCES", `Property "${name}" is read-only`);

@@ -184,12 +184,18 @@ vtest("properties: the driver's table (fd, direct, queue-size, memory, queues)",
   assert.equal(b.getInt("queue-size"), 256);
   assert.equal(b.getInt("fd"), -1);
   assertErrno(() => b.setInt("fd", 3), "ENOENT", /fd property not supported/);
+  assertErrno(() => b.setStr("fd", "3"), "ENOENT", /fd property not supported/);
+  // Introspection does not offer what every set refuses.
+  const fdInfo = b.properties().find((p) => p.name === "fd")!;
+  assert.equal(fdInfo.writable, false);
+  assert.deepEqual(fdInfo.settableIn, []);
   assertErrno(() => b.setBool("direct", true), "ENOENT");
   assertErrno(() => b.getBool("direct"), "ENOENT");
   assertErrno(() => b.setInt("num-entries", 16), "ENOENT");
   assertErrno(() => b.getInt("max-queues"), "ENODEV");
   assertErrno(() => b.setInt("queue-size", 64), "ENODEV");
   b.connect();
+  assertErrno(() => b.setInt("fd", 3), "ENOENT", /fd property not supported/);
   assert.equal(b.getInt("max-queues"), 2);
   assert.equal(b.getUint64("mem-region-alignment"), 1n);
   // 32 memory slots in qemu-storage-daemon, one of them holds the virtqueues.

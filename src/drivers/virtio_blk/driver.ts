@@ -430,11 +430,8 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
   "fd": {
     type: "int",
     doc: "Not supported by this driver (always -1; use path)",
-    settableIn: [C],
     get: () => -1,
-    set: () => {
-      throw BlkioError.of("ENOENT", "fd property not supported");
-    },
+    unsupportedSet: "fd property not supported",
   },
   "flush-needed": {
     type: "bool",
