@@ -60,6 +60,11 @@ function keepLength(out: unknown, len: number): void {
 /**
  * A submission/completion queue of a started instance. Use each queue from one thread.
  *
+ * Requests take `flags` (ReqFlags bits), a C `uint32_t`: a value no 32-bit integer can hold
+ * (`1.5`, `2 ** 32`, `null`) throws EINVAL like any other unusable argument; a 32-bit value
+ * with bits the request does not support comes back as a completion with `-EINVAL`, as in
+ * libblkio.
+ *
  * @example Read 4 KiB and wait for it
  * ```ts
  * import { Blkio, type Completion } from "@blkio/blkio";

@@ -205,4 +205,45 @@ test(
   },
 );
 
+// A request whose first part completed while the SQ was full (FUA write zeroes: fallocate,
+// then fdatasync; short reads and writes likewise) waits in the driver to be resubmitted. doIo
+// once asked the kernel to wait for it too, and waited forever.
+for (const t of TARGETS) {
+  test(`doIo(min = all) ends when a second part waits for SQ space: num-entries 1 [${t.name}]`, () => {
+    using b = startWithEntries(t, 1); // one SQE, two requests in flight
+    const q = b.getQueue(0)!;
+    q.writeZeroes(0, PAGE, "a", ReqFlags.FUA);
+    assert.equal(q.doIo([], 0, 0), 0);
+    q.writeZeroes(PAGE, PAGE, "b", ReqFlags.FUA);
+    assert.equal(q.doIo([], 0, 0), 0);
+    sleepMs(50); // both fallocates complete; only one fdatasync fits in the SQ
+    const out: Completion[] = [];
+    assert.equal(q.doIo(out, 2, 2, TEN_S), 2);
+    assert.deepEqual(out.map((c) => [c.userData, c.ret]).sort(), [["a", 0], ["b", 0]]);
+  });
+
+  test(`doIo(min = all) ends when second parts wait behind a full SQ of new requests [${t.name}]`, () => {
+    using b = startWithEntries(t, 128);
+    const q = b.getQueue(0)!;
+    for (let i = 0; i < 128; i++) q.writeZeroes(i * PAGE, PAGE, `z${i}`, ReqFlags.FUA);
+    assert.equal(q.doIo([], 0, 0), 0);
+    sleepMs(100);
+    const buf = alignedBuffer(b, 128 * PAGE);
+    for (let i = 0; i < 128; i++) q.read(i * PAGE, buf.subarray(i * PAGE, (i + 1) * PAGE), `r${i}`);
+    const out: Completion[] = [];
+    let got = 0;
+    const tags = new Set<unknown>();
+    while (got < 256) {
+      const n = q.doIo(out, 256 - got, 256, TEN_S);
+      for (let i = 0; i < n; i++) {
+        assert.equal(out[i].ret, 0, `${out[i].userData}: ${out[i].errorMsg}`);
+        tags.add(out[i].userData);
+      }
+      got += n;
+    }
+    assert.equal(tags.size, 256);
+    assert.ok(buf.every((x) => x === 0), "the reads see the zeroes");
+  });
+}
+
 test("queue_full: cleanup scratch targets", () => cleanupAll());

@@ -582,6 +582,11 @@ export class IoUringQueue implements DriverQueue {
 
   enter(minComplete: number, timeoutNs: number): number {
     this.#flushResubmits();
+    // Requests still parked for resubmission (the SQ was full when their first part completed)
+    // count as in flight but the kernel does not have them: waiting for them would never end.
+    // Wait for what it has; the next enter hands them over.
+    const held = this.inFlight - this.#resubmitCount;
+    if (minComplete > held) minComplete = held;
     const ring = this.#ring;
     // DEFER_TASKRUN: completion work runs only in a GETEVENTS entry, so a submitting entry asks
     // for it too (min 0 waits for nothing) rather than leave it to a second system call.
