@@ -4,7 +4,7 @@
  * @module
  */
 import type { Native } from "../ffi/types.ts";
-import { createDriver } from "./drivers/mod.ts";
+import { driverFactory } from "./drivers/mod.ts";
 import type { Driver } from "./driver.ts";
 import { BlkioError, mustBeConnected, mustBeStarted } from "./errors.ts";
 import { type MemoryRegion, MemoryRegionRegistry } from "./memory_region.ts";
@@ -59,8 +59,9 @@ export class Blkio {
     if (typeof driver !== "string") {
       throw BlkioError.of("EINVAL", `Driver name must be a string: received ${describe(driver)}`);
     }
+    const make = driverFactory(driver);
     const native = requireNative();
-    return new Blkio(native, createDriver(native, driver));
+    return new Blkio(native, make(native));
   }
 
   #live(): Driver {

@@ -2,6 +2,8 @@
 // message) as a JS exception.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import process from "node:process";
 import { Blkio, BlkioError, ERRNO, errnoName } from "../mod.ts";
 
 /** Every Linux errno value (asm-generic/errno-base.h and errno.h; x86_64 and arm64 use them). */
@@ -247,3 +249,24 @@ test("BlkioError: thrown by the library with errno and code consistent", () => {
     }
   }
 });
+
+test(
+  "Blkio.create without FFI permission: ENOENT for an unknown driver name, ELIBACC for a known one",
+  { skip: "Deno" in globalThis ? undefined : "Bun has no permission system: FFI is always allowed" },
+  () => {
+    // The name is checked before the native libraries are loaded, so a typo reads as one.
+    const script = `
+      import { Blkio } from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+      for (const name of ["nope", "io_uring"]) {
+        try { Blkio.create(name); console.log(name, "created"); }
+        catch (e) { console.log(name, e.code); }
+      }`;
+    const r = spawnSync(process.execPath, ["run", "--allow-read", "--allow-env", "-"], {
+      input: script,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), ["nope ENOENT", "io_uring ELIBACC"]);
+  },
+);

@@ -17,11 +17,14 @@ const DRIVERS: Record<string, (native: Native) => Driver> = {
 /** The names `Blkio.create` accepts. */
 export const DRIVER_NAMES: readonly string[] = Object.keys(DRIVERS);
 
-/** A new driver instance; ENOENT for an unknown name. */
-export function createDriver(native: Native, name: string): Driver {
+/**
+ * The constructor of the driver called `name`; ENOENT for an unknown name (asked before the
+ * native libraries are loaded, so a typo is reported as such wherever the code runs).
+ */
+export function driverFactory(name: string): (native: Native) => Driver {
   const make = Object.hasOwn(DRIVERS, name) ? DRIVERS[name] : undefined;
   if (!make) {
     throw BlkioError.of("ENOENT", `Unknown driver name "${name}" (available: ${DRIVER_NAMES.join(", ")})`);
   }
-  return make(native);
+  return make;
 }
