@@ -15,6 +15,7 @@
 import type { Native } from "../ffi/types.ts";
 import { Blkio } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
+import { toOffset } from "./buffers.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
 import { BlkioError } from "./errors.ts";
@@ -446,6 +447,13 @@ export class BlockDevice {
         signal = sig;
       }
     }
+    let start: number;
+    try {
+      // Checked here so the error names this API's parameter (the queue calls it `start`).
+      start = toOffset("offset", offset);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const qi = this.#qs.length === 1 ? 0 : this.#pick();
     const s = this.#qs[qi];
     const id = this.#freeIds.length > 0 ? this.#freeIds.pop()! : this.#newId();
@@ -453,22 +461,22 @@ export class BlockDevice {
       const q = s.queue;
       switch (op) {
         case OP_READ:
-          q.read(offset, arg as Uint8Array, id);
+          q.read(start, arg as Uint8Array, id);
           break;
         case OP_WRITE:
-          q.write(offset, arg as Uint8Array, id, flags);
+          q.write(start, arg as Uint8Array, id, flags);
           break;
         case OP_READV:
-          q.readv(offset, arg as Uint8Array[], id);
+          q.readv(start, arg as Uint8Array[], id);
           break;
         case OP_WRITEV:
-          q.writev(offset, arg as Uint8Array[], id, flags);
+          q.writev(start, arg as Uint8Array[], id, flags);
           break;
         case OP_WRITE_ZEROES:
-          q.writeZeroes(offset, arg as number, id, flags);
+          q.writeZeroes(start, arg as number, id, flags);
           break;
         case OP_DISCARD:
-          q.discard(offset, arg as number, id);
+          q.discard(start, arg as number, id);
           break;
         default:
           q.flush(id);
@@ -482,7 +490,7 @@ export class BlockDevice {
     this.#reject[id] = parkedReject;
     this.#queueOf[id] = qi;
     this.#opOf[id] = op;
-    this.#offsetOf[id] = offset;
+    this.#offsetOf[id] = start;
     s.pending++;
     this.#outstanding++;
     if (signal !== null) this.#listen(id, signal);

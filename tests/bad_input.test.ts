@@ -308,6 +308,8 @@ rows(
 
 // Queue requests: arguments that make the call itself unusable
 const startMsg = /start must be a non-negative integer below 2\^53/;
+/** BlockDevice names the same parameter `offset`. */
+const offsetMsg = /offset must be a non-negative integer below 2\^53/;
 const lenMsg = /len must be a non-negative integer below 2\^53/;
 const bufMsg = /buf must be a Uint8Array/;
 const flagsMsg = /flags must be a 32-bit integer/;
@@ -581,16 +583,16 @@ DEV_ROWS.push(
 );
 const devRow = (r: Omit<DevRow, "stage"> & { stage?: DevRow["stage"] }): DevRow => ({ stage: "open", ...r });
 DEV_ROWS.push(
-  devRow({ fn: "BlockDevice.read", what: "offset -1", call: (d) => d.read(-1, d.allocBuffer(4096)), code: "EINVAL", msg: startMsg }),
+  devRow({ fn: "BlockDevice.read", what: "offset -1", call: (d) => d.read(-1, d.allocBuffer(4096)), code: "EINVAL", msg: offsetMsg }),
   devRow({ fn: "BlockDevice.read", what: "offset NaN", call: (d) => d.read(NaN, d.allocBuffer(4096)), code: "EINVAL", msg: /received NaN/ }),
   devRow({ fn: "BlockDevice.read", what: 'offset "0"', call: (d) => d.read(any("0"), d.allocBuffer(4096)), code: "EINVAL", msg: /received "0"/ }),
-  devRow({ fn: "BlockDevice.read", what: "offset 2^53", call: (d) => d.read(2 ** 53, d.allocBuffer(4096)), code: "EINVAL", msg: startMsg }),
+  devRow({ fn: "BlockDevice.read", what: "offset 2^53", call: (d) => d.read(2 ** 53, d.allocBuffer(4096)), code: "EINVAL", msg: offsetMsg }),
   devRow({ fn: "BlockDevice.read", what: "buf null", call: (d) => d.read(0, any(null)), code: "EINVAL", msg: /buf must be a Uint8Array: received null/ }),
   devRow({ fn: "BlockDevice.read", what: "buf detached", call: (d) => d.read(0, detachedBytes()), code: "EINVAL", msg: /buf is detached/ }),
   devRow({ fn: "BlockDevice.read", what: "buf shared", call: (d) => d.read(0, sharedBytes()), code: "EINVAL", msg: /SharedArrayBuffer/ }),
   devRow({ fn: "BlockDevice.read", what: "buf a Uint32Array", call: (d) => d.read(0, any(new Uint32Array(1024))), code: "EINVAL", msg: /received Uint32Array/ }),
   devRow({ fn: "BlockDevice.read", what: "signal not an AbortSignal", call: (d) => d.read(0, d.allocBuffer(4096), { signal: any({ aborted: false }) }), code: "EINVAL", msg: signalMsg }),
-  devRow({ fn: "BlockDevice.write", what: "offset 1.5", call: (d) => d.write(1.5, d.allocBuffer(4096)), code: "EINVAL", msg: startMsg }),
+  devRow({ fn: "BlockDevice.write", what: "offset 1.5", call: (d) => d.write(1.5, d.allocBuffer(4096)), code: "EINVAL", msg: offsetMsg }),
   devRow({ fn: "BlockDevice.write", what: "buf resizable", call: (d) => d.write(0, resizableBytes()), code: "EINVAL", msg: /resizable/ }),
   devRow({ fn: "BlockDevice.write", what: "buf a string", call: (d) => d.write(0, any("data")), code: "EINVAL", msg: /buf must be a Uint8Array/ }),
   devRow({ fn: "BlockDevice.write", what: "read-only device", readOnly: true, call: (d) => d.write(0, d.allocBuffer(4096)), code: "EBADF", msg: /Write at offset 0 failed: EBADF/ }),
