@@ -68,7 +68,19 @@ export type InUse = (buffer: ArrayBufferLike) => boolean;
  * by another (the kernel then holds its pages as a registered buffer, a vhost-user back-end maps
  * it) or used by another's requests: a free or a destroy asks them all first.
  */
-const LIVE = new Set<MemoryRegionRegistry>();
+const LIVE = new Set<WeakRef<MemoryRegionRegistry>>();
+
+/**
+ * The live registries. Held weakly: an instance its program dropped without `destroy()` must
+ * not be kept forever by this list (its requests, if any, were the program's to finish).
+ */
+function* liveRegistries(): Generator<MemoryRegionRegistry> {
+  for (const ref of LIVE) {
+    const r = ref.deref();
+    if (r === undefined) LIVE.delete(ref);
+    else yield r;
+  }
+}
 
 /**
  * Allocations of destroyed instances whose memory another instance still mapped or used then.
@@ -81,6 +93,7 @@ const DEFERRED = new Map<MemoryRegion, Allocation>();
 export class MemoryRegionRegistry {
   readonly #native: Native;
   readonly #inUse: InUse;
+  readonly #self = new WeakRef(this);
   readonly #allocated = new Map<MemoryRegion, Allocation>();
   readonly #mapped = new Map<MemoryRegion, { addr: number; len: number }>();
 
@@ -88,7 +101,7 @@ export class MemoryRegionRegistry {
   constructor(native: Native, inUse: InUse) {
     this.#native = native;
     this.#inUse = inUse;
-    LIVE.add(this);
+    LIVE.add(this.#self);
   }
 
   /** Allocates `len` bytes from a new memfd (close-on-exec), mapped shared. */
@@ -235,7 +248,7 @@ export class MemoryRegionRegistry {
    */
   destroy(): void {
     this.#mapped.clear();
-    LIVE.delete(this);
+    LIVE.delete(this.#self);
     for (const [region, a] of this.#allocated) {
       // A request the kernel never finished may still write here: leave it mapped for good.
       if (isAbandoned(region.bytes.buffer)) continue;
@@ -248,14 +261,14 @@ export class MemoryRegionRegistry {
 }
 
 function mappedAnywhere(a: Allocation): boolean {
-  for (const r of LIVE) if (r.overlapsMapped(a.addr, a.len)) return true;
+  for (const r of liveRegistries()) if (r.overlapsMapped(a.addr, a.len)) return true;
   return false;
 }
 
 function usedAnywhere(region: MemoryRegion): boolean {
   const buffer = region.bytes.buffer;
   if (isAbandoned(buffer)) return true;
-  for (const r of LIVE) if (r.uses(buffer)) return true;
+  for (const r of liveRegistries()) if (r.uses(buffer)) return true;
   return false;
 }
 

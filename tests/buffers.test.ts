@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import v8 from "node:v8";
 import vm from "node:vm";
-import type { Completion, Queue } from "../mod.ts";
+import { Blkio, type Completion, type Queue } from "../mod.ts";
 import { assertErrno, cleanupAll, pread, pwrite, reap, RUNTIME, startOn, targets } from "./_helpers.ts";
 
 const TARGETS = targets();
@@ -293,6 +293,25 @@ test("buffers: a Uint8Array subclass with lying getters cannot make the kernel o
 
 test("buffers: the garbage collector ran (sanity check of the GC helper)", async () => {
   assert.ok(await collect(), `no garbage collection observed on ${RUNTIME}`);
+});
+
+/** `n` instances made and dropped without destroy() (in a frame of their own, gone on return). */
+function droppedInstances(n: number): WeakRef<Blkio>[] {
+  const refs: WeakRef<Blkio>[] = [];
+  for (let i = 0; i < n; i++) {
+    const b = Blkio.create("io_uring");
+    b.setStr("path", FILE.path);
+    refs.push(new WeakRef(b));
+  }
+  return refs;
+}
+
+test("buffers: an instance dropped without destroy() can still be collected", async () => {
+  // Instances know of each other (a region of one may be mapped by another), but only weakly:
+  // a program that forgets destroy() on an instance that never opened anything must not leak it.
+  const refs = droppedInstances(4);
+  for (let i = 0; i < 10 && refs.some((r) => r.deref() !== undefined); i++) await collect();
+  assert.equal(refs.filter((r) => r.deref() !== undefined).length, 0);
 });
 
 test("buffers: unreferenced read buffers stay alive and correct until reaped", async () => {
