@@ -946,6 +946,33 @@ vtest(
   },
 );
 
+vtest("queue-size 1 and 2: requests that can never fit complete with EINVAL, none wait forever", () => {
+  // Flush needs 2 descriptors, write zeroes and discard 3, a 1-segment read 3. Unchecked, such a
+  // request stayed first in the backlog for good, and doIo spun with every request behind it.
+  for (const [queueSize, fits] of [[1, []], [2, ["flush"]]] as const) {
+    using b = start({ queueSize });
+    const q = b.getQueue(0)!;
+    const mem = mapped(b, PAGE);
+    const requests: Record<string, (ud: string) => void> = {
+      flush: (ud) => q.flush(ud),
+      writeZeroes: (ud) => q.writeZeroes(0, PAGE, ud),
+      discard: (ud) => q.discard(0, PAGE, ud),
+      read: (ud) => q.read(0, mem, ud),
+    };
+    for (const [what, submit] of Object.entries(requests)) submit(what);
+    const got = reapAll(q, 4);
+    for (const c of got) {
+      const what = c.userData as string;
+      if ((fits as readonly string[]).includes(what)) {
+        assert.equal(c.ret, 0, `queue-size ${queueSize} ${what}: ${c.ret} ${c.errorMsg}`);
+      } else {
+        assert.equal(c.ret, EINVAL, `queue-size ${queueSize} ${what}: ${c.ret}`);
+        assert.match(c.errorMsg ?? "", new RegExp(`descriptors but queue-size is ${queueSize}`));
+      }
+    }
+  }
+});
+
 vtest("a request with more segments than max-segments completes with EINVAL", () => {
   using b = start();
   const q = b.getQueue(0)!;

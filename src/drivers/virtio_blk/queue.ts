@@ -260,7 +260,8 @@ export class VirtioBlkQueue implements DriverQueue {
     len: number,
   ): number {
     const dev = this.#dev;
-    if (op === Op.Flush) return 0;
+    // A flush the device does not need completes without reaching it (tryEnqueue).
+    if (op === Op.Flush) return dev.flush ? this.#fitsRing(op, 0) : 0;
     const writes = op === Op.Write || op === Op.Writev || op === Op.WriteZeroes || op === Op.Discard;
     if (writes && dev.readOnly) return this.#fail(EBADF, "device is read-only");
     if (op === Op.WriteZeroes && !dev.writeZeroes) {
@@ -277,7 +278,7 @@ export class VirtioBlkQueue implements DriverQueue {
     if (len % ra !== 0) {
       return this.#fail(EINVAL, `invalid length: ${len} is not a multiple of request-alignment (${ra})`);
     }
-    if (op === Op.WriteZeroes || op === Op.Discard) return 0;
+    if (op === Op.WriteZeroes || op === Op.Discard) return this.#fitsRing(op, 0);
     let nseg = 0;
     if (buf !== null) {
       if (byteLengthOf(buf) > 0) {
@@ -296,15 +297,18 @@ export class VirtioBlkQueue implements DriverQueue {
     if (dev.maxSegments > 0 && nseg > dev.maxSegments) {
       return this.#fail(EINVAL, `request has ${nseg} segments but max-segments is ${dev.maxSegments}`);
     }
+    return this.#fitsRing(op, nseg);
+  }
+
+  /**
+   * `nseg`, or -EINVAL when the request needs more descriptors than the ring has: libblkio leaves
+   * such a request in its queue forever, and every request behind it with it.
+   */
+  #fitsRing(op: OpValue, nseg: number): number {
     const descs = descriptorsFor(op, nseg);
-    if (descs > this.#cap) {
-      // libblkio leaves such a request in its queue forever; it can never fit.
-      return this.#fail(
-        EINVAL,
-        `request needs ${descs} descriptors but queue-size is ${this.#cap}: use fewer segments or a larger queue-size`,
-      );
-    }
-    return nseg;
+    if (descs <= this.#cap) return nseg;
+    const fix = nseg > 1 ? "use fewer segments or a larger queue-size" : "use a larger queue-size";
+    return this.#fail(EINVAL, `request needs ${descs} descriptors but queue-size is ${this.#cap}: ${fix}`);
   }
 
   #checkSegment(b: Uint8Array): number {
