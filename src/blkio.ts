@@ -212,10 +212,18 @@ export class Blkio {
     }
   }
 
-  /** Undoes {@link mapMemRegion}; a region that is not mapped is ignored. */
+  /**
+   * Undoes {@link mapMemRegion}; a region that is not mapped is ignored. EBUSY on a driver that
+   * shares the memory with a back-end (virtio-blk-vhost-user) while requests in flight use it:
+   * the back-end would write into whatever is mapped at that address next. (io_uring hands the
+   * kernel what it prepared first, so there unmapping is always safe.)
+   */
   unmapMemRegion(region: MemoryRegion): void {
     const d = this.#live();
-    if (this.#regions.unmap(region)) d.unmapMemRegion(region);
+    if (!this.#regions.isMapped(region)) return;
+    // The driver first: it may refuse (EBUSY), and the region then stays mapped.
+    d.unmapMemRegion(region);
+    this.#regions.unmap(region);
   }
 
   /** Queue `index`, or null before start, for a bad index or a removed queue. */

@@ -222,6 +222,11 @@ export class MemoryRegionRegistry {
     return addr;
   }
 
+  /** Whether `region` (this very object) is mapped. */
+  isMapped(region: MemoryRegion): boolean {
+    return this.#mapped.has(region);
+  }
+
   /** Forgets a mapping; returns false when `region` was not mapped. */
   unmap(region: MemoryRegion): boolean {
     if (!this.#mapped.delete(region)) return false;

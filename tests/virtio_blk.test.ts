@@ -268,6 +268,44 @@ vtest("add-remove-queues: start with 0 queues EINVAL, add ENOTSUP, too many queu
   runOk(q1, (ud) => q1.read(0, buf, ud), "read on queue 1 after removing queue 0");
 });
 
+vtest(
+  "unmapping a region requests in flight use is EBUSY; after removeQueue it stays mapped for good",
+  () => {
+    // The back-end would go on writing into the region's old address, whatever is mapped there
+    // next (a new region: reads reported 0 and landed in it).
+    const exp = startExport({ size: 4 * MiB, numQueues: 2, iops: 20, fill: (d) => d.fill(0x5a) });
+    const b = start({ exp, numQueues: 2 });
+    try {
+      const [q0, q1] = [b.getQueue(0)!, b.getQueue(1)!];
+      const r = b.allocMemRegion(4 * PAGE);
+      b.mapMemRegion(r);
+      for (let i = 0; i < 4; i++) q0.read(i * PAGE, r.bytes.subarray(i * PAGE, (i + 1) * PAGE), i);
+      assert.equal(q0.doIo([], 0, 0), 0); // in the throttled back-end now
+      assertErrno(() => b.unmapMemRegion(r), "EBUSY", /in use by requests in flight/);
+      assertErrno(() => b.freeMemRegion(r), "EBUSY");
+      const got = reapAll(q0, 4);
+      for (const c of got) assert.equal(c.ret, 0);
+      assert.ok(r.bytes.every((x) => x === 0x5a), "the reads landed in their buffers");
+      b.unmapMemRegion(r);
+      b.mapMemRegion(r);
+      // A queue removed with requests in flight leaves their memory to the back-end for good.
+      q1.read(0, r.bytes.subarray(0, PAGE), "dropped");
+      assert.equal(q1.doIo([], 0, 0), 0);
+      b.removeQueue(1);
+      assertErrno(() => b.unmapMemRegion(r), "EBUSY");
+      assertErrno(() => b.freeMemRegion(r), "EBUSY");
+      runOk(
+        q0,
+        (ud) => q0.read(0, r.bytes.subarray(PAGE, 2 * PAGE), ud),
+        "the region still works on queue 0",
+      );
+    } finally {
+      b.destroy();
+      exp.stop();
+    }
+  },
+);
+
 vtest("multi-queue: two queues do I/O independently and see each other's writes", () => {
   using b = start({ numQueues: 2 });
   const [q0, q1] = [b.getQueue(0)!, b.getQueue(1)!];

@@ -11,6 +11,7 @@
  * @module
  */
 import type { Native } from "../../../ffi/types.ts";
+import { isAbandoned } from "../../abandoned.ts";
 import type { Driver, DriverQueue } from "../../driver.ts";
 import { BlkioError } from "../../errors.ts";
 import { mapMemfd, type MemoryRegion } from "../../memory_region.ts";
@@ -356,6 +357,14 @@ export class VirtioBlkVhostUserDriver implements Driver {
   }
 
   unmapMemRegion(region: MemoryRegion): void {
+    const buffer = region.bytes.buffer;
+    if (this.#queues.some((q) => q.usesBuffer(buffer)) || isAbandoned(buffer)) {
+      // The back-end would go on writing there, into whatever is mapped at that address next.
+      throw BlkioError.of(
+        "EBUSY",
+        "Memory region is in use by requests in flight: the back-end still reads or writes it",
+      );
+    }
     const desc = this.#regions.remove(region);
     if (desc === null) return;
     const c = this.#c;

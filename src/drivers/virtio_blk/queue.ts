@@ -15,6 +15,7 @@
  * @module
  */
 import type { Native } from "../../../ffi/types.ts";
+import { abandon } from "../../abandoned.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
 import { type Completion, Op, type OpValue, ReqFlags } from "../../completion.ts";
 import type { CompletionBacklog } from "../../completion_backlog.ts";
@@ -644,13 +645,18 @@ export class VirtioBlkQueue implements DriverQueue {
   }
 
   /**
-   * Stops the virtqueue. Requests in flight are dropped: the device only ever touches shared
-   * memory, never the JS heap, so nothing is freed under it.
+   * Stops the virtqueue. Requests in flight are dropped, and their buffers abandoned: the
+   * back-end may still write into that shared memory, so it must never be unmapped or freed
+   * (and reused) after this.
    */
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    for (let s = 0; s < this.#cap; s++) if (this.#used[s] !== 0) this.#release(s);
+    for (let s = 0; s < this.#cap; s++) {
+      if (this.#used[s] === 0) continue;
+      abandon(this.#buf[s], this.#iov[s]);
+      this.#release(s);
+    }
     this.#resubmitCount = 0;
     this.#ringCount = 0;
     this.#onDestroy(this.index);
