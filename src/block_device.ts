@@ -234,6 +234,22 @@ export class BlockDevice {
   #pool: MemoryRegion | null = null;
   #poolUsed = 0;
 
+  /**
+   * For drivers that find some failures only when entered (a vhost-user back-end that died
+   * signals no eventfd): how often to look while requests are outstanding, or 0.
+   */
+  readonly #failureCheckMs: number;
+  /** The timer that looks; runs while requests are outstanding, stops at its first idle tick. */
+  #failureCheck: ReturnType<typeof setInterval> | null = null;
+  readonly #onFailureCheck = (): void => {
+    if (this.#outstanding === 0 || this.#dead) {
+      clearInterval(this.#failureCheck!);
+      this.#failureCheck = null;
+      return;
+    }
+    for (const s of this.#qs) if (s.pending > 0) this.#drain(s);
+  };
+
   private constructor(native: Native, b: Blkio) {
     this.#native = native;
     this.#b = b;
@@ -261,6 +277,12 @@ export class BlockDevice {
       qs.push(s);
     }
     this.#qs = qs;
+    let checkMs = 0;
+    for (const s of qs) {
+      const ms = s.queue.failureCheckMs;
+      if (ms > 0 && (checkMs === 0 || ms < checkMs)) checkMs = ms;
+    }
+    this.#failureCheckMs = checkMs;
   }
 
   /**
@@ -493,6 +515,9 @@ export class BlockDevice {
     this.#offsetOf[id] = start;
     s.pending++;
     this.#outstanding++;
+    if (this.#failureCheckMs > 0 && this.#failureCheck === null) {
+      this.#failureCheck = setInterval(this.#onFailureCheck, this.#failureCheckMs);
+    }
     if (signal !== null) this.#listen(id, signal);
     this.#schedule(s);
     return p;
@@ -683,6 +708,8 @@ export class BlockDevice {
     this.#closing = true;
     if (this.#outstanding > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
     this.#idle = null;
+    if (this.#failureCheck !== null) clearInterval(this.#failureCheck);
+    this.#failureCheck = null;
     for (const s of this.#qs) {
       if (s.retryTimer !== null) clearTimeout(s.retryTimer);
       if (s.waiting) {

@@ -26,6 +26,13 @@ export interface DriverQueue extends RequestSink {
    * completed (a spurious signal is allowed, a missed one never).
    */
   useCompletionFd(): void;
+  /**
+   * Milliseconds, for a driver that notices some failures only when the queue is entered (a
+   * vhost-user back-end that died signals no eventfd): while requests are in flight, a caller
+   * waiting on the completion fd should enter (`doIo` with min 0) at least this often. Absent
+   * when every completion signals the fd (io_uring: the kernel completes everything).
+   */
+  readonly failureCheckMs?: number;
   /** Requests the driver holds: prepared, submitted, or waiting for resubmission. */
   readonly inFlight: number;
   /** Requests prepared but not yet handed to the device. */

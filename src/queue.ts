@@ -128,6 +128,15 @@ export class Queue {
     return dq.completionFd;
   }
 
+  /**
+   * 0, or how often (ms) a caller waiting on {@link completionFd} should call `doIo(out, 0, n)`
+   * while requests are in flight: some failures (a vhost-user back-end that died) are found
+   * only then, as no eventfd signals them. `doIo` waits look for them by themselves.
+   */
+  get failureCheckMs(): number {
+    return this.#live().failureCheckMs ?? 0;
+  }
+
   /** Enables or disables completion fd notifications (spurious wakeups remain possible). */
   setCompletionFdEnabled(enabled: boolean): void {
     this.#live().setCompletionFdEnabled(checkBool("enabled", enabled));

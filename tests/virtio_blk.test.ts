@@ -1091,6 +1091,36 @@ vtest(
   },
 );
 
+vtest(
+  "BlockDevice: a back-end killed with requests in flight rejects them with EIO, and close() ends",
+  async () => {
+    // A dead back-end signals no eventfd: BlockDevice, which only waits on it, looks by itself
+    // (Queue.failureCheckMs). Before, the promises and close() never settled.
+    const exp = startExport({ size: 8 * MiB, numQueues: 1, iops: 20 });
+    const fds = openFds().length;
+    try {
+      const dev = await BlockDevice.open(exp.socket, { driver: "virtio-blk-vhost-user" });
+      const results = Array.from(
+        { length: 40 },
+        (_, i) => dev.read(i * PAGE, dev.allocBuffer(PAGE)).then(() => "ok", (e: BlkioError) => e.code),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      exp.kill();
+      const timeout = (ms: number) =>
+        new Promise<string>((resolve) => setTimeout(() => resolve("timeout"), ms));
+      const all = await Promise.race([Promise.all(results), timeout(10_000)]);
+      assert.notEqual(all, "timeout", "requests still pending 10 s after the back-end died");
+      const codes = all as string[];
+      assert.ok(codes.every((c) => c === "ok" || c === "EIO"), codes.join(" "));
+      assert.ok(codes.includes("EIO"), "the kill came while requests were in flight");
+      assert.equal(await Promise.race([dev.close().then(() => "closed"), timeout(10_000)]), "closed");
+      assert.equal(openFds().length, fds, "close released every fd");
+    } finally {
+      exp.stop();
+    }
+  },
+);
+
 vtest("back-end killed while idle: application polling notices, a blocking wait notices", () => {
   for (const mode of ["poll", "block"]) {
     const exp = startExport({ size: 4 * MiB, numQueues: 1 });

@@ -94,6 +94,8 @@ export class VirtioBlkQueue implements DriverQueue {
   completions!: CompletionBacklog;
   readonly isPollQueue: boolean;
   readonly completionFd: number;
+  /** A back-end that died signals nothing: it is found when the queue is entered. */
+  readonly failureCheckMs = HANGUP_CHECK_MS;
   readonly index: number;
   readonly #native: Native;
   readonly #vq: SplitVirtqueue;
