@@ -173,6 +173,8 @@ export class VirtioBlkVhostUserDriver implements Driver {
 
   start(): { queues: DriverQueue[]; pollQueues: DriverQueue[] } {
     const c = this.c;
+    const broken = c.conn.brokenReason;
+    if (broken !== null) throw BlkioError.of("EIO", `The vhost-user connection is unusable: ${broken}`);
     const total = this.numQueues + this.numPollQueues;
     if (!this.readOnly && (c.offered & featureBit(VirtioFeature.BLK_RO)) !== 0n) {
       throw BlkioError.of("EROFS", "Device is read-only: set read-only to true to use it");
@@ -194,8 +196,10 @@ export class VirtioBlkVhostUserDriver implements Driver {
     const mem = this.#allocVrings(layout.total * total);
     const made: VirtioBlkQueue[] = [];
     const fds: number[] = [];
+    let tableSent = false;
     try {
       this.#sendMemTable(mem);
+      tableSent = true;
       const device = this.#deviceInfo();
       for (let i = 0; i < total; i++) {
         const poll = i >= this.numQueues;
@@ -231,6 +235,16 @@ export class VirtioBlkVhostUserDriver implements Driver {
     } catch (e) {
       for (const fd of fds) closeFd(this.native, fd);
       for (const q of made) q.destroy();
+      if (tableSent) {
+        // The back-end has the virtqueue memory in its table now, and qemu-storage-daemon
+        // drops the connection when asked to remove it again; started again on top of it,
+        // it completed no request. So the connection is done with.
+        c.conn.markBroken(
+          `start failed after the back-end was set up (${
+            (e as Error).message
+          }): destroy this instance and create another`,
+        );
+      }
       this.#freeVrings();
       throw e;
     }
