@@ -147,7 +147,11 @@ export class UnixSocket {
     while (done < len) {
       const ready = this.poll(timeoutMs);
       if (ready === 0) {
-        throw BlkioError.of("EIO", `The vhost-user back-end did not answer within ${timeoutMs} ms`);
+        throw BlkioError.of(
+          "EIO",
+          `The vhost-user back-end did not answer within ${timeoutMs} ms (back-ends such as ` +
+            "qemu-storage-daemon serve one client at a time: is another one connected?)",
+        );
       }
       this.#setIov(this.#bufAddr + done, len - done);
       this.#setMsg(null, true);
