@@ -414,6 +414,7 @@ rows(
   { fn: "Queue.flush", what: "removed queue", stage: "started", prep: removedQueue, call: (c) => c.extra!.flush(), code: "EBADF", msg: removed },
   { fn: "Queue.doIo", what: "removed queue", stage: "started", prep: removedQueue, call: (c) => c.extra!.doIo([], 0), code: "EBADF", msg: removed },
   { fn: "Queue.completionFd", what: "removed queue", stage: "started", prep: removedQueue, call: (c) => c.extra!.completionFd, code: "EBADF", msg: removed },
+  { fn: "Queue.failureCheckMs", what: "removed queue", stage: "started", prep: removedQueue, call: (c) => c.extra!.failureCheckMs, code: "EBADF", msg: removed },
   { fn: "Queue.setCompletionFdEnabled", what: "removed queue", stage: "started", prep: removedQueue, call: (c) => c.extra!.setCompletionFdEnabled(true), code: "EBADF", msg: removed },
   { fn: "Queue.read", what: "destroyed instance", stage: "destroyed", call: (c) => c.q.read(0, new Uint8Array(4096)), code: "EBADF", msg: /destroyed/ },
   { fn: "Queue.writeZeroes", what: "destroyed instance", stage: "destroyed", call: (c) => c.q.writeZeroes(0, 4096), code: "EBADF", msg: /destroyed/ },
@@ -421,6 +422,7 @@ rows(
   { fn: "Queue.doIo", what: "destroyed instance", stage: "destroyed", call: (c) => c.q.doIo([], 0), code: "EBADF", msg: /destroyed/ },
   { fn: "Queue.doIoInterruptible", what: "destroyed instance", stage: "destroyed", call: (c) => c.q.doIoInterruptible([], 0), code: "EBADF", msg: /destroyed/ },
   { fn: "Queue.completionFd", what: "destroyed instance", stage: "destroyed", call: (c) => c.q.completionFd, code: "EBADF", msg: /destroyed/ },
+  { fn: "Queue.failureCheckMs", what: "destroyed instance", stage: "destroyed", call: (c) => c.q.failureCheckMs, code: "EBADF", msg: /destroyed/ },
   { fn: "Queue.cancel", what: "removed queue", stage: "started", prep: removedQueue, call: (c) => c.extra!.cancel("x"), code: "EBADF", msg: removed },
   { fn: "Queue.cancel", what: "destroyed instance", stage: "destroyed", call: (c) => c.q.cancel(undefined), code: "EBADF", msg: /destroyed/ },
 );
