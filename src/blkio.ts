@@ -105,9 +105,11 @@ export class Blkio {
   }
 
   /**
-   * Frees everything: queues, memory regions, the device. Idempotent. A region another
-   * instance still maps or uses is freed when it no longer does (its unmap or destroy, or the
-   * next region call of any instance after its requests completed).
+   * Frees everything: queues, memory regions, the device. Idempotent. Requests queued but not
+   * yet handed to the kernel by `doIo` are dropped, as in libblkio; requests in the kernel get
+   * up to a second to finish, and memory they may still write to is kept for good. A region
+   * another instance still maps or uses is freed when it no longer does (its unmap or destroy,
+   * or the next region call of any instance after its requests completed).
    */
   destroy(): void {
     if (this.#destroyed) return;
@@ -261,7 +263,10 @@ export class Blkio {
     return list.length - 1;
   }
 
-  /** Removes queue `index`; ENOENT when there is none. */
+  /**
+   * Removes queue `index`; ENOENT when there is none. As with {@link destroy}, requests not yet
+   * handed over by `doIo` are dropped, not carried out.
+   */
   removeQueue(index: number): void {
     this.#remove(this.#queues, index);
   }

@@ -131,4 +131,19 @@ test("Queue.cancel() of a request in the kernel keeps its buffer until the compl
   assert.equal(q.doIo(out, 0), 0);
 });
 
+test("Queue.cancel(null) does not take the library's own cancellation for a request", () => {
+  // A cancellation occupies a slot whose userData is null until its completion is reaped.
+  using b = startDirect(DIRECT);
+  const q = b.getQueue(0)!;
+  const buf = alignedBuffer(b, 1 << 20);
+  q.read(0, buf, "a");
+  assert.equal(q.doIo([], 0, 0), 0);
+  assert.equal(q.cancel("a"), true);
+  assert.equal(q.cancel(null), false, "no request carries null");
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 1), 1);
+  assert.equal(out[0].userData, "a");
+  assert.equal(q.doIo(out, 0), 0);
+});
+
 test("cancel: cleanup scratch targets", () => cleanupAll());

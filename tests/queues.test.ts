@@ -9,6 +9,7 @@ import {
   cleanupAll,
   connectTo,
   pread,
+  pwrite,
   reap,
   type Target,
   targets,
@@ -195,6 +196,32 @@ for (const t of TARGETS) {
 }
 
 // ---- property validation -------------------------------------------------------------------
+
+for (const t of TARGETS) {
+  test(`destroy and removeQueue drop requests never handed to the kernel [${t.name}]`, () => {
+    // Only doIo hands requests over (libblkio: do_io). destroy() used to submit the first
+    // ring's worth of them while waiting for requests in flight: a prefix of writes nobody
+    // submitted reached the disk.
+    for (const how of ["destroy", "removeQueue"] as const) {
+      pwrite(t.path, 0, new Uint8Array(20 * 4096));
+      const b = connectTo(t);
+      b.setInt("num-entries", 4);
+      b.start();
+      const qi = b.addQueue();
+      const q = b.getQueue(qi)!;
+      const buf = alignedBuffer(b, 4096);
+      buf.fill(0xee);
+      for (let i = 0; i < 20; i++) q.write(i * 4096, buf, i);
+      if (how === "destroy") b.destroy();
+      else b.removeQueue(qi);
+      const data = pread(t.path, 0, 20 * 4096);
+      const written = [];
+      for (let i = 0; i < 20; i++) if (data[i * 4096] === 0xee) written.push(i);
+      assert.deepEqual(written, [], `${how}: blocks written although never submitted`);
+      b.destroy();
+    }
+  });
+}
 
 test("num-entries: values <= 0 are EINVAL and leave the value unchanged", () => {
   using b = connectTo(TARGETS[0]);

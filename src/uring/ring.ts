@@ -193,6 +193,24 @@ export class Ring {
   }
 
   /**
+   * Takes back the SQEs the kernel has not received (without SQPOLL: not consumed by an enter;
+   * with SQPOLL: not yet published, as the kernel thread may take published ones any time),
+   * calling `each` with each one's SQE index, oldest first. Returns how many.
+   */
+  retractUnsubmitted(each: (sqe: number) => void): number {
+    const from = this.sqPoll ? this.#published : this.#kernelSqHead();
+    let n = 0;
+    for (let t = from; t !== this.#tail; t = (t + 1) >>> 0, n++) each(t & this.#sqMask);
+    this.#tail = from;
+    if (!this.sqPoll) {
+      // Only read by the kernel inside io_uring_enter: a plain store, as in enter().
+      this.#sqTail[0] = from;
+      this.#published = from;
+    }
+    return n;
+  }
+
+  /**
    * Publishes written SQEs and calls io_uring_enter. `timeoutNs` < 0 waits without limit.
    * Returns what the kernel returned (submitted count or -errno). With SQPOLL the call is only
    * made to wait (GETEVENTS) or to wake the kernel thread, and returns 0 otherwise.

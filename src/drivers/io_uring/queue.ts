@@ -660,9 +660,10 @@ export class IoUringQueue implements DriverQueue {
 
   cancel(userData: unknown): boolean {
     for (let s = 0; s < this.#cap; s++) {
-      if (this.#slots[s * SLOT_NUMBERS + S_USED] === 0 || this.#refs[s * SLOT_REFS + R_UD] !== userData) {
-        continue;
-      }
+      const b = s * SLOT_NUMBERS;
+      // Not a cancellation of ours: its R_UD is null, which is no caller's request.
+      if (this.#slots[b + S_USED] === 0 || this.#slots[b + S_OP] === OP_CANCEL) continue;
+      if (this.#refs[s * SLOT_REFS + R_UD] !== userData) continue;
       // IOPOLL rings reject ASYNC_CANCEL; without a free slot or SQE the request simply runs to
       // its end. A slot is only reused after its CQE is reaped, and SQEs are issued in order,
       // so this cancel can never hit a later request in the same slot.
@@ -681,6 +682,13 @@ export class IoUringQueue implements DriverQueue {
     return false;
   }
 
+  /** Frees `slot` of a request (or cancellation) the kernel never received. */
+  #dropSlot(slot: number): void {
+    if (slot >= this.#cap || this.#slots[slot * SLOT_NUMBERS + S_USED] === 0) return;
+    if (this.#slots[slot * SLOT_NUMBERS + S_OP] === OP_CANCEL) this.#cancels--;
+    this.#release(slot);
+  }
+
   usesBuffer(buffer: ArrayBufferLike): boolean {
     for (let s = 0; s < this.#cap; s++) {
       const buf = this.#refs[s * SLOT_REFS + R_BUF] as Uint8Array | null;
@@ -693,6 +701,17 @@ export class IoUringQueue implements DriverQueue {
 
   destroy(): void {
     this.#destroyed = true;
+    // Requests the kernel never received are dropped, not carried out: as in libblkio, only
+    // doIo hands requests over (the drain's enter below would otherwise submit the first
+    // ring's worth of them). Nor are parked second parts (FUA fdatasync, the rest of a short
+    // transfer) started now. None of their memory is in the kernel's hands.
+    const sq = this.#ring.sqes;
+    this.#ring.retractUnsubmitted((i) => this.#dropSlot(sq[(i << 4) + 8]));
+    while (this.#resubmitCount > 0) {
+      this.#dropSlot(this.#resubmit[this.#resubmitHead]);
+      this.#resubmitHead = (this.#resubmitHead + 1) % this.#cap;
+      this.#resubmitCount--;
+    }
     // Give requests already in the kernel a moment to finish, so their memory can be released.
     const out: Completion[] = [];
     const deadline = performance.now() + 1000;
