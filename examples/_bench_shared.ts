@@ -9,6 +9,11 @@ import type { BlockDeviceOpenOptions } from "../mod.ts";
 /** Access pattern, as libblkio's `--readwrite`. */
 export type ReadWrite = "read" | "write" | "randread" | "randwrite";
 
+/** Whether the workload only reads (blkio_bench then opens the device read-only, as libblkio). */
+export function isReadWorkload(rw: ReadWrite): boolean {
+  return rw === "read" || rw === "randread";
+}
+
 /** How a thread waits for completions. */
 export type WaitMode = "wait" | "poll" | "event";
 

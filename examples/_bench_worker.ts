@@ -20,6 +20,7 @@ import {
   EVENT_PROPERTIES,
   Flag,
   HISTOGRAM_BUCKETS,
+  isReadWorkload,
   latencyBucket,
   newStats,
   resetStats,
@@ -29,7 +30,7 @@ import {
   type WorkerConfig,
   type WorkerMessage,
 } from "./_bench_shared.ts";
-import { errnoAndMsg, errorMsg } from "./_cli.ts";
+import { errnoAndMsg, errorMsg, setPropertiesAndConnect } from "./_cli.ts";
 
 interface WorkerScope {
   onmessage: ((e: MessageEvent<WorkerConfig>) => void) | null;
@@ -75,13 +76,9 @@ function openInstance(cfg: WorkerConfig): { b: Blkio; q: Queue; bufs: Uint8Array
     (e) => `Failed to create blkio driver "${cfg.driver}": ${errorMsg(e)}`,
     () => Blkio.create(cfg.driver),
   );
-  for (const [k, v] of cfg.props) {
-    step((e) => `Failed to assign "${v}" to "${k}": ${errnoAndMsg(e)}`, () => b.setStr(k, v));
-  }
-  if (cfg.readwrite === "read" || cfg.readwrite === "randread") {
-    step((e) => `Failed to set read-only: ${errnoAndMsg(e)}`, () => b.setBool("read-only", true));
-  }
-  step((e) => `Unable to connect: ${errorMsg(e)}`, () => b.connect());
+  setPropertiesAndConnect(b, cfg.props, isReadWorkload(cfg.readwrite), (message) => {
+    throw new SetupError(message);
+  });
   step((e) => `Failed to set num-queues: ${errorMsg(e)}`, () => b.setInt("num-queues", 1));
   step((e) => `Unable to start: ${errorMsg(e)}`, () => b.start());
   const len = cfg.iodepth * cfg.blocksize;
@@ -113,7 +110,7 @@ function runQueue(
   const hist = cfg.latencyPercentiles ? new Uint32Array(HISTOGRAM_BUCKETS) : null;
   stats.histogram = hist;
   const offsets = new Offsets(cfg);
-  const isRead = cfg.readwrite === "read" || cfg.readwrite === "randread";
+  const isRead = isReadWorkload(cfg.readwrite);
   const depth = cfg.iodepth;
   const poll = cfg.mode === "poll";
   const started = new Float64Array(depth);
@@ -211,7 +208,7 @@ async function openDevice(cfg: WorkerConfig): Promise<{ dev: BlockDevice; bufs: 
     if (k === "path") path = v;
     else EVENT_PROPERTIES[k](opts, v);
   }
-  if (cfg.readwrite === "read" || cfg.readwrite === "randread") opts.readOnly = true;
+  if (isReadWorkload(cfg.readwrite)) opts.readOnly = true;
   let dev: BlockDevice;
   try {
     dev = await BlockDevice.open(path, opts);
@@ -241,7 +238,7 @@ async function runEvents(
   const hist = cfg.latencyPercentiles ? new Uint32Array(HISTOGRAM_BUCKETS) : null;
   stats.histogram = hist;
   const offsets = new Offsets(cfg);
-  const isRead = cfg.readwrite === "read" || cfg.readwrite === "randread";
+  const isRead = isReadWorkload(cfg.readwrite);
   let batch = 0;
   let t0 = 0;
   let t1 = -1;

@@ -129,6 +129,43 @@ export function assignProperty(b: Blkio, property: string, value: string): void 
   }
 }
 
+/**
+ * Sets `props` (values as text) on `b`, read-only too when `readOnly`, and connects it.
+ * Properties that can only be set once connected (`num-entries`, `queue-size`) are set right
+ * after connect, so a tool takes every property on one command line. `fail` reports an error
+ * with libblkio's wording and does not return.
+ */
+export function setPropertiesAndConnect(
+  b: Blkio,
+  props: readonly (readonly [string, string])[],
+  readOnly: boolean,
+  fail: (message: string) => never,
+): void {
+  const later: (readonly [string, string])[] = [];
+  const assign = ([k, v]: readonly [string, string], deferable: boolean) => {
+    try {
+      b.setStr(k, v);
+    } catch (e) {
+      if (deferable && e instanceof BlkioError && e.code === "ENODEV") later.push([k, v]);
+      else fail(`Failed to assign "${v}" to "${k}": ${errnoAndMsg(e)}`);
+    }
+  };
+  for (const p of props) assign(p, true);
+  if (readOnly) {
+    try {
+      b.setBool("read-only", true);
+    } catch (e) {
+      fail(`Failed to set read-only: ${errnoAndMsg(e)}`);
+    }
+  }
+  try {
+    b.connect();
+  } catch (e) {
+    fail(`Unable to connect: ${errorMsg(e)}`);
+  }
+  for (const p of later) assign(p, false);
+}
+
 /** Handles a `<property>=<value>` argument; exits when the `=` is missing. */
 export function handlePropertyOption(b: Blkio, option: string): void {
   const eq = option.indexOf("=");

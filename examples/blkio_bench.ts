@@ -57,6 +57,7 @@ import {
   Flag,
   HISTOGRAM_BUCKETS,
   histogramPercentile,
+  isReadWorkload,
   newStats,
   type ReadWrite,
   SHARED_COUNTS,
@@ -69,7 +70,6 @@ import {
 import {
   commandArgs,
   die,
-  errnoAndMsg,
   errorMsg,
   exit,
   fixed,
@@ -78,6 +78,7 @@ import {
   printErr,
   printOut,
   Progress,
+  setPropertiesAndConnect,
   strtoul,
 } from "./_cli.ts";
 
@@ -258,26 +259,9 @@ function probe(config: Config, driver: string, args: string[], props: [string, s
   for (const arg of args) {
     const eq = arg.indexOf("=");
     if (eq < 0) die(`${arg}: missing property value`);
-    const k = arg.slice(0, eq), v = arg.slice(eq + 1);
-    props.push([k, v]);
-    try {
-      b.setStr(k, v);
-    } catch (e) {
-      die(`Failed to assign "${v}" to "${k}": ${errnoAndMsg(e)}`);
-    }
+    props.push([arg.slice(0, eq), arg.slice(eq + 1)]);
   }
-  if (config.readwrite === "read" || config.readwrite === "randread") {
-    try {
-      b.setBool("read-only", true);
-    } catch (e) {
-      die(`Failed to set read-only: ${errnoAndMsg(e)}`);
-    }
-  }
-  try {
-    b.connect();
-  } catch (e) {
-    die(`Unable to connect: ${errorMsg(e)}`);
-  }
+  setPropertiesAndConnect(b, props, isReadWorkload(config.readwrite), die);
   let capacity: number;
   try {
     capacity = Number(b.getUint64("capacity"));

@@ -209,6 +209,26 @@ test("blkio_bench: --event (BlockDevice) and --num-threads=2 (one Worker each)",
   for (const t of threads) assert.ok(t.kiops > 0);
 });
 
+test("blkio_bench: properties settable only once connected (num-entries) are taken, with and without --event", () => {
+  for (const mode of [[], ["--event"]]) {
+    const r = ok(
+      tool("blkio_bench", [
+        "--runtime=1",
+        "--iodepth=8",
+        ...mode,
+        "io_uring",
+        `path=${BENCH_FILE}`,
+        "num-entries=16",
+      ]),
+    );
+    const agg = JSON.parse(r.stdout).aggregate as Record<string, number>;
+    assert.ok(agg.kiops > 0, `${mode.join(" ")}: kiops ${agg.kiops}`);
+  }
+  const bad = tool("blkio_bench", ["--runtime=1", "io_uring", `path=${BENCH_FILE}`, "num-entries=abc"]);
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /^Failed to assign "abc" to "num-entries": Invalid argument/);
+});
+
 test("blkio_bench: --iodepth-batch submits in batches of n (1, and one that leaves a remainder)", () => {
   for (
     const args of [["--iodepth-batch=1", "--iodepth=8"], [
