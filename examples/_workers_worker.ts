@@ -21,6 +21,8 @@ export interface WorkerReply {
   mismatches?: number;
   reads?: number;
   seconds?: number;
+  /** The device's size in bytes ("open"). */
+  capacity?: number;
 }
 
 const BS = 4096;
@@ -44,7 +46,7 @@ async function handle(m: WorkerRequest): Promise<WorkerReply> {
   switch (m.cmd) {
     case "open":
       dev = await BlockDevice.open(m.path, { direct: m.direct });
-      return { ok: true };
+      return { ok: true, capacity: Number(dev.capacity) };
     case "fill": {
       const d = device();
       const writes: Promise<void>[] = [];

@@ -29,17 +29,35 @@ interface Options {
   path: string | null;
 }
 
+const USAGE = "Usage: workers.ts [--threads 2] [--seconds 2] [--direct] [--path <file|device>]";
+
+/** A mistake on the command line: reported with the usage, exit status 2. */
+class UsageError extends Error {}
+
+/** Each thread's slice of the device: it fills it, and its neighbour checks it. */
+const SLICE = 1 << 20;
+
 function parseArgs(argv: string[]): Options {
   const o: Options = { threads: 2, seconds: 2, direct: false, path: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${a} needs a value`);
+      return v;
+    };
     if (a === "--direct") o.direct = true;
-    else if (a === "--threads") o.threads = Number(argv[++i]);
-    else if (a === "--seconds") o.seconds = Number(argv[++i]);
-    else if (a === "--path") o.path = argv[++i];
-    else throw new Error(`Unknown option "${a}"`);
+    else if (a === "--threads") o.threads = Number(value());
+    else if (a === "--seconds") o.seconds = Number(value());
+    else if (a === "--path") o.path = value();
+    else throw new UsageError(`Unknown option "${a}"`);
   }
-  if (!Number.isInteger(o.threads) || o.threads < 1) throw new Error("--threads must be a positive integer");
+  if (!Number.isInteger(o.threads) || o.threads < 1) {
+    throw new UsageError("--threads must be a positive integer");
+  }
+  if (!Number.isFinite(o.seconds) || o.seconds <= 0) {
+    throw new UsageError("--seconds must be a positive number");
+  }
   return o;
 }
 
@@ -77,9 +95,15 @@ async function main(): Promise<void> {
       const w = new Worker(url, { type: "module" });
       workers.push(w);
       await reply(w);
-      await call(w, { cmd: "open", path, direct: o.direct });
+      const { capacity } = await call(w, { cmd: "open", path, direct: o.direct });
+      // Never write past the end: that would grow a file, or fail on a device.
+      if (capacity! < o.threads * SLICE) {
+        throw new Error(
+          `${path} holds ${capacity} bytes: ${o.threads} threads need ${o.threads * SLICE} (1 MiB each)`,
+        );
+      }
     }
-    const slice = 1 << 20;
+    const slice = SLICE;
     await Promise.all(
       workers.map((w, i) => call(w, { cmd: "fill", offset: i * slice, len: slice, seed: i + 1 })),
     );
@@ -111,4 +135,11 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+try {
+  await main();
+} catch (e) {
+  // What went wrong, without a stack trace: these are the user's mistakes or the device's.
+  console.error(`workers: ${e instanceof Error ? e.message : String(e)}`);
+  if (e instanceof UsageError) console.error(USAGE);
+  process.exit(e instanceof UsageError ? 2 : 1);
+}

@@ -312,6 +312,37 @@ test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   }
 });
 
+// --- demo and workers -----------------------------------------------------------------------
+
+test("demo: writes and reads back every block of its scratch file, O_DIRECT and buffered", () => {
+  for (const mode of [[], ["--buffered"]]) {
+    const r = ok(tool("demo", ["--seconds=0.3", "--size-mib=8", ...mode]));
+    assert.match(r.stdout, /randwrite +\d+/);
+    assert.match(r.stdout, /randread +\d+/);
+    assert.match(r.stdout, /verified: every block read back with its latest stamp/);
+  }
+});
+
+test("workers: each thread checks its neighbour's slice; bad arguments and small targets are refused", () => {
+  const r = ok(tool("workers", ["--threads", "3", "--seconds", "0.3"]));
+  const checks = r.stdout.match(/checked thread \d+'s slice, (\d+) wrong bytes/g) ?? [];
+  assert.equal(checks.length, 3, r.stdout);
+  for (const c of checks) assert.match(c, /, 0 wrong bytes/);
+  assert.match(r.stdout, /total: \d+ IOPS with 3 threads/);
+  for (const args of [["--bogus"], ["--threads", "0"], ["--seconds", "-1"], ["--path"]]) {
+    const bad = tool("workers", args);
+    assert.equal(bad.status, 2, `${args.join(" ")}: ${bad.stderr}`);
+    assert.match(bad.stderr, /^workers: .+\nUsage: workers\.ts/, args.join(" "));
+    assert.doesNotMatch(bad.stderr, /\bat /, "no stack trace");
+  }
+  const small = randomFile("workers-small", 1000);
+  const before = readFileSync(small);
+  const refused = tool("workers", ["--path", small]);
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /holds 1000 bytes: 2 threads need 2097152/);
+  assert.deepEqual(readFileSync(small), before, "the target is left as it was");
+});
+
 // --- progress on a terminal ----------------------------------------------------------------
 
 function hasScript(): boolean {
