@@ -1097,7 +1097,7 @@ vtest(
     // A dead back-end signals no eventfd: BlockDevice, which only waits on it, looks by itself
     // (Queue.failureCheckMs). Before, the promises and close() never settled.
     const exp = startExport({ size: 8 * MiB, numQueues: 1, iops: 20 });
-    const fds = openFds().length;
+    const before = new Set(openFds());
     try {
       const dev = await BlockDevice.open(exp.socket, { driver: "virtio-blk-vhost-user" });
       const results = Array.from(
@@ -1114,7 +1114,9 @@ vtest(
       assert.ok(codes.every((c) => c === "ok" || c === "EIO"), codes.join(" "));
       assert.ok(codes.includes("EIO"), "the kill came while requests were in flight");
       assert.equal(await Promise.race([dev.close().then(() => "closed"), timeout(10_000)]), "closed");
-      assert.equal(openFds().length, fds, "close released every fd");
+      // Fds closed meanwhile by earlier tests (the runtime's own) may be gone: only new ones count.
+      const left = openFds().filter((f) => !before.has(f) && !f.endsWith(":?"));
+      assert.deepEqual(left, [], "close released every fd it opened");
     } finally {
       exp.stop();
     }
