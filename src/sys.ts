@@ -164,11 +164,11 @@ export function isOpenFd(native: Native, fd: number): boolean {
   return native.libc.fcntl(fd, F_GETFD, 0) >= 0;
 }
 
-/** The size of the file or device behind `fd` (lseek to the end). */
-export function seekEnd(native: Native, fd: number): number {
+/** The size of the file or device behind `fd` (lseek to the end), exact at any size. */
+export function seekEnd(native: Native, fd: number): bigint {
   const r = native.libc.lseek(fd, 0n, SEEK_END);
   if (r < 0n) throw errnoError(native.errno(), `lseek(${fd}) failed`);
-  return Number(r);
+  return r;
 }
 
 /** A new eventfd, close-on-exec and non-blocking. */

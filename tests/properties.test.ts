@@ -5,6 +5,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Blkio, BlkioError, type PropertyInfo, type PropertyType } from "../mod.ts";
 import { parseValue } from "../src/properties.ts";
+import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
+import { native } from "../ffi/load.ts";
+import { join } from "node:path";
 import { assertErrno, cleanupAll, type Target, targets } from "./_helpers.ts";
 
 const TARGETS = targets();
@@ -392,6 +395,28 @@ test("wrong JS value types are EINVAL, not TypeError, before any other check", (
   b.setInt("num-queues", 2);
   b.setInt("num-entries", 2 ** 31 - 1);
   assert.equal(b.getInt("num-entries"), 2147483647);
+});
+
+test("capacity: exact for files of 2^53 bytes and more (sparse files on tmpfs)", () => {
+  // lseek's 64-bit result used to pass through a JS number: 2^53 + 1 read as 2^53, and
+  // 2^63 - 1 as 2^63, not even a valid off_t.
+  const dir = mkdtempSync(join("/dev/shm", "blkio-capacity-"));
+  const path = join(dir, "sparse.img");
+  const fd = openSync(path, "w");
+  try {
+    for (const size of [2n ** 53n + 1n, 2n ** 63n - 1n]) {
+      // node:fs takes a size as a JS number: set the exact one with libc.
+      assert.equal(native!.libc.ftruncate(fd, size), 0);
+      using b = Blkio.create("io_uring");
+      b.setStr("path", path);
+      b.connect();
+      assert.equal(b.getUint64("capacity"), size);
+      assert.equal(b.getStr("capacity"), String(size));
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("properties: cleanup scratch targets", () => cleanupAll());

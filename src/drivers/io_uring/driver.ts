@@ -5,6 +5,7 @@
  */
 import type { Native } from "../../../ffi/types.ts";
 import type { Driver, DriverQueue } from "../../driver.ts";
+import { abandon } from "../../abandoned.ts";
 import { BlkioError } from "../../errors.ts";
 import type { MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
@@ -194,11 +195,12 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
   } catch {
     return false;
   }
-  // Referenced again after ring.close(), so the garbage collector keeps them while the kernel
-  // may still use them.
   const len = info.requestAlignment;
   const mem = native.alloc(2 * len);
   const iov = native.alloc(16);
+  // Until the read's completion is reaped the kernel may write into `mem` (and read `iov`):
+  // closing the ring does not wait for it, so if it was not reaped they are kept for good.
+  let reaped = false;
   try {
     const base = native.addressOf(mem.buffer as ArrayBuffer);
     const v = new DataView(iov.buffer, iov.byteOffset, 16);
@@ -212,14 +214,14 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
     for (let tries = 0; tries < 100 && r >= 0 && ring.cqHead() === ring.cqTail(); tries++) {
       r = ring.enter(1, IORING_ENTER_GETEVENTS, 1e9);
     }
-    if (r < 0 || ring.cqHead() === ring.cqTail()) return false;
+    if (ring.cqHead() === ring.cqTail()) return false;
+    reaped = true;
     const res = ring.cqesRes[((ring.cqHead() & ring.cqMask) << 2) + 2];
     ring.setCqHead(ring.cqHead() + 1);
-    return res >= 0;
+    return r >= 0 && res >= 0;
   } finally {
     ring.close();
-    mem.fill(0);
-    iov.fill(0);
+    if (!reaped) abandon(mem, iov);
   }
 }
 
@@ -248,7 +250,7 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
     type: "uint64",
     doc: "Size in bytes (read anew each time, so it follows a growing file)",
     readableFrom: K,
-    get: (d) => BigInt(seekEnd(d.native, d.fd)),
+    get: (d) => seekEnd(d.native, d.fd),
   },
   "direct": {
     type: "bool",
