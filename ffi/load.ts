@@ -20,6 +20,13 @@ async function pick(): Promise<Native | null> {
       loadError = new Error(`Loading native libraries needs FFI permission (run Deno with --allow-ffi)`, {
         cause,
       });
+    } else if (/undefined symbol|not found in/i.test(text) && text.includes("io_uring")) {
+      // Deno: "undefined symbol: io_uring_enter"; Bun: 'Symbol "io_uring_enter" not found in ...'.
+      loadError = new Error(
+        `${LIBURING_SONAME} is too old: blkio needs liburing 2.3 or later (io_uring_enter is missing; ` +
+          `Debian 12's liburing2 is 2.3)`,
+        { cause },
+      );
     } else if (text.includes(LIBURING_SONAME)) {
       loadError = new Error(
         `${LIBURING_SONAME} could not be loaded: install the liburing2 package (apt-get install liburing2)`,

@@ -3,7 +3,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import process from "node:process";
+import { LIBURING_SONAME, LIBURING_SYMBOLS } from "../ffi/symbols.ts";
 import { Blkio, BlkioError, ERRNO, errnoName } from "../mod.ts";
 
 /** Every Linux errno value (asm-generic/errno-base.h and errno.h; x86_64 and arm64 use them). */
@@ -268,5 +272,50 @@ test(
     });
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split("\n"), ["nope ENOENT", "io_uring ELIBACC"]);
+  },
+);
+
+/** Why a C compiler cannot be used here, or null when `cc` works. */
+function ccUnavailable(): string | null {
+  const r = spawnSync("cc", ["--version"], { encoding: "utf8" });
+  return r.status === 0 ? null : "no C compiler (cc) to build a stand-in for an old liburing";
+}
+
+test(
+  "loading against a liburing older than 2.3 says which version is needed",
+  { skip: ccUnavailable() ?? undefined },
+  () => {
+    // liburing 2.1 and 2.2 (Ubuntu 22.04's liburing2) lack io_uring_enter and io_uring_enter2:
+    // both runtimes then refuse the whole library. A stand-in with every other symbol this
+    // library binds plays that version.
+    const dir = mkdtempSync(join(tmpdir(), "blkio-old-liburing-"));
+    try {
+      const names = Object.keys(LIBURING_SYMBOLS).filter((n) => !n.startsWith("io_uring_enter"));
+      writeFileSync(join(dir, "stub.c"), names.map((n) => `int ${n}(void) { return -38; }\n`).join(""));
+      const cc = spawnSync(
+        "cc",
+        ["-shared", "-fPIC", "-o", join(dir, LIBURING_SONAME), join(dir, "stub.c")],
+        {
+          encoding: "utf8",
+        },
+      );
+      assert.equal(cc.status, 0, cc.stderr);
+      const script = `
+        const { loadError } = await import(${
+        JSON.stringify(new URL("../ffi/load.ts", import.meta.url).href)
+      });
+        console.log(loadError?.message);`;
+      const argv = "Deno" in globalThis ? ["run", "-A", "-"] : ["-"];
+      const r = spawnSync(process.execPath, argv, {
+        input: script,
+        encoding: "utf8",
+        timeout: 60_000,
+        env: { ...process.env, LD_LIBRARY_PATH: dir },
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /liburing\.so\.2 is too old: blkio needs liburing 2\.3 or later/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   },
 );
