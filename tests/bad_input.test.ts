@@ -582,6 +582,8 @@ DEV_ROWS.push(
   devOpen('queues "2"', FILE, { queues: "2" }, "EINVAL", /received "2"/),
   devOpen("numEntries 0", FILE, { numEntries: 0 }, "EINVAL", /numEntries must be an integer of at least 1/),
   devOpen("numEntries 40000", FILE, { numEntries: 40000 }, "EINVAL", /num-entries must be at most 32768/),
+  devOpen("misspelt option readonly", FILE, { readonly: true }, "EINVAL", /Unknown option "readonly" \(the options are driver, direct, readOnly/),
+  devOpen("driver null", FILE, { driver: null }, "EINVAL", /Driver name must be a string: received null/),
 );
 const devRow = (r: Omit<DevRow, "stage"> & { stage?: DevRow["stage"] }): DevRow => ({ stage: "open", ...r });
 DEV_ROWS.push(
@@ -597,6 +599,9 @@ DEV_ROWS.push(
   devRow({ fn: "BlockDevice.write", what: "offset 1.5", call: (d) => d.write(1.5, d.allocBuffer(4096)), code: "EINVAL", msg: offsetMsg }),
   devRow({ fn: "BlockDevice.write", what: "buf resizable", call: (d) => d.write(0, resizableBytes()), code: "EINVAL", msg: /resizable/ }),
   devRow({ fn: "BlockDevice.write", what: "buf a string", call: (d) => d.write(0, any("data")), code: "EINVAL", msg: /buf must be a Uint8Array/ }),
+  devRow({ fn: "BlockDevice.write", what: 'fua "no"', call: (d) => d.write(0, d.allocBuffer(4096), any({ fua: "no" })), code: "EINVAL", msg: /Option fua must be a boolean: received "no"/ }),
+  devRow({ fn: "BlockDevice.writev", what: "fua 1", call: (d) => d.writev(0, [d.allocBuffer(4096)], any({ fua: 1 })), code: "EINVAL", msg: /Option fua must be a boolean: received 1/ }),
+  devRow({ fn: "BlockDevice.writeZeroes", what: "noUnmap null", call: (d) => d.writeZeroes(0, 4096, any({ noUnmap: null })), code: "EINVAL", msg: /Option noUnmap must be a boolean: received null/ }),
   devRow({ fn: "BlockDevice.write", what: "read-only device", readOnly: true, call: (d) => d.write(0, d.allocBuffer(4096)), code: "EBADF", msg: /Write at offset 0 failed: EBADF/ }),
   devRow({ fn: "BlockDevice.write", what: "misaligned buffer with O_DIRECT", direct: true, call: (d) => d.write(0, d.allocBuffer(8192).subarray(1, 4097)), code: "EINVAL", msg: /Write at offset 0 failed: EINVAL/ }),
   devRow({ fn: "BlockDevice.readv", what: "iovecs not an array", call: (d) => d.readv(0, any(d.allocBuffer(4096))), code: "EINVAL", msg: /iovecs must be an array/ }),
