@@ -53,9 +53,15 @@ export interface WriteOptions extends RequestOptions {
 
 /** Options of {@link BlockDevice.writeZeroes}. */
 export interface WriteZeroesOptions extends RequestOptions {
-  /** Keep the range allocated (no unmapping/hole punching). */
+  /**
+   * Keep the range allocated (no unmapping/hole punching). On a regular file that takes
+   * `fallocate` ZERO_RANGE, which some file systems lack (tmpfs): `ENOTSUP` there, as in libblkio.
+   */
   noUnmap?: boolean;
-  /** Fail with `ENOTSUP` rather than falling back to writing zero buffers. */
+  /**
+   * On a block device without zeroing of its own, fail with `ENOTSUP` rather than let the
+   * kernel write zero buffers.
+   */
   noFallback?: boolean;
   /** Force Unit Access. */
   fua?: boolean;
@@ -322,6 +328,10 @@ export class BlockDevice {
    * Opens `path` (a block device or a regular file) with a started instance of `driver`.
    * Rejects with BlkioError when it cannot (`ENOENT` for a missing path or an unknown driver,
    * `EINVAL` for bad options).
+   *
+   * Opening (and closing) makes its system calls synchronously: quick for a few queues, but
+   * each queue is a ring to set up, so `queues` in the thousands blocks the event loop for
+   * seconds.
    *
    * @example Open read-only
    * ```ts
