@@ -32,12 +32,24 @@ export class RequestBacklog {
   #ud: unknown[] = [];
   #flags: number[] = [];
   #head = 0;
+  /** Entries from #head, removed ones included until process() passes them. */
   #count = 0;
+  /** Removed entries not yet passed (their userData is {@link REMOVED}). */
+  #removed = 0;
   #cap = 0;
+  /**
+   * Where each waiting request's userData is (an index into the arrays), built by the first
+   * remove() on a long backlog so that many removals in any order cost O(1) each (BlockDevice
+   * aborting thousands of waiting requests). Only while every userData waiting is distinct
+   * (BlockDevice's ids are); otherwise remove() searches.
+   */
+  #where: Map<unknown, number> | null = null;
+  /** A build found duplicates: do not try again until the backlog has emptied. */
+  #noIndex = false;
 
   /** How many requests wait. */
   get length(): number {
-    return this.#count;
+    return this.#count - this.#removed;
   }
 
   /** Appends a request. */
@@ -60,6 +72,11 @@ export class RequestBacklog {
     this.#ud[i] = userData;
     this.#flags[i] = flags;
     this.#count++;
+    const where = this.#where;
+    if (where !== null) {
+      if (where.has(userData)) this.#dropIndex(true);
+      else where.set(userData, i);
+    }
   }
 
   /** Hands waiting requests to `sink` in order until it is full; returns how many it took. */
@@ -67,6 +84,13 @@ export class RequestBacklog {
     let taken = 0;
     while (this.#count > 0) {
       const i = this.#head;
+      if (this.#ud[i] === REMOVED) {
+        this.#ud[i] = undefined;
+        this.#head = (i + 1) % this.#cap;
+        this.#count--;
+        this.#removed--;
+        continue;
+      }
       const ok = sink.tryEnqueue(
         this.#op[i] as OpValue,
         this.#start[i],
@@ -77,6 +101,7 @@ export class RequestBacklog {
         this.#flags[i],
       );
       if (!ok) break;
+      if (this.#where !== null) this.#where.delete(this.#ud[i]);
       this.#buf[i] = null;
       this.#iov[i] = null;
       this.#ud[i] = undefined;
@@ -84,6 +109,7 @@ export class RequestBacklog {
       this.#count--;
       taken++;
     }
+    if (this.#count === 0) this.#noIndex = false;
     return taken;
   }
 
@@ -104,53 +130,58 @@ export class RequestBacklog {
    * are), keeping the others in order. Returns whether there was one.
    */
   remove(userData: unknown): boolean {
+    if (userData === REMOVED) return false;
+    if (this.#where === null && !this.#noIndex && this.#count - this.#removed > INDEX_FROM) this.#buildIndex();
+    const where = this.#where;
+    if (where !== null) {
+      const i = where.get(userData);
+      if (i === undefined) return false;
+      where.delete(userData);
+      this.#removeAt(i);
+      return true;
+    }
     const head = this.#head, cap = this.#cap;
-    // From both ends at once: aborting a batch in submission order finds each at the head.
-    for (let a = 0, b = this.#count - 1; a <= b; a++, b--) {
-      if (this.#ud[(head + a) % cap] === userData) return this.#removeAt(a);
-      if (this.#ud[(head + b) % cap] === userData && !this.#hasBefore(userData, a + 1, b)) {
-        return this.#removeAt(b);
+    for (let k = 0; k < this.#count; k++) {
+      const i = (head + k) % cap;
+      if (this.#ud[i] === userData) {
+        this.#removeAt(i);
+        return true;
       }
     }
     return false;
   }
 
-  #hasBefore(userData: unknown, from: number, to: number): boolean {
-    for (let k = from; k < to; k++) if (this.#ud[(this.#head + k) % this.#cap] === userData) return true;
-    return false;
+  /** Marks entry `i` removed: process() passes it, so no other entry moves. */
+  #removeAt(i: number): void {
+    this.#buf[i] = null;
+    this.#iov[i] = null;
+    this.#ud[i] = REMOVED;
+    this.#removed++;
   }
 
-  /** Removes the `k`-th waiting request, closing the gap from the shorter side. */
-  #removeAt(k: number): true {
-    const head = this.#head, cap = this.#cap, last = this.#count - 1;
-    let hole: number;
-    if (k <= last - k) {
-      for (let j = k; j > 0; j--) this.#move((head + j - 1) % cap, (head + j) % cap);
-      hole = head;
-      this.#head = (head + 1) % cap;
-    } else {
-      for (let j = k; j < last; j++) this.#move((head + j + 1) % cap, (head + j) % cap);
-      hole = (head + last) % cap;
+  #buildIndex(): void {
+    const where = new Map<unknown, number>();
+    for (let k = 0; k < this.#count; k++) {
+      const i = (this.#head + k) % this.#cap;
+      const ud = this.#ud[i];
+      if (ud === REMOVED) continue;
+      if (where.has(ud)) {
+        this.#dropIndex(true);
+        return;
+      }
+      where.set(ud, i);
     }
-    this.#buf[hole] = null;
-    this.#iov[hole] = null;
-    this.#ud[hole] = undefined;
-    this.#count--;
-    return true;
+    this.#where = where;
   }
 
-  #move(from: number, to: number): void {
-    this.#op[to] = this.#op[from];
-    this.#start[to] = this.#start[from];
-    this.#buf[to] = this.#buf[from];
-    this.#iov[to] = this.#iov[from];
-    this.#len[to] = this.#len[from];
-    this.#ud[to] = this.#ud[from];
-    this.#flags[to] = this.#flags[from];
+  #dropIndex(duplicates: boolean): void {
+    this.#where = null;
+    if (duplicates) this.#noIndex = true;
   }
 
   /** Removes every waiting request, passing each `userData` to `each` in order. */
   drain(each: (userData: unknown) => void): void {
+    this.#where = null;
     while (this.#count > 0) {
       const i = this.#head;
       const ud = this.#ud[i];
@@ -159,8 +190,10 @@ export class RequestBacklog {
       this.#ud[i] = undefined;
       this.#head = (i + 1) % this.#cap;
       this.#count--;
-      each(ud);
+      if (ud === REMOVED) this.#removed--;
+      else each(ud);
     }
+    this.#noIndex = false;
   }
 
   #grow(): void {
@@ -181,5 +214,12 @@ export class RequestBacklog {
     }
     this.#head = 0;
     this.#cap = cap;
+    // Every entry moved: the index is rebuilt by the next remove() that needs it.
+    this.#where = null;
   }
 }
+
+/** The userData of a removed entry: no caller's value is this. */
+const REMOVED = Symbol("removed request");
+/** Backlogs longer than this get an index at their first remove(). */
+const INDEX_FROM = 64;
