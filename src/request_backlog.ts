@@ -109,7 +109,7 @@ export class RequestBacklog {
       this.#count--;
       taken++;
     }
-    if (this.#count === 0) this.#noIndex = false;
+    this.#indexIfLong();
     return taken;
   }
 
@@ -130,8 +130,11 @@ export class RequestBacklog {
    * are), keeping the others in order. Returns whether there was one.
    */
   remove(userData: unknown): boolean {
-    if (userData === REMOVED) return false;
-    if (this.#where === null && !this.#noIndex && this.#count - this.#removed > INDEX_FROM) this.#buildIndex();
+    // NaN: `===` matches nothing, which the index (a Map) would not agree with.
+    if (userData === REMOVED || userData !== userData) return false;
+    if (this.#where === null && !this.#noIndex && this.#count - this.#removed > INDEX_FROM) {
+      this.#buildIndex();
+    }
     const where = this.#where;
     if (where !== null) {
       const i = where.get(userData);
@@ -151,12 +154,35 @@ export class RequestBacklog {
     return false;
   }
 
-  /** Marks entry `i` removed: process() passes it, so no other entry moves. */
+  /**
+   * Marks entry `i` removed: process() passes it, so no other entry moves. Marks at either end
+   * are let go at once, so pushing and removing one request over and over (a retry against a
+   * full ring) neither grows the arrays nor leaves marks for later searches.
+   */
   #removeAt(i: number): void {
     this.#buf[i] = null;
     this.#iov[i] = null;
     this.#ud[i] = REMOVED;
     this.#removed++;
+    const cap = this.#cap;
+    while (this.#count > 0 && this.#ud[this.#head] === REMOVED) {
+      this.#ud[this.#head] = undefined;
+      this.#head = (this.#head + 1) % cap;
+      this.#count--;
+      this.#removed--;
+    }
+    while (this.#count > 0 && this.#ud[(this.#head + this.#count - 1) % cap] === REMOVED) {
+      this.#ud[(this.#head + this.#count - 1) % cap] = undefined;
+      this.#count--;
+      this.#removed--;
+    }
+    this.#indexIfLong();
+  }
+
+  /** Lets the index go once the backlog is short again: then a search is as cheap. */
+  #indexIfLong(): void {
+    if (this.#where !== null && this.#count - this.#removed <= INDEX_FROM) this.#where = null;
+    if (this.#count === 0) this.#noIndex = false;
   }
 
   #buildIndex(): void {
@@ -198,11 +224,19 @@ export class RequestBacklog {
 
   #grow(): void {
     const cap = this.#cap === 0 ? 64 : this.#cap * 2;
+    // Marked entries are left behind: only live ones are copied, in order.
+    const live: number[] = [];
+    for (let k = 0; k < this.#count; k++) {
+      const i = (this.#head + k) % this.#cap;
+      if (this.#ud[i] !== REMOVED) live.push(i);
+    }
     const reorder = <T>(a: T[]): T[] => {
       const b = new Array<T>(cap);
-      for (let k = 0; k < this.#count; k++) b[k] = a[(this.#head + k) % this.#cap];
+      for (let k = 0; k < live.length; k++) b[k] = a[live[k]];
       return b;
     };
+    this.#count = live.length;
+    this.#removed = 0;
     if (this.#cap > 0) {
       this.#op = reorder(this.#op);
       this.#start = reorder(this.#start);

@@ -97,6 +97,31 @@ test("RequestBacklog.remove() in random order is fast too (BlockDevice aborting 
   assert.deepEqual(sink.got, [order[n - 1]]);
 });
 
+test("RequestBacklog: pushing and removing one request over and over stays cheap", () => {
+  // A retry loop against a full ring (a request queued, then aborted, again and again): the
+  // removed entry is the newest and is let go at once, so nothing piles up for later searches.
+  const bl = filled(10);
+  const t0 = performance.now();
+  for (let i = 0; i < 100_000; i++) {
+    bl.push(Op.Read, 0, null, null, 0, `retry${i}`, 0);
+    assert.ok(bl.remove(`retry${i}`));
+  }
+  assert.equal(bl.length, 10);
+  assert.ok(performance.now() - t0 < 2000, `took ${performance.now() - t0} ms`);
+  const sink = collector();
+  bl.process(sink);
+  assert.deepEqual(sink.got, Array.from({ length: 10 }, (_, i) => i));
+});
+
+test("RequestBacklog.remove(NaN) matches nothing, short or long backlog (=== as documented)", () => {
+  for (const n of [10, 100]) {
+    const bl = new RequestBacklog();
+    for (let i = 0; i < n; i++) bl.push(Op.Read, i, null, null, 0, i === 3 ? NaN : i, 0);
+    assert.equal(bl.remove(NaN), false, `backlog of ${n}`);
+    assert.equal(bl.length, n);
+  }
+});
+
 test("RequestBacklog: random pushes, removals and partial processing match a plain array", () => {
   // Duplicated userData (the index is then not used), growth past the ring, wrap-around.
   let seed = 7;
