@@ -168,10 +168,15 @@ export class MemoryRegionRegistry {
 
   /** Whether `[addr, addr + len)` overlaps a region this instance has mapped. */
   overlapsMapped(addr: number, len: number): boolean {
+    return this.#overlapping(addr, len) !== null;
+  }
+
+  /** The mapping of this instance that `[addr, addr + len)` overlaps, or null. */
+  #overlapping(addr: number, len: number): { addr: number; len: number } | null {
     for (const m of this.#mapped.values()) {
-      if (addr < m.addr + m.len && m.addr < addr + len) return true;
+      if (addr < m.addr + m.len && m.addr < addr + len) return m;
     }
-    return false;
+    return null;
   }
 
   /** Whether this instance's requests use memory of `buffer`. */
@@ -210,13 +215,10 @@ export class MemoryRegionRegistry {
       );
     }
     if (this.#mapped.has(region)) throw BlkioError.of("EINVAL", "memory region already mapped");
-    for (const m of this.#mapped.values()) {
-      if (addr < m.addr + m.len && m.addr < addr + len) {
-        if (addr === m.addr && len === m.len) {
-          throw BlkioError.of("EINVAL", "memory region already mapped");
-        }
-        throw BlkioError.of("EINVAL", "Memory region overlaps a mapped memory region");
-      }
+    const m = this.#overlapping(addr, len);
+    if (m !== null) {
+      if (addr === m.addr && len === m.len) throw BlkioError.of("EINVAL", "memory region already mapped");
+      throw BlkioError.of("EINVAL", "Memory region overlaps a mapped memory region");
     }
     this.#mapped.set(region, { addr, len });
     return addr;

@@ -74,7 +74,7 @@ export class RequestBacklog {
     this.#count++;
     const where = this.#where;
     if (where !== null) {
-      if (where.has(userData)) this.#dropIndex(true);
+      if (where.has(userData)) this.#giveUpIndex();
       else where.set(userData, i);
     }
   }
@@ -109,7 +109,7 @@ export class RequestBacklog {
       this.#count--;
       taken++;
     }
-    this.#indexIfLong();
+    this.#dropIndexIfShort();
     return taken;
   }
 
@@ -176,11 +176,11 @@ export class RequestBacklog {
       this.#count--;
       this.#removed--;
     }
-    this.#indexIfLong();
+    this.#dropIndexIfShort();
   }
 
   /** Lets the index go once the backlog is short again: then a search is as cheap. */
-  #indexIfLong(): void {
+  #dropIndexIfShort(): void {
     if (this.#where !== null && this.#count - this.#removed <= INDEX_FROM) this.#where = null;
     if (this.#count === 0) this.#noIndex = false;
   }
@@ -192,7 +192,7 @@ export class RequestBacklog {
       const ud = this.#ud[i];
       if (ud === REMOVED) continue;
       if (where.has(ud)) {
-        this.#dropIndex(true);
+        this.#giveUpIndex();
         return;
       }
       where.set(ud, i);
@@ -200,9 +200,10 @@ export class RequestBacklog {
     this.#where = where;
   }
 
-  #dropIndex(duplicates: boolean): void {
+  /** Duplicated userData: searches until the backlog has emptied. */
+  #giveUpIndex(): void {
     this.#where = null;
-    if (duplicates) this.#noIndex = true;
+    this.#noIndex = true;
   }
 
   /** Removes every waiting request, passing each `userData` to `each` in order. */
