@@ -398,11 +398,13 @@ export class Queue {
    */
   cancel(userData: unknown): boolean {
     const dq = this.#live();
+    // Requests in the driver are older than any in the backlog (it only fills while that is empty).
+    if (dq.cancel(userData)) return true;
     if (this.#backlog.remove(userData)) {
       this.#completions.push(userData, -ECANCELED, "request cancelled before submission");
       return true;
     }
-    return dq.cancel(userData);
+    return false;
   }
 
   /** @internal Whether a request in flight or waiting uses memory of `buffer`. */

@@ -158,6 +158,8 @@ export class IoUringQueue implements DriverQueue {
   #why = "";
   #freeTop: number;
   readonly #slots: Float64Array;
+  /** Requests taken so far: each slot in use holds its number (S_USED), the oldest lowest. */
+  #age = 0;
   readonly #refs: unknown[];
   readonly #iovMem: (Uint32Array | null)[];
   readonly #iovAddr: Float64Array;
@@ -309,7 +311,8 @@ export class IoUringQueue implements DriverQueue {
     s[b + S_OP] = op;
     s[b + S_PHASE] = 0;
     s[b + S_FLAGS] = flags;
-    s[b + S_USED] = 1;
+    // Non-zero while in use; the count orders requests by age for cancel().
+    s[b + S_USED] = ++this.#age;
     const refs = this.#refs, r = slot * SLOT_REFS;
     refs[r + R_UD] = userData;
     refs[r + R_BUF] = buf;
@@ -659,27 +662,31 @@ export class IoUringQueue implements DriverQueue {
   }
 
   cancel(userData: unknown): boolean {
-    for (let s = 0; s < this.#cap; s++) {
-      const b = s * SLOT_NUMBERS;
+    // The oldest request carrying userData: slots are reused newest first, so slot order is not age.
+    let s = -1, oldest = Infinity;
+    for (let k = 0; k < this.#cap; k++) {
+      const b = k * SLOT_NUMBERS, age = this.#slots[b + S_USED];
       // Not a cancellation of ours: its R_UD is null, which is no caller's request.
-      if (this.#slots[b + S_USED] === 0 || this.#slots[b + S_OP] === OP_CANCEL) continue;
-      if (this.#refs[s * SLOT_REFS + R_UD] !== userData) continue;
-      // IOPOLL rings reject ASYNC_CANCEL; without a free slot or SQE the request simply runs to
-      // its end. A slot is only reused after its CQE is reaped, and SQEs are issued in order,
-      // so this cancel can never hit a later request in the same slot.
-      if (!this.isPollQueue && this.#freeTop > 0 && this.#ring.sqSpace() > 0) {
-        const c = this.#free[--this.#freeTop];
-        this.#slots[c * SLOT_NUMBERS + S_USED] = 1;
-        this.#slots[c * SLOT_NUMBERS + S_OP] = OP_CANCEL;
-        this.#cancels++;
-        const sq = this.#ring.sqes;
-        const i = this.#ring.nextSqe();
-        prepCancel(sq, i, s);
-        setUserData(sq, i, c);
-      }
-      return true;
+      if (age === 0 || age >= oldest || this.#slots[b + S_OP] === OP_CANCEL) continue;
+      if (this.#refs[k * SLOT_REFS + R_UD] !== userData) continue;
+      s = k;
+      oldest = age;
     }
-    return false;
+    if (s < 0) return false;
+    // IOPOLL rings reject ASYNC_CANCEL; without a free slot or SQE the request simply runs to
+    // its end. A slot is only reused after its CQE is reaped, and SQEs are issued in order,
+    // so this cancel can never hit a later request in the same slot.
+    if (!this.isPollQueue && this.#freeTop > 0 && this.#ring.sqSpace() > 0) {
+      const c = this.#free[--this.#freeTop];
+      this.#slots[c * SLOT_NUMBERS + S_USED] = 1;
+      this.#slots[c * SLOT_NUMBERS + S_OP] = OP_CANCEL;
+      this.#cancels++;
+      const sq = this.#ring.sqes;
+      const i = this.#ring.nextSqe();
+      prepCancel(sq, i, s);
+      setUserData(sq, i, c);
+    }
+    return true;
   }
 
   /** Frees `slot` of a request (or cancellation) the kernel never received. */

@@ -120,7 +120,9 @@ export class VirtioBlkQueue implements DriverQueue {
   readonly #cap: number;
   readonly #free: Int32Array;
   #freeTop: number;
-  readonly #used: Uint8Array;
+  /** Non-zero while in use: the request's number, the oldest lowest (for cancel()). */
+  readonly #used: Float64Array;
+  #age = 0;
   readonly #op: Uint8Array;
   /** 0: the request itself, 1: the flush that makes it FUA. */
   readonly #phase: Uint8Array;
@@ -174,7 +176,7 @@ export class VirtioBlkQueue implements DriverQueue {
     this.#free = new Int32Array(cap);
     for (let i = 0; i < cap; i++) this.#free[i] = cap - 1 - i;
     this.#freeTop = cap;
-    this.#used = new Uint8Array(cap);
+    this.#used = new Float64Array(cap);
     this.#op = new Uint8Array(cap);
     this.#phase = new Uint8Array(cap);
     this.#flags = new Uint32Array(cap);
@@ -234,7 +236,7 @@ export class VirtioBlkQueue implements DriverQueue {
     const descs = descriptorsFor(op, nseg);
     if (this.#freeTop === 0 || this.#vq.numFree < descs || this.#resubmitCount > 0) return false;
     const slot = this.#free[--this.#freeTop];
-    this.#used[slot] = 1;
+    this.#used[slot] = ++this.#age;
     this.#op[slot] = op;
     this.#phase[slot] = 0;
     this.#flags[slot] = flags;
@@ -627,12 +629,17 @@ export class VirtioBlkQueue implements DriverQueue {
    * zeroes (the request then completes with -ECANCELED).
    */
   cancel(userData: unknown): boolean {
-    for (let s = 0; s < this.#cap; s++) {
-      if (this.#used[s] === 0 || this.#ud[s] !== userData) continue;
-      this.#cancelled[s] = 1;
-      return true;
+    // The oldest request carrying userData: free slots are reused in no particular age order.
+    let s = -1, oldest = Infinity;
+    for (let k = 0; k < this.#cap; k++) {
+      const age = this.#used[k];
+      if (age === 0 || age >= oldest || this.#ud[k] !== userData) continue;
+      s = k;
+      oldest = age;
     }
-    return false;
+    if (s < 0) return false;
+    this.#cancelled[s] = 1;
+    return true;
   }
 
   usesBuffer(buffer: ArrayBufferLike): boolean {
