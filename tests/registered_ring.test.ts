@@ -76,6 +76,29 @@ test("registered ring: past the thread's 16 slots rings use the plain fd, and I/
   }
 });
 
+test("registered ring: a ring made while the 16 slots were taken registers once one is free", (t) => {
+  // A DEFER_TASKRUN queue's ring is remade (COOP_TASKRUN) when its completion fd is taken; the
+  // new ring is made while the old one still holds its slot, and registers after closing it.
+  const why = unsupportedReason();
+  if (why !== null) return t.skip(why);
+  const rings: Ring[] = [];
+  try {
+    while (rings.length < SLOTS_PER_THREAD * 2 && (rings.length === 0 || rings.at(-1)!.registeredRing)) {
+      rings.push(new Ring(N, 8, 0));
+    }
+    const late = rings.at(-1)!;
+    assert.equal(late.registeredRing, false, "the thread's slots never ran out");
+    assert.equal(late.registerRingFd(), false, "registered with every slot taken");
+    rings.find((r) => r.registeredRing)!.close();
+    assert.equal(late.registerRingFd(), true);
+    assert.equal(late.registeredRing, true);
+    // Entered through the registered index now: a no-op enter succeeds.
+    assert.equal(late.enter(0, 0x1, -1), 0);
+  } finally {
+    for (const r of rings) r.close();
+  }
+});
+
 test("registered ring: io_uring_enter is never run off the JS thread, where the index means another ring", () => {
   for (const name of ["io_uring_enter", "io_uring_enter2"] as const) {
     const def: SymbolDef = LIBURING_SYMBOLS[name];

@@ -58,11 +58,11 @@ export class Ring {
    * every call. Registered rings belong to the thread that registered them, which is the only
    * one that may use a queue (JavaScript objects never cross threads).
    */
-  readonly registeredRing: boolean;
+  registeredRing = false;
   /** io_uring_enter's fd argument: the registered index, else {@link fd}. */
-  readonly #enterFd: number;
+  #enterFd: number;
   /** IORING_ENTER_REGISTERED_RING, or 0. */
-  readonly #enterFlags: number;
+  #enterFlags = 0;
   readonly #native: Native;
   readonly #struct: Uint8Array;
   readonly #sqHead: Uint32Array;
@@ -130,10 +130,8 @@ export class Ring {
       native.uring.io_uring_queue_exit(ring);
       throw BlkioError.of("ELIBACC", "liburing's struct io_uring layout is not the expected 2.x layout");
     }
-    // Best effort: Linux < 5.18 says EINVAL, and a thread has 16 slots (EBUSY beyond).
-    this.registeredRing = registerFd && native.uring.io_uring_register_ring_fd(ring) === 1;
-    this.#enterFd = this.registeredRing ? rv.getInt32(LIBURING_RING.enterRingFd, true) : this.fd;
-    this.#enterFlags = this.registeredRing ? IORING_ENTER_REGISTERED_RING : 0;
+    this.#enterFd = this.fd;
+    if (registerFd) this.registerRingFd();
     this.#sqHead = u32At(LIBURING_RING.sqKhead);
     this.#sqTail = u32At(LIBURING_RING.sqKtail);
     this.#sqMask = u32At(LIBURING_RING.sqKringMask)[0];
@@ -360,6 +358,20 @@ export class Ring {
       if (r < 0 && r !== -4 && r !== -11 && r !== -16) return false; // retry EINTR, EAGAIN, EBUSY
     }
     return false;
+  }
+
+  /**
+   * Registers the ring fd with this thread unless it is already (see {@link registeredRing}).
+   * Best effort: Linux < 5.18 says EINVAL, and a thread has 16 slots (EBUSY beyond), so a ring
+   * made while they were taken may try again once one is free. Returns whether it is registered.
+   */
+  registerRingFd(): boolean {
+    if (this.registeredRing || this.#closed) return this.registeredRing;
+    if (this.#native.uring.io_uring_register_ring_fd(this.#struct) !== 1) return false;
+    this.registeredRing = true;
+    this.#enterFd = new DataView(this.#struct.buffer).getInt32(LIBURING_RING.enterRingFd, true);
+    this.#enterFlags = IORING_ENTER_REGISTERED_RING;
+    return true;
   }
 
   /** Registers the completion eventfd. */

@@ -654,6 +654,9 @@ export class IoUringQueue implements DriverQueue {
       return ring.close();
     }
     old.close();
+    // The new ring was made while the old one held its registered-fd slot: with all 16 of the
+    // thread's taken, it had none, and the one just freed is its.
+    ring.registerRingFd();
     this.#ring = ring;
   }
 
