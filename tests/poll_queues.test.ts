@@ -2,8 +2,19 @@
 // rejects the rest; where poll queues are unsupported (buffered I/O) asking for one is EINVAL.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Blkio, Completion, Queue } from "../mod.ts";
-import { alignedBuffer, assertErrno, cleanupAll, connectTo, type Target, targets } from "./_helpers.ts";
+import type { Completion, Queue } from "../mod.ts";
+import { closeSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { Blkio } from "../mod.ts";
+import {
+  alignedBuffer,
+  assertErrno,
+  cleanupAll,
+  connectTo,
+  scratchDir,
+  type Target,
+  targets,
+} from "./_helpers.ts";
 import { PAGE, pattern } from "./_io.ts";
 
 const TARGETS = targets();
@@ -178,5 +189,50 @@ for (const t of TARGETS) {
     });
   }
 }
+
+/** sysfs queue/io_poll of the disk holding `path` (0 or 1), or null when there is none. */
+function diskIoPoll(path: string): number | null {
+  const dev = Number(statSync(path).dev);
+  // glibc's gnu_dev_major / gnu_dev_minor (dev_t is below 2^53 in practice).
+  const hi = Math.floor(dev / 2 ** 32);
+  const major = ((dev >>> 8) & 0xfff) | ((hi & ~0xfff) >>> 0);
+  const minor = (dev & 0xff) | ((dev >>> 12) & ~0xff & 0xfffff);
+  const dir = `/sys/dev/block/${major}:${minor}`;
+  for (const q of [`${dir}/queue/io_poll`, `${dir}/../queue/io_poll`]) {
+    try {
+      return Number(readFileSync(q, "utf8").trim());
+    } catch { /* a partition: its disk's queue is one level up */ }
+  }
+  return null;
+}
+
+test("poll-queues: an empty or sparse O_DIRECT file on a disk without poll queues does not support them", (t) => {
+  // The probe's read of block 0 never reaches the disk when that block holds no data.
+  const dir = scratchDir();
+  const ioPoll = diskIoPoll(dir);
+  if (ioPoll === null) return t.skip(`no block device with a queue/io_poll attribute behind ${dir}`);
+  if (ioPoll !== 0) return t.skip(`the disk behind ${dir} has poll queues (io_poll ${ioPoll})`);
+  const files = {
+    empty: join(dir, "empty.img"),
+    sparse: join(dir, "sparse.img"),
+    written: join(dir, "written.img"),
+  };
+  closeSync(openSync(files.empty, "w"));
+  const sparse = openSync(files.sparse, "w");
+  writeSync(sparse, new Uint8Array(1), 0, 1, (1 << 20) - 1);
+  closeSync(sparse);
+  const written = openSync(files.written, "w");
+  writeSync(written, new Uint8Array(1 << 16).fill(1));
+  closeSync(written);
+  for (const [kind, path] of Object.entries(files)) {
+    using b = Blkio.create("io_uring");
+    b.setStr("path", path);
+    b.setBool("direct", true);
+    b.connect();
+    assert.equal(b.getBool("supports-poll-queues"), false, kind);
+    b.setInt("num-poll-queues", 1);
+    assertErrno(() => b.start(), "EINVAL", /[Pp]oll queues not supported/);
+  }
+});
 
 test("poll_queues: cleanup scratch targets", () => cleanupAll());

@@ -185,10 +185,12 @@ export class IoUringDriver implements Driver {
  * so on Linux 6.x it succeeds even where every real polled read fails with EOPNOTSUPP (a disk
  * without poll queues, a loop device). libblkio fails connect when the probe read fails in an
  * unexpected way; this treats any failure as "no poll queues" so a file system with odd
- * IOPOLL behaviour still connects.
+ * IOPOLL behaviour still connects. The read of a file's block 0 does not reach the disk either
+ * when that block holds no data (an empty or sparse image, the usual kind), so a device whose
+ * sysfs io_poll says it has no poll queues is taken at its word first.
  */
 function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
-  if (!info.direct) return false;
+  if (!info.direct || info.ioPoll === false) return false;
   let ring: Ring;
   try {
     ring = new Ring(native, 1, IORING_SETUP_IOPOLL);

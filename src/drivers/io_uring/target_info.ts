@@ -31,6 +31,8 @@ export interface BlockLimits {
   discardAlignmentOffset: number;
   supportsFuaNatively: boolean;
   writeCacheWriteBack: boolean;
+  /** sysfs queue/io_poll: whether the device has poll queues (null: no such attribute). */
+  ioPoll: boolean | null;
 }
 
 /** Facts about a target file or device, from its fd. */
@@ -49,6 +51,11 @@ export interface TargetInfo {
   supportsFuaNatively: boolean;
   canGrow: boolean;
   flushNeeded: boolean;
+  /**
+   * Whether the device behind the target can complete polled I/O (sysfs queue/io_poll), null
+   * when unknown (no block device behind st_dev, or no such attribute).
+   */
+  ioPoll: boolean | null;
 }
 
 /** Reads the queue limits of block device `dev` from /sys/dev/block, or null if absent. */
@@ -77,6 +84,7 @@ export function readBlockLimits(native: Native, major: number, minor: number): B
     discardAlignmentOffset: alignment === granularity ? 0 : alignment,
     supportsFuaNatively: (num(`${queue}/fua`) ?? 0) !== 0,
     writeCacheWriteBack: (readText(native, `${queue}/write_cache`) ?? "").trim() === "write back",
+    ioPoll: ((p) => p === null ? null : p !== 0)(num(`${queue}/io_poll`)),
   };
 }
 
@@ -107,6 +115,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       supportsFuaNatively: limits.supportsFuaNatively,
       canGrow: false,
       flushNeeded: limits.writeCacheWriteBack || !direct,
+      ioPoll: limits.ioPoll,
     };
   }
   if (type !== S_IFREG) {
@@ -132,5 +141,6 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     supportsFuaNatively: limits?.supportsFuaNatively ?? false,
     canGrow: true,
     flushNeeded: true,
+    ioPoll: limits?.ioPoll ?? null,
   };
 }
