@@ -9,6 +9,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { LIBURING_SONAME, LIBURING_SYMBOLS } from "../ffi/symbols.ts";
 import { Blkio, BlkioError, ERRNO, errnoName } from "../mod.ts";
+import { errnoError } from "../src/sys.ts";
 
 /** Every Linux errno value (asm-generic/errno-base.h and errno.h; x86_64 and arm64 use them). */
 const LINUX: Record<string, number> = {
@@ -222,6 +223,19 @@ test("errnoName: known values map back to their names", () => {
   assert.equal(errnoName(95), "ENOTSUP");
   assert.equal(errnoName(2), "ENOENT");
   assert.equal(errnoName(62), "ETIME");
+});
+
+test("errnoError: every errno of the table gets its text, as strerror gives it", () => {
+  // An EFBIG from a write past RLIMIT_FSIZE read "...: EFBIG" with nothing after it.
+  for (const [name, errno] of Object.entries(ERRNO)) {
+    const e = errnoError(errno, "Doing it failed");
+    assert.equal(e.errno, errno);
+    assert.match(e.message, new RegExp(`^Doing it failed: ${errnoName(errno)} \\([A-Z][^)]+\\)$`), name);
+  }
+  assert.equal(
+    errnoError(27, "Write at offset 0 failed").message,
+    "Write at offset 0 failed: EFBIG (File too large)",
+  );
 });
 
 test("errnoName: unknown values", () => {
