@@ -2,7 +2,13 @@
 # Runs the whole suite on Deno and on Bun and prints one summary line per runtime and a total
 # `N passed, N failed` line (neither runner prints that form). Also writes the total to
 # .tmp/test-summary for .ci/run. Each runner is bounded (30 min) so a hang fails instead of
-# stalling CI. Exit status: non-zero if any test failed on either runtime.
+# stalling CI; Bun's own 5 s limit per test is raised (a test that runs a child process can need
+# more on a busy machine). Exit status: non-zero if any test failed on either runtime.
+#
+# A runner can also miss tests without failing: Deno drops the rest of a file whose top-level
+# code throws after its first test() and still says ok, and a Deno.exit() from top-level code
+# only ends that file. So every test file must have run as many tests on Deno as on Bun (they
+# register the same ones), and each missing test counts as a failure.
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p .tmp
@@ -15,7 +21,7 @@ echo "== deno test =="
 timeout --kill-after=30 1800 $DENO test --allow-all --quiet --doc mod.ts src/ tests/ 2>&1 | tee .tmp/deno.out
 deno_rc=${PIPESTATUS[0]}
 echo "== bun test =="
-timeout --kill-after=30 1800 $BUN test 2>&1 | tee .tmp/bun.out
+timeout --kill-after=30 1800 $BUN test --timeout 120000 2>&1 | tee .tmp/bun.out
 bun_rc=${PIPESTATUS[0]}
 
 dl=$(strip < .tmp/deno.out | grep -aE '^(ok|FAILED) \|' | tail -n1)
@@ -25,6 +31,27 @@ ds=$(echo "$dl" | sed -nE 's/.*\| ([0-9]+) ignored.*/\1/p'); ds=${ds:-0}
 bp=$(strip < .tmp/bun.out | grep -aE '^ *[0-9]+ pass$' | tail -n1 | awk '{print $1}'); bp=${bp:-0}
 bf=$(strip < .tmp/bun.out | grep -aE '^ *[0-9]+ fail$' | tail -n1 | awk '{print $1}'); bf=${bf:-0}
 bs=$(strip < .tmp/bun.out | grep -aE '^ *[0-9]+ skip$' | tail -n1 | awk '{print $1}'); bs=${bs:-0}
+# Tests per file: Deno's "running N tests from ./tests/x.test.ts" against Bun's result lines
+# under each "tests/x.test.ts:" header (up to its closing lists of skipped and failed tests).
+strip < .tmp/deno.out | sed -nE 's|^running ([0-9]+) tests? from \./(tests/.*)$|\2 \1|p' | LC_ALL=C sort > .tmp/deno.counts
+strip < .tmp/bun.out | awk '
+  /^[0-9]+ tests? (skipped|failed|todo):$/ { file = "" }
+  /^tests\/.*\.test\.ts:$/ { file = substr($0, 1, length($0) - 1); n[file] += 0 }
+  file != "" && /^\((pass|fail|skip|todo)\) / { n[file]++ }
+  END { for (f in n) print f, n[f] }' | LC_ALL=C sort > .tmp/bun.counts
+counts=$(LC_ALL=C join -a1 -a2 -e 0 -o 0,1.2,2.2 .tmp/deno.counts .tmp/bun.counts)
+uneven=$(echo "$counts" | awk '$2 != $3')
+if [ -n "$uneven" ]; then
+  echo
+  echo "Tests that ran on one runtime only (file, deno, bun):"
+  echo "$uneven"
+  df=$((df + $(echo "$counts" | awk '$3 > $2 {m += $3 - $2} END {print m + 0}')))
+  bf=$((bf + $(echo "$counts" | awk '$2 > $3 {m += $2 - $3} END {print m + 0}')))
+fi
+if strip < .tmp/deno.out | grep -qE 'called .?Deno\.exit'; then
+  echo "A test file called Deno.exit: the tests after that call did not run"
+  df=$((df + 1))
+fi
 # A runner that crashed or found nothing counts as a failure, never as a silent pass.
 if [ "$deno_rc" -ne 0 ] && [ "$df" -eq 0 ]; then df=1; fi
 if [ "$bun_rc" -ne 0 ] && [ "$bf" -eq 0 ]; then bf=1; fi
@@ -34,7 +61,8 @@ if [ "$bp" -eq 0 ]; then bf=$((bf + 1)); fi
 echo
 echo "deno: $dp passed, $df failed, $ds skipped"
 echo "bun: $bp passed, $bf failed, $bs skipped"
-total="$((dp + bp)) passed, $((df + bf)) failed, $((ds + bs)) skipped"
+echo "skipped: $((ds + bs)) (reasons in the test names above)"
+total="$((dp + bp)) passed, $((df + bf)) failed"
 echo "$total" > .tmp/test-summary
 echo "$total"
 [ $((df + bf)) -eq 0 ]
