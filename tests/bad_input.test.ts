@@ -15,7 +15,7 @@ import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readdirSync } from "node:fs";
 import { Blkio, BlkioError, BlockDevice, type Completion, ERRNO, type MemoryRegion, newCompletion, Queue } from "../mod.ts";
-import { cleanupAll, loopUnavailableReason, pwrite, scratchDir, scratchLoop } from "./_helpers.ts";
+import { cleanupAll, loopUnavailableReason, pwrite, scratchDir, scratchLoop, skipIf } from "./_helpers.ts";
 
 const SIZE = 1 << 20;
 const DIR = scratchDir();
@@ -504,7 +504,7 @@ for (const row of ROWS) {
   const kind = row.kind ?? "throw";
   const arrow = kind === "completion" ? `completes with -${row.code}` : `throws ${row.code}`;
   const name = `bad input: ${row.fn}(${row.what}) [${row.stage}${row.direct ? ", direct" : ""}] ${arrow}`;
-  test(name, { skip: row.skip || false }, () => {
+  test(...skipIf(name, row.skip), () => {
     const c = setUp(row);
     try {
       if (kind === "throw") {

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { RUNTIME } from "./_helpers.ts";
+import { RUNTIME, skipIf } from "./_helpers.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SCRIPT = join(ROOT, "bench", "ab_bench.ts");
@@ -30,7 +30,7 @@ function abBench(args: string[]): { status: number | null; stdout: string; stder
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-test("ab_bench: HEAD against the working tree, both orders, sane figures", { skip: SKIP ?? false }, () => {
+test(...skipIf("ab_bench: HEAD against the working tree, both orders, sane figures", SKIP), () => {
   for (const order of ["AB", "BA"]) {
     const r = abBench(["--rounds", "2", "--requests", "2000", "--size-mib", "8", "--order", order, "--json"]);
     assert.equal(r.status, 0, r.stderr);
@@ -44,23 +44,24 @@ test("ab_bench: HEAD against the working tree, both orders, sane figures", { ski
   }
 });
 
-test("ab_bench: 8 KiB random writes at iodepth 8, and sequential reads through BlockDevice", {
-  skip: SKIP ?? false,
-}, () => {
-  const common = ["--rounds", "2", "--requests", "2000", "--size-mib", "8", "--iodepth", "8", "--json"];
-  for (const extra of [["--rw", "write", "--bs", "8192"], ["--event", "--seq"]]) {
-    const r = abBench([...common, ...extra]);
-    assert.equal(r.status, 0, r.stderr);
-    const res = JSON.parse(r.stdout);
-    assert.equal(res.iodepth, 8);
-    assert.equal(res.rw, extra[0] === "--rw" ? "write" : "read");
-    assert.equal(res.event, extra[0] === "--event");
-    assert.equal(res.bs, extra[0] === "--rw" ? 8192 : 4096);
-    assert.equal(res.seq, extra[0] === "--event");
-    for (const k of ["baseNs", "newNs"]) assert.ok(res[k] > 100 && res[k] < 1e6, `${k} ${res[k]}`);
-    assert.ok(res.ratio > 0.2 && res.ratio < 5, `ratio ${res.ratio}`);
-  }
-});
+test(
+  ...skipIf("ab_bench: 8 KiB random writes at iodepth 8, and sequential reads through BlockDevice", SKIP),
+  () => {
+    const common = ["--rounds", "2", "--requests", "2000", "--size-mib", "8", "--iodepth", "8", "--json"];
+    for (const extra of [["--rw", "write", "--bs", "8192"], ["--event", "--seq"]]) {
+      const r = abBench([...common, ...extra]);
+      assert.equal(r.status, 0, r.stderr);
+      const res = JSON.parse(r.stdout);
+      assert.equal(res.iodepth, 8);
+      assert.equal(res.rw, extra[0] === "--rw" ? "write" : "read");
+      assert.equal(res.event, extra[0] === "--event");
+      assert.equal(res.bs, extra[0] === "--rw" ? 8192 : 4096);
+      assert.equal(res.seq, extra[0] === "--event");
+      for (const k of ["baseNs", "newNs"]) assert.ok(res[k] > 100 && res[k] < 1e6, `${k} ${res[k]}`);
+      assert.ok(res.ratio > 0.2 && res.ratio < 5, `ratio ${res.ratio}`);
+    }
+  },
+);
 
 /** Why ab_bench cannot drop the page cache here, or null. */
 function dropCachesSkipReason(): string | null {
@@ -72,8 +73,7 @@ function dropCachesSkipReason(): string | null {
 }
 
 test(
-  "ab_bench: --drop-caches reads a file cold every round",
-  { skip: dropCachesSkipReason() ?? false },
+  ...skipIf("ab_bench: --drop-caches reads a file cold every round", dropCachesSkipReason()),
   () => {
     const dir = mkdtempSync(join(tmpdir(), "blkio-abtest-"));
     try {
@@ -111,28 +111,32 @@ function abDirs(): string[] {
   return readdirSync(tmpdir()).filter((name) => name.startsWith("blkio-ab-"));
 }
 
-test("ab_bench: bad options and an unknown revision exit 2 with the reason, leaving nothing behind", {
-  skip: SKIP ?? false,
-}, () => {
-  const before = new Set(abDirs());
-  let r = abBench(["--rounds", "0"]);
-  assert.equal(r.status, 2);
-  assert.match(r.stderr, /--rounds needs a positive integer/);
-  r = abBench(["--order", "CA"]);
-  assert.equal(r.status, 2);
-  assert.match(r.stderr, /unknown option or value: --order CA/);
-  r = abBench(["--bs", "1000"]);
-  assert.equal(r.status, 2);
-  assert.match(r.stderr, /--bs needs a multiple of 512/);
-  r = abBench(["--direct"]);
-  assert.equal(r.status, 2);
-  assert.match(r.stderr, /--direct needs --path/);
-  r = abBench(["--path", "/no/such/file", "--rounds", "1", "--requests", "10"]);
-  assert.equal(r.status, 2);
-  assert.match(r.stderr, /cannot use --path \/no\/such\/file: ENOENT/);
-  r = abBench(["--base", "no-such-revision-here", "--rounds", "1", "--requests", "10"]);
-  assert.equal(r.status, 2);
-  assert.match(r.stderr, /git archive no-such-revision-here failed/);
-  // The bad --path was found after the base revision had been extracted.
-  assert.deepEqual(abDirs().filter((name) => !before.has(name)), [], "temporary directories left behind");
-});
+test(
+  ...skipIf(
+    "ab_bench: bad options and an unknown revision exit 2 with the reason, leaving nothing behind",
+    SKIP,
+  ),
+  () => {
+    const before = new Set(abDirs());
+    let r = abBench(["--rounds", "0"]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--rounds needs a positive integer/);
+    r = abBench(["--order", "CA"]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /unknown option or value: --order CA/);
+    r = abBench(["--bs", "1000"]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--bs needs a multiple of 512/);
+    r = abBench(["--direct"]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--direct needs --path/);
+    r = abBench(["--path", "/no/such/file", "--rounds", "1", "--requests", "10"]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /cannot use --path \/no\/such\/file: ENOENT/);
+    r = abBench(["--base", "no-such-revision-here", "--rounds", "1", "--requests", "10"]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /git archive no-such-revision-here failed/);
+    // The bad --path was found after the base revision had been extracted.
+    assert.deepEqual(abDirs().filter((name) => !before.has(name)), [], "temporary directories left behind");
+  },
+);

@@ -6,6 +6,9 @@ import { BlkioError, BlockDevice, Queue } from "../mod.ts";
 import { spawnSync } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { statfsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { TMPFS_MAGIC } from "../src/sys.ts";
 import {
   cleanupAll,
   loopUnavailableReason,
@@ -14,6 +17,7 @@ import {
   RUNTIME,
   scratchFile,
   scratchLoop,
+  skipIf,
   stamped,
   targets,
 } from "./_helpers.ts";
@@ -24,16 +28,17 @@ const NO_LOOP = loopUnavailableReason();
 const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
   TARGETS.find((t) => t.name === "file+direct")!;
 
-const ON_TMPFS = "the scratch directory is on tmpfs: buffered reads complete on a kernel thread";
+/** Why page-cached reads cannot complete inside the submission here, or null. */
+const ON_TMPFS = statfsSync(tmpdir()).type === TMPFS_MAGIC
+  ? "the scratch directory is on tmpfs: buffered reads complete on a kernel thread"
+  : null;
 
 /**
  * A scratch file holding `data`, read once so it is in the page cache: its buffered reads then
  * complete inside the submitting system call. Null on tmpfs, which hands them to a kernel thread.
  */
-function pageCachedFile(data: Uint8Array): string | null {
+function pageCachedFile(data: Uint8Array): string {
   const path = scratchFile(data.length);
-  const fsType = spawnSync("stat", ["-f", "-c", "%T", path], { encoding: "utf8" }).stdout.trim();
-  if (fsType === "tmpfs") return null;
   pwrite(path, 0, data);
   pread(path, 0, data.length);
   return path;
@@ -464,66 +469,76 @@ test("BlockDevice: requests spread over several queues", async () => {
 });
 
 for (const depth of [1, 256]) {
-  test(`BlockDevice: page-cached reads that complete inside the submission, ${depth} in flight: right data, the event loop ticks`, async (t) => {
-    // Such completions are taken one macrotask after the submission instead of through a wait:
-    // the settled promises submit again at once, which must never become a chain that starves
-    // timers.
-    const blocks = 256;
-    const path = pageCachedFile(stamped(blocks, 4096));
-    if (path === null) return t.skip(ON_TMPFS);
-    await using dev = await BlockDevice.open(path);
-    const bufs = Array.from({ length: depth }, () => dev.allocBuffer(4096));
-    const ticking = watchInterval();
-    const end = performance.now() + 500;
-    let reads = 0;
-    try {
-      await Promise.all(bufs.map(async (buf) => {
-        const dv = new DataView(buf.buffer, buf.byteOffset, 8);
-        while (performance.now() < end) {
-          const block = Math.floor(Math.random() * blocks);
-          await dev.read(block * 4096, buf);
-          if (dv.getUint32(0, true) !== block || buf[4] !== ((block * 13 + 4) & 0xff)) {
-            assert.fail(`read of block ${block} returned block ${dv.getUint32(0, true)}`);
+  test(
+    ...skipIf(
+      `BlockDevice: page-cached reads that complete inside the submission, ${depth} in flight: right data, the event loop ticks`,
+      ON_TMPFS,
+    ),
+    async () => {
+      // Such completions are taken one macrotask after the submission instead of through a wait:
+      // the settled promises submit again at once, which must never become a chain that starves
+      // timers.
+      const blocks = 256;
+      const path = pageCachedFile(stamped(blocks, 4096));
+      await using dev = await BlockDevice.open(path);
+      const bufs = Array.from({ length: depth }, () => dev.allocBuffer(4096));
+      const ticking = watchInterval();
+      const end = performance.now() + 500;
+      let reads = 0;
+      try {
+        await Promise.all(bufs.map(async (buf) => {
+          const dv = new DataView(buf.buffer, buf.byteOffset, 8);
+          while (performance.now() < end) {
+            const block = Math.floor(Math.random() * blocks);
+            await dev.read(block * 4096, buf);
+            if (dv.getUint32(0, true) !== block || buf[4] !== ((block * 13 + 4) & 0xff)) {
+              assert.fail(`read of block ${block} returned block ${dv.getUint32(0, true)}`);
+            }
+            reads++;
           }
-          reads++;
-        }
-      }));
-    } finally {
-      ticking.stop();
-    }
-    const { ticks, maxGap } = ticking;
-    assert.ok(reads > 10 * depth, `only ${reads} reads`);
-    // 0.5 s at 5 ms is 100 ticks; the bounds leave room for an overloaded machine.
-    assert.ok(ticks >= 20, `setInterval fired only ${ticks} times in 0.5 s (${reads} reads)`);
-    assert.ok(maxGap < 400, `setInterval was delayed up to ${maxGap.toFixed(1)} ms`);
-  });
+        }));
+      } finally {
+        ticking.stop();
+      }
+      const { ticks, maxGap } = ticking;
+      assert.ok(reads > 10 * depth, `only ${reads} reads`);
+      // 0.5 s at 5 ms is 100 ticks; the bounds leave room for an overloaded machine.
+      assert.ok(ticks >= 20, `setInterval fired only ${ticks} times in 0.5 s (${reads} reads)`);
+      assert.ok(maxGap < 400, `setInterval was delayed up to ${maxGap.toFixed(1)} ms`);
+    },
+  );
 }
 
-test("BlockDevice: a burst of 16 requests goes to the kernel at the 16th, not at the end of the turn", async (t) => {
-  // Observed through page-cached reads of a regular file, which complete inside the submitting
-  // system call, so a buffer is filled exactly when its request was submitted. tmpfs hands them
-  // to a kernel thread instead.
-  const data = stamped(64, 4096);
-  const path = pageCachedFile(data);
-  if (path === null) return t.skip(ON_TMPFS);
-  await using dev = await BlockDevice.open(path);
-  const bufs = Array.from({ length: 16 }, () => new Uint8Array(4096));
-  const pending: Promise<void>[] = [];
-  for (let i = 0; i < 15; i++) pending.push(dev.read(i * 4096, bufs[i]));
-  assert.ok(
-    bufs.every((b) => b.every((x) => x === 0)),
-    "15 requests went to the kernel before the turn ended",
-  );
-  pending.push(dev.read(15 * 4096, bufs[15]));
-  for (let i = 0; i < 16; i++) {
-    assert.deepEqual(
-      bufs[i],
-      data.subarray(i * 4096, (i + 1) * 4096),
-      `read ${i} was not submitted with the burst`,
+test(
+  ...skipIf(
+    "BlockDevice: a burst of 16 requests goes to the kernel at the 16th, not at the end of the turn",
+    ON_TMPFS,
+  ),
+  async () => {
+    // Observed through page-cached reads of a regular file, which complete inside the submitting
+    // system call, so a buffer is filled exactly when its request was submitted. tmpfs hands them
+    // to a kernel thread instead.
+    const data = stamped(64, 4096);
+    const path = pageCachedFile(data);
+    await using dev = await BlockDevice.open(path);
+    const bufs = Array.from({ length: 16 }, () => new Uint8Array(4096));
+    const pending: Promise<void>[] = [];
+    for (let i = 0; i < 15; i++) pending.push(dev.read(i * 4096, bufs[i]));
+    assert.ok(
+      bufs.every((b) => b.every((x) => x === 0)),
+      "15 requests went to the kernel before the turn ended",
     );
-  }
-  await Promise.all(pending);
-});
+    pending.push(dev.read(15 * 4096, bufs[15]));
+    for (let i = 0; i < 16; i++) {
+      assert.deepEqual(
+        bufs[i],
+        data.subarray(i * 4096, (i + 1) * 4096),
+        `read ${i} was not submitted with the burst`,
+      );
+    }
+    await Promise.all(pending);
+  },
+);
 
 test("BlockDevice: an idle device left open does not keep the process alive; requests in flight do", () => {
   const script = fileURLToPath(new URL("./_block_device_idle.ts", import.meta.url));

@@ -22,6 +22,7 @@ import {
   pwrite,
   scratchDir,
   scratchFile,
+  skipIf,
   stamped,
   type Target,
   targets,
@@ -65,9 +66,7 @@ for (const t of TARGETS) {
   // Asked of the file system itself: the temporary directory may be on tmpfs too.
   const expected = !t.isBlockDevice && !t.direct && statfsSync(t.path).type === TMPFS_MAGIC;
   const what = expected ? "a buffered tmpfs file's queue defers task work" : "this queue does not defer";
-  test(`deferred task work: ${what} [${t.name}]`, (tc) => {
-    const why = unsupportedReason();
-    if (why !== null) return tc.skip(why);
+  test(...skipIf(`deferred task work: ${what} [${t.name}]`, unsupportedReason()), () => {
     const fd = openPath(N, t.path, O_RDONLY | (t.direct ? oDirect(N) : 0));
     try {
       const info = targetInfo(N, fd);
@@ -111,74 +110,85 @@ function stampedDriverQueue(): { dq: IoUringQueue; data: Uint8Array; close(): vo
   };
 }
 
-test("deferred task work: taking the fd of an idle queue remakes its ring without it, keeping its fixed buffers", (t) => {
-  const why = noTmpfsQueueReason();
-  if (why !== null) return t.skip(why);
-  const { dq, data, close } = stampedDriverQueue();
-  try {
-    assert.equal(dq.deferTaskrun, true);
-    // A fixed buffer registered before the remake must be registered in the new ring too: the
-    // reads below use READ_FIXED on it.
-    const mem = N.alloc(4 * PAGE);
-    assert.equal(dq.registerBuffer(0, N.addressOf(mem.buffer as ArrayBuffer), mem.length, mem.buffer), true);
-    dq.setCompletionFdEnabled(false);
-    dq.useCompletionFd();
-    assert.equal(dq.deferTaskrun, false, "an idle queue's ring keeps DEFER_TASKRUN");
-    dq.setCompletionFdEnabled(true);
-    const out = [newCompletion()];
-    for (let round = 0; round < 3; round++) {
-      for (let i = 0; i < 4; i++) {
-        const blk = round * 4 + i;
-        assert.ok(
-          dq.tryEnqueue(Op.Read, blk * PAGE, mem.subarray(i * PAGE, (i + 1) * PAGE), null, PAGE, blk, 0),
-        );
-      }
-      assert.equal(dq.enter(0, -1), 0);
-      let got = 0;
-      while (got < 4) {
-        // The new ring signals the fd (this fails after 5 s without a signal).
-        waitEventfd(dq.completionFd, 5000);
-        for (let n = dq.reap(out, 0, 1); n === 1; n = dq.reap(out, 0, 1)) {
-          const blk = out[0].userData as number;
-          assert.equal(out[0].ret, 0, `read ${blk}: ${out[0].ret} ${out[0].errorMsg}`);
-          const i = blk - round * 4;
-          assert.deepEqual(
-            mem.subarray(i * PAGE, (i + 1) * PAGE),
-            data.subarray(blk * PAGE, (blk + 1) * PAGE),
+test(
+  ...skipIf(
+    "deferred task work: taking the fd of an idle queue remakes its ring without it, keeping its fixed buffers",
+    noTmpfsQueueReason(),
+  ),
+  () => {
+    const { dq, data, close } = stampedDriverQueue();
+    try {
+      assert.equal(dq.deferTaskrun, true);
+      // A fixed buffer registered before the remake must be registered in the new ring too: the
+      // reads below use READ_FIXED on it.
+      const mem = N.alloc(4 * PAGE);
+      assert.equal(
+        dq.registerBuffer(0, N.addressOf(mem.buffer as ArrayBuffer), mem.length, mem.buffer),
+        true,
+      );
+      dq.setCompletionFdEnabled(false);
+      dq.useCompletionFd();
+      assert.equal(dq.deferTaskrun, false, "an idle queue's ring keeps DEFER_TASKRUN");
+      dq.setCompletionFdEnabled(true);
+      const out = [newCompletion()];
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < 4; i++) {
+          const blk = round * 4 + i;
+          assert.ok(
+            dq.tryEnqueue(Op.Read, blk * PAGE, mem.subarray(i * PAGE, (i + 1) * PAGE), null, PAGE, blk, 0),
           );
-          got++;
+        }
+        assert.equal(dq.enter(0, -1), 0);
+        let got = 0;
+        while (got < 4) {
+          // The new ring signals the fd (this fails after 5 s without a signal).
+          waitEventfd(dq.completionFd, 5000);
+          for (let n = dq.reap(out, 0, 1); n === 1; n = dq.reap(out, 0, 1)) {
+            const blk = out[0].userData as number;
+            assert.equal(out[0].ret, 0, `read ${blk}: ${out[0].ret} ${out[0].errorMsg}`);
+            const i = blk - round * 4;
+            assert.deepEqual(
+              mem.subarray(i * PAGE, (i + 1) * PAGE),
+              data.subarray(blk * PAGE, (blk + 1) * PAGE),
+            );
+            got++;
+          }
         }
       }
+      // The kernel's workers finish tmpfs reads one by one, each signalling, and some were reaped
+      // before their signal was read: a count left over is a spurious wakeup (allowed), and
+      // nothing may be left to reap.
+      tryReadEventfd(dq.completionFd);
+      assert.equal(dq.reap(out, 0, 1), 0, "a completion after all twelve");
+      assert.equal(dq.inFlight, 0);
+    } finally {
+      close();
     }
-    // The kernel's workers finish tmpfs reads one by one, each signalling, and some were reaped
-    // before their signal was read: a count left over is a spurious wakeup (allowed), and
-    // nothing may be left to reap.
-    tryReadEventfd(dq.completionFd);
-    assert.equal(dq.reap(out, 0, 1), 0, "a completion after all twelve");
-    assert.equal(dq.inFlight, 0);
-  } finally {
-    close();
-  }
-});
+  },
+);
 
-test("deferred task work: taking the fd of a busy queue keeps its ring, and the requests in flight", (t) => {
-  const why = noTmpfsQueueReason();
-  if (why !== null) return t.skip(why);
-  const { dq, data, close } = stampedDriverQueue();
-  try {
-    const buf = new Uint8Array(PAGE);
-    assert.ok(dq.tryEnqueue(Op.Read, 5 * PAGE, buf, null, PAGE, "busy", 0));
-    dq.useCompletionFd();
-    assert.equal(dq.deferTaskrun, true, "a queue with a request queued had its ring remade");
-    assert.equal(dq.enter(1, -1), 0);
-    const out = [newCompletion()];
-    assert.equal(dq.reap(out, 0, 1), 1);
-    assert.equal(out[0].userData, "busy");
-    assert.equal(out[0].ret, 0);
-    assert.deepEqual(buf, data.subarray(5 * PAGE, 6 * PAGE));
-  } finally {
-    close();
-  }
-});
+test(
+  ...skipIf(
+    "deferred task work: taking the fd of a busy queue keeps its ring, and the requests in flight",
+    noTmpfsQueueReason(),
+  ),
+  () => {
+    const { dq, data, close } = stampedDriverQueue();
+    try {
+      const buf = new Uint8Array(PAGE);
+      assert.ok(dq.tryEnqueue(Op.Read, 5 * PAGE, buf, null, PAGE, "busy", 0));
+      dq.useCompletionFd();
+      assert.equal(dq.deferTaskrun, true, "a queue with a request queued had its ring remade");
+      assert.equal(dq.enter(1, -1), 0);
+      const out = [newCompletion()];
+      assert.equal(dq.reap(out, 0, 1), 1);
+      assert.equal(out[0].userData, "busy");
+      assert.equal(out[0].ret, 0);
+      assert.deepEqual(buf, data.subarray(5 * PAGE, 6 * PAGE));
+    } finally {
+      close();
+    }
+  },
+);
 
 test("deferred_taskrun: cleanup scratch targets", () => cleanupAll());

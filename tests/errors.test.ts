@@ -2,6 +2,7 @@
 // message) as a JS exception.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { skipIf } from "./_helpers.ts";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -269,8 +270,10 @@ test("BlkioError: thrown by the library with errno and code consistent", () => {
 });
 
 test(
-  "Blkio.create without FFI permission: ENOENT for an unknown driver name, ELIBACC for a known one",
-  { skip: "Deno" in globalThis ? undefined : "Bun has no permission system: FFI is always allowed" },
+  ...skipIf(
+    "Blkio.create without FFI permission: ENOENT for an unknown driver name, ELIBACC for a known one",
+    "Deno" in globalThis ? null : "Bun has no permission system: FFI is always allowed",
+  ),
   () => {
     // The name is checked before the native libraries are loaded, so a typo reads as one.
     const script = `
@@ -296,8 +299,7 @@ function ccUnavailable(): string | null {
 }
 
 test(
-  "loading against a liburing older than 2.3 says which version is needed",
-  { skip: ccUnavailable() ?? undefined },
+  ...skipIf("loading against a liburing older than 2.3 says which version is needed", ccUnavailable()),
   () => {
     // liburing 2.1 and 2.2 (Ubuntu 22.04's liburing2) lack io_uring_enter and io_uring_enter2:
     // both runtimes then refuse the whole library. A stand-in with every other symbol this

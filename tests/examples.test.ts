@@ -9,7 +9,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { cleanupAll, RUNTIME, scratchDir } from "./_helpers.ts";
+import { cleanupAll, RUNTIME, scratchDir, skipIf } from "./_helpers.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const BUN = join(ROOT, "node_modules", "bun", "bin", "bun.exe");
@@ -352,8 +352,10 @@ function hasScript(): boolean {
 const quote = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
 
 test(
-  "blkio_copy and blkio_bench: progress line on stderr when it is a terminal",
-  { skip: hasScript() ? false : "script(1) (util-linux) is not installed: no pseudo-terminal to test with" },
+  ...skipIf(
+    "blkio_copy and blkio_bench: progress line on stderr when it is a terminal",
+    !hasScript() && "script(1) (util-linux) is not installed: no pseudo-terminal to test with",
+  ),
   () => {
     const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A"] : [process.execPath];
     const onTty = (name: string, args: string[]): string => {
@@ -380,8 +382,10 @@ test(
 // --- single-file executable ----------------------------------------------------------------
 
 test(
-  "blkio_info: the bun build --compile executable answers a capacity query",
-  { skip: existsSync(BUN) ? false : `bun is not installed at ${BUN}` },
+  ...skipIf(
+    "blkio_info: the bun build --compile executable answers a capacity query",
+    !existsSync(BUN) && `bun is not installed at ${BUN}`,
+  ),
   () => {
     // Compiled from the current sources into the scratch directory (dist/ may be stale).
     const exe = join(DIR, "blkio_info");

@@ -12,6 +12,7 @@
 // The Promise layer (`BlockDevice`) must reject with a BlkioError of the same code.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { skipIf } from "./_helpers.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -231,10 +232,10 @@ once = "off"
 for (const direct of [true, false]) {
   const mode = direct ? "O_DIRECT" : "buffered";
   test(
-    `faults: blkdebug EIO fails only the chosen read and write sectors, the queue keeps serving [${mode}]`,
-    {
-      skip: QSD_SKIP,
-    },
+    ...skipIf(
+      `faults: blkdebug EIO fails only the chosen read and write sectors, the queue keeps serving [${mode}]`,
+      QSD_SKIP,
+    ),
     () => {
       const dir = scratch();
       const image = stampedImage(dir, 8 * MiB);
@@ -302,39 +303,40 @@ for (const direct of [true, false]) {
   );
 }
 
-test("faults: blkdebug EIO rejects BlockDevice promises with BlkioError EIO", {
-  skip: QSD_SKIP,
-}, async () => {
-  const dir = scratch();
-  const image = stampedImage(dir, 8 * MiB);
-  const d = startDaemon(dir, image, { blkdebug: BLKDEBUG });
-  const dev = await BlockDevice.open(d.mount, { direct: true });
-  try {
-    const good = dev.allocBuffer(BLOCK);
-    const bad = dev.allocBuffer(BLOCK);
-    const data = dev.allocBuffer(BLOCK).fill(0x5a);
-    const results = await Promise.allSettled([
-      dev.read(0, good),
-      dev.read(READ_FAULT, bad),
-      dev.write(WRITE_FAULT, data),
-      dev.write(WRITE_FAULT + BLOCK, data),
-    ]);
-    assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "rejected", "fulfilled"]);
-    for (const r of [results[1], results[2]]) {
-      const e = (r as PromiseRejectedResult).reason;
-      assert.ok(e instanceof BlkioError, `rejection reason ${e}`);
-      assert.equal(e.code, "EIO");
-      assert.equal(e.errno, EIO);
+test(
+  ...skipIf("faults: blkdebug EIO rejects BlockDevice promises with BlkioError EIO", QSD_SKIP),
+  async () => {
+    const dir = scratch();
+    const image = stampedImage(dir, 8 * MiB);
+    const d = startDaemon(dir, image, { blkdebug: BLKDEBUG });
+    const dev = await BlockDevice.open(d.mount, { direct: true });
+    try {
+      const good = dev.allocBuffer(BLOCK);
+      const bad = dev.allocBuffer(BLOCK);
+      const data = dev.allocBuffer(BLOCK).fill(0x5a);
+      const results = await Promise.allSettled([
+        dev.read(0, good),
+        dev.read(READ_FAULT, bad),
+        dev.write(WRITE_FAULT, data),
+        dev.write(WRITE_FAULT + BLOCK, data),
+      ]);
+      assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "rejected", "fulfilled"]);
+      for (const r of [results[1], results[2]]) {
+        const e = (r as PromiseRejectedResult).reason;
+        assert.ok(e instanceof BlkioError, `rejection reason ${e}`);
+        assert.equal(e.code, "EIO");
+        assert.equal(e.errno, EIO);
+      }
+      assert.deepEqual(good, blockOf(0));
+      await rejectsWith(dev.read(READ_FAULT, bad), ["EIO"]);
+      await dev.read(4 * MiB, good); // still serving
+      assert.deepEqual(good, blockOf(4 * MiB));
+      await dev.flush();
+    } finally {
+      await dev.close();
     }
-    assert.deepEqual(good, blockOf(0));
-    await rejectsWith(dev.read(READ_FAULT, bad), ["EIO"]);
-    await dev.read(4 * MiB, good); // still serving
-    assert.deepEqual(good, blockOf(4 * MiB));
-    await dev.flush();
-  } finally {
-    await dev.close();
-  }
-});
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // (b) ENOSPC on a full tmpfs.
@@ -347,62 +349,61 @@ function smallTmpfs(): string {
   return dir;
 }
 
-test("faults: ENOSPC on a full tmpfs completes with -ENOSPC, and the queue keeps serving", {
-  skip: MOUNT_SKIP,
-}, () => {
-  const dir = smallTmpfs();
-  const path = join(dir, "disk.img");
-  const original = new Uint8Array(256 * 1024).map((_, i) => (i * 7) & 0xff);
-  writeFileSync(path, original);
-  const filler = join(dir, "filler");
-  writeFileSync(filler, new Uint8Array(256 * 1024)); // freed later to make room again
-  const b = open(path, false);
-  try {
-    const q = b.getQueue(0)!;
-    // 2 MiB of 64 KiB writes past the data, at queue depth 32: more than the file system holds.
-    const chunk = new Uint8Array(64 * 1024).fill(0x3c);
-    const count = 32;
-    for (let i = 0; i < count; i++) q.write(original.length + i * chunk.length, chunk, i);
-    const got = reapAll(q, count);
-    let ok = 0, full = 0;
-    for (const c of got.values()) {
-      assert.ok(c.ret === 0 || c.ret === -ERRNO.ENOSPC, `write ${c.userData}: ${retName(c.ret)}`);
-      if (c.ret === 0) ok++;
-      else full++;
+test(
+  ...skipIf("faults: ENOSPC on a full tmpfs completes with -ENOSPC, and the queue keeps serving", MOUNT_SKIP),
+  () => {
+    const dir = smallTmpfs();
+    const path = join(dir, "disk.img");
+    const original = new Uint8Array(256 * 1024).map((_, i) => (i * 7) & 0xff);
+    writeFileSync(path, original);
+    const filler = join(dir, "filler");
+    writeFileSync(filler, new Uint8Array(256 * 1024)); // freed later to make room again
+    const b = open(path, false);
+    try {
+      const q = b.getQueue(0)!;
+      // 2 MiB of 64 KiB writes past the data, at queue depth 32: more than the file system holds.
+      const chunk = new Uint8Array(64 * 1024).fill(0x3c);
+      const count = 32;
+      for (let i = 0; i < count; i++) q.write(original.length + i * chunk.length, chunk, i);
+      const got = reapAll(q, count);
+      let ok = 0, full = 0;
+      for (const c of got.values()) {
+        assert.ok(c.ret === 0 || c.ret === -ERRNO.ENOSPC, `write ${c.userData}: ${retName(c.ret)}`);
+        if (c.ret === 0) ok++;
+        else full++;
+      }
+      assert.ok(full > 0, "some writes must fail with ENOSPC");
+      assert.ok(ok * chunk.length <= MiB, `${ok} writes of 64 KiB cannot all fit in 1 MiB`);
+
+      // Still serving: the old data reads back, allocated blocks can be rewritten, flush works,
+      // and a write that needs new space still fails cleanly.
+      const r = new Uint8Array(original.length);
+      q.read(0, r, "read");
+      q.write(0, original.subarray(0, 4096), "rewrite");
+      q.flush("flush");
+      q.write(4 * MiB, chunk, "no room");
+      const after = reapAll(q, 4);
+      assert.equal(after.get("read")!.ret, 0);
+      assert.deepEqual(r, original);
+      assert.equal(after.get("rewrite")!.ret, 0);
+      assert.equal(after.get("flush")!.ret, 0);
+      assert.equal(after.get("no room")!.ret, -ERRNO.ENOSPC);
+
+      // Space freed by someone else: the same write now succeeds and reads back.
+      rmSync(filler);
+      q.write(4 * MiB, chunk, "room");
+      assert.equal(reapAll(q, 1).get("room")!.ret, 0);
+      const back = new Uint8Array(chunk.length);
+      q.read(4 * MiB, back, "back");
+      assert.equal(reapAll(q, 1).get("back")!.ret, 0);
+      assert.deepEqual(back, chunk);
+    } finally {
+      b.destroy();
     }
-    assert.ok(full > 0, "some writes must fail with ENOSPC");
-    assert.ok(ok * chunk.length <= MiB, `${ok} writes of 64 KiB cannot all fit in 1 MiB`);
+  },
+);
 
-    // Still serving: the old data reads back, allocated blocks can be rewritten, flush works,
-    // and a write that needs new space still fails cleanly.
-    const r = new Uint8Array(original.length);
-    q.read(0, r, "read");
-    q.write(0, original.subarray(0, 4096), "rewrite");
-    q.flush("flush");
-    q.write(4 * MiB, chunk, "no room");
-    const after = reapAll(q, 4);
-    assert.equal(after.get("read")!.ret, 0);
-    assert.deepEqual(r, original);
-    assert.equal(after.get("rewrite")!.ret, 0);
-    assert.equal(after.get("flush")!.ret, 0);
-    assert.equal(after.get("no room")!.ret, -ERRNO.ENOSPC);
-
-    // Space freed by someone else: the same write now succeeds and reads back.
-    rmSync(filler);
-    q.write(4 * MiB, chunk, "room");
-    assert.equal(reapAll(q, 1).get("room")!.ret, 0);
-    const back = new Uint8Array(chunk.length);
-    q.read(4 * MiB, back, "back");
-    assert.equal(reapAll(q, 1).get("back")!.ret, 0);
-    assert.deepEqual(back, chunk);
-  } finally {
-    b.destroy();
-  }
-});
-
-test("faults: ENOSPC rejects BlockDevice writes with BlkioError ENOSPC", {
-  skip: MOUNT_SKIP,
-}, async () => {
+test(...skipIf("faults: ENOSPC rejects BlockDevice writes with BlkioError ENOSPC", MOUNT_SKIP), async () => {
   const dir = smallTmpfs();
   const path = join(dir, "disk.img");
   writeFileSync(path, new Uint8Array(64 * 1024));
@@ -430,10 +431,10 @@ const LOSS = [-ERRNO.ECONNABORTED, -ERRNO.ENOTCONN, -EIO];
 for (const direct of [true, false]) {
   const mode = direct ? "O_DIRECT" : "buffered";
   test(
-    `faults: device loss (daemon SIGKILLed mid-I/O) fails requests in flight and later ones, no hang [${mode}]`,
-    {
-      skip: QSD_SKIP,
-    },
+    ...skipIf(
+      `faults: device loss (daemon SIGKILLed mid-I/O) fails requests in flight and later ones, no hang [${mode}]`,
+      QSD_SKIP,
+    ),
     () => {
       const dir = scratch();
       const image = stampedImage(dir, 8 * MiB);
@@ -493,40 +494,41 @@ for (const direct of [true, false]) {
   );
 }
 
-test("faults: device loss rejects BlockDevice promises with BlkioError, nothing hangs", {
-  skip: QSD_SKIP,
-}, async () => {
-  const dir = scratch();
-  const image = stampedImage(dir, 8 * MiB);
-  const d = startDaemon(dir, image, { iops: 20 });
-  const dev = await BlockDevice.open(d.mount, { direct: true });
-  try {
-    const pending: Promise<void>[] = [];
-    for (let i = 0; i < 64; i++) pending.push(dev.read(i * 64 * 1024, dev.allocBuffer(BLOCK)));
-    await Promise.race(pending);
-    process.kill(d.pid, "SIGKILL");
-    const results = await Promise.allSettled(pending);
-    const codes = new Set<string>();
-    for (const r of results) {
-      if (r.status === "rejected") {
-        assert.ok(r.reason instanceof BlkioError, `rejection reason ${r.reason}`);
-        codes.add(r.reason.code);
+test(
+  ...skipIf("faults: device loss rejects BlockDevice promises with BlkioError, nothing hangs", QSD_SKIP),
+  async () => {
+    const dir = scratch();
+    const image = stampedImage(dir, 8 * MiB);
+    const d = startDaemon(dir, image, { iops: 20 });
+    const dev = await BlockDevice.open(d.mount, { direct: true });
+    try {
+      const pending: Promise<void>[] = [];
+      for (let i = 0; i < 64; i++) pending.push(dev.read(i * 64 * 1024, dev.allocBuffer(BLOCK)));
+      await Promise.race(pending);
+      process.kill(d.pid, "SIGKILL");
+      const results = await Promise.allSettled(pending);
+      const codes = new Set<string>();
+      for (const r of results) {
+        if (r.status === "rejected") {
+          assert.ok(r.reason instanceof BlkioError, `rejection reason ${r.reason}`);
+          codes.add(r.reason.code);
+        }
       }
+      assert.ok(codes.size > 0, "no request was in flight when the daemon died");
+      for (const code of codes) assert.ok(["ECONNABORTED", "ENOTCONN", "EIO"].includes(code), code);
+      await rejectsWith(dev.read(7 * MiB, dev.allocBuffer(BLOCK)), ["ENOTCONN", "EIO"]);
+      await rejectsWith(dev.flush(), ["ENOTCONN", "EIO"]);
+    } finally {
+      await dev.close();
     }
-    assert.ok(codes.size > 0, "no request was in flight when the daemon died");
-    for (const code of codes) assert.ok(["ECONNABORTED", "ENOTCONN", "EIO"].includes(code), code);
-    await rejectsWith(dev.read(7 * MiB, dev.allocBuffer(BLOCK)), ["ENOTCONN", "EIO"]);
-    await rejectsWith(dev.flush(), ["ENOTCONN", "EIO"]);
-  } finally {
-    await dev.close();
-  }
-  unmount(d.mount);
-});
+    unmount(d.mount);
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // (d) A device slower than the caller's timeout.
 
-test("faults: a slow device gives ETIME from doIo, and no completion is lost", { skip: QSD_SKIP }, () => {
+test(...skipIf("faults: a slow device gives ETIME from doIo, and no completion is lost", QSD_SKIP), () => {
   const dir = scratch();
   const image = stampedImage(dir, 8 * MiB);
   const d = startDaemon(dir, image, { iops: 4 });
@@ -557,8 +559,7 @@ test("faults: a slow device gives ETIME from doIo, and no completion is lost", {
 });
 
 test(
-  "faults: destroy with requests the device never finishes keeps their memory mapped",
-  { skip: QSD_SKIP },
+  ...skipIf("faults: destroy with requests the device never finishes keeps their memory mapped", QSD_SKIP),
   () => {
     const dir = scratch();
     const image = stampedImage(dir, 8 * MiB);

@@ -9,7 +9,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { cleanupAll, RUNTIME, scratchDir } from "./_helpers.ts";
+import { cleanupAll, RUNTIME, scratchDir, skipIf } from "./_helpers.ts";
 
 const LIMIT = 8 * 1024 * 1024;
 
@@ -18,25 +18,29 @@ function prlimitMissing(): string | null {
   return r.status === 0 ? null : "prlimit (util-linux) is not installed";
 }
 
-test("RLIMIT_FSIZE: writes at and across the limit and a larger memory region fail with EFBIG", (t) => {
-  const why = prlimitMissing();
-  if (why !== null) return t.skip(why);
-  const path = join(scratchDir(), "limited.img");
-  writeFileSync(path, new Uint8Array(0));
-  const script = fileURLToPath(new URL("./_file_size_limit.ts", import.meta.url));
-  const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A", script] : [process.execPath, script];
-  const r = spawnSync("prlimit", [`--fsize=${LIMIT}`, ...runtime, path, String(LIMIT)], {
-    encoding: "utf8",
-    timeout: 60_000,
-  });
-  assert.equal(r.signal, null, `the child was killed by ${r.signal}: ${r.stderr}`);
-  assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").at(-1)!), {
-    atLimit: -27,
-    across: -27,
-    blockDevice: "EFBIG",
-    region: "EFBIG",
-  });
-});
+test(
+  ...skipIf(
+    "RLIMIT_FSIZE: writes at and across the limit and a larger memory region fail with EFBIG",
+    prlimitMissing(),
+  ),
+  () => {
+    const path = join(scratchDir(), "limited.img");
+    writeFileSync(path, new Uint8Array(0));
+    const script = fileURLToPath(new URL("./_file_size_limit.ts", import.meta.url));
+    const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A", script] : [process.execPath, script];
+    const r = spawnSync("prlimit", [`--fsize=${LIMIT}`, ...runtime, path, String(LIMIT)], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(r.signal, null, `the child was killed by ${r.signal}: ${r.stderr}`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").at(-1)!), {
+      atLimit: -27,
+      across: -27,
+      blockDevice: "EFBIG",
+      region: "EFBIG",
+    });
+  },
+);
 
 test("file_size_limit: cleanup scratch targets", () => cleanupAll());

@@ -12,6 +12,7 @@ import {
   cleanupAll,
   connectTo,
   scratchDir,
+  skipIf,
   type Target,
   targets,
 } from "./_helpers.ts";
@@ -65,15 +66,11 @@ test(`poll-queues: support by target is ${JSON.stringify(Object.fromEntries(SUPP
 
 for (const t of TARGETS) {
   const supported = SUPPORT.get(t.name)!;
-  const skip = supported
-    ? undefined
-    : `supports-poll-queues is false on ${t.name}: a polled read fails with EOPNOTSUPP on this kernel`;
-  // Deno's runner does not print skip reasons; put the reason in the name so a log shows it.
-  const why = skip ? ` (skipped: ${skip})` : "";
+  const why = !supported &&
+    `supports-poll-queues is false on ${t.name}: a polled read fails with EOPNOTSUPP on this kernel`;
 
   test(
-    `poll-queues: num-queues 0 + 1 poll queue, read/readv/write/writev [${t.name}]${why}`,
-    { skip },
+    ...skipIf(`poll-queues: num-queues 0 + 1 poll queue, read/readv/write/writev [${t.name}]`, why),
     () => {
       using b = startPolled(t);
       assert.equal(b.getQueue(0), null);
@@ -124,7 +121,7 @@ for (const t of TARGETS) {
     },
   );
 
-  test(`poll-queues: flush, writeZeroes, discard complete with ENOTSUP [${t.name}]${why}`, { skip }, () => {
+  test(...skipIf(`poll-queues: flush, writeZeroes, discard complete with ENOTSUP [${t.name}]`, why), () => {
     using b = startPolled(t);
     const q = b.getPollQueue(0)!;
     const tags = ["flush", "writeZeroes", "discard"];
@@ -145,7 +142,7 @@ for (const t of TARGETS) {
     assert.equal(out[0].errorMsg, "unsupported bits in request flags");
   });
 
-  test(`poll-queues: doIoInterruptible is ENOTSUP, addPollQueue works [${t.name}]${why}`, { skip }, () => {
+  test(...skipIf(`poll-queues: doIoInterruptible is ENOTSUP, addPollQueue works [${t.name}]`, why), () => {
     using b = startPolled(t);
     const q = b.getPollQueue(0)!;
     assertErrno(() => q.doIoInterruptible([], 0, 0), "ENOTSUP");
@@ -206,33 +203,41 @@ function diskIoPoll(path: string): number | null {
   return null;
 }
 
-test("poll-queues: an empty or sparse O_DIRECT file on a disk without poll queues does not support them", (t) => {
-  // The probe's read of block 0 never reaches the disk when that block holds no data.
-  const dir = scratchDir();
-  const ioPoll = diskIoPoll(dir);
-  if (ioPoll === null) return t.skip(`no block device with a queue/io_poll attribute behind ${dir}`);
-  if (ioPoll !== 0) return t.skip(`the disk behind ${dir} has poll queues (io_poll ${ioPoll})`);
-  const files = {
-    empty: join(dir, "empty.img"),
-    sparse: join(dir, "sparse.img"),
-    written: join(dir, "written.img"),
-  };
-  closeSync(openSync(files.empty, "w"));
-  const sparse = openSync(files.sparse, "w");
-  writeSync(sparse, new Uint8Array(1), 0, 1, (1 << 20) - 1);
-  closeSync(sparse);
-  const written = openSync(files.written, "w");
-  writeSync(written, new Uint8Array(1 << 16).fill(1));
-  closeSync(written);
-  for (const [kind, path] of Object.entries(files)) {
-    using b = Blkio.create("io_uring");
-    b.setStr("path", path);
-    b.setBool("direct", true);
-    b.connect();
-    assert.equal(b.getBool("supports-poll-queues"), false, kind);
-    b.setInt("num-poll-queues", 1);
-    assertErrno(() => b.start(), "EINVAL", /[Pp]oll queues not supported/);
-  }
-});
+const SPARSE_DIR = scratchDir();
+const SPARSE_IO_POLL = diskIoPoll(SPARSE_DIR);
+
+test(
+  ...skipIf(
+    "poll-queues: an empty or sparse O_DIRECT file on a disk without poll queues does not support them",
+    SPARSE_IO_POLL === null
+      ? `no block device with a queue/io_poll attribute behind ${SPARSE_DIR}`
+      : SPARSE_IO_POLL !== 0 && `the disk behind ${SPARSE_DIR} has poll queues (io_poll ${SPARSE_IO_POLL})`,
+  ),
+  () => {
+    // The probe's read of block 0 never reaches the disk when that block holds no data.
+    const dir = SPARSE_DIR;
+    const files = {
+      empty: join(dir, "empty.img"),
+      sparse: join(dir, "sparse.img"),
+      written: join(dir, "written.img"),
+    };
+    closeSync(openSync(files.empty, "w"));
+    const sparse = openSync(files.sparse, "w");
+    writeSync(sparse, new Uint8Array(1), 0, 1, (1 << 20) - 1);
+    closeSync(sparse);
+    const written = openSync(files.written, "w");
+    writeSync(written, new Uint8Array(1 << 16).fill(1));
+    closeSync(written);
+    for (const [kind, path] of Object.entries(files)) {
+      using b = Blkio.create("io_uring");
+      b.setStr("path", path);
+      b.setBool("direct", true);
+      b.connect();
+      assert.equal(b.getBool("supports-poll-queues"), false, kind);
+      b.setInt("num-poll-queues", 1);
+      assertErrno(() => b.start(), "EINVAL", /[Pp]oll queues not supported/);
+    }
+  },
+);
 
 test("poll_queues: cleanup scratch targets", () => cleanupAll());

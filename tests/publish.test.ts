@@ -1,5 +1,6 @@
 // JSR: the package must stay publishable (`deno publish --dry-run` works offline).
 import { test } from "node:test";
+import { skipIf } from "./_helpers.ts";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -11,8 +12,10 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DENO = join(ROOT, "node_modules", "deno", "deno");
 
 test(
-  "jsr: deno publish --dry-run succeeds" + (existsSync(DENO) ? "" : " (skipped: no node_modules/deno)"),
-  { skip: existsSync(DENO) ? false : "deno is not installed in node_modules" },
+  ...skipIf(
+    "jsr: deno publish --dry-run succeeds",
+    !existsSync(DENO) && "deno is not installed in node_modules",
+  ),
   () => {
     const r = spawnSync(DENO, ["publish", "--dry-run", "--allow-dirty"], {
       cwd: ROOT,

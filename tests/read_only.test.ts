@@ -14,6 +14,7 @@ import {
   pwrite,
   reap,
   scratchFile,
+  skipIf,
   startOn,
   targets,
 } from "./_helpers.ts";
@@ -149,9 +150,10 @@ test("read-only: a 0444 file opens with read-only=true and reads", () => {
 });
 
 test(
-  "read-only: a 0444 file without read-only fails connect with EACCES" +
-    (IS_ROOT ? " (skipped: root is not stopped by permission bits)" : ""),
-  { skip: IS_ROOT ? "root is not stopped by permission bits" : false },
+  ...skipIf(
+    "read-only: a 0444 file without read-only fails connect with EACCES",
+    IS_ROOT && "root is not stopped by permission bits",
+  ),
   () => {
     const path = scratchFile(1024 * 1024);
     chmodSync(path, 0o444);

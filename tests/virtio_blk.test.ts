@@ -18,7 +18,7 @@ import {
 import { native } from "../ffi/load.ts";
 import { cString } from "../src/sys.ts";
 import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
-import { assertErrno, pread, pwrite } from "./_helpers.ts";
+import { assertErrno, pread, pwrite, skipIf } from "./_helpers.ts";
 import { fdinfoFlags, PAGE, pattern, reapAll, runOk, tryReadEventfd, waitEventfd } from "./_io.ts";
 import { qsdSkipReason, startExport, stopAllExports, type VhostUserExport } from "./_vhost_user.ts";
 
@@ -36,7 +36,8 @@ const RO: VhostUserExport | null = SKIP
   : startExport({ size: 2 * MiB, writable: false, fill: (d) => d.fill(0x5a) });
 
 function vtest(name: string, fn: () => void | Promise<void>): void {
-  test(`virtio-blk-vhost-user: ${name}`, { skip: SKIP ?? false, timeout: 120_000 }, fn);
+  const [full, opts] = skipIf(`virtio-blk-vhost-user: ${name}`, SKIP);
+  test(full, { ...opts, timeout: 120_000 }, fn);
 }
 
 /** Created and configured, not connected. */
