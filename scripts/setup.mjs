@@ -3,7 +3,7 @@
 // nothing when it is already there: the system packages (liburing2 via apt-get) and the two
 // runtimes (deno and bun, npm devDependencies). Usage: node scripts/setup.mjs [--test] [--bench]
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
@@ -61,8 +61,20 @@ function aptInstall(names) {
     args,
   ) => (prefix.length ? [prefix[0], [...prefix.slice(1), ...args]] : [args[0], args.slice(1)]);
   const env = { DEBIAN_FRONTEND: "noninteractive" };
-  run(...sudo(["apt-get", "update", "-qq"]), env);
-  run(...sudo(["apt-get", "install", "-y", "-qq", "--no-install-recommends", ...names]), env);
+  // A freshly booted machine often has apt-daily or unattended-upgrades holding apt's locks:
+  // wait for them (up to 5 minutes) instead of failing at once.
+  const wait = ["-o", "DPkg::Lock::Timeout=300"];
+  for (let attempt = 1;; attempt++) {
+    try {
+      run(...sudo(["apt-get", ...wait, "update", "-qq"]), env);
+      break;
+    } catch (e) {
+      if (attempt === 3) throw e;
+      console.error("setup: apt-get update failed (another apt holding its lists?); trying again in 20 s");
+      spawnSync("sleep", ["20"]);
+    }
+  }
+  run(...sudo(["apt-get", ...wait, "install", "-y", "-qq", "--no-install-recommends", ...names]), env);
 }
 
 const wanted = (p) => (!p.tests && !p.bench) || (p.tests && forTests) || (p.bench && forBench);
@@ -73,12 +85,22 @@ if (missing.length > 0) aptInstall(missing);
 // `deno task` would run a linked `deno` binary as a JavaScript file.
 const BINARIES = { deno: ["deno", "deno"], bun: ["bun", "bin", "bun.exe"] };
 const bin = (name) => join(root, "node_modules", ...BINARIES[name]);
-const works = (name) =>
-  existsSync(bin(name)) && spawnSync(bin(name), ["--version"], { stdio: "ignore" }).status === 0;
+// The versions package.json pins: a checkout that moved to other versions must not go on using
+// the old binaries (`deno --version` prints "deno 2.9.6 (...)", `bun --version` "1.4.5").
+const pinned = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).devDependencies;
+const works = (name) => {
+  if (!existsSync(bin(name))) return false;
+  const r = spawnSync(bin(name), ["--version"], { encoding: "utf8" });
+  return r.status === 0 && new RegExp(`(^|\\s)${pinned[name].replaceAll(".", "\\.")}(\\s|$)`).test(r.stdout);
+};
 if (!works("deno") || !works("bun")) {
-  run("npm", ["install", "--no-audit", "--no-fund"], {});
+  // In the project whatever the caller's directory; scripts on, whatever the npm config says:
+  // the deno and bun packages fetch their binaries from them.
+  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts=false"], { cwd: root, stdio: "inherit" });
   if (!works("deno") || !works("bun")) {
-    console.error("setup: deno or bun did not install from npm (see the output above)");
+    console.error(
+      `setup: deno ${pinned.deno} and bun ${pinned.bun} did not install from npm (see the output above)`,
+    );
     process.exit(1);
   }
 }
