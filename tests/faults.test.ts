@@ -170,10 +170,11 @@ function blockOf(off: number): Uint8Array {
   return b;
 }
 
-function open(path: string, direct: boolean): Blkio {
+function open(path: string, direct: boolean, sqpoll = false): Blkio {
   const b = Blkio.create("io_uring");
   b.setStr("path", path);
   b.setBool("direct", direct);
+  b.setBool("sqpoll", sqpoll);
   b.connect();
   b.start();
   return b;
@@ -528,35 +529,52 @@ test(
 // ---------------------------------------------------------------------------------------------
 // (d) A device slower than the caller's timeout.
 
-test(...skipIf("faults: a slow device gives ETIME from doIo, and no completion is lost", QSD_SKIP), () => {
-  const dir = scratch();
-  const image = stampedImage(dir, 8 * MiB);
-  const d = startDaemon(dir, image, { iops: 4 });
-  const b = open(d.mount, true);
-  try {
-    const q = b.getQueue(0)!;
-    const count = 12;
-    const bufs: Uint8Array[] = [];
-    for (let i = 0; i < count; i++) {
-      bufs.push(buffer(b));
-      q.read(i * MiB / 2, bufs[i], i);
-    }
-    // 12 reads at 4 IOPS take seconds: a 50 ms wait for all of them must time out.
-    const out: Completion[] = [];
-    assert.throws(() => q.doIo(out, count, count, 50_000_000), (e: unknown) => {
-      assert.ok(e instanceof BlkioError);
-      assert.equal(e.code, "ETIME");
-      return true;
-    });
-    const got = reapAll(q, count);
-    for (let i = 0; i < count; i++) {
-      assert.equal(got.get(i)!.ret, 0, `read ${i}`);
-      assert.deepEqual(bufs[i], blockOf(i * MiB / 2), `data of read ${i}`);
-    }
-  } finally {
-    b.destroy();
-  }
-});
+// With SQPOLL a wait first watches the CQ (up to 50 µs) before it sleeps: the timeout still holds.
+for (const sqpoll of [false, true]) {
+  const ring = sqpoll ? ", sqpoll ring" : "";
+  test(
+    ...skipIf(`faults: a slow device gives ETIME from doIo, and no completion is lost${ring}`, QSD_SKIP),
+    () => {
+      const dir = scratch();
+      const image = stampedImage(dir, 8 * MiB);
+      const d = startDaemon(dir, image, { iops: 4 });
+      const b = open(d.mount, true, sqpoll);
+      try {
+        const q = b.getQueue(0)!;
+        const count = 12;
+        const bufs: Uint8Array[] = [];
+        for (let i = 0; i < count; i++) {
+          bufs.push(buffer(b));
+          q.read(i * MiB / 2, bufs[i], i);
+        }
+        // 12 reads at 4 IOPS take seconds: a 50 ms wait for all of them must time out.
+        const out: Completion[] = [];
+        assert.throws(() => q.doIo(out, count, count, 50_000_000), (e: unknown) => {
+          assert.ok(e instanceof BlkioError);
+          assert.equal(e.code, "ETIME");
+          return true;
+        });
+        // A timeout shorter than the spin.
+        const t0 = performance.now();
+        assert.throws(
+          () => q.doIo(out, 1, 1, 10_000),
+          (e: unknown) => e instanceof BlkioError && e.code === "ETIME",
+        );
+        assert.ok(
+          performance.now() - t0 < 200,
+          `a 10 µs wait took ${(performance.now() - t0).toFixed(1)} ms`,
+        );
+        const got = reapAll(q, count);
+        for (let i = 0; i < count; i++) {
+          assert.equal(got.get(i)!.ret, 0, `read ${i}`);
+          assert.deepEqual(bufs[i], blockOf(i * MiB / 2), `data of read ${i}`);
+        }
+      } finally {
+        b.destroy();
+      }
+    },
+  );
+}
 
 test(
   ...skipIf("faults: destroy with requests the device never finishes keeps their memory mapped", QSD_SKIP),

@@ -405,7 +405,8 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
   "sqpoll": {
     type: "bool",
     doc: "Queues (not poll queues) get a kernel thread that polls for submissions " +
-      "(IORING_SETUP_SQPOLL): fewer system calls, one busy CPU while there is I/O",
+      "(IORING_SETUP_SQPOLL), and doIo waits watch for completions up to 50 µs before sleeping: " +
+      "fewer system calls, two busy CPUs while there is I/O",
     settableIn: [C, K],
     get: (d) => d.sqpoll,
     set: (d, v) => void (d.sqpoll = v),

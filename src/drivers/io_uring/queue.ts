@@ -54,6 +54,13 @@ const U32_MAX = 0xffffffff;
 /** reap() result of a request that went back to the ring for its remainder. */
 const RESUBMITTED = 1;
 /**
+ * How long a doIo wait on an SQPOLL ring watches the CQ before it sleeps in io_uring_enter. A
+ * sleep and its wake-up cost ~10 µs here, and the kernel thread posts page-cached reads ~1.5 µs
+ * apart: waits that slept made SQPOLL 4x slower than a plain ring at iodepth 1 (BENCHMARKS.md).
+ * 10 µs still timed out often enough to lose half of that; 50 µs covers a fast disk's latency.
+ */
+const SQPOLL_SPIN_NS = 50_000;
+/**
  * `#op` of a slot holding an IORING_OP_ASYNC_CANCEL request. A cancel takes a slot of its own,
  * so it counts against the CQ size like any request (its CQE must not overflow the CQ: without
  * a GETEVENTS enter an overflowed CQE would never show up), but it is not in `inFlight` and
@@ -596,8 +603,34 @@ export class IoUringQueue implements DriverQueue {
     const flags = minComplete > 0 || this.isPollQueue || ring.deferTaskrun ? IORING_ENTER_GETEVENTS : 0;
     if (minComplete === 0 && !this.isPollQueue && ring.unsubmitted === 0) return 0;
     this.#waited = minComplete > 0;
+    if (ring.sqPoll && minComplete > 0) {
+      // Publish the SQEs (waking the kernel thread if it sleeps), then spin before sleeping.
+      const pub = ring.enter(0, 0, -1);
+      if (pub < 0) return pub;
+      const spun = this.#spin(minComplete, timeoutNs);
+      if (spun < 0) return 0;
+      if (timeoutNs >= 0) timeoutNs = Math.max(0, timeoutNs - spun);
+    }
     const r = ring.enter(minComplete, flags, timeoutNs);
     return r < 0 ? r : 0;
+  }
+
+  /**
+   * SQPOLL: the kernel thread posts completions without this thread entering the kernel, so
+   * a wait first watches the CQ for up to SQPOLL_SPIN_NS (spin, then block). Returns -1 when
+   * `min` CQEs arrived, else the nanoseconds spent.
+   */
+  #spin(min: number, timeoutNs: number): number {
+    const ring = this.#ring;
+    if (((ring.cqTail() - ring.cqHead()) >>> 0) >= min) return -1;
+    const budget = timeoutNs >= 0 && timeoutNs < SQPOLL_SPIN_NS ? timeoutNs : SQPOLL_SPIN_NS;
+    const start = performance.now(), end = start + budget / 1e6;
+    let now = start;
+    do {
+      if (((ring.cqTail() - ring.cqHead()) >>> 0) >= min) return -1;
+      now = performance.now();
+    } while (now < end);
+    return (now - start) * 1e6;
   }
 
   /** Whether the ring defers completion work to GETEVENTS entries (DEFER_TASKRUN). */
