@@ -55,10 +55,16 @@ export function cleanupAll(): void {
     }
   }
 }
-process.on("exit", cleanupAll);
-// Deno's test runner never emits the process's "exit"; it dispatches "unload" at the end of each
-// file, also when a filter left the file's cleanup test out.
-if ("Deno" in globalThis) globalThis.addEventListener("unload", cleanupAll);
+
+/**
+ * Runs `fn` when the test process ends. Deno's test runner never emits the process's "exit"; it
+ * dispatches "unload" at the end of each file, also when a filter left the file's cleanup test out.
+ */
+export function atExit(fn: () => void): void {
+  process.on("exit", fn);
+  if ("Deno" in globalThis) globalThis.addEventListener("unload", fn);
+}
+atExit(cleanupAll);
 
 /** A new scratch directory in `parent`, the default temp file system by default (removed at the end). */
 export function scratchDir(parent = tmpdir()): string {

@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { atExit } from "./_helpers.ts";
 
 export const QSD = "qemu-storage-daemon";
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
@@ -53,7 +54,7 @@ export function stopAllExports(): void {
     }
   }
 }
-process.on("exit", stopAllExports);
+atExit(stopAllExports);
 // A runner stopped by a signal (a CI timeout) skips "exit": stop the daemons, then die as asked.
 for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
   process.once(sig, () => {

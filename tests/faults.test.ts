@@ -12,7 +12,7 @@
 // The Promise layer (`BlockDevice`) must reject with a BlkioError of the same code.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { skipIf } from "./_helpers.ts";
+import { atExit, skipIf } from "./_helpers.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -65,7 +65,7 @@ function cleanupAll(): void {
     }
   }
 }
-process.on("exit", cleanupAll);
+atExit(cleanupAll);
 
 function scratch(): string {
   const dir = mkdtempSync(join(tmpdir(), "blkio-faults-"));
