@@ -10,7 +10,7 @@
 import { writeSync } from "node:fs";
 import process from "node:process";
 import { isatty } from "node:tty";
-import { type Blkio, BlkioError } from "../mod.ts";
+import { type Blkio, BlkioError, errnoText } from "../mod.ts";
 
 /** The command-line arguments after the program (and script) name. */
 export function commandArgs(): string[] {
@@ -53,59 +53,18 @@ export function die(message: string): never {
   exit(1);
 }
 
-// glibc's strerror() texts for the errno values the library and node:fs report.
-const STRERROR: Record<string, string> = {
-  EPERM: "Operation not permitted",
-  ENOENT: "No such file or directory",
-  EINTR: "Interrupted system call",
-  EIO: "Input/output error",
-  ENXIO: "No such device or address",
-  E2BIG: "Argument list too long",
-  EBADF: "Bad file descriptor",
-  EAGAIN: "Resource temporarily unavailable",
-  ENOMEM: "Cannot allocate memory",
-  EACCES: "Permission denied",
-  EFAULT: "Bad address",
-  EBUSY: "Device or resource busy",
-  EEXIST: "File exists",
-  ENODEV: "No such device",
-  ENOTDIR: "Not a directory",
-  EISDIR: "Is a directory",
-  EINVAL: "Invalid argument",
-  ENFILE: "Too many open files in system",
-  EMFILE: "Too many open files",
-  ENOTTY: "Inappropriate ioctl for device",
-  ETXTBSY: "Text file busy",
-  EFBIG: "File too large",
-  ENOSPC: "No space left on device",
-  ESPIPE: "Illegal seek",
-  EROFS: "Read-only file system",
-  EPIPE: "Broken pipe",
-  ERANGE: "Numerical result out of range",
-  ENAMETOOLONG: "File name too long",
-  ENOSYS: "Function not implemented",
-  ELOOP: "Too many levels of symbolic links",
-  ETIME: "Timer expired",
-  ENOLINK: "Link has been severed",
-  EOVERFLOW: "Value too large for defined data type",
-  ELIBACC: "Can not access a needed shared library",
-  EOPNOTSUPP: "Operation not supported",
-  ENOTSUP: "Operation not supported",
-  ENOTCONN: "Transport endpoint is not connected",
-  ETIMEDOUT: "Connection timed out",
-  ECANCELED: "Operation canceled",
-};
-
 /** glibc's `strerror()` text for an errno name such as `"EINVAL"`. */
 export function strerror(code: string | undefined, errno?: number): string {
-  if (code && Object.hasOwn(STRERROR, code)) return STRERROR[code];
+  const text = code ? errnoText(code) : null;
+  if (text !== null) return text;
   return `Unknown error ${errno ?? code ?? ""}`.trimEnd();
 }
 
 /** `strerror` of a BlkioError or a node:fs error, else the error's message. */
 export function errorText(e: unknown): string {
   const err = e as { code?: unknown; errno?: unknown; message?: unknown };
-  if (typeof err?.code === "string" && Object.hasOwn(STRERROR, err.code)) return STRERROR[err.code];
+  const text = typeof err?.code === "string" ? errnoText(err.code) : null;
+  if (text !== null) return text;
   return String(err?.message ?? e);
 }
 

@@ -64,3 +64,69 @@ NAMES.set(95, "ENOTSUP");
 export function errnoName(errno: number): string {
   return NAMES.get(errno) ?? `E${errno}`;
 }
+
+/** glibc's strerror() texts for the errno values the library and node:fs report. */
+const TEXT: Record<string, string> = {
+  EPERM: "Operation not permitted",
+  ENOENT: "No such file or directory",
+  EINTR: "Interrupted system call",
+  EIO: "Input/output error",
+  ENXIO: "No such device or address",
+  E2BIG: "Argument list too long",
+  EBADF: "Bad file descriptor",
+  EAGAIN: "Resource temporarily unavailable",
+  ENOMEM: "Cannot allocate memory",
+  EACCES: "Permission denied",
+  EFAULT: "Bad address",
+  EBUSY: "Device or resource busy",
+  EEXIST: "File exists",
+  ENODEV: "No such device",
+  ENOTDIR: "Not a directory",
+  EISDIR: "Is a directory",
+  EINVAL: "Invalid argument",
+  ENFILE: "Too many open files in system",
+  EMFILE: "Too many open files",
+  ENOTTY: "Inappropriate ioctl for device",
+  ETXTBSY: "Text file busy",
+  EFBIG: "File too large",
+  ENOSPC: "No space left on device",
+  ESPIPE: "Illegal seek",
+  EROFS: "Read-only file system",
+  EPIPE: "Broken pipe",
+  ERANGE: "Numerical result out of range",
+  ENAMETOOLONG: "File name too long",
+  ENOSYS: "Function not implemented",
+  ELOOP: "Too many levels of symbolic links",
+  ETIME: "Timer expired",
+  ENOLINK: "Link has been severed",
+  EOVERFLOW: "Value too large for defined data type",
+  ELIBACC: "Can not access a needed shared library",
+  EOPNOTSUPP: "Operation not supported",
+  ENOTSUP: "Operation not supported",
+  ENOTCONN: "Transport endpoint is not connected",
+  ETIMEDOUT: "Connection timed out",
+  ECANCELED: "Operation canceled",
+  ENODATA: "No data available",
+  EILSEQ: "Invalid or incomplete multibyte or wide character",
+  ECONNABORTED: "Software caused connection abort",
+  ECONNREFUSED: "Connection refused",
+  EREMOTEIO: "Remote I/O error",
+  EDQUOT: "Disk quota exceeded",
+  ENOMEDIUM: "No medium found",
+};
+
+/**
+ * glibc's `strerror()` text for an errno name such as `"EINVAL"` (a BlkioError's `code`, or a
+ * node:fs error's), or for a positive errno value; null for one it does not know.
+ *
+ * @example
+ * ```ts
+ * import { errnoText } from "@blkio/blkio";
+ * if (errnoText("EFBIG") !== "File too large") throw new Error("unexpected");
+ * if (errnoText(28) !== "No space left on device") throw new Error("unexpected");
+ * ```
+ */
+export function errnoText(code: string | number): string | null {
+  const name = typeof code === "number" ? errnoName(code) : code;
+  return Object.hasOwn(TEXT, name) ? TEXT[name] : null;
+}

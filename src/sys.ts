@@ -6,7 +6,7 @@
  */
 import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "./errors.ts";
-import { errnoName } from "./errno.ts";
+import { errnoName, errnoText } from "./errno.ts";
 
 /** open(2) flags and friends (the same on x86_64 and arm64, except O_DIRECT: see {@link oDirect}). */
 export const O_RDONLY = 0;
@@ -57,58 +57,10 @@ const SC_IOV_MAX = 60;
 const ENCODER = new TextEncoder();
 const DECODER = new TextDecoder();
 
-/** A short human description of an errno, for messages. */
-const TEXT: Record<string, string> = {
-  EPERM: "Operation not permitted",
-  ENOENT: "No such file or directory",
-  EINTR: "Interrupted system call",
-  EIO: "Input/output error",
-  ENXIO: "No such device or address",
-  E2BIG: "Argument list too long",
-  EBADF: "Bad file descriptor",
-  EAGAIN: "Resource temporarily unavailable",
-  ENOMEM: "Cannot allocate memory",
-  EACCES: "Permission denied",
-  EFAULT: "Bad address",
-  EBUSY: "Device or resource busy",
-  EEXIST: "File exists",
-  ENODEV: "No such device",
-  ENOTDIR: "Not a directory",
-  EISDIR: "Is a directory",
-  EINVAL: "Invalid argument",
-  EMFILE: "Too many open files",
-  ENOTTY: "Inappropriate ioctl for device",
-  ETXTBSY: "Text file busy",
-  EFBIG: "File too large",
-  ENOSPC: "No space left on device",
-  ESPIPE: "Illegal seek",
-  EROFS: "Read-only file system",
-  ERANGE: "Numerical result out of range",
-  ENAMETOOLONG: "File name too long",
-  ENOSYS: "Function not implemented",
-  ELOOP: "Too many levels of symbolic links",
-  ENODATA: "No data available",
-  ETIME: "Timer expired",
-  ENOLINK: "Link has been severed",
-  EOVERFLOW: "Value too large for defined data type",
-  ELIBACC: "Can not access a needed shared library",
-  EILSEQ: "Invalid or incomplete multibyte or wide character",
-  EOPNOTSUPP: "Operation not supported",
-  ENOTSUP: "Operation not supported",
-  ECONNABORTED: "Software caused connection abort",
-  ENOTCONN: "Transport endpoint is not connected",
-  ETIMEDOUT: "Connection timed out",
-  ECONNREFUSED: "Connection refused",
-  EREMOTEIO: "Remote I/O error",
-  EDQUOT: "Disk quota exceeded",
-  ENOMEDIUM: "No medium found",
-  ECANCELED: "Operation canceled",
-};
-
 /** A BlkioError for a failed call: `what` then the errno name and text. */
 export function errnoError(errno: number, what: string): BlkioError {
   const code = errnoName(errno);
-  const text = TEXT[code];
+  const text = errnoText(code);
   return new BlkioError(errno, `${what}: ${code}${text ? ` (${text})` : ""}`);
 }
 

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { LIBURING_SONAME, LIBURING_SYMBOLS } from "../ffi/symbols.ts";
-import { Blkio, BlkioError, ERRNO, errnoName } from "../mod.ts";
+import { Blkio, BlkioError, ERRNO, errnoName, errnoText } from "../mod.ts";
 import { errnoError } from "../src/sys.ts";
 
 /** Every Linux errno value (asm-generic/errno-base.h and errno.h; x86_64 and arm64 use them). */
@@ -233,6 +233,10 @@ test("errnoError: every errno of the table gets its text, as strerror gives it",
     assert.equal(e.errno, errno);
     assert.match(e.message, new RegExp(`^Doing it failed: ${errnoName(errno)} \\([A-Z][^)]+\\)$`), name);
   }
+  assert.equal(errnoText("EPIPE"), "Broken pipe"); // node:fs codes too, for the tools' messages
+  assert.equal(errnoText(122), "Disk quota exceeded");
+  assert.equal(errnoText("EWHATEVER"), null);
+  assert.equal(errnoText(4095), null);
   assert.equal(
     errnoError(27, "Write at offset 0 failed").message,
     "Write at offset 0 failed: EFBIG (File too large)",
