@@ -96,7 +96,10 @@ const works = (name) => {
 if (!works("deno") || !works("bun")) {
   // In the project whatever the caller's directory; scripts on, whatever the npm config says:
   // the deno and bun packages fetch their binaries from them.
-  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts=false"], { cwd: root, stdio: "inherit" });
+  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts=false"], {
+    cwd: root,
+    stdio: "inherit",
+  });
   if (!works("deno") || !works("bun")) {
     console.error(
       `setup: deno ${pinned.deno} and bun ${pinned.bun} did not install from npm (see the output above)`,
