@@ -12,7 +12,7 @@ import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
 import { abandon } from "../../abandoned.ts";
-import { closeFd, newEventfd, signalEventfd } from "../../sys.ts";
+import { closeFd, iovMax, newEventfd, signalEventfd } from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -48,6 +48,7 @@ import {
 import type { TargetInfo } from "./target_info.ts";
 
 const EIO = 5;
+const EBADF = 9;
 const EINVAL = 22;
 const ENOTSUP = 95;
 const U32_MAX = 0xffffffff;
@@ -507,9 +508,10 @@ export class IoUringQueue implements DriverQueue {
       const ret = this.#finish(slot, r);
       if (ret === RESUBMITTED) continue;
       const userData = this.#refs[slot * SLOT_REFS + R_UD];
+      const msg = ret < 0 ? this.#explain(slot, ret) : null;
       this.#release(slot);
       // An unwritable out entry: the completion went to the backlog, and this CQE is consumed.
-      if (!this.completions.deliver(out, n, userData, ret, null)) break;
+      if (!this.completions.deliver(out, n, userData, ret, msg)) break;
       n++;
     }
     ring.setCqHead(head);
@@ -543,6 +545,38 @@ export class IoUringQueue implements DriverQueue {
       return RESUBMITTED;
     }
     return 0;
+  }
+
+  /**
+   * What the library can tell beyond the errno of failed request `slot` (its errorMsg), or null:
+   * the kernel says only EINVAL for misaligned O_DIRECT, EBADF for a write on a read-only
+   * instance, EOPNOTSUPP for a discard or write zeroes the target lacks. Failures only, so it
+   * costs the request path nothing.
+   */
+  #explain(slot: number, ret: number): string | null {
+    const s = this.#slots, b = slot * SLOT_NUMBERS, op = s[b + S_OP], t = this.#target;
+    if (ret === -EBADF && op !== Op.Read && op !== Op.Readv && op !== Op.Flush && t.readOnly) {
+      return "The instance is read-only (read-only=true): requests that write fail with EBADF";
+    }
+    if (ret === -ENOTSUP && (op === Op.Discard || op === Op.WriteZeroes)) {
+      const what = op === Op.Discard ? "Discard" : "Write zeroes";
+      return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
+    }
+    if (ret !== -EINVAL || op > Op.Writev) return null;
+    const iovs = this.#refs[slot * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
+    if (iovs !== null && iovs.length > iovMax(this.#native)) {
+      return `${iovs.length} iovecs: more than max-segments (IOV_MAX, ${iovMax(this.#native)})`;
+    }
+    if (!t.direct) return null;
+    const a = t.requestAlignment;
+    const off = (what: string, v: number) => v % a !== 0 ? `${what} ${v} is not a multiple of ${a}` : null;
+    let why = off("start", s[b + S_START]) ?? off("length", s[b + S_LEN]);
+    if (iovs === null) why ??= off("the buffer's address", s[b + S_ADDR]);
+    for (let k = 0; iovs !== null && k < iovs.length && why === null; k++) {
+      why = off(`iovec ${k}'s address`, bufferAddress(this.#native, iovs[k])) ??
+        off(`iovec ${k}'s length`, iovs[k].byteLength);
+    }
+    return why === null ? null : `O_DIRECT needs request-alignment and buf-alignment (${a}): ${why}`;
   }
 
   /** A read hit end of file: the rest reads as zeroes. */
