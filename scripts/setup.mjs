@@ -2,7 +2,7 @@
 // Installs what `npm run demo` and `npm test` need on a fresh Debian 12 + Node machine, and
 // nothing when it is already there: the system packages (liburing2 via apt-get) and the two
 // runtimes (deno and bun, npm devDependencies). Usage: node scripts/setup.mjs [--test] [--bench]
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -42,11 +42,6 @@ function hasCommand(cmd) {
   return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 }
 
-function run(cmd, args, env = {}) {
-  console.error(`setup: ${cmd} ${args.join(" ")}`);
-  execFileSync(cmd, args, { stdio: "inherit", env: { ...process.env, ...env } });
-}
-
 function aptInstall(names) {
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   const prefix = isRoot ? [] : hasCommand("sudo") ? ["sudo", "-n"] : null;
@@ -61,20 +56,51 @@ function aptInstall(names) {
     args,
   ) => (prefix.length ? [prefix[0], [...prefix.slice(1), ...args]] : [args[0], args.slice(1)]);
   const env = { DEBIAN_FRONTEND: "noninteractive" };
-  // A freshly booted machine often has apt-daily or unattended-upgrades holding apt's locks:
-  // wait for them (up to 5 minutes) instead of failing at once.
-  const wait = ["-o", "DPkg::Lock::Timeout=300"];
-  for (let attempt = 1;; attempt++) {
-    try {
-      run(...sudo(["apt-get", ...wait, "update", "-qq"]), env);
-      break;
-    } catch (e) {
-      if (attempt === 3) throw e;
-      console.error("setup: apt-get update failed (another apt holding its lists?); trying again in 20 s");
-      spawnSync("sleep", ["20"]);
+  aptGet(sudo(["apt-get", "update", "-qq"]), env);
+  aptGet(
+    sudo([
+      "apt-get",
+      "-o",
+      "DPkg::Lock::Timeout=300",
+      "install",
+      "-y",
+      "-qq",
+      "--no-install-recommends",
+      ...names,
+    ]),
+    env,
+  );
+}
+
+/**
+ * Runs apt-get. A freshly booted machine often has apt-daily or unattended-upgrades holding
+ * apt's locks (`apt-get update` does not wait for its lists lock, whatever DPkg::Lock::Timeout
+ * says): while the failure is a held lock, try again every 10 s for up to 5 minutes.
+ */
+function aptGet([cmd, args], env) {
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    console.error(`setup: ${cmd} ${args.join(" ")}`);
+    const r = spawnSync(cmd, args, {
+      stdio: ["ignore", "inherit", "pipe"],
+      encoding: "utf8",
+      env: { ...process.env, ...env },
+    });
+    process.stderr.write(r.stderr ?? "");
+    if (r.status === 0) return;
+    if (
+      /Could not get lock|Unable to acquire the dpkg frontend lock/.test(r.stderr ?? "") &&
+      Date.now() < deadline
+    ) {
+      console.error("setup: another apt or dpkg holds its lock; trying again in 10 s");
+      spawnSync("sleep", ["10"]);
+      continue;
     }
+    console.error(
+      `setup: ${cmd} ${args.join(" ")} failed (${r.error?.message ?? `exit ${r.status ?? r.signal}`})`,
+    );
+    process.exit(1);
   }
-  run(...sudo(["apt-get", ...wait, "install", "-y", "-qq", "--no-install-recommends", ...names]), env);
 }
 
 const wanted = (p) => (!p.tests && !p.bench) || (p.tests && forTests) || (p.bench && forBench);
@@ -85,22 +111,33 @@ if (missing.length > 0) aptInstall(missing);
 // `deno task` would run a linked `deno` binary as a JavaScript file.
 const BINARIES = { deno: ["deno", "deno"], bun: ["bun", "bin", "bun.exe"] };
 const bin = (name) => join(root, "node_modules", ...BINARIES[name]);
-// The versions package.json pins: a checkout that moved to other versions must not go on using
-// the old binaries (`deno --version` prints "deno 2.9.6 (...)", `bun --version` "1.4.5").
-const pinned = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).devDependencies;
+// The versions the lock file pins (else package.json's, without a range sign): a checkout that
+// moved to other versions must not go on using the old binaries (`deno --version` prints
+// "deno 2.9.6 (...)", `bun --version` "1.4.5").
+const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+const lock = existsSync(join(root, "package-lock.json"))
+  ? JSON.parse(readFileSync(join(root, "package-lock.json"), "utf8"))
+  : {};
+const pinned = Object.fromEntries(["deno", "bun"].map((name) => [
+  name,
+  lock.packages?.[`node_modules/${name}`]?.version ??
+    String(pkg.devDependencies?.[name] ?? "").replace(/^[\^~=v]+/, ""),
+]));
 const works = (name) => {
   if (!existsSync(bin(name))) return false;
   const r = spawnSync(bin(name), ["--version"], { encoding: "utf8" });
-  return r.status === 0 && new RegExp(`(^|\\s)${pinned[name].replaceAll(".", "\\.")}(\\s|$)`).test(r.stdout);
+  const version = /(\d+\.\d+\.\d+)/.exec(r.stdout ?? "")?.[1];
+  return r.status === 0 && (pinned[name] === "" || version === pinned[name]);
 };
 if (!works("deno") || !works("bun")) {
   // In the project whatever the caller's directory; scripts on, whatever the npm config says:
   // the deno and bun packages fetch their binaries from them.
-  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts=false"], {
+  console.error("setup: npm install (deno and bun)");
+  const r = spawnSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts=false"], {
     cwd: root,
     stdio: "inherit",
   });
-  if (!works("deno") || !works("bun")) {
+  if (r.status !== 0 || !works("deno") || !works("bun")) {
     console.error(
       `setup: deno ${pinned.deno} and bun ${pinned.bun} did not install from npm (see the output above)`,
     );
