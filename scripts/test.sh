@@ -8,7 +8,8 @@
 # A runner can also miss tests without failing: Deno drops the rest of a file whose top-level
 # code throws after its first test() and still says ok, and a Deno.exit() from top-level code
 # only ends that file. So every test file must have run as many tests on Deno as on Bun (they
-# register the same ones), and each missing test counts as a failure.
+# register the same ones), and each missing test counts as a failure. The tests are flat
+# top-level test() calls: Deno counts a describe() as one test with steps, Bun each it().
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p .tmp
@@ -36,7 +37,7 @@ bs=$(strip < .tmp/bun.out | grep -aE '^ *[0-9]+ skip$' | tail -n1 | awk '{print 
 strip < .tmp/deno.out | sed -nE 's|^running ([0-9]+) tests? from \./(tests/.*)$|\2 \1|p' | LC_ALL=C sort > .tmp/deno.counts
 strip < .tmp/bun.out | awk '
   /^[0-9]+ tests? (skipped|failed|todo):$/ { file = "" }
-  /^tests\/.*\.test\.ts:$/ { file = substr($0, 1, length($0) - 1); n[file] += 0 }
+  /^tests\/[^ ]+\.(ts|tsx|mts|js|mjs|cjs|jsx):$/ { file = substr($0, 1, length($0) - 1); n[file] += 0 }
   file != "" && /^\((pass|fail|skip|todo)\) / { n[file]++ }
   END { for (f in n) print f, n[f] }' | LC_ALL=C sort > .tmp/bun.counts
 counts=$(LC_ALL=C join -a1 -a2 -e 0 -o 0,1.2,2.2 .tmp/deno.counts .tmp/bun.counts)
