@@ -8,9 +8,13 @@
  * @example Write and read back a block
  * ```ts
  * import { Blkio, type Completion } from "@blkio/blkio";
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
  *
- * const path = Deno.makeTempFileSync();
- * Deno.truncateSync(path, 1 << 20);
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(1 << 20));
  * using b = Blkio.create("io_uring");
  * b.setStr("path", path);
  * b.connect();
@@ -25,7 +29,7 @@
  * q.read(0, back);
  * q.doIo(out, 1, 1);
  * if (new TextDecoder().decode(back) !== "hello, block device") throw new Error("mismatch");
- * Deno.removeSync(path);
+ * rmSync(dir, { recursive: true });
  * ```
  *
  * @module

@@ -29,14 +29,18 @@ import { State, type StateName, stateName, type StateValue } from "./state.ts";
  * @example Read the capacity of a file
  * ```ts
  * import { Blkio } from "@blkio/blkio";
- * const path = Deno.makeTempFileSync();
- * Deno.truncateSync(path, 1 << 20);
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(1 << 20));
  * const b = Blkio.create("io_uring");
  * b.setStr("path", path);
  * b.connect();
  * if (b.getUint64("capacity") !== 1048576n) throw new Error("wrong capacity");
  * b.destroy();
- * Deno.removeSync(path);
+ * rmSync(dir, { recursive: true });
  * ```
  */
 export class Blkio {

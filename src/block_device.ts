@@ -210,8 +210,12 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
  * @example Write a block and read it back
  * ```ts
  * import { BlockDevice } from "@blkio/blkio";
- * const path = Deno.makeTempFileSync();
- * Deno.truncateSync(path, 1 << 20);
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(1 << 20));
  * await using dev = await BlockDevice.open(path, { direct: true });
  * const buf = dev.allocBuffer(4096);
  * buf.fill(0xab);
@@ -219,14 +223,18 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
  * const back = dev.allocBuffer(4096);
  * await dev.read(8192, back);
  * if (back[4095] !== 0xab) throw new Error("mismatch");
- * Deno.removeSync(path);
+ * rmSync(dir, { recursive: true });
  * ```
  *
  * @example Many requests at once, one of them aborted
  * ```ts
  * import { BlockDevice } from "@blkio/blkio";
- * const path = Deno.makeTempFileSync();
- * Deno.truncateSync(path, 1 << 20);
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(1 << 20));
  * await using dev = await BlockDevice.open(path);
  * const bufs = Array.from({ length: 256 }, () => dev.allocBuffer(4096));
  * await Promise.all(bufs.map((b, i) => dev.read(i * 4096, b)));
@@ -234,7 +242,7 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
  * const p = dev.read(0, bufs[0], { signal: ac.signal });
  * ac.abort();
  * await p.then(() => {}, (e) => { if (e.name !== "AbortError") throw e; });
- * Deno.removeSync(path);
+ * rmSync(dir, { recursive: true });
  * ```
  */
 export class BlockDevice {
@@ -341,12 +349,16 @@ export class BlockDevice {
    * @example Open read-only
    * ```ts
    * import { BlockDevice } from "@blkio/blkio";
-   * const path = Deno.makeTempFileSync();
-   * Deno.truncateSync(path, 65536);
+   * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { join } from "node:path";
+   * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+   * const path = join(dir, "disk.img");
+   * writeFileSync(path, new Uint8Array(65536));
    * const dev = await BlockDevice.open(path, { readOnly: true });
    * if (dev.capacity !== 65536n || !dev.readOnly) throw new Error("unexpected");
    * await dev.close();
-   * Deno.removeSync(path);
+   * rmSync(dir, { recursive: true });
    * ```
    */
   static open(path: string, opts: BlockDeviceOpenOptions = {}): Promise<BlockDevice> {
@@ -421,12 +433,16 @@ export class BlockDevice {
    * @example
    * ```ts
    * import { BlockDevice } from "@blkio/blkio";
-   * const path = Deno.makeTempFileSync();
-   * Deno.truncateSync(path, 65536);
+   * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { join } from "node:path";
+   * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+   * const path = join(dir, "disk.img");
+   * writeFileSync(path, new Uint8Array(65536));
    * await using dev = await BlockDevice.open(path, { direct: true });
    * const buf = dev.allocBuffer(8192);
    * if (buf.length !== 8192) throw new Error("wrong length");
-   * Deno.removeSync(path);
+   * rmSync(dir, { recursive: true });
    * ```
    */
   allocBuffer(len: number): Uint8Array {
@@ -460,13 +476,17 @@ export class BlockDevice {
    * @example Read with a deadline
    * ```ts
    * import { BlockDevice } from "@blkio/blkio";
-   * const path = Deno.makeTempFileSync();
-   * Deno.writeFileSync(path, new Uint8Array(65536).fill(1));
+   * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { join } from "node:path";
+   * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+   * const path = join(dir, "disk.img");
+   * writeFileSync(path, new Uint8Array(65536).fill(1));
    * await using dev = await BlockDevice.open(path);
    * const buf = dev.allocBuffer(4096);
    * await dev.read(4096, buf, { signal: AbortSignal.timeout(5000) });
    * if (buf[0] !== 1) throw new Error("wrong data");
-   * Deno.removeSync(path);
+   * rmSync(dir, { recursive: true });
    * ```
    */
   read(offset: bigint | number, buf: Uint8Array, opts?: RequestOptions): Promise<void> {
@@ -778,14 +798,18 @@ export class BlockDevice {
    * @example Close with requests still in flight
    * ```ts
    * import { BlockDevice } from "@blkio/blkio";
-   * const path = Deno.makeTempFileSync();
-   * Deno.truncateSync(path, 1 << 20);
+   * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { join } from "node:path";
+   * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+   * const path = join(dir, "disk.img");
+   * writeFileSync(path, new Uint8Array(1 << 20));
    * const dev = await BlockDevice.open(path);
    * let done = 0;
    * for (let i = 0; i < 100; i++) dev.read(i * 4096, new Uint8Array(4096)).then(() => done++);
    * await dev.close();
    * if (done !== 100) throw new Error("close() returned early");
-   * Deno.removeSync(path);
+   * rmSync(dir, { recursive: true });
    * ```
    */
   close(): Promise<void> {

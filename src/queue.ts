@@ -68,8 +68,12 @@ function keepLength(out: unknown, len: number): void {
  * @example Read 4 KiB and wait for it
  * ```ts
  * import { Blkio, type Completion } from "@blkio/blkio";
- * const path = Deno.makeTempFileSync();
- * Deno.writeFileSync(path, new Uint8Array(8192).fill(7));
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(8192).fill(7));
  * using b = Blkio.create("io_uring");
  * b.setStr("path", path);
  * b.connect();
@@ -80,7 +84,7 @@ function keepLength(out: unknown, len: number): void {
  * const out: Completion[] = [];
  * q.doIo(out, 1, 1);
  * if (out[0].ret !== 0 || out[0].userData !== "my read" || buf[0] !== 7) throw new Error("read failed");
- * Deno.removeSync(path);
+ * rmSync(dir, { recursive: true });
  * ```
  */
 export class Queue {
@@ -378,8 +382,12 @@ export class Queue {
    * @example Cancel a request before it reaches the kernel
    * ```ts
    * import { Blkio, type Completion } from "@blkio/blkio";
-   * const path = Deno.makeTempFileSync();
-   * Deno.truncateSync(path, 8192);
+   * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { join } from "node:path";
+   * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+   * const path = join(dir, "disk.img");
+   * writeFileSync(path, new Uint8Array(8192));
    * using b = Blkio.create("io_uring");
    * b.setStr("path", path);
    * b.connect();
@@ -393,7 +401,7 @@ export class Queue {
    * q.doIo(out, 2, 2);
    * const second = out.find((c) => c.userData === "second")!;
    * if (second.ret !== -125) throw new Error("expected -ECANCELED");
-   * Deno.removeSync(path);
+   * rmSync(dir, { recursive: true });
    * ```
    */
   cancel(userData: unknown): boolean {

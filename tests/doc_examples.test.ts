@@ -1,0 +1,54 @@
+// Every @example block of mod.ts and src/ runs on Bun as well: `deno test --doc` runs them on
+// Deno only (there these tests are skipped, so each runtime registers the same ones).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import process from "node:process";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { RUNTIME, scratchDir, skipIf } from "./_helpers.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const MOD = pathToFileURL(join(ROOT, "mod.ts")).href;
+
+function sources(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []
+  );
+}
+
+/** The ```ts blocks that follow an @example tag in JSDoc, with where they start. */
+function examples(path: string): { where: string; code: string }[] {
+  const lines = readFileSync(path, "utf8").split("\n");
+  const found: { where: string; code: string }[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!/^\s*\*\s*@example\b/.test(lines[i])) continue;
+    const open = lines.findIndex((l, k) => k > i && /^\s*\*\s*```ts\s*$/.test(l));
+    const close = lines.findIndex((l, k) => k > open && /^\s*\*\s*```\s*$/.test(l));
+    assert.ok(open > i && close > open, `${path}:${i + 1}: an @example without a ts block`);
+    const code = lines.slice(open + 1, close).map((l) => l.replace(/^\s*\* ?/, "")).join("\n");
+    found.push({ where: `${relative(ROOT, path)}:${i + 1}`, code });
+    i = close;
+  }
+  return found;
+}
+
+const ALL = [join(ROOT, "mod.ts"), ...sources(join(ROOT, "src"))].flatMap(examples);
+
+test("doc examples: there are some, and each imports the package", () => {
+  assert.ok(ALL.length >= 10, `${ALL.length} examples found`);
+  for (const e of ALL) assert.match(e.code, /from "@blkio\/blkio"/, e.where);
+});
+
+for (const e of ALL) {
+  test(
+    ...skipIf(`doc example ${e.where} runs`, RUNTIME === "deno" && "deno test --doc runs it on Deno"),
+    () => {
+      const file = join(scratchDir(), "example.ts");
+      writeFileSync(file, e.code.replaceAll('"@blkio/blkio"', JSON.stringify(MOD)));
+      const r = spawnSync(process.execPath, [file], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(r.status, 0, `${e.where}:\n${r.stdout}${r.stderr}`);
+    },
+  );
+}
