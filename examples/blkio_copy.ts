@@ -233,7 +233,9 @@ function createBlkio(option: string, driver: string): Blkio {
 
 function main(argv: string[]): void {
   let inBlkio: Blkio | null = null, inFd = -1;
-  let outBlkio: Blkio | null = null, outFd = -1;
+  // The output file is opened (and created) only once everything else worked: a bad option or
+  // a failed connect must not leave an empty file behind.
+  let outBlkio: Blkio | null = null, outPath: string | null = null, outFd = -1;
   const rest: string[] = [];
   const spec = {
     progname: PROG,
@@ -256,7 +258,7 @@ function main(argv: string[]): void {
       printErr("--output-* must occur after an --input-* option\n");
       usage();
     }
-    if (outBlkio || outFd !== -1) onlyOne("output");
+    if (outBlkio || outPath !== null) onlyOne("output");
   };
 
   for (const ev of getoptLong(argv, spec, rest)) {
@@ -266,7 +268,7 @@ function main(argv: string[]): void {
     }
     if (ev.kind === "arg") {
       if (outBlkio) handlePropertyOption(outBlkio, ev.value);
-      else if (inBlkio && outFd === -1) handlePropertyOption(inBlkio, ev.value);
+      else if (inBlkio && outPath === null) handlePropertyOption(inBlkio, ev.value);
       else {
         printErr(`unexpected option: ${ev.value}\n`);
         usage();
@@ -292,7 +294,7 @@ function main(argv: string[]): void {
         break;
       case "output-file":
         afterInput();
-        outFd = openFile("--output-file", value, constants.O_WRONLY | constants.O_CREAT);
+        outPath = value;
         break;
     }
   }
@@ -308,7 +310,7 @@ function main(argv: string[]): void {
     printErr("Missing --input-* option\n");
     usage();
   }
-  if (!outBlkio && outFd === -1) {
+  if (!outBlkio && outPath === null) {
     printErr("Missing --output-* option\n");
     usage();
   }
@@ -320,6 +322,7 @@ function main(argv: string[]): void {
 
   if (inBlkio) connectAndStart(inBlkio);
   if (outBlkio) connectAndStart(outBlkio);
+  if (outPath !== null) outFd = openFile("--output-file", outPath, constants.O_WRONLY | constants.O_CREAT);
 
   copy(
     { blkio: inBlkio, fd: inFd, queue: null, buf: null, align: 1 },

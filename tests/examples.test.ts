@@ -145,6 +145,15 @@ test("blkio_copy: usage errors exit 1 with libblkio's messages", () => {
   r = tool("blkio_copy", ["--input-blkio=io_uring", "path"]);
   assert.equal(r.status, 1);
   assert.equal(r.stderr, "path: missing property value\n");
+  r = tool("blkio_copy", [
+    "--input-blkio=io_uring",
+    `path=${join(DIR, "missing")}`,
+    `--output-file=${join(DIR, "x")}`,
+  ]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^Unable to connect: .*ENOENT/);
+  // None of these failures left an (empty) output file behind.
+  assert.equal(existsSync(join(DIR, "x")), false);
 });
 
 // --- blkio-bench.sh ------------------------------------------------------------------------
@@ -319,7 +328,11 @@ test("demo: writes and reads back every block of its scratch file, O_DIRECT and 
     const r = ok(tool("demo", ["--seconds=0.3", "--size-mib=8", ...mode]));
     assert.match(r.stdout, /randwrite +\d+/);
     assert.match(r.stdout, /randread +\d+/);
-    assert.match(r.stdout, /verified: every block read back with its latest stamp/);
+    assert.match(r.stdout, /verify +2048 /);
+    assert.match(
+      r.stdout,
+      /verified: all 2048 blocks read back, \d+ with their latest stamp, the rest still zero/,
+    );
   }
 });
 
