@@ -122,8 +122,7 @@ function usageText(): string {
     "\n" +
     "Results are outputted as JSON, reporting aggregate and per-thread\n" +
     "throughput (in thousands of requests per second and GiB per second)\n" +
-    "and min/mean/max latency in microseconds\n" +
-    "latency (in microseconds per request).\n";
+    "and min/mean/max latency in microseconds.\n";
 }
 
 function badUsage(error: string): never {
