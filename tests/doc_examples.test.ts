@@ -1,5 +1,6 @@
 // Every @example block of mod.ts and src/ runs on Bun as well: `deno test --doc` runs them on
-// Deno only (there these tests are skipped, so each runtime registers the same ones).
+// Deno only (there these tests are skipped, so each runtime registers the same ones). The
+// README's TypeScript examples that import the package run on both, on a scratch disk image.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -7,7 +8,7 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import process from "node:process";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { RUNTIME, scratchDir, skipIf } from "./_helpers.ts";
+import { cleanupAll, RUNTIME, scratchDir, skipIf } from "./_helpers.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MOD = pathToFileURL(join(ROOT, "mod.ts")).href;
@@ -36,19 +37,42 @@ function examples(path: string): { where: string; code: string }[] {
 
 const ALL = [join(ROOT, "mod.ts"), ...sources(join(ROOT, "src"))].flatMap(examples);
 
+/** The README's ```ts blocks that import the package. */
+const README = [...readFileSync(join(ROOT, "README.md"), "utf8").matchAll(/^```ts\n([\s\S]*?)^```$/gm)]
+  .map((m) => m[1])
+  .filter((code) => code.includes('from "@blkio/blkio"'));
+
+/** Runs `code` with the package mapped to this checkout's mod.ts; fails with its output. */
+function run(where: string, code: string): void {
+  const dir = scratchDir();
+  const file = join(dir, "example.ts");
+  writeFileSync(join(dir, "disk.img"), new Uint8Array(64 << 20));
+  const text = code.replaceAll('"@blkio/blkio"', JSON.stringify(MOD)).replaceAll(
+    "/tmp/disk.img",
+    join(dir, "disk.img"),
+  );
+  writeFileSync(file, text);
+  // Deno: what the README says it needs, --allow-ffi (the library opens files through it).
+  const args = RUNTIME === "deno" ? ["run", "--allow-ffi", file] : [file];
+  const r = spawnSync(process.execPath, args, { encoding: "utf8", timeout: 60_000 });
+  assert.equal(r.status, 0, `${where}:\n${r.stdout}${r.stderr}`);
+}
+
 test("doc examples: there are some, and each imports the package", () => {
   assert.ok(ALL.length >= 10, `${ALL.length} examples found`);
+  assert.ok(README.length >= 2, `${README.length} README examples found`);
   for (const e of ALL) assert.match(e.code, /from "@blkio\/blkio"/, e.where);
 });
 
 for (const e of ALL) {
   test(
     ...skipIf(`doc example ${e.where} runs`, RUNTIME === "deno" && "deno test --doc runs it on Deno"),
-    () => {
-      const file = join(scratchDir(), "example.ts");
-      writeFileSync(file, e.code.replaceAll('"@blkio/blkio"', JSON.stringify(MOD)));
-      const r = spawnSync(process.execPath, [file], { encoding: "utf8", timeout: 60_000 });
-      assert.equal(r.status, 0, `${e.where}:\n${r.stdout}${r.stderr}`);
-    },
+    () => run(e.where, e.code),
   );
 }
+
+README.forEach((code, i) => {
+  test(`README example ${i + 1} (${code.split("\n")[0]}) runs`, () => run(`README example ${i + 1}`, code));
+});
+
+test("doc_examples: cleanup scratch files", () => cleanupAll());
