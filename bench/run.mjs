@@ -4,8 +4,8 @@
  * way), fio's io_uring engine, the same loop in C on liburing (bench/uring_loop.c) and the
  * JavaScript built-ins, on the same targets in the same run. `npm run bench` runs it.
  *
- * For each workload every contender runs once per round, in an order rotated each round
- * (A B C, B C A, C A B, ...), so slow drifts of a shared machine hit them all alike; the table
+ * For each workload every contender runs once per round, in a new random order each round
+ * (seeded), so slow drifts of a shared machine hit them all alike; the table
  * shows the medians of the rounds. Targets: a loop device over a tmpfs file (O_DIRECT) and a
  * page-cached regular file in the temp directory (buffered). Then the allocation check
  * (bench/alloc_check.ts) runs on both runtimes. Results go to stdout, to the section "Side by
@@ -229,15 +229,21 @@ function makeXfs(mib) {
 // --- contenders --------------------------------------------------------------------------------
 
 /**
- * At iodepth 1 blkio_bench times one request in this many: `performance.now()` costs Deno
- * 0.3-0.5 µs right after a system call, and every request follows one (fio reads the CPU's
- * time stamp counter instead). At iodepth 32 one clock read per batch already costs nothing.
- * 32 rather than 8: blkio_bench's loop in one process, Deno, 3 runs, took 45-160 ns less a
- * request (1.5-5%; the same loop against itself moved 2-80 ns), and a 1 s round at 250k IOPS
- * still times ~8,000 requests, enough for a p99. The timed ones run a little slower for their
- * colder clock reads (p50 +0.1 µs against 1 in 8, BENCHMARKS.md): pessimistic, not flattering.
+ * At iodepth 1 blkio_bench and the built-in runners time one request in this many (the C loop
+ * and fio time every one, with the CPU's time stamp counter): `performance.now()` costs Deno
+ * 0.3-0.5 µs right after a system call, a tenth of a page-cached read. For those reads, 32:
+ * blkio_bench's loop in one process, Deno, 3 runs, took 45-160 ns less a request (1.5-5%) than
+ * at 8, and a 1 s round at 250k IOPS still times ~8,000 requests, enough for a p99. The slower
+ * rows (35k-60k IOPS: the loop device, tmpfs, writes through io-wq) time one in 4, so that their
+ * rounds time ~8,000 too (at one in 32 their p99 moved by ±15% with the sample's start alone);
+ * the clock read is ~1% of such a request. The timed ones run a little slower for their colder
+ * clock reads (p50 +0.1 µs against 1 in 8, BENCHMARKS.md): pessimistic, not flattering. At
+ * iodepth > 1 everything is timed (one clock read per batch already costs nothing).
  */
-const LATENCY_SAMPLE = 32;
+function latencySample(w) {
+  if (w.depth !== 1) return 1;
+  return w.target === "file" && w.rw === "randread" ? 32 : 4;
+}
 
 const RUNTIME_CMD = {
   node: (script) => [process.execPath, [script]],
@@ -251,9 +257,11 @@ const NAME = { node: "Node", deno: "Deno", bun: "Bun" };
  * queued goes with the next wait; 1: each request is submitted when queued, fio's default).
  * `event`: --event, the requests go through the promise layer (BlockDevice) on the event loop.
  */
-function blkio(runtime, batch = null, event = false) {
+function blkio(runtime, batch = null, event = false, sqpoll = false) {
   const label = event
     ? `${NAME[runtime]}, --event: BlockDevice`
+    : sqpoll
+    ? `${NAME[runtime]}, sqpoll=true`
     : batch === null
     ? NAME[runtime]
     : `${NAME[runtime]}, --iodepth-batch=${batch}`;
@@ -261,6 +269,7 @@ function blkio(runtime, batch = null, event = false) {
     name: `blkio (${label})`,
     blkio: runtime,
     label,
+    sqpoll,
     async: true,
     command(w, t) {
       const [cmd, args] = RUNTIME_CMD[runtime](join(ROOT, "examples", "blkio_bench.ts"));
@@ -274,12 +283,13 @@ function blkio(runtime, batch = null, event = false) {
         ...(batch === null ? [] : [`--iodepth-batch=${batch}`]),
         ...(event ? ["--event"] : []),
         // At iodepth 1 one clock read per request is a tenth of the request on Deno (below).
-        ...(w.depth === 1 && !event ? [`--latency-sample=${LATENCY_SAMPLE}`] : []),
+        ...(!event && latencySample(w) > 1 ? [`--latency-sample=${latencySample(w)}`] : []),
         "--latency-percentiles",
         "--cpu-usage",
         "io_uring",
         `path=${t.path}`,
         `direct=${t.direct}`,
+        ...(sqpoll ? ["sqpoll=true"] : []),
       ]];
     },
     parse(stdout) {
@@ -340,25 +350,37 @@ function measureFioBaseline(t) {
  * at least one completion), shown for context at iodepth > 1: where a system call is dear,
  * fio's default of one `io_uring_enter` per request is what decides its row.
  */
-function fio(batched) {
+function fio(kind) {
   return {
-    name: batched ? "fio io_uring (batched)" : "fio io_uring",
-    fio: !batched,
-    fioBatched: batched,
-    command: (w, t) => fioCommand(w, t, batched),
+    name: {
+      default: "fio io_uring",
+      batched: "fio io_uring (batched)",
+      sqpoll: "fio io_uring (sqthread_poll)",
+    }[kind],
+    fio: kind === "default",
+    fioBatched: kind === "batched",
+    fioSqpoll: kind === "sqpoll",
+    command: (w, t) => fioCommand(w, t, kind),
     parse: parseFio,
   };
 }
-const FIO = fio(false);
-const FIO_BATCHED = fio(true);
+const FIO = fio("default");
+const FIO_BATCHED = fio("batched");
+/**
+ * fio with a kernel thread polling its SQ (`--sqthread_poll=1`; its job thread then spins on the
+ * CQ), the like-for-like reference of blkio with its opt-in `sqpoll` property, at iodepth 1.
+ */
+const FIO_SQPOLL = fio("sqpoll");
 
-function fioCommand(w, t, batched) {
-  const batch = batched
+function fioCommand(w, t, kind) {
+  const batch = kind === "batched"
     ? [
       `--iodepth_batch_submit=${w.depth}`,
       "--iodepth_batch_complete_min=1",
       `--iodepth_batch_complete_max=${w.depth}`,
     ]
+    : kind === "sqpoll"
+    ? ["--sqthread_poll=1"]
     : [];
   return ["sh", [
     "-c",
@@ -414,6 +436,7 @@ function jobArg(w, t) {
     seconds: opts.seconds,
     rampSeconds: opts.rampSeconds,
     size: t.size,
+    latencySample: latencySample(w),
   };
   return JSON.stringify(job);
 }
@@ -485,6 +508,8 @@ function contenders(w) {
   if (w.depth > 1) list.push(blkio("deno", null, true), blkio("bun", null, true));
   list.push(FIO);
   if (w.depth > 1) list.push(FIO_BATCHED);
+  // The opt-in SQPOLL mode against fio's, where it matters most: one request at a time.
+  if (w.depth === 1) list.push(blkio("deno", null, false, true), blkio("bun", null, false, true), FIO_SQPOLL);
   if (uringLoopBuilt) list.push(URING_LOOP_CONTENDER);
   const fh = write ? "FileHandle.write" : "FileHandle.read";
   for (const rt of ["node", "deno", "bun"]) {
@@ -542,8 +567,11 @@ function measureOnce(c, w, t) {
     env: { ...process.env, NO_COLOR: "1" },
   });
   if (r.status !== 0) {
-    const why = (r.stderr || r.error?.message || `exit ${r.status}`).trim().split("\n").slice(-1)[0];
-    return { error: why };
+    // The line that says what went wrong: a JavaScript error's own line, not its last stack frame.
+    const lines = (r.stderr || r.error?.message || `exit ${r.status}`).trim().split("\n");
+    const why = lines.findLast((l) => /error|Error|failed|EINVAL|ENO[A-Z]+/.test(l) && !/^\s+at /.test(l)) ??
+      lines.at(-1);
+    return { error: why.trim() };
   }
   try {
     return c.parse(r.stdout, r.stderr);
@@ -579,9 +607,24 @@ function runAll(targets) {
     const t = targets[w.target];
     const list = contenders(w);
     const runs = list.map(() => []);
+    // A new random order each round (seeded, so a run can be repeated): a fixed rotation always
+    // puts the same contender after the same other one, and whatever one leaves behind (dirty
+    // pages being written back, a warm CPU) would always fall on the same next one.
+    let seed = 0x9e3779b9 ^ (w.depth * 131 + w.bs);
+    const random = () => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) / 4294967296;
+    };
     for (let round = 0; round < opts.rounds; round++) {
+      const order = list.map((_, i) => i);
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(random() * (i + 1));
+        [order[i], order[j]] = [order[j], order[i]];
+      }
       for (let k = 0; k < list.length; k++) {
-        const idx = (k + round) % list.length;
+        const idx = order[k];
         const c = list[idx];
         t.warm?.();
         const m = measureOnce(c, w, t);
@@ -599,6 +642,8 @@ function runAll(targets) {
         label: c.label ?? null,
         fio: !!c.fio,
         fioBatched: !!c.fioBatched,
+        fioSqpoll: !!c.fioSqpoll,
+        sqpoll: !!c.sqpoll,
         cloop: !!c.cloop,
         builtin: !!c.builtin,
         async: !!c.async,
@@ -671,7 +716,11 @@ function runAllocCheck(file) {
       out.push({ runtime: rt, error: (r.stderr || `exit ${r.status}`).trim().split("\n").slice(-1)[0] });
       continue;
     }
-    out.push(JSON.parse(r.stdout.trim().split("\n").pop()));
+    try {
+      out.push(JSON.parse(r.stdout.trim().split("\n").pop()));
+    } catch (e) {
+      out.push({ runtime: rt, error: `unreadable output: ${e.message}` });
+    }
   }
   return out;
 }
@@ -712,17 +761,24 @@ function targetRows(results) {
     const cloop = res.rows.find((r) => r.cloop);
     const fioBatched = res.rows.find((r) => r.fioBatched);
     const context = (r, row) => row && Number.isFinite(row.iops) ? `${fmt(r.iops / row.iops, 2)}x` : "–";
+    const fioSqpoll = res.rows.find((r) => r.fioSqpoll);
     for (const r of res.rows.filter((x) => x.blkio)) {
-      const vsFio = r.iops / fio.iops;
-      const cells = [`${res.id}`, r.label, `${fmt(vsFio, 2)}x ${vsFio >= 1 ? "✓" : "✗"}`];
+      // blkio with sqpoll=true is held against fio with --sqthread_poll=1, like for like.
+      const ref = r.sqpoll ? fioSqpoll : fio;
+      const vsFio = r.iops / ref.iops;
+      // A verdict needs every round of both: a row with failed rounds says how many instead.
+      const failed = r.errors.length + ref.errors.length;
+      const mark = (ok) => failed > 0 ? `? (${failed} failed run(s))` : ok ? "✓" : "✗";
+      const label = r.sqpoll ? `${r.label} (vs fio --sqthread_poll=1)` : r.label;
+      const cells = [`${res.id}`, label, `${fmt(vsFio, 2)}x ${mark(vsFio >= 1)}`];
       cells.push(context(r, fioBatched), context(r, cloop));
       if (res.workload.depth === 32 && best) {
         const v = r.iops / best.iops;
-        cells.push(`${fmt(v, 2)}x vs ${best.name} ${v >= 2 ? "✓" : "✗"}`);
+        cells.push(`${fmt(v, 2)}x vs ${best.name} ${mark(v >= 2)}`);
       } else cells.push("–");
       if (res.workload.depth === 1) {
-        const v = r.p99 / fio.p99;
-        cells.push(`${fmt(r.p99)} / ${fmt(fio.p99)} µs = ${fmt(v, 2)} ${v <= 1.1 ? "✓" : "✗"}`);
+        const v = r.p99 / ref.p99;
+        cells.push(`${fmt(r.p99)} / ${fmt(ref.p99)} µs = ${fmt(v, 2)} ${mark(v <= 1.1)}`);
       } else cells.push("–");
       rows.push(`| ${cells.join(" | ")} |`);
     }
@@ -736,7 +792,7 @@ function targetRows(results) {
 
 function allocTable(alloc) {
   const lines = [
-    "| runtime | requests | time | heap after warm-up GC | heap at end (GC) | growth | allocated per request (no GC) |",
+    "| runtime | requests | time | heap after warm-up GC | heap at end (GC) | growth | allocated per request |",
     "|---|--:|--:|--:|--:|--:|--:|",
   ];
   for (const a of alloc) {
@@ -749,8 +805,10 @@ function allocTable(alloc) {
       `| ${NAME[a.runtime]} | ${a.requests.toLocaleString("en")} | ${fmt(a.seconds)} s | ${
         (a.heapBefore / 2 ** 20).toFixed(2)
       } MiB | ${(a.heapAfter / 2 ** 20).toFixed(2)} MiB | ${a.growthBytes} bytes ${ok} | ${
-        fmt(a.probeBytesPerRequest, 2)
-      } bytes |`,
+        a.probeBytesPerRequest === null
+          ? `not measurable (${fmt(a.calibrationBytes, 0)} bytes seen a step of the calibration loop)`
+          : `${fmt(a.probeBytesPerRequest, 2)} bytes (calibration loop: ${fmt(a.calibrationBytes, 0)})`
+      } |`,
     );
   }
   return lines.join("\n");
@@ -770,7 +828,7 @@ function report(m, targets, results, alloc, minutes) {
     `Targets: ${
       t.map((x) => x.what.replace(/ \(.*\)$/, "")).join("; ")
     } (${opts.sizeMiB} MiB each, filled with ` +
-    `random data written in 4 KiB blocks: on ext4 that keeps the page cache's folios small, see below). ${opts.rounds} rounds of ${opts.seconds} s per contender, alternated (the order rotates ` +
+    `random data written in 4 KiB blocks: on ext4 that keeps the page cache's folios small, see below). ${opts.rounds} rounds of ${opts.seconds} s per contender, alternated (a new random order ` +
     `each round); medians shown.${
       opts.rampSeconds > 0
         ? ` Each measurement follows a ${opts.rampSeconds} s warm-up of the same workload that is not ` +
@@ -789,8 +847,8 @@ function report(m, targets, results, alloc, minutes) {
     "submission to the completion being seen by the program (fio: `lat`, submission included).",
     "",
     "Contenders: **blkio** is `examples/blkio_bench.ts` (a Worker that waits in `doIo(min 1)`, buffers " +
-    "in a mapped memory region). At iodepth 1 it times one request in " +
-    `${LATENCY_SAMPLE} (\`--latency-sample=${LATENCY_SAMPLE}\`; its p50 and p99 come from that sample, its ` +
+    "in a mapped memory region). At iodepth 1 it and the built-in runners time one request in 32 on " +
+    "page-cached reads and one in 4 elsewhere (`--latency-sample`; p50 and p99 come from that sample, " +
     "IOPS count every request): Deno's `performance.now()` costs 0.3-0.5 µs right after a system call, " +
     "where fio reads the CPU's time stamp counter. By default it submits as libblkio's blkio-bench does: the requests that " +
     "replace completed ones go to the kernel with the next wait, one `io_uring_enter` per turn. fio's " +
@@ -802,6 +860,11 @@ function report(m, targets, results, alloc, minutes) {
     "is shown too, for context: fio told to submit the way blkio does by default " +
     "(`--iodepth_batch_submit=<iodepth> --iodepth_batch_complete_min=1 --iodepth_batch_complete_max=<iodepth>`), " +
     "since where a system call is dear, fio's default of one `io_uring_enter` per request decides its row. " +
+    "At iodepth 1 the opt-in SQPOLL mode runs too: **blkio (…, sqpoll=true)** (a kernel thread takes the " +
+    "submissions; a wait watches the completion queue up to 50 µs before it sleeps) against **fio io_uring " +
+    "(sqthread_poll)** (`--sqthread_poll=1`; fio's thread then spins on the completion queue), like for " +
+    "like in the targets table. Both keep two CPUs busy, all of this machine's: the rows show what the " +
+    "mode does where cores are spare, not a default. " +
     "The built-ins are `bench/*_runner.mjs` with `iodepth` concurrent " +
     "promises (`Deno.FsFile`: one handle per promise), opened with `fs.constants.O_DIRECT` where the API " +
     "allows it. **C liburing loop** is `bench/uring_loop.c`: blkio_bench's loop written in C against " +
@@ -840,9 +903,14 @@ function report(m, targets, results, alloc, minutes) {
         "on the page-cached file through `Queue.read` / `doIo` (no Worker), buffers in a mapped memory " +
         "region. Heap is `process.memoryUsage().heapUsed` after a forced GC (Bun: `Bun.gc(true)`; Deno: " +
         "`--expose-gc` set through node:v8, `gc` from node:vm). Target: growth under 1 MiB. The last column " +
-        `is the heap growth over ${(alloc.find((a) => !a.error)?.probeRequests ?? 0).toLocaleString("en")} ` +
-        "requests right after a forced GC, with no GC in between, divided by the requests: an upper bound of " +
-        "what one request allocates (the runtime allocates a little in the background too).",
+        `samples \`heapUsed\` every 1,024 requests across ${
+          (alloc.find((a) => !a.error)?.probeRequests ?? 0).toLocaleString("en")
+        } requests and divides its rises by the requests, leaving out the samples a collection came ` +
+        "between (the heap fell); each sample costs ~0.3 bytes a request. Whether `heapUsed` shows " +
+        "allocation between collections is checked on a loop that allocates an object, an array and a " +
+        "string a step (the calibration; ~150 bytes on V8): JSC's (Bun) shows too little of it, so no figure " +
+        "is given there. Offsets come from xorshift32, not `Math.random()`, which allocates a 16-byte heap " +
+        "number per call on V8.",
       "",
       allocTable(alloc),
       "",
