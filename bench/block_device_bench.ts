@@ -6,7 +6,8 @@
  * - async: 32 concurrent `await dev.read(...)` loops on a BlockDevice, with a 5 ms setInterval
  *          whose largest delay is recorded.
  *
- * Rounds alternate sync, async, sync, async, ...; the medians are reported. Needs root (losetup)
+ * Each round runs both, sync first in even rounds and async first in odd ones; the medians are
+ * reported. Needs root (losetup)
  * unless a device or file is given with --path.
  *
  * Usage: deno run -A bench/block_device_bench.ts [--seconds 2] [--rounds 5] [--depth 32]
@@ -56,31 +57,40 @@ const BS = 4096;
 /** A loop device over a new tmpfs file; returns its path and a cleanup function. */
 function makeLoop(sizeMiB: number): { path: string; cleanup: () => void } {
   const back = `/dev/shm/blkio-bench-${process.pid}.img`;
-  writeFileSync(back, new Uint8Array(0));
-  execFileSync("truncate", ["-s", `${sizeMiB}M`, back]);
-  // Touch every page so reads hit memory, not tmpfs holes.
-  execFileSync("dd", [
-    `if=/dev/urandom`,
-    `of=${back}`,
-    "bs=1M",
-    `count=${sizeMiB}`,
-    "conv=notrunc",
-    "status=none",
-  ]);
-  const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], {
-    encoding: "utf8",
-  })
-    .trim();
-  return {
-    path: dev,
-    cleanup: () => {
-      try {
-        execFileSync("losetup", ["-d", dev]);
-      } finally {
-        rmSync(back, { force: true });
-      }
-    },
+  let dev = "";
+  const cleanup = () => {
+    try {
+      if (dev !== "") execFileSync("losetup", ["-d", dev]);
+    } finally {
+      rmSync(back, { force: true });
+    }
   };
+  try {
+    writeFileSync(back, new Uint8Array(0));
+    execFileSync("truncate", ["-s", `${sizeMiB}M`, back]);
+    // Touch every page so reads hit memory, not tmpfs holes.
+    execFileSync("dd", [
+      `if=/dev/urandom`,
+      `of=${back}`,
+      "bs=1M",
+      `count=${sizeMiB}`,
+      "conv=notrunc",
+      "status=none",
+    ]);
+    dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], { encoding: "utf8" })
+      .trim();
+  } catch (e) {
+    cleanup(); // a failed losetup (no loop devices, not root) leaves no tmpfs file behind
+    throw e;
+  }
+  // Interrupted (Ctrl-C, a timeout's SIGTERM): the loop device and its file go too.
+  for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    process.once(sig, () => {
+      cleanup();
+      process.exit(code);
+    });
+  }
+  return { path: dev, cleanup };
 }
 
 /**
@@ -209,12 +219,15 @@ async function main(): Promise<void> {
     const asyncCpu: number[] = [];
     const delays: number[] = [];
     for (let r = 0; r < o.rounds; r++) {
-      const s = runSync(path, o, blocks);
-      sync.push(s.iops);
-      syncCpu.push(s.cpuUs);
+      // Odd rounds run the promise layer first: what one leaves behind (a warm cache, a busy
+      // CPU) falls on each side alike.
+      let s = r % 2 === 0 ? runSync(path, o, blocks) : null;
       const steal0 = stealMs();
       const a = await runAsync(path, o, blocks);
       const steal = stealMs() - steal0;
+      s ??= runSync(path, o, blocks);
+      sync.push(s.iops);
+      syncCpu.push(s.cpuUs);
       asyncIops.push(a.iops);
       asyncCpu.push(a.cpuUs);
       delays.push(a.maxDelayMs);
