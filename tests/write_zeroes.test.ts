@@ -1,8 +1,9 @@
 // libblkio tests/write-zeroes.c, discard.c, flush.c.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ReqFlags } from "../mod.ts";
-import { alignedBuffer, cleanupAll, startOn, targets } from "./_helpers.ts";
+import { existsSync } from "node:fs";
+import { Blkio, type Completion, ReqFlags } from "../mod.ts";
+import { alignedBuffer, cleanupAll, scratchDir, scratchFile, skipIf, startOn, targets } from "./_helpers.ts";
 import { getData, PAGE, reapAll, runOk } from "./_io.ts";
 
 const TARGETS = targets();
@@ -89,4 +90,32 @@ for (const t of TARGETS) {
   });
 }
 
+test(
+  ...skipIf(
+    "write zeroes: NO_UNMAP that the file system refuses says so (tmpfs has no ZERO_RANGE)",
+    !existsSync("/dev/shm") && "no /dev/shm here: no tmpfs file",
+  ),
+  () => {
+    const path = scratchFile(65536, 0x11, scratchDir("/dev/shm"));
+    using b = Blkio.create("io_uring");
+    b.setStr("path", path);
+    b.connect();
+    b.start();
+    const q = b.getQueue(0)!;
+    const out: Completion[] = [];
+    q.writeZeroes(0, 4096, "plain");
+    q.doIo(out, 1, 1);
+    assert.equal(out[0].ret, 0, `${out[0].ret} ${out[0].errorMsg}`);
+    q.writeZeroes(4096, 4096, "no-unmap", ReqFlags.NO_UNMAP);
+    q.doIo(out, 1, 1);
+    // Linux 6.18's tmpfs refuses FALLOC_FL_ZERO_RANGE; a kernel that takes it completes with 0.
+    if (out[0].ret !== 0) {
+      assert.equal(out[0].ret, -95);
+      assert.match(
+        out[0].errorMsg ?? "",
+        /^Write zeroes with NO_UNMAP \(FALLOC_FL_ZERO_RANGE\) is not supported/,
+      );
+    }
+  },
+);
 test("write_zeroes: cleanup scratch targets", () => cleanupAll());

@@ -559,24 +559,36 @@ export class IoUringQueue implements DriverQueue {
       return "The instance is read-only (read-only=true): requests that write fail with EBADF";
     }
     if (ret === -ENOTSUP && (op === Op.Discard || op === Op.WriteZeroes)) {
-      const what = op === Op.Discard ? "Discard" : "Write zeroes";
+      const what = op === Op.Discard
+        ? "Discard"
+        : (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) !== 0
+        ? "Write zeroes with NO_UNMAP (FALLOC_FL_ZERO_RANGE)"
+        : "Write zeroes";
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
     }
     if (ret !== -EINVAL || op > Op.Writev) return null;
     const iovs = this.#refs[slot * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
-    if (iovs !== null && iovs.length > iovMax(this.#native)) {
-      return `${iovs.length} iovecs: more than max-segments (IOV_MAX, ${iovMax(this.#native)})`;
+    // Empty iovecs never reach the kernel (#fillIovecs leaves them out).
+    const segments = iovs === null ? 1 : iovs.reduce((n, v) => n + (byteLengthOf(v) > 0 ? 1 : 0), 0);
+    if (segments > iovMax(this.#native)) {
+      return `${segments} iovecs: more than max-segments (IOV_MAX, ${iovMax(this.#native)})`;
     }
     if (!t.direct) return null;
-    const a = t.requestAlignment;
-    const off = (what: string, v: number) => v % a !== 0 ? `${what} ${v} is not a multiple of ${a}` : null;
-    let why = off("start", s[b + S_START]) ?? off("length", s[b + S_LEN]);
-    if (iovs === null) why ??= off("the buffer's address", s[b + S_ADDR]);
-    for (let k = 0; iovs !== null && k < iovs.length && why === null; k++) {
-      why = off(`iovec ${k}'s address`, bufferAddress(this.#native, iovs[k])) ??
-        off(`iovec ${k}'s length`, iovs[k].byteLength);
+    // Every misaligned part, not only the first: the kernel may accept some of them (it checks
+    // addresses against the device's DMA alignment, which can be finer than request-alignment).
+    const a = t.requestAlignment, why: string[] = [];
+    const off = (what: string, v: number) => void (v % a !== 0 && why.push(`${what} ${v}`));
+    off("start", s[b + S_START]);
+    off("length", s[b + S_LEN]);
+    if (iovs === null) off("the buffer's address", s[b + S_ADDR]);
+    for (let k = 0; iovs !== null && k < iovs.length; k++) {
+      if (byteLengthOf(iovs[k]) === 0) continue;
+      off(`iovec ${k}'s address`, bufferAddress(this.#native, iovs[k]));
+      off(`iovec ${k}'s length`, byteLengthOf(iovs[k]));
     }
-    return why === null ? null : `O_DIRECT needs request-alignment and buf-alignment (${a}): ${why}`;
+    if (why.length === 0) return null;
+    const list = why.length > 4 ? `${why.slice(0, 4).join(", ")} and ${why.length - 4} more` : why.join(", ");
+    return `O_DIRECT needs request-alignment and buf-alignment (${a}); not a multiple of it: ${list}`;
   }
 
   /** A read hit end of file: the rest reads as zeroes. */
