@@ -756,8 +756,11 @@ function targetRows(results) {
   const rows = [];
   for (const res of results) {
     const fio = res.rows.find((r) => r.fio);
-    const asyncBuiltins = res.rows.filter((r) => r.builtin && r.async && Number.isFinite(r.iops));
+    const allAsyncBuiltins = res.rows.filter((r) => r.builtin && r.async);
+    const asyncBuiltins = allAsyncBuiltins.filter((r) => Number.isFinite(r.iops));
     const best = asyncBuiltins.reduce((a, b) => (a === null || b.iops > a.iops ? b : a), null);
+    // A built-in with failed rounds could have been the best: no verdict against the rest then.
+    const builtinFailures = allAsyncBuiltins.reduce((n, r) => n + r.errors.length, 0);
     const cloop = res.rows.find((r) => r.cloop);
     const fioBatched = res.rows.find((r) => r.fioBatched);
     const context = (r, row) => row && Number.isFinite(row.iops) ? `${fmt(r.iops / row.iops, 2)}x` : "–";
@@ -767,14 +770,14 @@ function targetRows(results) {
       const ref = r.sqpoll ? fioSqpoll : fio;
       const vsFio = r.iops / ref.iops;
       // A verdict needs every round of both: a row with failed rounds says how many instead.
-      const failed = r.errors.length + ref.errors.length;
-      const mark = (ok) => failed > 0 ? `? (${failed} failed run(s))` : ok ? "✓" : "✗";
+      const verdict = (failed) => (ok) => failed > 0 ? `? (${failed} failed run(s))` : ok ? "✓" : "✗";
+      const mark = verdict(r.errors.length + ref.errors.length);
       const label = r.sqpoll ? `${r.label} (vs fio --sqthread_poll=1)` : r.label;
       const cells = [`${res.id}`, label, `${fmt(vsFio, 2)}x ${mark(vsFio >= 1)}`];
       cells.push(context(r, fioBatched), context(r, cloop));
       if (res.workload.depth === 32 && best) {
         const v = r.iops / best.iops;
-        cells.push(`${fmt(v, 2)}x vs ${best.name} ${mark(v >= 2)}`);
+        cells.push(`${fmt(v, 2)}x vs ${best.name} ${verdict(r.errors.length + builtinFailures)(v >= 2)}`);
       } else cells.push("–");
       if (res.workload.depth === 1) {
         const v = r.p99 / ref.p99;

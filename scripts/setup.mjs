@@ -52,9 +52,11 @@ function aptInstall(names) {
     );
     process.exit(1);
   }
-  const sudo = (
-    args,
-  ) => (prefix.length ? [prefix[0], [...prefix.slice(1), ...args]] : [args[0], args.slice(1)]);
+  // sudo resets the environment: DEBIAN_FRONTEND goes through env(1) on its command line.
+  const sudo = (args) =>
+    prefix.length
+      ? [prefix[0], [...prefix.slice(1), "env", "DEBIAN_FRONTEND=noninteractive", ...args]]
+      : [args[0], args.slice(1)];
   const env = { DEBIAN_FRONTEND: "noninteractive" };
   aptGet(sudo(["apt-get", "update", "-qq"]), env);
   aptGet(
@@ -88,10 +90,10 @@ function aptGet([cmd, args], env) {
     });
     process.stderr.write(r.stderr ?? "");
     if (r.status === 0) return;
-    if (
-      /Could not get lock|Unable to acquire the dpkg frontend lock/.test(r.stderr ?? "") &&
-      Date.now() < deadline
-    ) {
+    // "are you root?" is the same message for a lock file it may not open: not worth waiting for.
+    const held = /Could not get lock|Unable to acquire the dpkg frontend lock/.test(r.stderr ?? "") &&
+      !/are you root\?/.test(r.stderr ?? "");
+    if (held && Date.now() < deadline) {
       console.error("setup: another apt or dpkg holds its lock; trying again in 10 s");
       spawnSync("sleep", ["10"]);
       continue;
