@@ -570,9 +570,8 @@ export class IoUringQueue implements DriverQueue {
     const iovs = this.#refs[slot * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
     // Empty iovecs never reach the kernel (#fillIovecs leaves them out).
     const segments = iovs === null ? 1 : iovs.reduce((n, v) => n + (byteLengthOf(v) > 0 ? 1 : 0), 0);
-    if (segments > iovMax(this.#native)) {
-      return `${segments} iovecs: more than max-segments (IOV_MAX, ${iovMax(this.#native)})`;
-    }
+    const max = iovMax(this.#native);
+    if (segments > max) return `${segments} iovecs: more than max-segments (IOV_MAX, ${max})`;
     if (!t.direct) return null;
     // Every misaligned part, not only the first: the kernel may accept some of them (it checks
     // addresses against the device's DMA alignment, which can be finer than request-alignment).
