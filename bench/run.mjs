@@ -872,7 +872,7 @@ function report(m, targets, results, alloc, minutes) {
     "promises (`Deno.FsFile`: one handle per promise), opened with `fs.constants.O_DIRECT` where the API " +
     "allows it. **C liburing loop** is `bench/uring_loop.c`: blkio_bench's loop written in C against " +
     "liburing (one `io_uring_submit_and_wait(1)` per turn, every ready completion resubmitted, the driver's " +
-    "ring flags, plain READ/WRITE, CPU from `getrusage`), so that what JavaScript costs is seen apart from " +
+    "ring flags and registrations: the file, the buffers (READ_FIXED / WRITE_FIXED) and the ring fd; CPU from `getrusage`), so that what JavaScript costs is seen apart from " +
     "what fio's engine does differently. The synchronous calls are shown at iodepth 1 for context (they block the event loop). " +
     "The runners also time each call up to the moment it returns its promise: a promise-returning built-in that " +
     "spends half or more of its iodepth-1 latency there does the I/O inside the call and blocks the event loop, " +
