@@ -23,6 +23,7 @@ import process from "node:process";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { Blkio, type Completion, newCompletion } from "../mod.ts";
+import { xorshift32 } from "./_runner.mjs";
 
 interface Options {
   path: string;
@@ -126,15 +127,10 @@ function main(): void {
   const out: Completion[] = Array.from({ length: o.depth }, newCompletion);
   Object.preventExtensions(out);
 
-  // xorshift32, not Math.random(): on Deno (V8) every Math.random() allocates a 16-byte heap
-  // number, which this check would count against the library (16.4 bytes a request).
-  let x = ((Math.random() * 4294967296) >>> 0) || 1;
-  const randomBlock = (): number => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return Math.floor(((x >>> 0) / 4294967296) * blocks);
-  };
+  // Not Math.random(): it allocates per call on V8, which this check would count against the
+  // library (16.4 bytes a request).
+  const random = xorshift32();
+  const randomBlock = (): number => Math.floor(random() * blocks);
   let done = 0;
   const run = (count: number): void => {
     const stop = done + count;

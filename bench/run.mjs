@@ -28,6 +28,7 @@ import os from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { xorshift32 } from "./_runner.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DENO = join(ROOT, "node_modules", "deno", "deno");
@@ -610,13 +611,7 @@ function runAll(targets) {
     // A new random order each round (seeded, so a run can be repeated): a fixed rotation always
     // puts the same contender after the same other one, and whatever one leaves behind (dirty
     // pages being written back, a warm CPU) would always fall on the same next one.
-    let seed = 0x9e3779b9 ^ (w.depth * 131 + w.bs);
-    const random = () => {
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) / 4294967296;
-    };
+    const random = xorshift32(0x9e3779b9 ^ (w.depth * 131 + w.bs));
     for (let round = 0; round < opts.rounds; round++) {
       const order = list.map((_, i) => i);
       for (let i = order.length - 1; i > 0; i--) {
