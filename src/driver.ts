@@ -50,9 +50,12 @@ export interface DriverQueue extends RequestSink {
   /**
    * Hands prepared requests to the device and, when `minComplete` > 0, waits for that many
    * completions (poll queues poll at least once). `timeoutNs` < 0 waits without limit.
-   * Returns 0 or a negative errno (-ETIME on timeout, -EINTR when interrupted).
+   * Returns 0 or a negative errno (-ETIME on timeout, -EINTR when interrupted; -EINTR may also
+   * stand for a timeout, which the caller tells apart by its own deadline). `interruptible`:
+   * the caller reports signals (doIoInterruptible), so the wait must be one a signal ends; no
+   * busy-polling where a handled signal would go unnoticed.
    */
-  enter(minComplete: number, timeoutNs: number): number;
+  enter(minComplete: number, timeoutNs: number, interruptible?: boolean): number;
   /** Enables or disables completion fd notifications (advisory). */
   setCompletionFdEnabled(enabled: boolean): void;
   /** Whether a request in flight uses memory of `buffer`. */

@@ -243,7 +243,13 @@ export class Queue {
     }
   }
 
-  /** Like {@link doIo}, but a signal interrupts the wait with `EINTR`. Not on poll queues. */
+  /**
+   * Like {@link doIo}, but a signal interrupts the wait with `EINTR` (completions reaped so far
+   * come back from the next call). Not on poll queues. The runtime must catch the signal (a
+   * listener, e.g. `process.on("SIGINT", …)`), and it must reach the waiting thread: the kernel
+   * gives a signal sent to the process (`kill`) to the main thread, so it does not interrupt a
+   * wait in a Worker, nor in a test under `deno test`, which runs tests on another thread.
+   */
   doIoInterruptible(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
     const len = Array.isArray(out) ? out.length : 0;
     try {
@@ -319,7 +325,7 @@ export class Queue {
       }
       let remaining = -1;
       if (deadline >= 0) remaining = Math.max(0, Math.floor((deadline - performance.now()) * 1e6));
-      const r = dq.enter(want, remaining);
+      const r = dq.enter(want, remaining, intr);
       // Reap before looking at the result, so a failed wait never strands a completion.
       const m = dq.reap(out, n, max);
       if (m > n || r >= 0) {
@@ -331,6 +337,8 @@ export class Queue {
       if (n >= min && dq.pendingSubmit === 0) break;
       if (r < 0 && !(r === -EINTR && !intr) && !(r === -ETIME && n >= min)) {
         completions.unfill(out, n);
+        // A wait cut short by its timeout may come back as -EINTR (DriverQueue.enter).
+        if (r === -EINTR && deadline >= 0 && performance.now() >= deadline) throw this.#enterError(ETIME);
         throw this.#enterError(-r);
       }
       if (deadline >= 0 && n < min && performance.now() >= deadline) {

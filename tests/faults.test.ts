@@ -8,16 +8,19 @@
 // - the qemu-storage-daemon killed with SIGKILL while requests are in flight (device loss: the
 //   kernel aborts the FUSE connection, failing requests in flight with ECONNABORTED and later
 //   ones with ENOTCONN);
-// - a throttled export slower than the doIo timeout (ETIME, and no completion lost).
+// - a throttled export slower than the doIo timeout (ETIME, and no completion lost);
+// - a signal arriving while a wait on that slow export blocks (EINTR from doIoInterruptible,
+//   doIo waits on).
 // The Promise layer (`BlockDevice`) must reject with a BlkioError of the same code.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { atExit, skipIf } from "./_helpers.ts";
+import { atExit, RUNTIME, skipIf } from "./_helpers.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { Blkio, BlkioError, BlockDevice, type Completion, ERRNO, errnoName, type Queue } from "../mod.ts";
 
 const QSD = "qemu-storage-daemon";
@@ -572,6 +575,49 @@ for (const sqpoll of [false, true]) {
       } finally {
         b.destroy();
       }
+    },
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) A signal while a wait blocks.
+
+// The kernel reports a signal as -EINTR only when that io_uring_enter submitted nothing and the
+// CQ is empty; otherwise it returns the number submitted, or 0. The child's first wait submits
+// its reads in the same call, the second starts with completions already back: both must end in
+// EINTR, where they used to go on waiting (a plain ring swallowed every such signal). On an
+// SQPOLL ring an interruptible wait does not spin first, where a signal would go unnoticed.
+// A child, because a signal sent to a process interrupts its main thread, and `deno test` runs
+// the tests on another one.
+for (const sqpoll of [false, true]) {
+  const ring = sqpoll ? ", sqpoll ring" : "";
+  test(
+    ...skipIf(
+      `faults: a signal ends doIoInterruptible with EINTR; doIo waits through it, nothing lost${ring}`,
+      QSD_SKIP,
+    ),
+    () => {
+      const dir = scratch();
+      const d = startDaemon(dir, stampedImage(dir, 8 * MiB), { iops: 4 });
+      const script = fileURLToPath(new URL("./_signal_wait.ts", import.meta.url));
+      const runtime = RUNTIME === "deno"
+        ? [process.execPath, "run", "-A", script]
+        : [process.execPath, script];
+      const r = spawnSync(runtime[0], [...runtime.slice(1), d.mount, String(sqpoll)], {
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(r.signal, null, `the child was killed by ${r.signal}: ${r.stderr}`);
+      assert.equal(r.status, 0, r.stderr);
+      const seen = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+      // 8 reads at 4 IOPS take about 2 s; each signal is sent 300 ms into its wait.
+      for (const [i, round] of seen.interruptible.entries()) {
+        assert.equal(round.code, "EINTR", `interruptible wait ${i}: ${JSON.stringify(round)}`);
+        assert.ok(round.ms > 200 && round.ms < 1500, `interruptible wait ${i} ended after ${round.ms} ms`);
+      }
+      assert.deepEqual(seen.interruptible.length, 2);
+      assert.deepEqual(seen.doIo, { completed: 8, failed: [], wrongData: [], leftOver: 0 });
+      assert.ok(seen.handled > 0, "the child's SIGWINCH listener never ran");
     },
   );
 }

@@ -286,6 +286,15 @@ export class Ring {
     return Atomics.load(this.#cqTail, 0);
   }
 
+  /**
+   * How many CQEs wait in the CQ, by plain reads: for a count taken right after io_uring_enter
+   * returns, which cannot be older than what the kernel saw before returning (no engine moves a
+   * load above a native call). Reading CQE contents still needs cqTail()'s acquire load.
+   */
+  cqReady(): number {
+    return (this.#cqTail[0] - this.#cqHead[0]) >>> 0;
+  }
+
   /** Hands CQEs up to `head` back to the kernel. */
   setCqHead(head: number): void {
     Atomics.store(this.#cqHead, 0, head);

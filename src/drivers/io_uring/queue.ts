@@ -47,6 +47,7 @@ import {
 } from "../../uring/sqe.ts";
 import type { TargetInfo } from "./target_info.ts";
 
+const EINTR = 4;
 const EIO = 5;
 const EBADF = 9;
 const EINVAL = 22;
@@ -635,7 +636,7 @@ export class IoUringQueue implements DriverQueue {
     this.#free[this.#freeTop++] = slot;
   }
 
-  enter(minComplete: number, timeoutNs: number): number {
+  enter(minComplete: number, timeoutNs: number, interruptible = false): number {
     this.#flushResubmits();
     // Requests still parked for resubmission (the SQ was full when their first part completed)
     // count as in flight but the kernel does not have them: waiting for them would never end.
@@ -648,8 +649,10 @@ export class IoUringQueue implements DriverQueue {
     const flags = minComplete > 0 || this.isPollQueue || ring.deferTaskrun ? IORING_ENTER_GETEVENTS : 0;
     if (minComplete === 0 && !this.isPollQueue && ring.unsubmitted === 0) return 0;
     this.#waited = minComplete > 0;
-    if (ring.sqPoll && minComplete > 0) {
+    if (ring.sqPoll && minComplete > 0 && !interruptible) {
       // Publish the SQEs (waking the kernel thread if it sleeps), then spin before sleeping.
+      // Not for an interruptible wait: a signal handled while spinning would not end the sleep
+      // that follows.
       const pub = ring.enter(0, 0, -1);
       if (pub < 0) return pub;
       const spun = this.#spin(minComplete, timeoutNs);
@@ -657,7 +660,15 @@ export class IoUringQueue implements DriverQueue {
       if (timeoutNs >= 0) timeoutNs = Math.max(0, timeoutNs - spun);
     }
     const r = ring.enter(minComplete, flags, timeoutNs);
-    return r < 0 ? r : 0;
+    if (r < 0) return r;
+    // A wait that a signal or the timeout cut short does not always say so: the kernel returns
+    // the number submitted, or 0 when any CQE is there, and -EINTR / -ETIME only when it
+    // submitted nothing and the CQ is empty. Otherwise it returns only once `minComplete` CQEs
+    // are in the CQ (everything before was reaped), so fewer means cut short. Reported as
+    // -EINTR: doIo waits again, doIoInterruptible tells its caller, and the caller's deadline
+    // tells a timeout apart.
+    if (minComplete > 0 && ring.cqReady() < minComplete) return -EINTR;
+    return 0;
   }
 
   /**
