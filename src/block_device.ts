@@ -428,7 +428,9 @@ export class BlockDevice {
    * (a new region is added whenever the current ones are used up). It is aligned to
    * {@link bufAlignment}, and to the page size when `len` is a page or more. Allocate buffers
    * once and reuse them: their memory is only released by {@link close}, after which they are
-   * empty (length 0).
+   * empty (length 0). Buffers of up to half a MiB share one memory region: transferring one
+   * (`buffer.transfer()`, a `postMessage` transfer list) detaches the others with it. Memory
+   * transferred away is never unmapped (the library cannot see the buffer that now holds it).
    *
    * @example
    * ```ts
@@ -455,7 +457,9 @@ export class BlockDevice {
       : Math.max(64, this.#bufAlignment);
     if (len > REGION_SIZE / 2) return this.#region(len).bytes.subarray(0, len);
     let off = Math.ceil(this.#poolUsed / align) * align;
-    if (this.#pool === null || off + len > this.#pool.len) {
+    // A pool whose memory was transferred away (one of its buffers' `buffer.transfer()` or a
+    // postMessage transfer list detaches them all) has nothing left to carve from.
+    if (this.#pool === null || off + len > this.#pool.len || this.#pool.bytes.byteLength === 0) {
       this.#pool = this.#region(REGION_SIZE);
       off = 0;
     }

@@ -291,12 +291,22 @@ function sweepDeferred(): void {
   }
 }
 
-/** Detaches the region's `bytes`, unmaps its memory and closes its memfd. */
+/**
+ * Detaches the region's `bytes`, unmaps its memory and closes its memfd. A `bytes` someone else
+ * already detached was most likely transferred (`buffer.transfer()`, `postMessage` with a
+ * transfer list): the engines move such memory, not copy it, so another ArrayBuffer the library
+ * cannot see still points at it, and unmapping would leave that buffer on nothing (a segfault on
+ * its next access, on both runtimes). That mapping is kept for the life of the process.
+ */
 function release(region: MemoryRegion, a: Allocation): void {
   const n = a.native;
-  // Detach the JS view first, so later access sees an empty buffer instead of unmapped memory.
   const ab = region.bytes.buffer as ArrayBuffer;
-  if (!(ab as { detached?: boolean }).detached) ab.transfer(0);
+  if ((ab as { detached?: boolean }).detached) {
+    closeFd(n, a.fd);
+    return;
+  }
+  // Detach the JS view first, so later access sees an empty buffer instead of unmapped memory.
+  ab.transfer(0);
   n.libc.munmap(a.addr, BigInt(a.len));
   closeFd(n, a.fd);
 }

@@ -269,6 +269,28 @@ test("BlockDevice: allocBuffer() returns aligned buffers from mapped regions, gr
   await dev.read(0, big);
 });
 
+// A buffer's memory moved by ArrayBuffer.prototype.transfer lives on in the new ArrayBuffer: close()
+// unmapped it anyway (a segfault on the next access, both runtimes), and the pool it was carved
+// from, detached with it, made every later small allocBuffer() throw a TypeError.
+test("BlockDevice: a transferred buffer stays usable after close; allocBuffer() goes on", async () => {
+  const data = stamped(4, 4096);
+  pwrite(DIRECT.path, 0, data);
+  const dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  const buf = dev.allocBuffer(4096), other = dev.allocBuffer(4096);
+  await dev.read(0, buf);
+  const moved = new Uint8Array((buf.buffer as ArrayBuffer).transfer(), buf.byteOffset, 4096);
+  assert.equal(other.byteLength, 0, "the pool's other buffers are detached with it");
+  assert.deepEqual(moved, data.subarray(0, 4096));
+  const fresh = dev.allocBuffer(4096);
+  assert.equal(fresh.byteLength, 4096);
+  await dev.read(4096, fresh);
+  assert.deepEqual(fresh, data.subarray(4096, 8192));
+  await dev.close();
+  assert.equal(fresh.byteLength, 0, "close() empties the buffers it still owns");
+  assert.deepEqual(moved, data.subarray(0, 4096), "the transferred memory is still mapped");
+  moved.fill(9);
+});
+
 test("BlockDevice: an already aborted signal rejects at once and submits nothing", async () => {
   await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
   const buf = dev.allocBuffer(4096);

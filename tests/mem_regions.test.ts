@@ -370,6 +370,33 @@ test("free-mem-region: bytes are empty after free and refused as a buffer", () =
   assertErrno(() => b.freeMemRegion(r), "EINVAL");
 });
 
+// ArrayBuffer.prototype.transfer moves a region's memory into a new ArrayBuffer, which the
+// library cannot see: unmapping it on free or destroy left that buffer on unmapped memory, and
+// its next access was a segfault on both runtimes.
+test("free-mem-region: memory transferred to another ArrayBuffer stays usable after free and destroy", () => {
+  const b = startOn(FILE);
+  const q = b.getQueue(0)!;
+  const freed = b.allocMemRegion(8192), kept = b.allocMemRegion(8192);
+  const moved = [freed, kept].map((r, i) => {
+    r.bytes.fill(0x30 + i);
+    return new Uint8Array((r.bytes.buffer as ArrayBuffer).transfer());
+  });
+  assert.equal(freed.bytes.byteLength, 0, "transfer detaches the region's own bytes");
+  b.freeMemRegion(freed);
+  b.destroy();
+  for (const [i, m] of moved.entries()) {
+    assert.equal(m.byteLength, 8192);
+    assert.ok(m.every((x) => x === 0x30 + i), `region ${i}: its data is still there`);
+    m.fill(0x7f); // writable too
+  }
+  // And a new instance's regions get memory of their own.
+  using b2 = startOn(FILE);
+  const r2 = b2.allocMemRegion(8192);
+  r2.bytes.fill(1);
+  assert.ok(moved[0].every((x) => x === 0x7f) && moved[1].every((x) => x === 0x7f));
+  assertErrno(() => q.read(0, moved[0]), "EBADF");
+});
+
 test("free-mem-region: a foreign region → EINVAL", () => {
   using a = connectTo(FILE);
   using b = connectTo(FILE);
