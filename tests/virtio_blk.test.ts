@@ -853,6 +853,14 @@ vtest("map-mem-region: caller-built memfd regions (fd offset, fd closed after ma
   b.unmapMemRegion(a.region);
   const gone = one(q, (ud) => q.read(0, a.region.bytes.subarray(0, 512), ud), "after unmap");
   assert.equal(gone.ret, EINVAL);
+  // A second ArrayBuffer over a mapped region's memory is refused: unmapping the region would
+  // not see requests through it, and the back-end wrote their data into the next region mapped.
+  b.mapMemRegion(a.region);
+  const alias = new Uint8Array(native!.view(native!.addressOf(a.region.bytes.buffer as ArrayBuffer), 2 * PAGE));
+  const viaAlias = one(q, (ud) => q.read(0, alias.subarray(0, PAGE), ud), "through another ArrayBuffer");
+  assert.equal(viaAlias.ret, EINVAL);
+  assert.match(viaAlias.errorMsg ?? "", /view of the bytes of a region/);
+  b.unmapMemRegion(a.region);
   // needs-mem-region-fd: a region without an fd cannot be shared.
   const noFd: MemoryRegion = { bytes: new Uint8Array(new ArrayBuffer(PAGE)), len: PAGE, fd: -1, fdOffset: 0 };
   assertErrno(() => b.mapMemRegion(noFd), "EINVAL", /fd/);

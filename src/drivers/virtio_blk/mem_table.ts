@@ -43,21 +43,28 @@ export class MemTable {
   }
 
   /**
-   * Whether `[addr, addr + len)` lies inside one recorded range whose memory JS has not detached
-   * (transferred away while mapped): the back-end still maps the old memory, and whatever is
-   * at that address since is not it.
+   * Whether `[addr, addr + len)`, the memory of a view of `buffer`, lies inside one recorded
+   * range and `buffer` is that region's own ArrayBuffer, not detached (transferred away while
+   * mapped). Whether a region's memory is still in use is asked by ArrayBuffer (a request keeps
+   * its views); a second ArrayBuffer over the same memory (two views a caller made of one
+   * mapping) would escape that, and unmapping the region with requests through it in flight
+   * lets the back-end write their data into whatever region is mapped next.
    */
-  contains(addr: number, len: number): boolean {
+  contains(buffer: ArrayBufferLike, addr: number, len: number): boolean {
     const end = addr + len;
     const l = this.#last;
-    if (l >= 0 && addr >= this.#starts[l] && end <= this.#ends[l]) return this.#buffers[l].byteLength !== 0;
+    if (l >= 0 && addr >= this.#starts[l] && end <= this.#ends[l]) return this.#isOwn(l, buffer);
     for (let i = 0; i < this.#starts.length; i++) {
       if (addr >= this.#starts[i] && end <= this.#ends[i]) {
         this.#last = i;
-        return this.#buffers[i].byteLength !== 0;
+        return this.#isOwn(i, buffer);
       }
     }
     return false;
+  }
+
+  #isOwn(i: number, buffer: ArrayBufferLike): boolean {
+    return this.#buffers[i] === buffer && buffer.byteLength !== 0;
   }
 
   #rebuild(): void {

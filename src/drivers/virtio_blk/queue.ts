@@ -322,11 +322,11 @@ export class VirtioBlkQueue implements DriverQueue {
     if (len > U32_MAX || (max > 0 && len > max)) {
       return this.#fail(EINVAL, `a buffer of ${len} bytes exceeds max-segment-len (${max || U32_MAX})`);
     }
-    if (!this.#mem.contains(bufferAddress(this.#native, b), len)) {
+    if (!this.#mem.contains(bufferOf(b), bufferAddress(this.#native, b), len)) {
       return this.#fail(
         EINVAL,
-        "buffer is not inside a mapped memory region: virtio-blk-vhost-user needs every buffer in a region " +
-          "passed to mapMemRegion (needs-mem-regions is true)",
+        "buffer is not inside a mapped memory region: virtio-blk-vhost-user needs every buffer to be a view " +
+          "of the bytes of a region passed to mapMemRegion (needs-mem-regions is true)",
       );
     }
     return 0;
