@@ -16,6 +16,7 @@ import {
   ReqFlags,
 } from "../mod.ts";
 import { native } from "../ffi/load.ts";
+import process from "node:process";
 import { cString } from "../src/sys.ts";
 import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
 import { assertErrno, pread, pwrite, skipIf } from "./_helpers.ts";
@@ -856,7 +857,9 @@ vtest("map-mem-region: caller-built memfd regions (fd offset, fd closed after ma
   // A second ArrayBuffer over a mapped region's memory is refused: unmapping the region would
   // not see requests through it, and the back-end wrote their data into the next region mapped.
   b.mapMemRegion(a.region);
-  const alias = new Uint8Array(native!.view(native!.addressOf(a.region.bytes.buffer as ArrayBuffer), 2 * PAGE));
+  const alias = new Uint8Array(
+    native!.view(native!.addressOf(a.region.bytes.buffer as ArrayBuffer), 2 * PAGE),
+  );
   const viaAlias = one(q, (ud) => q.read(0, alias.subarray(0, PAGE), ud), "through another ArrayBuffer");
   assert.equal(viaAlias.ret, EINVAL);
   assert.match(viaAlias.errorMsg ?? "", /view of the bytes of a region/);
@@ -1166,6 +1169,26 @@ vtest("back-end killed while idle: application polling notices, a blocking wait 
       b.destroy();
       exp.stop();
     }
+  }
+});
+
+// Stopping each queue waits for the back-end's acknowledgement; one that stopped answering made
+// destroy() and removeQueue() wait out the connection's 10 s reply timeout.
+vtest("a back-end that stopped answering: destroy() returns within seconds", () => {
+  const exp = startExport({ size: MiB, numQueues: 2 });
+  const b = create(exp);
+  b.connect();
+  b.setInt("num-queues", 2);
+  b.start();
+  process.kill(exp.pid, "SIGSTOP");
+  try {
+    const t0 = performance.now();
+    b.destroy();
+    const ms = performance.now() - t0;
+    assert.ok(ms < 3000, `destroy took ${ms.toFixed(0)} ms`);
+  } finally {
+    process.kill(exp.pid, "SIGCONT");
+    exp.stop();
   }
 });
 

@@ -44,6 +44,8 @@ const K = State.Connected;
 const INT_MAX = 2147483647;
 const QUEUE_SIZE_DEFAULT = 256;
 const F_DUPFD_CLOEXEC = 1030;
+/** How long stopping a queue waits for the back-end's acknowledgement (see #stopVring). */
+const STOP_TIMEOUT_MS = 1000;
 
 /**
  * @internal Protocol features connect() does not negotiate even when offered. Tests set it to
@@ -319,9 +321,12 @@ export class VirtioBlkVhostUserDriver implements Driver {
     if (c === null || c.conn.brokenReason !== null) return;
     if ((c.features & featureBit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) === 0n) return;
     try {
-      c.conn.setVringEnable(index, false);
+      // Briefly: this runs in destroy() and removeQueue(), which must not hang on a back-end that
+      // stopped answering (the default 10 s wait made destroy() take 10 s). A timeout marks the
+      // connection broken, so the other queues do not wait again.
+      c.conn.setVringEnable(index, false, STOP_TIMEOUT_MS);
     } catch {
-      // The back-end is gone: nothing left to stop.
+      // The back-end is gone or silent: nothing left to stop.
     }
   }
 
