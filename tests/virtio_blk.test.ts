@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readlinkSync } from "node:fs";
+import { spawn } from "node:child_process";
 import {
   Blkio,
   BlkioError,
@@ -290,8 +291,9 @@ vtest(
       assert.ok(r.bytes.every((x) => x === 0x5a), "the reads landed in their buffers");
       b.unmapMemRegion(r);
       b.mapMemRegion(r);
-      // A queue removed with requests in flight leaves their memory to the back-end for good.
-      q1.read(0, r.bytes.subarray(0, PAGE), "dropped");
+      // A queue removed with requests the back-end still has after a second (40 reads at 20
+      // IOPS) leaves their memory to it for good.
+      for (let i = 0; i < 40; i++) q1.read(i * PAGE, r.bytes.subarray(0, PAGE), i);
       assert.equal(q1.doIo([], 0, 0), 0);
       b.removeQueue(1);
       assertErrno(() => b.unmapMemRegion(r), "EBUSY");
@@ -305,6 +307,29 @@ vtest(
       b.destroy();
       exp.stop();
     }
+  },
+);
+
+// destroy() and removeQueue() abandoned the memory of every request of the queue, even of those
+// the back-end never got or had already returned: each such region stayed mapped (and its memfd
+// open) for the life of the process.
+vtest(
+  "destroy and removeQueue let go of requests the back-end never got or returned: regions are freed",
+  () => {
+    const b = start({ numQueues: 2 });
+    const [q0, q1] = [b.getQueue(0)!, b.getQueue(1)!];
+    const queued = b.allocMemRegion(PAGE), returned = b.allocMemRegion(PAGE);
+    b.mapMemRegion(queued);
+    b.mapMemRegion(returned);
+    q1.read(0, queued.bytes, "never submitted");
+    b.removeQueue(1);
+    b.unmapMemRegion(queued);
+    b.freeMemRegion(queued);
+    assert.equal(queued.bytes.byteLength, 0, "freed");
+    q0.read(0, returned.bytes, "submitted");
+    assert.equal(q0.doIo([], 0, 0), 0); // the back-end has it now and answers at once
+    b.destroy();
+    assert.equal(returned.bytes.byteLength, 0, "destroy() freed the region of a request that came back");
   },
 );
 
@@ -1058,6 +1083,34 @@ vtest("BlockDevice: promise I/O over vhost-user, thousands in flight", async () 
 });
 
 // --- the back-end dying ----------------------------------------------------------------------
+
+// A wait that saw the hang-up failed every request in flight, among them those the back-end had
+// returned just before it died (their data in place): -EIO for a read that succeeded.
+vtest("back-end killed during a wait: a request it returned before dying completes with 0", () => {
+  const exp = startExport({ size: 8 * MiB, iops: 4, fill: (d) => d.fill(0x5a) });
+  const b = start({ exp });
+  try {
+    const q = b.getQueue(0)!;
+    const mem = mapped(b, 2 * PAGE);
+    mem.fill(0);
+    q.read(0, mem.subarray(0, PAGE), "first"); // back at once
+    q.read(MiB, mem.subarray(PAGE), "second"); // held back by the 4 IOPS limit (~150 ms)
+    // SIGKILL from another process 100 ms into the wait for both.
+    spawn("sh", ["-c", `sleep 0.1; kill -9 ${exp.pid}`], { stdio: "ignore" });
+    const out: Completion[] = [];
+    let n = 0;
+    while (n < 2) n = q.doIo(out, 2, 2, 10_000_000_000n);
+    const byName = new Map(out.slice(0, 2).map((c) => [c.userData, c]));
+    assert.equal(byName.get("first")!.ret, 0, `first: ${byName.get("first")!.errorMsg}`);
+    assert.ok(mem.subarray(0, PAGE).every((x) => x === 0x5a), "its data");
+    const second = byName.get("second")!;
+    assert.ok(second.ret === 0 || second.ret === EIO, `second: ${second.ret}`);
+    if (second.ret === 0) assert.ok(mem.subarray(PAGE).every((x) => x === 0x5a));
+  } finally {
+    b.destroy();
+    exp.stop();
+  }
+});
 
 vtest(
   "back-end killed mid-run: requests in flight fail with EIO, new ones fail at once, nothing hangs",

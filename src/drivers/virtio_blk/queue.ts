@@ -54,6 +54,8 @@ const CONTINUED = 1;
 const STATUS_UNSET = 0xff;
 /** How often (ms) a queue that is not waiting looks for a back-end hang-up. */
 const HANGUP_CHECK_MS = 100;
+/** How long destroy() waits for the requests the back-end has (as the io_uring driver does). */
+const DESTROY_DRAIN_MS = 1000;
 
 /** What a queue needs to know of the device (fixed at start). */
 export interface VirtioDeviceInfo {
@@ -448,25 +450,31 @@ export class VirtioBlkQueue implements DriverQueue {
       if (status === BlkStatus.IOERR) return this.#fail(EIO, "the device reported an I/O error");
       return this.#fail(EIO, `the device returned an invalid status (${status})`);
     }
+    if (!this.#hasNextStep(slot)) return 0;
     const op = this.#op[slot];
-    if (this.#phase[slot] === 0) {
-      let more = false;
-      if (op === Op.WriteZeroes || op === Op.Discard) {
-        this.#done[slot] += this.#chunk[slot];
-        more = this.#done[slot] < this.#len[slot];
-      }
-      const fuaOp = op === Op.Write || op === Op.Writev || op === Op.WriteZeroes;
-      if (!more && fuaOp && (this.#flags[slot] & ReqFlags.FUA) !== 0 && this.#dev.flush) {
-        this.#phase[slot] = 1;
-        more = true;
-      }
-      if (more) {
-        if (this.#cancelled[slot]) return this.#fail(ECANCELED, "request cancelled before it completed");
-        this.#continue(slot);
-        return CONTINUED;
-      }
+    if (op === Op.WriteZeroes || op === Op.Discard) this.#done[slot] += this.#chunk[slot];
+    if (this.#done[slot] >= this.#len[slot] || (op !== Op.WriteZeroes && op !== Op.Discard)) {
+      this.#phase[slot] = 1; // the rest is the flush that makes it FUA
     }
-    return 0;
+    if (this.#cancelled[slot]) return this.#fail(ECANCELED, "request cancelled before it completed");
+    this.#continue(slot);
+    return CONTINUED;
+  }
+
+  /**
+   * Whether request `slot`, whose current step succeeded, has another: the next chunk of a
+   * discard or write zeroes, or the flush after a FUA write.
+   */
+  #hasNextStep(slot: number): boolean {
+    if (this.#phase[slot] !== 0) return false;
+    const op = this.#op[slot];
+    if (
+      (op === Op.WriteZeroes || op === Op.Discard) && this.#done[slot] + this.#chunk[slot] < this.#len[slot]
+    ) {
+      return true;
+    }
+    const fuaOp = op === Op.Write || op === Op.Writev || op === Op.WriteZeroes;
+    return fuaOp && (this.#flags[slot] & ReqFlags.FUA) !== 0 && this.#dev.flush;
   }
 
   #continue(slot: number): void {
@@ -500,9 +508,33 @@ export class VirtioBlkQueue implements DriverQueue {
     this.#broken ??= `vhost-user back-end disconnected: ${this.#conn.brokenReason ?? reason}`;
   }
 
-  /** Completes every request in flight with -EIO (the back-end will never return them). */
+  /**
+   * Completes every request in flight with -EIO (the back-end will never return them), after
+   * those it did return before it went away: they get what it said, not -EIO.
+   */
   #failAll(): void {
     const msg = this.#broken ?? "vhost-user back-end disconnected";
+    for (;;) {
+      let head: number;
+      try {
+        head = this.#vq.popUsed();
+      } catch {
+        break; // a corrupted ring: nothing in it can be trusted
+      }
+      if (head < 0) break;
+      const slot = this.#headSlot[head];
+      this.#headSlot[head] = -1;
+      if (slot < 0 || this.#used[slot] === 0) continue;
+      this.#inRing[slot] = 0;
+      this.#ringCount--;
+      const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
+      // A step other than the last that succeeded leaves the request unfinished: -EIO below.
+      if (status === BlkStatus.OK && this.#hasNextStep(slot)) continue;
+      const ret = this.#finish(slot, status);
+      const ud = this.#ud[slot];
+      this.#release(slot);
+      this.completions.push(ud, ret, ret === 0 ? null : this.#why);
+    }
     for (let s = 0; s < this.#cap; s++) {
       if (this.#used[s] === 0) continue;
       const ud = this.#ud[s];
@@ -654,13 +686,39 @@ export class VirtioBlkQueue implements DriverQueue {
   }
 
   /**
-   * Stops the virtqueue. Requests in flight are dropped, and their buffers abandoned: the
-   * back-end may still write into that shared memory, so it must never be unmapped or freed
-   * (and reused) after this.
+   * Stops the virtqueue; its requests are dropped without completions. What the back-end never
+   * saw (chains not yet published, next steps waiting for descriptors) is let go at once. The
+   * rest get up to a second to come back, without starting any further step; the buffers of
+   * those still out are abandoned: the back-end may yet write into that shared memory, so it
+   * must never be unmapped or freed (and reused). Abandoning everything, as before, kept every
+   * region a queued request touched mapped for the life of the process.
    */
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
+    const vq = this.#vq;
+    for (const head of vq.unpublishedHeads()) this.#dropHead(head);
+    while (this.#resubmitCount > 0) {
+      this.#release(this.#resubmit[this.#resubmitHead]);
+      this.#resubmitHead = (this.#resubmitHead + 1) % this.#cap;
+      this.#resubmitCount--;
+    }
+    // Chains the back-end has: wait for them while it answers (not when it is gone: then nothing
+    // comes back, and a corrupted ring cannot be trusted).
+    const deadline = performance.now() + DESTROY_DRAIN_MS;
+    while (this.#ringCount > 0 && this.#broken === null && this.#conn.brokenReason === null) {
+      let head: number;
+      try {
+        head = vq.popUsed();
+      } catch {
+        break;
+      }
+      if (head >= 0) {
+        this.#dropHead(head);
+        continue;
+      }
+      if (performance.now() >= deadline || this.#wait(1, deadline) < 0 || this.#broken !== null) break;
+    }
     for (let s = 0; s < this.#cap; s++) {
       if (this.#used[s] === 0) continue;
       abandon(this.#buf[s], this.#iov[s]);
@@ -671,6 +729,16 @@ export class VirtioBlkQueue implements DriverQueue {
     this.#onDestroy(this.index);
     closeFd(this.#native, this.#kickFd);
     closeFd(this.#native, this.#callFd);
+  }
+
+  /** Lets go of the request whose chain starts at `head`, which the back-end no longer has. */
+  #dropHead(head: number): void {
+    const slot = this.#headSlot[head];
+    this.#headSlot[head] = -1;
+    if (slot < 0 || this.#used[slot] === 0) return;
+    this.#inRing[slot] = 0;
+    this.#ringCount--;
+    this.#release(slot);
   }
 }
 

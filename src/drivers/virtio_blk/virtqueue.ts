@@ -195,6 +195,15 @@ export class SplitVirtqueue {
     return head;
   }
 
+  /** The chain heads added to the available ring but not published: the device never saw them. */
+  unpublishedHeads(): number[] {
+    const heads: number[] = [];
+    for (let i = this.#published; i !== this.#availIdx; i = (i + 1) & 0xffff) {
+      heads.push(this.#avail[2 + (i & this.#mask)]);
+    }
+    return heads;
+  }
+
   /** Asks the device for (or not for) used-buffer notifications; advisory. */
   setInterrupts(enabled: boolean): void {
     Atomics.store(this.#avail, 0, enabled ? 0 : AVAIL_F_NO_INTERRUPT);
