@@ -98,7 +98,14 @@ function flagsOf(
   if (opts === undefined || opts === null) return 0;
   let flags = 0;
   for (const [name, bit] of names) {
-    const v = opts[name];
+    let v: unknown;
+    try {
+      v = opts[name]; // a getter may throw: the request rejects, as for every other bad option
+    } catch (e) {
+      return e instanceof BlkioError
+        ? e
+        : BlkioError.of("EINVAL", `Option ${name} could not be read: ${e}`, { cause: e });
+    }
     if (v === true) flags |= bit;
     else if (v !== undefined && v !== false) {
       return BlkioError.of("EINVAL", `Option ${name} must be a boolean: received ${describe(v)}`);
@@ -540,10 +547,21 @@ export class BlockDevice {
     flags: number,
     opts: RequestOptions | undefined,
   ): Promise<void> {
-    if (this.#closing) return Promise.reject(closedError());
+    // Everything that can run the caller's code (option getters, an iovecs Proxy) runs before
+    // the closed check: a getter that calls close() must not get a request past it, into a
+    // queue close() is about to destroy (it would never settle).
     let signal: AbortSignal | null = null;
     if (opts !== undefined && opts !== null) {
-      const sig = opts.signal;
+      let sig: unknown;
+      try {
+        sig = opts.signal;
+      } catch (e) {
+        return Promise.reject(
+          e instanceof BlkioError
+            ? e
+            : BlkioError.of("EINVAL", `Option signal could not be read: ${e}`, { cause: e }),
+        );
+      }
       if (sig !== undefined && sig !== null) {
         if (!(sig instanceof AbortSignal)) {
           return Promise.reject(
@@ -558,9 +576,12 @@ export class BlockDevice {
     try {
       // Checked here so the error names this API's parameter (the queue calls it `start`).
       start = toOffset("offset", offset);
+      // A plain copy: the queue then reads no element through the caller's code.
+      if ((op === OP_READV || op === OP_WRITEV) && Array.isArray(arg)) arg = Array.prototype.slice.call(arg);
     } catch (e) {
       return Promise.reject(e);
     }
+    if (this.#closing) return Promise.reject(closedError());
     const qi = this.#qs.length === 1 ? 0 : this.#pick();
     const s = this.#qs[qi];
     const id = this.#freeIds.length > 0 ? this.#freeIds.pop()! : this.#newId();

@@ -291,6 +291,63 @@ test("BlockDevice: a transferred buffer stays usable after close; allocBuffer() 
   moved.fill(9);
 });
 
+// Option getters and an iovecs Proxy run the caller's code inside the call. One that called
+// close() got its request past the closed check into a queue close() then destroyed: the promise
+// never settled. A getter that threw made read() and write() throw instead of rejecting.
+test("BlockDevice: a getter that closes the device or throws makes the request reject, never hang", async () => {
+  const path = scratchFile(65536, 5);
+  const settled = async (p: Promise<void>) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve("pending"), 5000)));
+    const r = await Promise.race([p.then(() => "resolved", (e) => (e as BlkioError).code), late]);
+    clearTimeout(timer);
+    return r;
+  };
+  for (const make of ["signal getter", "fua getter", "iovecs proxy"]) {
+    const dev = await BlockDevice.open(path);
+    let closing: Promise<void> | null = null;
+    const closeNow = () => void (closing ??= dev.close());
+    const buf = new Uint8Array(4096);
+    const p = make === "signal getter"
+      ? dev.read(0, buf, {
+        get signal() {
+          closeNow();
+          return undefined;
+        },
+      })
+      : make === "fua getter"
+      ? dev.write(0, buf, {
+        get fua() {
+          closeNow();
+          return false;
+        },
+      })
+      : dev.readv(0, new Proxy([buf], { get: (t, k) => (closeNow(), Reflect.get(t, k)) }));
+    assert.equal(await settled(p), "EBADF", make);
+    await closing;
+  }
+  const dev = await BlockDevice.open(path);
+  const boom = {
+    get signal(): AbortSignal {
+      throw new Error("boom");
+    },
+  };
+  let result: unknown;
+  try {
+    result = await settled(dev.read(0, new Uint8Array(4096), boom));
+  } catch (e) {
+    result = `threw ${e}`;
+  }
+  assert.equal(result, "EINVAL");
+  const boomFua = {
+    get fua(): boolean {
+      throw new Error("boom");
+    },
+  };
+  assert.equal(await settled(dev.write(0, new Uint8Array(4096), boomFua)), "EINVAL");
+  await dev.close();
+});
+
 test("BlockDevice: an already aborted signal rejects at once and submits nothing", async () => {
   await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
   const buf = dev.allocBuffer(4096);
