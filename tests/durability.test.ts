@@ -13,10 +13,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { cleanupAll, RUNTIME, scratchFile } from "./_helpers.ts";
+import { cleanupAll, loopUnavailableReason, RUNTIME, scratchFile, scratchLoop, skipIf } from "./_helpers.ts";
+import { Blkio, type Completion, ReqFlags } from "../mod.ts";
 import {
   DURABLE_BLOCK,
   DURABLE_FLUSH_BLOCKS,
@@ -88,6 +89,56 @@ for (const mode of ["buffered", "direct"] as const) {
       assert.deepEqual(got, durablePattern(i), `block ${i} (${i < DURABLE_FUA_BLOCKS ? "FUA" : "flushed"})`);
     }
   });
+}
+
+// The test above cannot tell whether FUA or a flush reached the device: a killed process loses
+// no page-cache data either way. A loop device counts the flushes it completes (field 16 of
+// /sys/block/loopN/stat): each FUA request and each flush must raise it, a plain write must not.
+const LOOP_SKIP = loopUnavailableReason();
+
+function flushesOf(dev: string): number {
+  const fields = readFileSync(`/sys/block/${basename(dev)}/stat`, "utf8").trim().split(/\s+/);
+  assert.ok(fields.length >= 17, `no flush counter in /sys/block/${basename(dev)}/stat (Linux < 5.5)`);
+  return Number(fields[15]);
+}
+
+for (const direct of [true, false]) {
+  const mode = direct ? "direct" : "buffered";
+  test(
+    ...skipIf(
+      `durability: FUA writes, FUA write zeroes and flushes reach the device as flushes [${mode}]`,
+      LOOP_SKIP,
+    ),
+    () => {
+      const dev = scratchLoop(4 * 1024 * 1024);
+      using b = Blkio.create("io_uring");
+      b.setStr("path", dev);
+      b.setBool("direct", direct);
+      b.connect();
+      b.start();
+      const q = b.getQueue(0)!;
+      const region = b.allocMemRegion(8192);
+      b.mapMemRegion(region);
+      const block = region.bytes.subarray(0, 4096).fill(0x42);
+      const cases: [string, (ud: string) => void, boolean][] = [
+        ["plain write", (ud) => q.write(0, block, ud), false],
+        ["FUA write", (ud) => q.write(4096, block, ud, ReqFlags.FUA), true],
+        ["FUA writev", (ud) => q.writev(8192, [block], ud, ReqFlags.FUA), true],
+        ["flush", (ud) => q.flush(ud), true],
+        ["FUA write zeroes", (ud) => q.writeZeroes(65536, 4096, ud, ReqFlags.FUA), true],
+      ];
+      for (const [what, submit, flushes] of cases) {
+        const before = flushesOf(dev);
+        submit(what);
+        const out: Completion[] = [];
+        assert.equal(q.doIo(out, 1, 1, 10_000_000_000n), 1);
+        assert.equal(out[0].ret, 0, `${what}: ${out[0].errorMsg}`);
+        const delta = flushesOf(dev) - before;
+        if (flushes) assert.ok(delta >= 1, `${what}: the device saw no flush`);
+        else assert.equal(delta, 0, `${what}: the device saw ${delta} flushes`);
+      }
+    },
+  );
 }
 
 test("durability: cleanup scratch files", () => cleanupAll());
