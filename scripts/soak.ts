@@ -52,6 +52,8 @@ export interface SoakOptions {
 /** The figures of one target. */
 export interface TargetReport {
   target: string;
+  /** The seed of this target's request stream (rerun with it to repeat a failure). */
+  seed: number;
   requests: number;
   reads: number;
   writes: number;
@@ -218,6 +220,7 @@ function soakTarget(
   const blocks = size / BLOCK;
   const report: TargetReport = {
     target: t.name,
+    seed,
     requests: 0,
     reads: 0,
     writes: 0,
@@ -244,10 +247,17 @@ function soakTarget(
     b.start();
     const q = b.getQueue(0)!;
 
-    // Fixed resources: one 128 KiB buffer per possible request, and completion objects.
+    // Fixed resources: one 128 KiB buffer per possible request, and completion objects. Every
+    // third slot's buffer is in a region that is not mapped, so single-buffer requests take the
+    // plain READ/WRITE path too, not only the registered-buffer one (both aligned for O_DIRECT).
     const region = b.allocMemRegion(MAX_DEPTH * MAX_BLOCKS * BLOCK);
     b.mapMemRegion(region);
-    const words = new Uint32Array(region.bytes.buffer, region.bytes.byteOffset, region.len / 4);
+    const plain = b.allocMemRegion(MAX_DEPTH * MAX_BLOCKS * BLOCK);
+    const regionOf = (slot: number) => slot % 3 === 2 ? plain : region;
+    const wordsIn = [region, plain].map((r) =>
+      new Uint32Array(r.bytes.buffer, r.bytes.byteOffset, r.len / 4)
+    );
+    const wordsOf = (slot: number) => wordsIn[slot % 3 === 2 ? 1 : 0];
     const out: Completion[] = Array.from(
       { length: MAX_DEPTH },
       () => ({ userData: 0, ret: 0, errorMsg: null }),
@@ -270,7 +280,7 @@ function soakTarget(
     let inFlight = 0;
 
     const bytesOf = (slot: number, n: number): Uint8Array =>
-      region.bytes.subarray(slot * MAX_BLOCKS * BLOCK, slot * MAX_BLOCKS * BLOCK + n * BLOCK);
+      regionOf(slot).bytes.subarray(slot * MAX_BLOCKS * BLOCK, slot * MAX_BLOCKS * BLOCK + n * BLOCK);
     const split = (buf: Uint8Array, n: number): Uint8Array[] => {
       // 2 to 4 iovecs on 4 KiB boundaries.
       const parts = Math.min(n, 2 + random(3));
@@ -287,7 +297,7 @@ function soakTarget(
     const submitWrite = (slot: number, start: number, n: number): void => {
       const g = nextGen++;
       const base = slot * MAX_BLOCKS * WORDS;
-      for (let i = 0; i < n; i++) stamp(words, base + i * WORDS, start + i, g);
+      for (let i = 0; i < n; i++) stamp(wordsOf(slot), base + i * WORDS, start + i, g);
       for (let i = 0; i < n; i++) busy[start + i] = -1;
       kind[slot] = 2;
       first[slot] = start;
@@ -312,6 +322,11 @@ function soakTarget(
     const complete = (c: Completion): void => {
       const slot = c.userData as number;
       const k = kind[slot], start = first[slot], n = count[slot];
+      if (k === 0) {
+        // Nothing of this slot is in flight: the library reported a completion twice.
+        problem(`completion of slot ${slot} with nothing in flight there (reported twice?)`, true);
+        return;
+      }
       if (c.ret !== 0) {
         problem(
           `${["", "read", "write", "flush"][k]} at block ${start} x${n}: ret ${c.ret} ${c.errorMsg}`,
@@ -322,7 +337,7 @@ function soakTarget(
         const base = slot * MAX_BLOCKS * WORDS;
         for (let i = 0; i < n; i++) {
           if (c.ret === 0) {
-            const why = check(words, base + i * WORDS, start + i, gens[start + i]);
+            const why = check(wordsOf(slot), base + i * WORDS, start + i, gens[start + i]);
             if (why !== null) problem(why, true);
             report.blocksVerified++;
           }
@@ -419,6 +434,9 @@ function soakTarget(
     report.requests -= Math.ceil(blocks / MAX_BLOCKS);
     report.reads -= Math.ceil(blocks / MAX_BLOCKS);
     report.bytes -= size;
+    // Everything was reaped: a completion still to come was reported twice or made up.
+    const extra = q.doIo(out, 0, MAX_DEPTH);
+    if (extra !== 0) problem(`${extra} completions after every request had completed`, true);
     b.unmapMemRegion(region);
     verifyByFs(t.backing, blocks, gens, report, problem);
   } finally {
