@@ -14,6 +14,7 @@ import {
   existsSync,
   mkdtempSync,
   openSync,
+  readFileSync,
   readSync,
   rmSync,
   writeFileSync,
@@ -145,6 +146,17 @@ export function scratchLoop(size = 8 * 1024 * 1024): string {
   }).trim();
   cleanups.push(() => execFileSync("losetup", ["-d", dev], { stdio: "ignore" }));
   return dev;
+}
+
+/**
+ * How many flushes block device `dev` has completed (field 16 of /sys/block/<dev>/stat, Linux
+ * 5.5 and later): whether FUA and flush requests reached the device shows nowhere else.
+ */
+export function loopFlushes(dev: string): number {
+  const name = dev.slice(dev.lastIndexOf("/") + 1);
+  const fields = readFileSync(`/sys/block/${name}/stat`, "utf8").trim().split(/\s+/);
+  if (fields.length < 17) throw new Error(`no flush counter in /sys/block/${name}/stat (Linux < 5.5)`);
+  return Number(fields[15]);
 }
 
 /**

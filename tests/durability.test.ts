@@ -13,10 +13,18 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { cleanupAll, loopUnavailableReason, RUNTIME, scratchFile, scratchLoop, skipIf } from "./_helpers.ts";
+import {
+  cleanupAll,
+  loopFlushes,
+  loopUnavailableReason,
+  RUNTIME,
+  scratchFile,
+  scratchLoop,
+  skipIf,
+} from "./_helpers.ts";
 import { Blkio, type Completion, ReqFlags } from "../mod.ts";
 import {
   DURABLE_BLOCK,
@@ -96,12 +104,6 @@ for (const mode of ["buffered", "direct"] as const) {
 // /sys/block/loopN/stat): each FUA request and each flush must raise it, a plain write must not.
 const LOOP_SKIP = loopUnavailableReason();
 
-function flushesOf(dev: string): number {
-  const fields = readFileSync(`/sys/block/${basename(dev)}/stat`, "utf8").trim().split(/\s+/);
-  assert.ok(fields.length >= 17, `no flush counter in /sys/block/${basename(dev)}/stat (Linux < 5.5)`);
-  return Number(fields[15]);
-}
-
 for (const direct of [true, false]) {
   const mode = direct ? "direct" : "buffered";
   test(
@@ -128,12 +130,12 @@ for (const direct of [true, false]) {
         ["FUA write zeroes", (ud) => q.writeZeroes(65536, 4096, ud, ReqFlags.FUA), true],
       ];
       for (const [what, submit, flushes] of cases) {
-        const before = flushesOf(dev);
+        const before = loopFlushes(dev);
         submit(what);
         const out: Completion[] = [];
         assert.equal(q.doIo(out, 1, 1, 10_000_000_000n), 1);
         assert.equal(out[0].ret, 0, `${what}: ${out[0].errorMsg}`);
-        const delta = flushesOf(dev) - before;
+        const delta = loopFlushes(dev) - before;
         if (flushes) assert.ok(delta >= 1, `${what}: the device saw no flush`);
         else assert.equal(delta, 0, `${what}: the device saw ${delta} flushes`);
       }
