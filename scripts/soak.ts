@@ -15,7 +15,7 @@
  * Usage (runs on both runtimes; not part of the quick test suite):
  *   deno run -A scripts/soak.ts [--requests N] [--seconds S] [--seed N] [--json]
  *   bun scripts/soak.ts [--requests N] ...
- * `--requests` is the total over all targets (default 2,000,000); `--seconds` stops earlier.
+ * `--requests` is the total over all targets (default 2,000,000); `--seconds` stops earlier (each target gets an equal share of it).
  *
  * @module
  */
@@ -484,7 +484,6 @@ export function soak(opts: SoakOptions): SoakReport {
   const names = opts.targets ?? (isRoot() ? ["file", "loop"] : ["file"]);
   const seed = opts.seed ?? 1;
   const t0 = performance.now();
-  const deadline = opts.seconds ? t0 + opts.seconds * 1000 : 0;
   // The runtimes open fds of their own on first use of a child process (Bun: an epoll set, an
   // eventfd; a copy of stderr once process.stderr is used): use both before counting, so only
   // the library's fds are seen.
@@ -499,6 +498,9 @@ export function soak(opts: SoakOptions): SoakReport {
     try {
       const share = Math.floor(opts.requests / names.length) + (i === 0 ? opts.requests % names.length : 0);
       if (opts.verbose) process.stderr.write(`soak: ${t.name} ${t.path}, ${share} requests\n`);
+      // Each target gets its share of the time: one deadline for all let a slow first target
+      // use it up, and the next then did no requests at all.
+      const deadline = opts.seconds ? performance.now() + (opts.seconds * 1000) / names.length : 0;
       reports.push(soakTarget(t, size, share, deadline, seed + i, !!opts.verbose));
     } finally {
       t.cleanup();
