@@ -85,6 +85,28 @@ for (const t of TARGETS) {
     assert.deepEqual(getData(t, b, q, OFF, 2 * PAGE), new Uint8Array(2 * PAGE));
   });
 
+  // A block device's fallocate needs whole logical blocks even without O_DIRECT (request-alignment
+  // is then 1, as in libblkio): the kernel's EINVAL came with no message.
+  test(
+    ...skipIf(
+      `write zeroes and discard not in whole logical blocks say so [${t.name}]`,
+      !t.isBlockDevice && "a file has no such requirement",
+    ),
+    () => {
+      using b = startOn(t);
+      const q = b.getQueue(0)!;
+      q.writeZeroes(OFF + 1, PAGE, "start");
+      q.writeZeroes(OFF, PAGE + 100, "length");
+      for (const c of reapAll(q, 2)) {
+        assert.equal(c.ret, -22, `${c.userData}: ${c.errorMsg}`);
+        assert.match(
+          c.errorMsg ?? "",
+          new RegExp(`logical block size \\(512\\); not a multiple of it: ${c.userData}`),
+        );
+      }
+    },
+  );
+
   test(`discard: one page completes with 0 or -EOPNOTSUPP [${t.name}]`, () => {
     using b = startOn(t);
     const q = b.getQueue(0)!;

@@ -336,6 +336,9 @@ export class IoUringQueue implements DriverQueue {
     if ((op === Op.Read || op === Op.Write) && len > U32_MAX) return this.#fail(EINVAL, LEN_MSG);
     if (op === Op.WriteZeroes || op === Op.Discard) {
       if (!this.#supportsFallocate) return this.#fail(ENOTSUP, FALLOC_MSG);
+      // The kernel checks the fallocate mode before write access, so a discard the file system
+      // cannot do came back ENOTSUP on a read-only instance, where every other write is EBADF.
+      if (op === Op.Discard && this.#target.readOnly) return this.#fail(EBADF, READ_ONLY_MSG);
       if (
         op === Op.WriteZeroes && this.#target.isBlockDevice &&
         !this.#target.supportsWriteZeroesWithoutFallback && (flags & ReqFlags.NO_FALLBACK) !== 0
@@ -557,7 +560,7 @@ export class IoUringQueue implements DriverQueue {
   #explain(slot: number, ret: number): string | null {
     const s = this.#slots, b = slot * SLOT_NUMBERS, op = s[b + S_OP], t = this.#target;
     if (ret === -EBADF && op !== Op.Read && op !== Op.Readv && op !== Op.Flush && t.readOnly) {
-      return "The instance is read-only (read-only=true): requests that write fail with EBADF";
+      return READ_ONLY_MSG;
     }
     if (ret === -ENOTSUP && (op === Op.Discard || op === Op.WriteZeroes)) {
       const what = op === Op.Discard
@@ -566,6 +569,18 @@ export class IoUringQueue implements DriverQueue {
         ? "Write zeroes with NO_UNMAP (FALLOC_FL_ZERO_RANGE)"
         : "Write zeroes";
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
+    }
+    if (ret === -EINVAL && (op === Op.Discard || op === Op.WriteZeroes) && t.fallocateAlignment > 1) {
+      const a = t.fallocateAlignment, start = s[b + S_START], len = s[b + S_LEN];
+      const why = [start % a !== 0 ? `start ${start}` : "", len % a !== 0 ? `length ${len}` : ""].filter((
+        w,
+      ) => w);
+      if (why.length > 0) {
+        return `${
+          op === Op.Discard ? "Discard" : "Write zeroes"
+        } on a block device needs start and length in ` +
+          `multiples of its logical block size (${a}); not a multiple of it: ${why.join(", ")}`;
+      }
     }
     if (ret !== -EINVAL || op > Op.Writev) return null;
     const iovs = this.#refs[slot * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
@@ -834,6 +849,7 @@ export class IoUringQueue implements DriverQueue {
 }
 
 const POLL_MSG = "request not supported on poll queues for this driver";
+const READ_ONLY_MSG = "The instance is read-only (read-only=true): requests that write fail with EBADF";
 const LEN_MSG = "len must fit in an unsigned 32-bit integer";
 const FALLOC_MSG = "the kernel does not support IORING_OP_FALLOCATE";
 const NOFALLBACK_MSG = "the block device does not support write zeroes with BLKIO_REQ_NO_FALLBACK";

@@ -43,6 +43,11 @@ export interface TargetInfo {
   /** A regular file on tmpfs: its data lives in memory, with no device behind it. */
   onTmpfs: boolean;
   requestAlignment: number;
+  /**
+   * Granularity fallocate needs for write zeroes and discard: a block device's logical block
+   * size, 1 for a file (no requirement).
+   */
+  fallocateAlignment: number;
   optimalIoAlignment: number;
   optimalIoSize: number;
   supportsWriteZeroesWithoutFallback: boolean;
@@ -107,6 +112,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       readOnly,
       onTmpfs: false,
       requestAlignment: direct ? limits.logicalBlockSize : 1,
+      fallocateAlignment: limits.logicalBlockSize,
       optimalIoAlignment: limits.physicalBlockSize,
       optimalIoSize: limits.optimalIoSize,
       supportsWriteZeroesWithoutFallback: limits.writeZeroesMaxBytes > 0,
@@ -131,6 +137,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     readOnly,
     onTmpfs: fs.type === TMPFS_MAGIC,
     requestAlignment,
+    fallocateAlignment: 1,
     optimalIoAlignment: Math.max(fs.blockSize, requestAlignment),
     optimalIoSize: 0,
     supportsWriteZeroesWithoutFallback: true,
