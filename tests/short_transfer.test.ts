@@ -7,66 +7,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Blkio, type Completion } from "../mod.ts";
-import { native } from "../ffi/load.ts";
-import { LIBURING_RING } from "../src/uring/layout.ts";
+import { withRewrittenResults } from "./_rewrite_results.ts";
 import { cleanupAll, pread, pwrite, scratchFile } from "./_helpers.ts";
 
 const PAGE = 4096;
-
-/**
- * Runs `fn` while every CQE result equal to `from` that the kernel posts is changed to `to`
- * (once per `times`). Patches the process's io_uring symbols and restores them after.
- */
-function withShortenedResults(from: number, to: number, times: number, fn: () => void): number {
-  const n = native!;
-  // deno-lint-ignore no-explicit-any
-  const uring = n.uring as unknown as Record<string, (...a: any[]) => number>;
-  const init = uring.io_uring_queue_init_params, enter = uring.io_uring_enter, enter2 = uring.io_uring_enter2;
-  const rings: Uint8Array[] = [];
-  let left = times;
-  const shorten = () => {
-    for (const ring of rings) {
-      const dv = new DataView(ring.buffer, ring.byteOffset);
-      const at = (off: number) => Number(dv.getBigUint64(off, true));
-      const head = new Uint32Array(n.view(at(LIBURING_RING.cqKhead), 4))[0];
-      const tail = new Uint32Array(n.view(at(LIBURING_RING.cqKtail), 4))[0];
-      const mask = new Uint32Array(n.view(at(LIBURING_RING.cqKringMask), 4))[0];
-      const cqes = new Int32Array(n.view(at(LIBURING_RING.cqCqes), 16 * (mask + 1)));
-      for (let i = head; i !== tail && left > 0; i = (i + 1) >>> 0) {
-        const res = ((i & mask) << 2) + 2;
-        if (cqes[res] === from) {
-          cqes[res] = to;
-          left--;
-        }
-      }
-    }
-  };
-  uring.io_uring_queue_init_params = (entries: number, ring: Uint8Array, params: Uint8Array) => {
-    const r = init(entries, ring, params);
-    if (r >= 0) rings.push(ring);
-    return r;
-  };
-  // deno-lint-ignore no-explicit-any
-  uring.io_uring_enter = (...a: any[]) => {
-    const r = enter(...a);
-    shorten();
-    return r;
-  };
-  // deno-lint-ignore no-explicit-any
-  uring.io_uring_enter2 = (...a: any[]) => {
-    const r = enter2(...a);
-    shorten();
-    return r;
-  };
-  try {
-    fn();
-  } finally {
-    uring.io_uring_queue_init_params = init;
-    uring.io_uring_enter = enter;
-    uring.io_uring_enter2 = enter2;
-  }
-  return times - left;
-}
 
 /** Bytes that differ at every offset (so data from the wrong place shows). */
 function ramp(len: number, seed: number): Uint8Array {
@@ -97,7 +41,7 @@ for (const { op, buffer } of CASES) {
     let got: Uint8Array = new Uint8Array(0);
     const out: Completion[] = [];
     // The instance starts inside: its ring is set up while the symbols are patched.
-    const cuts = withShortenedResults(3 * PAGE, cut, 1, () => {
+    const cuts = withRewrittenResults(3 * PAGE, cut, 1, () => {
       using b = Blkio.create("io_uring");
       b.setStr("path", path);
       b.connect();

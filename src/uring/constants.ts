@@ -17,7 +17,11 @@ export const IORING_OP = {
   FALLOCATE: 17,
   READ: 22,
   WRITE: 23,
+  URING_CMD: 46,
 } as const;
+
+/** <linux/blkdev.h> (Linux 6.12): IORING_OP_URING_CMD command of a block device, _IO(0x12, 0). */
+export const BLOCK_URING_CMD_DISCARD = 0x1200;
 
 /** io_uring_setup flags. */
 export const IORING_SETUP_IOPOLL = 1 << 0;

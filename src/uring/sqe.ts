@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { IORING_FSYNC_DATASYNC, IORING_OP } from "./constants.ts";
+import { BLOCK_URING_CMD_DISCARD, IORING_FSYNC_DATASYNC, IORING_OP } from "./constants.ts";
 
 const TWO32 = 4294967296;
 
@@ -136,6 +136,18 @@ export function prepFallocate(
   len: number,
 ): void {
   prepRw(sqes, i, IORING_OP.FALLOCATE, fd, len, mode, offset);
+}
+
+/**
+ * io_uring_prep_cmd_discard (liburing 2.8): discard `[offset, offset + len)` of block device
+ * `fd` (BLOCK_URING_CMD_DISCARD, Linux 6.12). The kernel wants every other field zero.
+ */
+export function prepCmdDiscard(sqes: Uint32Array, i: number, fd: number, offset: number, len: number): void {
+  prepRw(sqes, i, IORING_OP.URING_CMD, fd, offset, 0, 0);
+  const b = i << 4;
+  sqes[b + 2] = BLOCK_URING_CMD_DISCARD; // cmd_op (the upper half, __pad1, stays 0)
+  sqes[b + 12] = len >>> 0; // addr3
+  sqes[b + 13] = (len / TWO32) >>> 0;
 }
 
 /** io_uring_prep_poll_add: completes once `fd` has one of `events` (one-shot). */
