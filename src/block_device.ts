@@ -15,7 +15,7 @@
 import type { Native } from "../ffi/types.ts";
 import { Blkio } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
-import { toOffset } from "./buffers.ts";
+import { BEYOND_2_53_MSG, toOffset } from "./buffers.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
 import { BlkioError } from "./errors.ts";
@@ -576,6 +576,7 @@ export class BlockDevice {
     try {
       // Checked here so the error names this API's parameter (the queue calls it `start`).
       start = toOffset("offset", offset);
+      if (start < 0) return Promise.reject(BlkioError.of("EINVAL", `offset: ${BEYOND_2_53_MSG}`));
       // A plain copy: the queue then reads no element through the caller's code.
       if ((op === OP_READV || op === OP_WRITEV) && Array.isArray(arg)) arg = Array.prototype.slice.call(arg);
     } catch (e) {

@@ -106,15 +106,31 @@ export function checkIovecs(what: string, iovecs: unknown, out?: Uint8Array[]): 
   return total;
 }
 
-/** Converts an offset or length (number or bigint) to a safe non-negative integer number. */
+/**
+ * {@link toOffset}'s result for a uint64 of 2^53 or more: a value libblkio would take (its
+ * offsets are `uint64_t`) but a JS number cannot hold exactly. The request is not refused by a
+ * throw (the call is usable): it completes with -EINVAL.
+ */
+export const BEYOND_2_53 = -1;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/**
+ * Converts an offset or length (number or bigint) to a safe non-negative integer number, or
+ * BEYOND_2_53 for an integer from 2^53 to 2^64 - 1. Anything else is no uint64 and throws.
+ */
 export function toOffset(what: string, value: unknown): number {
   if (typeof value === "number") {
     if (Number.isSafeInteger(value) && value >= 0) return value;
+    if (Number.isInteger(value) && value > 0 && value < 2 ** 64) return BEYOND_2_53;
   } else if (typeof value === "bigint") {
-    if (value >= 0n && value <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(value);
+    if (value >= 0n && value <= MAX_SAFE) return Number(value);
+    if (value > 0n && value < 1n << 64n) return BEYOND_2_53;
   }
   throw BlkioError.of(
     "EINVAL",
-    `${what} must be a non-negative integer below 2^53: received ${describe(value)}`,
+    `${what} must be a non-negative integer below 2^64: received ${describe(value)}`,
   );
 }
+
+/** The errorMsg of a request whose start or length is 2^53 or more. */
+export const BEYOND_2_53_MSG = "start and length must be below 2^53 (9 PiB), what a JS number holds exactly";

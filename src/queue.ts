@@ -10,7 +10,7 @@ import { CompletionBacklog } from "./completion_backlog.ts";
 import type { DriverQueue } from "./driver.ts";
 import { ERRNO } from "./errno.ts";
 import { BlkioError } from "./errors.ts";
-import { byteLengthOf, checkBuffer, checkIovecs, toOffset } from "./buffers.ts";
+import { BEYOND_2_53_MSG, byteLengthOf, checkBuffer, checkIovecs, toOffset } from "./buffers.ts";
 import { checkBool, describe } from "./properties.ts";
 import { RequestBacklog } from "./request_backlog.ts";
 import { errnoError, signalEventfd } from "./sys.ts";
@@ -214,8 +214,8 @@ export class Queue {
     flags: number,
   ): void {
     const bad = flags === 0 ? null : flagsError(op, flags);
-    if (bad !== null) {
-      this.#completions.push(userData, -EINVAL, bad);
+    if (bad !== null || start < 0 || len < 0) {
+      this.#completions.push(userData, -EINVAL, bad ?? BEYOND_2_53_MSG); // negative: BEYOND_2_53
       return;
     }
     // FIFO: a request may only go straight to the ring while nothing waits before it.

@@ -307,10 +307,10 @@ rows(
 );
 
 // Queue requests: arguments that make the call itself unusable
-const startMsg = /start must be a non-negative integer below 2\^53/;
+const startMsg = /start must be a non-negative integer below 2\^64/;
 /** BlockDevice names the same parameter `offset`. */
-const offsetMsg = /offset must be a non-negative integer below 2\^53/;
-const lenMsg = /len must be a non-negative integer below 2\^53/;
+const offsetMsg = /offset must be a non-negative integer below 2\^64/;
+const lenMsg = /len must be a non-negative integer below 2\^64/;
 const bufMsg = /buf must be a Uint8Array/;
 const flagsMsg = /flags must be a 32-bit integer/;
 rows(
@@ -319,7 +319,7 @@ rows(
   { fn: "Queue.read", what: "start NaN", stage: "started", call: (c) => c.q.read(NaN, buf(c)), code: "EINVAL", msg: /received NaN/ },
   { fn: "Queue.read", what: "start 0.5", stage: "started", call: (c) => c.q.read(0.5, buf(c)), code: "EINVAL", msg: startMsg },
   { fn: "Queue.read", what: "start Infinity", stage: "started", call: (c) => c.q.read(Infinity, buf(c)), code: "EINVAL", msg: /received Infinity/ },
-  { fn: "Queue.read", what: "start 2^53", stage: "started", call: (c) => c.q.read(2 ** 53, buf(c)), code: "EINVAL", msg: startMsg },
+  { fn: "Queue.read", what: "start 2^64", stage: "started", call: (c) => c.q.read(2 ** 64, buf(c)), code: "EINVAL", msg: startMsg },
   { fn: "Queue.read", what: "start 2^64n", stage: "started", call: (c) => c.q.read(1n << 64n, buf(c)), code: "EINVAL", msg: /received 18446744073709551616n/ },
   { fn: "Queue.read", what: 'start "0"', stage: "started", call: (c) => c.q.read(any("0"), buf(c)), code: "EINVAL", msg: /received "0"/ },
   { fn: "Queue.read", what: "start undefined", stage: "started", call: (c) => c.q.read(any(U), buf(c)), code: "EINVAL", msg: /received undefined/ },
@@ -339,7 +339,7 @@ rows(
   { fn: "Queue.read", what: "flags 2^32", stage: "started", call: (c) => c.q.read(0, buf(c), U, 2 ** 32), code: "EINVAL", msg: /received 4294967296/ },
   { fn: "Queue.read", what: "flags null", stage: "started", call: (c) => c.q.read(0, buf(c), U, any(null)), code: "EINVAL", msg: /received null/ },
   { fn: "Queue.write", what: "start -4096", stage: "started", call: (c) => c.q.write(-4096, buf(c)), code: "EINVAL", msg: startMsg },
-  { fn: "Queue.write", what: "start 2^53n", stage: "started", call: (c) => c.q.write(1n << 53n, buf(c)), code: "EINVAL", msg: startMsg },
+  { fn: "Queue.write", what: "start 2^64n", stage: "started", call: (c) => c.q.write(1n << 64n, buf(c)), code: "EINVAL", msg: startMsg },
   { fn: "Queue.write", what: "buf undefined", stage: "started", call: (c) => c.q.write(0, any(U)), code: "EINVAL", msg: /received undefined/ },
   { fn: "Queue.write", what: "buf a Node-style plain object", stage: "started", call: (c) => c.q.write(0, any({ length: 4096, byteLength: 4096 })), code: "EINVAL", msg: bufMsg },
   { fn: "Queue.write", what: "buf detached", stage: "started", call: (c) => c.q.write(0, detachedBytes()), code: "EINVAL", msg: /buf is detached/ },
@@ -356,10 +356,10 @@ rows(
   { fn: "Queue.writev", what: "shared iovec", stage: "started", call: (c) => c.q.writev(0, [buf(c), buf(c), sharedBytes()]), code: "EINVAL", msg: /iovecs\[2\] must not be backed by a SharedArrayBuffer/ },
   { fn: "Queue.writev", what: "iovecs a Set", stage: "started", call: (c) => c.q.writev(0, any(new Set([buf(c)]))), code: "EINVAL", msg: /received Set/ },
   { fn: "Queue.writev", what: "flags bigint", stage: "started", call: (c) => c.q.writev(0, [buf(c)], U, any(1n)), code: "EINVAL", msg: /received 1n/ },
-  { fn: "Queue.writeZeroes", what: "len -1", stage: "started", call: (c) => c.q.writeZeroes(0, -1), code: "EINVAL", msg: /len must be a non-negative integer below 2\^53: received -1/ },
+  { fn: "Queue.writeZeroes", what: "len -1", stage: "started", call: (c) => c.q.writeZeroes(0, -1), code: "EINVAL", msg: /len must be a non-negative integer below 2\^64: received -1/ },
   { fn: "Queue.writeZeroes", what: "len NaN", stage: "started", call: (c) => c.q.writeZeroes(0, NaN), code: "EINVAL", msg: lenMsg },
   { fn: "Queue.writeZeroes", what: 'len "4096"', stage: "started", call: (c) => c.q.writeZeroes(0, any("4096")), code: "EINVAL", msg: /received "4096"/ },
-  { fn: "Queue.writeZeroes", what: "len 2^60n", stage: "started", call: (c) => c.q.writeZeroes(0, 1n << 60n), code: "EINVAL", msg: lenMsg },
+  { fn: "Queue.writeZeroes", what: "len 2^64n", stage: "started", call: (c) => c.q.writeZeroes(0, 1n << 64n), code: "EINVAL", msg: lenMsg },
   { fn: "Queue.writeZeroes", what: "start -0.5", stage: "started", call: (c) => c.q.writeZeroes(-0.5, 4096), code: "EINVAL", msg: startMsg },
   { fn: "Queue.discard", what: "len 1.5", stage: "started", call: (c) => c.q.discard(0, 1.5), code: "EINVAL", msg: lenMsg },
   { fn: "Queue.discard", what: "start null", stage: "started", call: (c) => c.q.discard(any(null), 4096), code: "EINVAL", msg: /received null/ },
@@ -447,6 +447,11 @@ rows(
   completion({ fn: "Queue.write", what: "misaligned start with O_DIRECT", stage: "started", direct: true, call: (c) => c.q.write(1, buf(c), "bad"), code: "EINVAL", msg: /^O_DIRECT needs request-alignment and buf-alignment \(\d+\); not a multiple of it: start 1$/ }),
   completion({ fn: "Queue.write", what: "start near 2^53 (beyond the largest file)", stage: "started", skip: EFBIG_SKIP, call: (c) => c.q.write(2 ** 53 - 8192, buf(c), "bad"), code: "EFBIG", msg: null }),
   completion({ fn: "Queue.writeZeroes", what: "len 0", stage: "started", call: (c) => c.q.writeZeroes(0, 0, "bad"), code: "EINVAL", msg: null }),
+  completion({ fn: "Queue.read", what: "start 2^53 (a uint64 a number cannot hold exactly)", stage: "started", call: (c) => c.q.read(2 ** 53, buf(c), "bad"), code: "EINVAL", msg: /^start and length must be below 2\^53/ }),
+  completion({ fn: "Queue.write", what: "start 2^53n", stage: "started", call: (c) => c.q.write(1n << 53n, buf(c), "bad"), code: "EINVAL", msg: /^start and length must be below 2\^53/ }),
+  completion({ fn: "Queue.readv", what: "start 2^64n - 1n", stage: "started", call: (c) => c.q.readv((1n << 64n) - 1n, [buf(c)], "bad"), code: "EINVAL", msg: /^start and length must be below 2\^53/ }),
+  completion({ fn: "Queue.writeZeroes", what: "len 2^60n", stage: "started", call: (c) => c.q.writeZeroes(0, 1n << 60n, "bad"), code: "EINVAL", msg: /^start and length must be below 2\^53/ }),
+  completion({ fn: "Queue.discard", what: "start 2^60", stage: "started", call: (c) => c.q.discard(2 ** 60, 4096, "bad"), code: "EINVAL", msg: /^start and length must be below 2\^53/ }),
   completion({ fn: "Queue.read", what: "past the end of a block device", stage: "started", path: LOOP, skip: LOOP_SKIP ?? false, call: (c) => c.q.read(SIZE, buf(c), "bad"), code: "EIO", msg: null }),
   completion({ fn: "Queue.write", what: "past the end of a block device", stage: "started", path: LOOP, skip: LOOP_SKIP ?? false, call: (c) => c.q.write(SIZE + 4096, buf(c), "bad"), code: "ENOSPC", msg: null }),
   completion({ fn: "Queue.write", what: "read-only instance", stage: "started", prepAt: "created", prep: (c) => c.b.setBool("read-only", true), call: (c) => c.q.write(0, buf(c), "bad"), code: "EBADF", msg: /read-only \(read-only=true\)/ }),
@@ -592,7 +597,8 @@ DEV_ROWS.push(
   devRow({ fn: "BlockDevice.read", what: "offset -1", call: (d) => d.read(-1, d.allocBuffer(4096)), code: "EINVAL", msg: offsetMsg }),
   devRow({ fn: "BlockDevice.read", what: "offset NaN", call: (d) => d.read(NaN, d.allocBuffer(4096)), code: "EINVAL", msg: /received NaN/ }),
   devRow({ fn: "BlockDevice.read", what: 'offset "0"', call: (d) => d.read(any("0"), d.allocBuffer(4096)), code: "EINVAL", msg: /received "0"/ }),
-  devRow({ fn: "BlockDevice.read", what: "offset 2^53", call: (d) => d.read(2 ** 53, d.allocBuffer(4096)), code: "EINVAL", msg: offsetMsg }),
+  devRow({ fn: "BlockDevice.read", what: "offset 2^53", call: (d) => d.read(2 ** 53, d.allocBuffer(4096)), code: "EINVAL", msg: /^offset: start and length must be below 2\^53/ }),
+  devRow({ fn: "BlockDevice.read", what: "offset 2^64", call: (d) => d.read(2 ** 64, d.allocBuffer(4096)), code: "EINVAL", msg: offsetMsg }),
   devRow({ fn: "BlockDevice.read", what: "buf null", call: (d) => d.read(0, any(null)), code: "EINVAL", msg: /buf must be a Uint8Array: received null/ }),
   devRow({ fn: "BlockDevice.read", what: "buf detached", call: (d) => d.read(0, detachedBytes()), code: "EINVAL", msg: /buf is detached/ }),
   devRow({ fn: "BlockDevice.read", what: "buf shared", call: (d) => d.read(0, sharedBytes()), code: "EINVAL", msg: /SharedArrayBuffer/ }),

@@ -156,10 +156,8 @@ const BAD_OFFSETS: unknown[] = [
   1.5,
   Infinity,
   -Infinity,
-  2 ** 53,
   2 ** 64,
   -1n,
-  2n ** 53n,
   2n ** 64n,
   "0",
   "4096",
@@ -192,6 +190,38 @@ test("buffers: bad offsets (number and bigint) → EINVAL", () => {
   q.read(-0, new Uint8Array(1), "minus zero");
   const got = reap(q, 3);
   assert.deepEqual(got.map((c) => c.userData).sort(), ["max bigint", "max number", "minus zero"]);
+});
+
+// libblkio takes any uint64: one of 2^53 or more is a usable call that a JS number cannot carry
+// exactly, so the request fails in its completion (api.md: only unusable calls throw).
+test("buffers: offsets and lengths from 2^53 to 2^64 - 1 complete with EINVAL", () => {
+  using b = startOn(FILE);
+  const q = b.getQueue(0)!;
+  const buf = new Uint8Array(512);
+  const names: string[] = [];
+  for (const big of [2 ** 53, 2 ** 60, 2n ** 53n, 2n ** 64n - 1n]) {
+    const o = big as number;
+    const submit: [string, () => void][] = [
+      ["read", () => q.read(o, buf, `read ${big}`)],
+      ["write", () => q.write(o, buf, `write ${big}`)],
+      ["readv", () => q.readv(o, [buf], `readv ${big}`)],
+      ["writev", () => q.writev(o, [buf], `writev ${big}`)],
+      ["writeZeroes start", () => q.writeZeroes(o, 512, `writeZeroes start ${big}`)],
+      ["writeZeroes len", () => q.writeZeroes(0, o, `writeZeroes len ${big}`)],
+      ["discard start", () => q.discard(o, 512, `discard start ${big}`)],
+      ["discard len", () => q.discard(0, o, `discard len ${big}`)],
+    ];
+    for (const [what, fn] of submit) {
+      fn();
+      names.push(`${what} ${big}`);
+    }
+  }
+  const got = reap(q, names.length);
+  assert.deepEqual(got.map((c) => c.userData).sort(), [...names].sort());
+  for (const c of got) {
+    assert.equal(c.ret, -22, `${c.userData}`);
+    assert.match(c.errorMsg ?? "", /below 2\^53/);
+  }
 });
 
 test("buffers: bad flags → EINVAL thrown, not queued", () => {
