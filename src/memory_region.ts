@@ -197,11 +197,14 @@ export class MemoryRegionRegistry {
     if (len !== byteLengthOf(bytes)) {
       throw BlkioError.of(
         "EINVAL",
-        `Memory region len (${len}) must equal bytes.byteLength (${byteLengthOf(bytes)})`,
+        `Memory region len (${describe(len)}) must equal bytes.byteLength (${byteLengthOf(bytes)})`,
       );
     }
     if (!Number.isInteger(region.fd) || region.fd < -1) {
-      throw BlkioError.of("EINVAL", `Memory region fd must be an integer >= -1: received ${region.fd}`);
+      throw BlkioError.of(
+        "EINVAL",
+        `Memory region fd must be an integer >= -1: received ${describe(region.fd)}`,
+      );
     }
     if (!Number.isSafeInteger(region.fdOffset) || region.fdOffset < 0) {
       throw BlkioError.of("EINVAL", `Memory region fdOffset must be a non-negative integer`);

@@ -179,7 +179,7 @@ export function parseValue(name: string, type: PropertyType, text: string): Prop
     case "bool":
       if (text === "true") return true;
       if (text === "false") return false;
-      throw BlkioError.of("EINVAL", `Value must be "true" or "false": received "${text}"`);
+      throw BlkioError.of("EINVAL", `Value of "${name}" must be "true" or "false": received "${text}"`);
     case "int": {
       if (!/^[+-]?\d+$/.test(text)) {
         throw BlkioError.of("EINVAL", `Value of "${name}" must be an integer: received "${text}"`);
@@ -245,6 +245,13 @@ export function describe(value: unknown): string {
   if (typeof value === "string") return `"${value.length > 40 ? value.slice(0, 40) + "…" : value}"`;
   if (typeof value === "bigint") return `${value}n`;
   if (value === null) return "null";
-  if (typeof value === "object") return (value as object).constructor?.name ?? "object";
-  return String(value);
+  if (typeof value === "object") {
+    try {
+      const name = (value as object).constructor?.name;
+      return typeof name === "string" ? name : "object";
+    } catch {
+      return "object"; // a Proxy or getter that throws: the caller still gets its EINVAL
+    }
+  }
+  return String(value); // symbols too (a template string would throw TypeError)
 }

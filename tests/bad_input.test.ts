@@ -190,7 +190,7 @@ rows(
   { fn: "Blkio.setUint64", what: "int property", stage: "connected", call: (c) => c.b.setUint64("num-entries", 64n), code: "ENOTTY", msg: /"num-entries" is not a uint64/ },
   { fn: "Blkio.setStr", what: "value is a number", stage: "created", call: (c) => c.b.setStr("path", any(5)), code: "EINVAL", msg: /Value of "path" must be a string/ },
   { fn: "Blkio.setStr", what: "value has a NUL", stage: "created", call: (c) => c.b.setStr("path", FILE + "\0x"), code: "EINVAL", msg: /without NUL characters/ },
-  { fn: "Blkio.setStr", what: 'bool "yes"', stage: "created", call: (c) => c.b.setStr("direct", "yes"), code: "EINVAL", msg: /Value must be "true" or "false": received "yes"/ },
+  { fn: "Blkio.setStr", what: 'bool "yes"', stage: "created", call: (c) => c.b.setStr("direct", "yes"), code: "EINVAL", msg: /Value of "direct" must be "true" or "false": received "yes"/ },
   { fn: "Blkio.setStr", what: 'bool "TRUE"', stage: "created", call: (c) => c.b.setStr("read-only", "TRUE"), code: "EINVAL", msg: /"true" or "false"/ },
   { fn: "Blkio.setStr", what: 'bool ""', stage: "created", call: (c) => c.b.setStr("read-only", ""), code: "EINVAL", msg: /"true" or "false"/ },
   { fn: "Blkio.setStr", what: 'int "1.5"', stage: "connected", call: (c) => c.b.setStr("num-queues", "1.5"), code: "EINVAL", msg: /"num-queues" must be an integer: received "1.5"/ },

@@ -234,6 +234,9 @@ test("errnoError: every errno of the table gets its text, as strerror gives it",
     assert.match(e.message, new RegExp(`^Doing it failed: ${errnoName(errno)} \\([A-Z][^)]+\\)$`), name);
   }
   assert.equal(errnoText("EPIPE"), "Broken pipe"); // node:fs codes too, for the tools' messages
+  // ENFILE can come from open, memfd_create or eventfd (connect, allocMemRegion): it was "E23".
+  assert.equal(new BlkioError(23, "x").code, "ENFILE");
+  assert.equal(errnoText(23), "Too many open files in system");
   assert.equal(errnoText(122), "Disk quota exceeded");
   assert.equal(errnoText("EWHATEVER"), null);
   assert.equal(errnoText(4095), null);

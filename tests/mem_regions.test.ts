@@ -256,6 +256,18 @@ test("map-mem-region: malformed regions → EINVAL", () => {
     { ...ok, fdOffset: -1 },
     { ...ok, fdOffset: NaN },
     { bytes: new Uint8Array(0), len: 0, fd: -1, fdOffset: 0 },
+    // Values a template string cannot print (they made a TypeError, not EINVAL).
+    { ...ok, len: Symbol("len") },
+    { ...ok, fd: Symbol("fd") },
+    { ...ok, len: Object.create(null) },
+    {
+      ...ok,
+      fd: new Proxy({}, {
+        get: () => {
+          throw new Error("trap");
+        },
+      }),
+    },
   ];
   for (const r of bad) assertErrno(() => b.mapMemRegion(r as MemoryRegion), "EINVAL");
   b.mapMemRegion(ok);
