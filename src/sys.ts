@@ -43,6 +43,9 @@ export function oDirect(native: Native): number {
   return v;
 }
 export const F_GETFL = 3;
+export const F_SETFL = 4;
+/** open(2): do not wait (a FIFO opened for reading would wait for a writer). */
+export const O_NONBLOCK = 0o4000;
 export const F_GETFD = 1;
 export const FD_CLOEXEC = 1;
 export const S_IFMT = 0o170000;
@@ -137,6 +140,17 @@ export function fileStatusFlags(native: Native, fd: number): number {
   const r = native.libc.fcntl(fd, F_GETFL, 0);
   if (r < 0) throw errnoError(native.errno(), `fcntl(${fd}, F_GETFL) failed`);
   return r;
+}
+
+/**
+ * Clears O_NONBLOCK, which io_uring would honour: a request on such a file that cannot go on at
+ * once fails with EAGAIN instead of being handed to a kernel worker.
+ */
+export function clearNonblock(native: Native, fd: number): void {
+  const flags = fileStatusFlags(native, fd);
+  if ((flags & O_NONBLOCK) !== 0 && native.libc.fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+    throw errnoError(native.errno(), `fcntl(${fd}, F_SETFL) failed`);
+  }
 }
 
 /** Whether `fd` is an open file descriptor. */

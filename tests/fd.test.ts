@@ -2,9 +2,19 @@
 // rules around the fd property (ownership, flags taken from the fd, conflicts with path).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readlinkSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import process from "node:process";
 import { Blkio } from "../mod.ts";
 import { native } from "../ffi/load.ts";
 import { oDirectFor } from "../src/sys.ts";
@@ -246,6 +256,36 @@ test("fd: the adapter reports the machine's architecture as uname -m does, so O_
   const uname = execFileSync("uname", ["-m"], { encoding: "utf8" }).trim();
   assert.equal(native.arch, uname);
   assert.notEqual(oDirectFor(native.arch), null, `O_DIRECT known on ${uname}`);
+});
+
+// The library opens a path with O_NONBLOCK, so that a FIFO opened for reading (refused right
+// after) cannot block connect() until a writer comes. It must clear it: io_uring honours it and
+// fails a request that cannot go on at once with EAGAIN instead of handing it to a worker.
+for (const t of TARGETS) {
+  test(`connect by path: the fd the library opened has no O_NONBLOCK [${t.name}]`, () => {
+    using b = Blkio.create("io_uring");
+    b.setStr("path", t.path);
+    b.setBool("direct", t.direct);
+    b.connect();
+    assert.equal(fdFlags(b.getInt("fd")) & 0o4000, 0);
+  });
+}
+
+test("connect: a FIFO opened read-only fails at once with EINVAL instead of waiting for a writer", () => {
+  const fifo = join(scratchDir(), "fifo");
+  execFileSync("mkfifo", [fifo]);
+  // In a child: before the fix connect() blocked for good, which would hang this runner.
+  const code = `import { Blkio } from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+    const b = Blkio.create("io_uring");
+    b.setStr("path", ${JSON.stringify(fifo)});
+    b.setBool("read-only", true);
+    try { b.connect(); console.log("connected"); } catch (e) { console.log(e.code, e.message); }`;
+  const script = join(scratchDir(), "fifo.mjs");
+  writeFileSync(script, code);
+  const args = RUNTIME === "deno" ? ["run", "-A", script] : [script];
+  const r = spawnSync(process.execPath, args, { encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.signal, null, `the child hung (killed by ${r.signal})`);
+  assert.match(r.stdout, /^EINVAL .*must be a block device or a regular file/, r.stderr);
 });
 
 test("fd: cleanup scratch targets", () => cleanupAll());

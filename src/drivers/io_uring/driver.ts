@@ -12,9 +12,11 @@ import { PropertyTable } from "../../properties.ts";
 import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
 import {
+  clearNonblock,
   closeFd,
   iovMax,
   isOpenFd,
+  O_NONBLOCK,
   O_RDONLY,
   O_RDWR,
   oDirect,
@@ -78,7 +80,10 @@ export class IoUringDriver implements Driver {
     let fd: number;
     if (this.path !== "") {
       if (this.fd !== -1) throw BlkioError.of("EINVAL", "path and fd cannot be set at the same time");
-      fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0));
+      // O_NONBLOCK only for the open: a FIFO (refused below) would otherwise block it for good
+      // when opened for reading, until some writer came along.
+      const flags = (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0);
+      fd = openPath(n, this.path, flags | O_NONBLOCK);
     } else if (this.fd !== -1) {
       fd = this.fd;
       if (!isOpenFd(n, fd)) throw BlkioError.of("EBADF", `fd ${fd} is not an open file descriptor`);
@@ -88,6 +93,7 @@ export class IoUringDriver implements Driver {
     const opened = this.path !== "";
     try {
       const info = targetInfo(n, fd);
+      if (opened) clearNonblock(n, fd);
       const poll = supportsIopoll(n, fd, info);
       // With `fd`, the fd's own flags decide; with `path` they match what was asked for.
       this.direct = info.direct;
