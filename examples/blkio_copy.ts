@@ -14,13 +14,24 @@
  * Differences from libblkio 1.5, all bug fixes: `--output-file` is created when missing
  * (O_CREAT, mode 0666 minus umask); exactly the input's length is written (libblkio rounds up
  * to 128 KiB — only an output with `request-alignment` > 1 still gets its last chunk rounded up
- * to that alignment, which it requires); the output is flushed at the end (a flush request, or
- * fsync for a file); and on a terminal a progress line is shown on stderr.
+ * to that alignment, which it requires, the rest of that block read from the output first); the
+ * output is flushed at the end (a flush request, or fsync for a file or block device); an
+ * `--input-file` that is a block device is copied whole and a pipe read to its end (fstat says
+ * 0 bytes for both); and on a terminal a progress line is shown on stderr.
  * An existing output is overwritten in place, not truncated, as with a block device.
  *
  * @module
  */
-import { closeSync, constants, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readSync,
+  writeSync,
+} from "node:fs";
 import { Blkio, type Completion, type Queue } from "../mod.ts";
 import {
   commandArgs,
@@ -61,6 +72,8 @@ interface End {
   buf: Uint8Array | null;
   /** Request alignment the end needs (1 for files). */
   align: number;
+  /** One aligned block after `buf` in the same region: the read half of a padded last write. */
+  scratch: Uint8Array | null;
 }
 
 function connectAndStart(b: Blkio): void {
@@ -76,6 +89,34 @@ function connectAndStart(b: Blkio): void {
   }
 }
 
+/** What `--input-file` / `--output-file` opened. */
+function kindOf(fd: number): "file" | "block device" | "stream" {
+  try {
+    const st = fstatSync(fd);
+    return st.isFile() ? "file" : st.isBlockDevice() ? "block device" : "stream";
+  } catch (e) {
+    die(`fstat: ${errorText(e)}`);
+  }
+}
+
+/** A block device's size, from sysfs (fstat gives 0 for it). */
+function blockDeviceSize(fd: number): number {
+  const dev = fstatSync(fd).rdev;
+  // glibc's gnu_dev_major / gnu_dev_minor.
+  const major = ((dev >>> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+  const minor = (dev & 0xff) | (Math.floor(dev / 4096) & ~0xff);
+  try {
+    return Number(readFileSync(`/sys/dev/block/${major}:${minor}/size`, "utf8")) * 512;
+  } catch (e) {
+    die(`size of block device ${major}:${minor}: ${errorText(e)}`);
+  }
+}
+
+/**
+ * Bytes to copy, or -1 for an input read to its end (a pipe, a character device): fstat's size
+ * is 0 for those and for block devices, and the copy used to stop there, exiting 0 after
+ * copying nothing.
+ */
 function capacity(end: End): number {
   if (end.blkio) {
     try {
@@ -84,19 +125,20 @@ function capacity(end: End): number {
       die(`Failed to get capacity: ${errorMsg(e)}`);
     }
   }
-  try {
-    return fstatSync(end.fd).size;
-  } catch (e) {
-    die(`fstat: ${errorText(e)}`);
-  }
+  const kind = kindOf(end.fd);
+  if (kind === "block device") return blockDeviceSize(end.fd);
+  if (kind === "stream") return -1;
+  return fstatSync(end.fd).size;
 }
 
 /** Allocates and maps the 128 KiB region of a blkio end and takes its queue 0. */
 function setUpBuffer(end: End): void {
   const b = end.blkio!;
   let region;
+  const align = Math.max(1, b.getInt("request-alignment"));
   try {
-    region = b.allocMemRegion(BLOCK_SIZE);
+    const unit = Math.max(1, Number(b.getUint64("mem-region-alignment")));
+    region = b.allocMemRegion(alignUp(BLOCK_SIZE + align, unit));
   } catch (e) {
     die(`blkio_alloc_mem_region: ${errorMsg(e)}`);
   }
@@ -106,8 +148,9 @@ function setUpBuffer(end: End): void {
     die(`blkio_map_mem_region: ${errorMsg(e)}`);
   }
   end.buf = region.bytes.subarray(0, BLOCK_SIZE);
+  end.scratch = region.bytes.subarray(BLOCK_SIZE, BLOCK_SIZE + align);
   end.queue = b.getQueue(0);
-  end.align = Math.max(1, b.getInt("request-alignment"));
+  end.align = align;
 }
 
 const completions: Completion[] = [{ userData: undefined, ret: 0, errorMsg: null }];
@@ -149,10 +192,33 @@ function doRead(end: End, offset: number, len: number, buf: Uint8Array): void {
   buf.fill(0, done, len);
 }
 
+/** Reads a stream until `buf` is full or it ends; returns the bytes read. */
+function readChunk(fd: number, buf: Uint8Array): number {
+  let done = 0;
+  try {
+    while (done < BLOCK_SIZE) {
+      const n = readSync(fd, buf, done, BLOCK_SIZE - done, null);
+      if (n === 0) break;
+      done += n;
+    }
+  } catch (e) {
+    die(`read: ${errorText(e)}`);
+  }
+  return done;
+}
+
 function doWrite(end: End, offset: number, len: number, buf: Uint8Array): void {
   if (end.queue) {
     const padded = alignUp(len, end.align);
-    buf.fill(0, len, padded);
+    if (padded > len) {
+      // The output takes only whole aligned blocks: the rest of the last one is what the output
+      // holds there already, read first (zeroes past the end of a file). Zero padding overwrote
+      // data beyond the copy on a device or a longer file.
+      const tail = len - (len % end.align);
+      end.queue.read(offset + tail, end.scratch!);
+      complete(end.queue, "read of the output's last block");
+      buf.set(end.scratch!.subarray(len - tail), len);
+    }
     end.queue.write(offset, buf.subarray(0, padded));
     complete(end.queue, "write");
     return;
@@ -171,6 +237,8 @@ function flush(end: End): void {
     complete(end.queue, "flush");
     return;
   }
+  // A pipe or a character device (/dev/null) has nothing to flush: fsync says EINVAL there.
+  if (kindOf(end.fd) === "stream") return;
   try {
     fsyncSync(end.fd);
   } catch (e) {
@@ -191,6 +259,7 @@ function copy(input: End, output: End): void {
     if (!progress.enabled) return;
     const secs = (performance.now() - started) / 1000;
     const rate = secs > 0 ? done / secs : 0;
+    if (total < 0) return progress.update(`${formatBytes(done)}  ${formatBytes(rate)}/s`, force);
     const pct = total > 0 ? (done / total) * 100 : 100;
     const eta = rate > 0 ? (total - done) / rate : NaN;
     progress.update(
@@ -201,6 +270,23 @@ function copy(input: End, output: End): void {
     );
   };
 
+  if (total < 0) {
+    // An input read to its end: whole chunks while it gives them, then what is left.
+    let offset = 0;
+    for (;;) {
+      const len = readChunk(input.fd, inBuf);
+      if (len === 0) break;
+      if (inBuf !== outBuf) outBuf.set(inBuf.subarray(0, len));
+      doWrite(output, offset, len, outBuf);
+      offset += len;
+      show(offset);
+      if (len < BLOCK_SIZE) break;
+    }
+    flush(output);
+    show(offset, true);
+    progress.clear();
+    return;
+  }
   for (let offset = 0; offset < total; offset += BLOCK_SIZE) {
     const len = Math.min(BLOCK_SIZE, total - offset);
     doRead(input, offset, len, inBuf);
@@ -217,8 +303,8 @@ function openFile(option: string, path: string, flags: number): number {
   try {
     return openSync(path, flags, 0o666);
   } catch (e) {
-    printErr(`${option}=${path}: ${errorText(e)}\n`);
-    usage();
+    // The options were right; the file was not: no usage text.
+    die(`${option}=${path}: ${errorText(e)}`);
   }
 }
 
@@ -325,8 +411,8 @@ function main(argv: string[]): void {
   if (outPath !== null) outFd = openFile("--output-file", outPath, constants.O_WRONLY | constants.O_CREAT);
 
   copy(
-    { blkio: inBlkio, fd: inFd, queue: null, buf: null, align: 1 },
-    { blkio: outBlkio, fd: outFd, queue: null, buf: null, align: 1 },
+    { blkio: inBlkio, fd: inFd, queue: null, buf: null, align: 1, scratch: null },
+    { blkio: outBlkio, fd: outFd, queue: null, buf: null, align: 1, scratch: null },
   );
 
   if (inFd !== -1) closeSync(inFd);

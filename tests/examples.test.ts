@@ -9,7 +9,15 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { cleanupAll, RUNTIME, scratchDir, skipIf } from "./_helpers.ts";
+import {
+  cleanupAll,
+  loopUnavailableReason,
+  pwrite,
+  RUNTIME,
+  scratchDir,
+  scratchLoop,
+  skipIf,
+} from "./_helpers.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const BUN = join(ROOT, "node_modules", "bun", "bin", "bun.exe");
@@ -27,10 +35,10 @@ function finished(r: SpawnSyncReturns<string>): Run {
 }
 
 /** Runs examples/<tool>.ts with the runtime running this test. */
-function tool(name: string, args: string[]): Run {
+function tool(name: string, args: string[], input?: Uint8Array): Run {
   const script = join(ROOT, "examples", `${name}.ts`);
   const argv = RUNTIME === "deno" ? ["run", "-A", script, ...args] : [script, ...args];
-  return finished(spawnSync(process.execPath, argv, { cwd: DIR, encoding: "utf8", timeout: 60_000 }));
+  return finished(spawnSync(process.execPath, argv, { cwd: DIR, encoding: "utf8", timeout: 60_000, input }));
 }
 
 function randomFile(name: string, size: number): string {
@@ -133,6 +141,47 @@ test("blkio_copy: creates the output file and writes exactly the input's length 
   ok(tool("blkio_copy", [`--input-file=${src}`, "--output-blkio=io_uring", `path=${dst2}`]));
   assert.equal(statSync(dst2).size, 300000);
   assert.ok(readFileSync(src).equals(readFileSync(dst2)));
+});
+
+// fstat gives a size of 0 for a block device and a pipe: the copy stopped there and exited 0.
+test(...skipIf("blkio_copy: a block device as --input-file is copied whole", loopUnavailableReason()), () => {
+  const dev = scratchLoop(3 * 1024 * 1024);
+  const data = randomFillSync(new Uint8Array(3 * 1024 * 1024));
+  pwrite(dev, 0, data);
+  const dst = join(DIR, "copy-of-loop");
+  writeFileSync(dst, new Uint8Array(0));
+  ok(tool("blkio_copy", [`--input-file=${dev}`, "--output-blkio=io_uring", `path=${dst}`]));
+  assert.ok(readFileSync(dst).equals(data), "the copy differs from the device");
+});
+
+test("blkio_copy: a pipe as --input-file is read to its end; /dev/null as --output-file needs no fsync", () => {
+  const data = randomFillSync(new Uint8Array(1_000_003)); // not a whole number of 128 KiB chunks
+  const dst = join(DIR, "copy-of-pipe");
+  writeFileSync(dst, new Uint8Array(0));
+  ok(tool("blkio_copy", ["--input-file=/dev/stdin", "--output-blkio=io_uring", `path=${dst}`], data));
+  assert.ok(readFileSync(dst).equals(data), "the copy differs from what went into the pipe");
+  // fsync of a character device is EINVAL: the copy failed after writing everything.
+  ok(tool("blkio_copy", ["--input-blkio=io_uring", `path=${dst}`, "--output-file=/dev/null"]));
+});
+
+// An O_DIRECT output takes whole blocks only: the last one was padded with zeroes, which overwrote
+// whatever the output held beyond the copy (data on a device, the rest of a longer file).
+test("blkio_copy: a direct=true output keeps what lies beyond the copy in its last block", () => {
+  const src = randomFile("copy-direct-src", 1_000_000);
+  const dst = randomFile("copy-direct-dst", 2 * 1024 * 1024);
+  const before = readFileSync(dst);
+  ok(
+    tool("blkio_copy", [
+      "--input-blkio=io_uring",
+      `path=${src}`,
+      "--output-blkio=io_uring",
+      `path=${dst}`,
+      "direct=true",
+    ]),
+  );
+  const after = readFileSync(dst);
+  assert.ok(after.subarray(0, 1_000_000).equals(readFileSync(src)), "the copied range");
+  assert.ok(after.subarray(1_000_000).equals(before.subarray(1_000_000)), "the bytes after it were changed");
 });
 
 test("blkio_copy: usage errors exit 1 with libblkio's messages", () => {
