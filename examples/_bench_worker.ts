@@ -66,6 +66,9 @@ class Offsets {
     this.#blocksize = cfg.blocksize;
     this.#blocks = Math.floor(cfg.capacity / cfg.blocksize);
     this.#next = Math.floor(cfg.startOffset / cfg.blocksize) * cfg.blocksize;
+    // A thread whose share starts in the tail (past the last whole block) wraps at once: it read
+    // and wrote past the capacity (EIO on a device, a grown file).
+    if (this.#next + cfg.blocksize > this.#blocks * cfg.blocksize) this.#next = 0;
   }
 
   next(): number {

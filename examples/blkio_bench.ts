@@ -131,6 +131,8 @@ function badUsage(error: string): never {
 }
 
 function positive(text: string | undefined, error: string): number {
+  // Digits only: strtoul (libblkio's parser) took "4k" as 4 and "2x" as 2 without a word.
+  if (!/^\+?\d+$/.test(text ?? "")) badUsage(error);
   const v = strtoul(text ?? "");
   if (v > UINT_MAX || v === 0) badUsage(error);
   return v;
@@ -204,10 +206,9 @@ function parseArgs(argv: string[]): { config: Config; driver: string; props: str
         config.runtimeSecs = positive(ev.value, "Invalid runtime");
         break;
       case "poll":
-        config.mode = "poll";
-        break;
       case "event":
-        config.mode = "event";
+        if (config.mode !== "wait" && config.mode !== ev.name) badUsage("--poll and --event cannot be combined");
+        config.mode = ev.name;
         break;
       case "iodepth-batch":
         config.iodepthBatch = positive(ev.value, "Invalid iodepth-batch");
@@ -409,16 +410,27 @@ async function main(argv: string[]): Promise<void> {
   // SIGINT ends the run early; the results are still printed.
   let interrupted = false;
   let wake: (() => void) | null = null;
-  process.once("SIGINT", () => {
+  // `on`, not `once`: a second SIGINT while the workers finish (`timeout` signals the process
+  // and its group) took the default action and the results were lost.
+  process.on("SIGINT", () => {
     interrupted = true;
     wake?.();
   });
+  // In steps setTimeout can take (at most 2^31 - 1 ms: a longer --runtime ended at once).
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
-      const t = setTimeout(() => {
-        wake = null;
-        resolve();
-      }, ms);
+      const end = performance.now() + ms;
+      let t: ReturnType<typeof setTimeout>;
+      const step = () => {
+        const left = end - performance.now();
+        if (left <= 0) {
+          wake = null;
+          resolve();
+          return;
+        }
+        t = setTimeout(step, Math.min(left, 2 ** 31 - 1));
+      };
+      step();
       wake = () => {
         clearTimeout(t);
         resolve();

@@ -368,6 +368,32 @@ test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
     assert.equal(r.status, 1, `--ramp-time=${bad}`);
     assert.match(r.stderr, /^Invalid ramp-time\n/, `--ramp-time=${bad}`);
   }
+  // Trailing garbage: strtoul took "4k" as 4-byte blocks and "2x" as 2 threads, silently.
+  for (
+    const [opt, what] of [["--blocksize=4k", "blocksize"], ["--num-threads=2x", "number of threads"], [
+      "--runtime=1.5",
+      "runtime",
+    ]]
+  ) {
+    r = tool("blkio_bench", [opt, "io_uring"]);
+    assert.equal(r.status, 1, opt);
+    assert.match(r.stderr, new RegExp(`^Invalid ${what}\n`), opt);
+  }
+  for (const both of [["--poll", "--event"], ["--event", "--poll"]]) {
+    r = tool("blkio_bench", [...both, "io_uring"]);
+    assert.equal(r.status, 1, both.join(" "));
+    assert.match(r.stderr, /^--poll and --event cannot be combined\n/);
+  }
+});
+
+// The thread whose share of a sequential run starts in the tail past the last whole block read
+// and wrote past the end: the file grew (a device gave EIO).
+test("blkio_bench: a sequential thread starting in the tail wraps, it does not write past the end", () => {
+  const path = randomFile("bench-tail", 12192); // 2 whole 4 KiB blocks and a tail
+  ok(
+    tool("blkio_bench", ["--runtime=1", "--num-threads=4", "--readwrite=write", "io_uring", `path=${path}`]),
+  );
+  assert.equal(statSync(path).size, 12192);
 });
 
 // --- demo and workers -----------------------------------------------------------------------
