@@ -207,7 +207,9 @@ function parseArgs(argv: string[]): { config: Config; driver: string; props: str
         break;
       case "poll":
       case "event":
-        if (config.mode !== "wait" && config.mode !== ev.name) badUsage("--poll and --event cannot be combined");
+        if (config.mode !== "wait" && config.mode !== ev.name) {
+          badUsage("--poll and --event cannot be combined");
+        }
         config.mode = ev.name;
         break;
       case "iodepth-batch":

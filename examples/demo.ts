@@ -18,18 +18,34 @@ import { Blkio, type Completion, type Queue } from "../mod.ts";
 
 const BLOCK = 4096;
 
-function option(name: string, fallback: number): number {
+const USAGE = "Usage: demo.ts [--seconds=N] [--iodepth=N] [--size-mib=N] [--buffered]";
+
+/** A bad option: the message and the usage line, no stack trace, exit status 2. */
+function usageError(message: string): never {
+  console.error(`demo: ${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+function option(name: string, fallback: number, integer: boolean): number {
   const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
   const v = arg ? Number(arg.slice(name.length + 3)) : fallback;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a positive number`);
+  if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
+    usageError(`--${name} must be a positive ${integer ? "integer" : "number"}`);
+  }
   return v;
 }
 
-const seconds = option("seconds", 2);
-const iodepth = Math.floor(option("iodepth", 32));
-const sizeMiB = Math.floor(option("size-mib", 64));
-const buffered = process.argv.includes("--buffered");
+for (const a of process.argv.slice(2)) {
+  if (a !== "--buffered" && !/^--(seconds|iodepth|size-mib)=/.test(a)) usageError(`unknown option ${a}`);
+}
+const seconds = option("seconds", 2, false);
+const sizeMiB = option("size-mib", 64, true);
 const blocks = (sizeMiB * 1024 * 1024) / BLOCK;
+const iodepth = option("iodepth", 32, true);
+// Each request in flight holds a block of its own: with more requests than blocks, the search for
+// a free block never ended.
+if (iodepth > blocks) usageError(`--iodepth (${iodepth}) must not exceed the file's ${blocks} blocks`);
+const buffered = process.argv.includes("--buffered");
 
 /** Per-phase statistics. */
 interface PhaseResult {
@@ -251,4 +267,10 @@ function main(): number {
   }
 }
 
-process.exitCode = main();
+try {
+  process.exitCode = main();
+} catch (e) {
+  // The library's errors say what went wrong (a missing liburing, no O_DIRECT here): no stack.
+  console.error(`demo: ${e instanceof Error ? e.message : String(e)}`);
+  process.exitCode = 1;
+}

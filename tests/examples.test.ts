@@ -398,6 +398,26 @@ test("blkio_bench: a sequential thread starting in the tail wraps, it does not w
 
 // --- demo and workers -----------------------------------------------------------------------
 
+// More requests than blocks made the search for a free block spin for ever; bad values threw with
+// a stack trace.
+test("demo: bad options exit 2 with a message and the usage line, never hang", () => {
+  for (
+    const [args, msg] of [
+      [["--size-mib=1", "--iodepth=300"], /--iodepth \(300\) must not exceed the file's 256 blocks/],
+      [["--seconds=abc"], /--seconds must be a positive number/],
+      [["--size-mib=0.5"], /--size-mib must be a positive integer/],
+      [["--iodepth=0.5"], /--iodepth must be a positive integer/],
+      [["--sekonds=1"], /unknown option --sekonds=1/],
+    ] as const
+  ) {
+    const r = tool("demo", [...args]);
+    assert.equal(r.status, 2, `${args}: ${r.stderr}`);
+    assert.match(r.stderr, msg);
+    assert.match(r.stderr, /Usage: demo\.ts/);
+    assert.doesNotMatch(r.stderr, /\bat \S+:\d+/, "no stack trace");
+  }
+});
+
 test("demo: writes and reads back every block of its scratch file, O_DIRECT and buffered", () => {
   for (const mode of [[], ["--buffered"]]) {
     const r = ok(tool("demo", ["--seconds=0.3", "--size-mib=8", ...mode]));
