@@ -30,7 +30,7 @@ import {
   type WorkerConfig,
   type WorkerMessage,
 } from "./_bench_shared.ts";
-import { errnoAndMsg, errorMsg, setPropertiesAndConnect } from "./_cli.ts";
+import { errnoAndMsg, errorMsg, retText, setPropertiesAndConnect } from "./_cli.ts";
 
 interface WorkerScope {
   onmessage: ((e: MessageEvent<WorkerConfig>) => void) | null;
@@ -185,7 +185,7 @@ function runQueue(
     for (let k = 0; k < n; k++) {
       const c = out[k];
       const i = c.userData as number;
-      if (c.ret !== 0) throw new Error(`I/O request failed: ${c.ret}`);
+      if (c.ret !== 0) throw new Error(`I/O request failed: ${retText(c.ret, c.errorMsg)}`);
       const start = started[i];
       if (start < 0) continue;
       if (now < 0) now = performance.now();
@@ -303,7 +303,9 @@ async function runEvents(
     await Promise.all(bufs.map(lane));
   } catch (e) {
     const errno = (e as { errno?: number }).errno;
-    throw new Error(`I/O request failed: ${errno === undefined ? errorMsg(e) : -errno}`);
+    throw new Error(
+      `I/O request failed: ${errno === undefined ? errorMsg(e) : retText(-errno, errorMsg(e))}`,
+    );
   }
   return finish(stats, t0, t1);
 }

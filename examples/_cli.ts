@@ -10,7 +10,7 @@
 import { writeSync } from "node:fs";
 import process from "node:process";
 import { isatty } from "node:tty";
-import { type Blkio, BlkioError, errnoText } from "../mod.ts";
+import { type Blkio, BlkioError, errnoName, errnoText } from "../mod.ts";
 
 /** The command-line arguments after the program (and script) name. */
 export function commandArgs(): string[] {
@@ -58,6 +58,14 @@ export function strerror(code: string | undefined, errno?: number): string {
   const text = code ? errnoText(code) : null;
   if (text !== null) return text;
   return `Unknown error ${errno ?? code ?? ""}`.trimEnd();
+}
+
+/**
+ * A failed completion as a person reads it: `-28 (No space left on device)`, with the library's
+ * errorMsg when it has one (the bare number was all the tools printed).
+ */
+export function retText(ret: number, errorMsg: string | null = null): string {
+  return `${ret} (${strerror(errnoName(-ret), -ret)}${errorMsg ? `: ${errorMsg}` : ""})`;
 }
 
 /** `strerror` of a BlkioError or a node:fs error, else the error's message. */

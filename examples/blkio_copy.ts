@@ -47,6 +47,7 @@ import {
   printErr,
   printOut,
   Progress,
+  retText,
 } from "./_cli.ts";
 
 const PROG = "blkio_copy";
@@ -164,7 +165,8 @@ function complete(q: Queue, what: string): void {
     die(`blkioq_do_io failed: ${errnoAndMsg(e)}`);
   }
   if (n !== 1) die(`blkioq_do_io failed: returned ${n}`);
-  if (completions[0].ret !== 0) die(`Unexpected ${what} completion.ret value ${completions[0].ret}`);
+  const c = completions[0];
+  if (c.ret !== 0) die(`Unexpected ${what} completion.ret value ${retText(c.ret, c.errorMsg)}`);
 }
 
 function alignUp(n: number, align: number): number {

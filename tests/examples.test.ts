@@ -386,6 +386,20 @@ test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   }
 });
 
+test("blkio_bench: a failed request is reported with its errno's text and the library's message", () => {
+  const path = randomFile("bench-ro", 1024 * 1024);
+  const r = tool("blkio_bench", [
+    "--runtime=1",
+    "--readwrite=write",
+    "io_uring",
+    `path=${path}`,
+    "read-only=true",
+  ]);
+  assert.equal(r.status, 1);
+  // It was "I/O request failed: -9".
+  assert.match(r.stderr, /I\/O request failed: -9 \(Bad file descriptor: The instance is read-only/);
+});
+
 // The thread whose share of a sequential run starts in the tail past the last whole block read
 // and wrote past the end: the file grew (a device gave EIO).
 test("blkio_bench: a sequential thread starting in the tail wraps, it does not write past the end", () => {
