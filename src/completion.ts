@@ -14,7 +14,30 @@ export interface Completion {
   errorMsg: string | null;
 }
 
-/** Creates an empty completion object (for preallocating `doIo` output arrays). */
+/**
+ * Creates an empty completion object (for preallocating `doIo` output arrays).
+ *
+ * @example An output array made once, reused by every doIo
+ * ```ts
+ * import { Blkio, newCompletion } from "@blkio/blkio";
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(65536));
+ * using b = Blkio.create("io_uring");
+ * b.setStr("path", path);
+ * b.connect();
+ * b.start();
+ * const q = b.getQueue(0)!;
+ * const out = Array.from({ length: 16 }, newCompletion); // doIo fills these in place
+ * for (let i = 0; i < 16; i++) q.read(i * 4096, new Uint8Array(4096), i);
+ * let done = 0;
+ * while (done < 16) done += q.doIo(out, 1, 16 - done);
+ * rmSync(dir, { recursive: true });
+ * ```
+ */
 export function newCompletion(): Completion {
   return { userData: undefined, ret: 0, errorMsg: null };
 }
@@ -25,6 +48,32 @@ export function newCompletion(): Completion {
  * - `FUA`: the write reaches stable storage before it completes (write, writev, writeZeroes).
  * - `NO_UNMAP`: writeZeroes keeps the range allocated.
  * - `NO_FALLBACK`: writeZeroes fails with ENOTSUP rather than writing zero buffers.
+ *
+ * A bit a request does not take comes back in its completion as `-EINVAL` with libblkio's message.
+ *
+ * @example A write that is durable when it completes, and zeroes that keep their blocks
+ * ```ts
+ * import { Blkio, type Completion, ReqFlags } from "@blkio/blkio";
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(65536));
+ * using b = Blkio.create("io_uring");
+ * b.setStr("path", path);
+ * b.connect();
+ * b.start();
+ * const q = b.getQueue(0)!;
+ * q.write(0, new Uint8Array(4096).fill(1), "fua", ReqFlags.FUA);
+ * q.writeZeroes(8192, 4096, "zero", ReqFlags.NO_UNMAP);
+ * q.read(0, new Uint8Array(4096), "bad", ReqFlags.FUA); // FUA is for writes
+ * const out: Completion[] = [];
+ * q.doIo(out, 3, 3);
+ * const bad = out.find((c) => c.userData === "bad")!;
+ * if (bad.ret !== -22 || !out.every((c) => c.userData === "bad" || c.ret === 0)) throw new Error("unexpected");
+ * rmSync(dir, { recursive: true });
+ * ```
  */
 export const ReqFlags = { FUA: 1, NO_UNMAP: 2, NO_FALLBACK: 4 } as const;
 

@@ -62,7 +62,16 @@ for (const [name, value] of Object.entries(ERRNO)) NAMES.set(value, name);
 // ENOTSUP and EOPNOTSUPP are one value on Linux; libblkio's texts say ENOTSUP.
 NAMES.set(95, "ENOTSUP");
 
-/** The name of a positive errno value, or `"E<n>"` for one this table does not know. */
+/**
+ * The name of a positive errno value, or `"E<n>"` for one this table does not know.
+ *
+ * @example Naming a completion's result
+ * ```ts
+ * import { ERRNO, errnoName } from "@blkio/blkio";
+ * const ret = -ERRNO.ENOSPC; // as a failed write's completion has it
+ * if (errnoName(-ret) !== "ENOSPC" || errnoName(95) !== "ENOTSUP") throw new Error("unexpected");
+ * ```
+ */
 export function errnoName(errno: number): string {
   return NAMES.get(errno) ?? `E${errno}`;
 }

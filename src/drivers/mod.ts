@@ -14,7 +14,15 @@ const DRIVERS: Record<string, (native: Native) => Driver> = {
   "virtio-blk-vhost-user": (native) => new VirtioBlkVhostUserDriver(native),
 };
 
-/** The names `Blkio.create` accepts. */
+/**
+ * The names `Blkio.create` accepts.
+ *
+ * @example
+ * ```ts
+ * import { DRIVER_NAMES } from "@blkio/blkio";
+ * if (!DRIVER_NAMES.includes("io_uring")) throw new Error("no io_uring driver");
+ * ```
+ */
 export const DRIVER_NAMES: readonly string[] = Object.keys(DRIVERS);
 
 /**
