@@ -595,15 +595,13 @@ export class IoUringQueue implements DriverQueue {
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
     }
     if (ret === -EINVAL && (op === Op.Discard || op === Op.WriteZeroes) && t.fallocateAlignment > 1) {
-      const a = t.fallocateAlignment, start = s[b + S_START], len = s[b + S_LEN];
-      const why = [start % a !== 0 ? `start ${start}` : "", len % a !== 0 ? `length ${len}` : ""].filter((
-        w,
-      ) => w);
+      const a = t.fallocateAlignment, why: string[] = [];
+      if (s[b + S_START] % a !== 0) why.push(`start ${s[b + S_START]}`);
+      if (s[b + S_LEN] % a !== 0) why.push(`length ${s[b + S_LEN]}`);
+      const what = op === Op.Discard ? "Discard" : "Write zeroes";
       if (why.length > 0) {
-        return `${
-          op === Op.Discard ? "Discard" : "Write zeroes"
-        } on a block device needs start and length in ` +
-          `multiples of its logical block size (${a}); not a multiple of it: ${why.join(", ")}`;
+        return `${what} on a block device needs start and length in multiples of its logical block size ` +
+          `(${a}); not a multiple of it: ${why.join(", ")}`;
       }
     }
     if (ret !== -EINVAL || op > Op.Writev) return null;
