@@ -317,7 +317,6 @@ export class VhostUserClient {
     this.#vringState(VhostUserRequest.SET_VRING_BASE, index, base);
   }
 
-  /** SET_VRING_ENABLE. */
   /** SET_VRING_ENABLE; `timeoutMs` bounds the wait for its acknowledgement (default: the connection's). */
   setVringEnable(index: number, enable: boolean, timeoutMs?: number): void {
     this.#vringState(VhostUserRequest.SET_VRING_ENABLE, index, enable ? 1 : 0, timeoutMs);
