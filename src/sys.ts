@@ -43,14 +43,13 @@ export function oDirect(native: Native): number {
   return v;
 }
 export const F_GETFL = 3;
-export const F_SETFL = 4;
-/** open(2): do not wait (a FIFO opened for reading would wait for a writer). */
-export const O_NONBLOCK = 0o4000;
 export const F_GETFD = 1;
 export const FD_CLOEXEC = 1;
 export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
 export const S_IFBLK = 0o060000;
+export const S_IFCHR = 0o020000;
+export const S_IFIFO = 0o010000;
 const EFD_CLOEXEC = 0o2000000;
 const EFD_NONBLOCK = 0o4000;
 const SEEK_END = 2;
@@ -102,11 +101,22 @@ export interface FileStat {
 const AT_EMPTY_PATH = 0x1000;
 const STATX_BASIC_STATS = 0x7ff;
 
+const AT_FDCWD = -100;
+
 /** statx(2) on an open fd (AT_EMPTY_PATH). */
 export function fstat(native: Native, fd: number): FileStat {
+  return statxAt(native, fd, "", AT_EMPTY_PATH, `statx(${fd})`);
+}
+
+/** statx(2) of `path`, following symlinks (as open(2) does). */
+export function statPath(native: Native, path: string): FileStat {
+  return statxAt(native, AT_FDCWD, path, 0, `statx("${path}")`);
+}
+
+function statxAt(native: Native, dirfd: number, path: string, flags: number, what: string): FileStat {
   const st = native.alloc(256);
-  if (native.libc.statx(fd, cString(native, ""), AT_EMPTY_PATH, STATX_BASIC_STATS, st) < 0) {
-    throw errnoError(native.errno(), `statx(${fd}) failed`);
+  if (native.libc.statx(dirfd, cString(native, path), flags, STATX_BASIC_STATS, st) < 0) {
+    throw errnoError(native.errno(), `${what} failed`);
   }
   const v = new DataView(st.buffer);
   // struct statx: stx_mode u16 @28, stx_size u64 @40, stx_rdev_major/minor @128/@132,
@@ -140,17 +150,6 @@ export function fileStatusFlags(native: Native, fd: number): number {
   const r = native.libc.fcntl(fd, F_GETFL, 0);
   if (r < 0) throw errnoError(native.errno(), `fcntl(${fd}, F_GETFL) failed`);
   return r;
-}
-
-/**
- * Clears O_NONBLOCK, which io_uring would honour: a request on such a file that cannot go on at
- * once fails with EAGAIN instead of being handed to a kernel worker.
- */
-export function clearNonblock(native: Native, fd: number): void {
-  const flags = fileStatusFlags(native, fd);
-  if ((flags & O_NONBLOCK) !== 0 && native.libc.fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
-    throw errnoError(native.errno(), `fcntl(${fd}, F_SETFL) failed`);
-  }
 }
 
 /** Whether `fd` is an open file descriptor. */

@@ -258,9 +258,9 @@ test("fd: the adapter reports the machine's architecture as uname -m does, so O_
   assert.notEqual(oDirectFor(native.arch), null, `O_DIRECT known on ${uname}`);
 });
 
-// The library opens a path with O_NONBLOCK, so that a FIFO opened for reading (refused right
-// after) cannot block connect() until a writer comes. It must clear it: io_uring honours it and
-// fails a request that cannot go on at once with EAGAIN instead of handing it to a worker.
+// A FIFO opened for reading blocks open() until a writer comes, so the library refuses FIFOs
+// before it opens. Not by opening with O_NONBLOCK: io_uring honours the flag (a request that cannot
+// go on at once fails with EAGAIN) and open itself changes (EAGAIN on a leased file).
 for (const t of TARGETS) {
   test(`connect by path: the fd the library opened has no O_NONBLOCK [${t.name}]`, () => {
     using b = Blkio.create("io_uring");

@@ -186,4 +186,24 @@ for (const t of TARGETS) {
   });
 }
 
+// The kernel stops submitting at an SQE it fails while preparing it (more than IOV_MAX iovecs)
+// and returns without waiting: the wait looked cut short, and doIoInterruptible threw EINTR
+// with no signal sent. Both orders: the failing request first, and behind another.
+for (const first of [true, false]) {
+  test(`doIoInterruptible: a request the kernel fails at submission is no interruption [${first ? "first" : "second"}]`, () => {
+    using b = startOn(TARGETS[0]);
+    const q = b.getQueue(0)!;
+    const big = new Uint8Array(1100);
+    const tooMany = () => q.readv(0, Array.from({ length: 1100 }, (_, i) => big.subarray(i, i + 1)), "readv");
+    if (first) tooMany();
+    q.read(0, new Uint8Array(PAGE), "read");
+    if (!first) tooMany();
+    q.read(PAGE, new Uint8Array(PAGE), "read2");
+    const out: Completion[] = [];
+    assert.equal(q.doIoInterruptible(out, 3, 3, 5_000_000_000n), 3);
+    const rets = Object.fromEntries(out.map((c) => [c.userData, c.ret]));
+    assert.deepEqual(rets, { readv: -22, read: 0, read2: 0 });
+  });
+}
+
 test("timeout: cleanup scratch targets", () => cleanupAll());

@@ -12,23 +12,26 @@ import { PropertyTable } from "../../properties.ts";
 import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
 import {
-  clearNonblock,
   closeFd,
+  type FileStat,
   iovMax,
   isOpenFd,
-  O_NONBLOCK,
   O_RDONLY,
   O_RDWR,
   oDirect,
   openPath,
   pageSize,
+  S_IFCHR,
+  S_IFIFO,
+  S_IFMT,
   seekEnd,
+  statPath,
 } from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
 import { IORING_ENTER_GETEVENTS, IORING_SETUP_IOPOLL } from "../../uring/constants.ts";
 import { prepReadv, setUserData } from "../../uring/sqe.ts";
 import { FIXED_BUFFERS, IoUringQueue } from "./queue.ts";
-import { type TargetInfo, targetInfo } from "./target_info.ts";
+import { notFileOrDevice, type TargetInfo, targetInfo } from "./target_info.ts";
 
 /** Hardware queue depths of 64-128 are common; libblkio's default. */
 const NUM_ENTRIES_DEFAULT = 128;
@@ -80,10 +83,19 @@ export class IoUringDriver implements Driver {
     let fd: number;
     if (this.path !== "") {
       if (this.fd !== -1) throw BlkioError.of("EINVAL", "path and fd cannot be set at the same time");
-      // O_NONBLOCK only for the open: a FIFO (refused below) would otherwise block it for good
-      // when opened for reading, until some writer came along.
-      const flags = (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0);
-      fd = openPath(n, this.path, flags | O_NONBLOCK);
+      // FIFOs and character devices are refused before the open, which could block for good: a
+      // FIFO opened for reading waits for a writer, a terminal for carrier. Not with O_NONBLOCK
+      // instead: that changes open itself (EAGAIN on a leased file, no media check on a
+      // removable disk). Anything else open judges first (EISDIR), then targetInfo.
+      let st: FileStat | null = null;
+      try {
+        st = statPath(n, this.path);
+      } catch {
+        // open says what is wrong with the path
+      }
+      const type = st === null ? 0 : st.mode & S_IFMT;
+      if (type === S_IFIFO || type === S_IFCHR) throw notFileOrDevice();
+      fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0));
     } else if (this.fd !== -1) {
       fd = this.fd;
       if (!isOpenFd(n, fd)) throw BlkioError.of("EBADF", `fd ${fd} is not an open file descriptor`);
@@ -93,7 +105,6 @@ export class IoUringDriver implements Driver {
     const opened = this.path !== "";
     try {
       const info = targetInfo(n, fd);
-      if (opened) clearNonblock(n, fd);
       const poll = supportsIopoll(n, fd, info);
       // With `fd`, the fd's own flags decide; with `path` they match what was asked for.
       this.direct = info.direct;

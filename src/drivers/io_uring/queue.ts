@@ -703,8 +703,9 @@ export class IoUringQueue implements DriverQueue {
     // submitted nothing and the CQ is empty. Otherwise it returns only once `minComplete` CQEs
     // are in the CQ (everything before was reaped), so fewer means cut short. Reported as
     // -EINTR: doIo waits again, doIoInterruptible tells its caller, and the caller's deadline
-    // tells a timeout apart.
-    if (minComplete > 0 && ring.cqReady() < minComplete) return -EINTR;
+    // tells a timeout apart. Unless the kernel stopped submitting at an SQE it failed (more than
+    // IOV_MAX iovecs, say): then it returns without waiting at all, and SQEs are left.
+    if (minComplete > 0 && ring.cqReady() < minComplete && ring.unsubmitted === 0) return -EINTR;
     return 0;
   }
 

@@ -21,6 +21,11 @@ import {
   TMPFS_MAGIC,
 } from "../../sys.ts";
 
+/** The error for a target that is neither a regular file nor a block device. */
+export function notFileOrDevice(): BlkioError {
+  return BlkioError.of("EINVAL", "The file must be a block device or a regular file");
+}
+
 /** Linux block device queue limits. */
 export interface BlockLimits {
   logicalBlockSize: number;
@@ -124,9 +129,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       ioPoll: limits.ioPoll,
     };
   }
-  if (type !== S_IFREG) {
-    throw BlkioError.of("EINVAL", "The file must be a block device or a regular file");
-  }
+  if (type !== S_IFREG) throw notFileOrDevice();
   // Files on tmpfs, overlay and the like have no block device behind st_dev.
   const limits = readBlockLimits(native, st.devMajor, st.devMinor);
   const requestAlignment = direct ? (limits?.logicalBlockSize ?? pageSize(native)) : 1;
