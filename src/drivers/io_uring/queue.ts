@@ -46,7 +46,7 @@ import {
   setSqeFlags,
   setUserData,
 } from "../../uring/sqe.ts";
-import type { TargetInfo } from "./target_info.ts";
+import { readBlockLimits, type TargetInfo } from "./target_info.ts";
 
 const EINTR = 4;
 const EIO = 5;
@@ -541,10 +541,11 @@ export class IoUringQueue implements DriverQueue {
     const s = this.#slots, b = slot * SLOT_NUMBERS;
     const op = s[b + S_OP];
     if (res < 0) {
-      // A kernel before 6.12 has no block device commands (EOPNOTSUPP from any URING_CMD): from
-      // now on this queue discards through fallocate, this request too. A device without
-      // discard says EOPNOTSUPP either way, so it costs only one more attempt there.
-      if (res === -ENOTSUP && op === Op.Discard && s[b + S_PHASE] === 2) {
+      // EOPNOTSUPP from the discard command: a kernel before 6.12 has no block device commands,
+      // and says so whatever the device; a newer one means the device has no discard (now: dm
+      // and loop devices can lose it). Only the first turns this queue over to fallocate, this
+      // request too; sysfs, read now, tells them apart.
+      if (res === -ENOTSUP && op === Op.Discard && s[b + S_PHASE] === 2 && this.#deviceDiscards()) {
         this.#cmdDiscard = false;
         this.#requeue(slot);
         return RESUBMITTED;
@@ -573,6 +574,12 @@ export class IoUringQueue implements DriverQueue {
       return RESUBMITTED;
     }
     return 0;
+  }
+
+  /** Whether the target's block device has discard now (sysfs; only asked after a failure). */
+  #deviceDiscards(): boolean {
+    const dev = this.#target.blockDevice;
+    return dev !== null && (readBlockLimits(this.#native, dev.major, dev.minor)?.discardMaxBytes ?? 0) > 0;
   }
 
   /**

@@ -32,6 +32,8 @@ export interface BlockLimits {
   physicalBlockSize: number;
   optimalIoSize: number;
   writeZeroesMaxBytes: number;
+  /** sysfs queue/discard_max_bytes: 0 when the device has no discard. */
+  discardMaxBytes: number;
   discardAlignment: number;
   discardAlignmentOffset: number;
   supportsFuaNatively: boolean;
@@ -66,6 +68,8 @@ export interface TargetInfo {
    * when unknown (no block device behind st_dev, or no such attribute).
    */
   ioPoll: boolean | null;
+  /** A block device's number (for its sysfs limits at the time they matter), or null. */
+  blockDevice: { major: number; minor: number } | null;
 }
 
 /** Reads the queue limits of block device `dev` from /sys/dev/block, or null if absent. */
@@ -88,6 +92,7 @@ export function readBlockLimits(native: Native, major: number, minor: number): B
     physicalBlockSize: num(`${queue}/physical_block_size`) ?? logical,
     optimalIoSize: num(`${queue}/optimal_io_size`) ?? 0,
     writeZeroesMaxBytes: num(`${queue}/write_zeroes_max_bytes`) ?? 0,
+    discardMaxBytes: num(`${queue}/discard_max_bytes`) ?? 0,
     discardAlignment: granularity,
     // Several drivers report discard_alignment equal to the granularity when they mean 0
     // (seen up to Linux 5.17); libblkio corrects it the same way.
@@ -127,6 +132,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       canGrow: false,
       flushNeeded: limits.writeCacheWriteBack || !direct,
       ioPoll: limits.ioPoll,
+      blockDevice: { major: st.rdevMajor, minor: st.rdevMinor },
     };
   }
   if (type !== S_IFREG) throw notFileOrDevice();
@@ -152,5 +158,6 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     canGrow: true,
     flushNeeded: true,
     ioPoll: limits?.ioPoll ?? null,
+    blockDevice: null,
   };
 }
