@@ -118,6 +118,7 @@ export class Blkio {
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
+    this.#driver.beginDestroy?.();
     for (const list of [this.#queues, this.#pollQueues]) {
       for (const q of list) q?.close("The blkio instance has been destroyed");
       list.length = 0;

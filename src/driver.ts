@@ -89,6 +89,11 @@ export interface Driver {
   mapMemRegion(region: MemoryRegion, addr: number): void;
   /** Undoes {@link mapMemRegion}. */
   unmapMemRegion(region: MemoryRegion): void;
+  /**
+   * The whole instance is going (called before its queues are destroyed, then {@link destroy}):
+   * per-queue teardown the device connection's close covers anyway may be skipped.
+   */
+  beginDestroy?(): void;
   /** Closes the device connection; queues were destroyed before. */
   destroy(): void;
 }

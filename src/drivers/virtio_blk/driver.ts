@@ -44,8 +44,6 @@ const K = State.Connected;
 const INT_MAX = 2147483647;
 const QUEUE_SIZE_DEFAULT = 256;
 const F_DUPFD_CLOEXEC = 1030;
-/** How long stopping a queue waits for the back-end's acknowledgement (see #stopVring). */
-const STOP_TIMEOUT_MS = 1000;
 
 /**
  * @internal Protocol features connect() does not negotiate even when offered. Tests set it to
@@ -89,6 +87,8 @@ export class VirtioBlkVhostUserDriver implements Driver {
   numPollQueues = 0;
   queueSize = QUEUE_SIZE_DEFAULT;
   #c: Connection | null = null;
+  /** Set by beginDestroy(): the queues going now need no rings stopped one by one. */
+  #destroying = false;
   #vrings: VringMemory | null = null;
   /** Mapped memory regions, with fds duplicated so they outlive the caller's. */
   readonly #regions = new MemTable();
@@ -318,13 +318,13 @@ export class VirtioBlkVhostUserDriver implements Driver {
 
   #stopVring(index: number): void {
     const c = this.#c;
-    if (c === null || c.conn.brokenReason !== null) return;
+    if (c === null || c.conn.brokenReason !== null || this.#destroying) return;
     if ((c.features & featureBit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) === 0n) return;
     try {
-      // Briefly: this runs in destroy() and removeQueue(), which must not hang on a back-end that
-      // stopped answering (the default 10 s wait made destroy() take 10 s). A timeout marks the
-      // connection broken, so the other queues do not wait again.
-      c.conn.setVringEnable(index, false, STOP_TIMEOUT_MS);
+      // removeQueue(): the default 10 s wait for the acknowledgement. A timeout breaks the
+      // connection (a late reply would be taken for the next message's), and a busy back-end
+      // must not cost every other queue its device.
+      c.conn.setVringEnable(index, false);
     } catch {
       // The back-end is gone or silent: nothing left to stop.
     }
@@ -397,6 +397,14 @@ export class VirtioBlkVhostUserDriver implements Driver {
     } finally {
       closeFd(this.native, desc.fd);
     }
+  }
+
+  /**
+   * destroy() closes the connection, which stops every ring: stopping them one by one first
+   * waited for each acknowledgement, 10 s with a back-end that stopped answering.
+   */
+  beginDestroy(): void {
+    this.#destroying = true;
   }
 
   destroy(): void {

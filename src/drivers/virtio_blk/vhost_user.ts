@@ -166,8 +166,8 @@ export class VhostUserClient {
   }
 
   /** Reads the reply to `request`; returns a copy of its payload. */
-  #reply(request: number, timeoutMs = this.#timeoutMs): Uint8Array {
-    const h = new DataView(this.#sock.recv(HEADER_SIZE, timeoutMs).slice().buffer);
+  #reply(request: number): Uint8Array {
+    const h = new DataView(this.#sock.recv(HEADER_SIZE, this.#timeoutMs).slice().buffer);
     const got = h.getUint32(0, true), flags = h.getUint32(4, true), size = h.getUint32(8, true);
     if (got !== request || (flags & FLAG_REPLY) === 0 || (flags & 0x3) !== VERSION || size > MAX_REPLY) {
       throw BlkioError.of(
@@ -175,7 +175,7 @@ export class VhostUserClient {
         `Unexpected reply from the back-end: request ${got}, flags 0x${flags.toString(16)}, size ${size}`,
       );
     }
-    return size === 0 ? new Uint8Array(0) : this.#sock.recv(size, timeoutMs).slice();
+    return size === 0 ? new Uint8Array(0) : this.#sock.recv(size, this.#timeoutMs).slice();
   }
 
   /** A request whose reply carries data. */
@@ -199,7 +199,6 @@ export class VhostUserClient {
     size: number,
     fill: ((v: DataView) => void) | null,
     fds: readonly number[] = [],
-    timeoutMs = this.#timeoutMs,
   ): void {
     this.#checkUsable();
     let status = 0n;
@@ -207,10 +206,10 @@ export class VhostUserClient {
       this.#send(request, size, fill, fds, this.#replyAck ? FLAG_NEED_REPLY : 0);
       if (!this.#replyAck) {
         this.#send(VhostUserRequest.GET_FEATURES, 0, null, [], 0);
-        this.#reply(VhostUserRequest.GET_FEATURES, timeoutMs);
+        this.#reply(VhostUserRequest.GET_FEATURES);
         return;
       }
-      const r = this.#reply(request, timeoutMs);
+      const r = this.#reply(request);
       status = r.byteLength >= 8 ? new DataView(r.buffer).getBigUint64(0, true) : 1n;
     } catch (e) {
       this.#fail(e, request);
@@ -317,22 +316,16 @@ export class VhostUserClient {
     this.#vringState(VhostUserRequest.SET_VRING_BASE, index, base);
   }
 
-  /** SET_VRING_ENABLE; `timeoutMs` bounds the wait for its acknowledgement (default: the connection's). */
-  setVringEnable(index: number, enable: boolean, timeoutMs?: number): void {
-    this.#vringState(VhostUserRequest.SET_VRING_ENABLE, index, enable ? 1 : 0, timeoutMs);
+  /** SET_VRING_ENABLE. */
+  setVringEnable(index: number, enable: boolean): void {
+    this.#vringState(VhostUserRequest.SET_VRING_ENABLE, index, enable ? 1 : 0);
   }
 
-  #vringState(request: number, index: number, num: number, timeoutMs = this.#timeoutMs): void {
-    this.#command(
-      request,
-      8,
-      (v) => {
-        v.setUint32(0, index, true);
-        v.setUint32(4, num, true);
-      },
-      [],
-      timeoutMs,
-    );
+  #vringState(request: number, index: number, num: number): void {
+    this.#command(request, 8, (v) => {
+      v.setUint32(0, index, true);
+      v.setUint32(4, num, true);
+    });
   }
 
   /**
