@@ -577,8 +577,13 @@ export class BlockDevice {
       // Checked here so the error names this API's parameter (the queue calls it `start`).
       start = toOffset("offset", offset);
       if (start < 0) return Promise.reject(BlkioError.of("EINVAL", `offset: ${BEYOND_2_53_MSG}`));
-      // A plain copy: the queue then reads no element through the caller's code.
-      if ((op === OP_READV || op === OP_WRITEV) && Array.isArray(arg)) arg = Array.prototype.slice.call(arg);
+      // A plain copy: the queue then reads no element through the caller's code (element by
+      // element: slice would let a subclass's Symbol.species make something else).
+      if ((op === OP_READV || op === OP_WRITEV) && Array.isArray(arg)) {
+        const from = arg as unknown[], n = from.length, copy = new Array(n);
+        for (let i = 0; i < n; i++) copy[i] = from[i];
+        arg = copy;
+      }
     } catch (e) {
       return Promise.reject(e);
     }

@@ -1,5 +1,5 @@
 // Child of faults.test.ts: waits on a slow device (a throttled FUSE export, 4 IOPS) while another
-// process sends this one SIGWINCH, 300 ms into each wait. Two doIoInterruptible waits for all 8
+// process sends this one SIGWINCH, 300 ms into each wait. Two doIoInterruptible waits for all 16
 // reads (the first submits them in the same call, the second starts with some back), then doIo
 // for all of them. Prints one JSON line of what it saw.
 // usage: _signal_wait.ts <path> <sqpoll: true|false>
@@ -9,7 +9,7 @@ import process from "node:process";
 
 const [path, sqpoll] = process.argv.slice(-2);
 const MiB = 1 << 20;
-const COUNT = 8;
+const COUNT = 16;
 
 // SIGWINCH: its default action is to ignore it, so a late one cannot end the process. The
 // listener makes the runtime catch it, and a caught signal interrupts a blocking system call.
@@ -31,7 +31,7 @@ const q = b.getQueue(0)!;
 const bufs: Uint8Array[] = [];
 for (let i = 0; i < COUNT; i++) {
   bufs.push(b.allocMemRegion(4096).bytes);
-  q.read(i * MiB, bufs[i], i);
+  q.read(i * MiB / 2, bufs[i], i); // 512 KiB apart: the image is 8 MiB
 }
 const out: Completion[] = [];
 const senders = [];
@@ -58,7 +58,7 @@ while (completed < COUNT && interruptible.every((r) => r.code === "EINTR")) {
   for (let i = 0; i < n; i++) {
     const id = out[i].userData as number;
     if (out[i].ret !== 0) failed.push(id);
-    else if (new DataView(bufs[id].buffer, bufs[id].byteOffset).getUint32(0, true) !== id * MiB / 4096) {
+    else if (new DataView(bufs[id].buffer, bufs[id].byteOffset).getUint32(0, true) !== id * MiB / 2 / 4096) {
       wrongData.push(id);
     }
   }

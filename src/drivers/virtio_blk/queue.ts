@@ -116,6 +116,8 @@ export class VirtioBlkQueue implements DriverQueue {
   #interruptsWanted = true;
   #why = "";
   #broken: string | null = null;
+  /** The back-end returned a used entry that is not in flight: nothing in the used ring counts. */
+  #corrupt = false;
   #destroyed = false;
   #lastHangupCheck = 0;
   // Slot table, struct-of-arrays so nothing is allocated per request.
@@ -417,6 +419,7 @@ export class VirtioBlkQueue implements DriverQueue {
       try {
         head = vq.popUsed();
       } catch (e) {
+        this.#corrupt = true;
         this.#breakDown(`the vhost-user back-end corrupted the virtqueue: ${(e as Error).message}`);
         break;
       }
@@ -514,12 +517,13 @@ export class VirtioBlkQueue implements DriverQueue {
    */
   #failAll(): void {
     const msg = this.#broken ?? "vhost-user back-end disconnected";
-    for (;;) {
+    for (; !this.#corrupt;) {
       let head: number;
       try {
         head = this.#vq.popUsed();
       } catch {
-        break; // a corrupted ring: nothing in it can be trusted
+        this.#corrupt = true; // nothing in it can be trusted
+        break;
       }
       if (head < 0) break;
       const slot = this.#headSlot[head];
@@ -717,7 +721,10 @@ export class VirtioBlkQueue implements DriverQueue {
         this.#dropHead(head);
         continue;
       }
-      if (performance.now() >= deadline || this.#wait(1, deadline) < 0 || this.#broken !== null) break;
+      if (performance.now() >= deadline) break;
+      // A signal does not end the wait early: every request still out now is abandoned memory.
+      const r = this.#wait(1, deadline);
+      if ((r < 0 && r !== -EINTR) || this.#broken !== null) break;
     }
     for (let s = 0; s < this.#cap; s++) {
       if (this.#used[s] === 0) continue;
