@@ -179,11 +179,18 @@ test(
     b.connect();
     b.start();
     const q = b.getQueue(0)!;
+    // In 512-byte sectors; splitting an extent may cost ext4 one 4 KiB extent block (8 sectors)
+    // once the inode's four extent slots are used up.
     const before = statSync(path).blocks;
     runOk(q, (ud) => q.writeZeroes(64 * 1024, 16 * 1024, ud, ReqFlags.NO_UNMAP), "NO_UNMAP");
-    assert.equal(statSync(path).blocks, before, "NO_UNMAP (FALLOC_FL_ZERO_RANGE) kept the blocks");
+    const kept = statSync(path).blocks;
+    assert.ok(kept >= before, `NO_UNMAP (FALLOC_FL_ZERO_RANGE) freed ${before - kept} sectors`);
     runOk(q, (ud) => q.writeZeroes(128 * 1024, 16 * 1024, ud), "plain");
-    assert.equal(statSync(path).blocks, before - 32, "plain write zeroes (a punched hole) freed 16 KiB");
+    const freed = kept - statSync(path).blocks;
+    assert.ok(
+      freed >= 24 && freed <= 32,
+      `plain write zeroes (a punched hole) freed ${freed} sectors, not 32`,
+    );
     const back = new Uint8Array(256 * 1024);
     const rfd = openSync(path, "r");
     readSync(rfd, back, 0, back.length, 0);
