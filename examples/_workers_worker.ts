@@ -94,5 +94,6 @@ scope.onmessage = (e) => {
     (err) => scope.postMessage({ ok: false, error: String(err?.message ?? err) }),
   );
 };
-// Messages sent while the module is still loading can be lost (Bun): say when it listens.
+// Bun loses messages sent to a Worker while a module of it is still loading asynchronously (a
+// top-level await; the library itself loads synchronously): say when it listens.
 scope.postMessage({ ok: true });

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { dlopen, type FFIFunction, FFIType, ptr, toArrayBuffer } from "bun:ffi";
+import type * as BunFfi from "bun:ffi";
 import {
   LIBC_SONAME,
   LIBC_SYMBOLS,
@@ -17,25 +17,29 @@ import {
 } from "./symbols.ts";
 import type { Bound, Native } from "./types.ts";
 
-const BUN_TYPE: Record<NativeType, FFIType> = {
-  i32: FFIType.i32,
-  u32: FFIType.u32,
-  i64: FFIType.i64,
-  u64: FFIType.u64,
-  ptr: FFIType.u64,
-  buf: FFIType.ptr,
-  void: FFIType.void,
-};
+/**
+ * `bun:ffi`, taken by {@link loadBun} with Bun's synchronous `import.meta.require`: this module
+ * is imported statically on both runtimes (Deno must not resolve `bun:ffi`), and the library
+ * loads without a top-level await, which made Bun drop the messages posted to a Worker that
+ * imports it before it set its `onmessage`.
+ */
+let ffi: typeof BunFfi;
+
+function bunTypes(): Record<NativeType, BunFfi.FFIType> {
+  const t = ffi.FFIType;
+  return { i32: t.i32, u32: t.u32, i64: t.i64, u64: t.u64, ptr: t.u64, buf: t.ptr, void: t.void };
+}
 
 function bind<T extends Record<string, SymbolDef>>(soname: string, table: T): Bound<T> {
-  const defs: Record<string, FFIFunction> = {};
+  const BUN_TYPE = bunTypes();
+  const defs: Record<string, BunFfi.FFIFunction> = {};
   for (const [name, def] of Object.entries(table)) {
     defs[name] = {
       args: def.params.map((t) => BUN_TYPE[t]),
       returns: BUN_TYPE[def.result],
     };
   }
-  const symbols = dlopen(soname, defs).symbols as Record<string, (...a: unknown[]) => unknown>;
+  const symbols = ffi.dlopen(soname, defs).symbols as Record<string, (...a: unknown[]) => unknown>;
   const out: Record<string, (...a: unknown[]) => unknown> = {};
   for (const [name, def] of Object.entries(table)) {
     const fn = symbols[name];
@@ -49,15 +53,15 @@ function bind<T extends Record<string, SymbolDef>>(soname: string, table: T): Bo
 function load(): Native {
   const libc = bind(LIBC_SONAME, LIBC_SYMBOLS);
   const uring = bind(LIBURING_SONAME, LIBURING_SYMBOLS);
-  const errnoView = new Int32Array(toArrayBuffer(libc.__errno_location(), 0, 4));
+  const errnoView = new Int32Array(ffi.toArrayBuffer(libc.__errno_location(), 0, 4));
   return {
     runtime: "bun",
     arch: linuxArch((globalThis as unknown as { process: { arch: string } }).process.arch),
     uring,
     libc,
     alloc: (len) => new Uint8Array(new ArrayBuffer(len)),
-    addressOf: (buffer) => (buffer.byteLength === 0 ? 0 : ptr(buffer)),
-    view: (addr, len) => toArrayBuffer(addr, 0, len),
+    addressOf: (buffer) => (buffer.byteLength === 0 ? 0 : ffi.ptr(buffer)),
+    view: (addr, len) => ffi.toArrayBuffer(addr, 0, len),
     errno: () => errnoView[0],
     waitEventfd: (fd) => eventfdWaiter(fd).wait(),
     forgetEventfd: (fd) => {
@@ -101,7 +105,8 @@ interface Ref {
   unref(): void;
 }
 // Reached through globalThis so `deno check` (which sees this file too) needs no Bun types.
-const bunFile = (globalThis as unknown as { Bun: { file(fd: number): { stream(): ByteStream } } }).Bun.file;
+const bunFile = (fd: number) =>
+  (globalThis as unknown as { Bun: { file(fd: number): { stream(): ByteStream } } }).Bun.file(fd);
 
 /**
  * Bun has no nonblocking FFI. `Bun.file(fd).stream()` reads a non-blocking fd on Bun's own
@@ -219,5 +224,8 @@ function linuxArch(nodeArch: string): string {
     nodeArch;
 }
 
-/** The Bun implementation of {@link Native}. */
-export const native: Native = load();
+/** The Bun implementation of {@link Native} (only on Bun). */
+export function loadBun(): Native {
+  ffi = (import.meta as unknown as { require(id: string): typeof BunFfi }).require("bun:ffi");
+  return load();
+}

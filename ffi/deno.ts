@@ -237,16 +237,22 @@ function loadNet(): Promise<typeof import("node:net")> {
   return (net ??= import("node:net"));
 }
 
-/** The Deno implementation of {@link Native}. */
-export const native: Native = load();
-
-// SIGXFSZ: a write that starts at or past RLIMIT_FSIZE raises it in the thread that makes the
-// write, and io_uring makes O_DIRECT writes (like the ftruncate of a memory region's memfd) in
-// the JS thread, inside the system call. Node and Bun ignore the signal, so the write fails
-// with EFBIG; Deno keeps the default action, which ends the process. A listener, never removed,
-// turns it into that EFBIG, which the caller sees as the request's error.
-try {
-  Deno.addSignalListener("SIGXFSZ", () => {});
-} catch {
-  // No signal listeners where this runs: the default action stays.
+/**
+ * The Deno implementation of {@link Native} (only on Deno: this module is imported on Bun too).
+ *
+ * It also listens for SIGXFSZ. A write that starts at or past RLIMIT_FSIZE raises it in the
+ * thread that makes the write, and io_uring makes O_DIRECT writes (like the ftruncate of a
+ * memory region's memfd) in the JS thread, inside the system call. Node and Bun ignore the
+ * signal, so the write fails with EFBIG; Deno keeps the default action, which ends the process.
+ * A listener, never removed, turns it into that EFBIG, which the caller sees as the request's
+ * error.
+ */
+export function loadDeno(): Native {
+  const native = load();
+  try {
+    Deno.addSignalListener("SIGXFSZ", () => {});
+  } catch {
+    // No signal listeners where this runs: the default action stays.
+  }
+  return native;
 }

@@ -1,18 +1,23 @@
 /**
- * Picks the adapter for the running runtime, once, at module load.
+ * Picks the adapter for the running runtime, once, at module load. Synchronously: with a
+ * top-level await (a dynamic import of the adapter) every module importing the library loaded
+ * asynchronously, and Bun dropped the messages posted to a Worker importing it before the Worker
+ * had set its `onmessage`. Both adapters are imported; only the running runtime's is called.
  *
  * @module
  */
 import type { Native } from "./types.ts";
 import { LIBURING_SONAME } from "./symbols.ts";
+import { loadBun } from "./bun.ts";
+import { loadDeno } from "./deno.ts";
 
 /** Why native code could not be loaded, or null when it was. */
 export let loadError: Error | null = null;
 
-async function pick(): Promise<Native | null> {
+function pick(): Native | null {
   try {
-    if ("Bun" in globalThis) return (await import("./bun.ts")).native;
-    if ("Deno" in globalThis) return (await import("./deno.ts")).native;
+    if ("Bun" in globalThis) return loadBun();
+    if ("Deno" in globalThis) return loadDeno();
     loadError = new Error("Unsupported runtime: blkio needs Deno (2.x) or Bun (1.x)");
   } catch (cause) {
     const text = String((cause as Error)?.message ?? cause);
@@ -40,4 +45,4 @@ async function pick(): Promise<Native | null> {
 }
 
 /** The loaded adapter, or null (see {@link loadError}). */
-export const native: Native | null = await pick();
+export const native: Native | null = pick();

@@ -75,4 +75,27 @@ test("BlockDevice in Workers: separate queues write disjoint ranges and verify e
   }
 });
 
+// The library loaded its runtime adapter with a top-level await, so a module importing it finished
+// loading asynchronously, and Bun dropped the messages posted to such a Worker before it had set
+// its onmessage: the caller waited for ever.
+test("Workers: a message posted at once to a Worker that imports the library reaches it", async () => {
+  const url = new URL("./_echo_worker.ts", import.meta.url).href;
+  const workers = Array.from({ length: 4 }, () => new Worker(url, { type: "module" }));
+  try {
+    const answers = await Promise.all(workers.map((w, i) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`worker ${i} never answered`)), 20_000);
+        w.onmessage = (e: MessageEvent<{ echo: number }>) => {
+          clearTimeout(timer);
+          resolve(e.data.echo);
+        };
+        w.postMessage(i);
+      })
+    ));
+    assert.deepEqual(answers, [0, 1, 2, 3]);
+  } finally {
+    for (const w of workers) w.terminate();
+  }
+});
+
 test("block_device_workers: cleanup scratch targets", () => cleanupAll());
