@@ -173,6 +173,12 @@ class PipeWaiter {
   /** Data came with no wait pending: the next wait resolves at once. */
   #ready = false;
   #closed = false;
+  /**
+   * Why the socket failed: later waits reject with it at once. They used to wait on the dead
+   * socket, which never emits data again, so nothing woke them (and close() awaited for ever);
+   * rejected, the caller falls back to looking now and then.
+   */
+  #failed: Error | null = null;
   readonly #settle = (resolve: () => void, reject: (e: Error) => void): void => {
     this.#resolve = resolve;
     this.#reject = reject;
@@ -183,6 +189,7 @@ class PipeWaiter {
   }
 
   wait(): Promise<void> {
+    if (this.#failed !== null) return Promise.reject(this.#failed);
     const socket = this.#socket;
     if (socket === null) return this.#open().then(() => this.wait());
     if (this.#ready) {
@@ -201,6 +208,10 @@ class PipeWaiter {
     const socket = new Socket({ fd: this.#fd, readable: true, writable: false });
     socket.on("data", this.#onData);
     socket.on("error", this.#onError);
+    // The write end closed (the relay gone) before this side: no data will come again.
+    socket.on("close", () => {
+      if (!this.#closed) this.#onError(new Error("The relay pipe closed"));
+    });
     socket.unref();
     this.#socket = socket;
   }
@@ -217,6 +228,7 @@ class PipeWaiter {
   };
 
   readonly #onError = (e: Error): void => {
+    this.#failed ??= e;
     const reject = this.#reject;
     this.#resolve = this.#reject = null;
     this.#socket!.unref();

@@ -13,25 +13,49 @@ import { EventfdRelay } from "./uring/eventfd_relay.ts";
 export class CompletionWaiter {
   readonly #native: Native;
   readonly #fd: number;
-  readonly #relay: EventfdRelay | null;
+  #relay: EventfdRelay | null = null;
+  /**
+   * The relay could not be made for want of a resource (fds near the limit, memory): waits
+   * reject, and each tries again. Falling back to the adapter's wait instead held one of Deno's
+   * 32 threads for nonblocking calls per queue: with 40 such queues on stalled I/O, another
+   * device's reads waited 2.5 s for a thread.
+   */
+  #retry = false;
 
   /** `fd`: a non-blocking eventfd that nobody else reads; it must outlive {@link close}. */
   constructor(native: Native, fd: number) {
     this.#native = native;
     this.#fd = fd;
-    this.#relay = native.eventfdWaitUsesThread ? EventfdRelay.open(native, fd) : null;
+    if (native.eventfdWaitUsesThread) this.#openRelay();
+  }
+
+  /** Makes the relay (null where the kernel cannot); returns the error when it failed. */
+  #openRelay(): unknown {
+    try {
+      this.#relay = EventfdRelay.open(this.#native, this.#fd);
+      this.#retry = false;
+      return null;
+    } catch (e) {
+      this.#retry = true;
+      return e;
+    }
   }
 
   /** How the waits are made: "relay" (through a pipe) or "adapter" (`Native.waitEventfd`). */
   get kind(): "relay" | "adapter" {
-    return this.#relay === null ? "adapter" : "relay";
+    return this.#relay === null && !this.#retry ? "adapter" : "relay";
   }
 
   /**
    * Resolves once the eventfd was signalled (at once if it was since the last wait) and resets
-   * it; keeps the event loop alive while pending. Rejects if the wait itself failed.
+   * it; keeps the event loop alive while pending. Rejects if the wait itself failed, or could
+   * not be set up now (the caller looks for completions by itself meanwhile).
    */
   wait(): Promise<void> {
+    if (this.#retry) {
+      const failed = this.#openRelay();
+      if (failed !== null) return Promise.reject(failed);
+    }
     return this.#relay === null ? this.#native.waitEventfd(this.#fd) : this.#relay.wait();
   }
 

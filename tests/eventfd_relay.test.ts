@@ -188,6 +188,44 @@ test("completion waiter: without a usable io_uring for the relay it falls back t
   await waitOnce(noUring, "adapter");
 });
 
+// Short of fds (or memory) the relay cannot be made for now: the waiter fell back to the adapter's
+// thread-holding wait for good. Now the wait rejects (the caller looks by itself meanwhile) and the
+// next one tries the relay again.
+test("completion waiter: short of fds for the relay, waits reject and the next one tries again", async () => {
+  let failing = true;
+  let adapterWaits = 0;
+  const init = N.uring.io_uring_queue_init_params;
+  const short = {
+    ...N,
+    eventfdWaitUsesThread: true,
+    uring: {
+      ...N.uring,
+      io_uring_queue_init_params: (...a: Parameters<typeof init>) => failing ? -24 /* EMFILE */ : init(...a),
+    },
+    waitEventfd: (fd: number) => (adapterWaits++, N.waitEventfd(fd)),
+  } as Native;
+  const fd = newEventfd(N);
+  const waiter = new CompletionWaiter(short, fd);
+  try {
+    for (let i = 0; i < 2; i++) {
+      const wait = waiter.wait();
+      wait.catch(() => {});
+      // The old fallback waited for the eventfd, which nothing signals here.
+      assert.equal(await within(wait, 5000), "settled", "the wait fell back to a thread-holding wait");
+      await assert.rejects(wait, (e: unknown) => e instanceof BlkioError && e.code === "EMFILE");
+    }
+    failing = false; // fds again
+    setTimeout(() => signal(fd), 5);
+    await waiter.wait();
+    assert.equal(waiter.kind, "relay");
+    assert.equal(adapterWaits, 0, "a thread-holding wait was used");
+    assert.ok(isReset(fd));
+  } finally {
+    await waiter.close();
+    N.libc.close(fd);
+  }
+});
+
 /** This thread's time on a CPU so far in ns (/proc/thread-self/schedstat), or -1 if unknown. */
 function runNs(): number {
   try {

@@ -17,6 +17,8 @@
  * @module
  */
 import type { Native } from "../../ffi/types.ts";
+import { ERRNO } from "../errno.ts";
+import { BlkioError } from "../errors.ts";
 import { errnoError } from "../sys.ts";
 import { IORING_OP, IOSQE_IO_HARDLINK, POLLIN } from "./constants.ts";
 import { Ring } from "./ring.ts";
@@ -59,15 +61,19 @@ export class EventfdRelay {
 
   /**
    * A relay for `eventfd` (non-blocking, read by nobody else), or null when this kernel cannot
-   * do it (no io_uring, or no POLL_ADD or WRITE: Linux < 5.6) or a pipe cannot be made.
+   * do it (no io_uring, or no POLL_ADD or WRITE: Linux < 5.6). Throws BlkioError when a resource
+   * is short (EMFILE, ENFILE, ENOMEM): that passes, and the caller should try again later rather
+   * than settle for the thread-holding wait for good.
    */
   static open(native: Native, eventfd: number): EventfdRelay | null {
     let ring: Ring;
     try {
       // Entered once per wait, so it leaves the thread's registered-ring slots to I/O rings.
       ring = new Ring(native, ENTRIES, 0, [], false);
-    } catch {
-      return null;
+    } catch (e) {
+      // No io_uring here (ENOSYS), or not for this process (EPERM: io_uring_disabled, seccomp).
+      if (e instanceof BlkioError && (e.errno === ERRNO.ENOSYS || e.errno === ERRNO.EPERM)) return null;
+      throw e;
     }
     const ops = ring.probe();
     if (!ops.has(IORING_OP.POLL_ADD) || !ops.has(IORING_OP.WRITE)) {
@@ -76,8 +82,9 @@ export class EventfdRelay {
     }
     const fds = native.alloc(8);
     if (native.libc.pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+      const errno = native.errno();
       ring.close();
-      return null;
+      throw errnoError(errno, "pipe2 for the completion relay failed");
     }
     const v = new DataView(fds.buffer);
     return new EventfdRelay(native, eventfd, ring, v.getInt32(0, true), v.getInt32(4, true));
