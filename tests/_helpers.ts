@@ -200,7 +200,7 @@ export function targets(size = 8 * 1024 * 1024, announce = true): Target[] {
 }
 
 /** Creates, configures and connects an io_uring instance for `t` (not started). */
-export function connectTo(t: Target, opts: { readOnly?: boolean } = {}): Blkio {
+export function connectTo(t: Pick<Target, "path" | "direct">, opts: { readOnly?: boolean } = {}): Blkio {
   const b = Blkio.create("io_uring");
   b.setStr("path", t.path);
   b.setBool("direct", t.direct);
@@ -210,7 +210,10 @@ export function connectTo(t: Target, opts: { readOnly?: boolean } = {}): Blkio {
 }
 
 /** Connects and starts an instance for `t`. */
-export function startOn(t: Target, opts: { readOnly?: boolean; numQueues?: number } = {}): Blkio {
+export function startOn(
+  t: Pick<Target, "path" | "direct">,
+  opts: { readOnly?: boolean; numQueues?: number } = {},
+): Blkio {
   const b = connectTo(t, opts);
   if (opts.numQueues !== undefined) b.setInt("num-queues", opts.numQueues);
   b.start();

@@ -6,8 +6,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, statSync } from "node:fs";
-import { Blkio, type Completion } from "../mod.ts";
-import { cleanupAll, loopUnavailableReason, pread, pwrite, scratchLoop, skipIf } from "./_helpers.ts";
+import type { Blkio, Completion } from "../mod.ts";
+import {
+  cleanupAll,
+  loopUnavailableReason,
+  pread,
+  pwrite,
+  scratchLoop,
+  skipIf,
+  startOn,
+} from "./_helpers.ts";
 import { withRewrittenResults } from "./_rewrite_results.ts";
 
 const MiB = 1 << 20;
@@ -23,15 +31,6 @@ function filledLoop(): { dev: string; backing: string } {
   const max = Number(readFileSync(`/sys/block/${name}/queue/discard_max_bytes`, "utf8"));
   assert.ok(max > 0, `${dev} does not advertise discard (discard_max_bytes 0)`);
   return { dev, backing };
-}
-
-function open(dev: string, direct: boolean): Blkio {
-  const b = Blkio.create("io_uring");
-  b.setStr("path", dev);
-  b.setBool("direct", direct);
-  b.connect();
-  b.start();
-  return b;
 }
 
 function discard(b: Blkio, start: number, len: number): Completion {
@@ -52,7 +51,7 @@ for (const direct of [false, true]) {
     ),
     () => {
       const { dev, backing } = filledLoop();
-      using b = open(dev, direct);
+      using b = startOn({ path: dev, direct });
       const before = statSync(backing).blocks;
       const c = discard(b, 2 * MiB, 2 * MiB);
       assert.equal(c.ret, 0, `${c.ret} ${c.errorMsg}`);
@@ -74,7 +73,7 @@ test(
     const rets: Completion[] = [];
     // The first discard command comes back EOPNOTSUPP, as from a kernel before 6.12.
     const rewritten = withRewrittenResults(0, -ENOTSUP, 1, () => {
-      using b = open(dev, false);
+      using b = startOn({ path: dev, direct: false });
       rets.push({ ...discard(b, 2 * MiB, MiB) }, { ...discard(b, 4 * MiB, MiB) });
     });
     assert.equal(rewritten, 1);

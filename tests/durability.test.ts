@@ -24,8 +24,9 @@ import {
   scratchFile,
   scratchLoop,
   skipIf,
+  startOn,
 } from "./_helpers.ts";
-import { Blkio, type Completion, ReqFlags } from "../mod.ts";
+import { type Completion, ReqFlags } from "../mod.ts";
 import {
   DURABLE_BLOCK,
   DURABLE_FLUSH_BLOCKS,
@@ -113,11 +114,7 @@ for (const direct of [true, false]) {
     ),
     () => {
       const dev = scratchLoop(4 * 1024 * 1024);
-      using b = Blkio.create("io_uring");
-      b.setStr("path", dev);
-      b.setBool("direct", direct);
-      b.connect();
-      b.start();
+      using b = startOn({ path: dev, direct });
       const q = b.getQueue(0)!;
       const region = b.allocMemRegion(8192);
       b.mapMemRegion(region);
