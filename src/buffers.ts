@@ -133,4 +133,4 @@ export function toOffset(what: string, value: unknown): number {
 }
 
 /** The errorMsg of a request whose start or length is 2^53 or more. */
-export const BEYOND_2_53_MSG = "start and length must be below 2^53 (9 PiB), what a JS number holds exactly";
+export const BEYOND_2_53_MSG = "start and length must be below 2^53 (8 PiB), what a JS number holds exactly";

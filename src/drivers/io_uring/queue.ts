@@ -161,7 +161,10 @@ export class IoUringQueue implements DriverQueue {
   readonly #supportsRead: boolean;
   readonly #supportsWrite: boolean;
   readonly #supportsFallocate: boolean;
-  /** Discards of a block device go as BLOCK_URING_CMD_DISCARD until the kernel refuses one. */
+  /**
+   * Discards of a block device go as BLOCK_URING_CMD_DISCARD until a kernel without block device
+   * commands refuses one (for a device that sysfs says can discard).
+   */
   #cmdDiscard: boolean;
   readonly #rwFlags: number;
   // Slot table (see S_START): allocated once, so nothing is allocated per request.
