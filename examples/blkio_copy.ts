@@ -127,9 +127,8 @@ function capacity(end: End): number {
     }
   }
   const kind = kindOf(end.fd);
-  if (kind === "block device") return blockDeviceSize(end.fd);
-  if (kind === "stream") return -1;
-  return fstatSync(end.fd).size;
+  if (kind === "file") return fstatSync(end.fd).size;
+  return kind === "block device" ? blockDeviceSize(end.fd) : -1;
 }
 
 /** Allocates and maps the 128 KiB region of a blkio end and takes its queue 0. */
@@ -272,32 +271,26 @@ function copy(input: End, output: End): void {
     );
   };
 
-  if (total < 0) {
-    // An input read to its end: whole chunks while it gives them, then what is left.
-    let offset = 0;
-    for (;;) {
-      const len = readChunk(input.fd, inBuf);
-      if (len === 0) break;
-      if (inBuf !== outBuf) outBuf.set(inBuf.subarray(0, len));
-      doWrite(output, offset, len, outBuf);
-      offset += len;
-      show(offset);
-      if (len < BLOCK_SIZE) break;
+  // A sized input in 128 KiB chunks; one read to its end (total < 0) in whole chunks while it
+  // gives them, then what is left.
+  let offset = 0;
+  for (;;) {
+    let len: number;
+    if (total < 0) {
+      len = readChunk(input.fd, inBuf);
+    } else {
+      len = Math.min(BLOCK_SIZE, total - offset);
+      if (len > 0) doRead(input, offset, len, inBuf);
     }
-    flush(output);
-    show(offset, true);
-    progress.clear();
-    return;
-  }
-  for (let offset = 0; offset < total; offset += BLOCK_SIZE) {
-    const len = Math.min(BLOCK_SIZE, total - offset);
-    doRead(input, offset, len, inBuf);
+    if (len <= 0) break;
     if (inBuf !== outBuf) outBuf.set(inBuf.subarray(0, len));
     doWrite(output, offset, len, outBuf);
-    show(offset + len);
+    offset += len;
+    show(offset);
+    if (len < BLOCK_SIZE) break;
   }
   flush(output);
-  show(total, true);
+  show(offset, true);
   progress.clear();
 }
 
