@@ -161,7 +161,11 @@ class EventfdWaiter {
 
   readonly #done = (r: { done: boolean }): void => {
     this.#settled();
-    if (r.done) this.#drop(); // never for an eventfd; start afresh on the next wait
+    if (!r.done) return;
+    // Never for an eventfd. For a pipe, its write end closed: no data will come again, so the
+    // wait must not count as one (Deno's PipeWaiter rejects likewise); the next one retries.
+    this.#drop();
+    throw new Error("The pipe's write end closed");
   };
 
   readonly #failed = (e: unknown): never => {

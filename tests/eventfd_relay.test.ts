@@ -158,6 +158,27 @@ test("pipe wait: data written with no wait pending ends the next wait at once", 
   assert.equal(N.libc.fcntl(r, 1, /* F_GETFD */ 0), -1, "forgetPipe left the read end open");
 });
 
+test("pipe wait: the write end closing rejects the pending wait and later ones, with no data seen as data", async () => {
+  const fds = N.alloc(8);
+  assert.equal(N.libc.pipe2(fds, 0o4000 | 0o2000000), 0);
+  const v = new DataView(fds.buffer);
+  const [r, w] = [v.getInt32(0, true), v.getInt32(4, true)];
+  try {
+    const pending = N.waitPipe(r);
+    const outcome = pending.then(() => "resolved", (e: Error) => e.message);
+    assert.equal(await within(pending, 30), "pending");
+    N.libc.close(w);
+    assert.equal(await within(pending, 5000), "settled", "the closed write end left the wait pending");
+    assert.match(await outcome, /closed/, "a wait ended by the write end closing counted as data");
+    const later = N.waitPipe(r);
+    assert.equal(await within(later, 5000), "settled", "a wait after the close hung");
+    await assert.rejects(later, /closed/);
+  } finally {
+    await N.forgetPipe(r);
+  }
+  assert.equal(N.libc.fcntl(r, 1, /* F_GETFD */ 0), -1, "forgetPipe left the read end open");
+});
+
 /** One wait of `waiter` on `fd`, signalled from a timer; then checks the counter was reset. */
 async function waitOnce(native: Native, kind: "relay" | "adapter"): Promise<void> {
   const fd = newEventfd(N);
