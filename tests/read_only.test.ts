@@ -21,7 +21,6 @@ import {
 
 const TARGETS = targets();
 const EBADF = 9;
-const ENOTSUP = 95;
 const REGION = 256 * 1024;
 const { FUA, NO_UNMAP, NO_FALLBACK } = ReqFlags;
 /** Every combination of the write-zeroes flags. */
