@@ -2,8 +2,8 @@
  * High-performance block device I/O for Deno and Bun: libblkio's API over io_uring, through
  * liburing and the runtimes' built-in FFI.
  *
- * Needs Linux with io_uring, liburing 2.x (`apt-get install liburing2`) and, on Deno,
- * `--allow-ffi`.
+ * Needs Linux with io_uring, liburing 2.3 or later (`apt-get install liburing2`) and, on Deno,
+ * `--allow-ffi` (unscoped: the libraries are opened by name when this module is imported).
  *
  * @example Write and read back a block
  * ```ts

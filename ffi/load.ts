@@ -7,9 +7,15 @@
  * @module
  */
 import type { Native } from "./types.ts";
-import { LIBURING_SONAME } from "./symbols.ts";
+import { LIBC_SONAME, LIBURING_SONAME } from "./symbols.ts";
 import { loadBun } from "./bun.ts";
 import { loadDeno } from "./deno.ts";
+
+const UNSCOPED_FFI = "run Deno with --allow-ffi, without a list (or answer A at its prompt)";
+/** A system library's name opened as a path: `/some/dir/libc.so.6: cannot open ...`. */
+const SONAME_AS_PATH = new RegExp(
+  `/(${[LIBC_SONAME, LIBURING_SONAME].map((n) => n.replaceAll(".", "\\.")).join("|")}): cannot open`,
+);
 
 /** Why native code could not be loaded, or null when it was. */
 export let loadError: Error | null = null;
@@ -20,11 +26,18 @@ function pick(): Native | null {
     if ("Deno" in globalThis) return loadDeno();
     loadError = new Error("Unsupported runtime: blkio needs Deno (2.x) or Bun (1.x)");
   } catch (cause) {
-    const text = String((cause as Error)?.message ?? cause);
+    // Deno repeats its own prefix ("Could not open library: Could not open library: ...").
+    const text = String((cause as Error)?.message ?? cause).replace(/^(Could not open library: )+/, "$1");
     if (/permission|NotCapable|allow-ffi/i.test(text) || (cause as Error)?.name === "NotCapable") {
-      loadError = new Error(`Loading native libraries needs FFI permission (run Deno with --allow-ffi)`, {
-        cause,
-      });
+      loadError = new Error(`Loading native libraries needs FFI permission: ${UNSCOPED_FFI}`, { cause });
+    } else if (SONAME_AS_PATH.test(text)) {
+      // FFI permission for named libraries (--allow-ffi=libc.so.6, or "y" at Deno's prompt)
+      // makes Deno open each name as a path in the current directory, where it is not.
+      loadError = new Error(
+        `Deno looked for the system libraries in the current directory, as it does when FFI ` +
+          `permission names them: ${UNSCOPED_FFI} (${text})`,
+        { cause },
+      );
     } else if (/undefined symbol|not found in/i.test(text) && text.includes("io_uring")) {
       // Deno: "undefined symbol: io_uring_enter"; Bun: 'Symbol "io_uring_enter" not found in ...'.
       loadError = new Error(

@@ -278,7 +278,7 @@ test("BlkioError: thrown by the library with errno and code consistent", () => {
 
 test(
   ...skipIf(
-    "Blkio.create without FFI permission: ENOENT for an unknown driver name, ELIBACC for a known one",
+    "Blkio.create without FFI permission (or with it for named libraries only): ENOENT for an unknown driver name, ELIBACC saying what to run",
     "Deno" in globalThis ? null : "Bun has no permission system: FFI is always allowed",
   ),
   () => {
@@ -296,6 +296,21 @@ test(
     });
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split("\n"), ["nope ENOENT", "io_uring ELIBACC"]);
+    // Permission for the libraries by name makes Deno look for them in the current directory:
+    // the error must say what to run instead, not only that a file was missing.
+    const messages = `
+      import { Blkio } from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+      try { Blkio.create("io_uring"); } catch (e) { console.log(e.code, e.message); }`;
+    for (const ffi of ["--allow-ffi=libc.so.6,liburing.so.2", "--allow-ffi=/nowhere/libc.so.6"]) {
+      const s = spawnSync(process.execPath, ["run", "--allow-read", "--allow-env", ffi, "-"], {
+        input: messages,
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(s.status, 0, s.stderr);
+      assert.match(s.stdout, /^ELIBACC .*run Deno with --allow-ffi, without a list/, `${ffi}: ${s.stdout}`);
+      assert.doesNotMatch(s.stdout, /(Could not open library: ){2}/, `${ffi}: a repeated prefix`);
+    }
   },
 );
 
