@@ -48,5 +48,5 @@ export { type Completion, newCompletion, ReqFlags } from "./src/completion.ts";
 export type { MemoryRegion } from "./src/memory_region.ts";
 export type { PropertyInfo, PropertyType } from "./src/properties.ts";
 export type { StateName } from "./src/state.ts";
-export { ERRNO, errnoName, errnoText } from "./src/errno.ts";
+export { ERRNO, type ErrnoName, errnoName, errnoText } from "./src/errno.ts";
 export { DRIVER_NAMES } from "./src/drivers/mod.ts";

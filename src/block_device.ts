@@ -454,7 +454,7 @@ export class BlockDevice {
    * rmSync(dir, { recursive: true });
    * ```
    */
-  allocBuffer(len: number): Uint8Array {
+  allocBuffer(len: number): Uint8Array<ArrayBuffer> {
     if (this.#closing) throw closedError();
     if (typeof len !== "number" || !Number.isSafeInteger(len) || len <= 0) {
       throw BlkioError.of("EINVAL", `Buffer length must be a positive integer: received ${describe(len)}`);

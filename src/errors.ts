@@ -25,6 +25,10 @@ export class BlkioError extends Error {
   /** The positive errno value (ENOENT = 2). */
   readonly errno: number;
 
+  /**
+   * An error for the positive errno value `errno`; {@link code} is its name (`E<n>` for one
+   * not in {@link ERRNO}).
+   */
   constructor(errno: number, message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "BlkioError";
@@ -32,7 +36,7 @@ export class BlkioError extends Error {
     this.code = errnoName(errno);
   }
 
-  /** Builds an error from an errno name. */
+  /** Builds an error from an errno name, such as `BlkioError.of("EINVAL", "...")`. */
   static of(code: ErrnoName, message: string, options?: ErrorOptions): BlkioError {
     return new BlkioError(ERRNO[code], message, options);
   }

@@ -17,8 +17,11 @@ import { describe } from "./properties.ts";
  * promise that the region stays valid while mapped.
  */
 export interface MemoryRegion {
-  /** The whole region; subarray it for I/O buffers. */
-  readonly bytes: Uint8Array;
+  /**
+   * The whole region; subarray it for I/O buffers. Over a plain (unshared) ArrayBuffer, so it
+   * can be handed to web APIs that take a `BufferSource` (`crypto.subtle`, `Blob`, `Response`).
+   */
+  readonly bytes: Uint8Array<ArrayBuffer>;
   /** Length in bytes. */
   readonly len: number;
   /** The memfd backing the region, or -1 for a region the caller built. */
@@ -122,7 +125,7 @@ export class MemoryRegionRegistry {
       closeFd(n, fd);
       throw BlkioError.of("EOVERFLOW", `mmap returned an address not aligned to ${alignment}`);
     }
-    let bytes: Uint8Array;
+    let bytes: Uint8Array<ArrayBuffer>;
     try {
       bytes = new Uint8Array(n.view(addr, len));
     } catch (cause) {

@@ -43,7 +43,9 @@ export type AnyPropertyRow<D> = { [T in PropertyType]: PropertyRow<D, T> }[Prope
 
 /** What {@link PropertyTable.describe} reports for one property. */
 export interface PropertyInfo {
+  /** The property's name, such as `"num-queues"`. */
   name: string;
+  /** Which accessors take it: `getInt`/`setInt` for "int", and so on (`getStr`/`setStr` take all). */
   type: PropertyType;
   /** Readable in the instance's current state. */
   readable: boolean;
@@ -53,6 +55,7 @@ export interface PropertyInfo {
   settableIn: ("created" | "connected")[];
   /** The first state in which it can be read. */
   readableFrom: StateName;
+  /** One line on what it is. */
   doc: string;
 }
 
