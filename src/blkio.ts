@@ -10,7 +10,7 @@ import { BlkioError, mustBeConnected, mustBeStarted } from "./errors.ts";
 import { type MemoryRegion, MemoryRegionRegistry } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, checkInt, checkStr, checkUint64, describe, type PropertyInfo } from "./properties.ts";
-import { Queue } from "./queue.ts";
+import { closeQueue, newQueue, Queue, queueUsesBuffer } from "./queue.ts";
 import { State, type StateName, stateName, type StateValue } from "./state.ts";
 
 /**
@@ -103,8 +103,8 @@ export class Blkio {
     if (this.#state === State.Started) return;
     if (this.#state < State.Connected) throw mustBeConnected();
     const { queues, pollQueues } = d.start();
-    for (const q of queues) this.#queues.push(new Queue(this.#native, q));
-    for (const q of pollQueues) this.#pollQueues.push(new Queue(this.#native, q));
+    for (const q of queues) this.#queues.push(newQueue(this.#native, q));
+    for (const q of pollQueues) this.#pollQueues.push(newQueue(this.#native, q));
     this.#state = State.Started;
   }
 
@@ -120,7 +120,7 @@ export class Blkio {
     this.#destroyed = true;
     this.#driver.beginDestroy?.();
     for (const list of [this.#queues, this.#pollQueues]) {
-      for (const q of list) q?.close("The blkio instance has been destroyed");
+      for (const q of list) if (q) closeQueue(q, "The blkio instance has been destroyed");
       list.length = 0;
     }
     this.#regions.destroy();
@@ -201,7 +201,7 @@ export class Blkio {
 
   #inUse(buffer: ArrayBufferLike): boolean {
     for (const list of [this.#queues, this.#pollQueues]) {
-      for (const q of list) if (q?.usesBuffer(buffer)) return true;
+      for (const q of list) if (q && queueUsesBuffer(q, buffer)) return true;
     }
     return false;
   }
@@ -258,7 +258,7 @@ export class Blkio {
   #add(list: (Queue | null)[], poll: boolean): number {
     const d = this.#live();
     if (this.#state < State.Started) throw mustBeStarted();
-    const q = new Queue(this.#native, d.addQueue(poll));
+    const q = newQueue(this.#native, d.addQueue(poll));
     const free = list.indexOf(null);
     if (free >= 0) {
       list[free] = q;
@@ -287,6 +287,6 @@ export class Blkio {
     if (!q) throw BlkioError.of("ENOENT", `no queue with index ${describe(index)}`);
     list[index] = null;
     while (list.length > 0 && list[list.length - 1] === null) list.pop();
-    q.close("The queue has been removed");
+    closeQueue(q, "The queue has been removed");
   }
 }

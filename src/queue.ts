@@ -57,6 +57,13 @@ function keepLength(out: unknown, len: number): void {
   if (Array.isArray(out) && out.length > len) out.length = len;
 }
 
+/** Makes the public queue over a driver queue (Blkio.start, addQueue). */
+export let newQueue: (native: Native, dq: DriverQueue) => Queue;
+/** Whether a request of `q` in flight or waiting uses memory of `buffer`. */
+export let queueUsesBuffer: (q: Queue, buffer: ArrayBufferLike) => boolean;
+/** Shuts `q` down (queue removed, instance destroyed); later calls throw EBADF with `reason`. */
+export let closeQueue: (q: Queue, reason: string) => void;
+
 /**
  * A submission/completion queue of a started instance. Use each queue from one thread.
  *
@@ -95,8 +102,15 @@ export class Queue {
   readonly #isPoll: boolean;
   #gone = "The queue has been removed";
 
-  /** @internal Created by Blkio.start / addQueue. */
-  constructor(native: Native, dq: DriverQueue) {
+  static {
+    // The instance's hold on its queues, kept off the public class: a `close()` or a constructor
+    // that users can reach looks like API (and q.close("x") did shut the queue down).
+    newQueue = (native, dq) => new Queue(native, dq);
+    queueUsesBuffer = (q, buffer) => q.#usesBuffer(buffer);
+    closeQueue = (q, reason) => q.#close(reason);
+  }
+
+  private constructor(native: Native, dq: DriverQueue) {
     this.#native = native;
     this.#dq = dq;
     this.#isPoll = dq.isPollQueue;
@@ -423,14 +437,14 @@ export class Queue {
     return false;
   }
 
-  /** @internal Whether a request in flight or waiting uses memory of `buffer`. */
-  usesBuffer(buffer: ArrayBufferLike): boolean {
+  /** Whether a request in flight or waiting uses memory of `buffer`. */
+  #usesBuffer(buffer: ArrayBufferLike): boolean {
     // Requests waiting in the backlog count too: the ring gets their addresses later.
     return this.#dq !== null && (this.#backlog.usesBuffer(buffer) || this.#dq.usesBuffer(buffer));
   }
 
-  /** @internal Called by Blkio when the queue is removed or the instance destroyed. */
-  close(reason: string): void {
+  /** When the queue is removed or the instance destroyed: later calls throw EBADF with `reason`. */
+  #close(reason: string): void {
     const dq = this.#dq;
     if (dq === null) return;
     this.#dq = null;

@@ -10,7 +10,7 @@ import { CompletionBacklog } from "../src/completion_backlog.ts";
 import { RequestBacklog, type RequestSink } from "../src/request_backlog.ts";
 import { PropertyTable } from "../src/properties.ts";
 import { State, type StateValue } from "../src/state.ts";
-import { Queue } from "../src/queue.ts";
+import { closeQueue, newQueue, type Queue, queueUsesBuffer } from "../src/queue.ts";
 import type { DriverQueue } from "../src/driver.ts";
 import type { Native } from "../ffi/types.ts";
 import { oDirect, oDirectFor } from "../src/sys.ts";
@@ -693,7 +693,7 @@ const NO_NATIVE = {} as unknown as Native;
 
 function queueWith(opts: ConstructorParameters<typeof FakeQueue>[0] = {}): { q: Queue; dq: FakeQueue } {
   const dq = new FakeQueue(opts);
-  return { q: new Queue(NO_NATIVE, dq), dq };
+  return { q: newQueue(NO_NATIVE, dq), dq };
 }
 
 function uds(out: Completion[], n: number): unknown[] {
@@ -1066,7 +1066,7 @@ test("queue: completions the library makes signal the completion fd", () => {
     },
   } as unknown as Native;
   const dq = new FakeQueue({ completionFd: 42 });
-  const q = new Queue(fake, dq);
+  const q = newQueue(fake, dq);
   q.read(0, buf(), "bad", 0x40);
   q.read(0, buf(), "good");
   assert.equal(writes.length, 1);
@@ -1084,24 +1084,30 @@ test("queue: usesBuffer covers requests in the driver and in the backlog", () =>
   const a = buf(), b = buf(), c = buf();
   q.read(0, a, "a"); // in the driver
   q.readv(0, [b.subarray(2)], "b"); // in the backlog
-  assert.ok(q.usesBuffer(a.buffer));
-  assert.ok(q.usesBuffer(b.buffer));
-  assert.ok(!q.usesBuffer(c.buffer));
+  assert.ok(queueUsesBuffer(q, a.buffer));
+  assert.ok(queueUsesBuffer(q, b.buffer));
+  assert.ok(!queueUsesBuffer(q, c.buffer));
   assert.equal(q.doIo([], 2), 2);
-  assert.ok(!q.usesBuffer(a.buffer));
-  assert.ok(!q.usesBuffer(b.buffer));
+  assert.ok(!queueUsesBuffer(q, a.buffer));
+  assert.ok(!queueUsesBuffer(q, b.buffer));
+});
+
+test("queue: shutting a queue down is the instance's, not a public method", () => {
+  // A public q.close("x") looked like API and shut the queue down for good.
+  const { q } = queueWith();
+  for (const name of ["close", "usesBuffer"]) assert.equal(name in q, false, `Queue has ${name}`);
 });
 
 test("queue: a closed queue throws EBADF with the reason, and closes its driver queue once", () => {
   const { q, dq } = queueWith();
-  q.close("The queue has been removed");
-  q.close("again");
+  closeQueue(q, "The queue has been removed");
+  closeQueue(q, "again");
   assert.equal(dq.destroyed, 1);
   assertErrno(() => q.read(0, buf()), "EBADF", /removed/);
   assertErrno(() => q.flush(), "EBADF");
   assertErrno(() => q.doIo([], 0), "EBADF");
   assertErrno(() => q.completionFd, "EBADF");
-  assert.equal(q.usesBuffer(new ArrayBuffer(1)), false);
+  assert.equal(queueUsesBuffer(q, new ArrayBuffer(1)), false);
 });
 
 // --- O_DIRECT by architecture ---------------------------------------------------------------
