@@ -482,7 +482,9 @@ export class BlockDevice {
   }
 
   /**
-   * Reads `buf.byteLength` bytes at `offset` into `buf`.
+   * Reads `buf.byteLength` bytes at `offset` into `buf`. On a regular file, what lies past its
+   * end reads as zeroes (the promise resolves); on a block device, a read past its capacity
+   * rejects (EIO).
    *
    * @example Read with a deadline
    * ```ts
@@ -504,7 +506,10 @@ export class BlockDevice {
     return this.#submit(OP_READ, offset, buf, 0, opts);
   }
 
-  /** Writes `buf` at `offset`. */
+  /**
+   * Writes `buf` at `offset`. On a regular file, a write past its end extends it (and
+   * {@link capacity}); on a block device, a write past its capacity rejects (ENOSPC).
+   */
   write(offset: bigint | number, buf: Uint8Array, opts?: WriteOptions): Promise<void> {
     const flags = flagsOf(opts, WRITE_FLAGS);
     if (typeof flags !== "number") return Promise.reject(flags);

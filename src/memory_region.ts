@@ -99,6 +99,8 @@ export class MemoryRegionRegistry {
   readonly #self = new WeakRef(this);
   readonly #allocated = new Map<MemoryRegion, Allocation>();
   readonly #mapped = new Map<MemoryRegion, { addr: number; len: number }>();
+  /** Regions this instance freed, so that a second free says so. */
+  readonly #freed = new WeakSet<MemoryRegion>();
 
   /** `inUse`: whether this instance's requests use memory of a buffer. */
   constructor(native: Native, inUse: InUse) {
@@ -149,7 +151,10 @@ export class MemoryRegionRegistry {
   /** Frees a region from {@link alloc}: unmaps it, closes its fd and detaches `bytes`. */
   free(region: MemoryRegion): void {
     const a = this.#allocated.get(region);
-    if (!a) throw BlkioError.of("EINVAL", "Memory region was not allocated by this instance");
+    if (!a) {
+      const why = this.#freed.has(region) ? "was already freed" : "was not allocated by this instance";
+      throw BlkioError.of("EINVAL", `Memory region ${why}`);
+    }
     if (this.#mapped.has(region)) {
       throw BlkioError.of("EBUSY", "Memory region is still mapped: unmap it before freeing it");
     }
@@ -165,6 +170,7 @@ export class MemoryRegionRegistry {
       throw BlkioError.of("EBUSY", "Memory region is in use by requests in flight");
     }
     this.#allocated.delete(region);
+    this.#freed.add(region);
     release(region, a);
     sweepDeferred();
   }

@@ -160,7 +160,11 @@ export class Queue {
     this.#live().setCompletionFdEnabled(checkBool("enabled", enabled));
   }
 
-  /** Queues a read of `buf.byteLength` bytes at `start`. */
+  /**
+   * Queues a read of `buf.byteLength` bytes at `start`. Where the `can-grow` property is true (a
+   * regular file), what lies past the end reads as zeroes and the request succeeds; elsewhere a
+   * read past the capacity fails (a block device: -EIO).
+   */
   read(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
@@ -168,7 +172,11 @@ export class Queue {
     this.#submit(dq, Op.Read, s, buf, null, byteLengthOf(buf), userData, checkFlags(flags));
   }
 
-  /** Queues a write of `buf` at `start` (flags: FUA). */
+  /**
+   * Queues a write of `buf` at `start` (flags: FUA). Where `can-grow` is true (a regular file),
+   * a write past the end extends the file, and `capacity` with it; elsewhere it fails (a block
+   * device: -ENOSPC).
+   */
   write(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
@@ -176,7 +184,7 @@ export class Queue {
     this.#submit(dq, Op.Write, s, buf, null, byteLengthOf(buf), userData, checkFlags(flags));
   }
 
-  /** Queues a vectored read into `iovecs` at `start`. */
+  /** Queues a vectored read into `iovecs` at `start`; past the end as {@link read}. */
   readv(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
@@ -186,7 +194,7 @@ export class Queue {
     this.#submit(dq, Op.Readv, s, null, list, len, userData, checkFlags(flags));
   }
 
-  /** Queues a vectored write of `iovecs` at `start` (flags: FUA). */
+  /** Queues a vectored write of `iovecs` at `start` (flags: FUA); past the end as {@link write}. */
   writev(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
