@@ -21,8 +21,9 @@ import { State, type StateName, stateName, type StateValue } from "./state.ts";
  * created them; JS objects cannot be shared between threads, so they are never handed to
  * another one. libblkio's model is one queue per thread: here each Worker creates its own
  * instance on the same path (or opens its own `BlockDevice`) and gets its own queues, so the
- * Workers' requests run in parallel (see `examples/workers.ts` in the source repository). Within a thread, a queue may
- * be used from any callback, but one `doIo` at a time (it is synchronous anyway). Memory of a
+ * Workers' requests run in parallel (see `examples/workers.ts` in the source repository).
+ * Within a thread, a queue may be used from any callback, but one `doIo` at a time (it is
+ * synchronous anyway). Memory of a
  * request in flight must not be transferred, detached or resized; SharedArrayBuffer memory is
  * refused as an I/O buffer.
  *
