@@ -151,8 +151,16 @@ class EventfdWaiter {
       return new Promise<void>(nextTurn).then(this.#waitAgain);
     }
     if (this.#reader === null) {
-      if (this.#stream === null) this.#stream = bunFile(this.#fd).stream();
-      this.#reader = this.#stream.getReader();
+      try {
+        if (this.#stream === null) this.#stream = bunFile(this.#fd).stream();
+        this.#reader = this.#stream.getReader();
+      } catch (e) {
+        // Bun sets the fd up here and throws at once when that fails (EMFILE from fcntl with
+        // the fd table full). A throw escaped the caller's promise chain and no wait was ever
+        // made again: requests hung for good. Rejected, the caller looks by itself and retries.
+        this.#drop();
+        return Promise.reject(e);
+      }
     }
     this.#pending = true;
     this.#keepAlive.ref();

@@ -56,7 +56,12 @@ export class CompletionWaiter {
       const failed = this.#openRelay();
       if (failed !== null) return Promise.reject(failed);
     }
-    return this.#relay === null ? this.#native.waitEventfd(this.#fd) : this.#relay.wait();
+    try {
+      return this.#relay === null ? this.#native.waitEventfd(this.#fd) : this.#relay.wait();
+    } catch (e) {
+      // Never a throw: callers handle a failed wait in its rejection, and only there.
+      return Promise.reject(e);
+    }
   }
 
   /** Releases what the waits use; call with no wait pending. */

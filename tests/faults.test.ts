@@ -624,6 +624,31 @@ for (const sqpoll of [false, true]) {
   );
 }
 
+// The first wait of a BlockDevice queue with the fd table full: on Bun, setting up the eventfd's
+// reader threw EMFILE out of the wait, the queue was left marked as waiting, and the reads never
+// settled, even once fds were free again. A child, for its own RLIMIT_NOFILE (prlimit).
+test(
+  ...skipIf(
+    "faults: a BlockDevice whose first wait finds no free fd settles its requests once fds are back",
+    QSD_SKIP ?? (spawnSync("prlimit", ["--version"]).status === 0 ? null : "no prlimit (util-linux)"),
+  ),
+  () => {
+    const dir = scratch();
+    const d = startDaemon(dir, stampedImage(dir, 8 * MiB), { iops: 4 });
+    const script = fileURLToPath(new URL("./_first_wait_emfile.ts", import.meta.url));
+    const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A", script] : [process.execPath, script];
+    const r = spawnSync("prlimit", ["--nofile=512", ...runtime, d.mount], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(r.signal, null, `the child was killed by ${r.signal}: ${r.stderr}`);
+    assert.equal(r.status, 0, r.stderr);
+    const seen = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    assert.ok(seen.held > 100, `the child filled only ${seen.held} fds`);
+    assert.deepEqual(seen.outcomes, ["ok", "ok", "ok", "ok"], r.stderr);
+  },
+);
+
 test(
   ...skipIf("faults: destroy with requests the device never finishes keeps their memory mapped", QSD_SKIP),
   () => {
