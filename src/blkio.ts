@@ -10,7 +10,7 @@ import { BlkioError, mustBeConnected, mustBeStarted } from "./errors.ts";
 import { type MemoryRegion, MemoryRegionRegistry } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, checkInt, checkStr, checkUint64, describe, type PropertyInfo } from "./properties.ts";
-import { closeQueue, newQueue, Queue, queueUsesBuffer } from "./queue.ts";
+import { closeQueue, newQueue, type Queue, queueUsesBuffer } from "./queue.ts";
 import { State, type StateName, stateName, type StateValue } from "./state.ts";
 
 /**
