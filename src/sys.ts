@@ -6,7 +6,7 @@
  */
 import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "./errors.ts";
-import { errnoName, errnoText } from "./errno.ts";
+import { ERRNO, errnoName, errnoText } from "./errno.ts";
 
 /** open(2) flags and friends (the same on x86_64 and arm64, except O_DIRECT: see {@link oDirect}). */
 export const O_RDONLY = 0;
@@ -189,7 +189,12 @@ export function signalEventfd(native: Native, fd: number): void {
 /** Reads a small text file (sysfs attributes) or returns null when it cannot be read. */
 export function readText(native: Native, path: string): string | null {
   const fd = native.libc.open(cString(native, path), O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return null;
+  if (fd < 0) {
+    // Short of fds or memory the file may well be there: saying "absent" made connect at the fd
+    // limit fail with EINVAL (no queue limits) or guess a file's O_DIRECT alignment.
+    if (isShortage(native.errno())) throw errnoError(native.errno(), `Cannot open ${path}`);
+    return null;
+  }
   try {
     const buf = native.alloc(4096);
     const n = Number(native.libc.read(fd, buf, 4096n));
@@ -197,6 +202,11 @@ export function readText(native: Native, path: string): string | null {
   } finally {
     native.libc.close(fd);
   }
+}
+
+/** Whether `errno` says the process or system ran short (fds, memory), not what was asked. */
+export function isShortage(errno: number): boolean {
+  return errno === ERRNO.ENOMEM || errno === ERRNO.ENFILE || errno === ERRNO.EMFILE;
 }
 
 /** The page size. */

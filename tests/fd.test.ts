@@ -27,6 +27,7 @@ import {
   reap,
   RUNTIME,
   scratchDir,
+  skipIf,
   type Target,
   targets,
 } from "./_helpers.ts";
@@ -269,6 +270,30 @@ for (const t of TARGETS) {
     b.connect();
     assert.equal(fdFlags(b.getInt("fd")) & 0o4000, 0);
   });
+}
+
+// Opening the target takes the last free fd: what the library opens next (sysfs files, the
+// IOPOLL probe's ring) fails with EMFILE, and connect must say so. It said EINVAL "Cannot read the
+// block device's queue limits" for a block device, and guessed a file's O_DIRECT alignment.
+const PRLIMIT = spawnSync("prlimit", ["--version"]).status === 0 ? null : "no prlimit (util-linux)";
+for (const t of TARGETS) {
+  test(
+    ...skipIf(`connect with one fd to spare: EMFILE, not a wrong guess or EINVAL [${t.name}]`, PRLIMIT),
+    () => {
+      const script = new URL("./_connect_emfile.ts", import.meta.url).pathname;
+      const runtime = "Bun" in globalThis
+        ? [process.execPath, script]
+        : [process.execPath, "run", "-A", script];
+      const r = spawnSync("prlimit", ["--nofile=256", ...runtime, t.path, String(t.direct)], {
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const seen = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+      assert.ok(seen.held > 100, `the child filled only ${seen.held} fds`);
+      assert.equal(seen.code, "EMFILE", JSON.stringify(seen));
+    },
+  );
 }
 
 test("connect: a FIFO opened read-only fails at once with EINVAL instead of waiting for a writer", () => {

@@ -16,6 +16,7 @@ import {
   type FileStat,
   iovMax,
   isOpenFd,
+  isShortage,
   O_RDONLY,
   O_RDWR,
   oDirect,
@@ -211,7 +212,10 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
   let ring: Ring;
   try {
     ring = new Ring(native, 1, IORING_SETUP_IOPOLL);
-  } catch {
+  } catch (e) {
+    // No IOPOLL here, unless the process ran short: then connect fails saying so, where
+    // supports-poll-queues=false made a later start with poll queues fail for the wrong reason.
+    if (e instanceof BlkioError && isShortage(e.errno)) throw e;
     return false;
   }
   const len = info.requestAlignment;
