@@ -2,7 +2,8 @@
  * Memory the kernel may still write into after its queue was destroyed with requests in flight
  * (a device that did not finish within the drain timeout). It stays referenced, and mapped, for
  * the life of the process: freeing it could let the kernel write into memory reused for
- * something else.
+ * something else. In a Worker that is not enough for the Worker's own heap, which is freed when
+ * the Worker ends: there a queue's destroy waits for such requests instead.
  *
  * @module
  */
@@ -21,6 +22,26 @@ export function abandon(buf: Uint8Array | null | undefined, ...more: unknown[]):
     if (Array.isArray(m)) { for (const b of m) if (b instanceof Uint8Array) BUFFERS.add(b.buffer); }
     ABANDONED.add(m);
   }
+}
+
+/**
+ * ArrayBuffers over memory the library mapped itself (memory regions): it stays mapped while
+ * the kernel may use it, whichever thread made it and whether or not that thread still runs.
+ */
+const OWN_MAPPINGS = new WeakSet<ArrayBufferLike>();
+
+/** Records `buffer` as memory the library mapped (see {@link outlivesThread}). */
+export function markOwnMapping(buffer: ArrayBufferLike): void {
+  OWN_MAPPINGS.add(buffer);
+}
+
+/**
+ * Whether the memory of `buffer` outlives the thread that uses it. A Worker's own heap (plain
+ * ArrayBuffers, the caller's regions) is freed when the Worker ends, and keeping a reference in
+ * {@link abandon} cannot stop that; memory the library mapped is only unmapped once unused.
+ */
+export function outlivesThread(buffer: ArrayBufferLike): boolean {
+  return OWN_MAPPINGS.has(buffer);
 }
 
 /** Whether memory of `buffer` was abandoned to the kernel (never unmap it). */

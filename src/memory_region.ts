@@ -8,7 +8,7 @@ import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "./errors.ts";
 import { bufferAddress, byteLengthOf, checkBuffer } from "./buffers.ts";
 import { closeFd, cString, errnoError } from "./sys.ts";
-import { isAbandoned } from "./abandoned.ts";
+import { isAbandoned, markOwnMapping } from "./abandoned.ts";
 import { describe } from "./properties.ts";
 
 /**
@@ -138,6 +138,7 @@ export class MemoryRegionRegistry {
         cause,
       });
     }
+    markOwnMapping(bytes.buffer);
     const region: MemoryRegion = Object.freeze({
       bytes,
       len,

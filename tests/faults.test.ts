@@ -649,6 +649,49 @@ test(
   },
 );
 
+// A Worker's heap is freed when the Worker ends, however the library keeps its buffers
+// referenced: destroy() there returned after its one-second drain with reads still writing into
+// plain Uint8Arrays, and once the Worker ended the kernel wrote into memory other Workers had
+// been given (a reviewer found the device's bytes in freshly zeroed buffers; segfaults on both
+// runtimes). In a Worker, destroy now waits for requests into the Worker's own memory; memory
+// regions are the library's own mappings, which outlive the Worker, so those still do not wait.
+for (const memory of ["plain", "region"] as const) {
+  test(
+    ...skipIf(
+      memory === "plain"
+        ? "faults: destroy in a Worker waits for reads into the Worker's own memory before it returns"
+        : "faults: destroy in a Worker leaves reads into a memory region to the kernel after its drain",
+      QSD_SKIP,
+    ),
+    async () => {
+      const dir = scratch();
+      const d = startDaemon(dir, stampedImage(dir, 8 * MiB), { iops: 4 });
+      const w = new Worker(new URL("./_destroy_worker.ts", import.meta.url).href, { type: "module" });
+      try {
+        const seen = await new Promise<{ destroyMs: number; landed: number | null }>((resolve, reject) => {
+          w.onmessage = (e) => resolve(e.data);
+          w.onerror = (e) => reject(new Error(e.message));
+          w.postMessage({ path: d.mount, memory });
+        });
+        if (memory === "plain") {
+          // 32 reads at 4 IOPS (the throttle lets about 12 through at once): 5 s, against the
+          // drain's 1 s.
+          assert.equal(
+            seen.landed,
+            32,
+            `destroy returned after ${seen.destroyMs.toFixed(0)} ms with reads in flight`,
+          );
+        } else {
+          // 32 reads at 4 IOPS would take about 5 s.
+          assert.ok(seen.destroyMs < 3000, `destroy waited ${seen.destroyMs.toFixed(0)} ms for region reads`);
+        }
+      } finally {
+        w.terminate();
+      }
+    },
+  );
+}
+
 test(
   ...skipIf("faults: destroy with requests the device never finishes keeps their memory mapped", QSD_SKIP),
   () => {

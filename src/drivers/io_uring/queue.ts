@@ -11,7 +11,7 @@ import { type Completion, Op, type OpValue, ReqFlags } from "../../completion.ts
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
-import { abandon } from "../../abandoned.ts";
+import { abandon, outlivesThread } from "../../abandoned.ts";
 import { closeFd, iovMax, newEventfd, signalEventfd } from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
 import {
@@ -846,6 +846,18 @@ export class IoUringQueue implements DriverQueue {
     return false;
   }
 
+  /** Whether a request in the kernel uses memory that goes when this thread ends. */
+  #usesThreadMemory(): boolean {
+    for (let s = 0; s < this.#cap; s++) {
+      if (this.#slots[s * SLOT_NUMBERS + S_USED] === 0) continue;
+      const buf = this.#refs[s * SLOT_REFS + R_BUF] as Uint8Array | null;
+      if (buf !== null && !outlivesThread(bufferOf(buf))) return true;
+      const iov = this.#refs[s * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
+      if (iov !== null) { for (const b of iov) if (!outlivesThread(bufferOf(b))) return true; }
+    }
+    return false;
+  }
+
   destroy(): void {
     this.#destroyed = true;
     // Requests the kernel never received are dropped, not carried out: as in libblkio, only
@@ -860,9 +872,17 @@ export class IoUringQueue implements DriverQueue {
       this.#resubmitCount--;
     }
     // Give requests already in the kernel a moment to finish, so their memory can be released.
+    // In a Worker, requests into the Worker's own heap get all the time they need: that memory
+    // is freed when the Worker ends, whatever keeps it referenced, and the kernel would then
+    // write into (or, for a write, send to the device) memory reused for something else. The
+    // kernel itself waits for them when the thread exits; this wait comes before the heap goes.
     const out: Completion[] = [];
     const deadline = performance.now() + 1000;
-    while (this.inFlight - this.#resubmitCount > 0 && performance.now() < deadline) {
+    const waitAll = !this.#native.mainThread;
+    while (
+      this.inFlight - this.#resubmitCount > 0 &&
+      (performance.now() < deadline || (waitAll && this.#usesThreadMemory()))
+    ) {
       const before = this.inFlight;
       const r = this.enter(1, 100e6);
       this.reap(out, 0, Infinity);
