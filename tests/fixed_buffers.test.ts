@@ -7,7 +7,7 @@ import type { Blkio, MemoryRegion, Queue } from "../mod.ts";
 import { native } from "../ffi/load.ts";
 import { mapMemfd } from "../src/memory_region.ts";
 import { closeFd } from "../src/sys.ts";
-import { cleanupAll, pread, pwrite, reap, startOn, targets } from "./_helpers.ts";
+import { cleanupAll, connectTo, pread, pwrite, reap, startOn, targets } from "./_helpers.ts";
 
 const TARGETS = targets();
 const BS = 4096;
@@ -82,6 +82,30 @@ test("fixed buffers: unmapping with prepared requests, then reusing the index fo
   q.read(0, first.bytes, "again");
   ok(q, 1);
   assert.deepEqual(first.bytes, pattern(4 * BS, 2));
+});
+
+// An index emptied below the highest one in use is [0, 0): an empty buffer (address 0) matched
+// it, the lookup threw TypeError on its null buffer after the SQE had been claimed, and the next
+// doIo handed the kernel that SQE as it was: the queue's previous request, run again.
+test("fixed buffers: an empty buffer with an emptied index below a used one completes, and nothing runs twice", () => {
+  const t = TARGETS[0];
+  using b = connectTo(t);
+  b.setInt("num-entries", 1); // one SQE: the stale one is surely the write's
+  b.start();
+  const q = b.getQueue(0)!;
+  const w = new Uint8Array(BS).fill(0x42);
+  q.write(0, w, "the only write");
+  ok(q, 1);
+  w.fill(0x99); // the caller reuses its buffer
+  const low = mapped(b, 16 * BS);
+  mapped(b, 16 * BS);
+  b.unmapMemRegion(low);
+  q.read(2 * BS, new Uint8Array(0), "empty read");
+  q.write(2 * BS, new Uint8Array(0), "empty write");
+  const got = reap(q, 2);
+  assert.deepEqual(got.map((c) => [c.userData, c.ret]), [["empty read", 0], ["empty write", 0]]);
+  assert.equal(q.doIo([], 0, 8), 0, "a completion nobody asked for");
+  assert.equal(pread(t.path, 0, 1)[0], 0x42, "the first write ran again with the buffer's new bytes");
 });
 
 test("fixed buffers: more mapped regions than the table holds all work", () => {

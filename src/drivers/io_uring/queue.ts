@@ -292,8 +292,12 @@ export class IoUringQueue implements DriverQueue {
   #fixedIndex(addr: number, len: number): number {
     const high = this.#fixedHigh;
     for (let k = 0; k < high; k++) {
-      if (addr >= this.#fixedStart[k] && addr + len <= this.#fixedEnd[k]) {
-        return this.#fixedBuffer[k]!.byteLength !== 0 ? k : -1;
+      // An emptied index below the highest used one is [0, 0): an empty buffer (address 0)
+      // "fitted" it, and the null buffer threw after the SQE had been claimed, so the next
+      // doIo submitted whatever request that SQE held before (a write done twice).
+      const buffer = this.#fixedBuffer[k];
+      if (buffer !== null && addr >= this.#fixedStart[k] && addr + len <= this.#fixedEnd[k]) {
+        return buffer.byteLength !== 0 ? k : -1;
       }
     }
     return -1;
