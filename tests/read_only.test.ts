@@ -10,10 +10,12 @@ import {
   assertErrno,
   cleanupAll,
   connectTo,
+  loopUnavailableReason,
   pread,
   pwrite,
   reap,
   scratchFile,
+  scratchLoop,
   skipIf,
   startOn,
   targets,
@@ -161,6 +163,32 @@ test(
     b.setStr("path", path);
     assertErrno(() => b.connect(), "EACCES", /disk\.img/);
     assert.equal(b.state, "created");
+  },
+);
+
+// A block device without write zeroes: a NO_FALLBACK request is refused before the kernel sees
+// it, and that refusal said ENOTSUP on a read-only instance, where every other write is EBADF.
+test(
+  ...skipIf(
+    "read-only: write zeroes with NO_FALLBACK on a device without write zeroes is EBADF too",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const dev = scratchLoop(1 << 20);
+    {
+      // A loop device over a tmpfs file loses write zeroes at its first NO_UNMAP request.
+      using rw = startOn({ path: dev, direct: false });
+      const q = rw.getQueue(0)!;
+      q.writeZeroes(0, 4096, "drop", ReqFlags.NO_UNMAP);
+      reap(q, 1);
+    }
+    using b = startOn({ path: dev, direct: false }, { readOnly: true });
+    const q = b.getQueue(0)!;
+    const names = WRITE_ZEROES_FLAGS.map((flags) => `write-zeroes/${flags}`);
+    WRITE_ZEROES_FLAGS.forEach((flags, k) => q.writeZeroes(0, 4096, names[k], flags));
+    for (const [k, c] of byUserData(reap(q, names.length), names)) {
+      assert.equal(c.ret, -EBADF, `${k}: ${c.ret} ${c.errorMsg}`);
+    }
   },
 );
 

@@ -13,8 +13,18 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename } from "node:path";
-import { Blkio, type Completion, ReqFlags } from "../mod.ts";
-import { alignedBuffer, cleanupAll, scratchDir, scratchFile, skipIf, startOn, targets } from "./_helpers.ts";
+import { Blkio, type Completion, type Queue, ReqFlags } from "../mod.ts";
+import {
+  alignedBuffer,
+  cleanupAll,
+  loopUnavailableReason,
+  scratchDir,
+  scratchFile,
+  scratchLoop,
+  skipIf,
+  startOn,
+  targets,
+} from "./_helpers.ts";
 import { getData, PAGE, reapAll, runOk } from "./_io.ts";
 
 const TARGETS = targets();
@@ -162,6 +172,50 @@ test(
     }
   },
 );
+// A loop device over a tmpfs file advertises write zeroes, passes NO_UNMAP (ZERO_RANGE) to the
+// file, which cannot, and turns write zeroes off. The library still used PUNCH_HOLE: a zeroing
+// without fallback, so a write zeroes without flags failed with EOPNOTSUPP; and because the
+// kernel drops the range's page cache (dirty pages too) before it zeroes, a completed buffered
+// write there was gone, reads finding the older data.
+test(
+  ...skipIf(
+    "write zeroes: a block device that lost write zeroes falls back, and NO_FALLBACK loses no completed write",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const dev = scratchLoop(1 << 20);
+    // Both connected while the device still advertises write zeroes.
+    using a = startOn({ path: dev, direct: false });
+    using b = startOn({ path: dev, direct: false });
+    const block = (fill: number) => new Uint8Array(4096).fill(fill);
+    const readBack = (q: Queue, offset: number) => {
+      const buf = block(0xee);
+      runOk(q, (ud) => q.read(offset, buf, ud), `read back at ${offset}`);
+      return buf;
+    };
+    const qa = a.getQueue(0)!, qb = b.getQueue(0)!;
+    runOk(qa, (ud) => qa.writeZeroes(65536, 4096, ud, ReqFlags.NO_UNMAP), "NO_UNMAP write zeroes");
+    const sysfs = `/sys/block/${basename(dev)}/queue/write_zeroes_max_bytes`;
+    assert.equal(
+      readFileSync(sysfs, "utf8").trim(),
+      "0",
+      "the loop device kept write zeroes: nothing to test",
+    );
+    runOk(qa, (ud) => qa.write(8192, block(0x42), ud), "write before NO_FALLBACK");
+    qa.writeZeroes(8192, 4096, "no fallback", ReqFlags.NO_FALLBACK);
+    const [c] = reapAll(qa, 1, 1);
+    assert.equal(c.ret, -ENOTSUP, `NO_FALLBACK: ret ${c.ret} ${c.errorMsg}`);
+    assert.deepEqual(
+      readBack(qa, 8192),
+      block(0x42),
+      "the failed NO_FALLBACK request lost a completed write",
+    );
+    runOk(qb, (ud) => qb.write(0, block(0x42), ud), "write");
+    runOk(qb, (ud) => qb.writeZeroes(0, 4096, ud), "write zeroes without flags");
+    assert.deepEqual(readBack(qb, 0), block(0), "the fallback did not zero the range");
+  },
+);
+
 // Whether NO_UNMAP was honoured on a file shows only in its allocation: both ways read zeroes.
 const EXT4_SKIP = statfsSync(tmpdir()).type === 0xef53 ? null : `${tmpdir()} is not ext4`;
 test(

@@ -11,6 +11,7 @@ export const IORING_OP = {
   WRITEV: 2,
   FSYNC: 3,
   POLL_ADD: 6,
+  SYNC_FILE_RANGE: 8,
   READ_FIXED: 4,
   WRITE_FIXED: 5,
   ASYNC_CANCEL: 14,
@@ -19,6 +20,9 @@ export const IORING_OP = {
   WRITE: 23,
   URING_CMD: 46,
 } as const;
+
+/** sync_file_range(2) flags WAIT_BEFORE | WRITE | WAIT_AFTER: the range's dirty pages, written. */
+export const SYNC_FILE_RANGE_WRITE_AND_WAIT = 1 | 2 | 4;
 
 /** <linux/blkdev.h> (Linux 6.12): IORING_OP_URING_CMD command of a block device, _IO(0x12, 0). */
 export const BLOCK_URING_CMD_DISCARD = 0x1200;

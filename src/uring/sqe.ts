@@ -8,7 +8,12 @@
  *
  * @module
  */
-import { BLOCK_URING_CMD_DISCARD, IORING_FSYNC_DATASYNC, IORING_OP } from "./constants.ts";
+import {
+  BLOCK_URING_CMD_DISCARD,
+  IORING_FSYNC_DATASYNC,
+  IORING_OP,
+  SYNC_FILE_RANGE_WRITE_AND_WAIT,
+} from "./constants.ts";
 
 const TWO32 = 4294967296;
 
@@ -124,6 +129,22 @@ export function prepWritev(
 export function prepFdatasync(sqes: Uint32Array, i: number, fd: number): void {
   prepRw(sqes, i, IORING_OP.FSYNC, fd, 0, 0, 0);
   sqes[(i << 4) + 7] = IORING_FSYNC_DATASYNC;
+}
+
+/**
+ * io_uring_prep_sync_file_range with WAIT_BEFORE | WRITE | WAIT_AFTER: writes back the dirty
+ * pages of `[offset, offset + len)`. The length field has 32 bits: a longer range goes to the
+ * end of the file (length 0), which covers it.
+ */
+export function prepSyncFileRange(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  offset: number,
+  len: number,
+): void {
+  prepRw(sqes, i, IORING_OP.SYNC_FILE_RANGE, fd, 0, len > 0xffffffff ? 0 : len, offset);
+  sqes[(i << 4) + 7] = SYNC_FILE_RANGE_WRITE_AND_WAIT;
 }
 
 /** io_uring_prep_fallocate: the length travels in addr, the mode in len. */

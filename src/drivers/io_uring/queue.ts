@@ -39,6 +39,7 @@ import {
   prepRead,
   prepReadFixed,
   prepReadv,
+  prepSyncFileRange,
   prepWrite,
   prepWriteFixed,
   prepWritev,
@@ -329,7 +330,7 @@ export class IoUringQueue implements DriverQueue {
     s[b + S_DONE] = 0;
     s[b + S_ADDR] = buf === null ? 0 : bufferAddress(this.#native, buf);
     s[b + S_OP] = op;
-    s[b + S_PHASE] = 0;
+    s[b + S_PHASE] = op === Op.WriteZeroes ? this.#firstZeroPhase(flags) : 0;
     s[b + S_FLAGS] = flags;
     // Non-zero while in use; the count orders requests by age for cancel().
     s[b + S_USED] = ++this.#age;
@@ -348,8 +349,9 @@ export class IoUringQueue implements DriverQueue {
     if (op === Op.WriteZeroes || op === Op.Discard) {
       if (!this.#supportsFallocate) return this.#fail(ENOTSUP, FALLOC_MSG);
       // The kernel checks the fallocate mode before write access, so a discard the file system
-      // cannot do came back ENOTSUP on a read-only instance, where every other write is EBADF.
-      if (op === Op.Discard && this.#target.readOnly) return this.#fail(EBADF, READ_ONLY_MSG);
+      // cannot do came back ENOTSUP on a read-only instance, where every other write is EBADF;
+      // so did a NO_FALLBACK write zeroes refused below.
+      if (this.#target.readOnly) return this.#fail(EBADF, READ_ONLY_MSG);
       if (
         op === Op.WriteZeroes && this.#target.isBlockDevice &&
         !this.#target.supportsWriteZeroesWithoutFallback && (flags & ReqFlags.NO_FALLBACK) !== 0
@@ -409,8 +411,10 @@ export class IoUringQueue implements DriverQueue {
         prepFdatasync(sq, i, 0);
         break;
       case Op.WriteZeroes:
-        // Phase 1 is the flush that emulates FUA once the zeroing has completed.
+        // Phase 1 is the flush that emulates FUA once the zeroing has completed; phase 3 the
+        // write-back of the range before a zeroing that must not fall back (#firstZeroPhase).
         if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
+        else if (s[b + S_PHASE] === 3) prepSyncFileRange(sq, i, 0, s[b + S_START], s[b + S_LEN]);
         else prepFallocate(sq, i, 0, this.#zeroMode(flags), s[b + S_START], s[b + S_LEN]);
         break;
       case Op.Discard:
@@ -439,6 +443,19 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /** fallocate mode for write zeroes, as libblkio chooses it. */
+  /**
+   * The first phase of a write zeroes: 3 (write the range's dirty pages back first) on a block
+   * device opened buffered when the request must not fall back, else 0. fallocate on a block
+   * device drops the range's page cache, dirty pages included, before it zeroes: when the
+   * zeroing then fails (a device that lost write zeroes), completed writes not yet written back
+   * were gone, and reads found the older data. Written back first, they stay. A request that
+   * may fall back needs nothing: its range ends up zeroed (#finish retries it).
+   */
+  #firstZeroPhase(flags: number): number {
+    const t = this.#target;
+    return t.isBlockDevice && !t.direct && (flags & ReqFlags.NO_FALLBACK) !== 0 ? 3 : 0;
+  }
+
   #zeroMode(flags: number): number {
     const noUnmap = (flags & ReqFlags.NO_UNMAP) !== 0;
     if (this.#target.isBlockDevice) {
@@ -557,7 +574,27 @@ export class IoUringQueue implements DriverQueue {
         this.#requeue(slot);
         return RESUBMITTED;
       }
+      // EOPNOTSUPP from a zeroing without fallback (PUNCH_HOLE): the device no longer does
+      // write zeroes (a loop device turns it off after a failure, a disk after a failed WRITE
+      // SAME), though it did at connect. Known from now on; a request that may fall back goes
+      // again with ZERO_RANGE, which does (libblkio: it failed outright).
+      const t = this.#target;
+      if (
+        res === -ENOTSUP && op === Op.WriteZeroes && s[b + S_PHASE] === 0 && t.isBlockDevice &&
+        t.supportsWriteZeroesWithoutFallback && (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) === 0
+      ) {
+        t.supportsWriteZeroesWithoutFallback = false;
+        if ((s[b + S_FLAGS] & ReqFlags.NO_FALLBACK) === 0) {
+          this.#requeue(slot);
+          return RESUBMITTED;
+        }
+      }
       return res;
+    }
+    if (op === Op.WriteZeroes && s[b + S_PHASE] === 3) {
+      s[b + S_PHASE] = 0;
+      this.#requeue(slot);
+      return RESUBMITTED;
     }
     if (op <= Op.Writev) {
       const remaining = s[b + S_LEN] - s[b + S_DONE];
