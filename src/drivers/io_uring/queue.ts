@@ -323,6 +323,14 @@ export class IoUringQueue implements DriverQueue {
       this.completions.push(userData, -errno, this.#why);
       return true;
     }
+    if (
+      (op === Op.Write || op === Op.Writev) && this.#target.directWritesTear &&
+      this.#tears(start, len, iovecs)
+    ) {
+      const addr = buf === null ? 0 : bufferAddress(this.#native, buf);
+      this.completions.push(userData, -EINVAL, this.#misalignment(start, len, addr, iovecs));
+      return true;
+    }
     const slot = this.#free[--this.#freeTop];
     const s = this.#slots, b = slot * SLOT_NUMBERS;
     s[b + S_START] = start;
@@ -662,13 +670,18 @@ export class IoUringQueue implements DriverQueue {
     const max = iovMax(this.#native);
     if (segments > max) return `${segments} iovecs: more than max-segments (IOV_MAX, ${max})`;
     if (!t.direct) return null;
+    return this.#misalignment(s[b + S_START], s[b + S_LEN], iovs === null ? s[b + S_ADDR] : 0, iovs);
+  }
+
+  /** What of an O_DIRECT request is not a multiple of request-alignment, as a message, or null. */
+  #misalignment(start: number, len: number, addr: number, iovs: readonly Uint8Array[] | null): string | null {
     // Every misaligned part, not only the first: the kernel may accept some of them (it checks
     // addresses against the device's DMA alignment, which can be finer than request-alignment).
-    const a = t.requestAlignment, why: string[] = [];
+    const a = this.#target.requestAlignment, why: string[] = [];
     const off = (what: string, v: number) => void (v % a !== 0 && why.push(`${what} ${v}`));
-    off("start", s[b + S_START]);
-    off("length", s[b + S_LEN]);
-    if (iovs === null) off("the buffer's address", s[b + S_ADDR]);
+    off("start", start);
+    off("length", len);
+    if (iovs === null) off("the buffer's address", addr);
     for (let k = 0; iovs !== null && k < iovs.length; k++) {
       if (byteLengthOf(iovs[k]) === 0) continue;
       off(`iovec ${k}'s address`, bufferAddress(this.#native, iovs[k]));
@@ -677,6 +690,18 @@ export class IoUringQueue implements DriverQueue {
     if (why.length === 0) return null;
     const list = why.length > 4 ? `${why.slice(0, 4).join(", ")} and ${why.length - 4} more` : why.join(", ");
     return `O_DIRECT needs request-alignment and buf-alignment (${a}); not a multiple of it: ${list}`;
+  }
+
+  /**
+   * Whether an O_DIRECT write would be partly done before failing (see
+   * TargetInfo.directWritesTear): its start, length or an iovec's length is misaligned. Addresses
+   * are left to the kernel, which may accept finer ones; they fail before anything is written.
+   */
+  #tears(start: number, len: number, iovs: readonly Uint8Array[] | null): boolean {
+    const a = this.#target.requestAlignment;
+    if (start % a !== 0 || len % a !== 0) return true;
+    for (let k = 0; iovs !== null && k < iovs.length; k++) if (byteLengthOf(iovs[k]) % a !== 0) return true;
+    return false;
   }
 
   /** A read hit end of file: the rest reads as zeroes. */

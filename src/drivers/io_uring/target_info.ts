@@ -64,6 +64,12 @@ export interface TargetInfo {
   canGrow: boolean;
   flushNeeded: boolean;
   /**
+   * O_DIRECT on a regular file of a file system on a block device: the kernel checks alignment
+   * extent by extent, so a misaligned write spanning several (a hole, say) is partly written
+   * before it fails with EINVAL. The library refuses such writes before submitting them.
+   */
+  directWritesTear: boolean;
+  /**
    * Whether the device behind the target can complete polled I/O (sysfs queue/io_poll), null
    * when unknown (no block device behind st_dev, or no such attribute).
    */
@@ -131,6 +137,8 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       supportsFuaNatively: limits.supportsFuaNatively,
       canGrow: false,
       flushNeeded: limits.writeCacheWriteBack || !direct,
+      // The block layer checks a whole request before any of it starts.
+      directWritesTear: false,
       ioPoll: limits.ioPoll,
       blockDevice: { major: st.rdevMajor, minor: st.rdevMinor },
     };
@@ -157,6 +165,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     supportsFuaNatively: limits?.supportsFuaNatively ?? false,
     canGrow: true,
     flushNeeded: true,
+    directWritesTear: direct && limits !== null,
     ioPoll: limits?.ioPoll ?? null,
     blockDevice: null,
   };
