@@ -326,6 +326,42 @@ test("request backlog: drain() hands back userData in order; usesBuffer() sees w
   assert.ok(!bl.usesBuffer(a.buffer));
 });
 
+// remove() indexes a long backlog by userData. A request pushed after that with a userData
+// already waiting must make it give the index up: replacing the entry would make remove() take
+// the newer request instead of the oldest, and leave the older one impossible to remove (cancel()
+// would say there is no such request).
+test("request backlog: a userData pushed again once the index is built is removed oldest first, then again", () => {
+  const bl = new RequestBacklog();
+  const older = new Uint8Array(new ArrayBuffer(8)), newer = new Uint8Array(new ArrayBuffer(8));
+  for (let i = 0; i < 100; i++) bl.push(Op.Read, i * 512, i === 5 ? older : null, null, 8, i, 0);
+  assert.equal(bl.remove(99), true); // more than 64 waiting: this builds the index
+  bl.push(Op.Read, 0, newer, null, 8, 5, 0);
+  assert.equal(bl.remove(5), true);
+  assert.ok(!bl.usesBuffer(older.buffer) && bl.usesBuffer(newer.buffer), "the oldest went first");
+  assert.equal(bl.remove(5), true, "the newer request with userData 5 still waited");
+  assert.ok(!bl.usesBuffer(newer.buffer));
+  assert.equal(bl.remove(5), false);
+  assert.equal(bl.length, 98);
+  const s = sink();
+  assert.equal(bl.process(s), 98);
+  assert.ok(!s.taken.some((t) => t.ud === 5 || t.ud === 99));
+});
+
+// grow() copies only the live entries and leaves removed ones behind: the count of removed
+// entries must start again from 0, or length stays short by one per mark for good (a Queue would
+// then never hand its last waiting request to the driver).
+test("request backlog: length stays right when it grows with a removed entry inside", () => {
+  const bl = new RequestBacklog();
+  for (let i = 0; i < 64; i++) bl.push(Op.Read, i * 512, null, null, 0, i, 0);
+  assert.equal(bl.remove(10), true); // a mark in the middle: all 64 slots stay taken
+  bl.push(Op.Read, 0, null, null, 0, "new", 0); // full: grows
+  assert.equal(bl.length, 64);
+  const s = sink();
+  assert.equal(bl.process(s), 64);
+  assert.deepEqual(s.taken.map((t) => t.ud), [...[...Array(64).keys()].filter((i) => i !== 10), "new"]);
+  assert.equal(bl.length, 0);
+});
+
 // --- CompletionBacklog ---
 
 test("completion backlog: fill in order, bounded by max, reusing Completion objects", () => {
@@ -604,6 +640,11 @@ class FakeQueue implements DriverQueue {
   submitted: FakeReq[] = [];
   done: { req: FakeReq; ret: number }[] = [];
   enqueued: unknown[] = [];
+  /**
+   * userData of requests the driver has no room for yet however few it holds: virtio-blk refuses
+   * a request needing more descriptors than are free, where a smaller one would still fit.
+   */
+  noRoomFor = new Set<unknown>();
   enters: { min: number; timeoutNs: number }[] = [];
   script: Step[] = [];
   unsupportedOp: OpValue | null = null;
@@ -633,7 +674,7 @@ class FakeQueue implements DriverQueue {
     _len: number,
     ud: unknown,
   ): boolean {
-    if (this.inFlight >= this.cap) return false;
+    if (this.inFlight >= this.cap || this.noRoomFor.has(ud)) return false;
     this.enqueued.push(ud);
     if (op === this.unsupportedOp) {
       this.completions.push(ud, -ENOTSUP, "request not supported for this driver");
@@ -826,7 +867,8 @@ test("queue: FIFO through the request backlog when the driver refuses", () => {
   assert.equal(q.doIo(out, 1, 1), 1);
   assert.deepEqual(uds(out, 1), [0]);
   assert.deepEqual(dq.enqueued, [0, 1, 2]);
-  // Room in the driver now, but the backlog is not empty: a new request waits its turn.
+  // The driver is full again with 3 still waiting: new requests join the backlog behind it (the
+  // driver having room for one while the backlog is not empty is the next test).
   q.read(0, buf(), 4);
   q.flush(5);
   assert.deepEqual(dq.enqueued, [0, 1, 2]);
@@ -834,6 +876,38 @@ test("queue: FIFO through the request backlog when the driver refuses", () => {
   assert.equal(q.doIo(out, 5, 5), 5);
   assert.deepEqual(uds(out, 5), [1, 2, 3, 4, 5]);
   assert.deepEqual(dq.enqueued, [0, 1, 2, 3, 4, 5]);
+});
+
+// With a driver limited by count, a request behind the backlog never finds room anyway. One the
+// driver refuses by size (virtio: descriptors) leaves room for a smaller request behind it, which
+// must still wait its turn rather than go straight to the driver, ahead of the one refused.
+test("queue: a request does not overtake one waiting in the backlog, even when the driver has room for it", () => {
+  const { q, dq } = queueWith({ cap: 8 });
+  dq.noRoomFor.add("big");
+  q.read(0, buf(), "first");
+  q.readv(0, [buf(), buf(), buf()], "big"); // refused: waits in the backlog
+  q.read(0, buf(), "small"); // the driver would take it
+  assert.deepEqual(dq.enqueued, ["first"]);
+  dq.noRoomFor.delete("big");
+  const out: Completion[] = [];
+  assert.equal(q.doIo(out, 3, 3), 3);
+  assert.deepEqual(uds(out, 3), ["first", "big", "small"]);
+  assert.deepEqual(dq.enqueued, ["first", "big", "small"]);
+});
+
+// A cancel leaves a mark in the request backlog. A grow while it is there must not leave the
+// backlog's length short: the last waiting request would never reach the driver, and doIo would
+// fail with EINVAL while it still waited.
+test("queue: after a cancel in the backlog and a grow, every request reaches the driver; then min 1 is EINVAL", () => {
+  const { q, dq } = queueWith({ cap: 1 });
+  for (let i = 0; i < 65; i++) q.read(0, buf(), i); // 1 in the driver, 64 fill the backlog
+  assert.equal(q.cancel(30), true);
+  q.read(0, buf(), 65); // the mark still holds a slot: the backlog grows
+  const got = reapAllFrom(q, 66);
+  assert.deepEqual([...got].sort((a, b) => (a as number) - (b as number)), [...Array(66).keys()]);
+  assert.deepEqual(dq.enqueued, [...Array(66).keys()].filter((i) => i !== 30));
+  // Nothing outstanding: EINVAL at once (the timeout only bounds a spin).
+  assertErrno(() => q.doIo([], 1, 1, 1_000_000_000), "EINVAL");
 });
 
 test("queue: many more requests than the driver holds, reaped in small batches", () => {
