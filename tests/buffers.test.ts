@@ -190,6 +190,10 @@ test("buffers: bad offsets (number and bigint) → EINVAL", () => {
   q.read(-0, new Uint8Array(1), "minus zero");
   const got = reap(q, 3);
   assert.deepEqual(got.map((c) => c.userData).sort(), ["max bigint", "max number", "minus zero"]);
+  // 2n ** 53n - 1n is that number exactly, not one of the values beyond 2^53 that complete with
+  // EINVAL: the same request as the number, with the same result.
+  const [num, big] = ["max number", "max bigint"].map((ud) => got.find((c) => c.userData === ud)!);
+  assert.deepEqual([big.ret, big.errorMsg], [num.ret, num.errorMsg]);
 });
 
 // libblkio takes any uint64: one of 2^53 or more is a usable call that a JS number cannot carry
