@@ -239,6 +239,10 @@ test("errnoError: every errno of the table gets its text, as strerror gives it",
   assert.equal(errnoText(23), "Too many open files in system");
   assert.equal(errnoText(122), "Disk quota exceeded");
   assert.equal(errnoText("EWHATEVER"), null);
+  // The table is a plain object: names it inherits from Object.prototype are no errno names.
+  for (const inherited of ["toString", "constructor", "hasOwnProperty"]) {
+    assert.equal(errnoText(inherited), null);
+  }
   assert.equal(errnoText(4095), null);
   assert.equal(
     errnoError(27, "Write at offset 0 failed").message,
