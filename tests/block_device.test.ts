@@ -6,7 +6,7 @@ import { BlkioError, BlockDevice, Queue } from "../mod.ts";
 import { spawnSync } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { statfsSync } from "node:fs";
+import { statfsSync, truncateSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { TMPFS_MAGIC } from "../src/sys.ts";
 import {
@@ -269,6 +269,17 @@ test("BlockDevice: allocBuffer() returns aligned buffers from mapped regions, gr
   await dev.read(0, big);
 });
 
+// The page alignment is promised from a page on, not only above one: a page-sized buffer carved
+// after a small one must still start on a page (with buf-alignment 1 it would otherwise land at
+// the next multiple of 64).
+test("BlockDevice: allocBuffer() of exactly a page after a small one is page aligned", async () => {
+  await using dev = await BlockDevice.open(scratchFile(1 << 20));
+  assert.equal(dev.bufAlignment, 1);
+  dev.allocBuffer(100);
+  const page = dev.allocBuffer(4096);
+  assert.equal(page.byteOffset % 4096, 0, `byteOffset ${page.byteOffset}`);
+});
+
 // A buffer's memory moved by ArrayBuffer.prototype.transfer lives on in the new ArrayBuffer: close()
 // unmapped it anyway (a segfault on the next access, both runtimes), and the pool it was carved
 // from, detached with it, made every later small allocBuffer() throw a TypeError.
@@ -520,6 +531,18 @@ test("BlockDevice.close() waits for requests in flight", async () => {
   await assertRejectsErrno(dev.writeZeroes(0, 4096), "EBADF", 9);
   assert.throws(() => dev.allocBuffer(4096), (e: unknown) => (e as BlkioError).code === "EBADF");
   assert.equal(bufs[0].length, 0);
+});
+
+// While open, capacity asks the instance each time (a file may grow); once closed the instance
+// is gone, and capacity must be the last size seen, neither a throw nor the size at open.
+test("BlockDevice: capacity follows a growing file, and after close() is the last known size", async () => {
+  const path = scratchFile(65536);
+  const dev = await BlockDevice.open(path);
+  assert.equal(dev.capacity, 65536n);
+  truncateSync(path, 131072);
+  assert.equal(dev.capacity, 131072n);
+  await dev.close();
+  assert.equal(dev.capacity, 131072n);
 });
 
 test("BlockDevice: await using closes the device", async () => {
