@@ -1,11 +1,17 @@
 // The split virtqueue of the virtio-blk-vhost-user driver, with the device played by the test:
 // layout, descriptor chains, the available and used rings, index wrap-around, notification
-// flags, and a device returning a descriptor that is not in flight; the memory table's lookup.
-// Needs no back-end.
+// flags, and a device returning a descriptor that is not in flight; the status byte a device
+// writes as a virtio-blk queue's completion; the memory table's lookup. Needs no back-end.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { SplitVirtqueue, vringLayout } from "../src/drivers/virtio_blk/virtqueue.ts";
 import { MemTable } from "../src/drivers/virtio_blk/mem_table.ts";
+import { VirtioBlkQueue } from "../src/drivers/virtio_blk/queue.ts";
+import type { VhostUserClient } from "../src/drivers/virtio_blk/vhost_user.ts";
+import { type Completion, Op } from "../src/completion.ts";
+import { CompletionBacklog } from "../src/completion_backlog.ts";
+import { newEventfd } from "../src/sys.ts";
+import { native } from "../ffi/load.ts";
 
 const BASE = 0x7f0000000000; // a plausible mapping address (above 2^32, below 2^53)
 
@@ -15,6 +21,8 @@ class FakeDevice {
   readonly #l: ReturnType<typeof vringLayout>;
   #lastAvail = 0;
   #usedIdx = 0;
+  /** The head descriptor of each chain {@link takeAvail} has returned, in order. */
+  readonly heads: number[] = [];
 
   constructor(mem: Uint8Array, size: number) {
     this.#v = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
@@ -28,6 +36,7 @@ class FakeDevice {
     const chains: [number, number, boolean][][] = [];
     while (this.#lastAvail !== idx) {
       let d = v.getUint16(l.avail + 4 + 2 * (this.#lastAvail % l.size), true);
+      this.heads.push(d);
       const chain: [number, number, boolean][] = [];
       for (;;) {
         const o = l.desc + 16 * d;
@@ -165,10 +174,68 @@ test("virtqueue: a device returning a descriptor not in flight is detected", () 
   dev.takeAvail();
   dev.use(3, 0); // never handed out as a head
   assert.throws(() => vq.popUsed(), RangeError);
+  // One past the last descriptor: no chain's length is recorded there, and taking it as one would
+  // put a descriptor that does not exist on the free list.
+  dev.use(4, 0);
+  assert.throws(() => vq.popUsed(), RangeError);
+  assert.equal(vq.numFree, 2, "nothing was freed");
   dev.use(head, 1);
   assert.equal(vq.popUsed(), head);
   dev.use(head, 1); // twice
   assert.throws(() => vq.popUsed(), RangeError);
+});
+
+// The device says how a request went in the status byte at the end of its chain: VIRTIO_BLK_S_UNSUPP
+// is a request the device does not do (-ENOTSUP, which callers may handle by doing without), not
+// an I/O error (-EIO, for IOERR and any value virtio does not define).
+test("virtio-blk queue: the status byte the device writes is the completion (UNSUPP is -ENOTSUP)", () => {
+  const { vq, dev, mem } = make(8);
+  const conn = { brokenReason: null, socketFd: -1, checkHangup: () => false, markBroken: () => {} };
+  const q = new VirtioBlkQueue(native!, {
+    index: 0,
+    poll: true,
+    vq,
+    kickFd: newEventfd(native!),
+    callFd: newEventfd(native!),
+    device: {
+      readOnly: false,
+      flush: true,
+      discard: false,
+      writeZeroes: false,
+      requestAlignment: 512,
+      maxSegments: 0,
+      maxSegmentLen: 0,
+      discardChunk: 1 << 20,
+      writeZeroesChunk: 1 << 20,
+    },
+    memTable: new MemTable(),
+    conn: conn as unknown as VhostUserClient,
+    onDestroy: () => {},
+  });
+  q.completions = new CompletionBacklog();
+  const EIO = -5, ENOTSUP = -95;
+  const cases: [number, number, RegExp | null][] = [
+    [0, 0, null],
+    [1, EIO, /I\/O error/],
+    [2, ENOTSUP, /does not support this request/],
+    [7, EIO, /invalid status \(7\)/],
+  ];
+  for (const [status, ret, msg] of cases) {
+    assert.equal(q.tryEnqueue(Op.Flush, 0, null, null, 0, status, 0), true);
+    q.enter(0, -1); // publishes
+    const [chain] = dev.takeAvail();
+    const [statusAddr, len, writable] = chain[chain.length - 1];
+    assert.ok(len === 1 && writable, "the chain ends with the status byte");
+    mem[statusAddr - BASE] = status;
+    dev.use(dev.heads[dev.heads.length - 1], 1);
+    const out: Completion[] = [];
+    assert.equal(q.reap(out, 0, 1), 1);
+    assert.equal(out[0].userData, status);
+    assert.equal(out[0].ret, ret, `status ${status}`);
+    if (msg === null) assert.equal(out[0].errorMsg, null);
+    else assert.match(out[0].errorMsg ?? "", msg);
+  }
+  q.destroy(); // closes the eventfds
 });
 
 test("mem table: a range whose memory JS detached no longer counts as mapped", () => {
