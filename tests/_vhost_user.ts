@@ -95,6 +95,8 @@ export interface ExportOptions {
   fill?: (image: Uint8Array) => void;
   /** Throttle the export to this many requests per second (slow requests on demand). */
   iops?: number;
+  /** Let discards and write zeroes that may unmap free the image's blocks (`discard=unmap`). */
+  unmap?: boolean;
 }
 
 /**
@@ -118,7 +120,8 @@ export function startExport(opts: ExportOptions = {}): VhostUserExport {
   const writable = opts.writable ?? true;
   const args = [
     "--blockdev",
-    `driver=file,node-name=file0,filename=${image},cache.direct=off${writable ? "" : ",read-only=on"}`,
+    `driver=file,node-name=file0,filename=${image},cache.direct=off${writable ? "" : ",read-only=on"}` +
+    (opts.unmap ? ",discard=unmap" : ""),
   ];
   let node = "file0";
   if (opts.iops !== undefined) {
