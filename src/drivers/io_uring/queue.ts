@@ -52,6 +52,7 @@ import { readBlockLimits, type TargetInfo } from "./target_info.ts";
 const EINTR = 4;
 const EIO = 5;
 const EBADF = 9;
+const EBUSY = 16;
 const EINVAL = 22;
 const ENOTSUP = 95;
 const U32_MAX = 0xffffffff;
@@ -652,6 +653,12 @@ export class IoUringQueue implements DriverQueue {
         ? "Write zeroes with NO_UNMAP (FALLOC_FL_ZERO_RANGE)"
         : "Write zeroes";
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
+    }
+    if (ret === -EBUSY && op === Op.Discard && s[b + S_PHASE] === 2) {
+      // BLOCK_URING_CMD_DISCARD drops the range's page cache first, and gives up rather than
+      // lose dirty pages (fallocate would drop them).
+      return "The kernel could not drop the range's page cache: buffered reads or writes of it are in " +
+        "flight; retry once they completed";
     }
     if (ret === -EINVAL && (op === Op.Discard || op === Op.WriteZeroes) && t.fallocateAlignment > 1) {
       const a = t.fallocateAlignment, why: string[] = [];
