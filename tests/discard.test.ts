@@ -92,31 +92,25 @@ test(
 );
 
 // The discard command drops the range's page cache first and fails with EBUSY rather than lose
-// dirty pages, when buffered I/O of the range is in flight beside it; that completion had no
-// errorMsg (libblkio's fallocate never says EBUSY, and would drop the pages instead).
+// dirty pages, when buffered I/O of the range is in flight beside it (a reviewer's loop of
+// discard + write + read of one range saw it in 195-440 of 500 rounds; in the full suite, none);
+// that completion had no errorMsg, libblkio's fallocate never saying EBUSY. The kernel's answer
+// is played here: the discard command's result rewritten as the kernel posts it.
 test(
-  ...skipIf("discard: beside buffered I/O of the range, -EBUSY says why", LOOP_SKIP),
+  ...skipIf(
+    "discard: an EBUSY from the discard command (buffered I/O of the range in flight) says why",
+    LOOP_SKIP,
+  ),
   () => {
     const { dev } = filledLoop();
-    using b = startOn({ path: dev, direct: false });
-    const q = b.getQueue(0)!;
-    const out: Completion[] = [];
-    const data = new Uint8Array(4096).fill(1), back = new Uint8Array(36864);
-    let busy = 0;
-    for (let i = 0; i < 200; i++) {
-      q.discard(327680, 36864, "discard");
-      q.write(327680 + 4096 * (i % 8), data, "write");
-      q.read(327680, back, "read");
-      assert.equal(q.doIo(out, 3, 3, 10_000_000_000n), 3);
-      for (const c of out.slice(0, 3)) {
-        if (c.userData === "discard" && c.ret === -EBUSY) {
-          busy++;
-          assert.match(c.errorMsg ?? "", /page cache: buffered reads or writes of it are in flight/);
-        } else assert.equal(c.ret, 0, `${c.userData}: ${c.ret} ${c.errorMsg}`);
-      }
-    }
-    // 195-440 of 500 rounds in a reviewer's runs: 200 without one would mean the race is gone.
-    assert.ok(busy > 0, "no discard met buffered I/O of its range: the test showed nothing");
+    let c: Completion | null = null;
+    const rewritten = withRewrittenResults(0, -EBUSY, 1, () => {
+      using b = startOn({ path: dev, direct: false });
+      c = { ...discard(b, 2 * MiB, MiB) };
+    });
+    assert.equal(rewritten, 1);
+    assert.equal(c!.ret, -EBUSY);
+    assert.match(c!.errorMsg ?? "", /page cache: buffered reads or writes of it are in flight/);
   },
 );
 
