@@ -6,7 +6,7 @@
  * Tests are flat top-level `test()` calls (both runners count them the same way) and decide
  * skips when they are registered, with a reason.
  */
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { test } from "node:test";
 import { execFileSync } from "node:child_process";
 import {

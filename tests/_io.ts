@@ -3,7 +3,7 @@
  * completion_fd, timeout, growing_file): moving data in and out of a target by a path that
  * works with O_DIRECT, bounded waits, and reading a completion eventfd on both runtimes.
  */
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { readFileSync, readSync } from "node:fs";
 import type { Blkio, Completion, Queue } from "../mod.ts";
 import { requireNative } from "../src/native.ts";

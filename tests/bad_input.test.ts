@@ -9,7 +9,7 @@
 // completion (bad flag bits, kernel errors): the call must not throw, and the completion
 // carries -errno.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -1,7 +1,7 @@
 // bench/ab_bench.ts, the in-process A/B of a git revision against the working tree that the
 // levers in BENCHMARKS.md were measured with: it runs on this runtime and reports sane figures.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

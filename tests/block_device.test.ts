@@ -1,7 +1,7 @@
 // BlockDevice, the Promise API: event-loop behaviour, many requests at once, errors with errno,
 // cancellation through AbortSignal, close with I/O in flight, and use after close.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { BlkioError, BlockDevice, Queue } from "../mod.ts";
 import { spawnSync } from "node:child_process";
 import process from "node:process";

@@ -2,7 +2,7 @@
 // instance and queue) on one device, like libblkio's blkio-bench --num-threads. They write
 // disjoint ranges in parallel, then each verifies another Worker's range.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { cleanupAll, loopUnavailableReason, pread, scratchFile, scratchLoop } from "./_helpers.ts";
 
 const WORKERS = 4;

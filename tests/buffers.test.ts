@@ -1,7 +1,7 @@
 // Memory safety of I/O buffers: what is refused (EINVAL, never a crash), and that buffers stay
 // alive and in place while the kernel uses them, whatever the garbage collector does.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { Blkio, type Completion, type Queue } from "../mod.ts";

@@ -2,7 +2,7 @@
 // (pure) and Queue.cancel() on a real ring (backlog removal with -ECANCELED, and
 // IORING_OP_ASYNC_CANCEL for a request in the kernel, whose buffer stays referenced).
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { Blkio, type Completion } from "../mod.ts";
 import { RequestBacklog, type RequestSink } from "../src/request_backlog.ts";
 import { Op, type OpValue } from "../src/completion.ts";

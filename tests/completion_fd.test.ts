@@ -1,7 +1,7 @@
 // libblkio tests/get-completion-fd.c and set-completion-fd.c: event-driven completion through
 // the queue's eventfd, including completions the library makes itself.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { existsSync } from "node:fs";
 import { Blkio, type Completion, ReqFlags } from "../mod.ts";
 import {

@@ -2,7 +2,7 @@
 // io_uring_prep_* layouts, both backlogs, flag checks, the property engine, and the Queue's doIo
 // loop driven by a scripted fake driver queue.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { BlkioError } from "../src/errors.ts";
 import { ERRNO } from "../src/errno.ts";
 import { type Completion, flagsError, newCompletion, Op, type OpValue, ReqFlags } from "../src/completion.ts";

@@ -5,7 +5,7 @@
 // reaped by a drain with it (Linux 6.13+ posts at most 20 per entry) is tested in
 // completion_fd.test.ts on the same targets.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { existsSync, statfsSync } from "node:fs";
 import { release } from "node:os";
 import { newCompletion } from "../mod.ts";

@@ -4,7 +4,7 @@
 // sends BLOCK_URING_CMD_DISCARD (Linux 6.12), and falls back to fallocate where the kernel has
 // no such command.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { readFileSync, statSync } from "node:fs";
 import type { Blkio, Completion } from "../mod.ts";
 import {

@@ -2,7 +2,7 @@
 // Deno only (there these tests are skipped, so each runtime registers the same ones). The
 // README's TypeScript examples that import the package run on both, on a scratch disk image.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";

@@ -10,7 +10,7 @@
 // submission after a completion is reported), and that FUA and flush complete with 0 on a real
 // file system (RWF_DSYNC and fdatasync reached the file system and succeeded).
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";

@@ -1,7 +1,7 @@
 // BlkioError, the errno table and errnoName: the error model of libblkio (negative errno plus a
 // message) as a JS exception.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { skipIf } from "./_helpers.ts";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";

@@ -2,7 +2,7 @@
 // pipe data (how Deno waits without a pool thread), the adapters' pipe waits, and the choice
 // CompletionWaiter makes between the relay and the adapter's own eventfd wait.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { readFileSync } from "node:fs";
 import { readdirSync, readlinkSync } from "node:fs";
 import { loadError, native } from "../ffi/load.ts";

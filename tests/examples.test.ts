@@ -2,7 +2,7 @@
 // the runtime running the tests (deno run -A / bun), plus the bugs of libblkio's tools this port
 // fixes, the progress line on a terminal, and the single-file executable of blkio_info.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";

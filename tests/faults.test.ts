@@ -13,7 +13,7 @@
 //   doIo waits on).
 // The Promise layer (`BlockDevice`) must reject with a BlkioError of the same code.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { atExit, RUNTIME, skipIf } from "./_helpers.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

@@ -1,7 +1,7 @@
 // libblkio tests/fd.c: connecting through a file descriptor the application opened, plus the
 // rules around the fd property (ownership, flags taken from the fd, conflicts with path).
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import {
   closeSync,
   constants,

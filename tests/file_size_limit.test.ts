@@ -3,7 +3,7 @@
 // Node and Bun ignore the signal, Deno's default was to end the process. Every such request must
 // fail with EFBIG instead, on both runtimes.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";

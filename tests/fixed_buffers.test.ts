@@ -2,7 +2,7 @@
 // right whichever way a request goes, including across unmapping, index reuse, more regions than
 // the table holds, and queues added after the mapping.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import type { Blkio, MemoryRegion, Queue } from "../mod.ts";
 import { native } from "../ffi/load.ts";
 import { mapMemfd } from "../src/memory_region.ts";

@@ -1,6 +1,6 @@
 // libblkio tests/read-invalid-flags.c, user-data.c, polled.c.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { type Completion, ReqFlags } from "../mod.ts";
 import { alignedBuffer, assertErrno, cleanupAll, connectTo, startOn, targets } from "./_helpers.ts";
 import { PAGE, reapAll } from "./_io.ts";

@@ -1,7 +1,7 @@
 // libblkio tests/growing_file.c: with can-grow (regular files), writes past the end extend the
 // file and capacity follows; reads past the end return zeroes. Block devices cannot grow.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { alignedBuffer, cleanupAll, scratchDir, startOn, type Target, targets } from "./_helpers.ts";

@@ -1,7 +1,7 @@
 // libblkio tests/driver-not-found.c, error-msg.c, driver-name.c, started.c, capacity.c and
 // block-limits.c, plus checks of the limit values against sysfs.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { execFileSync } from "node:child_process";
 import { readFileSync, statSync } from "node:fs";
 import { basename } from "node:path";

@@ -1,7 +1,7 @@
 // libblkio tests/alloc-mem-region.c, map-mem-region.c and auto-free-mem-regions.c, plus the
 // region lifetime rules (EBUSY while mapped or in use, foreign regions refused).
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import { Blkio, type Completion, type MemoryRegion, type Queue } from "../mod.ts";
 import { native } from "../ffi/load.ts";

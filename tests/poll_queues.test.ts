@@ -1,7 +1,7 @@
 // libblkio tests/poll-queues.c: a poll queue (IORING_SETUP_IOPOLL) does read/write(v) and
 // rejects the rest; where poll queues are unsupported (buffered I/O) asking for one is EINVAL.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import type { Completion, Queue } from "../mod.ts";
 import { closeSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";

@@ -2,7 +2,7 @@
 // with what the typed and string accessors actually do in every state, text conversion, and
 // the errors for unknown names, wrong types and wrong JS values.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { Blkio, BlkioError, type PropertyInfo, type PropertyType } from "../mod.ts";
 import { parseValue } from "../src/properties.ts";
 import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";

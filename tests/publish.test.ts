@@ -1,7 +1,7 @@
 // JSR: the package must stay publishable (`deno publish --dry-run` works offline).
 import { test } from "node:test";
 import { skipIf } from "./_helpers.ts";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";

@@ -1,7 +1,7 @@
 // libblkio tests/queue-full.c (GitLab issue #38: do_io hung once requests overflowed the ring),
 // plus a long run of reads through a tiny ring and doIo's min > outstanding check.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { type Blkio, type Completion, ReqFlags } from "../mod.ts";
 import {
   alignedBuffer,

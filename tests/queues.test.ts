@@ -1,7 +1,7 @@
 // libblkio tests/get-queue.c and add-remove-queues.c, plus validation of the queue properties
 // (num-queues, num-poll-queues, num-entries).
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { Blkio, type Queue } from "../mod.ts";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import {

@@ -1,6 +1,6 @@
 // libblkio tests/read.c: a pattern written at 0x10000 by other means reads back through a queue.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { type Completion, newCompletion } from "../mod.ts";
 import { alignedBuffer, cleanupAll, pwrite, reap, startOn, targets } from "./_helpers.ts";
 

@@ -1,7 +1,7 @@
 // libblkio tests/read-only.c: with read-only=true, reads and flushes work and every request
 // that would modify the device fails in its completion, leaving the device unchanged.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { chmodSync, readFileSync } from "node:fs";
 import process from "node:process";
 import { Blkio, type Completion, ReqFlags } from "../mod.ts";

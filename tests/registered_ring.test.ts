@@ -3,7 +3,7 @@
 // 16th fall back to the plain fd, and closing a ring must free its slot (a registration keeps
 // the ring, and through its fixed file the device, alive until the thread exits).
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { release } from "node:os";
 import { Blkio, type Completion } from "../mod.ts";
 import { loadError, native } from "../ffi/load.ts";

@@ -4,7 +4,7 @@
 // by a child process: each is close-on-exec, and a child spawned while they are open does not
 // have them.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { Blkio, type Completion, ERRNO } from "../mod.ts";

@@ -5,7 +5,7 @@
 // so the library's resume really reads the rest. A resume that ignored the offset inside the
 // iovec (it wrote the rest to the iovec's start) passed every other test.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { Blkio, type Completion } from "../mod.ts";
 import { withRewrittenResults } from "./_rewrite_results.ts";
 import { cleanupAll, pread, pwrite, scratchFile } from "./_helpers.ts";

@@ -4,7 +4,7 @@
 // mismatches, zero failed requests, heap and open fds flat. Also checks that the verifier
 // itself catches the faults it is there to catch.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { check, soak, stamp } from "../scripts/soak.ts";
 
 test("soak: the block verifier catches misplaced, stale and torn blocks", () => {

@@ -1,7 +1,7 @@
 // The opt-in "sqpoll" property: a kernel thread takes submissions (IORING_SETUP_SQPOLL). Data
 // must be right at depth, across the thread going to sleep, with timeouts and on added queues.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { Blkio, type Completion, type Queue } from "../mod.ts";
 import { cleanupAll, pread, pwrite, reap, type Target, targets } from "./_helpers.ts";
 import { sleepMs } from "./_io.ts";

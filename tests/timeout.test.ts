@@ -1,7 +1,7 @@
 // libblkio tests/timeout.c: doIo / doIoInterruptible with a timeout expire with ETIME without
 // losing completions, and a huge timeout does not expire early; plus timeout argument checks.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { BlkioError, type Completion, ReqFlags } from "../mod.ts";
 import { alignedBuffer, assertErrno, cleanupAll, connectTo, pwrite, startOn, targets } from "./_helpers.ts";
 import { PAGE, reapAll, sleepMs } from "./_io.ts";

@@ -4,7 +4,7 @@
 // libblkio leaves open (buffers outside memory regions, requests needing more descriptors than
 // the queue has) and the back-end dying mid-run.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { readdirSync, readlinkSync, statSync } from "node:fs";
 import { spawn } from "node:child_process";
 import {

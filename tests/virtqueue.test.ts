@@ -3,7 +3,7 @@
 // flags, and a device returning a descriptor that is not in flight; the status byte a device
 // writes as a virtio-blk queue's completion; the memory table's lookup. Needs no back-end.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import { SplitVirtqueue, vringLayout } from "../src/drivers/virtio_blk/virtqueue.ts";
 import { MemTable } from "../src/drivers/virtio_blk/mem_table.ts";
 import { VirtioBlkQueue } from "../src/drivers/virtio_blk/queue.ts";

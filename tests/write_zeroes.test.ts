@@ -1,6 +1,6 @@
 // libblkio tests/write-zeroes.c, discard.c, flush.c.
 import { test } from "node:test";
-import assert from "node:assert/strict";
+import assert from "./_assert.ts";
 import {
   closeSync,
   existsSync,
