@@ -135,17 +135,32 @@ function detachStaleLoops(): void {
   }
 }
 
+/**
+ * Whether loop device `dev` had its discard turned off through sysfs (0 written to
+ * discard_max_bytes, by someone else's test of a device without discard): the kernel keeps that
+ * limit when the device is attached to another file, and refuses any other value until reboot.
+ * Such a device discards and zeroes unlike a fresh one.
+ */
+function discardCapped(dev: string): boolean {
+  const queue = `/sys/block/${dev.slice(dev.lastIndexOf("/") + 1)}/queue`;
+  const read = (name: string) => Number(readFileSync(`${queue}/${name}`, "utf8").trim());
+  return read("discard_max_bytes") === 0 && read("discard_max_hw_bytes") > 0;
+}
+
 /** A loop device over a new tmpfs file of `size` bytes (512-byte sectors). */
 export function scratchLoop(size = 8 * 1024 * 1024): string {
   detachStaleLoops();
   const back = join("/dev/shm", `blkio-loop-${process.pid}-${loopSerial++}.img`);
   writeFileSync(back, new Uint8Array(size));
   cleanups.push(() => rmSync(back, { force: true }));
-  const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], {
-    encoding: "utf8",
-  }).trim();
-  cleanups.push(() => execFileSync("losetup", ["-d", dev], { stdio: "ignore" }));
-  return dev;
+  for (let tries = 0;; tries++) {
+    const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], {
+      encoding: "utf8",
+    }).trim();
+    cleanups.push(() => execFileSync("losetup", ["-d", dev], { stdio: "ignore" }));
+    // A capped device stays attached until the cleanup, so that --find passes over it.
+    if (tries === 8 || !discardCapped(dev)) return dev;
+  }
 }
 
 /**
