@@ -17,6 +17,7 @@ import {
   startOn,
 } from "./_helpers.ts";
 import { withRewrittenResults } from "./_rewrite_results.ts";
+import { native } from "../ffi/load.ts";
 
 const MiB = 1 << 20;
 const EBUSY = 16;
@@ -111,6 +112,46 @@ test(
     assert.equal(rewritten, 1);
     assert.equal(c!.ret, -EBUSY);
     assert.match(c!.errorMsg ?? "", /page cache: buffered reads or writes of it are in flight/);
+  },
+);
+
+// After the discard command's EOPNOTSUPP the queue asks sysfs whether the device discards. That
+// read threw when no fd was free (EMFILE), in the middle of a reap: the CQ head was never stored,
+// released slots were released again, and the next doIo returned the read's completion a second
+// time with userData null. sysfs is made unreadable here by failing the library's open(2) with
+// EMFILE while the queue reaps.
+test(
+  ...skipIf(
+    "discard: sysfs unreadable (EMFILE) when the discard command is refused loses no completion",
+    LOOP_SKIP,
+  ),
+  () => {
+    const { dev } = filledLoop();
+    const n = native!;
+    const libc = n.libc as { open: typeof n.libc.open };
+    const open = libc.open, errno = n.errno;
+    const got: [unknown, number][] = [];
+    withRewrittenResults(0, -ENOTSUP, 1, () => {
+      using b = startOn({ path: dev, direct: false });
+      const q = b.getQueue(0)!;
+      q.discard(2 * MiB, MiB, "discard");
+      q.read(0, new Uint8Array(4096), "read");
+      const out: Completion[] = [];
+      try {
+        libc.open = () => -1;
+        (n as { errno: () => number }).errno = () => 24;
+        for (let k = 0; k < 2 && got.length < 2;) {
+          const m = q.doIo(out, 1, 2, 10_000_000_000n);
+          for (let i = 0; i < m; i++) got.push([out[i].userData, out[i].ret]);
+          k += m;
+        }
+      } finally {
+        libc.open = open;
+        (n as { errno: () => number }).errno = errno;
+      }
+      assert.equal(q.doIo(out, 0, 8), 0, "a completion returned twice");
+    });
+    assert.deepEqual(got.sort(), [["discard", -ENOTSUP], ["read", 0]]);
   },
 );
 

@@ -184,9 +184,10 @@ test(
   ),
   () => {
     const dev = scratchLoop(1 << 20);
-    // Both connected while the device still advertises write zeroes.
+    // All connected while the device still advertises write zeroes.
     using a = startOn({ path: dev, direct: false });
     using b = startOn({ path: dev, direct: false });
+    using c3 = startOn({ path: dev, direct: false });
     const block = (fill: number) => new Uint8Array(4096).fill(fill);
     const readBack = (q: Queue, offset: number) => {
       const buf = block(0xee);
@@ -210,9 +211,21 @@ test(
       block(0x42),
       "the failed NO_FALLBACK request lost a completed write",
     );
-    runOk(qb, (ud) => qb.write(0, block(0x42), ud), "write");
-    runOk(qb, (ud) => qb.writeZeroes(0, 4096, ud), "write zeroes without flags");
-    assert.deepEqual(readBack(qb, 0), block(0), "the fallback did not zero the range");
+    // Every request sent as a zeroing without fallback falls back, not only the first to
+    // complete (the others found the device already known to lack write zeroes, and failed).
+    for (let k = 0; k < 3; k++) runOk(qb, (ud) => qb.write(k * 4096, block(0x42), ud), `write ${k}`);
+    for (let k = 0; k < 3; k++) qb.writeZeroes(k * 4096, 4096, `zeroes ${k}`);
+    for (const r of reapAll(qb, 3)) assert.equal(r.ret, 0, `${r.userData}: ret ${r.ret} ${r.errorMsg}`);
+    for (let k = 0; k < 3; k++) assert.deepEqual(readBack(qb, k * 4096), block(0), `the fallback of ${k}`);
+    // A NO_FALLBACK request still writing its range back when a request without flags finds
+    // the device lacks write zeroes must not then zero with fallback: it fails.
+    const qc = c3.getQueue(0)!;
+    runOk(qc, (ud) => qc.write(16384, new Uint8Array(512 * 1024).fill(7), ud), "dirty half the device");
+    qc.writeZeroes(16384, 512 * 1024, "no fallback, late", ReqFlags.NO_FALLBACK);
+    qc.writeZeroes(12288, 4096, "without flags");
+    const got = new Map(reapAll(qc, 2).map((r) => [r.userData, r.ret]));
+    assert.equal(got.get("without flags"), 0);
+    assert.equal(got.get("no fallback, late"), -ENOTSUP, "NO_FALLBACK fell back");
   },
 );
 

@@ -339,7 +339,7 @@ export class IoUringQueue implements DriverQueue {
     s[b + S_DONE] = 0;
     s[b + S_ADDR] = buf === null ? 0 : bufferAddress(this.#native, buf);
     s[b + S_OP] = op;
-    s[b + S_PHASE] = op === Op.WriteZeroes ? this.#firstZeroPhase(flags) : 0;
+    s[b + S_PHASE] = op === Op.WriteZeroes ? this.#firstZeroPhase(flags, len) : 0;
     s[b + S_FLAGS] = flags;
     // Non-zero while in use; the count orders requests by age for cancel().
     s[b + S_USED] = ++this.#age;
@@ -420,11 +420,17 @@ export class IoUringQueue implements DriverQueue {
         prepFdatasync(sq, i, 0);
         break;
       case Op.WriteZeroes:
-        // Phase 1 is the flush that emulates FUA once the zeroing has completed; phase 3 the
-        // write-back of the range before a zeroing that must not fall back (#firstZeroPhase).
+        // Phase 0 zeroes; 1 is the flush that emulates FUA once the zeroing has completed; 3 the
+        // write-back of the range before a zeroing that must not fall back (#firstZeroPhase);
+        // 5 zeroes again with fallback after the device refused a zeroing without (#finish).
         if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
         else if (s[b + S_PHASE] === 3) prepSyncFileRange(sq, i, 0, s[b + S_START], s[b + S_LEN]);
-        else prepFallocate(sq, i, 0, this.#zeroMode(flags), s[b + S_START], s[b + S_LEN]);
+        else {
+          const mode = s[b + S_PHASE] === 5
+            ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+            : this.#zeroMode(flags);
+          prepFallocate(sq, i, 0, mode, s[b + S_START], s[b + S_LEN]);
+        }
         break;
       case Op.Discard:
         // A block device: the discard command (phase 2), as long as the kernel has it. libblkio's
@@ -451,26 +457,31 @@ export class IoUringQueue implements DriverQueue {
     setUserData(sq, i, slot);
   }
 
-  /** fallocate mode for write zeroes, as libblkio chooses it. */
   /**
    * The first phase of a write zeroes: 3 (write the range's dirty pages back first) on a block
    * device opened buffered when the request must not fall back, else 0. fallocate on a block
    * device drops the range's page cache, dirty pages included, before it zeroes: when the
    * zeroing then fails (a device that lost write zeroes), completed writes not yet written back
    * were gone, and reads found the older data. Written back first, they stay. A request that
-   * may fall back needs nothing: its range ends up zeroed (#finish retries it).
+   * may fall back needs nothing: its range ends up zeroed (#finish retries it). Nor one of
+   * length 0 (EINVAL), whose write-back would reach to the end of the device.
    */
-  #firstZeroPhase(flags: number): number {
+  #firstZeroPhase(flags: number, len: number): number {
     const t = this.#target;
-    return t.isBlockDevice && !t.direct && (flags & ReqFlags.NO_FALLBACK) !== 0 ? 3 : 0;
+    return t.isBlockDevice && !t.direct && (flags & ReqFlags.NO_FALLBACK) !== 0 && len > 0 ? 3 : 0;
   }
 
+  /** fallocate mode for write zeroes, as libblkio chooses it. */
   #zeroMode(flags: number): number {
     const noUnmap = (flags & ReqFlags.NO_UNMAP) !== 0;
     if (this.#target.isBlockDevice) {
       // PUNCH_HOLE on a block device issues REQ_OP_WRITE_ZEROES without fallback (unmapping);
-      // ZERO_RANGE keeps blocks allocated and may fall back to writing zeroes.
-      if (this.#target.supportsWriteZeroesWithoutFallback && !noUnmap) {
+      // ZERO_RANGE keeps blocks allocated and may fall back to writing zeroes. A NO_FALLBACK
+      // request queued before the device was found to lack write zeroes (#finish) must still
+      // not fall back: it goes without, and fails.
+      if (
+        !noUnmap && (this.#target.supportsWriteZeroesWithoutFallback || (flags & ReqFlags.NO_FALLBACK) !== 0)
+      ) {
         return FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
       }
       return FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
@@ -583,17 +594,20 @@ export class IoUringQueue implements DriverQueue {
         this.#requeue(slot);
         return RESUBMITTED;
       }
-      // EOPNOTSUPP from a zeroing without fallback (PUNCH_HOLE): the device no longer does
-      // write zeroes (a loop device turns it off after a failure, a disk after a failed WRITE
-      // SAME), though it did at connect. Known from now on; a request that may fall back goes
-      // again with ZERO_RANGE, which does (libblkio: it failed outright).
+      // EOPNOTSUPP from a zeroing without NO_UNMAP: the device no longer does write zeroes (a
+      // loop device turns it off after a failure, a disk after a failed WRITE SAME), though it
+      // did at connect. Known from now on. A request that may fall back goes again with
+      // ZERO_RANGE (phase 5, once), which does; libblkio failed it outright. Decided from the
+      // request's own flags, not from what is known now: other requests sent the same way may
+      // complete after the first that told.
       const t = this.#target;
       if (
         res === -ENOTSUP && op === Op.WriteZeroes && s[b + S_PHASE] === 0 && t.isBlockDevice &&
-        t.supportsWriteZeroesWithoutFallback && (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) === 0
+        (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) === 0
       ) {
         t.supportsWriteZeroesWithoutFallback = false;
         if ((s[b + S_FLAGS] & ReqFlags.NO_FALLBACK) === 0) {
+          s[b + S_PHASE] = 5;
           this.#requeue(slot);
           return RESUBMITTED;
         }
@@ -621,7 +635,8 @@ export class IoUringQueue implements DriverQueue {
       }
       return -EIO;
     }
-    if (op === Op.WriteZeroes && (s[b + S_FLAGS] & ReqFlags.FUA) !== 0 && s[b + S_PHASE] === 0) {
+    const zeroed = op === Op.WriteZeroes && (s[b + S_PHASE] === 0 || s[b + S_PHASE] === 5);
+    if (zeroed && (s[b + S_FLAGS] & ReqFlags.FUA) !== 0) {
       s[b + S_PHASE] = 1;
       this.#requeue(slot);
       return RESUBMITTED;
@@ -629,10 +644,18 @@ export class IoUringQueue implements DriverQueue {
     return 0;
   }
 
-  /** Whether the target's block device has discard now (sysfs; only asked after a failure). */
+  /**
+   * Whether the target's block device has discard now (sysfs; only asked after a failure). Never
+   * throws: it runs in the middle of a reap, where a throw (sysfs unreadable at the fd limit)
+   * lost the CQ head and released slots twice. Unknown counts as no.
+   */
   #deviceDiscards(): boolean {
     const dev = this.#target.blockDevice;
-    return dev !== null && (readBlockLimits(this.#native, dev.major, dev.minor)?.discardMaxBytes ?? 0) > 0;
+    try {
+      return dev !== null && (readBlockLimits(this.#native, dev.major, dev.minor)?.discardMaxBytes ?? 0) > 0;
+    } catch {
+      return false;
+    }
   }
 
   /**
