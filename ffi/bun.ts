@@ -71,7 +71,6 @@ function load(): Native {
     },
     // Bun reads an eventfd on its own event loop (see EventfdWaiter), and a pipe the same way.
     eventfdWaitUsesThread: false,
-    mainThread: (globalThis as unknown as { Bun: { isMainThread: boolean } }).Bun.isMainThread,
     waitPipe: (fd) => eventfdWaiter(fd).wait(),
     forgetPipe: (fd) => {
       WAITERS.get(fd)?.close();

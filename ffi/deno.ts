@@ -16,7 +16,6 @@ import {
 } from "./symbols.ts";
 import type { Bound, Native } from "./types.ts";
 import type { Socket } from "node:net";
-import { isMainThread } from "node:worker_threads";
 
 const DENO_TYPE = {
   i32: "i32",
@@ -113,8 +112,6 @@ function load(): Native {
       return RESOLVED;
     },
     eventfdWaitUsesThread: true,
-    // A Web Worker (where node:worker_threads says main thread) or a node:worker_threads one.
-    mainThread: !inWebWorker() && isMainThread,
     waitPipe: (fd) => waiterOf(PIPES, fd, PipeWaiter).wait(),
     forgetPipe: (fd) => {
       PIPES.get(fd)?.close();
@@ -122,12 +119,6 @@ function load(): Native {
       return RESOLVED;
     },
   };
-}
-
-/** Whether this code runs in a Web Worker (`WorkerGlobalScope` is only defined there). */
-function inWebWorker(): boolean {
-  const scope = (globalThis as { WorkerGlobalScope?: abstract new () => unknown }).WorkerGlobalScope;
-  return typeof scope === "function" && globalThis instanceof scope;
 }
 
 const RESOLVED = Promise.resolve();

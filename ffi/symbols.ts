@@ -101,6 +101,9 @@ export const LIBC_SYMBOLS = {
   sendmsg: { params: ["i32", "buf", "i32"], result: "i64" },
   // ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags)
   recvmsg: { params: ["i32", "buf", "i32"], result: "i64" },
+  // pid_t getpid(void), pid_t gettid(void) (glibc 2.30)
+  getpid: { params: [], result: "i32" },
+  gettid: { params: [], result: "i32" },
   // int *__errno_location(void)
   __errno_location: { params: [], result: "ptr" },
 } as const satisfies Record<string, SymbolDef>;

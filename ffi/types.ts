@@ -69,11 +69,6 @@ export interface Native {
    */
   readonly eventfdWaitUsesThread: boolean;
   /**
-   * Whether this is the process's main JavaScript thread. A Worker's heap is freed when the
-   * Worker ends while the process, and the kernel's requests into that memory, live on.
-   */
-  readonly mainThread: boolean;
-  /**
    * {@link waitEventfd} for the read end of a non-blocking pipe, on the event loop itself (no
    * thread): resolves once the pipe holds data, which it reads and drops. The same rules apply;
    * from the first call the adapter owns `fd`.

@@ -112,10 +112,11 @@ export class Blkio {
   /**
    * Frees everything: queues, memory regions, the device. Idempotent. Requests queued but not
    * yet handed to the kernel by `doIo` are dropped, as in libblkio; requests in the kernel get
-   * up to a second to finish, and memory they may still write to is kept for good. In a Worker,
-   * io_uring requests into the Worker's own memory (plain `Uint8Array`s, not memory regions)
-   * are waited for however long they take: the Worker's heap is freed when it ends, and the
-   * kernel would then write into memory reused for something else. A region another instance
+   * up to a second to finish, and memory they may still write to is kept for good. On any thread
+   * but the process's main one (a Worker, a `deno test` module), io_uring requests into memory
+   * the library did not map (plain `Uint8Array`s, regions the caller built) are waited for
+   * however long they take: that thread's heap is freed when it ends, and the kernel would then
+   * write into memory reused for something else. A region another instance
    * still maps or uses is freed when it no longer does (its unmap or destroy, or the next region
    * call of any instance after its requests completed).
    */

@@ -209,6 +209,19 @@ export function isShortage(errno: number): boolean {
   return errno === ERRNO.ENOMEM || errno === ERRNO.ENFILE || errno === ERRNO.EMFILE;
 }
 
+let mainThread: boolean | null = null;
+
+/**
+ * Whether this JavaScript thread is the process's main thread. Elsewhere (a Worker, a module of
+ * `deno test`) the thread's heap is freed when its isolate ends, while the process, and the
+ * kernel's requests into that memory, live on. Asked of the kernel: Deno runs each `deno test`
+ * module in an isolate of its own on a thread of its own, where node:worker_threads still says
+ * main thread. Each thread has its own copy of this module, so the answer is kept.
+ */
+export function onMainThread(native: Native): boolean {
+  return mainThread ??= native.libc.gettid() === native.libc.getpid();
+}
+
 /** The page size. */
 export function pageSize(native: Native): number {
   return Number(native.libc.sysconf(SC_PAGESIZE));

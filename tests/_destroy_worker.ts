@@ -1,6 +1,7 @@
-// Worker side of faults.test.ts: reads 32 stamped blocks of a slow export into either plain
-// Uint8Arrays (the Worker's heap) or a memory region, destroys the instance with the reads
-// still in the kernel, and reports how long destroy() took and which buffers hold their block.
+// For faults.test.ts, in a Worker or in the test's own thread: reads 32 stamped blocks of a slow
+// export into either plain Uint8Arrays (the thread's heap) or a memory region, destroys the
+// instance with the reads still in the kernel, and reports how long destroy() took and how many
+// buffers hold their block. As a Worker it answers one message { path, memory }.
 import { Blkio } from "../mod.ts";
 
 const scope = globalThis as unknown as {
@@ -11,7 +12,11 @@ const BLOCK = 4096;
 const COUNT = 32;
 const STRIDE = 256 * 1024;
 
-scope.onmessage = ({ data: { path, memory } }) => {
+/** What destroy() did to reads still in the kernel; `landed` is null for a region (detached). */
+export function readThenDestroy(
+  path: string,
+  memory: "plain" | "region",
+): { destroyMs: number; landed: number | null } {
   const b = Blkio.create("io_uring");
   b.setStr("path", path);
   b.setBool("direct", true);
@@ -36,5 +41,15 @@ scope.onmessage = ({ data: { path, memory } }) => {
       new DataView(buf.buffer, buf.byteOffset).getUint32(0, true) === i * STRIDE / BLOCK
     )
       .length;
-  scope.postMessage({ destroyMs, landed });
-};
+  return { destroyMs, landed };
+}
+
+// A module of the test's own thread imports this too: only a Worker (Deno: a WorkerGlobalScope;
+// Bun: not the main thread) answers messages.
+const bun = (globalThis as { Bun?: { isMainThread: boolean } }).Bun;
+const worker = bun
+  ? !bun.isMainThread
+  : typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope === "function";
+if (worker) {
+  scope.onmessage = ({ data: { path, memory } }) => scope.postMessage(readThenDestroy(path, memory));
+}

@@ -12,7 +12,7 @@ import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
 import { abandon, outlivesThread } from "../../abandoned.ts";
-import { closeFd, iovMax, newEventfd, signalEventfd } from "../../sys.ts";
+import { closeFd, iovMax, newEventfd, onMainThread, signalEventfd } from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -968,13 +968,13 @@ export class IoUringQueue implements DriverQueue {
       this.#resubmitCount--;
     }
     // Give requests already in the kernel a moment to finish, so their memory can be released.
-    // In a Worker, requests into the Worker's own heap get all the time they need: that memory
-    // is freed when the Worker ends, whatever keeps it referenced, and the kernel would then
-    // write into (or, for a write, send to the device) memory reused for something else. The
-    // kernel itself waits for them when the thread exits; this wait comes before the heap goes.
+    // Off the main thread (a Worker, a `deno test` module), requests into the thread's own heap
+    // get all the time they need: that memory is freed when the thread's isolate ends, whatever
+    // keeps it referenced, and the kernel would then write into (or, for a write, send to the
+    // device) memory reused for something else. This wait comes before the heap goes.
     const out: Completion[] = [];
     const deadline = performance.now() + 1000;
-    const waitAll = !this.#native.mainThread;
+    const waitAll = !onMainThread(this.#native);
     while (
       this.inFlight - this.#resubmitCount > 0 &&
       (performance.now() < deadline || (waitAll && this.#usesThreadMemory()))
