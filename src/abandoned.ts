@@ -2,8 +2,8 @@
  * Memory the kernel may still write into after its queue was destroyed with requests in flight
  * (a device that did not finish within the drain timeout). It stays referenced, and mapped, for
  * the life of the process: freeing it could let the kernel write into memory reused for
- * something else. Off the main thread that is not enough for the thread's own heap, which is freed when
- * the Worker ends: there a queue's destroy waits for such requests instead.
+ * something else. Off the main thread that is not enough for the thread's own heap, which is
+ * freed when its isolate ends: there a queue's destroy waits for such requests instead.
  *
  * @module
  */
