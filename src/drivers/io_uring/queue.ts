@@ -326,7 +326,7 @@ export class IoUringQueue implements DriverQueue {
     }
     if (
       (op === Op.Write || op === Op.Writev) && this.#target.directWritesTear &&
-      this.#tears(start, len, iovecs)
+      this.#tears(start, len)
     ) {
       const addr = buf === null ? 0 : bufferAddress(this.#native, buf);
       this.completions.push(userData, -EINVAL, this.#misalignment(start, len, addr, iovecs));
@@ -724,14 +724,13 @@ export class IoUringQueue implements DriverQueue {
 
   /**
    * Whether an O_DIRECT write would be partly done before failing (see
-   * TargetInfo.directWritesTear): its start, length or an iovec's length is misaligned. Addresses
-   * are left to the kernel, which may accept finer ones; they fail before anything is written.
+   * TargetInfo.directWritesTear): its start or length is misaligned. Addresses and iovec lengths
+   * are left to the kernel, which may accept finer ones (Linux 6.18 took 512-byte iovecs on a
+   * 4096-byte-sector device).
    */
-  #tears(start: number, len: number, iovs: readonly Uint8Array[] | null): boolean {
+  #tears(start: number, len: number): boolean {
     const a = this.#target.requestAlignment;
-    if (start % a !== 0 || len % a !== 0) return true;
-    for (let k = 0; iovs !== null && k < iovs.length; k++) if (byteLengthOf(iovs[k]) % a !== 0) return true;
-    return false;
+    return start % a !== 0 || len % a !== 0;
   }
 
   /** A read hit end of file: the rest reads as zeroes. */

@@ -66,7 +66,8 @@ export interface TargetInfo {
   /**
    * O_DIRECT on a regular file of a file system on a block device: the kernel checks alignment
    * extent by extent, so a misaligned write spanning several (a hole, say) is partly written
-   * before it fails with EINVAL. The library refuses such writes before submitting them.
+   * before it fails with EINVAL. The library refuses such writes (a misaligned start or length)
+   * before submitting them.
    */
   directWritesTear: boolean;
   /**
@@ -165,7 +166,9 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     supportsFuaNatively: limits?.supportsFuaNatively ?? false,
     canGrow: true,
     flushNeeded: true,
-    directWritesTear: direct && limits !== null,
+    // Not where the file takes no O_DIRECT of its own (statx says 0): the kernel then writes
+    // through the page cache, where any alignment goes, whole.
+    directWritesTear: direct && limits !== null && st.dioOffsetAlign !== 0,
     ioPoll: limits?.ioPoll ?? null,
     blockDevice: null,
   };
