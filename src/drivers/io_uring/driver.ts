@@ -5,9 +5,8 @@
  */
 import type { Native } from "../../../ffi/types.ts";
 import type { Driver, DriverQueue } from "../../driver.ts";
-import { abandon } from "../../abandoned.ts";
 import { BlkioError } from "../../errors.ts";
-import type { MemoryRegion } from "../../memory_region.ts";
+import { mapMemfd, type MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
 import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
@@ -219,13 +218,20 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
     return false;
   }
   const len = info.requestAlignment;
-  const mem = native.alloc(2 * len);
-  const iov = native.alloc(16);
-  // Until the read's completion is reaped the kernel may write into `mem` (and read `iov`):
-  // closing the ring does not wait for it, so if it was not reaped they are kept for good.
+  // Until the read's completion is reaped the kernel may write into the buffer: closing the ring
+  // does not wait for it. So the buffer is memory the library maps, never the thread's heap
+  // (freed with a Worker's isolate whatever references it), and left mapped if not reaped.
+  let mem: { fd: number; addr: number };
+  try {
+    mem = mapMemfd(native, "blkio-iopoll-probe", 2 * len);
+  } catch (e) {
+    ring.close();
+    throw e;
+  }
+  const iov = native.alloc(16); // read by the kernel when the SQE is submitted, not after
   let reaped = false;
   try {
-    const base = native.addressOf(mem.buffer as ArrayBuffer);
+    const base = mem.addr;
     const v = new DataView(iov.buffer, iov.byteOffset, 16);
     v.setBigUint64(0, BigInt(Math.ceil(base / len) * len), true);
     v.setBigUint64(8, BigInt(len), true);
@@ -244,7 +250,8 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
     return r >= 0 && res >= 0;
   } finally {
     ring.close();
-    if (!reaped) abandon(mem, iov);
+    if (reaped) native.libc.munmap(mem.addr, BigInt(2 * len));
+    closeFd(native, mem.fd);
   }
 }
 
