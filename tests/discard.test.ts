@@ -92,8 +92,8 @@ test(
   },
 );
 
-// The discard command drops the range's page cache first and fails with EBUSY rather than lose
-// dirty pages, when buffered I/O of the range is in flight beside it (a reviewer's loop of
+// The discard command writes the range's dirty pages back and drops its page cache first, and
+// fails with EBUSY when pages busy with buffered I/O of the range cannot be dropped (a reviewer's loop of
 // discard + write + read of one range saw it in 195-440 of 500 rounds; in the full suite, none);
 // that completion had no errorMsg, libblkio's fallocate never saying EBUSY. The kernel's answer
 // is played here: the discard command's result rewritten as the kernel posts it.

@@ -678,8 +678,8 @@ export class IoUringQueue implements DriverQueue {
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
     }
     if (ret === -EBUSY && op === Op.Discard && s[b + S_PHASE] === 2) {
-      // BLOCK_URING_CMD_DISCARD drops the range's page cache first, and gives up rather than
-      // lose dirty pages (fallocate would drop them).
+      // BLOCK_URING_CMD_DISCARD writes the range's dirty pages back and drops its page cache
+      // first; pages busy with I/O then cannot be dropped, and it fails with EBUSY.
       return "The kernel could not drop the range's page cache: buffered reads or writes of it are in " +
         "flight; retry once they completed";
     }
