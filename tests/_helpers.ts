@@ -138,7 +138,8 @@ function detachStaleLoops(): void {
 /**
  * Whether loop device `dev` had its discard turned off through sysfs (0 written to
  * discard_max_bytes, by someone else's test of a device without discard): the kernel keeps that
- * limit when the device is attached to another file, and refuses any other value until reboot.
+ * limit when the device is attached to another file, and refuses any other value until the device
+ * is removed and added again (LOOP_CTL_REMOVE, LOOP_CTL_ADD).
  * Such a device discards and zeroes unlike a fresh one.
  */
 function discardCapped(dev: string): boolean {
