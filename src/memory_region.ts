@@ -33,6 +33,7 @@ export interface MemoryRegion {
 const MFD_CLOEXEC = 1;
 const PROT_READ_WRITE = 3;
 const MAP_SHARED = 1;
+const MAP_PRIVATE_ANONYMOUS = 0x02 | 0x20;
 const MAP_FAILED = 2 ** 64 - 1;
 
 /**
@@ -54,6 +55,18 @@ export function mapMemfd(n: Native, name: string, len: number): { fd: number; ad
     throw e;
   }
   return { fd, addr };
+}
+
+/**
+ * Maps `len` bytes of private anonymous memory (no fd); returns the address. Memory the library
+ * maps outlives the thread's heap; the caller unmaps it.
+ */
+export function mapAnonymous(n: Native, len: number, what: string): number {
+  const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0n);
+  if (addr === MAP_FAILED || addr === -1) {
+    throw errnoError(n.errno(), `mmap of ${len} bytes (${what}) failed`);
+  }
+  return addr;
 }
 
 interface Allocation {

@@ -6,7 +6,7 @@
 import type { Native } from "../../../ffi/types.ts";
 import type { Driver, DriverQueue } from "../../driver.ts";
 import { BlkioError } from "../../errors.ts";
-import { mapMemfd, type MemoryRegion } from "../../memory_region.ts";
+import { mapAnonymous, type MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
 import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
@@ -218,25 +218,25 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
     return false;
   }
   const len = info.requestAlignment;
-  // Until the read's completion is reaped the kernel may write into the buffer: closing the ring
-  // does not wait for it. So the buffer is memory the library maps, never the thread's heap
-  // (freed with a Worker's isolate whatever references it), and left mapped if not reaped.
-  let mem: { fd: number; addr: number };
+  // Until the read's completion is reaped the kernel may write into the buffer (and, on kernels
+  // before 6.10, read the iovec again): closing the ring does not wait for it. So both live in
+  // memory the library maps, never the thread's heap (freed with a Worker's isolate whatever
+  // references it), left mapped if the read was not reaped. No fd: connect needs none for it.
+  const size = 3 * len; // the iovec, then a len-aligned buffer of len bytes
+  let addr: number;
   try {
-    mem = mapMemfd(native, "blkio-iopoll-probe", 2 * len);
+    addr = mapAnonymous(native, size, "IOPOLL probe");
   } catch (e) {
     ring.close();
     throw e;
   }
-  const iov = native.alloc(16); // read by the kernel when the SQE is submitted, not after
   let reaped = false;
   try {
-    const base = mem.addr;
-    const v = new DataView(iov.buffer, iov.byteOffset, 16);
-    v.setBigUint64(0, BigInt(Math.ceil(base / len) * len), true);
+    const v = new DataView(native.view(addr, 16));
+    v.setBigUint64(0, BigInt(Math.ceil((addr + 16) / len) * len), true);
     v.setBigUint64(8, BigInt(len), true);
     const i = ring.nextSqe();
-    prepReadv(ring.sqes, i, fd, native.addressOf(iov.buffer as ArrayBuffer) + iov.byteOffset, 1, 0);
+    prepReadv(ring.sqes, i, fd, addr, 1, 0);
     setUserData(ring.sqes, i, 1);
     // Polling may return before the CQE is there (the task used up its time slice).
     let r = 0;
@@ -250,8 +250,7 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
     return r >= 0 && res >= 0;
   } finally {
     ring.close();
-    if (reaped) native.libc.munmap(mem.addr, BigInt(2 * len));
-    closeFd(native, mem.fd);
+    if (reaped) native.libc.munmap(addr, BigInt(size));
   }
 }
 
