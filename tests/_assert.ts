@@ -49,10 +49,15 @@ function notDeepEqual(actual: unknown, expected: unknown, message?: Message): vo
   if (difference(actual, expected as Uint8Array) === null) fail(message, "the bytes are the same");
 }
 
-const assert: typeof strict = Object.assign(
-  (value: unknown, message?: Message) => (strict as unknown as Forward)(value, message),
-  strict,
-  { deepEqual, deepStrictEqual: deepEqual, notDeepEqual, notDeepStrictEqual: notDeepEqual },
-) as unknown as typeof strict;
+/** strict, with the byte-array comparisons above in place of its own. */
+function withByteComparisons(): typeof strict {
+  return Object.assign(
+    (value: unknown, message?: Message) => (strict as unknown as Forward)(value, message),
+    strict,
+    { deepEqual, deepStrictEqual: deepEqual, notDeepEqual, notDeepStrictEqual: notDeepEqual },
+  ) as unknown as typeof strict;
+}
+
+const assert: typeof strict = withByteComparisons();
 
 export default assert;
