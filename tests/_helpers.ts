@@ -23,7 +23,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { Blkio, BlkioError, type Completion } from "../mod.ts";
+import { Blkio, BlkioError, type Completion, ReqFlags } from "../mod.ts";
 
 /** A device under test. */
 export interface Target {
@@ -162,6 +162,22 @@ export function scratchLoop(size = 8 * 1024 * 1024): string {
     // A capped device stays attached until the cleanup, so that --find passes over it.
     if (tries === 8 || !discardCapped(dev)) return dev;
   }
+}
+
+/**
+ * Makes loop device `dev` (over a tmpfs file) lose write zeroes, as a disk does after a failed
+ * WRITE SAME: the loop device passes a NO_UNMAP zeroing (ZERO_RANGE) to its file, which cannot,
+ * and turns write zeroes off. Instances connected before keep what they saw at connect.
+ */
+export function loseWriteZeroes(dev: string): void {
+  {
+    using b = startOn({ path: dev, direct: false });
+    const q = b.getQueue(0)!;
+    q.writeZeroes(0, 4096, "drop", ReqFlags.NO_UNMAP);
+    reap(q, 1);
+  }
+  const sysfs = `/sys/block/${dev.slice(dev.lastIndexOf("/") + 1)}/queue/write_zeroes_max_bytes`;
+  assert.equal(readFileSync(sysfs, "utf8").trim(), "0", `${dev} kept write zeroes: nothing to test`);
 }
 
 /**

@@ -10,44 +10,44 @@ import process from "node:process";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const DENO = join(ROOT, "node_modules", "deno", "deno");
+const NO_DENO = !existsSync(DENO) && "deno is not installed in node_modules";
+
+/** Runs the project's deno with `args` in the checkout; fails the test unless it exits 0. */
+function deno(args: string[]): string {
+  const r = spawnSync(DENO, args, {
+    cwd: ROOT,
+    encoding: "utf8",
+    env: { ...process.env, NO_COLOR: "1" },
+    timeout: 120_000,
+  });
+  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  return r.stdout + r.stderr;
+}
 
 test(
   ...skipIf(
     "jsr: deno publish --dry-run succeeds",
-    !existsSync(DENO) && "deno is not installed in node_modules",
+    NO_DENO,
   ),
   () => {
-    const r = spawnSync(DENO, ["publish", "--dry-run", "--allow-dirty"], {
-      cwd: ROOT,
-      encoding: "utf8",
-      env: { ...process.env, NO_COLOR: "1" },
-      timeout: 120_000,
-    });
-    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
-    assert.match(r.stdout + r.stderr, /Success Dry run complete/);
+    assert.match(deno(["publish", "--dry-run", "--allow-dirty"]), /Success Dry run complete/);
   },
 );
 
 test(
   ...skipIf(
     "jsr: deno doc --lint finds every public symbol documented",
-    !existsSync(DENO) && "deno is not installed in node_modules",
+    NO_DENO,
   ),
   () => {
-    const r = spawnSync(DENO, ["doc", "--lint", "mod.ts"], {
-      cwd: ROOT,
-      encoding: "utf8",
-      env: { ...process.env, NO_COLOR: "1" },
-      timeout: 120_000,
-    });
-    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+    deno(["doc", "--lint", "mod.ts"]);
   },
 );
 
 test(
   ...skipIf(
     "types: the buffers the library allocates go to web APIs that take a BufferSource",
-    !existsSync(DENO) && "deno is not installed in node_modules",
+    NO_DENO,
   ),
   () => {
     // allocBuffer() and region.bytes are over plain ArrayBuffers: typed as Uint8Array<ArrayBufferLike>,
@@ -66,13 +66,7 @@ export async function f(dev: BlockDevice, b: Blkio): Promise<void> {
 }
 `,
       );
-      const r = spawnSync(DENO, ["check", file], {
-        cwd: ROOT,
-        encoding: "utf8",
-        env: { ...process.env, NO_COLOR: "1" },
-        timeout: 120_000,
-      });
-      assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+      deno(["check", file]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -11,6 +11,7 @@ import {
   cleanupAll,
   connectTo,
   loopUnavailableReason,
+  loseWriteZeroes,
   pread,
   pwrite,
   reap,
@@ -175,13 +176,7 @@ test(
   ),
   () => {
     const dev = scratchLoop(1 << 20);
-    {
-      // A loop device over a tmpfs file loses write zeroes at its first NO_UNMAP request.
-      using rw = startOn({ path: dev, direct: false });
-      const q = rw.getQueue(0)!;
-      q.writeZeroes(0, 4096, "drop", ReqFlags.NO_UNMAP);
-      reap(q, 1);
-    }
+    loseWriteZeroes(dev);
     using b = startOn({ path: dev, direct: false }, { readOnly: true });
     const q = b.getQueue(0)!;
     const names = WRITE_ZEROES_FLAGS.map((flags) => `write-zeroes/${flags}`);
