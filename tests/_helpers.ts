@@ -154,6 +154,15 @@ export function scratchLoop(size = 8 * 1024 * 1024): string {
   const back = join("/dev/shm", `blkio-loop-${process.pid}-${loopSerial++}.img`);
   writeFileSync(back, new Uint8Array(size));
   cleanups.push(() => rmSync(back, { force: true }));
+  return attachLoop(back);
+}
+
+/**
+ * A loop device over `back` (512-byte sectors), detached at the cleanup. `back` may itself be a
+ * loop device: a loop device over a block device takes its discard from the lower device's write
+ * zeroes, which is how a test makes a device lose discard.
+ */
+export function attachLoop(back: string): string {
   for (let tries = 0;; tries++) {
     const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], {
       encoding: "utf8",
