@@ -11,7 +11,8 @@ import { LIBC_SONAME, LIBURING_SONAME } from "./symbols.ts";
 import { loadBun } from "./bun.ts";
 import { loadDeno } from "./deno.ts";
 
-const UNSCOPED_FFI = "run Deno with --allow-ffi, without a list (or answer A at its prompt)";
+const UNSCOPED_FFI =
+  "run Deno with --allow-ffi, without a list and without --deny-ffi (or answer A at its prompt)";
 /** A system library's name opened as a path: `/some/dir/libc.so.6: cannot open ...`. */
 const SONAME_AS_PATH = new RegExp(
   `/(${[LIBC_SONAME, LIBURING_SONAME].map((n) => n.replaceAll(".", "\\.")).join("|")}): cannot open`,
@@ -31,11 +32,12 @@ function pick(): Native | null {
     if (/permission|NotCapable|allow-ffi/i.test(text) || (cause as Error)?.name === "NotCapable") {
       loadError = new Error(`Loading native libraries needs FFI permission: ${UNSCOPED_FFI}`, { cause });
     } else if (SONAME_AS_PATH.test(text)) {
-      // FFI permission for named libraries (--allow-ffi=libc.so.6, or "y" at Deno's prompt)
-      // makes Deno open each name as a path in the current directory, where it is not.
+      // FFI permission flags that name libraries (--allow-ffi=libc.so.6, --deny-ffi=liburing.so.2,
+      // or "y" at Deno's prompt) make Deno open each name as a path in the current directory,
+      // where it is not.
       loadError = new Error(
-        `Deno looked for the system libraries in the current directory, as it does when FFI ` +
-          `permission names them: ${UNSCOPED_FFI} (${text})`,
+        `Deno looked for the system libraries in the current directory, as it does when an FFI ` +
+          `permission flag names libraries: ${UNSCOPED_FFI} (${text})`,
         { cause },
       );
     } else if (/undefined symbol|not found in/i.test(text) && text.includes("io_uring")) {

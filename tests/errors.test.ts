@@ -305,14 +305,23 @@ test(
     const messages = `
       import { Blkio } from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
       try { Blkio.create("io_uring"); } catch (e) { console.log(e.code, e.message); }`;
-    for (const ffi of ["--allow-ffi=libc.so.6,liburing.so.2", "--allow-ffi=/nowhere/libc.so.6"]) {
-      const s = spawnSync(process.execPath, ["run", "--allow-read", "--allow-env", ffi, "-"], {
+    const scoped = [
+      ["--allow-ffi=libc.so.6,liburing.so.2"],
+      ["--allow-ffi=/nowhere/libc.so.6"],
+      ["--allow-ffi", "--deny-ffi=liburing.so.2"],
+    ];
+    for (const ffi of scoped) {
+      const s = spawnSync(process.execPath, ["run", "--allow-read", "--allow-env", ...ffi, "-"], {
         input: messages,
         encoding: "utf8",
         timeout: 60_000,
       });
       assert.equal(s.status, 0, s.stderr);
-      assert.match(s.stdout, /^ELIBACC .*run Deno with --allow-ffi, without a list/, `${ffi}: ${s.stdout}`);
+      assert.match(
+        s.stdout,
+        /^ELIBACC .*run Deno with --allow-ffi, without a list and without --deny-ffi/,
+        `${ffi}: ${s.stdout}`,
+      );
       assert.doesNotMatch(s.stdout, /(Could not open library: ){2}/, `${ffi}: a repeated prefix`);
     }
   },
