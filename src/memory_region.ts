@@ -31,6 +31,10 @@ export interface MemoryRegion {
 }
 
 const MFD_CLOEXEC = 1;
+const MFD_ALLOW_SEALING = 2;
+const F_ADD_SEALS = 1033;
+const F_SEAL_SEAL = 0x1;
+const F_SEAL_SHRINK = 0x2;
 const PROT_READ_WRITE = 3;
 const MAP_SHARED = 1;
 const MAP_PRIVATE_ANONYMOUS = 0x02 | 0x20;
@@ -38,22 +42,24 @@ const MAP_FAILED = 2 ** 64 - 1;
 
 /**
  * A new close-on-exec memfd of `len` bytes mapped shared (memory another process or the kernel
- * can share); throws BlkioError and leaks nothing on failure.
+ * can share); throws BlkioError and leaks nothing on failure. Sealed against shrinking (and
+ * against further seals): whoever else gets the fd, a vhost-user back-end say, could otherwise
+ * truncate it, and this process would die of SIGBUS at its next access to the mapping.
  */
 export function mapMemfd(n: Native, name: string, len: number): { fd: number; addr: number } {
-  const fd = n.libc.memfd_create(cString(n, name), MFD_CLOEXEC);
+  const fd = n.libc.memfd_create(cString(n, name), MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) throw errnoError(n.errno(), `memfd_create(${name}) failed`);
-  if (n.libc.ftruncate(fd, BigInt(len)) < 0) {
-    const e = errnoError(n.errno(), `ftruncate(memfd, ${len}) failed`);
+  const fail = (what: string): never => {
+    const e = errnoError(n.errno(), what);
     closeFd(n, fd);
     throw e;
+  };
+  if (n.libc.ftruncate(fd, BigInt(len)) < 0) fail(`ftruncate(memfd, ${len}) failed`);
+  if (n.libc.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+    fail(`Sealing the memfd (${name}) failed`);
   }
   const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
-  if (addr === MAP_FAILED || addr === -1) {
-    const e = errnoError(n.errno(), `mmap of ${len} bytes (${name}) failed`);
-    closeFd(n, fd);
-    throw e;
-  }
+  if (addr === MAP_FAILED || addr === -1) fail(`mmap of ${len} bytes (${name}) failed`);
   return { fd, addr };
 }
 

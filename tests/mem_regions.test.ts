@@ -139,6 +139,22 @@ test("alloc-mem-region: works in started state too", () => {
   b.freeMemRegion(r);
 });
 
+// Whoever gets a region's fd (a vhost-user back-end maps it) could truncate it, and this process
+// then died of SIGBUS at its next touch of the region's bytes. The memfd is sealed against that.
+test("alloc-mem-region: its memfd cannot be shrunk (or sealed further) by whoever gets the fd", () => {
+  using b = startOn(FILE);
+  const r = b.allocMemRegion(8192);
+  // Through libc: Deno's node:fs knows only the fds it opened itself.
+  const n = native!;
+  for (const len of [0n, 4096n]) {
+    assert.equal(n.libc.ftruncate(r.fd, len), -1, `ftruncate to ${len} succeeded`);
+    assert.equal(n.errno(), 1, "EPERM");
+  }
+  r.bytes[8191] = 1;
+  assert.equal(r.bytes[8191], 1);
+  b.freeMemRegion(r);
+});
+
 for (const t of DIRECT) {
   test(`alloc-mem-region: data round trip through region memory [${t.name}]`, () => {
     using b = startOn(t);
