@@ -125,8 +125,15 @@ const DRAIN_BATCHES = 4;
  * burst early breaks them (BENCHMARKS.md: submission convoys).
  */
 const EARLY_SUBMIT = 16;
-/** Size of the regions small buffers are carved from. */
-const REGION_SIZE = 1 << 20;
+/**
+ * Buffers are carved from memory regions of this size. On a device that needs its buffers in
+ * memory regions each new region is twice the last, up to POOL_MAX: such a device may take few
+ * (a vhost-user back-end: 31 with qemu-storage-daemon), and a region per large buffer ran out at
+ * the 32nd buffer of 1 MiB; untouched pages of a region cost no memory there. Elsewhere regions
+ * stay small: io_uring registers them as fixed buffers, which pins every page.
+ */
+const POOL_MIN = 1 << 20;
+const POOL_MAX = 64 << 20;
 
 // The promise executor is a module-level function, so creating a request's promise allocates
 // no closure: it parks the resolving functions here and #submit picks them up at once.
@@ -292,6 +299,10 @@ export class BlockDevice {
 
   #pool: MemoryRegion | null = null;
   #poolUsed = 0;
+  /** Size of the next pool region. */
+  #poolNext = POOL_MIN;
+  /** Whether pool regions grow (needs-mem-regions). */
+  readonly #poolGrows: boolean;
 
   /**
    * For drivers that find some failures only when entered (a vhost-user back-end that died
@@ -315,6 +326,7 @@ export class BlockDevice {
     this.#requestAlignment = b.getInt("request-alignment");
     this.#bufAlignment = b.getInt("buf-alignment");
     this.#pageSize = b.getInt("optimal-buf-alignment");
+    this.#poolGrows = b.getBool("needs-mem-regions");
     this.#regionAlignment = Number(b.getUint64("mem-region-alignment"));
     this.#readOnly = b.getBool("read-only");
     this.#capacity = b.getUint64("capacity");
@@ -435,8 +447,10 @@ export class BlockDevice {
    * (a new region is added whenever the current ones are used up). It is aligned to
    * {@link bufAlignment}, and to the page size when `len` is a page or more. Allocate buffers
    * once and reuse them: their memory is only released by {@link close}, after which they are
-   * empty (length 0). Buffers of up to half a MiB share one memory region: transferring one
-   * (`buffer.transfer()`, a `postMessage` transfer list) detaches the others with it. Memory
+   * empty (length 0). Buffers share memory regions (of 1 MiB, or the size of a larger buffer;
+   * with virtio-blk-vhost-user, whose back-end takes few regions, each new one twice the last,
+   * up to 64 MiB): transferring one (`buffer.transfer()`, a `postMessage` transfer list)
+   * detaches the others of its region with it. Memory
    * transferred away is never unmapped (the library cannot see the buffer that now holds it).
    *
    * @example
@@ -462,12 +476,12 @@ export class BlockDevice {
     const align = len >= this.#pageSize
       ? Math.max(this.#pageSize, this.#bufAlignment)
       : Math.max(64, this.#bufAlignment);
-    if (len > REGION_SIZE / 2) return this.#region(len).bytes.subarray(0, len);
     let off = Math.ceil(this.#poolUsed / align) * align;
     // A pool whose memory was transferred away (one of its buffers' `buffer.transfer()` or a
     // postMessage transfer list detaches them all) has nothing left to carve from.
     if (this.#pool === null || off + len > this.#pool.len || this.#pool.bytes.byteLength === 0) {
-      this.#pool = this.#region(REGION_SIZE);
+      this.#pool = this.#region(Math.max(this.#poolNext, len));
+      if (this.#poolGrows) this.#poolNext = Math.min(this.#poolNext * 2, POOL_MAX);
       off = 0;
     }
     this.#poolUsed = off + len;
@@ -477,7 +491,13 @@ export class BlockDevice {
   #region(len: number): MemoryRegion {
     const align = Math.max(this.#regionAlignment, this.#pageSize);
     const r = this.#b.allocMemRegion(Math.ceil(len / align) * align);
-    this.#b.mapMemRegion(r);
+    try {
+      this.#b.mapMemRegion(r);
+    } catch (e) {
+      // Unmapped, it would stay allocated (an fd and its memory) until close().
+      this.#b.freeMemRegion(r);
+      throw e;
+    }
     return r;
   }
 
