@@ -101,6 +101,8 @@ export const LIBC_SYMBOLS = {
   sendmsg: { params: ["i32", "buf", "i32"], result: "i64" },
   // ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags)
   recvmsg: { params: ["i32", "buf", "i32"], result: "i64" },
+  // int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
+  getsockopt: { params: ["i32", "i32", "i32", "buf", "buf"], result: "i32" },
   // pid_t getpid(void), pid_t gettid(void) (glibc 2.30)
   getpid: { params: [], result: "i32" },
   gettid: { params: [], result: "i32" },

@@ -234,7 +234,7 @@ export class Blkio {
     const d = this.#live();
     if (!this.#regions.isMapped(region)) return;
     // The driver first: it may refuse (EBUSY), and the region then stays mapped.
-    d.unmapMemRegion(region);
+    d.unmapMemRegion(region, this.#inUse(region.bytes.buffer));
     this.#regions.unmap(region);
   }
 

@@ -87,8 +87,11 @@ export interface Driver {
   memRegionAlignment(): number;
   /** Makes a validated region usable by the device (started state). */
   mapMemRegion(region: MemoryRegion, addr: number): void;
-  /** Undoes {@link mapMemRegion}. */
-  unmapMemRegion(region: MemoryRegion): void;
+  /**
+   * Undoes {@link mapMemRegion}. `inUse`: requests of the instance use the region, in a queue
+   * or still waiting in its backlog (a driver that shares the memory with a back-end refuses then).
+   */
+  unmapMemRegion(region: MemoryRegion, inUse: boolean): void;
   /**
    * The whole instance is going (called before its queues are destroyed, then {@link destroy}):
    * per-queue teardown the device connection's close covers anyway may be skipped.

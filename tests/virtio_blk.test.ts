@@ -7,6 +7,7 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { readdirSync, readlinkSync, statSync } from "node:fs";
 import { spawn } from "node:child_process";
+import { createConnection, type Socket } from "node:net";
 import {
   Blkio,
   BlkioError,
@@ -20,7 +21,7 @@ import { native } from "../ffi/load.ts";
 import process from "node:process";
 import { cString } from "../src/sys.ts";
 import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
-import { VhostUserClient } from "../src/drivers/virtio_blk/vhost_user.ts";
+import { VhostUserClient, vhostUserTimeouts } from "../src/drivers/virtio_blk/vhost_user.ts";
 import { assertErrno, pread, pwrite, skipIf } from "./_helpers.ts";
 import { fdinfoFlags, PAGE, pattern, reapAll, runOk, tryReadEventfd, waitEventfd } from "./_io.ts";
 import { qsdSkipReason, startExport, stopAllExports, type VhostUserExport } from "./_vhost_user.ts";
@@ -1369,6 +1370,195 @@ vtest("a back-end that stopped answering: destroy() returns within seconds", () 
     exp.stop();
   }
 });
+
+/** Runs `fn` with the vhost-user connect and reply timeout set to `ms`. */
+function withReplyTimeout<T>(ms: number, fn: () => T): T {
+  const saved = vhostUserTimeouts.replyMs;
+  vhostUserTimeouts.replyMs = ms;
+  try {
+    return fn();
+  } finally {
+    vhostUserTimeouts.replyMs = saved;
+  }
+}
+
+// A control message without a reply in time says nothing about the virtqueues: a stopped or busy
+// back-end still has the requests, and does them once it runs again. The timeout used to fail
+// them with EIO at once and release their buffers: then the back-end wrote the "failed" read's
+// data into memory handed out again, and the "failed" write reached the image.
+vtest(
+  "a control message that times out leaves the requests in flight to the back-end: they complete with what it did",
+  () => {
+    const exp = startExport({ size: 8 * MiB, numQueues: 1, fill: (d) => d.fill(0x5a) });
+    try {
+      const b = withReplyTimeout(1000, () => start({ exp }));
+      const q = b.getQueue(0)!;
+      const mem = mapped(b, 2 * PAGE * 16);
+      const rd = mem.subarray(0, 16 * PAGE), wr = mem.subarray(16 * PAGE).fill(0xee);
+      process.kill(exp.pid, "SIGSTOP");
+      q.read(0, rd, "read");
+      q.write(4 * MiB, wr, "write");
+      const out: Completion[] = [];
+      assert.equal(q.doIo(out, 0, 2), 0);
+      const t0 = performance.now();
+      assertErrno(() => b.getUint64("capacity"), "EIO", /did not answer within 1000 ms/);
+      assert.ok(performance.now() - t0 < 5000, "the reply timeout was not kept");
+      assert.equal(q.doIo(out, 0, 2), 0, "requests the back-end still has completed while it was stopped");
+      process.kill(exp.pid, "SIGCONT");
+      assert.equal(q.doIo(out, 2, 2, 10_000_000_000n), 2);
+      assert.deepEqual(out.slice(0, 2).map((c) => [c.userData, c.ret]).sort(), [["read", 0], ["write", 0]]);
+      assert.ok(rd.every((x) => x === 0x5a), "the read's data");
+      assert.deepEqual(image(4 * MiB, wr.length, exp), wr, "the write on the image");
+      // No further control message: its reply could be the late one. The virtqueue goes on.
+      assertErrno(() => b.getUint64("capacity"), "EIO", /not usable/);
+      runOk(q, (ud) => q.read(PAGE, rd.subarray(0, PAGE), ud), "a read after the timeout");
+      const t1 = performance.now();
+      b.destroy();
+      assert.ok(performance.now() - t1 < 3000, "destroy waited");
+    } finally {
+      process.kill(exp.pid, "SIGCONT");
+      exp.stop();
+    }
+  },
+);
+
+// A blocking connect(2) to a back-end whose listen queue is full (a stopped daemon, or one busy
+// with another client while earlier attempts still queue) waited without limit.
+vtest("connect to a back-end that does not accept connections fails ETIMEDOUT, no hang", async () => {
+  const exp = startExport({ size: MiB, numQueues: 1 });
+  const raw: Socket[] = [];
+  try {
+    process.kill(exp.pid, "SIGSTOP");
+    // Fill its listen queue: connects succeed until it is full, then fail EAGAIN at once.
+    let full = false;
+    for (let i = 0; i < 16 && !full; i++) {
+      const s = createConnection(exp.socket);
+      raw.push(s);
+      full = await new Promise<boolean>((resolve) => {
+        s.once("connect", () => resolve(false));
+        s.once("error", () => resolve(true));
+      });
+    }
+    assert.ok(full, "the daemon's listen queue never filled");
+    const b = create(exp);
+    const t0 = performance.now();
+    withReplyTimeout(
+      1000,
+      () => assertErrno(() => b.connect(), "ETIMEDOUT", /did not accept the connection within 1000 ms/),
+    );
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 900 && ms < 5000, `connect gave up after ${ms.toFixed(0)} ms`);
+    b.destroy();
+  } finally {
+    for (const s of raw) s.destroy();
+    process.kill(exp.pid, "SIGCONT");
+    exp.stop();
+  }
+});
+
+// A signal during the wait for a reply restarted poll(2) with the whole timeout: signals every
+// few seconds kept a caller waiting on a silent back-end for good. poll is played here: each
+// call is interrupted after at most 100 ms (a signal), or answers at once when asked not to wait.
+vtest("the reply timeout is kept when signals interrupt the wait", () => {
+  const exp = startExport({ size: MiB, numQueues: 1 });
+  const n = native!;
+  const libc = n.libc as { poll: typeof n.libc.poll };
+  const poll = libc.poll, errno = n.errno;
+  try {
+    const b = withReplyTimeout(500, () => start({ exp }));
+    process.kill(exp.pid, "SIGSTOP");
+    let calls = 0;
+    libc.poll = (fds, nfds, ms) => {
+      calls++;
+      if (ms === 0 || calls > 200) return poll(fds, nfds, 0);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(ms < 0 ? 100 : ms, 100));
+      return -1;
+    };
+    (n as { errno: () => number }).errno = () => 4; // EINTR
+    const t0 = performance.now();
+    try {
+      assertErrno(() => b.getUint64("capacity"), "EIO", /did not answer within 500 ms/);
+    } finally {
+      libc.poll = poll;
+      (n as { errno: () => number }).errno = errno;
+    }
+    const ms = performance.now() - t0;
+    assert.ok(calls <= 20 && ms < 2000, `${calls} interrupted polls, ${ms.toFixed(0)} ms`);
+    process.kill(exp.pid, "SIGCONT");
+    b.destroy();
+  } finally {
+    libc.poll = poll;
+    (n as { errno: () => number }).errno = errno;
+    process.kill(exp.pid, "SIGCONT");
+    exp.stop();
+  }
+});
+
+// A request still waiting in a queue's backlog (the virtqueue full) uses its region as much as
+// one the back-end has: unmapping it made that request fail later for want of a region.
+vtest("unmapMemRegion: EBUSY while a request waiting in the backlog uses the region", () => {
+  const exp = startExport({ size: MiB, numQueues: 1, iops: 50 });
+  const b = start({ exp, queueSize: 4 });
+  try {
+    const q = b.getQueue(0)!;
+    const ring = b.allocMemRegion(PAGE), later = b.allocMemRegion(PAGE);
+    b.mapMemRegion(ring);
+    b.mapMemRegion(later);
+    for (let i = 0; i < 4; i++) q.read(0, ring.bytes, `ring ${i}`);
+    q.read(0, later.bytes, "backlog");
+    q.doIo([], 0, 0);
+    assertErrno(() => b.unmapMemRegion(later), "EBUSY", /in use by requests in flight or queued/);
+    const got = reapAll(q, 5, 8, 20_000);
+    assert.deepEqual(got.map((c) => c.ret), [0, 0, 0, 0, 0], got.map((c) => c.errorMsg).join(" "));
+    b.unmapMemRegion(later);
+    b.freeMemRegion(later);
+  } finally {
+    b.destroy();
+    exp.stop();
+  }
+});
+
+// Every queue waited its own second for a back-end that stopped answering.
+vtest("destroy() waits one second for all the queues' requests together, not one each", () => {
+  const exp = startExport({ size: MiB, numQueues: 4 });
+  const b = start({ exp, numQueues: 4 });
+  try {
+    const mem = mapped(b, 4 * PAGE);
+    process.kill(exp.pid, "SIGSTOP");
+    for (let i = 0; i < 4; i++) {
+      const q = b.getQueue(i)!;
+      q.read(0, mem.subarray(i * PAGE, (i + 1) * PAGE), i);
+      q.doIo([], 0, 0);
+    }
+    const t0 = performance.now();
+    b.destroy();
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 900 && ms < 2500, `destroy took ${ms.toFixed(0)} ms`);
+  } finally {
+    process.kill(exp.pid, "SIGCONT");
+    exp.stop();
+  }
+});
+
+// BlockDevice carved a region of its own for every buffer over half a MiB, and the back-end takes
+// 31: the 32nd buffer of 1 MiB failed ENOSPC, and each failure left a region allocated.
+vtest(
+  "BlockDevice.allocBuffer: 48 buffers of 1 MiB and thousands of small ones fit the back-end's memory slots",
+  async () => {
+    const dev = await BlockDevice.open(EXP!.socket, { driver: DRIVER });
+    try {
+      const big = Array.from({ length: 48 }, () => dev.allocBuffer(MiB));
+      const small = Array.from({ length: 5000 }, () => dev.allocBuffer(PAGE));
+      const last = big[47].fill(0x3c);
+      await dev.write(0, last);
+      const back = small[4999];
+      await dev.read(0, back);
+      assert.ok(back.every((x) => x === 0x3c));
+    } finally {
+      await dev.close();
+    }
+  },
+);
 
 vtest("back-end gone before connect: connect fails (connection refused), no hang", () => {
   const exp = startExport({ size: MiB, numQueues: 1 });

@@ -190,7 +190,15 @@ test("virtqueue: a device returning a descriptor not in flight is detected", () 
 // an I/O error (-EIO, for IOERR and any value virtio does not define).
 test("virtio-blk queue: the status byte the device writes is the completion (UNSUPP is -ENOTSUP)", () => {
   const { vq, dev, mem } = make(8);
-  const conn = { brokenReason: null, socketFd: -1, checkHangup: () => false, markBroken: () => {} };
+  const conn = {
+    brokenReason: null,
+    hungUpReason: null,
+    socketFd: -1,
+    checkHangup: () => false,
+    markBroken: () => {},
+    markHungUp: () => {},
+    peerExited: () => false,
+  };
   const q = new VirtioBlkQueue(native!, {
     index: 0,
     poll: true,
@@ -211,6 +219,7 @@ test("virtio-blk queue: the status byte the device writes is the completion (UNS
     memTable: new MemTable(),
     conn: conn as unknown as VhostUserClient,
     onDestroy: () => {},
+    drainDeadline: () => performance.now() + 1000,
   });
   q.completions = new CompletionBacklog();
   const EIO = -5, ENOTSUP = -95;

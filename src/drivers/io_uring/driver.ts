@@ -180,7 +180,7 @@ export class IoUringDriver implements Driver {
     for (const q of this.#liveQueues()) q.registerBuffer(index, addr, region.len, buffer);
   }
 
-  unmapMemRegion(region: MemoryRegion): void {
+  unmapMemRegion(region: MemoryRegion, _inUse: boolean): void {
     const f = this.#fixed.get(region);
     if (f === undefined) return;
     this.#fixed.delete(region);

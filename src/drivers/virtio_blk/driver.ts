@@ -20,7 +20,7 @@ import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
 import { closeFd, errnoError, newEventfd } from "../../sys.ts";
 import { MemTable } from "./mem_table.ts";
-import { VirtioBlkQueue, type VirtioDeviceInfo } from "./queue.ts";
+import { DESTROY_DRAIN_MS, VirtioBlkQueue, type VirtioDeviceInfo } from "./queue.ts";
 import {
   MEM_TABLE_MAX_REGIONS,
   ProtocolFeature,
@@ -89,6 +89,8 @@ export class VirtioBlkVhostUserDriver implements Driver {
   #c: Connection | null = null;
   /** Set by beginDestroy(): the queues going now need no rings stopped one by one. */
   #destroying = false;
+  /** Set by beginDestroy(): until when the queues wait for their requests, all together. */
+  #drainUntil = -1;
   #vrings: VringMemory | null = null;
   /** Mapped memory regions, with fds duplicated so they outlive the caller's. */
   readonly #regions = new MemTable();
@@ -230,6 +232,8 @@ export class VirtioBlkVhostUserDriver implements Driver {
             memTable: this.#regions,
             conn: c.conn,
             onDestroy: (index) => this.#stopVring(index),
+            drainDeadline: () =>
+              this.#drainUntil >= 0 ? this.#drainUntil : performance.now() + DESTROY_DRAIN_MS,
           }),
         );
         fds.length = 0;
@@ -321,9 +325,9 @@ export class VirtioBlkVhostUserDriver implements Driver {
     if (c === null || c.conn.brokenReason !== null || this.#destroying) return;
     if ((c.features & featureBit(VirtioFeature.VHOST_USER_PROTOCOL_FEATURES)) === 0n) return;
     try {
-      // removeQueue(): the default 10 s wait for the acknowledgement. A timeout breaks the
-      // connection (a late reply would be taken for the next message's), and a busy back-end
-      // must not cost every other queue its device.
+      // removeQueue(): the default 10 s wait for the acknowledgement. A timeout ends the
+      // control messages (a late reply would be taken for the next message's); the other
+      // queues go on, as the back-end may (a busy back-end must not cost them their requests).
       c.conn.setVringEnable(index, false);
     } catch {
       // The back-end is gone or silent: nothing left to stop.
@@ -375,13 +379,13 @@ export class VirtioBlkVhostUserDriver implements Driver {
     this.#regions.add(region, desc);
   }
 
-  unmapMemRegion(region: MemoryRegion): void {
-    const buffer = region.bytes.buffer;
-    if (this.#queues.some((q) => q.usesBuffer(buffer)) || isAbandoned(buffer)) {
-      // The back-end would go on writing there, into whatever is mapped at that address next.
+  unmapMemRegion(region: MemoryRegion, inUse: boolean): void {
+    if (inUse || isAbandoned(region.bytes.buffer)) {
+      // The back-end would go on writing there, into whatever is mapped at that address next;
+      // a request still in a queue's backlog would fail for want of its region.
       throw BlkioError.of(
         "EBUSY",
-        "Memory region is in use by requests in flight: the back-end still reads or writes it",
+        "Memory region is in use by requests in flight or queued: the back-end reads or writes it",
       );
     }
     const desc = this.#regions.remove(region);
@@ -405,6 +409,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
    */
   beginDestroy(): void {
     this.#destroying = true;
+    this.#drainUntil = performance.now() + DESTROY_DRAIN_MS;
   }
 
   destroy(): void {

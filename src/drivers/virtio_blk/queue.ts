@@ -9,8 +9,11 @@
  * FUA), and long discard / write-zeroes ranges go in chunks of the device's limit.
  *
  * The back-end is another process and may die. Its hang-up is seen on the vhost-user socket
- * (polled alongside the call eventfd while waiting, and from time to time otherwise); every
- * request in flight then completes with -EIO and new ones fail at once, so nothing waits forever.
+ * (polled alongside the call eventfd while waiting, and from time to time otherwise); the
+ * requests it still returns within a second complete with what it said, the rest with -EIO, and
+ * new ones fail at once, so nothing waits forever. A control message that fails (no reply in
+ * time) is not a hang-up: the back-end may be slow and still have the requests, so they stay in
+ * flight until it returns them.
  *
  * @module
  */
@@ -22,6 +25,7 @@ import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { ERRNO } from "../../errno.ts";
 import { closeFd, signalEventfd } from "../../sys.ts";
+import { HANG_UP, POLL_HANG_UP } from "./unix_socket.ts";
 import type { MemTable } from "./mem_table.ts";
 import type { VhostUserClient } from "./vhost_user.ts";
 import {
@@ -55,7 +59,9 @@ const STATUS_UNSET = 0xff;
 /** How often (ms) a queue that is not waiting looks for a back-end hang-up. */
 const HANGUP_CHECK_MS = 100;
 /** How long destroy() waits for the requests the back-end has (as the io_uring driver does). */
-const DESTROY_DRAIN_MS = 1000;
+export const DESTROY_DRAIN_MS = 1000;
+/** How long requests in flight may still come back after the back-end hung up. */
+const HANGUP_DRAIN_MS = 1000;
 
 /** What a queue needs to know of the device (fixed at start). */
 export interface VirtioDeviceInfo {
@@ -89,6 +95,11 @@ export interface VirtioBlkQueueOptions {
   conn: VhostUserClient;
   /** Called once by destroy(), after the queue stopped using its fds. */
   onDestroy: (index: number) => void;
+  /**
+   * Until when (a performance.now() time) destroy() waits for the requests the back-end has:
+   * one deadline for all the queues of an instance being destroyed, not a second each.
+   */
+  drainDeadline: () => number;
 }
 
 /** A queue of the virtio-blk-vhost-user driver. */
@@ -107,6 +118,7 @@ export class VirtioBlkQueue implements DriverQueue {
   readonly #mem: MemTable;
   readonly #conn: VhostUserClient;
   readonly #onDestroy: (index: number) => void;
+  readonly #drainDeadline: () => number;
   readonly #hdr: DataView;
   readonly #hdrBytes: Uint8Array;
   readonly #hdrAddr: number;
@@ -163,6 +175,7 @@ export class VirtioBlkQueue implements DriverQueue {
     this.#mem = opts.memTable;
     this.#conn = opts.conn;
     this.#onDestroy = opts.onDestroy;
+    this.#drainDeadline = opts.drainDeadline;
     const h = opts.vq.headers;
     this.#hdrBytes = h;
     this.#hdr = new DataView(h.buffer, h.byteOffset, h.byteLength);
@@ -420,7 +433,7 @@ export class VirtioBlkQueue implements DriverQueue {
         head = vq.popUsed();
       } catch (e) {
         this.#corrupt = true;
-        this.#breakDown(`the vhost-user back-end corrupted the virtqueue: ${(e as Error).message}`);
+        this.#breakDown(`The vhost-user back-end corrupted the virtqueue: ${(e as Error).message}`);
         break;
       }
       if (head < 0) break;
@@ -505,52 +518,105 @@ export class VirtioBlkQueue implements DriverQueue {
     this.#free[this.#freeTop++] = slot;
   }
 
-  /** The back-end is gone: from now on every request fails. */
+  /**
+   * This queue is done with: the back-end hung up, or it corrupted the virtqueue (then nothing
+   * it writes there can be trusted, and no further control message is sent either). From now on
+   * every request fails.
+   */
   #breakDown(reason: string): void {
-    this.#conn.markBroken(reason);
-    this.#broken ??= `vhost-user back-end disconnected: ${this.#conn.brokenReason ?? reason}`;
+    if (this.#corrupt) this.#conn.markBroken(reason);
+    this.#broken ??= reason;
+  }
+
+  /** The back-end hung up: the queue breaks down (see #failAll for its requests). */
+  #hungUp(): void {
+    this.#breakDown(`vhost-user back-end disconnected: ${this.#conn.hungUpReason ?? "connection lost"}`);
   }
 
   /**
-   * Completes every request in flight with -EIO (the back-end will never return them), after
-   * those it did return before it went away: they get what it said, not -EIO.
+   * Completes every request in flight once the queue broke down. A back-end that hung up may
+   * still be finishing what it had: qemu-storage-daemon shuts its end of the socket first and
+   * then waits for its requests in flight, which go on writing into this process's memory and
+   * the used ring. Those that come back within HANGUP_DRAIN_MS complete with what the back-end
+   * said. The rest complete with -EIO, and the buffers of those the back-end had are abandoned
+   * (kept referenced, their regions never unmapped) unless its process has exited: a live one
+   * may write there any time. Nothing in a corrupted ring is read at all.
    */
   #failAll(): void {
     const msg = this.#broken ?? "vhost-user back-end disconnected";
-    for (; !this.#corrupt;) {
-      let head: number;
-      try {
-        head = this.#vq.popUsed();
-      } catch {
-        this.#corrupt = true; // nothing in it can be trusted
-        break;
-      }
-      if (head < 0) break;
+    // Chains never published: the back-end never saw them.
+    for (const head of this.#vq.unpublishedHeads()) {
       const slot = this.#headSlot[head];
       this.#headSlot[head] = -1;
-      if (slot < 0 || this.#used[slot] === 0) continue;
+      if (slot < 0 || this.#inRing[slot] === 0) continue;
       this.#inRing[slot] = 0;
       this.#ringCount--;
-      const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
-      // A step other than the last that succeeded leaves the request unfinished: -EIO below.
-      if (status === BlkStatus.OK && this.#hasNextStep(slot)) continue;
-      const ret = this.#finish(slot, status);
-      const ud = this.#ud[slot];
-      this.#release(slot);
-      this.completions.push(ud, ret, ret === 0 ? null : this.#why);
     }
+    if (!this.#corrupt) this.#drainUsed(performance.now() + HANGUP_DRAIN_MS);
+    const keep = this.#ringCount > 0 && (this.#corrupt || !this.#conn.peerExited());
     for (let s = 0; s < this.#cap; s++) {
       if (this.#used[s] === 0) continue;
       const ud = this.#ud[s];
       if (this.#inRing[s]) {
         this.#inRing[s] = 0;
         this.#ringCount--;
+        if (keep) abandon(this.#buf[s], this.#iov[s]);
       }
       this.#release(s);
       this.completions.push(ud, -EIO, msg);
     }
     this.#resubmitCount = 0;
     this.#headSlot.fill(-1);
+  }
+
+  /**
+   * Takes what a back-end that hung up still returns, until none of its requests is out or
+   * `deadline` passes, waiting on the call eventfd (with notifications on: the application may
+   * have turned them off).
+   */
+  #drainUsed(deadline: number): void {
+    const vq = this.#vq, v = this.#pollView, libc = this.#native.libc;
+    const restore = !vq.interrupts;
+    if (restore) vq.setInterrupts(true);
+    try {
+      while (this.#ringCount > 0) {
+        let head: number;
+        try {
+          head = vq.popUsed();
+        } catch {
+          this.#corrupt = true; // nothing in it can be trusted
+          return;
+        }
+        if (head >= 0) {
+          this.#completeAfterHangup(head);
+          continue;
+        }
+        const left = deadline - performance.now();
+        if (left <= 0) return;
+        v.setInt32(0, this.#callFd, true);
+        v.setInt16(4, POLLIN, true);
+        v.setInt16(6, 0, true);
+        if (libc.poll(this.#pollfds, 1n, Math.ceil(left)) > 0) libc.read(this.#callFd, this.#eight, 8n);
+      }
+    } finally {
+      if (restore) vq.setInterrupts(false);
+    }
+  }
+
+  /** Completes the request whose chain `head` a back-end that hung up returned. */
+  #completeAfterHangup(head: number): void {
+    const slot = this.#headSlot[head];
+    this.#headSlot[head] = -1;
+    if (slot < 0 || this.#used[slot] === 0) return;
+    this.#inRing[slot] = 0;
+    this.#ringCount--;
+    const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
+    // A step other than the last that succeeded leaves the request unfinished: -EIO in #failAll.
+    if (status === BlkStatus.OK && this.#hasNextStep(slot)) return;
+    const ret = this.#finish(slot, status);
+    const ud = this.#ud[slot];
+    this.#release(slot);
+    this.completions.push(ud, ret, ret === 0 ? null : this.#why);
   }
 
   /**
@@ -566,12 +632,12 @@ export class VirtioBlkQueue implements DriverQueue {
 
   /** Looks for a back-end hang-up; true (and the queue broken) when there was one. */
   #checkHangup(): boolean {
-    if (this.#broken === null && this.#conn.checkHangup()) this.#breakDown("connection lost");
+    if (this.#broken === null && this.#conn.checkHangup()) this.#hungUp();
     return this.#broken !== null;
   }
 
   enter(minComplete: number, timeoutNs: number): number {
-    if (this.#broken === null && this.#conn.brokenReason !== null) this.#breakDown(this.#conn.brokenReason);
+    if (this.#broken === null && this.#conn.hungUpReason !== null) this.#hungUp();
     if (this.#broken !== null) {
       if (this.inFlight > 0) this.#failAll();
       return 0;
@@ -627,8 +693,10 @@ export class VirtioBlkQueue implements DriverQueue {
         v.setInt32(0, this.#callFd, true);
         v.setInt16(4, POLLIN, true);
         v.setInt16(6, 0, true);
+        // A hang-up only: the late reply to a control message whose wait timed out may be
+        // waiting to be read, from a back-end that still serves the virtqueues.
         v.setInt32(8, this.#conn.socketFd, true);
-        v.setInt16(12, POLLIN, true);
+        v.setInt16(12, POLL_HANG_UP, true);
         v.setInt16(14, 0, true);
         const r = libc.poll(this.#pollfds, 2n, ms);
         if (r < 0) {
@@ -637,10 +705,9 @@ export class VirtioBlkQueue implements DriverQueue {
           return -errno;
         }
         if (v.getInt16(6, true) !== 0) libc.read(this.#callFd, this.#eight, 8n);
-        if (v.getInt16(14, true) !== 0) {
-          // Nothing arrives on the socket unasked: readable means the back-end hung up.
-          this.#conn.markBroken("The vhost-user back-end closed the connection");
-          this.#breakDown("connection lost");
+        if ((v.getInt16(14, true) & HANG_UP) !== 0) {
+          this.#conn.markHungUp("The vhost-user back-end closed the connection");
+          this.#hungUp();
           this.#failAll();
           return 0;
         }
@@ -709,8 +776,9 @@ export class VirtioBlkQueue implements DriverQueue {
     }
     // Chains the back-end has: wait for them while it answers (not when it is gone: then nothing
     // comes back, and a corrupted ring cannot be trusted).
-    const deadline = performance.now() + DESTROY_DRAIN_MS;
-    while (this.#ringCount > 0 && this.#broken === null && this.#conn.brokenReason === null) {
+    // A back-end that stopped answering control messages may still return them.
+    const deadline = this.#drainDeadline();
+    while (this.#ringCount > 0 && this.#broken === null && this.#conn.hungUpReason === null) {
       let head: number;
       try {
         head = vq.popUsed();

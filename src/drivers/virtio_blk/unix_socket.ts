@@ -1,7 +1,7 @@
 /**
  * A connected AF_UNIX stream socket with file descriptor passing (SCM_RIGHTS), the transport of
- * vhost-user. All calls block; reads wait with poll(2) and a timeout so a silent peer cannot
- * hang the caller.
+ * vhost-user. All calls block, with a deadline where the peer could keep them waiting: connect
+ * (a back-end whose listen queue is full), and reads (a silent back-end).
  *
  * Struct layouts are those of LP64 Linux (x86_64, arm64): `struct msghdr` 56 bytes, `struct
  * cmsghdr` header 16 bytes, `struct iovec` 16 bytes, `struct sockaddr_un` 110 bytes.
@@ -16,11 +16,22 @@ import { closeFd, errnoError } from "../../sys.ts";
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
+const SOCK_NONBLOCK = 0o4000;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
+const SO_PEERCRED = 17;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 const POLLIN = 1;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+const POLLNVAL = 0x20;
+const POLLRDHUP = 0x2000;
+/** How often a connect to a back-end whose listen queue is full is tried again. */
+const CONNECT_RETRY_MS = 10;
 const SUN_PATH_MAX = 108;
 /** At most this many fds travel with one message (vhost-user's limit). */
 export const MAX_FDS = 8;
@@ -32,9 +43,25 @@ const ECONNRESET = 104;
 
 const ENCODER = new TextEncoder();
 
+/** poll(2) revents that mean the peer is gone (POLLRDHUP only when asked for). */
+export const HANG_UP = POLLERR | POLLHUP | POLLNVAL | POLLRDHUP;
+/** The poll(2) events that report a hang-up without reporting data waiting to be read. */
+export const POLL_HANG_UP = POLLRDHUP;
+
 /** The error of every operation on a connection the back-end has closed. */
 export function closedByPeer(): BlkioError {
   return BlkioError.of("ENOTCONN", "The vhost-user back-end closed the connection");
+}
+
+/**
+ * The process id of the peer of connected socket `fd` (struct ucred's pid), or 0 when not known:
+ * getsockopt failed, or the peer is in a PID namespace this process cannot see.
+ */
+function peerPid(native: Native, fd: number): number {
+  const cred = native.alloc(12), len = native.alloc(4);
+  new DataView(len.buffer).setUint32(0, 12, true);
+  if (native.libc.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, len) < 0) return 0;
+  return Math.max(0, new DataView(cred.buffer).getInt32(0, true));
 }
 
 /** A stream socket connected to a Unix socket path. */
@@ -53,9 +80,16 @@ export class UnixSocket {
   readonly #pollView: DataView;
   #buf: Uint8Array;
   #bufAddr: number;
+  /** The peer's process id when it connected (SO_PEERCRED), or 0 when not known here. */
+  readonly peerPid: number;
 
-  /** Connects to `path` (close-on-exec); throws BlkioError with connect(2)'s errno. */
-  constructor(native: Native, path: string) {
+  /**
+   * Connects to `path` (close-on-exec); throws BlkioError with connect(2)'s errno. A back-end
+   * that is not accepting (its listen queue full: a stopped process, or one serving another
+   * client whose earlier attempts still queue there) gets `timeoutMs`, then ETIMEDOUT. A
+   * blocking connect(2) waited for it without limit.
+   */
+  constructor(native: Native, path: string, timeoutMs: number) {
     this.#native = native;
     const name = ENCODER.encode(path);
     if (name.length === 0 || name.length >= SUN_PATH_MAX) {
@@ -67,14 +101,23 @@ export class UnixSocket {
     const addr = native.alloc(2 + SUN_PATH_MAX);
     new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
     addr.set(name, 2);
-    const fd = native.libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const fd = native.libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) throw errnoError(native.errno(), "socket(AF_UNIX) failed");
-    if (native.libc.connect(fd, addr, 2 + name.length + 1) < 0) {
-      const e = errnoError(native.errno(), `Failed to connect to vhost-user socket "${path}"`);
+    this.#pollfd = native.alloc(8);
+    this.#pollView = new DataView(this.#pollfd.buffer);
+    try {
+      this.#connect(fd, addr, 2 + name.length + 1, path, timeoutMs);
+      // The rest of the protocol blocks (with deadlines on reads).
+      const fl = native.libc.fcntl(fd, F_GETFL, 0);
+      if (fl < 0 || native.libc.fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        throw errnoError(native.errno(), "fcntl() on the vhost-user socket failed");
+      }
+    } catch (e) {
       closeFd(native, fd);
       throw e;
     }
     this.#fd = fd;
+    this.peerPid = peerPid(native, fd);
     this.#msghdr = native.alloc(56);
     this.#msgView = new DataView(this.#msghdr.buffer);
     this.#iov = native.alloc(16);
@@ -83,10 +126,33 @@ export class UnixSocket {
     this.#control = native.alloc(CONTROL_LEN);
     this.#controlView = new DataView(this.#control.buffer);
     this.#controlAddr = native.addressOf(this.#control.buffer as ArrayBuffer);
-    this.#pollfd = native.alloc(8);
-    this.#pollView = new DataView(this.#pollfd.buffer);
     this.#buf = native.alloc(4096);
     this.#bufAddr = native.addressOf(this.#buf.buffer as ArrayBuffer);
+  }
+
+  /**
+   * connect(2) without blocking: a Unix stream socket connects at once or, when the listen
+   * queue is full, fails EAGAIN (never EINPROGRESS), so it is tried again until the deadline.
+   */
+  #connect(fd: number, addr: Uint8Array, len: number, path: string, timeoutMs: number): void {
+    const n = this.#native, deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (n.libc.connect(fd, addr, len) === 0) return;
+      const errno = n.errno();
+      if (errno !== ERRNO.EAGAIN && errno !== ERRNO.EINTR) {
+        throw errnoError(errno, `Failed to connect to vhost-user socket "${path}"`);
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw BlkioError.of(
+          "ETIMEDOUT",
+          `The vhost-user back-end at "${path}" did not accept the connection within ${timeoutMs} ms ` +
+            "(its listen queue is full: is it stopped, or serving another client? back-ends such as " +
+            "qemu-storage-daemon serve one client at a time)",
+        );
+      }
+      n.libc.poll(this.#pollfd, 0n, Math.min(CONNECT_RETRY_MS, Math.ceil(left)));
+    }
   }
 
   /** The socket fd, or -1 once closed. */
@@ -135,24 +201,17 @@ export class UnixSocket {
   }
 
   /**
-   * Receives exactly `len` bytes into a buffer it returns (valid until the next call), waiting
-   * at most `timeoutMs` for each piece (EIO when it does not come). Any fds the peer sends are
-   * closed. EOF → ENOTCONN.
+   * Receives exactly `len` bytes into a buffer it returns (valid until the next call), all of
+   * them by `deadline` (a performance.now() time; `silence` says what it means when they do not
+   * come: EIO). Any fds the peer sends are closed. EOF → ENOTCONN.
    */
-  recv(len: number, timeoutMs: number): Uint8Array {
+  recv(len: number, deadline: number, silence: string): Uint8Array {
     const fd = this.#live();
     const n = this.#native;
     this.#scratch(len);
     let done = 0;
     while (done < len) {
-      const ready = this.poll(timeoutMs);
-      if (ready === 0) {
-        throw BlkioError.of(
-          "EIO",
-          `The vhost-user back-end did not answer within ${timeoutMs} ms (back-ends such as ` +
-            "qemu-storage-daemon serve one client at a time: is another one connected?)",
-        );
-      }
+      if (this.poll(deadline) === 0) throw BlkioError.of("EIO", silence);
       this.#setIov(this.#bufAddr + done, len - done);
       this.#setMsg(null, true);
       const r = Number(n.libc.recvmsg(fd, this.#msghdr, MSG_CMSG_CLOEXEC));
@@ -170,17 +229,33 @@ export class UnixSocket {
   }
 
   /**
-   * poll(2) for readability (or hang-up) with a timeout in ms (< 0: none); returns the revents
-   * (0 on timeout). Interrupted waits are retried.
+   * poll(2) for readability (or hang-up) until `deadline`, a performance.now() time (< 0: none);
+   * returns the revents (0 once the deadline passed). An interrupted wait goes on for what is
+   * left: restarted with the whole timeout, a signal every few seconds kept it waiting for good.
    */
-  poll(timeoutMs: number): number {
+  poll(deadline: number): number {
+    return this.#poll(POLLIN, deadline);
+  }
+
+  /**
+   * Whether the peer has hung up (closed or reset the connection), without waiting. Data waiting
+   * to be read is not a hang-up: the late reply to a message whose wait timed out can be.
+   */
+  hungUp(): boolean {
+    return (this.#poll(POLLRDHUP, 0) & HANG_UP) !== 0;
+  }
+
+  #poll(events: number, deadline: number): number {
     const fd = this.#live();
     const v = this.#pollView;
-    v.setInt32(0, fd, true);
-    v.setInt16(4, POLLIN, true);
-    v.setInt16(6, 0, true);
     for (;;) {
-      const r = this.#native.libc.poll(this.#pollfd, 1n, timeoutMs);
+      v.setInt32(0, fd, true);
+      v.setInt16(4, events, true);
+      v.setInt16(6, 0, true);
+      const ms = deadline < 0
+        ? -1
+        : Math.max(0, Math.min(Math.ceil(deadline - performance.now()), 0x7fffffff));
+      const r = this.#native.libc.poll(this.#pollfd, 1n, ms);
       if (r >= 0) return r === 0 ? 0 : v.getInt16(6, true);
       const errno = this.#native.errno();
       if (errno !== ERRNO.EINTR) throw errnoError(errno, "poll() on the vhost-user socket failed");

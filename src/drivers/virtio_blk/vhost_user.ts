@@ -6,14 +6,18 @@
  *
  * Calls are synchronous. With REPLY_ACK negotiated every message that has no reply of its own
  * asks for one, so a call returns only once the back-end has applied it (a memory region is
- * usable as soon as `addMemReg` returns). Once the connection fails in any way the client is
- * `disconnected` for good: the byte stream can no longer be trusted.
+ * usable as soon as `addMemReg` returns). Once a message fails in any way (no reply in time, an
+ * unexpected one) no further message is sent: the byte stream can no longer be trusted. That
+ * says nothing about the virtqueues, which the back-end may go on serving: only a hang-up
+ * (`hungUpReason`) ends them.
  *
  * @module
  */
 import type { Native } from "../../../ffi/types.ts";
 import { BlkioError } from "../../errors.ts";
 import { closedByPeer, MAX_FDS, UnixSocket } from "./unix_socket.ts";
+import { ERRNO } from "../../errno.ts";
+import { readText } from "../../sys.ts";
 
 /** Front-end request codes. */
 export const VhostUserRequest = {
@@ -74,18 +78,31 @@ export interface VhostMemRegion {
   fdOffset: number;
 }
 
+/**
+ * How long (ms) the back-end may take to accept the connection and to answer each message.
+ * libblkio waits without limit; a back-end stopped or serving another client then hung the
+ * caller for good. Not part of the API: tests shorten it to see timeouts in a second.
+ */
+export const vhostUserTimeouts = { replyMs: 10_000 };
+
 /** A vhost-user connection to one back-end device. */
 export class VhostUserClient {
+  readonly #native: Native;
   readonly #sock: UnixSocket;
   readonly #timeoutMs: number;
   #replyAck = false;
   #broken: string | null = null;
+  #hungUp: string | null = null;
+  /** Whether a reply came yet: a silent back-end at the first message may be busy with another client. */
+  #answered = false;
 
   /**
-   * Connects to the back-end's socket at `path`. `timeoutMs` bounds every wait for a reply.
+   * Connects to the back-end's socket at `path`. `timeoutMs` bounds the connect and every wait
+   * for a reply.
    */
-  constructor(native: Native, path: string, timeoutMs = 10_000) {
-    this.#sock = new UnixSocket(native, path);
+  constructor(native: Native, path: string, timeoutMs: number = vhostUserTimeouts.replyMs) {
+    this.#native = native;
+    this.#sock = new UnixSocket(native, path, timeoutMs);
     this.#timeoutMs = timeoutMs;
   }
 
@@ -94,32 +111,67 @@ export class VhostUserClient {
     return this.#sock.fd;
   }
 
-  /** Why the connection is no longer usable, or null while it is. */
+  /** Why no more messages can be sent, or null while they can. */
   get brokenReason(): string | null {
     return this.#broken;
   }
 
-  /** Records that the connection is unusable (first reason wins). */
+  /**
+   * Why the back-end is gone (it closed the connection, or it was closed here), or null. Only
+   * then are requests it has not returned known never to come back.
+   */
+  get hungUpReason(): string | null {
+    return this.#hungUp;
+  }
+
+  /**
+   * Whether the back-end's process is known to have exited (or to be a zombie): then it maps no
+   * memory of this process any more, and nothing it had can still be written. False when not
+   * known (its pid not visible here, /proc unreadable, or still running).
+   */
+  peerExited(): boolean {
+    const pid = this.#sock.peerPid;
+    if (pid <= 0) return false;
+    let stat: string | null;
+    try {
+      stat = readText(this.#native, `/proc/${pid}/stat`);
+    } catch {
+      return false; // short of fds: not known
+    }
+    if (stat === null) return true;
+    // "pid (comm) S ...": the name may hold spaces and parentheses; the state follows the last ")".
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "Z" || state === "X";
+  }
+
+  /** Records that no more messages can be sent (first reason wins). */
   markBroken(reason: string): void {
     this.#broken ??= reason;
   }
 
+  /** Records that the back-end is gone (first reason wins). */
+  markHungUp(reason: string): void {
+    this.#hungUp ??= reason;
+    this.markBroken(reason);
+  }
+
   /**
-   * Whether the back-end has hung up (checked without blocking). Nothing arrives on the socket
-   * unasked, so readability outside a request means EOF or an error.
+   * Whether the back-end has hung up (checked without blocking). The late reply to a message
+   * whose wait timed out may be waiting to be read: that is not a hang-up, and the back-end may
+   * still be serving the virtqueues.
    */
   checkHangup(): boolean {
-    if (this.#broken !== null) return true;
-    if (this.#sock.fd < 0) return true;
-    let revents = 0;
-    try {
-      revents = this.#sock.poll(0);
-    } catch (e) {
-      this.markBroken((e as Error).message);
+    if (this.#hungUp !== null) return true;
+    if (this.#sock.fd < 0) {
+      this.markHungUp("The vhost-user connection was closed");
       return true;
     }
-    if (revents !== 0) this.markBroken("The vhost-user back-end closed the connection");
-    return this.#broken !== null;
+    try {
+      if (this.#sock.hungUp()) this.markHungUp("The vhost-user back-end closed the connection");
+    } catch (e) {
+      this.markHungUp((e as Error).message);
+    }
+    return this.#hungUp !== null;
   }
 
   /** Use REPLY_ACK from now on (after it was negotiated). */
@@ -138,6 +190,9 @@ export class VhostUserClient {
 
   #fail(e: unknown, request: number): never {
     const name = REQUEST_NAMES.get(request) ?? `request ${request}`;
+    // ENOTCONN: the back-end closed the connection (closedByPeer). Anything else (no reply in
+    // time, a reply that does not fit) leaves it possibly alive, and the virtqueues with it.
+    if (e instanceof BlkioError && e.errno === ERRNO.ENOTCONN) this.markHungUp(e.message);
     if (e instanceof BlkioError && this.#broken === null) this.markBroken(e.message);
     if (e instanceof BlkioError) {
       throw new BlkioError(e.errno, `vhost-user ${name} failed: ${e.message}`, { cause: e });
@@ -146,10 +201,10 @@ export class VhostUserClient {
   }
 
   #checkUsable(): void {
-    if (this.#broken !== null) {
-      const e = closedByPeer();
-      throw new BlkioError(e.errno, `The vhost-user connection is not usable: ${this.#broken}`);
-    }
+    if (this.#broken === null) return;
+    // ENOTCONN once the back-end is gone; EIO when it may be alive but a message failed.
+    const errno = this.#hungUp !== null ? closedByPeer().errno : ERRNO.EIO;
+    throw new BlkioError(errno, `The vhost-user connection is not usable: ${this.#broken}`);
   }
 
   /** Sends one message; `payload` is filled by `fill` (a DataView over the payload bytes). */
@@ -167,7 +222,12 @@ export class VhostUserClient {
 
   /** Reads the reply to `request`; returns a copy of its payload. */
   #reply(request: number): Uint8Array {
-    const h = new DataView(this.#sock.recv(HEADER_SIZE, this.#timeoutMs).slice().buffer);
+    const deadline = performance.now() + this.#timeoutMs;
+    const silence = `The vhost-user back-end did not answer within ${this.#timeoutMs} ms` +
+      (this.#answered
+        ? ""
+        : " (back-ends such as qemu-storage-daemon serve one client at a time: is another one connected?)");
+    const h = new DataView(this.#sock.recv(HEADER_SIZE, deadline, silence).slice().buffer);
     const got = h.getUint32(0, true), flags = h.getUint32(4, true), size = h.getUint32(8, true);
     if (got !== request || (flags & FLAG_REPLY) === 0 || (flags & 0x3) !== VERSION || size > MAX_REPLY) {
       throw BlkioError.of(
@@ -175,7 +235,9 @@ export class VhostUserClient {
         `Unexpected reply from the back-end: request ${got}, flags 0x${flags.toString(16)}, size ${size}`,
       );
     }
-    return size === 0 ? new Uint8Array(0) : this.#sock.recv(size, this.#timeoutMs).slice();
+    const payload = size === 0 ? new Uint8Array(0) : this.#sock.recv(size, deadline, silence).slice();
+    this.#answered = true;
+    return payload;
   }
 
   /** A request whose reply carries data. */
@@ -360,7 +422,7 @@ export class VhostUserClient {
 
   /** Closes the connection; the back-end then resets the device. Idempotent. */
   close(): void {
-    this.markBroken("The vhost-user connection was closed");
+    this.markHungUp("The vhost-user connection was closed");
     this.#sock.close();
   }
 }

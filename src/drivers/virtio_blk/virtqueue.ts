@@ -74,6 +74,8 @@ export class SplitVirtqueue {
   /** Free list and chain links (the driver's copy; the device never changes descriptors). */
   readonly #next: Uint16Array;
   readonly #chainLen: Uint16Array;
+  /** The driver's copy of the available ring's entries: the device can write the shared one. */
+  readonly #availHeads: Uint16Array;
   #freeHead = 0;
   #numFree: number;
   #availIdx = 0;
@@ -107,6 +109,7 @@ export class SplitVirtqueue {
     this.#next = new Uint16Array(size);
     for (let i = 0; i < size; i++) this.#next[i] = i + 1;
     this.#chainLen = new Uint16Array(size);
+    this.#availHeads = new Uint16Array(size);
     this.#numFree = size;
   }
 
@@ -155,6 +158,7 @@ export class SplitVirtqueue {
     const head = this.#chainHead;
     this.#chainLen[head] = this.#chainCount;
     this.#avail[2 + (this.#availIdx & this.#mask)] = head;
+    this.#availHeads[this.#availIdx & this.#mask] = head;
     this.#availIdx = (this.#availIdx + 1) & 0xffff;
     this.#chainHead = this.#chainTail = -1;
     this.#chainCount = 0;
@@ -199,7 +203,7 @@ export class SplitVirtqueue {
   unpublishedHeads(): number[] {
     const heads: number[] = [];
     for (let i = this.#published; i !== this.#availIdx; i = (i + 1) & 0xffff) {
-      heads.push(this.#avail[2 + (i & this.#mask)]);
+      heads.push(this.#availHeads[i & this.#mask]);
     }
     return heads;
   }
