@@ -35,7 +35,10 @@ export interface BlockDeviceOpenOptions {
   readOnly?: boolean;
   /** How many queues (rings) to spread requests over (default 1). */
   queues?: number;
-  /** Ring entries per queue (the driver's `num-entries`; default 128). */
+  /**
+   * Entries per queue: io_uring's `num-entries` (default 128), virtio-blk-vhost-user's
+   * `queue-size` (a power of two; default 256).
+   */
   numEntries?: number;
 }
 
@@ -411,7 +414,10 @@ export class BlockDevice {
       b.connect();
       b.setInt("num-queues", queues);
       if (opts.numEntries !== undefined) {
-        b.setInt("num-entries", checkCount("numEntries", opts.numEntries, 1));
+        // The same thing under each driver's own name (libblkio's): "num-entries" was ENOENT
+        // on virtio-blk-vhost-user.
+        const name = b.driver === "virtio-blk-vhost-user" ? "queue-size" : "num-entries";
+        b.setInt(name, checkCount("numEntries", opts.numEntries, 1));
       }
       b.start();
       return new BlockDevice(native, b);

@@ -208,6 +208,35 @@ vtest("request-alignment: blk_size when it is a power of two of 512 or more, els
   }
 });
 
+// capacity is sectors * 512 in 64 bits: a config space claiming more made a uint64 property above
+// 2^64 - 1. qemu-storage-daemon's answer is rewritten here.
+vtest("capacity: a device claiming more sectors than 64-bit bytes hold is EIO", () => {
+  using _config = patchClient("getConfig", (orig) =>
+    function (this: VhostUserClient, size: number) {
+      const c = orig.call(this, size);
+      new DataView(c.buffer, c.byteOffset, c.byteLength).setBigUint64(0, 2n ** 64n - 1n, true);
+      return c;
+    });
+  using b = create();
+  b.connect();
+  assertErrno(() => b.getUint64("capacity"), "EIO", /more bytes than 64 bits hold/);
+});
+
+// numEntries is the entries of a queue, which this driver calls queue-size: "num-entries" was ENOENT.
+vtest("BlockDevice.open: numEntries sets queue-size (a power of two)", async () => {
+  await assert.rejects(
+    BlockDevice.open(EXP!.socket, { driver: DRIVER, numEntries: 12 }),
+    (e: BlkioError) => e.code === "EINVAL" && /queue-size must be a power of two/.test(e.message),
+  );
+  const dev = await BlockDevice.open(EXP!.socket, { driver: DRIVER, numEntries: 8 });
+  try {
+    const bufs = Array.from({ length: 64 }, () => dev.allocBuffer(PAGE));
+    await Promise.all(bufs.map((b, i) => dev.read(i * PAGE, b)));
+  } finally {
+    await dev.close();
+  }
+});
+
 vtest("properties: the driver's table (fd, direct, queue-size, memory, queues)", () => {
   using b = create();
   // Readable in every state, as libblkio's stored properties are.

@@ -43,6 +43,7 @@ const C = State.Created;
 const K = State.Connected;
 const INT_MAX = 2147483647;
 const QUEUE_SIZE_DEFAULT = 256;
+const U64_MAX = 2n ** 64n - 1n;
 const F_DUPFD_CLOEXEC = 1030;
 
 /**
@@ -446,7 +447,14 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
     type: "uint64",
     doc: "Size in bytes, read from the device's config space each time",
     readableFrom: K,
-    get: (d) => BigInt(SECTOR_SIZE) * parseConfig(d.c.conn.getConfig(CONFIG_SIZE)).capacity,
+    get: (d) => {
+      const sectors = parseConfig(d.c.conn.getConfig(CONFIG_SIZE)).capacity;
+      const bytes = BigInt(SECTOR_SIZE) * sectors;
+      if (bytes > U64_MAX) {
+        throw BlkioError.of("EIO", `The device reports ${sectors} sectors, more bytes than 64 bits hold`);
+      }
+      return bytes;
+    },
   },
   "discard-alignment": {
     type: "int",
