@@ -605,11 +605,8 @@ export class VirtioBlkQueue implements DriverQueue {
 
   /** Completes the request whose chain `head` a back-end that hung up returned. */
   #completeAfterHangup(head: number): void {
-    const slot = this.#headSlot[head];
-    this.#headSlot[head] = -1;
-    if (slot < 0 || this.#used[slot] === 0) return;
-    this.#inRing[slot] = 0;
-    this.#ringCount--;
+    const slot = this.#takeHead(head);
+    if (slot < 0) return;
     const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
     // A step other than the last that succeeded leaves the request unfinished: -EIO in #failAll.
     if (status === BlkStatus.OK && this.#hasNextStep(slot)) return;
@@ -808,12 +805,21 @@ export class VirtioBlkQueue implements DriverQueue {
 
   /** Lets go of the request whose chain starts at `head`, which the back-end no longer has. */
   #dropHead(head: number): void {
+    const slot = this.#takeHead(head);
+    if (slot >= 0) this.#release(slot);
+  }
+
+  /**
+   * The slot of the request whose chain starts at `head`, now out of the ring (still in use),
+   * or -1 when no request in use has that chain.
+   */
+  #takeHead(head: number): number {
     const slot = this.#headSlot[head];
     this.#headSlot[head] = -1;
-    if (slot < 0 || this.#used[slot] === 0) return;
+    if (slot < 0 || this.#used[slot] === 0) return -1;
     this.#inRing[slot] = 0;
     this.#ringCount--;
-    this.#release(slot);
+    return slot;
   }
 }
 
