@@ -102,6 +102,8 @@ export interface FileStat {
    * buffered I/O), null where the kernel does not say.
    */
   dioOffsetAlign: number | null;
+  /** O_DIRECT's required memory alignment (STATX_DIOALIGN), 0 or null as above. */
+  dioMemAlign: number | null;
 }
 
 const AT_EMPTY_PATH = 0x1000;
@@ -127,9 +129,12 @@ function statxAt(native: Native, dirfd: number, path: string, flags: number, wha
   }
   const v = new DataView(st.buffer);
   // struct statx: stx_mask u32 @0, stx_mode u16 @28, stx_size u64 @40, stx_rdev_major/minor
-  // @128/@132, stx_dev_major/minor @136/@140, stx_dio_offset_align u32 @156.
+  // @128/@132, stx_dev_major/minor @136/@140, stx_dio_mem_align u32 @152, stx_dio_offset_align
+  // u32 @156.
+  const dio = (v.getUint32(0, true) & STATX_DIOALIGN) !== 0;
   return {
-    dioOffsetAlign: (v.getUint32(0, true) & STATX_DIOALIGN) !== 0 ? v.getUint32(156, true) : null,
+    dioOffsetAlign: dio ? v.getUint32(156, true) : null,
+    dioMemAlign: dio ? v.getUint32(152, true) : null,
     mode: v.getUint16(28, true),
     size: Number(v.getBigUint64(40, true)),
     rdevMajor: v.getUint32(128, true),

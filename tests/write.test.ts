@@ -6,7 +6,17 @@ import assert from "./_assert.ts";
 import { ReqFlags } from "../mod.ts";
 import { statfsSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { alignedBuffer, cleanupAll, pread, scratchFile, skipIf, startOn, targets } from "./_helpers.ts";
+import {
+  alignedBuffer,
+  cleanupAll,
+  loopUnavailableReason,
+  pread,
+  scratchFile,
+  scratchLoop,
+  skipIf,
+  startOn,
+  targets,
+} from "./_helpers.ts";
 import { getData, PAGE, pattern, putData, reapAll, runOk } from "./_io.ts";
 
 const TARGETS = targets();
@@ -191,6 +201,53 @@ test(
       assert.match(r.errorMsg ?? "", /O_DIRECT needs request-alignment/);
     }
     assert.deepEqual(pread(path, 0, 1 << 20), before, "part of a failed write reached the file");
+  },
+);
+
+// Start and length aligned, a memory segment not: ext4 (extent by extent) and the block layer (bio
+// by bio, 256 pages each) checked each piece as they came, so the pieces before the misaligned
+// segment were written before the request failed EINVAL (the API-sequence fuzzer).
+test(
+  ...skipIf(
+    "write: an O_DIRECT writev with a misaligned iovec fails whole, writing nothing (ext4 file across a hole, loop device past one bio)",
+    EXT4_SKIP ?? loopUnavailableReason(),
+  ),
+  () => {
+    const file = scratchFile(4 << 20), dev = scratchLoop(4 << 20);
+    for (const [path, what] of [[file, "ext4 file"], [dev, "loop device"]]) {
+      using b = startOn({ path, direct: true });
+      const q = b.getQueue(0)!;
+      if (path === file) runOk(q, (ud) => q.writeZeroes(OFF + 4096, 8192, ud), "punch a hole");
+      const region = b.allocMemRegion(4 << 20);
+      const mem = region.bytes.fill(0x6b);
+      const before = pread(path, 0, 4 << 20);
+      // The first piece (a block before the hole; 2 MiB, more than a bio) is aligned, then:
+      const first = path === file ? PAGE : 2 << 20;
+      const cases: [string, Uint8Array[]][] = [
+        ["lengths of 4673 and 7615 bytes", [
+          mem.subarray(0, first),
+          mem.subarray(first, first + 4673),
+          mem.subarray(first + 8192, first + 8192 + 7615),
+        ]],
+        ["a segment 4 bytes past a block", [
+          mem.subarray(0, first),
+          mem.subarray(first + 4 + 8192, first + 4 + 8192 + 8192),
+        ]],
+      ];
+      for (const [how, iovs] of cases) {
+        const len = iovs.reduce((n, v) => n + v.length, 0);
+        assert.equal(len % 512, 0, `${how}: the total is aligned`);
+        q.writev(OFF, iovs, how);
+        const [r] = reapAll(q, 1);
+        assert.equal(r.ret, -EINVAL, `${what}, ${how}: ${r.ret} ${r.errorMsg}`);
+        assert.match(r.errorMsg ?? "", /O_DIRECT needs request-alignment/);
+        assert.deepEqual(
+          pread(path, 0, 4 << 20),
+          before,
+          `${what}, ${how}: part of a failed write reached it`,
+        );
+      }
+    }
   },
 );
 

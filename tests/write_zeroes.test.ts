@@ -19,6 +19,7 @@ import {
   cleanupAll,
   loopUnavailableReason,
   loseWriteZeroes,
+  pread,
   scratchDir,
   scratchFile,
   scratchLoop,
@@ -221,6 +222,38 @@ test(
     const got = new Map(reapAll(qc, 2).map((r) => [r.userData, r.ret]));
     assert.equal(got.get("without flags"), 0);
     assert.equal(got.get("no fallback, late"), -ENOTSUP, "NO_FALLBACK fell back");
+  },
+);
+
+// Before it tries, fallocate on a block device drops the range's page cache and zeroes, in the
+// cache, the parts of the pages the range only partly covers. When the device then refuses (it
+// lost write zeroes since connect), readers saw zeroes the device does not hold: the library's
+// reads, and any buffered reader's of the device (the API-sequence fuzzer).
+test(
+  ...skipIf(
+    "write zeroes: a refused NO_FALLBACK request over partial pages leaves the page cache right (buffered and O_DIRECT instances)",
+    loopUnavailableReason(),
+  ),
+  () => {
+    // Away from block 0, which loseWriteZeroes zeroes.
+    const at = 65536;
+    for (const direct of [false, true]) {
+      const dev = scratchLoop(1 << 20);
+      using b = startOn({ path: dev, direct });
+      const q = b.getQueue(0)!;
+      const data = alignedBuffer(b, 8192).fill(0x42);
+      runOk(q, (ud) => q.write(at, data, ud), "write");
+      pread(dev, at, 8192); // in the device's page cache, for an O_DIRECT instance too
+      loseWriteZeroes(dev);
+      q.writeZeroes(at + 3072, 3584, "no fallback", ReqFlags.NO_FALLBACK);
+      const [c] = reapAll(q, 1, 1);
+      assert.equal(c.ret, -ENOTSUP, `ret ${c.ret} ${c.errorMsg}`);
+      assert.match(c.errorMsg ?? "", /not supported by this device/);
+      const back = alignedBuffer(b, 8192);
+      runOk(q, (ud) => q.read(at, back, ud), "read back");
+      assert.deepEqual(back, data, `direct=${direct}: the instance reads zeroes the device does not hold`);
+      assert.deepEqual(pread(dev, at, 8192), data, `direct=${direct}: a buffered reader of the device does`);
+    }
   },
 );
 

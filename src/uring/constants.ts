@@ -18,8 +18,12 @@ export const IORING_OP = {
   FALLOCATE: 17,
   READ: 22,
   WRITE: 23,
+  FADVISE: 24,
   URING_CMD: 46,
 } as const;
+
+/** posix_fadvise(2) advice: drop the range's clean pages from the page cache. */
+export const POSIX_FADV_DONTNEED = 4;
 
 /** sync_file_range(2) flags WAIT_BEFORE | WRITE | WAIT_AFTER: the range's dirty pages, written. */
 export const SYNC_FILE_RANGE_WRITE_AND_WAIT = 1 | 2 | 4;

@@ -147,6 +147,22 @@ export function prepSyncFileRange(
   sqes[(i << 4) + 7] = SYNC_FILE_RANGE_WRITE_AND_WAIT;
 }
 
+/**
+ * io_uring_prep_fadvise: `advice` for `[offset, offset + len)` (advice in the rw_flags word). The
+ * length field has 32 bits: a longer range goes to the end of the file (length 0).
+ */
+export function prepFadvise(
+  sqes: Uint32Array,
+  i: number,
+  fd: number,
+  offset: number,
+  len: number,
+  advice: number,
+): void {
+  prepRw(sqes, i, IORING_OP.FADVISE, fd, 0, len > 0xffffffff ? 0 : len, offset);
+  sqes[(i << 4) + 7] = advice;
+}
+
 /** io_uring_prep_fallocate: the length travels in addr, the mode in len. */
 export function prepFallocate(
   sqes: Uint32Array,

@@ -12,7 +12,7 @@ import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
 import { abandon, outlivesThread } from "../../abandoned.ts";
-import { closeFd, iovMax, newEventfd, onMainThread, signalEventfd } from "../../sys.ts";
+import { closeFd, iovMax, newEventfd, onMainThread, pageSize, signalEventfd } from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -28,12 +28,14 @@ import {
   IORING_SETUP_SQPOLL,
   IORING_SETUP_TASKRUN_FLAG,
   IOSQE_FIXED_FILE,
+  POSIX_FADV_DONTNEED,
   RWF_DSYNC,
   RWF_HIPRI,
 } from "../../uring/constants.ts";
 import {
   prepCancel,
   prepCmdDiscard,
+  prepFadvise,
   prepFallocate,
   prepFdatasync,
   prepRead,
@@ -160,6 +162,7 @@ export class IoUringQueue implements DriverQueue {
   readonly #fd: number;
   readonly #entries: number;
   readonly #target: TargetInfo;
+  readonly #pageSize: number;
   readonly #supportsRead: boolean;
   readonly #supportsWrite: boolean;
   readonly #supportsFallocate: boolean;
@@ -200,6 +203,7 @@ export class IoUringQueue implements DriverQueue {
   constructor(native: Native, opts: IoUringQueueOptions) {
     this.#native = native;
     this.#target = opts.target;
+    this.#pageSize = pageSize(native);
     this.isPollQueue = opts.poll;
     this.#rwFlags = opts.poll ? RWF_HIPRI : 0;
     const ring = opts.sqpoll && !opts.poll
@@ -324,11 +328,11 @@ export class IoUringQueue implements DriverQueue {
       this.completions.push(userData, -errno, this.#why);
       return true;
     }
+    const addr = buf === null ? 0 : bufferAddress(this.#native, buf);
     if (
       (op === Op.Write || op === Op.Writev) && this.#target.directWritesTear &&
-      this.#tears(start, len)
+      this.#tears(start, len, addr, iovecs)
     ) {
-      const addr = buf === null ? 0 : bufferAddress(this.#native, buf);
       this.completions.push(userData, -EINVAL, this.#misalignment(start, len, addr, iovecs));
       return true;
     }
@@ -337,7 +341,7 @@ export class IoUringQueue implements DriverQueue {
     s[b + S_START] = start;
     s[b + S_LEN] = len;
     s[b + S_DONE] = 0;
-    s[b + S_ADDR] = buf === null ? 0 : bufferAddress(this.#native, buf);
+    s[b + S_ADDR] = addr;
     s[b + S_OP] = op;
     s[b + S_PHASE] = op === Op.WriteZeroes ? this.#firstZeroPhase(flags, len) : 0;
     s[b + S_FLAGS] = flags;
@@ -423,9 +427,14 @@ export class IoUringQueue implements DriverQueue {
         // Phase 0 zeroes; 1 is the flush that emulates FUA once the zeroing has completed; 3 the
         // write-back of the range before a zeroing that must not fall back (#firstZeroPhase);
         // 5 zeroes again with fallback after the device refused a zeroing without (#finish).
+        // 6 drops the page cache a refused zeroing left wrong (#finish).
         if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
         else if (s[b + S_PHASE] === 3) prepSyncFileRange(sq, i, 0, s[b + S_START], s[b + S_LEN]);
-        else {
+        else if (s[b + S_PHASE] === 6) {
+          const p = this.#pageSize, from = Math.floor(s[b + S_START] / p) * p;
+          const to = Math.ceil((s[b + S_START] + s[b + S_LEN]) / p) * p;
+          prepFadvise(sq, i, 0, from, to - from, POSIX_FADV_DONTNEED);
+        } else {
           const mode = s[b + S_PHASE] === 5
             ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
             : this.#zeroMode(flags);
@@ -584,6 +593,8 @@ export class IoUringQueue implements DriverQueue {
   #finish(slot: number, res: number): number {
     const s = this.#slots, b = slot * SLOT_NUMBERS;
     const op = s[b + S_OP];
+    // The page cache dropped after a refused zeroing: the request's result is the refusal.
+    if (op === Op.WriteZeroes && s[b + S_PHASE] === 6) return s[b + S_DONE];
     if (res < 0) {
       // EOPNOTSUPP from the discard command: a kernel before 6.12 has no block device commands,
       // and says so whatever the device; a newer one means the device has no discard (now: dm
@@ -608,6 +619,17 @@ export class IoUringQueue implements DriverQueue {
         t.supportsWriteZeroesWithoutFallback = false;
         if ((s[b + S_FLAGS] & ReqFlags.NO_FALLBACK) === 0) {
           s[b + S_PHASE] = 5;
+          this.#requeue(slot);
+          return RESUBMITTED;
+        }
+        // Before it tried, the kernel dropped the range's page cache and zeroed, in the cache,
+        // the parts of the pages the range only partly covers: readers saw zeroes the device
+        // does not hold. Those pages are dropped too (clean: phase 3 wrote them back), and
+        // the request then completes with this refusal.
+        const p = this.#pageSize, start = s[b + S_START], end = start + s[b + S_LEN];
+        if (start % p !== 0 || end % p !== 0) {
+          s[b + S_DONE] = res;
+          s[b + S_PHASE] = 6;
           this.#requeue(slot);
           return RESUBMITTED;
         }
@@ -723,14 +745,21 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * Whether an O_DIRECT write would be partly done before failing (see
-   * TargetInfo.directWritesTear): its start or length is misaligned. Addresses and iovec lengths
-   * are left to the kernel, which may accept finer ones (Linux 6.18 took 512-byte iovecs on a
-   * 4096-byte-sector device).
+   * Whether an O_DIRECT write could be partly done before failing (see
+   * TargetInfo.directWritesTear): its start or length is not a multiple of request-alignment,
+   * or a memory segment's address or length not one of the device's DMA alignment
+   * (TargetInfo.directMemAlignment, which can be finer). Only checked for writes; reads are not
+   * worth it (nothing is lost when one fails half-done).
    */
-  #tears(start: number, len: number): boolean {
-    const a = this.#target.requestAlignment;
-    return start % a !== 0 || len % a !== 0;
+  #tears(start: number, len: number, addr: number, iovs: readonly Uint8Array[] | null): boolean {
+    const a = this.#target.requestAlignment, m = this.#target.directMemAlignment;
+    if (start % a !== 0 || len % a !== 0) return true;
+    if (iovs === null) return addr % m !== 0 || len % m !== 0;
+    for (let k = 0; iovs !== null && k < iovs.length; k++) {
+      const n = byteLengthOf(iovs[k]);
+      if (n > 0 && (bufferAddress(this.#native, iovs[k]) % m !== 0 || n % m !== 0)) return true;
+    }
+    return false;
   }
 
   /** A read hit end of file: the rest reads as zeroes. */

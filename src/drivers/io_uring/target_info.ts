@@ -40,6 +40,8 @@ export interface BlockLimits {
   writeCacheWriteBack: boolean;
   /** sysfs queue/io_poll: whether the device has poll queues (null: no such attribute). */
   ioPoll: boolean | null;
+  /** queue/dma_alignment + 1: each O_DIRECT memory segment's address and length alignment. */
+  dmaAlignment: number;
 }
 
 /** Facts about a target file or device, from its fd. */
@@ -64,12 +66,20 @@ export interface TargetInfo {
   canGrow: boolean;
   flushNeeded: boolean;
   /**
-   * O_DIRECT on a regular file of a file system on a block device: the kernel checks alignment
-   * extent by extent, so a misaligned write spanning several (a hole, say) is partly written
-   * before it fails with EINVAL. The library refuses such writes (a misaligned start or length)
-   * before submitting them.
+   * O_DIRECT to a block device, or to a regular file of a file system on one: the kernel checks
+   * a write's alignment piece by piece (a file extent by extent, a device bio by bio), so a
+   * misaligned write spanning several pieces (a hole, or more than one bio: 256 pages) is partly
+   * written before it fails with EINVAL. The library refuses such writes before submitting them
+   * (TargetInfo.directMemAlignment).
    */
   directWritesTear: boolean;
+  /**
+   * What each memory segment (buffer, iovec) of an O_DIRECT write must have its address and
+   * length a multiple of, where writes tear: the device's DMA alignment (statx's dio_mem_align
+   * for a file), which can be finer than request-alignment (Linux 6.18 took 512-byte iovecs on a
+   * 4096-byte-sector device, whole).
+   */
+  directMemAlignment: number;
   /**
    * Whether the device behind the target can complete polled I/O (sysfs queue/io_poll), null
    * when unknown (no block device behind st_dev, or no such attribute).
@@ -107,6 +117,8 @@ export function readBlockLimits(native: Native, major: number, minor: number): B
     supportsFuaNatively: (num(`${queue}/fua`) ?? 0) !== 0,
     writeCacheWriteBack: (readText(native, `${queue}/write_cache`) ?? "").trim() === "write back",
     ioPoll: ((p) => p === null ? null : p !== 0)(num(`${queue}/io_poll`)),
+    // The attribute is a mask (511); absent before Linux 5.x: the logical block size then.
+    dmaAlignment: ((m) => m === null ? logical : m + 1)(num(`${queue}/dma_alignment`)),
   };
 }
 
@@ -138,8 +150,8 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       supportsFuaNatively: limits.supportsFuaNatively,
       canGrow: false,
       flushNeeded: limits.writeCacheWriteBack || !direct,
-      // The block layer checks a whole request before any of it starts.
-      directWritesTear: false,
+      directWritesTear: direct,
+      directMemAlignment: limits.dmaAlignment,
       ioPoll: limits.ioPoll,
       blockDevice: { major: st.rdevMajor, minor: st.rdevMinor },
     };
@@ -169,6 +181,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     // Not where the file takes no O_DIRECT of its own (statx says 0): the kernel then writes
     // through the page cache, where any alignment goes, whole.
     directWritesTear: direct && limits !== null && st.dioOffsetAlign !== 0,
+    directMemAlignment: st.dioMemAlign || limits?.dmaAlignment || requestAlignment,
     ioPoll: limits?.ioPoll ?? null,
     blockDevice: null,
   };
