@@ -752,6 +752,8 @@ export class IoUringQueue implements DriverQueue {
    * worth it (nothing is lost when one fails half-done).
    */
   #tears(start: number, len: number, addr: number, iovs: readonly Uint8Array[] | null): boolean {
+    // Nothing to tear: the kernel completes an empty write with 0 before looking at alignment.
+    if (len === 0) return false;
     const a = this.#target.requestAlignment, m = this.#target.directMemAlignment;
     if (start % a !== 0 || len % a !== 0) return true;
     if (iovs === null) return addr % m !== 0 || len % m !== 0;
