@@ -1,0 +1,242 @@
+/**
+ * What a request may complete with on a target, and what each outcome leaves on the target: the
+ * fuzzer's table of libblkio's semantics (`libblkio.md` §2, §7, §10) as this port decided them
+ * (README "Request-level problems", and the tests named below, which pin each case).
+ *
+ * Written independently of the library's own checks (`flagsError`, the driver's `#unsupported`):
+ * a copy would agree with the library's mistakes.
+ *
+ * @module
+ */
+import type { Op, Outcome } from "./_fuzz_request.ts";
+
+/** ReqFlags, spelled out here for the same reason. */
+export const FUA = 1, NO_UNMAP = 2, NO_FALLBACK = 4;
+
+const EBADF = -9, EIO = -5, EBUSY = -16, EINVAL = -22, ENOSPC = -28, EOPNOTSUPP = -95;
+
+/** What the fuzzer knows about the instance and queue a request goes to. */
+export interface TargetFacts {
+  isBlockDevice: boolean;
+  direct: boolean;
+  readOnly: boolean;
+  /** request-alignment and buf-alignment: the logical block size with O_DIRECT, else 1. */
+  alignment: number;
+  /** A block device's logical block size: fallocate needs it even without O_DIRECT. */
+  blockSize: number;
+  /**
+   * O_DIRECT on a block device or on a file of a file system over one: the library refuses
+   * writes that could tear before submitting them (a misaligned start or length, or a piece
+   * finer than the DMA alignment: ext4 and the block layer would write part of them). On tmpfs
+   * such writes go through the page cache and succeed.
+   */
+  directWritesChecked: boolean;
+  /** The request goes to a poll queue. */
+  poll: boolean;
+  /** A block device's size (it cannot grow). */
+  size: number;
+}
+
+/** The request, as the table needs it. */
+export interface RequestShape {
+  op: Op;
+  start: number;
+  len: number;
+  flags: number;
+  /** Address and length of each buffer or iovec that is not empty. */
+  pieces: readonly { addr: number; len: number }[];
+}
+
+/** libblkio's message for flags a request does not take (libblkio.md §2), or null. */
+export function flagsMessage(op: Op, flags: number): string | null {
+  if ((flags & ~(FUA | NO_UNMAP | NO_FALLBACK)) !== 0) return "unsupported bits in request flags";
+  const allowed = op === "write" || op === "writev"
+    ? FUA
+    : op === "writeZeroes"
+    ? FUA | NO_UNMAP | NO_FALLBACK
+    : 0;
+  const bad = flags & ~allowed;
+  if (bad & FUA) return "BLKIO_REQ_FUA is invalid for this request type";
+  if (bad & NO_UNMAP) return "BLKIO_REQ_NO_UNMAP is invalid for this request type";
+  if (bad & NO_FALLBACK) return "BLKIO_REQ_NO_FALLBACK is invalid for this request type";
+  return null;
+}
+
+const exact = (s: string) => new RegExp(`^${s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
+const BEYOND_MSG = /^start and length must be below 2\^53/;
+const POLL_MSG = exact("request not supported on poll queues for this driver");
+const READ_ONLY_MSG = /read-only \(read-only=true\)/;
+const IOV_MAX_MSG = /iovecs: more than max-segments \(IOV_MAX, \d+\)$/;
+const directMsg = (a: number) =>
+  new RegExp(`^O_DIRECT needs request-alignment and buf-alignment \\(${a}\\); not a multiple of it: `);
+const blockMsg = (what: string, a: number) =>
+  new RegExp(
+    `^${what} on a block device needs start and length in multiples of its logical block size \\(${a}\\)`,
+  );
+const DISCARD_NOTSUP = /^Discard is not supported by this (device|file system)$/;
+const ZEROES_NOTSUP =
+  /^(Write zeroes( with NO_UNMAP \(FALLOC_FL_ZERO_RANGE\))? is not supported by this (device|file system)|the block device does not support write zeroes with BLKIO_REQ_NO_FALLBACK)$/;
+const DISCARD_EBUSY = /^The kernel could not drop the range's page cache/;
+
+/** The most iovecs a request may have (IOV_MAX on Linux). */
+export const IOV_MAX = 1024;
+
+/**
+ * The outcomes the model allows for request `r` on `f`. At least one; when the request can fail
+ * without touching the target, those outcomes have effect "none".
+ */
+export function outcomesOf(f: TargetFacts, r: RequestShape): Outcome[] {
+  const flagsMsg = flagsMessage(r.op, r.flags);
+  // Checked by the queue before anything else (bad_input: "completion" rows).
+  if (flagsMsg !== null) return [{ ret: EINVAL, msg: exact(flagsMsg), effect: "none", early: true }];
+  if (r.start >= 2 ** 53 || r.len >= 2 ** 53) {
+    return [{ ret: EINVAL, msg: BEYOND_MSG, effect: "none", early: true }];
+  }
+  const isIo = r.op === "read" || r.op === "readv" || r.op === "write" || r.op === "writev";
+  // libblkio.md §6: io_uring poll queues take reads and writes only.
+  if (f.poll && !isIo) return [{ ret: EOPNOTSUPP, msg: POLL_MSG, effect: "none", early: "maybe" }];
+  switch (r.op) {
+    case "flush":
+      return [{ ret: 0, msg: null, effect: "none" }];
+    case "read":
+    case "readv":
+      return readOutcomes(f, r);
+    case "write":
+    case "writev":
+      return writeOutcomes(f, r);
+    case "writeZeroes":
+      return zeroesOutcomes(f, r);
+    case "discard":
+      return discardOutcomes(f, r);
+  }
+}
+
+/** Whether any buffer address or iovec length is off the alignment (start and length aside). */
+function piecesMisaligned(f: TargetFacts, r: RequestShape): boolean {
+  const a = f.alignment;
+  if (r.pieces.some((p) => p.addr % a !== 0)) return true;
+  return (r.op === "readv" || r.op === "writev") && r.pieces.some((p) => p.len % a !== 0);
+}
+
+/**
+ * Collects outcomes: `must` ones mean the request cannot succeed. Several problems at once give
+ * the union (which one the kernel checks first is its business).
+ */
+class Outcomes {
+  readonly list: Outcome[] = [];
+  mustFail = false;
+
+  add(o: Outcome, must: boolean): void {
+    if (!this.list.some((x) => x.ret === o.ret && x.effect === o.effect)) this.list.push(o);
+    if (must) this.mustFail = true;
+  }
+
+  /** The failures, plus `success` unless one of them is certain. */
+  done(success: Outcome): Outcome[] {
+    return this.mustFail ? this.list : [success, ...this.list];
+  }
+}
+
+function tooManyIovecs(r: RequestShape): boolean {
+  return (r.op === "readv" || r.op === "writev") && r.pieces.length > IOV_MAX;
+}
+
+function readOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
+  const o = new Outcomes();
+  // Nothing to read: the kernel returns 0 at once, anywhere (probed on all four targets).
+  if (r.len === 0) return [{ ret: 0, msg: null, effect: "check" }];
+  if (tooManyIovecs(r)) o.add({ ret: EINVAL, msg: IOV_MAX_MSG, effect: "none" }, true);
+  if (f.direct) {
+    const a = f.alignment;
+    // The block layer checks the whole request first (README: "a misaligned request completes
+    // with -EINVAL and a message"); the kernel may accept finer buffer alignment. A file system
+    // checks extent by extent, and not at all where it only fills zeroes: a misaligned read of a
+    // hole, or at or past the end of the file, succeeds (libblkio.md §10: "Alignment is not
+    // validated by the library (kernel decides)"; only writes are checked, as they could tear).
+    const startOrLen = r.start % a !== 0 || r.len % a !== 0;
+    if (startOrLen) o.add({ ret: EINVAL, msg: directMsg(a), effect: "none" }, f.isBlockDevice);
+    else if (piecesMisaligned(f, r)) o.add({ ret: EINVAL, msg: directMsg(a), effect: "none" }, false);
+  }
+  // Past the end of a block device: EIO (write.test.ts "read across end of device"); a file
+  // reads zeroes there (can-grow).
+  if (f.isBlockDevice && r.start + r.len > f.size) o.add({ ret: EIO, effect: "none" }, true);
+  return o.done({ ret: 0, msg: null, effect: "check" });
+}
+
+function writeOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
+  const a = f.alignment;
+  const startOrLenOff = f.direct && (r.start % a !== 0 || r.len % a !== 0);
+  // An empty write cannot tear: the kernel completes it with 0 whatever its alignment.
+  if (startOrLenOff && f.directWritesChecked && r.len > 0) {
+    return [{ ret: EINVAL, msg: directMsg(a), effect: "none", early: "maybe" }];
+  }
+  // The kernel refuses a write on an O_RDONLY fd (read_only.test.ts) when it issues it; an iovec
+  // array it cannot take fails earlier, when it prepares the request.
+  if (f.readOnly) {
+    const ro: Outcome = { ret: EBADF, msg: READ_ONLY_MSG, effect: "none" };
+    return tooManyIovecs(r) ? [ro, { ret: EINVAL, msg: IOV_MAX_MSG, effect: "none" }] : [ro];
+  }
+  if (r.len === 0) return [{ ret: 0, msg: null, effect: "none" }];
+  const o = new Outcomes();
+  if (tooManyIovecs(r)) o.add({ ret: EINVAL, msg: IOV_MAX_MSG, effect: "none" }, true);
+  if (f.direct) {
+    if (startOrLenOff) o.add({ ret: EINVAL, msg: directMsg(a), effect: "none" }, f.isBlockDevice);
+    else if (piecesMisaligned(f, r)) {
+      // Refused before submission where it could tear (a piece finer than the DMA alignment),
+      // else the kernel's to decide: whole either way.
+      const early = f.directWritesChecked ? "maybe" as const : undefined;
+      o.add({ ret: EINVAL, msg: directMsg(a), effect: "none", early }, false);
+    }
+  }
+  if (f.isBlockDevice) {
+    // growing_file.test.ts: the part inside the device is written, the rest fails with ENOSPC.
+    if (r.start >= f.size) o.add({ ret: ENOSPC, effect: "none" }, true);
+    else if (r.start + r.len > f.size) o.add({ ret: ENOSPC, effect: "forget" }, true);
+  }
+  return o.done({ ret: 0, msg: null, effect: "data" });
+}
+
+function zeroesOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
+  // Checked before submission: the kernel would check the fallocate mode first (driver comment).
+  if (f.readOnly) return [{ ret: EBADF, msg: READ_ONLY_MSG, effect: "none", early: "maybe" }];
+  const success: Outcome = { ret: 0, msg: null, effect: "zero" };
+  const refused: Outcome = { ret: EOPNOTSUPP, msg: ZEROES_NOTSUP, effect: "none" };
+  if (f.isBlockDevice) {
+    // write_zeroes.test.ts: a device that lost write zeroes falls back unless NO_FALLBACK,
+    // which then fails with EOPNOTSUPP and must leave completed writes alone. Once the driver
+    // knows the device lacks them, it refuses such a request before anything else.
+    const early: Outcome[] = (r.flags & NO_FALLBACK) !== 0 ? [{ ...refused, early: "maybe" }] : [];
+    const b = f.blockSize;
+    // fallocate refuses a length of 0 (bad_input: "writeZeroes len 0").
+    if (r.len === 0) return [{ ret: EINVAL, effect: "none" }, ...early];
+    if (r.start % b !== 0 || r.len % b !== 0) {
+      return [{ ret: EINVAL, msg: blockMsg("Write zeroes", b), effect: "none" }, ...early];
+    }
+    // Past the end: EINVAL; across it, KEEP_SIZE makes the kernel zero up to the end (probed).
+    if (r.start >= f.size) return [{ ret: EINVAL, effect: "none" }, ...early];
+    return [success, ...early];
+  }
+  if (r.len === 0) return [{ ret: EINVAL, effect: "none" }];
+  // Regular files: fallocate, no fallback. A file system without FALLOC_FL_ZERO_RANGE (tmpfs)
+  // refuses NO_UNMAP (write_zeroes.test.ts); ext4 and XFS do every flag combination.
+  return (r.flags & (NO_UNMAP | NO_FALLBACK)) !== 0 ? [success, refused] : [success];
+}
+
+function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
+  if (f.readOnly) return [{ ret: EBADF, msg: READ_ONLY_MSG, effect: "none", early: "maybe" }];
+  if (r.len === 0) return [{ ret: EINVAL, effect: "none" }];
+  const success: Outcome = { ret: 0, msg: null, effect: "discard" };
+  const refused: Outcome = { ret: EOPNOTSUPP, msg: DISCARD_NOTSUP, effect: "none" };
+  if (f.isBlockDevice) {
+    const b = f.blockSize;
+    if (r.start % b !== 0 || r.len % b !== 0) {
+      return [{ ret: EINVAL, msg: blockMsg("Discard", b), effect: "none" }];
+    }
+    // The discard command takes no range past the end (probed: EINVAL, whole).
+    if (r.start + r.len > f.size) return [{ ret: EINVAL, effect: "none" }];
+    // discard.test.ts: EBUSY while buffered I/O of the range is in flight.
+    return [success, refused, { ret: EBUSY, msg: DISCARD_EBUSY, effect: "none" }];
+  }
+  // libblkio.md §10: ext4 rejects the fallocate mode; a file system may also accept it.
+  return [success, refused];
+}

@@ -1,0 +1,41 @@
+/**
+ * The fuzzer's replay log (the last steps, printed with a failure) and the error a failed check
+ * throws.
+ *
+ * @module
+ */
+
+/** A model mismatch: what the library did differs from what the model allows. */
+export class FuzzFailure extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FuzzFailure";
+  }
+}
+
+/** The last `capacity` log lines, and optionally every line as it is written (verbose). */
+export class ReplayLog {
+  readonly #lines: string[] = [];
+  readonly #capacity: number;
+  readonly #echo: ((line: string) => void) | null;
+  /** The step the lines are written for. */
+  step = 0;
+
+  constructor(capacity = 60, echo: ((line: string) => void) | null = null) {
+    this.#capacity = capacity;
+    this.#echo = echo;
+  }
+
+  /** Records one line for the current step. */
+  add(text: string): void {
+    const line = `${String(this.step).padStart(6)}  ${text}`;
+    this.#lines.push(line);
+    if (this.#lines.length > this.#capacity) this.#lines.shift();
+    this.#echo?.(line);
+  }
+
+  /** The lines kept, oldest first. */
+  lines(): readonly string[] {
+    return this.#lines;
+  }
+}

@@ -1,0 +1,1550 @@
+/**
+ * One fuzz run: a random sequence of API actions against one target, each result checked
+ * against the model (lifecycle state, properties, memory regions, queues, the requests in
+ * flight and the target's contents). The first mismatch throws {@link FuzzFailure}.
+ *
+ * @module
+ */
+import { Blkio, BlkioError, type Completion, newCompletion, type Queue } from "../mod.ts";
+import { bufferAddress } from "../src/buffers.ts";
+import { requireNative } from "../src/native.ts";
+import { BufferPool, type PoolEntry } from "./_fuzz_buffers.ts";
+import { DiskModel, type Interval } from "./_fuzz_disk.ts";
+import { FUA, IOV_MAX, NO_FALLBACK, NO_UNMAP, outcomesOf, type TargetFacts } from "./_fuzz_expect.ts";
+import { WriteHistory } from "./_fuzz_history.ts";
+import { FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
+import {
+  propertyRows,
+  type PropRow,
+  sampleValue,
+  type State,
+  STATE_ORDER,
+  typedGet,
+  typedSet,
+} from "./_fuzz_props.ts";
+import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
+import { type Rng, stepRng } from "./_fuzz_rng.ts";
+import { type FuzzTarget, readThroughFs } from "./_fuzz_target.ts";
+
+/** What a run is asked to do. */
+export interface RunOptions {
+  target: FuzzTarget;
+  /** The target's contents when it was made. */
+  initial: Uint8Array;
+  seed: number;
+  steps: number;
+  /** Stop early at this `performance.now()` (0: no limit). */
+  deadline: number;
+  log: ReplayLog;
+}
+
+/** What a run did. */
+export interface RunStats {
+  steps: number;
+  requests: number;
+  completions: number;
+  byOp: Record<Op, number>;
+  doIo: number;
+  /** doIo calls that ended with ETIME (short timeouts) or EINTR (interruptible). */
+  timedOut: number;
+  interrupted: number;
+  instances: number;
+  cancels: number;
+  fdWaits: number;
+  /** Bytes of successful reads. */
+  bytesRead: number;
+  /** Bytes reads were compared with what the model expected (the rest it did not know). */
+  bytesCompared: number;
+  /** Requests not made for want of a free buffer. */
+  noBuffer: number;
+  /** Requests with a result other than 0. */
+  failedRequests: number;
+}
+
+/** The fuzzer's view of one queue. */
+interface QueueModel {
+  key: string;
+  poll: boolean;
+  index: number;
+  q: Queue;
+  /** Requests queued and not yet delivered, by userData. */
+  outstanding: Map<unknown, FuzzRequest>;
+  /** The completion fd once taken. */
+  fd: number | null;
+  fdEnabled: boolean;
+  /** An `out` array kept across doIo calls (its Completion objects are reused). */
+  out: Completion[];
+}
+
+interface Config {
+  path: boolean;
+  readOnly: boolean;
+  sqpoll: boolean;
+  numQueues: number;
+  numPollQueues: number;
+  numEntries: number;
+}
+
+/** A timeout no healthy wait comes near: expiring means a completion was lost. */
+const LONG_TIMEOUT_NS = 10_000_000_000n;
+/** The most requests kept outstanding before the fuzzer drains. */
+const MAX_OUTSTANDING = 256;
+const MAX_REGIONS = 8;
+const MAX_QUEUES = 4;
+const KiB = 1024;
+/** Targets this large get requests of up to BIG_REQUEST bytes too. */
+const BIG_TARGET = 4096 * KiB;
+const BIG_REQUEST = 2048 * KiB;
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
+/** Runs `opts.steps` steps; returns the figures or throws FuzzFailure. */
+export function runFuzz(opts: RunOptions): RunStats {
+  return new FuzzRun(opts).run();
+}
+
+class FuzzRun {
+  readonly #t: FuzzTarget;
+  readonly #seed: number;
+  readonly #steps: number;
+  readonly #deadline: number;
+  readonly #log: ReplayLog;
+  readonly #disk: DiskModel;
+  readonly #inflight = new InFlight();
+  readonly #pool = new BufferPool();
+  readonly #stats: RunStats;
+  #rng: Rng;
+  #step = 0;
+  #nextId = 1;
+
+  /** Recent writes, to say whose bytes a wrong read found. */
+  readonly #history = new WriteHistory();
+
+  #b: Blkio | null = null;
+  #state: State = "none";
+  #cfg: Config = FuzzRun.#freshConfig();
+  #supportsPoll = false;
+  /** request-alignment of the instance (1 without O_DIRECT). */
+  #alignment = 1;
+  readonly #queues = new Map<string, QueueModel>();
+  /** Queues of removed queues and destroyed instances, for calls that must fail with EBADF. */
+  #deadQueues: { q: Queue; why: RegExp }[] = [];
+  #deadInstance: Blkio | null = null;
+
+  constructor(opts: RunOptions) {
+    this.#t = opts.target;
+    this.#seed = opts.seed;
+    this.#steps = opts.steps;
+    this.#deadline = opts.deadline;
+    this.#log = opts.log;
+    const t = opts.target;
+    // A file may grow: room for 256 KiB past its end, which requests never go beyond.
+    const limit = t.isBlockDevice ? t.size : t.size + 256 * KiB;
+    this.#disk = new DiskModel(opts.initial, limit, !t.isBlockDevice);
+    this.#rng = stepRng(opts.seed, 0);
+    for (let i = 0; i < 8; i++) this.#pool.addPlain();
+    // Room for the requests larger than one bio (256 pages) a large target gets now and then.
+    if (t.size >= BIG_TARGET) { for (let i = 0; i < 2; i++) this.#pool.addPlain(BIG_REQUEST + 64 * KiB); }
+    const byOp = { read: 0, write: 0, readv: 0, writev: 0, writeZeroes: 0, discard: 0, flush: 0 };
+    this.#stats = {
+      steps: 0,
+      requests: 0,
+      completions: 0,
+      byOp,
+      doIo: 0,
+      timedOut: 0,
+      interrupted: 0,
+      instances: 0,
+      cancels: 0,
+      fdWaits: 0,
+      bytesRead: 0,
+      bytesCompared: 0,
+      noBuffer: 0,
+      failedRequests: 0,
+    };
+  }
+
+  static #freshConfig(): Config {
+    return { path: false, readOnly: false, sqpoll: false, numQueues: 1, numPollQueues: 0, numEntries: 128 };
+  }
+
+  run(): RunStats {
+    try {
+      for (this.#step = 0; this.#step < this.#steps; this.#step++) {
+        if (this.#deadline > 0 && performance.now() > this.#deadline) break;
+        this.#rng = stepRng(this.#seed, this.#step);
+        this.#log.step = this.#step;
+        this.#act();
+        this.#stats.steps++;
+      }
+      this.#log.step = this.#step;
+      this.#finish();
+      this.#stats.bytesCompared = this.#disk.compared;
+    } catch (e) {
+      if (e instanceof FuzzFailure) throw e;
+      // Anything else thrown (a TypeError out of the library, say) is a failure of its own.
+      throw new FuzzFailure(`unexpected exception: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+    } finally {
+      try {
+        this.#b?.destroy();
+      } catch {
+        // the failure being reported matters more
+      }
+    }
+    return this.#stats;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Checks.
+
+  #fail(what: string): never {
+    // The instance as it is configured: its start is often far back in the log.
+    const c = this.#cfg, queues = [...this.#queues.keys()].join(" ");
+    const instance = this.#state === "none"
+      ? "no instance"
+      : `instance ${this.#state}, num-entries ${c.numEntries}, ` +
+        `queues [${queues}]${c.sqpoll ? ", sqpoll" : ""}${c.readOnly ? ", read-only" : ""}`;
+    throw new FuzzFailure(`${what}\n  (${instance})`);
+  }
+
+  /** Runs `fn`, which must throw BlkioError `code` (message matching `msg`). */
+  #throws(what: string, fn: () => unknown, code: string, msg?: RegExp): void {
+    let caught: unknown = undefined, returned: unknown = undefined;
+    try {
+      returned = fn();
+    } catch (e) {
+      caught = e;
+    }
+    if (!(caught instanceof BlkioError)) {
+      this.#fail(`${what}: expected BlkioError ${code}, got ${caught ?? `a return of ${String(returned)}`}`);
+    }
+    if (caught.code !== code) this.#fail(`${what}: expected ${code}, got ${caught.code}: ${caught.message}`);
+    if (caught.message.length === 0) this.#fail(`${what}: ${code} with an empty message`);
+    if (msg && !msg.test(caught.message)) {
+      this.#fail(`${what}: ${code} message "${caught.message}" !~ ${msg}`);
+    }
+    this.#log.add(`${what} -> ${code} (as expected)`);
+  }
+
+  /** Runs `fn`, which must not throw. */
+  #ok<T>(what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      this.#fail(`${what} threw ${e instanceof BlkioError ? `${e.code}: ${e.message}` : e}`);
+    }
+  }
+
+  #expectEqual(what: string, got: unknown, want: unknown): void {
+    if (got !== want) this.#fail(`${what}: got ${String(got)}, expected ${String(want)}`);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The step: one action, chosen by state.
+
+  #act(): void {
+    const rng = this.#rng;
+    switch (this.#state) {
+      case "none":
+        return rng.weighted<() => void>([[20, () => this.#create()], [1, () => this.#createBad()]])();
+      case "created":
+        return rng.weighted<() => void>([
+          [this.#cfg.path ? 2 : 30, () => this.#configure()],
+          [6, () => this.#property()],
+          [1, () => this.#introspect()],
+          [4, () => this.#wrongState()],
+          [this.#cfg.path ? 25 : 2, () => this.#connect()],
+          [1, () => this.#destroy()],
+          [1, () => this.#allocRegion()],
+          [1, () => this.#deadCall()],
+        ])();
+      case "connected":
+        return rng.weighted<() => void>([
+          [8, () => this.#queueConfig()],
+          [5, () => this.#property()],
+          [1, () => this.#introspect()],
+          [3, () => this.#wrongState()],
+          [4, () => this.#allocRegion()],
+          [1, () => this.#freeRegion()],
+          [20, () => this.#start()],
+          [1, () => this.#connect()],
+          [1, () => this.#destroy()],
+        ])();
+      case "started": {
+        if (this.#outstanding() > MAX_OUTSTANDING) return this.#drain("outstanding cap");
+        if (this.#liveQueues().length === 0) return this.#addQueue(false);
+        return rng.weighted<() => void>([
+          [40, () => this.#io()],
+          [4, () => this.#burst()],
+          [2, () => this.#badCall()],
+          [30, () => this.#doIo()],
+          [3, () => this.#cancel()],
+          [3, () => this.#completionFd()],
+          [1.5, () => this.#drain("drain action")],
+          [2, () => this.#allocRegion()],
+          [2, () => this.#mapRegion()],
+          [2, () => this.#unmapRegion()],
+          [2, () => this.#freeRegion()],
+          [1, () => this.#addQueue(false)],
+          [1, () => this.#removeQueue(false)],
+          [0.4, () => this.#addQueue(true)],
+          [0.4, () => this.#removeQueue(true)],
+          [1, () => this.#getQueue()],
+          [2, () => this.#property()],
+          [0.3, () => this.#introspect()],
+          [1, () => this.#wrongState()],
+          [0.3, () => this.#connect()],
+          [0.3, () => this.#start()],
+          [0.6, () => this.#destroy()],
+          [0.5, () => this.#deadCall()],
+          [0.3, () => this.#capacity()],
+        ])();
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Lifecycle.
+
+  #create(): void {
+    this.#b = this.#ok("Blkio.create", () => Blkio.create("io_uring"));
+    this.#expectEqual("state after create", this.#b.state, "created");
+    this.#expectEqual("driver", this.#b.driver, "io_uring");
+    this.#state = "created";
+    this.#cfg = FuzzRun.#freshConfig();
+    this.#stats.instances++;
+    this.#log.add("create");
+  }
+
+  #createBad(): void {
+    const name = this.#rng.pick(["", "io_uring ", "IO_URING", "bogus", "toString"]);
+    this.#throws(
+      `Blkio.create(${JSON.stringify(name)})`,
+      () => Blkio.create(name),
+      "ENOENT",
+      /Unknown driver name/,
+    );
+  }
+
+  /** Path and direct first; then, rarely, read-only or sqpoll. */
+  #configure(): void {
+    const b = this.#b!, rng = this.#rng, t = this.#t;
+    if (!this.#cfg.path) {
+      this.#ok("setStr path", () => b.setStr("path", t.path));
+      this.#ok(
+        "setBool direct",
+        () => rng.chance(0.5) ? b.setBool("direct", t.direct) : b.setStr("direct", String(t.direct)),
+      );
+      this.#cfg.path = true;
+      this.#log.add(`configure path=${t.path} direct=${t.direct}`);
+      return;
+    }
+    const r = rng.int(100);
+    if (r < 6) {
+      this.#ok("setBool read-only", () => b.setBool("read-only", true));
+      this.#cfg.readOnly = true;
+      this.#log.add("configure read-only=true");
+    } else if (r < 14) {
+      this.#ok("setBool sqpoll", () => b.setBool("sqpoll", true));
+      this.#cfg.sqpoll = true;
+      this.#log.add("configure sqpoll=true");
+    } else {
+      this.#throws("setStr direct yes", () => b.setStr("direct", "yes"), "EINVAL", /"true" or "false"/);
+    }
+  }
+
+  #connect(): void {
+    const b = this.#b!;
+    if (this.#state === "started") {
+      return this.#throws("connect while started", () => b.connect(), "EBUSY", /started state/);
+    }
+    if (this.#state === "connected") {
+      this.#ok("connect again", () => b.connect());
+      return this.#log.add("connect again (idempotent)");
+    }
+    if (!this.#cfg.path) {
+      return this.#throws(
+        "connect without path",
+        () => b.connect(),
+        "EINVAL",
+        /One of path and fd must be set/,
+      );
+    }
+    this.#ok("connect", () => b.connect());
+    this.#expectEqual("state after connect", b.state, "connected");
+    this.#state = "connected";
+    this.#supportsPoll = b.getBool("supports-poll-queues");
+    this.#alignment = b.getInt("request-alignment");
+    const t = this.#t;
+    if (!t.direct) this.#expectEqual("request-alignment without O_DIRECT", this.#alignment, 1);
+    if (t.direct && (this.#alignment < 512 || (this.#alignment & (this.#alignment - 1)) !== 0)) {
+      this.#fail(`request-alignment ${this.#alignment} with O_DIRECT`);
+    }
+    if (!t.direct && this.#supportsPoll) this.#fail("supports-poll-queues true without O_DIRECT");
+    this.#expectEqual("can-grow", b.getBool("can-grow"), !t.isBlockDevice);
+    this.#expectEqual("read-only after connect", b.getBool("read-only"), this.#cfg.readOnly);
+    this.#log.add(`connect (poll queues ${this.#supportsPoll}, alignment ${this.#alignment})`);
+  }
+
+  #queueConfig(): void {
+    const b = this.#b!, rng = this.#rng, cfg = this.#cfg;
+    const r = rng.int(100);
+    if (r < 35) {
+      const n = rng.pick([0, 1, 1, 1, 2, 3]);
+      this.#ok(
+        "num-queues",
+        () => rng.chance(0.5) ? b.setInt("num-queues", n) : b.setStr("num-queues", String(n)),
+      );
+      cfg.numQueues = n;
+      this.#log.add(`num-queues = ${n}`);
+    } else if (r < 70) {
+      const n = rng.pick([1, 2, 3, 4, 8, 16, 64, 128]);
+      this.#ok(
+        "num-entries",
+        () => rng.chance(0.5) ? b.setInt("num-entries", n) : b.setStr("num-entries", String(n)),
+      );
+      cfg.numEntries = n;
+      this.#log.add(`num-entries = ${n}`);
+    } else if (r < 80) {
+      // Asking for a poll queue where there are none makes start() fail; it is set back there.
+      const n = this.#supportsPoll ? rng.pick([0, 1, 2]) : rng.chance(0.3) ? 1 : 0;
+      this.#ok("num-poll-queues", () => b.setInt("num-poll-queues", n));
+      cfg.numPollQueues = n;
+      this.#log.add(`num-poll-queues = ${n}`);
+    } else if (r < 85) {
+      this.#ok("sqpoll", () => b.setBool("sqpoll", !cfg.sqpoll));
+      cfg.sqpoll = !cfg.sqpoll;
+      this.#log.add(`sqpoll = ${cfg.sqpoll}`);
+    } else if (r < 90) {
+      this.#throws(
+        "num-entries 0",
+        () => b.setInt("num-entries", 0),
+        "EINVAL",
+        /num-entries must be greater than 0/,
+      );
+      this.#expectEqual("num-entries kept", b.getInt("num-entries"), cfg.numEntries);
+    } else if (r < 95) {
+      this.#throws(
+        "num-queues -1",
+        () => b.setStr("num-queues", "-1"),
+        "EINVAL",
+        /num-queues must be 0 or more/,
+      );
+      this.#expectEqual("num-queues kept", b.getInt("num-queues"), cfg.numQueues);
+    } else {
+      this.#throws("num-entries 1.5", () => b.setInt("num-entries", 1.5), "EINVAL", /received 1\.5/);
+    }
+  }
+
+  #start(): void {
+    const b = this.#b!, cfg = this.#cfg;
+    if (this.#state === "created") return this.#throws("start before connect", () => b.start(), "ENODEV");
+    if (this.#state === "started") {
+      this.#ok("start again", () => b.start());
+      return this.#log.add("start again (idempotent)");
+    }
+    if (cfg.numPollQueues > 0 && !this.#supportsPoll) {
+      this.#throws("start with poll queues", () => b.start(), "EINVAL", /Poll queues not supported/);
+      this.#ok("num-poll-queues 0", () => b.setInt("num-poll-queues", 0));
+      cfg.numPollQueues = 0;
+      return;
+    }
+    this.#ok("start", () => b.start());
+    this.#expectEqual("state after start", b.state, "started");
+    this.#state = "started";
+    for (let i = 0; i < cfg.numQueues; i++) this.#adopt(false, i);
+    for (let i = 0; i < cfg.numPollQueues; i++) this.#adopt(true, i);
+    this.#expectEqual("getQueue past the last", b.getQueue(cfg.numQueues), null);
+    this.#expectEqual("getPollQueue past the last", b.getPollQueue(cfg.numPollQueues), null);
+    this.#log.add(
+      `start: ${cfg.numQueues} queues, ${cfg.numPollQueues} poll queues, num-entries ${cfg.numEntries}` +
+        `${cfg.sqpoll ? ", sqpoll" : ""}${cfg.readOnly ? ", read-only" : ""}`,
+    );
+  }
+
+  /** Records queue `index` of the instance (just made by start or add). */
+  #adopt(poll: boolean, index: number): QueueModel {
+    const q = poll ? this.#b!.getPollQueue(index) : this.#b!.getQueue(index);
+    if (q === null) this.#fail(`${poll ? "getPollQueue" : "getQueue"}(${index}) is null after it was made`);
+    this.#expectEqual("isPollQueue", q.isPollQueue, poll);
+    const key = `${poll ? "p" : "q"}${index}`;
+    const m: QueueModel = {
+      key,
+      poll,
+      index,
+      q,
+      outstanding: new Map(),
+      fd: null,
+      fdEnabled: true,
+      out: Array.from({ length: 32 }, newCompletion),
+    };
+    this.#queues.set(key, m);
+    return m;
+  }
+
+  #destroy(): void {
+    const b = this.#b!;
+    // Mostly after everything completed: a destroy with requests in flight makes their ranges
+    // unknown, and too many of those leave little for reads to check.
+    if (this.#state === "started" && this.#rng.chance(0.7)) this.#drain("before destroy");
+    const dispose = this.#rng.chance(0.2);
+    const what = `${dispose ? "[Symbol.dispose]()" : "destroy()"} in ${this.#state} state`;
+    this.#ok(what, () => dispose ? b[Symbol.dispose]() : b.destroy());
+    this.#expectEqual("destroyed", b.destroyed, true);
+    this.#ok("destroy again", () => b.destroy());
+    let dropped = 0;
+    for (const m of this.#queues.values()) {
+      dropped += m.outstanding.size;
+      this.#dropQueue(m, /destroyed/);
+    }
+    this.#queues.clear();
+    // Its regions are freed with it.
+    this.#pool.removeRegions();
+    this.#deadInstance = b;
+    this.#b = null;
+    this.#state = "none";
+    this.#log.add(`${what}: ${dropped} requests outstanding dropped`);
+  }
+
+  /**
+   * The queue is gone (removed, or its instance destroyed): its outstanding requests never
+   * complete. Those no doIo ever handed over must not have reached the target (queues.test.ts
+   * "destroy and removeQueue drop requests never handed to the kernel"); those that may have
+   * reached it make their range unknown.
+   */
+  #dropQueue(m: QueueModel, why: RegExp): void {
+    for (const r of m.outstanding.values()) {
+      this.#inflight.remove(r);
+      this.#history.settle(
+        r.id,
+        `dropped at step ${this.#step}${r.maybeSubmitted ? "" : ", never submitted"}`,
+      );
+      if (r.maybeSubmitted && r.span !== null) {
+        if (r.writes) {
+          this.#disk.apply("forget", r.span[0], r.span[1] - r.span[0], null, r.id, []);
+          this.#disk.grow(r.span[1], false);
+        }
+        // The kernel may still hold its buffers for a moment (destroy waits a second at most).
+        for (const e of r.entries) this.#pool.retire(e);
+      }
+      r.release();
+    }
+    m.outstanding.clear();
+    this.#deadQueues.push({ q: m.q, why });
+    if (this.#deadQueues.length > 8) this.#deadQueues.shift();
+  }
+
+  /** Calls on removed queues and destroyed instances fail with EBADF. */
+  #deadCall(): void {
+    const rng = this.#rng;
+    if (this.#deadQueues.length > 0 && rng.chance(0.6)) {
+      const { q, why } = rng.pick(this.#deadQueues);
+      const call = rng.pick<[string, () => unknown]>([
+        ["read", () => q.read(0, new Uint8Array(512))],
+        ["writeZeroes", () => q.writeZeroes(0, 512)],
+        ["doIo", () => q.doIo([], 0)],
+        ["completionFd", () => q.completionFd],
+        ["cancel", () => q.cancel(1)],
+        ["flush", () => q.flush()],
+      ]);
+      return this.#throws(`dead queue ${call[0]}`, call[1], "EBADF", why);
+    }
+    const b = this.#deadInstance;
+    if (b === null) return;
+    const call = rng.pick<[string, () => unknown]>([
+      ["getInt", () => b.getInt("num-queues")],
+      ["connect", () => b.connect()],
+      ["start", () => b.start()],
+      ["allocMemRegion", () => b.allocMemRegion(4096)],
+      ["getQueue", () => b.getQueue(0)],
+      ["properties", () => b.properties()],
+      ["setStr", () => b.setStr("path", this.#t.path)],
+    ]);
+    this.#throws(`destroyed instance ${call[0]}`, call[1], "EBADF", /destroyed/);
+  }
+
+  /** A call the state does not allow. */
+  #wrongState(): void {
+    const b = this.#b!, rng = this.#rng;
+    switch (this.#state) {
+      case "created": {
+        const c = rng.int(6);
+        if (c === 0) {
+          this.#throws(
+            "capacity before connect",
+            () => b.getUint64("capacity"),
+            "ENODEV",
+            /connected/,
+          );
+        } else if (c === 1) this.#throws("start before connect", () => b.start(), "ENODEV");
+        else if (c === 2) this.#throws("alloc before connect", () => b.allocMemRegion(4096), "ENODEV");
+        else if (c === 3) {
+          this.#throws(
+            "addQueue before start",
+            () => b.addQueue(),
+            "EBUSY",
+            /must be started/,
+          );
+        } else if (c === 4) {
+          this.#throws("num-queues before connect", () => b.setInt("num-queues", 1), "ENODEV");
+        } else this.#expectEqual("getQueue before start", b.getQueue(0), null);
+        return;
+      }
+      case "connected": {
+        const c = rng.int(5);
+        if (c === 0) this.#throws("path after connect", () => b.setStr("path", this.#t.path), "EBUSY");
+        else if (c === 1) {
+          this.#throws(
+            "addQueue before start",
+            () => b.addQueue(),
+            "EBUSY",
+            /must be started/,
+          );
+        } else if (c === 2) this.#throws("removeQueue before start", () => b.removeQueue(0), "ENOENT");
+        else if (c === 3) this.#expectEqual("getQueue before start", b.getQueue(0), null);
+        else {
+          const e = this.#regionEntries().find((x) => !x.freed);
+          if (e) {
+            this.#throws(
+              "map before start",
+              () => b.mapMemRegion(e.region!),
+              "EBUSY",
+              /must be started/,
+            );
+          }
+        }
+        return;
+      }
+      case "started": {
+        const c = rng.int(4);
+        if (c === 0) {
+          this.#throws(
+            "num-entries after start",
+            () => b.setInt("num-entries", 4),
+            "EBUSY",
+            /started/,
+          );
+        } else if (c === 1) this.#throws("direct after start", () => b.setBool("direct", true), "EBUSY");
+        else if (c === 2) {
+          this.#throws("read-only after start", () => b.setStr("read-only", "false"), "EBUSY");
+        } else this.#throws("fd after start", () => b.setInt("fd", -1), "EBUSY");
+        return;
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Properties.
+
+  #props(): Record<string, PropRow> {
+    return propertyRows({
+      state: this.#state,
+      path: this.#cfg.path ? this.#t.path : "",
+      direct: this.#cfg.path && this.#t.direct,
+      readOnly: this.#cfg.readOnly,
+      sqpoll: this.#cfg.sqpoll,
+      numQueues: this.#cfg.numQueues,
+      numPollQueues: this.#cfg.numPollQueues,
+      numEntries: this.#cfg.numEntries,
+      alignment: this.#alignment,
+      isBlockDevice: this.#t.isBlockDevice,
+      supportsPoll: this.#supportsPoll,
+    });
+  }
+
+  /** A random property read, or a set that the state or the property refuses. */
+  #property(): void {
+    const b = this.#b!, rng = this.#rng, state = this.#state;
+    const rows = this.#props();
+    const names = Object.keys(rows);
+    const r = rng.int(100);
+    if (r < 5) {
+      this.#throws("unknown property", () => b.getInt("no-such-property"), "ENOENT", /Unknown property name/);
+      return;
+    }
+    const name = rng.pick(names);
+    const row = rows[name];
+    if (r < 60) {
+      // A read: typed, as text, or with the wrong type.
+      const readable = STATE_ORDER[state] >= STATE_ORDER[row.readable];
+      const how = rng.int(3);
+      if (how === 2) {
+        const wrong = row.type === "bool" ? "int" : "bool";
+        const fn = () => wrong === "int" ? b.getInt(name) : b.getBool(name);
+        return this.#throws(`get${wrong} "${name}" (a ${row.type})`, fn, "ENOTTY");
+      }
+      const get = () => how === 1 ? b.getStr(name) : typedGet(b, name, row.type);
+      if (!readable) return this.#throws(`get "${name}" in ${state} state`, get, "ENODEV", /connected/);
+      const got = this.#ok(`get "${name}"`, get);
+      if (row.value !== undefined) {
+        const want = row.value();
+        this.#expectEqual(
+          `property "${name}" (${how === 1 ? "str" : row.type})`,
+          got,
+          how === 1 ? String(want) : want,
+        );
+      }
+      this.#log.add(`get "${name}" = ${String(got)}`);
+      return;
+    }
+    // A set that must fail: read-only (EACCES), or not in this state (ENODEV/EBUSY). Sets that
+    // are allowed are made by #configure and #queueConfig.
+    if (row.settable.length === 0) {
+      const v = sampleValue(row.type);
+      return this.#throws(`set read-only "${name}"`, () => typedSet(b, name, row.type, v), "EACCES");
+    }
+    if (row.settable.includes(state)) {
+      // The wrong type instead.
+      const wrong = row.type === "bool" ? "int" : "bool";
+      return this.#throws(
+        `set${wrong} "${name}" (a ${row.type})`,
+        () => typedSet(b, name, wrong, sampleValue(wrong)),
+        "ENOTTY",
+      );
+    }
+    const code = STATE_ORDER[state] < STATE_ORDER[row.settable[0]] ? "ENODEV" : "EBUSY";
+    const v = name === "path" ? this.#t.path : sampleValue(row.type);
+    this.#throws(`set "${name}" in ${state} state`, () => typedSet(b, name, row.type, v), code);
+  }
+
+  /** properties(): every row the model knows, with its type and access in this state. */
+  #introspect(): void {
+    const b = this.#b!, state = this.#state;
+    const list = this.#ok("properties()", () => b.properties());
+    const rows = this.#props();
+    for (const [name, row] of Object.entries(rows)) {
+      const p = list.find((x) => x.name === name);
+      if (!p) this.#fail(`properties() lacks "${name}"`);
+      this.#expectEqual(`properties() type of "${name}"`, p.type, row.type);
+      this.#expectEqual(
+        `properties() readable of "${name}"`,
+        p.readable,
+        STATE_ORDER[state] >= STATE_ORDER[row.readable],
+      );
+      this.#expectEqual(`properties() writable of "${name}"`, p.writable, row.settable.includes(state));
+    }
+    this.#log.add(`properties(): ${list.length} rows agree`);
+  }
+
+  /** capacity: a block device's never changes; a file's is what the completed writes made it. */
+  #capacity(): void {
+    const b = this.#b!;
+    const cap = Number(this.#ok("capacity", () => b.getUint64("capacity")));
+    if (this.#inflight.anyWrites()) return this.#log.add(`capacity ${cap} (writes in flight: not checked)`);
+    const d = this.#disk;
+    if (!d.sizeAllows(cap)) this.#fail(`capacity ${cap}, the model allows [${d.sizeLo}, ${d.sizeHi}]`);
+    d.settleSize(cap);
+    this.#log.add(`capacity ${cap}`);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Memory regions.
+
+  #regionEntries(): PoolEntry[] {
+    return this.#pool.entries.filter((e) => e.region !== null);
+  }
+
+  #allocRegion(): void {
+    const b = this.#b!, rng = this.#rng;
+    if (this.#state === "created") {
+      return this.#throws("allocMemRegion in created state", () => b.allocMemRegion(4096), "ENODEV");
+    }
+    const bad = rng.chance(0.1);
+    if (bad) {
+      const a = this.#alignment;
+      const len = rng.pick(a > 1 ? [0, -4096, 4096.5, a + 1] : [0, -4096, 4096.5]);
+      return this.#throws(
+        `allocMemRegion(${len})`,
+        () => b.allocMemRegion(len),
+        "EINVAL",
+        /positive multiple of mem-region-alignment/,
+      );
+    }
+    const live = this.#regionEntries();
+    if (live.length >= MAX_REGIONS) return this.#freeRegion();
+    const len = rng.pick([4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 512 * KiB]);
+    const region = this.#ok(`allocMemRegion(${len})`, () => b.allocMemRegion(len));
+    this.#expectEqual("region len", region.len, len);
+    this.#expectEqual("region bytes", region.bytes.length, len);
+    this.#expectEqual("region fdOffset", region.fdOffset, 0);
+    if (region.fd < 0) this.#fail(`allocMemRegion gave fd ${region.fd}`);
+    this.#pool.addRegion(region);
+    this.#log.add(`allocMemRegion(${len}) fd ${region.fd}`);
+  }
+
+  #pickRegion(): PoolEntry | null {
+    const live = this.#regionEntries();
+    return live.length === 0 ? null : this.#rng.pick(live);
+  }
+
+  #mapRegion(): void {
+    const b = this.#b!, e = this.#pickRegion();
+    if (e === null) return this.#allocRegion();
+    const region = e.region!;
+    if (e.mapped) {
+      return this.#throws("mapMemRegion twice", () => b.mapMemRegion(region), "EINVAL", /already mapped/);
+    }
+    this.#ok("mapMemRegion", () => b.mapMemRegion(region));
+    e.mapped = true;
+    this.#log.add(`mapMemRegion fd ${region.fd}`);
+  }
+
+  #unmapRegion(): void {
+    const b = this.#b!, e = this.#pickRegion();
+    if (e === null) return;
+    this.#ok("unmapMemRegion", () => b.unmapMemRegion(e.region!));
+    if (e.mapped) {
+      // Unmapping empties the region's fixed-buffer slot of every ring, which first hands the
+      // kernel the SQEs already written (they may use it): a submission point for every queue.
+      for (const m of this.#queues.values()) for (const r of m.outstanding.values()) r.maybeSubmitted = true;
+    }
+    this.#log.add(`unmapMemRegion fd ${e.region!.fd}${e.mapped ? "" : " (not mapped: no-op)"}`);
+    e.mapped = false;
+  }
+
+  /** Requests whose buffers the library may still reference (in its ring or backlog). */
+  #holders(e: PoolEntry): { sure: number; maybe: number } {
+    let sure = 0, maybe = 0;
+    for (const r of e.users()) {
+      if (r.outcomes.every((o) => o.early === true)) continue;
+      // Reaped into the library's backlog, cancelled there, or refused by the driver's checks:
+      // then nothing holds the buffer any more.
+      if (r.mayBeReaped || r.cancelled || r.outcomes.some((o) => o.early === "maybe")) maybe++;
+      else sure++;
+    }
+    return { sure, maybe };
+  }
+
+  #freeRegion(): void {
+    const b = this.#b!, e = this.#pickRegion();
+    if (e === null) return;
+    const region = e.region!;
+    if (e.mapped) {
+      return this.#throws(
+        "freeMemRegion while mapped",
+        () => b.freeMemRegion(region),
+        "EBUSY",
+        /still mapped/,
+      );
+    }
+    const { sure, maybe } = this.#holders(e);
+    if (sure > 0) {
+      return this.#throws(
+        `freeMemRegion with ${sure} requests using it`,
+        () => b.freeMemRegion(region),
+        "EBUSY",
+        /in use by requests/,
+      );
+    }
+    if (maybe > 0) {
+      // Their completions may already be reaped into the library's backlog (a doIo failed since):
+      // then nothing holds the memory any more, and freeing it is fine.
+      try {
+        b.freeMemRegion(region);
+      } catch (err) {
+        if (err instanceof BlkioError && err.code === "EBUSY") {
+          return this.#log.add("freeMemRegion: EBUSY (held)");
+        }
+        throw err;
+      }
+    } else {
+      this.#ok("freeMemRegion", () => b.freeMemRegion(region));
+    }
+    this.#expectEqual("bytes of a freed region", region.bytes.length, 0);
+    e.freed = true;
+    this.#pool.remove(e);
+    this.#log.add(`freeMemRegion fd ${region.fd}`);
+    this.#throws("freeMemRegion twice", () => b.freeMemRegion(region), "EINVAL", /already freed/);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Queues.
+
+  #liveQueues(): QueueModel[] {
+    return [...this.#queues.values()];
+  }
+
+  #outstanding(): number {
+    let n = 0;
+    for (const m of this.#queues.values()) n += m.outstanding.size;
+    return n;
+  }
+
+  #addQueue(poll: boolean): void {
+    const b = this.#b!;
+    const what = poll ? "addPollQueue" : "addQueue";
+    if (poll && !this.#supportsPoll) {
+      return this.#throws(
+        `${what} without poll support`,
+        () => b.addPollQueue(),
+        "EINVAL",
+        /Poll queues not supported/,
+      );
+    }
+    const mine = this.#liveQueues().filter((m) => m.poll === poll);
+    if (mine.length >= MAX_QUEUES) return this.#removeQueue(poll);
+    let lowest = 0;
+    while (this.#queues.has(`${poll ? "p" : "q"}${lowest}`)) lowest++;
+    const index = this.#ok(what, () => poll ? b.addPollQueue() : b.addQueue());
+    this.#expectEqual(`${what} index (the lowest free)`, index, lowest);
+    this.#adopt(poll, index);
+    this.#log.add(`${what} -> ${index}`);
+  }
+
+  #removeQueue(poll: boolean): void {
+    const b = this.#b!, rng = this.#rng;
+    const what = poll ? "removePollQueue" : "removeQueue";
+    const index = rng.range(-1, 4);
+    const m = this.#queues.get(`${poll ? "p" : "q"}${index}`);
+    const call = () => poll ? b.removePollQueue(index) : b.removeQueue(index);
+    if (!m) {
+      return this.#throws(`${what}(${index}) with no such queue`, call, "ENOENT", /no queue with index/);
+    }
+    if (this.#rng.chance(0.6)) this.#drain("before removing a queue");
+    const n = m.outstanding.size;
+    this.#ok(`${what}(${index})`, call);
+    this.#queues.delete(m.key);
+    this.#dropQueue(m, /removed/);
+    this.#expectEqual(
+      `${poll ? "getPollQueue" : "getQueue"}(${index}) after removal`,
+      poll ? b.getPollQueue(index) : b.getQueue(index),
+      null,
+    );
+    this.#log.add(`${what}(${index}): ${n} outstanding dropped`);
+  }
+
+  #getQueue(): void {
+    const b = this.#b!, rng = this.#rng;
+    const index = rng.pick([-1, 0, 1, 2, 3, 5, 0.5, NaN]);
+    const poll = rng.chance(0.25);
+    const m = this.#queues.get(`${poll ? "p" : "q"}${index}`);
+    const got = poll ? b.getPollQueue(index) : b.getQueue(index);
+    this.#expectEqual(`${poll ? "getPollQueue" : "getQueue"}(${index})`, got, m ? m.q : null);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Requests.
+
+  #facts(m: QueueModel): TargetFacts {
+    const t = this.#t;
+    return {
+      isBlockDevice: t.isBlockDevice,
+      direct: t.direct,
+      readOnly: this.#cfg.readOnly,
+      alignment: this.#alignment,
+      blockSize: 512,
+      directWritesChecked: t.directWritesChecked,
+      poll: m.poll,
+      size: t.size,
+    };
+  }
+
+  #pickQueue(): QueueModel {
+    return this.#rng.pick(this.#liveQueues());
+  }
+
+  /**
+   * A start and length, near the start or the end of the target or anywhere. Mostly clear of the
+   * requests in flight it would race with (a write with anything, a read with writes): where
+   * writes overlap in flight the outcome is unknown, and a target that is mostly unknown checks
+   * little. One in five may overlap, to exercise requests racing each other.
+   */
+  #range(op: Op): { start: number; len: number } {
+    const rng = this.#rng;
+    const clear = rng.chance(0.8);
+    const writes = op === "write" || op === "writev" || op === "writeZeroes" || op === "discard";
+    let r = this.#rangeOnce(op);
+    for (let tries = 0; clear && tries < 8; tries++) {
+      if (r.len === 0 || r.start >= 2 ** 53 || !this.#inflight.overlaps(r.start, r.start + r.len, !writes)) {
+        break;
+      }
+      r = this.#rangeOnce(op);
+    }
+    return r;
+  }
+
+  #rangeOnce(op: Op): { start: number; len: number } {
+    const rng = this.#rng, t = this.#t;
+    const a = rng.weighted([[45, 4096], [35, 512], [20, 1]]);
+    const lr = rng.int(100);
+    let len = lr < 3
+      ? 0
+      : lr < 50
+      ? rng.range(1, 8) * 512
+      : lr < 85
+      ? rng.range(1, 16) * 4096
+      : rng.range(1, 64 * KiB);
+    // Now and then more than one bio's worth (256 pages): the kernel splits such a request.
+    if (t.size >= BIG_TARGET && rng.chance(0.02)) len = rng.range(256 * KiB, BIG_REQUEST);
+    if (a > 1 && len > 0) len = Math.ceil(len / a) * a;
+    const where = rng.int(100);
+    let start: number;
+    let mayPassEnd = false;
+    if (where < 25) start = rng.int(64 * KiB);
+    else if (where < 40) {
+      start = Math.max(0, t.size - 64 * KiB + rng.int(80 * KiB));
+      mayPassEnd = true;
+    } else start = rng.int(t.size);
+    start = Math.floor(start / a) * a;
+    // Requests stay inside the model: a file has room to grow up to its limit; a block device's
+    // end is only crossed on purpose.
+    const limit = t.isBlockDevice ? (mayPassEnd ? t.size + 64 * KiB : t.size) : this.#disk.limit;
+    if (start + len > limit) start = Math.max(0, Math.floor((limit - len) / a) * a);
+    if (start + len > limit) len = limit - start;
+    // Rarely, past what a JS number holds exactly.
+    if (rng.chance(0.01)) {
+      if (op === "writeZeroes" || op === "discard") return { start, len: 2 ** 60 };
+      return { start: 2 ** 53 + rng.int(1 << 20), len };
+    }
+    return { start, len };
+  }
+
+  #flags(op: Op): number {
+    const rng = this.#rng;
+    if (rng.chance(0.06)) {
+      // Bits the request does not take: a completion with EINVAL and libblkio's message.
+      return rng.pick([FUA, NO_UNMAP, NO_FALLBACK, 8, 0x80000000 | 0, -1, FUA | 16]);
+    }
+    if (op === "write" || op === "writev") return rng.chance(0.15) ? FUA : 0;
+    if (op === "writeZeroes") return rng.int(8);
+    return 0;
+  }
+
+  #userData(id: number): unknown {
+    const k = this.#rng.int(100);
+    if (k < 60) return { id };
+    if (k < 75) return id;
+    if (k < 88) return `r${id}`;
+    if (k < 95) return Symbol(`r${id}`);
+    return BigInt(id);
+  }
+
+  /**
+   * Buffers for a read or write of `len` bytes in `count` pieces (some empty), or null when the
+   * pool has no room now.
+   */
+  #buffers(r: FuzzRequest, len: number, count: number): Uint8Array[] | null {
+    const rng = this.#rng, direct = this.#t.direct;
+    if (count > IOV_MAX) {
+      // Many tiny iovecs from one piece (only where no alignment applies).
+      const one = this.#pool.take(rng.fork(), r, len, 1, 0);
+      if (one === null) return null;
+      const each = len / count;
+      return Array.from({ length: count }, (_, k) => one.subarray(k * each, (k + 1) * each));
+    }
+    // Lengths: on block boundaries when the total is, mostly.
+    const blocky = len % 512 === 0 && rng.chance(0.85);
+    const cuts = new Set<number>();
+    for (let k = 1; k < count; k++) {
+      cuts.add(blocky ? rng.int(len / 512 + 1) * 512 : rng.int(len + 1));
+    }
+    const bounds = [0, ...[...cuts].sort((x, y) => x - y), len];
+    const pieces: Uint8Array[] = [];
+    for (let k = 0; k + 1 < bounds.length; k++) {
+      const n = bounds[k + 1] - bounds[k];
+      // Misaligned addresses now and then (O_DIRECT: EINVAL), mostly page-aligned.
+      const skew = direct
+        ? (rng.chance(0.04) ? rng.pick([4, 100, 256]) : 0)
+        : rng.chance(0.3)
+        ? rng.int(4096)
+        : 0;
+      const align = rng.chance(0.7) ? 4096 : 512;
+      const piece = this.#pool.take(rng.fork(), r, n, align, skew);
+      if (piece === null) return null;
+      pieces.push(piece);
+    }
+    if (count > 1 && rng.chance(0.1)) {
+      // An empty iovec somewhere: libblkio passes it on, this port leaves it out.
+      pieces.splice(rng.int(pieces.length + 1), 0, new Uint8Array(0));
+    }
+    return pieces;
+  }
+
+  /** Queues one random request on `m` (or a random queue). */
+  #io(m: QueueModel = this.#pickQueue(), opArg?: Op): FuzzRequest | null {
+    // A stream of its own: how many numbers finding buffers takes (it depends on addresses and
+    // on what is busy) must not change the next request of a burst.
+    const rng = this.#rng.fork();
+    const saved = this.#rng;
+    this.#rng = rng;
+    try {
+      return this.#ioWith(m, rng, opArg);
+    } finally {
+      this.#rng = saved;
+    }
+  }
+
+  #ioWith(m: QueueModel, rng: Rng, opArg?: Op): FuzzRequest | null {
+    const op: Op = opArg ?? rng.weighted<Op>([
+      [25, "read"],
+      [25, "write"],
+      [10, "readv"],
+      [10, "writev"],
+      [10, "writeZeroes"],
+      [6, "discard"],
+      [4, "flush"],
+    ]);
+    let { start, len } = op === "flush" ? { start: 0, len: 0 } : this.#range(op);
+    const flags = this.#flags(op);
+    const isIo = op === "read" || op === "write" || op === "readv" || op === "writev";
+    const vectored = op === "readv" || op === "writev";
+    let count = vectored ? rng.range(1, 6) : 1;
+    if (vectored && !this.#t.direct && rng.chance(0.02) && start < 2 ** 53) {
+      // More iovecs than IOV_MAX: EINVAL with a message naming max-segments.
+      count = IOV_MAX + 1;
+      len = count * 4;
+      if (start + len > this.#disk.limit) start = 0;
+    }
+    const id = this.#nextId++;
+    const r = new FuzzRequest(id, op, start, len, flags, this.#step, m.key);
+    let bufs: Uint8Array[] = [];
+    if (isIo) {
+      const got = this.#buffers(r, len, count);
+      if (got === null) {
+        r.release();
+        this.#stats.noBuffer++;
+        this.#log.add(`${op} skipped: no free buffer of ${len} bytes`);
+        return null;
+      }
+      bufs = got;
+      if (op === "write" || op === "writev") {
+        for (const p of bufs) rng.fill(p);
+        const data = new Uint8Array(len);
+        let at = 0;
+        for (const p of bufs) {
+          data.set(p, at);
+          at += p.length;
+        }
+        r.data = data;
+        this.#history.add(r);
+      } else {
+        // Poison: a read that does not fill its buffer shows.
+        for (const p of bufs) rng.fill(p);
+        r.dest = bufs;
+        r.destLens = bufs.map((p) => p.length);
+      }
+    }
+    const native = requireNative();
+    const pieces = bufs.filter((p) => p.length > 0).map((p) => ({
+      addr: bufferAddress(native, p),
+      len: p.length,
+    }));
+    r.outcomes = outcomesOf(this.#facts(m), { op, start: r.start, len: r.len, flags, pieces });
+    r.userData = this.#userData(id);
+    const reaches = r.outcomes.some((o) => o.effect !== "none");
+    if (reaches && len > 0 && r.start < this.#disk.limit) {
+      r.span = [r.start, Math.min(r.start + r.len, this.#disk.limit)];
+    }
+    const startArg = rng.chance(0.2) ? BigInt(r.start) : r.start;
+    const flagsArg = flags === 0 && rng.chance(0.5) ? undefined : flags;
+    const q = m.q, ud = r.userData;
+    const iovs = vectored
+      ? `(${bufs.length <= 8 ? bufs.map((p) => p.length).join("+") : `${bufs.length} iov`})`
+      : "";
+    r.describe = `#${id} ${op}${iovs} ` +
+      `${m.key} [${r.start}, +${r.len}) flags ${flags}${reaches ? "" : " (fails early)"}`;
+    this.#ok(`${op} call`, () => {
+      switch (op) {
+        case "read":
+          return q.read(startArg, bufs[0], ud, flagsArg);
+        case "write":
+          return q.write(startArg, bufs[0], ud, flagsArg);
+        case "readv":
+          return q.readv(startArg, bufs, ud, flagsArg);
+        case "writev":
+          return q.writev(startArg, bufs, ud, flagsArg);
+        case "writeZeroes":
+          return q.writeZeroes(startArg, rng.chance(0.2) ? BigInt(r.len) : r.len, ud, flagsArg);
+        case "discard":
+          return q.discard(startArg, r.len, ud, flagsArg);
+        case "flush":
+          return q.flush(ud, flagsArg);
+      }
+    });
+    m.outstanding.set(ud, r);
+    this.#inflight.add(r);
+    this.#stats.requests++;
+    this.#stats.byOp[op]++;
+    this.#log.add(`queue ${r.describe}`);
+    return r;
+  }
+
+  /** More requests at once than the ring holds: the rest waits in the backlog. */
+  #burst(): void {
+    const m = this.#pickQueue(), rng = this.#rng;
+    const n = Math.min(96, rng.range(this.#cfg.numEntries, 3 * this.#cfg.numEntries));
+    this.#log.add(`burst of ${n} on ${m.key}`);
+    for (let i = 0; i < n; i++) this.#io(m);
+  }
+
+  /** Calls that are unusable as such: they throw, and queue nothing. */
+  #badCall(): void {
+    const m = this.#pickQueue(), q = m.q, rng = this.#rng;
+    const freed = new Uint8Array(new ArrayBuffer(4096));
+    (freed.buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer();
+    const ud = { bad: true };
+    const c = rng.pick<[string, () => void, RegExp]>([
+      ["read at -1", () => q.read(-1, new Uint8Array(512), ud), /start must be a non-negative integer/],
+      ["write of an Array", () => q.write(0, [1, 2, 3] as unknown as Uint8Array, ud), /must be a Uint8Array/],
+      [
+        "read into a DataView",
+        () => q.read(0, new DataView(new ArrayBuffer(8)) as unknown as Uint8Array, ud),
+        /Uint8Array/,
+      ],
+      ["write of a detached buffer", () => q.write(0, freed, ud), /detached/],
+      [
+        "readv of a non-array",
+        () => q.readv(0, new Uint8Array(8) as unknown as Uint8Array[], ud),
+        /must be an array/,
+      ],
+      ["flush with flags 1.5", () => q.flush(ud, 1.5), /flags must be a 32-bit integer/],
+      ["writeZeroes len NaN", () => q.writeZeroes(0, NaN, ud), /len must be a non-negative integer/],
+      ["discard at 2^64", () => q.discard(1n << 64n, 512, ud), /below 2\^64/],
+    ]);
+    this.#throws(`${m.key} ${c[0]}`, c[1], "EINVAL", c[2]);
+  }
+
+  #cancel(): void {
+    const m = this.#pickQueue(), rng = this.#rng;
+    if (m.outstanding.size === 0 || rng.chance(0.15)) {
+      // Nothing of this queue carries it (a value never used, or of a request delivered).
+      this.#expectEqual(`${m.key} cancel of an unknown userData`, m.q.cancel({ never: true }), false);
+      return;
+    }
+    const r = rng.pick([...m.outstanding.values()]);
+    const got = m.q.cancel(r.userData);
+    if (r.cancelled) {
+      // A second cancel of the same request: still not complete, or already being cancelled.
+      this.#log.add(`cancel again ${r.describe} -> ${got}`);
+      return;
+    }
+    // Found unless the library completed it itself (before submission, or reaped by a doIo that
+    // failed afterwards: its completion then waits in the library's backlog).
+    const early = r.outcomes.every((o) => o.early === true);
+    const maybe = r.mayBeReaped || r.outcomes.some((o) => o.early === "maybe");
+    if (early && got) this.#fail(`cancel() found ${r.describe}, which completed before submission`);
+    if (!early && !maybe && !got) this.#fail(`cancel() did not find ${r.describe}, which has not completed`);
+    if (got) {
+      r.cancelled = true;
+      this.#stats.cancels++;
+    }
+    this.#log.add(`cancel ${r.describe} -> ${got}`);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Completions.
+
+  /** Checks one completion against its request and applies it to the model. */
+  #deliver(m: QueueModel, c: Completion): void {
+    const { userData, ret, errorMsg } = c;
+    const r = m.outstanding.get(userData);
+    if (r === undefined) {
+      for (const other of this.#queues.values()) {
+        const x = other.outstanding.get(userData);
+        if (x) this.#fail(`completion of ${x.describe} came back on ${m.key}`);
+      }
+      this.#fail(
+        `completion on ${m.key} (ret ${ret}) of no outstanding request: userData ${show(userData)}` +
+          " (delivered twice, or never queued)",
+      );
+    }
+    m.outstanding.delete(userData);
+    this.#inflight.remove(r);
+    this.#stats.completions++;
+    this.#history.settle(r.id, `completed with ${ret} at step ${this.#step}`);
+    if (ret !== 0) this.#stats.failedRequests++;
+    let outcome: Outcome | undefined = r.outcomes.find((o) => o.ret === ret);
+    if (outcome === undefined && r.cancelled && ret === -125) {
+      // A cancelled request never handed to the kernel did nothing; one cancelled there may
+      // have been part-way (the rest of a short transfer).
+      const before = errorMsg === "request cancelled before submission";
+      outcome = { ret, effect: r.writes && !before ? "forget" : "none" };
+    }
+    const allowed = r.outcomes.map((o) => o.ret).join(", ");
+    if (outcome === undefined) {
+      this.#fail(
+        `${r.describe} completed with ${ret} (${errorMsg}); the model allows ${allowed}` +
+          `${r.cancelled ? " or -125 (cancelled)" : ""}`,
+      );
+    }
+    if (ret === 0 && errorMsg !== null) this.#fail(`${r.describe} succeeded with errorMsg "${errorMsg}"`);
+    if (errorMsg !== null && (typeof errorMsg !== "string" || errorMsg.length === 0)) {
+      this.#fail(`${r.describe}: errorMsg ${JSON.stringify(errorMsg)} is not a message`);
+    }
+    if (outcome.msg === null && errorMsg !== null) {
+      this.#fail(`${r.describe}: unexpected errorMsg "${errorMsg}"`);
+    }
+    if (outcome.msg instanceof RegExp && !outcome.msg.test(errorMsg ?? "")) {
+      this.#fail(`${r.describe} (ret ${ret}): errorMsg ${JSON.stringify(errorMsg)} !~ ${outcome.msg}`);
+    }
+    const d = this.#disk;
+    const grows = !this.#t.isBlockDevice;
+    switch (outcome.effect) {
+      case "check": {
+        const parts = r.dest ?? [];
+        const why = d.check(r.start, parts, r.conflicts, r.destLens);
+        if (why !== null) {
+          this.#fail(
+            `${r.describe} read wrong data: ${why}; conflicts ${fmt(r.conflicts)}` +
+              this.#history.explain(d, r.start, parts, r.destLens, r.conflicts),
+          );
+        }
+        this.#stats.bytesRead += r.len;
+        break;
+      }
+      case "data":
+        d.apply("data", r.start, r.len, r.data, r.id, r.conflicts);
+        if (grows) d.grow(r.start + r.len, true);
+        break;
+      case "zero":
+        d.apply("zero", r.start, r.len, null, r.id, r.conflicts);
+        // Without KEEP_SIZE (NO_UNMAP: FALLOC_FL_ZERO_RANGE) a file may grow to its end.
+        if (grows && (r.flags & NO_UNMAP) !== 0) d.grow(r.start + r.len, false);
+        break;
+      case "discard":
+        d.apply("discard", r.start, r.len, null, r.id, r.conflicts);
+        break;
+      case "forget":
+        d.apply("forget", r.start, r.len, null, r.id, []);
+        if (grows) d.grow(r.start + r.len, false);
+        break;
+      case "none":
+        break;
+    }
+    r.release();
+    this.#log.add(`  done ${r.describe}: ${ret}${errorMsg ? ` "${errorMsg}"` : ""}`);
+  }
+
+  /** A random doIo / doIoInterruptible on a random queue, with its arguments' checks. */
+  #doIo(m: QueueModel = this.#pickQueue()): void {
+    const rng = this.#rng;
+    const outstanding = m.outstanding.size;
+    const intr = rng.chance(0.2);
+    const kind = rng.weighted([[4, "empty"], [3, "prealloc"], [2, "reuse"], [1, "sealed"]] as const);
+    let out: Completion[];
+    if (kind === "empty") out = [];
+    else if (kind === "reuse") out = m.out;
+    else {
+      out = Array.from({ length: rng.range(1, 48) }, newCompletion);
+      if (kind === "sealed") Object.seal(out);
+    }
+    const before = out.slice();
+    const mr = rng.int(100);
+    const min = mr < 35
+      ? 0
+      : mr < 55
+      ? Math.min(1, outstanding)
+      : mr < 75
+      ? rng.int(outstanding + 1)
+      : mr < 95
+      ? outstanding
+      : outstanding + rng.range(1, 3);
+    const xr = rng.int(100);
+    let max: number | undefined;
+    if (xr < 30) max = undefined;
+    else if (xr < 33) max = 0;
+    else if (xr < 36 && min > 0) max = min - 1;
+    else max = min + rng.int(24);
+    // A growable out array takes a larger max (doIo adds entries); the kept one stays as it is.
+    if (kind === "reuse" && max !== undefined && max > out.length) max = out.length;
+    if (kind === "sealed" && max !== undefined && max > out.length && rng.chance(0.7)) max = out.length;
+    const tr = rng.int(100);
+    let timeout: bigint | number | undefined;
+    if (tr < 30 && min === 0) timeout = undefined;
+    else if (tr < 45) timeout = 0;
+    else if (tr < 55) timeout = 1;
+    else if (tr < 65) timeout = 1_000_000;
+    else timeout = rng.chance(0.5) ? LONG_TIMEOUT_NS : Number(LONG_TIMEOUT_NS);
+    // A wait needs a timeout here: without one, a lost completion would hang the fuzzer.
+    if (min > 0 && timeout === undefined) timeout = LONG_TIMEOUT_NS;
+    const effMax = max === undefined ? (out.length === 0 && kind === "empty" ? Infinity : out.length) : max;
+    const call = `${m.key} ${intr ? "doIoInterruptible" : "doIo"}(${kind}[${out.length}], min ${min}, max ` +
+      `${max ?? "-"}, timeout ${timeout ?? "-"}) with ${outstanding} outstanding`;
+    let expected: [string, RegExp] | null = null;
+    if (kind === "sealed" && max !== undefined && max > out.length) {
+      expected = ["EINVAL", /fixed-size out array/];
+    } else if (min > effMax) expected = ["EINVAL", /must not exceed max/];
+    else if (intr && m.poll) expected = ["ENOTSUP", /not supported on poll queues/];
+    else if (min > outstanding) expected = ["EINVAL", /min_completions is larger than total outstanding/];
+    // Whatever it does, it may hand everything queued so far to the kernel.
+    for (const r of m.outstanding.values()) r.maybeSubmitted = true;
+    this.#stats.doIo++;
+    const fn = () => intr ? m.q.doIoInterruptible(out, min, max, timeout) : m.q.doIo(out, min, max, timeout);
+    if (expected !== null) {
+      this.#throws(call, fn, expected[0], expected[1]);
+      // The outstanding check comes after a first reap, whose completions went back.
+      if (expected[0] === "EINVAL" && min > outstanding) {
+        for (const r of m.outstanding.values()) r.mayBeReaped = true;
+      }
+      return;
+    }
+    let n: number;
+    try {
+      n = fn();
+    } catch (e) {
+      const code = e instanceof BlkioError ? e.code : "";
+      const short = timeout !== undefined && BigInt(timeout) < LONG_TIMEOUT_NS;
+      if ((code === "ETIME" && short) || (code === "EINTR" && intr)) {
+        if (code === "ETIME") this.#stats.timedOut++;
+        else this.#stats.interrupted++;
+        for (const r of m.outstanding.values()) r.mayBeReaped = true;
+        this.#log.add(`${call} -> ${code}`);
+        return;
+      }
+      if (code === "ETIME") {
+        const left = [...m.outstanding.values()].slice(0, 8).map((r) => r.describe).join("; ");
+        this.#fail(
+          `${call} timed out after ${LONG_TIMEOUT_NS / 1_000_000_000n} s: lost completions? ${left}`,
+        );
+      }
+      this.#fail(`${call} threw ${e instanceof BlkioError ? `${e.code}: ${e.message}` : e}`);
+    }
+    if (!Number.isInteger(n) || n < min || n > effMax || n > outstanding) {
+      this.#fail(`${call} returned ${n}`);
+    }
+    for (let i = 0; i < Math.min(n, before.length); i++) {
+      if (out[i] !== before[i]) this.#fail(`${call}: out[${i}] was replaced, not reused`);
+    }
+    this.#log.add(`${call} -> ${n}`);
+    for (let i = 0; i < n; i++) this.#deliver(m, out[i]);
+  }
+
+  /** Reaps everything `m` can give now, without waiting. */
+  #drainAvailable(m: QueueModel): void {
+    const out = m.out;
+    for (let rounds = 0; rounds < 1000; rounds++) {
+      const n = this.#ok(`${m.key} doIo(0, ${out.length})`, () => m.q.doIo(out, 0, out.length));
+      for (let i = 0; i < n; i++) this.#deliver(m, out[i]);
+      if (n < out.length) return;
+    }
+  }
+
+  /** Completes every outstanding request of every queue; nothing more may come back. */
+  #drain(why: string): void {
+    this.#log.add(`drain (${why})`);
+    for (const m of this.#queues.values()) {
+      for (const r of m.outstanding.values()) r.maybeSubmitted = true;
+      const out: Completion[] = [];
+      while (m.outstanding.size > 0) {
+        const want = Math.min(64, m.outstanding.size);
+        let n = 0;
+        try {
+          n = m.q.doIo(out, 1, want, LONG_TIMEOUT_NS);
+        } catch (e) {
+          const left = [...m.outstanding.values()].slice(0, 8).map((r) => r.describe).join("; ");
+          this.#fail(`${m.key} drain: doIo(1, ${want}) threw ${e}: lost completions? ${left}`);
+        }
+        for (let i = 0; i < n; i++) this.#deliver(m, out[i]);
+      }
+      const extra = this.#ok(`${m.key} doIo(0) after all completed`, () => m.q.doIo(out, 0, 16));
+      if (extra !== 0) this.#fail(`${m.key}: ${extra} completions after every request had completed`);
+      this.#throws(`${m.key} doIo(min 1) with nothing outstanding`, () => m.q.doIo(out, 1, 1), "EINVAL");
+    }
+  }
+
+  /**
+   * The completion fd: a number fixed for the queue's life (-1 on a poll queue), readable once
+   * requests the kernel has complete, while enabled.
+   */
+  #completionFd(): void {
+    const m = this.#pickQueue(), rng = this.#rng;
+    const fd = this.#ok(`${m.key} completionFd`, () => m.q.completionFd);
+    // io_uring signals every completion on the fd: nothing needs checking for by polling.
+    this.#expectEqual(`${m.key} failureCheckMs`, m.q.failureCheckMs, 0);
+    if (m.poll) return this.#expectEqual(`${m.key} completionFd of a poll queue`, fd, -1);
+    if (fd < 0) this.#fail(`${m.key} completionFd ${fd}`);
+    if (m.fd !== null) this.#expectEqual(`${m.key} completionFd again`, fd, m.fd);
+    m.fd = fd;
+    if (rng.chance(0.25)) {
+      const on = rng.chance(0.6);
+      this.#ok("setCompletionFdEnabled", () => m.q.setCompletionFdEnabled(on));
+      m.fdEnabled = on;
+      return this.#log.add(`${m.key} setCompletionFdEnabled(${on})`);
+    }
+    if (!m.fdEnabled) return;
+    // Submit everything, take what is there, then wait on the fd for the rest.
+    for (const r of m.outstanding.values()) r.maybeSubmitted = true;
+    this.#ok(`${m.key} doIo(0, 0)`, () => m.q.doIo([], 0, 0));
+    this.#drainAvailable(m);
+    if (m.outstanding.size === 0) return this.#log.add(`${m.key} completion fd ${fd}: nothing outstanding`);
+    this.#stats.fdWaits++;
+    const waited = waitEventfd(fd, 10_000);
+    if (waited < 0) {
+      this.#fail(
+        `${m.key} completion fd ${fd} not readable after 10 s with ${m.outstanding.size} requests ` +
+          "outstanding (all submitted, none waiting to be reaped)",
+      );
+    }
+    this.#log.add(`${m.key} completion fd ${fd} readable after ${waited.toFixed(1)} ms`);
+    this.#drainAvailable(m);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The end: everything completes, then the target is read through a fresh instance and
+  // through node:fs, and must hold what the model says.
+
+  #finish(): void {
+    if (this.#state === "started") this.#drain("end of run");
+    if (this.#b !== null) this.#destroy();
+    const t = this.#t, d = this.#disk;
+    const len = t.isBlockDevice ? t.size : d.limit;
+    const b = Blkio.create("io_uring");
+    try {
+      b.setStr("path", t.path);
+      b.setBool("direct", t.direct);
+      b.connect();
+      b.start();
+      const q = b.getQueue(0)!;
+      const chunk = 64 * KiB;
+      const region = b.allocMemRegion(chunk);
+      const out: Completion[] = [];
+      for (let at = 0; at < len; at += chunk) {
+        const n = Math.min(chunk, len - at);
+        const buf = region.bytes.subarray(0, n);
+        q.read(at, buf, at);
+        if (q.doIo(out, 1, 1, LONG_TIMEOUT_NS) !== 1 || out[0].ret !== 0) {
+          this.#fail(`final read at ${at}: ${out[0]?.ret} ${out[0]?.errorMsg}`);
+        }
+        const why = d.check(at, [buf], []);
+        if (why !== null) this.#fail(`final read through a fresh instance: ${why}`);
+      }
+      if (!t.isBlockDevice) this.#capacityAtEnd(Number(b.getUint64("capacity")));
+    } finally {
+      b.destroy();
+    }
+    const why = d.check(0, [readThroughFs(t.path, len)], []);
+    if (why !== null) this.#fail(`final read through node:fs: ${why}`);
+    this.#log.add(`end: ${len} bytes verified through a fresh instance and node:fs`);
+  }
+
+  #capacityAtEnd(cap: number): void {
+    const d = this.#disk;
+    if (!d.sizeAllows(cap)) {
+      this.#fail(`capacity at the end ${cap}, the model allows [${d.sizeLo}, ${d.sizeHi}]`);
+    }
+  }
+}
+
+/** A userData for a message (objects as JSON: `{"id":12}`). */
+function show(v: unknown): string {
+  if (typeof v === "object" && v !== null) return JSON.stringify(v);
+  return typeof v === "bigint" ? `${v}n` : String(v);
+}
+
+function fmt(list: readonly Interval[]): string {
+  return list.length === 0 ? "none" : list.map(([s, e]) => `[${s}, ${e})`).join(" ");
+}
+
+/**
+ * Waits until eventfd `fd` (O_NONBLOCK) is readable, reading it; returns the milliseconds it
+ * took, or -1 after `timeoutMs`. Through libc: Deno's node:fs takes no raw fds.
+ */
+function waitEventfd(fd: number, timeoutMs: number): number {
+  const native = requireNative();
+  const buf = native.alloc(8);
+  const t0 = performance.now();
+  for (let spins = 0;; spins++) {
+    if (native.libc.read(fd, buf, 8n) === 8n) return performance.now() - t0;
+    if (performance.now() - t0 > timeoutMs) return -1;
+    if (spins > 50) Atomics.wait(SLEEPER, 0, 0, 1);
+  }
+}

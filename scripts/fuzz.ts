@@ -1,0 +1,211 @@
+/**
+ * Random API-sequence fuzzer. Each step picks a random action of the public API (instance
+ * lifecycle, properties in every state, memory regions, queues added and removed, reads, writes,
+ * vectored I/O, flushes, write zeroes with every flag combination, discards, FUA, buffers in and
+ * out of mapped regions, empty, misaligned and out-of-range requests, bursts beyond the ring,
+ * cancels, `doIo` with assorted min/max/timeouts and `out` arrays, completion fds, poll queues
+ * where the target has them) and checks the result against a model:
+ *
+ * - the instance's state and properties, and the errno of every call the state refuses;
+ * - memory regions (allocated, mapped, freed, in use by requests);
+ * - the requests outstanding on each queue: each completes exactly once, on its own queue, with
+ *   its own userData and a ret (and errorMsg) the semantics allow (`scripts/_fuzz_expect.ts`);
+ * - the expected bytes of the target (`scripts/_fuzz_disk.ts`): a completed write defines them,
+ *   writes that overlapped in flight make a range unknown until a later completed write, and
+ *   every successful read must agree. At the end the whole target is read back through a fresh
+ *   instance and through node:fs.
+ *
+ * Targets are made fresh for each run and removed afterwards: a scratch file (`file`,
+ * `file+direct`) and, as root, a loop device over a tmpfs file (`loop`, `loop+direct`).
+ *
+ * The first mismatch ends the run with the seed, the step, the command that replays it and the
+ * last steps of a replay log (the bytes a wrong read found are traced to the write they came
+ * from). Each step draws from a random stream of its own, made from the seed and the step
+ * number, so the same command makes the same choices; what the kernel has completed by the time
+ * of a `doIo(min 0)` can still differ between runs, so a failure that depends on timing may take
+ * a few replays. `tests/fuzz.test.ts` runs a bounded version in the suite.
+ *
+ * Files: `_fuzz_run.ts` (the actions and checks), `_fuzz_expect.ts` (what each request may
+ * complete with: the semantics, and the known open bugs), `_fuzz_disk.ts` (expected contents),
+ * `_fuzz_request.ts` (requests in flight and their overlaps), `_fuzz_props.ts` (properties),
+ * `_fuzz_buffers.ts`, `_fuzz_target.ts`, `_fuzz_history.ts`, `_fuzz_log.ts`, `_fuzz_rng.ts`.
+ *
+ * Usage:
+ *   deno run -A scripts/fuzz.ts [--steps N] [--seconds S] [--seed N]
+ *     [--target file|file+direct|loop|loop+direct[,...]] [--size BYTES] [--dir DIR]
+ *     [--verbose] [--json]
+ *   bun scripts/fuzz.ts ...
+ *
+ * - `--steps` per run (default 5000). Without `--seconds`: one run per target.
+ * - `--seconds`: runs with seeds `seed`, `seed + 1`, ... over the targets in turn until the time
+ *   is up; every failure is reported, and the exit status is 1 if there was one.
+ * - `--seed` (default: from the clock, printed), `--size` of each target (default 1 MiB; from
+ *   4 MiB, some requests are larger than one bio), `--dir` where file targets go (default: the
+ *   temp directory; /dev/shm for tmpfs, whose queues defer task work),
+ *   `--verbose` prints every step.
+ *
+ * @module
+ */
+import process from "node:process";
+import { FuzzFailure, ReplayLog } from "./_fuzz_log.ts";
+import { Rng } from "./_fuzz_rng.ts";
+import { runFuzz, type RunStats } from "./_fuzz_run.ts";
+import { adoptTarget, makeTarget, TARGET_NAMES, type TargetName, targetUnavailable } from "./_fuzz_target.ts";
+
+export { TARGET_NAMES, type TargetName, targetUnavailable } from "./_fuzz_target.ts";
+
+/** What one fuzz run is asked to do. */
+export interface FuzzRunOptions {
+  target: TargetName;
+  seed: number;
+  steps: number;
+  /** Stop early at this `performance.now()` (0: no limit). */
+  deadline?: number;
+  /** Bytes of the target (default 1 MiB). */
+  size?: number;
+  /** Directory of file targets. */
+  dir?: string;
+  /**
+   * A scratch file or loop device to use instead of making one (its size must be `size`; it is
+   * not removed afterwards).
+   */
+  path?: string;
+  /** Print every step. */
+  verbose?: boolean;
+}
+
+/** The result of one run. */
+export interface FuzzRunReport {
+  runtime: string;
+  target: TargetName;
+  seed: number;
+  stats: RunStats | null;
+  seconds: number;
+  /** Null, or the failure: message, step, replay command and the last steps. */
+  failure: string | null;
+}
+
+/** The runtime this runs on, with its version. */
+export const RUNTIME = "Bun" in globalThis ? `bun ${process.versions.bun}` : `deno ${process.versions.deno}`;
+
+/** The command that repeats a run up to `steps` steps. */
+function replayCommand(o: FuzzRunOptions, steps: number): string {
+  const runner = "Bun" in globalThis ? "bun scripts/fuzz.ts" : "deno run -A scripts/fuzz.ts";
+  const extra = `${o.size ? ` --size ${o.size}` : ""}${o.dir ? ` --dir ${o.dir}` : ""}`;
+  return `${runner} --target ${o.target} --seed ${o.seed} --steps ${steps}${extra} --verbose`;
+}
+
+/** Runs the fuzzer once against a fresh target; never throws for a model mismatch. */
+export function fuzzOnce(o: FuzzRunOptions): FuzzRunReport {
+  const size = o.size ?? 1024 * 1024;
+  const t0 = performance.now();
+  const initial = new Uint8Array(size);
+  new Rng(o.seed ^ 0x5eed).fill(initial);
+  const log = new ReplayLog(150, o.verbose ? (line) => process.stderr.write(`${line}\n`) : null);
+  const target = o.path !== undefined
+    ? adoptTarget(o.target, o.path, initial)
+    : makeTarget(o.target, initial, o.dir);
+  let stats: RunStats | null = null;
+  let failure: string | null = null;
+  try {
+    stats = runFuzz({
+      target,
+      initial,
+      seed: o.seed,
+      steps: o.steps,
+      deadline: o.deadline ?? 0,
+      log,
+    });
+  } catch (e) {
+    if (!(e instanceof FuzzFailure)) throw e;
+    failure = `FUZZ FAILURE on ${RUNTIME}, target ${o.target}, seed ${o.seed}, step ${log.step}:\n` +
+      `  ${e.message}\n` +
+      `replay: ${replayCommand(o, log.step + 1)}\n` +
+      `last steps:\n${log.lines().map((l) => `  ${l}`).join("\n")}`;
+  } finally {
+    target.cleanup();
+  }
+  return {
+    runtime: RUNTIME,
+    target: o.target,
+    seed: o.seed,
+    stats,
+    seconds: (performance.now() - t0) / 1000,
+    failure,
+  };
+}
+
+function parseArgs(argv: string[]): Map<string, string> {
+  const args = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
+    const eq = a.indexOf("=");
+    if (eq > 0) args.set(a.slice(2, eq), a.slice(eq + 1));
+    else if (["verbose", "json"].includes(a.slice(2))) args.set(a.slice(2), "true");
+    else args.set(a.slice(2), argv[++i] ?? "");
+  }
+  return args;
+}
+
+function main(): void {
+  const args = parseArgs(process.argv.slice(2));
+  const num = (name: string, def: number) => {
+    const v = args.has(name) ? Number(args.get(name)) : def;
+    if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${name} must be a non-negative integer`);
+    return v;
+  };
+  const seed = num("seed", Date.now() % 1_000_000);
+  const steps = num("steps", 5000);
+  const seconds = num("seconds", 0);
+  const size = num("size", 1024 * 1024);
+  const dir = args.get("dir");
+  const verbose = args.has("verbose");
+  const json = args.has("json");
+  const asked = (args.get("target") ?? TARGET_NAMES.join(",")).split(",") as TargetName[];
+  for (const t of asked) if (!TARGET_NAMES.includes(t)) throw new Error(`unknown target ${t}`);
+  const targets = asked.filter((t) => {
+    const why = targetUnavailable(t);
+    if (why !== null) process.stderr.write(`fuzz: skipping ${t}: ${why}\n`);
+    return why === null;
+  });
+  if (targets.length === 0) throw new Error("no target can be made here");
+  const end = seconds > 0 ? performance.now() + seconds * 1000 : 0;
+  const reports: FuzzRunReport[] = [];
+  if (!json) process.stderr.write(`fuzz on ${RUNTIME}: seed ${seed}, ${steps} steps a run\n`);
+  for (let k = 0;; k++) {
+    if (seconds > 0 ? performance.now() >= end : k >= targets.length) break;
+    const target = targets[k % targets.length];
+    const runSeed = seconds > 0 ? seed + Math.floor(k / targets.length) : seed;
+    const r = fuzzOnce({ target, seed: runSeed, steps, deadline: end, size, dir, verbose });
+    reports.push(r);
+    if (!json) {
+      const s = r.stats;
+      process.stderr.write(
+        r.failure ?? `  ${target} seed ${runSeed}: ${s!.steps} steps, ${s!.requests} requests, ` +
+            `${s!.completions} completions, ${s!.doIo} doIo, ${s!.instances} instances, ` +
+            `${(s!.bytesRead / 1048576).toFixed(1)} MiB read (${
+              (s!.bytesCompared / 1048576).toFixed(1)
+            } MiB ` +
+            `compared with the model), ${s!.noBuffer} requests short of a buffer, ${
+              r.seconds.toFixed(1)
+            } s\n`,
+      );
+      if (r.failure) process.stderr.write("\n");
+    }
+  }
+  const failures = reports.filter((r) => r.failure !== null).length;
+  const total = (f: (s: RunStats) => number) => reports.reduce((n, r) => n + (r.stats ? f(r.stats) : 0), 0);
+  if (json) {
+    process.stdout.write(JSON.stringify({ runtime: RUNTIME, seed, runs: reports, failures }, null, 2) + "\n");
+  } else {
+    process.stdout.write(
+      `fuzz on ${RUNTIME}: ${reports.length} runs, ${total((s) => s.steps)} steps, ` +
+        `${total((s) => s.requests)} requests, ${total((s) => s.completions)} completions, ` +
+        `${failures} failed\n`,
+    );
+  }
+  if (failures > 0) process.exitCode = 1;
+}
+
+if ((import.meta as { main?: boolean }).main) main();

@@ -1,0 +1,108 @@
+// The random API-sequence fuzzer (scripts/fuzz.ts), bounded: two fixed seeds per target, a few
+// thousand steps each (a step is one API action: a request, a burst beyond the ring, a doIo, a
+// region or queue change, a property, a destroy...), every result checked against the model. A
+// failure names the seed and step, the command that replays it, and the last steps. Longer runs:
+// `deno run -A scripts/fuzz.ts --seconds 600`. Also checks that the model itself catches what it
+// is there to catch.
+import { test } from "node:test";
+import assert from "./_assert.ts";
+import { fuzzOnce, type TargetName } from "../scripts/fuzz.ts";
+import { DiskModel } from "../scripts/_fuzz_disk.ts";
+import { outcomesOf, type TargetFacts } from "../scripts/_fuzz_expect.ts";
+import { cleanupAll, targets } from "./_helpers.ts";
+
+const SIZE = 1 << 20;
+const STEPS = 3000;
+const SEEDS = [1, 2];
+
+for (const t of targets(SIZE)) {
+  for (const seed of SEEDS) {
+    test(`fuzz: ${STEPS} random API steps agree with the model, seed ${seed} [${t.name}]`, {
+      timeout: 120_000,
+    }, () => {
+      const r = fuzzOnce({
+        target: t.name as TargetName,
+        seed,
+        steps: STEPS,
+        size: SIZE,
+        path: t.path,
+      });
+      assert.ok(r.failure === null, r.failure ?? "");
+      const s = r.stats!;
+      assert.equal(s.steps, STEPS);
+      // The run did what it is for: many requests, most of them completed and checked.
+      assert.ok(s.requests > STEPS, `only ${s.requests} requests`);
+      assert.ok(s.completions > s.requests / 2, `${s.completions} completions of ${s.requests} requests`);
+      assert.ok(s.bytesCompared > SIZE, `only ${s.bytesCompared} bytes compared with the model`);
+      for (const [op, n] of Object.entries(s.byOp)) assert.ok(n > 0, `no ${op} requests`);
+    });
+  }
+}
+
+test("fuzz: the model catches a stale byte, skips what a racing write overlapped, and allows a discard's zeroes", () => {
+  const initial = new Uint8Array(4096).fill(7);
+  const d = new DiskModel(initial, 4096, false);
+  d.apply("data", 512, 4, new Uint8Array([1, 2, 3, 4]), 9, []);
+  assert.equal(d.check(512, [new Uint8Array([1, 2, 3, 4])], []), null);
+  assert.match(
+    d.check(510, [new Uint8Array([7, 7, 1, 2, 3, 5])], [])!,
+    /1 byte\(s\) differ, the first at offset 515: read 0x05, expected 0x04 \(defined by request #9\)/,
+  );
+  // Two writes racing over [1024, 1028): either may have landed last.
+  d.apply("data", 1024, 8, new Uint8Array(8).fill(1), 10, [[1024, 1028]]);
+  assert.equal(d.check(1024, [new Uint8Array([9, 9, 9, 9, 1, 1, 1, 1])], []), null);
+  // ...and the read learnt them: now they must stay.
+  assert.match(
+    d.check(1024, [new Uint8Array([8])], [])!,
+    /read 0x08, expected 0x09 \(defined by an earlier read\)/,
+  );
+  // A write in flight over a read's range: those bytes are not checked.
+  assert.equal(d.check(2048, [new Uint8Array([0, 0, 7])], [[2048, 2050]]), null);
+  // A discard: old data or zeroes, nothing else.
+  d.apply("discard", 3072, 4, null, 11, []);
+  assert.equal(d.check(3072, [new Uint8Array([7, 0, 7, 0])], []), null);
+  d.apply("discard", 3076, 1, null, 12, []);
+  assert.match(d.check(3076, [new Uint8Array([6])], [])!, /expected 0x07 or 0x00 \(discarded\)/);
+  // A read whose buffer was detached (its region freed after the library let go of it) is not
+  // checked, and the parts after it are compared at their own offsets.
+  const detached = new Uint8Array(new ArrayBuffer(2));
+  (detached.buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer();
+  assert.equal(d.check(510, [detached, new Uint8Array([1, 2])], [], [2, 2]), null);
+});
+
+test("fuzz: the model's outcomes follow the decided semantics", () => {
+  const f: TargetFacts = {
+    isBlockDevice: true,
+    direct: true,
+    readOnly: false,
+    alignment: 512,
+    blockSize: 512,
+    directWritesChecked: false,
+    poll: false,
+    size: SIZE,
+  };
+  const rets = (o: ReturnType<typeof outcomesOf>) => o.map((x) => x.ret).sort((a, b) => a - b);
+  const pieces = [{ addr: 4096, len: 4096 }];
+  assert.deepEqual(rets(outcomesOf(f, { op: "read", start: 0, len: 4096, flags: 0, pieces })), [0]);
+  assert.deepEqual(rets(outcomesOf(f, { op: "read", start: 0, len: 4096, flags: 1, pieces })), [-22]);
+  assert.deepEqual(rets(outcomesOf(f, { op: "read", start: SIZE, len: 4096, flags: 0, pieces })), [-5]);
+  assert.deepEqual(rets(outcomesOf(f, { op: "write", start: SIZE - 512, len: 4096, flags: 0, pieces })), [
+    -28,
+  ]);
+  assert.deepEqual(rets(outcomesOf(f, { op: "write", start: 100, len: 4096, flags: 0, pieces })), [-22]);
+  assert.deepEqual(rets(outcomesOf(f, { op: "writeZeroes", start: 0, len: 4096, flags: 4, pieces: [] })), [
+    -95,
+    0,
+  ]);
+  assert.deepEqual(rets(outcomesOf(f, { op: "discard", start: 0, len: 0, flags: 0, pieces: [] })), [-22]);
+  assert.deepEqual(
+    rets(outcomesOf({ ...f, readOnly: true }, { op: "write", start: 0, len: 4096, flags: 1, pieces })),
+    [-9],
+  );
+  assert.deepEqual(
+    rets(outcomesOf({ ...f, poll: true }, { op: "flush", start: 0, len: 0, flags: 0, pieces: [] })),
+    [-95],
+  );
+});
+
+test("fuzz: cleanup scratch targets", () => cleanupAll());
