@@ -453,10 +453,11 @@ export class BlockDevice {
    * (a new region is added whenever the current ones are used up). It is aligned to
    * {@link bufAlignment}, and to the page size when `len` is a page or more. Allocate buffers
    * once and reuse them: their memory is only released by {@link close}, after which they are
-   * empty (length 0). Buffers share memory regions (of 1 MiB, or the size of a larger buffer;
-   * with virtio-blk-vhost-user, whose back-end takes few regions, each new one twice the last,
-   * up to 64 MiB): transferring one (`buffer.transfer()`, a `postMessage` transfer list)
-   * detaches the others of its region with it. Memory
+   * empty (length 0). Buffers of up to half a MiB share memory regions of 1 MiB, and larger ones
+   * get their own (with virtio-blk-vhost-user, whose back-end takes few regions, all share
+   * regions, each new one twice the last, up to 64 MiB, or the size of a larger buffer):
+   * transferring one (`buffer.transfer()`, a `postMessage` transfer list) detaches the others of
+   * its region with it. Memory
    * transferred away is never unmapped (the library cannot see the buffer that now holds it).
    *
    * @example
@@ -482,6 +483,9 @@ export class BlockDevice {
     const align = len >= this.#pageSize
       ? Math.max(this.#pageSize, this.#bufAlignment)
       : Math.max(64, this.#bufAlignment);
+    // Where pools do not grow, a large buffer gets a region of its own: taking a new pool for it
+    // would leave the rest of the current one unused, and io_uring pins every page of a region.
+    if (!this.#poolGrows && len > POOL_MIN / 2) return this.#region(len).bytes.subarray(0, len);
     let off = Math.ceil(this.#poolUsed / align) * align;
     // A pool whose memory was transferred away (one of its buffers' `buffer.transfer()` or a
     // postMessage transfer list detaches them all) has nothing left to carve from.
