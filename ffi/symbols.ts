@@ -103,6 +103,8 @@ export const LIBC_SYMBOLS = {
   recvmsg: { params: ["i32", "buf", "i32"], result: "i64" },
   // int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
   getsockopt: { params: ["i32", "i32", "i32", "buf", "buf"], result: "i32" },
+  // int kill(pid_t pid, int sig)  -- sig 0: whether the process exists
+  kill: { params: ["i32", "i32"], result: "i32" },
   // pid_t getpid(void), pid_t gettid(void) (glibc 2.30)
   getpid: { params: [], result: "i32" },
   gettid: { params: [], result: "i32" },

@@ -197,7 +197,8 @@ test("virtio-blk queue: the status byte the device writes is the completion (UNS
     checkHangup: () => false,
     markBroken: () => {},
     markHungUp: () => {},
-    peerExited: () => false,
+    peerState: () => "unknown",
+    hungUpAt: -1,
   };
   const q = new VirtioBlkQueue(native!, {
     index: 0,

@@ -60,8 +60,13 @@ const STATUS_UNSET = 0xff;
 const HANGUP_CHECK_MS = 100;
 /** How long destroy() waits for the requests the back-end has (as the io_uring driver does). */
 export const DESTROY_DRAIN_MS = 1000;
-/** How long requests in flight may still come back after the back-end hung up. */
+/**
+ * How long requests in flight may still come back after the back-end hung up, when it is not
+ * known whether its process lives (see #settle).
+ */
 const HANGUP_DRAIN_MS = 1000;
+/** The longest a wait for requests of a broken queue lasts before doIo looks again. */
+const SETTLE_STEP_MS = 50;
 
 /** What a queue needs to know of the device (fixed at start). */
 export interface VirtioDeviceInfo {
@@ -452,7 +457,8 @@ export class VirtioBlkQueue implements DriverQueue {
     }
     if (this.#resubmitCount > 0) this.#flushResubmits();
     if (n === n0 && this.#ringCount > 0 && this.#broken === null) this.#maybeCheckHangup();
-    if (this.#broken !== null && this.inFlight > 0) this.#failAll();
+    // Never waits here: reap runs on event loops (BlockDevice's failure check).
+    if (this.#broken !== null && this.inFlight > 0) this.#settle(performance.now());
     if (n < max && this.completions.length > 0 && this.#broken !== null && this.completions.badOut < 0) {
       n = this.completions.fill(out, n, max);
     }
@@ -528,36 +534,84 @@ export class VirtioBlkQueue implements DriverQueue {
     this.#broken ??= reason;
   }
 
-  /** The back-end hung up: the queue breaks down (see #failAll for its requests). */
+  /** The back-end hung up: the queue breaks down (see #settle for its requests). */
   #hungUp(): void {
     this.#breakDown(`vhost-user back-end disconnected: ${this.#conn.hungUpReason ?? "connection lost"}`);
   }
 
   /**
-   * Completes every request in flight once the queue broke down. A back-end that hung up may
-   * still be finishing what it had: qemu-storage-daemon shuts its end of the socket first and
-   * then waits for its requests in flight, which go on writing into this process's memory and
-   * the used ring. Those that come back within HANGUP_DRAIN_MS complete with what the back-end
-   * said. The rest complete with -EIO, and the buffers of those the back-end had are abandoned
-   * (kept referenced, their regions never unmapped) unless its process has exited: a live one
-   * may write there any time. Nothing in a corrupted ring is read at all.
+   * Completes what it can of the requests in flight once the queue broke down, waiting until
+   * `waitUntil` (a performance.now() time; now: no wait) for more, in steps of SETTLE_STEP_MS.
+   * A back-end that hung up may still be finishing what it had: qemu-storage-daemon shuts its end
+   * of the socket first and then waits for its requests in flight, which go on writing into this
+   * process's memory and the used ring. So what it returns completes with what it said; requests
+   * it never had complete with -EIO at once; and those it has stay in flight while its process
+   * lives (failed earlier, their buffers went back to the application, and its late writes
+   * landed in whatever they held next). Once it has exited they complete with -EIO. A back-end
+   * whose pid is not visible here gets HANGUP_DRAIN_MS from the hang-up, and then the buffers of
+   * what it still has are abandoned (kept referenced, their regions never unmapped). Nothing in
+   * a corrupted ring is read at all: its requests fail at once, their buffers abandoned.
    */
-  #failAll(): void {
+  #settle(waitUntil: number): void {
     const msg = this.#broken ?? "vhost-user back-end disconnected";
+    const vq = this.#vq, v = this.#pollView, libc = this.#native.libc;
     // Chains never published: the back-end never saw them.
-    for (const head of this.#vq.unpublishedHeads()) {
+    for (const head of vq.unpublishedHeads()) {
       const slot = this.#headSlot[head];
       this.#headSlot[head] = -1;
       if (slot < 0 || this.#inRing[slot] === 0) continue;
       this.#inRing[slot] = 0;
       this.#ringCount--;
     }
-    if (!this.#corrupt) this.#drainUsed(performance.now() + HANGUP_DRAIN_MS);
-    const keep = this.#ringCount > 0 && (this.#corrupt || !this.#conn.peerExited());
+    const restore = !vq.interrupts;
+    if (restore) vq.setInterrupts(true);
+    try {
+      for (;;) {
+        while (!this.#corrupt && this.#ringCount > 0) {
+          let head: number;
+          try {
+            head = vq.popUsed();
+          } catch {
+            this.#corrupt = true; // nothing in it can be trusted
+            break;
+          }
+          if (head < 0) break;
+          this.#completeAfterHangup(head);
+        }
+        this.#failRequests(false, msg); // those the back-end does not have
+        if (this.#ringCount === 0) break;
+        const now = performance.now();
+        const peer = this.#corrupt ? "unknown" : this.#conn.peerState();
+        if (
+          this.#corrupt || peer === "exited" ||
+          (peer === "unknown" && now >= this.#conn.hungUpAt + HANGUP_DRAIN_MS)
+        ) {
+          this.#failRequests(true, msg, peer !== "exited");
+          break;
+        }
+        if (now >= waitUntil) return;
+        v.setInt32(0, this.#callFd, true);
+        v.setInt16(4, POLLIN, true);
+        v.setInt16(6, 0, true);
+        const ms = Math.ceil(Math.min(waitUntil - now, SETTLE_STEP_MS));
+        if (libc.poll(this.#pollfds, 1n, ms) > 0) libc.read(this.#callFd, this.#eight, 8n);
+      }
+      this.#resubmitCount = 0;
+      this.#headSlot.fill(-1);
+    } finally {
+      if (restore) vq.setInterrupts(false);
+    }
+  }
+
+  /**
+   * Completes with -EIO the requests in use that the back-end has (`inRing`), or that it does not
+   * (never sent, or waiting for their next step); `keep`: abandon the buffers of the first kind.
+   */
+  #failRequests(inRing: boolean, msg: string, keep = false): void {
     for (let s = 0; s < this.#cap; s++) {
-      if (this.#used[s] === 0) continue;
+      if (this.#used[s] === 0 || (this.#inRing[s] === 1) !== inRing) continue;
       const ud = this.#ud[s];
-      if (this.#inRing[s]) {
+      if (inRing) {
         this.#inRing[s] = 0;
         this.#ringCount--;
         if (keep) abandon(this.#buf[s], this.#iov[s]);
@@ -565,42 +619,7 @@ export class VirtioBlkQueue implements DriverQueue {
       this.#release(s);
       this.completions.push(ud, -EIO, msg);
     }
-    this.#resubmitCount = 0;
-    this.#headSlot.fill(-1);
-  }
-
-  /**
-   * Takes what a back-end that hung up still returns, until none of its requests is out or
-   * `deadline` passes, waiting on the call eventfd (with notifications on: the application may
-   * have turned them off).
-   */
-  #drainUsed(deadline: number): void {
-    const vq = this.#vq, v = this.#pollView, libc = this.#native.libc;
-    const restore = !vq.interrupts;
-    if (restore) vq.setInterrupts(true);
-    try {
-      while (this.#ringCount > 0) {
-        let head: number;
-        try {
-          head = vq.popUsed();
-        } catch {
-          this.#corrupt = true; // nothing in it can be trusted
-          return;
-        }
-        if (head >= 0) {
-          this.#completeAfterHangup(head);
-          continue;
-        }
-        const left = deadline - performance.now();
-        if (left <= 0) return;
-        v.setInt32(0, this.#callFd, true);
-        v.setInt16(4, POLLIN, true);
-        v.setInt16(6, 0, true);
-        if (libc.poll(this.#pollfds, 1n, Math.ceil(left)) > 0) libc.read(this.#callFd, this.#eight, 8n);
-      }
-    } finally {
-      if (restore) vq.setInterrupts(false);
-    }
+    if (!inRing) this.#resubmitCount = 0;
   }
 
   /** Completes the request whose chain `head` a back-end that hung up returned. */
@@ -608,7 +627,7 @@ export class VirtioBlkQueue implements DriverQueue {
     const slot = this.#takeHead(head);
     if (slot < 0) return;
     const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
-    // A step other than the last that succeeded leaves the request unfinished: -EIO in #failAll.
+    // A step other than the last that succeeded leaves the request unfinished: -EIO in #settle.
     if (status === BlkStatus.OK && this.#hasNextStep(slot)) return;
     const ret = this.#finish(slot, status);
     const ud = this.#ud[slot];
@@ -636,7 +655,10 @@ export class VirtioBlkQueue implements DriverQueue {
   enter(minComplete: number, timeoutNs: number): number {
     if (this.#broken === null && this.#conn.hungUpReason !== null) this.#hungUp();
     if (this.#broken !== null) {
-      if (this.inFlight > 0) this.#failAll();
+      // Waits for a request's end only when asked to, and at most a step (doIo calls again).
+      const now = performance.now();
+      const until = minComplete <= 0 ? now : timeoutNs >= 0 ? now + timeoutNs / 1e6 : now + SETTLE_STEP_MS;
+      if (this.inFlight > 0) this.#settle(Math.min(until, now + SETTLE_STEP_MS));
       return 0;
     }
     if (this.#resubmitCount > 0) this.#flushResubmits();
@@ -664,7 +686,7 @@ export class VirtioBlkQueue implements DriverQueue {
       if (now - lastCheck >= 10) {
         lastCheck = now;
         if (this.#checkHangup()) {
-          this.#failAll();
+          this.#settle(Math.min(deadline >= 0 ? deadline : now + SETTLE_STEP_MS, now + SETTLE_STEP_MS));
           return 0;
         }
       }
@@ -705,7 +727,8 @@ export class VirtioBlkQueue implements DriverQueue {
         if ((v.getInt16(14, true) & HANG_UP) !== 0) {
           this.#conn.markHungUp("The vhost-user back-end closed the connection");
           this.#hungUp();
-          this.#failAll();
+          const now = performance.now();
+          this.#settle(Math.min(deadline >= 0 ? deadline : now + SETTLE_STEP_MS, now + SETTLE_STEP_MS));
           return 0;
         }
       }
@@ -791,9 +814,11 @@ export class VirtioBlkQueue implements DriverQueue {
       const r = this.#wait(1, deadline);
       if ((r < 0 && r !== -EINTR) || this.#broken !== null) break;
     }
+    // A back-end whose process has exited writes nothing more: its requests' memory is free.
+    const exited = this.#conn.hungUpReason !== null && this.#conn.peerState() === "exited";
     for (let s = 0; s < this.#cap; s++) {
       if (this.#used[s] === 0) continue;
-      abandon(this.#buf[s], this.#iov[s]);
+      if (!exited) abandon(this.#buf[s], this.#iov[s]);
       this.#release(s);
     }
     this.#resubmitCount = 0;

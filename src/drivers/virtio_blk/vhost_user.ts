@@ -62,6 +62,8 @@ export const WANTED_PROTOCOL_FEATURES: bigint = (1n << ProtocolFeature.MQ) |
 const VERSION = 0x1;
 const FLAG_REPLY = 0x4;
 const FLAG_NEED_REPLY = 0x8;
+/** kill(2): no such process. */
+const ESRCH = 3;
 const HEADER_SIZE = 12;
 /** SET_VRING_KICK/CALL: no fd follows, the back-end must poll instead. */
 const VRING_NOFD = 0x100;
@@ -93,6 +95,7 @@ export class VhostUserClient {
   #replyAck = false;
   #broken: string | null = null;
   #hungUp: string | null = null;
+  #hungUpAt = -1;
   /** Whether a reply came yet: a silent back-end at the first message may be busy with another client. */
   #answered = false;
 
@@ -125,23 +128,30 @@ export class VhostUserClient {
   }
 
   /**
-   * Whether the back-end's process is known to have exited (or to be a zombie): then it maps no
-   * memory of this process any more, and nothing it had can still be written. False when not
-   * known (its pid not visible here, /proc unreadable, or still running).
+   * What became of the back-end's process: "exited" (gone, or a zombie: it maps no memory of
+   * this process any more, and nothing it had can still be written), "alive", or "unknown" (its
+   * pid not visible here). kill(pid, 0) tells whether it exists, whatever /proc lets this process
+   * see (hidepid), and /proc whether it is a zombie; /proc unreadable counts as alive.
    */
-  peerExited(): boolean {
-    const pid = this.#sock.peerPid;
-    if (pid <= 0) return false;
-    let stat: string | null;
+  peerState(): "exited" | "alive" | "unknown" {
+    const pid = this.#sock.peerPid, n = this.#native;
+    if (pid <= 0) return "unknown";
+    if (n.libc.kill(pid, 0) < 0 && n.errno() === ESRCH) return "exited";
+    let stat: string | null = null;
     try {
-      stat = readText(this.#native, `/proc/${pid}/stat`);
+      stat = readText(n, `/proc/${pid}/stat`);
     } catch {
-      return false; // short of fds: not known
+      // short of fds: as if unreadable
     }
-    if (stat === null) return true;
+    if (stat === null) return "alive";
     // "pid (comm) S ...": the name may hold spaces and parentheses; the state follows the last ")".
     const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state === "Z" || state === "X";
+    return state === "Z" || state === "X" ? "exited" : "alive";
+  }
+
+  /** When the hang-up was found (a performance.now() time), or -1. */
+  get hungUpAt(): number {
+    return this.#hungUpAt;
   }
 
   /** Records that no more messages can be sent (first reason wins). */
@@ -151,6 +161,7 @@ export class VhostUserClient {
 
   /** Records that the back-end is gone (first reason wins). */
   markHungUp(reason: string): void {
+    if (this.#hungUp === null) this.#hungUpAt = performance.now();
     this.#hungUp ??= reason;
     this.markBroken(reason);
   }
