@@ -67,6 +67,11 @@ export class BufferPool {
     return this.entries.find((e) => e.region === region);
   }
 
+  /** The entry `addr` lies in, if any. */
+  entryAt(addr: number): PoolEntry | undefined {
+    return this.entries.find((e) => addr >= e.base && addr < e.base + e.bytes.length);
+  }
+
   /** Drops `entry` (its region was freed or its instance destroyed). */
   remove(entry: PoolEntry): void {
     const i = this.entries.indexOf(entry);
@@ -91,7 +96,7 @@ export class BufferPool {
   /**
    * A piece of `len` bytes for `r`, at an address that is a multiple of `align` plus `skew`
    * (skew 0: aligned), or null when none was found in a few tries. `plainOk`: plain JS memory
-   * may be used.
+   * may be used; `mappedOnly`: only regions mapped now.
    */
   take(
     rng: Rng,
@@ -100,9 +105,11 @@ export class BufferPool {
     align: number,
     skew: number,
     plainOk = true,
+    mappedOnly = false,
   ): Uint8Array | null {
     const usable = this.entries.filter((e) =>
-      !e.retired && !e.freed && (plainOk || e.region !== null) && e.bytes.length >= len + skew
+      !e.retired && !e.freed && (plainOk || e.region !== null) && (!mappedOnly || e.mapped) &&
+      e.bytes.length >= len + skew
     );
     if (usable.length === 0) return null;
     for (let tries = 0; tries < 8; tries++) {

@@ -35,6 +35,20 @@ export interface TargetFacts {
   poll: boolean;
   /** A block device's size (it cannot grow). */
   size: number;
+  /** virtio-blk-vhost-user (then `vhost` says more), else io_uring. */
+  vhost: VhostFacts | null;
+}
+
+/** What the model needs of a virtio-blk-vhost-user instance. */
+export interface VhostFacts {
+  queueSize: number;
+  maxSegments: number;
+  /**
+   * Where the request's buffers lie, the worst piece: all in mapped regions, one in a region
+   * not mapped now (it may be mapped before the request leaves the backlog), or one outside
+   * every region.
+   */
+  buffers: "mapped" | "unmapped" | "plain";
 }
 
 /** The request, as the table needs it. */
@@ -92,6 +106,7 @@ export function outcomesOf(f: TargetFacts, r: RequestShape): Outcome[] {
   if (r.start >= 2 ** 53 || r.len >= 2 ** 53) {
     return [{ ret: EINVAL, msg: BEYOND_MSG, effect: "none", early: true }];
   }
+  if (f.vhost !== null) return vhostOutcomes(f, f.vhost, r);
   const isIo = r.op === "read" || r.op === "readv" || r.op === "write" || r.op === "writev";
   // libblkio.md §6: io_uring poll queues take reads and writes only.
   if (f.poll && !isIo) return [{ ret: EOPNOTSUPP, msg: POLL_MSG, effect: "none", early: "maybe" }];
@@ -239,4 +254,50 @@ function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
   }
   // libblkio.md §10: ext4 rejects the fallocate mode; a file system may also accept it.
   return [success, refused];
+}
+
+const NO_REGION_MSG = /^buffer is not inside a mapped memory region/;
+const queueSizeMsg = (n: number) => new RegExp(`descriptors but queue-size is ${n}: `);
+
+/**
+ * virtio-blk-vhost-user (README "virtio-blk-vhost-user", virtio_blk.test.ts): the driver checks
+ * a request in this order when it goes into the ring (at once, or on leaving the backlog:
+ * "maybe" early), and qemu-storage-daemon fails whatever passes the end with EIO, whole. Poll
+ * queues take every request. Write zeroes never falls back (NO_FALLBACK changes nothing), and the
+ * export takes discard (without `discard=unmap` it leaves the data: old or zero either way).
+ */
+function vhostOutcomes(f: TargetFacts, v: VhostFacts, r: RequestShape): Outcome[] {
+  const fail = (ret: number, msg?: RegExp): Outcome[] => [{ ret, msg, effect: "none", early: "maybe" }];
+  const writes = r.op !== "read" && r.op !== "readv" && r.op !== "flush";
+  if (r.op === "flush") return v.queueSize < 2 ? fail(EINVAL, queueSizeMsg(v.queueSize)) : [ok("none")];
+  if (writes && f.readOnly) return fail(EBADF, /read-only/);
+  const a = f.alignment;
+  if (r.start % a !== 0 || r.len % a !== 0) return fail(EINVAL, /is not a multiple of request-alignment/);
+  const pastEnd = r.start + r.len > f.size;
+  if (r.op === "writeZeroes" || r.op === "discard") {
+    if (v.queueSize < 3) return fail(EINVAL, queueSizeMsg(v.queueSize));
+    if (r.len === 0) return [{ ret: 0, msg: null, effect: "none", early: "maybe" }];
+    if (pastEnd) return [{ ret: EIO, effect: "none" }];
+    return [ok(r.op === "discard" ? "discard" : "zero")];
+  }
+  const outside: Outcome[] = v.buffers === "mapped" ? [] : fail(EINVAL, NO_REGION_MSG);
+  if (v.buffers === "plain") return outside;
+  // The buffer's region may be mapped by the time the request leaves the backlog; both may be
+  // EINVAL (the buffers are checked first).
+  const then = (o: Outcome[]): Outcome[] =>
+    outside.length === 0
+      ? o
+      : o.map((x) =>
+        x.ret === EINVAL ? { ...x, msg: new RegExp(`${NO_REGION_MSG.source}|${x.msg!.source}`) } : x
+      ).concat(o.some((x) => x.ret === EINVAL) ? [] : outside);
+  if (r.pieces.length > v.maxSegments) return then(fail(EINVAL, /max-segments/));
+  if (2 + r.pieces.length > v.queueSize) return then(fail(EINVAL, queueSizeMsg(v.queueSize)));
+  const reads = r.op === "read" || r.op === "readv";
+  if (r.len === 0) return then([{ ret: 0, msg: null, effect: reads ? "check" : "none", early: "maybe" }]);
+  if (pastEnd) return then([{ ret: EIO, effect: "none" }]);
+  return then([ok(reads ? "check" : "data")]);
+}
+
+function ok(effect: Outcome["effect"]): Outcome {
+  return { ret: 0, msg: null, effect };
 }

@@ -45,10 +45,13 @@ export interface PropertyView {
   isBlockDevice: boolean;
   /** supports-poll-queues as connect found it. */
   supportsPoll: boolean;
+  /** virtio-blk-vhost-user (numEntries is then its queue-size), else io_uring. */
+  vhost: boolean;
 }
 
 /** The rows, for the instance as `v` describes it. */
 export function propertyRows(v: PropertyView): Record<string, PropRow> {
+  if (v.vhost) return vhostRows(v);
   const connected = STATE_ORDER[v.state] >= STATE_ORDER.connected;
   const ro = (type: PropRow["type"], readable: State, value?: () => unknown): PropRow => ({
     type,
@@ -101,6 +104,51 @@ export function propertyRows(v: PropertyView): Record<string, PropRow> {
       readable: "created",
       value: connected ? undefined : () => -1,
     },
+  };
+}
+
+/**
+ * virtio-blk-vhost-user's rows against the fuzzer's export (README "virtio-blk-vhost-user",
+ * virtio_blk.test.ts "properties"): no direct, sqpoll or num-entries; queue-size instead.
+ */
+function vhostRows(v: PropertyView): Record<string, PropRow> {
+  const ro = (type: PropRow["type"], readable: State, value?: () => unknown): PropRow => ({
+    type,
+    settable: [],
+    readable,
+    value,
+  });
+  return {
+    "driver": ro("str", "created", () => "virtio-blk-vhost-user"),
+    "path": { type: "str", settable: ["created"], readable: "created", value: () => v.path },
+    "read-only": { type: "bool", settable: ["created"], readable: "created", value: () => v.readOnly },
+    "num-queues": { type: "int", settable: ["connected"], readable: "created", value: () => v.numQueues },
+    "num-poll-queues": {
+      type: "int",
+      settable: ["connected"],
+      readable: "created",
+      value: () => v.numPollQueues,
+    },
+    "queue-size": { type: "int", settable: ["connected"], readable: "created", value: () => v.numEntries },
+    "capacity": ro("uint64", "connected"),
+    "request-alignment": ro("int", "connected", () => 512),
+    "buf-alignment": ro("int", "connected", () => 1),
+    "mem-region-alignment": ro("uint64", "connected", () => 1n),
+    "can-grow": ro("bool", "created", () => false),
+    "flush-needed": ro("bool", "connected"),
+    "supports-poll-queues": ro("bool", "created", () => true),
+    "max-queues": ro("int", "connected", () => 2),
+    "max-queue-size": ro("int", "created", () => 32768),
+    "max-mem-regions": ro("uint64", "connected", () => 31n),
+    "needs-mem-regions": ro("bool", "created", () => true),
+    "needs-mem-region-fd": ro("bool", "created", () => true),
+    "may-pin-mem-regions": ro("bool", "created", () => true),
+    "can-add-queues": ro("bool", "created", () => false),
+    "supports-fua-natively": ro("bool", "created", () => false),
+    "max-segments": ro("int", "connected"),
+    "max-transfer": ro("int", "connected"),
+    "optimal-io-alignment": ro("int", "connected"),
+    "discard-alignment": ro("int", "connected"),
   };
 }
 

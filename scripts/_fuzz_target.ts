@@ -1,17 +1,18 @@
 /**
  * The fuzzer's targets: a scratch file (buffered or O_DIRECT) and, as root, a loop device over
- * a tmpfs file (buffered or O_DIRECT), each made fresh for one run with known contents, and
- * removed afterwards.
+ * a tmpfs file (buffered or O_DIRECT) or a qemu-storage-daemon vhost-user-blk export of a raw
+ * image (`vhost-user`), each made fresh for one run with known contents, and removed afterwards.
  *
  * @module
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import {
   closeSync,
   existsSync,
   fsyncSync,
   mkdtempSync,
   openSync,
+  readFileSync,
   readSync,
   rmSync,
   statfsSync,
@@ -24,7 +25,7 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 
 /** The target kinds, as `--target` takes them. */
-export const TARGET_NAMES = ["file", "file+direct", "loop", "loop+direct"] as const;
+export const TARGET_NAMES = ["file", "file+direct", "loop", "loop+direct", "vhost-user"] as const;
 export type TargetName = typeof TARGET_NAMES[number];
 
 const TMPFS_MAGIC = 0x01021994;
@@ -32,7 +33,14 @@ const TMPFS_MAGIC = 0x01021994;
 /** One target made for a run. */
 export interface FuzzTarget {
   name: TargetName;
+  /** The driver: io_uring, or virtio-blk-vhost-user for `vhost-user`. */
+  driver: "io_uring" | "virtio-blk-vhost-user";
+  /** The driver's `path`: the file, the loop device, or the export's socket. */
   path: string;
+  /** What node:fs reads to cross-check: `path`, or the export's raw image. */
+  image: string;
+  /** The back-end's process (vhost-user), or null. */
+  pid: number | null;
   direct: boolean;
   isBlockDevice: boolean;
   /** Size in bytes when made. */
@@ -49,6 +57,15 @@ export interface FuzzTarget {
 
 /** Why `name` cannot be made here, or null. */
 export function targetUnavailable(name: TargetName): string | null {
+  if (name === "vhost-user") {
+    if (typeof process.getuid !== "function" || process.getuid() !== 0) {
+      return "the vhost-user export runs qemu-storage-daemon and needs root";
+    }
+    if (spawnSync("sh", ["-c", `command -v ${QSD}`], { stdio: "ignore" }).status !== 0) {
+      return `${QSD} is not installed (apt-get install qemu-system-common)`;
+    }
+    return null;
+  }
   if (!name.startsWith("loop")) return null;
   if (typeof process.getuid !== "function" || process.getuid() !== 0) {
     return "loop devices need root (losetup)";
@@ -68,13 +85,17 @@ export function targetUnavailable(name: TargetName): string | null {
  */
 export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()): FuzzTarget {
   const direct = name.endsWith("+direct");
+  if (name === "vhost-user") return startExport(initial, dir);
   if (name.startsWith("file")) {
     const scratch = mkdtempSync(join(dir, "blkio-fuzz-"));
     const path = join(scratch, "disk.img");
     writeFileSync(path, initial);
     return {
       name,
+      driver: "io_uring",
       path,
+      image: path,
+      pid: null,
       direct,
       isBlockDevice: false,
       size: initial.length,
@@ -96,7 +117,10 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
   let done = false;
   return {
     name,
+    driver: "io_uring",
     path: dev,
+    image: dev,
+    pid: null,
     direct,
     isBlockDevice: true,
     size: initial.length,
@@ -119,6 +143,7 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
  * length; a loop device must be exactly that long.
  */
 export function adoptTarget(name: TargetName, path: string, initial: Uint8Array): FuzzTarget {
+  if (name === "vhost-user") throw new Error("a vhost-user target is always made fresh");
   const isBlockDevice = statSync(path).isBlockDevice();
   if (isBlockDevice !== name.startsWith("loop")) throw new Error(`${path} is no target of kind ${name}`);
   if (!isBlockDevice) writeFileSync(path, initial);
@@ -137,12 +162,83 @@ export function adoptTarget(name: TargetName, path: string, initial: Uint8Array)
   const direct = name.endsWith("+direct");
   return {
     name,
+    driver: "io_uring",
     path,
+    image: path,
+    pid: null,
     direct,
     isBlockDevice,
     size: initial.length,
     directWritesChecked: direct && (isBlockDevice || statfsSync(dirname(path)).type !== TMPFS_MAGIC),
     cleanup: () => {},
+  };
+}
+
+const QSD = "qemu-storage-daemon";
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A qemu-storage-daemon exporting a raw image holding `initial` over vhost-user-blk (2 queues,
+ * writable, page cache on: node:fs sees what it wrote), as tests/_vhost_user.ts makes them. The
+ * cleanup continues a stopped daemon, ends it and removes the scratch directory.
+ */
+function startExport(initial: Uint8Array, dir: string): FuzzTarget {
+  const scratch = mkdtempSync(join(dir, "blkio-fuzz-vhost-"));
+  const image = join(scratch, "img.raw");
+  const socket = join(scratch, "vhost.sock");
+  const pidfile = join(scratch, "qsd.pid");
+  writeFileSync(image, initial);
+  try {
+    // With --daemonize the socket exists once the command returns.
+    execFileSync(QSD, [
+      "--blockdev",
+      `driver=file,node-name=file0,filename=${image},cache.direct=off`,
+      "--export",
+      `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on,num-queues=2`,
+      "--daemonize",
+      "--pidfile",
+      pidfile,
+    ], { stdio: ["ignore", "ignore", "pipe"], timeout: 30_000 });
+  } catch (e) {
+    rmSync(scratch, { recursive: true, force: true });
+    throw e;
+  }
+  const pid = Number(readFileSync(pidfile, "utf8").trim());
+  let done = false;
+  return {
+    name: "vhost-user",
+    driver: "virtio-blk-vhost-user",
+    path: socket,
+    image,
+    pid,
+    direct: false,
+    isBlockDevice: true,
+    size: initial.length,
+    directWritesChecked: false,
+    cleanup: () => {
+      if (done) return;
+      done = true;
+      try {
+        if (alive(pid)) {
+          process.kill(pid, "SIGCONT");
+          process.kill(pid, "SIGTERM");
+          const deadline = performance.now() + 2000;
+          while (alive(pid) && performance.now() < deadline) Atomics.wait(SLEEPER, 0, 0, 10);
+          if (alive(pid)) process.kill(pid, "SIGKILL");
+        }
+      } finally {
+        rmSync(scratch, { recursive: true, force: true });
+      }
+    },
   };
 }
 

@@ -16,7 +16,11 @@
  *   instance and through node:fs.
  *
  * Targets are made fresh for each run and removed afterwards: a scratch file (`file`,
- * `file+direct`) and, as root, a loop device over a tmpfs file (`loop`, `loop+direct`).
+ * `file+direct`) and, as root, a loop device over a tmpfs file (`loop`, `loop+direct`) and a
+ * qemu-storage-daemon vhost-user-blk export of a raw image (`vhost-user`: the
+ * virtio-blk-vhost-user driver; the image is read through node:fs at the end). `--pauses` stops
+ * the export's daemon (SIGSTOP) now and then for up to 400 ms: its requests must complete late
+ * and right.
  *
  * The first mismatch ends the run with the seed, the step, the command that replays it and the
  * last steps of a replay log (the bytes a wrong read found are traced to the write they came
@@ -32,8 +36,8 @@
  *
  * Usage:
  *   deno run -A scripts/fuzz.ts [--steps N] [--seconds S] [--seed N]
- *     [--target file|file+direct|loop|loop+direct[,...]] [--size BYTES] [--dir DIR]
- *     [--verbose] [--json]
+ *     [--target file|file+direct|loop|loop+direct|vhost-user[,...]] [--size BYTES] [--dir DIR]
+ *     [--pauses] [--verbose] [--json]
  *   bun scripts/fuzz.ts ...
  *
  * - `--steps` per run (default 5000). Without `--seconds`: one run per target.
@@ -72,6 +76,8 @@ export interface FuzzRunOptions {
   path?: string;
   /** Print every step. */
   verbose?: boolean;
+  /** SIGSTOP / SIGCONT the vhost-user back-end now and then. */
+  pauses?: boolean;
 }
 
 /** The result of one run. */
@@ -91,7 +97,8 @@ export const RUNTIME = "Bun" in globalThis ? `bun ${process.versions.bun}` : `de
 /** The command that repeats a run up to `steps` steps. */
 function replayCommand(o: FuzzRunOptions, steps: number): string {
   const runner = "Bun" in globalThis ? "bun scripts/fuzz.ts" : "deno run -A scripts/fuzz.ts";
-  const extra = `${o.size ? ` --size ${o.size}` : ""}${o.dir ? ` --dir ${o.dir}` : ""}`;
+  const extra = `${o.size ? ` --size ${o.size}` : ""}${o.dir ? ` --dir ${o.dir}` : ""}` +
+    `${o.pauses ? " --pauses" : ""}`;
   return `${runner} --target ${o.target} --seed ${o.seed} --steps ${steps}${extra} --verbose`;
 }
 
@@ -115,6 +122,7 @@ export function fuzzOnce(o: FuzzRunOptions): FuzzRunReport {
       steps: o.steps,
       deadline: o.deadline ?? 0,
       log,
+      pauses: o.pauses,
     });
   } catch (e) {
     if (!(e instanceof FuzzFailure)) throw e;
@@ -142,7 +150,7 @@ function parseArgs(argv: string[]): Map<string, string> {
     if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
     const eq = a.indexOf("=");
     if (eq > 0) args.set(a.slice(2, eq), a.slice(eq + 1));
-    else if (["verbose", "json"].includes(a.slice(2))) args.set(a.slice(2), "true");
+    else if (["verbose", "json", "pauses"].includes(a.slice(2))) args.set(a.slice(2), "true");
     else args.set(a.slice(2), argv[++i] ?? "");
   }
   return args;
@@ -161,6 +169,7 @@ function main(): void {
   const size = num("size", 1024 * 1024);
   const dir = args.get("dir");
   const verbose = args.has("verbose");
+  const pauses = args.has("pauses");
   const json = args.has("json");
   const asked = (args.get("target") ?? TARGET_NAMES.join(",")).split(",") as TargetName[];
   for (const t of asked) if (!TARGET_NAMES.includes(t)) throw new Error(`unknown target ${t}`);
@@ -177,7 +186,7 @@ function main(): void {
     if (seconds > 0 ? performance.now() >= end : k >= targets.length) break;
     const target = targets[k % targets.length];
     const runSeed = seconds > 0 ? seed + Math.floor(k / targets.length) : seed;
-    const r = fuzzOnce({ target, seed: runSeed, steps, deadline: end, size, dir, verbose });
+    const r = fuzzOnce({ target, seed: runSeed, steps, deadline: end, size, dir, verbose, pauses });
     reports.push(r);
     if (!json) {
       const s = r.stats;
@@ -187,9 +196,8 @@ function main(): void {
             `${(s!.bytesRead / 1048576).toFixed(1)} MiB read (${
               (s!.bytesCompared / 1048576).toFixed(1)
             } MiB ` +
-            `compared with the model), ${s!.noBuffer} requests short of a buffer, ${
-              r.seconds.toFixed(1)
-            } s\n`,
+            `compared with the model), ${s!.noBuffer} requests short of a buffer, ` +
+            `${s!.pauses ? `${s!.pauses} back-end pauses, ` : ""}${r.seconds.toFixed(1)} s\n`,
       );
       if (r.failure) process.stderr.write("\n");
     }
