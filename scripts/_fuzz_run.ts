@@ -517,7 +517,11 @@ class FuzzRun {
     if (this.#vhost) {
       // Buffers must lie in mapped regions: map what there is, or one region, to start with.
       while (this.#regionEntries().length < 4) this.#allocRegion(512 * KiB);
-      for (const e of this.#regionEntries().slice(0, 4)) if (!e.mapped) this.#mapRegion(e);
+      // Room for the requests larger than one bio a large target gets now and then.
+      if (this.#t.size >= BIG_TARGET && !this.#regionEntries().some((e) => e.bytes.length > BIG_REQUEST)) {
+        this.#allocRegion(BIG_REQUEST + 64 * KiB);
+      }
+      for (const e of this.#regionEntries()) if (!e.mapped) this.#mapRegion(e);
     }
   }
 
