@@ -1,7 +1,8 @@
 /**
- * The fuzzer's model of io_uring's properties: for each row, its type, the states it can be set
- * and read in, and the value it must have now (libblkio.md §3-4; README for this port's own:
- * `sqpoll`, `may-pin-mem-regions` true).
+ * The fuzzer's model of the properties (io_uring, and virtio-blk-vhost-user against the
+ * fuzzer's export): for each row, its type, the states it can be set and read in, and the value
+ * it must have now (libblkio.md §3-4; README for this port's own: `sqpoll`,
+ * `may-pin-mem-regions` true, `max-mem-regions` 31).
  *
  * @module
  */
