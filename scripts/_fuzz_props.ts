@@ -50,16 +50,15 @@ export interface PropertyView {
   vhost: boolean;
 }
 
+/** A read-only row, readable from state `readable`. */
+function ro(type: PropRow["type"], readable: State, value?: () => unknown): PropRow {
+  return { type, settable: [], readable, value };
+}
+
 /** The rows, for the instance as `v` describes it. */
 export function propertyRows(v: PropertyView): Record<string, PropRow> {
   if (v.vhost) return vhostRows(v);
   const connected = STATE_ORDER[v.state] >= STATE_ORDER.connected;
-  const ro = (type: PropRow["type"], readable: State, value?: () => unknown): PropRow => ({
-    type,
-    settable: [],
-    readable,
-    value,
-  });
   return {
     "driver": ro("str", "created", () => "io_uring"),
     "path": { type: "str", settable: ["created"], readable: "created", value: () => v.path },
@@ -113,12 +112,6 @@ export function propertyRows(v: PropertyView): Record<string, PropRow> {
  * virtio_blk.test.ts "properties"): no direct, sqpoll or num-entries; queue-size instead.
  */
 function vhostRows(v: PropertyView): Record<string, PropRow> {
-  const ro = (type: PropRow["type"], readable: State, value?: () => unknown): PropRow => ({
-    type,
-    settable: [],
-    readable,
-    value,
-  });
   return {
     "driver": ro("str", "created", () => "virtio-blk-vhost-user"),
     "path": { type: "str", settable: ["created"], readable: "created", value: () => v.path },
