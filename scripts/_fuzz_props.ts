@@ -55,21 +55,17 @@ function ro(type: PropRow["type"], readable: State, value?: () => unknown): Prop
   return { type, settable: [], readable, value };
 }
 
-/** The rows, for the instance as `v` describes it. */
-export function propertyRows(v: PropertyView): Record<string, PropRow> {
-  if (v.vhost) return vhostRows(v);
-  const connected = STATE_ORDER[v.state] >= STATE_ORDER.connected;
+/** The rows every driver has for its target: path and read-only. */
+function targetRows(v: PropertyView): Record<string, PropRow> {
   return {
-    "driver": ro("str", "created", () => "io_uring"),
     "path": { type: "str", settable: ["created"], readable: "created", value: () => v.path },
-    "direct": { type: "bool", settable: ["created"], readable: "created", value: () => v.direct },
     "read-only": { type: "bool", settable: ["created"], readable: "created", value: () => v.readOnly },
-    "sqpoll": {
-      type: "bool",
-      settable: ["created", "connected"],
-      readable: "created",
-      value: () => v.sqpoll,
-    },
+  };
+}
+
+/** The queue counts, settable once connected. */
+function queueCountRows(v: PropertyView): Record<string, PropRow> {
+  return {
     "num-queues": { type: "int", settable: ["connected"], readable: "created", value: () => v.numQueues },
     "num-poll-queues": {
       type: "int",
@@ -77,6 +73,24 @@ export function propertyRows(v: PropertyView): Record<string, PropRow> {
       readable: "created",
       value: () => v.numPollQueues,
     },
+  };
+}
+
+/** The rows, for the instance as `v` describes it. */
+export function propertyRows(v: PropertyView): Record<string, PropRow> {
+  if (v.vhost) return vhostRows(v);
+  const connected = STATE_ORDER[v.state] >= STATE_ORDER.connected;
+  return {
+    "driver": ro("str", "created", () => "io_uring"),
+    ...targetRows(v),
+    "direct": { type: "bool", settable: ["created"], readable: "created", value: () => v.direct },
+    "sqpoll": {
+      type: "bool",
+      settable: ["created", "connected"],
+      readable: "created",
+      value: () => v.sqpoll,
+    },
+    ...queueCountRows(v),
     "num-entries": { type: "int", settable: ["connected"], readable: "created", value: () => v.numEntries },
     // A file's size is checked by the run's own capacity action (it needs the writes in flight).
     "capacity": ro("uint64", "connected"),
@@ -114,15 +128,8 @@ export function propertyRows(v: PropertyView): Record<string, PropRow> {
 function vhostRows(v: PropertyView): Record<string, PropRow> {
   return {
     "driver": ro("str", "created", () => "virtio-blk-vhost-user"),
-    "path": { type: "str", settable: ["created"], readable: "created", value: () => v.path },
-    "read-only": { type: "bool", settable: ["created"], readable: "created", value: () => v.readOnly },
-    "num-queues": { type: "int", settable: ["connected"], readable: "created", value: () => v.numQueues },
-    "num-poll-queues": {
-      type: "int",
-      settable: ["connected"],
-      readable: "created",
-      value: () => v.numPollQueues,
-    },
+    ...targetRows(v),
+    ...queueCountRows(v),
     "queue-size": { type: "int", settable: ["connected"], readable: "created", value: () => v.numEntries },
     "capacity": ro("uint64", "connected"),
     "request-alignment": ro("int", "connected", () => 512),

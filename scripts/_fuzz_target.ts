@@ -90,18 +90,14 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
     const scratch = mkdtempSync(join(dir, "blkio-fuzz-"));
     const path = join(scratch, "disk.img");
     writeFileSync(path, initial);
-    return {
+    return ioUringTarget(
       name,
-      driver: "io_uring",
       path,
-      image: path,
-      pid: null,
-      direct,
-      isBlockDevice: false,
-      size: initial.length,
-      directWritesChecked: direct && statfsSync(scratch).type !== TMPFS_MAGIC,
-      cleanup: () => rmSync(scratch, { recursive: true, force: true }),
-    };
+      false,
+      initial.length,
+      direct && statfsSync(scratch).type !== TMPFS_MAGIC,
+      () => rmSync(scratch, { recursive: true, force: true }),
+    );
   }
   // The name carries the pid, as tests/_helpers.ts's do, so a later run can tell it is stale.
   const back = join("/dev/shm", `blkio-loop-${process.pid}-fuzz-${Date.now()}.img`);
@@ -115,26 +111,15 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
     throw e;
   }
   let done = false;
-  return {
-    name,
-    driver: "io_uring",
-    path: dev,
-    image: dev,
-    pid: null,
-    direct,
-    isBlockDevice: true,
-    size: initial.length,
-    directWritesChecked: direct,
-    cleanup: () => {
-      if (done) return;
-      done = true;
-      try {
-        execFileSync("losetup", ["-d", dev], { stdio: "ignore" });
-      } finally {
-        rmSync(back, { force: true });
-      }
-    },
-  };
+  return ioUringTarget(name, dev, true, initial.length, direct, () => {
+    if (done) return;
+    done = true;
+    try {
+      execFileSync("losetup", ["-d", dev], { stdio: "ignore" });
+    } finally {
+      rmSync(back, { force: true });
+    }
+  });
 }
 
 /**
@@ -160,6 +145,20 @@ export function adoptTarget(name: TargetName, path: string, initial: Uint8Array)
     }
   }
   const direct = name.endsWith("+direct");
+  const checked = direct && (isBlockDevice || statfsSync(dirname(path)).type !== TMPFS_MAGIC);
+  return ioUringTarget(name, path, isBlockDevice, initial.length, checked, () => {});
+}
+
+/** An io_uring target over `path` (a file or a loop device), read back through `path` itself. */
+function ioUringTarget(
+  name: TargetName,
+  path: string,
+  isBlockDevice: boolean,
+  size: number,
+  directWritesChecked: boolean,
+  cleanup: () => void,
+): FuzzTarget {
+  const direct = name.endsWith("+direct");
   return {
     name,
     driver: "io_uring",
@@ -168,9 +167,9 @@ export function adoptTarget(name: TargetName, path: string, initial: Uint8Array)
     pid: null,
     direct,
     isBlockDevice,
-    size: initial.length,
-    directWritesChecked: direct && (isBlockDevice || statfsSync(dirname(path)).type !== TMPFS_MAGIC),
-    cleanup: () => {},
+    size,
+    directWritesChecked,
+    cleanup,
   };
 }
 

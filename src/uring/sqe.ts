@@ -143,8 +143,24 @@ export function prepSyncFileRange(
   offset: number,
   len: number,
 ): void {
-  prepRw(sqes, i, IORING_OP.SYNC_FILE_RANGE, fd, 0, len > 0xffffffff ? 0 : len, offset);
-  sqes[(i << 4) + 7] = SYNC_FILE_RANGE_WRITE_AND_WAIT;
+  prepRange(sqes, i, IORING_OP.SYNC_FILE_RANGE, fd, offset, len, SYNC_FILE_RANGE_WRITE_AND_WAIT);
+}
+
+/**
+ * An operation on `[offset, offset + len)` of a file with its own flags word (in rw_flags' place).
+ * The length field has 32 bits: 0 (to the end of the file) stands for a longer range.
+ */
+function prepRange(
+  sqes: Uint32Array,
+  i: number,
+  op: number,
+  fd: number,
+  offset: number,
+  len: number,
+  word: number,
+): void {
+  prepRw(sqes, i, op, fd, 0, len > 0xffffffff ? 0 : len, offset);
+  sqes[(i << 4) + 7] = word;
 }
 
 /**
@@ -159,8 +175,7 @@ export function prepFadvise(
   len: number,
   advice: number,
 ): void {
-  prepRw(sqes, i, IORING_OP.FADVISE, fd, 0, len > 0xffffffff ? 0 : len, offset);
-  sqes[(i << 4) + 7] = advice;
+  prepRange(sqes, i, IORING_OP.FADVISE, fd, offset, len, advice);
 }
 
 /** io_uring_prep_fallocate: the length travels in addr, the mode in len. */
