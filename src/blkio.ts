@@ -6,12 +6,15 @@
 import type { Native } from "../ffi/types.ts";
 import { driverFactory } from "./drivers/mod.ts";
 import type { Driver } from "./driver.ts";
-import { BlkioError, mustBeConnected, mustBeStarted } from "./errors.ts";
+import { BlkioError, mustBeConnected, mustBeStarted, noConstructor } from "./errors.ts";
 import { type MemoryRegion, MemoryRegionRegistry } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, checkInt, checkStr, checkUint64, describe, type PropertyInfo } from "./properties.ts";
 import { closeQueue, newQueue, type Queue, queueUsesBuffer } from "./queue.ts";
 import { State, type StateName, stateName, type StateValue } from "./state.ts";
+
+/** The proof that Blkio.create makes the instance, not `new Blkio()` from JavaScript. */
+const MADE_BY_CREATE = Symbol("Blkio");
 
 /**
  * A block device opened through a libblkio driver: create, set connection properties,
@@ -53,7 +56,8 @@ export class Blkio {
   readonly #pollQueues: (Queue | null)[] = [];
   readonly #regions: MemoryRegionRegistry;
 
-  private constructor(native: Native, driver: Driver) {
+  private constructor(key: symbol, native: Native, driver: Driver) {
+    if (key !== MADE_BY_CREATE) throw noConstructor("Blkio", "Blkio.create(driver)");
     this.#native = native;
     this.#driver = driver;
     this.#regions = new MemoryRegionRegistry(native, (buffer) => this.#inUse(buffer));
@@ -66,7 +70,7 @@ export class Blkio {
     }
     const make = driverFactory(driver);
     const native = requireNative();
-    return new Blkio(native, make(native));
+    return new Blkio(MADE_BY_CREATE, native, make(native));
   }
 
   #live(): Driver {

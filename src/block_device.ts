@@ -18,7 +18,7 @@ import { type Completion, ReqFlags } from "./completion.ts";
 import { BEYOND_2_53_MSG, toOffset } from "./buffers.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
-import { BlkioError } from "./errors.ts";
+import { BlkioError, noConstructor } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { describe } from "./properties.ts";
@@ -70,6 +70,8 @@ export interface WriteZeroesOptions extends RequestOptions {
   fua?: boolean;
 }
 
+/** The proof that BlockDevice.open makes the device, not `new BlockDevice()` from JavaScript. */
+const MADE_BY_OPEN = Symbol("BlockDevice");
 const OP_READ = 0;
 const OP_WRITE = 1;
 const OP_READV = 2;
@@ -323,7 +325,8 @@ export class BlockDevice {
     for (const s of this.#qs) if (s.pending > 0) this.#drain(s);
   };
 
-  private constructor(native: Native, b: Blkio) {
+  private constructor(key: symbol, native: Native, b: Blkio) {
+    if (key !== MADE_BY_OPEN) throw noConstructor("BlockDevice", "BlockDevice.open(path, options)");
     this.#native = native;
     this.#b = b;
     this.#requestAlignment = b.getInt("request-alignment");
@@ -420,7 +423,7 @@ export class BlockDevice {
         b.setInt(name, checkCount("numEntries", opts.numEntries, 1));
       }
       b.start();
-      return new BlockDevice(native, b);
+      return new BlockDevice(MADE_BY_OPEN, native, b);
     } catch (e) {
       b.destroy();
       throw e;

@@ -47,6 +47,14 @@ export function invalid(message: string): never {
   throw BlkioError.of("EINVAL", message);
 }
 
+/**
+ * `EINVAL` for `new Blkio()` and the like from JavaScript, which TypeScript's `private` does not
+ * stop: the instance would be missing what its factory gives it, and fail later with a TypeError.
+ */
+export function noConstructor(cls: string, factory: string): BlkioError {
+  return BlkioError.of("EINVAL", `${cls} has no public constructor: use ${factory}`);
+}
+
 /** `ENODEV` "Device must be connected". */
 export function mustBeConnected(): BlkioError {
   return BlkioError.of("ENODEV", "Device must be connected");

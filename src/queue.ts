@@ -9,7 +9,7 @@ import { type Completion, flagsError, Op, type OpValue } from "./completion.ts";
 import { CompletionBacklog } from "./completion_backlog.ts";
 import type { DriverQueue } from "./driver.ts";
 import { ERRNO } from "./errno.ts";
-import { BlkioError } from "./errors.ts";
+import { BlkioError, noConstructor } from "./errors.ts";
 import { BEYOND_2_53_MSG, byteLengthOf, checkBuffer, checkIovecs, toOffset } from "./buffers.ts";
 import { checkBool, describe } from "./properties.ts";
 import { RequestBacklog } from "./request_backlog.ts";
@@ -19,6 +19,8 @@ const EINVAL = ERRNO.EINVAL;
 const EINTR = ERRNO.EINTR;
 const ETIME = ERRNO.ETIME;
 const ECANCELED = ERRNO.ECANCELED;
+/** The proof that the instance makes the queue, not `new Queue()` from JavaScript. */
+const MADE_BY_BLKIO = Symbol("Queue");
 
 function checkFlags(flags: unknown): number {
   if (flags === undefined) return 0;
@@ -105,12 +107,13 @@ export class Queue {
   static {
     // The instance's hold on its queues, kept off the public class: a `close()` or a constructor
     // that users can reach looks like API (and q.close("x") did shut the queue down).
-    newQueue = (native, dq) => new Queue(native, dq);
+    newQueue = (native, dq) => new Queue(MADE_BY_BLKIO, native, dq);
     queueUsesBuffer = (q, buffer) => q.#usesBuffer(buffer);
     closeQueue = (q, reason) => q.#close(reason);
   }
 
-  private constructor(native: Native, dq: DriverQueue) {
+  private constructor(key: symbol, native: Native, dq: DriverQueue) {
+    if (key !== MADE_BY_BLKIO) throw noConstructor("Queue", "Blkio.getQueue(index)");
     this.#native = native;
     this.#dq = dq;
     this.#isPoll = dq.isPollQueue;

@@ -729,4 +729,24 @@ test("bad input: getQueue/getPollQueue give null for bad indexes, as libblkio do
   b.destroy();
 });
 
+// TypeScript's `private` does not reach JavaScript: `new Blkio("io_uring")` made an instance
+// without a driver, whose first call failed with a TypeError deep inside.
+test("bad input: the constructors of Blkio, Queue and BlockDevice refuse JavaScript callers with EINVAL", () => {
+  const classes: [string, unknown, RegExp][] = [
+    ["Blkio", Blkio, /use Blkio\.create\(driver\)/],
+    ["Queue", Queue, /use Blkio\.getQueue\(index\)/],
+    ["BlockDevice", BlockDevice, /use BlockDevice\.open\(path, options\)/],
+  ];
+  for (const [name, cls, hint] of classes) {
+    const make = cls as new (...args: unknown[]) => unknown;
+    for (const args of [[], ["io_uring"], [Symbol(name), {}, {}]]) {
+      assert.throws(
+        () => new make(...args),
+        (e: unknown) => e instanceof BlkioError && e.code === "EINVAL" && hint.test(e.message),
+        `new ${name}(${args.map(String).join(", ")})`,
+      );
+    }
+  }
+});
+
 test("bad input: cleanup scratch files", () => cleanupAll());
