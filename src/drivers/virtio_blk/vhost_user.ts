@@ -64,6 +64,12 @@ const FLAG_REPLY = 0x4;
 const FLAG_NEED_REPLY = 0x8;
 /** kill(2): no such process. */
 const ESRCH = 3;
+/**
+ * How long an answer of peerState() other than "exited" stands. A broken queue asks on every
+ * reap, and an application polling doIo(min 0) in a loop would otherwise pay a kill(2) and a
+ * /proc read each time; an exit is then seen up to this much later.
+ */
+const PEER_STATE_MS = 10;
 const HEADER_SIZE = 12;
 /** SET_VRING_KICK/CALL: no fd follows, the back-end must poll instead. */
 const VRING_NOFD = 0x100;
@@ -96,6 +102,8 @@ export class VhostUserClient {
   #broken: string | null = null;
   #hungUp: string | null = null;
   #hungUpAt = -1;
+  #peerState: "exited" | "alive" | "unknown" | null = null;
+  #peerStateAt = 0;
   /** Whether a reply came yet: a silent back-end at the first message may be busy with another client. */
   #answered = false;
 
@@ -134,6 +142,14 @@ export class VhostUserClient {
    * see (hidepid), and /proc whether it is a zombie; /proc unreadable counts as alive.
    */
   peerState(): "exited" | "alive" | "unknown" {
+    const now = performance.now();
+    if (this.#peerState === "exited") return "exited"; // for good: a reused pid is another process
+    if (this.#peerState !== null && now - this.#peerStateAt < PEER_STATE_MS) return this.#peerState;
+    this.#peerStateAt = now;
+    return this.#peerState = this.#askPeerState();
+  }
+
+  #askPeerState(): "exited" | "alive" | "unknown" {
     const pid = this.#sock.peerPid, n = this.#native;
     if (pid <= 0) return "unknown";
     if (n.libc.kill(pid, 0) < 0 && n.errno() === ESRCH) return "exited";
