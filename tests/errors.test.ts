@@ -327,14 +327,17 @@ test(
   },
 );
 
-/** Why a C compiler cannot be used here, or null when `cc` works. */
-function ccUnavailable(): string | null {
+/** Why a C compiler cannot be used here to build `what`, or null when `cc` works. */
+function ccUnavailable(what: string): string | null {
   const r = spawnSync("cc", ["--version"], { encoding: "utf8" });
-  return r.status === 0 ? null : "no C compiler (cc) to build a stand-in for an old liburing";
+  return r.status === 0 ? null : `no C compiler (cc) to build ${what}`;
 }
 
 test(
-  ...skipIf("loading against a liburing older than 2.3 says which version is needed", ccUnavailable()),
+  ...skipIf(
+    "loading against a liburing older than 2.3 says which version is needed",
+    ccUnavailable("a stand-in for an old liburing"),
+  ),
   () => {
     // liburing 2.1 and 2.2 (Ubuntu 22.04's liburing2) lack io_uring_enter and io_uring_enter2:
     // both runtimes then refuse the whole library. A stand-in with every other symbol this
@@ -365,6 +368,77 @@ test(
       });
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, /liburing\.so\.2 is too old: blkio needs liburing 2\.3 or later/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+// A seccomp filter that fails io_uring_setup(2) with the errno given, then runs the command.
+const NO_URING_C = `#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  struct sock_filter f[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_uring_setup, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (strcmp(argv[1], "EPERM") ? ENOSYS : EPERM)),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = { sizeof f / sizeof f[0], f };
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) return 111;
+  execv(argv[2], argv + 2);
+  return 112;
+}
+`;
+
+// libblkio's blkio_create fails with ENOSYS where io_uring is unavailable; create used to succeed
+// and start() failed, with EPERM where the kernel or a container refuses io_uring.
+test(
+  ...skipIf(
+    'create("io_uring") where io_uring_setup fails ENOSYS or EPERM: ENOSYS saying why',
+    ccUnavailable("a seccomp wrapper"),
+  ),
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), "blkio-no-uring-"));
+    try {
+      const wrapper = join(dir, "no_uring");
+      writeFileSync(`${wrapper}.c`, NO_URING_C);
+      const cc = spawnSync("cc", ["-o", wrapper, `${wrapper}.c`], { encoding: "utf8" });
+      assert.equal(cc.status, 0, cc.stderr);
+      const script = `
+        const { Blkio } = await import(${JSON.stringify(new URL("../mod.ts", import.meta.url).href)});
+        try {
+          Blkio.create("io_uring");
+          console.log("created");
+        } catch (e) {
+          console.log(e.code, e.message);
+        }
+        Blkio.create("virtio-blk-vhost-user").destroy(); // needs no io_uring
+        console.log("vhost-user created");`;
+      const argv = "Deno" in globalThis ? ["run", "-A", "-"] : ["-"];
+      for (
+        const [errno, why] of [["ENOSYS", /the kernel has no io_uring/], [
+          "EPERM",
+          /kernel refuses it/,
+        ]] as const
+      ) {
+        const r = spawnSync(wrapper, [errno, process.execPath, ...argv], {
+          input: script,
+          encoding: "utf8",
+          timeout: 60_000,
+        });
+        assert.equal(r.status, 0, `${errno}: status ${r.status} ${r.stderr}`);
+        assert.match(r.stdout, /^ENOSYS io_uring is not available: /, errno);
+        assert.match(r.stdout, why, errno);
+        assert.match(r.stdout, new RegExp(`failed: ${errno}`), errno);
+        assert.match(r.stdout, /vhost-user created/, errno);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

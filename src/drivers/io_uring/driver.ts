@@ -34,6 +34,29 @@ import { FIXED_BUFFERS, IoUringQueue } from "./queue.ts";
 import { notFileOrDevice, type TargetInfo, targetInfo } from "./target_info.ts";
 
 /** Hardware queue depths of 64-128 are common; libblkio's default. */
+/** Whether a ring has been set up in this process: io_uring is there, no need to ask again. */
+let uringSeen = false;
+
+/**
+ * libblkio's `blkio_create("io_uring")` fails with ENOSYS where io_uring is unavailable, rather
+ * than leaving it to `start()`: a kernel without it (ENOSYS), or one that refuses it
+ * (`kernel.io_uring_disabled`, a container's seccomp profile: EPERM). A one-entry ring is set up
+ * and torn down once per process; other failures (EMFILE, ENOMEM) are the caller's to see.
+ */
+function requireIoUring(native: Native): void {
+  if (uringSeen) return;
+  try {
+    new Ring(native, 1, 0, [], false).close();
+  } catch (e) {
+    if (!(e instanceof BlkioError) || (e.code !== "ENOSYS" && e.code !== "EPERM")) throw e;
+    const why = e.code === "EPERM"
+      ? "the kernel refuses it (sysctl kernel.io_uring_disabled, or a seccomp filter)"
+      : "the kernel has no io_uring";
+    throw BlkioError.of("ENOSYS", `io_uring is not available: ${why}: ${e.message}`, { cause: e });
+  }
+  uringSeen = true;
+}
+
 const NUM_ENTRIES_DEFAULT = 128;
 /** The kernel's IORING_MAX_ENTRIES. */
 const NUM_ENTRIES_MAX = 32768;
@@ -70,6 +93,7 @@ export class IoUringDriver implements Driver {
   readonly #freeFixed: number[] = Array.from({ length: FIXED_BUFFERS }, (_, i) => FIXED_BUFFERS - 1 - i);
 
   constructor(native: Native) {
+    requireIoUring(native);
     this.native = native;
   }
 
