@@ -21,7 +21,7 @@ import { errnoName } from "./errno.ts";
 import { BlkioError, noConstructor } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
-import { describe } from "./properties.ts";
+import { checkBool, describe } from "./properties.ts";
 import type { Queue } from "./queue.ts";
 import { errnoError, signalEventfd } from "./sys.ts";
 
@@ -29,7 +29,11 @@ import { errnoError, signalEventfd } from "./sys.ts";
 export interface BlockDeviceOpenOptions {
   /** The libblkio driver (default `"io_uring"`). */
   driver?: string;
-  /** Open with O_DIRECT, bypassing the page cache (default false). */
+  /**
+   * Open with O_DIRECT, bypassing the page cache (default false). Only io_uring opens the
+   * target itself: on virtio-blk-vhost-user the back-end decides its caching, so `true` there is
+   * `EINVAL` and `false` changes nothing.
+   */
   direct?: boolean;
   /** Open read-only; writes then reject with `EBADF` (default false). */
   readOnly?: boolean;
@@ -186,6 +190,22 @@ function closedError(): BlkioError {
 function abortReason(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
   return r instanceof Error ? r : new DOMException("The operation was aborted", "AbortError");
+}
+
+/**
+ * The `direct` option: the `direct` property where the driver has one (io_uring). A driver that
+ * opens nothing itself (virtio-blk-vhost-user: the back-end has the image) takes `false` as the
+ * default it is, and refuses `true` rather than drop it: the caller asked to bypass a cache.
+ */
+function setDirect(b: Blkio, value: unknown): void {
+  const direct = checkBool("direct", value);
+  if (b.properties().some((p) => p.name === "direct")) return b.setBool("direct", direct);
+  if (direct) {
+    throw BlkioError.of(
+      "EINVAL",
+      `The ${b.driver} driver has no "direct" option: the back-end decides how it caches the image`,
+    );
+  }
 }
 
 function checkCount(name: string, value: unknown, min: number): number {
@@ -412,7 +432,7 @@ export class BlockDevice {
     const b = Blkio.create(opts.driver === undefined ? "io_uring" : opts.driver);
     try {
       b.setStr("path", path);
-      if (opts.direct !== undefined) b.setBool("direct", opts.direct);
+      if (opts.direct !== undefined) setDirect(b, opts.direct);
       if (opts.readOnly !== undefined) b.setBool("read-only", opts.readOnly);
       b.connect();
       b.setInt("num-queues", queues);

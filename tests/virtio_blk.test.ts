@@ -237,6 +237,27 @@ vtest("BlockDevice.open: numEntries sets queue-size (a power of two)", async () 
   }
 });
 
+// The back-end decides its caching, and the driver has no "direct": the option was ENOENT
+// 'Unknown property name "direct"', even false, its default.
+vtest("BlockDevice.open: direct false is the default it is, direct true is EINVAL", async () => {
+  await assert.rejects(
+    BlockDevice.open(EXP!.socket, { driver: DRIVER, direct: true }),
+    (e: BlkioError) => e.code === "EINVAL" && /no "direct" option: the back-end decides/.test(e.message),
+  );
+  await assert.rejects(
+    BlockDevice.open(EXP!.socket, { driver: DRIVER, direct: "yes" as unknown as boolean }),
+    (e: BlkioError) => e.code === "EINVAL" && /"direct" must be a boolean/.test(e.message),
+  );
+  const dev = await BlockDevice.open(EXP!.socket, { driver: DRIVER, direct: false });
+  try {
+    const buf = dev.allocBuffer(PAGE);
+    await dev.read(0, buf);
+    assert.deepEqual(buf, image(0, PAGE));
+  } finally {
+    await dev.close();
+  }
+});
+
 vtest("properties: the driver's table (fd, direct, queue-size, memory, queues)", () => {
   using b = create();
   // Readable in every state, as libblkio's stored properties are.
