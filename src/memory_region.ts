@@ -256,6 +256,25 @@ export class MemoryRegionRegistry {
     return addr;
   }
 
+  /**
+   * The region object this instance knows that `region` stands for: libblkio passes regions by
+   * value, so a copy (`{ ...region }`: the same `bytes`, len, fd and fdOffset) names the same
+   * region for unmap and free. `region` itself when it is known or matches none.
+   */
+  known(region: MemoryRegion): MemoryRegion {
+    if (region === null || typeof region !== "object") return region;
+    if (this.#mapped.has(region) || this.#allocated.has(region)) return region;
+    for (const r of [...this.#mapped.keys(), ...this.#allocated.keys()]) {
+      if (
+        r.bytes === region.bytes && r.len === region.len && r.fd === region.fd &&
+        r.fdOffset === region.fdOffset
+      ) {
+        return r;
+      }
+    }
+    return region;
+  }
+
   /** Whether `region` (this very object) is mapped. */
   isMapped(region: MemoryRegion): boolean {
     return this.#mapped.has(region);

@@ -331,6 +331,31 @@ test("free-mem-region: a mapped region → EBUSY, then fine once unmapped", () =
   assert.equal(r.bytes.byteLength, 0);
 });
 
+// libblkio passes regions by value: a copy names the same region. unmapMemRegion({ ...r }) did
+// nothing, silently, and r stayed mapped (map did see the copy as the mapped region).
+test("mem-regions: a copy of a region ({ ...r }) unmaps and frees it, as libblkio's by-value struct does", () => {
+  using b = startOn(FILE);
+  const r = b.allocMemRegion(8192);
+  b.mapMemRegion(r);
+  assertErrno(() => b.mapMemRegion({ ...r }), "EINVAL", /already mapped/);
+  b.unmapMemRegion({ ...r });
+  b.mapMemRegion(r); // it was unmapped: mapping it again is fine
+  b.unmapMemRegion({ ...r });
+  b.freeMemRegion({ ...r });
+  assert.equal(r.bytes.byteLength, 0, "freed");
+  assertErrno(() => b.freeMemRegion(r), "EINVAL", /already freed/);
+  // A caller-built region, and a region with the same memory but another length, are not copies.
+  const own = b.allocMemRegion(8192);
+  const built: MemoryRegion = { bytes: own.bytes.subarray(0, 4096), len: 4096, fd: own.fd, fdOffset: 0 };
+  b.mapMemRegion(built);
+  b.unmapMemRegion({ ...built, len: 8192 });
+  assertErrno(() => b.mapMemRegion(built), "EINVAL", /already mapped/);
+  b.unmapMemRegion({ ...built });
+  b.mapMemRegion(built);
+  b.unmapMemRegion(built);
+  b.freeMemRegion(own);
+});
+
 function inFlightCase(t: Target, name: string, submit: (q: Queue, bytes: Uint8Array) => void) {
   test(`free-mem-region: request in flight → EBUSY (${name}) [${t.name}]`, () => {
     using b = startOn(t);
@@ -435,8 +460,9 @@ test("free-mem-region: a foreign region → EINVAL", () => {
   const ra = a.allocMemRegion(4096);
   assertErrno(() => b.freeMemRegion(ra), "EINVAL");
   assert.equal(ra.bytes.byteLength, 4096);
-  // A copy of a's region is not the region a allocated either.
-  assertErrno(() => a.freeMemRegion({ ...ra }), "EINVAL");
+  // Nor is one with a's region's memory under another length or fd (a copy is: see below).
+  assertErrno(() => a.freeMemRegion({ ...ra, len: 2048 }), "EINVAL");
+  assertErrno(() => a.freeMemRegion({ ...ra, fd: -1 }), "EINVAL");
   assertErrno(() => a.freeMemRegion(ownRegion(4096, 1)), "EINVAL");
   for (const v of [null, undefined, 0, "x", {}]) {
     assertErrno(() => a.freeMemRegion(v as unknown as MemoryRegion), "EINVAL");
