@@ -187,7 +187,15 @@ export function parseValue(name: string, type: PropertyType, text: string): Prop
       if (!/^[+-]?\d+$/.test(text)) {
         throw BlkioError.of("EINVAL", `Value of "${name}" must be an integer: received "${text}"`);
       }
-      return checkInt(name, Number(text));
+      // Checked here so that the message quotes the text: Number("99999999999999999999") is 1e20.
+      const n = Number(text);
+      if (n < INT_MIN || n > INT_MAX) {
+        throw BlkioError.of(
+          "EINVAL",
+          `Value of "${name}" must be an integer from ${INT_MIN} to ${INT_MAX}: received "${text}"`,
+        );
+      }
+      return n;
     }
     case "uint64": {
       if (!/^\+?\d+$/.test(text)) {
