@@ -28,7 +28,8 @@ export interface TargetFacts {
    * O_DIRECT on a block device or on a file of a file system over one: the library refuses
    * writes that could tear before submitting them (a misaligned start or length, or a piece
    * finer than the DMA alignment: ext4 and the block layer would write part of them). On tmpfs
-   * such writes go through the page cache and succeed.
+   * such writes go through the page cache and succeed. Not on a read-only instance, where every
+   * write is EBADF.
    */
   directWritesChecked: boolean;
   /** The request goes to a poll queue. */
@@ -179,17 +180,18 @@ function readOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
 }
 
 function writeOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
+  // The kernel refuses a write on an O_RDONLY fd (read_only.test.ts) when it issues it, before it
+  // looks at O_DIRECT alignment (so the library does not check that there: security.test.ts); an
+  // iovec array it cannot take fails earlier, when it prepares the request.
+  if (f.readOnly) {
+    const ro: Outcome = { ret: EBADF, msg: READ_ONLY_MSG, effect: "none" };
+    return tooManyIovecs(r) ? [ro, { ret: EINVAL, msg: IOV_MAX_MSG, effect: "none" }] : [ro];
+  }
   const a = f.alignment;
   const startOrLenOff = f.direct && (r.start % a !== 0 || r.len % a !== 0);
   // An empty write cannot tear: the kernel completes it with 0 whatever its alignment.
   if (startOrLenOff && f.directWritesChecked && r.len > 0) {
     return [{ ret: EINVAL, msg: directMsg(a), effect: "none", early: "maybe" }];
-  }
-  // The kernel refuses a write on an O_RDONLY fd (read_only.test.ts) when it issues it; an iovec
-  // array it cannot take fails earlier, when it prepares the request.
-  if (f.readOnly) {
-    const ro: Outcome = { ret: EBADF, msg: READ_ONLY_MSG, effect: "none" };
-    return tooManyIovecs(r) ? [ro, { ret: EINVAL, msg: IOV_MAX_MSG, effect: "none" }] : [ro];
   }
   if (r.len === 0) return [{ ret: 0, msg: null, effect: "none" }];
   const o = new Outcomes();

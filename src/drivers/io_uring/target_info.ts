@@ -70,7 +70,8 @@ export interface TargetInfo {
    * a write's alignment piece by piece (a file extent by extent, a device bio by bio), so a
    * misaligned write spanning several pieces (a hole, or more than one bio: 256 pages) is partly
    * written before it fails with EINVAL. The library refuses such writes before submitting them
-   * (TargetInfo.directMemAlignment).
+   * (TargetInfo.directMemAlignment). False on a read-only instance: there the kernel fails every
+   * write with EBADF before it looks at alignment, and so must the library.
    */
   directWritesTear: boolean;
   /**
@@ -150,7 +151,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       supportsFuaNatively: limits.supportsFuaNatively,
       canGrow: false,
       flushNeeded: limits.writeCacheWriteBack || !direct,
-      directWritesTear: direct,
+      directWritesTear: direct && !readOnly,
       directMemAlignment: limits.dmaAlignment,
       ioPoll: limits.ioPoll,
       blockDevice: { major: st.rdevMajor, minor: st.rdevMinor },
@@ -180,7 +181,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     flushNeeded: true,
     // Not where the file takes no O_DIRECT of its own (statx says 0): the kernel then writes
     // through the page cache, where any alignment goes, whole.
-    directWritesTear: direct && limits !== null && st.dioOffsetAlign !== 0,
+    directWritesTear: direct && !readOnly && limits !== null && st.dioOffsetAlign !== 0,
     directMemAlignment: st.dioMemAlign || limits?.dmaAlignment || requestAlignment,
     ioPoll: limits?.ioPoll ?? null,
     blockDevice: null,
