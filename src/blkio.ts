@@ -9,7 +9,7 @@ import type { Driver } from "./driver.ts";
 import { BlkioError, mustBeConnected, mustBeStarted, noConstructor } from "./errors.ts";
 import { type MemoryRegion, MemoryRegionRegistry } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
-import { checkBool, checkInt, checkStr, checkUint64, describe, type PropertyInfo } from "./properties.ts";
+import { checkBool, checkInt, checkUint64, describe, type PropertyInfo } from "./properties.ts";
 import { closeQueue, newQueue, type Queue, queueUsesBuffer } from "./queue.ts";
 import { State, type StateName, stateName, type StateValue } from "./state.ts";
 
@@ -164,25 +164,25 @@ export class Blkio {
   /** Sets a bool property. */
   setBool(name: string, value: boolean): void {
     const d = this.#live();
-    d.properties.set(d, this.#state, name, "bool", checkBool(name, value));
+    d.properties.set(d, this.#state, name, "bool", value, checkBool);
   }
 
   /** Sets an int property (C int range). */
   setInt(name: string, value: number): void {
     const d = this.#live();
-    d.properties.set(d, this.#state, name, "int", checkInt(name, value));
+    d.properties.set(d, this.#state, name, "int", value, checkInt);
   }
 
   /** Sets a uint64 property. */
   setUint64(name: string, value: bigint | number): void {
     const d = this.#live();
-    d.properties.set(d, this.#state, name, "uint64", checkUint64(name, value));
+    d.properties.set(d, this.#state, name, "uint64", value, checkUint64);
   }
 
   /** Sets any property from text (`true`/`false`, decimal numbers). */
   setStr(name: string, value: string): void {
     const d = this.#live();
-    d.properties.setStr(d, this.#state, name, checkStr(name, value));
+    d.properties.setStr(d, this.#state, name, value);
   }
 
   /** Every property of this driver, with its type and access in the current state. */

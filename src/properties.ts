@@ -126,17 +126,22 @@ export class PropertyTable<D> {
     return row.get(driver) as PropertyValue[T];
   }
 
-  /** Typed write: `value` must already be checked to be of type `type`. */
+  /**
+   * Typed write: the property must have type `type`, be writable now, and `check` must accept
+   * `value`, in libblkio's order (name, type, access, then the value): a typo in a name, or a
+   * read-only property, is what the caller needs to hear about first.
+   */
   set<T extends PropertyType>(
     driver: D,
     state: StateValue,
     name: string,
     type: T,
-    value: PropertyValue[T],
+    value: unknown,
+    check: (name: string, value: unknown) => PropertyValue[T],
   ): void {
     const row = this.#typed(name, type);
     this.#writable(name, row, state);
-    (row.set as (d: D, v: PropertyValue[T]) => void)(driver, value);
+    (row.set as (d: D, v: PropertyValue[T]) => void)(driver, check(name, value));
   }
 
   /** Reads any property as text: `true`/`false` or a decimal number. */
@@ -147,11 +152,11 @@ export class PropertyTable<D> {
   }
 
   /** Writes any property from text, parsed for its type. */
-  setStr(driver: D, state: StateValue, name: string, text: string): void {
+  setStr(driver: D, state: StateValue, name: string, text: unknown): void {
     const row = this.#row(name);
     this.#writable(name, row, state);
     const set = row.set as (d: D, v: PropertyValue[PropertyType]) => void;
-    set(driver, parseValue(name, row.type, text));
+    set(driver, parseValue(name, row.type, checkStr(name, text)));
   }
 
   /** Introspection for the instance's current state. */

@@ -8,7 +8,7 @@ import { ERRNO } from "../src/errno.ts";
 import { type Completion, flagsError, newCompletion, Op, type OpValue, ReqFlags } from "../src/completion.ts";
 import { CompletionBacklog } from "../src/completion_backlog.ts";
 import { RequestBacklog, type RequestSink } from "../src/request_backlog.ts";
-import { PropertyTable } from "../src/properties.ts";
+import { checkBool, checkInt, checkUint64, PropertyTable } from "../src/properties.ts";
 import { State, type StateValue } from "../src/state.ts";
 import { closeQueue, newQueue, type Queue, queueUsesBuffer } from "../src/queue.ts";
 import type { DriverQueue } from "../src/driver.ts";
@@ -519,13 +519,13 @@ const C = State.Created, K = State.Connected, S = State.Started;
 test("property table: unknown names, wrong types, and non-string names", () => {
   const t = fakeTable(), d = fakeDriver();
   assertErrno(() => t.get(d, C, "nope", "int"), "ENOENT", /nope/);
-  assertErrno(() => t.set(d, C, "nope", "int", 1), "ENOENT");
+  assertErrno(() => t.set(d, C, "nope", "int", 1, checkInt), "ENOENT");
   assertErrno(() => t.getStr(d, C, "nope"), "ENOENT");
   assertErrno(() => t.setStr(d, C, "nope", "1"), "ENOENT");
   assertErrno(() => t.get(d, C, "num", "bool"), "ENOTTY", /not a bool/);
   assertErrno(() => t.get(d, C, "flag", "int"), "ENOTTY", /not an int/);
   assertErrno(() => t.get(d, K, "cap", "int"), "ENOTTY", /not an int/);
-  assertErrno(() => t.set(d, C, "name", "int", 3), "ENOTTY");
+  assertErrno(() => t.set(d, C, "name", "int", 3, checkInt), "ENOTTY");
   assertErrno(() => t.get(d, C, 5 as unknown as string, "int"), "EINVAL");
   assert.equal(t.has("num"), true);
   assert.equal(t.has("nope"), false);
@@ -540,26 +540,26 @@ test("property table: state checks ENODEV / EBUSY / EACCES", () => {
   assert.equal(t.get(d, S, "cap", "uint64"), 4096n);
   // Read-only, in every state.
   for (const st of [C, K, S] as StateValue[]) {
-    assertErrno(() => t.set(d, st, "cap", "uint64", 1n), "EACCES", /read-only/);
+    assertErrno(() => t.set(d, st, "cap", "uint64", 1n, checkUint64), "EACCES", /read-only/);
     assertErrno(() => t.setStr(d, st, "name", "x"), "EACCES", /read-only/);
   }
   // Created-only.
-  t.set(d, C, "num", "int", 4);
+  t.set(d, C, "num", "int", 4, checkInt);
   assert.equal(d.num, 4);
-  assertErrno(() => t.set(d, K, "num", "int", 5), "EBUSY", /connected/);
-  assertErrno(() => t.set(d, S, "num", "int", 5), "EBUSY", /started/);
+  assertErrno(() => t.set(d, K, "num", "int", 5, checkInt), "EBUSY", /connected/);
+  assertErrno(() => t.set(d, S, "num", "int", 5, checkInt), "EBUSY", /started/);
   // Connected-only.
-  assertErrno(() => t.set(d, C, "qsize", "int", 16), "ENODEV");
-  t.set(d, K, "qsize", "int", 16);
+  assertErrno(() => t.set(d, C, "qsize", "int", 16, checkInt), "ENODEV");
+  t.set(d, K, "qsize", "int", 16, checkInt);
   assert.equal(d.qsize, 16);
-  assertErrno(() => t.set(d, S, "qsize", "int", 32), "EBUSY", /started/);
+  assertErrno(() => t.set(d, S, "qsize", "int", 32, checkInt), "EBUSY", /started/);
   // Both.
-  t.set(d, C, "flag", "bool", true);
-  t.set(d, K, "flag", "bool", false);
-  assertErrno(() => t.set(d, S, "flag", "bool", true), "EBUSY");
+  t.set(d, C, "flag", "bool", true, checkBool);
+  t.set(d, K, "flag", "bool", false, checkBool);
+  assertErrno(() => t.set(d, S, "flag", "bool", true, checkBool), "EBUSY");
   assert.equal(d.flag, false);
   // Errors of the row's own setter pass through.
-  assertErrno(() => t.set(d, C, "num", "int", -1), "EINVAL", /num/);
+  assertErrno(() => t.set(d, C, "num", "int", -1, checkInt), "EINVAL", /num/);
   assert.equal(d.num, 4);
 });
 

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { Blkio, BlkioError, type PropertyInfo, type PropertyType } from "../mod.ts";
-import { parseValue } from "../src/properties.ts";
+import { checkUint64, parseValue } from "../src/properties.ts";
 import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { native } from "../ffi/load.ts";
 import { join } from "node:path";
@@ -358,8 +358,9 @@ for (const state of STATES) {
   });
 }
 
-test("wrong JS value types are EINVAL, not TypeError, before any other check", () => {
+test("wrong JS value types are EINVAL, not TypeError, once name, type and access are right", () => {
   using b = instanceIn(TARGETS[0], "connected");
+  using c = Blkio.create("io_uring"); // created: where direct and path can be set
   const cases: [string, () => unknown][] = [
     ['setInt("num-queues", "2")', () => b.setInt("num-queues", "2" as unknown as number)],
     ['setInt("num-queues", 1.5)', () => b.setInt("num-queues", 1.5)],
@@ -369,17 +370,11 @@ test("wrong JS value types are EINVAL, not TypeError, before any other check", (
     ['setInt("num-queues", -(2 ** 31) - 1)', () => b.setInt("num-queues", -(2 ** 31) - 1)],
     ['setInt("num-queues", 2n)', () => b.setInt("num-queues", 2n as unknown as number)],
     ['setInt("num-queues")', () => (b.setInt as (n: string) => void)("num-queues")],
-    ['setBool("direct", 1)', () => b.setBool("direct", 1 as unknown as boolean)],
-    ['setBool("direct", "true")', () => b.setBool("direct", "true" as unknown as boolean)],
-    ['setBool("direct", null)', () => b.setBool("direct", null as unknown as boolean)],
-    ['setUint64("max-mem-regions", -1)', () => b.setUint64("max-mem-regions", -1)],
-    ['setUint64("max-mem-regions", -1n)', () => b.setUint64("max-mem-regions", -1n)],
-    ['setUint64("max-mem-regions", 2n ** 64n)', () => b.setUint64("max-mem-regions", 2n ** 64n)],
-    ['setUint64("max-mem-regions", 1.5)', () => b.setUint64("max-mem-regions", 1.5)],
-    ['setUint64("max-mem-regions", 2 ** 53)', () => b.setUint64("max-mem-regions", 2 ** 53)],
-    ['setUint64("max-mem-regions", "1")', () => b.setUint64("max-mem-regions", "1" as unknown as bigint)],
-    ['setStr("path", 5)', () => b.setStr("path", 5 as unknown as string)],
-    ['setStr("path", "a\\0b")', () => b.setStr("path", "a\0b")],
+    ['setBool("direct", 1)', () => c.setBool("direct", 1 as unknown as boolean)],
+    ['setBool("direct", "true")', () => c.setBool("direct", "true" as unknown as boolean)],
+    ['setBool("direct", null)', () => c.setBool("direct", null as unknown as boolean)],
+    ['setStr("path", 5)', () => c.setStr("path", 5 as unknown as string)],
+    ['setStr("path", "a\\0b")', () => c.setStr("path", "a\0b")],
   ];
   for (const [what, fn] of cases) {
     try {
@@ -391,10 +386,45 @@ test("wrong JS value types are EINVAL, not TypeError, before any other check", (
     }
   }
   assert.equal(b.getInt("num-queues"), 1);
+  // No uint64 property is writable: what setUint64 would take is checked by checkUint64.
+  for (const bad of [-1, -1n, 2n ** 64n, 1.5, 2 ** 53, NaN, "1", null]) {
+    assert.throws(
+      () => checkUint64("x", bad),
+      (e: unknown) =>
+        e instanceof BlkioError && e.code === "EINVAL" && /unsigned 64-bit integer/.test(e.message),
+      String(bad),
+    );
+  }
+  assert.equal(checkUint64("x", 2 ** 53 - 1), 2n ** 53n - 1n);
+  assert.equal(checkUint64("x", 2n ** 64n - 1n), 2n ** 64n - 1n);
   // The largest values that are valid still work.
   b.setInt("num-queues", 2);
   b.setInt("num-entries", 2 ** 31 - 1);
   assert.equal(b.getInt("num-entries"), 2147483647);
+});
+
+// libblkio checks the name, then the type, then whether the property can be set now, and only
+// then the value: a typo or a read-only property is what the caller hears about. The value's JS
+// type used to be checked first (setInt("no-such", 1.5) was EINVAL, not ENOENT).
+test("setters check name, type and access before the value, as libblkio does", () => {
+  using b = instanceIn(TARGETS[0], "connected");
+  const cases: [string, () => unknown, string][] = [
+    ['setInt("no-such", 1.5)', () => b.setInt("no-such", 1.5), "ENOENT"],
+    ['setBool("no-such", "x")', () => b.setBool("no-such", "x" as unknown as boolean), "ENOENT"],
+    ['setStr("no-such", 5)', () => b.setStr("no-such", 5 as unknown as string), "ENOENT"],
+    ['setBool("fd", "x")', () => b.setBool("fd", "x" as unknown as boolean), "ENOTTY"],
+    ['setUint64("num-entries", -1)', () => b.setUint64("num-entries", -1), "ENOTTY"],
+    ['setUint64("capacity", -1n)', () => b.setUint64("capacity", -1n), "EACCES"],
+    ['setInt("max-queues", 1.5)', () => b.setInt("max-queues", 1.5), "EACCES"],
+    ['setStr("capacity", 5)', () => b.setStr("capacity", 5 as unknown as string), "EACCES"],
+    ['setBool("direct", "x") when connected', () => b.setBool("direct", "x" as unknown as boolean), "EBUSY"],
+    ['setStr("path", 5) when connected', () => b.setStr("path", 5 as unknown as string), "EBUSY"],
+  ];
+  using c = Blkio.create("io_uring");
+  cases.push(['setInt("num-queues", 1.5) before connect', () => c.setInt("num-queues", 1.5), "ENODEV"]);
+  for (const [what, fn, code] of cases) {
+    assert.throws(fn, (e: unknown) => e instanceof BlkioError && e.code === code, `${what}: ${code}`);
+  }
 });
 
 test("capacity: exact for files of 2^53 bytes and more (sparse files on tmpfs)", () => {
