@@ -8,7 +8,9 @@
  * while requests are in flight, one wait per queue runs on the queue's completion eventfd,
  * watched by the event loop (see `CompletionWaiter`); each wakeup reaps every completion that
  * is ready. Completions are never taken in a microtask, so timers and I/O keep their turns.
- * Nothing here ever blocks the event loop.
+ * Nothing here waits on the event loop; the one system call that can take long is the kernel's
+ * own: io_uring_enter blocks while a file system cannot take a request at once (a FUSE file
+ * whose daemon has a full background queue held a submission 450 ms).
  *
  * @module
  */
@@ -87,8 +89,13 @@ const OP_NAMES = ["Read", "Write", "Readv", "Writev", "Write zeroes", "Discard",
 
 /** The options {@link BlockDevice.open} knows: any other key is a mistake (`readonly`). */
 const OPEN_OPTIONS: ReadonlySet<string> = new Set(["driver", "direct", "readOnly", "queues", "numEntries"]);
+/** The options of each kind of request: `{ Fua: true }` must not be a plain write. */
+const REQUEST_OPTIONS: ReadonlySet<string> = new Set(["signal"]);
+const WRITE_OPTIONS: ReadonlySet<string> = new Set(["signal", "fua"]);
+const WRITE_ZEROES_OPTIONS: ReadonlySet<string> = new Set(["signal", "fua", "noUnmap", "noFallback"]);
 
 type FlagOption = "fua" | "noUnmap" | "noFallback";
+const NO_FLAGS: readonly (readonly [FlagOption, number])[] = [];
 const WRITE_FLAGS: readonly (readonly [FlagOption, number])[] = [["fua", ReqFlags.FUA]];
 const WRITE_ZEROES_FLAGS: readonly (readonly [FlagOption, number])[] = [
   ["fua", ReqFlags.FUA],
@@ -97,14 +104,42 @@ const WRITE_ZEROES_FLAGS: readonly (readonly [FlagOption, number])[] = [
 ];
 
 /**
- * The request flags of boolean options `names` in `opts`, or the EINVAL for one that is not a
- * boolean (`{ fua: "no" }` must not be a FUA write).
+ * The EINVAL for options that are not an object (undefined and null stand for none), or that
+ * have a key not in `known`: a misspelt option must not be dropped silently. A for-in loop, so
+ * that a request with options allocates nothing for the check.
+ */
+function badOptions(opts: unknown, known: ReadonlySet<string>): BlkioError | null {
+  if (opts === undefined || opts === null) return null;
+  if (typeof opts !== "object" || Array.isArray(opts)) {
+    return BlkioError.of("EINVAL", `Options must be an object: received ${describe(opts)}`);
+  }
+  try {
+    for (const key in opts) {
+      if (!known.has(key)) {
+        return BlkioError.of("EINVAL", `Unknown option "${key}" (the options are ${[...known].join(", ")})`);
+      }
+    }
+  } catch (e) {
+    return e instanceof BlkioError
+      ? e
+      : BlkioError.of("EINVAL", `Options could not be read: ${e}`, { cause: e });
+  }
+  return null;
+}
+
+/**
+ * The request flags of boolean options `names` in `opts` (whose keys must be in `known`), or the
+ * EINVAL for a bad one (`{ fua: "no" }` must not be a FUA write, nor `{ Fua: true }` a plain one).
  */
 function flagsOf(
-  opts: Partial<Record<FlagOption, unknown>> | undefined | null,
+  options: unknown,
+  known: ReadonlySet<string>,
   names: readonly (readonly [FlagOption, number])[],
 ): number | BlkioError {
-  if (opts === undefined || opts === null) return 0;
+  if (options === undefined || options === null) return 0;
+  const bad = badOptions(options, known);
+  if (bad !== null) return bad;
+  const opts = options as Partial<Record<FlagOption, unknown>>;
   let flags = 0;
   for (const [name, bit] of names) {
     let v: unknown;
@@ -212,7 +247,7 @@ function checkCount(name: string, value: unknown, min: number): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > 0x7fffffff) {
     throw BlkioError.of(
       "EINVAL",
-      `${name} must be an integer of at least ${min}: received ${describe(value)}`,
+      `${name} must be an integer from ${min} to 2147483647: received ${describe(value)}`,
     );
   }
   return value;
@@ -226,9 +261,13 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
 
 /**
  * A block device (or file) opened for event-driven I/O: every request returns a promise, and
- * the event loop never blocks. Requests made in the same event-loop turn reach the kernel in
+ * no wait for a completion blocks the event loop (a submission can, where the kernel blocks in
+ * it: FUSE files). Requests made in the same event-loop turn reach the kernel in
  * one batch; thousands may be in flight (beyond the ring size they wait in the queue's
  * backlog, never rejected). A failed request rejects with {@link BlkioError} carrying the errno.
+ *
+ * Options are checked like arguments: a key a method does not know (`{ Fua: true }`, `fua` on a
+ * read) or a value of the wrong type rejects with `EINVAL` instead of being dropped.
  *
  * Every request method takes an optional `signal`: aborting rejects the request at once with an
  * `AbortError` (the signal's reason when it is an Error). A request still waiting for room in
@@ -415,17 +454,24 @@ export class BlockDevice {
   }
 
   static #open(path: string, opts: BlockDeviceOpenOptions): BlockDevice {
-    if (opts === null || typeof opts !== "object") {
-      throw BlkioError.of("EINVAL", `Options must be an object: received ${describe(opts)}`);
-    }
-    for (const key of Object.keys(opts)) {
-      // A misspelt option must not be dropped silently: `readonly` would open read-write.
-      if (!OPEN_OPTIONS.has(key)) {
-        throw BlkioError.of(
-          "EINVAL",
-          `Unknown option "${key}" (the options are ${[...OPEN_OPTIONS].join(", ")})`,
-        );
-      }
+    // A misspelt option must not be dropped silently: `readonly` would open read-write.
+    if (opts === null) throw BlkioError.of("EINVAL", "Options must be an object: received null");
+    const bad = badOptions(opts, OPEN_OPTIONS);
+    if (bad !== null) throw bad;
+    try {
+      // Read once, here: a getter that throws is bad input, and one that changes its answer
+      // must not be checked once and used twice.
+      opts = {
+        driver: opts.driver,
+        direct: opts.direct,
+        readOnly: opts.readOnly,
+        queues: opts.queues,
+        numEntries: opts.numEntries,
+      };
+    } catch (e) {
+      throw e instanceof BlkioError
+        ? e
+        : BlkioError.of("EINVAL", `Options could not be read: ${e}`, { cause: e });
     }
     const queues = opts.queues === undefined ? 1 : checkCount("queues", opts.queues, 1);
     const native = requireNative();
@@ -523,7 +569,10 @@ export class BlockDevice {
 
   #region(len: number): MemoryRegion {
     const align = Math.max(this.#regionAlignment, this.#pageSize);
-    const r = this.#b.allocMemRegion(Math.ceil(len / align) * align);
+    const size = Math.ceil(len / align) * align;
+    // Rounded up past 2^53, the region's length would be a number the caller never gave.
+    if (size > Number.MAX_SAFE_INTEGER) throw BlkioError.of("ENOMEM", `Buffer length ${len} is too large`);
+    const r = this.#b.allocMemRegion(size);
     try {
       this.#b.mapMemRegion(r);
     } catch (e) {
@@ -556,6 +605,8 @@ export class BlockDevice {
    * ```
    */
   read(offset: bigint | number, buf: Uint8Array, opts?: RequestOptions): Promise<void> {
+    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS);
+    if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_READ, offset, buf, 0, opts);
   }
 
@@ -564,37 +615,43 @@ export class BlockDevice {
    * {@link capacity}); on a block device, a write past its capacity rejects (ENOSPC).
    */
   write(offset: bigint | number, buf: Uint8Array, opts?: WriteOptions): Promise<void> {
-    const flags = flagsOf(opts, WRITE_FLAGS);
+    const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS);
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_WRITE, offset, buf, flags, opts);
   }
 
   /** Reads into the buffers of `iovecs`, in order, starting at `offset`. */
   readv(offset: bigint | number, iovecs: Uint8Array[], opts?: RequestOptions): Promise<void> {
+    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS);
+    if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_READV, offset, iovecs, 0, opts);
   }
 
   /** Writes the buffers of `iovecs`, in order, starting at `offset`. */
   writev(offset: bigint | number, iovecs: Uint8Array[], opts?: WriteOptions): Promise<void> {
-    const flags = flagsOf(opts, WRITE_FLAGS);
+    const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS);
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_WRITEV, offset, iovecs, flags, opts);
   }
 
   /** Makes `len` bytes at `offset` read as zeroes. */
   writeZeroes(offset: bigint | number, len: bigint | number, opts?: WriteZeroesOptions): Promise<void> {
-    const flags = flagsOf(opts, WRITE_ZEROES_FLAGS);
+    const flags = flagsOf(opts, WRITE_ZEROES_OPTIONS, WRITE_ZEROES_FLAGS);
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_WRITE_ZEROES, offset, len, flags, opts);
   }
 
   /** Discards (unmaps) `len` bytes at `offset`; they may then read as anything. */
   discard(offset: bigint | number, len: bigint | number, opts?: RequestOptions): Promise<void> {
+    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS);
+    if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_DISCARD, offset, len, 0, opts);
   }
 
   /** Makes completed writes durable. */
   flush(opts?: RequestOptions): Promise<void> {
+    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS);
+    if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_FLUSH, 0, null, 0, opts);
   }
 
