@@ -264,13 +264,17 @@ export class MemoryRegionRegistry {
   known(region: MemoryRegion): MemoryRegion {
     if (region === null || typeof region !== "object") return region;
     if (this.#mapped.has(region) || this.#allocated.has(region)) return region;
-    for (const r of [...this.#mapped.keys(), ...this.#allocated.keys()]) {
-      if (
-        r.bytes === region.bytes && r.len === region.len && r.fd === region.fd &&
-        r.fdOffset === region.fdOffset
-      ) {
-        return r;
+    try {
+      for (const r of [...this.#mapped.keys(), ...this.#allocated.keys()]) {
+        if (
+          r.bytes === region.bytes && r.len === region.len && r.fd === region.fd &&
+          r.fdOffset === region.fdOffset
+        ) {
+          return r;
+        }
       }
+    } catch {
+      // A getter of the caller's object threw: it is no copy of a region of ours.
     }
     return region;
   }

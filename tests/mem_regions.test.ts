@@ -353,6 +353,15 @@ test("mem-regions: a copy of a region ({ ...r }) unmaps and frees it, as libblki
   b.unmapMemRegion({ ...built });
   b.mapMemRegion(built);
   b.unmapMemRegion(built);
+  // An object whose getter throws is no copy: unmap ignores it, as any region not mapped.
+  b.mapMemRegion(built);
+  b.unmapMemRegion({
+    get bytes(): Uint8Array {
+      throw new Error("boom");
+    },
+  } as unknown as MemoryRegion);
+  assertErrno(() => b.mapMemRegion(built), "EINVAL", /already mapped/);
+  b.unmapMemRegion(built);
   b.freeMemRegion(own);
 });
 
