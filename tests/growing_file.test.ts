@@ -5,7 +5,7 @@ import assert from "./_assert.ts";
 import { statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { alignedBuffer, cleanupAll, scratchDir, startOn, type Target, targets } from "./_helpers.ts";
-import { getData, PAGE, pattern, putData, reapAll, runOk } from "./_io.ts";
+import { getData, PAGE, pattern, putData, reapAll, runOk, sleepMs } from "./_io.ts";
 
 const TARGETS = targets();
 const OFF = 0x10000;
@@ -101,6 +101,28 @@ for (const t of TARGETS) {
     runOk(q, (ud) => q.read(2 * PAGE, r, ud), "read across EOF after truncation");
     assert.deepEqual(r.subarray(0, PAGE), pattern(size, 12).subarray(2 * PAGE, 3 * PAGE));
     assert.deepEqual(r.subarray(PAGE), new Uint8Array(PAGE));
+  });
+
+  // The first part of the read stops at an end of file that is not block-aligned; the rest went
+  // again at that misaligned offset, and once the file had grown past it (a concurrent write)
+  // O_DIRECT failed it with EINVAL (fuzzer). The growth here comes between the two parts.
+  test(`growing_file: a read across an unaligned EOF while the file grows completes [${t.name}]`, () => {
+    const ft = emptyFileLike(t, "grows.img");
+    const size = 2 * PAGE + 100;
+    putData(ft, 0, pattern(size, 3));
+    using b = startOn(ft);
+    const q = b.getQueue(0)!;
+    const r = alignedBuffer(b, 4 * PAGE).fill(0xff);
+    q.read(PAGE, r, "read");
+    q.doIo([], 0, 0); // submitted; the first part completes without being reaped
+    sleepMs(50);
+    putData(ft, size, new Uint8Array(8 * PAGE).fill(0x99)); // the file grows past the rest
+    const [c] = reapAll(q, 1);
+    assert.equal(c.ret, 0, `${c.ret} ${c.errorMsg}`);
+    assert.deepEqual(r.subarray(0, size - PAGE), pattern(size, 3).subarray(PAGE));
+    // What lay past the end when the read got there: zeroes, or the new data.
+    const rest = r.subarray(size - PAGE);
+    assert.ok(rest.every((x) => x === 0) || rest.every((x) => x === 0x99), "the rest");
   });
 }
 

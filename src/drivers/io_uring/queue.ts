@@ -646,8 +646,19 @@ export class IoUringQueue implements DriverQueue {
       if (res === remaining) return 0;
       if (res > remaining) return -EIO;
       if (res > 0) {
-        // Short read or write: go again for the rest.
         s[b + S_DONE] += res;
+        // A short O_DIRECT read of a file stopped at its end, which need not be block-aligned:
+        // the rest would go again at a misaligned offset, EINVAL once the file has grown past
+        // it meanwhile (fuzzer). At the time of the read that rest lay past the end: zeroes.
+        const t = this.#target;
+        if (
+          t.direct && t.canGrow && (op === Op.Read || op === Op.Readv) &&
+          (s[b + S_START] + s[b + S_DONE]) % t.requestAlignment !== 0
+        ) {
+          this.#zeroRest(slot);
+          return 0;
+        }
+        // Short read or write: go again for the rest.
         this.#requeue(slot);
         return RESUBMITTED;
       }
