@@ -8,9 +8,9 @@
  * while requests are in flight, one wait per queue runs on the queue's completion eventfd,
  * watched by the event loop (see `CompletionWaiter`); each wakeup reaps every completion that
  * is ready. Completions are never taken in a microtask, so timers and I/O keep their turns.
- * Nothing here waits on the event loop; the one system call that can take long is the kernel's
- * own: io_uring_enter blocks while a file system cannot take a request at once (a FUSE file
- * whose daemon has a full background queue held a submission 450 ms).
+ * Nothing here waits on the event loop; the one system call that could take long is the
+ * submission, where a file system blocks inside the kernel's non-blocking attempt (FUSE does,
+ * while its background queue is full: its requests skip that attempt, TargetInfo.submitAsync).
  *
  * @module
  */
@@ -24,7 +24,7 @@ import { BlkioError, noConstructor } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, describe } from "./properties.ts";
-import type { Queue } from "./queue.ts";
+import { type Queue, submitFromEventLoop } from "./queue.ts";
 import { errnoError, signalEventfd } from "./sys.ts";
 
 /** Options of {@link BlockDevice.open}. */
@@ -261,8 +261,7 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
 
 /**
  * A block device (or file) opened for event-driven I/O: every request returns a promise, and
- * no wait for a completion blocks the event loop (a submission can, where the kernel blocks in
- * it: FUSE files). Requests made in the same event-loop turn reach the kernel in
+ * no wait for a completion blocks the event loop. Requests made in the same event-loop turn reach the kernel in
  * one batch; thousands may be in flight (beyond the ring size they wait in the queue's
  * backlog, never rejected). A failed request rejects with {@link BlkioError} carrying the errno.
  *
@@ -397,7 +396,9 @@ export class BlockDevice {
     this.#capacity = b.getUint64("capacity");
     const qs: QueueState[] = [];
     for (let i = 0; b.getQueue(i) !== null; i++) {
-      const s = new QueueState(b.getQueue(i)!);
+      const q = b.getQueue(i)!;
+      submitFromEventLoop(q); // a submission must not hold the event loop up (FUSE)
+      const s = new QueueState(q);
       s.onWake = () => this.#wake(s);
       s.onPeek = () => {
         s.peekScheduled = false;

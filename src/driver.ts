@@ -58,6 +58,12 @@ export interface DriverQueue extends RequestSink {
   enter(minComplete: number, timeoutNs: number, interruptible?: boolean): number;
   /** Enables or disables completion fd notifications (advisory). */
   setCompletionFdEnabled(enabled: boolean): void;
+  /**
+   * The queue is driven from an event loop (BlockDevice), which a submission must not hold up:
+   * where the device may block inside the submitting call, the driver avoids it, even at some
+   * cost. Optional: a driver whose submission never blocks has nothing to do.
+   */
+  submitFromEventLoop?(): void;
   /** Whether a request in flight uses memory of `buffer`. */
   usesBuffer(buffer: ArrayBufferLike): boolean;
   /**

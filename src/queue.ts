@@ -65,6 +65,8 @@ export let newQueue: (native: Native, dq: DriverQueue) => Queue;
 export let queueUsesBuffer: (q: Queue, buffer: ArrayBufferLike) => boolean;
 /** Shuts `q` down (queue removed, instance destroyed); later calls throw EBADF with `reason`. */
 export let closeQueue: (q: Queue, reason: string) => void;
+/** Tells `q`'s driver that an event loop drives it (BlockDevice): see DriverQueue. */
+export let submitFromEventLoop: (q: Queue) => void;
 
 /**
  * A submission/completion queue of a started instance. Use each queue from one thread.
@@ -110,6 +112,7 @@ export class Queue {
     newQueue = (native, dq) => new Queue(MADE_BY_BLKIO, native, dq);
     queueUsesBuffer = (q, buffer) => q.#usesBuffer(buffer);
     closeQueue = (q, reason) => q.#close(reason);
+    submitFromEventLoop = (q) => q.#live().submitFromEventLoop?.();
   }
 
   private constructor(key: symbol, native: Native, dq: DriverQueue) {

@@ -146,6 +146,8 @@ function statxAt(native: Native, dirfd: number, path: string, flags: number, wha
 
 /** f_type of a file on tmpfs (linux/magic.h). */
 export const TMPFS_MAGIC = 0x01021994;
+/** f_type of a file on FUSE (linux/magic.h), virtiofs included. */
+export const FUSE_SUPER_MAGIC = 0x65735546;
 
 /**
  * The file system's type (f_type, a magic number such as {@link TMPFS_MAGIC}) and block size

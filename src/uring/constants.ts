@@ -57,6 +57,8 @@ export const IOSQE_FIXED_FILE = 1 << 0;
  * (IOSQE_IO_LINK would cancel it after a failure).
  */
 export const IOSQE_IO_HARDLINK = 1 << 3;
+/** sqe->flags: go to an io-wq worker at once, without trying inside the submitting call. */
+export const IOSQE_ASYNC = 1 << 4;
 /** poll(2) event: readable. */
 export const POLLIN = 0x1;
 /** io_uring_enter flags. */
