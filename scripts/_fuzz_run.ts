@@ -11,6 +11,7 @@ import { bufferAddress } from "../src/buffers.ts";
 import { requireNative } from "../src/native.ts";
 import { BufferPool, type PoolEntry } from "./_fuzz_buffers.ts";
 import { DiskModel, type Interval } from "./_fuzz_disk.ts";
+import { applyOutcome } from "./_fuzz_effect.ts";
 import {
   FUA,
   IOV_MAX,
@@ -31,6 +32,7 @@ import {
   typedGet,
   typedSet,
 } from "./_fuzz_props.ts";
+import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import { type FuzzTarget, readThroughFs } from "./_fuzz_target.ts";
@@ -107,7 +109,6 @@ const MAX_QUEUES = 4;
 const KiB = 1024;
 /** Targets this large get requests of up to BIG_REQUEST bytes too. */
 const BIG_TARGET = 4096 * KiB;
-const BIG_REQUEST = 2048 * KiB;
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 
 /** Runs `opts.steps` steps; returns the figures or throws FuzzFailure. */
@@ -1074,60 +1075,16 @@ class FuzzRun {
     return this.#rng.pick(this.#liveQueues());
   }
 
-  /**
-   * A start and length, near the start or the end of the target or anywhere. Mostly clear of the
-   * requests in flight it would race with (a write with anything, a read with writes): where
-   * writes overlap in flight the outcome is unknown, and a target that is mostly unknown checks
-   * little. One in five may overlap, to exercise requests racing each other.
-   */
+  /** A start and length for `op` (see pickRange). */
   #range(op: Op): { start: number; len: number } {
-    const rng = this.#rng;
-    const clear = rng.chance(0.8);
-    const writes = op === "write" || op === "writev" || op === "writeZeroes" || op === "discard";
-    let r = this.#rangeOnce(op);
-    for (let tries = 0; clear && tries < 8; tries++) {
-      if (r.len === 0 || r.start >= 2 ** 53 || !this.#inflight.overlaps(r.start, r.start + r.len, !writes)) {
-        break;
-      }
-      r = this.#rangeOnce(op);
-    }
-    return r;
-  }
-
-  #rangeOnce(op: Op): { start: number; len: number } {
-    const rng = this.#rng, t = this.#t;
-    const a = rng.weighted([[45, 4096], [35, 512], [20, 1]]);
-    const lr = rng.int(100);
-    let len = lr < 3
-      ? 0
-      : lr < 50
-      ? rng.range(1, 8) * 512
-      : lr < 85
-      ? rng.range(1, 16) * 4096
-      : rng.range(1, 64 * KiB);
-    // Now and then more than one bio's worth (256 pages): the kernel splits such a request.
-    if (t.size >= BIG_TARGET && rng.chance(0.02)) len = rng.range(256 * KiB, BIG_REQUEST);
-    if (a > 1 && len > 0) len = Math.ceil(len / a) * a;
-    const where = rng.int(100);
-    let start: number;
-    let mayPassEnd = false;
-    if (where < 25) start = rng.int(64 * KiB);
-    else if (where < 40) {
-      start = Math.max(0, t.size - 64 * KiB + rng.int(80 * KiB));
-      mayPassEnd = true;
-    } else start = rng.int(t.size);
-    start = Math.floor(start / a) * a;
-    // Requests stay inside the model: a file has room to grow up to its limit; a block device's
-    // end is only crossed on purpose.
-    const limit = t.isBlockDevice ? (mayPassEnd ? t.size + 64 * KiB : t.size) : this.#disk.limit;
-    if (start + len > limit) start = Math.max(0, Math.floor((limit - len) / a) * a);
-    if (start + len > limit) len = limit - start;
-    // Rarely, past what a JS number holds exactly.
-    if (rng.chance(0.01)) {
-      if (op === "writeZeroes" || op === "discard") return { start, len: 2 ** 60 };
-      return { start: 2 ** 53 + rng.int(1 << 20), len };
-    }
-    return { start, len };
+    const t = this.#t;
+    return pickRange(this.#rng, op, {
+      size: t.size,
+      isBlockDevice: t.isBlockDevice,
+      limit: this.#disk.limit,
+      big: t.size >= BIG_TARGET,
+      inflight: this.#inflight,
+    });
   }
 
   #flags(op: Op): number {
@@ -1412,39 +1369,14 @@ class FuzzRun {
       this.#fail(`${r.describe} (ret ${ret}): errorMsg ${JSON.stringify(errorMsg)} !~ ${outcome.msg}`);
     }
     const d = this.#disk;
-    const grows = !this.#t.isBlockDevice;
-    switch (outcome.effect) {
-      case "check": {
-        const parts = r.dest ?? [];
-        const why = d.check(r.start, parts, r.conflicts, r.destLens);
-        if (why !== null) {
-          this.#fail(
-            `${r.describe} read wrong data: ${why}; conflicts ${fmt(r.conflicts)}` +
-              this.#history.explain(d, r.start, parts, r.destLens, r.conflicts),
-          );
-        }
-        this.#stats.bytesRead += r.len;
-        break;
-      }
-      case "data":
-        d.apply("data", r.start, r.len, r.data, r.id, r.conflicts);
-        if (grows) d.grow(r.start + r.len, true);
-        break;
-      case "zero":
-        d.apply("zero", r.start, r.len, null, r.id, r.conflicts);
-        // Without KEEP_SIZE (NO_UNMAP: FALLOC_FL_ZERO_RANGE) a file may grow to its end.
-        if (grows && (r.flags & NO_UNMAP) !== 0) d.grow(r.start + r.len, false);
-        break;
-      case "discard":
-        d.apply("discard", r.start, r.len, null, r.id, r.conflicts);
-        break;
-      case "forget":
-        d.apply("forget", r.start, r.len, null, r.id, []);
-        if (grows) d.grow(r.start + r.len, false);
-        break;
-      case "none":
-        break;
+    const why = applyOutcome(d, r, outcome.effect, !this.#t.isBlockDevice);
+    if (why !== null) {
+      this.#fail(
+        `${r.describe} read wrong data: ${why}; conflicts ${fmt(r.conflicts)}` +
+          this.#history.explain(d, r.start, r.dest ?? [], r.destLens, r.conflicts),
+      );
     }
+    if (outcome.effect === "check") this.#stats.bytesRead += r.len;
     r.release();
     this.#log.add(`  done ${r.describe}: ${ret}${errorMsg ? ` "${errorMsg}"` : ""}`);
   }
