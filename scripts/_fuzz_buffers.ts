@@ -15,8 +15,13 @@ import type { Rng } from "./_fuzz_rng.ts";
 /** Memory the pool hands out pieces of. */
 export class PoolEntry {
   readonly bytes: Uint8Array;
-  /** The region it is, or null for plain JS memory. */
+  /** The region it is, or null for plain JS memory and BlockDevice buffers. */
   readonly region: MemoryRegion | null;
+  /**
+   * Whether it lies in a memory region of the instance: its own, or a buffer of
+   * `BlockDevice.allocBuffer` (carved from regions the device mapped).
+   */
+  readonly inRegion: boolean;
   /** The native address of `bytes[0]` (for alignment). */
   readonly base: number;
   /** Pieces in use, and by which request. */
@@ -29,9 +34,10 @@ export class PoolEntry {
   mapped = false;
   freed = false;
 
-  constructor(bytes: Uint8Array, region: MemoryRegion | null) {
+  constructor(bytes: Uint8Array, region: MemoryRegion | null, inRegion = region !== null) {
     this.bytes = bytes;
     this.region = region;
+    this.inRegion = inRegion;
     this.base = bufferAddress(requireNative(), bytes);
   }
 
@@ -58,6 +64,14 @@ export class BufferPool {
   /** Adds an allocated region. */
   addRegion(region: MemoryRegion): PoolEntry {
     const e = new PoolEntry(region.bytes, region);
+    this.entries.push(e);
+    return e;
+  }
+
+  /** Adds a buffer of `BlockDevice.allocBuffer` (mapped for as long as its device is open). */
+  addDeviceBuffer(bytes: Uint8Array): PoolEntry {
+    const e = new PoolEntry(bytes, null, true);
+    e.mapped = true;
     this.entries.push(e);
     return e;
   }
@@ -108,7 +122,7 @@ export class BufferPool {
     mappedOnly = false,
   ): Uint8Array | null {
     const usable = this.entries.filter((e) =>
-      !e.retired && !e.freed && (plainOk || e.region !== null) && (!mappedOnly || e.mapped) &&
+      !e.retired && !e.freed && (plainOk || e.inRegion) && (!mappedOnly || e.mapped) &&
       e.bytes.length >= len + skew
     );
     if (usable.length === 0) return null;

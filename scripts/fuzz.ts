@@ -54,7 +54,15 @@ import process from "node:process";
 import { FuzzFailure, ReplayLog } from "./_fuzz_log.ts";
 import { Rng } from "./_fuzz_rng.ts";
 import { runFuzz, type RunStats } from "./_fuzz_run.ts";
-import { adoptTarget, makeTarget, TARGET_NAMES, type TargetName, targetUnavailable } from "./_fuzz_target.ts";
+import { type BlockDeviceStats, runBlockDeviceFuzz } from "./_fuzz_block_device.ts";
+import {
+  adoptTarget,
+  type FuzzTarget,
+  makeTarget,
+  TARGET_NAMES,
+  type TargetName,
+  targetUnavailable,
+} from "./_fuzz_target.ts";
 
 export { TARGET_NAMES, type TargetName, targetUnavailable } from "./_fuzz_target.ts";
 
@@ -76,16 +84,22 @@ export interface FuzzRunOptions {
   path?: string;
   /** Print every step. */
   verbose?: boolean;
-  /** SIGSTOP / SIGCONT the vhost-user back-end now and then. */
+  /** SIGSTOP / SIGCONT the vhost-user back-end now and then (synchronous API only). */
   pauses?: boolean;
+  /** The API fuzzed: the synchronous Blkio/Queue API (default), or BlockDevice. */
+  api?: FuzzApi;
 }
 
-/** The result of one run. */
-export interface FuzzRunReport {
+/** The APIs the fuzzer drives, as `--api` takes them. */
+export const FUZZ_APIS = ["sync", "block-device"] as const;
+export type FuzzApi = typeof FUZZ_APIS[number];
+
+/** The result of one run (`S`: the figures of its API's run). */
+export interface FuzzRunReport<S = RunStats> {
   runtime: string;
   target: TargetName;
   seed: number;
-  stats: RunStats | null;
+  stats: S | null;
   seconds: number;
   /** Null, or the failure: message, step, replay command and the last steps. */
   failure: string | null;
@@ -99,19 +113,35 @@ function replayCommand(o: FuzzRunOptions, steps: number): string {
   const runner = "Bun" in globalThis ? "bun scripts/fuzz.ts" : "deno run -A scripts/fuzz.ts";
   const extra = `${o.size ? ` --size ${o.size}` : ""}${o.dir ? ` --dir ${o.dir}` : ""}` +
     `${o.pauses ? " --pauses" : ""}`;
-  return `${runner} --target ${o.target} --seed ${o.seed} --steps ${steps}${extra} --verbose`;
+  const api = o.api === "block-device" ? " --api block-device" : "";
+  return `${runner}${api} --target ${o.target} --seed ${o.seed} --steps ${steps}${extra} --verbose`;
 }
 
-/** Runs the fuzzer once against a fresh target; never throws for a model mismatch. */
-export function fuzzOnce(o: FuzzRunOptions): FuzzRunReport {
+/** The target, initial contents and replay log of one run. */
+function prepare(o: FuzzRunOptions): { initial: Uint8Array; log: ReplayLog; target: FuzzTarget } {
   const size = o.size ?? 1024 * 1024;
-  const t0 = performance.now();
   const initial = new Uint8Array(size);
   new Rng(o.seed ^ 0x5eed).fill(initial);
   const log = new ReplayLog(150, o.verbose ? (line) => process.stderr.write(`${line}\n`) : null);
   const target = o.path !== undefined
     ? adoptTarget(o.target, o.path, initial)
     : makeTarget(o.target, initial, o.dir);
+  return { initial, log, target };
+}
+
+/** The report of a failed run: what differed, where, the replay command and the last steps. */
+function failureText(o: FuzzRunOptions, log: ReplayLog, e: FuzzFailure): string {
+  const api = o.api === "block-device" ? ", BlockDevice API" : "";
+  return `FUZZ FAILURE on ${RUNTIME}${api}, target ${o.target}, seed ${o.seed}, step ${log.step}:\n` +
+    `  ${e.message}\n` +
+    `replay: ${replayCommand(o, log.step + 1)}\n` +
+    `last steps:\n${log.lines().map((l) => `  ${l}`).join("\n")}`;
+}
+
+/** Runs the fuzzer once against a fresh target; never throws for a model mismatch. */
+export function fuzzOnce(o: FuzzRunOptions): FuzzRunReport {
+  const t0 = performance.now();
+  const { initial, log, target } = prepare(o);
   let stats: RunStats | null = null;
   let failure: string | null = null;
   try {
@@ -126,10 +156,42 @@ export function fuzzOnce(o: FuzzRunOptions): FuzzRunReport {
     });
   } catch (e) {
     if (!(e instanceof FuzzFailure)) throw e;
-    failure = `FUZZ FAILURE on ${RUNTIME}, target ${o.target}, seed ${o.seed}, step ${log.step}:\n` +
-      `  ${e.message}\n` +
-      `replay: ${replayCommand(o, log.step + 1)}\n` +
-      `last steps:\n${log.lines().map((l) => `  ${l}`).join("\n")}`;
+    failure = failureText(o, log, e);
+  } finally {
+    target.cleanup();
+  }
+  return {
+    runtime: RUNTIME,
+    target: o.target,
+    seed: o.seed,
+    stats,
+    seconds: (performance.now() - t0) / 1000,
+    failure,
+  };
+}
+
+/**
+ * Runs the BlockDevice (Promise API) fuzzer once against a fresh target
+ * (`scripts/_fuzz_block_device.ts`); never rejects for a model mismatch.
+ */
+export async function fuzzBlockDeviceOnce(o: FuzzRunOptions): Promise<FuzzRunReport<BlockDeviceStats>> {
+  const t0 = performance.now();
+  const opts = { ...o, api: "block-device" as const };
+  const { initial, log, target } = prepare(opts);
+  let stats: BlockDeviceStats | null = null;
+  let failure: string | null = null;
+  try {
+    stats = await runBlockDeviceFuzz({
+      target,
+      initial,
+      seed: o.seed,
+      steps: o.steps,
+      deadline: o.deadline ?? 0,
+      log,
+    });
+  } catch (e) {
+    if (!(e instanceof FuzzFailure)) throw e;
+    failure = failureText(opts, log, e);
   } finally {
     target.cleanup();
   }
@@ -156,13 +218,34 @@ function parseArgs(argv: string[]): Map<string, string> {
   return args;
 }
 
-function main(): void {
+/** One line of figures for a run that passed. */
+function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzApi): string {
+  const mib = (n: number) => (n / 1048576).toFixed(1);
+  const head = `  ${r.target} seed ${r.seed}: `;
+  if (api === "block-device") {
+    const s = (r as FuzzRunReport<BlockDeviceStats>).stats!;
+    return `${head}${s.steps} steps, ${s.requests} requests (${s.settled} settled, ${s.failedRequests} ` +
+      `rejected as the model allows, ${s.aborts} aborted, ${s.lateAborts} aborted too late), ` +
+      `${s.badInputs} bad inputs, ${s.opens} opens, ${s.closes} closes with ${s.closedInFlight} in flight, ` +
+      `at most ${s.maxPending} pending, ${mib(s.bytesRead)} MiB read (${mib(s.bytesCompared)} MiB compared ` +
+      `with the model), ${s.noBuffer} requests short of a buffer, ${r.seconds.toFixed(1)} s\n`;
+  }
+  const s = (r as FuzzRunReport).stats!;
+  return `${head}${s.steps} steps, ${s.requests} requests, ${s.completions} completions, ${s.doIo} doIo, ` +
+    `${s.instances} instances, ${mib(s.bytesRead)} MiB read (${mib(s.bytesCompared)} MiB compared with the ` +
+    `model), ${s.noBuffer} requests short of a buffer, ${s.pauses ? `${s.pauses} back-end pauses, ` : ""}` +
+    `${r.seconds.toFixed(1)} s\n`;
+}
+
+async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const num = (name: string, def: number) => {
     const v = args.has(name) ? Number(args.get(name)) : def;
     if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${name} must be a non-negative integer`);
     return v;
   };
+  const api = (args.get("api") ?? "sync") as FuzzApi;
+  if (!FUZZ_APIS.includes(api)) throw new Error(`--api must be one of ${FUZZ_APIS.join(", ")}`);
   const seed = num("seed", Date.now() % 1_000_000);
   const steps = num("steps", 5000);
   const seconds = num("seconds", 0);
@@ -170,6 +253,7 @@ function main(): void {
   const dir = args.get("dir");
   const verbose = args.has("verbose");
   const pauses = args.has("pauses");
+  if (pauses && api !== "sync") throw new Error("--pauses is for the synchronous API only");
   const json = args.has("json");
   const asked = (args.get("target") ?? TARGET_NAMES.join(",")).split(",") as TargetName[];
   for (const t of asked) if (!TARGET_NAMES.includes(t)) throw new Error(`unknown target ${t}`);
@@ -180,40 +264,50 @@ function main(): void {
   });
   if (targets.length === 0) throw new Error("no target can be made here");
   const end = seconds > 0 ? performance.now() + seconds * 1000 : 0;
-  const reports: FuzzRunReport[] = [];
-  if (!json) process.stderr.write(`fuzz on ${RUNTIME}: seed ${seed}, ${steps} steps a run\n`);
+  const reports: (FuzzRunReport | FuzzRunReport<BlockDeviceStats>)[] = [];
+  const what = api === "block-device" ? " (BlockDevice API)" : "";
+  if (!json) process.stderr.write(`fuzz on ${RUNTIME}${what}: seed ${seed}, ${steps} steps a run\n`);
   for (let k = 0;; k++) {
     if (seconds > 0 ? performance.now() >= end : k >= targets.length) break;
     const target = targets[k % targets.length];
     const runSeed = seconds > 0 ? seed + Math.floor(k / targets.length) : seed;
-    const r = fuzzOnce({ target, seed: runSeed, steps, deadline: end, size, dir, verbose, pauses });
+    const o: FuzzRunOptions = {
+      target,
+      seed: runSeed,
+      steps,
+      deadline: end,
+      size,
+      dir,
+      verbose,
+      pauses,
+      api,
+    };
+    const r = api === "block-device" ? await fuzzBlockDeviceOnce(o) : fuzzOnce(o);
     reports.push(r);
     if (!json) {
-      const s = r.stats;
-      process.stderr.write(
-        r.failure ?? `  ${target} seed ${runSeed}: ${s!.steps} steps, ${s!.requests} requests, ` +
-            `${s!.completions} completions, ${s!.doIo} doIo, ${s!.instances} instances, ` +
-            `${(s!.bytesRead / 1048576).toFixed(1)} MiB read (${
-              (s!.bytesCompared / 1048576).toFixed(1)
-            } MiB ` +
-            `compared with the model), ${s!.noBuffer} requests short of a buffer, ` +
-            `${s!.pauses ? `${s!.pauses} back-end pauses, ` : ""}${r.seconds.toFixed(1)} s\n`,
-      );
+      process.stderr.write(r.failure ?? summary(r, api));
       if (r.failure) process.stderr.write("\n");
     }
   }
   const failures = reports.filter((r) => r.failure !== null).length;
-  const total = (f: (s: RunStats) => number) => reports.reduce((n, r) => n + (r.stats ? f(r.stats) : 0), 0);
+  const total = (f: (s: RunStats | BlockDeviceStats) => number) =>
+    reports.reduce((n, r) => n + (r.stats ? f(r.stats) : 0), 0);
   if (json) {
-    process.stdout.write(JSON.stringify({ runtime: RUNTIME, seed, runs: reports, failures }, null, 2) + "\n");
-  } else {
     process.stdout.write(
-      `fuzz on ${RUNTIME}: ${reports.length} runs, ${total((s) => s.steps)} steps, ` +
-        `${total((s) => s.requests)} requests, ${total((s) => s.completions)} completions, ` +
-        `${failures} failed\n`,
+      JSON.stringify({ runtime: RUNTIME, api, seed, runs: reports, failures }, null, 2) + "\n",
+    );
+  } else {
+    const settled = api === "block-device"
+      ? `${total((s) => (s as BlockDeviceStats).settled)} settled, ${
+        total((s) => (s as BlockDeviceStats).aborts)
+      } aborted`
+      : `${total((s) => (s as RunStats).completions)} completions`;
+    process.stdout.write(
+      `fuzz on ${RUNTIME}${what}: ${reports.length} runs, ${total((s) => s.steps)} steps, ` +
+        `${total((s) => s.requests)} requests, ${settled}, ${failures} failed\n`,
     );
   }
   if (failures > 0) process.exitCode = 1;
 }
 
-if ((import.meta as { main?: boolean }).main) main();
+if ((import.meta as { main?: boolean }).main) await main();
