@@ -29,13 +29,23 @@
  * of a `doIo(min 0)` can still differ between runs, so a failure that depends on timing may take
  * a few replays. `tests/fuzz.test.ts` runs a bounded version in the suite.
  *
- * Files: `_fuzz_run.ts` (the actions and checks), `_fuzz_expect.ts` (what each request may
+ * `--api block-device` fuzzes the Promise API instead (`_fuzz_block_device.ts`): many concurrent
+ * requests of every kind over several queues and beyond small rings, buffers from `allocBuffer`
+ * (some over 512 KiB) and plain memory, aborts before a request is made, while it is queued and
+ * in flight, bad arguments (each with its documented code), `close()` with requests in flight
+ * (every promise must have settled, once, when it resolves; EBADF afterwards) and reopening, with
+ * the same expected outcomes, disk model and final read-back. Its completions arrive on the event
+ * loop, so a seed repeats its choices but not always its interleaving.
+ *
+ * Files: `_fuzz_run.ts` (the actions and checks), `_fuzz_block_device.ts` (the same for
+ * BlockDevice), `_fuzz_range.ts` (where requests go), `_fuzz_effect.ts` (what a completed
+ * request does to the model), `_fuzz_expect.ts` (what each request may
  * complete with: the semantics, and the known open bugs), `_fuzz_disk.ts` (expected contents),
  * `_fuzz_request.ts` (requests in flight and their overlaps), `_fuzz_props.ts` (properties),
  * `_fuzz_buffers.ts`, `_fuzz_target.ts`, `_fuzz_history.ts`, `_fuzz_log.ts`, `_fuzz_rng.ts`.
  *
  * Usage:
- *   deno run -A scripts/fuzz.ts [--steps N] [--seconds S] [--seed N]
+ *   deno run -A scripts/fuzz.ts [--api sync|block-device] [--steps N] [--seconds S] [--seed N]
  *     [--target file|file+direct|loop|loop+direct|vhost-user[,...]] [--size BYTES] [--dir DIR]
  *     [--pauses] [--verbose] [--json]
  *   bun scripts/fuzz.ts ...
@@ -46,7 +56,7 @@
  * - `--seed` (default: from the clock, printed), `--size` of each target (default 1 MiB; from
  *   4 MiB, some requests are larger than one bio), `--dir` where file targets go (default: the
  *   temp directory; /dev/shm for tmpfs, whose queues defer task work),
- *   `--verbose` prints every step.
+ *   `--verbose` prints every step, `--pauses` is for the synchronous API only.
  *
  * @module
  */

@@ -2,11 +2,11 @@
 // thousand steps each (a step is one API action: a request, a burst beyond the ring, a doIo, a
 // region or queue change, a property, a destroy...), every result checked against the model. A
 // failure names the seed and step, the command that replays it, and the last steps. Longer runs:
-// `deno run -A scripts/fuzz.ts --seconds 600`. Also checks that the model itself catches what it
-// is there to catch.
+// `deno run -A scripts/fuzz.ts --seconds 600` (`--api block-device` for the Promise API, also
+// run here). Also checks that the model itself catches what it is there to catch.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { fuzzOnce, type TargetName, targetUnavailable } from "../scripts/fuzz.ts";
+import { fuzzBlockDeviceOnce, fuzzOnce, type TargetName, targetUnavailable } from "../scripts/fuzz.ts";
 import { DiskModel } from "../scripts/_fuzz_disk.ts";
 import { outcomesOf, type TargetFacts } from "../scripts/_fuzz_expect.ts";
 import { cleanupAll, skipIf, targets } from "./_helpers.ts";
@@ -17,7 +17,8 @@ const SEEDS = [1, 2];
 
 // The vhost-user target makes its own export (qemu-storage-daemon), stopped when the run ends.
 const VHOST = { name: "vhost-user", path: undefined, skip: targetUnavailable("vhost-user") };
-for (const t of [...targets(SIZE).map((x) => ({ ...x, skip: null })), VHOST]) {
+const TARGETS = targets(SIZE);
+for (const t of [...TARGETS.map((x) => ({ ...x, skip: null })), VHOST]) {
   for (const seed of SEEDS) {
     const [name, opts] = skipIf(
       `fuzz: ${STEPS} random API steps agree with the model, seed ${seed} [${t.name}]`,
@@ -37,6 +38,38 @@ for (const t of [...targets(SIZE).map((x) => ({ ...x, skip: null })), VHOST]) {
       // The run did what it is for: many requests, most of them completed and checked.
       assert.ok(s.requests > STEPS, `only ${s.requests} requests`);
       assert.ok(s.completions > s.requests / 2, `${s.completions} completions of ${s.requests} requests`);
+      assert.ok(s.bytesCompared > SIZE, `only ${s.bytesCompared} bytes compared with the model`);
+      for (const [op, n] of Object.entries(s.byOp)) assert.ok(n > 0, `no ${op} requests`);
+    });
+  }
+}
+
+// The BlockDevice mode (`--api block-device`): a few seconds a run. The loop device goes with
+// O_DIRECT only (the buffered loop and the synchronous API's runs cover the rest).
+const BD_STEPS = 1200;
+for (
+  const t of [...targets(SIZE).filter((x) => x.name !== "loop").map((x) => ({ ...x, skip: null })), VHOST]
+) {
+  for (const seed of SEEDS) {
+    const [name, opts] = skipIf(
+      `fuzz: ${BD_STEPS} random BlockDevice steps agree with the model, seed ${seed} [${t.name}]`,
+      t.skip,
+    );
+    test(name, { ...opts, timeout: 120_000 }, async () => {
+      const r = await fuzzBlockDeviceOnce({
+        target: t.name as TargetName,
+        seed,
+        steps: BD_STEPS,
+        size: SIZE,
+        path: t.path,
+      });
+      assert.ok(r.failure === null, r.failure ?? "");
+      const s = r.stats!;
+      assert.equal(s.steps, BD_STEPS);
+      assert.equal(s.settled, s.requests, "every promise settled");
+      assert.ok(s.requests > BD_STEPS, `only ${s.requests} requests`);
+      assert.ok(s.aborts > 0 && s.closedInFlight > 0 && s.opens > 1, JSON.stringify(s));
+      assert.ok(s.maxPending > 128, `at most ${s.maxPending} pending`);
       assert.ok(s.bytesCompared > SIZE, `only ${s.bytesCompared} bytes compared with the model`);
       for (const [op, n] of Object.entries(s.byOp)) assert.ok(n > 0, `no ${op} requests`);
     });
