@@ -529,11 +529,8 @@ class BlockDeviceRun {
     this.#stats.allocBuffers++;
     if (buf.length !== len) this.#fail(`allocBuffer(${len}) has ${buf.length} bytes`);
     const addr = bufferAddress(requireNative(), buf);
-    // Known open bug (repro/alloc_buffer_page_alignment.ts): on virtio-blk-vhost-user the device
-    // takes optimal-buf-alignment (1 there) for the page size, so a buffer of a page or more is
-    // only bufAlignment-aligned, not page-aligned as documented. Checked as it is until fixed.
-    const page = this.#vhost ? 1 : 4096;
-    const align = Math.max(len >= page ? page : 64, dev.bufAlignment);
+    // As documented: a page or more page-aligned (virtio-blk-vhost-user's were not), else 64.
+    const align = Math.max(len >= 4096 ? 4096 : 64, dev.bufAlignment);
     if (addr % align !== 0) this.#fail(`allocBuffer(${len}) at ${addr}, not a multiple of ${align}`);
     for (let i = 0; i < len; i += 509) if (buf[i] !== 0) this.#fail(`allocBuffer(${len}) not zeroed at ${i}`);
     if (len >= 4096) this.#pool.addDeviceBuffer(buf);

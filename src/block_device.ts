@@ -25,7 +25,7 @@ import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, describe } from "./properties.ts";
 import { type Queue, submitFromEventLoop } from "./queue.ts";
-import { errnoError, signalEventfd } from "./sys.ts";
+import { errnoError, pageSize, signalEventfd } from "./sys.ts";
 
 /** Options of {@link BlockDevice.open}. */
 export interface BlockDeviceOpenOptions {
@@ -389,7 +389,9 @@ export class BlockDevice {
     this.#b = b;
     this.#requestAlignment = b.getInt("request-alignment");
     this.#bufAlignment = b.getInt("buf-alignment");
-    this.#pageSize = b.getInt("optimal-buf-alignment");
+    // The memory page, or the driver's optimal alignment if coarser: virtio-blk-vhost-user's is
+    // 1, and a buffer of a page or more was then only bufAlignment-aligned (BlockDevice fuzzer).
+    this.#pageSize = Math.max(pageSize(native), b.getInt("optimal-buf-alignment"));
     this.#poolGrows = b.getBool("needs-mem-regions");
     this.#regionAlignment = Number(b.getUint64("mem-region-alignment"));
     this.#readOnly = b.getBool("read-only");

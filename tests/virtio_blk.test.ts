@@ -20,6 +20,7 @@ import {
 import { native } from "../ffi/load.ts";
 import process from "node:process";
 import { cString } from "../src/sys.ts";
+import { bufferAddress } from "../src/buffers.ts";
 import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
 import { VhostUserClient, vhostUserTimeouts } from "../src/drivers/virtio_blk/vhost_user.ts";
 import { assertErrno, pread, pwrite, skipIf } from "./_helpers.ts";
@@ -253,6 +254,22 @@ vtest("BlockDevice.open: direct false is the default it is, direct true is EINVA
     const buf = dev.allocBuffer(PAGE);
     await dev.read(0, buf);
     assert.deepEqual(buf, image(0, PAGE));
+  } finally {
+    await dev.close();
+  }
+});
+
+// The device took optimal-buf-alignment (1 on this driver) for the page size: a buffer of a page
+// after one of 100 bytes started at byte 100 of a page (BlockDevice fuzzer).
+vtest("BlockDevice.allocBuffer: a page or more is page-aligned, smaller ones 64-aligned", async () => {
+  const dev = await BlockDevice.open(EXP!.socket, { driver: DRIVER });
+  try {
+    const n = native!;
+    for (const len of [100, PAGE, 17, 3 * PAGE, 1, 65536]) {
+      const addr = bufferAddress(n, dev.allocBuffer(len));
+      const align = len >= PAGE ? PAGE : 64;
+      assert.equal(addr % align, 0, `allocBuffer(${len}) at ${addr}`);
+    }
   } finally {
     await dev.close();
   }
