@@ -25,10 +25,11 @@ import { requireNative } from "../src/native.ts";
 import { BufferPool } from "./_fuzz_buffers.ts";
 import { DiskModel } from "./_fuzz_disk.ts";
 import { applyOutcome } from "./_fuzz_effect.ts";
-import { FUA, IOV_MAX, NO_FALLBACK, NO_UNMAP, outcomesOf, type TargetFacts } from "./_fuzz_expect.ts";
+import { FUA, NO_FALLBACK, NO_UNMAP, outcomesOf, type TargetFacts } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
-import { FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
+import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
 import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
+import { fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import type { RunOptions } from "./_fuzz_run.ts";
@@ -319,10 +320,8 @@ class BlockDeviceRun {
   }
 
   #expectError(what: string, got: unknown, code: string, msg?: RegExp): void {
-    if (!(got instanceof BlkioError)) this.#fail(`${what}: expected BlkioError ${code}, got ${String(got)}`);
-    if (got.code !== code) this.#fail(`${what}: expected ${code}, got ${got.code}: ${got.message}`);
-    if (got.message.length === 0) this.#fail(`${what}: ${code} with an empty message`);
-    if (msg && !msg.test(got.message)) this.#fail(`${what}: ${code} message "${got.message}" !~ ${msg}`);
+    const why = errorMismatch(what, got, code, msg);
+    if (why !== null) this.#fail(why);
     this.#stats.badInputs++;
     this.#log.add(`${what} -> ${code} (as expected)`);
   }
@@ -557,35 +556,13 @@ class BlockDeviceRun {
    * null when the pool has no room now.
    */
   #buffers(rng: Rng, r: FuzzRequest, len: number, count: number): Uint8Array[] | null {
-    const direct = this.#t.direct;
-    if (count > IOV_MAX) {
-      const one = this.#pool.take(rng.fork(), r, len, 1, 0);
-      if (one === null) return null;
-      const each = len / count;
-      return Array.from({ length: count }, (_, k) => one.subarray(k * each, (k + 1) * each));
-    }
-    const blocky = len % 512 === 0 && rng.chance(0.85);
-    const cuts = new Set<number>();
-    for (let k = 1; k < count; k++) cuts.add(blocky ? rng.int(len / 512 + 1) * 512 : rng.int(len + 1));
-    const bounds = [0, ...[...cuts].sort((x, y) => x - y), len];
-    const pieces: Uint8Array[] = [];
-    for (let k = 0; k + 1 < bounds.length; k++) {
-      const n = bounds[k + 1] - bounds[k];
-      const skew = direct
-        ? (rng.chance(0.04) ? rng.pick([4, 100, 256]) : 0)
-        : rng.chance(0.3)
-        ? rng.int(4096)
-        : 0;
-      const align = rng.chance(0.7) ? 4096 : 512;
+    const pool = this.#pool, vhost = this.#vhost;
+    return pickBuffers(rng, pool, r, len, count, this.#t.direct, (rng, n, align, skew) => {
       // Mostly allocBuffer memory; plain Uint8Arrays too (virtio-blk-vhost-user refuses them).
-      const inRegionOnly = rng.chance(this.#vhost ? 0.95 : 0.5);
-      const piece = this.#pool.take(rng.fork(), r, n, align, skew, !inRegionOnly) ??
-        this.#pool.take(rng.fork(), r, n, align, skew);
-      if (piece === null) return null;
-      pieces.push(piece);
-    }
-    if (count > 1 && rng.chance(0.1)) pieces.splice(rng.int(pieces.length + 1), 0, new Uint8Array(0));
-    return pieces;
+      const inRegionOnly = rng.chance(vhost ? 0.95 : 0.5);
+      return pool.take(rng.fork(), r, n, align, skew, !inRegionOnly) ??
+        pool.take(rng.fork(), r, n, align, skew);
+    });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -645,16 +622,8 @@ class BlockDeviceRun {
     when: AbortWhen | null = null,
   ): Tracked | null {
     const dev = this.#dev!, t = this.#t;
-    const op: Op = opArg ?? rng.weighted<Op>([
-      [25, "read"],
-      [25, "write"],
-      [10, "readv"],
-      [10, "writev"],
-      [10, "writeZeroes"],
-      [6, "discard"],
-      [4, "flush"],
-    ]);
-    let { start, len } = op === "flush" ? { start: 0, len: 0 } : pickRange(rng, op, {
+    const op: Op = opArg ?? pickOp(rng);
+    const range = op === "flush" ? { start: 0, len: 0 } : pickRange(rng, op, {
       size: t.size,
       isBlockDevice: t.isBlockDevice,
       limit: this.#disk.limit,
@@ -668,13 +637,8 @@ class BlockDeviceRun {
       : 0;
     const isIo = op === "read" || op === "write" || op === "readv" || op === "writev";
     const vectored = op === "readv" || op === "writev";
-    let count = vectored ? rng.range(1, 6) : 1;
-    if (vectored && !t.direct && !this.#vhost && rng.chance(0.02) && start < 2 ** 53) {
-      // More iovecs than IOV_MAX: EINVAL.
-      count = IOV_MAX + 1;
-      len = count * 4;
-      if (start + len > this.#disk.limit) start = 0;
-    }
+    const tiny = !t.direct && !this.#vhost;
+    const { count, start, len } = pickCount(rng, op, range.start, range.len, tiny, this.#disk.limit);
     const id = this.#nextId++;
     const r = new FuzzRequest(id, op, start, len, flags, this.#step, "dev");
     let bufs: Uint8Array[] = [];
@@ -687,27 +651,9 @@ class BlockDeviceRun {
         return null;
       }
       bufs = got;
-      // A write's bytes, or a read's poison (a read that does not fill its buffer shows).
-      for (const p of bufs) rng.fill(p);
-      if (op === "write" || op === "writev") {
-        const data = new Uint8Array(len);
-        let at = 0;
-        for (const p of bufs) {
-          data.set(p, at);
-          at += p.length;
-        }
-        r.data = data;
-        this.#history.add(r);
-      } else {
-        r.dest = bufs;
-        r.destLens = bufs.map((p) => p.length);
-      }
+      fillBuffers(rng, r, bufs, this.#history);
     }
-    const native = requireNative();
-    const pieces = bufs.filter((p) => p.length > 0).map((p) => ({
-      addr: bufferAddress(native, p),
-      len: p.length,
-    }));
+    const pieces = piecesOf(bufs);
     r.outcomes = outcomesOf(this.#facts(pieces), { op, start, len, flags, pieces });
     const reaches = r.outcomes.some((o) => o.effect !== "none");
     if (reaches && len > 0 && start < this.#disk.limit) {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { BlkioError } from "../mod.ts";
 
 /** A model mismatch: what the library did differs from what the model allows. */
 export class FuzzFailure extends Error {
@@ -11,6 +12,18 @@ export class FuzzFailure extends Error {
     super(message);
     this.name = "FuzzFailure";
   }
+}
+
+/**
+ * What is wrong with `got` as the BlkioError `code` whose message matches `msg` that a call of
+ * `what` had to throw or reject with, or null (both run modes check bad input with it).
+ */
+export function errorMismatch(what: string, got: unknown, code: string, msg?: RegExp): string | null {
+  if (!(got instanceof BlkioError)) return `${what}: expected BlkioError ${code}, got ${String(got)}`;
+  if (got.code !== code) return `${what}: expected ${code}, got ${got.code}: ${got.message}`;
+  if (got.message.length === 0) return `${what}: ${code} with an empty message`;
+  if (msg && !msg.test(got.message)) return `${what}: ${code} message "${got.message}" !~ ${msg}`;
+  return null;
 }
 
 /** The last `capacity` log lines, and optionally every line as it is written (verbose). */

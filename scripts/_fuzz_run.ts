@@ -7,22 +7,13 @@
  */
 import { spawnSync } from "node:child_process";
 import { Blkio, BlkioError, type Completion, newCompletion, type Queue } from "../mod.ts";
-import { bufferAddress } from "../src/buffers.ts";
 import { requireNative } from "../src/native.ts";
 import { BufferPool, type PoolEntry } from "./_fuzz_buffers.ts";
 import { DiskModel, type Interval } from "./_fuzz_disk.ts";
 import { applyOutcome } from "./_fuzz_effect.ts";
-import {
-  FUA,
-  IOV_MAX,
-  NO_FALLBACK,
-  NO_UNMAP,
-  outcomesOf,
-  type TargetFacts,
-  type VhostFacts,
-} from "./_fuzz_expect.ts";
+import { FUA, NO_FALLBACK, NO_UNMAP, outcomesOf, type TargetFacts, type VhostFacts } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
-import { FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
+import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
 import {
   propertyRows,
   type PropRow,
@@ -33,6 +24,7 @@ import {
   typedSet,
 } from "./_fuzz_props.ts";
 import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
+import { fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import { type FuzzTarget, readThroughFs } from "./_fuzz_target.ts";
@@ -233,14 +225,8 @@ class FuzzRun {
     } catch (e) {
       caught = e;
     }
-    if (!(caught instanceof BlkioError)) {
-      this.#fail(`${what}: expected BlkioError ${code}, got ${caught ?? `a return of ${String(returned)}`}`);
-    }
-    if (caught.code !== code) this.#fail(`${what}: expected ${code}, got ${caught.code}: ${caught.message}`);
-    if (caught.message.length === 0) this.#fail(`${what}: ${code} with an empty message`);
-    if (msg && !msg.test(caught.message)) {
-      this.#fail(`${what}: ${code} message "${caught.message}" !~ ${msg}`);
-    }
+    const why = errorMismatch(what, caught ?? `a return of ${String(returned)}`, code, msg);
+    if (why !== null) this.#fail(why);
     this.#log.add(`${what} -> ${code} (as expected)`);
   }
 
@@ -1112,43 +1098,12 @@ class FuzzRun {
    * pool has no room now.
    */
   #buffers(r: FuzzRequest, len: number, count: number): Uint8Array[] | null {
-    const rng = this.#rng, direct = this.#t.direct;
-    if (count > IOV_MAX) {
-      // Many tiny iovecs from one piece (only where no alignment applies).
-      const one = this.#pool.take(rng.fork(), r, len, 1, 0);
-      if (one === null) return null;
-      const each = len / count;
-      return Array.from({ length: count }, (_, k) => one.subarray(k * each, (k + 1) * each));
-    }
-    // Lengths: on block boundaries when the total is, mostly.
-    const blocky = len % 512 === 0 && rng.chance(0.85);
-    const cuts = new Set<number>();
-    for (let k = 1; k < count; k++) {
-      cuts.add(blocky ? rng.int(len / 512 + 1) * 512 : rng.int(len + 1));
-    }
-    const bounds = [0, ...[...cuts].sort((x, y) => x - y), len];
-    const pieces: Uint8Array[] = [];
-    for (let k = 0; k + 1 < bounds.length; k++) {
-      const n = bounds[k + 1] - bounds[k];
-      // Misaligned addresses now and then (O_DIRECT: EINVAL), mostly page-aligned.
-      const skew = direct
-        ? (rng.chance(0.04) ? rng.pick([4, 100, 256]) : 0)
-        : rng.chance(0.3)
-        ? rng.int(4096)
-        : 0;
-      const align = rng.chance(0.7) ? 4096 : 512;
+    const pool = this.#pool, vhost = this.#vhost;
+    return pickBuffers(this.#rng, pool, r, len, count, this.#t.direct, (rng, n, align, skew) =>
       // virtio-blk-vhost-user: mostly mapped regions, now and then any memory (EINVAL).
-      const piece = this.#vhost && rng.chance(0.95)
-        ? this.#pool.take(rng.fork(), r, n, align, skew, false, rng.chance(0.95))
-        : this.#pool.take(rng.fork(), r, n, align, skew);
-      if (piece === null) return null;
-      pieces.push(piece);
-    }
-    if (count > 1 && rng.chance(0.1)) {
-      // An empty iovec somewhere: libblkio passes it on, this port leaves it out.
-      pieces.splice(rng.int(pieces.length + 1), 0, new Uint8Array(0));
-    }
-    return pieces;
+      vhost && rng.chance(0.95)
+        ? pool.take(rng.fork(), r, n, align, skew, false, rng.chance(0.95))
+        : pool.take(rng.fork(), r, n, align, skew));
   }
 
   /** Queues one random request on `m` (or a random queue). */
@@ -1166,26 +1121,19 @@ class FuzzRun {
   }
 
   #ioWith(m: QueueModel, rng: Rng, opArg?: Op): FuzzRequest | null {
-    const op: Op = opArg ?? rng.weighted<Op>([
-      [25, "read"],
-      [25, "write"],
-      [10, "readv"],
-      [10, "writev"],
-      [10, "writeZeroes"],
-      [6, "discard"],
-      [4, "flush"],
-    ]);
-    let { start, len } = op === "flush" ? { start: 0, len: 0 } : this.#range(op);
+    const op: Op = opArg ?? pickOp(rng);
+    const range = op === "flush" ? { start: 0, len: 0 } : this.#range(op);
     const flags = this.#flags(op);
     const isIo = op === "read" || op === "write" || op === "readv" || op === "writev";
     const vectored = op === "readv" || op === "writev";
-    let count = vectored ? rng.range(1, 6) : 1;
-    if (vectored && !this.#t.direct && rng.chance(0.02) && start < 2 ** 53) {
-      // More iovecs than IOV_MAX: EINVAL with a message naming max-segments.
-      count = IOV_MAX + 1;
-      len = count * 4;
-      if (start + len > this.#disk.limit) start = 0;
-    }
+    const { count, start, len } = pickCount(
+      rng,
+      op,
+      range.start,
+      range.len,
+      !this.#t.direct,
+      this.#disk.limit,
+    );
     const id = this.#nextId++;
     const r = new FuzzRequest(id, op, start, len, flags, this.#step, m.key);
     let bufs: Uint8Array[] = [];
@@ -1198,28 +1146,9 @@ class FuzzRun {
         return null;
       }
       bufs = got;
-      if (op === "write" || op === "writev") {
-        for (const p of bufs) rng.fill(p);
-        const data = new Uint8Array(len);
-        let at = 0;
-        for (const p of bufs) {
-          data.set(p, at);
-          at += p.length;
-        }
-        r.data = data;
-        this.#history.add(r);
-      } else {
-        // Poison: a read that does not fill its buffer shows.
-        for (const p of bufs) rng.fill(p);
-        r.dest = bufs;
-        r.destLens = bufs.map((p) => p.length);
-      }
+      fillBuffers(rng, r, bufs, this.#history);
     }
-    const native = requireNative();
-    const pieces = bufs.filter((p) => p.length > 0).map((p) => ({
-      addr: bufferAddress(native, p),
-      len: p.length,
-    }));
+    const pieces = piecesOf(bufs);
     r.outcomes = outcomesOf(this.#facts(m, pieces), { op, start: r.start, len: r.len, flags, pieces });
     r.userData = this.#userData(id);
     const reaches = r.outcomes.some((o) => o.effect !== "none");

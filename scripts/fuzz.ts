@@ -165,11 +165,20 @@ export function fuzzOnce(o: FuzzRunOptions): FuzzRunReport {
       pauses: o.pauses,
     });
   } catch (e) {
-    if (!(e instanceof FuzzFailure)) throw e;
-    failure = failureText(o, log, e);
+    failure = failureOf(e, o, log);
   } finally {
     target.cleanup();
   }
+  return report(o, t0, stats, failure);
+}
+
+/** The text of a model mismatch `e` (anything else is rethrown). */
+function failureOf(e: unknown, o: FuzzRunOptions, log: ReplayLog): string {
+  if (!(e instanceof FuzzFailure)) throw e;
+  return failureText(o, log, e);
+}
+
+function report<S>(o: FuzzRunOptions, t0: number, stats: S | null, failure: string | null): FuzzRunReport<S> {
   return {
     runtime: RUNTIME,
     target: o.target,
@@ -200,19 +209,11 @@ export async function fuzzBlockDeviceOnce(o: FuzzRunOptions): Promise<FuzzRunRep
       log,
     });
   } catch (e) {
-    if (!(e instanceof FuzzFailure)) throw e;
-    failure = failureText(opts, log, e);
+    failure = failureOf(e, opts, log);
   } finally {
     target.cleanup();
   }
-  return {
-    runtime: RUNTIME,
-    target: o.target,
-    seed: o.seed,
-    stats,
-    seconds: (performance.now() - t0) / 1000,
-    failure,
-  };
+  return report(o, t0, stats, failure);
 }
 
 function parseArgs(argv: string[]): Map<string, string> {
