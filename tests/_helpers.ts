@@ -346,3 +346,23 @@ export function pwrite(path: string, offset: number, data: Uint8Array): void {
     closeSync(fd);
   }
 }
+
+/**
+ * A 5 ms interval that counts its ticks and its largest gap until stopped: how long the event
+ * loop was held.
+ */
+export function watchInterval(): { ticks: number; maxGap: number; stop(): void } {
+  let last = performance.now();
+  const w = {
+    ticks: 0,
+    maxGap: 0,
+    stop: () => clearInterval(timer),
+  };
+  const timer = setInterval(() => {
+    const now = performance.now();
+    w.maxGap = Math.max(w.maxGap, now - last);
+    last = now;
+    w.ticks++;
+  }, 5);
+  return w;
+}

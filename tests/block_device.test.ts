@@ -20,6 +20,7 @@ import {
   skipIf,
   stamped,
   targets,
+  watchInterval,
 } from "./_helpers.ts";
 
 const TARGETS = targets();
@@ -42,23 +43,6 @@ function pageCachedFile(data: Uint8Array): string {
   pwrite(path, 0, data);
   pread(path, 0, data.length);
   return path;
-}
-
-/** A 5 ms interval that counts its ticks and its largest gap until stopped. */
-function watchInterval(): { ticks: number; maxGap: number; stop(): void } {
-  let last = performance.now();
-  const w = {
-    ticks: 0,
-    maxGap: 0,
-    stop: () => clearInterval(timer),
-  };
-  const timer = setInterval(() => {
-    const now = performance.now();
-    w.maxGap = Math.max(w.maxGap, now - last);
-    last = now;
-    w.ticks++;
-  }, 5);
-  return w;
 }
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {

@@ -14,7 +14,7 @@
 // The Promise layer (`BlockDevice`) must reject with a BlkioError of the same code.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { atExit, RUNTIME, skipIf } from "./_helpers.ts";
+import { atExit, RUNTIME, skipIf, watchInterval } from "./_helpers.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -553,18 +553,14 @@ for (const direct of [true, false]) {
       const dev = await BlockDevice.open(d.mount, { direct });
       try {
         const bufs = Array.from({ length: 20 }, () => dev.allocBuffer(BLOCK));
-        let last = performance.now(), gap = 0;
-        const ticker = setInterval(() => {
-          const now = performance.now();
-          gap = Math.max(gap, now - last);
-          last = now;
-        }, 5);
+        const ticker = watchInterval();
         const t0 = performance.now();
         const all = Promise.all(bufs.map((b, i) => dev.read(i * 64 * 1024, b)));
         await new Promise((resolve) => setTimeout(resolve, 0));
         const submitMs = performance.now() - t0;
         await all;
-        clearInterval(ticker);
+        ticker.stop();
+        const gap = ticker.maxGap;
         bufs.forEach((b, i) => assert.deepEqual(b, blockOf(i * 64 * 1024), `read ${i}`));
         // 20 reads at 20 IOPS take about a second; submitting them must not.
         assert.ok(

@@ -23,7 +23,7 @@ import { cString } from "../src/sys.ts";
 import { bufferAddress } from "../src/buffers.ts";
 import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
 import { VhostUserClient, vhostUserTimeouts } from "../src/drivers/virtio_blk/vhost_user.ts";
-import { assertErrno, pread, pwrite, skipIf } from "./_helpers.ts";
+import { assertErrno, pread, pwrite, skipIf, watchInterval } from "./_helpers.ts";
 import { fdinfoFlags, PAGE, pattern, reapAll, runOk, tryReadEventfd, waitEventfd } from "./_io.ts";
 import { qsdSkipReason, startExport, stopAllExports, type VhostUserExport } from "./_vhost_user.ts";
 
@@ -1478,17 +1478,13 @@ vtest(
         (_, i) => dev.read(i * PAGE, dev.allocBuffer(PAGE)).then(() => "ok", (e: BlkioError) => e.code),
       );
       await new Promise((resolve) => setTimeout(resolve, 300));
-      let last = performance.now(), gap = 0;
-      const ticker = setInterval(() => {
-        const now = performance.now();
-        gap = Math.max(gap, now - last);
-        last = now;
-      }, 5);
+      const ticker = watchInterval();
       const t0 = performance.now();
       exp.kill();
       const codes = await Promise.all(results);
       const ms = performance.now() - t0;
-      clearInterval(ticker);
+      ticker.stop();
+      const gap = ticker.maxGap;
       assert.ok(codes.every((c) => c === "ok" || c === "EIO"), codes.join(" "));
       assert.ok(codes.includes("EIO"), "the kill came while requests were in flight");
       assert.ok(
