@@ -205,7 +205,7 @@ export class Blkio {
    */
   freeMemRegion(region: MemoryRegion): void {
     this.#live();
-    this.#regions.free(this.#regions.known(region));
+    this.#regions.free(this.#regions.known(region, "allocated"));
   }
 
   #inUse(buffer: ArrayBufferLike): boolean {
@@ -236,7 +236,7 @@ export class Blkio {
    */
   unmapMemRegion(region: MemoryRegion): void {
     const d = this.#live();
-    region = this.#regions.known(region);
+    region = this.#regions.known(region, "mapped");
     if (!this.#regions.isMapped(region)) return;
     // The driver first: it may refuse (EBUSY), and the region then stays mapped.
     d.unmapMemRegion(region, this.#inUse(region.bytes.buffer));

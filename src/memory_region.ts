@@ -257,15 +257,18 @@ export class MemoryRegionRegistry {
   }
 
   /**
-   * The region object this instance knows that `region` stands for: libblkio passes regions by
-   * value, so a copy (`{ ...region }`: the same `bytes`, len, fd and fdOffset) names the same
-   * region for unmap and free. `region` itself when it is known or matches none.
+   * The region object this instance has `among` its mapped (for unmap) or allocated (for free)
+   * ones that `region` stands for: libblkio passes regions by value, so a copy (`{ ...region }`:
+   * the same `bytes`, len, fd and fdOffset) names the same region. `region` itself when it is
+   * known there or matches none. (Looked up among both at first, unmap(r) after map({ ...r })
+   * found r allocated and did nothing: review.)
    */
-  known(region: MemoryRegion): MemoryRegion {
+  known(region: MemoryRegion, among: "mapped" | "allocated"): MemoryRegion {
     if (region === null || typeof region !== "object") return region;
-    if (this.#mapped.has(region) || this.#allocated.has(region)) return region;
+    const known: ReadonlyMap<MemoryRegion, unknown> = among === "mapped" ? this.#mapped : this.#allocated;
+    if (known.has(region)) return region;
     try {
-      for (const r of [...this.#mapped.keys(), ...this.#allocated.keys()]) {
+      for (const r of known.keys()) {
         if (
           r.bytes === region.bytes && r.len === region.len && r.fd === region.fd &&
           r.fdOffset === region.fdOffset

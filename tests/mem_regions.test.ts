@@ -344,6 +344,16 @@ test("mem-regions: a copy of a region ({ ...r }) unmaps and frees it, as libblki
   b.freeMemRegion({ ...r });
   assert.equal(r.bytes.byteLength, 0, "freed");
   assertErrno(() => b.freeMemRegion(r), "EINVAL", /already freed/);
+  // The other way round: a copy mapped, the original unmapped and freed.
+  const r2 = b.allocMemRegion(8192);
+  const c2 = { ...r2 };
+  b.mapMemRegion(c2);
+  assertErrno(() => b.freeMemRegion({ ...r2 }), "EBUSY", /still mapped/);
+  b.unmapMemRegion(r2);
+  b.mapMemRegion(c2); // it was unmapped
+  b.unmapMemRegion(r2);
+  b.freeMemRegion(c2);
+  assert.equal(r2.bytes.byteLength, 0, "freed");
   // A caller-built region, and a region with the same memory but another length, are not copies.
   const own = b.allocMemRegion(8192);
   const built: MemoryRegion = { bytes: own.bytes.subarray(0, 4096), len: 4096, fd: own.fd, fdOffset: 0 };
