@@ -261,9 +261,9 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
 
 /**
  * A block device (or file) opened for event-driven I/O: every request returns a promise, and
- * no wait for a completion blocks the event loop. Requests made in the same event-loop turn reach the kernel in
- * one batch; thousands may be in flight (beyond the ring size they wait in the queue's
- * backlog, never rejected). A failed request rejects with {@link BlkioError} carrying the errno.
+ * no wait for a completion blocks the event loop. Requests made in the same event-loop turn
+ * reach the kernel in one batch; thousands may be in flight (beyond the ring size they wait in
+ * the queue's backlog, never rejected). A failed request rejects with {@link BlkioError} carrying the errno.
  *
  * Options are checked like arguments: a key a method does not know (`{ Fua: true }`, `fua` on a
  * read) or a value of the wrong type rejects with `EINVAL` instead of being dropped.

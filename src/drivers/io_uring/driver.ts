@@ -33,7 +33,6 @@ import { prepReadv, setUserData } from "../../uring/sqe.ts";
 import { FIXED_BUFFERS, IoUringQueue } from "./queue.ts";
 import { notFileOrDevice, type TargetInfo, targetInfo } from "./target_info.ts";
 
-/** Hardware queue depths of 64-128 are common; libblkio's default. */
 /** Whether a ring has been set up in this process: io_uring is there, no need to ask again. */
 let uringSeen = false;
 
@@ -57,6 +56,7 @@ function requireIoUring(native: Native): void {
   uringSeen = true;
 }
 
+/** Hardware queue depths of 64-128 are common; libblkio's default. */
 const NUM_ENTRIES_DEFAULT = 128;
 /** The kernel's IORING_MAX_ENTRIES. */
 const NUM_ENTRIES_MAX = 32768;

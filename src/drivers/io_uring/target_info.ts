@@ -54,11 +54,11 @@ export interface TargetInfo {
   onTmpfs: boolean;
   /**
    * Driven from an event loop with many requests of the instance in flight (over all its
-   * queues), requests go to io-wq at once
-   * (IOSQE_ASYNC) rather than being tried inside io_uring_enter: a FUSE file's inline attempt waits, even for non-blocking I/O,
-   * while the connection has its maximum of background requests in flight (12 by default). On
-   * a slow daemon (20 IOPS) the 16th read of a burst held the submitting call, and the event
-   * loop, 450 ms; with IOSQE_ASYNC 2-6 ms.
+   * queues), requests go to io-wq at once (IOSQE_ASYNC) rather than being tried inside
+   * io_uring_enter: a FUSE file's inline attempt waits, even for non-blocking I/O, while the
+   * connection has its maximum of background requests in flight (12 by default). On a slow
+   * daemon (20 IOPS) the 16th read of a burst held the submitting call, and the event loop,
+   * 450 ms; with IOSQE_ASYNC 2-6 ms.
    */
   submitAsync: boolean;
   requestAlignment: number;
