@@ -672,9 +672,11 @@ export class IoUringQueue implements DriverQueue {
         // A short O_DIRECT read of a file stopped at its end, which need not be block-aligned:
         // the rest would go again at a misaligned offset, EINVAL once the file has grown past
         // it meanwhile (fuzzer). At the time of the read that rest lay past the end: zeroes.
+        // Only where the file system refuses such offsets: elsewhere (FUSE, NFS) a short read
+        // may stop before the end, and the rest must go again (review).
         const t = this.#target;
         if (
-          t.direct && t.canGrow && (op === Op.Read || op === Op.Readv) &&
+          t.directFileAligned && (op === Op.Read || op === Op.Readv) &&
           (s[b + S_START] + s[b + S_DONE]) % t.requestAlignment !== 0
         ) {
           this.#zeroRest(slot);

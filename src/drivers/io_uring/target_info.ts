@@ -76,6 +76,13 @@ export interface TargetInfo {
   canGrow: boolean;
   flushNeeded: boolean;
   /**
+   * O_DIRECT on a file of a file system over a block device that says what O_DIRECT alignment it
+   * needs (statx dio_offset_align): the kernel refuses misaligned offsets there, and a short
+   * read ends only at the end of the file. Elsewhere (FUSE, NFS, tmpfs) any offset goes, and a
+   * short read may end anywhere. False for block devices, which do not grow.
+   */
+  directFileAligned: boolean;
+  /**
    * O_DIRECT to a block device, or to a regular file of a file system on one: the kernel checks
    * a write's alignment piece by piece (a file extent by extent, a device bio by bio), so a
    * misaligned write spanning several pieces (a hole, or more than one bio: 256 pages) is partly
@@ -162,6 +169,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       supportsFuaNatively: limits.supportsFuaNatively,
       canGrow: false,
       flushNeeded: limits.writeCacheWriteBack || !direct,
+      directFileAligned: false,
       directWritesTear: direct && !readOnly,
       directMemAlignment: limits.dmaAlignment,
       ioPoll: limits.ioPoll,
@@ -193,6 +201,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     flushNeeded: true,
     // Not where the file takes no O_DIRECT of its own (statx says 0): the kernel then writes
     // through the page cache, where any alignment goes, whole.
+    directFileAligned: direct && limits !== null && st.dioOffsetAlign !== 0,
     directWritesTear: direct && !readOnly && limits !== null && st.dioOffsetAlign !== 0,
     directMemAlignment: st.dioMemAlign || limits?.dmaAlignment || requestAlignment,
     ioPoll: limits?.ioPoll ?? null,
