@@ -959,10 +959,10 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * From now on, with more than ASYNC_FROM requests of the instance in use, requests to a target whose inline
-   * attempt can block (TargetInfo.submitAsync: FUSE) go to io-wq at once. Only for event loops:
-   * it costs page-cached FUSE reads at iodepth 32 2.2-2.5x the time a request (ab_bench), which
-   * a doIo caller, blocking by design, need not pay.
+   * From now on, with more than ASYNC_FROM requests of the instance in use, requests to a
+   * target whose inline attempt can block (TargetInfo.submitAsync: FUSE) go to io-wq at once.
+   * Only for event loops: it costs page-cached FUSE reads at iodepth 32 2.2-2.5x the time a
+   * request (ab_bench), which a doIo caller, blocking by design, need not pay.
    */
   submitFromEventLoop(): void {
     if (this.#target.submitAsync) this.#asyncFrom = ASYNC_FROM;
