@@ -33,7 +33,7 @@ import { fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_s
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import type { RunOptions } from "./_fuzz_run.ts";
-import { readThroughFs } from "./_fuzz_target.ts";
+import { pauseProcess, readThroughFs } from "./_fuzz_target.ts";
 
 /** What a BlockDevice run did. */
 export interface BlockDeviceStats {
@@ -61,6 +61,8 @@ export interface BlockDeviceStats {
   /** Bytes of successful reads, and bytes compared with what the model expected. */
   bytesRead: number;
   bytesCompared: number;
+  /** Times the back-end was stopped (SIGSTOP, then SIGCONT; `pauses`). */
+  pauses: number;
   /** Requests not made for want of a free buffer. */
   noBuffer: number;
 }
@@ -148,6 +150,8 @@ class BlockDeviceRun {
   readonly #pool = new BufferPool();
   readonly #history = new WriteHistory();
   readonly #stats: BlockDeviceStats;
+  /** SIGSTOP the vhost-user back-end now and then (RunOptions.pauses). */
+  readonly #pauses: boolean;
   #rng: Rng;
   #step = 0;
   #nextId = 1;
@@ -203,8 +207,10 @@ class BlockDeviceRun {
       allocBuffers: 0,
       bytesRead: 0,
       bytesCompared: 0,
+      pauses: 0,
       noBuffer: 0,
     };
+    this.#pauses = (opts.pauses ?? false) && t.pid !== null;
   }
 
   get #vhost(): boolean {
@@ -350,11 +356,24 @@ class BlockDeviceRun {
       [0.5, () => this.#badAllocBuffer()],
       [1, () => this.#capacity()],
       [1.2, () => this.#close("close action")],
+      [this.#pauses ? 1 : 0, () => this.#pauseBackEnd()],
       [0.3, async () => {
         await this.#drain("before an idle close");
         await this.#close("idle close");
       }],
     ])();
+  }
+
+  /**
+   * SIGSTOP of the vhost-user back-end for 20-400 ms: the requests it has must settle late, with
+   * the right data, never with EIO, and nothing may wait on the event loop meanwhile.
+   */
+  #pauseBackEnd(): void {
+    const pid = this.#t.pid!;
+    const ms = this.#rng.range(20, 400);
+    if (!pauseProcess(pid, ms)) this.#fail(`SIGSTOP of the back-end ${pid} failed`);
+    this.#stats.pauses++;
+    this.#log.add(`back-end stopped for ${ms} ms`);
   }
 
   // -------------------------------------------------------------------------------------------

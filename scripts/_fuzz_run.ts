@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { spawnSync } from "node:child_process";
 import { Blkio, BlkioError, type Completion, newCompletion, type Queue } from "../mod.ts";
 import { requireNative } from "../src/native.ts";
 import { BufferPool, type PoolEntry } from "./_fuzz_buffers.ts";
@@ -27,7 +26,7 @@ import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
 import { fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
-import { type FuzzTarget, readThroughFs } from "./_fuzz_target.ts";
+import { type FuzzTarget, pauseProcess, readThroughFs } from "./_fuzz_target.ts";
 
 /** What a run is asked to do. */
 export interface RunOptions {
@@ -528,10 +527,7 @@ class FuzzRun {
   #pauseBackEnd(): void {
     const pid = this.#t.pid!;
     const ms = this.#rng.range(20, 400);
-    const r = spawnSync("sh", ["-c", `kill -STOP ${pid} && (sleep ${ms / 1000}; kill -CONT ${pid}) &`], {
-      stdio: "ignore",
-    });
-    if (r.status !== 0) this.#fail(`SIGSTOP of the back-end ${pid} failed`);
+    if (!pauseProcess(pid, ms)) this.#fail(`SIGSTOP of the back-end ${pid} failed`);
     this.#stats.pauses++;
     this.#log.add(`back-end stopped for ${ms} ms`);
   }

@@ -260,3 +260,14 @@ export function readThroughFs(path: string, len: number): Uint8Array {
   }
   return buf;
 }
+
+/**
+ * Stops process `pid` (a vhost-user back-end) for `ms` milliseconds: SIGSTOP now, SIGCONT from a
+ * background shell, so that the caller goes on meanwhile. Returns whether the stop was sent.
+ */
+export function pauseProcess(pid: number, ms: number): boolean {
+  const r = spawnSync("sh", ["-c", `kill -STOP ${pid} && (sleep ${ms / 1000}; kill -CONT ${pid}) &`], {
+    stdio: "ignore",
+  });
+  return r.status === 0;
+}

@@ -56,7 +56,7 @@
  * - `--seed` (default: from the clock, printed), `--size` of each target (default 1 MiB; from
  *   4 MiB, some requests are larger than one bio), `--dir` where file targets go (default: the
  *   temp directory; /dev/shm for tmpfs, whose queues defer task work),
- *   `--verbose` prints every step, `--pauses` is for the synchronous API only.
+ *   `--verbose` prints every step.
  *
  * @module
  */
@@ -94,7 +94,7 @@ export interface FuzzRunOptions {
   path?: string;
   /** Print every step. */
   verbose?: boolean;
-  /** SIGSTOP / SIGCONT the vhost-user back-end now and then (synchronous API only). */
+  /** SIGSTOP / SIGCONT the vhost-user back-end now and then. */
   pauses?: boolean;
   /** The API fuzzed: the synchronous Blkio/Queue API (default), or BlockDevice. */
   api?: FuzzApi;
@@ -207,6 +207,7 @@ export async function fuzzBlockDeviceOnce(o: FuzzRunOptions): Promise<FuzzRunRep
       steps: o.steps,
       deadline: o.deadline ?? 0,
       log,
+      pauses: o.pauses,
     });
   } catch (e) {
     failure = failureOf(e, opts, log);
@@ -239,7 +240,8 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
       `rejected as the model allows, ${s.aborts} aborted, ${s.lateAborts} aborted too late), ` +
       `${s.badInputs} bad inputs, ${s.opens} opens, ${s.closes} closes with ${s.closedInFlight} in flight, ` +
       `at most ${s.maxPending} pending, ${mib(s.bytesRead)} MiB read (${mib(s.bytesCompared)} MiB compared ` +
-      `with the model), ${s.noBuffer} requests short of a buffer, ${r.seconds.toFixed(1)} s\n`;
+      `with the model), ${s.noBuffer} requests short of a buffer, ` +
+      `${s.pauses ? `${s.pauses} back-end pauses, ` : ""}${r.seconds.toFixed(1)} s\n`;
   }
   const s = (r as FuzzRunReport).stats!;
   return `${head}${s.steps} steps, ${s.requests} requests, ${s.completions} completions, ${s.doIo} doIo, ` +
@@ -264,7 +266,6 @@ async function main(): Promise<void> {
   const dir = args.get("dir");
   const verbose = args.has("verbose");
   const pauses = args.has("pauses");
-  if (pauses && api !== "sync") throw new Error("--pauses is for the synchronous API only");
   const json = args.has("json");
   const asked = (args.get("target") ?? TARGET_NAMES.join(",")).split(",") as TargetName[];
   for (const t of asked) if (!TARGET_NAMES.includes(t)) throw new Error(`unknown target ${t}`);
