@@ -33,7 +33,7 @@ import { fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_s
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import type { RunOptions } from "./_fuzz_run.ts";
-import { pauseProcess, readThroughFs } from "./_fuzz_target.ts";
+import { pauseBackEnd, readThroughFs } from "./_fuzz_target.ts";
 
 /** What a BlockDevice run did. */
 export interface BlockDeviceStats {
@@ -369,11 +369,9 @@ class BlockDeviceRun {
    * the right data, never with EIO, and nothing may wait on the event loop meanwhile.
    */
   #pauseBackEnd(): void {
-    const pid = this.#t.pid!;
-    const ms = this.#rng.range(20, 400);
-    if (!pauseProcess(pid, ms)) this.#fail(`SIGSTOP of the back-end ${pid} failed`);
+    const failed = pauseBackEnd(this.#t.pid!, this.#rng, this.#log);
+    if (failed !== null) this.#fail(failed);
     this.#stats.pauses++;
-    this.#log.add(`back-end stopped for ${ms} ms`);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
 import { fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
-import { type FuzzTarget, pauseProcess, readThroughFs } from "./_fuzz_target.ts";
+import { type FuzzTarget, pauseBackEnd, readThroughFs } from "./_fuzz_target.ts";
 
 /** What a run is asked to do. */
 export interface RunOptions {
@@ -525,11 +525,9 @@ class FuzzRun {
    * control messages meanwhile must complete late, with the right data, never with EIO.
    */
   #pauseBackEnd(): void {
-    const pid = this.#t.pid!;
-    const ms = this.#rng.range(20, 400);
-    if (!pauseProcess(pid, ms)) this.#fail(`SIGSTOP of the back-end ${pid} failed`);
+    const failed = pauseBackEnd(this.#t.pid!, this.#rng, this.#log);
+    if (failed !== null) this.#fail(failed);
     this.#stats.pauses++;
-    this.#log.add(`back-end stopped for ${ms} ms`);
   }
 
   /** Records queue `index` of the instance (just made by start or add). */

@@ -23,6 +23,8 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
+import type { ReplayLog } from "./_fuzz_log.ts";
+import type { Rng } from "./_fuzz_rng.ts";
 
 /** The target kinds, as `--target` takes them. */
 export const TARGET_NAMES = ["file", "file+direct", "loop", "loop+direct", "vhost-user"] as const;
@@ -262,12 +264,15 @@ export function readThroughFs(path: string, len: number): Uint8Array {
 }
 
 /**
- * Stops process `pid` (a vhost-user back-end) for `ms` milliseconds: SIGSTOP now, SIGCONT from a
- * background shell, so that the caller goes on meanwhile. Returns whether the stop was sent.
+ * Stops process `pid` (a vhost-user back-end) for 20-400 ms chosen by `rng`: SIGSTOP now, SIGCONT
+ * from a background shell, so that the caller goes on meanwhile. Returns what failed, or null.
  */
-export function pauseProcess(pid: number, ms: number): boolean {
+export function pauseBackEnd(pid: number, rng: Rng, log: ReplayLog): string | null {
+  const ms = rng.range(20, 400);
   const r = spawnSync("sh", ["-c", `kill -STOP ${pid} && (sleep ${ms / 1000}; kill -CONT ${pid}) &`], {
     stdio: "ignore",
   });
-  return r.status === 0;
+  if (r.status !== 0) return `SIGSTOP of the back-end ${pid} failed`;
+  log.add(`back-end stopped for ${ms} ms`);
+  return null;
 }
