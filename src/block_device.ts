@@ -10,7 +10,7 @@
  * is ready. Completions are never taken in a microtask, so timers and I/O keep their turns.
  * Nothing here waits on the event loop; the one system call that could take long is the
  * submission, where a file system blocks inside the kernel's non-blocking attempt (FUSE does,
- * while its background queue is full: its requests skip that attempt, TargetInfo.submitAsync).
+ * while the connection is busy: a BlockDevice's requests skip that attempt, TargetInfo.submitAsync).
  *
  * @module
  */

@@ -178,11 +178,6 @@ export class IoUringDriver implements Driver {
       fd: this.fd,
       target: this.info,
       sqpoll: this.sqpoll,
-      inUseAll: () => {
-        let n = 0;
-        for (const q of this.#liveQueues()) n += q.slotsInUse;
-        return n;
-      },
     });
     for (const f of this.#fixed.values()) q.registerBuffer(f.index, f.addr, f.len, f.buffer);
     this.#queues.add(q);

@@ -99,11 +99,6 @@ export interface IoUringQueueOptions {
   target: TargetInfo;
   /** A kernel thread polls the SQ (IORING_SETUP_SQPOLL); not for poll queues. */
   sqpoll?: boolean;
-  /**
-   * Requests in use over every queue of the instance (default: this queue's): a FUSE file's
-   * limit on requests in flight is the connection's, not a ring's (TargetInfo.submitAsync).
-   */
-  inUseAll?: () => number;
 }
 
 /**
@@ -203,19 +198,14 @@ export class IoUringQueue implements DriverQueue {
   #fixedHigh = 0;
   #destroyed = false;
   #fdRegistered = false;
-  /**
-   * In-use slots from which requests go to io-wq at once (IOSQE_ASYNC), or Infinity: see
-   * TargetInfo.submitAsync and {@link submitFromEventLoop}.
-   */
-  #asyncFrom = Infinity;
-  readonly #inUseAll: () => number;
+  /** The flags of every SQE: the registered file, and IOSQE_ASYNC ({@link submitFromEventLoop}). */
+  #sqeFlags = IOSQE_FIXED_FILE;
   /** Whether the last enter() waited for completions (reap() reads and clears it). */
   #waited = false;
 
   constructor(native: Native, opts: IoUringQueueOptions) {
     this.#native = native;
     this.#target = opts.target;
-    this.#inUseAll = opts.inUseAll ?? (() => this.slotsInUse);
     this.#pageSize = pageSize(native);
     this.isPollQueue = opts.poll;
     this.#rwFlags = opts.poll ? RWF_HIPRI : 0;
@@ -266,11 +256,6 @@ export class IoUringQueue implements DriverQueue {
 
   get inFlight(): number {
     return this.#cap - this.#freeTop - this.#cancels;
-  }
-
-  /** Requests that hold a slot: prepared, in the kernel, or waiting for their next part. */
-  get slotsInUse(): number {
-    return this.#cap - this.#freeTop;
   }
 
   /** Whether {@link destroy} was called. */
@@ -480,11 +465,7 @@ export class IoUringQueue implements DriverQueue {
         }
         break;
     }
-    setSqeFlags(
-      sq,
-      i,
-      this.#asyncFrom !== Infinity && this.#inUseAll() > this.#asyncFrom ? ASYNC_SQE : IOSQE_FIXED_FILE,
-    );
+    setSqeFlags(sq, i, this.#sqeFlags);
     setUserData(sq, i, slot);
   }
 
@@ -959,13 +940,12 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * From now on, with more than ASYNC_FROM requests of the instance in use, requests to a
-   * target whose inline attempt can block (TargetInfo.submitAsync: FUSE) go to io-wq at once.
-   * Only for event loops: it costs page-cached FUSE reads at iodepth 32 2.2-2.5x the time a
-   * request (ab_bench), which a doIo caller, blocking by design, need not pay.
+   * From now on, requests to a target whose inline attempt can block (TargetInfo.submitAsync:
+   * FUSE) go to io-wq at once. Only for event loops: it doubles the time of a page-cached FUSE
+   * read (ab_bench), which a doIo caller, blocking by design, need not pay.
    */
   submitFromEventLoop(): void {
-    if (this.#target.submitAsync) this.#asyncFrom = ASYNC_FROM;
+    if (this.#target.submitAsync) this.#sqeFlags = IOSQE_FIXED_FILE | IOSQE_ASYNC;
   }
 
   setCompletionFdEnabled(enabled: boolean): void {
@@ -1073,17 +1053,6 @@ export class IoUringQueue implements DriverQueue {
 }
 
 const POLL_MSG = "request not supported on poll queues for this driver";
-/**
- * Requests in use, over all the instance's queues, beyond which a FUSE file's go to io-wq at
- * once ({@link IoUringQueue.submitFromEventLoop}): FUSE's inline attempt blocks only once the
- * connection has its maximum of background requests in flight (12 by default), and below it the
- * inline attempt is the faster way (at iodepth 1, all of them with IOSQE_ASYNC took page-cached
- * reads from 3.5 to 7 µs a request and O_DIRECT reads 1.3x the time; ab_bench). Counted per
- * queue at first, which let 4 queues of 8 hold the event loop a second (review). Requests of
- * other instances or processes on the same FUSE mount are not seen.
- */
-const ASYNC_FROM = 8;
-const ASYNC_SQE = IOSQE_FIXED_FILE | IOSQE_ASYNC;
 const READ_ONLY_MSG = "The instance is read-only (read-only=true): requests that write fail with EBADF";
 const LEN_MSG = "len must fit in an unsigned 32-bit integer";
 const FALLOC_MSG = "the kernel does not support IORING_OP_FALLOCATE";

@@ -53,12 +53,12 @@ export interface TargetInfo {
   /** A regular file on tmpfs: its data lives in memory, with no device behind it. */
   onTmpfs: boolean;
   /**
-   * Driven from an event loop with many requests of the instance in flight (over all its
-   * queues), requests go to io-wq at once (IOSQE_ASYNC) rather than being tried inside
-   * io_uring_enter: a FUSE file's inline attempt waits, even for non-blocking I/O, while the
-   * connection has its maximum of background requests in flight (12 by default). On a slow
-   * daemon (20 IOPS) the 16th read of a burst held the submitting call, and the event loop,
-   * 450 ms; with IOSQE_ASYNC 2-6 ms.
+   * Driven from an event loop, requests go to io-wq at once (IOSQE_ASYNC) rather than being
+   * tried inside io_uring_enter: a FUSE file's inline attempt can wait for the daemon, even for
+   * non-blocking I/O. On a slow daemon (20 IOPS) the 16th read of a burst held the submitting
+   * call, and the event loop, 450 ms; with IOSQE_ASYNC 2-6 ms. Sending only requests beyond 8 in
+   * use that way was not enough: after other FUSE tests in the same process, 9 inline reads
+   * still held it 450 ms, one reply each.
    */
   submitAsync: boolean;
   requestAlignment: number;
