@@ -25,11 +25,11 @@ import { requireNative } from "../src/native.ts";
 import { BufferPool } from "./_fuzz_buffers.ts";
 import { DiskModel } from "./_fuzz_disk.ts";
 import { applyOutcome } from "./_fuzz_effect.ts";
-import { FUA, NO_FALLBACK, NO_UNMAP, outcomesOf, type TargetFacts } from "./_fuzz_expect.ts";
+import { FUA, NO_FALLBACK, NO_UNMAP, type TargetFacts } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
 import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
 import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
-import { fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
+import { expectOutcomes, fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import type { RunOptions } from "./_fuzz_run.ts";
@@ -671,11 +671,7 @@ class BlockDeviceRun {
       fillBuffers(rng, r, bufs, this.#history);
     }
     const pieces = piecesOf(bufs);
-    r.outcomes = outcomesOf(this.#facts(pieces), { op, start, len, flags, pieces });
-    const reaches = r.outcomes.some((o) => o.effect !== "none");
-    if (reaches && len > 0 && start < this.#disk.limit) {
-      r.span = [start, Math.min(start + len, this.#disk.limit)];
-    }
+    const reaches = expectOutcomes(r, this.#facts(pieces), pieces, this.#disk.limit);
     const opts = this.#options(rng, op, flags, signal);
     const off = rng.chance(0.2) ? BigInt(start) : start;
     const iovs = vectored

@@ -10,7 +10,7 @@ import { requireNative } from "../src/native.ts";
 import { BufferPool, type PoolEntry } from "./_fuzz_buffers.ts";
 import { DiskModel, type Interval } from "./_fuzz_disk.ts";
 import { applyOutcome } from "./_fuzz_effect.ts";
-import { FUA, NO_FALLBACK, NO_UNMAP, outcomesOf, type TargetFacts, type VhostFacts } from "./_fuzz_expect.ts";
+import { FUA, NO_FALLBACK, NO_UNMAP, type TargetFacts, type VhostFacts } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
 import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
 import {
@@ -23,7 +23,7 @@ import {
   typedSet,
 } from "./_fuzz_props.ts";
 import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
-import { fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
+import { expectOutcomes, fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import { type FuzzTarget, pauseBackEnd, readThroughFs } from "./_fuzz_target.ts";
@@ -1143,12 +1143,8 @@ class FuzzRun {
       fillBuffers(rng, r, bufs, this.#history);
     }
     const pieces = piecesOf(bufs);
-    r.outcomes = outcomesOf(this.#facts(m, pieces), { op, start: r.start, len: r.len, flags, pieces });
+    const reaches = expectOutcomes(r, this.#facts(m, pieces), pieces, this.#disk.limit);
     r.userData = this.#userData(id);
-    const reaches = r.outcomes.some((o) => o.effect !== "none");
-    if (reaches && len > 0 && r.start < this.#disk.limit) {
-      r.span = [r.start, Math.min(r.start + r.len, this.#disk.limit)];
-    }
     const startArg = rng.chance(0.2) ? BigInt(r.start) : r.start;
     const flagsArg = flags === 0 && rng.chance(0.5) ? undefined : flags;
     const q = m.q, ud = r.userData;

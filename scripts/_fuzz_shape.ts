@@ -8,7 +8,7 @@
 import { bufferAddress } from "../src/buffers.ts";
 import { requireNative } from "../src/native.ts";
 import type { BufferPool } from "./_fuzz_buffers.ts";
-import { IOV_MAX } from "./_fuzz_expect.ts";
+import { IOV_MAX, outcomesOf, type TargetFacts } from "./_fuzz_expect.ts";
 import type { WriteHistory } from "./_fuzz_history.ts";
 import type { FuzzRequest, Op } from "./_fuzz_request.ts";
 import type { Rng } from "./_fuzz_rng.ts";
@@ -123,4 +123,20 @@ export function fillBuffers(rng: Rng, r: FuzzRequest, bufs: Uint8Array[], histor
 export function piecesOf(bufs: readonly Uint8Array[]): { addr: number; len: number }[] {
   const native = requireNative();
   return bufs.filter((p) => p.length > 0).map((p) => ({ addr: bufferAddress(native, p), len: p.length }));
+}
+
+/**
+ * Sets what `r` may complete with on a target of `facts`, and the part of the target below
+ * `limit` it may change meanwhile (its span); returns whether it reaches the target at all.
+ */
+export function expectOutcomes(
+  r: FuzzRequest,
+  facts: TargetFacts,
+  pieces: readonly { addr: number; len: number }[],
+  limit: number,
+): boolean {
+  r.outcomes = outcomesOf(facts, { op: r.op, start: r.start, len: r.len, flags: r.flags, pieces });
+  const reaches = r.outcomes.some((o) => o.effect !== "none");
+  if (reaches && r.len > 0 && r.start < limit) r.span = [r.start, Math.min(r.start + r.len, limit)];
+  return reaches;
 }

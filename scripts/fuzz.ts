@@ -63,7 +63,7 @@
 import process from "node:process";
 import { FuzzFailure, ReplayLog } from "./_fuzz_log.ts";
 import { Rng } from "./_fuzz_rng.ts";
-import { runFuzz, type RunStats } from "./_fuzz_run.ts";
+import { runFuzz, type RunOptions, type RunStats } from "./_fuzz_run.ts";
 import { type BlockDeviceStats, runBlockDeviceFuzz } from "./_fuzz_block_device.ts";
 import {
   adoptTarget,
@@ -155,21 +155,18 @@ export function fuzzOnce(o: FuzzRunOptions): FuzzRunReport {
   let stats: RunStats | null = null;
   let failure: string | null = null;
   try {
-    stats = runFuzz({
-      target,
-      initial,
-      seed: o.seed,
-      steps: o.steps,
-      deadline: o.deadline ?? 0,
-      log,
-      pauses: o.pauses,
-    });
+    stats = runFuzz(runOptions(o, initial, log, target));
   } catch (e) {
     failure = failureOf(e, o, log);
   } finally {
     target.cleanup();
   }
   return report(o, t0, stats, failure);
+}
+
+/** What a run of either mode takes. */
+function runOptions(o: FuzzRunOptions, initial: Uint8Array, log: ReplayLog, target: FuzzTarget): RunOptions {
+  return { target, initial, seed: o.seed, steps: o.steps, deadline: o.deadline ?? 0, log, pauses: o.pauses };
 }
 
 /** The text of a model mismatch `e` (anything else is rethrown). */
@@ -200,15 +197,7 @@ export async function fuzzBlockDeviceOnce(o: FuzzRunOptions): Promise<FuzzRunRep
   let stats: BlockDeviceStats | null = null;
   let failure: string | null = null;
   try {
-    stats = await runBlockDeviceFuzz({
-      target,
-      initial,
-      seed: o.seed,
-      steps: o.steps,
-      deadline: o.deadline ?? 0,
-      log,
-      pauses: o.pauses,
-    });
+    stats = await runBlockDeviceFuzz(runOptions(o, initial, log, target));
   } catch (e) {
     failure = failureOf(e, opts, log);
   } finally {
