@@ -104,20 +104,44 @@ const WRITE_ZEROES_FLAGS: readonly (readonly [FlagOption, number])[] = [
 ];
 
 /**
- * The EINVAL for options that are not an object (undefined and null stand for none), or that
- * have a key not in `known`: a misspelt option must not be dropped silently. A for-in loop, so
- * that a request with options allocates nothing for the check.
+ * The flag options of every kind of request. One that a request does not take is still accepted
+ * there when false or undefined: it asks for no flag, as libblkio's flags with that bit clear,
+ * so one `WriteOptions` object can serve a read (TypeScript allows the call). Set, it is EINVAL,
+ * as libblkio's "BLKIO_REQ_FUA is invalid for read".
  */
-function badOptions(opts: unknown, known: ReadonlySet<string>): BlkioError | null {
+const FLAG_OPTIONS: ReadonlySet<string> = new Set(["fua", "noUnmap", "noFallback"]);
+const NO_KEYS: ReadonlySet<string> = new Set();
+
+/**
+ * The EINVAL for options that are not an object (undefined and null stand for none), or that
+ * have a key not in `known`, bar one of `unsetOk` that is false or undefined: a misspelt option
+ * must not be dropped silently. `what` names the call in the message. A for-in loop, so that a
+ * request with options allocates nothing for the check.
+ */
+function badOptions(
+  opts: unknown,
+  known: ReadonlySet<string>,
+  unsetOk: ReadonlySet<string>,
+  what: string,
+): BlkioError | null {
   if (opts === undefined || opts === null) return null;
   if (typeof opts !== "object" || Array.isArray(opts)) {
     return BlkioError.of("EINVAL", `Options must be an object: received ${describe(opts)}`);
   }
   try {
     for (const key in opts) {
-      if (!known.has(key)) {
-        return BlkioError.of("EINVAL", `Unknown option "${key}" (the options are ${[...known].join(", ")})`);
+      if (known.has(key)) continue;
+      if (unsetOk.has(key)) {
+        const v = (opts as Record<string, unknown>)[key];
+        if (v === undefined || v === false) continue;
+        return BlkioError.of(
+          "EINVAL",
+          `Option ${key} is invalid for ${what} (received ${describe(v)}; its options are ${
+            [...known].join(", ")
+          })`,
+        );
       }
+      return BlkioError.of("EINVAL", `Unknown option "${key}" (the options are ${[...known].join(", ")})`);
     }
   } catch (e) {
     return e instanceof BlkioError
@@ -135,9 +159,10 @@ function flagsOf(
   options: unknown,
   known: ReadonlySet<string>,
   names: readonly (readonly [FlagOption, number])[],
+  what: string,
 ): number | BlkioError {
   if (options === undefined || options === null) return 0;
-  const bad = badOptions(options, known);
+  const bad = badOptions(options, known, FLAG_OPTIONS, what);
   if (bad !== null) return bad;
   const opts = options as Partial<Record<FlagOption, unknown>>;
   let flags = 0;
@@ -265,8 +290,10 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
  * reach the kernel in one batch; thousands may be in flight (beyond the ring size they wait in
  * the queue's backlog, never rejected). A failed request rejects with {@link BlkioError} carrying the errno.
  *
- * Options are checked like arguments: a key a method does not know (`{ Fua: true }`, `fua` on a
- * read) or a value of the wrong type rejects with `EINVAL` instead of being dropped.
+ * Options are checked like arguments: an unknown key (`{ Fua: true }`), a flag set where the
+ * request cannot honour it (`fua: true` on a read) or a value of the wrong type rejects with
+ * `EINVAL` instead of being dropped. A flag left `false` or `undefined` asks for nothing, so one
+ * options object can serve every request.
  *
  * Every request method takes an optional `signal`: aborting rejects the request at once with an
  * `AbortError` (the signal's reason when it is an Error). A request still waiting for room in
@@ -459,7 +486,7 @@ export class BlockDevice {
   static #open(path: string, opts: BlockDeviceOpenOptions): BlockDevice {
     // A misspelt option must not be dropped silently: `readonly` would open read-write.
     if (opts === null) throw BlkioError.of("EINVAL", "Options must be an object: received null");
-    const bad = badOptions(opts, OPEN_OPTIONS);
+    const bad = badOptions(opts, OPEN_OPTIONS, NO_KEYS, "open");
     if (bad !== null) throw bad;
     try {
       // Read once, here: a getter that throws is bad input, and one that changes its answer
@@ -608,7 +635,7 @@ export class BlockDevice {
    * ```
    */
   read(offset: bigint | number, buf: Uint8Array, opts?: RequestOptions): Promise<void> {
-    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS);
+    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "read");
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_READ, offset, buf, 0, opts);
   }
@@ -618,42 +645,42 @@ export class BlockDevice {
    * {@link capacity}); on a block device, a write past its capacity rejects (ENOSPC).
    */
   write(offset: bigint | number, buf: Uint8Array, opts?: WriteOptions): Promise<void> {
-    const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS);
+    const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS, "write");
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_WRITE, offset, buf, flags, opts);
   }
 
   /** Reads into the buffers of `iovecs`, in order, starting at `offset`. */
   readv(offset: bigint | number, iovecs: Uint8Array[], opts?: RequestOptions): Promise<void> {
-    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS);
+    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "readv");
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_READV, offset, iovecs, 0, opts);
   }
 
   /** Writes the buffers of `iovecs`, in order, starting at `offset`. */
   writev(offset: bigint | number, iovecs: Uint8Array[], opts?: WriteOptions): Promise<void> {
-    const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS);
+    const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS, "writev");
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_WRITEV, offset, iovecs, flags, opts);
   }
 
   /** Makes `len` bytes at `offset` read as zeroes. */
   writeZeroes(offset: bigint | number, len: bigint | number, opts?: WriteZeroesOptions): Promise<void> {
-    const flags = flagsOf(opts, WRITE_ZEROES_OPTIONS, WRITE_ZEROES_FLAGS);
+    const flags = flagsOf(opts, WRITE_ZEROES_OPTIONS, WRITE_ZEROES_FLAGS, "write zeroes");
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_WRITE_ZEROES, offset, len, flags, opts);
   }
 
   /** Discards (unmaps) `len` bytes at `offset`; they may then read as anything. */
   discard(offset: bigint | number, len: bigint | number, opts?: RequestOptions): Promise<void> {
-    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS);
+    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "discard");
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_DISCARD, offset, len, 0, opts);
   }
 
   /** Makes completed writes durable. */
   flush(opts?: RequestOptions): Promise<void> {
-    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS);
+    const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "flush");
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_FLUSH, 0, null, 0, opts);
   }

@@ -2,7 +2,7 @@
 // cancellation through AbortSignal, close with I/O in flight, and use after close.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { BlkioError, BlockDevice, Queue } from "../mod.ts";
+import { BlkioError, BlockDevice, Queue, type WriteZeroesOptions } from "../mod.ts";
 import { spawnSync } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -235,6 +235,64 @@ test("BlockDevice: bad arguments reject with BlkioError EINVAL", async () => {
     BlockDevice.open("/nonexistent/blkio"),
     (e: unknown) => (e as BlkioError).code === "ENOENT",
   );
+});
+
+test("BlockDevice: one options object serves every request; an unset flag asks for nothing, a set one is EINVAL where it does not apply", async () => {
+  const t = TARGETS[0];
+  await using dev = await BlockDevice.open(t.path, { direct: t.direct });
+  const buf = dev.allocBuffer(4096).fill(0x5a);
+  // What TypeScript lets a caller share: a WriteZeroesOptions is a RequestOptions too.
+  const shared: WriteZeroesOptions = {
+    signal: new AbortController().signal,
+    fua: false,
+    noUnmap: undefined,
+    noFallback: false,
+  };
+  await dev.write(0, buf, shared);
+  await dev.writev(4096, [buf], shared);
+  const back = dev.allocBuffer(8192);
+  await dev.read(0, back.subarray(0, 4096), shared);
+  await dev.readv(4096, [back.subarray(4096)], shared);
+  assert.deepEqual(back, new Uint8Array(8192).fill(0x5a));
+  await dev.writeZeroes(0, 4096, shared);
+  await dev.discard(4096, 4096, shared).catch((e) => {
+    if ((e as BlkioError).code !== "ENOTSUP" && (e as BlkioError).code !== "EOPNOTSUPP") throw e;
+  });
+  await dev.flush(shared);
+  assert.deepEqual(pread(t.path, 0, 4096), new Uint8Array(4096));
+  // Set where the request cannot honour it: rejected, naming the request, nothing submitted.
+  const cases: [string, Promise<void>, RegExp][] = [
+    [
+      "read",
+      dev.read(0, back, { fua: true } as never),
+      /Option fua is invalid for read \(received true; its options are signal\)/,
+    ],
+    ["readv", dev.readv(0, [back], { noUnmap: true } as never), /Option noUnmap is invalid for readv/],
+    [
+      "write",
+      dev.write(0, buf, { noFallback: true } as never),
+      /Option noFallback is invalid for write \(received true; its options are signal, fua\)/,
+    ],
+    ["discard", dev.discard(0, 4096, { noUnmap: true } as never), /Option noUnmap is invalid for discard/],
+    ["flush", dev.flush({ fua: true } as never), /Option fua is invalid for flush/],
+    [
+      "read, a non-boolean",
+      dev.read(0, back, { fua: 0 } as never),
+      /Option fua is invalid for read \(received 0;/,
+    ],
+  ];
+  for (const [what, p, msg] of cases) {
+    await assert.rejects(p, (e: unknown) => {
+      assert.ok(e instanceof BlkioError, what);
+      assert.equal(e.code, "EINVAL", what);
+      assert.match(e.message, msg, what);
+      return true;
+    });
+  }
+  // A misspelt key is still unknown everywhere, set or not.
+  await assertRejectsErrno(dev.read(0, back, { Fua: false } as never), "EINVAL", 22);
+  // Open options are not request options.
+  await assert.rejects(BlockDevice.open(t.path, { fua: false } as never), /Unknown option "fua"/);
 });
 
 test("BlockDevice: allocBuffer() returns aligned buffers from mapped regions, growing the pool", async () => {
