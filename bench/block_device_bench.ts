@@ -17,11 +17,12 @@
  * @module
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import process from "node:process";
 import { Blkio, BlockDevice, type Completion } from "../mod.ts";
 import { median } from "./_common.ts";
+import { tmpfsLoop } from "../tests/_loop_device.ts";
 
 interface Options {
   seconds: number;
@@ -56,41 +57,30 @@ const BS = 4096;
 
 /** A loop device over a new tmpfs file; returns its path and a cleanup function. */
 function makeLoop(sizeMiB: number): { path: string; cleanup: () => void } {
-  const back = `/dev/shm/blkio-bench-${process.pid}.img`;
-  let dev = "";
-  const cleanup = () => {
-    try {
-      if (dev !== "") execFileSync("losetup", ["-d", dev]);
-    } finally {
-      rmSync(back, { force: true });
-    }
-  };
+  const loop = tmpfsLoop(sizeMiB * 1024 * 1024, "bench");
   try {
-    writeFileSync(back, new Uint8Array(0));
-    execFileSync("truncate", ["-s", `${sizeMiB}M`, back]);
-    // Touch every page so reads hit memory, not tmpfs holes.
+    // Touch every page so reads hit memory, not tmpfs holes (the loop device reads the file
+    // through its page cache, so writing it after the attach is seen).
     execFileSync("dd", [
       `if=/dev/urandom`,
-      `of=${back}`,
+      `of=${loop.backing}`,
       "bs=1M",
       `count=${sizeMiB}`,
       "conv=notrunc",
       "status=none",
     ]);
-    dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], { encoding: "utf8" })
-      .trim();
   } catch (e) {
-    cleanup(); // a failed losetup (no loop devices, not root) leaves no tmpfs file behind
+    loop.detach();
     throw e;
   }
   // Interrupted (Ctrl-C, a timeout's SIGTERM): the loop device and its file go too.
   for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
     process.once(sig, () => {
-      cleanup();
+      loop.detach();
       process.exit(code);
     });
   }
-  return { path: dev, cleanup };
+  return { path: loop.path, cleanup: loop.detach };
 }
 
 /**

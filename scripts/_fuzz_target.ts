@@ -8,7 +8,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import {
   closeSync,
-  existsSync,
   fsyncSync,
   mkdtempSync,
   openSync,
@@ -25,6 +24,7 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import type { ReplayLog } from "./_fuzz_log.ts";
 import type { Rng } from "./_fuzz_rng.ts";
+import { loopUnavailableReason, tmpfsLoop } from "../tests/_loop_device.ts";
 
 /** The target kinds, as `--target` takes them. */
 export const TARGET_NAMES = ["file", "file+direct", "loop", "loop+direct", "vhost-user"] as const;
@@ -69,16 +69,7 @@ export function targetUnavailable(name: TargetName): string | null {
     return null;
   }
   if (!name.startsWith("loop")) return null;
-  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
-    return "loop devices need root (losetup)";
-  }
-  if (!existsSync("/dev/loop-control")) return "no /dev/loop-control (loop driver not loaded)";
-  try {
-    execFileSync("losetup", ["--version"], { stdio: "ignore" });
-  } catch {
-    return "losetup (util-linux) is not installed";
-  }
-  return null;
+  return loopUnavailableReason();
 }
 
 /**
@@ -101,27 +92,8 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
       () => rmSync(scratch, { recursive: true, force: true }),
     );
   }
-  // The name carries the pid, as tests/_helpers.ts's do, so a later run can tell it is stale.
-  const back = join("/dev/shm", `blkio-loop-${process.pid}-fuzz-${Date.now()}.img`);
-  writeFileSync(back, initial);
-  let dev: string;
-  try {
-    dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], { encoding: "utf8" })
-      .trim();
-  } catch (e) {
-    rmSync(back, { force: true });
-    throw e;
-  }
-  let done = false;
-  return ioUringTarget(name, dev, true, initial.length, direct, () => {
-    if (done) return;
-    done = true;
-    try {
-      execFileSync("losetup", ["-d", dev], { stdio: "ignore" });
-    } finally {
-      rmSync(back, { force: true });
-    }
-  });
+  const loop = tmpfsLoop(initial, "fuzz");
+  return ioUringTarget(name, loop.path, true, initial.length, direct, loop.detach);
 }
 
 /**

@@ -27,6 +27,7 @@ import process from "node:process";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { Blkio, type Completion, ReqFlags } from "../mod.ts";
+import { tmpfsLoop } from "../tests/_loop_device.ts";
 
 const BLOCK = 4096;
 const WORDS = BLOCK / 4;
@@ -182,29 +183,13 @@ function makeFile(size: number): Target {
 }
 
 function makeLoop(size: number): Target {
-  const back = join("/dev/shm", `blkio-soak-${process.pid}.img`);
-  writeFileSync(back, new Uint8Array(0));
-  execFileSync("truncate", ["-s", String(size), back]);
-  let dev = "";
-  try {
-    dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], { encoding: "utf8" })
-      .trim();
-  } catch (e) {
-    rmSync(back, { force: true });
-    throw e;
-  }
+  const loop = tmpfsLoop(size, "soak");
   return {
     name: "loop device (O_DIRECT)",
-    path: dev,
+    path: loop.path,
     direct: true,
-    backing: back,
-    cleanup: () => {
-      try {
-        execFileSync("losetup", ["-d", dev], { stdio: "ignore" });
-      } finally {
-        rmSync(back, { force: true });
-      }
-    },
+    backing: loop.backing,
+    cleanup: loop.detach,
   };
 }
 

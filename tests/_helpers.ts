@@ -8,10 +8,8 @@
  */
 import assert from "./_assert.ts";
 import { test } from "node:test";
-import { execFileSync } from "node:child_process";
 import {
   closeSync,
-  existsSync,
   mkdtempSync,
   openSync,
   readFileSync,
@@ -24,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { Blkio, BlkioError, type Completion, ReqFlags } from "../mod.ts";
+import { attachLoop as attachLoopDevice, loopUnavailableReason, tmpfsLoop } from "./_loop_device.ts";
 
 /** A device under test. */
 export interface Target {
@@ -40,7 +39,6 @@ export interface Target {
 export const RUNTIME = "Bun" in globalThis ? "bun" : "deno";
 
 const cleanups: (() => void)[] = [];
-let loopSerial = 0;
 
 /**
  * Removes every scratch file and loop device made since the last call. Safe to call twice.
@@ -81,80 +79,13 @@ export function scratchFile(size = 2 * 1024 * 1024, fill = 0, dir = scratchDir()
   return path;
 }
 
-function isRoot(): boolean {
-  return typeof process.getuid === "function" && process.getuid() === 0;
-}
+export { loopUnavailableReason };
 
-/** Why loop devices cannot be used here, or null when they can. */
-export function loopUnavailableReason(): string | null {
-  if (!isRoot()) return "loop device tests need root (losetup)";
-  if (!existsSync("/dev/loop-control")) return "no /dev/loop-control (loop driver not loaded)";
-  try {
-    execFileSync("losetup", ["--version"], { stdio: "ignore" });
-  } catch {
-    return "losetup (util-linux) is not installed";
-  }
-  return null;
-}
-
-/** Whether process `pid` still exists. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as { code?: string }).code === "EPERM";
-  }
-}
-
-/**
- * Detaches loop devices left behind by earlier runs: over deleted blkio-test files, or made by
- * a test process that no longer exists (killed before its cleanup ran).
- */
-function detachStaleLoops(): void {
-  let out = "";
-  try {
-    out = execFileSync("losetup", ["-l", "-n", "-O", "NAME,BACK-FILE"], { encoding: "utf8" });
-  } catch {
-    return;
-  }
-  for (const line of out.split("\n")) {
-    const [name, ...rest] = line.trim().split(/\s+/);
-    const back = rest.join(" ");
-    if (!name || !back.includes("/blkio-loop-")) continue;
-    const pid = Number(/\/blkio-loop-(\d+)-/.exec(back)?.[1] ?? NaN);
-    const orphan = Number.isInteger(pid) && pid !== process.pid && !alive(pid);
-    if (back.includes("(deleted)") || !existsSync(back) || orphan) {
-      try {
-        execFileSync("losetup", ["-d", name], { stdio: "ignore" });
-      } catch {
-        // already gone
-      }
-      if (orphan) rmSync(back, { force: true });
-    }
-  }
-}
-
-/**
- * Whether loop device `dev` had its discard turned off through sysfs (0 written to
- * discard_max_bytes, by someone else's test of a device without discard): the kernel keeps that
- * limit when the device is attached to another file, and refuses any other value until the device
- * is removed and added again (LOOP_CTL_REMOVE, LOOP_CTL_ADD).
- * Such a device discards and zeroes unlike a fresh one.
- */
-function discardCapped(dev: string): boolean {
-  const queue = `/sys/block/${dev.slice(dev.lastIndexOf("/") + 1)}/queue`;
-  const read = (name: string) => Number(readFileSync(`${queue}/${name}`, "utf8").trim());
-  return read("discard_max_bytes") === 0 && read("discard_max_hw_bytes") > 0;
-}
-
-/** A loop device over a new tmpfs file of `size` bytes (512-byte sectors). */
+/** A loop device over a new tmpfs file of `size` bytes of zeroes (512-byte sectors). */
 export function scratchLoop(size = 8 * 1024 * 1024): string {
-  detachStaleLoops();
-  const back = join("/dev/shm", `blkio-loop-${process.pid}-${loopSerial++}.img`);
-  writeFileSync(back, new Uint8Array(size));
-  cleanups.push(() => rmSync(back, { force: true }));
-  return attachLoop(back);
+  const loop = tmpfsLoop(new Uint8Array(size));
+  cleanups.push(loop.detach);
+  return loop.path;
 }
 
 /**
@@ -163,14 +94,9 @@ export function scratchLoop(size = 8 * 1024 * 1024): string {
  * zeroes, which is how a test makes a device lose discard.
  */
 export function attachLoop(back: string): string {
-  for (let tries = 0;; tries++) {
-    const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], {
-      encoding: "utf8",
-    }).trim();
-    cleanups.push(() => execFileSync("losetup", ["-d", dev], { stdio: "ignore" }));
-    // A capped device stays attached until the cleanup, so that --find passes over it.
-    if (tries === 8 || !discardCapped(dev)) return dev;
-  }
+  const loop = attachLoopDevice(back);
+  cleanups.push(loop.detach);
+  return loop.path;
 }
 
 /**
