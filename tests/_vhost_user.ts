@@ -97,6 +97,8 @@ export interface ExportOptions {
   iops?: number;
   /** Let discards and write zeroes that may unmap free the image's blocks (`discard=unmap`). */
   unmap?: boolean;
+  /** A blkdebug configuration (its file's text) between the image and the export: injected errors. */
+  blkdebug?: string;
 }
 
 /**
@@ -124,9 +126,15 @@ export function startExport(opts: ExportOptions = {}): VhostUserExport {
     (opts.unmap ? ",discard=unmap" : ""),
   ];
   let node = "file0";
+  if (opts.blkdebug !== undefined) {
+    const conf = join(dir, "blkdebug.conf");
+    writeFileSync(conf, opts.blkdebug);
+    args.push("--blockdev", `driver=blkdebug,node-name=dbg0,config=${conf},image=${node}`);
+    node = "dbg0";
+  }
   if (opts.iops !== undefined) {
     args.push("--object", `throttle-group,id=tg0,limits.iops-total=${opts.iops}`);
-    args.push("--blockdev", `driver=throttle,node-name=thr0,throttle-group=tg0,file=file0`);
+    args.push("--blockdev", `driver=throttle,node-name=thr0,throttle-group=tg0,file=${node}`);
     node = "thr0";
   }
   args.push(

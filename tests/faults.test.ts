@@ -21,7 +21,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { Blkio, BlkioError, BlockDevice, type Completion, ERRNO, errnoName, type Queue } from "../mod.ts";
+import {
+  Blkio,
+  BlkioError,
+  BlockDevice,
+  type Completion,
+  ERRNO,
+  errnoName,
+  type Queue,
+  ReqFlags,
+} from "../mod.ts";
 import { native } from "../ffi/load.ts";
 import { onMainThread } from "../src/sys.ts";
 import { readThenDestroy } from "./_destroy_worker.ts";
@@ -348,6 +357,62 @@ test(
     }
   },
 );
+
+// Every flush of the image fails: a FUA write, whose data must be durable when it completes,
+// must fail with it. FUSE finishes io_uring's O_DIRECT writes asynchronously and then skips the
+// sync RWF_DSYNC asks for; a FUA write there completed 0 (Linux 6.18).
+const FLUSH_FAILS = `[inject-error]
+event = "none"
+iotype = "flush"
+errno = "5"
+once = "off"
+`;
+
+for (const direct of [true, false]) {
+  const mode = direct ? "O_DIRECT" : "buffered";
+  test(
+    ...skipIf(`faults: a failing flush fails FUA writes too, on both APIs [${mode}]`, QSD_SKIP),
+    async () => {
+      const dir = scratch();
+      const image = stampedImage(dir, 8 * MiB);
+      const d = startDaemon(dir, image, { blkdebug: FLUSH_FAILS });
+      {
+        using b = open(d.mount, direct);
+        const q = b.getQueue(0)!;
+        const data = buffer(b).fill(0x3c);
+        // One request at a time: the failed sync of one FUA write must not be what fails another.
+        const cases: [string, (ud: string) => void, number][] = [
+          ["plain write", (ud) => q.write(0, data, ud), 0],
+          ["FUA write", (ud) => q.write(BLOCK, data, ud, ReqFlags.FUA), -EIO],
+          [
+            "FUA writev",
+            (ud) => q.writev(2 * BLOCK, [data.subarray(0, 512), data.subarray(512)], ud, ReqFlags.FUA),
+            -EIO,
+          ],
+          ["flush", (ud) => q.flush(ud), -EIO],
+          ["FUA write zeroes", (ud) => q.writeZeroes(3 * BLOCK, BLOCK, ud, ReqFlags.FUA), -EIO],
+          ["plain write after", (ud) => q.write(4 * BLOCK, data, ud), 0],
+        ];
+        for (const [what, submit, ret] of cases) {
+          submit(what);
+          const c = reapAll(q, 1).get(what)!;
+          assert.equal(c.ret, ret, `${what}: ${retName(c.ret)}`);
+        }
+      }
+      await using dev = await BlockDevice.open(d.mount, { direct });
+      const data = dev.allocBuffer(BLOCK).fill(0x3d);
+      await dev.write(0, data);
+      await rejectsWith(dev.write(BLOCK, data, { fua: true }), ["EIO"]);
+      await rejectsWith(dev.writev(2 * BLOCK, [data], { fua: true }), ["EIO"]);
+      await rejectsWith(dev.flush(), ["EIO"]);
+      await dev.write(4 * BLOCK, data);
+      // The writes themselves reached the daemon: only their flush failed.
+      const back = dev.allocBuffer(BLOCK);
+      await dev.read(BLOCK, back);
+      assert.deepEqual(back, data);
+    },
+  );
+}
 
 // ---------------------------------------------------------------------------------------------
 // (b) ENOSPC on a full tmpfs.

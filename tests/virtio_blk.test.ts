@@ -623,6 +623,42 @@ vtest("write-fua: FUA write (write then flush) reads back", () => {
   assert.deepEqual(image(0x51000, PAGE), pattern(PAGE, 3));
 });
 
+// FUA is a write and then a flush here: when every flush of the image fails, so must every FUA
+// request, while plain writes go on (the write itself reached the image).
+vtest(
+  "write-fua: with every flush failing (blkdebug), FUA requests fail EIO, plain writes succeed",
+  async () => {
+    const exp = startExport({
+      size: 4 * MiB,
+      blkdebug: '[inject-error]\nevent = "none"\niotype = "flush"\nerrno = "5"\nonce = "off"\n',
+    });
+    try {
+      {
+        using b = start({ exp });
+        const q = b.getQueue(0)!;
+        const mem = mapped(b, PAGE).fill(0x61);
+        const cases: [string, (ud: unknown) => void, number][] = [
+          ["plain write", (ud) => q.write(0, mem, ud), 0],
+          ["FUA write", (ud) => q.write(PAGE, mem, ud, ReqFlags.FUA), EIO],
+          ["FUA writev", (ud) => q.writev(2 * PAGE, [mem], ud, ReqFlags.FUA), EIO],
+          ["flush", (ud) => q.flush(ud), EIO],
+          ["FUA write zeroes", (ud) => q.writeZeroes(3 * PAGE, PAGE, ud, ReqFlags.FUA), EIO],
+          ["plain write after", (ud) => q.write(4 * PAGE, mem, ud), 0],
+        ];
+        for (const [what, submit, ret] of cases) assert.equal(one(q, submit, what).ret, ret, what);
+        assert.deepEqual(image(PAGE, PAGE, exp), mem);
+      }
+      await using dev = await BlockDevice.open(exp.socket, { driver: DRIVER });
+      const buf = dev.allocBuffer(PAGE).fill(0x62);
+      await dev.write(0, buf);
+      await assert.rejects(dev.write(PAGE, buf, { fua: true }), (e: BlkioError) => e.code === "EIO");
+      await assert.rejects(dev.flush(), (e: BlkioError) => e.code === "EIO");
+    } finally {
+      exp.stop();
+    }
+  },
+);
+
 vtest("write-zeroes: each third of 3 pages zeroed with flags 0, FUA, NO_UNMAP", () => {
   using b = start();
   const q = b.getQueue(0)!;

@@ -173,6 +173,10 @@ export class IoUringQueue implements DriverQueue {
    */
   #cmdDiscard: boolean;
   readonly #rwFlags: number;
+  /** ReqFlags.FUA where a FUA write is RWF_DSYNC, else 0 (TargetInfo.fuaByFlush). */
+  readonly #fuaDsync: number;
+  /** ReqFlags.FUA where a FUA write is followed by an fdatasync, else 0. */
+  readonly #fuaFlush: number;
   // Slot table (see S_START): allocated once, so nothing is allocated per request.
   readonly #cap: number;
   readonly #free: Int32Array;
@@ -209,6 +213,8 @@ export class IoUringQueue implements DriverQueue {
     this.#pageSize = pageSize(native);
     this.isPollQueue = opts.poll;
     this.#rwFlags = opts.poll ? RWF_HIPRI : 0;
+    this.#fuaFlush = opts.target.fuaByFlush ? ReqFlags.FUA : 0;
+    this.#fuaDsync = ReqFlags.FUA ^ this.#fuaFlush;
     const ring = opts.sqpoll && !opts.poll
       ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL)
       : opts.poll
@@ -408,7 +414,7 @@ export class IoUringQueue implements DriverQueue {
         if (fixed >= 0) prepWriteFixed(sq, i, 0, addr, remaining, start, fixed);
         else if (this.#supportsWrite) prepWrite(sq, i, 0, addr, remaining, start);
         else prepWritev(sq, i, 0, this.#oneIovec(slot, addr, remaining), 1, start);
-        setRwFlags(sq, i, this.#rwFlags | (flags & ReqFlags.FUA ? RWF_DSYNC : 0));
+        setRwFlags(sq, i, this.#rwFlags | (flags & this.#fuaDsync ? RWF_DSYNC : 0));
         break;
       }
       case Op.Readv: {
@@ -420,7 +426,7 @@ export class IoUringQueue implements DriverQueue {
       case Op.Writev: {
         const n = this.#fillIovecs(slot, done);
         prepWritev(sq, i, 0, this.#iovAddr[slot], n, start);
-        setRwFlags(sq, i, this.#rwFlags | (flags & ReqFlags.FUA ? RWF_DSYNC : 0));
+        setRwFlags(sq, i, this.#rwFlags | (flags & this.#fuaDsync ? RWF_DSYNC : 0));
         break;
       }
       case Op.Flush:
@@ -646,7 +652,14 @@ export class IoUringQueue implements DriverQueue {
     }
     if (op <= Op.Writev) {
       const remaining = s[b + S_LEN] - s[b + S_DONE];
-      if (res === remaining) return 0;
+      if (res === remaining) {
+        if ((s[b + S_FLAGS] & this.#fuaFlush) === 0) return 0;
+        // The write is whole; the request completes with the fdatasync that makes it durable
+        // (TargetInfo.fuaByFlush). Reads never carry FUA.
+        s[b + S_OP] = Op.Flush;
+        this.#requeue(slot);
+        return RESUBMITTED;
+      }
       if (res > remaining) return -EIO;
       if (res > 0) {
         s[b + S_DONE] += res;

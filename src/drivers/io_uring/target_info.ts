@@ -61,6 +61,12 @@ export interface TargetInfo {
    * still held it 450 ms, one reply each.
    */
   submitAsync: boolean;
+  /**
+   * A FUA write is the write and then an fdatasync. FUSE finishes O_DIRECT writes asynchronously
+   * for io_uring (async_dio), and then never syncs for RWF_DSYNC: with the daemon failing every
+   * flush, a FUA write completed 0 where write(2) with O_DSYNC failed EIO (Linux 6.18).
+   */
+  fuaByFlush: boolean;
   requestAlignment: number;
   /**
    * Granularity fallocate needs for write zeroes and discard: a block device's logical block
@@ -159,6 +165,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       readOnly,
       onTmpfs: false,
       submitAsync: false,
+      fuaByFlush: false,
       requestAlignment: direct ? limits.logicalBlockSize : 1,
       fallocateAlignment: limits.logicalBlockSize,
       optimalIoAlignment: limits.physicalBlockSize,
@@ -187,6 +194,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
     readOnly,
     onTmpfs: fs.type === TMPFS_MAGIC,
     submitAsync: fs.type === FUSE_SUPER_MAGIC,
+    fuaByFlush: direct && fs.type === FUSE_SUPER_MAGIC,
     requestAlignment,
     fallocateAlignment: 1,
     optimalIoAlignment: Math.max(fs.blockSize, requestAlignment),
