@@ -397,7 +397,7 @@ export class VirtioBlkQueue implements DriverQueue {
     }
     h.setUint32(base + HEADER_OUTHDR, type, true);
     h.setUint32(base + HEADER_OUTHDR + 4, 0, true); // ioprio
-    h.setBigUint64(base + HEADER_OUTHDR + 8, BigInt(sector), true);
+    setU64(h, base + HEADER_OUTHDR + 8, sector);
     vq.push(hdrAddr, OUTHDR_SIZE, false);
     if (op === Op.WriteZeroes || op === Op.Discard) {
       const done = this.#done[slot];
@@ -405,7 +405,7 @@ export class VirtioBlkQueue implements DriverQueue {
       const chunk = Math.min(this.#len[slot] - done, max);
       this.#chunk[slot] = chunk;
       const seg = base + HEADER_SEGMENT;
-      h.setBigUint64(seg, BigInt((this.#start[slot] + done) / SECTOR_SIZE), true);
+      setU64(h, seg, (this.#start[slot] + done) / SECTOR_SIZE);
       h.setUint32(seg + 8, chunk / SECTOR_SIZE, true);
       const unmap = op === Op.WriteZeroes && (this.#flags[slot] & ReqFlags.NO_UNMAP) === 0;
       h.setUint32(seg + 12, unmap ? BLK_WRITE_ZEROES_FLAG_UNMAP : 0, true);
@@ -849,6 +849,15 @@ export class VirtioBlkQueue implements DriverQueue {
 }
 
 /** Descriptors a request of kind `op` with `nseg` data segments takes. */
+/**
+ * Stores `value`, an integer below 2^53, at `off` as a little-endian u64: two u32 halves, since
+ * a BigInt for setBigUint64 would be an allocation per request.
+ */
+function setU64(view: DataView, off: number, value: number): void {
+  view.setUint32(off, value >>> 0, true);
+  view.setUint32(off + 4, (value / 4294967296) >>> 0, true);
+}
+
 function descriptorsFor(op: number, nseg: number): number {
   if (op === Op.Flush) return 2;
   if (op === Op.WriteZeroes || op === Op.Discard) return 3;
