@@ -15,6 +15,7 @@
  * node:v8 and `gc` taken from a new node:vm context.
  *
  * Usage: deno run -A bench/alloc_check.ts --path <file> [--requests 5000000] [--depth 32] [--json]
+ *          [--driver io_uring|virtio-blk-vhost-user]   (the latter: --path is the export's socket)
  *        bun bench/alloc_check.ts --path <file> [same options]
  *
  * @module
@@ -32,6 +33,7 @@ interface Options {
   warmup: number;
   probe: number;
   json: boolean;
+  driver: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -42,6 +44,7 @@ function parseArgs(argv: string[]): Options {
     warmup: 500_000,
     probe: 1_000_000,
     json: false,
+    driver: "io_uring",
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -56,6 +59,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--warmup") o.warmup = Number(next());
     else if (a === "--probe") o.probe = Number(next());
     else if (a === "--json") o.json = true;
+    else if (a === "--driver") o.driver = next();
     else throw new TypeError(`Unknown option "${a}"`);
   }
   if (o.path === "") throw new TypeError("Missing --path");
@@ -113,11 +117,11 @@ const BS = 4096;
 function main(): void {
   const o = parseArgs(process.argv.slice(2));
   const gc = gcFunction();
-  using b = Blkio.create("io_uring");
+  using b = Blkio.create(o.driver);
   b.setStr("path", o.path);
   b.setBool("read-only", true);
   b.connect();
-  b.setInt("num-entries", Math.max(o.depth, 32));
+  b.setInt(o.driver === "io_uring" ? "num-entries" : "queue-size", Math.max(o.depth, 32));
   b.start();
   const q = b.getQueue(0)!;
   const blocks = Math.floor(Number(b.getUint64("capacity")) / BS);
