@@ -48,11 +48,26 @@ type AnyFn = (...args: any[]) => any;
 /** Awaitable variants of `nonblocking` symbols (same arguments, a Promise of the result). */
 const ASYNC: Record<string, AnyFn> = {};
 
+/**
+ * Deno.dlopen, once more when this call's own prompt granted FFI permission: answered "A" at
+ * Deno's prompt, the first dlopen still looked for the name as a file in the current directory
+ * and failed (Deno 2.9); the same call after the grant opens the system library.
+ */
+function open<S extends Deno.ForeignLibraryInterface>(soname: string, symbols: S): Deno.DynamicLibrary<S> {
+  const before = Deno.permissions.querySync({ name: "ffi" }).state;
+  try {
+    return Deno.dlopen(soname, symbols);
+  } catch (e) {
+    if (before !== "prompt" || Deno.permissions.querySync({ name: "ffi" }).state !== "granted") throw e;
+    return Deno.dlopen(soname, symbols);
+  }
+}
+
 function bind<T extends Record<string, SymbolDef>>(
   soname: string,
   table: T,
 ): Bound<T> {
-  const lib = Deno.dlopen(soname, translate(table));
+  const lib = open(soname, translate(table));
   const raw = lib.symbols as unknown as Record<string, AnyFn>;
   const out: Record<string, AnyFn> = {};
   for (const [name, def] of Object.entries(table)) {

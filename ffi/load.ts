@@ -31,10 +31,10 @@ function pick(): Native | null {
     const text = String((cause as Error)?.message ?? cause).replace(/^(Could not open library: )+/, "$1");
     if (/permission|NotCapable|allow-ffi/i.test(text) || (cause as Error)?.name === "NotCapable") {
       loadError = new Error(`Loading native libraries needs FFI permission: ${UNSCOPED_FFI}`, { cause });
-    } else if (SONAME_AS_PATH.test(text)) {
+    } else if ("Deno" in globalThis && SONAME_AS_PATH.test(text)) {
       // FFI permission flags that name libraries (--allow-ffi=libc.so.6, --deny-ffi=liburing.so.2,
       // or "y" at Deno's prompt) make Deno open each name as a path in the current directory,
-      // where it is not.
+      // where it is not. (Bun tries that path too when a library is missing, and says so.)
       loadError = new Error(
         `Deno looked for the system libraries in the current directory, as it does when an FFI ` +
           `permission flag names libraries: ${UNSCOPED_FFI} (${text})`,

@@ -374,6 +374,102 @@ test(
   },
 );
 
+/** The directory liburing.so.2 is loaded from (resolved), or null. */
+function liburingDir(): string | null {
+  const r = spawnSync("sh", ["-c", `ldconfig -p | grep -m1 '${LIBURING_SONAME} ' | sed 's/.*=> //'`], {
+    encoding: "utf8",
+  });
+  const path = r.stdout.trim();
+  if (path === "") return null;
+  const real = spawnSync("realpath", [path], { encoding: "utf8" }).stdout.trim();
+  return real === "" ? null : real.slice(0, real.lastIndexOf("/"));
+}
+
+function hideUnavailable(): string | null {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
+    return "hiding a system library takes a mount namespace, which needs root";
+  }
+  if (spawnSync("sh", ["-c", "command -v unshare"]).status !== 0) return "no unshare(1)";
+  return liburingDir() === null ? `${LIBURING_SONAME} is not in ldconfig's cache` : null;
+}
+
+test(
+  ...skipIf("without liburing installed, both runtimes say which package to install", hideUnavailable()),
+  () => {
+    // In a mount namespace of its own, the child sees the library directory without liburing (a
+    // tree of links to everything else). Bun then also tries the name in the current directory,
+    // and says so: that must not read as Deno's permission trouble.
+    const libDir = liburingDir()!;
+    const dir = mkdtempSync(join(tmpdir(), "blkio-no-liburing-"));
+    try {
+      const hide = `set -e
+        mkdir "$T/orig" "$T/fake"
+        mount --bind "$LIBDIR" "$T/orig"
+        cp -rs "$T/orig/." "$T/fake/"
+        rm -f "$T/fake/"liburing.so*
+        mount --bind "$T/fake" "$LIBDIR"
+        exec "$@"`;
+      writeFileSync(
+        join(dir, "child.ts"),
+        `import { Blkio } from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+        try { Blkio.create("io_uring"); console.log("created"); } catch (e) { console.log(e.code, e.message); }`,
+      );
+      const argv = "Deno" in globalThis ? ["run", "-A", "child.ts"] : ["child.ts"];
+      const r = spawnSync("unshare", ["-m", "bash", "-c", hide, "hide", process.execPath, ...argv], {
+        cwd: dir,
+        encoding: "utf8",
+        timeout: 60_000,
+        env: { ...process.env, T: dir, LIBDIR: libDir },
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(
+        r.stdout.trim(),
+        /^ELIBACC liburing\.so\.2 could not be loaded: install the liburing2 package \(apt-get install liburing2\)$/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  ...skipIf(
+    "Deno: answering A at Deno's FFI prompt loads the libraries",
+    !("Deno" in globalThis)
+      ? "Bun has no permission system: FFI is always allowed"
+      : spawnSync("sh", ["-c", "command -v script"]).status !== 0
+      ? "no script(1) to give the prompt a terminal"
+      : null,
+  ),
+  () => {
+    // Deno prompts only on a terminal, and drops what was typed before the prompt: `script` gives
+    // the child a pseudo-terminal, and "A" is typed every 250 ms until the child is done.
+    const dir = mkdtempSync(join(tmpdir(), "blkio-ffi-prompt-"));
+    try {
+      writeFileSync(
+        join(dir, "child.ts"),
+        `import { Blkio } from ${JSON.stringify(new URL("../mod.ts", import.meta.url).href)};
+        try { using b = Blkio.create("io_uring"); console.log("created", b.driver); }
+        catch (e) { console.log("failed", e.code, e.message); }`,
+      );
+      const typing = "for i in $(seq 1 120); do sleep 0.25; printf 'A\\n'; done";
+      const r = spawnSync(
+        "bash",
+        [
+          "-c",
+          `(${typing}) | script -qfec "$0 run --allow-read --allow-env child.ts" /dev/null`,
+          process.execPath,
+        ],
+        { cwd: dir, encoding: "utf8", timeout: 60_000 },
+      );
+      assert.match(r.stdout, /Granted all ffi access/, r.stdout);
+      assert.match(r.stdout, /created io_uring/, r.stdout);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
 // A seccomp filter that fails io_uring_setup(2) with the errno given, then runs the command.
 const NO_URING_C = `#include <errno.h>
 #include <linux/filter.h>
