@@ -21,10 +21,12 @@
  * b.start();
  * const q = b.getQueue(0)!;
  * const data = new TextEncoder().encode("hello, block device");
- * q.write(0, data);
- * q.flush();
  * const out: Completion[] = [];
- * q.doIo(out, 2, 2);
+ * q.write(0, data);
+ * q.doIo(out, 1, 1);
+ * // A flush makes writes durable once they have completed: requests in flight have no order.
+ * q.flush();
+ * q.doIo(out, 1, 1);
  * const back = new Uint8Array(data.length);
  * q.read(0, back);
  * q.doIo(out, 1, 1);

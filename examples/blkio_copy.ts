@@ -32,7 +32,7 @@ import {
   readSync,
   writeSync,
 } from "node:fs";
-import { Blkio, type Completion, type Queue } from "../mod.ts";
+import { Blkio, type BlkioError, type Completion, type Queue } from "../mod.ts";
 import {
   commandArgs,
   die,
@@ -307,6 +307,9 @@ function createBlkio(option: string, driver: string): Blkio {
   try {
     return Blkio.create(driver);
   } catch (e) {
+    // An unknown driver name is a usage mistake; anything else (no FFI permission, no liburing)
+    // is not, and the usage text would bury it.
+    if ((e as BlkioError).code !== "ENOENT") die(`${option}=${driver}: ${errorMsg(e)}`);
     printErr(`${option}=${driver}: ${errorMsg(e)}\n`);
     usage();
   }

@@ -41,7 +41,7 @@ export interface PropertyRow<D, T extends PropertyType = PropertyType> {
 /** A row of any type, discriminated by `type` so each row's accessors are typed. */
 export type AnyPropertyRow<D> = { [T in PropertyType]: PropertyRow<D, T> }[PropertyType];
 
-/** What {@link PropertyTable.describe} reports for one property. */
+/** What `Blkio.properties()` reports for one property. */
 export interface PropertyInfo {
   /** The property's name, such as `"num-queues"`. */
   name: string;
@@ -258,7 +258,10 @@ export function checkStr(name: string, value: unknown): string {
 
 /** A short description of a JS value for error messages. */
 export function describe(value: unknown): string {
-  if (typeof value === "string") return `"${value.length > 40 ? value.slice(0, 40) + "…" : value}"`;
+  if (typeof value === "string") {
+    // JSON's quoting shows control characters (a NUL in a path) instead of printing them.
+    return value.length > 40 ? JSON.stringify(value.slice(0, 40)).slice(0, -1) + '…"' : JSON.stringify(value);
+  }
   if (typeof value === "bigint") return `${value}n`;
   if (value === null) return "null";
   if (typeof value === "object") {

@@ -208,6 +208,33 @@ test("blkio_copy: usage errors exit 1 with libblkio's messages", () => {
   ]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^Unable to connect: .*ENOENT/);
+  // An unknown driver is a usage mistake: the usage text follows. Missing FFI permission is not.
+  r = tool("blkio_copy", ["--input-blkio=nope", `--output-file=${join(DIR, "x")}`]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^--input-blkio=nope: Unknown driver name "nope"/);
+  assert.match(r.stdout, /^Usage: blkio_copy/);
+  if (RUNTIME === "deno") {
+    const script = join(ROOT, "examples", "blkio_copy.ts");
+    const np = finished(
+      spawnSync(
+        process.execPath,
+        [
+          "run",
+          "--allow-read",
+          "--allow-write",
+          "--allow-env",
+          script,
+          "--input-blkio=io_uring",
+          `path=${INFO_FILE}`,
+          `--output-file=${join(DIR, "x")}`,
+        ],
+        { cwd: DIR, encoding: "utf8", timeout: 60_000 },
+      ),
+    );
+    assert.equal(np.status, 1);
+    assert.match(np.stderr, /^--input-blkio=io_uring: Loading native libraries needs FFI permission/);
+    assert.equal(np.stdout, "", "no usage text after an error that is not a usage mistake");
+  }
   // None of these failures left an (empty) output file behind.
   assert.equal(existsSync(join(DIR, "x")), false);
 });

@@ -2,9 +2,11 @@
 // that would modify the device fails in its completion, leaving the device unchanged.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { chmodSync, readFileSync } from "node:fs";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { join } from "node:path";
 import process from "node:process";
-import { Blkio, type Completion, ReqFlags } from "../mod.ts";
+import { Blkio, BlockDevice, type Completion, ReqFlags } from "../mod.ts";
 import {
   alignedBuffer,
   assertErrno,
@@ -15,6 +17,7 @@ import {
   pread,
   pwrite,
   reap,
+  scratchDir,
   scratchFile,
   scratchLoop,
   skipIf,
@@ -164,6 +167,46 @@ test(
     b.setStr("path", path);
     assertErrno(() => b.connect(), "EACCES", /disk\.img/);
     assert.equal(b.state, "created");
+  },
+);
+
+// Root is not stopped by permission bits, but a read-only mount stops everyone: the error for a
+// target that cannot be opened for writing says how to open it for reading.
+test(
+  ...skipIf(
+    "read-only: a file on a read-only mount fails connect with EROFS saying to set read-only, and reads with it",
+    IS_ROOT ? null : "mounting a tmpfs needs root",
+  ),
+  async () => {
+    const dir = scratchDir();
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
+    try {
+      writeFileSync(join(dir, "disk.img"), new Uint8Array(65536).fill(0x42));
+      execFileSync("mount", ["-o", "remount,ro", dir]);
+      const path = join(dir, "disk.img");
+      {
+        using b = Blkio.create("io_uring");
+        b.setStr("path", path);
+        assertErrno(
+          () => b.connect(),
+          "EROFS",
+          /Failed to open ".*disk\.img".*; to open it for reading only, set read-only/,
+        );
+        b.setBool("read-only", true);
+        b.connect();
+        b.start();
+        const buf = new Uint8Array(512);
+        b.getQueue(0)!.read(0, buf, "r");
+        assert.equal(reap(b.getQueue(0)!, 1)[0].ret, 0);
+        assert.ok(buf.every((v) => v === 0x42));
+      }
+      await assert.rejects(BlockDevice.open(path), /EROFS.*readOnly in BlockDevice\.open/);
+      await (await BlockDevice.open(path, { readOnly: true })).close();
+    } finally {
+      for (let i = 0; i < 50 && spawnSync("umount", [dir]).status !== 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   },
 );
 

@@ -118,8 +118,22 @@ export class IoUringDriver implements Driver {
         // open says what is wrong with the path
       }
       const type = st === null ? 0 : st.mode & S_IFMT;
-      if (type === S_IFIFO || type === S_IFCHR) throw notFileOrDevice();
-      fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0));
+      if (type === S_IFIFO || type === S_IFCHR) throw notFileOrDevice(JSON.stringify(this.path), type);
+      try {
+        fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0));
+      } catch (e) {
+        const code = (e as BlkioError).code;
+        if (this.readOnly || (code !== "EACCES" && code !== "EROFS")) throw e;
+        throw new BlkioError(
+          (e as BlkioError).errno,
+          `${
+            (e as Error).message
+          }; to open it for reading only, set read-only (readOnly in BlockDevice.open)`,
+          {
+            cause: e,
+          },
+        );
+      }
     } else if (this.fd !== -1) {
       fd = this.fd;
       if (!isOpenFd(n, fd)) throw BlkioError.of("EBADF", `fd ${fd} is not an open file descriptor`);
@@ -127,8 +141,21 @@ export class IoUringDriver implements Driver {
       throw BlkioError.of("EINVAL", "One of path and fd must be set");
     }
     const opened = this.path !== "";
+    const name = opened ? JSON.stringify(this.path) : `fd ${fd}`;
     try {
-      const info = targetInfo(n, fd);
+      const info = targetInfo(n, fd, name);
+      // capacity must be readable: a procfs or sysfs file is a regular file without an end.
+      try {
+        seekEnd(n, fd);
+      } catch (e) {
+        throw new BlkioError(
+          (e as BlkioError).errno,
+          `Cannot tell the size of ${name}: ${(e as Error).message}`,
+          {
+            cause: e,
+          },
+        );
+      }
       const poll = supportsIopoll(n, fd, info);
       // With `fd`, the fd's own flags decide; with `path` they match what was asked for.
       this.direct = info.direct;

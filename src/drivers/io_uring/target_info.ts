@@ -17,14 +17,30 @@ import {
   pageSize,
   readText,
   S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
   S_IFMT,
   S_IFREG,
+  S_IFSOCK,
   TMPFS_MAGIC,
 } from "../../sys.ts";
 
-/** The error for a target that is neither a regular file nor a block device. */
-export function notFileOrDevice(): BlkioError {
-  return BlkioError.of("EINVAL", "The file must be a block device or a regular file");
+/**
+ * The error for target `name` (a quoted path, or "fd N") of file type `type` (st_mode & S_IFMT),
+ * which is neither a regular file nor a block device: libblkio's text, and what the target is.
+ */
+export function notFileOrDevice(name: string, type: number): BlkioError {
+  const kind = type === S_IFCHR
+    ? "a character device"
+    : type === S_IFIFO
+    ? "a FIFO"
+    : type === S_IFDIR
+    ? "a directory"
+    : type === S_IFSOCK
+    ? "a socket"
+    : "of another type";
+  return BlkioError.of("EINVAL", `The file must be a block device or a regular file: ${name} is ${kind}`);
 }
 
 /** Linux block device queue limits. */
@@ -146,8 +162,11 @@ export function readBlockLimits(native: Native, major: number, minor: number): B
   };
 }
 
-/** Inspects the open target `fd`; EINVAL unless it is a regular file or a block device. */
-export function targetInfo(native: Native, fd: number): TargetInfo {
+/**
+ * Inspects the open target `fd`; EINVAL unless it is a regular file or a block device. `name`
+ * (a quoted path, or "fd N") says which in errors.
+ */
+export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): TargetInfo {
   const st = fstat(native, fd);
   const type = st.mode & S_IFMT;
   const flags = fileStatusFlags(native, fd);
@@ -183,7 +202,7 @@ export function targetInfo(native: Native, fd: number): TargetInfo {
       blockDevice: { major: st.rdevMajor, minor: st.rdevMinor },
     };
   }
-  if (type !== S_IFREG) throw notFileOrDevice();
+  if (type !== S_IFREG) throw notFileOrDevice(name, type);
   // Files on tmpfs, overlay and the like have no block device behind st_dev.
   const limits = readBlockLimits(native, st.devMajor, st.devMinor);
   const requestAlignment = direct ? (limits?.logicalBlockSize ?? pageSize(native)) : 1;
