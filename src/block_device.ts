@@ -359,6 +359,13 @@ export class BlockDevice {
   readonly #regionAlignment: number;
   readonly #readOnly: boolean;
   #capacity: bigint;
+  /**
+   * Whether capacity is read anew at each get: where that is a local system call (io_uring:
+   * lseek, so it follows a growing file). virtio-blk-vhost-user asks the back-end (GET_CONFIG),
+   * which a stopped back-end made a 10 s wait on the event loop, after which the instance's
+   * control channel is closed for good: there the size read at open stands.
+   */
+  readonly #liveCapacity: boolean;
 
   // Requests by id (the userData given to the queue), struct-of-arrays; ids are reused.
   #resolve: (((value: void) => void) | null)[] = [];
@@ -423,6 +430,7 @@ export class BlockDevice {
     this.#regionAlignment = Number(b.getUint64("mem-region-alignment"));
     this.#readOnly = b.getBool("read-only");
     this.#capacity = b.getUint64("capacity");
+    this.#liveCapacity = b.driver !== "virtio-blk-vhost-user";
     const qs: QueueState[] = [];
     for (let i = 0; b.getQueue(i) !== null; i++) {
       const q = b.getQueue(i)!;
@@ -526,9 +534,13 @@ export class BlockDevice {
     }
   }
 
-  /** Size in bytes (the last known size once closed). */
+  /**
+   * Size in bytes, read anew each time (a file grows as it is written), the last known size once
+   * closed. On virtio-blk-vhost-user the size read at open: asking the back-end could hold the
+   * event loop (use a `Blkio` instance's `capacity` property to ask it).
+   */
   get capacity(): bigint {
-    if (!this.#closing) this.#capacity = this.#b.getUint64("capacity");
+    if (!this.#closing && this.#liveCapacity) this.#capacity = this.#b.getUint64("capacity");
     return this.#capacity;
   }
 
@@ -558,6 +570,8 @@ export class BlockDevice {
    * transferring one (`buffer.transfer()`, a `postMessage` transfer list) detaches the others of
    * its region with it. Memory
    * transferred away is never unmapped (the library cannot see the buffer that now holds it).
+   * On virtio-blk-vhost-user a new region is a message to the back-end, which this call waits
+   * for (10 s at most, then `EIO` until the device is reopened): allocate buffers up front.
    *
    * @example
    * ```ts
@@ -642,7 +656,8 @@ export class BlockDevice {
 
   /**
    * Writes `buf` at `offset`. On a regular file, a write past its end extends it (and
-   * {@link capacity}); on a block device, a write past its capacity rejects (ENOSPC).
+   * {@link capacity}); on a block device, a write past its capacity rejects (ENOSPC; EIO on
+   * virtio-blk-vhost-user, as its back-end says).
    */
   write(offset: bigint | number, buf: Uint8Array, opts?: WriteOptions): Promise<void> {
     const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS, "write");

@@ -214,6 +214,7 @@ test("virtio-blk queue: the status byte the device writes is the completion (UNS
       requestAlignment: 512,
       maxSegments: 0,
       maxSegmentLen: 0,
+      maxTransfer: 2 ** 31 - 512,
       discardChunk: 1 << 20,
       writeZeroesChunk: 1 << 20,
     },

@@ -259,6 +259,22 @@ export class VirtioBlkVhostUserDriver implements Driver {
     return { queues: made.slice(0, this.numQueues), pollQueues: made.slice(this.numQueues) };
   }
 
+  /**
+   * The longest read or write, in whole blocks: size_max times seg_max where the device gives
+   * both, and below 2^31 bytes always. libblkio says 0 (no limit) otherwise, but
+   * qemu-storage-daemon (7.2) keeps a request's length in an int: a read of 2 GiB or more
+   * never completed (helper's hunt: 2^31 - 512 bytes in 8 s, 2^31 never), and such a write failed EIO.
+   */
+  maxTransfer(): number {
+    const cfg = this.c.config, ra = this.blockSize();
+    // qemu-storage-daemon offers SIZE_MAX with a size_max of 0: no limit, as 0 is for the property.
+    const device = this.has(VirtioFeature.BLK_SIZE_MAX) && this.has(VirtioFeature.BLK_SEG_MAX) &&
+        cfg.sizeMax > 0 && cfg.segMax > 0
+      ? cfg.sizeMax * cfg.segMax
+      : Infinity;
+    return Math.floor(Math.min(device, 2 ** 31 - 1) / ra) * ra;
+  }
+
   #deviceInfo(): VirtioDeviceInfo {
     const cfg = this.c.config;
     const ra = this.blockSize();
@@ -275,6 +291,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
       requestAlignment: ra,
       maxSegments: this.has(VirtioFeature.BLK_SEG_MAX) ? cfg.segMax : 0,
       maxSegmentLen: this.has(VirtioFeature.BLK_SIZE_MAX) ? cfg.sizeMax : 0,
+      maxTransfer: this.maxTransfer(),
       discardChunk: chunk(cfg.maxDiscardSectors),
       writeZeroesChunk: chunk(cfg.maxWriteZeroesSectors),
     };
@@ -526,12 +543,9 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
   },
   "max-transfer": {
     type: "int",
-    doc: "Maximum read/write length, 0 for no limit (size_max times seg_max)",
+    doc: "Maximum read/write length (size_max times seg_max, and below 2 GiB); longer ones are EINVAL",
     readableFrom: K,
-    get: (d) =>
-      d.has(VirtioFeature.BLK_SIZE_MAX) && d.has(VirtioFeature.BLK_SEG_MAX)
-        ? clampInt(d.c.config.sizeMax * d.c.config.segMax)
-        : 0,
+    get: (d) => d.maxTransfer(),
   },
   "max-write-zeroes-len": {
     type: "uint64",

@@ -81,6 +81,8 @@ export interface VirtioDeviceInfo {
   maxSegments: number;
   /** size_max when negotiated, else 0. */
   maxSegmentLen: number;
+  /** The longest read or write, in bytes (max-transfer). */
+  maxTransfer: number;
   /** Bytes of one discard / write-zeroes request to the device. */
   discardChunk: number;
   writeZeroesChunk: number;
@@ -306,6 +308,9 @@ export class VirtioBlkQueue implements DriverQueue {
       return this.#fail(EINVAL, `invalid length: ${len} is not a multiple of request-alignment (${ra})`);
     }
     if (op === Op.WriteZeroes || op === Op.Discard) return this.#fitsRing(op, 0);
+    if (len > dev.maxTransfer) {
+      return this.#fail(EINVAL, `invalid length: ${len} is more than max-transfer (${dev.maxTransfer})`);
+    }
     let nseg = 0;
     if (buf !== null) {
       if (byteLengthOf(buf) > 0) {
