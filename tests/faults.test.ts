@@ -16,7 +16,16 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { atExit, RUNTIME, skipIf, watchInterval } from "./_helpers.ts";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -34,6 +43,7 @@ import {
 import { native } from "../ffi/load.ts";
 import { onMainThread } from "../src/sys.ts";
 import { readThenDestroy } from "./_destroy_worker.ts";
+import { attachLoop, loopUnavailableReason } from "./_loop_device.ts";
 
 const QSD = "qemu-storage-daemon";
 const MiB = 1 << 20;
@@ -413,6 +423,64 @@ for (const direct of [true, false]) {
     },
   );
 }
+
+// A buffered block device whose write-back fails (a loop device over a FUSE export that fails
+// writes at one sector): a completed write there is lost, and the next flush must say so. A
+// NO_FALLBACK write zeroes first writes its own range back and waits: on the instance's own
+// fd that wait took the error (the zeroing failed EIO though its range was fine), and the flush
+// after it returned 0 with the write lost (fault hunt). Another process's fsync stands in for
+// the kernel's background write-back, which meets the failure first.
+const WRITE_FAILS_AT_2M = `[inject-error]
+event = "none"
+iotype = "write"
+errno = "5"
+sector = "${(2 * MiB) / 512}"
+once = "off"
+`;
+
+test(
+  ...skipIf(
+    "faults: a write-back error before a NO_FALLBACK write zeroes is still reported by the next flush",
+    QSD_SKIP ?? loopUnavailableReason() ?? undefined,
+  ),
+  () => {
+    const dir = scratch();
+    const image = stampedImage(dir, 8 * MiB);
+    const d = startDaemon(dir, image, { blkdebug: WRITE_FAILS_AT_2M });
+    const loop = attachLoop(d.mount);
+    try {
+      using b = open(loop.path, false);
+      const q = b.getQueue(0)!;
+      const data = buffer(b).fill(0x99);
+      q.write(2 * MiB, data, "lost write");
+      assert.equal(reapAll(q, 1).get("lost write")!.ret, 0);
+      const other = openSync(loop.path, "r+");
+      try {
+        assert.throws(
+          () => fsyncSync(other),
+          /EIO|Input\/output error/,
+          "the write-back of the lost write failed",
+        );
+      } finally {
+        closeSync(other);
+      }
+      q.writeZeroes(5 * MiB, 64 * 1024, "zeroes", ReqFlags.NO_FALLBACK | ReqFlags.NO_UNMAP);
+      const z = reapAll(q, 1).get("zeroes")!;
+      assert.equal(z.ret, 0, `write zeroes of a sound range: ${retName(z.ret)} ${z.errorMsg}`);
+      q.flush("flush");
+      assert.equal(reapAll(q, 1).get("flush")!.ret, -EIO, "the flush after it reports the lost write");
+      const img = readFileSync(image);
+      assert.deepEqual(
+        new Uint8Array(img.subarray(2 * MiB, 2 * MiB + BLOCK)),
+        blockOf(2 * MiB),
+        "not in the image",
+      );
+      assert.ok(img.subarray(5 * MiB, 5 * MiB + 64 * 1024).every((x) => x === 0), "the range was zeroed");
+    } finally {
+      loop.detach();
+    }
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // (b) ENOSPC on a full tmpfs.

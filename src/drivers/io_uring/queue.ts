@@ -12,7 +12,17 @@ import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
 import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
 import { abandon, outlivesThread } from "../../abandoned.ts";
-import { closeFd, iovMax, newEventfd, onMainThread, pageSize, signalEventfd } from "../../sys.ts";
+import {
+  closeFd,
+  cString,
+  iovMax,
+  newEventfd,
+  O_CLOEXEC,
+  O_RDWR,
+  onMainThread,
+  pageSize,
+  signalEventfd,
+} from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -161,6 +171,15 @@ export class IoUringQueue implements DriverQueue {
   #ring: Ring;
   /** What the ring was made with, to make it again. */
   readonly #fd: number;
+  /**
+   * A second open file of the target for the write-back before a NO_FALLBACK write zeroes
+   * (phase 3), made at its first use; -1 before, -2 when it could not be opened. Waiting for
+   * write-back reports a write-back error to the waiting file once, and the next flush of that
+   * file then returns 0: on the target's own fd, an earlier buffered write whose write-back had
+   * failed was lost with nothing to say so (fault hunt: the flush after returned 0). Another
+   * file has its own error cursor, so the target's fd still reports the error at the next flush.
+   */
+  #writeBackFd = -1;
   readonly #entries: number;
   readonly #target: TargetInfo;
   readonly #pageSize: number;
@@ -438,8 +457,15 @@ export class IoUringQueue implements DriverQueue {
         // 5 zeroes again with fallback after the device refused a zeroing without (#finish).
         // 6 drops the page cache a refused zeroing left wrong (#finish).
         if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
-        else if (s[b + S_PHASE] === 3) prepSyncFileRange(sq, i, 0, s[b + S_START], s[b + S_LEN]);
-        else if (s[b + S_PHASE] === 6) {
+        else if (s[b + S_PHASE] === 3) {
+          const fd = this.#writeBack();
+          prepSyncFileRange(sq, i, fd < 0 ? 0 : fd, s[b + S_START], s[b + S_LEN]);
+          if (fd >= 0) {
+            setSqeFlags(sq, i, this.#sqeFlags & ~IOSQE_FIXED_FILE);
+            setUserData(sq, i, slot);
+            return;
+          }
+        } else if (s[b + S_PHASE] === 6) {
           const p = this.#pageSize, from = Math.floor(s[b + S_START] / p) * p;
           const to = Math.ceil((s[b + S_START] + s[b + S_LEN]) / p) * p;
           prepFadvise(sq, i, 0, from, to - from, POSIX_FADV_DONTNEED);
@@ -487,6 +513,19 @@ export class IoUringQueue implements DriverQueue {
   #firstZeroPhase(flags: number, len: number): number {
     const t = this.#target;
     return t.isBlockDevice && !t.direct && (flags & ReqFlags.NO_FALLBACK) !== 0 && len > 0 ? 3 : 0;
+  }
+
+  /** The fd phase 3 waits on (#writeBackFd), or -1 to use the target's own. */
+  #writeBack(): number {
+    if (this.#writeBackFd === -1) {
+      const fd = this.#native.libc.open(
+        cString(this.#native, `/proc/self/fd/${this.#fd}`),
+        O_RDWR | O_CLOEXEC,
+        0,
+      );
+      this.#writeBackFd = fd < 0 ? -2 : fd;
+    }
+    return this.#writeBackFd < 0 ? -1 : this.#writeBackFd;
   }
 
   /** fallocate mode for write zeroes, as libblkio chooses it. */
@@ -604,6 +643,15 @@ export class IoUringQueue implements DriverQueue {
     const op = s[b + S_OP];
     // The page cache dropped after a refused zeroing: the request's result is the refusal.
     if (op === Op.WriteZeroes && s[b + S_PHASE] === 6) return s[b + S_DONE];
+    // The write-back before a NO_FALLBACK zeroing (phase 3): on a file of its own, its error
+    // is any earlier write-back's, which the target's fd reports at the next flush; the zeroing
+    // goes ahead. On the target's fd (no second file) the error was taken from that fd's flush,
+    // so this request must report it.
+    if (op === Op.WriteZeroes && s[b + S_PHASE] === 3 && (res >= 0 || this.#writeBackFd >= 0)) {
+      s[b + S_PHASE] = 0;
+      this.#requeue(slot);
+      return RESUBMITTED;
+    }
     if (res < 0) {
       // EOPNOTSUPP from the discard command: a kernel before 6.12 has no block device commands,
       // and says so whatever the device; a newer one means the device has no discard (now: dm
@@ -644,11 +692,6 @@ export class IoUringQueue implements DriverQueue {
         }
       }
       return res;
-    }
-    if (op === Op.WriteZeroes && s[b + S_PHASE] === 3) {
-      s[b + S_PHASE] = 0;
-      this.#requeue(slot);
-      return RESUBMITTED;
     }
     if (op <= Op.Writev) {
       const remaining = s[b + S_LEN] - s[b + S_DONE];
@@ -1062,6 +1105,7 @@ export class IoUringQueue implements DriverQueue {
     }
     this.#ring.close();
     closeFd(this.#native, this.completionFd);
+    closeFd(this.#native, this.#writeBackFd);
   }
 }
 
