@@ -141,7 +141,10 @@ function badOptions(
           })`,
         );
       }
-      return BlkioError.of("EINVAL", `Unknown option "${key}" (the options are ${[...known].join(", ")})`);
+      return BlkioError.of(
+        "EINVAL",
+        `Unknown option ${JSON.stringify(key)} (the options are ${[...known].join(", ")})`,
+      );
     }
   } catch (e) {
     return e instanceof BlkioError

@@ -67,7 +67,7 @@ export function mustBeStarted(): BlkioError {
 
 /** `EBUSY` for a property set after its state. */
 export function cannotSetIn(name: string, state: string): BlkioError {
-  return BlkioError.of("EBUSY", `Cannot set property "${name}" in ${state} state`);
+  return BlkioError.of("EBUSY", `Cannot set property ${JSON.stringify(name)} in ${state} state`);
 }
 
 /** `EBADF` for any use of a destroyed instance. */

@@ -89,7 +89,7 @@ export class PropertyTable<D> {
       throw BlkioError.of("EINVAL", `Property name must be a string: received ${typeof name}`);
     }
     const row = this.#rows.get(name);
-    if (!row) throw BlkioError.of("ENOENT", `Unknown property name "${name}"`);
+    if (!row) throw BlkioError.of("ENOENT", `Unknown property name ${JSON.stringify(name)}`);
     return row;
   }
 
@@ -98,7 +98,7 @@ export class PropertyTable<D> {
     if (row.type !== type) {
       throw BlkioError.of(
         "ENOTTY",
-        `Property "${name}" is not ${ARTICLE[type]}: its type is ${row.type}`,
+        `Property ${JSON.stringify(name)} is not ${ARTICLE[type]}: its type is ${row.type}`,
       );
     }
     return row;
@@ -112,7 +112,7 @@ export class PropertyTable<D> {
     if (row.unsupportedSet !== undefined) throw BlkioError.of("ENOENT", row.unsupportedSet);
     const states = row.settableIn;
     if (!states || states.length === 0 || !row.set) {
-      throw BlkioError.of("EACCES", `Property "${name}" is read-only`);
+      throw BlkioError.of("EACCES", `Property ${JSON.stringify(name)} is read-only`);
     }
     if (states.includes(state)) return;
     if (state < Math.min(...states)) throw mustBeConnected();
@@ -181,23 +181,34 @@ export class PropertyTable<D> {
 /** Parses `text` as a value of `type`, as libblkio's `blkio_set_str` does. */
 export function parseValue(name: string, type: PropertyType, text: string): PropertyValue[PropertyType] {
   if (typeof text !== "string") {
-    throw BlkioError.of("EINVAL", `Value of "${name}" must be a string: received ${typeof text}`);
+    throw BlkioError.of(
+      "EINVAL",
+      `Value of ${JSON.stringify(name)} must be a string: received ${typeof text}`,
+    );
   }
   switch (type) {
     case "bool":
       if (text === "true") return true;
       if (text === "false") return false;
-      throw BlkioError.of("EINVAL", `Value of "${name}" must be "true" or "false": received "${text}"`);
+      throw BlkioError.of(
+        "EINVAL",
+        `Value of ${JSON.stringify(name)} must be "true" or "false": received ${JSON.stringify(text)}`,
+      );
     case "int": {
       if (!/^[+-]?\d+$/.test(text)) {
-        throw BlkioError.of("EINVAL", `Value of "${name}" must be an integer: received "${text}"`);
+        throw BlkioError.of(
+          "EINVAL",
+          `Value of ${JSON.stringify(name)} must be an integer: received ${JSON.stringify(text)}`,
+        );
       }
       // Checked here so that the message quotes the text: Number("99999999999999999999") is 1e20.
       const n = Number(text);
       if (n < INT_MIN || n > INT_MAX) {
         throw BlkioError.of(
           "EINVAL",
-          `Value of "${name}" must be an integer from ${INT_MIN} to ${INT_MAX}: received "${text}"`,
+          `Value of ${JSON.stringify(name)} must be an integer from ${INT_MIN} to ${INT_MAX}: received ${
+            JSON.stringify(text)
+          }`,
         );
       }
       return n;
@@ -206,7 +217,7 @@ export function parseValue(name: string, type: PropertyType, text: string): Prop
       if (!/^\+?\d+$/.test(text)) {
         throw BlkioError.of(
           "EINVAL",
-          `Value of "${name}" must be an unsigned integer: received "${text}"`,
+          `Value of ${JSON.stringify(name)} must be an unsigned integer: received ${JSON.stringify(text)}`,
         );
       }
       return checkUint64(name, BigInt(text.replace("+", "")));
@@ -221,7 +232,9 @@ export function checkInt(name: string, value: unknown): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < INT_MIN || value > INT_MAX) {
     throw BlkioError.of(
       "EINVAL",
-      `Value of "${name}" must be an integer from ${INT_MIN} to ${INT_MAX}: received ${describe(value)}`,
+      `Value of ${JSON.stringify(name)} must be an integer from ${INT_MIN} to ${INT_MAX}: received ${
+        describe(value)
+      }`,
     );
   }
   return value;
@@ -233,14 +246,17 @@ export function checkUint64(name: string, value: unknown): bigint {
   if (typeof value === "bigint" && value >= 0n && value <= UINT64_MAX) return value;
   throw BlkioError.of(
     "EINVAL",
-    `Value of "${name}" must be an unsigned 64-bit integer: received ${describe(value)}`,
+    `Value of ${JSON.stringify(name)} must be an unsigned 64-bit integer: received ${describe(value)}`,
   );
 }
 
 /** Checks that `value` is a boolean. */
 export function checkBool(name: string, value: unknown): boolean {
   if (typeof value !== "boolean") {
-    throw BlkioError.of("EINVAL", `Value of "${name}" must be a boolean: received ${describe(value)}`);
+    throw BlkioError.of(
+      "EINVAL",
+      `Value of ${JSON.stringify(name)} must be a boolean: received ${describe(value)}`,
+    );
   }
   return value;
 }
@@ -250,7 +266,7 @@ export function checkStr(name: string, value: unknown): string {
   if (typeof value !== "string" || value.includes("\0")) {
     throw BlkioError.of(
       "EINVAL",
-      `Value of "${name}" must be a string without NUL characters: received ${describe(value)}`,
+      `Value of ${JSON.stringify(name)} must be a string without NUL characters: received ${describe(value)}`,
     );
   }
   return value;

@@ -79,7 +79,7 @@ export function cString(native: Native, s: string): Uint8Array {
 /** open(2) with O_CLOEXEC; throws BlkioError naming the path. */
 export function openPath(native: Native, path: string, flags: number): number {
   const fd = native.libc.open(cString(native, path), flags | O_CLOEXEC, 0);
-  if (fd < 0) throw errnoError(native.errno(), `Failed to open "${path}"`);
+  if (fd < 0) throw errnoError(native.errno(), `Failed to open ${JSON.stringify(path)}`);
   return fd;
 }
 
@@ -121,7 +121,7 @@ export function fstat(native: Native, fd: number): FileStat {
 
 /** statx(2) of `path`, following symlinks (as open(2) does). */
 export function statPath(native: Native, path: string): FileStat {
-  return statxAt(native, AT_FDCWD, path, 0, `statx("${path}")`);
+  return statxAt(native, AT_FDCWD, path, 0, `statx(${JSON.stringify(path)})`);
 }
 
 function statxAt(native: Native, dirfd: number, path: string, flags: number, what: string): FileStat {

@@ -140,6 +140,8 @@ rows(
 const notConnected = /Device must be connected/;
 rows(
   { fn: "Blkio.getInt", what: "unknown name", stage: "created", call: (c) => c.b.getInt("no-such-property"), code: "ENOENT", msg: /Unknown property name "no-such-property"/ },
+  { fn: "Blkio.getInt", what: "unknown name with a newline", stage: "created", call: (c) => c.b.getInt("num\nqueues"), code: "ENOENT", msg: /^Unknown property name "num\\nqueues"$/ },
+  { fn: "Blkio.setStr", what: "a bool as text with a tab", stage: "created", call: (c) => c.b.setStr("direct", "yes\tno"), code: "EINVAL", msg: /received "yes\\tno"$/ },
   { fn: "Blkio.getInt", what: "underscored name", stage: "connected", call: (c) => c.b.getInt("num_queues"), code: "ENOENT", msg: /Unknown property name "num_queues"/ },
   { fn: "Blkio.getInt", what: "name is a number", stage: "created", call: (c) => c.b.getInt(any(7)), code: "EINVAL", msg: /Property name must be a string/ },
   { fn: "Blkio.getInt", what: "name is undefined", stage: "started", call: (c) => c.b.getInt(any(U)), code: "EINVAL", msg: /Property name must be a string/ },
@@ -596,6 +598,7 @@ DEV_ROWS.push(
   devOpen("numEntries 0", FILE, { numEntries: 0 }, "EINVAL", /numEntries must be an integer from 1 to/),
   devOpen("numEntries 40000", FILE, { numEntries: 40000 }, "EINVAL", /num-entries must be at most 32768/),
   devOpen("misspelt option readonly", FILE, { readonly: true }, "EINVAL", /Unknown option "readonly" \(the options are driver, direct, readOnly/),
+  devOpen("a missing path with a newline", join(DIR, "no\nsuch"), {}, "ENOENT", /Failed to open ".*no\\nsuch"/),
   devOpen("driver null", FILE, { driver: null }, "EINVAL", /Driver name must be a string: received null/),
 );
 const devRow = (r: Omit<DevRow, "stage"> & { stage?: DevRow["stage"] }): DevRow => ({ stage: "open", ...r });

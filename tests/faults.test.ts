@@ -415,6 +415,7 @@ for (const direct of [true, false]) {
       await rejectsWith(dev.write(BLOCK, data, { fua: true }), ["EIO"]);
       await rejectsWith(dev.writev(2 * BLOCK, [data], { fua: true }), ["EIO"]);
       await rejectsWith(dev.flush(), ["EIO"]);
+      await rejectsWith(dev.writeZeroes(3 * BLOCK, BLOCK, { fua: true }), ["EIO"]);
       await dev.write(4 * BLOCK, data);
       // The writes themselves reached the daemon: only their flush failed.
       const back = dev.allocBuffer(BLOCK);

@@ -32,7 +32,10 @@ export const DRIVER_NAMES: readonly string[] = Object.keys(DRIVERS);
 export function driverFactory(name: string): (native: Native) => Driver {
   const make = Object.hasOwn(DRIVERS, name) ? DRIVERS[name] : undefined;
   if (!make) {
-    throw BlkioError.of("ENOENT", `Unknown driver name "${name}" (available: ${DRIVER_NAMES.join(", ")})`);
+    throw BlkioError.of(
+      "ENOENT",
+      `Unknown driver name ${JSON.stringify(name)} (available: ${DRIVER_NAMES.join(", ")})`,
+    );
   }
   return make;
 }

@@ -144,7 +144,7 @@ export class IoUringDriver implements Driver {
     const name = opened ? JSON.stringify(this.path) : `fd ${fd}`;
     try {
       const info = targetInfo(n, fd, name);
-      // capacity must be readable: a procfs or sysfs file is a regular file without an end.
+      // capacity must be readable: a procfs file is a regular file whose end lseek refuses.
       try {
         seekEnd(n, fd);
       } catch (e) {

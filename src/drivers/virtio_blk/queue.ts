@@ -853,7 +853,6 @@ export class VirtioBlkQueue implements DriverQueue {
   }
 }
 
-/** Descriptors a request of kind `op` with `nseg` data segments takes. */
 /**
  * Stores `value`, an integer below 2^53, at `off` as a little-endian u64: two u32 halves, since
  * a BigInt for setBigUint64 would be an allocation per request.
@@ -863,6 +862,7 @@ function setU64(view: DataView, off: number, value: number): void {
   view.setUint32(off + 4, (value / 4294967296) >>> 0, true);
 }
 
+/** Descriptors a request of kind `op` with `nseg` data segments takes. */
 function descriptorsFor(op: number, nseg: number): number {
   if (op === Op.Flush) return 2;
   if (op === Op.WriteZeroes || op === Op.Discard) return 3;

@@ -95,7 +95,7 @@ export class UnixSocket {
     if (name.length === 0 || name.length >= SUN_PATH_MAX) {
       throw BlkioError.of(
         "EINVAL",
-        `Socket path must be 1 to ${SUN_PATH_MAX - 1} bytes long: "${path}" is ${name.length}`,
+        `Socket path must be 1 to ${SUN_PATH_MAX - 1} bytes long: ${JSON.stringify(path)} is ${name.length}`,
       );
     }
     const addr = native.alloc(2 + SUN_PATH_MAX);
@@ -140,13 +140,15 @@ export class UnixSocket {
       if (n.libc.connect(fd, addr, len) === 0) return;
       const errno = n.errno();
       if (errno !== ERRNO.EAGAIN && errno !== ERRNO.EINTR) {
-        throw errnoError(errno, `Failed to connect to vhost-user socket "${path}"`);
+        throw errnoError(errno, `Failed to connect to vhost-user socket ${JSON.stringify(path)}`);
       }
       const left = deadline - performance.now();
       if (left <= 0) {
         throw BlkioError.of(
           "ETIMEDOUT",
-          `The vhost-user back-end at "${path}" did not accept the connection within ${timeoutMs} ms ` +
+          `The vhost-user back-end at ${
+            JSON.stringify(path)
+          } did not accept the connection within ${timeoutMs} ms ` +
             "(its listen queue is full: is it stopped, or serving another client? back-ends such as " +
             "qemu-storage-daemon serve one client at a time)",
         );
