@@ -425,6 +425,53 @@ for (const direct of [true, false]) {
   );
 }
 
+// qemu-storage-daemon's FUSE export (7.2) answers PUNCH_HOLE with 0 and changes nothing unless its
+// image has discard=unmap: a write zeroes that may unmap, sent as libblkio sends it, completed 0
+// and the old data read back (fault hunt). Zeroes must read back, on both APIs.
+for (const direct of [true, false]) {
+  const mode = direct ? "O_DIRECT" : "buffered";
+  test(
+    ...skipIf(
+      `faults: write zeroes on a FUSE file whose daemon ignores PUNCH_HOLE still zeroes [${mode}]`,
+      QSD_SKIP,
+    ),
+    async () => {
+      const dir = scratch();
+      const image = stampedImage(dir, 8 * MiB);
+      const d = startDaemon(dir, image);
+      const zeroed = (off: number, len: number) =>
+        readFileSync(image).subarray(off, off + len).every((x) => x === 0) &&
+        readFileSync(d.mount).subarray(off, off + len).every((x) => x === 0);
+      {
+        using b = open(d.mount, direct);
+        const q = b.getQueue(0)!;
+        const cases: [string, (ud: string) => void, number][] = [
+          ["write zeroes", (ud) => q.writeZeroes(MiB, 64 * 1024, ud), MiB],
+          ["FUA write zeroes", (ud) => q.writeZeroes(2 * MiB, BLOCK, ud, ReqFlags.FUA), 2 * MiB],
+          ["NO_UNMAP write zeroes", (ud) => q.writeZeroes(3 * MiB, BLOCK, ud, ReqFlags.NO_UNMAP), 3 * MiB],
+        ];
+        for (const [what, submit, off] of cases) {
+          submit(what);
+          const c = reapAll(q, 1).get(what)!;
+          assert.equal(c.ret, 0, `${what}: ${retName(c.ret)} ${c.errorMsg}`);
+          assert.ok(zeroed(off, BLOCK), `${what}: the old data is still there`);
+        }
+        const back = buffer(b);
+        q.read(MiB + BLOCK, back, "read");
+        assert.equal(reapAll(q, 1).get("read")!.ret, 0);
+        assert.ok(back.every((x) => x === 0), "read through the library");
+      }
+      await using dev = await BlockDevice.open(d.mount, { direct });
+      await dev.writeZeroes(4 * MiB, 8 * BLOCK);
+      assert.ok(zeroed(4 * MiB, 8 * BLOCK), "BlockDevice.writeZeroes");
+      assert.deepEqual(
+        new Uint8Array(readFileSync(image).subarray(5 * MiB, 5 * MiB + BLOCK)),
+        blockOf(5 * MiB),
+      );
+    },
+  );
+}
+
 // A buffered block device whose write-back fails (a loop device over a FUSE export that fails
 // writes at one sector): a completed write there is lost, and the next flush must say so. A
 // NO_FALLBACK write zeroes first writes its own range back and waits: on the instance's own

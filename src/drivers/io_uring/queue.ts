@@ -455,7 +455,8 @@ export class IoUringQueue implements DriverQueue {
         // Phase 0 zeroes; 1 is the flush that emulates FUA once the zeroing has completed; 3 the
         // write-back of the range before a zeroing that must not fall back (#firstZeroPhase);
         // 5 zeroes again with fallback after the device refused a zeroing without (#finish).
-        // 6 drops the page cache a refused zeroing left wrong (#finish).
+        // 6 drops the page cache a refused zeroing left wrong (#finish). 7 punches a hole in a
+        // FUSE file whose daemon refused ZERO_RANGE (TargetInfo.zeroByRange).
         if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
         else if (s[b + S_PHASE] === 3) {
           const fd = this.#writeBack();
@@ -470,8 +471,11 @@ export class IoUringQueue implements DriverQueue {
           const to = Math.ceil((s[b + S_START] + s[b + S_LEN]) / p) * p;
           prepFadvise(sq, i, 0, from, to - from, POSIX_FADV_DONTNEED);
         } else {
-          const mode = s[b + S_PHASE] === 5
+          const phase = s[b + S_PHASE];
+          const mode = phase === 5
             ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+            : phase === 7
+            ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
             : this.#zeroMode(flags);
           prepFallocate(sq, i, 0, mode, s[b + S_START], s[b + S_LEN]);
         }
@@ -544,7 +548,10 @@ export class IoUringQueue implements DriverQueue {
       return FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
     }
     // Regular files: the size past EOF is unspecified, as libblkio documents.
-    return noUnmap ? FALLOC_FL_ZERO_RANGE : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    if (noUnmap) return FALLOC_FL_ZERO_RANGE;
+    return this.#target.zeroByRange
+      ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+      : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
   }
 
   #iovecMemory(slot: number, count: number): Uint32Array {
@@ -669,6 +676,17 @@ export class IoUringQueue implements DriverQueue {
       // request's own flags, not from what is known now: other requests sent the same way may
       // complete after the first that told.
       const t = this.#target;
+      // A FUSE daemon without ZERO_RANGE: the hole libblkio would punch (phase 7), from now on
+      // at once. Whether this request went as ZERO_RANGE is decided by its flags, as above.
+      if (
+        res === -ENOTSUP && op === Op.WriteZeroes && s[b + S_PHASE] === 0 && t.fuse &&
+        (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) === 0
+      ) {
+        t.zeroByRange = false;
+        s[b + S_PHASE] = 7;
+        this.#requeue(slot);
+        return RESUBMITTED;
+      }
       if (
         res === -ENOTSUP && op === Op.WriteZeroes && s[b + S_PHASE] === 0 && t.isBlockDevice &&
         (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) === 0
@@ -729,7 +747,8 @@ export class IoUringQueue implements DriverQueue {
       }
       return -EIO;
     }
-    const zeroed = op === Op.WriteZeroes && (s[b + S_PHASE] === 0 || s[b + S_PHASE] === 5);
+    const zeroed = op === Op.WriteZeroes &&
+      (s[b + S_PHASE] === 0 || s[b + S_PHASE] === 5 || s[b + S_PHASE] === 7);
     if (zeroed && (s[b + S_FLAGS] & ReqFlags.FUA) !== 0) {
       s[b + S_PHASE] = 1;
       this.#requeue(slot);

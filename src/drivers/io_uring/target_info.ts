@@ -83,6 +83,15 @@ export interface TargetInfo {
    * flush, a FUA write completed 0 where write(2) with O_DSYNC failed EIO (Linux 6.18).
    */
   fuaByFlush: boolean;
+  /** A regular file on FUSE (virtiofs included). */
+  fuse: boolean;
+  /**
+   * Write zeroes that may unmap go as ZERO_RANGE (with KEEP_SIZE) first, PUNCH_HOLE only where
+   * that is refused (then false from there on): qemu-storage-daemon's FUSE export (7.2) answers
+   * PUNCH_HOLE with 0 and changes nothing unless its image was set up with discard=unmap, so a
+   * write zeroes completed 0 and the old data read back (fault hunt). A FUSE file only.
+   */
+  zeroByRange: boolean;
   requestAlignment: number;
   /**
    * Granularity fallocate needs for write zeroes and discard: a block device's logical block
@@ -185,6 +194,8 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
       onTmpfs: false,
       submitAsync: false,
       fuaByFlush: false,
+      fuse: false,
+      zeroByRange: false,
       requestAlignment: direct ? limits.logicalBlockSize : 1,
       fallocateAlignment: limits.logicalBlockSize,
       optimalIoAlignment: limits.physicalBlockSize,
@@ -214,6 +225,8 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
     onTmpfs: fs.type === TMPFS_MAGIC,
     submitAsync: fs.type === FUSE_SUPER_MAGIC,
     fuaByFlush: direct && fs.type === FUSE_SUPER_MAGIC,
+    fuse: fs.type === FUSE_SUPER_MAGIC,
+    zeroByRange: fs.type === FUSE_SUPER_MAGIC,
     requestAlignment,
     fallocateAlignment: 1,
     optimalIoAlignment: Math.max(fs.blockSize, requestAlignment),
