@@ -68,6 +68,9 @@ const EBADF = 9;
 const EBUSY = 16;
 const EINVAL = 22;
 const ENOTSUP = 95;
+const ENOSPC = 28;
+const ENFILE = 23;
+const EMFILE = 24;
 const U32_MAX = 0xffffffff;
 /** reap() result of a request that went back to the ring for its remainder. */
 const RESUBMITTED = 1;
@@ -455,8 +458,8 @@ export class IoUringQueue implements DriverQueue {
         // Phase 0 zeroes; 1 is the flush that emulates FUA once the zeroing has completed; 3 the
         // write-back of the range before a zeroing that must not fall back (#firstZeroPhase);
         // 5 zeroes again with fallback after the device refused a zeroing without (#finish).
-        // 6 drops the page cache a refused zeroing left wrong (#finish). 7 punches a hole in a
-        // FUSE file whose daemon refused ZERO_RANGE (TargetInfo.zeroByRange).
+        // 6 drops the page cache a refused zeroing left wrong (#finish). 8 zeroes a FUSE file
+        // by range (TargetInfo.zeroByRange), 7 punches the hole after the daemon refused that.
         if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
         else if (s[b + S_PHASE] === 3) {
           const fd = this.#writeBack();
@@ -472,7 +475,7 @@ export class IoUringQueue implements DriverQueue {
           prepFadvise(sq, i, 0, from, to - from, POSIX_FADV_DONTNEED);
         } else {
           const phase = s[b + S_PHASE];
-          const mode = phase === 5
+          const mode = phase === 5 || phase === 8
             ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
             : phase === 7
             ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
@@ -516,18 +519,24 @@ export class IoUringQueue implements DriverQueue {
    */
   #firstZeroPhase(flags: number, len: number): number {
     const t = this.#target;
+    if (t.zeroByRange && (flags & ReqFlags.NO_UNMAP) === 0) return 8;
     return t.isBlockDevice && !t.direct && (flags & ReqFlags.NO_FALLBACK) !== 0 && len > 0 ? 3 : 0;
   }
 
-  /** The fd phase 3 waits on (#writeBackFd), or -1 to use the target's own. */
+  /**
+   * The fd phase 3 waits on (#writeBackFd), or -1 to use the target's own. Out of fds (EMFILE,
+   * ENFILE) it is tried again next time: a passing shortage must not bring the target's fd back
+   * for good (review).
+   */
   #writeBack(): number {
     if (this.#writeBackFd === -1) {
-      const fd = this.#native.libc.open(
-        cString(this.#native, `/proc/self/fd/${this.#fd}`),
-        O_RDWR | O_CLOEXEC,
-        0,
-      );
-      this.#writeBackFd = fd < 0 ? -2 : fd;
+      const n = this.#native;
+      const fd = n.libc.open(cString(n, `/proc/self/fd/${this.#fd}`), O_RDWR | O_CLOEXEC, 0);
+      if (fd >= 0) this.#writeBackFd = fd;
+      else {
+        const errno = n.errno();
+        if (errno !== EMFILE && errno !== ENFILE) this.#writeBackFd = -2;
+      }
     }
     return this.#writeBackFd < 0 ? -1 : this.#writeBackFd;
   }
@@ -547,11 +556,9 @@ export class IoUringQueue implements DriverQueue {
       }
       return FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
     }
-    // Regular files: the size past EOF is unspecified, as libblkio documents.
-    if (noUnmap) return FALLOC_FL_ZERO_RANGE;
-    return this.#target.zeroByRange
-      ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
-      : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    // Regular files: the size past EOF is unspecified, as libblkio documents. (FUSE files may
+    // zero by range first: phase 8, #firstZeroPhase.)
+    return noUnmap ? FALLOC_FL_ZERO_RANGE : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
   }
 
   #iovecMemory(slot: number, count: number): Uint32Array {
@@ -669,24 +676,23 @@ export class IoUringQueue implements DriverQueue {
         this.#requeue(slot);
         return RESUBMITTED;
       }
+      const t = this.#target;
+      // ZERO_RANGE on a FUSE file (phase 8) refused: the hole libblkio would punch (phase 7).
+      // Refused as such (ENOTSUP), from now on at once. Out of space (ENOSPC: the daemon
+      // allocates the range, and a thin image may lack the room), for this request only; where
+      // the daemon ignores holes, the range then keeps its old data, as before phase 8.
+      if ((res === -ENOTSUP || res === -ENOSPC) && op === Op.WriteZeroes && s[b + S_PHASE] === 8) {
+        if (res === -ENOTSUP) t.zeroByRange = false;
+        s[b + S_PHASE] = 7;
+        this.#requeue(slot);
+        return RESUBMITTED;
+      }
       // EOPNOTSUPP from a zeroing without NO_UNMAP: the device no longer does write zeroes (a
       // loop device turns it off after a failure, a disk after a failed WRITE SAME), though it
       // did at connect. Known from now on. A request that may fall back goes again with
       // ZERO_RANGE (phase 5, once), which does; libblkio failed it outright. Decided from the
       // request's own flags, not from what is known now: other requests sent the same way may
       // complete after the first that told.
-      const t = this.#target;
-      // A FUSE daemon without ZERO_RANGE: the hole libblkio would punch (phase 7), from now on
-      // at once. Whether this request went as ZERO_RANGE is decided by its flags, as above.
-      if (
-        res === -ENOTSUP && op === Op.WriteZeroes && s[b + S_PHASE] === 0 && t.fuse &&
-        (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) === 0
-      ) {
-        t.zeroByRange = false;
-        s[b + S_PHASE] = 7;
-        this.#requeue(slot);
-        return RESUBMITTED;
-      }
       if (
         res === -ENOTSUP && op === Op.WriteZeroes && s[b + S_PHASE] === 0 && t.isBlockDevice &&
         (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) === 0
@@ -747,8 +753,8 @@ export class IoUringQueue implements DriverQueue {
       }
       return -EIO;
     }
-    const zeroed = op === Op.WriteZeroes &&
-      (s[b + S_PHASE] === 0 || s[b + S_PHASE] === 5 || s[b + S_PHASE] === 7);
+    const phase = s[b + S_PHASE];
+    const zeroed = op === Op.WriteZeroes && (phase === 0 || phase === 5 || phase === 7 || phase === 8);
     if (zeroed && (s[b + S_FLAGS] & ReqFlags.FUA) !== 0) {
       s[b + S_PHASE] = 1;
       this.#requeue(slot);

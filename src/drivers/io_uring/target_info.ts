@@ -83,13 +83,12 @@ export interface TargetInfo {
    * flush, a FUA write completed 0 where write(2) with O_DSYNC failed EIO (Linux 6.18).
    */
   fuaByFlush: boolean;
-  /** A regular file on FUSE (virtiofs included). */
-  fuse: boolean;
   /**
    * Write zeroes that may unmap go as ZERO_RANGE (with KEEP_SIZE) first, PUNCH_HOLE only where
    * that is refused (then false from there on): qemu-storage-daemon's FUSE export (7.2) answers
    * PUNCH_HOLE with 0 and changes nothing unless its image was set up with discard=unmap, so a
-   * write zeroes completed 0 and the old data read back (fault hunt). A FUSE file only.
+   * write zeroes completed 0 and the old data read back (fault hunt). A FUSE file (virtiofs
+   * included) only. The price: such zeroing keeps the range allocated rather than freeing it.
    */
   zeroByRange: boolean;
   requestAlignment: number;
@@ -194,7 +193,6 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
       onTmpfs: false,
       submitAsync: false,
       fuaByFlush: false,
-      fuse: false,
       zeroByRange: false,
       requestAlignment: direct ? limits.logicalBlockSize : 1,
       fallocateAlignment: limits.logicalBlockSize,
@@ -225,7 +223,6 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
     onTmpfs: fs.type === TMPFS_MAGIC,
     submitAsync: fs.type === FUSE_SUPER_MAGIC,
     fuaByFlush: direct && fs.type === FUSE_SUPER_MAGIC,
-    fuse: fs.type === FUSE_SUPER_MAGIC,
     zeroByRange: fs.type === FUSE_SUPER_MAGIC,
     requestAlignment,
     fallocateAlignment: 1,
