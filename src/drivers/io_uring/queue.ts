@@ -16,6 +16,7 @@ import {
   closeFd,
   cString,
   iovMax,
+  isShortage,
   newEventfd,
   O_CLOEXEC,
   O_RDWR,
@@ -68,9 +69,6 @@ const EBADF = 9;
 const EBUSY = 16;
 const EINVAL = 22;
 const ENOTSUP = 95;
-const ENOSPC = 28;
-const ENFILE = 23;
-const EMFILE = 24;
 const U32_MAX = 0xffffffff;
 /** reap() result of a request that went back to the ring for its remainder. */
 const RESUBMITTED = 1;
@@ -460,11 +458,15 @@ export class IoUringQueue implements DriverQueue {
         // 5 zeroes again with fallback after the device refused a zeroing without (#finish).
         // 6 drops the page cache a refused zeroing left wrong (#finish). 8 zeroes a FUSE file
         // by range (TargetInfo.zeroByRange), 7 punches the hole after the daemon refused that.
+        // 9 is phase 3 on a second open file of the target (#writeBack).
         if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
-        else if (s[b + S_PHASE] === 3) {
+        else if (s[b + S_PHASE] === 3 || s[b + S_PHASE] === 9) {
+          // Which file the wait runs on is kept with the request (9): #finish treats its error
+          // by that, not by whether a second file exists by the time it completes (review).
           const fd = this.#writeBack();
           prepSyncFileRange(sq, i, fd < 0 ? 0 : fd, s[b + S_START], s[b + S_LEN]);
           if (fd >= 0) {
+            s[b + S_PHASE] = 9;
             setSqeFlags(sq, i, this.#sqeFlags & ~IOSQE_FIXED_FILE);
             setUserData(sq, i, slot);
             return;
@@ -524,9 +526,9 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * The fd phase 3 waits on (#writeBackFd), or -1 to use the target's own. Out of fds (EMFILE,
-   * ENFILE) it is tried again next time: a passing shortage must not bring the target's fd back
-   * for good (review).
+   * The fd phase 3 waits on (#writeBackFd), or -1 to use the target's own. After a shortage
+   * (EMFILE, ENFILE, ENOMEM) it is tried again next time: a passing shortage must not bring the
+   * target's fd back for good (review).
    */
   #writeBack(): number {
     if (this.#writeBackFd === -1) {
@@ -535,7 +537,7 @@ export class IoUringQueue implements DriverQueue {
       if (fd >= 0) this.#writeBackFd = fd;
       else {
         const errno = n.errno();
-        if (errno !== EMFILE && errno !== ENFILE) this.#writeBackFd = -2;
+        if (!isShortage(errno)) this.#writeBackFd = -2;
       }
     }
     return this.#writeBackFd < 0 ? -1 : this.#writeBackFd;
@@ -661,7 +663,7 @@ export class IoUringQueue implements DriverQueue {
     // is any earlier write-back's, which the target's fd reports at the next flush; the zeroing
     // goes ahead. On the target's fd (no second file) the error was taken from that fd's flush,
     // so this request must report it.
-    if (op === Op.WriteZeroes && s[b + S_PHASE] === 3 && (res >= 0 || this.#writeBackFd >= 0)) {
+    if (op === Op.WriteZeroes && (s[b + S_PHASE] === 9 || (s[b + S_PHASE] === 3 && res >= 0))) {
       s[b + S_PHASE] = 0;
       this.#requeue(slot);
       return RESUBMITTED;
@@ -677,12 +679,11 @@ export class IoUringQueue implements DriverQueue {
         return RESUBMITTED;
       }
       const t = this.#target;
-      // ZERO_RANGE on a FUSE file (phase 8) refused: the hole libblkio would punch (phase 7).
-      // Refused as such (ENOTSUP), from now on at once. Out of space (ENOSPC: the daemon
-      // allocates the range, and a thin image may lack the room), for this request only; where
-      // the daemon ignores holes, the range then keeps its old data, as before phase 8.
-      if ((res === -ENOTSUP || res === -ENOSPC) && op === Op.WriteZeroes && s[b + S_PHASE] === 8) {
-        if (res === -ENOTSUP) t.zeroByRange = false;
+      // ZERO_RANGE on a FUSE file (phase 8) refused: the hole libblkio would punch (phase 7),
+      // from now on at once. Not after ENOSPC (a thin image without room for the range): a
+      // daemon that ignores holes would then report a zeroing that left the old data (review).
+      if (res === -ENOTSUP && op === Op.WriteZeroes && s[b + S_PHASE] === 8) {
+        t.zeroByRange = false;
         s[b + S_PHASE] = 7;
         this.#requeue(slot);
         return RESUBMITTED;
