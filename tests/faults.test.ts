@@ -518,6 +518,21 @@ sector = "${(2 * MiB) / 512}"
 once = "off"
 `;
 
+/** Runs `fn` while this process has no free fd (the table filled with /dev/null), then frees them. */
+function withoutFreeFds(fn: () => void): void {
+  const held: number[] = [];
+  try {
+    for (;;) held.push(openSync("/dev/null", "r"));
+  } catch {
+    // the table is full
+  }
+  try {
+    fn();
+  } finally {
+    for (const fd of held) closeSync(fd);
+  }
+}
+
 // How the write-back fails before the zeroing: another process's fsync (which has then seen the
 // error, so a file opened later is not told), the kernel's own write-back (sync(2): nobody has
 // seen it, so the second file is told too, and must not fail the zeroing), and the same after a
@@ -541,17 +556,8 @@ for (const how of ["another fsync", "sync(2)", "after an fd shortage", "during a
           return reapAll(q, 1).get("zeroes")!;
         };
         if (how === "after an fd shortage") {
-          const held: number[] = [];
-          try {
-            for (;;) held.push(openSync("/dev/null", "r"));
-          } catch {
-            // the table is full: the second file cannot be opened for this zeroing
-          }
-          try {
-            assert.equal(zeroes(6 * MiB).ret, 0, "a zeroing without a second file");
-          } finally {
-            for (const fd of held) closeSync(fd);
-          }
+          // The second file cannot be opened for this zeroing.
+          withoutFreeFds(() => assert.equal(zeroes(6 * MiB).ret, 0, "a zeroing without a second file"));
         }
         const data = buffer(b).fill(0x99);
         q.write(2 * MiB, data, "lost write");
@@ -573,17 +579,9 @@ for (const how of ["another fsync", "sync(2)", "after an fd shortage", "during a
           // One zeroing made while no fd is free waits on the instance's own file, and takes the
           // error from it; one made after the shortage has the second file. The error must come
           // back from the first (or, failing that, from the flush), never from neither.
-          const held: number[] = [];
-          try {
-            for (;;) held.push(openSync("/dev/null", "r"));
-          } catch {
-            // full
-          }
-          try {
-            q.writeZeroes(5 * MiB, 64 * 1024, "during", ReqFlags.NO_FALLBACK | ReqFlags.NO_UNMAP);
-          } finally {
-            for (const fd of held) closeSync(fd);
-          }
+          withoutFreeFds(() =>
+            q.writeZeroes(5 * MiB, 64 * 1024, "during", ReqFlags.NO_FALLBACK | ReqFlags.NO_UNMAP)
+          );
           q.writeZeroes(6 * MiB, 64 * 1024, "after", ReqFlags.NO_FALLBACK | ReqFlags.NO_UNMAP);
           const got = reapAll(q, 2);
           assert.equal(got.get("after")!.ret, 0, "the zeroing with the second file");
