@@ -22,8 +22,11 @@ const PACKAGES = [
   { name: "qemu-system-common", present: () => hasCommand("qemu-storage-daemon"), tests: true },
   // fio's io_uring engine, the C reference of `npm run bench`.
   { name: "fio", present: () => hasCommand("fio"), tests: false, bench: true },
-  // bench/uring_loop.c, the same loop as blkio_bench in C, built by bench/run.mjs.
-  { name: "gcc", present: () => hasCommand("cc"), tests: false, bench: true },
+  // bench/uring_loop.c, the same loop as blkio_bench in C, built by bench/run.mjs; and the C
+  // helpers the tests build (a seccomp wrapper, a stand-in liburing, a FUSE daemon).
+  { name: "gcc", present: () => hasCommand("cc"), tests: true, bench: true },
+  // tests/fixtures/no_zero_range_fuse.c: a FUSE daemon that refuses FALLOC_FL_ZERO_RANGE.
+  { name: "libfuse3-dev", present: () => existsSync("/usr/include/fuse3/fuse.h"), tests: true },
   { name: "liburing-dev", present: () => existsSync("/usr/include/liburing.h"), tests: false, bench: true },
   // A page-cached file on XFS next to the one on ext4: XFS completes buffered writes inside
   // io_uring_enter, ext4 hands each one to a kernel thread.

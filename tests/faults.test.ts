@@ -20,6 +20,7 @@ import {
   closeSync,
   existsSync,
   fsyncSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readFileSync,
@@ -75,6 +76,15 @@ function mountSkip(): string | undefined {
 
 const QSD_SKIP = qsdSkip();
 const MOUNT_SKIP = mountSkip();
+
+/** Why tests/fixtures/no_zero_range_fuse.c cannot be built and mounted here, or undefined. */
+function fuseDaemonSkip(): string | undefined {
+  if (!isRoot()) return "FUSE mounts need root";
+  if (!existsSync("/dev/fuse")) return "no /dev/fuse";
+  if (!hasCommand("cc")) return "no C compiler (cc) to build the FUSE daemon";
+  if (!existsSync("/usr/include/fuse3/fuse.h")) return "no libfuse3 headers (apt-get install libfuse3-dev)";
+  return undefined;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Scratch directories, mounts and daemons, all undone at the end (and at exit, after a failure).
@@ -471,6 +481,60 @@ for (const direct of [true, false]) {
     },
   );
 }
+
+// A FUSE daemon that refuses ZERO_RANGE (tests/fixtures/no_zero_range_fuse.c, which logs every
+// fallocate mode it is asked for): a write zeroes that may unmap goes again as the hole libblkio
+// would punch, and later ones punch at once; one with NO_UNMAP cannot, and fails ENOTSUP.
+test(
+  ...skipIf(
+    "faults: write zeroes on a FUSE file whose daemon refuses ZERO_RANGE punches a hole, and from then on at once",
+    fuseDaemonSkip(),
+  ),
+  async () => {
+    const dir = scratch();
+    const bin = join(dir, "no_zero_range_fuse");
+    const source = fileURLToPath(new URL("./fixtures/no_zero_range_fuse.c", import.meta.url));
+    execFileSync("cc", ["-O2", "-o", bin, source, "-I/usr/include/fuse3", "-lfuse3", "-lpthread"]);
+    const backing = join(dir, "backing.img");
+    writeFileSync(backing, new Uint8Array(MiB).fill(0x5a));
+    const log = join(dir, "modes.log");
+    const mnt = join(dir, "mnt");
+    mkdirSync(mnt);
+    execFileSync(bin, [backing, log, mnt, "-s"]); // mounts, then goes to the background
+    cleanups.push(() => unmount(mnt));
+    const file = join(mnt, "disk.img");
+    const modes = () => readFileSync(log, "utf8").split("\n").filter((l) => l !== "").map(Number);
+    const zeroedInBacking = (off: number, len: number) =>
+      readFileSync(backing).subarray(off, off + len).every((x) => x === 0);
+    const ZERO_RANGE = 0x10, PUNCH_HOLE = 0x02, KEEP_SIZE = 0x01;
+    {
+      using b = open(file, false);
+      const q = b.getQueue(0)!;
+      const one = (what: string, submit: (ud: string) => void) => {
+        submit(what);
+        return reapAll(q, 1).get(what)!;
+      };
+      let c = one("first", (ud) => q.writeZeroes(0, 64 * 1024, ud));
+      assert.equal(c.ret, 0, `first: ${retName(c.ret)} ${c.errorMsg}`);
+      assert.ok(zeroedInBacking(0, 64 * 1024), "first: zeroed");
+      assert.deepEqual(modes(), [ZERO_RANGE | KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE]);
+      c = one("second, FUA", (ud) => q.writeZeroes(128 * 1024, 64 * 1024, ud, ReqFlags.FUA));
+      assert.equal(c.ret, 0, `second: ${retName(c.ret)} ${c.errorMsg}`);
+      assert.ok(zeroedInBacking(128 * 1024, 64 * 1024), "second: zeroed");
+      assert.deepEqual(modes().slice(2), [PUNCH_HOLE | KEEP_SIZE], "the second punches at once");
+      c = one("NO_UNMAP", (ud) => q.writeZeroes(256 * 1024, BLOCK, ud, ReqFlags.NO_UNMAP));
+      assert.equal(c.ret, -ERRNO.ENOTSUP, `NO_UNMAP: ${retName(c.ret)}`);
+      assert.deepEqual(modes().slice(3), [ZERO_RANGE], "NO_UNMAP asks for ZERO_RANGE only");
+    }
+    await using dev = await BlockDevice.open(file);
+    await dev.writeZeroes(512 * 1024, 64 * 1024);
+    assert.ok(zeroedInBacking(512 * 1024, 64 * 1024), "BlockDevice: zeroed");
+    assert.ok(
+      readFileSync(backing).subarray(64 * 1024, 128 * 1024).every((x) => x === 0x5a),
+      "the rest stays",
+    );
+  },
+);
 
 // Zeroing by range allocates the range, which a thin image on a full file system may not have
 // room for (ENOSPC). Punching a hole instead would need none, but a daemon that ignores holes (as
