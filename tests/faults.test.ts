@@ -35,6 +35,7 @@ import { native } from "../ffi/load.ts";
 import { onMainThread } from "../src/sys.ts";
 import { readThenDestroy } from "./_destroy_worker.ts";
 import { attachLoop, loopUnavailableReason } from "./_loop_device.ts";
+import { injectError } from "./_vhost_user.ts";
 
 const QSD = "qemu-storage-daemon";
 const MiB = 1 << 20;
@@ -242,18 +243,8 @@ async function rejectsWith(p: Promise<unknown>, codes: string[]): Promise<void> 
 
 const READ_FAULT = 1 * MiB; // sector 2048
 const WRITE_FAULT = 2 * MiB; // sector 4096
-const BLKDEBUG = `[inject-error]
-event = "read_aio"
-errno = "5"
-sector = "${READ_FAULT / 512}"
-once = "off"
-
-[inject-error]
-event = "write_aio"
-errno = "5"
-sector = "${WRITE_FAULT / 512}"
-once = "off"
-`;
+const BLKDEBUG = injectError({ event: "read_aio", errno: EIO, sector: READ_FAULT / 512 }) + "\n" +
+  injectError({ event: "write_aio", errno: EIO, sector: WRITE_FAULT / 512 });
 
 for (const direct of [true, false]) {
   const mode = direct ? "O_DIRECT" : "buffered";
@@ -371,12 +362,7 @@ test(
 // Every flush of the image fails: a FUA write, whose data must be durable when it completes,
 // must fail with it. FUSE finishes io_uring's O_DIRECT writes asynchronously and then skips the
 // sync RWF_DSYNC asks for; a FUA write there completed 0 (Linux 6.18).
-const FLUSH_FAILS = `[inject-error]
-event = "none"
-iotype = "flush"
-errno = "5"
-once = "off"
-`;
+const FLUSH_FAILS = injectError({ iotype: "flush", errno: EIO });
 
 for (const direct of [true, false]) {
   const mode = direct ? "O_DIRECT" : "buffered";
@@ -540,7 +526,7 @@ test(
     const dir = scratch();
     const image = stampedImage(dir, 8 * MiB);
     const d = startDaemon(dir, image, {
-      blkdebug: '[inject-error]\nevent = "none"\niotype = "write-zeroes"\nerrno = "28"\nonce = "off"\n',
+      blkdebug: injectError({ iotype: "write-zeroes", errno: ERRNO.ENOSPC }),
     });
     {
       using b = open(d.mount, false);
@@ -564,13 +550,7 @@ test(
 // fd that wait took the error (the zeroing failed EIO though its range was fine), and the flush
 // after it returned 0 with the write lost (fault hunt). Another process's fsync stands in for
 // the kernel's background write-back, which meets the failure first.
-const WRITE_FAILS_AT_2M = `[inject-error]
-event = "none"
-iotype = "write"
-errno = "5"
-sector = "${(2 * MiB) / 512}"
-once = "off"
-`;
+const WRITE_FAILS_AT_2M = injectError({ iotype: "write", errno: EIO, sector: (2 * MiB) / 512 });
 
 // How the write-back fails before the zeroing: another process's fsync (which has then seen the
 // error, so a file opened later is not told), the kernel's own write-back (sync(2): nobody has

@@ -25,7 +25,13 @@ import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
 import { VhostUserClient, vhostUserTimeouts } from "../src/drivers/virtio_blk/vhost_user.ts";
 import { assertErrno, pread, pwrite, skipIf, watchInterval } from "./_helpers.ts";
 import { fdinfoFlags, PAGE, pattern, reapAll, runOk, tryReadEventfd, waitEventfd } from "./_io.ts";
-import { qsdSkipReason, startExport, stopAllExports, type VhostUserExport } from "./_vhost_user.ts";
+import {
+  injectError,
+  qsdSkipReason,
+  startExport,
+  stopAllExports,
+  type VhostUserExport,
+} from "./_vhost_user.ts";
 
 const DRIVER = "virtio-blk-vhost-user";
 const SKIP = qsdSkipReason();
@@ -686,7 +692,7 @@ vtest(
   async () => {
     const exp = startExport({
       size: 4 * MiB,
-      blkdebug: '[inject-error]\nevent = "none"\niotype = "flush"\nerrno = "5"\nonce = "off"\n',
+      blkdebug: injectError({ iotype: "flush", errno: -EIO }),
     });
     try {
       {
