@@ -12,6 +12,7 @@ export function withRewrittenResults(from: number, to: number, times: number, fn
   // deno-lint-ignore no-explicit-any
   const uring = n.uring as unknown as Record<string, (...a: any[]) => number>;
   const init = uring.io_uring_queue_init_params, enter = uring.io_uring_enter, enter2 = uring.io_uring_enter2;
+  const exit = uring.io_uring_queue_exit;
   const rings: Uint8Array[] = [];
   let left = times;
   const rewrite = () => {
@@ -36,6 +37,13 @@ export function withRewrittenResults(from: number, to: number, times: number, fn
     if (r >= 0) rings.push(ring);
     return r;
   };
+  // A ring torn down is unmapped: its CQ must never be read again (a read there segfaults, or
+  // rewrites whatever was mapped at that address since).
+  uring.io_uring_queue_exit = (ring: Uint8Array) => {
+    const i = rings.indexOf(ring);
+    if (i >= 0) rings.splice(i, 1);
+    return exit(ring);
+  };
   // deno-lint-ignore no-explicit-any
   uring.io_uring_enter = (...a: any[]) => {
     const r = enter(...a);
@@ -54,6 +62,7 @@ export function withRewrittenResults(from: number, to: number, times: number, fn
     uring.io_uring_queue_init_params = init;
     uring.io_uring_enter = enter;
     uring.io_uring_enter2 = enter2;
+    uring.io_uring_queue_exit = exit;
   }
   return times - left;
 }
