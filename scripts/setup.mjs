@@ -27,6 +27,8 @@ const PACKAGES = [
   { name: "gcc", present: () => hasCommand("cc"), tests: true, bench: true },
   // tests/fixtures/no_zero_range_fuse.c: a FUSE daemon that refuses FALLOC_FL_ZERO_RANGE.
   { name: "libfuse3-dev", present: () => existsSync("/usr/include/fuse3/fuse.h"), tests: true },
+  // tests/fixtures/fake_vhost_user.py: a vhost-user-blk back-end that misbehaves on request.
+  { name: "python3", present: () => hasCommand("python3"), tests: true },
   { name: "liburing-dev", present: () => existsSync("/usr/include/liburing.h"), tests: false, bench: true },
   // A page-cached file on XFS next to the one on ext4: XFS completes buffered writes inside
   // io_uring_enter, ext4 hands each one to a kernel thread.

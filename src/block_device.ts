@@ -204,6 +204,13 @@ const EARLY_SUBMIT = 16;
  * the 32nd buffer of 1 MiB; untouched pages of a region cost no memory there. Elsewhere regions
  * stay small: io_uring registers them as fixed buffers, which pins every page.
  */
+/**
+ * How long close() waits for requests that were aborted (their promises already rejected) but
+ * that the device still has, once no other request is left: a vhost-user back-end that stopped
+ * may keep them for ever. Past it the device is destroyed, which waits up to a second more and
+ * then keeps their buffers referenced for good, as `Blkio.destroy()` does.
+ */
+const ABORTED_DRAIN_MS = 1000;
 const POOL_MIN = 1 << 20;
 const POOL_MAX = 64 << 20;
 
@@ -395,6 +402,9 @@ export class BlockDevice {
   /** The instance is destroyed: late timers and immediates must not touch its queues. */
   #dead = false;
   #closed: Promise<void> | null = null;
+  /** Requests in flight whose promise an abort already rejected. */
+  #aborted = 0;
+  /** close()'s wake-up, called whenever a request completes or is aborted. */
   #idle: (() => void) | null = null;
 
   #pool: MemoryRegion | null = null;
@@ -935,8 +945,13 @@ export class BlockDevice {
     if (this.#signalOf[id] !== null) this.#unlisten(id);
     this.#qs[this.#queueOf[id]].pending--;
     this.#freeIds.push(id);
-    if (--this.#outstanding === 0 && this.#idle !== null) this.#idle();
-    if (resolve === null) return; // aborted: already rejected
+    this.#outstanding--;
+    if (resolve === null) { // aborted: already rejected
+      this.#aborted--;
+      if (this.#idle !== null) this.#idle();
+      return;
+    }
+    if (this.#idle !== null) this.#idle();
     if (ret >= 0) resolve();
     else reject!(requestError(this.#opOf[id], this.#offsetOf[id], -ret, msg));
   }
@@ -980,13 +995,19 @@ export class BlockDevice {
     // The id stays taken until its completion arrives: the queue keeps the buffers until then.
     const s = this.#qs[this.#queueOf[id]];
     s.queue.cancel(id);
+    this.#aborted++;
+    if (this.#idle !== null) this.#idle();
     this.#schedule(s);
     reject(abortReason(signal));
   }
 
   /**
    * Waits for every request in flight, then releases the queues, the device and the memory of
-   * {@link allocBuffer}. Requests made after `close()` reject with BlkioError `EBADF`.
+   * {@link allocBuffer}. Requests made after `close()` reject with BlkioError `EBADF`. Requests
+   * aborted through their `signal` but still held by the device are waited for about a second
+   * once nothing else is left (a vhost-user back-end that stopped would keep them for ever);
+   * their buffers then stay referenced for the life of the process, as the device may still
+   * write into them. To give up on a request stuck in such a back-end, abort it.
    * Idempotent: every call returns the same promise.
    *
    * @example Close with requests still in flight
@@ -1013,7 +1034,21 @@ export class BlockDevice {
 
   async #close(): Promise<void> {
     this.#closing = true;
-    if (this.#outstanding > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
+    // Every request still wanted completes first, however long the device takes; aborted ones
+    // get ABORTED_DRAIN_MS once they are all that is left (an aborted request cannot be taken
+    // back from a vhost-user back-end, and one that stopped would hold close() for ever).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (this.#outstanding === 0) resolve();
+        else if (this.#outstanding === this.#aborted && timer === undefined) {
+          timer = setTimeout(resolve, ABORTED_DRAIN_MS);
+        }
+      };
+      this.#idle = check;
+      check();
+    });
+    clearTimeout(timer);
     this.#idle = null;
     if (this.#failureCheck !== null) clearInterval(this.#failureCheck);
     this.#failureCheck = null;

@@ -45,6 +45,8 @@ const INT_MAX = 2147483647;
 const QUEUE_SIZE_DEFAULT = 256;
 const U64_MAX = 2n ** 64n - 1n;
 const F_DUPFD_CLOEXEC = 1030;
+/** The largest logical block size QEMU lets a device have (its MAX_BLOCK_SIZE). */
+const MAX_BLOCK_SIZE = 2 * 1024 * 1024;
 
 /**
  * @internal Protocol features connect() does not negotiate even when offered. Tests set it to
@@ -152,10 +154,18 @@ export class VirtioBlkVhostUserDriver implements Driver {
     }
   }
 
-  /** Logical block size: blk_size when offered and sane, else 512. */
+  /**
+   * Logical block size: blk_size when offered and sane (a power of two from 512 to 2 MiB, the
+   * range QEMU accepts for a logical block size), else 512, as Linux's virtio-blk driver does
+   * with one it cannot use. A larger one made request-alignment overflow its int property and
+   * max-transfer, below one block, 0.
+   */
   blockSize(): number {
     const b = this.c.config.blkSize;
-    return this.has(VirtioFeature.BLK_BLK_SIZE) && b >= SECTOR_SIZE && (b & (b - 1)) === 0 ? b : SECTOR_SIZE;
+    return this.has(VirtioFeature.BLK_BLK_SIZE) && b >= SECTOR_SIZE && b <= MAX_BLOCK_SIZE &&
+        (b & (b - 1)) === 0
+      ? b
+      : SECTOR_SIZE;
   }
 
   /** max-queues: the device's num_queues with MQ (capped by GET_QUEUE_NUM), else 1. */
@@ -272,7 +282,10 @@ export class VirtioBlkVhostUserDriver implements Driver {
         cfg.sizeMax > 0 && cfg.segMax > 0
       ? cfg.sizeMax * cfg.segMax
       : Infinity;
-    return Math.floor(Math.min(device, 2 ** 31 - 1) / ra) * ra;
+    // At least one block: 0 would read as "no limit" (libblkio's meaning) while refusing every
+    // read. A device whose segments cannot hold a block then fails each request on
+    // max-segment-len, which names the cause.
+    return Math.max(ra, Math.floor(Math.min(device, 2 ** 31 - 1) / ra) * ra);
   }
 
   #deviceInfo(): VirtioDeviceInfo {
@@ -589,7 +602,8 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
     readableFrom: K,
     get: (d) => {
       const exp = d.has(VirtioFeature.BLK_TOPOLOGY) ? d.c.config.physicalBlockExp : 0;
-      return clampInt(blk(d) * 2 ** Math.min(exp, 20));
+      // A power of two, so a multiple of request-alignment even where the int caps it.
+      return Math.min(blk(d) * 2 ** Math.min(exp, 20), 2 ** 30);
     },
   },
   "optimal-io-size": {

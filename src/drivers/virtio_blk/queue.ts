@@ -67,6 +67,12 @@ export const DESTROY_DRAIN_MS = 1000;
 const HANGUP_DRAIN_MS = 1000;
 /** The longest a wait for requests of a broken queue lasts before doIo looks again. */
 const SETTLE_STEP_MS = 50;
+/**
+ * The longest one sleep on the call eventfd lasts before the used ring is looked at again: a
+ * back-end that returns requests without signalling (a bug, or a notification lost) would
+ * otherwise leave a wait without a timeout asleep for ever with its completions in the ring.
+ */
+const WAIT_STEP_MS = 100;
 
 /** What a queue needs to know of the device (fixed at start). */
 export interface VirtioDeviceInfo {
@@ -447,10 +453,16 @@ export class VirtioBlkQueue implements DriverQueue {
         break;
       }
       if (head < 0) break;
-      const slot = this.#headSlot[head];
-      this.#headSlot[head] = -1;
-      this.#inRing[slot] = 0;
-      this.#ringCount--;
+      const slot = this.#takeHead(head);
+      if (slot < 0) {
+        // The virtqueue knew the chain but no request holds it any more (one written off after
+        // a hang-up): completing it would complete some other request, or none, twice.
+        this.#corrupt = true;
+        this.#breakDown(
+          `The vhost-user back-end corrupted the virtqueue: descriptor ${head} belongs to no request`,
+        );
+        break;
+      }
       const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
       const ret = this.#finish(slot, status);
       if (ret === CONTINUED) continue;
@@ -561,13 +573,7 @@ export class VirtioBlkQueue implements DriverQueue {
     const msg = this.#broken ?? "vhost-user back-end disconnected";
     const vq = this.#vq, v = this.#pollView, libc = this.#native.libc;
     // Chains never published: the back-end never saw them.
-    for (const head of vq.unpublishedHeads()) {
-      const slot = this.#headSlot[head];
-      this.#headSlot[head] = -1;
-      if (slot < 0 || this.#inRing[slot] === 0) continue;
-      this.#inRing[slot] = 0;
-      this.#ringCount--;
-    }
+    for (const head of vq.retractUnpublished()) this.#takeHead(head);
     const restore = !vq.interrupts;
     if (restore) vq.setInterrupts(true);
     try {
@@ -708,11 +714,11 @@ export class VirtioBlkQueue implements DriverQueue {
     try {
       for (;;) {
         if (vq.usedPending >= target) return 0;
-        let ms = -1;
+        let ms = WAIT_STEP_MS;
         if (deadline >= 0) {
           const left = deadline - performance.now();
           if (left <= 0) return -ETIME;
-          ms = Math.min(Math.ceil(left), 0x7fffffff);
+          ms = Math.min(Math.ceil(left), WAIT_STEP_MS);
         }
         v.setInt32(0, this.#callFd, true);
         v.setInt16(4, POLLIN, true);
@@ -793,7 +799,7 @@ export class VirtioBlkQueue implements DriverQueue {
     if (this.#destroyed) return;
     this.#destroyed = true;
     const vq = this.#vq;
-    for (const head of vq.unpublishedHeads()) this.#dropHead(head);
+    for (const head of vq.retractUnpublished()) this.#dropHead(head);
     while (this.#resubmitCount > 0) {
       this.#release(this.#resubmit[this.#resubmitHead]);
       this.#resubmitHead = (this.#resubmitHead + 1) % this.#cap;

@@ -76,6 +76,8 @@ export class SplitVirtqueue {
   readonly #chainLen: Uint16Array;
   /** The driver's copy of the available ring's entries: the device can write the shared one. */
   readonly #availHeads: Uint16Array;
+  /** 1 for the head of a chain added to the available ring and not yet published. */
+  readonly #unpublishedHead: Uint8Array;
   #freeHead = 0;
   #numFree: number;
   #availIdx = 0;
@@ -110,6 +112,7 @@ export class SplitVirtqueue {
     for (let i = 0; i < size; i++) this.#next[i] = i + 1;
     this.#chainLen = new Uint16Array(size);
     this.#availHeads = new Uint16Array(size);
+    this.#unpublishedHead = new Uint8Array(size);
     this.#numFree = size;
   }
 
@@ -159,6 +162,7 @@ export class SplitVirtqueue {
     this.#chainLen[head] = this.#chainCount;
     this.#avail[2 + (this.#availIdx & this.#mask)] = head;
     this.#availHeads[this.#availIdx & this.#mask] = head;
+    this.#unpublishedHead[head] = 1;
     this.#availIdx = (this.#availIdx + 1) & 0xffff;
     this.#chainHead = this.#chainTail = -1;
     this.#chainCount = 0;
@@ -172,6 +176,9 @@ export class SplitVirtqueue {
    */
   publish(): boolean {
     if (this.#availIdx === this.#published) return false;
+    for (let i = this.#published; i !== this.#availIdx; i = (i + 1) & 0xffff) {
+      this.#unpublishedHead[this.#availHeads[i & this.#mask]] = 0;
+    }
     Atomics.store(this.#avail, 1, this.#availIdx);
     this.#published = this.#availIdx;
     return (Atomics.load(this.#used16, 0) & USED_F_NO_NOTIFY) === 0;
@@ -188,23 +195,41 @@ export class SplitVirtqueue {
     const head = this.#used32[e];
     this.lastUsedLen = this.#used32[e + 1];
     this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
-    const n = head < this.size ? this.#chainLen[head] : 0;
-    if (n === 0) throw new RangeError(`The device returned descriptor ${head}, which is not in flight`);
+    // Published chains only: one added to the available ring but not yet published is not the
+    // device's to return (it read past the index the driver published).
+    if (head >= this.size || this.#chainLen[head] === 0 || this.#unpublishedHead[head] !== 0) {
+      throw new RangeError(`The device returned descriptor ${head}, which is not in flight`);
+    }
+    this.#freeChain(head);
+    return head;
+  }
+
+  /** Returns the descriptors of the chain at `head` to the free list. */
+  #freeChain(head: number): void {
+    const n = this.#chainLen[head];
     this.#chainLen[head] = 0;
     let tail = head;
     for (let k = 1; k < n; k++) tail = this.#next[tail];
     this.#next[tail] = this.#freeHead;
     this.#freeHead = head;
     this.#numFree += n;
-    return head;
   }
 
-  /** The chain heads added to the available ring but not published: the device never saw them. */
-  unpublishedHeads(): number[] {
+  /**
+   * Takes back the chains added to the available ring but not published (the device never saw
+   * them) and returns their heads. Their descriptors are free again, and {@link popUsed} refuses
+   * those heads from now on: a device that read past the published index and returned one would
+   * otherwise complete a request that was already given up (its slot long reused).
+   */
+  retractUnpublished(): number[] {
     const heads: number[] = [];
     for (let i = this.#published; i !== this.#availIdx; i = (i + 1) & 0xffff) {
-      heads.push(this.#availHeads[i & this.#mask]);
+      const head = this.#availHeads[i & this.#mask];
+      heads.push(head);
+      this.#unpublishedHead[head] = 0;
+      this.#freeChain(head);
     }
+    this.#availIdx = this.#published;
     return heads;
   }
 
