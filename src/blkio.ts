@@ -17,6 +17,12 @@ import { State, type StateName, stateName, type StateValue } from "./state.ts";
 const MADE_BY_CREATE = Symbol("Blkio");
 
 /**
+ * For BlockDevice: whether reading the instance's capacity may wait for another party
+ * (Driver.capacityMayWait). Set in the class's static block, off the public class.
+ */
+export let capacityMayWait: (b: Blkio) => boolean;
+
+/**
  * A block device opened through a libblkio driver: create, set connection properties,
  * connect, set queue properties, start, then do I/O on its queues.
  *
@@ -55,6 +61,10 @@ export class Blkio {
   readonly #queues: (Queue | null)[] = [];
   readonly #pollQueues: (Queue | null)[] = [];
   readonly #regions: MemoryRegionRegistry;
+
+  static {
+    capacityMayWait = (b) => b.#live().capacityMayWait?.() ?? false;
+  }
 
   private constructor(key: symbol, native: Native, driver: Driver) {
     if (key !== MADE_BY_CREATE) throw noConstructor("Blkio", "Blkio.create(driver)");

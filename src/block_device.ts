@@ -15,7 +15,7 @@
  * @module
  */
 import type { Native } from "../ffi/types.ts";
-import { Blkio } from "./blkio.ts";
+import { Blkio, capacityMayWait } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
 import { BEYOND_2_53_MSG, toOffset } from "./buffers.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
@@ -371,9 +371,11 @@ export class BlockDevice {
   #capacity: bigint;
   /**
    * Whether capacity is read anew at each get: where that is a local system call (io_uring:
-   * lseek, so it follows a growing file). virtio-blk-vhost-user asks the back-end (GET_CONFIG),
-   * which a stopped back-end made a 10 s wait on the event loop, after which the instance's
-   * control channel is closed for good: there the size read at open stands.
+   * lseek, so it follows a growing file). Not where the driver says it may wait
+   * (Driver.capacityMayWait): virtio-blk-vhost-user asks the back-end (GET_CONFIG), which a
+   * stopped back-end made a 10 s wait on the event loop, after which the instance's control
+   * channel is closed for good; lseek on FUSE asks the daemon. There the size read at open
+   * stands.
    */
   readonly #liveCapacity: boolean;
 
@@ -443,7 +445,7 @@ export class BlockDevice {
     this.#regionAlignment = Number(b.getUint64("mem-region-alignment"));
     this.#readOnly = b.getBool("read-only");
     this.#capacity = b.getUint64("capacity");
-    this.#liveCapacity = b.driver !== "virtio-blk-vhost-user";
+    this.#liveCapacity = !capacityMayWait(b);
     const qs: QueueState[] = [];
     for (let i = 0; b.getQueue(i) !== null; i++) {
       const q = b.getQueue(i)!;
@@ -549,8 +551,10 @@ export class BlockDevice {
 
   /**
    * Size in bytes, read anew each time (a file grows as it is written), the last known size once
-   * closed. On virtio-blk-vhost-user the size read at open: asking the back-end could hold the
-   * event loop (use a `Blkio` instance's `capacity` property to ask it).
+   * closed. Where asking could hold the event loop up, the size read at open: on
+   * virtio-blk-vhost-user (a control message to the back-end), and for a file on FUSE or a
+   * network file system (the daemon or server answers). A `Blkio` instance's `capacity`
+   * property asks each time.
    */
   get capacity(): bigint {
     if (!this.#closing && this.#liveCapacity) this.#capacity = this.#b.getUint64("capacity");

@@ -99,6 +99,12 @@ export interface Driver {
    */
   unmapMemRegion(region: MemoryRegion, inUse: boolean): void;
   /**
+   * Whether reading `capacity` may wait for another party (a vhost-user back-end, a FUSE daemon,
+   * a file server): an event loop then keeps the size read at open rather than hold up every
+   * other task for it. Absent: false.
+   */
+  capacityMayWait?(): boolean;
+  /**
    * The whole instance is going (called before its queues are destroyed, then {@link destroy}):
    * per-queue teardown the device connection's close covers anyway may be skipped.
    */

@@ -150,6 +150,12 @@ function statxAt(native: Native, dirfd: number, path: string, flags: number, wha
 export const TMPFS_MAGIC = 0x01021994;
 /** f_type of a file on FUSE (linux/magic.h), virtiofs included. */
 export const FUSE_SUPER_MAGIC = 0x65735546;
+/** f_type of the network file systems whose file sizes live on a server (linux/magic.h). */
+export const NETWORK_FS_MAGICS: readonly number[] = [
+  0x6969, // NFS_SUPER_MAGIC
+  0xfe534d42, // SMB2_SUPER_MAGIC
+  0xff534d42, // CIFS_SUPER_MAGIC
+];
 
 /**
  * The file system's type (f_type, a magic number such as {@link TMPFS_MAGIC}) and block size

@@ -15,8 +15,17 @@
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { atExit, RUNTIME, skipIf, watchInterval } from "./_helpers.ts";
-import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -458,6 +467,69 @@ for (const direct of [true, false]) {
   );
 }
 
+/**
+ * tests/fixtures/no_zero_range_fuse.c built and mounted; returns the file and the daemon's pid.
+ * The daemon runs in the background, not as this process's child: stopping a child of the
+ * test process left the runtimes' own child processes (the one that resumes it) dead before
+ * they ran (seen on Bun and Deno).
+ */
+function fixtureFuse(
+  dir: string,
+  ...fuseOptions: string[]
+): { file: string; pid: number; backing: string; log: string } {
+  const bin = join(dir, "no_zero_range_fuse");
+  const source = fileURLToPath(new URL("./fixtures/no_zero_range_fuse.c", import.meta.url));
+  execFileSync("cc", ["-O2", "-o", bin, source, "-I/usr/include/fuse3", "-lfuse3", "-lpthread"]);
+  const backing = join(dir, "backing.img");
+  writeFileSync(backing, new Uint8Array(MiB).fill(0x5a));
+  const mnt = join(dir, "mnt");
+  mkdirSync(mnt);
+  const log = join(dir, "modes.log"); // each fallocate mode it was asked for, one a line
+  execFileSync(bin, [backing, log, mnt, "-s", ...fuseOptions]); // mounts, then backgrounds
+  const pid = daemonOf(bin);
+  cleanups.push(() => {
+    try {
+      process.kill(pid, "SIGCONT"); // a test that failed may have left it stopped
+    } catch {
+      // gone already
+    }
+    unmount(mnt);
+  });
+  return { file: join(mnt, "disk.img"), pid, backing, log };
+}
+
+/** The pid of the process running `bin` (its /proc/PID/exe). */
+function daemonOf(bin: string): number {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/exe`) === bin) return Number(entry);
+    } catch {
+      // not ours to read, or gone
+    }
+  }
+  throw new Error(`no process runs ${bin}`);
+}
+
+/**
+ * A process that resumes the daemon `pid` `ms` after {@link Resumer.stop} stopped it: the test's
+ * thread may be blocked by then. It must be started before the test opens a file of the
+ * daemon's: a process started later inherits that fd (close-on-exec), and its exec then waits
+ * for the stopped daemon to answer the close (FUSE's FLUSH), so it never resumed it.
+ */
+async function resumer(pid: number, ms: number): Promise<{ stop(): Promise<void> }> {
+  const sh = spawn("sh", ["-c", `read go; sleep ${ms / 1000}; kill -CONT ${pid}`], {
+    stdio: ["pipe", "ignore", "ignore"],
+  });
+  await new Promise((r) => sh.once("spawn", r));
+  return {
+    stop: () => {
+      process.kill(pid, "SIGSTOP");
+      return new Promise<void>((r) => sh.stdin!.end("go\n", () => r()));
+    },
+  };
+}
+
 // A FUSE daemon that refuses ZERO_RANGE (tests/fixtures/no_zero_range_fuse.c, which logs every
 // fallocate mode it is asked for): a write zeroes that may unmap goes again as the hole libblkio
 // would punch, and later ones punch at once; one with NO_UNMAP cannot, and fails ENOTSUP.
@@ -467,18 +539,7 @@ test(
     fuseDaemonSkip(),
   ),
   async () => {
-    const dir = scratch();
-    const bin = join(dir, "no_zero_range_fuse");
-    const source = fileURLToPath(new URL("./fixtures/no_zero_range_fuse.c", import.meta.url));
-    execFileSync("cc", ["-O2", "-o", bin, source, "-I/usr/include/fuse3", "-lfuse3", "-lpthread"]);
-    const backing = join(dir, "backing.img");
-    writeFileSync(backing, new Uint8Array(MiB).fill(0x5a));
-    const log = join(dir, "modes.log");
-    const mnt = join(dir, "mnt");
-    mkdirSync(mnt);
-    execFileSync(bin, [backing, log, mnt, "-s"]); // mounts, then goes to the background
-    cleanups.push(() => unmount(mnt));
-    const file = join(mnt, "disk.img");
+    const { file, backing, log } = fixtureFuse(scratch());
     const modes = () => readFileSync(log, "utf8").split("\n").filter((l) => l !== "").map(Number);
     const zeroedInBacking = (off: number, len: number) =>
       readFileSync(backing).subarray(off, off + len).every((x) => x === 0);
@@ -509,6 +570,53 @@ test(
       readFileSync(backing).subarray(64 * 1024, 128 * 1024).every((x) => x === 0x5a),
       "the rest stays",
     );
+  },
+);
+
+// A FUSE file's inline attempt at a request waits for the daemon inside io_uring_enter, where no
+// timeout applies (with attr_timeout=0 every read first asks it for the file's attributes): a
+// doIo with a 300 ms timeout returned only when a stopped daemon went on (fault hunt: after 4 s
+// with a daemon that answered slowly, for ever with one that never does).
+test(
+  ...skipIf("faults: doIo's timeout holds on a FUSE file whose daemon stopped answering", fuseDaemonSkip()),
+  async () => {
+    const { file, pid } = fixtureFuse(scratch(), "-o", "attr_timeout=0");
+    for (const direct of [false, true]) {
+      const daemon = await resumer(pid, 2500);
+      using b = open(file, direct);
+      const q = b.getQueue(0)!;
+      const buf = buffer(b);
+      await daemon.stop();
+      q.read(0, buf, "read");
+      const out: Completion[] = [];
+      const t0 = performance.now();
+      assert.throws(() => q.doIo(out, 1, 1, 300_000_000n), { code: "ETIME" }, `direct ${direct}`);
+      const ms = performance.now() - t0;
+      assert.ok(ms < 2000, `direct ${direct}: doIo with a 300 ms timeout took ${ms.toFixed(0)} ms`);
+      const c = reapAll(q, 1).get("read")!;
+      assert.equal(c.ret, 0, `direct ${direct}: ${retName(c.ret)} ${c.errorMsg}`);
+      assert.ok(buf.every((x) => x === 0x5a), `direct ${direct}: data`);
+    }
+  },
+);
+
+// lseek(SEEK_END) on FUSE asks the daemon for the size once the cached attributes expire: the
+// capacity getter held the event loop as long as the daemon took (fault hunt: 3 s).
+test(
+  ...skipIf("faults: BlockDevice.capacity on a FUSE file does not wait for its daemon", fuseDaemonSkip()),
+  async () => {
+    const { file, pid } = fixtureFuse(scratch(), "-o", "attr_timeout=0");
+    const daemon = await resumer(pid, 2000);
+    await using dev = await BlockDevice.open(file);
+    await daemon.stop();
+    const t0 = performance.now();
+    const size = dev.capacity;
+    const ms = performance.now() - t0;
+    assert.equal(size, BigInt(MiB));
+    assert.ok(ms < 500, `capacity took ${ms.toFixed(0)} ms`);
+    const buf = dev.allocBuffer(BLOCK);
+    await dev.read(0, buf); // completes once the daemon goes on
+    assert.ok(buf.every((x) => x === 0x5a));
   },
 );
 

@@ -9,6 +9,7 @@ import type { Native } from "../../ffi/types.ts";
 import { BlkioError } from "../errors.ts";
 import { errnoError } from "../sys.ts";
 import { CQE, GETEVENTS_ARG, IOVEC, LIBURING_RING, PARAMS, PROBE, SQE, TIMESPEC } from "./layout.ts";
+import { addSqeFlags } from "./sqe.ts";
 import {
   IO_URING_OP_SUPPORTED,
   IORING_CQ_EVENTFD_DISABLED,
@@ -206,6 +207,17 @@ export class Ring {
       this.#published = from;
     }
     return n;
+  }
+
+  /**
+   * Adds `flags` (IOSQE_*) to every SQE written but not yet consumed by the kernel. Not with
+   * SQPOLL, whose kernel thread may be reading them.
+   */
+  addFlagsToUnsubmitted(flags: number): void {
+    if (this.sqPoll) return;
+    for (let t = this.#sqHead[0]; t !== this.#tail; t = (t + 1) >>> 0) {
+      addSqeFlags(this.sqes, t & this.#sqMask, flags);
+    }
   }
 
   /**

@@ -235,3 +235,8 @@ export function setSqeFlags(sqes: Uint32Array, i: number, flags: number): void {
   const b = i << 4;
   sqes[b] = (sqes[b] & ~0xff00) | ((flags & 0xff) << 8);
 }
+
+/** Adds `flags` (IOSQE_*) to the flags of SQE `i`. */
+export function addSqeFlags(sqes: Uint32Array, i: number, flags: number): void {
+  sqes[i << 4] |= (flags & 0xff) << 8;
+}

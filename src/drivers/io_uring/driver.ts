@@ -220,6 +220,10 @@ export class IoUringDriver implements Driver {
     return this.info.requestAlignment;
   }
 
+  capacityMayWait(): boolean {
+    return this.target?.sizeMayWait ?? false;
+  }
+
   // io_uring can use any memory; a mapped region also becomes a fixed buffer of every ring (the
   // core validated it), so its requests skip pinning pages each time. Without a free index, or
   // where the kernel refuses, its I/O stays plain: mapping never fails for it.

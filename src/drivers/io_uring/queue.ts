@@ -920,6 +920,15 @@ export class IoUringQueue implements DriverQueue {
     const flags = minComplete > 0 || this.isPollQueue || ring.deferTaskrun ? IORING_ENTER_GETEVENTS : 0;
     if (minComplete === 0 && !this.isPollQueue && ring.unsubmitted === 0) return 0;
     this.#waited = minComplete > 0;
+    // A FUSE file's inline attempt waits for the daemon inside this call (TargetInfo.submitAsync),
+    // where no timeout applies: a doIo with a 300 ms timeout returned after the daemon's 4 s
+    // (fault hunt), and a stopped daemon would hold it for ever. So a call that must not wait,
+    // or not past a deadline, hands such requests to io-wq; a wait without a timeout keeps the
+    // inline attempt, which is the fast way (ab_bench: twice the speed for page-cached reads).
+    if (
+      (minComplete === 0 || timeoutNs >= 0) && this.#target.submitAsync &&
+      (this.#sqeFlags & IOSQE_ASYNC) === 0
+    ) ring.addFlagsToUnsubmitted(IOSQE_ASYNC);
     if (ring.sqPoll && minComplete > 0 && !interruptible) {
       // Publish the SQEs (waking the kernel thread if it sleeps), then spin before sleeping.
       // Not for an interruptible wait: a signal handled while spinning would not end the sleep

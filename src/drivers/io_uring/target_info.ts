@@ -11,6 +11,7 @@ import {
   fsStat,
   fstat,
   FUSE_SUPER_MAGIC,
+  NETWORK_FS_MAGICS,
   O_ACCMODE,
   O_RDONLY,
   oDirectFor,
@@ -77,6 +78,12 @@ export interface TargetInfo {
    * still held it 450 ms, one reply each.
    */
   submitAsync: boolean;
+  /**
+   * Reading the size (lseek SEEK_END) may wait for another party: a FUSE daemon, or the server of
+   * a network file system, asked once the cached attributes expire (1 s by default on FUSE). On
+   * a FUSE daemon answering in 3 s, `BlockDevice.capacity` held the event loop 3 s (fault hunt).
+   */
+  sizeMayWait: boolean;
   /**
    * A FUA write is the write and then an fdatasync. FUSE finishes O_DIRECT writes asynchronously
    * for io_uring (async_dio), and then never syncs for RWF_DSYNC: with the daemon failing every
@@ -192,6 +199,7 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
       readOnly,
       onTmpfs: false,
       submitAsync: false,
+      sizeMayWait: false,
       fuaByFlush: false,
       zeroByRange: false,
       requestAlignment: direct ? limits.logicalBlockSize : 1,
@@ -222,6 +230,7 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
     readOnly,
     onTmpfs: fs.type === TMPFS_MAGIC,
     submitAsync: fs.type === FUSE_SUPER_MAGIC,
+    sizeMayWait: fs.type === FUSE_SUPER_MAGIC || NETWORK_FS_MAGICS.includes(fs.type),
     fuaByFlush: direct && fs.type === FUSE_SUPER_MAGIC,
     zeroByRange: fs.type === FUSE_SUPER_MAGIC,
     requestAlignment,

@@ -373,6 +373,11 @@ export class VirtioBlkVhostUserDriver implements Driver {
     return 1;
   }
 
+  /** GET_CONFIG is a control message: a stopped back-end held the event loop 10 s. */
+  capacityMayWait(): boolean {
+    return true;
+  }
+
   mapMemRegion(region: MemoryRegion, addr: number): void {
     const c = this.c;
     if (region.fd < 0) {
