@@ -10,7 +10,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Blkio, BlockDevice, type Completion } from "../mod.ts";
+import { Blkio, BlockDevice, type Completion, type MemoryRegion } from "../mod.ts";
 import { skipIf } from "./_helpers.ts";
 
 const DRIVER = "virtio-blk-vhost-user";
@@ -78,6 +78,17 @@ function startBlkio(socket: string): Blkio {
   return b;
 }
 
+/**
+ * Queues reads of blocks 0..n-1 on queue 0, each into its own block of a mapped region, with the
+ * block's number as userData; returns the region.
+ */
+function readBlocks(b: Blkio, n: number): MemoryRegion {
+  const r = b.allocMemRegion(n * 4096);
+  b.mapMemRegion(r);
+  for (let i = 0; i < n; i++) b.getQueue(0)!.read(i * 4096, r.bytes.subarray(i * 4096, (i + 1) * 4096), i);
+  return r;
+}
+
 /** Every completion `doIo(min 0)` hands back within `ms`, polled every 20 ms. */
 async function collect(q: ReturnType<Blkio["getQueue"]>, ms: number): Promise<Completion[]> {
   const all: Completion[] = [];
@@ -96,9 +107,7 @@ htest("completions it never signals are still found by a wait without a timeout"
   await using fake = await startFake("no_call,every,delay=0.1");
   using b = startBlkio(fake.socket);
   const q = b.getQueue(0)!;
-  const r = b.allocMemRegion(4 * 4096);
-  b.mapMemRegion(r);
-  for (let i = 0; i < 4; i++) q.read(i * 4096, r.bytes.subarray(i * 4096, (i + 1) * 4096), i);
+  const r = readBlocks(b, 4);
   const out: Completion[] = [];
   const t0 = performance.now();
   // A timeout far beyond the expected wait, so that the old behaviour fails here, not hangs.
@@ -179,9 +188,7 @@ htest("a descriptor returned twice fails what is in flight once, with EIO", asyn
   await using fake = await startFake("dup_id,after=2");
   using b = startBlkio(fake.socket);
   const q = b.getQueue(0)!;
-  const r = b.allocMemRegion(8 * 4096);
-  b.mapMemRegion(r);
-  for (let i = 0; i < 8; i++) q.read(i * 4096, r.bytes.subarray(i * 4096, (i + 1) * 4096), i);
+  const r = readBlocks(b, 8);
   const seen = await collect(q, 1000);
   const count = new Map<unknown, number>();
   for (const c of seen) count.set(c.userData, (count.get(c.userData) ?? 0) + 1);
