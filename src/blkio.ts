@@ -200,7 +200,10 @@ export class Blkio {
     return this.#live().properties.describe(this.#state);
   }
 
-  /** Allocates a memory region (connected or started); `len` a multiple of mem-region-alignment. */
+  /**
+   * Allocates a memory region (connected or started) at an address that is a multiple of
+   * mem-region-alignment (also where that is larger than a page); `len` a multiple of it too.
+   */
   allocMemRegion(len: number): MemoryRegion {
     const d = this.#live();
     if (this.#state < State.Connected) throw mustBeConnected();

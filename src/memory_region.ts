@@ -7,7 +7,7 @@
 import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "./errors.ts";
 import { bufferAddress, byteLengthOf, checkBuffer } from "./buffers.ts";
-import { closeFd, cString, errnoError } from "./sys.ts";
+import { closeFd, cString, errnoError, pageSize } from "./sys.ts";
 import { isAbandoned, markOwnMapping } from "./abandoned.ts";
 import { describe } from "./properties.ts";
 
@@ -37,16 +37,25 @@ const F_SEAL_SEAL = 0x1;
 const F_SEAL_SHRINK = 0x2;
 const PROT_READ_WRITE = 3;
 const MAP_SHARED = 1;
+const MAP_FIXED = 0x10;
+const PROT_NONE = 0;
+const MAP_NORESERVE = 0x4000;
 const MAP_PRIVATE_ANONYMOUS = 0x02 | 0x20;
 const MAP_FAILED = 2 ** 64 - 1;
 
 /**
  * A new close-on-exec memfd of `len` bytes mapped shared (memory another process or the kernel
- * can share); throws BlkioError and leaks nothing on failure. Sealed against shrinking (and
- * against further seals): whoever else gets the fd, a vhost-user back-end say, could otherwise
- * truncate it, and this process would die of SIGBUS at its next access to the mapping.
+ * can share) at a multiple of `alignment`; throws BlkioError and leaks nothing on failure.
+ * Sealed against shrinking (and against further seals): whoever else gets the fd, a vhost-user
+ * back-end say, could otherwise truncate it, and this process would die of SIGBUS at its next
+ * access to the mapping.
  */
-export function mapMemfd(n: Native, name: string, len: number): { fd: number; addr: number } {
+export function mapMemfd(
+  n: Native,
+  name: string,
+  len: number,
+  alignment = 1,
+): { fd: number; addr: number } {
   const fd = n.libc.memfd_create(cString(n, name), MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) throw errnoError(n.errno(), `memfd_create(${name}) failed`);
   const fail = (what: string): never => {
@@ -58,8 +67,31 @@ export function mapMemfd(n: Native, name: string, len: number): { fd: number; ad
   if (n.libc.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
     fail(`Sealing the memfd (${name}) failed`);
   }
-  const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
-  if (addr === MAP_FAILED || addr === -1) fail(`mmap of ${len} bytes (${name}) failed`);
+  const page = pageSize(n);
+  if (alignment <= page) {
+    const addr = n.libc.mmap(0, BigInt(len), PROT_READ_WRITE, MAP_SHARED, fd, 0n);
+    if (addr === MAP_FAILED || addr === -1) fail(`mmap of ${len} bytes (${name}) failed`);
+    return { fd, addr };
+  }
+  // mmap only promises page alignment, and a device whose logical block is larger than a page
+  // (loop devices take 8 KiB and more) needs its O_DIRECT buffers at a multiple of it: reserve
+  // enough address space to hold an aligned start, map the memfd over it there, and give the
+  // slack on both sides back. (libblkio fails such an allocation with EOVERFLOW when mmap
+  // happens to land unaligned, which made it fail at random.)
+  const span = len + alignment - page;
+  const base = n.libc.mmap(0, BigInt(span), PROT_NONE, MAP_PRIVATE_ANONYMOUS | MAP_NORESERVE, -1, 0n);
+  if (base === MAP_FAILED || base === -1) fail(`mmap of ${span} bytes (${name}) failed`);
+  const addr = Math.ceil(base / alignment) * alignment;
+  const got = n.libc.mmap(addr, BigInt(len), PROT_READ_WRITE, MAP_SHARED | MAP_FIXED, fd, 0n);
+  if (got !== addr) {
+    const e = errnoError(n.errno(), `mmap of ${len} bytes (${name}) failed`);
+    n.libc.munmap(base, BigInt(span));
+    closeFd(n, fd);
+    throw e;
+  }
+  if (addr > base) n.libc.munmap(base, BigInt(addr - base));
+  const end = addr + len;
+  if (base + span > end) n.libc.munmap(end, BigInt(base + span - end));
   return { fd, addr };
 }
 
@@ -140,7 +172,7 @@ export class MemoryRegionRegistry {
     }
     const n = this.#native;
     sweepDeferred();
-    const { fd, addr } = mapMemfd(n, "libblkio-buf", len);
+    const { fd, addr } = mapMemfd(n, "libblkio-buf", len, alignment);
     if (addr % alignment !== 0) {
       n.libc.munmap(addr, BigInt(len));
       closeFd(n, fd);

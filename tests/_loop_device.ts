@@ -37,16 +37,17 @@ export function loopUnavailableReason(): string | null {
 
 /**
  * A loop device over a new file in /dev/shm holding `contents`: those bytes, or that many bytes
- * of zeroes left sparse. `tag` goes into the file's name, after the pid.
+ * of zeroes left sparse. `tag` goes into the file's name, after the pid. `sectorSize`: the
+ * device's logical block size.
  */
-export function tmpfsLoop(contents: Uint8Array | number, tag = "test"): LoopDevice {
+export function tmpfsLoop(contents: Uint8Array | number, tag = "test", sectorSize = 512): LoopDevice {
   detachStaleLoops();
   const back = join("/dev/shm", `blkio-loop-${process.pid}-${tag}-${serial++}.img`);
   writeFileSync(back, typeof contents === "number" ? new Uint8Array(0) : contents);
   if (typeof contents === "number") truncateSync(back, contents);
   let loop: LoopDevice;
   try {
-    loop = attachLoop(back);
+    loop = attachLoop(back, sectorSize);
   } catch (e) {
     rmSync(back, { force: true });
     throw e;
@@ -65,11 +66,11 @@ export function tmpfsLoop(contents: Uint8Array | number, tag = "test"): LoopDevi
 }
 
 /**
- * A loop device over `back` (512-byte sectors; the file stays). `back` may itself be a loop
+ * A loop device over `back` (`sectorSize`-byte sectors, 512 unless told; the file stays). `back` may itself be a loop
  * device: a loop device over a block device takes its discard from the lower device's write
  * zeroes, which is how a test makes a device lose discard.
  */
-export function attachLoop(back: string): LoopDevice {
+export function attachLoop(back: string, sectorSize = 512): LoopDevice {
   const attached: string[] = [];
   let done = false;
   const detach = () => {
@@ -87,7 +88,7 @@ export function attachLoop(back: string): LoopDevice {
   };
   try {
     for (let tries = 0;; tries++) {
-      const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", "512", back], {
+      const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", String(sectorSize), back], {
         encoding: "utf8",
       }).trim();
       attached.push(dev);

@@ -366,7 +366,11 @@ for (const t of TARGETS) {
     assert.ok(ra >= 1 && (ra & (ra - 1)) === 0, `request-alignment ${ra} is a power of two`);
     assert.equal(ba, ra, "io_uring: buf-alignment = request-alignment");
     assert.equal(b.getUint64("mem-region-alignment"), BigInt(ba));
-    assert.equal(b.getInt("optimal-buf-alignment"), pageSize());
+    assert.equal(
+      b.getInt("optimal-buf-alignment"),
+      Math.max(pageSize(), ba),
+      "the page size, or buf-alignment if larger",
+    );
     const oia = b.getInt("optimal-io-alignment");
     assert.equal(oia % ra, 0, `optimal-io-alignment ${oia} is a multiple of request-alignment ${ra}`);
     const da = b.getInt("discard-alignment");

@@ -2,8 +2,10 @@
 // region lifetime rules (EBUSY while mapped or in use, foreign regions refused).
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { existsSync, readFileSync, readlinkSync } from "node:fs";
-import { Blkio, type Completion, type MemoryRegion, type Queue } from "../mod.ts";
+import { execFileSync } from "node:child_process";
+import process from "node:process";
+import { existsSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { Blkio, BlockDevice, type Completion, type MemoryRegion, type Queue } from "../mod.ts";
 import { native } from "../ffi/load.ts";
 import {
   assertErrno,
@@ -12,10 +14,12 @@ import {
   pread,
   pwrite,
   reap,
+  skipIf,
   startOn,
   type Target,
   targets,
 } from "./_helpers.ts";
+import { loopUnavailableReason, tmpfsLoop } from "./_loop_device.ts";
 
 const TARGETS = targets();
 const FILE = TARGETS[0];
@@ -589,5 +593,95 @@ test("mem-regions: use after destroy → EBADF", () => {
   assertErrno(() => b.mapMemRegion(r), "EBADF");
   assertErrno(() => b.unmapMemRegion(r), "EBADF");
 });
+
+/** A logical block larger than any page size Linux runs with on x86-64 (4 KiB). */
+const BIG_SECTOR = 65536;
+
+/** Why a loop device with `BIG_SECTOR`-byte sectors cannot be made here, or null. */
+function bigSectorUnavailable(): string | null {
+  const why = loopUnavailableReason();
+  if (why !== null) return why;
+  const back = `/dev/shm/blkio-sector-probe-${process.pid}.img`;
+  writeFileSync(back, "");
+  truncateSync(back, BIG_SECTOR * 4);
+  try {
+    const dev = execFileSync("losetup", ["--find", "--show", "--sector-size", String(BIG_SECTOR), back], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    }).trim();
+    execFileSync("losetup", ["-d", dev]);
+    return null;
+  } catch (e) {
+    return `this kernel's loop driver refuses ${BIG_SECTOR}-byte sectors (${(e as Error).message.trim()})`;
+  } finally {
+    rmSync(back, { force: true });
+  }
+}
+
+test(
+  ...skipIf(
+    `alloc-mem-region: a device whose logical block (${BIG_SECTOR} bytes) is larger than a page gets regions aligned to it, ` +
+      "and BlockDevice buffers too (mmap alone aligns to a page: allocations failed EOVERFLOW at random)",
+    bigSectorUnavailable(),
+  ),
+  async () => {
+    const loop = tmpfsLoop(BIG_SECTOR * 16, "bigsector", BIG_SECTOR);
+    try {
+      {
+        using b = startOn({ path: loop.path, direct: true });
+        assert.equal(alignment(b), BIG_SECTOR);
+        assert.equal(b.getInt("buf-alignment"), BIG_SECTOR);
+        assert.equal(
+          b.getInt("optimal-buf-alignment"),
+          BIG_SECTOR,
+          "the preferred alignment is at least the required one",
+        );
+        // With only page alignment from mmap, each of these had a 1 in 16 chance to be aligned.
+        const regions: MemoryRegion[] = [];
+        for (let i = 0; i < 16; i++) {
+          const r = b.allocMemRegion(BIG_SECTOR * (1 + (i % 3)));
+          regions.push(r);
+          assert.equal(native!.addressOf(r.bytes.buffer) % BIG_SECTOR, 0, `region ${i} is aligned`);
+        }
+        const [src, dst] = [regions[1], regions[4]];
+        b.mapMemRegion(src);
+        b.mapMemRegion(dst);
+        src.bytes.set(pattern(src.len, 7));
+        const q = b.getQueue(0)!;
+        q.write(BIG_SECTOR * 3, src.bytes, "w");
+        assert.equal(reap(q, 1)[0].ret, 0);
+        q.read(BIG_SECTOR * 3, dst.bytes, "r");
+        assert.equal(reap(q, 1)[0].ret, 0);
+        assert.deepEqual(dst.bytes, src.bytes, "read back through the instance");
+        assert.deepEqual(pread(loop.path, BIG_SECTOR * 3, src.len), src.bytes, "on the device");
+        for (const r of [src, dst]) b.unmapMemRegion(r);
+        for (const r of regions) b.freeMemRegion(r);
+      }
+      const dev = await BlockDevice.open(loop.path, { direct: true });
+      try {
+        const bufs = Array.from({ length: 8 }, () => dev.allocBuffer(BIG_SECTOR));
+        for (const [i, buf] of bufs.entries()) {
+          assert.equal(
+            (native!.addressOf(buf.buffer) + buf.byteOffset) % BIG_SECTOR,
+            0,
+            `buffer ${i} is aligned`,
+          );
+          buf.fill(i + 1);
+        }
+        await Promise.all(bufs.map((buf, i) => dev.write(i * BIG_SECTOR, buf)));
+        for (const i of bufs.keys()) {
+          assert.ok(
+            pread(loop.path, i * BIG_SECTOR, BIG_SECTOR).every((x) => x === i + 1),
+            `block ${i} written`,
+          );
+        }
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      loop.detach();
+    }
+  },
+);
 
 test("mem-regions: cleanup scratch targets", () => cleanupAll());

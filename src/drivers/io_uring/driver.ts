@@ -448,9 +448,12 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
   ...queueCountRows<D>(),
   "optimal-buf-alignment": {
     type: "int",
-    doc: "Preferred buffer alignment (the page size)",
+    doc: "Preferred buffer alignment (the page size, or buf-alignment where that is larger)",
     readableFrom: K,
-    get: (d) => (must(d), pageSize(d.native)),
+    // libblkio says the page size. Where a device's logical block is larger (loop devices take
+    // 8 KiB and more), a buffer at the "preferred" alignment would be refused with O_DIRECT;
+    // libblkio's nvme-io_uring driver takes max(page, LBA) for the same reason.
+    get: (d) => Math.max(pageSize(d.native), must(d).requestAlignment),
   },
   "optimal-io-alignment": {
     type: "int",
