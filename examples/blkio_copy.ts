@@ -174,7 +174,10 @@ function alignUp(n: number, align: number): number {
 
 function doRead(end: End, offset: number, len: number, buf: Uint8Array): void {
   if (end.queue) {
-    // A blkio input with request-alignment > 1 has an aligned capacity anyway.
+    // Rounded up to request-alignment for O_DIRECT. A file's capacity need not be aligned (the
+    // read returns zeroes past its end, and only `len` bytes are used); a device's part block at
+    // the end (a loop device over a file whose size is not a multiple of its sector size) cannot
+    // be read by anybody, and the read fails with a message that says so.
     end.queue.read(offset, buf.subarray(0, alignUp(len, end.align)));
     complete(end.queue, "read");
     return;

@@ -18,6 +18,7 @@ import {
   targets,
 } from "./_helpers.ts";
 import { getData, PAGE, pattern, putData, reapAll, runOk } from "./_io.ts";
+import { tmpfsLoop } from "./_loop_device.ts";
 
 const TARGETS = targets();
 const OFF = 0x10000;
@@ -174,6 +175,55 @@ for (const t of TARGETS) {
       }
     });
   }
+}
+
+// A loop device with 4 KiB sectors over a file of 1 MiB + 512 reports that capacity, and its
+// last 512 bytes cannot be read or written by anybody: the kernel says EINVAL (O_DIRECT) or EIO,
+// which told blkio_copy's user nothing (4K-device hunt).
+for (const direct of [true, false]) {
+  test(
+    ...skipIf(
+      `read and write into the part block at the end of a 4 KiB-sector device say why they fail [${
+        direct ? "direct" : "buffered"
+      }]`,
+      loopUnavailableReason(),
+    ),
+    () => {
+      const MiB = 1 << 20;
+      const loop = tmpfsLoop(new Uint8Array(MiB + 512).fill(0x33), "partblock", 4096);
+      try {
+        using b = startOn({ path: loop.path, direct });
+        const q = b.getQueue(0)!;
+        assert.equal(
+          b.getUint64("capacity"),
+          BigInt(MiB + 512),
+          "the premise: the kernel reports the part block",
+        );
+        const buf = alignedBuffer(b, 2 * 4096);
+        const tags = ["read", "read across", "write", "write across"];
+        q.read(MiB, buf.subarray(0, 4096), tags[0]);
+        q.read(MiB - 4096, buf, tags[1]);
+        q.write(MiB, buf.subarray(0, 4096), tags[2]);
+        q.write(MiB - 4096, buf, tags[3]);
+        const got = reapAll(q, 4);
+        for (const tag of tags) {
+          const c = got.find((x) => x.userData === tag)!;
+          assert.equal(c.ret, direct ? -EINVAL : -EIO, `${tag}: ${c.ret} ${c.errorMsg}`);
+          assert.match(
+            c.errorMsg ?? "",
+            /capacity \(1049088\) is not a multiple of its logical block size \(4096\): its last 512 bytes, from 1048576/,
+            tag,
+          );
+        }
+        // The whole blocks before it work, with no message. (A failed O_DIRECT write wrote
+        // nothing; a buffered one may have written the whole block before failing.)
+        runOk(q, (ud) => q.read(MiB - 4096, buf.subarray(0, 4096), ud), "last whole block");
+        if (direct) assert.ok(buf.subarray(0, 4096).every((x) => x === 0x33), "the last whole block kept");
+      } finally {
+        loop.detach();
+      }
+    },
+  );
 }
 
 // ext4 checks O_DIRECT alignment extent by extent: a write with a misaligned length across a

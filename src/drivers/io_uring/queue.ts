@@ -22,6 +22,7 @@ import {
   O_RDWR,
   onMainThread,
   pageSize,
+  seekEnd,
   signalEventfd,
 } from "../../sys.ts";
 import { Ring } from "../../uring/ring.ts";
@@ -813,14 +814,38 @@ export class IoUringQueue implements DriverQueue {
           `(${a}); not a multiple of it: ${why.join(", ")}`;
       }
     }
-    if (ret !== -EINVAL || op > Op.Writev) return null;
+    if (op > Op.Writev || (ret !== -EINVAL && ret !== -EIO)) return null;
+    if (ret === -EIO) return this.#partialLastBlock(s[b + S_START], s[b + S_LEN]);
     const iovs = this.#refs[slot * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
     // Empty iovecs never reach the kernel (#fillIovecs leaves them out).
     const segments = iovs === null ? 1 : iovs.reduce((n, v) => n + (byteLengthOf(v) > 0 ? 1 : 0), 0);
     const max = iovMax(this.#native);
     if (segments > max) return `${segments} iovecs: more than max-segments (IOV_MAX, ${max})`;
     if (!t.direct) return null;
-    return this.#misalignment(s[b + S_START], s[b + S_LEN], iovs === null ? s[b + S_ADDR] : 0, iovs);
+    return this.#misalignment(s[b + S_START], s[b + S_LEN], iovs === null ? s[b + S_ADDR] : 0, iovs) ??
+      this.#partialLastBlock(s[b + S_START], s[b + S_LEN]);
+  }
+
+  /**
+   * Why a read or write reaching into the end of a block device failed, or null: a device whose
+   * capacity ends in part of a logical block (a loop device over a file whose size is not a
+   * multiple of its sector size) reports that capacity, and nobody can read or write the part
+   * block (the kernel fails it EINVAL with O_DIRECT, EIO through the page cache).
+   */
+  #partialLastBlock(start: number, len: number): string | null {
+    const t = this.#target, block = t.fallocateAlignment;
+    if (!t.isBlockDevice || block <= 1) return null;
+    let capacity: number;
+    try {
+      capacity = Number(seekEnd(this.#native, this.#fd));
+    } catch {
+      return null;
+    }
+    const whole = capacity - capacity % block;
+    if (whole === capacity || start + len <= whole) return null;
+    return `The device's capacity (${capacity}) is not a multiple of its logical block size (${block}): ` +
+      `its last ${capacity - whole} bytes, from ${whole}, cannot be read or written (a loop device over a ` +
+      "file whose size is not a multiple of its sector size?)";
   }
 
   /** What of an O_DIRECT request is not a multiple of request-alignment, as a message, or null. */
