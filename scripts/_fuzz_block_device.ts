@@ -598,7 +598,7 @@ class BlockDeviceRun {
       direct: t.direct,
       readOnly: this.#cfg.readOnly,
       alignment: this.#alignment,
-      blockSize: 512,
+      blockSize: t.blockSize,
       directWritesChecked: t.directWritesChecked,
       poll: false,
       size: t.size,

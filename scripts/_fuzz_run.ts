@@ -1043,7 +1043,7 @@ class FuzzRun {
       direct: t.direct,
       readOnly: this.#cfg.readOnly,
       alignment: this.#alignment,
-      blockSize: 512,
+      blockSize: t.blockSize,
       directWritesChecked: t.directWritesChecked,
       poll: m.poll,
       size: t.size,

@@ -1,7 +1,8 @@
 /**
  * The fuzzer's targets: a scratch file (buffered or O_DIRECT) and, as root, a loop device over
- * a tmpfs file (buffered or O_DIRECT) or a qemu-storage-daemon vhost-user-blk export of a raw
- * image (`vhost-user`), each made fresh for one run with known contents, and removed afterwards.
+ * a tmpfs file (buffered or O_DIRECT; 512-byte sectors, or 4 KiB for `loop-4k`) or a
+ * qemu-storage-daemon vhost-user-blk export of a raw image (`vhost-user`), each made fresh for
+ * one run with known contents, and removed afterwards.
  *
  * @module
  */
@@ -27,7 +28,15 @@ import type { Rng } from "./_fuzz_rng.ts";
 import { loopUnavailableReason, tmpfsLoop } from "../tests/_loop_device.ts";
 
 /** The target kinds, as `--target` takes them. */
-export const TARGET_NAMES = ["file", "file+direct", "loop", "loop+direct", "vhost-user"] as const;
+export const TARGET_NAMES = [
+  "file",
+  "file+direct",
+  "loop",
+  "loop+direct",
+  "loop-4k",
+  "loop-4k+direct",
+  "vhost-user",
+] as const;
 export type TargetName = typeof TARGET_NAMES[number];
 
 const TMPFS_MAGIC = 0x01021994;
@@ -47,6 +56,8 @@ export interface FuzzTarget {
   isBlockDevice: boolean;
   /** Size in bytes when made. */
   size: number;
+  /** The device's logical block size (block devices: what write zeroes and discard align to). */
+  blockSize: number;
   /**
    * O_DIRECT writes that could tear are refused before submission (a misaligned start or length,
    * or a piece finer than the DMA alignment): block devices, and files on a file system over one
@@ -92,8 +103,13 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
       () => rmSync(scratch, { recursive: true, force: true }),
     );
   }
-  const loop = tmpfsLoop(initial, "fuzz");
+  const loop = tmpfsLoop(initial, "fuzz", sectorSize(name));
   return ioUringTarget(name, loop.path, true, initial.length, direct, loop.detach);
+}
+
+/** The logical block size of target kind `name`. */
+function sectorSize(name: TargetName): number {
+  return name.startsWith("loop-4k") ? 4096 : 512;
 }
 
 /**
@@ -105,6 +121,13 @@ export function adoptTarget(name: TargetName, path: string, initial: Uint8Array)
   if (name === "vhost-user") throw new Error("a vhost-user target is always made fresh");
   const isBlockDevice = statSync(path).isBlockDevice();
   if (isBlockDevice !== name.startsWith("loop")) throw new Error(`${path} is no target of kind ${name}`);
+  if (isBlockDevice) {
+    const dev = path.slice(path.lastIndexOf("/") + 1);
+    const block = Number(readFileSync(`/sys/class/block/${dev}/queue/logical_block_size`, "utf8"));
+    if (block !== sectorSize(name)) {
+      throw new Error(`${path} has ${block}-byte sectors: no target of kind ${name}`);
+    }
+  }
   if (!isBlockDevice) writeFileSync(path, initial);
   else {
     const fd = openSync(path, "r+");
@@ -142,6 +165,7 @@ function ioUringTarget(
     direct,
     isBlockDevice,
     size,
+    blockSize: sectorSize(name),
     directWritesChecked,
     cleanup,
   };
@@ -196,6 +220,7 @@ function startExport(initial: Uint8Array, dir: string): FuzzTarget {
     direct: false,
     isBlockDevice: true,
     size: initial.length,
+    blockSize: 512,
     directWritesChecked: false,
     cleanup: () => {
       if (done) return;

@@ -46,7 +46,7 @@
  *
  * Usage:
  *   deno run -A scripts/fuzz.ts [--api sync|block-device] [--steps N] [--seconds S] [--seed N]
- *     [--target file|file+direct|loop|loop+direct|vhost-user[,...]] [--size BYTES] [--dir DIR]
+ *     [--target file|file+direct|loop|loop+direct|loop-4k|loop-4k+direct|vhost-user[,...]] [--size BYTES] [--dir DIR]
  *     [--pauses] [--verbose] [--json]
  *   bun scripts/fuzz.ts ...
  *

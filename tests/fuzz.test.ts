@@ -15,10 +15,12 @@ const SIZE = 1 << 20;
 const STEPS = 3000;
 const SEEDS = [1, 2];
 
-// The vhost-user target makes its own export (qemu-storage-daemon), stopped when the run ends.
+// The vhost-user target makes its own export (qemu-storage-daemon), stopped when the run ends;
+// so does the loop device with 4 KiB sectors, made fresh for each run.
 const VHOST = { name: "vhost-user", path: undefined, skip: targetUnavailable("vhost-user") };
+const LOOP_4K = { name: "loop-4k+direct", path: undefined, skip: targetUnavailable("loop-4k+direct") };
 const TARGETS = targets(SIZE);
-for (const t of [...TARGETS.map((x) => ({ ...x, skip: null })), VHOST]) {
+for (const t of [...TARGETS.map((x) => ({ ...x, skip: null })), LOOP_4K, VHOST]) {
   for (const seed of SEEDS) {
     const [name, opts] = skipIf(
       `fuzz: ${STEPS} random API steps agree with the model, seed ${seed} [${t.name}]`,
@@ -48,7 +50,9 @@ for (const t of [...TARGETS.map((x) => ({ ...x, skip: null })), VHOST]) {
 // O_DIRECT only (the buffered loop and the synchronous API's runs cover the rest).
 const BD_STEPS = 1200;
 // The same scratch targets as above: each run writes its own starting bytes over them.
-for (const t of [...TARGETS.filter((x) => x.name !== "loop").map((x) => ({ ...x, skip: null })), VHOST]) {
+for (
+  const t of [...TARGETS.filter((x) => x.name !== "loop").map((x) => ({ ...x, skip: null })), LOOP_4K, VHOST]
+) {
   for (const seed of SEEDS) {
     // Seed 2 on vhost-user stops the back-end now and then (SIGSTOP, up to 400 ms).
     const pauses = t.name === "vhost-user" && seed === 2;
