@@ -347,8 +347,12 @@ export class MemoryRegionRegistry {
     this.#mapped.clear();
     LIVE.delete(this.#self);
     for (const [region, a] of this.#allocated) {
-      // A request the kernel never finished may still write here: leave it mapped for good.
-      if (isAbandoned(region.bytes.buffer)) continue;
+      // A request the kernel never finished may still write here: leave it mapped for good. The
+      // memfd goes: the mapping does not need it, and it cost an fd a destroy for good.
+      if (isAbandoned(region.bytes.buffer)) {
+        closeFd(a.native, a.fd);
+        continue;
+      }
       if (mappedAnywhere(a) || usedAnywhere(region)) DEFERRED.set(region, a);
       else release(region, a);
     }
@@ -373,8 +377,11 @@ function usedAnywhere(region: MemoryRegion): boolean {
 function sweepDeferred(): void {
   if (DEFERRED.size === 0) return;
   for (const [region, a] of DEFERRED) {
-    if (isAbandoned(region.bytes.buffer)) DEFERRED.delete(region);
-    else if (!mappedAnywhere(a) && !usedAnywhere(region)) {
+    if (isAbandoned(region.bytes.buffer)) {
+      // Mapped for good, as in destroy(); only the fd goes.
+      DEFERRED.delete(region);
+      closeFd(a.native, a.fd);
+    } else if (!mappedAnywhere(a) && !usedAnywhere(region)) {
       DEFERRED.delete(region);
       release(region, a);
     }
