@@ -1104,6 +1104,9 @@ export class IoUringQueue implements DriverQueue {
   }
 
   usesBuffer(buffer: ArrayBufferLike): boolean {
+    // Every free and destroy asks every queue of every live instance: an idle one answers at once
+    // (1,000 idle instances of 4,096 entries made a free take 35 ms).
+    if (this.#freeTop === this.#cap) return false;
     for (let s = 0; s < this.#cap; s++) {
       const buf = this.#refs[s * SLOT_REFS + R_BUF] as Uint8Array | null;
       if (buf !== null && bufferOf(buf) === buffer) return true;

@@ -777,6 +777,8 @@ export class VirtioBlkQueue implements DriverQueue {
   }
 
   usesBuffer(buffer: ArrayBufferLike): boolean {
+    // Asked of every queue of every live instance at each free and destroy: idle answers at once.
+    if (this.#freeTop === this.#cap) return false;
     for (let s = 0; s < this.#cap; s++) {
       if (this.#used[s] === 0) continue;
       const buf = this.#buf[s];
