@@ -18,6 +18,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -142,6 +143,21 @@ export function skipIf(
   why: string | null | undefined | false,
 ): [string, { skip: string | false }] {
   return why ? [`${name} (skipped: ${why})`, { skip: why }] : [name, { skip: false }];
+}
+
+/**
+ * Runs the tests' child script `script` (a file name in tests/) on this runtime behind `wrapper`
+ * (a command that runs what follows it, such as `prlimit --nofile=256`) with `args`, and returns
+ * the last line it printed, parsed as JSON. The child must exit 0.
+ */
+// deno-lint-ignore no-explicit-any
+export function runChild(script: string, args: string[], wrapper: string[] = []): any {
+  const path = new URL(`./${script}`, import.meta.url).pathname;
+  const runtime = "Bun" in globalThis ? [process.execPath, path] : [process.execPath, "run", "-A", path];
+  const [cmd, ...rest] = [...wrapper, ...runtime, ...args];
+  const r = spawnSync(cmd, rest, { encoding: "utf8", timeout: 120_000 });
+  assert.equal(r.status, 0, `${script}: ${r.error ?? r.stderr}`);
+  return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
 }
 
 /**

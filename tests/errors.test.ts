@@ -2,7 +2,7 @@
 // message) as a JS exception.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { skipIf } from "./_helpers.ts";
+import { runChild, skipIf } from "./_helpers.ts";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -409,15 +409,13 @@ test(
     try {
       const path = join(dir, "disk.img");
       writeFileSync(path, new Uint8Array(1 << 20));
-      const child = new URL("./_memlock_child.ts", import.meta.url).pathname;
-      const argv = "Deno" in globalThis ? ["run", "-A", child] : [child];
-      const r = spawnSync(
+      const got = runChild("_memlock_child.ts", [path, "300"], [
         "setpriv",
-        ["--bounding-set", "-ipc_lock", "prlimit", "--memlock=65536", process.execPath, ...argv, path, "300"],
-        { encoding: "utf8", timeout: 120_000 },
-      );
-      assert.equal(r.status, 0, r.stderr);
-      const got = JSON.parse(r.stdout.trim().split("\n").pop()!);
+        "--bounding-set",
+        "-ipc_lock",
+        "prlimit",
+        "--memlock=65536",
+      ]);
       assert.equal(got.ok, 300, `${got.failed} of 300 failed: ${JSON.stringify(got.failures)}`);
       // A kernel that does not charge rings to the limit holds all 64 at once: nothing to name.
       if (got.limit !== null) {

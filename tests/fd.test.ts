@@ -25,6 +25,7 @@ import {
   pread,
   pwrite,
   reap,
+  runChild,
   RUNTIME,
   scratchDir,
   skipIf,
@@ -280,16 +281,7 @@ for (const t of TARGETS) {
   test(
     ...skipIf(`connect with one fd to spare: EMFILE, not a wrong guess or EINVAL [${t.name}]`, PRLIMIT),
     () => {
-      const script = new URL("./_connect_emfile.ts", import.meta.url).pathname;
-      const runtime = "Bun" in globalThis
-        ? [process.execPath, script]
-        : [process.execPath, "run", "-A", script];
-      const r = spawnSync("prlimit", ["--nofile=256", ...runtime, t.path, String(t.direct)], {
-        encoding: "utf8",
-        timeout: 60_000,
-      });
-      assert.equal(r.status, 0, r.stderr);
-      const seen = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+      const seen = runChild("_connect_emfile.ts", [t.path, String(t.direct)], ["prlimit", "--nofile=256"]);
       assert.ok(seen.held > 100, `the child filled only ${seen.held} fds`);
       assert.equal(seen.code, "EMFILE", JSON.stringify(seen));
     },

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { readdirSync, readlinkSync, statSync } from "node:fs";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createConnection, type Socket } from "node:net";
 import {
   Blkio,
@@ -1826,5 +1826,35 @@ vtest("back-end gone before connect: connect fails (connection refused), no hang
   b.destroy();
   exp.stop();
 });
+
+// The driver keeps a copy of a mapped region's fd; with the fd table full that copy fails, and the
+// message blamed the region's fd ("Memory region fd 255 cannot be used: EMFILE", leak hunt).
+vtest(
+  "mapMemRegion with no fd free: EMFILE says the driver's copy of the fd failed, and a retry maps",
+  () => {
+    const exp = startExport({ size: MiB });
+    try {
+      const script = new URL("./_map_emfile.ts", import.meta.url).pathname;
+      const runtime = "Bun" in globalThis
+        ? [process.execPath, script]
+        : [process.execPath, "run", "-A", script];
+      const r = spawnSync("prlimit", ["--nofile=256", ...runtime, exp.socket], {
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      const seen = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+      assert.ok(seen.held > 100, `the child filled only ${seen.held} fds`);
+      assert.equal(seen.code, "EMFILE", JSON.stringify(seen));
+      assert.match(
+        seen.message,
+        new RegExp(`^Duplicating memory region fd ${seen.fd} failed \\(the driver keeps a copy`),
+      );
+      assert.equal(seen.after, "mapped");
+    } finally {
+      exp.stop();
+    }
+  },
+);
 
 test("virtio-blk-vhost-user: stop the qemu-storage-daemon exports", () => stopAllExports());

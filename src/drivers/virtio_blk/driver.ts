@@ -18,7 +18,7 @@ import { mapMemfd, type MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
 import { queueCountRows } from "../../queue_count_rows.ts";
 import { State } from "../../state.ts";
-import { closeFd, errnoError, newEventfd } from "../../sys.ts";
+import { closeFd, errnoError, isShortage, newEventfd } from "../../sys.ts";
 import { MemTable } from "./mem_table.ts";
 import { DESTROY_DRAIN_MS, VirtioBlkQueue, type VirtioDeviceInfo } from "./queue.ts";
 import {
@@ -403,7 +403,16 @@ export class VirtioBlkVhostUserDriver implements Driver {
     }
     // A private copy: the caller may close its fd once mapped, and unmapping needs it again.
     const fd = this.native.libc.fcntl(region.fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) throw errnoError(this.native.errno(), `Memory region fd ${region.fd} cannot be used`);
+    if (fd < 0) {
+      const errno = this.native.errno();
+      // EMFILE here is this process's fd table, not the region's fd (leak hunt).
+      throw errnoError(
+        errno,
+        isShortage(errno)
+          ? `Duplicating memory region fd ${region.fd} failed (the driver keeps a copy while the region is mapped)`
+          : `Memory region fd ${region.fd} cannot be used`,
+      );
+    }
     const desc: VhostMemRegion = { addr, len: region.len, fd, fdOffset: region.fdOffset };
     try {
       if (this.#memSlots()) c.conn.addMemReg(desc);
