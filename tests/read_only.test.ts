@@ -6,7 +6,7 @@ import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import process from "node:process";
-import { Blkio, BlockDevice, type Completion, ReqFlags } from "../mod.ts";
+import { Blkio, type BlkioError, BlockDevice, type Completion, ReqFlags } from "../mod.ts";
 import {
   alignedBuffer,
   assertErrno,
@@ -226,6 +226,51 @@ test(
     WRITE_ZEROES_FLAGS.forEach((flags, k) => q.writeZeroes(0, 4096, names[k], flags));
     for (const [k, c] of byUserData(reap(q, names.length), names)) {
       assert.equal(c.ret, -EBADF, `${k}: ${c.ret} ${c.errorMsg}`);
+    }
+  },
+);
+
+// Linux opens a read-only block device (losetup -r, blockdev --setro) for writing, and then fails
+// every write with a bare EPERM (leak hunt): connect refuses it the way a read-only mount is
+// refused, and a device made read-only while connected says why its writes fail.
+test(
+  ...skipIf(
+    "read-only: a read-only block device fails connect with EROFS saying to set read-only; made read-only later, writes say why they fail",
+    loopUnavailableReason(),
+  ),
+  async () => {
+    const dev = scratchLoop(1 << 20);
+    execFileSync("blockdev", ["--setro", dev]);
+    try {
+      {
+        using b = Blkio.create("io_uring");
+        b.setStr("path", dev);
+        assertErrno(
+          () => b.connect(),
+          "EROFS",
+          /is a read-only block device; to open it for reading only, set read-only/,
+        );
+        b.setBool("read-only", true);
+        b.connect();
+        b.start();
+        b.getQueue(0)!.read(0, new Uint8Array(512), "r");
+        assert.equal(reap(b.getQueue(0)!, 1)[0].ret, 0);
+      }
+      await assert.rejects(
+        BlockDevice.open(dev),
+        (e: BlkioError) => e.code === "EROFS" && /readOnly in BlockDevice\.open/.test(e.message),
+      );
+      execFileSync("blockdev", ["--setrw", dev]);
+      using b = startOn({ path: dev, direct: false });
+      const q = b.getQueue(0)!;
+      execFileSync("blockdev", ["--setro", dev]);
+      const buf = alignedBuffer(b, 4096);
+      q.write(0, buf, "w");
+      const [c] = reap(q, 1);
+      assert.equal(c.ret, -1, `EPERM: ${c.ret} ${c.errorMsg}`);
+      assert.match(c.errorMsg ?? "", /made read-only after connect/);
+    } finally {
+      execFileSync("blockdev", ["--setrw", dev]);
     }
   },
 );

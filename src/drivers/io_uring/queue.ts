@@ -62,8 +62,9 @@ import {
   setSqeFlags,
   setUserData,
 } from "../../uring/sqe.ts";
-import { readBlockLimits, type TargetInfo } from "./target_info.ts";
+import { deviceReadOnly, readBlockLimits, type TargetInfo } from "./target_info.ts";
 
+const EPERM = 1;
 const EINTR = 4;
 const EIO = 5;
 const EBADF = 9;
@@ -770,6 +771,15 @@ export class IoUringQueue implements DriverQueue {
    * throws: it runs in the middle of a reap, where a throw (sysfs unreadable at the fd limit)
    * lost the CQ head and released slots twice. Unknown counts as no.
    */
+  #deviceReadOnly(): boolean {
+    const dev = this.#target.blockDevice;
+    try {
+      return dev !== null && deviceReadOnly(this.#native, dev.major, dev.minor);
+    } catch {
+      return false; // in the middle of a reap: no throw (#deviceDiscards)
+    }
+  }
+
   #deviceDiscards(): boolean {
     const dev = this.#target.blockDevice;
     try {
@@ -789,6 +799,11 @@ export class IoUringQueue implements DriverQueue {
     const s = this.#slots, b = slot * SLOT_NUMBERS, op = s[b + S_OP], t = this.#target;
     if (ret === -EBADF && op !== Op.Read && op !== Op.Readv && op !== Op.Flush && t.readOnly) {
       return READ_ONLY_MSG;
+    }
+    if (
+      ret === -EPERM && op !== Op.Read && op !== Op.Readv && t.blockDevice !== null && this.#deviceReadOnly()
+    ) {
+      return "The device was made read-only after connect (blockdev --setro, losetup -r): writes fail with EPERM";
     }
     if (ret === -ENOTSUP && (op === Op.Discard || op === Op.WriteZeroes)) {
       const what = op === Op.Discard

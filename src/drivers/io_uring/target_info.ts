@@ -177,6 +177,11 @@ export function readBlockLimits(native: Native, major: number, minor: number): B
   };
 }
 
+/** Whether block device `major:minor` is read-only (its sysfs `ro`). */
+export function deviceReadOnly(native: Native, major: number, minor: number): boolean {
+  return (readText(native, `/sys/dev/block/${major}:${minor}/ro`) ?? "0").trim() === "1";
+}
+
 /**
  * Inspects the open target `fd`; EINVAL unless it is a regular file or a block device. `name`
  * (a quoted path, or "fd N") says which in errors.
@@ -192,6 +197,15 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
     const limits = readBlockLimits(native, st.rdevMajor, st.rdevMinor);
     if (!limits) {
       throw BlkioError.of("EINVAL", "Cannot read the block device's queue limits from sysfs");
+    }
+    // Linux opens a read-only block device (losetup -r, blockdev --setro) for writing, then fails
+    // every write with a bare EPERM: refused here instead, as virtio-blk's start refuses a
+    // read-only export.
+    if (!readOnly && deviceReadOnly(native, st.rdevMajor, st.rdevMinor)) {
+      throw BlkioError.of(
+        "EROFS",
+        `${name} is a read-only block device; to open it for reading only, set read-only (readOnly in BlockDevice.open)`,
+      );
     }
     return {
       isBlockDevice: true,
