@@ -43,6 +43,7 @@ export interface TargetFacts {
 /** What the model needs of a virtio-blk-vhost-user instance. */
 export interface VhostFacts {
   queueSize: number;
+  /** The export's max-segments at the default queue-size (its seg_max). */
   maxSegments: number;
   /**
    * Where the request's buffers lie, the worst piece: all in mapped regions, one in a region
@@ -296,7 +297,9 @@ function vhostOutcomes(f: TargetFacts, v: VhostFacts, r: RequestShape): Outcome[
       : o.map((x) =>
         x.ret === EINVAL ? { ...x, msg: new RegExp(`${NO_REGION_MSG.source}|${x.msg!.source}`) } : x
       ).concat(o.some((x) => x.ret === EINVAL) ? [] : outside);
-  if (r.pieces.length > v.maxSegments) return then(fail(EINVAL, /max-segments/));
+  // max-segments is what the queue leaves beside a header and a status descriptor, at most.
+  const maxSegments = Math.max(1, Math.min(v.maxSegments, v.queueSize - 2));
+  if (r.pieces.length > maxSegments) return then(fail(EINVAL, /max-segments/));
   if (2 + r.pieces.length > v.queueSize) return then(fail(EINVAL, queueSizeMsg(v.queueSize)));
   const reads = r.op === "read" || r.op === "readv";
   if (r.len === 0) return then([{ ret: 0, msg: null, effect: reads ? "check" : "none", early: "maybe" }]);

@@ -22,6 +22,7 @@ import { closeFd, errnoError, isShortage, newEventfd } from "../../sys.ts";
 import { MemTable } from "./mem_table.ts";
 import { DESTROY_DRAIN_MS, VirtioBlkQueue, type VirtioDeviceInfo } from "./queue.ts";
 import {
+  MAX_VRING_INDEX,
   MEM_TABLE_MAX_REGIONS,
   ProtocolFeature,
   type VhostMemRegion,
@@ -168,12 +169,25 @@ export class VirtioBlkVhostUserDriver implements Driver {
       : SECTOR_SIZE;
   }
 
-  /** max-queues: the device's num_queues with MQ (capped by GET_QUEUE_NUM), else 1. */
+  /**
+   * max-queues: the device's num_queues with MQ (capped by GET_QUEUE_NUM), else 1, and at most
+   * 256: vhost-user's SET_VRING_KICK and SET_VRING_CALL carry a queue's index in 8 bits, so a
+   * 257th queue's eventfds replaced the first's and both queues never completed (hunt).
+   */
   maxQueues(): number {
     const c = this.c;
     let n = this.has(VirtioFeature.BLK_MQ) ? Math.max(1, c.config.numQueues) : 1;
     if (c.queueNum !== null && c.queueNum > 0) n = Math.min(n, c.queueNum);
-    return n;
+    return Math.min(n, MAX_VRING_INDEX + 1);
+  }
+
+  /**
+   * max-segments: the device's seg_max (else 1), and no more than a request's descriptors leave
+   * of the queue (header and status take two): more iovecs than that failed EINVAL.
+   */
+  maxSegments(): number {
+    const segs = this.has(VirtioFeature.BLK_SEG_MAX) ? clampInt(this.c.config.segMax) : 1;
+    return Math.max(1, Math.min(segs, this.queueSize - 2));
   }
 
   /** Memory regions the caller may map: one slot holds the virtqueues. */
@@ -280,7 +294,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
     // qemu-storage-daemon offers SIZE_MAX with a size_max of 0: no limit, as 0 is for the property.
     const device = this.has(VirtioFeature.BLK_SIZE_MAX) && this.has(VirtioFeature.BLK_SEG_MAX) &&
         cfg.sizeMax > 0 && cfg.segMax > 0
-      ? cfg.sizeMax * cfg.segMax
+      ? cfg.sizeMax * this.maxSegments()
       : Infinity;
     // At least one block: 0 would read as "no limit" (libblkio's meaning) while refusing every
     // read. A device whose segments cannot hold a block then fails each request on
@@ -302,7 +316,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
       discard: this.has(VirtioFeature.BLK_DISCARD),
       writeZeroes: this.has(VirtioFeature.BLK_WRITE_ZEROES),
       requestAlignment: ra,
-      maxSegments: this.has(VirtioFeature.BLK_SEG_MAX) ? cfg.segMax : 0,
+      maxSegments: this.has(VirtioFeature.BLK_SEG_MAX) ? this.maxSegments() : 0,
       maxSegmentLen: this.has(VirtioFeature.BLK_SIZE_MAX) ? cfg.sizeMax : 0,
       maxTransfer: this.maxTransfer(),
       discardChunk: chunk(cfg.maxDiscardSectors),
@@ -552,7 +566,7 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
   },
   "max-queues": {
     type: "int",
-    doc: "Maximum number of queues, poll queues included (the device's num_queues)",
+    doc: "Maximum number of queues, poll queues included (the device's num_queues, at most 256)",
     readableFrom: K,
     get: (d) => d.maxQueues(),
   },
@@ -564,9 +578,9 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
   },
   "max-segments": {
     type: "int",
-    doc: "Maximum number of iovecs per request (the device's seg_max)",
+    doc: "Maximum number of iovecs per request (the device's seg_max, and queue-size less 2)",
     readableFrom: K,
-    get: (d) => (d.has(VirtioFeature.BLK_SEG_MAX) ? clampInt(d.c.config.segMax) : 1),
+    get: (d) => d.maxSegments(),
   },
   "max-transfer": {
     type: "int",

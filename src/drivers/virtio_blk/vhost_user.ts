@@ -40,6 +40,8 @@ export const VhostUserRequest = {
   REM_MEM_REG: 38,
 } as const;
 
+/** The highest queue index SET_VRING_KICK and SET_VRING_CALL can carry (8 bits of their u64). */
+export const MAX_VRING_INDEX = 0xff;
 const REQUEST_NAMES = new Map<number, string>(Object.entries(VhostUserRequest).map(([k, v]) => [v, k]));
 
 /** Protocol feature bits (GET/SET_PROTOCOL_FEATURES). */
@@ -443,7 +445,9 @@ export class VhostUserClient {
   }
 
   #vringFd(request: number, index: number, fd: number): void {
-    const value = BigInt(index & 0xff) | (fd < 0 ? BigInt(VRING_NOFD) : 0n);
+    // The index has 8 bits in this message: a larger one would name another queue.
+    if (index > MAX_VRING_INDEX) throw BlkioError.of("EINVAL", `vhost-user cannot address queue ${index}`);
+    const value = BigInt(index) | (fd < 0 ? BigInt(VRING_NOFD) : 0n);
     this.#command(request, 8, (v) => v.setBigUint64(0, value, true), fd < 0 ? [] : [fd]);
   }
 
