@@ -17,7 +17,7 @@
 import type { Native } from "../ffi/types.ts";
 import { Blkio, capacityMayWait } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
-import { BEYOND_2_53_MSG, toOffset } from "./buffers.ts";
+import { BEYOND_2_53_MSG, splitSegments, toOffset } from "./buffers.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
 import { BlkioError, noConstructor } from "./errors.ts";
@@ -309,7 +309,11 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
  * `AbortError` (the signal's reason when it is an Error). A request still waiting for room in
  * the ring is dropped; one in the kernel gets IORING_OP_ASYNC_CANCEL, and its buffer stays
  * referenced until the kernel has really finished with it (block device I/O usually runs to
- * its end; the result is then discarded).
+ * its end; the result is then discarded). So after the `AbortError` the device may still use
+ * the buffer: an aborted read may still fill it, and an aborted write may still land, with
+ * whatever the buffer holds by then (a vhost-user back-end cannot take a request back at all).
+ * Nothing reports when that has ended: give later requests another buffer, and leave this one
+ * unchanged until {@link close}.
  *
  * Thread-safety: a BlockDevice, like the {@link Blkio} instance and queues behind it, belongs
  * to the thread (main thread or Worker) that opened it; it cannot be sent to another. To use
@@ -365,6 +369,9 @@ export class BlockDevice {
   readonly #qs: QueueState[];
   readonly #requestAlignment: number;
   readonly #bufAlignment: number;
+  /** The driver's max-segment-len (0: none) and max-segments: longer buffers are cut up. */
+  readonly #maxSegmentLen: number;
+  readonly #maxSegments: number;
   readonly #pageSize: number;
   readonly #regionAlignment: number;
   readonly #readOnly: boolean;
@@ -438,6 +445,8 @@ export class BlockDevice {
     this.#b = b;
     this.#requestAlignment = b.getInt("request-alignment");
     this.#bufAlignment = b.getInt("buf-alignment");
+    this.#maxSegmentLen = b.getInt("max-segment-len");
+    this.#maxSegments = b.getInt("max-segments");
     // The memory page, or the driver's optimal alignment if coarser: virtio-blk-vhost-user's is
     // 1, and a buffer of a page or more was then only bufAlignment-aligned (BlockDevice fuzzer).
     this.#pageSize = Math.max(pageSize(native), b.getInt("optimal-buf-alignment"));
@@ -588,7 +597,9 @@ export class BlockDevice {
    * its region with it. Memory
    * transferred away is never unmapped (the library cannot see the buffer that now holds it).
    * On virtio-blk-vhost-user a new region is a message to the back-end, which this call waits
-   * for (10 s at most, then `EIO` until the device is reopened): allocate buffers up front.
+   * for (10 s at most, then `EIO` until the device is reopened), and a back-end without memory
+   * slots (VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) takes none while requests are in flight
+   * (`EBUSY`): allocate buffers up front.
    *
    * @example
    * ```ts
@@ -764,6 +775,21 @@ export class BlockDevice {
     } catch (e) {
       return Promise.reject(e);
     }
+    // A device that takes buffers of at most max-segment-len (a virtio-blk back-end's size_max)
+    // gets a longer one as several, as Linux's block layer splits segments: the API has no
+    // limit of the kind to learn. What then names the request in errors stays the caller's.
+    const named = op;
+    if (
+      this.#maxSegmentLen > 0 &&
+      (op <= OP_WRITE || ((op === OP_READV || op === OP_WRITEV) && Array.isArray(arg)))
+    ) {
+      const bufs = op <= OP_WRITE ? [arg] : arg as unknown[];
+      const split = splitSegments(bufs, this.#maxSegmentLen, this.#maxSegments);
+      if (split !== null) {
+        arg = split;
+        op = op === OP_READ ? OP_READV : op === OP_WRITE ? OP_WRITEV : op;
+      }
+    }
     if (this.#closing) return Promise.reject(closedError());
     const qi = this.#qs.length === 1 ? 0 : this.#pick();
     const s = this.#qs[qi];
@@ -800,7 +826,7 @@ export class BlockDevice {
     this.#resolve[id] = parkedResolve;
     this.#reject[id] = parkedReject;
     this.#queueOf[id] = qi;
-    this.#opOf[id] = op;
+    this.#opOf[id] = named;
     this.#offsetOf[id] = start;
     s.pending++;
     this.#outstanding++;

@@ -42,6 +42,44 @@ export function bufferOf(buf: Uint8Array): ArrayBufferLike {
   return VIEW_BUFFER.call(buf);
 }
 
+/**
+ * `bufs` with every Uint8Array longer than `max` cut into pieces of at most `max` bytes (views
+ * of the same memory, in order), or null when none is longer or the pieces would number more
+ * than `maxCount`: the caller then submits `bufs` as they are, and the driver says what is
+ * wrong. Anything that is no plain Uint8Array stays as it is, for the driver's checks.
+ */
+export function splitSegments(bufs: readonly unknown[], max: number, maxCount: number): unknown[] | null {
+  let count = 0, long = false;
+  for (const b of bufs) {
+    const len = plainLength(b);
+    if (len > max) long = true;
+    count += len > max ? Math.ceil(len / max) : 1;
+  }
+  if (!long || count > maxCount) return null;
+  const out: unknown[] = [];
+  for (const b of bufs) {
+    const len = plainLength(b);
+    if (len <= max) {
+      out.push(b);
+      continue;
+    }
+    const ab = VIEW_BUFFER.call(b), at = VIEW_OFFSET.call(b);
+    for (let off = 0; off < len; off += max) out.push(new Uint8Array(ab, at + off, Math.min(max, len - off)));
+  }
+  return out;
+}
+
+/** The byte length of a Uint8Array, or -1 for anything else (a Proxy, another view). */
+function plainLength(b: unknown): number {
+  if (!(b instanceof Uint8Array)) return -1;
+  try {
+    VIEW_BUFFER.call(b);
+    return VIEW_LENGTH.call(b);
+  } catch {
+    return -1;
+  }
+}
+
 /** The native address of `buf`'s first byte (0 for an empty buffer). */
 export function bufferAddress(native: Native, buf: Uint8Array): number {
   if (VIEW_LENGTH.call(buf) === 0) return 0;

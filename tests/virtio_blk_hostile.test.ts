@@ -36,6 +36,8 @@ function block(i: number): Uint8Array {
 
 interface Fake extends AsyncDisposable {
   socket: string;
+  /** The image file it serves. */
+  image: string;
   /** What the fake logged (stderr). */
   log(): string;
 }
@@ -66,7 +68,7 @@ async function startFake(...modes: string[]): Promise<Fake> {
     }
     await sleep(20);
   }
-  return { socket, log, [Symbol.asyncDispose]: stop };
+  return { socket, image, log, [Symbol.asyncDispose]: stop };
 }
 
 function startBlkio(socket: string): Blkio {
@@ -218,6 +220,39 @@ htest("segments too small for a block: max-transfer is one block, not 0 (no limi
   assert.match(seen[0].errorMsg!, /more than max-transfer \(512\)/);
   assert.equal(seen[1].ret, EINVAL);
   assert.match(seen[1].errorMsg!, /exceeds max-segment-len \(1\)/);
+});
+
+// A back-end with a size_max (SPDK sets one; qemu-storage-daemon does not) refused every
+// BlockDevice read or write of a longer buffer, and BlockDevice has no property to learn it from.
+// It now sends such a buffer as several segments, as Linux's block layer does (hunt).
+htest("BlockDevice: a buffer longer than the device's size_max goes as several segments", async () => {
+  await using fake = await startFake("cfg_size_max=65536,cfg_seg_max=8");
+  const dev = await BlockDevice.open(fake.socket, { driver: DRIVER, numEntries: 16 });
+  try {
+    const big = dev.allocBuffer(128 * 1024);
+    await dev.read(0, big);
+    for (let i = 0; i < 32; i++) {
+      assert.deepEqual(big.subarray(i * 4096, (i + 1) * 4096), block(i), `block ${i}`);
+    }
+    big.fill(0xa5);
+    const small = dev.allocBuffer(4096).fill(0x5a);
+    await dev.write(32 * 4096, big, { fua: true });
+    await dev.writev(0, [small, big.subarray(0, 100 * 1024)]);
+    const img = readFileSync(fake.image);
+    assert.ok(img.subarray(32 * 4096, 64 * 4096).every((x) => x === 0xa5), "the long write landed whole");
+    assert.ok(img.subarray(0, 4096).every((x) => x === 0x5a), "the writev's first iovec");
+    assert.ok(img.subarray(4096, 4096 + 100 * 1024).every((x) => x === 0xa5), "the writev's long iovec");
+    for (let i = 26; i < 32; i++) {
+      assert.deepEqual(new Uint8Array(img.subarray(i * 4096, (i + 1) * 4096)), block(i));
+    }
+    // More than seg_max segments of size_max (512 KiB): refused as it is, naming max-transfer.
+    await assert.rejects(
+      dev.read(0, dev.allocBuffer(576 * 1024)),
+      (e: Error) => /^Read at offset 0 failed: EINVAL .*more than max-transfer \(524288\)/.test(e.message),
+    );
+  } finally {
+    await dev.close();
+  }
 });
 
 htest("a blk_size beyond 2 MiB is taken as 512, as Linux does; alignment properties agree", async () => {
