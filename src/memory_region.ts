@@ -6,7 +6,7 @@
  */
 import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "./errors.ts";
-import { bufferAddress, byteLengthOf, checkBuffer } from "./buffers.ts";
+import { bufferAddress, bufferOf, byteLengthOf, checkBuffer } from "./buffers.ts";
 import { closeFd, cString, errnoError, pageSize } from "./sys.ts";
 import { isAbandoned, markOwnMapping } from "./abandoned.ts";
 import { describe } from "./properties.ts";
@@ -173,11 +173,6 @@ export class MemoryRegionRegistry {
     const n = this.#native;
     sweepDeferred();
     const { fd, addr } = mapMemfd(n, "libblkio-buf", len, alignment);
-    if (addr % alignment !== 0) {
-      n.libc.munmap(addr, BigInt(len));
-      closeFd(n, fd);
-      throw BlkioError.of("EOVERFLOW", `mmap returned an address not aligned to ${alignment}`);
-    }
     let bytes: Uint8Array<ArrayBuffer>;
     try {
       bytes = new Uint8Array(n.view(addr, len));
@@ -254,6 +249,14 @@ export class MemoryRegionRegistry {
       throw BlkioError.of("EINVAL", "Memory region must be an object with bytes, len, fd and fdOffset");
     }
     const bytes = checkBuffer("Memory region bytes", region.bytes);
+    if (FD_CLOSED.has(bufferOf(bytes))) {
+      // Its fd number may belong to another file by now: a driver that passed it on would have
+      // a back-end write device data there (review).
+      throw BlkioError.of(
+        "EBADF",
+        "Memory region belongs to a destroyed instance that left it to requests the device never finished; its fd is closed",
+      );
+    }
     const len = region.len;
     if (len !== byteLengthOf(bytes)) {
       throw BlkioError.of(
@@ -350,7 +353,7 @@ export class MemoryRegionRegistry {
       // A request the kernel never finished may still write here: leave it mapped for good. The
       // memfd goes: the mapping does not need it, and it cost an fd a destroy for good.
       if (isAbandoned(region.bytes.buffer)) {
-        closeFd(a.native, a.fd);
+        closeMemfd(region, a);
         continue;
       }
       if (mappedAnywhere(a) || usedAnywhere(region)) DEFERRED.set(region, a);
@@ -373,6 +376,18 @@ function usedAnywhere(region: MemoryRegion): boolean {
   return false;
 }
 
+/**
+ * Buffers of abandoned regions whose memfd was closed: the regions still name the fd number,
+ * which the next open may reuse, so they can never be mapped again.
+ */
+const FD_CLOSED = new WeakSet<ArrayBufferLike>();
+
+/** Closes the memfd of abandoned `region` (its mapping stays) and marks it unmappable. */
+function closeMemfd(region: MemoryRegion, a: Allocation): void {
+  FD_CLOSED.add(region.bytes.buffer);
+  closeFd(a.native, a.fd);
+}
+
 /** Releases the deferred allocations nobody maps or uses any more. */
 function sweepDeferred(): void {
   if (DEFERRED.size === 0) return;
@@ -380,7 +395,7 @@ function sweepDeferred(): void {
     if (isAbandoned(region.bytes.buffer)) {
       // Mapped for good, as in destroy(); only the fd goes.
       DEFERRED.delete(region);
-      closeFd(a.native, a.fd);
+      closeMemfd(region, a);
     } else if (!mappedAnywhere(a) && !usedAnywhere(region)) {
       DEFERRED.delete(region);
       release(region, a);

@@ -1157,6 +1157,14 @@ test(
       }
       assert.ok(!link.startsWith("/memfd:libblkio-buf"), `fd ${fd} is still the region's memfd: ${link}`);
     }
+    // The region still names that fd number, which the next open may take: mapping it again is
+    // refused (vhost-user would have passed the other file to its back-end as guest memory).
+    using other = open(image, false);
+    assert.throws(
+      () => other.mapMemRegion(region),
+      (e: BlkioError) => e.code === "EBADF" && /fd is closed/.test(e.message),
+    );
+    assert.throws(() => other.mapMemRegion({ ...region }), (e: BlkioError) => e.code === "EBADF");
   },
 );
 
