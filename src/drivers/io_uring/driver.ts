@@ -31,7 +31,7 @@ import { Ring } from "../../uring/ring.ts";
 import { IORING_ENTER_GETEVENTS, IORING_SETUP_IOPOLL } from "../../uring/constants.ts";
 import { prepReadv, setUserData } from "../../uring/sqe.ts";
 import { FIXED_BUFFERS, IoUringQueue } from "./queue.ts";
-import { notFileOrDevice, type TargetInfo, targetInfo } from "./target_info.ts";
+import { notFileOrDevice, refuseReadOnlyDevice, type TargetInfo, targetInfo } from "./target_info.ts";
 
 /** Whether a ring has been set up in this process: io_uring is there, no need to ask again. */
 let uringSeen = false;
@@ -121,6 +121,7 @@ export class IoUringDriver implements Driver {
       if (type === S_IFIFO || type === S_IFCHR) throw notFileOrDevice(JSON.stringify(this.path), type);
       try {
         fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0));
+        if (!this.readOnly) refuseReadOnlyDevice(n, fd, this.path);
       } catch (e) {
         const code = (e as BlkioError).code;
         if (this.readOnly || (code !== "EACCES" && code !== "EROFS")) throw e;

@@ -675,7 +675,7 @@ export class IoUringQueue implements DriverQueue {
       // and says so whatever the device; a newer one means the device has no discard (now: dm
       // and loop devices can lose it). Only the first turns this queue over to fallocate, this
       // request too; sysfs, read now, tells them apart.
-      if (res === -ENOTSUP && op === Op.Discard && s[b + S_PHASE] === 2 && this.#deviceDiscards()) {
+      if (res === -ENOTSUP && op === Op.Discard && s[b + S_PHASE] === 2 && this.#askDevice(deviceDiscards)) {
         this.#cmdDiscard = false;
         this.#requeue(slot);
         return RESUBMITTED;
@@ -767,23 +767,14 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * Whether the target's block device has discard now (sysfs; only asked after a failure). Never
+   * `ask` of the target's block device (sysfs; only after a failure), false for a file. Never
    * throws: it runs in the middle of a reap, where a throw (sysfs unreadable at the fd limit)
    * lost the CQ head and released slots twice. Unknown counts as no.
    */
-  #deviceReadOnly(): boolean {
+  #askDevice(ask: (native: Native, major: number, minor: number) => boolean): boolean {
     const dev = this.#target.blockDevice;
     try {
-      return dev !== null && deviceReadOnly(this.#native, dev.major, dev.minor);
-    } catch {
-      return false; // in the middle of a reap: no throw (#deviceDiscards)
-    }
-  }
-
-  #deviceDiscards(): boolean {
-    const dev = this.#target.blockDevice;
-    try {
-      return dev !== null && (readBlockLimits(this.#native, dev.major, dev.minor)?.discardMaxBytes ?? 0) > 0;
+      return dev !== null && ask(this.#native, dev.major, dev.minor);
     } catch {
       return false;
     }
@@ -801,9 +792,10 @@ export class IoUringQueue implements DriverQueue {
       return READ_ONLY_MSG;
     }
     if (
-      ret === -EPERM && op !== Op.Read && op !== Op.Readv && t.blockDevice !== null && this.#deviceReadOnly()
+      ret === -EPERM && op !== Op.Read && op !== Op.Readv && t.blockDevice !== null &&
+      this.#askDevice(deviceReadOnly)
     ) {
-      return "The device was made read-only after connect (blockdev --setro, losetup -r): writes fail with EPERM";
+      return "The block device is read-only (blockdev --setro, losetup -r): writes fail with EPERM";
     }
     if (ret === -ENOTSUP && (op === Op.Discard || op === Op.WriteZeroes)) {
       const what = op === Op.Discard
@@ -1188,6 +1180,11 @@ export class IoUringQueue implements DriverQueue {
 }
 
 const POLL_MSG = "request not supported on poll queues for this driver";
+/** Whether block device `major:minor` has discard now. */
+function deviceDiscards(native: Native, major: number, minor: number): boolean {
+  return (readBlockLimits(native, major, minor)?.discardMaxBytes ?? 0) > 0;
+}
+
 const READ_ONLY_MSG = "The instance is read-only (read-only=true): requests that write fail with EBADF";
 const LEN_MSG = "len must fit in an unsigned 32-bit integer";
 const FALLOC_MSG = "the kernel does not support IORING_OP_FALLOCATE";

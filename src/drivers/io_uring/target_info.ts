@@ -7,6 +7,7 @@
 import type { Native } from "../../../ffi/types.ts";
 import { BlkioError } from "../../errors.ts";
 import {
+  closeFd,
   fileStatusFlags,
   fsStat,
   fstat,
@@ -183,6 +184,27 @@ export function deviceReadOnly(native: Native, major: number, minor: number): bo
 }
 
 /**
+ * Closes `fd`, which connect opened for writing at `path`, and throws EROFS when it is a
+ * read-only block device (losetup -r, blockdev --setro): Linux opens one for writing and then
+ * fails every write with a bare EPERM. libblkio connects; a read-only mount and virtio-blk's
+ * read-only export are refused the same way. A caller's own fd is left as it is (its writes'
+ * EPERM says why).
+ */
+export function refuseReadOnlyDevice(native: Native, fd: number, path: string): void {
+  let readOnly: boolean;
+  try {
+    const st = fstat(native, fd);
+    readOnly = (st.mode & S_IFMT) === S_IFBLK && deviceReadOnly(native, st.rdevMajor, st.rdevMinor);
+  } catch (e) {
+    closeFd(native, fd); // sysfs unreadable at the fd limit
+    throw e;
+  }
+  if (!readOnly) return;
+  closeFd(native, fd);
+  throw BlkioError.of("EROFS", `${JSON.stringify(path)} is a read-only block device`);
+}
+
+/**
  * Inspects the open target `fd`; EINVAL unless it is a regular file or a block device. `name`
  * (a quoted path, or "fd N") says which in errors.
  */
@@ -197,15 +219,6 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
     const limits = readBlockLimits(native, st.rdevMajor, st.rdevMinor);
     if (!limits) {
       throw BlkioError.of("EINVAL", "Cannot read the block device's queue limits from sysfs");
-    }
-    // Linux opens a read-only block device (losetup -r, blockdev --setro) for writing, then fails
-    // every write with a bare EPERM: refused here instead, as virtio-blk's start refuses a
-    // read-only export.
-    if (!readOnly && deviceReadOnly(native, st.rdevMajor, st.rdevMinor)) {
-      throw BlkioError.of(
-        "EROFS",
-        `${name} is a read-only block device; to open it for reading only, set read-only (readOnly in BlockDevice.open)`,
-      );
     }
     return {
       isBlockDevice: true,
