@@ -227,6 +227,25 @@ export function readText(native: Native, path: string): string | null {
   }
 }
 
+/** CAP_IPC_LOCK's bit in /proc/self/status's CapEff. */
+const CAP_IPC_LOCK = 14n;
+
+/**
+ * RLIMIT_MEMLOCK in bytes where it binds this process's io_uring rings: a finite soft limit in a
+ * process without CAP_IPC_LOCK (the kernel then charges ring memory to it); else null, also when
+ * /proc cannot be read.
+ */
+export function memlockLimit(native: Native): number | null {
+  try {
+    const caps = /^CapEff:\s+([0-9a-f]+)$/m.exec(readText(native, "/proc/self/status") ?? "")?.[1];
+    if (caps === undefined || ((BigInt(`0x${caps}`) >> CAP_IPC_LOCK) & 1n) === 1n) return null;
+    const soft = /^Max locked memory\s+(\S+)/m.exec(readText(native, "/proc/self/limits") ?? "")?.[1];
+    return soft === undefined || soft === "unlimited" ? null : Number(soft);
+  } catch {
+    return null; // short of fds or memory: no hint then
+  }
+}
+
 /** Whether `errno` says the process or system ran short (fds, memory), not what was asked. */
 export function isShortage(errno: number): boolean {
   return errno === ERRNO.ENOMEM || errno === ERRNO.ENFILE || errno === ERRNO.EMFILE;

@@ -7,7 +7,7 @@
  */
 import type { Native } from "../../ffi/types.ts";
 import { BlkioError } from "../errors.ts";
-import { errnoError, readText } from "../sys.ts";
+import { errnoError, memlockLimit } from "../sys.ts";
 import { CQE, GETEVENTS_ARG, IOVEC, LIBURING_RING, PARAMS, PROBE, SQE, TIMESPEC } from "./layout.ts";
 import { addSqeFlags } from "./sqe.ts";
 import {
@@ -30,21 +30,6 @@ const EINVAL = 22;
 const ENOMEM = 12;
 /** Something to sleep on (Atomics.wait) between attempts at setting a ring up. */
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
-
-/**
- * The soft RLIMIT_MEMLOCK in bytes, or null when it is unlimited or cannot be read (the process
- * has CAP_IPC_LOCK or not, the kernel charges rings to it only without).
- */
-function memlockLimit(native: Native): number | null {
-  let text: string | null = null;
-  try {
-    text = readText(native, "/proc/self/limits");
-  } catch {
-    // Short of fds or memory: no hint then.
-  }
-  const soft = text === null ? null : /^Max locked memory\s+(\S+)/m.exec(text)?.[1];
-  return soft === undefined || soft === null || soft === "unlimited" ? null : Number(soft);
-}
 /** sizeof(struct io_uring_getevents_arg), made once: a bigint per timed wait would allocate. */
 const GETEVENTS_ARG_SIZE = BigInt(GETEVENTS_ARG.size);
 
@@ -123,7 +108,9 @@ export class Ring {
     // Ring memory counts against RLIMIT_MEMLOCK in a process without CAP_IPC_LOCK, and the kernel
     // gives a closed ring's share back only once the ring's exit work has run, a little after
     // io_uring_queue_exit: under a low limit (64 KiB is common) a ring set up right after
-    // another was closed failed ENOMEM (leak hunt). So ENOMEM is tried again for ~130 ms.
+    // another was closed failed ENOMEM (leak hunt). So there ENOMEM is tried again for ~130 ms;
+    // any other ENOMEM (RLIMIT_AS, say) fails at once.
+    let limit: number | null | undefined;
     for (let wait = 1;; wait *= 2) {
       r = -EINVAL;
       for (let i = 0; i <= optional.length && r === -EINVAL; i++) {
@@ -132,7 +119,7 @@ export class Ring {
         pv.setUint32(PARAMS.flags, flags, true);
         r = native.uring.io_uring_queue_init_params(entries, ring, params);
       }
-      if (r !== -ENOMEM || wait > 64) break;
+      if (r !== -ENOMEM || wait > 64 || (limit ??= memlockLimit(native)) === null) break;
       Atomics.wait(SLEEPER, 0, 0, wait);
     }
     if (r < 0) {
@@ -140,17 +127,14 @@ export class Ring {
       if (r === -EINVAL) {
         throw BlkioError.of("EINVAL", `${e.message}: num-entries may exceed the kernel limit`);
       }
-      if (r === -ENOMEM) {
-        const limit = memlockLimit(native);
-        if (limit !== null) {
-          throw BlkioError.of(
-            "ENOMEM",
-            `${e.message}: ring memory counts against the locked-memory limit (RLIMIT_MEMLOCK, ` +
-              `${limit} bytes here) of a process without CAP_IPC_LOCK; raise it (ulimit -l, ` +
-              "systemd's LimitMEMLOCK, docker run --ulimit memlock) or use fewer rings or a smaller num-entries",
-            { cause: e },
-          );
-        }
+      if (r === -ENOMEM && limit !== null && limit !== undefined) {
+        throw BlkioError.of(
+          "ENOMEM",
+          `${e.message}: ring memory counts against the locked-memory limit (RLIMIT_MEMLOCK, ` +
+            `${limit} bytes here) of a process without CAP_IPC_LOCK; raise it (ulimit -l, ` +
+            "systemd's LimitMEMLOCK, docker run --ulimit memlock) or use fewer rings or a smaller num-entries",
+          { cause: e },
+        );
       }
       throw e;
     }
