@@ -53,7 +53,8 @@ export function splitSegments(bufs: readonly unknown[], max: number, maxCount: n
   for (const b of bufs) {
     const len = plainLength(b);
     if (len > max) long = true;
-    count += len > max ? Math.ceil(len / max) : 1;
+    // Empty buffers take no segment: the queues leave them out.
+    count += len > max ? Math.ceil(len / max) : len === 0 ? 0 : 1;
   }
   if (!long || count > maxCount) return null;
   const out: unknown[] = [];

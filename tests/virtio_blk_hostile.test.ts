@@ -222,18 +222,32 @@ htest("segments too small for a block: max-transfer is one block, not 0 (no limi
   assert.match(seen[1].errorMsg!, /exceeds max-segment-len \(1\)/);
 });
 
+/** Runs `fn` with a BlockDevice (queue-size 16) over a fake started with `modes`; closes both. */
+async function withDevice(modes: string, fn: (dev: BlockDevice, fake: Fake) => Promise<void>): Promise<void> {
+  await using fake = await startFake(modes);
+  const dev = await BlockDevice.open(fake.socket, { driver: DRIVER, numEntries: 16 });
+  try {
+    await fn(dev, fake);
+  } finally {
+    await dev.close();
+  }
+}
+
+/** Asserts that `buf` holds the image's blocks from `first` on, as the fake starts it. */
+function assertBlocks(buf: Uint8Array, first = 0): void {
+  for (let i = 0; i < buf.length / 4096; i++) {
+    assert.deepEqual(buf.subarray(i * 4096, (i + 1) * 4096), block(first + i), `block ${first + i}`);
+  }
+}
+
 // A back-end with a size_max (SPDK sets one; qemu-storage-daemon does not) refused every
 // BlockDevice read or write of a longer buffer, and BlockDevice has no property to learn it from.
 // It now sends such a buffer as several segments, as Linux's block layer does (hunt).
 htest("BlockDevice: a buffer longer than the device's size_max goes as several segments", async () => {
-  await using fake = await startFake("cfg_size_max=65536,cfg_seg_max=8");
-  const dev = await BlockDevice.open(fake.socket, { driver: DRIVER, numEntries: 16 });
-  try {
+  await withDevice("cfg_size_max=65536,cfg_seg_max=8", async (dev, fake) => {
     const big = dev.allocBuffer(128 * 1024);
     await dev.read(0, big);
-    for (let i = 0; i < 32; i++) {
-      assert.deepEqual(big.subarray(i * 4096, (i + 1) * 4096), block(i), `block ${i}`);
-    }
+    assertBlocks(big);
     big.fill(0xa5);
     const small = dev.allocBuffer(4096).fill(0x5a);
     await dev.write(32 * 4096, big, { fua: true });
@@ -242,17 +256,40 @@ htest("BlockDevice: a buffer longer than the device's size_max goes as several s
     assert.ok(img.subarray(32 * 4096, 64 * 4096).every((x) => x === 0xa5), "the long write landed whole");
     assert.ok(img.subarray(0, 4096).every((x) => x === 0x5a), "the writev's first iovec");
     assert.ok(img.subarray(4096, 4096 + 100 * 1024).every((x) => x === 0xa5), "the writev's long iovec");
-    for (let i = 26; i < 32; i++) {
-      assert.deepEqual(new Uint8Array(img.subarray(i * 4096, (i + 1) * 4096)), block(i));
-    }
+    assertBlocks(new Uint8Array(img.subarray(26 * 4096, 32 * 4096)), 26);
     // More than seg_max segments of size_max (512 KiB): refused as it is, naming max-transfer.
     await assert.rejects(
       dev.read(0, dev.allocBuffer(576 * 1024)),
       (e: Error) => /^Read at offset 0 failed: EINVAL .*more than max-transfer \(524288\)/.test(e.message),
     );
-  } finally {
-    await dev.close();
+  });
+});
+
+// The queues leave empty iovecs out, and so does the count of segments a split makes: a readv of
+// 64 KiB and an empty view was refused on a device of 4 segments of 16 KiB (review).
+htest("BlockDevice: an empty iovec takes no segment when a long one is split", async () => {
+  await withDevice("cfg_size_max=16384,cfg_seg_max=4", async (dev) => {
+    const buf = dev.allocBuffer(65536);
+    await dev.readv(0, [buf, new Uint8Array(0)]);
+    await dev.readv(0, [new Uint8Array(0), buf]);
+    assertBlocks(buf);
+  });
+});
+
+// Without SEG_MAX, max-segments said 1 (libblkio's value) while the queue took any number of
+// iovecs, and BlockDevice, trusting the 1, did not split a buffer beyond size_max (review).
+htest("without SEG_MAX, max-segments is what the queue holds, and BlockDevice splits by it", async () => {
+  {
+    await using fake = await startFake("cfg_size_max=65536,features_mask=4"); // serves one client
+    using b = startBlkio(fake.socket); // queue-size 16
+    assert.equal(b.getInt("max-segments"), 14);
+    assert.equal(b.getInt("max-transfer"), 14 * 65536);
   }
+  await withDevice("cfg_size_max=65536,features_mask=4", async (dev) => {
+    const big = dev.allocBuffer(128 * 1024);
+    await dev.read(0, big);
+    assertBlocks(big);
+  });
 });
 
 htest("a blk_size beyond 2 MiB is taken as 512, as Linux does; alignment properties agree", async () => {

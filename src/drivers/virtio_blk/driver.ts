@@ -182,11 +182,13 @@ export class VirtioBlkVhostUserDriver implements Driver {
   }
 
   /**
-   * max-segments: the device's seg_max (else 1), and no more than a request's descriptors leave
-   * of the queue (header and status take two): more iovecs than that failed EINVAL.
+   * max-segments: what a request's descriptors leave of the queue (header and status take two:
+   * more iovecs than that failed EINVAL), and no more than the device's seg_max where it gives
+   * one. libblkio says 1 without SEG_MAX but never enforced it: the queue is the one limit the
+   * requests meet, and the property says what they meet (review).
    */
   maxSegments(): number {
-    const segs = this.has(VirtioFeature.BLK_SEG_MAX) ? clampInt(this.c.config.segMax) : 1;
+    const segs = this.has(VirtioFeature.BLK_SEG_MAX) ? clampInt(this.c.config.segMax) : Infinity;
     return Math.max(1, Math.min(segs, this.queueSize - 2));
   }
 
@@ -284,16 +286,15 @@ export class VirtioBlkVhostUserDriver implements Driver {
   }
 
   /**
-   * The longest read or write, in whole blocks: size_max times seg_max where the device gives
-   * both, and below 2^31 bytes always. libblkio says 0 (no limit) otherwise, but
+   * The longest read or write, in whole blocks: size_max times max-segments where the device
+   * gives a size_max, and below 2^31 bytes always. libblkio says 0 (no limit) otherwise, but
    * qemu-storage-daemon (7.2) keeps a request's length in an int: a read of 2 GiB or more
    * never completed (helper's hunt: 2^31 - 512 bytes in 8 s, 2^31 never), and such a write failed EIO.
    */
   maxTransfer(): number {
     const cfg = this.c.config, ra = this.blockSize();
     // qemu-storage-daemon offers SIZE_MAX with a size_max of 0: no limit, as 0 is for the property.
-    const device = this.has(VirtioFeature.BLK_SIZE_MAX) && this.has(VirtioFeature.BLK_SEG_MAX) &&
-        cfg.sizeMax > 0 && cfg.segMax > 0
+    const device = this.has(VirtioFeature.BLK_SIZE_MAX) && cfg.sizeMax > 0
       ? cfg.sizeMax * this.maxSegments()
       : Infinity;
     // At least one block: 0 would read as "no limit" (libblkio's meaning) while refusing every
@@ -316,7 +317,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
       discard: this.has(VirtioFeature.BLK_DISCARD),
       writeZeroes: this.has(VirtioFeature.BLK_WRITE_ZEROES),
       requestAlignment: ra,
-      maxSegments: this.has(VirtioFeature.BLK_SEG_MAX) ? this.maxSegments() : 0,
+      maxSegments: this.maxSegments(),
       maxSegmentLen: this.has(VirtioFeature.BLK_SIZE_MAX) ? cfg.sizeMax : 0,
       maxTransfer: this.maxTransfer(),
       discardChunk: chunk(cfg.maxDiscardSectors),
@@ -578,13 +579,13 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
   },
   "max-segments": {
     type: "int",
-    doc: "Maximum number of iovecs per request (the device's seg_max, and queue-size less 2)",
+    doc: "Maximum number of iovecs per request (queue-size less 2, and the device's seg_max)",
     readableFrom: K,
     get: (d) => d.maxSegments(),
   },
   "max-transfer": {
     type: "int",
-    doc: "Maximum read/write length (size_max times seg_max, and below 2 GiB); longer ones are EINVAL",
+    doc: "Maximum read/write length (size_max times max-segments, and below 2 GiB); longer ones are EINVAL",
     readableFrom: K,
     get: (d) => d.maxTransfer(),
   },
