@@ -7,14 +7,55 @@
  *
  * @module
  */
-import { writeSync } from "node:fs";
+import { readFileSync, writeSync } from "node:fs";
 import process from "node:process";
 import { isatty } from "node:tty";
 import { type Blkio, BlkioError, errnoName, errnoText } from "../mod.ts";
 
-/** The command-line arguments after the program (and script) name. */
+/**
+ * The command-line arguments after the program (and script) name. Both runtimes decode argv as
+ * UTF-8, turning bytes that are not into U+FFFD: a file name that is not UTF-8 then named
+ * another file (`disk\xe9.img` became `disk\uFFFD.img`, which a copy created or overwrote).
+ * Such an argument ends the program instead; the raw bytes come from /proc/self/cmdline.
+ */
 export function commandArgs(): string[] {
-  return process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const mangled = notUtf8Arguments();
+  for (const arg of args) {
+    if (mangled.has(arg)) {
+      die(
+        `Argument ${
+          JSON.stringify(arg)
+        } is not valid UTF-8, which this runtime cannot pass on: give a path ` +
+          "through a symlink with a UTF-8 name",
+      );
+    }
+  }
+  return args;
+}
+
+/** The arguments of this process that are not valid UTF-8, as the runtime decoded them. */
+function notUtf8Arguments(): Set<string> {
+  const found = new Set<string>();
+  let raw: Uint8Array;
+  try {
+    raw = readFileSync("/proc/self/cmdline");
+  } catch {
+    return found; // no /proc: nothing to compare with
+  }
+  const strict = new TextDecoder("utf-8", { fatal: true }), lossy = new TextDecoder();
+  for (let start = 0; start < raw.length;) {
+    let end = raw.indexOf(0, start);
+    if (end < 0) end = raw.length;
+    const bytes = raw.subarray(start, end);
+    try {
+      strict.decode(bytes);
+    } catch {
+      found.add(lossy.decode(bytes));
+    }
+    start = end + 1;
+  }
+  return found;
 }
 
 const encoder = new TextEncoder();

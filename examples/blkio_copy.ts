@@ -228,8 +228,10 @@ function doWrite(end: End, offset: number, len: number, buf: Uint8Array): void {
     return;
   }
   let done = 0;
+  // A pipe has no offsets (pwrite fails ESPIPE): written in order.
+  const stream = kindOf(end.fd) === "stream";
   try {
-    while (done < len) done += writeSync(end.fd, buf, done, len - done, offset + done);
+    while (done < len) done += writeSync(end.fd, buf, done, len - done, stream ? null : offset + done);
   } catch (e) {
     die(`pwrite: ${errorText(e)}`);
   }

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -148,6 +148,58 @@ test("blkio_copy: creates the output file and writes exactly the input's length 
   ok(tool("blkio_copy", [`--input-file=${src}`, "--output-blkio=io_uring", `path=${dst2}`]));
   assert.equal(statSync(dst2).size, 300000);
   assert.ok(readFileSync(src).equals(readFileSync(dst2)));
+});
+
+// Both runtimes decode argv as UTF-8 with U+FFFD for what is not: a copy to `disk\xe9.img`
+// overwrote an unrelated `disk\uFFFD.img` and exited 0 (CLI hunt).
+test("blkio_copy: a path argument that is not UTF-8 is refused, and the file its decoding names is untouched", () => {
+  const src = randomFile("copy-not-utf8-src", 4097);
+  const lookalike = join(DIR, "disk\uFFFD.img"); // valid UTF-8: what the runtime makes of \xe9
+  writeFileSync(lookalike, "precious\n");
+  const script = join(ROOT, "examples", "blkio_copy.ts");
+  const runtime = RUNTIME === "deno" ? `"$RT" run -A "$0"` : `"$RT" "$0"`;
+  // printf makes the byte 0xe9, which a JS string cannot carry to spawnSync. The runtime goes in
+  // the environment: Deno rewrites a spawned argument equal to its own path.
+  const r = finished(spawnSync(
+    "sh",
+    [
+      "-c",
+      `exec ${runtime} --input-blkio=io_uring "path=$1" "--output-file=$(printf '%s/disk\\351.img' "$2")"`,
+      script,
+      src,
+      DIR,
+    ],
+    { cwd: DIR, encoding: "utf8", timeout: 60_000, env: { ...process.env, RT: process.execPath } },
+  ));
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /is not valid UTF-8/);
+  assert.equal(readFileSync(lookalike, "utf8"), "precious\n");
+  assert.ok(
+    !readdirSync(DIR).some((n) => n.startsWith("disk") && n !== "disk\uFFFD.img"),
+    "nothing else created",
+  );
+});
+
+// pwrite on a pipe fails ESPIPE: copying to /dev/stdout, which the README shows, always failed.
+test("blkio_copy: --output-file=/dev/stdout into a pipe streams the copy", () => {
+  const src = randomFile("copy-to-pipe", 300000);
+  const out = join(DIR, "copy-from-pipe");
+  const runtime = RUNTIME === "deno" ? `"$RT" run -A "$0"` : `"$RT" "$0"`;
+  // Through sh, so stdout is a pipe (Bun gives a spawned child a socket, which /dev/stdout cannot open).
+  const r = finished(spawnSync(
+    "sh",
+    [
+      "-c",
+      `{ ${runtime} --input-blkio=io_uring "path=$1" --output-file=/dev/stdout; echo $? > "$2.status"; } | cat > "$2"`,
+      join(ROOT, "examples", "blkio_copy.ts"),
+      src,
+      out,
+    ],
+    { cwd: DIR, encoding: "utf8", timeout: 60_000, env: { ...process.env, RT: process.execPath } },
+  ));
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(readFileSync(`${out}.status`, "utf8").trim(), "0", r.stderr);
+  assert.ok(readFileSync(src).equals(readFileSync(out)), "the copy read back from the pipe");
 });
 
 // fstat gives a size of 0 for a block device and a pipe: the copy stopped there and exited 0.
