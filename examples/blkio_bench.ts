@@ -125,6 +125,12 @@ function usageText(): string {
     "and min/mean/max latency in microseconds.\n";
 }
 
+/** How long the workers may take to finish their requests once the run has ended. */
+const STOP_GRACE_MS = 10_000;
+/** The most requests a thread keeps in flight, and the most buffer memory they may take. */
+const MAX_IODEPTH = 65536;
+const MAX_BUFFER_BYTES = 2 ** 31;
+
 function badUsage(error: string): never {
   printErr(`${error}\n\n${usageText()}`);
   exit(1);
@@ -234,6 +240,23 @@ function parseArgs(argv: string[]): { config: Config; driver: string; props: str
     }
   }
   if (rest.length === 0) badUsage("Missing blkio driver name argument");
+  // Each thread allocates iodepth buffers up front: 2^32 - 1 of them ran Deno out of memory
+  // after minutes (CLI hunt).
+  if (config.iodepth > MAX_IODEPTH) badUsage(`Invalid iodepth (at most ${MAX_IODEPTH})`);
+  if (config.iodepth * config.blocksize > MAX_BUFFER_BYTES) {
+    badUsage(
+      `iodepth times blocksize must not exceed ${MAX_BUFFER_BYTES} bytes (the buffers of each thread)`,
+    );
+  }
+  // One instance per Worker (JS objects cannot cross threads), where libblkio runs its threads
+  // on the queues of one instance: a vhost-user back-end serves one client, so the second
+  // thread waited 10 s and failed (CLI hunt).
+  if (config.numThreads > 1 && rest[0].startsWith("virtio-blk")) {
+    badUsage(
+      `--num-threads above 1 opens one connection per thread, and a ${rest[0]} back-end serves one ` +
+        "client: use one thread",
+    );
+  }
   if (config.latencySample > 1 && config.mode === "event") {
     badUsage("--latency-sample does not apply to --event (each lane reads the clock once per request)");
   }
@@ -472,7 +495,20 @@ async function main(argv: string[]): Promise<void> {
   if (timer !== undefined) clearInterval(timer);
   Atomics.store(flags, Flag.Stop, 1);
   const cpu = config.cpuUsage ? process.cpuUsage(cpu0) : null;
+  // The workers finish the requests in flight; a device that stopped answering would keep them
+  // (and this process, Ctrl-C or not) waiting for good (CLI hunt).
+  const stuck = setTimeout(() => {
+    progress.clear();
+    printErr(
+      `Requests still in flight ${
+        STOP_GRACE_MS / 1000
+      } s after the run ended (the device does not answer): ` +
+        "exiting without results\n",
+    );
+    exit(interrupted ? 130 : 1);
+  }, STOP_GRACE_MS);
   await done;
+  clearTimeout(stuck);
   progress.clear();
   for (const w of workers) w.terminate();
 

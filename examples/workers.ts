@@ -12,7 +12,9 @@
  *   deno run -A examples/workers.ts [--threads 2] [--seconds 2] [--direct] [--path <file|device>]
  *   bun examples/workers.ts [same options]
  *
- * Without --path it works on a 64 MiB scratch file in the temp directory.
+ * Without --path it works on a 64 MiB scratch file in the temp directory. With --path it
+ * OVERWRITES the first `threads` MiB of that file or device (a disk's partition table lives
+ * there): give it a scratch target only.
  *
  * @module
  */
@@ -29,7 +31,8 @@ interface Options {
   path: string | null;
 }
 
-const USAGE = "Usage: workers.ts [--threads 2] [--seconds 2] [--direct] [--path <file|device>]";
+const USAGE = "Usage: workers.ts [--threads 2] [--seconds 2] [--direct] [--path <file|device>]\n" +
+  "  --path: a scratch target; its first <threads> MiB are overwritten";
 
 /** A mistake on the command line: reported with the usage, exit status 2. */
 class UsageError extends Error {}
