@@ -1179,12 +1179,12 @@ export class IoUringQueue implements DriverQueue {
   }
 }
 
-const POLL_MSG = "request not supported on poll queues for this driver";
 /** Whether block device `major:minor` has discard now. */
 function deviceDiscards(native: Native, major: number, minor: number): boolean {
   return (readBlockLimits(native, major, minor)?.discardMaxBytes ?? 0) > 0;
 }
 
+const POLL_MSG = "request not supported on poll queues for this driver";
 const READ_ONLY_MSG = "The instance is read-only (read-only=true): requests that write fail with EBADF";
 const LEN_MSG = "len must fit in an unsigned 32-bit integer";
 const FALLOC_MSG = "the kernel does not support IORING_OP_FALLOCATE";
