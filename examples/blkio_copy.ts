@@ -252,8 +252,20 @@ function flush(end: End): void {
   }
 }
 
+/** The size of an output that cannot grow (a block device), or null when it can. */
+function fixedSize(end: End): number | null {
+  if (end.blkio) return end.blkio.getBool("can-grow") ? null : capacity(end);
+  return kindOf(end.fd) === "block device" ? blockDeviceSize(end.fd) : null;
+}
+
 function copy(input: End, output: End): void {
   const total = capacity(input);
+  // A larger input would overwrite the whole device and then fail (ENOSPC, EIO), leaving it
+  // neither its old contents nor a copy (CLI hunt): refused before the first write.
+  const room = total < 0 ? null : fixedSize(output);
+  if (room !== null && total > room) {
+    die(`The input (${total} bytes) is larger than the output (${room} bytes): nothing was copied`);
+  }
   if (input.blkio) setUpBuffer(input);
   if (output.blkio) setUpBuffer(output);
   const inBuf = input.buf ?? output.buf!;

@@ -203,6 +203,29 @@ test("blkio_copy: --output-file=/dev/stdout into a pipe streams the copy", () =>
   assert.ok(readFileSync(src).equals(readFileSync(out)), "the copy read back from the pipe");
 });
 
+// A larger input overwrote the whole device, then failed ENOSPC (CLI hunt): refused up front.
+test(
+  ...skipIf(
+    "blkio_copy: an input larger than the output device is refused before anything is written",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const dev = scratchLoop(1024 * 1024);
+    const before = new Uint8Array(1024 * 1024).fill(0x5a);
+    pwrite(dev, 0, before);
+    const src = randomFile("copy-too-large", 1024 * 1024 + 4096);
+    for (const out of [["--output-blkio=io_uring", `path=${dev}`], [`--output-file=${dev}`]]) {
+      const r = tool("blkio_copy", ["--input-blkio=io_uring", `path=${src}`, ...out]);
+      assert.equal(r.status, 1, r.stderr);
+      assert.equal(
+        r.stderr,
+        "The input (1052672 bytes) is larger than the output (1048576 bytes): nothing was copied\n",
+      );
+      assert.ok(readFileSync(dev).equals(before), `${out[0]}: the device was written`);
+    }
+  },
+);
+
 // fstat gives a size of 0 for a block device and a pipe: the copy stopped there and exited 0.
 test(...skipIf("blkio_copy: a block device as --input-file is copied whole", loopUnavailableReason()), () => {
   const dev = scratchLoop(3 * 1024 * 1024);
