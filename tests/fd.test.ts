@@ -284,6 +284,11 @@ for (const t of TARGETS) {
       const seen = runChild("_connect_emfile.ts", [t.path, String(t.direct)], ["prlimit", "--nofile=256"]);
       assert.ok(seen.held > 100, `the child filled only ${seen.held} fds`);
       assert.equal(seen.code, "EMFILE", JSON.stringify(seen));
+      // It names the target, not only the sysfs file or probe that ran short.
+      assert.match(
+        seen.message,
+        new RegExp(`^Cannot inspect ${JSON.stringify(t.path).replaceAll("/", "\\/")}: `),
+      );
     },
   );
 }

@@ -31,7 +31,13 @@ import { Ring } from "../../uring/ring.ts";
 import { IORING_ENTER_GETEVENTS, IORING_SETUP_IOPOLL } from "../../uring/constants.ts";
 import { prepReadv, setUserData } from "../../uring/sqe.ts";
 import { FIXED_BUFFERS, IoUringQueue } from "./queue.ts";
-import { notFileOrDevice, refuseReadOnlyDevice, type TargetInfo, targetInfo } from "./target_info.ts";
+import {
+  inspecting,
+  notFileOrDevice,
+  refuseReadOnlyDevice,
+  type TargetInfo,
+  targetInfo,
+} from "./target_info.ts";
 
 /** Whether a ring has been set up in this process: io_uring is there, no need to ask again. */
 let uringSeen = false;
@@ -169,7 +175,7 @@ export class IoUringDriver implements Driver {
       this.#ownsFd = true;
     } catch (e) {
       if (opened) closeFd(n, fd);
-      throw e;
+      throw inspecting(name, e);
     }
   }
 

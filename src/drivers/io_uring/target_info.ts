@@ -12,6 +12,7 @@ import {
   fsStat,
   fstat,
   FUSE_SUPER_MAGIC,
+  isShortage,
   NETWORK_FS_MAGICS,
   O_ACCMODE,
   O_RDONLY,
@@ -184,6 +185,16 @@ export function deviceReadOnly(native: Native, major: number, minor: number): bo
 }
 
 /**
+ * `e`, or for a shortage (fds, memory) an error that says it came from inspecting target `name`:
+ * the file that could not be opened is one the caller never named (sysfs, a probe ring), as in
+ * "Cannot open /sys/dev/block/254:0/partition" (leak hunt).
+ */
+export function inspecting(name: string, e: unknown): unknown {
+  if (!(e instanceof BlkioError) || !isShortage(e.errno)) return e;
+  return new BlkioError(e.errno, `Cannot inspect ${name}: ${e.message}`, { cause: e });
+}
+
+/**
  * Closes `fd`, which connect opened for writing at `path`, and throws EROFS when it is a
  * read-only block device (losetup -r, blockdev --setro): Linux opens one for writing and then
  * fails every write with a bare EPERM. libblkio connects; a read-only mount and virtio-blk's
@@ -197,7 +208,7 @@ export function refuseReadOnlyDevice(native: Native, fd: number, path: string): 
     readOnly = (st.mode & S_IFMT) === S_IFBLK && deviceReadOnly(native, st.rdevMajor, st.rdevMinor);
   } catch (e) {
     closeFd(native, fd); // sysfs unreadable at the fd limit
-    throw e;
+    throw inspecting(JSON.stringify(path), e);
   }
   if (!readOnly) return;
   closeFd(native, fd);
