@@ -384,6 +384,10 @@ function main(argv: string[]): void {
       case "input-blkio":
         if (inBlkio || inFd !== -1) onlyOne("input");
         inBlkio = createBlkio("--input-blkio", value);
+        // The copy only reads its input: opened read-only unless a `read-only=false` follows,
+        // so that a read-only mount or export can be copied from (libblkio opens it read-write,
+        // and fails there with EROFS) and a mistake cannot write to it (CLI hunt).
+        inBlkio.setBool("read-only", true);
         break;
       case "input-file":
         if (inBlkio || inFd !== -1) onlyOne("input");

@@ -3,9 +3,9 @@
 // fixes, the progress line on a terminal, and the single-file executable of blkio_info.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -202,6 +202,43 @@ test("blkio_copy: --output-file=/dev/stdout into a pipe streams the copy", () =>
   assert.equal(readFileSync(`${out}.status`, "utf8").trim(), "0", r.stderr);
   assert.ok(readFileSync(src).equals(readFileSync(out)), "the copy read back from the pipe");
 });
+
+// The copy only reads its input, yet libblkio opens it read-write: a file on a read-only mount
+// failed with EROFS (CLI hunt). The input side is now read-only unless told otherwise.
+test(
+  ...skipIf(
+    "blkio_copy: an --input-blkio file on a read-only mount is copied (the input is opened read-only)",
+    typeof process.getuid === "function" && process.getuid() === 0 ? null : "mounting a tmpfs needs root",
+  ),
+  async () => {
+    const mnt = join(DIR, "ro-mount");
+    mkdirSync(mnt);
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt]);
+    try {
+      const data = randomFillSync(new Uint8Array(300000));
+      writeFileSync(join(mnt, "in.img"), data);
+      execFileSync("mount", ["-o", "remount,ro", mnt]);
+      const dst = join(DIR, "copy-from-ro-mount");
+      ok(
+        tool("blkio_copy", ["--input-blkio=io_uring", `path=${join(mnt, "in.img")}`, `--output-file=${dst}`]),
+      );
+      assert.ok(readFileSync(dst).equals(data));
+      // Asked for, read-write still applies (and fails there as libblkio does).
+      const r = tool("blkio_copy", [
+        "--input-blkio=io_uring",
+        `path=${join(mnt, "in.img")}`,
+        "read-only=false",
+        `--output-file=${dst}`,
+      ]);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /EROFS|Read-only file system/);
+    } finally {
+      for (let i = 0; i < 50 && spawnSync("umount", [mnt]).status !== 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  },
+);
 
 // A larger input overwrote the whole device, then failed ENOSPC (CLI hunt): refused up front.
 test(
