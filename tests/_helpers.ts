@@ -18,7 +18,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -143,6 +143,32 @@ export function skipIf(
   why: string | null | undefined | false,
 ): [string, { skip: string | false }] {
   return why ? [`${name} (skipped: ${why})`, { skip: why }] : [name, { skip: false }];
+}
+
+/** Why a tmpfs cannot be mounted here (not root), or null. */
+export const MOUNT_SKIP = typeof process.getuid === "function" && process.getuid() === 0
+  ? null
+  : "mounting a tmpfs needs root";
+
+/**
+ * Runs `fn` with a 1 MiB tmpfs mounted read-only on a new scratch directory, holding `files`
+ * (name to contents); unmounts it afterwards (retried while the kernel still holds it busy).
+ */
+export async function withReadOnlyMount(
+  files: Record<string, Uint8Array>,
+  fn: (dir: string) => Promise<void> | void,
+): Promise<void> {
+  const dir = scratchDir();
+  execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
+  try {
+    for (const [name, data] of Object.entries(files)) writeFileSync(join(dir, name), data);
+    execFileSync("mount", ["-o", "remount,ro", dir]);
+    await fn(dir);
+  } finally {
+    for (let i = 0; i < 50 && spawnSync("umount", [dir]).status !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
 }
 
 /**

@@ -3,20 +3,22 @@
 // fixes, the progress line on a terminal, and the single-file executable of blkio_info.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { execFileSync, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import {
   cleanupAll,
   loopUnavailableReason,
+  MOUNT_SKIP,
   pwrite,
   RUNTIME,
   scratchDir,
   scratchLoop,
   skipIf,
+  withReadOnlyMount,
 } from "./_helpers.ts";
 import { qsdSkipReason, startExport } from "./_vhost_user.ts";
 
@@ -208,16 +210,11 @@ test("blkio_copy: --output-file=/dev/stdout into a pipe streams the copy", () =>
 test(
   ...skipIf(
     "blkio_copy: an --input-blkio file on a read-only mount is copied (the input is opened read-only)",
-    typeof process.getuid === "function" && process.getuid() === 0 ? null : "mounting a tmpfs needs root",
+    MOUNT_SKIP,
   ),
-  async () => {
-    const mnt = join(DIR, "ro-mount");
-    mkdirSync(mnt);
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt]);
-    try {
-      const data = randomFillSync(new Uint8Array(300000));
-      writeFileSync(join(mnt, "in.img"), data);
-      execFileSync("mount", ["-o", "remount,ro", mnt]);
+  () => {
+    const data = randomFillSync(new Uint8Array(300000));
+    return withReadOnlyMount({ "in.img": data }, (mnt) => {
       const dst = join(DIR, "copy-from-ro-mount");
       ok(
         tool("blkio_copy", ["--input-blkio=io_uring", `path=${join(mnt, "in.img")}`, `--output-file=${dst}`]),
@@ -232,11 +229,7 @@ test(
       ]);
       assert.equal(r.status, 1);
       assert.match(r.stderr, /EROFS|Read-only file system/);
-    } finally {
-      for (let i = 0; i < 50 && spawnSync("umount", [mnt]).status !== 0; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    });
   },
 );
 

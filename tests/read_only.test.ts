@@ -2,8 +2,8 @@
 // that would modify the device fails in its completion, leaving the device unchanged.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { chmodSync, openSync, readFileSync, writeFileSync } from "node:fs";
-import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, openSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import process from "node:process";
 import { Blkio, type BlkioError, BlockDevice, type Completion, ReqFlags } from "../mod.ts";
@@ -14,15 +14,16 @@ import {
   connectTo,
   loopUnavailableReason,
   loseWriteZeroes,
+  MOUNT_SKIP,
   pread,
   pwrite,
   reap,
-  scratchDir,
   scratchFile,
   scratchLoop,
   skipIf,
   startOn,
   targets,
+  withReadOnlyMount,
 } from "./_helpers.ts";
 
 const TARGETS = targets();
@@ -175,14 +176,10 @@ test(
 test(
   ...skipIf(
     "read-only: a file on a read-only mount fails connect with EROFS saying to set read-only, and reads with it",
-    IS_ROOT ? null : "mounting a tmpfs needs root",
+    MOUNT_SKIP,
   ),
-  async () => {
-    const dir = scratchDir();
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
-    try {
-      writeFileSync(join(dir, "disk.img"), new Uint8Array(65536).fill(0x42));
-      execFileSync("mount", ["-o", "remount,ro", dir]);
+  () =>
+    withReadOnlyMount({ "disk.img": new Uint8Array(65536).fill(0x42) }, async (dir) => {
       const path = join(dir, "disk.img");
       {
         using b = Blkio.create("io_uring");
@@ -202,12 +199,7 @@ test(
       }
       await assert.rejects(BlockDevice.open(path), /EROFS.*readOnly in BlockDevice\.open/);
       await (await BlockDevice.open(path, { readOnly: true })).close();
-    } finally {
-      for (let i = 0; i < 50 && spawnSync("umount", [dir]).status !== 0; i++) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-  },
+    }),
 );
 
 // A block device without write zeroes: a NO_FALLBACK request is refused before the kernel sees
