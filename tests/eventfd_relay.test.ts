@@ -258,76 +258,115 @@ function runNs(): number {
   }
 }
 
+/** A full garbage collection now, where the runtime offers one (Bun; Deno with --expose-gc). */
+function collectGarbage(): void {
+  const g = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
+  if (g.Bun) g.Bun.gc(true);
+  else g.gc?.();
+}
+
+interface StarvationRun {
+  /** Why the run does not pass, or null if it does. */
+  failure: string | null;
+  what: string;
+}
+
+/**
+ * One run of the starvation measurement: waits on an eventfd that a Worker signals every ~5 µs,
+ * for 900 ms, while a 5 ms interval counts how long this thread ran between its ticks.
+ */
+async function starvationRun(): Promise<StarvationRun> {
+  // A fast device's completions, from another thread. Bun ended each such wait within the
+  // same event-loop turn, and that turn ran on: a 5 ms interval waited 40-220 ms for its turn.
+  const fd = newEventfd(N);
+  const w = new CompletionWaiter(N, fd);
+  const worker = new Worker(new URL("./_eventfd_signaller.ts", import.meta.url).href, { type: "module" });
+  const stop = new Int32Array(new SharedArrayBuffer(4));
+  try {
+    const messages: unknown[] = [];
+    let notify = () => {};
+    worker.onmessage = (e: MessageEvent) => {
+      messages.push(e.data);
+      notify();
+    };
+    const message = (k: number) =>
+      new Promise<unknown>((resolve) => {
+        const check = () => (messages.length > k ? resolve(messages[k]) : (notify = check));
+        check();
+      });
+    assert.equal(await message(0), "ready");
+    worker.postMessage({ fd, stop: stop.buffer });
+    assert.equal(await message(1), "started");
+    // What counts is how long this thread ran without the timer getting its turn: its time on
+    // a CPU between ticks (schedstat), not the wall-clock gap, which also grows while a busy
+    // machine leaves the thread waiting for a CPU.
+    let ticks = 0, maxGap = 0, maxHeld = 0, excess = 0, last = performance.now(), lastRun = runNs();
+    const timer = setInterval(() => {
+      const now = performance.now(), run = runNs();
+      maxGap = Math.max(maxGap, now - last);
+      const held = run < 0 ? now - last : (run - lastRun) / 1e6;
+      maxHeld = Math.max(maxHeld, held);
+      excess += Math.max(0, held - 10);
+      last = now;
+      lastRun = run;
+      ticks++;
+    }, 5);
+    const start = performance.now();
+    let waits = 0;
+    try {
+      while (performance.now() < start + 900) {
+        await w.wait();
+        waits++;
+        const work = performance.now() + 0.02; // what a drain of completions costs
+        while (performance.now() < work);
+      }
+    } finally {
+      clearInterval(timer);
+      Atomics.store(stop, 0, 1);
+    }
+    const elapsed = performance.now() - start;
+    assert.ok((await message(2) as number) > waits);
+    const what = `${waits} waits; ${ticks} ticks of a 5 ms interval in ${elapsed.toFixed(0)} ms, ` +
+      `longest gap ${maxGap.toFixed(1)} ms, ${maxHeld.toFixed(1)} ms of it running; ${
+        excess.toFixed(0)
+      } ms run beyond 10 ms a gap`;
+    // About elapsed / 5 ticks when the loop turns freely (Bun 138-155 of ~180 here; without
+    // the fix 38-98, with gaps of 33-224 ms, the thread running through them). Measured: 0 ms
+    // beyond 10 ms a gap with the fix (up to 18 ms while the heap churns); 139-440 ms without
+    // it (maxHeld 30-61 ms).
+    const failure = waits <= 1000
+      ? "too few waits ended"
+      : ticks < 20
+      ? "too few ticks"
+      : excess >= 50
+      ? "the thread ran too long between ticks"
+      : maxHeld >= 40
+      ? "one gap ran too long"
+      : null;
+    return { failure, what };
+  } finally {
+    Atomics.store(stop, 0, 1);
+    worker.terminate();
+    await w.close();
+    closeFd(N, fd);
+  }
+}
+
 test(
   "completion waiter: an eventfd signalled faster than the waits follow does not starve timers",
   { timeout: 60_000 },
   async () => {
-    // A fast device's completions, from another thread. Bun ended each such wait within the
-    // same event-loop turn, and that turn ran on: a 5 ms interval waited 40-220 ms for its turn.
-    const fd = newEventfd(N);
-    const w = new CompletionWaiter(N, fd);
-    const worker = new Worker(new URL("./_eventfd_signaller.ts", import.meta.url).href, { type: "module" });
-    const stop = new Int32Array(new SharedArrayBuffer(4));
-    try {
-      const messages: unknown[] = [];
-      let notify = () => {};
-      worker.onmessage = (e: MessageEvent) => {
-        messages.push(e.data);
-        notify();
-      };
-      const message = (k: number) =>
-        new Promise<unknown>((resolve) => {
-          const check = () => (messages.length > k ? resolve(messages[k]) : (notify = check));
-          check();
-        });
-      assert.equal(await message(0), "ready");
-      worker.postMessage({ fd, stop: stop.buffer });
-      assert.equal(await message(1), "started");
-      // What counts is how long this thread ran without the timer getting its turn: its time on
-      // a CPU between ticks (schedstat), not the wall-clock gap, which also grows while a busy
-      // machine leaves the thread waiting for a CPU.
-      let ticks = 0, maxGap = 0, maxHeld = 0, excess = 0, last = performance.now(), lastRun = runNs();
-      const timer = setInterval(() => {
-        const now = performance.now(), run = runNs();
-        maxGap = Math.max(maxGap, now - last);
-        const held = run < 0 ? now - last : (run - lastRun) / 1e6;
-        maxHeld = Math.max(maxHeld, held);
-        excess += Math.max(0, held - 10);
-        last = now;
-        lastRun = run;
-        ticks++;
-      }, 5);
-      const start = performance.now();
-      let waits = 0;
-      try {
-        while (performance.now() < start + 900) {
-          await w.wait();
-          waits++;
-          const work = performance.now() + 0.02; // what a drain of completions costs
-          while (performance.now() < work);
-        }
-      } finally {
-        clearInterval(timer);
-        Atomics.store(stop, 0, 1);
-      }
-      const elapsed = performance.now() - start;
-      assert.ok((await message(2) as number) > waits);
-      assert.ok(waits > 1000, `only ${waits} waits ended`);
-      // About elapsed / 5 ticks when the loop turns freely (Bun 152-155 of ~180 here; before
-      // the fix 38-72, with gaps of 38-224 ms, the thread running through them).
-      const what = `${ticks} ticks of a 5 ms interval in ${elapsed.toFixed(0)} ms, longest gap ` +
-        `${maxGap.toFixed(1)} ms, ${maxHeld.toFixed(1)} ms of it running; ${
-          excess.toFixed(0)
-        } ms run beyond 10 ms a gap`;
-      // Measured: 0 ms beyond 10 ms a gap with the fix; 300-440 ms before it (maxHeld 35-61 ms).
-      assert.ok(ticks >= 20, what);
-      assert.ok(excess < 100, what);
-      assert.ok(maxHeld < 40, what);
-    } finally {
-      Atomics.store(stop, 0, 1);
-      worker.terminate();
-      await w.close();
-      closeFd(N, fd);
+    // The starvation this guards against held the thread in every run (300-440 ms beyond
+    // 10 ms a gap). A clean run can still lose a gap to a garbage collection of the large heap
+    // the whole suite leaves behind (one Bun CI run failed so), so the test passes on the first
+    // of three runs that is clean, and fails with all three's figures.
+    const runs: string[] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      collectGarbage(); // so that a run is less likely to meet a full collection
+      const run = await starvationRun();
+      if (run.failure === null) return;
+      runs.push(`${run.failure}: ${run.what}`);
     }
+    assert.fail(`every run starved the timer:\n${runs.join("\n")}`);
   },
 );
