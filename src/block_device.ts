@@ -17,7 +17,7 @@
 import type { Native } from "../ffi/types.ts";
 import { Blkio, capacityMayWait } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
-import { BEYOND_2_53_MSG, splitSegments, toOffset } from "./buffers.ts";
+import { BEYOND_2_53_MSG, sharesMemory, splitSegments, toOffset } from "./buffers.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
 import { BlkioError, noConstructor } from "./errors.ts";
@@ -198,19 +198,19 @@ const DRAIN_BATCHES = 4;
  */
 const EARLY_SUBMIT = 16;
 /**
- * Buffers are carved from memory regions of this size. On a device that needs its buffers in
- * memory regions each new region is twice the last, up to POOL_MAX: such a device may take few
- * (a vhost-user back-end: 31 with qemu-storage-daemon), and a region per large buffer ran out at
- * the 32nd buffer of 1 MiB; untouched pages of a region cost no memory there. Elsewhere regions
- * stay small: io_uring registers them as fixed buffers, which pins every page.
- */
-/**
  * How long close() waits for requests that were aborted (their promises already rejected) but
  * that the device still has, once no other request is left: a vhost-user back-end that stopped
  * may keep them for ever. Past it the device is destroyed, which waits up to a second more and
  * then keeps their buffers referenced for good, as `Blkio.destroy()` does.
  */
 const ABORTED_DRAIN_MS = 1000;
+/**
+ * Buffers are carved from memory regions of this size. On a device that needs its buffers in
+ * memory regions each new region is twice the last, up to POOL_MAX: such a device may take few
+ * (a vhost-user back-end: 31 with qemu-storage-daemon), and a region per large buffer ran out at
+ * the 32nd buffer of 1 MiB; untouched pages of a region cost no memory there. Elsewhere regions
+ * stay small: io_uring registers them as fixed buffers, which pins every page.
+ */
 const POOL_MIN = 1 << 20;
 const POOL_MAX = 64 << 20;
 
@@ -260,6 +260,40 @@ function closedError(): BlkioError {
 function abortReason(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
   return r instanceof Error ? r : new DOMException("The operation was aborted", "AbortError");
+}
+
+/** The `signal` option of `opts` (null if none), or the BlkioError to reject with. */
+function signalOption(opts: RequestOptions): AbortSignal | null | BlkioError {
+  let sig: unknown;
+  try {
+    sig = opts.signal;
+  } catch (e) {
+    return e instanceof BlkioError
+      ? e
+      : BlkioError.of("EINVAL", `Option signal could not be read: ${e}`, { cause: e });
+  }
+  if (sig === undefined || sig === null) return null;
+  if (!(sig instanceof AbortSignal)) {
+    return BlkioError.of("EINVAL", `signal must be an AbortSignal: received ${describe(sig)}`);
+  }
+  return sig;
+}
+
+/** A caller of {@link BlockDevice.released} waiting for the requests that use `buf` to end. */
+interface ReleaseWait {
+  readonly buf: Uint8Array;
+  readonly resolve: () => void;
+  readonly reject: (reason: unknown) => void;
+  readonly signal: AbortSignal | null;
+  listener: (() => void) | null;
+}
+
+function abandonedError(): BlkioError {
+  return BlkioError.of(
+    "EBUSY",
+    "The block device was closed while an aborted request still used this buffer: the device may " +
+      "still read or write it, for as long as the process runs",
+  );
 }
 
 /**
@@ -312,8 +346,7 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
  * its end; the result is then discarded). So after the `AbortError` the device may still use
  * the buffer: an aborted read may still fill it, and an aborted write may still land, with
  * whatever the buffer holds by then (a vhost-user back-end cannot take a request back at all).
- * Nothing reports when that has ended: give later requests another buffer, and leave this one
- * unchanged until {@link close}.
+ * {@link released} says when that has ended: reuse the buffer only once it resolved.
  *
  * Thread-safety: a BlockDevice, like the {@link Blkio} instance and queues behind it, belongs
  * to the thread (main thread or Worker) that opened it; it cannot be sent to another. To use
@@ -392,6 +425,8 @@ export class BlockDevice {
   #queueOf: number[] = [];
   #opOf: number[] = [];
   #offsetOf: unknown[] = [];
+  /** The buffer or iovecs of a read or write, until its completion (null for other requests). */
+  #argOf: unknown[] = [];
   #signalOf: (AbortSignal | null)[] = [];
   /**
    * One abort listener per signal, with the ids of the requests it watches: a signal shared by
@@ -415,6 +450,8 @@ export class BlockDevice {
   #aborted = 0;
   /** close()'s wake-up, called whenever a request completes or is aborted. */
   #idle: (() => void) | null = null;
+  /** Callers of {@link released} whose buffer a request still uses. */
+  readonly #releaseWaits: ReleaseWait[] = [];
 
   #pool: MemoryRegion | null = null;
   #poolUsed = 0;
@@ -740,25 +777,10 @@ export class BlockDevice {
     // queue close() is about to destroy (it would never settle).
     let signal: AbortSignal | null = null;
     if (opts !== undefined && opts !== null) {
-      let sig: unknown;
-      try {
-        sig = opts.signal;
-      } catch (e) {
-        return Promise.reject(
-          e instanceof BlkioError
-            ? e
-            : BlkioError.of("EINVAL", `Option signal could not be read: ${e}`, { cause: e }),
-        );
-      }
-      if (sig !== undefined && sig !== null) {
-        if (!(sig instanceof AbortSignal)) {
-          return Promise.reject(
-            BlkioError.of("EINVAL", `signal must be an AbortSignal: received ${describe(sig)}`),
-          );
-        }
-        if (sig.aborted) return Promise.reject(abortReason(sig));
-        signal = sig;
-      }
+      const sig = signalOption(opts);
+      if (sig instanceof BlkioError) return Promise.reject(sig);
+      if (sig?.aborted) return Promise.reject(abortReason(sig));
+      signal = sig;
     }
     let start: number;
     try {
@@ -828,6 +850,7 @@ export class BlockDevice {
     this.#queueOf[id] = qi;
     this.#opOf[id] = named;
     this.#offsetOf[id] = start;
+    this.#argOf[id] = op <= OP_WRITEV ? arg : null;
     s.pending++;
     this.#outstanding++;
     if (this.#failureCheckMs > 0 && this.#failureCheck === null) {
@@ -845,6 +868,7 @@ export class BlockDevice {
     this.#queueOf.push(0);
     this.#opOf.push(0);
     this.#offsetOf.push(0);
+    this.#argOf.push(null);
     this.#signalOf.push(null);
     return id;
   }
@@ -976,14 +1000,103 @@ export class BlockDevice {
     this.#qs[this.#queueOf[id]].pending--;
     this.#freeIds.push(id);
     this.#outstanding--;
+    const arg = this.#argOf[id];
+    this.#argOf[id] = null;
     if (resolve === null) { // aborted: already rejected
       this.#aborted--;
       if (this.#idle !== null) this.#idle();
-      return;
+    } else {
+      if (this.#idle !== null) this.#idle();
+      if (ret >= 0) resolve();
+      else reject!(requestError(this.#opOf[id], this.#offsetOf[id], -ret, msg));
     }
-    if (this.#idle !== null) this.#idle();
-    if (ret >= 0) resolve();
-    else reject!(requestError(this.#opOf[id], this.#offsetOf[id], -ret, msg));
+    if (this.#releaseWaits.length > 0 && arg !== null) this.#recheck(arg);
+  }
+
+  /**
+   * Resolves once no request of this device uses any byte of `buffer` any more: every read or
+   * write given memory of it (the same ArrayBuffer, overlapping bytes), aborted ones included,
+   * has ended in the kernel or back-end. At once if none is in flight. An aborted request's
+   * promise rejects at once, but the device may still fill or send its buffer: this says when
+   * that buffer may be reused.
+   *
+   * Rejects with the signal's reason if `signal` aborts first; with BlkioError `EINVAL` if
+   * `buffer` is not a Uint8Array; and with `EBUSY` if {@link close} gave up on an aborted
+   * request that uses it (a back-end that never returned it): its memory stays the device's for
+   * as long as the process runs. Memory transferred to another ArrayBuffer is not recognised.
+   *
+   * @example Reuse the buffer of an aborted read
+   * ```ts
+   * import { BlockDevice } from "@blkio/blkio";
+   * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { join } from "node:path";
+   * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+   * const path = join(dir, "disk.img");
+   * writeFileSync(path, new Uint8Array(65536).fill(7));
+   * await using dev = await BlockDevice.open(path);
+   * const buf = dev.allocBuffer(4096);
+   * const ac = new AbortController();
+   * const read = dev.read(0, buf, { signal: ac.signal });
+   * ac.abort();
+   * await read.catch((e) => { if (e.name !== "AbortError") throw e; });
+   * await dev.released(buf); // the aborted read may have filled it until now
+   * buf.fill(9);
+   * await dev.write(4096, buf);
+   * rmSync(dir, { recursive: true });
+   * ```
+   */
+  released(buffer: Uint8Array, opts?: RequestOptions): Promise<void> {
+    const checked = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "released");
+    if (typeof checked !== "number") return Promise.reject(checked);
+    if (!(buffer instanceof Uint8Array)) {
+      return Promise.reject(
+        BlkioError.of("EINVAL", `buffer must be a Uint8Array: received ${describe(buffer)}`),
+      );
+    }
+    const signal = opts === undefined || opts === null ? null : signalOption(opts);
+    if (signal instanceof BlkioError) return Promise.reject(signal);
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    if (!this.#holds(buffer)) return Promise.resolve();
+    // Closed, with an aborted request the device never returned: it never will.
+    if (this.#dead) return Promise.reject(abandonedError());
+    return new Promise<void>((resolve, reject) => {
+      const w: ReleaseWait = { buf: buffer, resolve, reject, signal, listener: null };
+      if (signal !== null) {
+        w.listener = () => this.#endWait(w, abortReason(signal));
+        signal.addEventListener("abort", w.listener, { once: true });
+      }
+      this.#releaseWaits.push(w);
+    });
+  }
+
+  /** Whether a request in flight (or aborted, still in the device) uses memory of `buf`. */
+  #holds(buf: Uint8Array): boolean {
+    const args = this.#argOf;
+    for (let id = 0; id < args.length; id++) {
+      const a = args[id];
+      if (a !== null && sharesMemory(a, buf)) return true;
+    }
+    return false;
+  }
+
+  /** After a request with memory `arg` ended: settles the waits it was the last holder for. */
+  #recheck(arg: unknown): void {
+    const waits = this.#releaseWaits;
+    for (let i = waits.length - 1; i >= 0; i--) {
+      const w = waits[i];
+      if (sharesMemory(arg, w.buf) && !this.#holds(w.buf)) this.#endWait(w, null);
+    }
+  }
+
+  /** Settles wait `w`: resolved when `error` is null, else rejected with it. */
+  #endWait(w: ReleaseWait, error: unknown): void {
+    const i = this.#releaseWaits.indexOf(w);
+    if (i < 0) return;
+    this.#releaseWaits.splice(i, 1);
+    if (w.listener !== null) w.signal!.removeEventListener("abort", w.listener);
+    if (error === null) w.resolve();
+    else w.reject(error);
   }
 
   #listen(id: number, signal: AbortSignal): void {
@@ -1094,6 +1207,8 @@ export class BlockDevice {
     this.#pool = null;
     this.#dead = true;
     this.#b.destroy();
+    // What is still held now was abandoned with the device: those waits would never end.
+    for (const w of [...this.#releaseWaits]) this.#endWait(w, this.#holds(w.buf) ? abandonedError() : null);
   }
 
   /** Same as {@link close}, for `await using`. */

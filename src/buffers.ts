@@ -43,6 +43,24 @@ export function bufferOf(buf: Uint8Array): ArrayBufferLike {
 }
 
 /**
+ * Whether a request's `arg` (its Uint8Array, or its iovecs; anything else holds no memory) uses
+ * any byte of `buf`: the same ArrayBuffer, overlapping ranges.
+ */
+export function sharesMemory(arg: unknown, buf: Uint8Array): boolean {
+  if (arg instanceof Uint8Array) return overlap(arg, buf);
+  if (Array.isArray(arg)) {
+    for (const b of arg) if (b instanceof Uint8Array && overlap(b, buf)) return true;
+  }
+  return false;
+}
+
+function overlap(a: Uint8Array, b: Uint8Array): boolean {
+  if (VIEW_BUFFER.call(a) !== VIEW_BUFFER.call(b)) return false;
+  const at = VIEW_OFFSET.call(a), bt = VIEW_OFFSET.call(b);
+  return at < bt + VIEW_LENGTH.call(b) && bt < at + VIEW_LENGTH.call(a);
+}
+
+/**
  * `bufs` with every Uint8Array longer than `max` cut into pieces of at most `max` bytes (views
  * of the same memory, in order), or null when none is longer or the pieces would number more
  * than `maxCount`: the caller then submits `bufs` as they are, and the driver says what is

@@ -2,7 +2,7 @@
 // cancellation through AbortSignal, close with I/O in flight, and use after close.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { BlkioError, BlockDevice, Queue, type WriteZeroesOptions } from "../mod.ts";
+import { BlkioError, BlockDevice, Queue, type RequestOptions, type WriteZeroesOptions } from "../mod.ts";
 import { spawnSync } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -518,6 +518,85 @@ test("BlockDevice: aborting after submission rejects at once; the device keeps w
   const again = dev.allocBuffer(len);
   await dev.read(0, again);
   assert.deepEqual(again, data.subarray(0, len));
+});
+
+test("BlockDevice.released: bad arguments reject with EINVAL, an aborted signal with its reason", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
+  const buf = dev.allocBuffer(4096);
+  for (const bad of [undefined, null, 4096, new DataView(new ArrayBuffer(8)), [buf], buf.buffer]) {
+    await assertRejectsErrno(dev.released(bad as unknown as Uint8Array), "EINVAL", 22);
+  }
+  await assertRejectsErrno(
+    dev.released(buf, { Signal: undefined } as unknown as RequestOptions),
+    "EINVAL",
+    22,
+  );
+  await assertRejectsErrno(dev.released(buf, { signal: "soon" } as unknown as RequestOptions), "EINVAL", 22);
+  const reason = new Error("stop");
+  assert.equal(await rejection(dev.released(buf, { signal: AbortSignal.abort(reason) })), reason);
+  // Nothing in flight: at once, for an empty buffer and for memory the device never saw too.
+  await dev.released(buf);
+  await dev.released(buf.subarray(0, 0));
+  await dev.released(new Uint8Array(16), {});
+});
+
+test("BlockDevice.released: waits for exactly the requests that use bytes of the buffer", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true, numEntries: 4 });
+  const n = 64;
+  const data = stamped(n, 4096);
+  pwrite(DIRECT.path, 0, data);
+  // One region-backed buffer, read in 4 KiB slices; the ring holds 4, the rest wait in the backlog.
+  const all = dev.allocBuffer(n * 4096);
+  const done = new Array<boolean>(n).fill(false);
+  const reads = Array.from(
+    { length: n },
+    (_, i) => dev.read(i * 4096, all.subarray(i * 4096, (i + 1) * 4096)).then(() => void (done[i] = true)),
+  );
+  const order: string[] = [];
+  const other = dev.allocBuffer(4096); // same pool region, bytes no request uses
+  const waits = [
+    dev.released(other).then(() => order.push("other")),
+    dev.released(all.subarray(10 * 4096 + 100, 10 * 4096 + 101)).then(() => {
+      order.push("byte of read 10");
+      assert.ok(done[10], "resolved before read 10 completed");
+    }),
+    dev.released(all).then(() => {
+      order.push("all");
+      assert.ok(done.every(Boolean), "resolved with reads still in flight");
+      assert.deepEqual(all, data);
+    }),
+  ];
+  await Promise.all([...reads, ...waits]);
+  assert.equal(order[0], "other", `resolved in the order ${order.join(", ")}`);
+  assert.equal(order[2], "all", `resolved in the order ${order.join(", ")}`);
+  // A vector read counts through each of its buffers.
+  const a = dev.allocBuffer(4096), b = dev.allocBuffer(4096);
+  let vdone = false;
+  const v = dev.readv(0, [a, b]).then(() => void (vdone = true));
+  await dev.released(b);
+  assert.ok(vdone, "released before the readv completed");
+  await v;
+});
+
+test("BlockDevice.released: after aborted requests, and a wait's own signal", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true, numEntries: 4 });
+  const n = 32;
+  const bufs = Array.from({ length: n }, () => dev.allocBuffer(4096));
+  const ac = new AbortController();
+  const reads = bufs.map((b, i) => dev.read(i * 4096, b, { signal: ac.signal }));
+  ac.abort();
+  for (const r of await Promise.allSettled(reads)) assert.equal(r.status, "rejected");
+  // Their promises are rejected; the kernel may still have had some of them: wait for those.
+  await Promise.all(bufs.map((b) => dev.released(b)));
+  // A wait aborted while the buffer is held rejects with its signal's reason, and stops watching it.
+  const big = dev.allocBuffer(1 << 20);
+  const held = dev.read(0, big);
+  const wac = new AbortController();
+  const w = dev.released(big, { signal: wac.signal });
+  wac.abort(new Error("gave up"));
+  assert.equal(((await rejection(w)) as Error).message, "gave up");
+  await held;
+  await dev.released(big);
 });
 
 test("BlockDevice: many aborts at every stage through a tiny ring never lose a completion", async () => {

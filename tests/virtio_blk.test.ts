@@ -1442,6 +1442,78 @@ vtest("BlockDevice: promise I/O over vhost-user, thousands in flight", async () 
   }
 });
 
+/**
+ * Opens a BlockDevice on `exp`, reads `n` pages into buffers of it, and aborts them all 50 ms
+ * later; returns once their promises settled.
+ */
+async function abortedReads(exp: VhostUserExport, n: number) {
+  const dev = await BlockDevice.open(exp.socket, { driver: DRIVER });
+  const bufs = Array.from({ length: n }, () => dev.allocBuffer(PAGE));
+  const ac = new AbortController();
+  const reads = bufs.map((b, i) => dev.read(i * PAGE, b, { signal: ac.signal }));
+  await new Promise((r) => setTimeout(r, 50));
+  ac.abort();
+  const settled = await Promise.allSettled(reads);
+  return { dev, bufs, settled };
+}
+
+// A back-end cannot take a request back: an aborted read's promise rejects at once, and the
+// back-end writes its data later. released() is how the caller learns when it has.
+vtest(
+  "BlockDevice.released: an aborted read's buffer is released once the back-end returned it, data in place",
+  async () => {
+    const exp = startExport({ size: 8 * MiB, numQueues: 1, iops: 20, fill: (d) => d.fill(0x5a) });
+    try {
+      const { dev, bufs, settled } = await abortedReads(exp, 16);
+      await using _ = dev;
+      const aborted = settled.filter((r) => r.status === "rejected").length;
+      const untouched = bufs.filter((b) => b.every((x) => x === 0)).length;
+      // 16 reads at 20 a second: some are still in the back-end, their buffers not yet written.
+      assert.ok(aborted > 0 && untouched > 0, `${aborted} aborted, ${untouched} untouched`);
+      const early: number[] = [];
+      await Promise.all(bufs.map((b, i) =>
+        dev.released(b).then(() => {
+          if (!b.every((x) => x === 0x5a)) early.push(i);
+        })
+      ));
+      assert.deepEqual(early, [], "released before the back-end wrote the read's data");
+    } finally {
+      exp.stop();
+    }
+  },
+);
+
+vtest(
+  "BlockDevice.released: close() giving up on aborted requests rejects their waits with EBUSY",
+  async () => {
+    // 2 requests a second: close() waits a second for the aborted ones, destroy up to one more,
+    // and what the back-end still has then is abandoned with its memory. The first read is
+    // served at once, before the abort.
+    const exp = startExport({ size: 8 * MiB, numQueues: 1, iops: 2 });
+    try {
+      const n = 16;
+      const { dev, bufs } = await abortedReads(exp, n);
+      const waits = bufs.map((b) => dev.released(b).then(() => "released", (e) => e));
+      await dev.close();
+      const results = await Promise.all(waits);
+      const busy = results.filter((r) => r instanceof BlkioError && r.code === "EBUSY").length;
+      const other = results.filter((r) =>
+        r !== "released" && !(r instanceof BlkioError && r.code === "EBUSY")
+      );
+      assert.deepEqual(other, [], "a wait ended otherwise than released or EBUSY");
+      assert.ok(busy > 0 && busy < n, `${busy} of ${n} waits rejected EBUSY`);
+      // Asked again after close(): the same answers, at once.
+      for (let i = 0; i < n; i++) {
+        const again = await dev.released(bufs[i]).then(() => "released", (e) => e);
+        if (results[i] === "released") assert.equal(again, "released", `buffer ${i}`);
+        else assert.ok(again instanceof BlkioError && again.code === "EBUSY", `buffer ${i}: ${again}`);
+      }
+    } finally {
+      exp.stop();
+    }
+  },
+);
+
 // --- the back-end dying ----------------------------------------------------------------------
 
 // A wait that saw the hang-up failed every request in flight, among them those the back-end had
