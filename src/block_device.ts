@@ -279,9 +279,10 @@ function signalOption(opts: RequestOptions): AbortSignal | null | BlkioError {
   return sig;
 }
 
-/** A caller of {@link BlockDevice.released} waiting for the requests that use `buf` to end. */
+/** A caller of {@link BlockDevice.released} waiting for the requests that used its buffer to end. */
 interface ReleaseWait {
-  readonly buf: Uint8Array;
+  /** The ids of those requests still in the device. */
+  readonly ids: Set<number>;
   readonly resolve: () => void;
   readonly reject: (reason: unknown) => void;
   readonly signal: AbortSignal | null;
@@ -1010,15 +1011,15 @@ export class BlockDevice {
       if (ret >= 0) resolve();
       else reject!(requestError(this.#opOf[id], this.#offsetOf[id], -ret, msg));
     }
-    if (this.#releaseWaits.length > 0 && arg !== null) this.#recheck(arg);
+    if (this.#releaseWaits.length > 0 && arg !== null) this.#ended(id);
   }
 
   /**
-   * Resolves once no request of this device uses any byte of `buffer` any more: every read or
-   * write given memory of it (the same ArrayBuffer, overlapping bytes), aborted ones included,
-   * has ended in the kernel or back-end. At once if none is in flight. An aborted request's
-   * promise rejects at once, but the device may still fill or send its buffer: this says when
-   * that buffer may be reused.
+   * Resolves once the requests of this device that use any byte of `buffer` (the same
+   * ArrayBuffer, overlapping bytes) when it is called have ended in the kernel or back-end,
+   * aborted ones included; at once if there are none. Requests made afterwards are not waited
+   * for. An aborted request's promise rejects at once, but the device may still fill or send
+   * its buffer: this says when that buffer may be reused.
    *
    * Rejects with the signal's reason if `signal` aborts first; with BlkioError `EINVAL` if
    * `buffer` is not a Uint8Array; and with `EBUSY` if {@link close} gave up on an aborted
@@ -1057,11 +1058,16 @@ export class BlockDevice {
     const signal = opts === undefined || opts === null ? null : signalOption(opts);
     if (signal instanceof BlkioError) return Promise.reject(signal);
     if (signal?.aborted) return Promise.reject(abortReason(signal));
-    if (!this.#holds(buffer)) return Promise.resolve();
+    const ids = new Set<number>();
+    const args = this.#argOf;
+    for (let id = 0; id < args.length; id++) {
+      if (args[id] !== null && sharesMemory(args[id], buffer)) ids.add(id);
+    }
+    if (ids.size === 0) return Promise.resolve();
     // Closed, with an aborted request the device never returned: it never will.
     if (this.#dead) return Promise.reject(abandonedError());
     return new Promise<void>((resolve, reject) => {
-      const w: ReleaseWait = { buf: buffer, resolve, reject, signal, listener: null };
+      const w: ReleaseWait = { ids, resolve, reject, signal, listener: null };
       if (signal !== null) {
         w.listener = () => this.#endWait(w, abortReason(signal));
         signal.addEventListener("abort", w.listener, { once: true });
@@ -1070,22 +1076,12 @@ export class BlockDevice {
     });
   }
 
-  /** Whether a request in flight (or aborted, still in the device) uses memory of `buf`. */
-  #holds(buf: Uint8Array): boolean {
-    const args = this.#argOf;
-    for (let id = 0; id < args.length; id++) {
-      const a = args[id];
-      if (a !== null && sharesMemory(a, buf)) return true;
-    }
-    return false;
-  }
-
-  /** After a request with memory `arg` ended: settles the waits it was the last holder for. */
-  #recheck(arg: unknown): void {
+  /** After request `id` ended: settles the waits it was the last request of. */
+  #ended(id: number): void {
     const waits = this.#releaseWaits;
     for (let i = waits.length - 1; i >= 0; i--) {
       const w = waits[i];
-      if (sharesMemory(arg, w.buf) && !this.#holds(w.buf)) this.#endWait(w, null);
+      if (w.ids.delete(id) && w.ids.size === 0) this.#endWait(w, null);
     }
   }
 
@@ -1207,8 +1203,8 @@ export class BlockDevice {
     this.#pool = null;
     this.#dead = true;
     this.#b.destroy();
-    // What is still held now was abandoned with the device: those waits would never end.
-    for (const w of [...this.#releaseWaits]) this.#endWait(w, this.#holds(w.buf) ? abandonedError() : null);
+    // Requests still in the device now were abandoned with it: those waits would never end.
+    for (const w of [...this.#releaseWaits]) this.#endWait(w, abandonedError());
   }
 
   /** Same as {@link close}, for `await using`. */
