@@ -47,6 +47,8 @@ export interface BlockDeviceStats {
   aborts: number;
   /** Requests whose signal was aborted after they had completed: they settled as usual. */
   lateAborts: number;
+  /** Aborted reads and writes whose buffers released() gave back before close. */
+  released: number;
   /** Requests that rejected with a BlkioError the model allowed. */
   failedRequests: number;
   /** Calls with bad arguments (each rejected or threw as documented). */
@@ -81,6 +83,8 @@ type AbortWhen =
 /** A request promise and what became of it. */
 interface Tracked {
   r: FuzzRequest;
+  /** Its buffers (a read's or a write's). */
+  bufs: Uint8Array[];
   signal: AbortSignal | null;
   when: AbortWhen | null;
   /** Settles after the settlement was checked. */
@@ -198,6 +202,7 @@ class BlockDeviceRun {
       byOp,
       aborts: 0,
       lateAborts: 0,
+      released: 0,
       failedRequests: 0,
       badInputs: 0,
       opens: 0,
@@ -350,6 +355,7 @@ class BlockDeviceRun {
       [4, () => this.#burst()],
       [6, () => this.#abortable()],
       [1, () => this.#abortShared()],
+      [3, () => this.#released()],
       [25, () => this.#wait()],
       [4, () => this.#badCall()],
       [2, () => this.#allocBuffer()],
@@ -717,7 +723,7 @@ class BlockDeviceRun {
     } catch (e) {
       this.#fail(`${r.describe} threw ${describeError(e)} instead of returning a promise`);
     }
-    const tr: Tracked = { r, signal, when, done: Promise.resolve(), settled: 0 };
+    const tr: Tracked = { r, bufs, signal, when, done: Promise.resolve(), settled: 0 };
     tr.done = p.then(() => this.#onSettle(tr, true, undefined), (e: unknown) => this.#onSettle(tr, false, e));
     // An already aborted signal refuses the request before it is queued: it reaches nothing.
     if (when !== "before") this.#inflight.add(r);
@@ -792,6 +798,35 @@ class BlockDeviceRun {
   /** Counts the requests of a signal just aborted that had settled before it was. */
   #countLate(made: readonly Tracked[]): void {
     for (const t of made) if (t.settled > 0 && !this.#aborted.includes(t)) this.#stats.lateAborts++;
+  }
+
+  /**
+   * released() on the buffers of an aborted read or write: once it resolves, the request is over,
+   * so its range no longer races later writes and its buffers go back to the pool. Released too
+   * early, the request could still land over a later write, or fill a buffer reused since: the
+   * final read-back would differ from the model.
+   */
+  async #released(): Promise<void> {
+    // The latest aborted: the most likely to be in the kernel or back-end still.
+    const i = this.#aborted.findLastIndex((t) => t.bufs.length > 0);
+    if (i < 0) return;
+    const t = this.#aborted[i], dev = this.#dev!;
+    this.#aborted.splice(i, 1);
+    const what = `released() for aborted ${t.r.describe}`;
+    try {
+      await this.#within(
+        Promise.all(t.bufs.map((b) => dev.released(b))),
+        LOST_MS,
+        () => `${what} did not settle`,
+      );
+    } catch (e) {
+      if (e instanceof FuzzFailure) throw e;
+      this.#fail(`${what} rejected: ${describeError(e)}`);
+    }
+    this.#inflight.remove(t.r);
+    t.r.release();
+    this.#stats.released++;
+    this.#log.add(`${what} resolved`);
   }
 
   #abortShared(): void {

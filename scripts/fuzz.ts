@@ -226,7 +226,7 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
   if (api === "block-device") {
     const s = (r as FuzzRunReport<BlockDeviceStats>).stats!;
     return `${head}${s.steps} steps, ${s.requests} requests (${s.settled} settled, ${s.failedRequests} ` +
-      `rejected as the model allows, ${s.aborts} aborted, ${s.lateAborts} aborted too late), ` +
+      `rejected as the model allows, ${s.aborts} aborted, ${s.lateAborts} aborted too late, ${s.released} released early), ` +
       `${s.badInputs} bad inputs, ${s.opens} opens, ${s.closes} closes with ${s.closedInFlight} in flight, ` +
       `at most ${s.maxPending} pending, ${mib(s.bytesRead)} MiB read (${mib(s.bytesCompared)} MiB compared ` +
       `with the model), ${s.noBuffer} requests short of a buffer, ` +
