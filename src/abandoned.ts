@@ -10,18 +10,43 @@
 
 const ABANDONED = new Set<unknown>();
 const BUFFERS = new Set<ArrayBufferLike>();
+/** The views abandoned, each iovec included (BlockDevice.released asks about each). */
+const VIEWS = new WeakSet<Uint8Array>();
 
 /** Keeps `buf` (and the memory behind it) alive for good. */
 export function abandon(buf: Uint8Array | null | undefined, ...more: unknown[]): void {
   if (buf) {
     ABANDONED.add(buf);
     BUFFERS.add(buf.buffer);
+    VIEWS.add(buf);
   }
   for (const m of more) {
-    if (m instanceof Uint8Array) BUFFERS.add(m.buffer);
-    if (Array.isArray(m)) { for (const b of m) if (b instanceof Uint8Array) BUFFERS.add(b.buffer); }
+    if (m instanceof Uint8Array) {
+      BUFFERS.add(m.buffer);
+      VIEWS.add(m);
+    }
+    if (Array.isArray(m)) {
+      for (const b of m) {
+        if (b instanceof Uint8Array) {
+          BUFFERS.add(b.buffer);
+          VIEWS.add(b);
+        }
+      }
+    }
     ABANDONED.add(m);
   }
+}
+
+/**
+ * Whether a request's buffer (a Uint8Array, or an array of them) was abandoned: the device may
+ * still read or write it although its request has completed or been dropped.
+ */
+export function usesAbandoned(arg: unknown): boolean {
+  if (arg instanceof Uint8Array) return VIEWS.has(arg);
+  if (Array.isArray(arg)) {
+    for (const b of arg) if (b instanceof Uint8Array && VIEWS.has(b)) return true;
+  }
+  return false;
 }
 
 /**

@@ -42,22 +42,53 @@ export function bufferOf(buf: Uint8Array): ArrayBufferLike {
   return VIEW_BUFFER.call(buf);
 }
 
+/** The ArrayBuffer and byte range of a view, or null for what is no real Uint8Array (a Proxy). */
+export function viewRange(buf: unknown): { buffer: ArrayBufferLike; start: number; end: number } | null {
+  if (!(buf instanceof Uint8Array)) return null;
+  try {
+    const start = VIEW_OFFSET.call(buf);
+    return { buffer: VIEW_BUFFER.call(buf), start, end: start + VIEW_LENGTH.call(buf) };
+  } catch {
+    return null;
+  }
+}
+
 /**
- * Whether a request's `arg` (its Uint8Array, or its iovecs; anything else holds no memory) uses
- * any byte of `buf`: the same ArrayBuffer, overlapping ranges.
+ * Calls `each(buffer, start, end)` for every buffer of a request's `arg` (its Uint8Array, or its
+ * iovecs; anything else holds no memory).
  */
-export function sharesMemory(arg: unknown, buf: Uint8Array): boolean {
-  if (arg instanceof Uint8Array) return overlap(arg, buf);
+export function eachRange(
+  arg: unknown,
+  each: (buffer: ArrayBufferLike, start: number, end: number) => void,
+): void {
+  if (arg instanceof Uint8Array) {
+    const r = viewRange(arg);
+    if (r !== null) each(r.buffer, r.start, r.end);
+  } else if (Array.isArray(arg)) {
+    for (const b of arg) {
+      const r = viewRange(b);
+      if (r !== null) each(r.buffer, r.start, r.end);
+    }
+  }
+}
+
+/** Whether a request's `arg` (as for {@link eachRange}) uses a byte of `buffer` in [start, end). */
+export function usesRange(arg: unknown, buffer: ArrayBufferLike, start: number, end: number): boolean {
+  if (arg instanceof Uint8Array) return viewOverlaps(arg, buffer, start, end);
   if (Array.isArray(arg)) {
-    for (const b of arg) if (b instanceof Uint8Array && overlap(b, buf)) return true;
+    for (const b of arg) if (b instanceof Uint8Array && viewOverlaps(b, buffer, start, end)) return true;
   }
   return false;
 }
 
-function overlap(a: Uint8Array, b: Uint8Array): boolean {
-  if (VIEW_BUFFER.call(a) !== VIEW_BUFFER.call(b)) return false;
-  const at = VIEW_OFFSET.call(a), bt = VIEW_OFFSET.call(b);
-  return at < bt + VIEW_LENGTH.call(b) && bt < at + VIEW_LENGTH.call(a);
+function viewOverlaps(v: Uint8Array, buffer: ArrayBufferLike, start: number, end: number): boolean {
+  try {
+    if (VIEW_BUFFER.call(v) !== buffer) return false;
+    const at = VIEW_OFFSET.call(v);
+    return at < end && start < at + VIEW_LENGTH.call(v);
+  } catch {
+    return false;
+  }
 }
 
 /**

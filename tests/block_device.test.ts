@@ -534,6 +534,11 @@ test("BlockDevice.released: bad arguments reject with EINVAL, an aborted signal 
   await assertRejectsErrno(dev.released(buf, { signal: "soon" } as unknown as RequestOptions), "EINVAL", 22);
   const reason = new Error("stop");
   assert.equal(await rejection(dev.released(buf, { signal: AbortSignal.abort(reason) })), reason);
+  // A Proxy passes `instanceof Uint8Array` but is no view: EINVAL as for read(), also while a
+  // request is in flight (it threw a TypeError synchronously).
+  const held = dev.read(0, buf);
+  await assertRejectsErrno(dev.released(new Proxy(buf, {})), "EINVAL", 22);
+  await held;
   // Nothing in flight: at once, for an empty buffer and for memory the device never saw too.
   await dev.released(buf);
   await dev.released(buf.subarray(0, 0));

@@ -10,7 +10,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Blkio, BlockDevice, type Completion, type MemoryRegion } from "../mod.ts";
+import { Blkio, BlkioError, BlockDevice, type Completion, type MemoryRegion } from "../mod.ts";
 import { skipIf } from "./_helpers.ts";
 
 const DRIVER = "virtio-blk-vhost-user";
@@ -203,6 +203,31 @@ htest("a descriptor returned twice fails what is in flight once, with EIO", asyn
   }
   assert.ok(seen.some((c) => /corrupted the virtqueue/.test(c.errorMsg ?? "")), JSON.stringify(seen));
 });
+
+htest(
+  "BlockDevice.released: a request failed with its buffer abandoned (corrupted ring) rejects EBUSY",
+  async () => {
+    // Request A comes back with a descriptor id not in flight: the ring is corrupt, and B (in the
+    // ring, not yet taken: the fake sleeps 0.6 s before each batch) fails with EIO, its buffer
+    // abandoned. The fake then takes B and writes its buffer: released() must not resolve.
+    await withDevice("bad_id,delay=0.6,linger=5", async (dev) => {
+      const a = dev.allocBuffer(4096), b = dev.allocBuffer(4096);
+      const pa = dev.read(0, a).catch((e) => e);
+      await sleep(300);
+      const pb = dev.read(4096, b).catch((e) => e);
+      const rel = dev.released(b).then(() => "resolved", (e) => e);
+      assert.equal((await pa).code, "EIO");
+      assert.equal((await pb).code, "EIO");
+      const r = await rel;
+      assert.ok(r instanceof BlkioError && r.code === "EBUSY", `released(b): ${r}`);
+      // Asked again, and for bytes of it: the same.
+      for (const buf of [b, b.subarray(100, 200)]) {
+        const again = await dev.released(buf).then(() => "resolved", (e) => e);
+        assert.ok(again instanceof BlkioError && again.code === "EBUSY", `again: ${again}`);
+      }
+    });
+  },
+);
 
 htest("segments too small for a block: max-transfer is one block, not 0 (no limit)", async () => {
   await using fake = await startFake("cfg_size_max=1");
