@@ -7,7 +7,16 @@ import { Blkio, type Completion } from "../mod.ts";
 import { RequestBacklog, type RequestSink } from "../src/request_backlog.ts";
 import { Op, type OpValue } from "../src/completion.ts";
 import { queueUsesBuffer } from "../src/queue.ts";
-import { alignedBuffer, cleanupAll, pread, pwrite, scratchFile, type Target, targets } from "./_helpers.ts";
+import {
+  alignedBuffer,
+  cleanupAll,
+  pread,
+  pwrite,
+  scratchFile,
+  type Target,
+  targets,
+  threadCpuMs,
+} from "./_helpers.ts";
 
 const TARGETS = targets();
 const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
@@ -71,10 +80,13 @@ test("RequestBacklog.remove() works across the ring's wrap-around and removes th
 test("RequestBacklog.remove() in submission order is fast (one signal aborting a batch)", () => {
   const n = 100_000;
   const bl = filled(n);
-  const t0 = performance.now();
+  // CPU time of this thread: beside 2 busy CPUs and the other runtime's suite the wall-clock
+  // time of the same work reached 2.6 s, its CPU time at most 144 ms.
+  const t0 = threadCpuMs();
   for (let i = 0; i < n; i++) assert.ok(bl.remove(i));
   assert.equal(bl.length, 0);
-  assert.ok(performance.now() - t0 < 2000, `took ${performance.now() - t0} ms`);
+  const ms = threadCpuMs() - t0;
+  assert.ok(ms < 2000, `took ${ms} ms of CPU time`);
 });
 
 test("RequestBacklog.remove() in random order is fast too (BlockDevice aborting a backlog)", () => {
@@ -89,10 +101,11 @@ test("RequestBacklog.remove() in random order is fast too (BlockDevice aborting 
     const j = seed % (i + 1);
     [order[i], order[j]] = [order[j], order[i]];
   }
-  const t0 = performance.now();
+  const t0 = threadCpuMs(); // CPU time, as above
   for (let k = 0; k < n - 1; k++) assert.ok(bl.remove(order[k]));
   assert.equal(bl.length, 1);
-  assert.ok(performance.now() - t0 < 2000, `took ${performance.now() - t0} ms`);
+  const ms = threadCpuMs() - t0;
+  assert.ok(ms < 2000, `took ${ms} ms of CPU time`);
   const sink = collector();
   bl.process(sink);
   assert.deepEqual(sink.got, [order[n - 1]]);
@@ -102,13 +115,14 @@ test("RequestBacklog: pushing and removing one request over and over stays cheap
   // A retry loop against a full ring (a request queued, then aborted, again and again): the
   // removed entry is the newest and is let go at once, so nothing piles up for later searches.
   const bl = filled(10);
-  const t0 = performance.now();
+  const t0 = threadCpuMs(); // CPU time, as above
   for (let i = 0; i < 100_000; i++) {
     bl.push(Op.Read, 0, null, null, 0, `retry${i}`, 0);
     assert.ok(bl.remove(`retry${i}`));
   }
   assert.equal(bl.length, 10);
-  assert.ok(performance.now() - t0 < 2000, `took ${performance.now() - t0} ms`);
+  const ms = threadCpuMs() - t0;
+  assert.ok(ms < 2000, `took ${ms} ms of CPU time`);
   const sink = collector();
   bl.process(sink);
   assert.deepEqual(sink.got, Array.from({ length: 10 }, (_, i) => i));

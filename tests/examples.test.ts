@@ -507,7 +507,15 @@ test(
       let stderr = "";
       child.stderr.on("data", (d) => stderr += d);
       const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-      await new Promise((r) => setTimeout(r, 1000));
+      // Stop the daemon once the run's reads reach it, not after a fixed pause: a child that had
+      // not connected within a second on a busy machine failed to connect instead ("did not
+      // answer within 10000 ms"). 64 KiB read by the daemon is 16 of the run's 4 KiB reads.
+      const readBytes = () => Number(/^rchar: (\d+)$/m.exec(readFileSync(`/proc/${exp.pid}/io`, "utf8"))![1]);
+      const before = readBytes();
+      for (const end = performance.now() + 30_000; readBytes() - before < 65536;) {
+        assert.ok(performance.now() < end && child.exitCode === null, `the run never started: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
       process.kill(exp.pid, "SIGSTOP");
       const t0 = performance.now();
       const code = await Promise.race([
