@@ -17,11 +17,11 @@
 import type { Native } from "../ffi/types.ts";
 import { Blkio, capacityMayWait } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
-import { BEYOND_2_53_MSG, eachRange, splitSegments, toOffset, usesRange, viewRange } from "./buffers.ts";
-import { usesAbandoned } from "./abandoned.ts";
+import { BEYOND_2_53_MSG, splitSegments, toOffset, viewRange } from "./buffers.ts";
+import { BufferReleases } from "./buffer_releases.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
-import { BlkioError, noConstructor } from "./errors.ts";
+import { abortReason, BlkioError, noConstructor } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, describe } from "./properties.ts";
@@ -258,11 +258,6 @@ function closedError(): BlkioError {
   return BlkioError.of("EBADF", "The block device is closed");
 }
 
-function abortReason(signal: AbortSignal): Error {
-  const r: unknown = signal.reason;
-  return r instanceof Error ? r : new DOMException("The operation was aborted", "AbortError");
-}
-
 /** The `signal` option of `opts` (null if none), or the BlkioError to reject with. */
 function signalOption(opts: RequestOptions): AbortSignal | null | BlkioError {
   let sig: unknown;
@@ -278,39 +273,6 @@ function signalOption(opts: RequestOptions): AbortSignal | null | BlkioError {
     return BlkioError.of("EINVAL", `signal must be an AbortSignal: received ${describe(sig)}`);
   }
   return sig;
-}
-
-/** A caller of {@link BlockDevice.released} waiting for the requests that used its buffer to end. */
-interface ReleaseWait {
-  /** The ids of those requests still in the device. */
-  readonly ids: Set<number>;
-  readonly resolve: () => void;
-  readonly reject: (reason: unknown) => void;
-  readonly signal: AbortSignal | null;
-}
-
-function abandonedError(closed: boolean): BlkioError {
-  return BlkioError.of(
-    "EBUSY",
-    (closed
-      ? "The block device was closed while an aborted request still used this buffer"
-      : "The device gave up on a request that used this buffer (a vhost-user back-end that hung up " +
-        "or corrupted its virtqueue)") +
-      ": the device may still read or write it, for as long as the process runs",
-  );
-}
-
-/**
- * The buffers of the requests in flight over one ArrayBuffer, sorted by start (parallel arrays),
- * for {@link BlockDevice.released}: valid until the next submission.
- */
-interface RangeIndex {
-  ids: number[];
-  args: unknown[];
-  starts: number[];
-  ends: number[];
-  /** The longest range: those that can overlap [s, e) start in (s - maxLen, e). */
-  maxLen: number;
 }
 
 /**
@@ -442,8 +404,6 @@ export class BlockDevice {
   #queueOf: number[] = [];
   #opOf: number[] = [];
   #offsetOf: unknown[] = [];
-  /** The buffer or iovecs of a read or write, until its completion (null for other requests). */
-  #argOf: unknown[] = [];
   #signalOf: (AbortSignal | null)[] = [];
   /**
    * One abort listener per signal, with the ids of the requests it watches: a signal shared by
@@ -467,22 +427,8 @@ export class BlockDevice {
   #aborted = 0;
   /** close()'s wake-up, called whenever a request completes or is aborted. */
   #idle: (() => void) | null = null;
-  /** Callers of {@link released} whose buffer a request still uses. */
-  readonly #releaseWaits = new Set<ReleaseWait>();
-  /** The waits on each request id (entries of waits that ended are skipped). */
-  readonly #waitsOn = new Map<number, ReleaseWait[]>();
-  /**
-   * One abort listener per signal of released() waits, as for requests (#watches): a listener
-   * per wait on one shared signal made each add and remove scan the signal's list.
-   */
-  readonly #waitWatches = new Map<AbortSignal, { listener: () => void; waits: Set<ReleaseWait> }>();
-  /**
-   * The buffers of requests in flight by ArrayBuffer, for released(); null after a submission,
-   * undefined once released() scanned since (a second call builds it).
-   */
-  #index: Map<ArrayBufferLike, RangeIndex> | null | undefined = null;
-  /** Buffers of requests the driver gave up on while the device may still use them. */
-  readonly #abandoned: { arg: unknown; closed: boolean }[] = [];
+  /** Each read's and write's buffers while it is in flight, and the callers of {@link released}. */
+  readonly #releases = new BufferReleases();
 
   #pool: MemoryRegion | null = null;
   #poolUsed = 0;
@@ -881,8 +827,7 @@ export class BlockDevice {
     this.#queueOf[id] = qi;
     this.#opOf[id] = named;
     this.#offsetOf[id] = start;
-    this.#argOf[id] = op <= OP_WRITEV ? arg : null;
-    if (this.#index !== null) this.#index = null;
+    this.#releases.submitted(id, op <= OP_WRITEV ? arg : null);
     s.pending++;
     this.#outstanding++;
     if (this.#failureCheckMs > 0 && this.#failureCheck === null) {
@@ -900,7 +845,7 @@ export class BlockDevice {
     this.#queueOf.push(0);
     this.#opOf.push(0);
     this.#offsetOf.push(0);
-    this.#argOf.push(null);
+    this.#releases.args.push(null);
     this.#signalOf.push(null);
     return id;
   }
@@ -1032,8 +977,6 @@ export class BlockDevice {
     this.#qs[this.#queueOf[id]].pending--;
     this.#freeIds.push(id);
     this.#outstanding--;
-    const arg = this.#argOf[id];
-    this.#argOf[id] = null;
     if (resolve === null) { // aborted: already rejected
       this.#aborted--;
       if (this.#idle !== null) this.#idle();
@@ -1042,11 +985,7 @@ export class BlockDevice {
       if (ret >= 0) resolve();
       else reject!(requestError(this.#opOf[id], this.#offsetOf[id], -ret, msg));
     }
-    // A failed request's buffers may have been abandoned by the driver (a back-end that hung up
-    // or corrupted its ring may still use them): never released.
-    if (arg !== null && (ret < 0 || this.#waitsOn.size > 0)) {
-      this.#ended(id, ret < 0 && usesAbandoned(arg) ? arg : null);
-    }
+    this.#releases.ended(id, ret);
   }
 
   /**
@@ -1096,121 +1035,7 @@ export class BlockDevice {
     const signal = opts === undefined || opts === null ? null : signalOption(opts);
     if (signal instanceof BlkioError) return Promise.reject(signal);
     if (signal?.aborted) return Promise.reject(abortReason(signal));
-    for (const a of this.#abandoned) {
-      if (usesRange(a.arg, r.buffer, r.start, r.end)) return Promise.reject(abandonedError(a.closed));
-    }
-    const ids = this.#idsUsing(r.buffer, r.start, r.end);
-    if (ids.size === 0) return Promise.resolve();
-    // Closed, with an aborted request the device never returned: it never will.
-    if (this.#dead) return Promise.reject(abandonedError(true));
-    return new Promise<void>((resolve, reject) => {
-      const w: ReleaseWait = { ids, resolve, reject, signal };
-      if (signal !== null) {
-        const g = this.#waitWatches.get(signal);
-        if (g !== undefined) g.waits.add(w);
-        else {
-          const waits = new Set([w]);
-          const listener = () => {
-            this.#waitWatches.delete(signal);
-            for (const x of waits) this.#endWait(x, abortReason(signal));
-          };
-          this.#waitWatches.set(signal, { listener, waits });
-          signal.addEventListener("abort", listener, { once: true });
-        }
-      }
-      this.#releaseWaits.add(w);
-      for (const id of ids) {
-        const ws = this.#waitsOn.get(id);
-        if (ws === undefined) this.#waitsOn.set(id, [w]);
-        else ws.push(w);
-      }
-    });
-  }
-
-  /** The ids of the requests in flight that use a byte of `buffer` in [start, end). */
-  #idsUsing(buffer: ArrayBufferLike, start: number, end: number): Set<number> {
-    const ids = new Set<number>();
-    const args = this.#argOf;
-    if (this.#index === null) {
-      // The first call since a submission scans; a second one builds the index (many calls in a
-      // row, one per buffer, were quadratic: 32,000 took 36 s).
-      this.#index = undefined;
-      for (let id = 0; id < args.length; id++) {
-        if (args[id] !== null && usesRange(args[id], buffer, start, end)) ids.add(id);
-      }
-      return ids;
-    }
-    this.#index ??= this.#buildIndex();
-    const e = this.#index.get(buffer);
-    if (e === undefined) return ids;
-    const starts = e.starts, from = start - e.maxLen;
-    let lo = 0, hi = starts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (starts[mid] <= from) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let k = lo; k < starts.length && starts[k] < end; k++) {
-      // Requests that completed since are gone from #argOf (an id reused means a submission,
-      // which dropped the index).
-      if (e.ends[k] > start && args[e.ids[k]] === e.args[k]) ids.add(e.ids[k]);
-    }
-    return ids;
-  }
-
-  #buildIndex(): Map<ArrayBufferLike, RangeIndex> {
-    const index = new Map<ArrayBufferLike, RangeIndex>();
-    const args = this.#argOf;
-    for (let id = 0; id < args.length; id++) {
-      const arg = args[id];
-      if (arg === null) continue;
-      eachRange(arg, (buffer, start, end) => {
-        let e = index.get(buffer);
-        if (e === undefined) index.set(buffer, e = { ids: [], args: [], starts: [], ends: [], maxLen: 0 });
-        e.ids.push(id);
-        e.args.push(arg);
-        e.starts.push(start);
-        e.ends.push(end);
-        if (end - start > e.maxLen) e.maxLen = end - start;
-      });
-    }
-    for (const e of index.values()) {
-      const order = e.starts.map((_, k) => k).sort((a, b) => e.starts[a] - e.starts[b]);
-      e.ids = order.map((k) => e.ids[k]);
-      e.args = order.map((k) => e.args[k]);
-      e.starts = order.map((k) => e.starts[k]);
-      e.ends = order.map((k) => e.ends[k]);
-    }
-    return index;
-  }
-
-  /**
-   * After request `id` ended: settles the waits it was the last request of, or, when the
-   * device may still use its buffers (`abandoned`, the request's arg), rejects its waits.
-   */
-  #ended(id: number, abandoned: unknown): void {
-    if (abandoned !== null) this.#abandoned.push({ arg: abandoned, closed: this.#dead });
-    const ws = this.#waitsOn.get(id);
-    if (ws === undefined) return;
-    this.#waitsOn.delete(id);
-    for (const w of ws) {
-      if (!w.ids.delete(id)) continue; // a wait that ended already
-      if (abandoned !== null) this.#endWait(w, abandonedError(this.#dead));
-      else if (w.ids.size === 0) this.#endWait(w, null);
-    }
-  }
-
-  /** Settles wait `w`: resolved when `error` is null, else rejected with it. */
-  #endWait(w: ReleaseWait, error: unknown): void {
-    if (!this.#releaseWaits.delete(w)) return;
-    w.ids.clear();
-    const g = w.signal === null ? undefined : this.#waitWatches.get(w.signal);
-    if (g !== undefined && g.waits.delete(w) && g.waits.size === 0) {
-      this.#waitWatches.delete(w.signal!);
-      w.signal!.removeEventListener("abort", g.listener);
-    }
-    if (error === null) w.resolve();
-    else w.reject(error);
+    return this.#releases.wait(r, signal, this.#dead);
   }
 
   #listen(id: number, signal: AbortSignal): void {
@@ -1321,17 +1146,7 @@ export class BlockDevice {
     this.#pool = null;
     this.#dead = true;
     this.#b.destroy();
-    // What the device still had: abandoned by the destroy (the device may still use it: EBUSY),
-    // or returned or let go by it (never sent, or back before its drain ended).
-    const args = this.#argOf;
-    for (let id = 0; id < args.length; id++) {
-      const arg = args[id];
-      if (arg === null) continue;
-      args[id] = null;
-      this.#ended(id, usesAbandoned(arg) ? arg : null);
-    }
-    for (const w of [...this.#releaseWaits]) this.#endWait(w, abandonedError(true));
-    this.#index = null; // it holds buffers
+    this.#releases.closed();
   }
 
   /** Same as {@link close}, for `await using`. */

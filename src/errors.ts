@@ -74,3 +74,12 @@ export function cannotSetIn(name: string, state: string): BlkioError {
 export function destroyed(): BlkioError {
   return BlkioError.of("EBADF", "The blkio instance has been destroyed");
 }
+
+/**
+ * What a request or wait aborted through `signal` rejects with: the signal's reason when it is
+ * an Error, else a DOMException named AbortError (as fetch does).
+ */
+export function abortReason(signal: AbortSignal): Error {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r : new DOMException("The operation was aborted", "AbortError");
+}
