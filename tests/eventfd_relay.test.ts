@@ -3,7 +3,6 @@
 // CompletionWaiter makes between the relay and the adapter's own eventfd wait.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { readFileSync } from "node:fs";
 import { readdirSync, readlinkSync } from "node:fs";
 import { loadError, native } from "../ffi/load.ts";
 import type { Native } from "../ffi/types.ts";
@@ -11,6 +10,7 @@ import { BlkioError } from "../src/errors.ts";
 import { closeFd, newEventfd } from "../src/sys.ts";
 import { CompletionWaiter } from "../src/completion_waiter.ts";
 import { EventfdRelay } from "../src/uring/eventfd_relay.ts";
+import { threadCpuMs } from "./_helpers.ts";
 
 const N = ((): Native => {
   assert.ok(native, String(loadError));
@@ -249,15 +249,6 @@ test("completion waiter: short of fds for the relay, waits reject and the next o
   }
 });
 
-/** This thread's time on a CPU so far in ns (/proc/thread-self/schedstat), or -1 if unknown. */
-function runNs(): number {
-  try {
-    return Number(readFileSync("/proc/thread-self/schedstat", "utf8").split(" ")[0]);
-  } catch {
-    return -1;
-  }
-}
-
 /** A full garbage collection now, where the runtime offers one (Bun; Deno with --expose-gc). */
 function collectGarbage(): void {
   const g = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
@@ -300,11 +291,11 @@ async function starvationRun(): Promise<StarvationRun> {
     // What counts is how long this thread ran without the timer getting its turn: its time on
     // a CPU between ticks (schedstat), not the wall-clock gap, which also grows while a busy
     // machine leaves the thread waiting for a CPU.
-    let ticks = 0, maxGap = 0, maxHeld = 0, excess = 0, last = performance.now(), lastRun = runNs();
+    let ticks = 0, maxGap = 0, maxHeld = 0, excess = 0, last = performance.now(), lastRun = threadCpuMs();
     const timer = setInterval(() => {
-      const now = performance.now(), run = runNs();
+      const now = performance.now(), run = threadCpuMs();
       maxGap = Math.max(maxGap, now - last);
-      const held = run < 0 ? now - last : (run - lastRun) / 1e6;
+      const held = run - lastRun; // wall-clock time where schedstat is missing
       maxHeld = Math.max(maxHeld, held);
       excess += Math.max(0, held - 10);
       last = now;
