@@ -9,10 +9,14 @@
  * and through node:fs. The first mismatch throws {@link FuzzFailure}.
  *
  * An aborted request that rejected with its abort reason may still be in the kernel (the library
- * cancels what it can, and keeps the buffers until the kernel lets go). Until the device is
- * closed (close waits for it), its range is treated as a write in flight: a write's range is
- * unknown, later writes over it race it, reads there are not checked, and its buffers are not
- * used again.
+ * cancels what it can, and keeps the buffers until the kernel lets go). Until `released()` has
+ * resolved for its buffers or the device is closed, its range is treated as a write in flight:
+ * each byte of an aborted write's range may hold its old value or the write's, later writes over
+ * it race it, reads there are not checked, and its buffers are not used again. Once `released()`
+ * resolves (at once after the abort, now and then, while the request is most likely in the
+ * kernel or back-end still), its buffers are filled with a mark byte and kept out of use for a
+ * few steps: a read landing late changes the mark, and a write sending its buffer late lands the
+ * mark, which the model does not allow.
  *
  * The requests' completions arrive on the event loop, so a seed repeats the same choices but not
  * always the same interleaving: a failure that depends on timing may take a few replays.
@@ -91,6 +95,14 @@ interface Tracked {
   done: Promise<void>;
   /** How many times the promise settled. */
   settled: number;
+}
+
+/** An aborted request's buffers, given back by released() and filled with `mark` until `until`. */
+interface Marked {
+  t: Tracked;
+  mark: number;
+  /** The step after which they go back to the pool. */
+  until: number;
 }
 
 /** The options a device was opened with. */
@@ -175,6 +187,12 @@ class BlockDeviceRun {
   readonly #pending = new Set<Tracked>();
   /** Requests aborted before they completed: they may be in the kernel until close. */
   #aborted: Tracked[] = [];
+  /**
+   * Aborted requests released() gave back: their buffers hold a mark byte and stay out of the
+   * pool for some steps, so that a read landing in them late shows (a write sending them late
+   * lands the mark, which the model does not allow).
+   */
+  #marked: Marked[] = [];
   /** A controller several requests share, aborted by a later step. */
   #shared: AbortController | null = null;
   /** The first mismatch found while a promise settled (they settle between steps). */
@@ -231,6 +249,7 @@ class BlockDeviceRun {
         this.#log.step = this.#step;
         await this.#act();
         this.#stats.steps++;
+        this.#checkMarked(false);
         this.#check();
       }
       this.#log.step = this.#step;
@@ -467,6 +486,8 @@ class BlockDeviceRun {
     const dev = this.#dev!, rng = this.#rng;
     const inFlight = this.#pending.size;
     this.#log.add(`close() (${why}) with ${inFlight} pending, ${this.#aborted.length} aborted in flight`);
+    // allocBuffer's buffers are gone once it resolves: the last look at those marked.
+    this.#checkMarked(false);
     const closing = rng.chance(0.2) ? dev[Symbol.asyncDispose]() : dev.close();
     if (dev.close() !== closing) this.#fail("a second close() returned another promise");
     if (rng.chance(0.5)) {
@@ -492,8 +513,9 @@ class BlockDeviceRun {
         `${this.#pending.size} promises still pending after close() resolved: ${this.#pendingList()}`,
       );
     }
+    this.#checkMarked(true);
     this.#check();
-    // What was aborted is over now: its range stays unknown, its buffers are free.
+    // What was aborted is over now: its range keeps what the model allows, its buffers are free.
     for (const t of this.#aborted) {
       this.#inflight.remove(t.r);
       t.r.release();
@@ -743,8 +765,12 @@ class BlockDeviceRun {
     for (let i = 0; i < n; i++) this.#io(rng.fork());
   }
 
-  /** One to four requests sharing a signal, aborted at a random moment of their lives. */
-  #abortable(): void {
+  /**
+   * One to four requests sharing a signal, aborted at a random moment of their lives; now and
+   * then released() on them as soon as they have settled, while the kernel or back-end most
+   * likely has them still.
+   */
+  async #abortable(): Promise<void> {
     const rng = this.#rng;
     const when = rng.weighted<AbortWhen>([
       [2, "before"],
@@ -793,6 +819,14 @@ class BlockDeviceRun {
         setTimeout(abort, rng.range(0, 3));
         break;
     }
+    if ((when === "immediate" || when === "timer") && made.length > 0 && rng.chance(0.5)) {
+      await this.#within(
+        Promise.all(made.map((t) => t.done)),
+        LOST_MS,
+        () => `aborted requests did not settle`,
+      );
+      for (const t of made) await this.#released(t);
+    }
   }
 
   /** Counts the requests of a signal just aborted that had settled before it was. */
@@ -806,10 +840,12 @@ class BlockDeviceRun {
    * early, the request could still land over a later write, or fill a buffer reused since: the
    * final read-back would differ from the model.
    */
-  async #released(): Promise<void> {
+  async #released(which?: Tracked): Promise<void> {
     // The latest aborted: the most likely to be in the kernel or back-end still.
-    const i = this.#aborted.findLastIndex((t) => t.bufs.length > 0);
-    if (i < 0) return;
+    const i = which === undefined
+      ? this.#aborted.findLastIndex((t) => t.bufs.length > 0)
+      : this.#aborted.indexOf(which);
+    if (i < 0 || this.#aborted[i].bufs.length === 0) return;
     const t = this.#aborted[i], dev = this.#dev!;
     this.#aborted.splice(i, 1);
     const what = `released() for aborted ${t.r.describe}`;
@@ -824,9 +860,36 @@ class BlockDeviceRun {
       this.#fail(`${what} rejected: ${describeError(e)}`);
     }
     this.#inflight.remove(t.r);
-    t.r.release();
+    // Marked at once, in the turn released() resolved in: the request must be over by now.
+    const mark = 0x5a ^ (this.#step & 0xff);
+    for (const b of t.bufs) b.fill(mark);
+    this.#marked.push({ t, mark, until: this.#step + this.#rng.range(2, 24) });
     this.#stats.released++;
-    this.#log.add(`${what} resolved`);
+    this.#log.add(`${what} resolved; its buffers marked 0x${mark.toString(16)}`);
+  }
+
+  /**
+   * Checks that the buffers released() gave back still hold their mark, and gives those whose
+   * time is up (`all`: every one) back to the pool. Buffers of a closed device are gone (length 0).
+   */
+  #checkMarked(all: boolean): void {
+    const keep: Marked[] = [];
+    for (const m of this.#marked) {
+      for (const b of m.t.bufs) {
+        // A buffer of a closed device is detached: length 0 (findIndex would throw).
+        let at = 0;
+        while (at < b.length && b[at] === m.mark) at++;
+        if (at < b.length) {
+          this.#record(
+            `the buffer of aborted ${m.t.r.describe} changed after released() resolved: byte ${at} is ` +
+              `0x${b[at].toString(16)}, not the mark 0x${m.mark.toString(16)}`,
+          );
+        }
+      }
+      if (all || this.#step >= m.until) m.t.r.release();
+      else keep.push(m);
+    }
+    this.#marked = keep;
   }
 
   #abortShared(): void {
@@ -858,10 +921,13 @@ class BlockDeviceRun {
       this.#history.settle(r.id, `aborted, settled at step ${this.#step}`);
       this.#log.add(`  aborted ${r.describe}`);
       if (t.when === "before") return r.release();
-      // It may be in the kernel until close: its write may land any time before then.
+      // It may be in the kernel until close: its write may land any time before then, in
+      // whole or in part, but with its own bytes (a write that lands with the bytes of a buffer
+      // reused since released() resolved is caught here).
       this.#aborted.push(t);
       if (r.writes && r.span !== null) {
-        d.apply("forget", r.span[0], r.span[1] - r.span[0], null, r.id, []);
+        if (r.op === "discard") d.apply("discard", r.start, r.len, null, r.id, r.conflicts);
+        else d.apply("either", r.start, r.len, r.op === "writeZeroes" ? null : r.data, r.id, r.conflicts);
         d.grow(r.span[1], false);
       }
       return;

@@ -5,9 +5,10 @@
  * A write that completed defines its bytes. Where another write-like request (write, write
  * zeroes, discard) overlapped it while it was in flight, either may have landed last, so that
  * part becomes unknown until a later write defines it again. A discard lets each byte be its old
- * value or zero (libblkio: "discard makes data undefined (may still read old data)"). A read
- * that finds an unknown byte learns it: with nothing in flight over it, the target holds that
- * byte from now on, and later reads must agree.
+ * value or zero (libblkio: "discard makes data undefined (may still read old data)"), and a write
+ * aborted in flight its old value or the write's. A read that finds an unknown byte learns it:
+ * with nothing in flight over it, the target holds that byte from now on, and later reads must
+ * agree.
  *
  * Files can grow (`can-grow`): bytes past the end read as zeroes, and the size is kept as a
  * range, since a write zeroes past the end may or may not extend it ("file size past EOF
@@ -23,15 +24,21 @@ export type Interval = readonly [number, number];
 export const UNKNOWN = 0;
 /** The byte must be `expected`. */
 export const KNOWN = 1;
-/** The byte must be `expected` or zero (a discard of known data). */
-export const OLD_OR_ZERO = 2;
+/**
+ * The byte must be `expected` or `alt` (zero after a discard of known data; an aborted write's
+ * byte).
+ */
+export const EITHER = 2;
 
 /** Origin of bytes of the initial contents, and of bytes learned from a read. */
 export const INITIAL = -1;
 export const LEARNED = -2;
 
-/** How a completed request changes the model. */
-export type Effect = "data" | "zero" | "discard" | "forget";
+/**
+ * How a completed request changes the model. "either" is a write that may or may not have
+ * landed (aborted): each byte keeps its value or takes the write's.
+ */
+export type Effect = "data" | "zero" | "discard" | "either" | "forget";
 
 /** The overlap of `[a0, a1)` and `[b0, b1)`, or null. */
 export function overlap(a0: number, a1: number, b0: number, b1: number): Interval | null {
@@ -46,6 +53,8 @@ export class DiskModel {
   readonly growable: boolean;
   readonly #expected: Uint8Array;
   readonly #state: Uint8Array;
+  /** The other value an EITHER byte may have. */
+  readonly #alt: Uint8Array;
   /** The request that defined each byte last (INITIAL, LEARNED, or a request id). */
   readonly #origin: Int32Array;
   /** The size is somewhere in [sizeLo, sizeHi] (equal for a block device). */
@@ -62,19 +71,28 @@ export class DiskModel {
     this.#expected.set(initial);
     // Past the end of a file (up to limit) reads return zeroes: known bytes too.
     this.#state = new Uint8Array(limit).fill(KNOWN);
+    this.#alt = new Uint8Array(limit);
     this.#origin = new Int32Array(limit).fill(INITIAL);
     this.sizeLo = this.sizeHi = initial.length;
   }
 
   /** The expected byte at `at` and its state (for messages and the final cross-check). */
-  byteAt(at: number): { value: number; state: number; origin: number } {
-    return { value: this.#expected[at], state: this.#state[at], origin: this.#origin[at] };
+  byteAt(at: number): { value: number; state: number; alt: number; origin: number } {
+    const state = this.#state[at];
+    return { value: this.#expected[at], state, alt: this.#alt[at], origin: this.#origin[at] };
+  }
+
+  /** Whether `got` is a value the model allows at `at` (unknown bytes allow any). */
+  allows(at: number, got: number): boolean {
+    const st = this.#state[at];
+    return st === UNKNOWN || got === this.#expected[at] || (st === EITHER && got === this.#alt[at]);
   }
 
   /**
    * Applies what a completed request did to `[start, start + len)` (clipped to the model):
-   * `data` (its bytes, for "data"), zeroes, a discard, or nothing known ("forget"). The parts in
-   * `conflicts` (other writes overlapped it in flight) become unknown instead.
+   * `data` (its bytes, for "data" and "either"; null: zeroes), zeroes, a discard, an aborted
+   * write ("either"), or nothing known ("forget"). The parts in `conflicts` (other writes
+   * overlapped it in flight) become unknown instead.
    */
   apply(
     effect: Effect,
@@ -85,7 +103,7 @@ export class DiskModel {
     conflicts: readonly Interval[],
   ): void {
     const s = Math.max(0, start), e = Math.min(this.limit, start + len);
-    const exp = this.#expected, state = this.#state, org = this.#origin;
+    const exp = this.#expected, state = this.#state, alt = this.#alt, org = this.#origin;
     for (let i = s; i < e; i++) {
       switch (effect) {
         case "data":
@@ -98,8 +116,20 @@ export class DiskModel {
           break;
         case "discard":
           // Zero stays known; other known bytes may now read as zero.
-          if (state[i] === KNOWN && exp[i] !== 0) state[i] = OLD_OR_ZERO;
+          if (state[i] === KNOWN && exp[i] !== 0) {
+            state[i] = EITHER;
+            alt[i] = 0;
+          } else if (state[i] === EITHER && alt[i] !== 0 && exp[i] !== 0) state[i] = UNKNOWN;
           break;
+        case "either": {
+          // Two candidates at most: a byte that already had two (or none) knows nothing now.
+          const v = data === null ? 0 : data[i - start];
+          if (state[i] === KNOWN && exp[i] !== v) {
+            state[i] = EITHER;
+            alt[i] = v;
+          } else if (state[i] === EITHER && v !== exp[i] && v !== alt[i]) state[i] = UNKNOWN;
+          break;
+        }
         case "forget":
           state[i] = UNKNOWN;
           break;
@@ -144,7 +174,7 @@ export class DiskModel {
     skip: readonly Interval[],
     lens: readonly number[] = parts.map((p) => p.length),
   ): string | null {
-    const exp = this.#expected, state = this.#state, org = this.#origin;
+    const exp = this.#expected, state = this.#state, alt = this.#alt, org = this.#origin;
     let bad = 0, first = -1, firstGot = 0;
     for (let i = 0, at0 = start; i < parts.length; at0 += lens[i], i++) {
       const p = parts[i];
@@ -154,7 +184,7 @@ export class DiskModel {
         if (st === UNKNOWN) continue;
         const got = p[k];
         this.compared++;
-        if (got === exp[at] || (st === OLD_OR_ZERO && got === 0)) continue;
+        if (got === exp[at] || (st === EITHER && got === alt[at])) continue;
         if (skipped(skip, at)) continue;
         if (bad++ === 0) {
           first = at;
@@ -164,7 +194,7 @@ export class DiskModel {
     }
     if (bad > 0) {
       const hex = (v: number) => `0x${v.toString(16).padStart(2, "0")}`;
-      const st = state[first] === OLD_OR_ZERO ? " or 0x00 (discarded)" : "";
+      const st = state[first] === EITHER ? ` or ${hex(alt[first])} (a discard or an aborted write)` : "";
       const o = org[first];
       const from = o === INITIAL
         ? "the initial contents"

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type DiskModel, type Interval, KNOWN, OLD_OR_ZERO } from "./_fuzz_disk.ts";
+import { type DiskModel, type Interval, KNOWN } from "./_fuzz_disk.ts";
 import type { FuzzRequest } from "./_fuzz_request.ts";
 
 /** How many bytes of payload are kept at most (the oldest writes are forgotten first). */
@@ -54,11 +54,7 @@ export class WriteHistory {
       for (let k = 0; k + PROBE <= p.length; k++) {
         const at = at0 + k;
         if (skip.some(([s, e]) => at >= s && at < e)) continue;
-        const e = disk.byteAt(at);
-        const wrong = e.state === KNOWN
-          ? p[k] !== e.value
-          : e.state === OLD_OR_ZERO && p[k] !== e.value && p[k] !== 0;
-        if (wrong) {
+        if (!disk.allows(at, p[k])) {
           probe = p.subarray(k, k + PROBE);
           where = at;
           break;

@@ -31,7 +31,7 @@ export interface Outcome {
    * ("data", "zero", "discard"), "none" (untouched: the request failed before it reached the
    * target) or "forget" (it may have landed in part).
    */
-  effect: Effect | "check" | "none";
+  effect: Exclude<Effect, "either"> | "check" | "none";
 }
 
 /** A buffer of a request: where it is, for the pool to take back. */

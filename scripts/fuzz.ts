@@ -32,7 +32,8 @@
  * `--api block-device` fuzzes the Promise API instead (`_fuzz_block_device.ts`): many concurrent
  * requests of every kind over several queues and beyond small rings, buffers from `allocBuffer`
  * (some over 512 KiB) and plain memory, aborts before a request is made, while it is queued and
- * in flight, bad arguments (each with its documented code), `close()` with requests in flight
+ * in flight, `released()` on aborted requests' buffers (which must not change afterwards), bad
+ * arguments (each with its documented code), `close()` with requests in flight
  * (every promise must have settled, once, when it resolves; EBADF afterwards) and reopening, with
  * the same expected outcomes, disk model and final read-back. Its completions arrive on the event
  * loop, so a seed repeats its choices but not always its interleaving.
