@@ -280,6 +280,9 @@ export class Blkio {
 
   #add(list: (Queue | null)[], poll: boolean): number {
     const d = this.#live();
+    if (!d.canAddQueues) {
+      throw BlkioError.of("ENOTSUP", `The ${d.name} driver cannot add queues (can-add-queues is false)`);
+    }
     if (this.#state < State.Started) throw mustBeStarted();
     const q = newQueue(this.#native, d.addQueue(poll));
     const free = list.indexOf(null);

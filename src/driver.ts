@@ -87,7 +87,13 @@ export interface Driver {
   connect(): void;
   /** Creates the initial queues from num-queues / num-poll-queues. */
   start(): { queues: DriverQueue[]; pollQueues: DriverQueue[] };
-  /** Creates one more queue (started state); throws ENOTSUP or EINVAL when it cannot. */
+  /**
+   * Whether {@link addQueue} can work at all (the `can-add-queues` property). Where it cannot,
+   * adding a queue is ENOTSUP in every state, as in libblkio, whose driver answers before any
+   * state check (tests/add-remove-queues.c: connected, can-add-queues false, -ENOTSUP).
+   */
+  readonly canAddQueues: boolean;
+  /** Creates one more queue (started state, canAddQueues); throws EINVAL when it cannot. */
   addQueue(poll: boolean): DriverQueue;
   /** mem-region-alignment, once connected. */
   memRegionAlignment(): number;

@@ -499,9 +499,14 @@ vtest("add-remove-queues: start with 0 queues EINVAL, add ENOTSUP, too many queu
   {
     using b = create();
     assert.equal(b.getBool("can-add-queues"), false);
+    // libblkio's driver answers before any state check: ENOTSUP, not EBUSY ("Device must be
+    // started"), before connect and after a failed start alike (tests/add-remove-queues.c).
+    assertErrno(() => b.addQueue(), "ENOTSUP", /can-add-queues is false/);
     b.connect();
     b.setInt("num-queues", 0);
     assertErrno(() => b.start(), "EINVAL");
+    assertErrno(() => b.addQueue(), "ENOTSUP", /can-add-queues is false/);
+    assertErrno(() => b.addPollQueue(), "ENOTSUP", /can-add-queues is false/);
     b.setInt("num-queues", 2);
     b.setInt("num-poll-queues", 1); // 3 > max-queues 2
     assertErrno(() => b.start(), "EINVAL", /max-queues/);

@@ -200,6 +200,8 @@ export class IoUringDriver implements Driver {
     return { queues: made.slice(0, this.numQueues), pollQueues: made.slice(this.numQueues) };
   }
 
+  readonly canAddQueues = true;
+
   addQueue(poll: boolean): DriverQueue {
     if (poll && !this.supportsPollQueues) throw BlkioError.of("EINVAL", "Poll queues not supported");
     return this.#queue(poll);
@@ -330,7 +332,7 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
   "can-add-queues": {
     type: "bool",
     doc: "Whether addQueue() works",
-    get: () => true,
+    get: (d) => d.canAddQueues,
   },
   "can-grow": {
     type: "bool",

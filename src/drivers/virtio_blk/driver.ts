@@ -380,6 +380,8 @@ export class VirtioBlkVhostUserDriver implements Driver {
     }
   }
 
+  readonly canAddQueues = false;
+
   addQueue(_poll: boolean): DriverQueue {
     throw BlkioError.of("ENOTSUP", "This driver cannot add queues after start (can-add-queues is false)");
   }
@@ -495,7 +497,7 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
   "can-add-queues": {
     type: "bool",
     doc: "Whether addQueue() works (no: queues are fixed at start)",
-    get: () => false,
+    get: (d) => d.canAddQueues,
   },
   "can-grow": {
     type: "bool",
