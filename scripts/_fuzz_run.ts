@@ -12,6 +12,7 @@ import { DiskModel, type Interval } from "./_fuzz_disk.ts";
 import { applyOutcome } from "./_fuzz_effect.ts";
 import { FUA, NO_FALLBACK, NO_UNMAP, type TargetFacts, type VhostFacts } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
+import { probeWrongRead } from "./_fuzz_probe.ts";
 import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
 import {
   propertyRows,
@@ -646,14 +647,8 @@ class FuzzRun {
           );
         } else if (c === 1) this.#throws("start before connect", () => b.start(), "ENODEV");
         else if (c === 2) this.#throws("alloc before connect", () => b.allocMemRegion(4096), "ENODEV");
-        else if (c === 3) {
-          this.#throws(
-            "addQueue before start",
-            () => b.addQueue(),
-            "EBUSY",
-            /must be started/,
-          );
-        } else if (c === 4) {
+        else if (c === 3) this.#addQueueBeforeStart();
+        else if (c === 4) {
           this.#throws("num-queues before connect", () => b.setInt("num-queues", 1), "ENODEV");
         } else this.#expectEqual("getQueue before start", b.getQueue(0), null);
         return;
@@ -661,14 +656,8 @@ class FuzzRun {
       case "connected": {
         const c = rng.int(5);
         if (c === 0) this.#throws("path after connect", () => b.setStr("path", this.#t.path), "EBUSY");
-        else if (c === 1) {
-          this.#throws(
-            "addQueue before start",
-            () => b.addQueue(),
-            "EBUSY",
-            /must be started/,
-          );
-        } else if (c === 2) this.#throws("removeQueue before start", () => b.removeQueue(0), "ENOENT");
+        else if (c === 1) this.#addQueueBeforeStart();
+        else if (c === 2) this.#throws("removeQueue before start", () => b.removeQueue(0), "ENOENT");
         else if (c === 3) this.#expectEqual("getQueue before start", b.getQueue(0), null);
         else {
           const e = this.#regionEntries().find((x) => !x.freed);
@@ -965,6 +954,22 @@ class FuzzRun {
     let n = 0;
     for (const m of this.#queues.values()) n += m.outstanding.size;
     return n;
+  }
+
+  /**
+   * addQueue before start: EBUSY, but ENOTSUP in every state where the driver cannot add queues
+   * at all (libblkio asks the driver first).
+   */
+  #addQueueBeforeStart(): void {
+    const b = this.#b!;
+    if (this.#vhost) {
+      this.#throws(
+        "addQueue before start",
+        () => b.addQueue(),
+        "ENOTSUP",
+        /cannot add queues/,
+      );
+    } else this.#throws("addQueue before start", () => b.addQueue(), "EBUSY", /must be started/);
   }
 
   #addQueue(poll: boolean): void {
@@ -1292,7 +1297,8 @@ class FuzzRun {
     if (why !== null) {
       this.#fail(
         `${r.describe} read wrong data: ${why}; conflicts ${fmt(r.conflicts)}` +
-          this.#history.explain(d, r.start, r.dest ?? [], r.destLens, r.conflicts),
+          this.#history.explain(d, r.start, r.dest ?? [], r.destLens, r.conflicts) +
+          probeWrongRead(this.#t, why),
       );
     }
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
