@@ -31,6 +31,7 @@ import { DiskModel } from "./_fuzz_disk.ts";
 import { applyOutcome } from "./_fuzz_effect.ts";
 import { FUA, NO_FALLBACK, NO_UNMAP, type TargetFacts } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
+import { probeWrongRead } from "./_fuzz_probe.ts";
 import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
 import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
 import { expectOutcomes, fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
@@ -961,7 +962,8 @@ class BlockDeviceRun {
     if (why !== null) {
       return this.#record(
         `${r.describe} read wrong data: ${why}` +
-          this.#history.explain(d, r.start, r.dest ?? [], r.destLens, r.conflicts),
+          this.#history.explain(d, r.start, r.dest ?? [], r.destLens, r.conflicts) +
+          probeWrongRead(this.#t, why),
       );
     }
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
