@@ -83,11 +83,11 @@ export function scratchFile(size = 2 * 1024 * 1024, fill = 0, dir = scratchDir()
 export { loopUnavailableReason };
 
 /**
- * A loop device over a new tmpfs file of `size` bytes of zeroes (512-byte sectors), written out
- * or, when `sparse`, a hole (sizes beyond memory).
+ * A loop device over a new tmpfs file of `size` bytes of zeroes (`sectorSize`-byte sectors),
+ * written out or, when `sparse`, a hole (sizes beyond memory).
  */
-export function scratchLoop(size = 8 * 1024 * 1024, sparse = false): string {
-  const loop = tmpfsLoop(sparse ? size : new Uint8Array(size));
+export function scratchLoop(size = 8 * 1024 * 1024, sparse = false, sectorSize = 512): string {
+  const loop = tmpfsLoop(sparse ? size : new Uint8Array(size), "test", sectorSize);
   cleanups.push(loop.detach);
   return loop.path;
 }

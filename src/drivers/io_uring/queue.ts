@@ -21,7 +21,6 @@ import {
   O_CLOEXEC,
   O_RDWR,
   onMainThread,
-  pageSize,
   seekEnd,
   signalEventfd,
 } from "../../sys.ts";
@@ -185,7 +184,6 @@ export class IoUringQueue implements DriverQueue {
   #writeBackFd = -1;
   readonly #entries: number;
   readonly #target: TargetInfo;
-  readonly #pageSize: number;
   readonly #supportsRead: boolean;
   readonly #supportsWrite: boolean;
   readonly #supportsFallocate: boolean;
@@ -232,7 +230,6 @@ export class IoUringQueue implements DriverQueue {
   constructor(native: Native, opts: IoUringQueueOptions) {
     this.#native = native;
     this.#target = opts.target;
-    this.#pageSize = pageSize(native);
     this.isPollQueue = opts.poll;
     this.#rwFlags = opts.poll ? RWF_HIPRI : 0;
     this.#fuaFlush = opts.target.fuaByFlush ? ReqFlags.FUA : 0;
@@ -474,9 +471,11 @@ export class IoUringQueue implements DriverQueue {
             return;
           }
         } else if (s[b + S_PHASE] === 6) {
-          const p = this.#pageSize, from = Math.floor(s[b + S_START] / p) * p;
-          const to = Math.ceil((s[b + S_START] + s[b + S_LEN]) / p) * p;
-          prepFadvise(sq, i, 0, from, to - from, POSIX_FADV_DONTNEED);
+          // The whole device (length 0: to its end): DONTNEED drops only folios that lie wholly
+          // inside its range, and a large one with zeroes may reach far beyond the request's.
+          // It drops clean pages only, and a refusal from the kernel comes once per device
+          // (later requests are refused before they are sent), so the cost stays small.
+          prepFadvise(sq, i, 0, 0, 0, POSIX_FADV_DONTNEED);
         } else {
           const phase = s[b + S_PHASE];
           const mode = phase === 5 || phase === 8
@@ -676,6 +675,16 @@ export class IoUringQueue implements DriverQueue {
     // goes ahead. On the target's fd (no second file) the error was taken from that fd's flush,
     // so this request must report it.
     if (op === Op.WriteZeroes && (s[b + S_PHASE] === 9 || (s[b + S_PHASE] === 3 && res >= 0))) {
+      // The device may have lost write zeroes since connect (another request found out, here
+      // or in another process). Sent all the same, the kernel would drop the range's page cache
+      // before it refused, and leave zeroes the device does not hold wherever the cache could
+      // not be dropped (below: a large folio, pages busy). Asked of sysfs, once per such request
+      // (NO_FALLBACK on a buffered block device: rare), it is refused without that.
+      const t = this.#target;
+      if (!t.supportsWriteZeroesWithoutFallback || !this.#askDevice(deviceZeroes)) {
+        t.supportsWriteZeroesWithoutFallback = false;
+        return -ENOTSUP;
+      }
       s[b + S_PHASE] = 0;
       this.#requeue(slot);
       return RESUBMITTED;
@@ -717,16 +726,16 @@ export class IoUringQueue implements DriverQueue {
           return RESUBMITTED;
         }
         // Before it tried, the kernel dropped the range's page cache and zeroed, in the cache,
-        // the parts of the pages the range only partly covers: readers saw zeroes the device
-        // does not hold. Those pages are dropped too (clean: phase 3 wrote them back), and
-        // the request then completes with this refusal.
-        const p = this.#pageSize, start = s[b + S_START], end = start + s[b + S_LEN];
-        if (start % p !== 0 || end % p !== 0) {
-          s[b + S_DONE] = res;
-          s[b + S_PHASE] = 6;
-          this.#requeue(slot);
-          return RESUBMITTED;
-        }
+        // the parts of the folios the range only partly covers: readers saw zeroes the device
+        // does not hold. A folio may be large (a large buffered write makes them), and then
+        // "partly" holds for a page-aligned range too: with a split that failed, zeroes stayed
+        // cached from a folio boundary inside the range on (fuzzer, loop-4k: the device held
+        // the data, its cache zeroes). Those folios are dropped too (clean: phase 3 wrote them
+        // back), and the request then completes with this refusal.
+        s[b + S_DONE] = res;
+        s[b + S_PHASE] = 6;
+        this.#requeue(slot);
+        return RESUBMITTED;
       }
       return res;
     }
@@ -777,7 +786,8 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * `ask` of the target's block device (sysfs; only after a failure), false for a file. Never
+   * `ask` of the target's block device (sysfs; after a failure, or before a zeroing that must not
+   * fall back), false for a file. Never
    * throws: it runs in the middle of a reap, where a throw (sysfs unreadable at the fd limit)
    * lost the CQ head and released slots twice. Unknown counts as no.
    */
@@ -1187,6 +1197,11 @@ export class IoUringQueue implements DriverQueue {
     closeFd(this.#native, this.completionFd);
     closeFd(this.#native, this.#writeBackFd);
   }
+}
+
+/** Whether block device `major:minor` has write zeroes (without falling back) now. */
+function deviceZeroes(native: Native, major: number, minor: number): boolean {
+  return (readBlockLimits(native, major, minor)?.writeZeroesMaxBytes ?? 0) > 0;
 }
 
 /** Whether block device `major:minor` has discard now. */
