@@ -12,6 +12,7 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { readdirSync } from "node:fs";
 import { Blkio, BlkioError, BlockDevice, type Completion, ERRNO, type MemoryRegion, newCompletion, Queue } from "../mod.ts";
@@ -26,6 +27,10 @@ const SUBDIR = join(DIR, "dir");
 mkdirSync(SUBDIR);
 const LOOPLINK = join(DIR, "loop-link");
 symlinkSync(LOOPLINK, LOOPLINK); // a symlink to itself: ELOOP
+// A Unix socket, as a vhost-user export's path given to io_uring (listening by the time the tests
+// run; unref: it keeps nothing alive).
+const SOCKET = join(DIR, "vhost.sock");
+createServer().listen(SOCKET).unref();
 const LOOP_SKIP = loopUnavailableReason();
 const LOOP = LOOP_SKIP === null ? scratchLoop(SIZE) : "";
 if (LOOP) pwrite(LOOP, 0, PATTERN);
@@ -227,6 +232,7 @@ rows(
   { fn: "Blkio.connect", what: "missing file", stage: "created", path: join(DIR, "missing.img"), call: (c) => c.b.connect(), code: "ENOENT", msg: /Failed to open ".*missing\.img": ENOENT/, fix: (c) => c.b.setStr("path", FILE) },
   { fn: "Blkio.connect", what: "path is a directory", stage: "created", path: SUBDIR, call: (c) => c.b.connect(), code: "EISDIR", msg: /Failed to open ".*dir": EISDIR/, fix: (c) => c.b.setStr("path", FILE) },
   { fn: "Blkio.connect", what: "read-only directory", stage: "created", path: SUBDIR, prep: (c) => c.b.setBool("read-only", true), call: (c) => c.b.connect(), code: "EINVAL", msg: /must be a block device or a regular file: ".*" is a directory/, fix: (c) => { c.b.setStr("path", FILE); c.b.setBool("read-only", false); } },
+  { fn: "Blkio.connect", what: "a Unix socket (a vhost-user export)", stage: "created", path: SOCKET, call: (c) => c.b.connect(), code: "EINVAL", msg: /must be a block device or a regular file: ".*vhost\.sock" is a socket \(a vhost-user-blk export is opened with the virtio-blk-vhost-user driver\)/, fix: (c) => c.b.setStr("path", FILE) },
   { fn: "Blkio.connect", what: "character device", stage: "created", path: "/dev/null", call: (c) => c.b.connect(), code: "EINVAL", msg: /must be a block device or a regular file: "\/dev\/null" is a character device/, fix: (c) => c.b.setStr("path", FILE) },
   { fn: "Blkio.connect", what: "a procfs file (no end to seek to)", stage: "created", path: "/proc/self/status", prep: (c) => c.b.setBool("read-only", true), call: (c) => c.b.connect(), code: "EINVAL", msg: /^Cannot tell the size of "\/proc\/self\/status": lseek\(\d+\) failed: EINVAL/, fix: (c) => { c.b.setStr("path", FILE); c.b.setBool("read-only", false); } },
   { fn: "Blkio.connect", what: "path of 5000 bytes", stage: "created", path: "/tmp/" + "x".repeat(5000), call: (c) => c.b.connect(), code: "ENAMETOOLONG", msg: /ENAMETOOLONG/, fix: (c) => c.b.setStr("path", FILE) },
@@ -582,6 +588,7 @@ DEV_ROWS.push(
   devOpen("path a number", 5, {}, "EINVAL", /Value of "path" must be a string/),
   devOpen("path missing", join(DIR, "nope.img"), {}, "ENOENT", /Failed to open/),
   devOpen("path a directory", SUBDIR, {}, "EISDIR", /EISDIR/),
+  devOpen("path a Unix socket", SOCKET, {}, "EINVAL", /".*vhost\.sock" is a socket \(a vhost-user-blk export is opened with the virtio-blk-vhost-user driver\)/),
   devOpen("path a character device", "/dev/null", { readOnly: true }, "EINVAL", /block device or a regular file: "\/dev\/null" is a character device/),
   devOpen("path a procfs file", "/proc/self/status", { readOnly: true }, "EINVAL", /Cannot tell the size of "\/proc\/self\/status"/),
   devOpen("options null", FILE, null, "EINVAL", /Options must be an object: received null/),

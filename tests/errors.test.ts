@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { runChild, skipIf } from "./_helpers.ts";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -426,6 +426,43 @@ test(
         );
         assert.ok(got.held >= 1, "one instance fits in 64 KiB");
       } else assert.equal(got.held, 64);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+/** Why a child cannot be run as root without the capabilities that override file modes, or null. */
+function dacUnavailable(): string | null {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
+    return "dropping CAP_DAC_OVERRIDE from a child's bounding set needs root";
+  }
+  if (spawnSync("sh", ["-c", "command -v setpriv"]).status !== 0) return "no setpriv(1) (util-linux)";
+  return null;
+}
+
+// A file that may not be written says how to open it for reading only; one that may not be read
+// either does not (read-only would be refused the same way: new-user walkthrough).
+test(
+  ...skipIf(
+    "connect: EACCES suggests read-only only where the file can be read",
+    dacUnavailable(),
+  ),
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), "blkio-dac-"));
+    try {
+      const readable = join(dir, "readable.img"), closed = join(dir, "closed.img");
+      writeFileSync(readable, new Uint8Array(4096));
+      writeFileSync(closed, new Uint8Array(4096));
+      chmodSync(readable, 0o444);
+      chmodSync(closed, 0o000);
+      const got = runChild("_open_child.ts", ["--", readable, closed], [
+        "setpriv",
+        "--bounding-set",
+        "-dac_override,-dac_read_search",
+      ]);
+      assert.match(got[readable], /^EACCES: Failed to open .*; to open it for reading only, set read-only/);
+      assert.match(got[closed], /^EACCES: Failed to open ".*closed\.img": EACCES \(Permission denied\)$/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -24,6 +24,7 @@ import {
   S_IFCHR,
   S_IFIFO,
   S_IFMT,
+  S_IFSOCK,
   seekEnd,
   statPath,
 } from "../../sys.ts";
@@ -116,7 +117,9 @@ export class IoUringDriver implements Driver {
       // FIFOs and character devices are refused before the open, which could block for good: a
       // FIFO opened for reading waits for a writer, a terminal for carrier. Not with O_NONBLOCK
       // instead: that changes open itself (EAGAIN on a leased file, no media check on a
-      // removable disk). Anything else open judges first (EISDIR), then targetInfo.
+      // removable disk). Sockets too, where open says only ENXIO: most likely a vhost-user
+      // export given to the wrong driver. Anything else open judges first (EISDIR), then
+      // targetInfo.
       let st: FileStat | null = null;
       try {
         st = statPath(n, this.path);
@@ -124,13 +127,17 @@ export class IoUringDriver implements Driver {
         // open says what is wrong with the path
       }
       const type = st === null ? 0 : st.mode & S_IFMT;
-      if (type === S_IFIFO || type === S_IFCHR) throw notFileOrDevice(JSON.stringify(this.path), type);
+      if (type === S_IFIFO || type === S_IFCHR || type === S_IFSOCK) {
+        throw notFileOrDevice(JSON.stringify(this.path), type);
+      }
       try {
         fd = openPath(n, this.path, (this.readOnly ? O_RDONLY : O_RDWR) | (this.direct ? oDirect(n) : 0));
         if (!this.readOnly) refuseReadOnlyDevice(n, fd, this.path);
       } catch (e) {
         const code = (e as BlkioError).code;
-        if (this.readOnly || (code !== "EACCES" && code !== "EROFS")) throw e;
+        // The hint only where it helps: read-only would be refused too on a file this user
+        // may not read.
+        if (this.readOnly || (code !== "EACCES" && code !== "EROFS") || !readable(n, this.path)) throw e;
         throw new BlkioError(
           (e as BlkioError).errno,
           `${
@@ -516,3 +523,13 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
     get: (d) => d.supportsPollQueues,
   },
 });
+
+/** Whether `path` opens for reading (then closed again). */
+function readable(n: Native, path: string): boolean {
+  try {
+    closeFd(n, openPath(n, path, O_RDONLY));
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -41,7 +41,7 @@ export function notFileOrDevice(name: string, type: number): BlkioError {
     : type === S_IFDIR
     ? "a directory"
     : type === S_IFSOCK
-    ? "a socket"
+    ? "a socket (a vhost-user-blk export is opened with the virtio-blk-vhost-user driver)"
     : "of another type";
   return BlkioError.of("EINVAL", `The file must be a block device or a regular file: ${name} is ${kind}`);
 }
