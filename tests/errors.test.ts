@@ -385,15 +385,25 @@ function liburingDir(): string | null {
   return real === "" ? null : real.slice(0, real.lastIndexOf("/"));
 }
 
-/** Why a child cannot be run without CAP_IPC_LOCK under a low RLIMIT_MEMLOCK, or null. */
-function memlockUnavailable(): string | null {
+/** Why a child cannot be run as root without `caps` (with util-linux's `tools`), or null. */
+function childWithoutUnavailable(caps: string, tools: string[]): string | null {
   if (typeof process.getuid !== "function" || process.getuid() !== 0) {
-    return "dropping CAP_IPC_LOCK from a child's bounding set needs root";
+    return `dropping ${caps} from a child's bounding set needs root`;
   }
-  for (const tool of ["setpriv", "prlimit"]) {
+  for (const tool of tools) {
     if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `no ${tool}(1) (util-linux)`;
   }
   return null;
+}
+
+/** Runs `fn` with a new temporary directory, removed afterwards. */
+function inTempDir(prefix: string, fn: (dir: string) => void): void {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 // Without CAP_IPC_LOCK the kernel charges ring memory to RLIMIT_MEMLOCK (64 KiB is a common
@@ -402,11 +412,10 @@ function memlockUnavailable(): string | null {
 test(
   ...skipIf(
     "ring setup under a 64 KiB RLIMIT_MEMLOCK: instances made one after another all start, and the limit is named when it is reached",
-    memlockUnavailable(),
+    childWithoutUnavailable("CAP_IPC_LOCK", ["setpriv", "prlimit"]),
   ),
-  () => {
-    const dir = mkdtempSync(join(tmpdir(), "blkio-memlock-"));
-    try {
+  () =>
+    inTempDir("blkio-memlock-", (dir) => {
       const path = join(dir, "disk.img");
       writeFileSync(path, new Uint8Array(1 << 20));
       const got = runChild("_memlock_child.ts", [path, "300"], [
@@ -426,31 +435,18 @@ test(
         );
         assert.ok(got.held >= 1, "one instance fits in 64 KiB");
       } else assert.equal(got.held, 64);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  },
+    }),
 );
-
-/** Why a child cannot be run as root without the capabilities that override file modes, or null. */
-function dacUnavailable(): string | null {
-  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
-    return "dropping CAP_DAC_OVERRIDE from a child's bounding set needs root";
-  }
-  if (spawnSync("sh", ["-c", "command -v setpriv"]).status !== 0) return "no setpriv(1) (util-linux)";
-  return null;
-}
 
 // A file that may not be written says how to open it for reading only; one that may not be read
 // either does not (read-only would be refused the same way: new-user walkthrough).
 test(
   ...skipIf(
     "connect: EACCES suggests read-only only where the file can be read",
-    dacUnavailable(),
+    childWithoutUnavailable("CAP_DAC_OVERRIDE", ["setpriv"]),
   ),
-  () => {
-    const dir = mkdtempSync(join(tmpdir(), "blkio-dac-"));
-    try {
+  () =>
+    inTempDir("blkio-dac-", (dir) => {
       const readable = join(dir, "readable.img"), closed = join(dir, "closed.img");
       writeFileSync(readable, new Uint8Array(4096));
       writeFileSync(closed, new Uint8Array(4096));
@@ -463,10 +459,7 @@ test(
       ]);
       assert.match(got[readable], /^EACCES: Failed to open .*; to open it for reading only, set read-only/);
       assert.match(got[closed], /^EACCES: Failed to open ".*closed\.img": EACCES \(Permission denied\)$/);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  },
+    }),
 );
 
 function hideUnavailable(): string | null {
