@@ -169,7 +169,7 @@ export class Queue {
   /**
    * Queues a read of `buf.byteLength` bytes at `start`. Where the `can-grow` property is true (a
    * regular file), what lies past the end reads as zeroes and the request succeeds; elsewhere a
-   * read past the capacity fails (a block device: -EIO).
+   * read past the capacity fails (a block device: -EIO, with an errorMsg naming the capacity).
    */
   read(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
     const dq = this.#live();
@@ -181,7 +181,7 @@ export class Queue {
   /**
    * Queues a write of `buf` at `start` (flags: FUA). Where `can-grow` is true (a regular file),
    * a write past the end extends the file, and `capacity` with it; elsewhere it fails (a block
-   * device: -ENOSPC).
+   * device: -ENOSPC, with an errorMsg naming the capacity).
    */
   write(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
     const dq = this.#live();

@@ -462,8 +462,8 @@ rows(
   completion({ fn: "Queue.readv", what: "start 2^64n - 1n", stage: "started", call: (c) => c.q.readv((1n << 64n) - 1n, [buf(c)], "bad"), code: "EINVAL", msg: /^start and length must be below 2\^53/ }),
   completion({ fn: "Queue.writeZeroes", what: "len 2^60n", stage: "started", call: (c) => c.q.writeZeroes(0, 1n << 60n, "bad"), code: "EINVAL", msg: /^start and length must be below 2\^53/ }),
   completion({ fn: "Queue.discard", what: "start 2^60", stage: "started", call: (c) => c.q.discard(2 ** 60, 4096, "bad"), code: "EINVAL", msg: /^start and length must be below 2\^53/ }),
-  completion({ fn: "Queue.read", what: "past the end of a block device", stage: "started", path: LOOP, skip: LOOP_SKIP ?? false, call: (c) => c.q.read(SIZE, buf(c), "bad"), code: "EIO", msg: null }),
-  completion({ fn: "Queue.write", what: "past the end of a block device", stage: "started", path: LOOP, skip: LOOP_SKIP ?? false, call: (c) => c.q.write(SIZE + 4096, buf(c), "bad"), code: "ENOSPC", msg: null }),
+  completion({ fn: "Queue.read", what: "past the end of a block device", stage: "started", path: LOOP, skip: LOOP_SKIP ?? false, call: (c) => c.q.read(SIZE, buf(c), "bad"), code: "EIO", msg: /^The request, 4096 bytes at 1048576, reaches past the end of the device \(capacity 1048576\)$/ }),
+  completion({ fn: "Queue.write", what: "past the end of a block device", stage: "started", path: LOOP, skip: LOOP_SKIP ?? false, call: (c) => c.q.write(SIZE + 4096, buf(c), "bad"), code: "ENOSPC", msg: /^The request, 4096 bytes at 1052672, reaches past the end of the device \(capacity 1048576\)$/ }),
   completion({ fn: "Queue.write", what: "read-only instance", stage: "started", prepAt: "created", prep: (c) => c.b.setBool("read-only", true), call: (c) => c.q.write(0, buf(c), "bad"), code: "EBADF", msg: /read-only \(read-only=true\)/ }),
   completion({ fn: "Queue.writeZeroes", what: "read-only instance", stage: "started", prepAt: "created", prep: (c) => c.b.setBool("read-only", true), call: (c) => c.q.writeZeroes(0, 4096, "bad"), code: "EBADF", msg: /read-only \(read-only=true\)/ }),
 );

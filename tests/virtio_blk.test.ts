@@ -879,6 +879,11 @@ vtest("requests the device refuses: unaligned start and length, past the end", (
   assert.equal(c.ret, EINVAL);
   c = one(q, (ud) => q.read(SIZE, mem.subarray(0, PAGE), ud), "read past the end");
   assert.equal(c.ret, EIO, `past the end: ${c.ret} ${c.errorMsg}`);
+  // The device says only EIO: the message says why, or it reads like a failing disk.
+  assert.equal(
+    c.errorMsg,
+    `the device reported an I/O error: the request, ${PAGE} bytes at ${SIZE}, reaches past its end (capacity ${SIZE} at start)`,
+  );
   c = one(q, (ud) => q.read(0, mem.subarray(0, 0), ud), "empty read");
   assert.equal(c.ret, 0);
 });

@@ -216,6 +216,7 @@ test("virtio-blk queue: the status byte the device writes is the completion (UNS
       maxSegmentLen: 0,
       maxTransfer: 2 ** 31 - 512,
       discardChunk: 1 << 20,
+      capacity: 1 << 30,
       writeZeroesChunk: 1 << 20,
     },
     memTable: new MemTable(),

@@ -69,6 +69,7 @@ const EIO = 5;
 const EBADF = 9;
 const EBUSY = 16;
 const EINVAL = 22;
+const ENOSPC = 28;
 const ENOTSUP = 95;
 const U32_MAX = 0xffffffff;
 /** reap() result of a request that went back to the ring for its remainder. */
@@ -841,8 +842,8 @@ export class IoUringQueue implements DriverQueue {
           `(${a}); not a multiple of it: ${why.join(", ")}`;
       }
     }
-    if (op > Op.Writev || (ret !== -EINVAL && ret !== -EIO)) return null;
-    if (ret === -EIO) return this.#partialLastBlock(s[b + S_START], s[b + S_LEN]);
+    if (op > Op.Writev || (ret !== -EINVAL && ret !== -EIO && ret !== -ENOSPC)) return null;
+    if (ret !== -EINVAL) return this.#beyondEnd(s[b + S_START], s[b + S_LEN]);
     const iovs = this.#refs[slot * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
     // Empty iovecs never reach the kernel (#fillIovecs leaves them out).
     const segments = iovs === null ? 1 : iovs.reduce((n, v) => n + (byteLengthOf(v) > 0 ? 1 : 0), 0);
@@ -850,29 +851,34 @@ export class IoUringQueue implements DriverQueue {
     if (segments > max) return `${segments} iovecs: more than max-segments (IOV_MAX, ${max})`;
     if (!t.direct) return null;
     return this.#misalignment(s[b + S_START], s[b + S_LEN], iovs === null ? s[b + S_ADDR] : 0, iovs) ??
-      this.#partialLastBlock(s[b + S_START], s[b + S_LEN]);
+      this.#beyondEnd(s[b + S_START], s[b + S_LEN]);
   }
 
   /**
-   * Why a read or write reaching into the end of a block device failed, or null: a device whose
-   * capacity ends in part of a logical block (a loop device over a file whose size is not a
-   * multiple of its sector size) reports that capacity, and nobody can read or write the part
-   * block (the kernel fails it EINVAL with O_DIRECT, EIO through the page cache).
+   * Why a read or write reaching past or into the end of a block device failed, or null. Past
+   * the end the kernel says only EIO (reads) or ENOSPC (writes), which read like a failing disk
+   * (new-user walkthrough). A device whose capacity ends in part of a logical block (a loop
+   * device over a file whose size is not a multiple of its sector size) reports that capacity,
+   * and nobody can read or write the part block (the kernel fails it EINVAL with O_DIRECT, EIO
+   * through the page cache).
    */
-  #partialLastBlock(start: number, len: number): string | null {
+  #beyondEnd(start: number, len: number): string | null {
     const t = this.#target, block = t.fallocateAlignment;
-    if (!t.isBlockDevice || block <= 1) return null;
+    if (!t.isBlockDevice) return null;
     let capacity: number;
     try {
       capacity = Number(seekEnd(this.#native, this.#fd));
     } catch {
       return null;
     }
-    const whole = capacity - capacity % block;
-    if (whole === capacity || start + len <= whole) return null;
-    return `The device's capacity (${capacity}) is not a multiple of its logical block size (${block}): ` +
-      `its last ${capacity - whole} bytes, from ${whole}, cannot be read or written (a loop device over a ` +
-      "file whose size is not a multiple of its sector size?)";
+    const whole = block > 1 ? capacity - capacity % block : capacity;
+    if (whole !== capacity && start + len > whole) {
+      return `The device's capacity (${capacity}) is not a multiple of its logical block size (${block}): ` +
+        `its last ${capacity - whole} bytes, from ${whole}, cannot be read or written (a loop device over ` +
+        "a file whose size is not a multiple of its sector size?)";
+    }
+    if (start + len <= capacity) return null;
+    return `The request, ${len} bytes at ${start}, reaches past the end of the device (capacity ${capacity})`;
   }
 
   /** What of an O_DIRECT request is not a multiple of request-alignment, as a message, or null. */

@@ -322,6 +322,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
       maxTransfer: this.maxTransfer(),
       discardChunk: chunk(cfg.maxDiscardSectors),
       writeZeroesChunk: chunk(cfg.maxWriteZeroesSectors),
+      capacity: Number(cfg.capacity) * SECTOR_SIZE,
     };
   }
 

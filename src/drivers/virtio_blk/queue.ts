@@ -92,6 +92,8 @@ export interface VirtioDeviceInfo {
   /** Bytes of one discard / write-zeroes request to the device. */
   discardChunk: number;
   writeZeroesChunk: number;
+  /** Capacity in bytes at start: a read or write failing past it says so (the device says EIO). */
+  capacity: number;
 }
 
 /** Options of {@link VirtioBlkQueue}. */
@@ -486,7 +488,7 @@ export class VirtioBlkQueue implements DriverQueue {
   #finish(slot: number, status: number): number {
     if (status !== BlkStatus.OK) {
       if (status === BlkStatus.UNSUPP) return this.#fail(ENOTSUP, "the device does not support this request");
-      if (status === BlkStatus.IOERR) return this.#fail(EIO, "the device reported an I/O error");
+      if (status === BlkStatus.IOERR) return this.#fail(EIO, this.#ioErrorMsg(slot));
       return this.#fail(EIO, `the device returned an invalid status (${status})`);
     }
     if (!this.#hasNextStep(slot)) return 0;
@@ -498,6 +500,17 @@ export class VirtioBlkQueue implements DriverQueue {
     if (this.#cancelled[slot]) return this.#fail(ECANCELED, "request cancelled before it completed");
     this.#continue(slot);
     return CONTINUED;
+  }
+
+  /**
+   * The message of an I/O error: past the end of the device, a plain EIO reads like a failing
+   * disk (new-user walkthrough).
+   */
+  #ioErrorMsg(slot: number): string {
+    const op = this.#op[slot], start = this.#start[slot], len = this.#len[slot], cap = this.#dev.capacity;
+    if (op > Op.Writev || start + len <= cap) return "the device reported an I/O error";
+    return `the device reported an I/O error: the request, ${len} bytes at ${start}, reaches past its end ` +
+      `(capacity ${cap} at start)`;
   }
 
   /**
