@@ -55,9 +55,9 @@ export function noConstructor(cls: string, factory: string): BlkioError {
   return BlkioError.of("EINVAL", `${cls} has no public constructor: use ${factory}`);
 }
 
-/** `ENODEV` "Device must be connected". */
-export function mustBeConnected(): BlkioError {
-  return BlkioError.of("ENODEV", "Device must be connected");
+/** `ENODEV` "Device must be connected" (libblkio's text), with `detail` after it where given. */
+export function mustBeConnected(detail?: string): BlkioError {
+  return BlkioError.of("ENODEV", `Device must be connected${detail === undefined ? "" : `: ${detail}`}`);
 }
 
 /** `EBUSY` "Device must be started". */

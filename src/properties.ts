@@ -104,8 +104,10 @@ export class PropertyTable<D> {
     return row;
   }
 
-  #readable(row: PropertyRow<D>, state: StateValue): void {
-    if (state < (row.readableFrom ?? State.Created)) throw mustBeConnected();
+  #readable(name: string, row: PropertyRow<D>, state: StateValue): void {
+    if (state < (row.readableFrom ?? State.Created)) {
+      throw mustBeConnected(`property ${JSON.stringify(name)} can be read once connected`);
+    }
   }
 
   #writable(name: string, row: PropertyRow<D>, state: StateValue): void {
@@ -115,14 +117,17 @@ export class PropertyTable<D> {
       throw BlkioError.of("EACCES", `Property ${JSON.stringify(name)} is read-only`);
     }
     if (states.includes(state)) return;
-    if (state < Math.min(...states)) throw mustBeConnected();
+    if (state < Math.min(...states)) {
+      const when = states.map((v) => stateName(v)).join(" or ");
+      throw mustBeConnected(`property ${JSON.stringify(name)} can be set in ${when} state`);
+    }
     throw cannotSetIn(name, stateName(state));
   }
 
   /** Typed read: the property must have type `type`. */
   get<T extends PropertyType>(driver: D, state: StateValue, name: string, type: T): PropertyValue[T] {
     const row = this.#typed(name, type);
-    this.#readable(row, state);
+    this.#readable(name, row, state);
     return row.get(driver) as PropertyValue[T];
   }
 
@@ -147,7 +152,7 @@ export class PropertyTable<D> {
   /** Reads any property as text: `true`/`false` or a decimal number. */
   getStr(driver: D, state: StateValue, name: string): string {
     const row = this.#row(name);
-    this.#readable(row, state);
+    this.#readable(name, row, state);
     return String(row.get(driver));
   }
 

@@ -156,7 +156,7 @@ rows(
   { fn: "Blkio.getBool", what: "int property", stage: "created", call: (c) => c.b.getBool("num-queues"), code: "ENOTTY", msg: /"num-queues" is not a bool/ },
   { fn: "Blkio.getBool", what: "unknown name", stage: "started", call: (c) => c.b.getBool("readonly"), code: "ENOENT", msg: /Unknown property name "readonly"/ },
   { fn: "Blkio.getInt", what: '"buf-alignment" before connect', stage: "created", call: (c) => c.b.getInt("buf-alignment"), code: "ENODEV", msg: notConnected },
-  { fn: "Blkio.getUint64", what: '"capacity" before connect', stage: "created", call: (c) => c.b.getUint64("capacity"), code: "ENODEV", msg: notConnected },
+  { fn: "Blkio.getUint64", what: '"capacity" before connect', stage: "created", call: (c) => c.b.getUint64("capacity"), code: "ENODEV", msg: /^Device must be connected: property "capacity" can be read once connected$/ },
   { fn: "Blkio.getUint64", what: "str property", stage: "created", call: (c) => c.b.getUint64("path"), code: "ENOTTY", msg: /"path" is not a uint64/ },
   { fn: "Blkio.getUint64", what: "int property", stage: "started", call: (c) => c.b.getUint64("num-entries"), code: "ENOTTY", msg: /"num-entries" is not a uint64/ },
   { fn: "Blkio.getStr", what: '"capacity" before connect', stage: "created", call: (c) => c.b.getStr("capacity"), code: "ENODEV", msg: notConnected },
@@ -214,7 +214,7 @@ rows(
 
 // Property setters: states
 rows(
-  { fn: "Blkio.setInt", what: "num-queues before connect", stage: "created", call: (c) => c.b.setInt("num-queues", 2), code: "ENODEV", msg: notConnected },
+  { fn: "Blkio.setInt", what: "num-queues before connect", stage: "created", call: (c) => c.b.setInt("num-queues", 2), code: "ENODEV", msg: /^Device must be connected: property "num-queues" can be set in connected state$/ },
   { fn: "Blkio.setInt", what: "num-queues after start", stage: "started", call: (c) => c.b.setInt("num-queues", 2), code: "EBUSY", msg: /Cannot set property "num-queues" in started state/ },
   { fn: "Blkio.setInt", what: "fd after connect", stage: "connected", call: (c) => c.b.setInt("fd", 0), code: "EBUSY", msg: /Cannot set property "fd" in connected state/ },
   { fn: "Blkio.setInt", what: "read-only max-queues", stage: "created", call: (c) => c.b.setInt("max-queues", 1), code: "EACCES", msg: /"max-queues" is read-only/ },
