@@ -304,8 +304,13 @@ function checkCount(name: string, value: unknown, min: number): number {
 function requestError(op: number, offset: unknown, errno: number, msg: string | null): BlkioError {
   const what = op === OP_FLUSH ? "Flush" : `${OP_NAMES[op]} at offset ${offset}`;
   if (msg === null) return errnoError(errno, `${what} failed`);
-  return new BlkioError(errno, `${what} failed: ${errnoName(errno)} (${msg})`);
+  // The queue's text speaks of addresses and memory regions; here the remedy has a name.
+  const hint = BUFFER_REFUSED.test(msg) ? "; allocBuffer() returns buffers this device accepts" : "";
+  return new BlkioError(errno, `${what} failed: ${errnoName(errno)} (${msg})${hint}`);
 }
+
+/** A queue's message for a buffer the device cannot take (misaligned address, outside a region). */
+const BUFFER_REFUSED = /address|not inside a mapped memory region/;
 
 /**
  * A block device (or file) opened for event-driven I/O: every request returns a promise, and

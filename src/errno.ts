@@ -4,7 +4,24 @@
  * @module
  */
 
-/** The errno values the library reports (Linux x86_64 and arm64 share them). */
+/**
+ * The errno values the library reports (Linux x86_64 and arm64 share them). A completion's
+ * `ret` is the negated value; a thrown {@link BlkioError} has it as `errno`.
+ *
+ * @example Telling a failed completion apart
+ * ```ts
+ * import { Blkio, type Completion, ERRNO } from "@blkio/blkio";
+ * using b = Blkio.create("io_uring");
+ * b.setStr("path", "/proc/self/exe");
+ * b.setBool("read-only", true);
+ * b.connect();
+ * b.start();
+ * const q = b.getQueue(0)!, out: Completion[] = [];
+ * q.write(0, new Uint8Array(512), "w"); // a write on a read-only instance
+ * q.doIo(out, 1, 1);
+ * if (out[0].ret !== -ERRNO.EBADF) throw new Error(`unexpected ret ${out[0].ret}`);
+ * ```
+ */
 export const ERRNO = {
   EPERM: 1,
   ENOENT: 2,

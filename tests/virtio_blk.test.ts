@@ -337,6 +337,24 @@ vtest("BlockDevice.allocBuffer: a page or more is page-aligned, smaller ones 64-
   }
 });
 
+vtest(
+  "BlockDevice: a plain buffer rejects EINVAL naming allocBuffer, and the device keeps working",
+  async () => {
+    const dev = await BlockDevice.open(EXP!.socket, { driver: DRIVER });
+    try {
+      const e = await dev.read(0, new Uint8Array(PAGE)).then(() => null, (x: BlkioError) => x);
+      assert.equal(e?.code, "EINVAL");
+      assert.match(
+        e!.message,
+        /not inside a mapped memory region.*; allocBuffer\(\) returns buffers this device accepts$/,
+      );
+      await dev.read(0, dev.allocBuffer(PAGE));
+    } finally {
+      await dev.close();
+    }
+  },
+);
+
 vtest("properties: the driver's table (fd, direct, queue-size, memory, queues)", () => {
   using b = create();
   // Readable in every state, as libblkio's stored properties are.
