@@ -986,7 +986,10 @@ class BlockDeviceRun {
     } failed: ${err.code}`;
     let inner: string;
     if (err.message.startsWith(head)) {
-      const m = /^ \(([\s\S]*)\)$/.exec(err.message.slice(head.length));
+      // After the queue's message, a buffer refused says what to use instead (requestError).
+      const m = /^ \(([\s\S]*)\)(?:; allocBuffer\(\) returns buffers this device accepts)?$/.exec(
+        err.message.slice(head.length),
+      );
       inner = m === null ? "" : m[1];
     } else if (outcome.early === true) {
       inner = err.message.slice(err.message.indexOf(": ") + 2);
