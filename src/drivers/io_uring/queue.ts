@@ -665,6 +665,26 @@ export class IoUringQueue implements DriverQueue {
     return n;
   }
 
+  /**
+   * A NO_FALLBACK write zeroes whose range was written back: the zeroing goes now, or it is
+   * refused. The device may have lost write zeroes since connect (another request found out,
+   * here or in another process). Sent all the same, the kernel would drop the range's page cache
+   * before it refused, and leave zeroes the device does not hold wherever the cache could not be
+   * dropped (#finish: a large folio, pages busy). Asked of sysfs, once per such request (rare),
+   * it is refused without that. Apart from #finish, which runs for every completion, so that
+   * this rare path does not make it too long for V8 to inline.
+   */
+  #zeroAfterWriteBack(slot: number): number {
+    const t = this.#target;
+    if (!t.supportsWriteZeroesWithoutFallback || !this.#askDevice(deviceZeroes)) {
+      t.supportsWriteZeroesWithoutFallback = false;
+      return -ENOTSUP;
+    }
+    this.#slots[slot * SLOT_NUMBERS + S_PHASE] = 0;
+    this.#requeue(slot);
+    return RESUBMITTED;
+  }
+
   /** The completion value of request `slot` given CQE result `res`, or RESUBMITTED. */
   #finish(slot: number, res: number): number {
     const s = this.#slots, b = slot * SLOT_NUMBERS;
@@ -676,19 +696,7 @@ export class IoUringQueue implements DriverQueue {
     // goes ahead. On the target's fd (no second file) the error was taken from that fd's flush,
     // so this request must report it.
     if (op === Op.WriteZeroes && (s[b + S_PHASE] === 9 || (s[b + S_PHASE] === 3 && res >= 0))) {
-      // The device may have lost write zeroes since connect (another request found out, here
-      // or in another process). Sent all the same, the kernel would drop the range's page cache
-      // before it refused, and leave zeroes the device does not hold wherever the cache could
-      // not be dropped (below: a large folio, pages busy). Asked of sysfs, once per such request
-      // (NO_FALLBACK on a buffered block device: rare), it is refused without that.
-      const t = this.#target;
-      if (!t.supportsWriteZeroesWithoutFallback || !this.#askDevice(deviceZeroes)) {
-        t.supportsWriteZeroesWithoutFallback = false;
-        return -ENOTSUP;
-      }
-      s[b + S_PHASE] = 0;
-      this.#requeue(slot);
-      return RESUBMITTED;
+      return this.#zeroAfterWriteBack(slot);
     }
     if (res < 0) {
       // EOPNOTSUPP from the discard command: a kernel before 6.12 has no block device commands,
