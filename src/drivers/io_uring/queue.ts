@@ -796,9 +796,9 @@ export class IoUringQueue implements DriverQueue {
 
   /**
    * `ask` of the target's block device (sysfs; after a failure, or before a zeroing that must not
-   * fall back), false for a file. Never
-   * throws: it runs in the middle of a reap, where a throw (sysfs unreadable at the fd limit)
-   * lost the CQ head and released slots twice. Unknown counts as no.
+   * fall back), false for a file. Never throws: it runs in the middle of a reap, where a throw
+   * (sysfs unreadable at the fd limit) lost the CQ head and released slots twice. Unknown counts
+   * as no.
    */
   #askDevice(ask: (native: Native, major: number, minor: number) => boolean): boolean {
     const dev = this.#target.blockDevice;
