@@ -309,8 +309,11 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
   return new BlkioError(errno, `${what} failed: ${errnoName(errno)} (${msg})${hint}`);
 }
 
-/** A queue's message for a buffer the device cannot take (misaligned address, outside a region). */
-const BUFFER_REFUSED = /address|not inside a mapped memory region/;
+/**
+ * A queue's message for a buffer the device cannot take: io_uring's misaligned O_DIRECT address
+ * ("the buffer's address N", "iovec K's address N"), virtio's memory outside its regions.
+ */
+const BUFFER_REFUSED = /'s address \d+|not inside a mapped memory region/;
 
 /**
  * A block device (or file) opened for event-driven I/O: every request returns a promise, and

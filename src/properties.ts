@@ -105,8 +105,9 @@ export class PropertyTable<D> {
   }
 
   #readable(name: string, row: PropertyRow<D>, state: StateValue): void {
-    if (state < (row.readableFrom ?? State.Created)) {
-      throw mustBeConnected(`property ${JSON.stringify(name)} can be read once connected`);
+    const from = row.readableFrom ?? State.Created;
+    if (state < from) {
+      throw mustBeConnected(`property ${JSON.stringify(name)} can be read once ${stateName(from)}`);
     }
   }
 
