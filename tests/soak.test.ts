@@ -1,8 +1,8 @@
 // The short version of scripts/soak.ts (the full run is 2 million requests, reported in
-// RELIABILITY.md): a few seconds of mixed reads and writes of 4-128 KiB at queue depths 1..128
-// on a file and, as root, an O_DIRECT loop device, every block stamped and verified; zero
-// mismatches, zero failed requests, heap and open fds flat. Also checks that the verifier
-// itself catches the faults it is there to catch.
+// README.md, "Soak figures"): a few seconds of mixed reads and writes of 4-128 KiB at queue
+// depths 1..128 on a file and, as root, an O_DIRECT loop device, every block stamped and
+// verified; zero mismatches, zero failed requests, heap and open fds flat. Also checks that the
+// verifier itself catches the faults it is there to catch.
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { check, soak, stamp } from "../scripts/soak.ts";
