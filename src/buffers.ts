@@ -23,6 +23,9 @@ const TYPED_ARRAY = Object.getPrototypeOf(Uint8Array.prototype) as object;
 const VIEW_BUFFER = intrinsic<ArrayBufferLike>(TYPED_ARRAY, "buffer");
 const VIEW_OFFSET = intrinsic<number>(TYPED_ARRAY, "byteOffset");
 const VIEW_LENGTH = intrinsic<number>(TYPED_ARRAY, "byteLength");
+// The built-in fill, for the same reason: a subclass's own `fill` is the caller's code, and the
+// library zeroes buffers in the middle of a reap (a read past the end of a file).
+const VIEW_FILL = (TYPED_ARRAY as { fill: (this: unknown, value: number, start: number) => unknown }).fill;
 const AB_DETACHED = intrinsic<boolean>(ArrayBuffer.prototype, "detached", false); // ES2024
 const AB_RESIZABLE = intrinsic<boolean>(ArrayBuffer.prototype, "resizable", false);
 // Where those getters exist they throw a TypeError for a SharedArrayBuffer, and checkBuffer
@@ -35,6 +38,11 @@ const GETTERS_REFUSE_SHARED = ["detached", "resizable"].some((name) =>
 /** The real byte length of a buffer that passed {@link checkBuffer}, whatever its getters say. */
 export function byteLengthOf(buf: Uint8Array): number {
   return VIEW_LENGTH.call(buf);
+}
+
+/** Zeroes a buffer that passed {@link checkBuffer} from byte `start` on, whatever its methods say. */
+export function zeroFrom(buf: Uint8Array, start: number): void {
+  VIEW_FILL.call(buf, 0, start);
 }
 
 /** The ArrayBuffer behind a buffer that passed {@link checkBuffer}, whatever its getters say. */

@@ -126,4 +126,50 @@ for (const t of TARGETS) {
   });
 }
 
+// A vectored read across the end of a file that falls inside an iovec: the rest of that iovec
+// and every later one read as zeroes, whole. Zeroing the rest from the offset inside the first
+// iovec for every iovec left the caller's old bytes at the start of the later ones, reported as
+// a success (the other tests put the end of the file on an iovec boundary).
+test("growing_file: a readv across the end of the file inside an iovec zeroes every later iovec whole", () => {
+  const path = join(scratchDir(), "short.img");
+  writeFileSync(path, new Uint8Array(1000).fill(0x33));
+  using b = startOn({ path, direct: false });
+  const q = b.getQueue(0)!;
+  const iov = [0, 1, 2].map(() => new Uint8Array(PAGE).fill(0xff));
+  runOk(q, (ud) => q.readv(0, iov, ud), "readv across the end");
+  assert.deepEqual(iov[0].subarray(0, 1000), new Uint8Array(1000).fill(0x33));
+  assert.deepEqual(iov[0].subarray(1000), new Uint8Array(PAGE - 1000), "the rest of the first iovec");
+  assert.deepEqual(iov[1], new Uint8Array(PAGE), "the second iovec");
+  assert.deepEqual(iov[2], new Uint8Array(PAGE), "the third iovec");
+});
+
+// The zeroes past the end are written in the middle of a reap, so no code of the caller may run
+// there: a Uint8Array subclass whose own fill() threw made doIo throw, the CQE stayed unreaped,
+// and every later doIo threw again.
+test("growing_file: a buffer subclass with its own fill() is zeroed past the end all the same", () => {
+  const path = join(scratchDir(), "short.img");
+  writeFileSync(path, new Uint8Array(1000).fill(0x33));
+  class OwnFill extends Uint8Array {
+    override fill(): this {
+      throw new Error("the library called the caller's fill()");
+    }
+  }
+  const dirty = (n: number) => {
+    const b = new OwnFill(n);
+    Uint8Array.prototype.fill.call(b, 0xff);
+    return b;
+  };
+  using b = startOn({ path, direct: false });
+  const q = b.getQueue(0)!;
+  const buf = dirty(PAGE);
+  runOk(q, (ud) => q.read(0, buf, ud), "read across the end");
+  const iov = [dirty(512), dirty(PAGE)];
+  runOk(q, (ud) => q.readv(0, iov, ud), "readv across the end");
+  const want = new Uint8Array(512 + PAGE);
+  want.fill(0x33, 0, 1000);
+  assert.deepEqual(new Uint8Array(buf), want.subarray(0, PAGE));
+  assert.deepEqual(new Uint8Array(iov[0]), want.subarray(0, 512));
+  assert.deepEqual(new Uint8Array(iov[1]), want.subarray(512, 512 + PAGE));
+});
+
 test("growing_file: cleanup scratch targets", () => cleanupAll());

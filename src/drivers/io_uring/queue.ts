@@ -10,7 +10,7 @@ import type { Native } from "../../../ffi/types.ts";
 import { type Completion, Op, type OpValue, ReqFlags } from "../../completion.ts";
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
-import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
+import { bufferAddress, bufferOf, byteLengthOf, zeroFrom } from "../../buffers.ts";
 import { abandon, outlivesThread } from "../../abandoned.ts";
 import {
   closeFd,
@@ -928,21 +928,27 @@ export class IoUringQueue implements DriverQueue {
     return false;
   }
 
-  /** A read hit end of file: the rest reads as zeroes. */
+  /**
+   * A read hit end of file: the rest reads as zeroes. With the built-in fill and lengths: this
+   * runs in the middle of a reap, where a subclass's own `fill` that threw left the CQE unreaped
+   * and every later doIo threw again.
+   */
   #zeroRest(slot: number): void {
     let skip = this.#slots[slot * SLOT_NUMBERS + S_DONE];
     const r = slot * SLOT_REFS;
     const buf = this.#refs[r + R_BUF] as Uint8Array | null;
     if (buf !== null) {
-      buf.fill(0, skip);
+      zeroFrom(buf, skip);
       return;
     }
-    for (const b of this.#refs[r + R_IOV] as readonly Uint8Array[]) {
-      if (skip >= b.byteLength) {
-        skip -= b.byteLength;
+    const iov = this.#refs[r + R_IOV] as readonly Uint8Array[];
+    for (let k = 0; k < iov.length; k++) {
+      const len = byteLengthOf(iov[k]);
+      if (skip >= len) {
+        skip -= len;
         continue;
       }
-      b.fill(0, skip);
+      zeroFrom(iov[k], skip);
       skip = 0;
     }
   }
