@@ -321,6 +321,14 @@ test("buffers: a Uint8Array subclass with lying getters cannot make the kernel o
   assert.ok(new Uint8Array(backing, size, 16).every((x) => x === 0x77));
   assert.ok(new Uint8Array(backing, size + 16, size - 16).every((x) => x === 0));
   assert.ok(guardAfter.every((x) => x === 0));
+
+  // A writev of it writes its real 16 bytes and completes 0: the length the request asks for is
+  // the views' own, not the getter's (taken from the getter, the write fell short of it: EIO).
+  plain.fill(0x55);
+  q.writev(8192, [plain], "shadowed writev");
+  const [w] = reap(q, 1);
+  assert.equal(w.ret, 0, `${w.ret} ${w.errorMsg}`);
+  assert.deepEqual(pread(FILE.path, 8192, 32), new Uint8Array(32).fill(0x55, 0, 16));
 });
 
 // --- GC safety ---

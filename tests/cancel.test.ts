@@ -10,6 +10,7 @@ import { queueUsesBuffer } from "../src/queue.ts";
 import {
   alignedBuffer,
   cleanupAll,
+  connectTo,
   pread,
   pwrite,
   scratchFile,
@@ -289,6 +290,30 @@ test("Queue.cancel() takes the oldest of requests sharing userData in the ring, 
   }
   // Not required (the older may have started), but the test only means something if it happens.
   assert.ok(olderCancelled > 0, "the older write never got cancelled: the test proves nothing here");
+});
+
+// A cancellation takes a slot of its own, given back when its CQE is reaped. Kept, each cancel
+// shrank the queue for good: with one entry, the queue soon looked full with nothing in flight,
+// a doIo(min 1) with nothing outstanding waited instead of failing EINVAL, and destroy() waited
+// for requests that did not exist.
+test("cancel: after cancels are reaped the queue is idle, its capacity whole", () => {
+  using b = connectTo({ path: scratchFile(65536), direct: false });
+  b.setInt("num-entries", 1);
+  b.start();
+  const q = b.getQueue(0)!;
+  const out: Completion[] = [];
+  for (let i = 0; i < 4; i++) {
+    q.read(0, new Uint8Array(4096), `read ${i}`);
+    assert.equal(q.doIo(out, 0, 0), 0); // handed to the kernel
+    assert.ok(q.cancel(`read ${i}`), `read ${i} was not found to cancel`);
+    assert.equal(q.doIo(out, 1, 1, 2_000_000_000), 1, `read ${i} did not complete`);
+    assert.equal(out[0].userData, `read ${i}`);
+  }
+  assert.throws(
+    () => q.doIo(out, 1, 1, 500_000_000),
+    (e: { code?: string }) => e.code === "EINVAL",
+    "doIo(min 1) with nothing outstanding must fail EINVAL",
+  );
 });
 
 test("cancel: cleanup scratch targets", () => cleanupAll());

@@ -684,4 +684,24 @@ test(
   },
 );
 
+// A request that completed lets go of its buffer: its slot must not keep it. A free slot that
+// still held a region's buffer made freeMemRegion throw EBUSY ("in use by requests in flight")
+// while any other request was pending, and kept up to a ring's worth of buffers from the GC.
+test("mem-regions: a region whose requests completed is freed while another request is pending", () => {
+  const t = TARGETS[0];
+  using b = startOn(t);
+  const q = b.getQueue(0)!;
+  const r = b.allocMemRegion(2 * 4096);
+  b.mapMemRegion(r);
+  q.read(0, r.bytes.subarray(0, 4096), "first");
+  q.read(4096, r.bytes.subarray(4096), "second");
+  for (const c of reap(q, 2)) assert.equal(c.ret, 0, `${c.userData}: ${c.ret} ${c.errorMsg}`);
+  q.read(0, new Uint8Array(4096), "other"); // queued, not yet submitted
+  b.unmapMemRegion(r);
+  b.freeMemRegion(r);
+  const [c] = reap(q, 1);
+  assert.equal(c.userData, "other");
+  assert.equal(c.ret, 0, `${c.ret} ${c.errorMsg}`);
+});
+
 test("mem-regions: cleanup scratch targets", () => cleanupAll());

@@ -72,6 +72,40 @@ for (const { op, buffer } of CASES) {
   });
 }
 
+// Each part of a request cut short more than once must start where the last one ended. A
+// resume that counted only the latest part (done = res instead of done += res) still read the
+// right bytes here (the overlap was read again), but a source that caps every transfer would
+// make such a request go round for ever; the number of cuts the remainder took tells.
+test("short transfer: a read cut short twice resumes each time from where the last part ended", () => {
+  const path = scratchFile(64 * 1024);
+  const file = ramp(4 * PAGE, 3);
+  pwrite(path, 0, file);
+  const out: Completion[] = [];
+  const buf = new Uint8Array(4 * PAGE);
+  let second = 0;
+  // The whole read is cut to one page; the 3-page remainder to one page as often as it comes
+  // back whole (up to 5 times), so only a resume from the wrong place meets it again.
+  const first = withRewrittenResults(4 * PAGE, PAGE, 1, () => {
+    second = withRewrittenResults(3 * PAGE, PAGE, 5, () => {
+      using b = Blkio.create("io_uring");
+      b.setStr("path", path);
+      b.connect();
+      b.start();
+      const q = b.getQueue(0)!;
+      q.read(0, buf, "r");
+      assert.equal(q.doIo(out, 1, 1), 1);
+    });
+  });
+  assert.equal(first, 1, "the read was not cut short");
+  assert.equal(out[0].ret, 0, `${out[0].ret} ${out[0].errorMsg}`);
+  assert.deepEqual(buf, file);
+  assert.equal(
+    second,
+    1,
+    `the remainder was cut ${second} times: a resume did not start after the last part`,
+  );
+});
+
 test("short_transfer: cleanup scratch files", () => cleanupAll());
 
 // The rewriting helper itself: it reads the CQ of every ring set up while it is active, and
