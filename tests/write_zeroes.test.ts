@@ -1,18 +1,8 @@
 // libblkio tests/write-zeroes.c, discard.c, flush.c.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  readSync,
-  statfsSync,
-  statSync,
-} from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, readSync, statfsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename } from "node:path";
 import { Blkio, type Completion, type Queue, ReqFlags } from "../mod.ts";
 import {
   alignedBuffer,
@@ -26,6 +16,7 @@ import {
   skipIf,
   startOn,
   targets,
+  writeZeroesMaxBytes,
 } from "./_helpers.ts";
 import { getData, PAGE, reapAll, runOk } from "./_io.ts";
 
@@ -39,7 +30,7 @@ for (const t of TARGETS) {
     // What the device said when the instance connected. A loop device stops offering write
     // zeroes after its backing file system refused one (tmpfs has no ZERO_RANGE), so this test
     // comes first for each target.
-    const zeroesNatively = t.isBlockDevice && writeZeroesMax(t.path) > 0;
+    const zeroesNatively = t.isBlockDevice && writeZeroesMaxBytes(t.path) > 0;
     const q = b.getQueue(0)!;
     const buf = alignedBuffer(b, PAGE).fill(0x42);
     runOk(q, (ud) => q.write(OFF, buf, ud), "write 'B'");
@@ -336,10 +327,5 @@ test(
     }
   },
 );
-
-/** The device's sysfs write_zeroes_max_bytes (0: it has no write zeroes command of its own). */
-function writeZeroesMax(dev: string): number {
-  return Number(readFileSync(`/sys/block/${basename(dev)}/queue/write_zeroes_max_bytes`, "utf8"));
-}
 
 test("write_zeroes: cleanup scratch targets", () => cleanupAll());
