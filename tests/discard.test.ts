@@ -95,6 +95,30 @@ test(
   },
 );
 
+// Once the discard command has said EOPNOTSUPP on a kernel that lacks it, the queue uses fallocate
+// for good. Up to five results are rewritten here, so a queue that kept sending the command
+// (each one rewritten again) shows: only the first may be. On kernels with the discard command,
+// fallocate refuses a block device's discard (EOPNOTSUPP), so no fallocate result is rewritten.
+test(
+  ...skipIf(
+    "discard: after one EOPNOTSUPP from the discard command, no discard command goes again",
+    LOOP_SKIP,
+  ),
+  () => {
+    const { dev } = filledLoop();
+    const rewritten = withRewrittenResults(0, -ENOTSUP, 5, () => {
+      using b = startOn({ path: dev, direct: false });
+      discard(b, 2 * MiB, MiB);
+      discard(b, 4 * MiB, MiB);
+    });
+    assert.equal(
+      rewritten,
+      1,
+      `the discard command went again after EOPNOTSUPP (${rewritten} results rewritten)`,
+    );
+  },
+);
+
 // The discard command writes the range's dirty pages back and drops its page cache first, and
 // fails with EBUSY when pages busy with buffered I/O of the range cannot be dropped (a reviewer's loop of
 // discard + write + read of one range saw it in 195-440 of 500 rounds; in the full suite, none);

@@ -7,6 +7,7 @@ import { Blkio, type Completion, type Queue, ReqFlags } from "../mod.ts";
 import {
   alignedBuffer,
   cleanupAll,
+  loopFlushes,
   loopUnavailableReason,
   loseWriteZeroes,
   pread,
@@ -325,6 +326,26 @@ test(
     ) {
       assert.equal(back[off], want, `byte ${off}`);
     }
+  },
+);
+
+// A FUA write zeroes on a device that lost write zeroes goes again as ZERO_RANGE (with fallback):
+// that zeroing must be made durable too, by the flush FUA stands for. Completed without it, the
+// zeroes of a request the caller asked to be durable were not (mutation audit).
+test(
+  ...skipIf(
+    "write zeroes: a FUA request that falls back after the device lost write zeroes still flushes",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const dev = scratchLoop(1 << 20);
+    using b = startOn({ path: dev, direct: false }); // connected while the device has write zeroes
+    const q = b.getQueue(0)!;
+    loseWriteZeroes(dev);
+    const before = loopFlushes(dev);
+    runOk(q, (ud) => q.writeZeroes(65536, PAGE, ud, ReqFlags.FUA), "FUA write zeroes");
+    assert.ok(loopFlushes(dev) - before >= 1, "the zeroing that fell back was not flushed");
+    assert.deepEqual(pread(dev, 65536, PAGE), new Uint8Array(PAGE));
   },
 );
 
