@@ -10,7 +10,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Blkio, BlkioError, BlockDevice, type Completion, type MemoryRegion } from "../mod.ts";
+import { Blkio, BlkioError, BlockDevice, type Completion, type MemoryRegion, ReqFlags } from "../mod.ts";
 import { skipIf } from "./_helpers.ts";
 
 const DRIVER = "virtio-blk-vhost-user";
@@ -332,3 +332,61 @@ htest("a blk_size beyond 2 MiB is taken as 512, as Linux does; alignment propert
   assert.equal(c?.ret, 0, String(c?.errorMsg));
   assert.deepEqual(r.bytes, block(1));
 });
+
+// The status byte is the only word a back-end gives on a request's outcome, so the driver sets
+// it to a value no back-end writes (0xff) before each request: one the back-end returns without
+// writing it must not pass for the previous request's VIRTIO_BLK_S_OK (mutation audit: without
+// the reset, this read completed 0 and its buffer was never filled).
+htest(
+  "a request whose status byte the back-end never writes fails EIO, not with the last one's OK",
+  async () => {
+    await using fake = await startFake("no_data,no_status,after=2");
+    using b = startBlkio(fake.socket);
+    const q = b.getQueue(0)!;
+    const r = b.allocMemRegion(4096);
+    b.mapMemRegion(r);
+    const rets: number[] = [];
+    for (const ud of ["first", "second"]) {
+      r.bytes.fill(0xee);
+      q.read(0, r.bytes, ud);
+      const [c] = await collect(q, 300);
+      assert.equal(c?.userData, ud, `${ud} read never completed: ${fake.log()}`);
+      rets.push(c.ret);
+    }
+    assert.deepEqual(rets, [0, EIO], `second read's buffer starts ${r.bytes[0]}`);
+  },
+);
+
+htest("VIRTIO_BLK_S_UNSUPP completes a request with EOPNOTSUPP, not EIO", async () => {
+  await using fake = await startFake("status=2");
+  using b = startBlkio(fake.socket);
+  const q = b.getQueue(0)!;
+  const r = b.allocMemRegion(4096);
+  b.mapMemRegion(r);
+  q.read(0, r.bytes, "read");
+  const [c] = await collect(q, 300);
+  assert.equal(c?.ret, -95, `${c?.ret} ${c?.errorMsg}`);
+});
+
+// FUA on a device that did not offer VIRTIO_BLK_F_FLUSH has nothing to flush (the device says it
+// has no volatile cache); a flush request sent all the same is one a device that follows the
+// spec answers UNSUPP, failing every FUA write. With F_FLUSH offered, the flush goes.
+for (const [offered, mask] of [[true, "features_mask=0"], [false, "features_mask=200"]] as const) {
+  htest(
+    `a FUA write ${offered ? "sends" : "sends no"} flush when the back-end ${
+      offered ? "offers" : "withholds"
+    } F_FLUSH`,
+    async () => {
+      await using fake = await startFake(mask);
+      using b = startBlkio(fake.socket);
+      const q = b.getQueue(0)!;
+      const r = b.allocMemRegion(4096);
+      b.mapMemRegion(r);
+      q.write(0, r.bytes.fill(1), "write", ReqFlags.FUA);
+      const [c] = await collect(q, 300);
+      assert.equal(c?.ret, 0, `${c?.ret} ${c?.errorMsg}`);
+      const flushes = fake.log().split("\n").filter((l) => / type 4 /.test(l)).length;
+      assert.equal(flushes, offered ? 1 : 0, fake.log());
+    },
+  );
+}
