@@ -531,8 +531,9 @@ async function resumer(pid: number, ms: number): Promise<{ stop(): Promise<void>
 }
 
 // A FUSE daemon that refuses ZERO_RANGE (tests/fixtures/no_zero_range_fuse.c, which logs every
-// fallocate mode it is asked for): a write zeroes that may unmap goes again as the hole libblkio
-// would punch, and later ones punch at once; one with NO_UNMAP cannot, and fails ENOTSUP.
+// fallocate mode and fsync it is asked for): a write zeroes that may unmap goes again as the hole
+// libblkio would punch, and later ones punch at once; one with NO_UNMAP cannot, and fails ENOTSUP.
+// FUA holds either way: the punch that followed a refusal is flushed too (mutation audit).
 test(
   ...skipIf(
     "faults: write zeroes on a FUSE file whose daemon refuses ZERO_RANGE punches a hole, and from then on at once",
@@ -540,7 +541,9 @@ test(
   ),
   async () => {
     const { file, backing, log } = fixtureFuse(scratch());
-    const modes = () => readFileSync(log, "utf8").split("\n").filter((l) => l !== "").map(Number);
+    const lines = () => readFileSync(log, "utf8").split("\n").filter((l) => l !== "");
+    const modes = () => lines().filter((l) => l !== "fsync").map(Number);
+    const fsyncs = () => lines().filter((l) => l === "fsync").length;
     const zeroedInBacking = (off: number, len: number) =>
       readFileSync(backing).subarray(off, off + len).every((x) => x === 0);
     const ZERO_RANGE = 0x10, PUNCH_HOLE = 0x02, KEEP_SIZE = 0x01;
@@ -551,14 +554,16 @@ test(
         submit(what);
         return reapAll(q, 1).get(what)!;
       };
-      let c = one("first", (ud) => q.writeZeroes(0, 64 * 1024, ud));
+      let c = one("first, FUA", (ud) => q.writeZeroes(0, 64 * 1024, ud, ReqFlags.FUA));
       assert.equal(c.ret, 0, `first: ${retName(c.ret)} ${c.errorMsg}`);
       assert.ok(zeroedInBacking(0, 64 * 1024), "first: zeroed");
       assert.deepEqual(modes(), [ZERO_RANGE | KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE]);
+      assert.equal(fsyncs(), 1, "first: the punch after the refusal was not flushed");
       c = one("second, FUA", (ud) => q.writeZeroes(128 * 1024, 64 * 1024, ud, ReqFlags.FUA));
       assert.equal(c.ret, 0, `second: ${retName(c.ret)} ${c.errorMsg}`);
       assert.ok(zeroedInBacking(128 * 1024, 64 * 1024), "second: zeroed");
       assert.deepEqual(modes().slice(2), [PUNCH_HOLE | KEEP_SIZE], "the second punches at once");
+      assert.equal(fsyncs(), 2, "second: not flushed");
       c = one("NO_UNMAP", (ud) => q.writeZeroes(256 * 1024, BLOCK, ud, ReqFlags.NO_UNMAP));
       assert.equal(c.ret, -ERRNO.ENOTSUP, `NO_UNMAP: ${retName(c.ret)}`);
       assert.deepEqual(modes().slice(3), [ZERO_RANGE], "NO_UNMAP asks for ZERO_RANGE only");
