@@ -598,6 +598,8 @@ test(
       assert.throws(() => q.doIo(out, 1, 1, 300_000_000n), { code: "ETIME" }, `direct ${direct}`);
       const ms = performance.now() - t0;
       assert.ok(ms < 2000, `direct ${direct}: doIo with a 300 ms timeout took ${ms.toFixed(0)} ms`);
+      // Nor sooner: a timeout cut short returns ETIME before the request had its time.
+      assert.ok(ms >= 280, `direct ${direct}: doIo with a 300 ms timeout gave up after ${ms.toFixed(0)} ms`);
       const c = reapAll(q, 1).get("read")!;
       assert.equal(c.ret, 0, `direct ${direct}: ${retName(c.ret)} ${c.errorMsg}`);
       assert.ok(buf.every((x) => x === 0x5a), `direct ${direct}: data`);
