@@ -1,7 +1,16 @@
 // libblkio tests/write-zeroes.c, discard.c, flush.c.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { closeSync, existsSync, fsyncSync, openSync, readSync, statfsSync, statSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readSync,
+  statfsSync,
+  statSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { Blkio, type Completion, type Queue, ReqFlags } from "../mod.ts";
 import {
@@ -245,6 +254,37 @@ test(
       runOk(q, (ud) => q.read(at, back, ud), "read back");
       assert.deepEqual(back, data, `direct=${direct}: the instance reads zeroes the device does not hold`);
       assert.deepEqual(pread(dev, at, 8192), data, `direct=${direct}: a buffered reader of the device does`);
+    }
+  },
+);
+
+// The page cache is the device's, whoever opened it how: a zeroing the kernel refuses has dropped
+// the range's cache first, dirty pages included. Another writer's completed buffered write, not
+// yet written back, was lost that way when the refused request came from an O_DIRECT instance
+// (which did not write the range back first); the device kept its old bytes.
+test(
+  ...skipIf(
+    "write zeroes: a refused NO_FALLBACK request keeps another writer's completed buffered write (buffered and O_DIRECT instances)",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const at = 65536;
+    for (const direct of [false, true]) {
+      const dev = scratchLoop(1 << 20);
+      using b = startOn({ path: dev, direct }); // connected while the device has write zeroes
+      const q = b.getQueue(0)!;
+      loseWriteZeroes(dev);
+      const theirs = new Uint8Array(8192).fill(0x42);
+      const fd = openSync(dev, "r+");
+      try {
+        assert.equal(writeSync(fd, theirs, 0, theirs.length, at), theirs.length); // dirty, not synced
+        q.writeZeroes(at, 8192, "no fallback", ReqFlags.NO_FALLBACK);
+        const [c] = reapAll(q, 1, 1);
+        assert.equal(c.ret, -ENOTSUP, `direct=${direct}: ret ${c.ret} ${c.errorMsg}`);
+        assert.deepEqual(pread(dev, at, 8192), theirs, `direct=${direct}: the other writer's write is gone`);
+      } finally {
+        closeSync(fd);
+      }
     }
   },
 );

@@ -524,17 +524,19 @@ export class IoUringQueue implements DriverQueue {
 
   /**
    * The first phase of a write zeroes: 3 (write the range's dirty pages back first) on a block
-   * device opened buffered when the request must not fall back, else 0. fallocate on a block
-   * device drops the range's page cache, dirty pages included, before it zeroes: when the
-   * zeroing then fails (a device that lost write zeroes), completed writes not yet written back
-   * were gone, and reads found the older data. Written back first, they stay. A request that
-   * may fall back needs nothing: its range ends up zeroed (#finish retries it). Nor one of
-   * length 0 (EINVAL), whose write-back would reach to the end of the device.
+   * device when the request must not fall back, else 0. fallocate on a block device drops the
+   * range's page cache, dirty pages included, before it zeroes: when the zeroing then fails (a
+   * device that lost write zeroes), completed writes not yet written back were gone, and reads
+   * found the older data. Written back first, they stay. On an O_DIRECT instance too: the page
+   * cache is the device's, and the writes lost were another writer's buffered ones (a refused
+   * zeroing from an O_DIRECT instance dropped them). A request that may fall back needs
+   * nothing: its range ends up zeroed (#finish retries it). Nor one of length 0 (EINVAL), whose
+   * write-back would reach to the end of the device.
    */
   #firstZeroPhase(flags: number, len: number): number {
     const t = this.#target;
     if (t.zeroByRange && (flags & ReqFlags.NO_UNMAP) === 0) return 8;
-    return t.isBlockDevice && !t.direct && (flags & ReqFlags.NO_FALLBACK) !== 0 && len > 0 ? 3 : 0;
+    return t.isBlockDevice && (flags & ReqFlags.NO_FALLBACK) !== 0 && len > 0 ? 3 : 0;
   }
 
   /**
