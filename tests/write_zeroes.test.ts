@@ -6,6 +6,7 @@ import {
   existsSync,
   fsyncSync,
   openSync,
+  readFileSync,
   readSync,
   statfsSync,
   statSync,
@@ -285,6 +286,38 @@ test(
       } finally {
         closeSync(fd);
       }
+    }
+  },
+);
+
+// A NO_FALLBACK zeroing on a device that has lost write zeroes since connect is refused before it
+// reaches the kernel: sysfs is asked after the range's write-back. Sent, the kernel would drop the
+// range's page cache before refusing (what a race of other requests can turn into zeroes the
+// device does not hold), and the driver then drops the whole device's clean cache to be safe.
+// Whether the kernel was asked shows in that cache: a cached page outside the range is read again
+// from the device only if it was dropped (the device's read count, /sys/block/<dev>/stat).
+test(
+  ...skipIf(
+    "write zeroes: a NO_FALLBACK request on a device that lost write zeroes since connect is refused without the kernel (the device's page cache stays)",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const sectorsRead = (dev: string) =>
+      Number(
+        readFileSync(`/sys/block/${dev.slice(dev.lastIndexOf("/") + 1)}/stat`, "utf8").trim().split(/\s+/)[2],
+      );
+    for (const direct of [false, true]) {
+      const dev = scratchLoop(1 << 20);
+      using b = startOn({ path: dev, direct }); // connected while the device has write zeroes
+      const q = b.getQueue(0)!;
+      loseWriteZeroes(dev);
+      pread(dev, 512 * 1024, 256 * 1024); // cached
+      const before = sectorsRead(dev);
+      q.writeZeroes(65536, 8192, "no fallback", ReqFlags.NO_FALLBACK);
+      const [c] = reapAll(q, 1, 1);
+      assert.equal(c.ret, -ENOTSUP, `direct=${direct}: ret ${c.ret} ${c.errorMsg}`);
+      pread(dev, 512 * 1024, 256 * 1024);
+      assert.equal(sectorsRead(dev) - before, 0, `direct=${direct}: the device's page cache was dropped`);
     }
   },
 );
