@@ -316,4 +316,46 @@ test("cancel: after cancels are reaped the queue is idle, its capacity whole", (
   );
 });
 
+// RequestBacklog.remove() on a long backlog goes through an index of the waiting requests' userData.
+// A request that process() handed to the driver is no longer waiting: remove() must not find it
+// there (it would mark whatever that slot holds removed, and Queue.cancel would fail a request
+// the kernel is running with -ECANCELED).
+test("request backlog: remove() through the index does not find requests process() took", () => {
+  const bl = new RequestBacklog();
+  for (let i = 0; i < 100; i++) bl.push(Op.Read, i * 512, new Uint8Array(1), null, 1, i, 0);
+  assert.equal(bl.remove(50), true); // builds the index (more than 64 waiting)
+  let room = 10;
+  const got: unknown[] = [];
+  assert.equal(
+    bl.process({
+      tryEnqueue(_op, _start, _b, _i, _l, userData) {
+        if (room === 0) return false;
+        room--;
+        got.push(userData);
+        return true;
+      },
+    }),
+    10,
+  );
+  assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(bl.remove(5), false, "remove() found a request that is no longer waiting");
+  assert.equal(bl.length, 89);
+  // Refill the slots process() freed, then remove an old userData again: nothing waiting has it.
+  for (let i = 100; i < 110; i++) bl.push(Op.Read, i * 512, new Uint8Array(1), null, 1, i, 0);
+  assert.equal(bl.remove(3), false);
+  assert.equal(bl.length, 99);
+  const rest: unknown[] = [];
+  bl.process({
+    tryEnqueue(_op, _start, _b, _i, _l, userData) {
+      rest.push(userData);
+      return true;
+    },
+  });
+  const expected = [
+    ...Array.from({ length: 90 }, (_, i) => i + 10).filter((x) => x !== 50),
+    ...Array.from({ length: 10 }, (_, i) => 100 + i),
+  ];
+  assert.deepEqual(rest, expected);
+});
+
 test("cancel: cleanup scratch targets", () => cleanupAll());

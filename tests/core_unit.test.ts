@@ -24,11 +24,14 @@ import {
 } from "../src/uring/constants.ts";
 import {
   prepCancel,
+  prepCmdDiscard,
+  prepFadvise,
   prepFallocate,
   prepFdatasync,
   prepRead,
   prepReadv,
   prepRw,
+  prepSyncFileRange,
   prepWrite,
   prepWritev,
   setRwFlags,
@@ -1201,4 +1204,38 @@ test("sys: O_DIRECT has each architecture's own value (arm64 would otherwise get
     () => oDirect({ arch: "sparc64" } as unknown as Native),
     (e: unknown) => e instanceof BlkioError && e.code === "ENOTSUP" && /sparc64/.test(e.message),
   );
+});
+
+// io_uring_prep_cmd_discard: the length is a u64 in addr3; a discard of 4 GiB or more must keep
+// its upper half (else 2^32 + 4096 bytes discard 4096, and exactly 4 GiB discards nothing).
+test("sqe: prepCmdDiscard writes the 64-bit length (and offset) in both halves", () => {
+  const sqes = new Uint32Array(16 * 2);
+  const len = 2 ** 32 + 4096, offset = 3 * 2 ** 32 + 512;
+  prepCmdDiscard(sqes, 1, 7, offset, len);
+  const b = 16;
+  assert.equal(sqes[b + 1], 7, "fd");
+  assert.equal(sqes[b + 4] + sqes[b + 5] * 2 ** 32, offset, "offset in addr");
+  assert.equal(sqes[b + 12], 4096, "len, lower half");
+  assert.equal(sqes[b + 13], 1, "len, upper half");
+});
+
+// sync_file_range and fadvise take a 32-bit length: a range of 4 GiB or more goes to the end of
+// the file (length 0), as documented, never the length modulo 2^32 (the write-back before a
+// write zeroes of 4 GiB + 4 KiB covered 4 KiB).
+test("sqe: prepSyncFileRange/prepFadvise turn a length of 2^32 or more into 0 (to the end)", () => {
+  const sqes = new Uint32Array(16);
+  for (
+    const prep of [
+      (len: number) => prepSyncFileRange(sqes, 0, 3, 8192, len),
+      (len: number) => prepFadvise(sqes, 0, 3, 8192, len, 4),
+    ]
+  ) {
+    prep(4096);
+    assert.equal(sqes[6], 4096);
+    prep(2 ** 32 + 4096);
+    assert.equal(sqes[6], 0, "a length past 32 bits must become 0 (to the end of the file)");
+    prep(2 ** 32);
+    assert.equal(sqes[6], 0);
+    assert.equal(sqes[2], 8192, "offset");
+  }
 });

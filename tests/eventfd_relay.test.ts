@@ -3,7 +3,7 @@
 // CompletionWaiter makes between the relay and the adapter's own eventfd wait.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { readdirSync, readlinkSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readdirSync, readlinkSync } from "node:fs";
 import { loadError, native } from "../ffi/load.ts";
 import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "../src/errors.ts";
@@ -216,14 +216,15 @@ test("completion waiter: without a usable io_uring for the relay it falls back t
 // next one tries the relay again.
 test("completion waiter: short of fds for the relay, waits reject and the next one tries again", async () => {
   let failing = true;
-  let adapterWaits = 0;
+  let adapterWaits = 0, rings = 0;
   const init = N.uring.io_uring_queue_init_params;
   const short = {
     ...N,
     eventfdWaitUsesThread: true,
     uring: {
       ...N.uring,
-      io_uring_queue_init_params: (...a: Parameters<typeof init>) => failing ? -24 /* EMFILE */ : init(...a),
+      io_uring_queue_init_params: (...a: Parameters<typeof init>) =>
+        failing ? -24 /* EMFILE */ : (rings++, init(...a)),
     },
     waitEventfd: (fd: number) => (adapterWaits++, N.waitEventfd(fd)),
   } as Native;
@@ -243,6 +244,12 @@ test("completion waiter: short of fds for the relay, waits reject and the next o
     assert.equal(waiter.kind, "relay");
     assert.equal(adapterWaits, 0, "a thread-holding wait was used");
     assert.ok(isReset(fd));
+    // That relay serves the later waits: none makes (and leaks) a ring and pipe of its own.
+    for (let i = 0; i < 3; i++) {
+      setTimeout(() => signal(fd), 5);
+      await waiter.wait();
+    }
+    assert.equal(rings, 1, `the waits after the shortage made ${rings} relay rings`);
   } finally {
     await waiter.close();
     N.libc.close(fd);
@@ -369,3 +376,32 @@ test(
     assert.fail(`every run starved the timer:\n${runs.join("\n")}`);
   },
 );
+
+// EventfdRelay.close() is idempotent: a second call must not close the pipe's fd numbers again,
+// which by then may be files the program opened since.
+test("eventfd relay: a second close() closes none of the program's fds", async () => {
+  const efd = newEventfd(N);
+  const relay = openRelay(efd);
+  const one = new Uint8Array(8);
+  one[0] = 1;
+  N.libc.write(efd, one, 8n);
+  await relay.wait();
+  await relay.close();
+  const fds: number[] = [];
+  for (let i = 0; i < 64; i++) fds.push(openSync("/dev/null", "r"));
+  try {
+    await relay.close();
+    for (const fd of fds) {
+      assert.doesNotThrow(() => fstatSync(fd), `fd ${fd} was closed by the second close()`);
+    }
+  } finally {
+    for (const fd of fds) {
+      try {
+        closeSync(fd);
+      } catch {
+        // closed by the mutant
+      }
+    }
+    N.libc.close(efd);
+  }
+});

@@ -14,6 +14,7 @@ import {
   pread,
   pwrite,
   reap,
+  scratchFile,
   skipIf,
   startOn,
   type Target,
@@ -702,6 +703,20 @@ test("mem-regions: a region whose requests completed is freed while another requ
   const [c] = reap(q, 1);
   assert.equal(c.userData, "other");
   assert.equal(c.ret, 0, `${c.ret} ${c.errorMsg}`);
+});
+
+// free of a region that is still mapped by this very instance: EBUSY with the message that says
+// what to do (unmap it first), not the one about another region object or another instance.
+test("mem-regions: freeing a region this instance maps says to unmap it first", () => {
+  using b = Blkio.create("io_uring");
+  b.setStr("path", scratchFile(1 << 20));
+  b.connect();
+  b.start();
+  const r = b.allocMemRegion(65536);
+  b.mapMemRegion(r);
+  assertErrno(() => b.freeMemRegion(r), "EBUSY", /still mapped: unmap it before freeing it/);
+  b.unmapMemRegion(r);
+  b.freeMemRegion(r);
 });
 
 test("mem-regions: cleanup scratch targets", () => cleanupAll());

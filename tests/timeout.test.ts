@@ -4,6 +4,9 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { BlkioError, type Completion, ReqFlags } from "../mod.ts";
 import { alignedBuffer, assertErrno, cleanupAll, connectTo, pwrite, startOn, targets } from "./_helpers.ts";
+import { native } from "../ffi/load.ts";
+import { Ring } from "../src/uring/ring.ts";
+import { IORING_ENTER_GETEVENTS } from "../src/uring/constants.ts";
 import { PAGE, reapAll, sleepMs } from "./_io.ts";
 
 const TARGETS = targets();
@@ -205,5 +208,21 @@ for (const first of [true, false]) {
     assert.deepEqual(rets, { readv: -22, read: 0, read2: 0 });
   });
 }
+
+// Ring.enter's timeout is seconds and nanoseconds: a sub-second part must not be dropped (a
+// doIo with a 250 ms timeout would return ETIME at once). The suite's timeouts were 1 ns, whole
+// seconds or huge.
+test("timeout: ring: a 250 ms enter timeout waits about 250 ms before ETIME", () => {
+  const ring = new Ring(native!, 4, 0);
+  try {
+    const t0 = performance.now();
+    const r = ring.enter(1, IORING_ENTER_GETEVENTS, 250e6);
+    const ms = performance.now() - t0;
+    assert.equal(r, -62, "ETIME: nothing to complete");
+    assert.ok(ms >= 200 && ms < 5000, `waited ${ms.toFixed(1)} ms for a 250 ms timeout`);
+  } finally {
+    ring.close();
+  }
+});
 
 test("timeout: cleanup scratch targets", () => cleanupAll());

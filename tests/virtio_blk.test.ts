@@ -5,7 +5,7 @@
 // the queue has) and the back-end dying mid-run.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { readdirSync, readlinkSync, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readdirSync, readlinkSync, statSync } from "node:fs";
 import { spawn, spawnSync } from "node:child_process";
 import { createConnection, type Socket } from "node:net";
 import {
@@ -2004,5 +2004,86 @@ vtest(
     }
   },
 );
+
+// Blkio.destroy() is idempotent: a second call must not run the driver's destroy again. The
+// virtio-blk-vhost-user driver closes the duplicated fd of each mapped region there; run twice,
+// it closed whatever fd the program had opened since under that number.
+{
+  const [name, opts] = skipIf(
+    "virtio-blk-vhost-user: a second destroy() of a virtio-blk-vhost-user instance closes none of the program's fds",
+    SKIP,
+  );
+  test(name, { ...opts, timeout: 60_000 }, () => {
+    const exp = startExport({ size: 4 << 20, numQueues: 1 });
+    try {
+      const b = Blkio.create("virtio-blk-vhost-user");
+      b.setStr("path", exp.socket);
+      b.connect();
+      b.start();
+      for (let i = 0; i < 3; i++) b.mapMemRegion(b.allocMemRegion(65536));
+      b.destroy();
+      // The fd numbers the instance had are free now: take them (and more) for files of ours.
+      const fds: number[] = [];
+      for (let i = 0; i < 64; i++) fds.push(openSync("/dev/null", "r"));
+      try {
+        b.destroy();
+        assert.equal(b.destroyed, true);
+        for (const fd of fds) {
+          assert.doesNotThrow(() => fstatSync(fd), `fd ${fd} was closed by the second destroy()`);
+        }
+      } finally {
+        for (const fd of fds) {
+          try {
+            closeSync(fd);
+          } catch {
+            // closed by the mutant: nothing to do
+          }
+        }
+      }
+    } finally {
+      exp.stop();
+    }
+  });
+}
+
+// A BlockDevice buffer that needs a new memory region the driver refuses to map (a vhost-user
+// back-end out of memory slots: ENOSPC) must not leave that region allocated (its memfd and
+// memory) until close().
+{
+  const [name, opts] = skipIf(
+    "virtio-blk-vhost-user: allocBuffer refused for want of memory slots leaves no region (fd) behind",
+    SKIP,
+  );
+  test(name, { ...opts, timeout: 120_000 }, async () => {
+    const exp = startExport({ size: 4 << 20, numQueues: 1 });
+    const dev = await BlockDevice.open(exp.socket, { driver: "virtio-blk-vhost-user" });
+    const fdCount = () => readdirSync("/proc/self/fd").length;
+    try {
+      const MiB64 = 64 << 20;
+      let refused: unknown = null;
+      const held: Uint8Array[] = [];
+      for (let i = 0; i < 64 && refused === null; i++) {
+        try {
+          held.push(dev.allocBuffer(MiB64));
+        } catch (e) {
+          refused = e;
+        }
+      }
+      assert.ok(
+        refused instanceof BlkioError && refused.code === "ENOSPC",
+        `expected ENOSPC, got ${refused}`,
+      );
+      const before = fdCount();
+      for (let i = 0; i < 3; i++) {
+        assert.throws(() => dev.allocBuffer(MiB64), (e: BlkioError) => e.code === "ENOSPC");
+      }
+      assert.equal(fdCount(), before, "each refused allocBuffer left a memory region (memfd) open");
+      assert.ok(held.length > 0);
+    } finally {
+      await dev.close();
+      exp.stop();
+    }
+  });
+}
 
 test("virtio-blk-vhost-user: stop the qemu-storage-daemon exports", () => stopAllExports());

@@ -11,7 +11,8 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, wri
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Blkio, BlkioError, BlockDevice, type Completion, type MemoryRegion, ReqFlags } from "../mod.ts";
-import { skipIf } from "./_helpers.ts";
+import { assertErrno, skipIf } from "./_helpers.ts";
+import { VhostUserClient } from "../src/drivers/virtio_blk/vhost_user.ts";
 
 const DRIVER = "virtio-blk-vhost-user";
 const FAKE = new URL("./fixtures/fake_vhost_user.py", import.meta.url).pathname;
@@ -389,4 +390,134 @@ for (const [offered, mask] of [[true, "features_mask=0"], [false, "features_mask
       assert.equal(flushes, offered ? 1 : 0, fake.log());
     },
   );
+}
+
+// A request whose buffer the driver abandoned (a corrupted ring: the back-end may still write it)
+// makes released() reject EBUSY for that buffer, also when nobody was waiting in released() at
+// the time the request failed (the suite only asked while it was in flight).
+{
+  const [name, opts] = skipIf(
+    "virtio-blk-vhost-user, hostile back-end: released() after a request failed with its buffer abandoned rejects EBUSY, though nobody waited before",
+    SKIP,
+  );
+  test(name, { ...opts, timeout: 60_000 }, async () => {
+    await using fake = await startFake("bad_id,delay=0.6,linger=5");
+    const dev = await BlockDevice.open(fake.socket, { driver: "virtio-blk-vhost-user", numEntries: 16 });
+    try {
+      const a = dev.allocBuffer(4096), b = dev.allocBuffer(4096);
+      const pa = dev.read(0, a).catch((e) => e);
+      await sleep(300);
+      const pb = dev.read(4096, b).catch((e) => e);
+      assert.equal((await pa).code, "EIO");
+      assert.equal((await pb).code, "EIO");
+      // Only now, after both failed: b's memory is the device's for good.
+      const r = await dev.released(b).then(() => "resolved", (e) => e);
+      assert.ok(r instanceof BlkioError && r.code === "EBUSY", `released(b) after the failure: ${r}`);
+    } finally {
+      await dev.close();
+    }
+  });
+}
+
+// flush-needed on virtio-blk-vhost-user follows the device's write cache mode (the config space's
+// writeback byte) where VIRTIO_BLK_F_CONFIG_WCE is negotiated, whatever FLUSH says: a
+// write-through device needs no flush though it offers one, and a write-back one does even
+// without. (qemu-storage-daemon reports write-through; the suite only checked the type.)
+{
+  const [name, opts] = skipIf(
+    "virtio-blk-vhost-user, hostile back-end: virtio flush-needed is the config space's writeback where CONFIG_WCE is negotiated",
+    SKIP,
+  );
+  test(name, { ...opts, timeout: 60_000 }, async () => {
+    const flushNeeded = async (modes: string, writeback: number | null): Promise<boolean> => {
+      await using fake = await startFake(modes);
+      const orig = VhostUserClient.prototype.getConfig;
+      if (writeback !== null) {
+        VhostUserClient.prototype.getConfig = function (this: VhostUserClient, size: number) {
+          const c = orig.call(this, size).slice();
+          c[32] = writeback;
+          return c;
+        };
+      }
+      try {
+        using b = Blkio.create("virtio-blk-vhost-user");
+        b.setStr("path", fake.socket);
+        b.connect();
+        return b.getBool("flush-needed");
+      } finally {
+        VhostUserClient.prototype.getConfig = orig;
+      }
+    };
+    // The fake offers FLUSH and CONFIG_WCE and reports write-back.
+    assert.equal(await flushNeeded("", null), true, "write-back with FLUSH");
+    assert.equal(await flushNeeded("", 0), false, "write-through: FLUSH offered, yet no flush needed");
+    assert.equal(
+      await flushNeeded("features_mask=200", null),
+      true,
+      "write-back without FLUSH still needs one",
+    );
+  });
+}
+
+// The back-end's answer must be a reply (VHOST_USER_REPLY_MASK set): a message without the flag
+// is not the answer to what was asked, and taking it as one desynchronises the control channel.
+{
+  const [name, opts] = skipIf(
+    "virtio-blk-vhost-user, hostile back-end: a vhost-user answer without the reply flag fails connect with EIO",
+    SKIP,
+  );
+  test(name, { ...opts, timeout: 60_000 }, async () => {
+    await using fake = await startFake("noflag=GET_FEATURES");
+    using b = Blkio.create("virtio-blk-vhost-user");
+    b.setStr("path", fake.socket);
+    const e = assertErrno(() => b.connect(), "EIO", /Unexpected reply/);
+    assert.match(e.message, /GET_FEATURES/);
+    assert.equal(b.state, "created");
+  });
+}
+
+// A back-end whose GET_CONFIG reply is shorter than the config space asked for: connect fails with
+// EIO saying so, not with a RangeError from reading past the reply.
+{
+  const [name, opts] = skipIf(
+    "virtio-blk-vhost-user, hostile back-end: a short GET_CONFIG reply fails connect with EIO, not a RangeError",
+    SKIP,
+  );
+  test(name, { ...opts, timeout: 60_000 }, async () => {
+    await using fake = await startFake("reply_size=GET_CONFIG:40");
+    using b = Blkio.create("virtio-blk-vhost-user");
+    b.setStr("path", fake.socket);
+    assertErrno(() => b.connect(), "EIO", /could not read 60 bytes of config space/);
+  });
+}
+
+// The same for a vector read: each of its iovecs is the device's for good once the driver
+// abandoned the request (the suite only covered a plain read's buffer).
+{
+  const [name, opts] = skipIf(
+    "virtio-blk-vhost-user, hostile back-end: released() of an iovec of an abandoned readv rejects EBUSY",
+    SKIP,
+  );
+  test(name, { ...opts, timeout: 60_000 }, async () => {
+    await using fake = await startFake("bad_id,delay=0.6,linger=5");
+    const dev = await BlockDevice.open(fake.socket, { driver: "virtio-blk-vhost-user", numEntries: 16 });
+    try {
+      const a = dev.allocBuffer(4096), b1 = dev.allocBuffer(4096), b2 = dev.allocBuffer(4096);
+      const pa = dev.read(0, a).catch((e) => e);
+      await sleep(300);
+      const pb = dev.readv(4096, [b1, b2]).catch((e) => e);
+      const rel = dev.released(b2).then(() => "resolved", (e) => e);
+      assert.equal((await pa).code, "EIO");
+      assert.equal((await pb).code, "EIO");
+      const r = await rel;
+      assert.ok(
+        r instanceof BlkioError && r.code === "EBUSY",
+        `released(b2) while the readv was in flight: ${r}`,
+      );
+      const again = await dev.released(b1).then(() => "resolved", (e) => e);
+      assert.ok(again instanceof BlkioError && again.code === "EBUSY", `released(b1) afterwards: ${again}`);
+    } finally {
+      await dev.close();
+    }
+  });
 }

@@ -269,3 +269,30 @@ test("mem table: a range whose memory JS detached no longer counts as mapped", (
   table.remove(region);
   assert.equal(table.size, 0);
 });
+
+// A device that returns a chain the driver committed to the available ring but has not published
+// (it read past the published index) returns something not in flight: popUsed must refuse it, as
+// it refuses unknown ids. Taking it would free descriptors the driver is about to publish.
+test("virtqueue: virtqueue: a committed but unpublished chain returned by the device is refused", () => {
+  const size = 8;
+  const mem = new Uint8Array(new ArrayBuffer(vringLayout(size).total));
+  const vq = new SplitVirtqueue(mem, 0x7f0000000000, size);
+  const l = vringLayout(size);
+  const v = new DataView(mem.buffer);
+  const use = (idx: number, head: number) => {
+    const e = l.used + 4 + 8 * (idx % size);
+    v.setUint32(e, head, true);
+    v.setUint32(e + 4, 0, true);
+    v.setUint16(l.used + 2, idx + 1, true);
+  };
+  vq.push(0x7f0000100000, 512, true);
+  const a = vq.commit();
+  vq.publish();
+  vq.push(0x7f0000200000, 512, true);
+  const b = vq.commit(); // committed, not published
+  assert.equal(vq.unpublished, 1);
+  use(0, a);
+  assert.equal(vq.popUsed(), a);
+  use(1, b);
+  assert.throws(() => vq.popUsed(), RangeError, "popUsed took back a chain that was never published");
+});

@@ -11,6 +11,7 @@ import {
   cleanupAll,
   loopUnavailableReason,
   pread,
+  reap,
   scratchFile,
   scratchLoop,
   skipIf,
@@ -309,6 +310,28 @@ for (const t of TARGETS.filter((x) => x.direct)) {
     const q = b.getQueue(0)!;
     runOk(q, (ud) => q.write(1, new Uint8Array(0), ud), "empty write at offset 1");
     runOk(q, (ud) => q.writev(513, [new Uint8Array(0)], ud), "empty writev at offset 513");
+  });
+}
+
+// A read-only O_DIRECT instance on a block device: every write fails EBADF, as the kernel says,
+// a misaligned one too (the library's check for writes that would tear is for writable
+// instances only: TargetInfo.directWritesTear is false when read-only).
+{
+  const [name, opts] = skipIf(
+    "write: read-only O_DIRECT block device: a misaligned write is EBADF, not EINVAL",
+    loopUnavailableReason() ?? undefined,
+  );
+  test(name, opts, () => {
+    const dev = scratchLoop(1 << 20);
+    using b = startOn({ path: dev, direct: true }, { readOnly: true });
+    const q = b.getQueue(0)!;
+    const buf = alignedBuffer(b, 4096);
+    q.write(0, buf.subarray(0, 100), "misaligned");
+    q.write(0, buf, "aligned");
+    const got = reap(q, 2);
+    const byTag = new Map(got.map((c) => [c.userData, c.ret]));
+    assert.equal(byTag.get("aligned"), -9, "an aligned write on a read-only instance is EBADF");
+    assert.equal(byTag.get("misaligned"), -9, "a misaligned write on a read-only instance is EBADF too");
   });
 }
 
