@@ -210,8 +210,8 @@ for (const first of [true, false]) {
 }
 
 // Ring.enter's timeout is seconds and nanoseconds: a sub-second part must not be dropped (a
-// doIo with a 250 ms timeout would return ETIME at once). The suite's timeouts were 1 ns, whole
-// seconds or huge.
+// doIo with a 250 ms timeout would return ETIME at once). Other tests use 1 ns, whole seconds
+// or huge timeouts.
 test("timeout: ring: a 250 ms enter timeout waits about 250 ms before ETIME", () => {
   const ring = new Ring(native!, 4, 0);
   try {

@@ -394,7 +394,7 @@ for (const [offered, mask] of [[true, "features_mask=0"], [false, "features_mask
 
 // A request whose buffer the driver abandoned (a corrupted ring: the back-end may still write it)
 // makes released() reject EBUSY for that buffer, also when nobody was waiting in released() at
-// the time the request failed (the suite only asked while it was in flight).
+// the time the request failed (another test asks while it is in flight).
 {
   const [name, opts] = skipIf(
     "virtio-blk-vhost-user, hostile back-end: released() after a request failed with its buffer abandoned rejects EBUSY, though nobody waited before",
@@ -422,7 +422,7 @@ for (const [offered, mask] of [[true, "features_mask=0"], [false, "features_mask
 // flush-needed on virtio-blk-vhost-user follows the device's write cache mode (the config space's
 // writeback byte) where VIRTIO_BLK_F_CONFIG_WCE is negotiated, whatever FLUSH says: a
 // write-through device needs no flush though it offers one, and a write-back one does even
-// without. (qemu-storage-daemon reports write-through; the suite only checked the type.)
+// without. (qemu-storage-daemon reports write-through, so only the fake shows both.)
 {
   const [name, opts] = skipIf(
     "virtio-blk-vhost-user, hostile back-end: virtio flush-needed is the config space's writeback where CONFIG_WCE is negotiated",
@@ -492,7 +492,7 @@ for (const [offered, mask] of [[true, "features_mask=0"], [false, "features_mask
 }
 
 // The same for a vector read: each of its iovecs is the device's for good once the driver
-// abandoned the request (the suite only covered a plain read's buffer).
+// abandoned the request, as for a plain read's buffer.
 {
   const [name, opts] = skipIf(
     "virtio-blk-vhost-user, hostile back-end: released() of an iovec of an abandoned readv rejects EBUSY",
