@@ -43,12 +43,13 @@ export function loopUnavailableReason(): string | null {
 export function tmpfsLoop(contents: Uint8Array | number, tag = "test", sectorSize = 512): LoopDevice {
   detachStaleLoops();
   const back = join("/dev/shm", `blkio-loop-${process.pid}-${tag}-${serial++}.img`);
-  writeFileSync(back, typeof contents === "number" ? new Uint8Array(0) : contents);
-  if (typeof contents === "number") truncateSync(back, contents);
   let loop: LoopDevice;
   try {
+    writeFileSync(back, typeof contents === "number" ? new Uint8Array(0) : contents);
+    if (typeof contents === "number") truncateSync(back, contents);
     loop = attachLoop(back, sectorSize);
   } catch (e) {
+    // A write that failed half-way (ENOSPC on /dev/shm, EBADF from Deno's fd table) leaves the file.
     rmSync(back, { force: true });
     throw e;
   }
