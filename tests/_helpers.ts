@@ -10,6 +10,7 @@ import assert from "./_assert.ts";
 import { test } from "node:test";
 import {
   closeSync,
+  fstatSync,
   mkdtempSync,
   openSync,
   readFileSync,
@@ -405,4 +406,26 @@ export function watchInterval(): { ticks: number; maxGap: number; maxHeld: numbe
     w.ticks++;
   }, 5);
   return w;
+}
+
+/**
+ * Runs `again` (a second close or destroy) with the fd numbers just freed taken by 64 files of
+ * the program's own, and asserts it closed none of them: an fd closed twice closes whatever file
+ * got that number since.
+ */
+export async function assertClosesNoneOfOurs(what: string, again: () => unknown): Promise<void> {
+  const fds: number[] = [];
+  for (let i = 0; i < 64; i++) fds.push(openSync("/dev/null", "r"));
+  try {
+    await again();
+    for (const fd of fds) assert.doesNotThrow(() => fstatSync(fd), `fd ${fd} was closed by ${what}`);
+  } finally {
+    for (const fd of fds) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed by `again`: the assertion above failed
+      }
+    }
+  }
 }
