@@ -54,6 +54,11 @@ function rangeOnce(rng: Rng, op: Op, c: RangeContext): { start: number; len: num
     ? rng.range(1, 16) * 4096
     : rng.range(1, 64 * KiB);
   if (c.big && rng.chance(0.02)) len = rng.range(256 * KiB, BIG_REQUEST);
+  // On a target larger than that, now and then a zeroing or discard of up to all of it: longer
+  // than one request of the device takes (virtio-blk's max-write-zeroes-len and max-discard-len,
+  // 16 MiB from qemu-storage-daemon), which the driver splits.
+  const zeroing = op === "writeZeroes" || op === "discard";
+  if (c.big && zeroing && c.size > BIG_REQUEST && rng.chance(0.02)) len = rng.range(BIG_REQUEST, c.size);
   if (a > 1 && len > 0) len = Math.ceil(len / a) * a;
   const where = rng.int(100);
   let start: number;

@@ -27,8 +27,8 @@ export function pickOp(rng: Rng): Op {
 }
 
 /**
- * How many iovecs a request of `op` at `start` has, and its length then: 1 to 5 for vectored
- * ones, and now and then (where no alignment applies: `tiny`) more than IOV_MAX of 4 bytes each,
+ * How many iovecs a request of `op` at `start` has, and its length then: 1 to 6 for vectored
+ * ones (one in twenty 7 to 64), and now and then (where no alignment applies: `tiny`) more than IOV_MAX of 4 bytes each,
  * which is EINVAL with a message naming max-segments.
  */
 export function pickCount(
@@ -40,7 +40,10 @@ export function pickCount(
   limit: number,
 ): { count: number; start: number; len: number } {
   const vectored = op === "readv" || op === "writev";
-  const count = vectored ? rng.range(1, 6) : 1;
+  let count = vectored ? rng.range(1, 6) : 1;
+  // Now and then many iovecs (up to 64: still within vhost-user's max-segments at the default
+  // queue size, and more than 16, where a driver that caps them would drop data).
+  if (vectored && rng.chance(0.05)) count = rng.range(7, 64);
   if (!vectored || !tiny || !rng.chance(0.02) || start >= 2 ** 53) return { count, start, len };
   const many = IOV_MAX + 1;
   return { count: many, start: start + many * 4 > limit ? 0 : start, len: many * 4 };
