@@ -822,6 +822,47 @@ vtest("write-zeroes: a range beyond max-write-zeroes-len is split, FUA included"
   assert.ok(image(off + len, PAGE).every((x) => x === 0x78), "the page after the range is untouched");
 });
 
+// A device refuses a request that reaches past its end, but a long write zeroes or discard goes
+// in chunks: sent from the start of the range, those inside the device were done before the
+// last one failed, and the request reported EIO over a range it had changed (fuzzer, 40 MiB
+// export). It must fail with the device unchanged.
+vtest("write zeroes and discard longer than a chunk, past the end: EIO, and nothing changed", () => {
+  const size = 20 * MiB;
+  const exp = startExport({ size, unmap: true, fill: (d) => d.fill(0x5a) });
+  const b = start({ exp });
+  try {
+    const q = b.getQueue(0)!;
+    const max = Number(b.getUint64("max-write-zeroes-len"));
+    assert.equal(Number(b.getUint64("max-discard-len")), max, "the test's ranges assume one chunk size");
+    assert.ok(max < size && max >= 4 * MiB, `chunk ${max}: the ranges below need two chunks`);
+    const off = 2 * MiB, len = size - off + PAGE; // two chunks, the second past the end
+    const cases: [string, (ud: unknown) => void][] = [
+      ["write zeroes", (ud) => q.writeZeroes(off, len, ud)],
+      ["write zeroes FUA", (ud) => q.writeZeroes(off, len, ud, ReqFlags.FUA)],
+      ["discard", (ud) => q.discard(off, len, ud)],
+    ];
+    for (const [what, submit] of cases) {
+      const c = one(q, submit, what);
+      assert.equal(c.ret, EIO, `${what}: ${c.ret} ${c.errorMsg}`);
+      const changed = image(0, size, exp).findIndex((x) => x !== 0x5a);
+      assert.equal(changed, -1, `${what}: the device changed at ${changed}`);
+      assert.equal(
+        c.errorMsg,
+        `the device reported an I/O error: the request, ${len} bytes at ${off}, reaches past its end ` +
+          `(capacity ${size} at start)`,
+      );
+    }
+    // Within the device, the same requests still do all their chunks.
+    runOk(q, (ud) => q.discard(off, size - off, ud), "discard to the end");
+    runOk(q, (ud) => q.writeZeroes(off, size - off, ud), "write zeroes to the end");
+    assert.ok(image(0, off, exp).every((x) => x === 0x5a), "before the range: untouched");
+    assert.ok(image(off, size - off, exp).every((x) => x === 0), "the range: zeroed");
+  } finally {
+    b.destroy();
+    exp.stop();
+  }
+});
+
 // NO_UNMAP asks for the zeroed blocks to stay allocated (a later write to them then cannot fail
 // for want of space): the request must not carry virtio's unmap flag. Without NO_UNMAP it does,
 // and an export that unmaps frees the blocks, which shows that the first check can fail.
@@ -868,7 +909,8 @@ vtest("cancel: what the device has runs to its end; only the steps after it are 
   const q = b.getQueue(0)!;
   const max = Number(b.getUint64("max-write-zeroes-len"));
   const off = 4 * MiB, len = max + 4 * MiB; // two chunks
-  pwrite(EXP!.image, off + max, new Uint8Array(PAGE).fill(0x77)); // in the second chunk
+  // The chunks go from the end of the range back: the one sent second holds the range's start.
+  pwrite(EXP!.image, off, new Uint8Array(PAGE).fill(0x77));
   const buf = mapped(b, PAGE).fill(0x33);
   q.writeZeroes(off, len, "two chunks");
   q.write(0x300000, buf, "FUA write", ReqFlags.FUA);
@@ -879,7 +921,7 @@ vtest("cancel: what the device has runs to its end; only the steps after it are 
   for (const ud of ["two chunks", "FUA write"]) {
     assert.equal(got.get(ud)!.ret, ECANCELED, `${ud}: ${got.get(ud)!.ret} ${got.get(ud)!.errorMsg}`);
   }
-  assert.ok(image(off + max, PAGE).every((x) => x === 0x77), "the second chunk was never sent");
+  assert.ok(image(off, PAGE).every((x) => x === 0x77), "the second chunk was never sent");
   assert.deepEqual(image(0x300000, PAGE), buf, "the FUA write's data went to the device");
   const one = got.get("one chunk")!;
   assert.equal(one.ret, 0, `one chunk: ${one.ret} ${one.errorMsg}: nothing was left to cancel`);

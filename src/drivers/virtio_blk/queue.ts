@@ -413,12 +413,18 @@ export class VirtioBlkQueue implements DriverQueue {
     setU64(h, base + HEADER_OUTHDR + 8, sector);
     vq.push(hdrAddr, OUTHDR_SIZE, false);
     if (op === Op.WriteZeroes || op === Op.Discard) {
+      // The chunks go from the end of the range back to its start. A device refuses a chunk
+      // that reaches past its end whole, and it is then the first one sent: a request past the
+      // end fails with nothing done. Sent from the start, the chunks inside the device were
+      // zeroed (or discarded) before the last one failed, and the request reported EIO over a
+      // range it had changed (fuzzer, 40 MiB export). The capacity at start cannot decide this
+      // up front: the device may have grown since.
       const done = this.#done[slot];
       const max = op === Op.Discard ? this.#dev.discardChunk : this.#dev.writeZeroesChunk;
       const chunk = Math.min(this.#len[slot] - done, max);
       this.#chunk[slot] = chunk;
       const seg = base + HEADER_SEGMENT;
-      setU64(h, seg, (this.#start[slot] + done) / SECTOR_SIZE);
+      setU64(h, seg, (this.#start[slot] + this.#len[slot] - done - chunk) / SECTOR_SIZE);
       h.setUint32(seg + 8, chunk / SECTOR_SIZE, true);
       const unmap = op === Op.WriteZeroes && (this.#flags[slot] & ReqFlags.NO_UNMAP) === 0;
       h.setUint32(seg + 12, unmap ? BLK_WRITE_ZEROES_FLAG_UNMAP : 0, true);
@@ -507,8 +513,8 @@ export class VirtioBlkQueue implements DriverQueue {
    * disk (new-user walkthrough).
    */
   #ioErrorMsg(slot: number): string {
-    const op = this.#op[slot], start = this.#start[slot], len = this.#len[slot], cap = this.#dev.capacity;
-    if (op > Op.Writev || start + len <= cap) return "the device reported an I/O error";
+    const start = this.#start[slot], len = this.#len[slot], cap = this.#dev.capacity;
+    if (start + len <= cap) return "the device reported an I/O error";
     return `the device reported an I/O error: the request, ${len} bytes at ${start}, reaches past its end ` +
       `(capacity ${cap} at start)`;
   }
