@@ -115,6 +115,15 @@ function discardCapped(dev: string): boolean {
   return read("discard_max_bytes") === 0 && read("discard_max_hw_bytes") > 0;
 }
 
+/** The backing file of loop device `dev` as losetup lists it (sysfs), or null when detached. */
+function loopBackingFile(dev: string): string | null {
+  try {
+    return readFileSync(`/sys/block/${dev.slice(dev.lastIndexOf("/") + 1)}/loop/backing_file`, "utf8").trim();
+  } catch {
+    return null;
+  }
+}
+
 /** Whether process `pid` still exists. */
 function alive(pid: number): boolean {
   try {
@@ -143,6 +152,11 @@ function detachStaleLoops(): void {
     const pid = Number(/\/blkio-loop-(\d+)-/.exec(back)?.[1] ?? NaN);
     const orphan = Number.isInteger(pid) && pid !== process.pid && !alive(pid);
     if (back.includes("(deleted)") || !existsSync(back) || orphan) {
+      // Its owner may have detached it since the list was taken, and another process attached
+      // the same device anew: detached by name, that device went from under its user (a helper's
+      // fuzzer run lost its loop device while other test runs went on beside it). So only while
+      // it is still over the file listed.
+      if (loopBackingFile(name) !== back) continue;
       try {
         execFileSync("losetup", ["-d", name], { stdio: "ignore" });
       } catch {
