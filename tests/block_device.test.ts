@@ -840,6 +840,37 @@ test("BlockDevice: released() from the index: a buffer right after a request's i
   );
 });
 
+// The same from the other side: a request whose buffer starts right where the one asked about ends.
+test("BlockDevice: released() from the index: a buffer right before a request's is not waited for", async () => {
+  await using dev = await BlockDevice.open(scratchFile(1 << 20));
+  const a = dev.allocBuffer(4096), b = dev.allocBuffer(4096);
+  assert.ok(a.buffer === b.buffer, "one pool region");
+  assert.equal(b.byteOffset, a.byteOffset + 4096, "b starts where a ends");
+  const readB = dev.read(0, b);
+  // Two calls in the same turn as the read: the first scans, the second builds the index.
+  const first = dev.released(a);
+  const second = dev.released(a);
+  const order = await settleOrder({ first, second, readB });
+  assert.deepEqual(
+    order.slice(0, 2),
+    ["first", "second"],
+    `released(a) waited for a read into b, which starts where a ends: ${order.join(", ")}`,
+  );
+});
+
+// The index is kept until the next submission, so requests in it may have completed since it was
+// built: those are not waited for (they never end again, and the wait would never settle).
+test("BlockDevice: released() from the index: a request that completed since it was built is not waited for", async () => {
+  await using dev = await BlockDevice.open(scratchFile(1 << 20));
+  const a = dev.allocBuffer(4096), b = dev.allocBuffer(4096);
+  const readA = dev.read(0, a);
+  // Two calls in the same turn as the read: the first scans, the second builds the index.
+  const first = dev.released(b), second = dev.released(b);
+  await Promise.all([readA, first, second]);
+  // Nothing submitted since: the index still lists the read into a, which has completed.
+  await within(2000, dev.released(a));
+});
+
 // released() with a signal: once the wait has ended, its abort listener is removed from the
 // signal (one long-lived "cancel everything" signal would otherwise collect a listener per wait).
 test("BlockDevice: released() waits that ended remove their abort listener from a shared signal", async () => {

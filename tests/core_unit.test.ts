@@ -13,7 +13,7 @@ import { State, type StateValue } from "../src/state.ts";
 import { closeQueue, newQueue, type Queue, queueUsesBuffer } from "../src/queue.ts";
 import type { DriverQueue } from "../src/driver.ts";
 import type { Native } from "../ffi/types.ts";
-import { oDirect, oDirectFor } from "../src/sys.ts";
+import { cString, oDirect, oDirectFor } from "../src/sys.ts";
 import { CQE, IOVEC, PARAMS, SQE, TIMESPEC } from "../src/uring/layout.ts";
 import {
   FALLOC_FL_KEEP_SIZE,
@@ -423,6 +423,26 @@ test("completion backlog: unfilled completions come back first, in order", () =>
   const o3: Completion[] = [];
   cb.fill(o3, 0, 10);
   assert.deepEqual(o3.map((c) => c.userData), ["x", "y", "z"]);
+});
+
+// A doIo that throws (an unwritable out entry, say) does not reach the forgetOut at its end: the
+// entries it collected are another array's, and the next call's first fill must drop them, or an
+// object of the old array that now sits in the new one counts as a repeat of itself.
+test("completion backlog: a fill at 0 forgets the entries an earlier call that threw collected", () => {
+  const cb = new CompletionBacklog();
+  const first = Array.from({ length: 40 }, newCompletion);
+  for (let n = 0; n < 40; n++) assert.ok(cb.deliver(first, n, n, 0, null), `first call, entry ${n}`);
+  // No forgetOut: that call threw. The next one gets a new array, with first[5] moved to its end
+  // and holes from 33 on (filled with new objects, so no entry is compared until the moved one).
+  const second: Completion[] = Array.from({ length: 33 }, newCompletion);
+  second.length = 40;
+  second[40] = first[5];
+  assert.equal(cb.fill(second, 0, 41), 0);
+  for (let n = 0; n <= 40; n++) {
+    assert.ok(cb.deliver(second, n, `again ${n}`, 0, null), `second call, entry ${n}`);
+  }
+  assert.equal(cb.badOut, -1);
+  assert.equal(first[5].userData, "again 40");
 });
 
 // --- flags ---
@@ -1204,6 +1224,17 @@ test("sys: O_DIRECT has each architecture's own value (arm64 would otherwise get
     () => oDirect({ arch: "sparc64" } as unknown as Native),
     (e: unknown) => e instanceof BlkioError && e.code === "ENOTSUP" && /sparc64/.test(e.message),
   );
+});
+
+// open(2) and statx(2) read the path up to a NUL: without one in its own allocation, they read on
+// into whatever memory follows.
+test("sys: cString ends the string with a NUL of its own", () => {
+  const native = { alloc: (len: number) => new Uint8Array(new ArrayBuffer(len)) } as unknown as Native;
+  const bytes = new TextEncoder().encode("/dev/disk/by-id/é");
+  const c = cString(native, "/dev/disk/by-id/é");
+  assert.equal(c.length, bytes.length + 1);
+  assert.deepEqual(c.subarray(0, bytes.length), bytes);
+  assert.equal(c[bytes.length], 0);
 });
 
 // io_uring_prep_cmd_discard: the length is a u64 in addr3; a discard of 4 GiB or more must keep

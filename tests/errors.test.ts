@@ -10,7 +10,8 @@ import { join } from "node:path";
 import process from "node:process";
 import { LIBURING_SONAME, LIBURING_SYMBOLS } from "../ffi/symbols.ts";
 import { Blkio, BlkioError, ERRNO, errnoName, errnoText } from "../mod.ts";
-import { errnoError } from "../src/sys.ts";
+import { errnoError, readText } from "../src/sys.ts";
+import { requireNative } from "../src/native.ts";
 
 /** Every Linux errno value (asm-generic/errno-base.h and errno.h; x86_64 and arm64 use them). */
 const LINUX: Record<string, number> = {
@@ -255,6 +256,20 @@ test("errnoName: unknown values", () => {
   assert.equal(errnoName(3), "E3");
   assert.equal(errnoName(9999), "E9999");
   assert.equal(errnoName(-22), "E-22");
+});
+
+// readText reads sysfs attributes; one that opens but cannot be read (read(2) fails) must come
+// back as "not there", never as the 4095 NUL bytes of a buffer read with a length of -1.
+test("readText: a file that opens but whose read fails is null", () => {
+  const dir = mkdtempSync(join(tmpdir(), "blkio-test-"));
+  try {
+    // A directory opens O_RDONLY; read(2) then fails with EISDIR.
+    assert.equal(readText(requireNative(), dir), null);
+    writeFileSync(join(dir, "attr"), "512\n");
+    assert.equal(readText(requireNative(), join(dir, "attr")), "512\n");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("BlkioError: thrown by the library with errno and code consistent", () => {

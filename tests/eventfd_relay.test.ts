@@ -3,7 +3,10 @@
 // CompletionWaiter makes between the relay and the adapter's own eventfd wait.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { readdirSync, readlinkSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { loadError, native } from "../ffi/load.ts";
 import type { Native } from "../ffi/types.ts";
 import { BlkioError } from "../src/errors.ts";
@@ -115,6 +118,89 @@ test("eventfd relay: a poll that fails (no such fd) rejects the wait with its er
   }
 });
 
+// Each wait's chain posts two CQEs; reaping them must also move the ring's CQ head, or after four
+// waits the CQ is full and the kernel keeps every later CQE in its overflow list, for good.
+test("eventfd relay: every wait reaps its completions (the ring's CQ ends empty)", async () => {
+  const fd = newEventfd(N);
+  const before = ringsAndPipes();
+  const relay = openRelay(fd);
+  try {
+    const ring = [...ringsAndPipes()].filter(([n, t]) => before.get(n) !== t && t.startsWith("anon_inode"));
+    assert.equal(ring.length, 1, "the relay's ring");
+    for (let i = 0; i < 10; i++) {
+      signal(fd);
+      await relay.wait();
+    }
+    const info = readFileSync(`/proc/self/fdinfo/${ring[0][0]}`, "utf8");
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, "m").exec(info)?.[1]);
+    assert.equal(field("CqTail"), 20, "two CQEs per wait");
+    assert.equal(field("CqHead"), field("CqTail"), "completions left in the relay's CQ");
+  } finally {
+    await relay.close();
+    closeFd(N, fd);
+  }
+});
+
+// Short of fds for the pipe (EMFILE): open throws, and the ring it had set up is closed, or each
+// retry (CompletionWaiter tries again at every wait) leaves one more ring fd behind.
+test("eventfd relay: an open that fails for want of a pipe closes its ring", () => {
+  const noPipe = { ...N, libc: { ...N.libc, pipe2: () => -1 }, errno: () => 24 /* EMFILE */ } as Native;
+  const fd = newEventfd(N);
+  try {
+    const before = ringsAndPipes();
+    for (let i = 0; i < 3; i++) {
+      assert.throws(
+        () => EventfdRelay.open(noPipe, fd),
+        (e: unknown) => e instanceof BlkioError && e.code === "EMFILE",
+      );
+    }
+    const left = [...ringsAndPipes()].filter(([n, t]) => before.get(n) !== t && t.startsWith("anon_inode"));
+    assert.deepEqual(left, [], "ring fds left open by failed opens");
+  } finally {
+    closeFd(N, fd);
+  }
+});
+
+// io_uring_enter can fail for a while (EAGAIN, ENOMEM): that wait rejects with the error rather
+// than waiting for a pipe write never submitted, and once enter works again the relay does too
+// (each wait ends on a signal, and only on one).
+test("eventfd relay: a failed io_uring_enter rejects that wait instead of hanging; later waits work", async () => {
+  let fail = true;
+  const enter = N.uring.io_uring_enter;
+  const flaky = {
+    ...N,
+    uring: {
+      ...N.uring,
+      io_uring_enter: (...a: Parameters<typeof enter>) => fail ? -11 /* EAGAIN */ : enter(...a),
+    },
+  } as Native;
+  const fd = newEventfd(N);
+  const relay = EventfdRelay.open(flaky, fd)!;
+  assert.ok(relay);
+  try {
+    // Three in a row: the ring has room for two chains.
+    for (let i = 0; i < 3; i++) {
+      const failed = relay.wait();
+      failed.catch(() => {});
+      assert.equal(await within(failed, 2000), "settled", "a wait whose enter failed hung");
+      await assert.rejects(failed, (e: unknown) => e instanceof BlkioError && e.code === "EAGAIN");
+    }
+    fail = false;
+    const w = relay.wait();
+    assert.equal(await within(w, 30), "pending", "the wait ended with no signal");
+    signal(fd);
+    assert.equal(await within(w, 5000), "settled");
+    await w;
+    const next = relay.wait();
+    assert.equal(await within(next, 30), "pending", "a second chain's write ended a wait with no signal");
+    signal(fd);
+    await next;
+  } finally {
+    await relay.close();
+    closeFd(N, fd);
+  }
+});
+
 test("eventfd relay: close releases its ring and pipe, and is idempotent", async () => {
   const fd = newEventfd(N);
   for (let i = 0; i < 20; i++) {
@@ -160,6 +246,29 @@ test("pipe wait: data written with no wait pending ends the next wait at once", 
   assert.equal(N.libc.fcntl(r, 1, /* F_GETFD */ 0), -1, "forgetPipe left the read end open");
 });
 
+// Data that comes while no wait is pending, once the pipe is watched, ends the next wait at once,
+// and only that one.
+test("pipe wait: data that came between waits ends one wait, not every later one", async () => {
+  const fds = N.alloc(8);
+  assert.equal(N.libc.pipe2(fds, 0o4000 | 0o2000000), 0);
+  const v = new DataView(fds.buffer);
+  const [r, w] = [v.getInt32(0, true), v.getInt32(4, true)];
+  try {
+    assert.equal(Number(N.libc.write(w, ONE, 8n)), 8);
+    await within(N.waitPipe(r), 5000); // the pipe is watched from now on
+    assert.equal(Number(N.libc.write(w, ONE, 8n)), 8);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // read with no wait pending
+    assert.equal(await within(N.waitPipe(r), 5000), "settled");
+    const next = N.waitPipe(r);
+    assert.equal(await within(next, 50), "pending", "one write ended two waits");
+    assert.equal(Number(N.libc.write(w, ONE, 8n)), 8);
+    assert.equal(await within(next, 5000), "settled");
+  } finally {
+    await N.forgetPipe(r);
+    N.libc.close(w);
+  }
+});
+
 test("pipe wait: the write end closing rejects the pending wait and later ones, with no data seen as data", async () => {
   const fds = N.alloc(8);
   assert.equal(N.libc.pipe2(fds, 0o4000 | 0o2000000), 0);
@@ -179,6 +288,19 @@ test("pipe wait: the write end closing rejects the pending wait and later ones, 
     await N.forgetPipe(r);
   }
   assert.equal(N.libc.fcntl(r, 1, /* F_GETFD */ 0), -1, "forgetPipe left the read end open");
+});
+
+// A process whose only pending work is a wait for completions must not exit under it (the
+// caller's request would never settle). On Bun, a read on a reader taken again after the idle one
+// was released does not keep the process alive by itself; on Deno, the unref'ed socket does not.
+test("pipe wait: a pending wait keeps the process alive, also a later one on the same pipe", () => {
+  const script = fileURLToPath(new URL("./_pipe_wait_alive.ts", import.meta.url));
+  const args = N.runtime === "deno" ? ["run", "-A", script] : [script];
+  const r = spawnSync(process.execPath, args, { encoding: "utf8", timeout: 20_000 });
+  assert.equal(r.signal, null, `the process did not exit by itself: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /first wait ended/);
+  assert.match(r.stdout, /second wait ended/, "the process exited with its wait pending");
 });
 
 /** One wait of `waiter` on `fd`, signalled from a timer; then checks the counter was reset. */
@@ -209,6 +331,31 @@ test("completion waiter: without a usable io_uring for the relay it falls back t
     uring: { ...N.uring, io_uring_queue_init_params: () => -38 /* ENOSYS */ },
   } as Native;
   await waitOnce(noUring, "adapter");
+});
+
+// A queue's close closes its waiter: with a relay, that is the relay's ring and pipe, three fds
+// per queue that a program adding and removing queues would otherwise run out of.
+test("completion waiter: close releases the relay's ring and pipe", async () => {
+  const relayed = { ...N, eventfdWaitUsesThread: true } as Native; // the relay on Bun too
+  const fd = newEventfd(N);
+  try {
+    const before = ringsAndPipes();
+    const waiter = new CompletionWaiter(relayed, fd);
+    const mine = [...ringsAndPipes()].filter(([n, target]) => before.get(n) !== target);
+    assert.equal(waiter.kind, "relay");
+    assert.equal(mine.length, 3, `a relay opens a ring and a pipe: ${JSON.stringify(mine)}`);
+    setTimeout(() => signal(fd), 5);
+    await waiter.wait();
+    await waiter.close();
+    const now = ringsAndPipes();
+    for (const [n, target] of mine) {
+      // Closed, or since reused for something else (a pipe's target names its inode).
+      assert.ok(now.get(n) !== target || target.startsWith("anon_inode"), `fd ${n} (${target}) left open`);
+      if (target.startsWith("anon_inode")) assert.equal(now.has(n), false, `ring fd ${n} left open`);
+    }
+  } finally {
+    closeFd(N, fd);
+  }
 });
 
 // Short of fds (or memory) the relay cannot be made for now: the waiter fell back to the adapter's

@@ -1026,6 +1026,35 @@ for (const direct of [true, false]) {
   );
 }
 
+// A close whose drain gave up on reads still in the device leaves their buffers the kernel's for
+// as long as the process runs: released() then says EBUSY, never that the memory is free to reuse.
+test(
+  ...skipIf(
+    "faults: BlockDevice.released after a close that gave up on aborted reads rejects EBUSY",
+    QSD_SKIP,
+  ),
+  async () => {
+    const dir = scratch();
+    const d = startDaemon(dir, stampedImage(dir, 8 * MiB), { iops: 2 });
+    const dev = await BlockDevice.open(d.mount, { direct: true });
+    const bufs = Array.from({ length: 8 }, () => dev.allocBuffer(BLOCK));
+    // 8 reads at 2 IOPS, aborted (their promises reject at once; the device may still fill the
+    // buffers), outlast the close's one-second drain.
+    const ac = new AbortController();
+    const reads = bufs.map((b, i) => dev.read(i * 64 * 1024, b, { signal: ac.signal }));
+    await new Promise((r) => setTimeout(r, 50));
+    ac.abort();
+    await Promise.allSettled(reads);
+    await dev.close();
+    const outcomes = await Promise.allSettled(bufs.map((b) => dev.released(b)));
+    const busy = outcomes.filter((o) => o.status === "rejected" && (o.reason as BlkioError).code === "EBUSY");
+    assert.ok(
+      busy.length > 0,
+      `every buffer was released, though reads were still in the device: ${outcomes.map((o) => o.status)}`,
+    );
+  },
+);
+
 // ---------------------------------------------------------------------------------------------
 // (d) A device slower than the caller's timeout.
 

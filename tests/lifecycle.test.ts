@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { execFileSync } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { basename } from "node:path";
 import { Blkio, BlkioError, DRIVER_NAMES } from "../mod.ts";
 import { assertErrno, cleanupAll, connectTo, type Target, targets } from "./_helpers.ts";
@@ -447,5 +447,33 @@ test("lifecycle: BlkioError is what the lifecycle throws, never a TypeError", ()
     }
   }
 });
+
+/** This process's fds open on a file under /sys or /proc (what connect reads limits from). */
+function sysAndProcFds(): Set<string> {
+  const out = new Set<string>();
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target.startsWith("/sys/") || target.startsWith("/proc/")) out.add(`${fd} ${target}`);
+    } catch {
+      // the fd readdir itself used, closed by now
+    }
+  }
+  return out;
+}
+
+// connect reads the device's queue limits from sysfs (and /proc); each file it opens for that is
+// closed again: a few fds leaked by every connect run a long-lived process out of them.
+for (const t of TARGETS) {
+  test(`lifecycle: connect and start leave no sysfs or procfs file open [${t.name}]`, () => {
+    const before = sysAndProcFds();
+    {
+      using b = connectTo(t);
+      b.start();
+      const left = [...sysAndProcFds()].filter((f) => !before.has(f));
+      assert.deepEqual(left, [], "files connect read are still open");
+    }
+  });
+}
 
 test("lifecycle: cleanup scratch targets", () => cleanupAll());

@@ -4,14 +4,18 @@
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { ReqFlags } from "../mod.ts";
-import { statfsSync } from "node:fs";
+import { statfsSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { join } from "node:path";
 import { tmpdir } from "node:os";
 import {
   alignedBuffer,
   cleanupAll,
   loopUnavailableReason,
+  MOUNT_SKIP,
   pread,
   reap,
+  scratchDir,
   scratchFile,
   scratchLoop,
   skipIf,
@@ -334,5 +338,37 @@ for (const t of TARGETS.filter((x) => x.direct)) {
     assert.equal(byTag.get("misaligned"), -9, "a misaligned write on a read-only instance is EBADF too");
   });
 }
+
+// A file that takes no O_DIRECT of its own (ext4 data=journal; encrypted or inline-data files too)
+// says so in statx (STATX_DIOALIGN, offset alignment 0): the kernel writes it through the page
+// cache, whole, at any alignment, so no misaligned write may be refused there as one that tears.
+const MKFS_SKIP = spawnSync("mkfs.ext4", ["-V"]).status === 0 ? null : "no mkfs.ext4 here";
+test(
+  ...skipIf(
+    "write: O_DIRECT on an ext4 data=journal file (statx: no O_DIRECT of its own) takes misaligned writes",
+    MOUNT_SKIP ?? loopUnavailableReason() ?? MKFS_SKIP,
+  ),
+  async () => {
+    const loop = scratchLoop(32 << 20);
+    execFileSync("mkfs.ext4", ["-q", loop]);
+    const dir = scratchDir();
+    execFileSync("mount", ["-o", "data=journal", loop, dir]);
+    try {
+      const path = join(dir, "disk.img");
+      writeFileSync(path, new Uint8Array(1 << 20));
+      {
+        using b = startOn({ path, direct: true });
+        const q = b.getQueue(0)!;
+        const data = new Uint8Array(100).fill(0x3c);
+        runOk(q, (ud) => q.write(OFF + 100, data, ud), "a misaligned write");
+        assert.deepEqual(pread(path, OFF + 100, 100), data);
+      }
+    } finally {
+      for (let i = 0; i < 50 && spawnSync("umount", [dir]).status !== 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  },
+);
 
 test("write: cleanup scratch targets", () => cleanupAll());
