@@ -129,8 +129,12 @@ function load(): Native {
     eventfdWaitUsesThread: true,
     waitPipe: (fd) => waiterOf(PIPES, fd, PipeWaiter).wait(),
     forgetPipe: (fd) => {
-      PIPES.get(fd)?.close();
+      // The fd is closed either way (Native.forgetPipe): a pipe never waited on has no waiter
+      // to close it, and a relay closed before its first wait left its read end open.
+      const w = PIPES.get(fd);
       PIPES.delete(fd);
+      if (w !== undefined) w.close();
+      else libcClose(fd);
       return RESOLVED;
     },
   };
