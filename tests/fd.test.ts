@@ -293,6 +293,16 @@ for (const t of TARGETS) {
   );
 }
 
+// A start() whose ring for a later queue fails (the fd table full) must close the rings it made
+// for the queues before: they are no one's, and nothing would close them later.
+test(...skipIf("start with room for a few rings of 16: EMFILE, the rings made are closed", PRLIMIT), () => {
+  const seen = runChild("_start_emfile.ts", [TARGETS[0].path], ["prlimit", "--nofile=256"]);
+  assert.ok(seen.held > 100, `the child filled only ${seen.held} fds`);
+  assert.equal(seen.code, "EMFILE", JSON.stringify(seen));
+  assert.deepEqual(seen.left, [], `fds the failed start() left open: ${JSON.stringify(seen.left)}`);
+  assert.equal(seen.retried, "started with 16 queues");
+});
+
 test("connect: a FIFO opened read-only fails at once with EINVAL instead of waiting for a writer", () => {
   const fifo = join(scratchDir(), "fifo");
   execFileSync("mkfifo", [fifo]);
