@@ -11,6 +11,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import {
   cleanupAll,
+  loopFlushes,
   loopUnavailableReason,
   MOUNT_SKIP,
   pwrite,
@@ -115,6 +116,19 @@ test("blkio_info: errors exit 1 with libblkio's messages", () => {
   r = tool("blkio_info", ["io_uring", `path=${join(DIR, "missing")}`, "capacity"]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^Unable to connect: /);
+});
+
+// Both were untested: a run with --output=text printed JSON, and a driver alone printed nothing
+// and exited 0, and no test noticed.
+test("blkio_info: --output=text after --output=json prints text; a driver without properties is a usage error", () => {
+  const r = ok(
+    tool("blkio_info", ["--output=json", "--output=text", "io_uring", `path=${INFO_FILE}`, "capacity"]),
+  );
+  assert.equal(r.stdout, "2097152\n");
+  const bare = tool("blkio_info", ["io_uring"]);
+  assert.equal(bare.status, 1);
+  assert.equal(bare.stderr, "No properties specified!\n\n");
+  assert.match(bare.stdout, /^Usage: blkio_info /);
 });
 
 // --- blkio-copy.sh -------------------------------------------------------------------------
@@ -343,6 +357,105 @@ test("blkio_copy: usage errors exit 1 with libblkio's messages", () => {
   }
   // None of these failures left an (empty) output file behind.
   assert.equal(existsSync(join(DIR, "x")), false);
+});
+
+// README: "An existing output is overwritten in place and is not truncated, the same as a block
+// device." Every other copy test writes over an output of the input's length or longer blkio one.
+test("blkio_copy: an existing longer --output-file is overwritten in place, not truncated", () => {
+  const src = randomFile("copy-in-place-src", 300000);
+  const dst = randomFile("copy-in-place-dst", 1024 * 1024);
+  const before = readFileSync(dst);
+  ok(tool("blkio_copy", ["--input-blkio=io_uring", `path=${src}`, `--output-file=${dst}`]));
+  const after = readFileSync(dst);
+  assert.equal(after.length, 1024 * 1024, "the output was truncated");
+  assert.ok(after.subarray(0, 300000).equals(readFileSync(src)), "the copied range");
+  assert.ok(after.subarray(300000).equals(before.subarray(300000)), "the bytes after the copy were changed");
+});
+
+// The last chunk of an O_DIRECT input is read rounded up to the alignment: read as it is (37856
+// bytes here), it fails EINVAL. Only a direct=true output was tested.
+test("blkio_copy: a direct=true input whose size is not a multiple of its alignment is copied whole", () => {
+  const src = randomFile("copy-direct-in-src", 300000);
+  const dst = join(DIR, "copy-direct-in-dst");
+  ok(tool("blkio_copy", ["--input-blkio=io_uring", `path=${src}`, "direct=true", `--output-file=${dst}`]));
+  assert.ok(readFileSync(dst).equals(readFileSync(src)), "the copy differs from the input");
+});
+
+// A copy that exits 0 must be whole: a failed write is an error, whatever the completion says.
+test("blkio_copy: a failed write exits 1 with the errno's text, and the output is left as it was", () => {
+  const src = randomFile("copy-failed-write-src", 300000);
+  const dst = randomFile("copy-failed-write-dst", 300000);
+  const before = readFileSync(dst);
+  const r = tool("blkio_copy", [
+    "--input-blkio=io_uring",
+    `path=${src}`,
+    "--output-blkio=io_uring",
+    `path=${dst}`,
+    "read-only=true",
+  ]);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /^Unexpected write completion\.ret value -9 \(Bad file descriptor/);
+  assert.ok(readFileSync(dst).equals(before));
+});
+
+// The output is the input's size exactly (refused only when larger), and the copy ends with a
+// flush (README: "The output is flushed at the end, with a flush request or fsync"): a loop
+// device counts the flushes it completes.
+test(
+  ...skipIf(
+    "blkio_copy: an input the size of the output device is copied whole, and the device is flushed at the end",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const dev = scratchLoop(1024 * 1024);
+    const src = randomFile("copy-device-size", 1024 * 1024);
+    for (const out of [["--output-blkio=io_uring", `path=${dev}`], [`--output-file=${dev}`]]) {
+      pwrite(dev, 0, new Uint8Array(1024 * 1024));
+      const flushes = loopFlushes(dev);
+      ok(tool("blkio_copy", ["--input-blkio=io_uring", `path=${src}`, ...out]));
+      assert.ok(readFileSync(dev).equals(readFileSync(src)), `${out[0]}: the device differs from the input`);
+      assert.ok(loopFlushes(dev) > flushes, `${out[0]}: no flush reached the device`);
+    }
+  },
+);
+
+// libblkio's command lines go through getopt_long, which also takes `--option value` and any
+// unambiguous prefix; and an argument that fits nowhere must not be taken by the other side.
+test("blkio_copy: `--option value` and option prefixes work; a misplaced property or a second --input-*/--output-* is refused", () => {
+  const src = randomFile("copy-getopt-src", 300000);
+  const dst = join(DIR, "copy-getopt-dst");
+  ok(tool("blkio_copy", ["--input-blkio", "io_uring", `path=${src}`, "--output-file", dst]));
+  assert.ok(readFileSync(dst).equals(readFileSync(src)), "--option value");
+  const dst2 = join(DIR, "copy-getopt-dst2");
+  ok(tool("blkio_copy", ["--input-b=io_uring", `path=${src}`, `--output-f=${dst2}`]));
+  assert.ok(readFileSync(dst2).equals(readFileSync(src)), "prefixes");
+  const other = randomFile("copy-getopt-other", 4096);
+  const [a, b] = [join(DIR, "copy-getopt-a"), join(DIR, "copy-getopt-b")];
+  let r = tool("blkio_copy", [
+    "--input-blkio=io_uring",
+    `path=${src}`,
+    `--output-file=${a}`,
+    `path=${other}`,
+  ]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, `unexpected option: path=${other}\n`);
+  r = tool("blkio_copy", [
+    `--input-file=${src}`,
+    "--input-blkio=io_uring",
+    `path=${other}`,
+    `--output-file=${a}`,
+  ]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, "Only one --input-* option is allowed\n");
+  r = tool("blkio_copy", [
+    "--input-blkio=io_uring",
+    `path=${src}`,
+    `--output-file=${a}`,
+    `--output-file=${b}`,
+  ]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, "Only one --output-* option is allowed\n");
+  assert.ok(!existsSync(a) && !existsSync(b), "a refused command line created an output");
 });
 
 // --- blkio-bench.sh ------------------------------------------------------------------------
@@ -606,6 +719,17 @@ test("blkio_bench: a failed request is reported with its errno's text and the li
   assert.equal(r.status, 1);
   // It was "I/O request failed: -9".
   assert.match(r.stderr, /I\/O request failed: -9 \(Bad file descriptor: The instance is read-only/);
+  // --event takes read-only too (BlockDevice's readOnly), so its writes fail the same way.
+  const ev = tool("blkio_bench", [
+    "--runtime=1",
+    "--event",
+    "--readwrite=write",
+    "io_uring",
+    `path=${path}`,
+    "read-only=true",
+  ]);
+  assert.equal(ev.status, 1, ev.stderr);
+  assert.match(ev.stderr, /I\/O request failed: -9 \(Bad file descriptor: .*read-only/);
 });
 
 // The thread whose share of a sequential run starts in the tail past the last whole block read
@@ -617,6 +741,164 @@ test("blkio_bench: a sequential thread starting in the tail wraps, it does not w
   );
   assert.equal(statSync(path).size, 12192);
 });
+
+// The figures are derived from one count of requests, one of calls, the latencies and the run's
+// length, so they must agree: gips is kiops times the block size; calls times completions per call
+// over kiops is the measured second; and by Little's law, with iodepth requests always in flight
+// and each timed from when its slot was freed, mean latency times throughput is the iodepth. Each
+// printed figure alone was only checked to be positive, so a wrong unit, a request counted once
+// per call, an iodepth or block size the threads did not get, or a warm-up that was counted went
+// unnoticed.
+test("blkio_bench: kiops, gips, calls, completions and latencies agree with the block size, iodepth and runtime", () => {
+  for (
+    const [args, depth, bs] of [
+      [[], 1, 4096],
+      [["--iodepth=8", "--blocksize=8192"], 8, 8192],
+      [["--poll", "--iodepth=4"], 4, 4096],
+      [["--event", "--iodepth=8"], 8, 4096],
+      [["--ramp-time=1", "--iodepth=2"], 2, 4096],
+    ] as [string[], number, number][]
+  ) {
+    const { json } = bench(args);
+    const what = args.join(" ") || "default";
+    for (const s of [json.aggregate, ...(json.threads as unknown[])] as Record<string, number>[]) {
+      const gips = (s.kiops * 1000 * bs) / 2 ** 30;
+      assert.ok(
+        Math.abs(s.gips - gips) <= 0.0006 + gips / 100,
+        `${what}: gips ${s.gips}, kiops ${s.kiops} give ${gips}`,
+      );
+      assert.ok(
+        s.min_completions >= 1 && s.max_completions <= depth,
+        `${what}: completions ${s.min_completions}-${s.max_completions}`,
+      );
+      // --poll counts empty polls as calls, so only there may the mean fall below the minimum.
+      if (!args.includes("--poll")) {
+        assert.ok(
+          s.min_completions <= s.mean_completions && s.mean_completions <= s.max_completions,
+          `${what}: mean_completions ${s.mean_completions}`,
+        );
+      }
+      const secs = (s.calls * s.mean_completions) / (s.kiops * 1000);
+      assert.ok(
+        secs >= 0.9 && secs <= 1.5,
+        `${what}: calls and kiops give a ${secs.toFixed(3)} s run, not 1 s`,
+      );
+      const inFlight = (s.mean_lat_us * s.kiops) / 1000;
+      assert.ok(
+        Math.abs(inFlight - depth) <= depth / 10,
+        `${what}: ${inFlight.toFixed(3)} requests in flight, not ${depth}`,
+      );
+      // A request cannot complete within 50 ns: it takes a system call.
+      assert.ok(
+        s.min_lat_us >= 0.05 && s.min_lat_us <= s.mean_lat_us && s.mean_lat_us <= s.max_lat_us,
+        `${what}: latencies ${s.min_lat_us} ${s.mean_lat_us} ${s.max_lat_us}`,
+      );
+    }
+  }
+});
+
+// Offsets are whole blocks of --blocksize: sequential ones reach the last whole block before
+// wrapping, random ones pick any of them, and neither touches the tail past the last whole block.
+test("blkio_bench: --blocksize=8192 writes every whole block, the last one too, and not the tail (write, randwrite)", () => {
+  for (const rw of ["write", "randwrite"]) {
+    const path = randomFile(`bench-blocks-${rw}`, 2 * 8192 + 4196);
+    const before = readFileSync(path);
+    ok(
+      tool("blkio_bench", [
+        "--runtime=1",
+        "--blocksize=8192",
+        `--readwrite=${rw}`,
+        "io_uring",
+        `path=${path}`,
+      ]),
+    );
+    const after = readFileSync(path);
+    assert.equal(after.length, before.length, `${rw}: the file grew`);
+    for (const off of [0, 8192]) {
+      assert.ok(
+        !after.subarray(off, off + 8192).equals(before.subarray(off, off + 8192)),
+        `${rw}: block at ${off} never written`,
+      );
+    }
+    assert.ok(
+      after.subarray(16384).equals(before.subarray(16384)),
+      `${rw}: the tail past the last whole block was written`,
+    );
+  }
+});
+
+// --iodepth-batch changes no figure of the JSON, only how often the kernel is entered: with
+// --iodepth-batch=1, once per request on top of the waits (by default, once per wait). strace
+// counts the io_uring_enter calls.
+test(
+  ...skipIf(
+    "blkio_bench: --iodepth-batch=1 enters the kernel for each request, the default once per wait (strace)",
+    spawnSync("strace", ["-V"], { stdio: "ignore" }).status !== 0 &&
+      "strace is not installed: nothing here counts io_uring_enter calls",
+  ),
+  () => {
+    const runtime = RUNTIME === "deno" ? `"$RT" run -A "$0"` : `"$RT" "$0"`;
+    const log = join(DIR, "bench-strace.txt");
+    const enters = (args: string[]): { enters: number; calls: number } => {
+      // Through sh with the runtime in the environment: Deno rewrites a spawned argument equal to
+      // its own path.
+      const r = ok(finished(spawnSync(
+        "sh",
+        [
+          "-c",
+          `exec strace -f -qq -c -e trace=io_uring_enter -o "$LOG" ${runtime} "$@"`,
+          join(ROOT, "examples", "blkio_bench.ts"),
+          "--runtime=1",
+          "--iodepth=8",
+          ...args,
+          "io_uring",
+          `path=${BENCH_FILE}`,
+        ],
+        {
+          cwd: DIR,
+          encoding: "utf8",
+          timeout: 60_000,
+          env: { ...process.env, RT: process.execPath, LOG: log },
+        },
+      )));
+      const line = readFileSync(log, "utf8").split("\n").find((l) => l.trim().endsWith(" io_uring_enter"));
+      assert.ok(line, `no io_uring_enter in strace's summary:\n${readFileSync(log, "utf8")}`);
+      return { enters: Number(line.trim().split(/\s+/)[3]), calls: JSON.parse(r.stdout).aggregate.calls };
+    };
+    const plain = enters([]);
+    assert.ok(
+      plain.enters <= plain.calls * 1.5 + 50,
+      `default: ${plain.enters} enters for ${plain.calls} calls`,
+    );
+    const each = enters(["--iodepth-batch=1"]);
+    assert.ok(
+      each.enters >= each.calls * 4,
+      `--iodepth-batch=1: ${each.enters} enters for ${each.calls} calls`,
+    );
+  },
+);
+
+// README: "Read workloads set read-only=true, as libblkio does", in every thread and mode: a
+// file on a read-only mount cannot be opened for writing.
+test(
+  ...skipIf(
+    "blkio_bench: read workloads open the target read-only, so a file on a read-only mount can be measured (--event too)",
+    MOUNT_SKIP,
+  ),
+  () => {
+    const data = randomFillSync(new Uint8Array(256 * 1024));
+    return withReadOnlyMount({ "bench.img": data }, (mnt) => {
+      for (
+        const args of [["--readwrite=read"], ["--readwrite=randread"], ["--event", "--readwrite=randread"]]
+      ) {
+        const r = ok(
+          tool("blkio_bench", ["--runtime=1", ...args, "io_uring", `path=${join(mnt, "bench.img")}`]),
+        );
+        assert.ok(JSON.parse(r.stdout).aggregate.kiops > 0, args.join(" "));
+      }
+    });
+  },
+);
 
 // --- demo and workers -----------------------------------------------------------------------
 
@@ -646,6 +928,11 @@ test("demo: writes and reads back every block of its scratch file, O_DIRECT and 
     assert.match(r.stdout, /randwrite +\d+/);
     assert.match(r.stdout, /randread +\d+/);
     assert.match(r.stdout, /verify +2048 /);
+    // O_DIRECT is what makes the file's request-alignment more than 1.
+    assert.match(
+      r.stdout,
+      mode.length === 0 ? /, O_DIRECT, request-alignment [1-9]\d+\n/ : /, buffered, request-alignment 1\n/,
+    );
     assert.match(
       r.stdout,
       /verified: all 2048 blocks read back, \d+ with their latest stamp, the rest still zero/,
