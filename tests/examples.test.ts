@@ -520,12 +520,14 @@ test("blkio_bench: --event (BlockDevice) and --num-threads=2 (one Worker each)",
   for (const t of threads) assert.ok(t.kiops > 0);
   // The aggregate counts every thread's requests over their mean runtime (libblkio's
   // blkio-bench): the threads' sum, up to the rounding of the printed figures and the threads'
-  // runtimes differing by a few milliseconds; not their mean, nor twice the sum.
+  // runtimes differing; not their mean, nor twice the sum. On a loaded machine a thread sees the
+  // start or stop flag tens of milliseconds after the other (a 1 s run: several per cent; 1%
+  // failed under a mutation audit's load), so the bound only tells those apart.
   const agg = json.aggregate as Record<string, number>;
   for (const key of ["kiops", "gips"]) {
     const sum = threads[0][key] + threads[1][key];
     assert.ok(
-      Math.abs(agg[key] - sum) <= sum / 100 + 0.002,
+      Math.abs(agg[key] - sum) <= sum / 10 + 0.002,
       `aggregate ${key} ${agg[key]}, threads' sum ${sum}`,
     );
   }
