@@ -9,6 +9,7 @@ import assert from "./_assert.ts";
 import { spawn, spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import process from "node:process";
 import { join } from "node:path";
 import { Blkio, BlkioError, BlockDevice, type Completion, type MemoryRegion, ReqFlags } from "../mod.ts";
 import { assertErrno, skipIf } from "./_helpers.ts";
@@ -521,3 +522,48 @@ for (const [offered, mask] of [[true, "features_mask=0"], [false, "features_mask
     }
   });
 }
+
+// The fake logs the sector of every request it serves: the one place where a test sees which
+// offsets blkio_bench picks (it connects twice: once to read the capacity, once from its Worker).
+// A mutation audit found that randread and randwrite could have run block after block, and
+// read and write at random, with every other test passing.
+const BENCH = new URL("../examples/blkio_bench.ts", import.meta.url).pathname;
+htest(
+  "blkio_bench: randread and randwrite go anywhere, read and write one block after the next",
+  async () => {
+    const runtime = "Bun" in globalThis ? [BENCH] : ["run", "-A", BENCH];
+    for (const rw of ["randread", "randwrite", "read", "write"]) {
+      await using fake = await startFake("connections=2", "linger=0");
+      const args = [
+        "--runtime=1",
+        "--iodepth=1",
+        `--readwrite=${rw}`,
+        "--blocksize=4096",
+        DRIVER,
+        `path=${fake.socket}`,
+      ];
+      const r = spawnSync(process.execPath, [...runtime, ...args], { encoding: "utf8", timeout: 60_000 });
+      assert.equal(r.status, 0, `${rw}: ${r.stderr}`);
+      const blocks = [...fake.log().matchAll(/ req \d+ type [01] sector (\d+) /g)].map((m) =>
+        Number(m[1]) / 8
+      );
+      assert.ok(blocks.length > 500, `${rw}: only ${blocks.length} requests`);
+      const distinct = new Set(blocks).size;
+      assert.equal(distinct, BLOCKS, `${rw}: ${distinct} of the ${BLOCKS} blocks`);
+      // The share of requests that went to the block after the one before (wrapping at the end).
+      let after = 0;
+      for (let i = 1; i < blocks.length; i++) if (blocks[i] === (blocks[i - 1] + 1) % BLOCKS) after++;
+      const share = after / (blocks.length - 1);
+      if (rw.startsWith("rand")) {
+        assert.ok(
+          share < 0.2,
+          `${rw}: ${(share * 100).toFixed(1)}% went to the next block`,
+        );
+      } else {assert.equal(
+          share,
+          1,
+          `${rw}: ${(share * 100).toFixed(1)}% went to the next block, not all`,
+        );}
+    }
+  },
+);
