@@ -246,11 +246,16 @@ test("eventfd relay: close releases its ring and pipe, and is idempotent", async
   N.libc.close(fd);
 });
 
-test("pipe wait: data written with no wait pending ends the next wait at once", async () => {
+/** A new pipe's read and write ends (O_NONBLOCK, O_CLOEXEC). */
+function pipe(): [number, number] {
   const fds = N.alloc(8);
   assert.equal(N.libc.pipe2(fds, 0o4000 | 0o2000000), 0);
   const v = new DataView(fds.buffer);
-  const [r, w] = [v.getInt32(0, true), v.getInt32(4, true)];
+  return [v.getInt32(0, true), v.getInt32(4, true)];
+}
+
+test("pipe wait: data written with no wait pending ends the next wait at once", async () => {
+  const [r, w] = pipe();
   try {
     assert.equal(Number(N.libc.write(w, ONE, 8n)), 8);
     assert.equal(await within(N.waitPipe(r), 5000), "settled");
@@ -268,10 +273,7 @@ test("pipe wait: data written with no wait pending ends the next wait at once", 
 // Data that comes while no wait is pending, once the pipe is watched, ends the next wait at once,
 // and only that one.
 test("pipe wait: data that came between waits ends one wait, not every later one", async () => {
-  const fds = N.alloc(8);
-  assert.equal(N.libc.pipe2(fds, 0o4000 | 0o2000000), 0);
-  const v = new DataView(fds.buffer);
-  const [r, w] = [v.getInt32(0, true), v.getInt32(4, true)];
+  const [r, w] = pipe();
   try {
     assert.equal(Number(N.libc.write(w, ONE, 8n)), 8);
     await within(N.waitPipe(r), 5000); // the pipe is watched from now on
@@ -289,10 +291,7 @@ test("pipe wait: data that came between waits ends one wait, not every later one
 });
 
 test("pipe wait: the write end closing rejects the pending wait and later ones, with no data seen as data", async () => {
-  const fds = N.alloc(8);
-  assert.equal(N.libc.pipe2(fds, 0o4000 | 0o2000000), 0);
-  const v = new DataView(fds.buffer);
-  const [r, w] = [v.getInt32(0, true), v.getInt32(4, true)];
+  const [r, w] = pipe();
   try {
     const pending = N.waitPipe(r);
     const outcome = pending.then(() => "resolved", (e: Error) => e.message);
