@@ -16,16 +16,7 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { atExit, RUNTIME, skipIf, watchInterval } from "./_helpers.ts";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -44,6 +35,7 @@ import { native } from "../ffi/load.ts";
 import { onMainThread } from "../src/sys.ts";
 import { readThenDestroy } from "./_destroy_worker.ts";
 import { attachLoop, loopUnavailableReason } from "./_loop_device.ts";
+import { fuseFixtureUnavailable, isMounted, mountFuseFixture, sleepMs, unmount } from "./_fuse_fixture.ts";
 import { injectError } from "./_vhost_user.ts";
 
 const QSD = "qemu-storage-daemon";
@@ -79,11 +71,7 @@ const MOUNT_SKIP = mountSkip();
 
 /** Why tests/fixtures/no_zero_range_fuse.c cannot be built and mounted here, or undefined. */
 function fuseDaemonSkip(): string | undefined {
-  if (!isRoot()) return "FUSE mounts need root";
-  if (!existsSync("/dev/fuse")) return "no /dev/fuse";
-  if (!hasCommand("cc")) return "no C compiler (cc) to build the FUSE daemon";
-  if (!existsSync("/usr/include/fuse3/fuse.h")) return "no libfuse3 headers (apt-get install libfuse3-dev)";
-  return undefined;
+  return fuseFixtureUnavailable() ?? undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,29 +94,6 @@ function scratch(): string {
   const dir = mkdtempSync(join(tmpdir(), "blkio-faults-"));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-function isMounted(path: string): boolean {
-  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
-    if (line.split(" ")[4] === path) return true;
-  }
-  return false;
-}
-
-/**
- * Unmounts `path`, retrying while it is busy: io_uring tears rings down in a kernel worker, so
- * the files they used stay open for a moment after the instance is destroyed.
- */
-function unmount(path: string): void {
-  for (let i = 0; i < 100 && isMounted(path); i++) {
-    if (spawnSync("umount", [path], { stdio: "ignore" }).status === 0) return;
-    sleepMs(50);
-  }
-  if (isMounted(path)) spawnSync("umount", ["-l", path], { stdio: "ignore" });
 }
 
 /** Whether `pid` still runs (a zombie does not: the daemon's parent is not this process). */
@@ -467,48 +432,16 @@ for (const direct of [true, false]) {
   );
 }
 
-/**
- * tests/fixtures/no_zero_range_fuse.c built and mounted; returns the file and the daemon's pid.
- * The daemon runs in the background, not as this process's child: stopping a child of the
- * test process left the runtimes' own child processes (the one that resumes it) dead before
- * they ran (seen on Bun and Deno).
- */
+/** tests/fixtures/no_zero_range_fuse.c built and mounted (unmounted at the end). */
 function fixtureFuse(
   dir: string,
   ...fuseOptions: string[]
 ): { file: string; pid: number; backing: string; log: string } {
-  const bin = join(dir, "no_zero_range_fuse");
-  const source = fileURLToPath(new URL("./fixtures/no_zero_range_fuse.c", import.meta.url));
-  execFileSync("cc", ["-O2", "-o", bin, source, "-I/usr/include/fuse3", "-lfuse3", "-lpthread"]);
   const backing = join(dir, "backing.img");
   writeFileSync(backing, new Uint8Array(MiB).fill(0x5a));
-  const mnt = join(dir, "mnt");
-  mkdirSync(mnt);
-  const log = join(dir, "modes.log"); // each fallocate mode it was asked for, one a line
-  execFileSync(bin, [backing, log, mnt, "-s", ...fuseOptions]); // mounts, then backgrounds
-  const pid = daemonOf(bin);
-  cleanups.push(() => {
-    try {
-      process.kill(pid, "SIGCONT"); // a test that failed may have left it stopped
-    } catch {
-      // gone already
-    }
-    unmount(mnt);
-  });
-  return { file: join(mnt, "disk.img"), pid, backing, log };
-}
-
-/** The pid of the process running `bin` (its /proc/PID/exe). */
-function daemonOf(bin: string): number {
-  for (const entry of readdirSync("/proc")) {
-    if (!/^[0-9]+$/.test(entry)) continue;
-    try {
-      if (readlinkSync(`/proc/${entry}/exe`) === bin) return Number(entry);
-    } catch {
-      // not ours to read, or gone
-    }
-  }
-  throw new Error(`no process runs ${bin}`);
+  const f = mountFuseFixture(dir, backing, { fuseOptions });
+  cleanups.push(f.stop);
+  return { file: f.file, pid: f.pid, backing, log: f.log };
 }
 
 /**
