@@ -7,6 +7,10 @@ import { Blkio, type Completion } from "../mod.ts";
 import { RequestBacklog, type RequestSink } from "../src/request_backlog.ts";
 import { Op, type OpValue } from "../src/completion.ts";
 import { queueUsesBuffer } from "../src/queue.ts";
+import { native } from "../ffi/load.ts";
+import { Ring } from "../src/uring/ring.ts";
+import { prepCancel, prepRead } from "../src/uring/sqe.ts";
+import { IOSQE_ASYNC } from "../src/uring/constants.ts";
 import {
   alignedBuffer,
   cleanupAll,
@@ -22,6 +26,28 @@ import {
 const TARGETS = targets();
 const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
   TARGETS.find((t) => t.name === "file+direct")!;
+
+// A cancellation must run in the io_uring_enter that submits it: its target is a slot number,
+// which the next request in that slot reuses once the target has completed, and only the order
+// of SQEs keeps it from that request. Sent to io-wq with the rest (a FUSE file's requests, when
+// doIo has a timeout), it ran late and cancelled the slot's next request (fuzzer, FUSE file: a
+// read nobody cancelled completed -ECANCELED).
+test("cancel: requests sent to io-wq at submission do not take a cancellation with them", () => {
+  const ring = new Ring(native!, 8, 0);
+  try {
+    const sq = ring.sqes;
+    const read = ring.nextSqe();
+    prepRead(sq, read, 0, 0, 0, 0);
+    const cancel = ring.nextSqe();
+    prepCancel(sq, cancel, 5);
+    ring.addFlagsToUnsubmitted(IOSQE_ASYNC);
+    const flags = (i: number) => (sq[i << 4] >>> 8) & 0xff; // the byte after the opcode
+    assert.equal(flags(read) & IOSQE_ASYNC, IOSQE_ASYNC, "the read goes to io-wq");
+    assert.equal(flags(cancel) & IOSQE_ASYNC, 0, "the cancellation is sent to io-wq too");
+  } finally {
+    ring.close();
+  }
+});
 
 /** A sink that takes everything and records the userData and start of each request. */
 function collector(): RequestSink & { got: unknown[]; starts: number[] } {

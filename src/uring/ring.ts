@@ -18,6 +18,7 @@ import {
   IORING_ENTER_REGISTERED_RING,
   IORING_ENTER_SQ_WAKEUP,
   IORING_FEAT_EXT_ARG,
+  IORING_OP,
   IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_SQPOLL,
   IORING_SETUP_TASKRUN_FLAG,
@@ -236,13 +237,22 @@ export class Ring {
   }
 
   /**
-   * Adds `flags` (IOSQE_*) to every SQE written but not yet consumed by the kernel. Not with
-   * SQPOLL, whose kernel thread may be reading them.
+   * Adds `flags` (IOSQE_*) to every SQE written but not yet consumed by the kernel, except
+   * cancellations. Not with SQPOLL, whose kernel thread may be reading them.
+   *
+   * A cancellation must run in the system call that submits it. Its target is a user_data,
+   * which the driver gives to the next request in that slot once the target has completed;
+   * only the order of SQEs keeps the cancellation from finding that request. Sent to io-wq
+   * (IOSQE_ASYNC), it ran behind a FUSE daemon's slow requests, after the slot's next request
+   * was submitted, and cancelled that one (fuzzer, FUSE file: a read nobody cancelled completed
+   * -ECANCELED).
    */
   addFlagsToUnsubmitted(flags: number): void {
     if (this.sqPoll) return;
+    const sqes = this.sqes;
     for (let t = this.#sqHead[0]; t !== this.#tail; t = (t + 1) >>> 0) {
-      addSqeFlags(this.sqes, t & this.#sqMask, flags);
+      const i = t & this.#sqMask;
+      if ((sqes[i << 4] & 0xff) !== IORING_OP.ASYNC_CANCEL) addSqeFlags(sqes, i, flags);
     }
   }
 
