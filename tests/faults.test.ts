@@ -542,6 +542,54 @@ test(
 
 // lseek(SEEK_END) on FUSE asks the daemon for the size once the cached attributes expire: the
 // capacity getter held the event loop as long as the daemon took (fault hunt: 3 s).
+// A FUSE file's requests go to io-wq without an attempt inside io_uring_enter (here: doIo with a
+// timeout), and Linux 6.18 looks a registered buffer up only when a worker issues the request.
+// Unmapping a region is allowed while its requests are in flight; when its buffers were
+// registered, the requests still waiting for a worker failed with EFAULT (fuzzer, FUSE file).
+test(
+  ...skipIf(
+    "faults: FUSE: writes from a region unmapped before io-wq issued them still complete",
+    fuseDaemonSkip(),
+  ),
+  () => {
+    const { file, backing } = fixtureFuse(scratch());
+    using b = Blkio.create("io_uring");
+    b.setStr("path", file);
+    b.connect();
+    b.start();
+    const q = b.getQueue(0)!;
+    const n = 16, len = MiB / n;
+    const failed: string[] = [];
+    for (let round = 0; round < 10; round++) {
+      const r = b.allocMemRegion(MiB);
+      b.mapMemRegion(r);
+      for (let i = 0; i < n; i++) {
+        q.write(i * len, r.bytes.subarray(i * len, (i + 1) * len).fill(round * n + i), i);
+      }
+      q.doIo([], 0, 0, 0); // submitted, to io-wq
+      b.unmapMemRegion(r);
+      const out: Completion[] = [];
+      for (let got = 0; got < n;) {
+        const k = q.doIo(out, 1, n - got, 20_000_000_000n);
+        for (const c of out.slice(0, k)) {
+          if (c.ret !== 0) failed.push(`round ${round}, write ${c.userData}: ${c.ret} ${c.errorMsg}`);
+        }
+        got += k;
+      }
+      b.freeMemRegion(r);
+      if (failed.length > 0) break;
+      const image = readFileSync(backing);
+      for (let i = 0; i < n; i++) {
+        assert.ok(
+          image.subarray(i * len, (i + 1) * len).every((x) => x === ((round * n + i) & 0xff)),
+          `round ${round}, write ${i}`,
+        );
+      }
+    }
+    assert.deepEqual(failed, []);
+  },
+);
+
 test(
   ...skipIf("faults: BlockDevice.capacity on a FUSE file does not wait for its daemon", fuseDaemonSkip()),
   async () => {

@@ -265,7 +265,11 @@ export class IoUringQueue implements DriverQueue {
     this.completionFd = efd;
     // Registered buffers save pinning the pages of every request (get_user_pages for O_DIRECT,
     // a page walk for buffered I/O). Without a sparse table (Linux < 5.19) all I/O stays plain.
-    this.#fixedTable = ring.registerBufferTable(FIXED_BUFFERS) === 0;
+    // Nor where requests go to io-wq without an attempt inside io_uring_enter (submitAsync: a
+    // FUSE file): Linux 6.18 looks a fixed buffer up when the worker issues the request, not at
+    // submission, so a region unmapped in between (allowed while its requests are in flight)
+    // failed them with EFAULT (fuzzer, FUSE file). An inline attempt takes its reference first.
+    this.#fixedTable = !opts.target.submitAsync && ring.registerBufferTable(FIXED_BUFFERS) === 0;
     // In flight is capped at the CQ size so the CQ can never overflow (kernels before 5.5
     // drop CQEs on overflow).
     const cap = ring.cqEntries;
