@@ -177,6 +177,8 @@ class BlockDeviceRun {
   #cfg: DeviceConfig = { queues: 1, numEntries: 128, readOnly: false };
   /** request-alignment of the open device. */
   #alignment = 1;
+  /** The device's capacity when it was opened (-1 while opening): see capacityFixedAtOpen. */
+  #capacityAtOpen = -1;
   /** allocBuffer bytes given to the open device. */
   #allocated = 0;
   /** The last device closed, for calls that must fail with EBADF, and one of its buffers. */
@@ -440,7 +442,9 @@ class BlockDeviceRun {
     } else if (this.#alignment < 512 || (this.#alignment & (this.#alignment - 1)) !== 0) {
       this.#fail(`requestAlignment ${this.#alignment} with O_DIRECT`);
     }
+    this.#capacityAtOpen = -1;
     this.#capacityCheck("capacity after open");
+    this.#capacityAtOpen = Number(dev.capacity);
     this.#log.add(`${what}: alignment ${this.#alignment}`);
     // Buffers of assorted sizes, some larger than half a MiB (a region of their own).
     for (const len of [64 * KiB, 256 * KiB, rng.range(513, 1100) * KiB]) this.#allocBuffer(len);
@@ -1067,9 +1071,16 @@ class BlockDeviceRun {
     await this.#rejects(c[0], c[1], "EINVAL", c[2]);
   }
 
-  /** Checks capacity against the model when no write is in flight (a file's may grow). */
+  /**
+   * Checks capacity against the model when no write is in flight (a file's may grow). Where it
+   * stays what it was at open (a FUSE file), it must be that.
+   */
   #capacityCheck(what: string): void {
     const cap = Number(this.#dev!.capacity);
+    if (this.#t.capacityFixedAtOpen && this.#capacityAtOpen >= 0) {
+      if (cap !== this.#capacityAtOpen) this.#fail(`${what} ${cap}, ${this.#capacityAtOpen} at open`);
+      return this.#log.add(`${what} ${cap} (as at open)`);
+    }
     if (this.#inflight.anyWrites()) return this.#log.add(`${what} ${cap} (writes in flight: not checked)`);
     const d = this.#disk;
     if (!d.sizeAllows(cap)) this.#fail(`${what} ${cap}, the model allows [${d.sizeLo}, ${d.sizeHi}]`);

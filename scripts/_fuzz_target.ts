@@ -1,8 +1,10 @@
 /**
  * The fuzzer's targets: a scratch file (buffered or O_DIRECT) and, as root, a loop device over
- * a tmpfs file (buffered or O_DIRECT; 512-byte sectors, or 4 KiB for `loop-4k`) or a
- * qemu-storage-daemon vhost-user-blk export of a raw image (`vhost-user`), each made fresh for
- * one run with known contents, and removed afterwards.
+ * a tmpfs file (buffered or O_DIRECT; 512-byte sectors, or 4 KiB for `loop-4k`), a
+ * qemu-storage-daemon vhost-user-blk export of a raw image (`vhost-user`), or a file on a FUSE
+ * daemon whose reads now and then return fewer bytes than asked (`fuse-short`: the driver must go
+ * on from where each stopped), each made fresh for one run with known contents, and removed
+ * afterwards.
  *
  * @module
  */
@@ -26,6 +28,7 @@ import process from "node:process";
 import type { ReplayLog } from "./_fuzz_log.ts";
 import type { Rng } from "./_fuzz_rng.ts";
 import { loopUnavailableReason, tmpfsLoop } from "../tests/_loop_device.ts";
+import { fuseFixtureUnavailable, mountFuseFixture } from "../tests/_fuse_fixture.ts";
 
 /** The target kinds, as `--target` takes them. */
 export const TARGET_NAMES = [
@@ -36,6 +39,7 @@ export const TARGET_NAMES = [
   "loop-4k",
   "loop-4k+direct",
   "vhost-user",
+  "fuse-short",
 ] as const;
 export type TargetName = typeof TARGET_NAMES[number];
 
@@ -64,6 +68,11 @@ export interface FuzzTarget {
    * (the library asks statx; tmpfs takes any alignment).
    */
   directWritesChecked: boolean;
+  /**
+   * `BlockDevice.capacity` stays what it was at open (reading the size may wait for a FUSE
+   * daemon, so BlockDevice keeps the size it read at open: Driver.capacityMayWait).
+   */
+  capacityFixedAtOpen: boolean;
   /** Removes what was made (idempotent). */
   cleanup(): void;
 }
@@ -79,6 +88,7 @@ export function targetUnavailable(name: TargetName): string | null {
     }
     return null;
   }
+  if (name === "fuse-short") return fuseFixtureUnavailable();
   if (!name.startsWith("loop")) return null;
   return loopUnavailableReason();
 }
@@ -90,6 +100,7 @@ export function targetUnavailable(name: TargetName): string | null {
 export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()): FuzzTarget {
   const direct = name.endsWith("+direct");
   if (name === "vhost-user") return startExport(initial, dir);
+  if (name === "fuse-short") return fuseShort(initial, dir);
   if (name.startsWith("file")) {
     const scratch = mkdtempSync(join(dir, "blkio-fuzz-"));
     const path = join(scratch, "disk.img");
@@ -107,6 +118,30 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
   return ioUringTarget(name, loop.path, true, initial.length, direct, loop.detach);
 }
 
+/**
+ * A file on tests/fixtures/no_zero_range_fuse.c (every fallocate mode passed on), whose daemon
+ * returns fewer bytes than asked in about one read in three (a short write cannot be had: io_uring
+ * completes it with EIO); node:fs cross-checks its backing file.
+ */
+function fuseShort(initial: Uint8Array, dir: string): FuzzTarget {
+  const scratch = mkdtempSync(join(dir, "blkio-fuzz-fuse-"));
+  const backing = join(scratch, "backing.img");
+  writeFileSync(backing, initial);
+  let fuse: ReturnType<typeof mountFuseFixture>;
+  const remove = () => rmSync(scratch, { recursive: true, force: true });
+  try {
+    fuse = mountFuseFixture(scratch, backing, { zeroRange: true, shortReads: true });
+  } catch (e) {
+    remove();
+    throw e;
+  }
+  const t = ioUringTarget("fuse-short", fuse.file, false, initial.length, false, () => {
+    fuse.stop();
+    remove();
+  });
+  return { ...t, image: backing };
+}
+
 /** The logical block size of target kind `name`. */
 function sectorSize(name: TargetName): number {
   return name.startsWith("loop-4k") ? 4096 : 512;
@@ -118,7 +153,9 @@ function sectorSize(name: TargetName): number {
  * length; a loop device must be exactly that long.
  */
 export function adoptTarget(name: TargetName, path: string, initial: Uint8Array): FuzzTarget {
-  if (name === "vhost-user") throw new Error("a vhost-user target is always made fresh");
+  if (name === "vhost-user" || name === "fuse-short") {
+    throw new Error(`a ${name} target is always made fresh`);
+  }
   const isBlockDevice = statSync(path).isBlockDevice();
   if (isBlockDevice !== name.startsWith("loop")) throw new Error(`${path} is no target of kind ${name}`);
   if (isBlockDevice) {
@@ -167,6 +204,7 @@ function ioUringTarget(
     size,
     blockSize: sectorSize(name),
     directWritesChecked,
+    capacityFixedAtOpen: name === "fuse-short",
     cleanup,
   };
 }
@@ -222,6 +260,7 @@ function startExport(initial: Uint8Array, dir: string): FuzzTarget {
     size: initial.length,
     blockSize: 512,
     directWritesChecked: false,
+    capacityFixedAtOpen: false,
     cleanup: () => {
       if (done) return;
       done = true;
