@@ -308,6 +308,21 @@ test("pipe wait: the write end closing rejects the pending wait and later ones, 
   assert.equal(N.libc.fcntl(r, 1, /* F_GETFD */ 0), -1, "forgetPipe left the read end open");
 });
 
+// forgetPipe right after the first waitPipe: on Deno the waiter then exists, but has not yet
+// adopted the fd (it does so once node:net is loaded, after an await). The fd must be closed
+// all the same, and the wait must end rather than watch a closed fd.
+test("pipe wait: forgetPipe before the first wait has taken the fd closes it, and the wait ends", async () => {
+  const [r, w] = pipe();
+  try {
+    const wait = N.waitPipe(r).then(() => "resolved", (e: Error) => e.message);
+    await N.forgetPipe(r);
+    assert.equal(N.libc.fcntl(r, 1, /* F_GETFD */ 0), -1, "forgetPipe left the read end open");
+    assert.equal(await within(wait, 5000), "settled", "the wait on a forgotten pipe hung");
+  } finally {
+    N.libc.close(w);
+  }
+});
+
 // A process whose only pending work is a wait for completions must not exit under it (the
 // caller's request would never settle). On Bun, a read on a reader taken again after the idle one
 // was released does not keep the process alive by itself; on Deno, the unref'ed socket does not.
