@@ -56,6 +56,8 @@ export interface BlockDeviceStats {
   released: number;
   /** Requests that rejected with a BlkioError the model allowed. */
   failedRequests: number;
+  /** Writes that ran out of room part-way or at once (ENOSPC on `tmpfs-full`). */
+  noRoom: number;
   /** Calls with bad arguments (each rejected or threw as documented). */
   badInputs: number;
   opens: number;
@@ -225,6 +227,7 @@ class BlockDeviceRun {
       lateAborts: 0,
       released: 0,
       failedRequests: 0,
+      noRoom: 0,
       badInputs: 0,
       opens: 0,
       closes: 0,
@@ -633,6 +636,7 @@ class BlockDeviceRun {
       alignment: this.#alignment,
       blockSize: t.blockSize,
       directWritesChecked: t.directWritesChecked,
+      spaceLimited: t.spaceLimited,
       poll: false,
       size: t.size,
       vhost,
@@ -971,6 +975,7 @@ class BlockDeviceRun {
       );
     }
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
+    else if (outcome.effect === "either") this.#stats.noRoom++;
     r.release();
     this.#log.add(`  ${ok ? "resolved" : `rejected ${(err as BlkioError).code}`} ${r.describe}`);
   }

@@ -34,6 +34,12 @@ export function applyOutcome(
     case "discard":
       disk.apply("discard", r.start, r.len, null, r.id, r.conflicts);
       return null;
+    case "either":
+      // A write that failed after landing in part (a full file system): a file may have grown
+      // as far as it got.
+      disk.apply("either", r.start, r.len, r.data, r.id, r.conflicts);
+      if (growable) disk.grow(r.start + r.len, false);
+      return null;
     case "forget":
       disk.apply("forget", r.start, r.len, null, r.id, []);
       if (growable) disk.grow(r.start + r.len, false);

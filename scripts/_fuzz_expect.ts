@@ -32,6 +32,12 @@ export interface TargetFacts {
    * write is EBADF.
    */
   directWritesChecked: boolean;
+  /**
+   * The file system runs out of room now and then: a write may fail ENOSPC, after landing in
+   * part (the kernel wrote what fitted and reported a short count; the rest, sent again, found no
+   * room).
+   */
+  spaceLimited: boolean;
   /** The request goes to a poll queue. */
   poll: boolean;
   /** A block device's size (it cannot grow). */
@@ -211,6 +217,9 @@ function writeOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
     if (r.start >= f.size) o.add({ ret: ENOSPC, effect: "none" }, true);
     else if (r.start + r.len > f.size) o.add({ ret: ENOSPC, effect: "forget" }, true);
   }
+  // A full file system: each byte holds its old value or the write's, nothing else; a driver
+  // that went on from the wrong place after a short count would leave a third.
+  if (f.spaceLimited) o.add({ ret: ENOSPC, effect: "either" }, false);
   return o.done({ ret: 0, msg: null, effect: "data" });
 }
 

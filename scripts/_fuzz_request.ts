@@ -29,9 +29,10 @@ export interface Outcome {
   /**
    * What the target holds afterwards: "check" (a read: compare its bytes), the request's effect
    * ("data", "zero", "discard"), "none" (untouched: the request failed before it reached the
-   * target) or "forget" (it may have landed in part).
+   * target), "either" (a write that may have landed in part: each byte old or the write's) or
+   * "forget" (it may have landed in part, and what it left is not known).
    */
-  effect: Exclude<Effect, "either"> | "check" | "none";
+  effect: Effect | "check" | "none";
 }
 
 /** A buffer of a request: where it is, for the pool to take back. */

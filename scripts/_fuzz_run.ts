@@ -64,6 +64,8 @@ export interface RunStats {
   noBuffer: number;
   /** Requests with a result other than 0. */
   failedRequests: number;
+  /** Writes that ran out of room part-way or at once (ENOSPC on `tmpfs-full`). */
+  noRoom: number;
   /** Times the back-end was stopped (SIGSTOP, then SIGCONT). */
   pauses: number;
 }
@@ -170,6 +172,7 @@ class FuzzRun {
       bytesCompared: 0,
       noBuffer: 0,
       failedRequests: 0,
+      noRoom: 0,
       pauses: 0,
     };
   }
@@ -1050,6 +1053,7 @@ class FuzzRun {
       alignment: this.#alignment,
       blockSize: t.blockSize,
       directWritesChecked: t.directWritesChecked,
+      spaceLimited: t.spaceLimited,
       poll: m.poll,
       size: t.size,
       vhost,
@@ -1302,6 +1306,7 @@ class FuzzRun {
       );
     }
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
+    else if (outcome.effect === "either") this.#stats.noRoom++;
     r.release();
     this.#log.add(`  done ${r.describe}: ${ret}${errorMsg ? ` "${errorMsg}"` : ""}`);
   }

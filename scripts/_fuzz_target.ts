@@ -3,8 +3,10 @@
  * a tmpfs file (buffered or O_DIRECT; 512-byte sectors, or 4 KiB for `loop-4k`), a
  * qemu-storage-daemon vhost-user-blk export of a raw image (`vhost-user`), or a file on a FUSE
  * daemon whose reads now and then return fewer bytes than asked (`fuse-short`: the driver must go
- * on from where each stopped), each made fresh for one run with known contents, and removed
- * afterwards.
+ * on from where each stopped), or a file on a tmpfs with little room to spare (`tmpfs-full`,
+ * buffered or O_DIRECT: writes into holes run out of room, often part-way, and the kernel
+ * reports that as a short count the driver must go on from), each made fresh for one run with
+ * known contents, and removed afterwards.
  *
  * @module
  */
@@ -28,7 +30,7 @@ import process from "node:process";
 import type { ReplayLog } from "./_fuzz_log.ts";
 import type { Rng } from "./_fuzz_rng.ts";
 import { loopUnavailableReason, tmpfsLoop } from "../tests/_loop_device.ts";
-import { fuseFixtureUnavailable, mountFuseFixture } from "../tests/_fuse_fixture.ts";
+import { fuseFixtureUnavailable, mountFuseFixture, unmount } from "../tests/_fuse_fixture.ts";
 
 /** The target kinds, as `--target` takes them. */
 export const TARGET_NAMES = [
@@ -40,6 +42,8 @@ export const TARGET_NAMES = [
   "loop-4k+direct",
   "vhost-user",
   "fuse-short",
+  "tmpfs-full",
+  "tmpfs-full+direct",
 ] as const;
 export type TargetName = typeof TARGET_NAMES[number];
 
@@ -73,6 +77,11 @@ export interface FuzzTarget {
    * daemon, so BlockDevice keeps the size it read at open: Driver.capacityMayWait).
    */
   capacityFixedAtOpen: boolean;
+  /**
+   * The file system runs out of room now and then (`tmpfs-full`): a write may fail ENOSPC after
+   * it landed in part.
+   */
+  spaceLimited: boolean;
   /** Removes what was made (idempotent). */
   cleanup(): void;
 }
@@ -89,6 +98,13 @@ export function targetUnavailable(name: TargetName): string | null {
     return null;
   }
   if (name === "fuse-short") return fuseFixtureUnavailable();
+  if (name.startsWith("tmpfs-full")) {
+    if (typeof process.getuid !== "function" || process.getuid() !== 0) return "mounting a tmpfs needs root";
+    if (spawnSync("sh", ["-c", "command -v mount && command -v umount"], { stdio: "ignore" }).status !== 0) {
+      return "mount/umount are not installed";
+    }
+    return null;
+  }
   if (!name.startsWith("loop")) return null;
   return loopUnavailableReason();
 }
@@ -101,6 +117,7 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
   const direct = name.endsWith("+direct");
   if (name === "vhost-user") return startExport(initial, dir);
   if (name === "fuse-short") return fuseShort(initial, dir);
+  if (name.startsWith("tmpfs-full")) return fullTmpfs(name, initial, dir);
   if (name.startsWith("file")) {
     const scratch = mkdtempSync(join(dir, "blkio-fuzz-"));
     const path = join(scratch, "disk.img");
@@ -142,6 +159,60 @@ function fuseShort(initial: Uint8Array, dir: string): FuzzTarget {
   return { ...t, image: backing };
 }
 
+/**
+ * A file holding `initial` on a new tmpfs that a second file fills up (`tmpfs-full`): the only
+ * room is what discards and write zeroes free by punching holes, so writes into holes and past
+ * the end compete for it, and run out of it part-way. tmpfs takes any alignment with O_DIRECT,
+ * so no write is refused up front.
+ */
+function fullTmpfs(name: TargetName, initial: Uint8Array, dir: string): FuzzTarget {
+  const scratch = mkdtempSync(join(dir, "blkio-fuzz-full-"));
+  const remove = () => rmSync(scratch, { recursive: true, force: true });
+  const size = Math.ceil(initial.length / 4096) * 4096 + 1024 * 1024;
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", scratch], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+  } catch (e) {
+    remove();
+    throw e;
+  }
+  const path = join(scratch, "disk.img");
+  let done = false;
+  const cleanup = () => {
+    if (done) return;
+    done = true;
+    unmount(scratch);
+    remove();
+  };
+  try {
+    writeFileSync(path, initial);
+    fillUp(join(scratch, "ballast"));
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+  return { ...ioUringTarget(name, path, false, initial.length, false, cleanup), spaceLimited: true };
+}
+
+/** Writes file `path` until its file system has no room left. */
+function fillUp(path: string): void {
+  const fd = openSync(path, "w");
+  const chunk = new Uint8Array(64 * 1024);
+  try {
+    for (let at = 0;; at += 4096) {
+      try {
+        writeSync(fd, chunk, 0, 4096, at);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOSPC") return;
+        throw e;
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The logical block size of target kind `name`. */
 function sectorSize(name: TargetName): number {
   return name.startsWith("loop-4k") ? 4096 : 512;
@@ -153,7 +224,7 @@ function sectorSize(name: TargetName): number {
  * length; a loop device must be exactly that long.
  */
 export function adoptTarget(name: TargetName, path: string, initial: Uint8Array): FuzzTarget {
-  if (name === "vhost-user" || name === "fuse-short") {
+  if (name === "vhost-user" || name === "fuse-short" || name.startsWith("tmpfs-full")) {
     throw new Error(`a ${name} target is always made fresh`);
   }
   const isBlockDevice = statSync(path).isBlockDevice();
@@ -205,6 +276,7 @@ function ioUringTarget(
     blockSize: sectorSize(name),
     directWritesChecked,
     capacityFixedAtOpen: name === "fuse-short",
+    spaceLimited: false,
     cleanup,
   };
 }
@@ -261,6 +333,7 @@ function startExport(initial: Uint8Array, dir: string): FuzzTarget {
     blockSize: 512,
     directWritesChecked: false,
     capacityFixedAtOpen: false,
+    spaceLimited: false,
     cleanup: () => {
       if (done) return;
       done = true;

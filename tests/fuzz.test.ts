@@ -9,6 +9,8 @@ import assert from "./_assert.ts";
 import { fuzzBlockDeviceOnce, fuzzOnce, type TargetName, targetUnavailable } from "../scripts/fuzz.ts";
 import { DiskModel } from "../scripts/_fuzz_disk.ts";
 import { outcomesOf, type TargetFacts } from "../scripts/_fuzz_expect.ts";
+import { applyOutcome } from "../scripts/_fuzz_effect.ts";
+import { FuzzRequest } from "../scripts/_fuzz_request.ts";
 import { cleanupAll, skipIf, targets } from "./_helpers.ts";
 
 const SIZE = 1 << 20;
@@ -26,9 +28,25 @@ const LOOP_4K_BUFFERED = { name: "loop-4k", path: undefined, skip: targetUnavail
 // A file on a FUSE daemon (built from tests/fixtures): its requests go to io-wq unattempted, and
 // about one read in three comes back short, to be finished by the driver.
 const FUSE_SHORT = { name: "fuse-short", path: undefined, skip: targetUnavailable("fuse-short") };
+// A file on a tmpfs kept full: writes into holes run out of room, often part-way, which the kernel
+// reports as a short count for the driver to go on from (the only target with short writes).
+const FULL = { name: "tmpfs-full", path: undefined, skip: targetUnavailable("tmpfs-full") };
+const FULL_DIRECT = {
+  name: "tmpfs-full+direct",
+  path: undefined,
+  skip: targetUnavailable("tmpfs-full+direct"),
+};
 const TARGETS = targets(SIZE);
 for (
-  const t of [...TARGETS.map((x) => ({ ...x, skip: null })), LOOP_4K_BUFFERED, LOOP_4K, VHOST, FUSE_SHORT]
+  const t of [
+    ...TARGETS.map((x) => ({ ...x, skip: null })),
+    LOOP_4K_BUFFERED,
+    LOOP_4K,
+    VHOST,
+    FUSE_SHORT,
+    FULL,
+    FULL_DIRECT,
+  ]
 ) {
   for (const seed of SEEDS) {
     const [name, opts] = skipIf(
@@ -51,6 +69,7 @@ for (
       assert.ok(s.completions > s.requests / 2, `${s.completions} completions of ${s.requests} requests`);
       assert.ok(s.bytesCompared > SIZE, `only ${s.bytesCompared} bytes compared with the model`);
       for (const [op, n] of Object.entries(s.byOp)) assert.ok(n > 0, `no ${op} requests`);
+      if (t.name.startsWith("tmpfs-full")) assert.ok(s.noRoom > 0, "no write ran out of room");
     });
   }
 }
@@ -82,6 +101,7 @@ for (
     LOOP_4K,
     VHOST,
     FUSE_SHORT,
+    FULL,
   ]
 ) {
   for (const seed of SEEDS) {
@@ -111,6 +131,7 @@ for (
       assert.ok(s.bytesCompared > SIZE, `only ${s.bytesCompared} bytes compared with the model`);
       for (const [op, n] of Object.entries(s.byOp)) assert.ok(n > 0, `no ${op} requests`);
       if (pauses) assert.ok(s.pauses > 0, "the back-end was never paused");
+      if (t.name.startsWith("tmpfs-full")) assert.ok(s.noRoom > 0, "no write ran out of room");
     });
   }
 }
@@ -166,6 +187,24 @@ test("fuzz: the model catches a stale byte, skips what a racing write overlapped
   assert.equal(d.check(510, [detached, new Uint8Array([1, 2])], [], [2, 2]), null);
 });
 
+test("fuzz: a write that ran out of room leaves each byte old or its own, and the file at most its end long", () => {
+  const d = new DiskModel(new Uint8Array(4096).fill(7), 8192, true);
+  const r = new FuzzRequest(21, "write", 4094, 4, 0, 1, "q0");
+  r.data = new Uint8Array([1, 2, 3, 4]);
+  assert.equal(applyOutcome(d, r, "either", true), null);
+  // Landed in part: the first two bytes, and the file grew by what landed.
+  assert.equal(d.check(4094, [new Uint8Array([1, 2, 0, 0])], []), null);
+  assert.ok(d.sizeAllows(4096) && d.sizeAllows(4097) && d.sizeAllows(4098), "any size up to its end");
+  assert.ok(!d.sizeAllows(4099), "not past its end");
+  const again = new DiskModel(new Uint8Array(4096).fill(7), 8192, true);
+  applyOutcome(again, r, "either", true);
+  // A third value is neither: what a driver that went on from the wrong place would leave.
+  assert.match(
+    again.check(4094, [new Uint8Array([1, 1])], [])!,
+    /offset 4095: read 0x01, expected 0x07 or 0x02/,
+  );
+});
+
 test("fuzz: the model's outcomes follow the decided semantics", () => {
   const f: TargetFacts = {
     isBlockDevice: true,
@@ -174,6 +213,7 @@ test("fuzz: the model's outcomes follow the decided semantics", () => {
     alignment: 512,
     blockSize: 512,
     directWritesChecked: false,
+    spaceLimited: false,
     poll: false,
     size: SIZE,
     vhost: null,
@@ -199,6 +239,24 @@ test("fuzz: the model's outcomes follow the decided semantics", () => {
   assert.deepEqual(
     rets(outcomesOf({ ...f, poll: true }, { op: "flush", start: 0, len: 0, flags: 0, pieces: [] })),
     [-95],
+  );
+  // A file on a full file system: a write may run out of room part-way (each byte then old or
+  // the write's); nothing else does.
+  const full: TargetFacts = { ...f, isBlockDevice: false, direct: false, alignment: 1, spaceLimited: true };
+  const fullWrite = outcomesOf(full, { op: "write", start: SIZE, len: 4096, flags: 1, pieces });
+  assert.deepEqual(fullWrite.map((o) => [o.ret, o.effect]), [[0, "data"], [-28, "either"]]);
+  assert.deepEqual(rets(outcomesOf(full, { op: "writev", start: 1, len: 4096, flags: 0, pieces })), [-28, 0]);
+  assert.deepEqual(rets(outcomesOf(full, { op: "read", start: 0, len: 4096, flags: 0, pieces })), [0]);
+  assert.deepEqual(rets(outcomesOf(full, { op: "writeZeroes", start: 0, len: 4096, flags: 0, pieces: [] })), [
+    0,
+  ]);
+  assert.deepEqual(rets(outcomesOf(full, { op: "discard", start: 0, len: 4096, flags: 0, pieces: [] })), [
+    -95,
+    0,
+  ]);
+  assert.deepEqual(
+    rets(outcomesOf({ ...full, spaceLimited: false }, { op: "write", start: 0, len: 1, flags: 0, pieces })),
+    [0],
   );
   // virtio-blk-vhost-user: buffers outside mapped regions, EIO past the end, write zeroes that
   // never falls back, queue-size too small for a request, poll queues that take everything.
