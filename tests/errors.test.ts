@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { runChild, skipIf } from "./_helpers.ts";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -451,6 +451,45 @@ test(
         assert.ok(got.held >= 1, "one instance fits in 64 KiB");
       } else assert.equal(got.held, 64);
     }),
+);
+
+// connect() with O_DIRECT probes IOPOLL with a ring of its own where no block device's sysfs
+// says (a file on tmpfs). A shortage there is the process's, not the file's: connect must fail
+// with it, where taking it for "cannot poll" left supports-poll-queues false and a later start
+// with poll queues failing for the wrong reason (helper-64's audit, gap D16). The limit is filled
+// with rings as small as the probe's, so that exactly the probe's ring cannot be had.
+const SHM_SKIP = (() => {
+  try {
+    return statfsSync("/dev/shm").type === 0x01021994 ? null : "/dev/shm is not a tmpfs";
+  } catch {
+    return "no /dev/shm";
+  }
+})();
+test(
+  ...skipIf(
+    "connect with O_DIRECT: a ring shortage at the IOPOLL probe fails connect with ENOMEM, not as a file that cannot poll",
+    childWithoutUnavailable("CAP_IPC_LOCK", ["setpriv", "prlimit"]) ?? SHM_SKIP,
+  ),
+  () => {
+    const dir = mkdtempSync(join("/dev/shm", "blkio-probe-"));
+    try {
+      const path = join(dir, "disk.img");
+      writeFileSync(path, new Uint8Array(1 << 20));
+      const got = runChild("_connect_shortage.ts", [path], [
+        "setpriv",
+        "--bounding-set",
+        "-ipc_lock",
+        "prlimit",
+        "--memlock=65536",
+      ]);
+      assert.equal(got.filled, "ENOMEM", JSON.stringify(got));
+      assert.ok(got.held >= 1, JSON.stringify(got));
+      assert.equal(got.code, "ENOMEM", JSON.stringify(got));
+      assert.match(got.message, /io_uring_queue_init_params\(1\) failed: ENOMEM .*RLIMIT_MEMLOCK/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
 );
 
 // A file that may not be written says how to open it for reading only; one that may not be read
