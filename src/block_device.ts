@@ -707,7 +707,9 @@ export class BlockDevice {
   /**
    * Writes `buf` at `offset`. On a regular file, a write past its end extends it (and
    * {@link capacity}); on a block device, a write past its capacity rejects (ENOSPC; EIO on
-   * virtio-blk-vhost-user, as its back-end says).
+   * virtio-blk-vhost-user, as its back-end says). A write that rejects may have landed in part:
+   * each byte then holds its old value or the new one (on a full file system the part that fitted
+   * is written before the rest fails ENOSPC), as with `pwrite`.
    */
   write(offset: bigint | number, buf: Uint8Array, opts?: WriteOptions): Promise<void> {
     const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS, "write");

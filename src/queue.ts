@@ -181,7 +181,8 @@ export class Queue {
   /**
    * Queues a write of `buf` at `start` (flags: FUA). Where `can-grow` is true (a regular file),
    * a write past the end extends the file, and `capacity` with it; elsewhere it fails (a block
-   * device: -ENOSPC, with an errorMsg naming the capacity).
+   * device: -ENOSPC, with an errorMsg naming the capacity). A write that fails may have landed in
+   * part, each byte old or new (a full file system: what fitted is written, then -ENOSPC).
    */
   write(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
     const dq = this.#live();
