@@ -38,7 +38,7 @@ import { expectOutcomes, fillBuffers, pickBuffers, pickCount, pickOp, piecesOf }
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import type { RunOptions } from "./_fuzz_run.ts";
-import { pauseBackEnd, readThroughFs } from "./_fuzz_target.ts";
+import { pauseBackEnd, readableSpans, readThroughFs } from "./_fuzz_target.ts";
 
 /** What a BlockDevice run did. */
 export interface BlockDeviceStats {
@@ -56,8 +56,11 @@ export interface BlockDeviceStats {
   released: number;
   /** Requests that rejected with a BlkioError the model allowed. */
   failedRequests: number;
-  /** Writes that ran out of room part-way or at once (ENOSPC on `tmpfs-full`). */
-  noRoom: number;
+  /**
+   * Writes that failed where they may have landed in part: out of room (ENOSPC on `tmpfs-full`),
+   * or across a bad range (EIO on `fuse-eio`).
+   */
+  failedWrites: number;
   /** Calls with bad arguments (each rejected or threw as documented). */
   badInputs: number;
   opens: number;
@@ -227,7 +230,7 @@ class BlockDeviceRun {
       lateAborts: 0,
       released: 0,
       failedRequests: 0,
-      noRoom: 0,
+      failedWrites: 0,
       badInputs: 0,
       opens: 0,
       closes: 0,
@@ -637,6 +640,7 @@ class BlockDeviceRun {
       blockSize: t.blockSize,
       directWritesChecked: t.directWritesChecked,
       spaceLimited: t.spaceLimited,
+      badRanges: t.badRanges,
       poll: false,
       size: t.size,
       vhost,
@@ -975,7 +979,7 @@ class BlockDeviceRun {
       );
     }
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
-    else if (outcome.effect === "either") this.#stats.noRoom++;
+    else if (outcome.effect === "either") this.#stats.failedWrites++;
     r.release();
     this.#log.add(`  ${ok ? "resolved" : `rejected ${(err as BlkioError).code}`} ${r.describe}`);
   }
@@ -1120,9 +1124,13 @@ class BlockDeviceRun {
         dev.allocBuffer(chunk),
         dev.allocBuffer(chunk),
       ];
-      for (let at = 0; at < len; at += chunk * bufs.length) {
-        const parts = bufs.map((b, k) => ({ at: at + k * chunk, buf: b })).filter((p) => p.at < len)
-          .map((p) => ({ at: p.at, buf: p.buf.subarray(0, Math.min(chunk, len - p.at)) }));
+      const spans = readableSpans(t, len, chunk);
+      for (let i = 0; i < spans.length; i += bufs.length) {
+        const parts = spans.slice(i, i + bufs.length).map(([at, n], k) => ({
+          at,
+          buf: bufs[k].subarray(0, n),
+        }));
+        const at = parts[0].at;
         try {
           await this.#within(
             Promise.all(parts.map((p) => dev.read(p.at, p.buf))),

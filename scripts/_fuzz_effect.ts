@@ -35,9 +35,9 @@ export function applyOutcome(
       disk.apply("discard", r.start, r.len, null, r.id, r.conflicts);
       return null;
     case "either":
-      // A write that failed after landing in part (a full file system): a file may have grown
-      // as far as it got.
-      disk.apply("either", r.start, r.len, r.data, r.id, r.conflicts);
+      // A write or write zeroes that failed after landing in part (a full file system; a bad
+      // sector met after other parts were written): a file may have grown as far as it got.
+      disk.apply("either", r.start, r.len, r.op === "writeZeroes" ? null : r.data, r.id, r.conflicts);
       if (growable) disk.grow(r.start + r.len, false);
       return null;
     case "forget":

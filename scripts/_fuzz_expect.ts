@@ -38,6 +38,12 @@ export interface TargetFacts {
    * room).
    */
   spaceLimited: boolean;
+  /**
+   * Byte ranges `[start, end)` where the target fails every read, write and fallocate with EIO,
+   * touching nothing (a FUSE daemon's bad sectors; the file is direct_io, so nothing is cached).
+   * A write split into several FUSE requests may land in part before one fails.
+   */
+  badRanges: readonly (readonly [number, number])[];
   /** The request goes to a poll queue. */
   poll: boolean;
   /** A block device's size (it cannot grow). */
@@ -160,6 +166,11 @@ class Outcomes {
   }
 }
 
+/** Whether `r`, not empty, touches one of the target's bad ranges. */
+function touchesBad(f: TargetFacts, r: RequestShape): boolean {
+  return r.len > 0 && f.badRanges.some(([s, e]) => r.start < e && r.start + r.len > s);
+}
+
 function tooManyIovecs(r: RequestShape): boolean {
   return (r.op === "readv" || r.op === "writev") && r.pieces.length > IOV_MAX;
 }
@@ -183,6 +194,7 @@ function readOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
   // Past the end of a block device: EIO (write.test.ts "read across end of device"); a file
   // reads zeroes there (can-grow).
   if (f.isBlockDevice && r.start + r.len > f.size) o.add({ ret: EIO, effect: "none" }, true);
+  if (touchesBad(f, r)) o.add({ ret: EIO, effect: "none" }, true);
   return o.done({ ret: 0, msg: null, effect: "check" });
 }
 
@@ -220,6 +232,7 @@ function writeOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
   // A full file system: each byte holds its old value or the write's, nothing else; a driver
   // that went on from the wrong place after a short count would leave a third.
   if (f.spaceLimited) o.add({ ret: ENOSPC, effect: "either" }, false);
+  if (touchesBad(f, r)) o.add({ ret: EIO, effect: "either" }, true);
   return o.done({ ret: 0, msg: null, effect: "data" });
 }
 
@@ -249,8 +262,10 @@ function zeroesOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
   }
   if (r.len === 0) return [{ ret: EINVAL, effect: "none" }];
   // Regular files: fallocate, no fallback. A file system without FALLOC_FL_ZERO_RANGE (tmpfs)
-  // refuses NO_UNMAP (write_zeroes.test.ts); ext4 and XFS do every flag combination.
-  return (r.flags & (NO_UNMAP | NO_FALLBACK)) !== 0 ? [success, refused] : [success];
+  // refuses NO_UNMAP (write_zeroes.test.ts); ext4 and XFS do every flag combination. One
+  // fallocate, which a bad range fails whole.
+  const done = touchesBad(f, r) ? { ret: EIO, effect: "none" as const } : success;
+  return (r.flags & (NO_UNMAP | NO_FALLBACK)) !== 0 ? [done, refused] : [done];
 }
 
 function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
@@ -269,7 +284,7 @@ function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
     return [success, refused, { ret: EBUSY, msg: DISCARD_EBUSY, effect: "none" }];
   }
   // libblkio.md §10: ext4 rejects the fallocate mode; a file system may also accept it.
-  return [success, refused];
+  return [touchesBad(f, r) ? { ret: EIO, effect: "none" } : success, refused];
 }
 
 const NO_REGION_MSG = /^buffer is not inside a mapped memory region/;
@@ -294,6 +309,14 @@ function vhostOutcomes(f: TargetFacts, v: VhostFacts, r: RequestShape): Outcome[
     if (v.queueSize < 3) return fail(EINVAL, queueSizeMsg(v.queueSize));
     if (r.len === 0) return [{ ret: 0, msg: null, effect: "none", early: "maybe" }];
     if (pastEnd) return [{ ret: EIO, effect: "none" }];
+    // A bad sector: the chunk holding it fails, after the chunks past it were zeroed (a
+    // zeroing goes in chunks of max-write-zeroes-len, from its end backwards). An export
+    // without discard=unmap drops discards before they reach a bad sector.
+    if (touchesBad(f, r)) {
+      return r.op === "discard"
+        ? [{ ret: EIO, effect: "discard" }, ok("discard")]
+        : [{ ret: EIO, effect: "either" }];
+    }
     return [ok(r.op === "discard" ? "discard" : "zero")];
   }
   const outside: Outcome[] = v.buffers === "mapped" ? [] : fail(EINVAL, NO_REGION_MSG);
@@ -313,6 +336,7 @@ function vhostOutcomes(f: TargetFacts, v: VhostFacts, r: RequestShape): Outcome[
   const reads = r.op === "read" || r.op === "readv";
   if (r.len === 0) return then([{ ret: 0, msg: null, effect: reads ? "check" : "none", early: "maybe" }]);
   if (pastEnd) return then([{ ret: EIO, effect: "none" }]);
+  if (touchesBad(f, r)) return then([{ ret: EIO, effect: "none" }]);
   return then([ok(reads ? "check" : "data")]);
 }
 

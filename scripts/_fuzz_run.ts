@@ -27,7 +27,7 @@ import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
 import { expectOutcomes, fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
-import { type FuzzTarget, pauseBackEnd, readThroughFs } from "./_fuzz_target.ts";
+import { type FuzzTarget, pauseBackEnd, readableSpans, readThroughFs } from "./_fuzz_target.ts";
 
 /** What a run is asked to do. */
 export interface RunOptions {
@@ -64,8 +64,11 @@ export interface RunStats {
   noBuffer: number;
   /** Requests with a result other than 0. */
   failedRequests: number;
-  /** Writes that ran out of room part-way or at once (ENOSPC on `tmpfs-full`). */
-  noRoom: number;
+  /**
+   * Writes that failed where they may have landed in part: out of room (ENOSPC on `tmpfs-full`),
+   * or across a bad range (EIO on `fuse-eio`).
+   */
+  failedWrites: number;
   /** Times the back-end was stopped (SIGSTOP, then SIGCONT). */
   pauses: number;
 }
@@ -172,7 +175,7 @@ class FuzzRun {
       bytesCompared: 0,
       noBuffer: 0,
       failedRequests: 0,
-      noRoom: 0,
+      failedWrites: 0,
       pauses: 0,
     };
   }
@@ -1054,6 +1057,7 @@ class FuzzRun {
       blockSize: t.blockSize,
       directWritesChecked: t.directWritesChecked,
       spaceLimited: t.spaceLimited,
+      badRanges: t.badRanges,
       poll: m.poll,
       size: t.size,
       vhost,
@@ -1306,7 +1310,7 @@ class FuzzRun {
       );
     }
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
-    else if (outcome.effect === "either") this.#stats.noRoom++;
+    else if (outcome.effect === "either") this.#stats.failedWrites++;
     r.release();
     this.#log.add(`  done ${r.describe}: ${ret}${errorMsg ? ` "${errorMsg}"` : ""}`);
   }
@@ -1496,8 +1500,7 @@ class FuzzRun {
       const region = b.allocMemRegion(chunk);
       if (this.#vhost) b.mapMemRegion(region);
       const out: Completion[] = [];
-      for (let at = 0; at < len; at += chunk) {
-        const n = Math.min(chunk, len - at);
+      for (const [at, n] of readableSpans(t, len, chunk)) {
         const buf = region.bytes.subarray(0, n);
         q.read(at, buf, at);
         if (q.doIo(out, 1, 1, LONG_TIMEOUT_NS) !== 1 || out[0].ret !== 0) {

@@ -3,7 +3,8 @@
  * a tmpfs file (buffered or O_DIRECT; 512-byte sectors, or 4 KiB for `loop-4k`), a
  * qemu-storage-daemon vhost-user-blk export of a raw image (`vhost-user`), or a file on a FUSE
  * daemon whose reads now and then return fewer bytes than asked (`fuse-short`: the driver must go
- * on from where each stopped), or a file on a tmpfs with little room to spare (`tmpfs-full`,
+ * on from where each stopped) or that fails what touches a few bad ranges with EIO (`fuse-eio`),
+ * or a file on a tmpfs with little room to spare (`tmpfs-full`,
  * buffered or O_DIRECT: writes into holes run out of room, often part-way, and the kernel
  * reports that as a short count the driver must go on from), each made fresh for one run with
  * known contents, and removed afterwards.
@@ -31,6 +32,9 @@ import type { ReplayLog } from "./_fuzz_log.ts";
 import type { Rng } from "./_fuzz_rng.ts";
 import { loopUnavailableReason, tmpfsLoop } from "../tests/_loop_device.ts";
 import { fuseFixtureUnavailable, mountFuseFixture, unmount } from "../tests/_fuse_fixture.ts";
+import { injectError } from "../tests/_blkdebug.ts";
+
+const MiB = 1024 * 1024;
 
 /** The target kinds, as `--target` takes them. */
 export const TARGET_NAMES = [
@@ -44,6 +48,8 @@ export const TARGET_NAMES = [
   "fuse-short",
   "tmpfs-full",
   "tmpfs-full+direct",
+  "fuse-eio",
+  "vhost-eio",
 ] as const;
 export type TargetName = typeof TARGET_NAMES[number];
 
@@ -82,13 +88,15 @@ export interface FuzzTarget {
    * it landed in part.
    */
   spaceLimited: boolean;
+  /** Byte ranges `[start, end)` where every read, write and fallocate fails EIO (`fuse-eio`). */
+  badRanges: readonly (readonly [number, number])[];
   /** Removes what was made (idempotent). */
   cleanup(): void;
 }
 
 /** Why `name` cannot be made here, or null. */
 export function targetUnavailable(name: TargetName): string | null {
-  if (name === "vhost-user") {
+  if (name === "vhost-user" || name === "vhost-eio") {
     if (typeof process.getuid !== "function" || process.getuid() !== 0) {
       return "the vhost-user export runs qemu-storage-daemon and needs root";
     }
@@ -97,7 +105,7 @@ export function targetUnavailable(name: TargetName): string | null {
     }
     return null;
   }
-  if (name === "fuse-short") return fuseFixtureUnavailable();
+  if (name === "fuse-short" || name === "fuse-eio") return fuseFixtureUnavailable();
   if (name.startsWith("tmpfs-full")) {
     if (typeof process.getuid !== "function" || process.getuid() !== 0) return "mounting a tmpfs needs root";
     if (spawnSync("sh", ["-c", "command -v mount && command -v umount"], { stdio: "ignore" }).status !== 0) {
@@ -115,8 +123,8 @@ export function targetUnavailable(name: TargetName): string | null {
  */
 export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()): FuzzTarget {
   const direct = name.endsWith("+direct");
-  if (name === "vhost-user") return startExport(initial, dir);
-  if (name === "fuse-short") return fuseShort(initial, dir);
+  if (name === "vhost-user" || name === "vhost-eio") return startExport(name, initial, dir);
+  if (name === "fuse-short" || name === "fuse-eio") return fuseTarget(name, initial, dir);
   if (name.startsWith("tmpfs-full")) return fullTmpfs(name, initial, dir);
   if (name.startsWith("file")) {
     const scratch = mkdtempSync(join(dir, "blkio-fuzz-"));
@@ -136,27 +144,57 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
 }
 
 /**
- * A file on tests/fixtures/no_zero_range_fuse.c (every fallocate mode passed on), whose daemon
- * returns fewer bytes than asked in about one read in three (a short write cannot be had: io_uring
- * completes it with EIO); node:fs cross-checks its backing file.
+ * Where `fuse-eio` fails, in a target of `size` bytes: three ranges inside it, one of a 512-byte
+ * sector, one across a page boundary at no sector boundary, one of two pages.
  */
-function fuseShort(initial: Uint8Array, dir: string): FuzzTarget {
+function badRangesOf(size: number): [number, number][] {
+  const at = (f: number) => Math.floor(size * f / 4096) * 4096;
+  return [[at(0.25) + 512, at(0.25) + 1024], [at(0.5) + 3000, at(0.5) + 5200], [at(0.75), at(0.75) + 8192]];
+}
+
+/**
+ * Where `vhost-eio` fails, in a target of `size` bytes: blkdebug fails every request that holds
+ * the first byte of one of these sectors. Three in the first MiB of every 16 (at 30%, 55% and 80%
+ * of it), so that on a large target a zeroing sent in 16 MiB chunks can fail in any chunk.
+ */
+function badSectorsOf(size: number): number[] {
+  const sectors = [];
+  for (let mib = 0; mib * MiB < size; mib += 16) {
+    for (const f of [0.3, 0.55, 0.8]) {
+      const sector = Math.floor((mib * MiB + f * Math.min(MiB, size - mib * MiB)) / 512);
+      sectors.push(sector);
+    }
+  }
+  return sectors;
+}
+
+/**
+ * A file on tests/fixtures/no_zero_range_fuse.c (every fallocate mode passed on), whose daemon
+ * returns fewer bytes than asked in about one read in three (`fuse-short`; a short write cannot be
+ * had: io_uring completes it with EIO), or fails whatever touches a few bad ranges with EIO
+ * (`fuse-eio`); node:fs cross-checks its backing file.
+ */
+function fuseTarget(name: "fuse-short" | "fuse-eio", initial: Uint8Array, dir: string): FuzzTarget {
   const scratch = mkdtempSync(join(dir, "blkio-fuzz-fuse-"));
   const backing = join(scratch, "backing.img");
   writeFileSync(backing, initial);
   let fuse: ReturnType<typeof mountFuseFixture>;
   const remove = () => rmSync(scratch, { recursive: true, force: true });
   try {
-    fuse = mountFuseFixture(scratch, backing, { zeroRange: true, shortReads: true });
+    fuse = mountFuseFixture(scratch, backing, {
+      zeroRange: true,
+      shortReads: name === "fuse-short",
+      badRanges: name === "fuse-eio" ? badRangesOf(initial.length) : undefined,
+    });
   } catch (e) {
     remove();
     throw e;
   }
-  const t = ioUringTarget("fuse-short", fuse.file, false, initial.length, false, () => {
+  const t = ioUringTarget(name, fuse.file, false, initial.length, false, () => {
     fuse.stop();
     remove();
   });
-  return { ...t, image: backing };
+  return { ...t, image: backing, badRanges: name === "fuse-eio" ? badRangesOf(initial.length) : [] };
 }
 
 /**
@@ -224,7 +262,7 @@ function sectorSize(name: TargetName): number {
  * length; a loop device must be exactly that long.
  */
 export function adoptTarget(name: TargetName, path: string, initial: Uint8Array): FuzzTarget {
-  if (name === "vhost-user" || name === "fuse-short" || name.startsWith("tmpfs-full")) {
+  if (name.startsWith("vhost-") || name.startsWith("fuse-") || name.startsWith("tmpfs-full")) {
     throw new Error(`a ${name} target is always made fresh`);
   }
   const isBlockDevice = statSync(path).isBlockDevice();
@@ -275,8 +313,9 @@ function ioUringTarget(
     size,
     blockSize: sectorSize(name),
     directWritesChecked,
-    capacityFixedAtOpen: name === "fuse-short",
+    capacityFixedAtOpen: name.startsWith("fuse-"),
     spaceLimited: false,
+    badRanges: [],
     cleanup,
   };
 }
@@ -296,21 +335,33 @@ function alive(pid: number): boolean {
 /**
  * A qemu-storage-daemon exporting a raw image holding `initial` over vhost-user-blk (2 queues,
  * writable, page cache on: node:fs sees what it wrote), as tests/_vhost_user.ts makes them. The
- * cleanup continues a stopped daemon, ends it and removes the scratch directory.
+ * cleanup continues a stopped daemon, ends it and removes the scratch directory. `vhost-eio` puts
+ * a blkdebug node between the image and the export that fails every request holding one of a
+ * few sectors' first byte with EIO (badSectorsOf), as a disk with bad sectors does.
  */
-function startExport(initial: Uint8Array, dir: string): FuzzTarget {
+function startExport(name: "vhost-user" | "vhost-eio", initial: Uint8Array, dir: string): FuzzTarget {
   const scratch = mkdtempSync(join(dir, "blkio-fuzz-vhost-"));
   const image = join(scratch, "img.raw");
   const socket = join(scratch, "vhost.sock");
   const pidfile = join(scratch, "qsd.pid");
   writeFileSync(image, initial);
+  const bad = name === "vhost-eio" ? badSectorsOf(initial.length) : [];
+  let node = "file0";
+  const blkdebug: string[] = [];
+  if (bad.length > 0) {
+    const conf = join(scratch, "blkdebug.conf");
+    writeFileSync(conf, bad.map((sector) => injectError({ errno: 5, sector })).join("\n"));
+    blkdebug.push("--blockdev", `driver=blkdebug,node-name=dbg0,config=${conf},image=file0`);
+    node = "dbg0";
+  }
   try {
     // With --daemonize the socket exists once the command returns.
     execFileSync(QSD, [
       "--blockdev",
       `driver=file,node-name=file0,filename=${image},cache.direct=off`,
+      ...blkdebug,
       "--export",
-      `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on,num-queues=2`,
+      `type=vhost-user-blk,id=exp0,node-name=${node},addr.type=unix,addr.path=${socket},writable=on,num-queues=2`,
       "--daemonize",
       "--pidfile",
       pidfile,
@@ -322,7 +373,7 @@ function startExport(initial: Uint8Array, dir: string): FuzzTarget {
   const pid = Number(readFileSync(pidfile, "utf8").trim());
   let done = false;
   return {
-    name: "vhost-user",
+    name,
     driver: "virtio-blk-vhost-user",
     path: socket,
     image,
@@ -334,6 +385,7 @@ function startExport(initial: Uint8Array, dir: string): FuzzTarget {
     directWritesChecked: false,
     capacityFixedAtOpen: false,
     spaceLimited: false,
+    badRanges: bad.map((sector) => [sector * 512, sector * 512 + 1] as const),
     cleanup: () => {
       if (done) return;
       done = true;
@@ -350,6 +402,26 @@ function startExport(initial: Uint8Array, dir: string): FuzzTarget {
       }
     },
   };
+}
+
+/**
+ * `[start, length]` pieces of at most `chunk` bytes that cover `[0, len)` apart from the target's
+ * bad ranges (widened to whole blocks on a block device), in order: what a final read-back can
+ * read without EIO.
+ */
+export function readableSpans(t: FuzzTarget, len: number, chunk: number): [number, number][] {
+  const spans: [number, number][] = [];
+  const a = t.isBlockDevice ? t.blockSize : 1;
+  const bad = t.badRanges.map(([s, e]) => [s - s % a, Math.ceil(e / a) * a] as const)
+    .sort((x, y) => x[0] - y[0]);
+  let at = 0;
+  for (const [s, e] of [...bad, [len, len] as const]) {
+    for (const end = Math.min(s, len); at < end; at += Math.min(chunk, end - at)) {
+      spans.push([at, Math.min(chunk, end - at)]);
+    }
+    at = Math.max(at, e);
+  }
+  return spans;
 }
 
 /**

@@ -48,7 +48,7 @@
  * Usage:
  *   deno run -A scripts/fuzz.ts [--api sync|block-device] [--steps N] [--seconds S] [--seed N]
  *     [--target file|file+direct|loop|loop+direct|loop-4k|loop-4k+direct|vhost-user|fuse-short
- *       |tmpfs-full|tmpfs-full+direct[,...]] [--size BYTES] [--dir DIR] [--pauses] [--verbose] [--json]
+ *       |tmpfs-full|tmpfs-full+direct|fuse-eio|vhost-eio[,...]] [--size BYTES] [--dir DIR] [--pauses] [--verbose] [--json]
  *   bun scripts/fuzz.ts ...
  *
  * - `--steps` per run (default 5000). Without `--seconds`: one run per target.
@@ -220,9 +220,9 @@ function parseArgs(argv: string[]): Map<string, string> {
   return args;
 }
 
-/** The writes that ran out of room, where there were any. */
-function noRoom(n: number): string {
-  return n > 0 ? `${n} writes out of room, ` : "";
+/** The writes that failed and may have landed in part, where there were any. */
+function failedWrites(n: number): string {
+  return n > 0 ? `${n} writes failed, maybe in part, ` : "";
 }
 
 /** One line of figures for a run that passed. */
@@ -235,13 +235,13 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
       `rejected as the model allows, ${s.aborts} aborted, ${s.lateAborts} aborted too late, ${s.released} released early), ` +
       `${s.badInputs} bad inputs, ${s.opens} opens, ${s.closes} closes with ${s.closedInFlight} in flight, ` +
       `at most ${s.maxPending} pending, ${mib(s.bytesRead)} MiB read (${mib(s.bytesCompared)} MiB compared ` +
-      `with the model), ${s.noBuffer} requests short of a buffer, ${noRoom(s.noRoom)}` +
+      `with the model), ${s.noBuffer} requests short of a buffer, ${failedWrites(s.failedWrites)}` +
       `${s.pauses ? `${s.pauses} back-end pauses, ` : ""}${r.seconds.toFixed(1)} s\n`;
   }
   const s = (r as FuzzRunReport).stats!;
   return `${head}${s.steps} steps, ${s.requests} requests, ${s.completions} completions, ${s.doIo} doIo, ` +
     `${s.instances} instances, ${mib(s.bytesRead)} MiB read (${mib(s.bytesCompared)} MiB compared with the ` +
-    `model), ${s.noBuffer} requests short of a buffer, ${noRoom(s.noRoom)}` +
+    `model), ${s.noBuffer} requests short of a buffer, ${failedWrites(s.failedWrites)}` +
     `${s.pauses ? `${s.pauses} back-end pauses, ` : ""}` +
     `${r.seconds.toFixed(1)} s\n`;
 }

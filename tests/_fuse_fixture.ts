@@ -2,8 +2,9 @@
  * tests/fixtures/no_zero_range_fuse.c, built and mounted: a FUSE file system of one file kept in
  * a backing file. By default its daemon refuses FALLOC_FL_ZERO_RANGE (as a daemon without that
  * mode does); `zeroRange` passes it on, and `shortReads` makes reads now and then return fewer
- * bytes than asked (never none), as FUSE daemons, network file systems among them, may. Used by
- * tests/faults.test.ts and the fuzzer's `fuse-short` target.
+ * bytes than asked (never none), as FUSE daemons, network file systems among them, may;
+ * `badRanges` fail with EIO. Used by tests/faults.test.ts and the fuzzer's `fuse-short` and
+ * `fuse-eio` targets.
  *
  * @module
  */
@@ -29,6 +30,11 @@ export interface FuseFixtureOptions {
   zeroRange?: boolean;
   /** About one read in three returns fewer bytes than asked (seeded: the same each run). */
   shortReads?: boolean;
+  /**
+   * Byte ranges `[start, end)` (up to 16) where every read, write and fallocate fails with EIO,
+   * touching nothing, as on a disk with bad sectors (the file is then direct_io).
+   */
+  badRanges?: readonly (readonly [number, number])[];
   /** More options for the daemon (`-o attr_timeout=0`). */
   fuseOptions?: string[];
 }
@@ -55,6 +61,7 @@ export function mountFuseFixture(dir: string, backing: string, o: FuseFixtureOpt
     ...process.env,
     ...(o.zeroRange ? { FUSE_FIXTURE_ZERO_RANGE: "1" } : {}),
     ...(o.shortReads ? { FUSE_FIXTURE_SHORT_READS: "1" } : {}),
+    ...(o.badRanges ? { FUSE_FIXTURE_BAD: o.badRanges.map(([s, e]) => `${s}-${e}`).join(",") } : {}),
   };
   // The daemon mounts, then goes to the background: not a child of this process, whose
   // runtime's own child processes (one that resumes it, say) died before they ran when a

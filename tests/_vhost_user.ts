@@ -86,20 +86,6 @@ function waitGone(pid: number, ms: number): boolean {
   return true;
 }
 
-/**
- * One `[inject-error]` rule of a qemu blkdebug configuration, failing every matching request
- * (`once = "off"`) with `errno`: chosen by `event` (default "none") and/or `iotype`, and `sector`.
- */
-export function injectError(
-  rule: { errno: number; event?: string; iotype?: string; sector?: number },
-): string {
-  return `[inject-error]\nevent = "${rule.event ?? "none"}"\n` +
-    (rule.iotype === undefined ? "" : `iotype = "${rule.iotype}"\n`) +
-    `errno = "${rule.errno}"\n` +
-    (rule.sector === undefined ? "" : `sector = "${rule.sector}"\n`) +
-    `once = "off"\n`;
-}
-
 /** Options of {@link startExport}. */
 export interface ExportOptions {
   size?: number;

@@ -36,7 +36,7 @@ import { onMainThread } from "../src/sys.ts";
 import { readThenDestroy } from "./_destroy_worker.ts";
 import { attachLoop, loopUnavailableReason } from "./_loop_device.ts";
 import { fuseFixtureUnavailable, isMounted, mountFuseFixture, sleepMs, unmount } from "./_fuse_fixture.ts";
-import { injectError } from "./_vhost_user.ts";
+import { injectError } from "./_blkdebug.ts";
 
 const QSD = "qemu-storage-daemon";
 const MiB = 1 << 20;

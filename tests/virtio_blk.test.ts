@@ -25,13 +25,8 @@ import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
 import { VhostUserClient, vhostUserTimeouts } from "../src/drivers/virtio_blk/vhost_user.ts";
 import { assertClosesNoneOfOurs, assertErrno, pread, pwrite, skipIf, watchInterval } from "./_helpers.ts";
 import { fdinfoFlags, PAGE, pattern, reapAll, runOk, tryReadEventfd, waitEventfd } from "./_io.ts";
-import {
-  injectError,
-  qsdSkipReason,
-  startExport,
-  stopAllExports,
-  type VhostUserExport,
-} from "./_vhost_user.ts";
+import { qsdSkipReason, startExport, stopAllExports, type VhostUserExport } from "./_vhost_user.ts";
+import { injectError } from "./_blkdebug.ts";
 
 const DRIVER = "virtio-blk-vhost-user";
 const SKIP = qsdSkipReason();
