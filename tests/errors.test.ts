@@ -423,7 +423,9 @@ function inTempDir(prefix: string, fn: (dir: string) => void): void {
 
 // Without CAP_IPC_LOCK the kernel charges ring memory to RLIMIT_MEMLOCK (64 KiB is a common
 // default), and gives a closed ring's share back only once its exit work has run: making and
-// destroying instances one at a time failed ENOMEM 401 times in 500 (leak hunt).
+// destroying instances one at a time failed ENOMEM 401 times in 500 (leak hunt). The charge is
+// the user's (root's, here), not the process's: two suites running these children at the same
+// time share one limit, and can fail each other.
 test(
   ...skipIf(
     "ring setup under a 64 KiB RLIMIT_MEMLOCK: instances made one after another all start, and the limit is named when it is reached",
