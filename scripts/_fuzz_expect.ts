@@ -39,9 +39,10 @@ export interface TargetFacts {
    */
   spaceLimited: boolean;
   /**
-   * Byte ranges `[start, end)` where the target fails every read, write and fallocate with EIO,
-   * touching nothing (a FUSE daemon's bad sectors; the file is direct_io, so nothing is cached).
-   * A write split into several FUSE requests may land in part before one fails.
+   * Byte ranges `[start, end)`: a request that touches one fails with EIO. On `fuse-eio` the
+   * daemon fails every read, write and fallocate so (direct_io, so nothing is cached), and a
+   * write split into several FUSE requests may land in part before one fails; on `vhost-eio`
+   * each range is the first byte of a bad sector, and discards never get that far.
    */
   badRanges: readonly (readonly [number, number])[];
   /** The request goes to a poll queue. */
@@ -310,13 +311,9 @@ function vhostOutcomes(f: TargetFacts, v: VhostFacts, r: RequestShape): Outcome[
     if (r.len === 0) return [{ ret: 0, msg: null, effect: "none", early: "maybe" }];
     if (pastEnd) return [{ ret: EIO, effect: "none" }];
     // A bad sector: the chunk holding it fails, after the chunks past it were zeroed (a
-    // zeroing goes in chunks of max-write-zeroes-len, from its end backwards). An export
-    // without discard=unmap drops discards before they reach a bad sector.
-    if (touchesBad(f, r)) {
-      return r.op === "discard"
-        ? [{ ret: EIO, effect: "discard" }, ok("discard")]
-        : [{ ret: EIO, effect: "either" }];
-    }
+    // zeroing goes in chunks of max-write-zeroes-len, from its end backwards). The export has
+    // no discard=unmap: it completes discards before they reach the bad sectors.
+    if (touchesBad(f, r) && r.op === "writeZeroes") return [{ ret: EIO, effect: "either" }];
     return [ok(r.op === "discard" ? "discard" : "zero")];
   }
   const outside: Outcome[] = v.buffers === "mapped" ? [] : fail(EINVAL, NO_REGION_MSG);

@@ -19,6 +19,7 @@ import {
   openSync,
   readFileSync,
   readSync,
+  realpathSync,
   rmSync,
   statfsSync,
   statSync,
@@ -88,7 +89,10 @@ export interface FuzzTarget {
    * it landed in part.
    */
   spaceLimited: boolean;
-  /** Byte ranges `[start, end)` where every read, write and fallocate fails EIO (`fuse-eio`). */
+  /**
+   * Byte ranges `[start, end)` where requests fail EIO: the daemon's bad ranges (`fuse-eio`), or
+   * the first byte of each bad sector (`vhost-eio`).
+   */
   badRanges: readonly (readonly [number, number])[];
   /** Removes what was made (idempotent). */
   cleanup(): void;
@@ -175,7 +179,7 @@ function badSectorsOf(size: number): number[] {
  * (`fuse-eio`); node:fs cross-checks its backing file.
  */
 function fuseTarget(name: "fuse-short" | "fuse-eio", initial: Uint8Array, dir: string): FuzzTarget {
-  const scratch = mkdtempSync(join(dir, "blkio-fuzz-fuse-"));
+  const scratch = mkdtempSync(join(realpathSync(dir), "blkio-fuzz-fuse-"));
   const backing = join(scratch, "backing.img");
   writeFileSync(backing, initial);
   let fuse: ReturnType<typeof mountFuseFixture>;
@@ -204,7 +208,7 @@ function fuseTarget(name: "fuse-short" | "fuse-eio", initial: Uint8Array, dir: s
  * so no write is refused up front.
  */
 function fullTmpfs(name: TargetName, initial: Uint8Array, dir: string): FuzzTarget {
-  const scratch = mkdtempSync(join(dir, "blkio-fuzz-full-"));
+  const scratch = mkdtempSync(join(realpathSync(dir), "blkio-fuzz-full-"));
   const remove = () => rmSync(scratch, { recursive: true, force: true });
   const size = Math.ceil(initial.length / 4096) * 4096 + 1024 * 1024;
   try {
@@ -340,7 +344,7 @@ function alive(pid: number): boolean {
  * few sectors' first byte with EIO (badSectorsOf), as a disk with bad sectors does.
  */
 function startExport(name: "vhost-user" | "vhost-eio", initial: Uint8Array, dir: string): FuzzTarget {
-  const scratch = mkdtempSync(join(dir, "blkio-fuzz-vhost-"));
+  const scratch = mkdtempSync(join(realpathSync(dir), "blkio-fuzz-vhost-"));
   const image = join(scratch, "img.raw");
   const socket = join(scratch, "vhost.sock");
   const pidfile = join(scratch, "qsd.pid");

@@ -731,7 +731,10 @@ export class BlockDevice {
     return this.#submit(OP_WRITEV, offset, iovecs, flags, opts);
   }
 
-  /** Makes `len` bytes at `offset` read as zeroes. */
+  /**
+   * Makes `len` bytes at `offset` read as zeroes. One that rejects may have zeroed part of the
+   * range (virtio-blk sends a long one in chunks, the last first).
+   */
   writeZeroes(offset: bigint | number, len: bigint | number, opts?: WriteZeroesOptions): Promise<void> {
     const flags = flagsOf(opts, WRITE_ZEROES_OPTIONS, WRITE_ZEROES_FLAGS, "write zeroes");
     if (typeof flags !== "number") return Promise.reject(flags);

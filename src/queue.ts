@@ -210,7 +210,10 @@ export class Queue {
     this.#submit(dq, Op.Writev, s, null, list, len, userData, checkFlags(flags));
   }
 
-  /** Queues zeroing `len` bytes at `start` (flags: FUA, NO_UNMAP, NO_FALLBACK). */
+  /**
+   * Queues zeroing `len` bytes at `start` (flags: FUA, NO_UNMAP, NO_FALLBACK). One that fails may
+   * have zeroed part of the range (virtio-blk sends a long one in chunks, the last first).
+   */
   writeZeroes(start: bigint | number, len: bigint | number, userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);

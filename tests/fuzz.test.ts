@@ -97,6 +97,20 @@ const BIG = 40 << 20, BIG_STEPS = 700;
     assert.equal(r.stats!.steps, BIG_STEPS);
   });
 }
+// The same with bad sectors in several 16 MiB chunks: a long zeroing fails at the chunk that holds
+// one, after the chunks above it were zeroed.
+{
+  const [name, opts] = skipIf(
+    `fuzz: ${BIG_STEPS} random API steps agree with the model, seed 101 [vhost-eio, 40 MiB: zeroings fail part-way]`,
+    VHOST_EIO.skip,
+  );
+  test(name, { ...opts, timeout: 120_000 }, () => {
+    const r = fuzzOnce({ target: "vhost-eio", seed: 101, steps: BIG_STEPS, size: BIG, path: undefined });
+    assert.ok(r.failure === null, r.failure ?? "");
+    assert.equal(r.stats!.steps, BIG_STEPS);
+    assert.ok(r.stats!.failedWrites > 0, "no zeroing met a bad sector");
+  });
+}
 
 // The BlockDevice mode (`--api block-device`): a few seconds a run. The 512-byte-sector loop
 // device goes with O_DIRECT only (the synchronous API's runs cover it buffered).
@@ -292,6 +306,15 @@ test("fuzz: the model's outcomes follow the decided semantics", () => {
     vhost: { queueSize: 256, maxSegments: 126, buffers: "mapped" },
   };
   const vb = (buffers: "mapped" | "unmapped" | "plain") => ({ ...v, vhost: { ...v.vhost!, buffers } });
+  // A bad sector (vhost-eio): reads, writes and write zeroes holding it fail; discards never reach it.
+  const vbad: TargetFacts = { ...v, badRanges: [[8192, 8193]] };
+  const vover = (op: Op, start: number, len: number) =>
+    outcomesOf(vbad, { op, start, len, flags: 0, pieces }).map((o) => [o.ret, o.effect]);
+  assert.deepEqual(vover("read", 4096, 8192), [[-5, "none"]]);
+  assert.deepEqual(vover("read", 8704, 4096), [[0, "check"]]);
+  assert.deepEqual(vover("write", 8192, 512), [[-5, "none"]]);
+  assert.deepEqual(vover("writeZeroes", 0, 65536), [[-5, "either"]]);
+  assert.deepEqual(vover("discard", 0, 65536), [[0, "discard"]]);
   assert.deepEqual(rets(outcomesOf(v, { op: "read", start: 0, len: 4096, flags: 0, pieces })), [0]);
   assert.deepEqual(rets(outcomesOf(vb("plain"), { op: "read", start: 0, len: 4096, flags: 0, pieces })), [
     -22,
