@@ -58,9 +58,12 @@ export interface BlockDeviceStats {
   failedRequests: number;
   /**
    * Writes that failed where they may have landed in part: out of room (ENOSPC on `tmpfs-full`),
-   * or across a bad range (EIO on `fuse-eio`).
+   * across a bad range (EIO on `fuse-eio`), or zeroings that failed at a chunk after the chunks
+   * above it (`vhost-eio`).
    */
   failedWrites: number;
+  /** Requests that completed EIO as the model allows (bad ranges; past a vhost-user export's end). */
+  eio: number;
   /** Calls with bad arguments (each rejected or threw as documented). */
   badInputs: number;
   opens: number;
@@ -190,6 +193,7 @@ class BlockDeviceRun {
   #closed: { dev: BlockDevice; closing: Promise<void>; buffer: Uint8Array | null } | null = null;
   /** virtio-blk-vhost-user: max-segments of the export. */
   #maxSegments = 0;
+  #maxWriteZeroes = 0;
 
   /** Promises not settled yet. */
   readonly #pending = new Set<Tracked>();
@@ -231,6 +235,7 @@ class BlockDeviceRun {
       released: 0,
       failedRequests: 0,
       failedWrites: 0,
+      eio: 0,
       badInputs: 0,
       opens: 0,
       closes: 0,
@@ -251,7 +256,7 @@ class BlockDeviceRun {
 
   async run(): Promise<BlockDeviceStats> {
     try {
-      if (this.#vhost) this.#maxSegments = this.#probeMaxSegments();
+      if (this.#vhost) [this.#maxSegments, this.#maxWriteZeroes] = this.#probeLimits();
       for (this.#step = 0; this.#step < this.#steps; this.#step++) {
         if (this.#deadline > 0 && performance.now() > this.#deadline) break;
         this.#rng = stepRng(this.#seed, this.#step);
@@ -279,13 +284,16 @@ class BlockDeviceRun {
     return this.#stats;
   }
 
-  /** virtio-blk-vhost-user's max-segments (BlockDevice does not show it): one connect. */
-  #probeMaxSegments(): number {
+  /**
+   * virtio-blk-vhost-user's max-segments and max-write-zeroes-len (BlockDevice shows neither):
+   * one connect.
+   */
+  #probeLimits(): [number, number] {
     const b = Blkio.create(this.#t.driver);
     try {
       b.setStr("path", this.#t.path);
       b.connect();
-      return b.getInt("max-segments");
+      return [b.getInt("max-segments"), Number(b.getUint64("max-write-zeroes-len"))];
     } finally {
       b.destroy();
     }
@@ -630,7 +638,12 @@ class BlockDeviceRun {
     if (this.#vhost) {
       const where = pieces.map((p) => this.#pool.entryAt(p.addr));
       const buffers = where.some((e) => e === undefined || !e.inRegion) ? "plain" : "mapped";
-      vhost = { queueSize: this.#cfg.numEntries, maxSegments: this.#maxSegments, buffers };
+      vhost = {
+        queueSize: this.#cfg.numEntries,
+        maxSegments: this.#maxSegments,
+        maxWriteZeroes: this.#maxWriteZeroes,
+        buffers,
+      };
     }
     return {
       isBlockDevice: t.isBlockDevice,
@@ -970,7 +983,7 @@ class BlockDeviceRun {
       this.#stats.failedRequests++;
     }
     this.#history.settle(r.id, `settled with ${outcome.ret} at step ${this.#step}`);
-    const why = applyOutcome(d, r, outcome.effect, growable);
+    const why = applyOutcome(d, r, outcome.effect, growable, outcome.part);
     if (why !== null) {
       return this.#record(
         `${r.describe} read wrong data: ${why}` +
@@ -979,7 +992,8 @@ class BlockDeviceRun {
       );
     }
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
-    else if (outcome.effect === "either") this.#stats.failedWrites++;
+    else if (outcome.effect === "either" || outcome.part !== undefined) this.#stats.failedWrites++;
+    if (outcome.ret === -5) this.#stats.eio++;
     r.release();
     this.#log.add(`  ${ok ? "resolved" : `rejected ${(err as BlkioError).code}`} ${r.describe}`);
   }

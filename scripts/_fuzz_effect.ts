@@ -18,7 +18,13 @@ export function applyOutcome(
   r: FuzzRequest,
   effect: Outcome["effect"],
   growable: boolean,
+  part?: Outcome["part"],
 ): string | null {
+  if (part !== undefined) {
+    // Only this part changed: a zeroing's chunks (no data, no growth: block devices only).
+    disk.apply(effect === "zero" ? "zero" : "either", part[0], part[1], null, r.id, r.conflicts);
+    return null;
+  }
   switch (effect) {
     case "check":
       return disk.check(r.start, r.dest ?? [], r.conflicts, r.destLens);

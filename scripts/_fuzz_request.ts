@@ -33,6 +33,12 @@ export interface Outcome {
    * "forget" (it may have landed in part, and what it left is not known).
    */
   effect: Effect | "check" | "none";
+  /**
+   * `[start, length]`: the part of the request's range `effect` applies to, the rest untouched
+   * (a chunked zeroing that failed at one chunk after the chunks above it were done). Default:
+   * the whole range.
+   */
+  part?: readonly [number, number];
 }
 
 /** A buffer of a request: where it is, for the pool to take back. */

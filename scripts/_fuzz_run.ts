@@ -66,9 +66,12 @@ export interface RunStats {
   failedRequests: number;
   /**
    * Writes that failed where they may have landed in part: out of room (ENOSPC on `tmpfs-full`),
-   * or across a bad range (EIO on `fuse-eio`).
+   * across a bad range (EIO on `fuse-eio`), or zeroings that failed at a chunk after the chunks
+   * above it (`vhost-eio`).
    */
   failedWrites: number;
+  /** Requests that completed EIO as the model allows (bad ranges; past a vhost-user export's end). */
+  eio: number;
   /** Times the back-end was stopped (SIGSTOP, then SIGCONT). */
   pauses: number;
 }
@@ -139,6 +142,7 @@ class FuzzRun {
   #alignment = 1;
   /** virtio-blk-vhost-user: max-segments as connect found it. */
   #maxSegments = 0;
+  #maxWriteZeroes = 0;
   readonly #queues = new Map<string, QueueModel>();
   /** Queues of removed queues and destroyed instances, for calls that must fail with EBADF. */
   #deadQueues: { q: Queue; why: RegExp }[] = [];
@@ -176,6 +180,7 @@ class FuzzRun {
       noBuffer: 0,
       failedRequests: 0,
       failedWrites: 0,
+      eio: 0,
       pauses: 0,
     };
   }
@@ -403,6 +408,7 @@ class FuzzRun {
     const t = this.#t;
     if (this.#vhost) {
       this.#maxSegments = b.getInt("max-segments");
+      this.#maxWriteZeroes = Number(b.getUint64("max-write-zeroes-len"));
       this.#expectEqual("request-alignment", this.#alignment, 512);
       this.#expectEqual("can-grow", b.getBool("can-grow"), false);
       this.#expectEqual("capacity", b.getUint64("capacity"), BigInt(t.size));
@@ -1047,7 +1053,12 @@ class FuzzRun {
         : where.some((e) => !e!.mapped)
         ? "unmapped"
         : "mapped";
-      vhost = { queueSize: this.#cfg.numEntries, maxSegments: this.#maxSegments, buffers };
+      vhost = {
+        queueSize: this.#cfg.numEntries,
+        maxSegments: this.#maxSegments,
+        maxWriteZeroes: this.#maxWriteZeroes,
+        buffers,
+      };
     }
     return {
       isBlockDevice: t.isBlockDevice,
@@ -1301,7 +1312,7 @@ class FuzzRun {
       this.#fail(`${r.describe} (ret ${ret}): errorMsg ${JSON.stringify(errorMsg)} !~ ${outcome.msg}`);
     }
     const d = this.#disk;
-    const why = applyOutcome(d, r, outcome.effect, !this.#t.isBlockDevice);
+    const why = applyOutcome(d, r, outcome.effect, !this.#t.isBlockDevice, outcome.part);
     if (why !== null) {
       this.#fail(
         `${r.describe} read wrong data: ${why}; conflicts ${fmt(r.conflicts)}` +
@@ -1310,7 +1321,8 @@ class FuzzRun {
       );
     }
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
-    else if (outcome.effect === "either") this.#stats.failedWrites++;
+    else if (outcome.effect === "either" || outcome.part !== undefined) this.#stats.failedWrites++;
+    if (outcome.ret === -5) this.#stats.eio++;
     r.release();
     this.#log.add(`  done ${r.describe}: ${ret}${errorMsg ? ` "${errorMsg}"` : ""}`);
   }

@@ -158,17 +158,14 @@ function badRangesOf(size: number): [number, number][] {
 
 /**
  * Where `vhost-eio` fails, in a target of `size` bytes: blkdebug fails every request that holds
- * the first byte of one of these sectors. Three in the first MiB of every 16 (at 30%, 55% and 80%
- * of it), so that on a large target a zeroing sent in 16 MiB chunks can fail in any chunk.
+ * the first byte of one of these sectors, three in the first MiB (at 30%, 55% and 80% of it) and,
+ * on a target over 16 MiB, one at 30% of it, so that a long zeroing across that one fails
+ * part-way, after its 16 MiB chunks above it were done.
  */
 function badSectorsOf(size: number): number[] {
-  const sectors = [];
-  for (let mib = 0; mib * MiB < size; mib += 16) {
-    for (const f of [0.3, 0.55, 0.8]) {
-      const sector = Math.floor((mib * MiB + f * Math.min(MiB, size - mib * MiB)) / 512);
-      sectors.push(sector);
-    }
-  }
+  const span = Math.min(MiB, size);
+  const sectors = [0.3, 0.55, 0.8].map((f) => Math.floor(span * f / 512));
+  if (size > 16 * MiB) sectors.push(Math.floor(size * 0.3 / 512));
   return sectors;
 }
 
