@@ -4,10 +4,10 @@
  * qemu-storage-daemon vhost-user-blk export of a raw image (`vhost-user`), or a file on a FUSE
  * daemon whose reads now and then return fewer bytes than asked (`fuse-short`: the driver must go
  * on from where each stopped) or that fails what touches a few bad ranges with EIO (`fuse-eio`),
- * or a file on a tmpfs with little room to spare (`tmpfs-full`,
- * buffered or O_DIRECT: writes into holes run out of room, often part-way, and the kernel
- * reports that as a short count the driver must go on from), each made fresh for one run with
- * known contents, and removed afterwards.
+ * the export behind a blkdebug node with a few bad sectors (`vhost-eio`), or a file on a tmpfs
+ * with no room to spare (`tmpfs-full`, buffered or O_DIRECT: writes into holes run out of room,
+ * often part-way, and the kernel reports that as a short count the driver goes on from), each
+ * made fresh for one run with known contents, and removed afterwards.
  *
  * @module
  */
