@@ -98,12 +98,14 @@ export interface FuzzTarget {
   cleanup(): void;
 }
 
+function isRoot(): boolean {
+  return typeof process.getuid === "function" && process.getuid() === 0;
+}
+
 /** Why `name` cannot be made here, or null. */
 export function targetUnavailable(name: TargetName): string | null {
   if (name === "vhost-user" || name === "vhost-eio") {
-    if (typeof process.getuid !== "function" || process.getuid() !== 0) {
-      return "the vhost-user export runs qemu-storage-daemon and needs root";
-    }
+    if (!isRoot()) return "the vhost-user export runs qemu-storage-daemon and needs root";
     if (spawnSync("sh", ["-c", `command -v ${QSD}`], { stdio: "ignore" }).status !== 0) {
       return `${QSD} is not installed (apt-get install qemu-system-common)`;
     }
@@ -111,7 +113,7 @@ export function targetUnavailable(name: TargetName): string | null {
   }
   if (name === "fuse-short" || name === "fuse-eio") return fuseFixtureUnavailable();
   if (name.startsWith("tmpfs-full")) {
-    if (typeof process.getuid !== "function" || process.getuid() !== 0) return "mounting a tmpfs needs root";
+    if (!isRoot()) return "mounting a tmpfs needs root";
     if (spawnSync("sh", ["-c", "command -v mount && command -v umount"], { stdio: "ignore" }).status !== 0) {
       return "mount/umount are not installed";
     }
