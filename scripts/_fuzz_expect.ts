@@ -104,10 +104,14 @@ const blockMsg = (what: string, a: number) =>
   new RegExp(
     `^${what} on a block device needs start and length in multiples of its logical block size \\(${a}\\)`,
   );
-const DISCARD_NOTSUP = /^Discard is not supported by this (device|file system)$/;
+const DISCARD_NOTSUP =
+  /^(Discard is not supported by this device|Discard is not supported on regular files: .+)$/;
 const ZEROES_NOTSUP =
   /^(Write zeroes( with NO_UNMAP \(FALLOC_FL_ZERO_RANGE\))? is not supported by this (device|file system)|the block device does not support write zeroes with BLKIO_REQ_NO_FALLBACK)$/;
 const DISCARD_EBUSY = /^The kernel could not drop the range's page cache/;
+/** A request past the end of a block device (or into a part block at its end): the driver says which. */
+const PAST_END_MSG =
+  /^The (request, \d+ bytes at \d+, reaches past the end of the device \(capacity \d+\)|device's capacity \(\d+\) is not a multiple of its logical block size)/;
 
 /** The most iovecs a request may have (IOV_MAX on Linux). */
 export const IOV_MAX = 1024;
@@ -260,7 +264,7 @@ function zeroesOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
       return [{ ret: EINVAL, msg: blockMsg("Write zeroes", b), effect: "none" }, ...early];
     }
     // Past the end: EINVAL; across it, the kernel zeroes up to the end (probed).
-    if (r.start >= f.size) return [{ ret: EINVAL, effect: "none" }, ...early];
+    if (r.start >= f.size) return [{ ret: EINVAL, msg: PAST_END_MSG, effect: "none" }, ...early];
     return [success, ...early];
   }
   if (r.len === 0) return [{ ret: EINVAL, effect: "none" }];
@@ -282,7 +286,7 @@ function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
       return [{ ret: EINVAL, msg: blockMsg("Discard", b), effect: "none" }];
     }
     // The discard command takes no range past the end (probed: EINVAL, whole).
-    if (r.start + r.len > f.size) return [{ ret: EINVAL, effect: "none" }];
+    if (r.start + r.len > f.size) return [{ ret: EINVAL, msg: PAST_END_MSG, effect: "none" }];
     // discard.test.ts: EBUSY while buffered I/O of the range is in flight.
     return [success, refused, { ret: EBUSY, msg: DISCARD_EBUSY, effect: "none" }];
   }

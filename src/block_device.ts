@@ -43,8 +43,8 @@ export interface BlockDeviceOpenOptions {
   /** How many queues (rings) to spread requests over (default 1). */
   queues?: number;
   /**
-   * Entries per queue: io_uring's `num-entries` (default 128), virtio-blk-vhost-user's
-   * `queue-size` (a power of two; default 256).
+   * Entries per queue: io_uring's `num-entries` (default 128, at most 32768),
+   * virtio-blk-vhost-user's `queue-size` (a power of two; default 256).
    */
   numEntries?: number;
 }
@@ -542,6 +542,8 @@ export class BlockDevice {
     if (opts === null) throw BlkioError.of("EINVAL", "Options must be an object: received null");
     const bad = badOptions(opts, OPEN_OPTIONS, NO_KEYS, "open");
     if (bad !== null) throw bad;
+    // The drivers' own message for an empty path names their `fd` property, which open has not.
+    if (path === "") throw BlkioError.of("EINVAL", "path must not be empty");
     try {
       // Read once, here: a getter that throws is bad input, and one that changes its answer
       // must not be checked once and used twice.
@@ -563,14 +565,21 @@ export class BlockDevice {
     try {
       b.setStr("path", path);
       if (opts.direct !== undefined) setDirect(b, opts.direct);
-      if (opts.readOnly !== undefined) b.setBool("read-only", opts.readOnly);
+      if (opts.readOnly !== undefined) b.setBool("read-only", checkBool("readOnly", opts.readOnly));
       b.connect();
       b.setInt("num-queues", queues);
       if (opts.numEntries !== undefined) {
         // The same thing under each driver's own name (libblkio's): "num-entries" was ENOENT
         // on virtio-blk-vhost-user.
         const name = b.driver === "virtio-blk-vhost-user" ? "queue-size" : "num-entries";
-        b.setInt(name, checkCount("numEntries", opts.numEntries, 1));
+        const entries = checkCount("numEntries", opts.numEntries, 1);
+        try {
+          b.setInt(name, entries);
+        } catch (e) {
+          // The driver's limit (a power of two, at most 32768...) in the option's name.
+          if (!(e instanceof BlkioError)) throw e;
+          throw new BlkioError(e.errno, `numEntries: ${e.message}`, { cause: e });
+        }
       }
       b.start();
       return new BlockDevice(MADE_BY_OPEN, native, b);
@@ -741,7 +750,11 @@ export class BlockDevice {
     return this.#submit(OP_WRITE_ZEROES, offset, len, flags, opts);
   }
 
-  /** Discards (unmaps) `len` bytes at `offset`; they may then read as anything. */
+  /**
+   * Discards (unmaps) `len` bytes at `offset`; they may then read as anything. On a regular file
+   * (io_uring) it always rejects with `ENOTSUP`, as in libblkio: {@link writeZeroes} without
+   * `noUnmap` deallocates a file's range instead.
+   */
   discard(offset: bigint | number, len: bigint | number, opts?: RequestOptions): Promise<void> {
     const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "discard");
     if (typeof flags !== "number") return Promise.reject(flags);

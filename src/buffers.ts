@@ -176,7 +176,15 @@ export function checkBuffer(what: string, buf: unknown): Uint8Array {
     // The ES2024 getters accept only a (non-shared) ArrayBuffer.
     throw BlkioError.of("EINVAL", `${what} must not be backed by a SharedArrayBuffer`);
   }
-  if (detached) throw BlkioError.of("EINVAL", `${what} is detached`);
+  if (detached) {
+    // A buffer from a memory region is detached when the region is freed, which users did not
+    // connect with this message (new-user review: a buffer used after BlockDevice.close()).
+    throw BlkioError.of(
+      "EINVAL",
+      `${what} is detached: its ArrayBuffer was transferred, or its memory freed (freeMemRegion, ` +
+        "destroy() and BlockDevice.close() free the memory of allocMemRegion and allocBuffer)",
+    );
+  }
   if (resizable) {
     throw BlkioError.of("EINVAL", `${what} must not be backed by a resizable ArrayBuffer`);
   }

@@ -221,7 +221,12 @@ export class Queue {
     this.#submit(dq, Op.WriteZeroes, s, null, null, l, userData, checkFlags(flags));
   }
 
-  /** Queues discarding `len` bytes at `start`. */
+  /**
+   * Queues discarding `len` bytes at `start`: they may then read as anything. io_uring on a
+   * regular file always completes it with -ENOTSUP, as libblkio does (its fallocate mode, with
+   * FALLOC_FL_NO_HIDE_STALE, is refused by file systems); {@link writeZeroes} without NO_UNMAP
+   * deallocates a file's range instead.
+   */
   discard(start: bigint | number, len: bigint | number, userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
@@ -318,7 +323,15 @@ export class Queue {
         );
       }
     }
-    if (min > max) throw BlkioError.of("EINVAL", `min (${min}) must not exceed max (${max})`);
+    if (min > max) {
+      throw BlkioError.of(
+        "EINVAL",
+        maxArg === undefined
+          ? `min (${min}) must not exceed max (${max}), which defaults to out.length: pass a longer out ` +
+            "array, an empty growable one, or max"
+          : `min (${min}) must not exceed max (${max})`,
+      );
+    }
     const timeout = checkTimeout(timeoutArg);
     if (intr && this.#isPoll) {
       throw BlkioError.of("ENOTSUP", "doIoInterruptible is not supported on poll queues");

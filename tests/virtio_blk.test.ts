@@ -2108,4 +2108,24 @@ vtest(
   });
 }
 
+vtest(
+  "BlockDevice.open: a numEntries the driver refuses names the option and the driver's limit",
+  async () => {
+    const exp = startExport({ size: 8 * MiB, numQueues: 1 });
+    try {
+      await assert.rejects(
+        BlockDevice.open(exp.socket, { driver: "virtio-blk-vhost-user", numEntries: 3 }),
+        (e: BlkioError) =>
+          e.code === "EINVAL" &&
+          /^numEntries: queue-size must be a power of two from 1 to \d+: received 3$/.test(e.message),
+      );
+      // A power of two opens.
+      const dev = await BlockDevice.open(exp.socket, { driver: "virtio-blk-vhost-user", numEntries: 4 });
+      await dev.close();
+    } finally {
+      exp.stop();
+    }
+  },
+);
+
 test("virtio-blk-vhost-user: stop the qemu-storage-daemon exports", () => stopAllExports());

@@ -838,6 +838,12 @@ export class IoUringQueue implements DriverQueue {
         : (s[b + S_FLAGS] & ReqFlags.NO_UNMAP) !== 0
         ? "Write zeroes with NO_UNMAP (FALLOC_FL_ZERO_RANGE)"
         : "Write zeroes";
+      if (op === Op.Discard && !t.isBlockDevice) {
+        // Every file, not only this one: users asked why (new-user review).
+        return "Discard is not supported on regular files: libblkio discards them with " +
+          "fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE), which Linux file systems refuse. " +
+          "writeZeroes without NO_UNMAP deallocates a file's range (FALLOC_FL_PUNCH_HOLE)";
+      }
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
     }
     if (ret === -EBUSY && op === Op.Discard && s[b + S_PHASE] === 2) {
@@ -856,7 +862,9 @@ export class IoUringQueue implements DriverQueue {
           `(${a}); not a multiple of it: ${why.join(", ")}`;
       }
     }
-    if (op > Op.Writev || (ret !== -EINVAL && ret !== -EIO && ret !== -ENOSPC)) return null;
+    if (ret !== -EINVAL && ret !== -EIO && ret !== -ENOSPC) return null;
+    // Past the end a write zeroes or discard fails EINVAL like a misaligned one: say which.
+    if (op > Op.Writev) return op === Op.Flush ? null : this.#beyondEnd(s[b + S_START], s[b + S_LEN]);
     if (ret !== -EINVAL) return this.#beyondEnd(s[b + S_START], s[b + S_LEN]);
     const iovs = this.#refs[slot * SLOT_REFS + R_IOV] as readonly Uint8Array[] | null;
     // Empty iovecs never reach the kernel (#fillIovecs leaves them out).
