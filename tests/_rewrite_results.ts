@@ -5,7 +5,10 @@ import { LIBURING_RING } from "../src/uring/layout.ts";
 
 /**
  * Runs `fn` while every CQE result equal to `from` that the kernel posts is changed to `to`
- * (once per `times`). Patches the process's io_uring symbols and restores them after.
+ * (once per `times`). Patches the process's io_uring symbols and restores them after. Only CQEs
+ * already posted when an `io_uring_enter` returns are seen: a request that completes later (in
+ * io-wq, say) and is reaped without another enter keeps its result, so wait for every CQE to be
+ * rewritten in one `doIo` (min = their number).
  */
 export function withRewrittenResults(from: number, to: number, times: number, fn: () => void): number {
   const n = native!;
