@@ -17,7 +17,7 @@
 import type { Native } from "../ffi/types.ts";
 import { Blkio, capacityMayWait } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
-import { BEYOND_2_53_MSG, splitSegments, toOffset, viewRange } from "./buffers.ts";
+import { ALIGNED_MEMORY_HINT, BEYOND_2_53_MSG, splitSegments, toOffset, viewRange } from "./buffers.ts";
 import { BufferReleases } from "./buffer_releases.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
@@ -305,15 +305,17 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
   const what = op === OP_FLUSH ? "Flush" : `${OP_NAMES[op]} at offset ${offset}`;
   if (msg === null) return errnoError(errno, `${what} failed`);
   // The queue's text speaks of addresses and memory regions; here the remedy has a name.
-  const hint = BUFFER_REFUSED.test(msg) ? "; allocBuffer() returns buffers this device accepts" : "";
+  const refused = BUFFER_REFUSED.test(msg);
+  if (refused && msg.endsWith(ALIGNED_MEMORY_HINT)) msg = msg.slice(0, -ALIGNED_MEMORY_HINT.length);
+  const hint = refused ? "; allocBuffer() returns buffers this device accepts" : "";
   return new BlkioError(errno, `${what} failed: ${errnoName(errno)} (${msg})${hint}`);
 }
 
 /**
  * A queue's message for a buffer the device cannot take: io_uring's misaligned O_DIRECT address
- * ("the buffer's address N", "iovec K's address N"), virtio's memory outside its regions.
+ * ("the buffer's address 0x…", "iovec K's address 0x…"), virtio's memory outside its regions.
  */
-const BUFFER_REFUSED = /'s address \d+|not inside a mapped memory region/;
+const BUFFER_REFUSED = /'s address 0x[0-9a-f]+|not inside a mapped memory region/;
 
 /**
  * A block device (or file) opened for event-driven I/O: every request returns a promise, and

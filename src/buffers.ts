@@ -211,6 +211,12 @@ export function checkIovecs(what: string, iovecs: unknown, out?: Uint8Array[]): 
 }
 
 /**
+ * What a queue adds to its message about a buffer address O_DIRECT refuses: where aligned memory
+ * comes from. BlockDevice names its own remedy (allocBuffer) instead and drops this.
+ */
+export const ALIGNED_MEMORY_HINT = "; a memory region (allocMemRegion) starts at a multiple of buf-alignment";
+
+/**
  * {@link toOffset}'s result for a uint64 of 2^53 or more: a value libblkio would take (its
  * offsets are `uint64_t`) but a JS number cannot hold exactly. The request is not refused by a
  * throw (the call is usable): it completes with -EINVAL.

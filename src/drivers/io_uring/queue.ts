@@ -10,7 +10,7 @@ import type { Native } from "../../../ffi/types.ts";
 import { type Completion, Op, type OpValue, ReqFlags } from "../../completion.ts";
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
-import { bufferAddress, bufferOf, byteLengthOf, zeroFrom } from "../../buffers.ts";
+import { ALIGNED_MEMORY_HINT, bufferAddress, bufferOf, byteLengthOf, zeroFrom } from "../../buffers.ts";
 import { abandon, outlivesThread } from "../../abandoned.ts";
 import {
   closeFd,
@@ -69,6 +69,7 @@ const EIO = 5;
 const EBADF = 9;
 const EBUSY = 16;
 const EINVAL = 22;
+const EFBIG = 27;
 const ENOSPC = 28;
 const ENOTSUP = 95;
 const U32_MAX = 0xffffffff;
@@ -846,6 +847,13 @@ export class IoUringQueue implements DriverQueue {
       }
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
     }
+    if (ret === -EFBIG && !t.isBlockDevice) {
+      // Past s_maxbytes (16 TiB on ext4 with 4 KiB blocks) or RLIMIT_FSIZE; "File too large"
+      // alone did not say which end of the request was at fault (new-user review).
+      const end = s[b + S_START] + s[b + S_LEN];
+      return `The request ends at ${end}, past the largest file allowed here (the file system's ` +
+        "limit, or this process's RLIMIT_FSIZE)";
+    }
     if (ret === -EBUSY && op === Op.Discard && s[b + S_PHASE] === 2) {
       // BLOCK_URING_CMD_DISCARD writes the range's dirty pages back and drops its page cache
       // first; pages busy with I/O then cannot be dropped, and it fails with EBUSY.
@@ -907,19 +915,27 @@ export class IoUringQueue implements DriverQueue {
   #misalignment(start: number, len: number, addr: number, iovs: readonly Uint8Array[] | null): string | null {
     // Every misaligned part, not only the first: the kernel may accept some of them (it checks
     // addresses against the device's DMA alignment, which can be finer than request-alignment).
+    // Each with what it is past a multiple, and addresses in hex: a decimal address alone left a
+    // new user to work out by how much it was off.
     const a = this.#target.requestAlignment, why: string[] = [];
-    const off = (what: string, v: number) => void (v % a !== 0 && why.push(`${what} ${v}`));
+    let address = false;
+    const off = (what: string, v: number, isAddress = false) => {
+      if (v % a === 0) return;
+      why.push(`${what} ${isAddress ? `0x${v.toString(16)}` : v} (${v % a} past a multiple)`);
+      address ||= isAddress;
+    };
     off("start", start);
     off("length", len);
-    if (iovs === null) off("the buffer's address", addr);
+    if (iovs === null) off("the buffer's address", addr, true);
     for (let k = 0; iovs !== null && k < iovs.length; k++) {
       if (byteLengthOf(iovs[k]) === 0) continue;
-      off(`iovec ${k}'s address`, bufferAddress(this.#native, iovs[k]));
+      off(`iovec ${k}'s address`, bufferAddress(this.#native, iovs[k]), true);
       off(`iovec ${k}'s length`, byteLengthOf(iovs[k]));
     }
     if (why.length === 0) return null;
     const list = why.length > 4 ? `${why.slice(0, 4).join(", ")} and ${why.length - 4} more` : why.join(", ");
-    return `O_DIRECT needs request-alignment and buf-alignment (${a}); not a multiple of it: ${list}`;
+    return `O_DIRECT needs request-alignment and buf-alignment (${a}); not a multiple of it: ${list}` +
+      (address ? ALIGNED_MEMORY_HINT : "");
   }
 
   /**
