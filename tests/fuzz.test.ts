@@ -23,7 +23,7 @@ const SEEDS = [1, 2];
 const VHOST = { name: "vhost-user", path: undefined, skip: targetUnavailable("vhost-user") };
 const LOOP_4K = { name: "loop-4k+direct", path: undefined, skip: targetUnavailable("loop-4k+direct") };
 // Buffered too, for both APIs: the page cache of a 4 KiB-sector device holds large folios, where
-// a refused write zeroes once left zeroes the device did not hold (README, bugs found; the
+// a refused write zeroes once left zeroes the device did not hold (RELIABILITY.md, bugs found; the
 // BlockDevice fuzzer found it there).
 const LOOP_4K_BUFFERED = { name: "loop-4k", path: undefined, skip: targetUnavailable("loop-4k") };
 // A file on a FUSE daemon (built from tests/fixtures): its requests go to io-wq unattempted, and
@@ -85,7 +85,7 @@ for (
 
 // An export larger than the 16 MiB a virtio-blk device takes in one write zeroes or discard,
 // so that longer ones are split, now and then past the end of the device (where a split request
-// once zeroed the chunks inside before failing: README, bugs found; seed 101 met it at step 519).
+// once zeroed the chunks inside before failing: RELIABILITY.md, bugs found; seed 101 met it at step 519).
 const BIG = 40 << 20, BIG_STEPS = 700;
 {
   const [name, opts] = skipIf(

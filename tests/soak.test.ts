@@ -1,5 +1,5 @@
 // The short version of scripts/soak.ts (the full run is 2 million requests, reported in
-// README.md, "Soak figures"): a few seconds of mixed reads and writes of 4-128 KiB at queue
+// RELIABILITY.md, "Soak figures"): a few seconds of mixed reads and writes of 4-128 KiB at queue
 // depths 1..128 on a file and, as root, an O_DIRECT loop device, every block stamped and
 // verified; zero mismatches, zero failed requests, heap and open fds flat. Also checks that the
 // verifier itself catches the faults it is there to catch.
