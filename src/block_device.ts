@@ -301,12 +301,24 @@ function checkCount(name: string, value: unknown, min: number): number {
   return value;
 }
 
+/**
+ * A driver's refusal of the property behind an open option (`num-entries` for `numEntries`),
+ * named after the option: a power of two, at most 32768, whatever that driver's limit is.
+ * Errors about anything else pass unchanged.
+ */
+function asOptionError(e: unknown, option: string, property: string): unknown {
+  if (!(e instanceof BlkioError) || !e.message.startsWith(`${property} `)) return e;
+  return new BlkioError(e.errno, `${option}: ${e.message}`, { cause: e });
+}
+
 function requestError(op: number, offset: unknown, errno: number, msg: string | null): BlkioError {
   const what = op === OP_FLUSH ? "Flush" : `${OP_NAMES[op]} at offset ${offset}`;
   if (msg === null) return errnoError(errno, `${what} failed`);
   // The queue's text speaks of addresses and memory regions; here the remedy has a name.
-  const refused = BUFFER_REFUSED.test(msg);
-  if (refused && msg.endsWith(ALIGNED_MEMORY_HINT)) msg = msg.slice(0, -ALIGNED_MEMORY_HINT.length);
+  // The hint also comes when the refused address is among the parts a long list leaves out.
+  const hinted = msg.endsWith(ALIGNED_MEMORY_HINT);
+  if (hinted) msg = msg.slice(0, -ALIGNED_MEMORY_HINT.length);
+  const refused = hinted || BUFFER_REFUSED.test(msg);
   const hint = refused ? "; allocBuffer() returns buffers this device accepts" : "";
   return new BlkioError(errno, `${what} failed: ${errnoName(errno)} (${msg})${hint}`);
 }
@@ -578,12 +590,15 @@ export class BlockDevice {
         try {
           b.setInt(name, entries);
         } catch (e) {
-          // The driver's limit (a power of two, at most 32768...) in the option's name.
-          if (!(e instanceof BlkioError)) throw e;
-          throw new BlkioError(e.errno, `numEntries: ${e.message}`, { cause: e });
+          throw asOptionError(e, "numEntries", name);
         }
       }
-      b.start();
+      try {
+        b.start();
+      } catch (e) {
+        // io_uring checks num-entries (at most 32768) when it makes the rings.
+        throw opts.numEntries === undefined ? e : asOptionError(e, "numEntries", "num-entries");
+      }
       return new BlockDevice(MADE_BY_OPEN, native, b);
     } catch (e) {
       b.destroy();
@@ -754,8 +769,8 @@ export class BlockDevice {
 
   /**
    * Discards (unmaps) `len` bytes at `offset`; they may then read as anything. On a regular file
-   * (io_uring) it always rejects with `ENOTSUP`, as in libblkio: {@link writeZeroes} without
-   * `noUnmap` deallocates a file's range instead.
+   * (io_uring) it rejects with `ENOTSUP`, as in libblkio: {@link writeZeroes} without `noUnmap`
+   * deallocates a file's range instead.
    */
   discard(offset: bigint | number, len: bigint | number, opts?: RequestOptions): Promise<void> {
     const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "discard");

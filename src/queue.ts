@@ -223,9 +223,9 @@ export class Queue {
 
   /**
    * Queues discarding `len` bytes at `start`: they may then read as anything. io_uring on a
-   * regular file always completes it with -ENOTSUP, as libblkio does (its fallocate mode, with
-   * FALLOC_FL_NO_HIDE_STALE, is refused by file systems); {@link writeZeroes} without NO_UNMAP
-   * deallocates a file's range instead.
+   * regular file completes it with -ENOTSUP, as libblkio does (its fallocate mode, with
+   * FALLOC_FL_NO_HIDE_STALE, is one Linux does not accept for files); {@link writeZeroes} without
+   * NO_UNMAP deallocates a file's range instead.
    */
   discard(start: bigint | number, len: bigint | number, userData?: unknown, flags?: number): void {
     const dq = this.#live();

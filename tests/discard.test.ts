@@ -326,8 +326,8 @@ test(
   },
 );
 
-// libblkio discards a regular file with fallocate(PUNCH_HOLE | NO_HIDE_STALE | KEEP_SIZE), which
-// file systems refuse, so on a file discard always fails. The message says so and names what does
+// libblkio discards a regular file with fallocate(PUNCH_HOLE | NO_HIDE_STALE | KEEP_SIZE), a mode
+// Linux does not accept for files, so on a file discard fails. The message says so and names what does
 // deallocate a file's range; that alternative is checked to do what the message promises.
 for (const [fs, parent] of [["ext4", tmpdir()], ["tmpfs", "/dev/shm"]] as const) {
   test(

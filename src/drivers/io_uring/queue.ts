@@ -841,9 +841,9 @@ export class IoUringQueue implements DriverQueue {
         : "Write zeroes";
       if (op === Op.Discard && !t.isBlockDevice) {
         // Every file, not only this one: users asked why (new-user review).
-        return "Discard is not supported on regular files: libblkio discards them with " +
-          "fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE), which Linux file systems refuse. " +
-          "writeZeroes without NO_UNMAP deallocates a file's range (FALLOC_FL_PUNCH_HOLE)";
+        return "Discard is not supported on regular files: libblkio discards them with fallocate(" +
+          "FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE), a mode Linux does not " +
+          "accept for files. writeZeroes without NO_UNMAP deallocates a file's range (FALLOC_FL_PUNCH_HOLE)";
       }
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
     }
