@@ -27,24 +27,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "_clock.h"
 
 enum { ROUNDS = 9, ITERS = 100000, K_MAX = 256, PAGES = 1024, LINES_PER_PAGE = 64 };
 
 static volatile int sink;
 static int use_syscall;
-
-static double now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
 
 static void bottom(void) {
   if (use_syscall) syscall(SYS_getppid);
