@@ -17,7 +17,7 @@
 import type { Native } from "../ffi/types.ts";
 import { Blkio, capacityMayWait } from "./blkio.ts";
 import { type Completion, ReqFlags } from "./completion.ts";
-import { ALIGNED_MEMORY_HINT, BEYOND_2_53_MSG, splitSegments, toOffset, viewRange } from "./buffers.ts";
+import { BEYOND_2_53_MSG, BUFFER_REMEDIES, splitSegments, toOffset, viewRange } from "./buffers.ts";
 import { BufferReleases } from "./buffer_releases.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
@@ -314,20 +314,19 @@ function asOptionError(e: unknown, option: string, property: string): unknown {
 function requestError(op: number, offset: unknown, errno: number, msg: string | null): BlkioError {
   const what = op === OP_FLUSH ? "Flush" : `${OP_NAMES[op]} at offset ${offset}`;
   if (msg === null) return errnoError(errno, `${what} failed`);
-  // The queue's text speaks of addresses and memory regions; here the remedy has a name.
-  // The hint also comes when the refused address is among the parts a long list leaves out.
-  const hinted = msg.endsWith(ALIGNED_MEMORY_HINT);
-  if (hinted) msg = msg.slice(0, -ALIGNED_MEMORY_HINT.length);
-  const refused = hinted || BUFFER_REFUSED.test(msg);
-  const hint = refused ? "; allocBuffer() returns buffers this device accepts" : "";
+  // A refusal of the request's memory ends with the Queue API's remedy (memory regions); here
+  // the remedy has a name of its own.
+  let hint = "";
+  for (const remedy of REMEDIES) {
+    if (!msg.endsWith(remedy)) continue;
+    msg = msg.slice(0, -remedy.length);
+    hint = "; allocBuffer() returns buffers this device accepts";
+    break;
+  }
   return new BlkioError(errno, `${what} failed: ${errnoName(errno)} (${msg})${hint}`);
 }
 
-/**
- * A queue's message for a buffer the device cannot take: io_uring's misaligned O_DIRECT address
- * ("the buffer's address 0x…", "iovec K's address 0x…"), virtio's memory outside its regions.
- */
-const BUFFER_REFUSED = /'s address 0x[0-9a-f]+|not inside a mapped memory region/;
+const REMEDIES: readonly string[] = Object.values(BUFFER_REMEDIES);
 
 /**
  * A block device (or file) opened for event-driven I/O: every request returns a promise, and

@@ -211,10 +211,18 @@ export function checkIovecs(what: string, iovecs: unknown, out?: Uint8Array[]): 
 }
 
 /**
- * What a queue adds to its message about a buffer address O_DIRECT refuses: where aligned memory
- * comes from. BlockDevice names its own remedy (allocBuffer) instead and drops this.
+ * How a driver ends a request's message when the device refuses the request's memory, one ending
+ * per remedy: where such memory comes from on the `Queue` API. The ending is the refusal's mark:
+ * BlockDevice, whose users get memory from its allocBuffer instead, recognises the refusal by
+ * it and names its own remedy in its place. A driver's new refusal needs an ending here.
  */
-export const ALIGNED_MEMORY_HINT = "; a memory region (allocMemRegion) starts at a multiple of buf-alignment";
+export const BUFFER_REMEDIES = {
+  /** O_DIRECT refused an address (io_uring): regions are aligned. */
+  aligned: "; a memory region (allocMemRegion) starts at a multiple of buf-alignment",
+  /** The device reaches only mapped regions (virtio-blk-vhost-user, needs-mem-regions). */
+  mapped:
+    "; every buffer must be a view of the bytes of a region passed to mapMemRegion (needs-mem-regions is true)",
+} as const;
 
 /**
  * {@link toOffset}'s result for a uint64 of 2^53 or more: a value libblkio would take (its

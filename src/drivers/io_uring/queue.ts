@@ -10,7 +10,7 @@ import type { Native } from "../../../ffi/types.ts";
 import { type Completion, Op, type OpValue, ReqFlags } from "../../completion.ts";
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
-import { ALIGNED_MEMORY_HINT, bufferAddress, bufferOf, byteLengthOf, zeroFrom } from "../../buffers.ts";
+import { BUFFER_REMEDIES, bufferAddress, bufferOf, byteLengthOf, zeroFrom } from "../../buffers.ts";
 import { abandon, outlivesThread } from "../../abandoned.ts";
 import {
   closeFd,
@@ -935,7 +935,7 @@ export class IoUringQueue implements DriverQueue {
     if (why.length === 0) return null;
     const list = why.length > 4 ? `${why.slice(0, 4).join(", ")} and ${why.length - 4} more` : why.join(", ");
     return `O_DIRECT needs request-alignment and buf-alignment (${a}); not a multiple of it: ${list}` +
-      (address ? ALIGNED_MEMORY_HINT : "");
+      (address ? BUFFER_REMEDIES.aligned : "");
   }
 
   /**

@@ -19,7 +19,7 @@
  */
 import type { Native } from "../../../ffi/types.ts";
 import { abandon } from "../../abandoned.ts";
-import { bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
+import { BUFFER_REMEDIES, bufferAddress, bufferOf, byteLengthOf } from "../../buffers.ts";
 import { type Completion, Op, type OpValue, ReqFlags } from "../../completion.ts";
 import type { CompletionBacklog } from "../../completion_backlog.ts";
 import type { DriverQueue } from "../../driver.ts";
@@ -360,8 +360,7 @@ export class VirtioBlkQueue implements DriverQueue {
     if (!this.#mem.contains(bufferOf(b), bufferAddress(this.#native, b), len)) {
       return this.#fail(
         EINVAL,
-        "buffer is not inside a mapped memory region: virtio-blk-vhost-user needs every buffer to be a view " +
-          "of the bytes of a region passed to mapMemRegion (needs-mem-regions is true)",
+        "buffer is not inside a mapped memory region of virtio-blk-vhost-user" + BUFFER_REMEDIES.mapped,
       );
     }
     return 0;
