@@ -108,6 +108,8 @@ const DISCARD_NOTSUP =
   /^(Discard is not supported by this device|Discard is not supported on regular files: .+)$/;
 const ZEROES_NOTSUP =
   /^(Write zeroes( with NO_UNMAP \(FALLOC_FL_ZERO_RANGE\))? is not supported by this (device|file system)|the block device does not support write zeroes with BLKIO_REQ_NO_FALLBACK)$/;
+/** A write zeroes or discard of 0 bytes, which the kernel refuses (io_uring). */
+const EMPTY_RANGE_MSG = /^(Write zeroes|Discard) of 0 bytes: the kernel refuses an empty range/;
 const DISCARD_EBUSY = /^The kernel could not drop the range's page cache/;
 /** A request past the end of a block device (or into a part block at its end): the driver says which. */
 const PAST_END_MSG =
@@ -255,7 +257,7 @@ function zeroesOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
     const early: Outcome[] = (r.flags & NO_FALLBACK) !== 0 ? [{ ...refused, early: "maybe" }] : [];
     const b = f.blockSize;
     // fallocate refuses a length of 0 (bad_input: "writeZeroes len 0").
-    if (r.len === 0) return [{ ret: EINVAL, effect: "none" }, ...early];
+    if (r.len === 0) return [{ ret: EINVAL, msg: EMPTY_RANGE_MSG, effect: "none" }, ...early];
     // Across the end, KEEP_SIZE makes the kernel cut the range at the end before it checks the
     // alignment (blkdev_fallocate), so only what is inside the device must be aligned: a length
     // of 4608 across the end of a 4 KiB-sector device zeroes its last block (4K-device hunt).
@@ -267,7 +269,7 @@ function zeroesOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
     if (r.start >= f.size) return [{ ret: EINVAL, msg: PAST_END_MSG, effect: "none" }, ...early];
     return [success, ...early];
   }
-  if (r.len === 0) return [{ ret: EINVAL, effect: "none" }];
+  if (r.len === 0) return [{ ret: EINVAL, msg: EMPTY_RANGE_MSG, effect: "none" }];
   // Regular files: fallocate, no fallback. A file system without FALLOC_FL_ZERO_RANGE (tmpfs)
   // refuses NO_UNMAP (write_zeroes.test.ts); ext4 and XFS do every flag combination. One
   // fallocate, which a bad range fails whole.
@@ -277,7 +279,7 @@ function zeroesOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
 
 function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
   if (f.readOnly) return [{ ret: EBADF, msg: READ_ONLY_MSG, effect: "none", early: "maybe" }];
-  if (r.len === 0) return [{ ret: EINVAL, effect: "none" }];
+  if (r.len === 0) return [{ ret: EINVAL, msg: EMPTY_RANGE_MSG, effect: "none" }];
   const success: Outcome = { ret: 0, msg: null, effect: "discard" };
   const refused: Outcome = { ret: EOPNOTSUPP, msg: DISCARD_NOTSUP, effect: "none" };
   if (f.isBlockDevice) {
@@ -290,8 +292,10 @@ function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
     // discard.test.ts: EBUSY while buffered I/O of the range is in flight.
     return [success, refused, { ret: EBUSY, msg: DISCARD_EBUSY, effect: "none" }];
   }
-  // libblkio.md §10: ext4 rejects the fallocate mode; a file system may also accept it.
-  return [touchesBad(f, r) ? { ret: EIO, effect: "none" } : success, refused];
+  // libblkio.md §10 says ext4 rejects the fallocate mode; every file does: vfs_fallocate refuses
+  // FALLOC_FL_NO_HIDE_STALE for them (it is not among the modes it passes on) before a file
+  // system, FUSE daemon or bad sector is asked.
+  return [refused];
 }
 
 const NO_REGION_MSG = /^buffer is not inside a mapped memory region/;

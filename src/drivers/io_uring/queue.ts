@@ -860,6 +860,12 @@ export class IoUringQueue implements DriverQueue {
       return "The kernel could not drop the range's page cache: buffered reads or writes of it are in " +
         "flight; retry once they completed";
     }
+    if (ret === -EINVAL && (op === Op.Discard || op === Op.WriteZeroes) && s[b + S_LEN] === 0) {
+      // fallocate and the block layer refuse an empty range, where a read or write of 0 bytes
+      // succeeds: without a word the EINVAL read like a bad offset.
+      return `${op === Op.Discard ? "Discard" : "Write zeroes"} of 0 bytes: the kernel refuses an empty ` +
+        "range (a read or write of 0 bytes succeeds)";
+    }
     if (ret === -EINVAL && (op === Op.Discard || op === Op.WriteZeroes) && t.fallocateAlignment > 1) {
       const a = t.fallocateAlignment, why: string[] = [];
       if (s[b + S_START] % a !== 0) why.push(`start ${s[b + S_START]}`);
