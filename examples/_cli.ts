@@ -88,8 +88,13 @@ export function exit(code: number): never {
   process.exit(code);
 }
 
-/** Prints `message` and a newline on stderr and exits with status 1. */
+/**
+ * Prints `message` and a newline on stderr and exits with status 1. A progress line on the
+ * terminal is erased first: the message was written after it, on the same line, with the
+ * line's stale figures in front of it.
+ */
 export function die(message: string): never {
+  shownProgress?.clear();
   printErr(`${message}\n`);
   exit(1);
 }
@@ -313,6 +318,9 @@ export function formatDuration(seconds: number): string {
   return `${h > 0 ? `${h}:` : ""}${mm}:${String(r).padStart(2, "0")}`;
 }
 
+/** The {@link Progress} whose line is on the terminal now, for {@link die} to erase. */
+let shownProgress: Progress | null = null;
+
 /**
  * A one-line progress display on stderr, redrawn in place at most a few times a second, and
  * only when stderr is a terminal (nothing at all is written otherwise).
@@ -333,6 +341,7 @@ export class Progress {
     if (!force && now - this.#last < 200) return;
     this.#last = now;
     this.#shown = true;
+    shownProgress = this;
     printErr(`\r${text}\x1b[K`);
   }
 
@@ -340,6 +349,7 @@ export class Progress {
   clear(): void {
     if (!this.enabled || !this.#shown) return;
     this.#shown = false;
+    if (shownProgress === this) shownProgress = null;
     printErr("\r\x1b[K");
   }
 }

@@ -16,8 +16,11 @@
  * to 128 KiB — only an output with `request-alignment` > 1 still gets its last chunk rounded up
  * to that alignment, which it requires, the rest of that block read from the output first); the
  * output is flushed at the end (a flush request, or fsync for a file or block device); an
- * `--input-file` that is a block device is copied whole and a pipe read to its end (fstat says
- * 0 bytes for both); and on a terminal a progress line is shown on stderr.
+ * `--input-file` that is a block device is copied whole and a pipe or a procfs file read to its
+ * end (fstat says 0 bytes for them); an input that shrinks during the copy fails it (libblkio
+ * zero-fills); `/dev/stdin` and `/dev/stdout` are the inherited fds, used in order (reopened, they
+ * lost `>>`'s O_APPEND, the offset, and sockets); a missing name under /dev is not created; and on
+ * a terminal a progress line is shown on stderr.
  * An existing output is overwritten in place, not truncated, as with a block device.
  *
  * @module
@@ -68,6 +71,12 @@ function usage(): never {
 interface End {
   blkio: Blkio | null;
   fd: number;
+  /**
+   * The fd is the process's stdin or stdout (`/dev/stdin`, `/dev/stdout`): used as inherited, in
+   * order from its offset, as `cat` does. Reopening it lost the shell's O_APPEND (`>> log`: the
+   * copy overwrote the log's start), its offset, and a socket (ENXIO).
+   */
+  inherited: boolean;
   queue: Queue | null;
   /** The I/O buffer: the instance's memory region, or the other end's. */
   buf: Uint8Array | null;
@@ -114,9 +123,9 @@ function blockDeviceSize(fd: number): number {
 }
 
 /**
- * Bytes to copy, or -1 for an input read to its end (a pipe, a character device): fstat's size
- * is 0 for those and for block devices, and the copy used to stop there, exiting 0 after
- * copying nothing.
+ * Bytes to copy, or -1 for an input read to its end (a pipe, a character device, a regular file
+ * whose size says 0, as procfs files do): fstat's size is 0 for those and for block devices, and
+ * the copy used to stop there, exiting 0 after copying nothing.
  */
 function capacity(end: End): number {
   if (end.blkio) {
@@ -126,8 +135,12 @@ function capacity(end: End): number {
       die(`Failed to get capacity: ${errorMsg(e)}`);
     }
   }
+  if (end.inherited) return -1;
   const kind = kindOf(end.fd);
-  if (kind === "file") return fstatSync(end.fd).size;
+  if (kind === "file") {
+    const size = fstatSync(end.fd).size;
+    if (size > 0) return size; // an empty file reads nothing either way
+  }
   return kind === "block device" ? blockDeviceSize(end.fd) : -1;
 }
 
@@ -172,7 +185,8 @@ function alignUp(n: number, align: number): number {
   return Math.ceil(n / align) * align;
 }
 
-function doRead(end: End, offset: number, len: number, buf: Uint8Array): void {
+/** Reads `len` bytes at `offset` into `buf`; returns how many there were (fewer only at the end). */
+function doRead(end: End, offset: number, len: number, buf: Uint8Array): number {
   if (end.queue) {
     // Rounded up to request-alignment for O_DIRECT. A file's capacity need not be aligned (the
     // read returns zeroes past its end, and only `len` bytes are used); a device's part block at
@@ -180,7 +194,7 @@ function doRead(end: End, offset: number, len: number, buf: Uint8Array): void {
     // be read by anybody, and the read fails with a message that says so.
     end.queue.read(offset, buf.subarray(0, alignUp(len, end.align)));
     complete(end.queue, "read");
-    return;
+    return len;
   }
   let done = 0;
   try {
@@ -192,8 +206,21 @@ function doRead(end: End, offset: number, len: number, buf: Uint8Array): void {
   } catch (e) {
     die(`pread: ${errorText(e)}`);
   }
-  // The file shrank since fstat: zero-pad, as libblkio does for short reads.
-  buf.fill(0, done, len);
+  // libblkio zero-pads a short read, which made a file cut during the copy into a zero-filled
+  // "copy" that exited 0 (CLI review). One that shrank fails; one whose size says more than it
+  // holds (sysfs: 4096) ends where its data does.
+  if (done < len && sizeNow(end) < offset + len) shrank(sizeNow(end));
+  return done;
+}
+
+/** The input's size now, as {@link capacity} read it at the start. */
+function sizeNow(end: End): number {
+  if (end.blkio) return capacity(end);
+  return kindOf(end.fd) === "block device" ? blockDeviceSize(end.fd) : fstatSync(end.fd).size;
+}
+
+function shrank(size: number): never {
+  die(`The input shrank during the copy, to ${size} bytes: the output holds a partial copy`);
 }
 
 /** Reads a stream until `buf` is full or it ends; returns the bytes read. */
@@ -229,7 +256,7 @@ function doWrite(end: End, offset: number, len: number, buf: Uint8Array): void {
   }
   let done = 0;
   // A pipe has no offsets (pwrite fails ESPIPE): written in order.
-  const stream = kindOf(end.fd) === "stream";
+  const stream = end.inherited || kindOf(end.fd) === "stream";
   try {
     while (done < len) done += writeSync(end.fd, buf, done, len - done, stream ? null : offset + done);
   } catch (e) {
@@ -297,7 +324,7 @@ function copy(input: End, output: End): void {
       len = readChunk(input.fd, inBuf);
     } else {
       len = Math.min(BLOCK_SIZE, total - offset);
-      if (len > 0) doRead(input, offset, len, inBuf);
+      if (len > 0) len = doRead(input, offset, len, inBuf);
     }
     if (len <= 0) break;
     if (inBuf !== outBuf) outBuf.set(inBuf.subarray(0, len));
@@ -306,17 +333,39 @@ function copy(input: End, output: End): void {
     show(offset);
     if (len < BLOCK_SIZE) break;
   }
+  // An instance reads zeroes past the end of a file, so a cut there shows only in its size.
+  if (input.blkio && sizeNow(input) < total) shrank(sizeNow(input));
   flush(output);
   show(offset, true);
   progress.clear();
 }
 
+/** The inherited fd a path names (`/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/1`), or -1. */
+function stdioFd(path: string, fd: 0 | 1): number {
+  const names = fd === 0 ? ["/dev/stdin"] : ["/dev/stdout"];
+  return [...names, `/dev/fd/${fd}`, `/proc/self/fd/${fd}`].includes(path) ? fd : -1;
+}
+
+/**
+ * Whether a path names a device: a missing one is a mistyped device name (/dev/sdx1), which
+ * created would be a file in RAM that the copy fills and reports done. /dev/shm holds files.
+ */
+function isDevicePath(path: string): boolean {
+  return path.startsWith("/dev/") && !path.startsWith("/dev/shm/");
+}
+
 function openFile(option: string, path: string, flags: number): number {
+  if (isDevicePath(path)) flags &= ~constants.O_CREAT;
   try {
     return openSync(path, flags, 0o666);
   } catch (e) {
     // The options were right; the file was not: no usage text.
-    die(`${option}=${path}: ${errorText(e)}`);
+    const created = (flags & constants.O_WRONLY) !== 0 && (e as { code?: string }).code === "ENOENT";
+    die(
+      `${option}=${path}: ${errorText(e)}${
+        created && isDevicePath(path) ? " (names under /dev are not created)" : ""
+      }`,
+    );
   }
 }
 
@@ -333,10 +382,10 @@ function createBlkio(option: string, driver: string): Blkio {
 }
 
 function main(argv: string[]): void {
-  let inBlkio: Blkio | null = null, inFd = -1;
+  let inBlkio: Blkio | null = null, inFd = -1, inInherited = false;
   // The output file is opened (and created) only once everything else worked: a bad option or
   // a failed connect must not leave an empty file behind.
-  let outBlkio: Blkio | null = null, outPath: string | null = null, outFd = -1;
+  let outBlkio: Blkio | null = null, outPath: string | null = null, outFd = -1, outInherited = false;
   const rest: string[] = [];
   const spec = {
     progname: PROG,
@@ -391,7 +440,9 @@ function main(argv: string[]): void {
         break;
       case "input-file":
         if (inBlkio || inFd !== -1) onlyOne("input");
-        inFd = openFile("--input-file", value, constants.O_RDONLY);
+        inFd = stdioFd(value, 0);
+        inInherited = inFd !== -1;
+        if (!inInherited) inFd = openFile("--input-file", value, constants.O_RDONLY);
         break;
       case "output-blkio":
         afterInput();
@@ -427,15 +478,25 @@ function main(argv: string[]): void {
 
   if (inBlkio) connectAndStart(inBlkio);
   if (outBlkio) connectAndStart(outBlkio);
-  if (outPath !== null) outFd = openFile("--output-file", outPath, constants.O_WRONLY | constants.O_CREAT);
+  if (outPath !== null) {
+    outFd = stdioFd(outPath, 1);
+    outInherited = outFd !== -1;
+    if (!outInherited) outFd = openFile("--output-file", outPath, constants.O_WRONLY | constants.O_CREAT);
+  }
 
-  copy(
-    { blkio: inBlkio, fd: inFd, queue: null, buf: null, align: 1, scratch: null },
-    { blkio: outBlkio, fd: outFd, queue: null, buf: null, align: 1, scratch: null },
-  );
+  const end = (blkio: Blkio | null, fd: number, inherited: boolean): End => ({
+    blkio,
+    fd,
+    inherited,
+    queue: null,
+    buf: null,
+    align: 1,
+    scratch: null,
+  });
+  copy(end(inBlkio, inFd, inInherited), end(outBlkio, outFd, outInherited));
 
-  if (inFd !== -1) closeSync(inFd);
-  if (outFd !== -1) closeSync(outFd);
+  if (inFd !== -1 && !inInherited) closeSync(inFd);
+  if (outFd !== -1 && !outInherited) closeSync(outFd);
   (inBlkio as Blkio | null)?.destroy();
   (outBlkio as Blkio | null)?.destroy();
 }

@@ -3,9 +3,18 @@
 // fixes, the progress line on a terminal, and the single-file executable of blkio_info.
 import { test } from "node:test";
 import assert from "./_assert.ts";
+import { Buffer } from "node:buffer";
 import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { randomFillSync } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -202,7 +211,7 @@ test("blkio_copy: --output-file=/dev/stdout into a pipe streams the copy", () =>
   const src = randomFile("copy-to-pipe", 300000);
   const out = join(DIR, "copy-from-pipe");
   const runtime = RUNTIME === "deno" ? `"$RT" run -A "$0"` : `"$RT" "$0"`;
-  // Through sh, so stdout is a pipe (Bun gives a spawned child a socket, which /dev/stdout cannot open).
+  // Through sh, so stdout is a pipe (Bun gives a spawned child a socket).
   const r = finished(spawnSync(
     "sh",
     [
@@ -217,6 +226,174 @@ test("blkio_copy: --output-file=/dev/stdout into a pipe streams the copy", () =>
   assert.equal(r.status, 0, r.stderr);
   assert.equal(readFileSync(`${out}.status`, "utf8").trim(), "0", r.stderr);
   assert.ok(readFileSync(src).equals(readFileSync(out)), "the copy read back from the pipe");
+});
+
+/** Runs `script` under sh with $RT the runtime, $TOOL blkio_copy, and $1... `args`. */
+function copyShell(script: string, args: string[]): Run {
+  // `command`: Deno's child_process rewrites a `sh -c` script's commands that run the runtime
+  // itself, and "$0" reached the copy as the text $0.
+  const tool = RUNTIME === "deno" ? `command "$RT" run -A "$0"` : `"$RT" "$0"`;
+  return finished(
+    spawnSync("sh", [
+      "-c",
+      script.replaceAll("$TOOL", tool),
+      join(ROOT, "examples", "blkio_copy.ts"),
+      ...args,
+    ], {
+      cwd: DIR,
+      encoding: "utf8",
+      timeout: 60_000,
+      env: { ...process.env, RT: process.execPath },
+    }),
+  );
+}
+
+// Reopening /dev/stdout gave a new open file: without the shell's O_APPEND, at offset 0. `>> log`
+// overwrote the start of the log, and output after a header overwrote the header (CLI review).
+test("blkio_copy: --output-file=/dev/stdout appends under >> and writes after what is there", () => {
+  const src = randomFile("copy-to-log", 300000);
+  const log = join(DIR, "copy-log");
+  writeFileSync(log, "LOGLINE\n");
+  const r = copyShell(`$TOOL --input-blkio=io_uring "path=$1" --output-file=/dev/stdout >> "$2"`, [src, log]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(readFileSync(log).equals(Buffer.concat([Buffer.from("LOGLINE\n"), readFileSync(src)])), "log");
+  const r2 = copyShell(
+    `{ printf HDR; $TOOL --input-blkio=io_uring "path=$1" --output-file=/dev/fd/1; } > "$2"`,
+    [
+      src,
+      log,
+    ],
+  );
+  assert.equal(r2.status, 0, r2.stderr);
+  assert.ok(
+    readFileSync(log).equals(Buffer.concat([Buffer.from("HDR"), readFileSync(src)])),
+    "after a header",
+  );
+});
+
+// /dev/stdin of a socket cannot be opened (ENXIO); the inherited fd can be read.
+test(
+  ...skipIf(
+    "blkio_copy: --input-file=/dev/stdin reads a socket, and a file from its offset, as cat does",
+    spawnSync("python3", ["-c", "import socket"], { stdio: "ignore" }).status !== 0 &&
+      "python3 is missing: it makes the socket pair given as stdin",
+  ),
+  () => {
+    const data = randomFillSync(new Uint8Array(300000));
+    const src = join(DIR, "copy-stdin-src");
+    writeFileSync(src, data);
+    const dst = join(DIR, "copy-stdin-dst");
+    writeFileSync(dst, new Uint8Array(0));
+    // A socket pair: what the runtime gives a child as stdin when a parent passes it data in Bun,
+    // and what inetd or ssh give a program.
+    // The runtime's path goes in the environment: Deno's child_process rewrites arguments equal
+    // to its own path (it inserted `run -A …` after it).
+    const py = `import os, socket, subprocess, sys, threading
+a, b = socket.socketpair()
+data = open(sys.argv[1], "rb").read()
+def feed():
+    a.sendall(data)
+    a.shutdown(socket.SHUT_WR)
+threading.Thread(target=feed, daemon=True).start()
+rt = [os.environ["RT"], "run", "-A"] if sys.argv[3] == "deno" else [os.environ["RT"]]
+sys.exit(subprocess.run(rt + [sys.argv[4], "--input-file=/dev/stdin", "--output-blkio=io_uring", "path=" + sys.argv[2]], stdin=b).returncode)`;
+    const r = finished(
+      spawnSync("python3", ["-c", py, src, dst, RUNTIME, join(ROOT, "examples", "blkio_copy.ts")], {
+        cwd: DIR,
+        encoding: "utf8",
+        timeout: 60_000,
+        env: { ...process.env, RT: process.execPath },
+      }),
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(readFileSync(dst).equals(data), "the copy differs from what went through the socket");
+    // From where the shell's fd stands: the first 1000 bytes were read by head.
+    writeFileSync(dst, new Uint8Array(0));
+    const r2 = copyShell(
+      `{ head -c 1000 >/dev/null; $TOOL --input-file=/dev/stdin --output-blkio=io_uring "path=$2"; } < "$1"`,
+      [src, dst],
+    );
+    assert.equal(r2.status, 0, r2.stderr);
+    const got = readFileSync(dst);
+    // GNU head gives back what it read past its count on a seekable input; others need not.
+    assert.ok(
+      got.length <= 299000 && got.equals(data.subarray(data.length - got.length)),
+      `${got.length} bytes`,
+    );
+  },
+);
+
+// libblkio zero-pads a short read: an input cut during the copy became a zero-filled "copy" that
+// exited 0 (CLI review). The copy is stopped once it is under way, the input cut, and the copy
+// let go on.
+test("blkio_copy: an input that shrinks during the copy fails, as --input-file and as --input-blkio", async () => {
+  const script = join(ROOT, "examples", "blkio_copy.ts");
+  for (const input of ["--input-file=", "--input-blkio=io_uring path="]) {
+    const src = randomFile("copy-shrinking", 256 << 20);
+    const out = join(DIR, "copy-shrinking-out");
+    writeFileSync(out, new Uint8Array(0));
+    const args = [...(RUNTIME === "deno" ? ["run", "-A"] : []), script, ...`${input}${src}`.split(" ")];
+    const child = spawn(process.execPath, [...args, "--output-blkio=io_uring", `path=${out}`], { cwd: DIR });
+    let stderr = "";
+    child.stderr.on("data", (d) => stderr += d);
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    try {
+      for (const end = performance.now() + 30_000; statSync(out).size < 1 << 20;) {
+        assert.ok(performance.now() < end && child.exitCode === null, `the copy never started: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      // process.kill: Deno's ChildProcess.kill takes no second signal after the first.
+      process.kill(child.pid!, "SIGSTOP");
+      assert.ok(statSync(out).size < 256 << 20, "the copy finished before the input could be cut");
+      truncateSync(src, 200000);
+      process.kill(child.pid!, "SIGCONT");
+      assert.equal(await exited, 1, `${input}: ${stderr}`);
+      assert.equal(
+        stderr,
+        "The input shrank during the copy, to 200000 bytes: the output holds a partial copy\n",
+      );
+    } finally {
+      if (child.exitCode === null) process.kill(child.pid!, "SIGKILL");
+    }
+  }
+});
+
+// sysfs gives its files a size of 4096 whatever they hold: the copy is what a read gives.
+test(
+  ...skipIf(
+    "blkio_copy: a file whose size says more than it holds (sysfs) is copied as read",
+    !existsSync("/sys/kernel/uevent_seqnum") && "/sys/kernel/uevent_seqnum is missing: sysfs is not mounted",
+  ),
+  () => {
+    const dst = join(DIR, "copy-of-sysfs");
+    writeFileSync(dst, new Uint8Array(0));
+    ok(
+      tool("blkio_copy", [
+        "--input-file=/sys/kernel/uevent_seqnum",
+        "--output-blkio=io_uring",
+        `path=${dst}`,
+      ]),
+    );
+    assert.match(readFileSync(dst, "utf8"), /^\d+\n$/);
+  },
+);
+
+// A mistyped device name under /dev became a regular file in RAM, filled and reported done.
+test("blkio_copy: a missing --output-file under /dev is not created (one in /dev/shm is)", () => {
+  const src = randomFile("copy-to-dev", 4096);
+  const name = `/dev/blkio-copy-no-such-device-${process.pid}`;
+  const r = tool("blkio_copy", ["--input-blkio=io_uring", `path=${src}`, `--output-file=${name}`]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, new RegExp(`^--output-file=${name}: .*No such file or directory.*not created`));
+  assert.equal(existsSync(name), false);
+  // /dev/shm holds files: created there as anywhere else.
+  const shm = `/dev/shm/blkio-copy-test-${process.pid}`;
+  try {
+    ok(tool("blkio_copy", ["--input-blkio=io_uring", `path=${src}`, `--output-file=${shm}`]));
+    assert.ok(readFileSync(shm).equals(readFileSync(src)), "the copy in /dev/shm");
+  } finally {
+    rmSync(shm, { force: true });
+  }
 });
 
 // The copy only reads its input, yet libblkio opens it read-write: a file on a read-only mount
@@ -289,6 +466,16 @@ test("blkio_copy: a pipe as --input-file is read to its end; /dev/null as --outp
   assert.ok(readFileSync(dst).equals(data), "the copy differs from what went into the pipe");
   // fsync of a character device is EINVAL: the copy failed after writing everything.
   ok(tool("blkio_copy", ["--input-blkio=io_uring", `path=${dst}`, "--output-file=/dev/null"]));
+});
+
+// procfs gives its files a size of 0: --input-file copied nothing from them and exited 0.
+test("blkio_copy: a regular file whose size says 0 (/proc/version) is read to its end", () => {
+  const dst = join(DIR, "copy-of-proc");
+  writeFileSync(dst, new Uint8Array(0));
+  ok(tool("blkio_copy", ["--input-file=/proc/version", "--output-blkio=io_uring", `path=${dst}`]));
+  const want = readFileSync("/proc/version");
+  assert.ok(want.length > 0);
+  assert.ok(readFileSync(dst).equals(want), "the copy differs from /proc/version");
 });
 
 // An O_DIRECT output takes whole blocks only: the last one was padded with zeroes, which overwrote
@@ -995,6 +1182,27 @@ test(
     const benched = onTty("blkio_bench", ["--runtime=1", "io_uring", `path=${BENCH_FILE}`]);
     assert.match(benched, /\r\d\.\d \/ 1 s {2}[\d.]+ kIOPS {2}[\d.]+ GiB\/s {2}ETA /);
     assert.match(benched, /"kiops"/);
+  },
+);
+
+// A failure after the progress line was drawn printed its message on that line, behind stale
+// figures ("128.0 KiB / 4.0 MiB (3.1%) ...pwrite: Broken pipe").
+test(
+  ...skipIf(
+    "blkio_copy: an error on a terminal erases the progress line before its message",
+    !hasScript() && "script(1) (util-linux) is not installed: no pseudo-terminal to test with",
+  ),
+  () => {
+    const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A"] : [process.execPath];
+    const src = randomFile("tty-fail-src", 4 * 1024 * 1024);
+    // The output is a pipe that head closes after 200000 bytes: a later write fails with EPIPE.
+    const cmd = [...runtime, join(ROOT, "examples", "blkio_copy.ts"), "--input-blkio=io_uring", `path=${src}`]
+      .map(quote).join(" ") + " --output-file=/dev/stdout | head -c 200000 >/dev/null";
+    const out = finished(
+      spawnSync("script", ["-qec", cmd, "/dev/null"], { cwd: DIR, encoding: "utf8", timeout: 60_000 }),
+    ).stdout;
+    assert.match(out, /\r128\.0 KiB \/ 4\.0 MiB/, "no progress line was drawn");
+    assert.ok(out.includes("\r\x1b[Kpwrite: Broken pipe"), JSON.stringify(out));
   },
 );
 
