@@ -17,6 +17,15 @@
  * Usage: npm run bench [-- options]   (installs what is missing first)
  *        node bench/run.mjs [--seconds 1] [--ramp-seconds 0.5] [--rounds 5] [--size-mib 512]
  *                           [--only <text>] [--alloc-requests 5000000] [--no-alloc] [--no-report]
+ *                           [--cpu <list>]
+ *
+ * `--cpu 0` runs every contender under `taskset -c 0`, all on the same CPU(s). On the 2-vCPU VMs
+ * here the two vCPUs differ by half (the C loop's page-cached reads at iodepth 1: ~370k IOPS on
+ * one, ~250k on the other), and each process lands on either, so unpinned rounds at iodepth 1
+ * scatter by that much; pinned, they agree within a few percent. Kernel threads a contender
+ * starts (io-wq) inherit the pinning, so it changes the iodepth-32 rows where they work: an
+ * option for comparing, not the default; the SQPOLL rows are left out (their kernel thread would
+ * spin on the same CPU).
  *
  * Every contender first runs its workload for `--ramp-seconds` without counting it (fio's
  * `ramp_time`; blkio_bench's `--ramp-time`; the runners' and the C loop's `rampSeconds`), so the
@@ -45,6 +54,7 @@ function parseArgs(argv) {
     allocRequests: 5_000_000,
     alloc: true,
     report: true,
+    cpu: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -63,7 +73,12 @@ function parseArgs(argv) {
     else if (a === "--alloc-requests") o.allocRequests = Number(next());
     else if (a === "--no-alloc") o.alloc = false;
     else if (a === "--no-report") o.report = false;
-    else throw new TypeError(`Unknown option "${a}"`);
+    else if (a === "--cpu") {
+      o.cpu = next();
+      if (!/^\d+([-,]\d+)*$/.test(o.cpu)) {
+        throw new TypeError("--cpu needs a CPU list as taskset takes it (0, 0-1, 0,2)");
+      }
+    } else throw new TypeError(`Unknown option "${a}"`);
   }
   return o;
 }
@@ -509,8 +524,12 @@ function contenders(w) {
   if (w.depth > 1) list.push(blkio("deno", null, true), blkio("bun", null, true));
   list.push(FIO);
   if (w.depth > 1) list.push(FIO_BATCHED);
-  // The opt-in SQPOLL mode against fio's, where it matters most: one request at a time.
-  if (w.depth === 1) list.push(blkio("deno", null, false, true), blkio("bun", null, false, true), FIO_SQPOLL);
+  // The opt-in SQPOLL mode against fio's, where it matters most: one request at a time. Not
+  // with --cpu: the SQPOLL thread inherits the pinning and spins on the submitter's CPU (fio
+  // went from 390k to 147 IOPS).
+  if (w.depth === 1 && opts.cpu === null) {
+    list.push(blkio("deno", null, false, true), blkio("bun", null, false, true), FIO_SQPOLL);
+  }
   if (uringLoopBuilt) list.push(URING_LOOP_CONTENDER);
   const fh = write ? "FileHandle.write" : "FileHandle.read";
   for (const rt of ["node", "deno", "bun"]) {
@@ -560,7 +579,8 @@ function workloadTitle(w, t) {
 
 function measureOnce(c, w, t) {
   const [cmd, args] = c.command(w, t);
-  const r = spawnSync(cmd, args, {
+  const pinned = opts.cpu === null ? [cmd, args] : ["taskset", ["-c", opts.cpu, cmd, ...args]];
+  const r = spawnSync(pinned[0], pinned[1], {
     cwd: ROOT,
     encoding: "utf8",
     timeout: (opts.seconds + 60) * 1000,
@@ -828,6 +848,10 @@ function report(m, targets, results, alloc, minutes) {
     } (${opts.sizeMiB} MiB each, filled with ` +
     `random data written in 4 KiB blocks: on ext4 that keeps the page cache's folios small, see below). ${opts.rounds} rounds of ${opts.seconds} s per contender, alternated (a new random order ` +
     `each round); medians shown.${
+      opts.cpu === null
+        ? ""
+        : ` Every contender ran pinned to CPU ${opts.cpu} (\`taskset -c ${opts.cpu}\`, \`--cpu\`).`
+    }${
       opts.rampSeconds > 0
         ? ` Each measurement follows a ${opts.rampSeconds} s warm-up of the same workload that is not ` +
           "counted (fio's `ramp_time`, blkio_bench `--ramp-time`), so JavaScript is measured compiled."
