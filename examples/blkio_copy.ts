@@ -35,6 +35,7 @@ import {
   readSync,
   writeSync,
 } from "node:fs";
+import { resolve } from "node:path";
 import { Blkio, type BlkioError, type Completion, type Queue } from "../mod.ts";
 import {
   commandArgs,
@@ -72,11 +73,13 @@ interface End {
   blkio: Blkio | null;
   fd: number;
   /**
-   * The fd is the process's stdin or stdout (`/dev/stdin`, `/dev/stdout`): used as inherited, in
-   * order from its offset, as `cat` does. Reopening it lost the shell's O_APPEND (`>> log`: the
-   * copy overwrote the log's start), its offset, and a socket (ENXIO).
+   * The fd is the process's stdin or stdout (`/dev/stdin`, `/dev/stdout`): used as inherited,
+   * from its offset, as `cat` does. Reopening it lost the shell's O_APPEND (`>> log`: the copy
+   * overwrote the log's start), its offset, and a socket (ENXIO).
    */
   inherited: boolean;
+  /** Where the copy starts in a file or block device: an inherited fd's offset, else 0. */
+  base: number;
   queue: Queue | null;
   /** The I/O buffer: the instance's memory region, or the other end's. */
   buf: Uint8Array | null;
@@ -135,13 +138,12 @@ function capacity(end: End): number {
       die(`Failed to get capacity: ${errorMsg(e)}`);
     }
   }
-  if (end.inherited) return -1;
   const kind = kindOf(end.fd);
   if (kind === "file") {
     const size = fstatSync(end.fd).size;
-    if (size > 0) return size; // an empty file reads nothing either way
+    if (size > 0) return Math.max(0, size - end.base); // an empty file reads nothing either way
   }
-  return kind === "block device" ? blockDeviceSize(end.fd) : -1;
+  return kind === "block device" ? Math.max(0, blockDeviceSize(end.fd) - end.base) : -1;
 }
 
 /** Allocates and maps the 128 KiB region of a blkio end and takes its queue 0. */
@@ -199,7 +201,7 @@ function doRead(end: End, offset: number, len: number, buf: Uint8Array): number 
   let done = 0;
   try {
     while (done < len) {
-      const n = readSync(end.fd, buf, done, len - done, offset + done);
+      const n = readSync(end.fd, buf, done, len - done, end.base + offset + done);
       if (n === 0) break;
       done += n;
     }
@@ -209,7 +211,7 @@ function doRead(end: End, offset: number, len: number, buf: Uint8Array): number 
   // libblkio zero-pads a short read, which made a file cut during the copy into a zero-filled
   // "copy" that exited 0 (CLI review). One that shrank fails; one whose size says more than it
   // holds (sysfs: 4096) ends where its data does.
-  if (done < len && sizeNow(end) < offset + len) shrank(sizeNow(end));
+  if (done < len && sizeNow(end) < end.base + offset + len) shrank(sizeNow(end));
   return done;
 }
 
@@ -256,6 +258,7 @@ function doWrite(end: End, offset: number, len: number, buf: Uint8Array): void {
   }
   let done = 0;
   // A pipe has no offsets (pwrite fails ESPIPE): written in order.
+  // An inherited fd from its offset, and with its O_APPEND.
   const stream = end.inherited || kindOf(end.fd) === "stream";
   try {
     while (done < len) done += writeSync(end.fd, buf, done, len - done, stream ? null : offset + done);
@@ -282,7 +285,9 @@ function flush(end: End): void {
 /** The size of an output that cannot grow (a block device), or null when it can. */
 function fixedSize(end: End): number | null {
   if (end.blkio) return end.blkio.getBool("can-grow") ? null : capacity(end);
-  return kindOf(end.fd) === "block device" ? blockDeviceSize(end.fd) : null;
+  // An inherited fd writes from its offset: `{ head -c 1M; blkio_copy …; } > /dev/sdx` has
+  // 1 MiB less room.
+  return kindOf(end.fd) === "block device" ? Math.max(0, blockDeviceSize(end.fd) - end.base) : null;
 }
 
 function copy(input: End, output: End): void {
@@ -340,10 +345,36 @@ function copy(input: End, output: End): void {
   progress.clear();
 }
 
-/** The inherited fd a path names (`/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/1`), or -1. */
+/**
+ * The inherited fd a path names (`/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/1`), or -1 to open
+ * the path. A pipe whose open file is non-blocking (another process set O_NONBLOCK on it, as
+ * Node does on its children's pipes) is opened anew, which gives a blocking one: read or written
+ * as it is, the copy failed EAGAIN as soon as the other end lagged, and a write retried after
+ * EAGAIN doubled bytes on Deno (review). A pipe has no offset or O_APPEND to lose.
+ */
 function stdioFd(path: string, fd: 0 | 1): number {
   const names = fd === 0 ? ["/dev/stdin"] : ["/dev/stdout"];
-  return [...names, `/dev/fd/${fd}`, `/proc/self/fd/${fd}`].includes(path) ? fd : -1;
+  if (![...names, `/dev/fd/${fd}`, `/proc/self/fd/${fd}`].includes(path)) return -1;
+  try {
+    if (!fstatSync(fd).isFIFO()) return fd;
+  } catch {
+    return -1; // closed: opening the path says why
+  }
+  const flags = /^flags:\s*([0-7]+)$/m.exec(fdInfo(fd))?.[1];
+  return flags !== undefined && (parseInt(flags, 8) & constants.O_NONBLOCK) !== 0 ? -1 : fd;
+}
+
+function fdInfo(fd: number): string {
+  try {
+    return readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+  } catch {
+    return "";
+  }
+}
+
+/** An fd's offset (node:fs has no lseek). */
+function fdPosition(fd: number): number {
+  return Number(/^pos:\s*(\d+)$/m.exec(fdInfo(fd))?.[1] ?? 0);
 }
 
 /**
@@ -351,6 +382,7 @@ function stdioFd(path: string, fd: 0 | 1): number {
  * created would be a file in RAM that the copy fills and reports done. /dev/shm holds files.
  */
 function isDevicePath(path: string): boolean {
+  path = resolve(path); // also //dev/x, /dev/../dev/x, and x from /dev
   return path.startsWith("/dev/") && !path.startsWith("/dev/shm/");
 }
 
@@ -488,6 +520,7 @@ function main(argv: string[]): void {
     blkio,
     fd,
     inherited,
+    base: inherited && kindOf(fd) !== "stream" ? fdPosition(fd) : 0,
     queue: null,
     buf: null,
     align: 1,

@@ -323,17 +323,85 @@ sys.exit(subprocess.run(rt + [sys.argv[4], "--input-file=/dev/stdin", "--output-
   },
 );
 
+// A pipe whose open file another process made non-blocking (Node does so for its children's
+// pipes): used as inherited, the copy failed EAGAIN once the other end lagged (review).
+test(
+  ...skipIf(
+    "blkio_copy: /dev/stdout and /dev/stdin on non-blocking pipes with a slow other end",
+    spawnSync("python3", ["-c", "import os"], { stdio: "ignore" }).status !== 0 &&
+      "python3 is missing: it makes the non-blocking pipes",
+  ),
+  () => {
+    const src = randomFile("copy-nonblock-src", 3_000_000);
+    const dst = join(DIR, "copy-nonblock-dst");
+    // The runtime's path in the environment: Deno's child_process rewrites arguments equal to it.
+    const py = `import os, subprocess, sys, time
+rt = [os.environ["RT"], "run", "-A"] if sys.argv[1] == "deno" else [os.environ["RT"]]
+tool = rt + [sys.argv[2]]
+r, w = os.pipe()
+os.set_blocking(w, False)
+p = subprocess.Popen(tool + ["--input-blkio=io_uring", "path=" + sys.argv[3], "--output-file=/dev/stdout"], stdout=w)
+os.close(w)
+got = []
+while True:
+    time.sleep(0.002)
+    b = os.read(r, 65536)
+    if not b:
+        break
+    got.append(b)
+if p.wait() != 0 or b"".join(got) != open(sys.argv[3], "rb").read():
+    sys.exit("stdout: exit %d, %d bytes" % (p.returncode, sum(map(len, got))))
+r, w = os.pipe()
+os.set_blocking(r, False)
+open(sys.argv[4], "wb").close()
+p = subprocess.Popen(tool + ["--input-file=/dev/stdin", "--output-blkio=io_uring", "path=" + sys.argv[4]], stdin=r)
+os.close(r)
+data = open(sys.argv[3], "rb").read()
+for i in range(0, len(data), 65536):
+    os.write(w, data[i:i + 65536])
+    time.sleep(0.002)
+os.close(w)
+if p.wait() != 0 or open(sys.argv[4], "rb").read() != data:
+    sys.exit("stdin: exit %d" % p.returncode)`;
+    const r = finished(
+      spawnSync("python3", ["-c", py, RUNTIME, join(ROOT, "examples", "blkio_copy.ts"), src, dst], {
+        cwd: DIR,
+        encoding: "utf8",
+        timeout: 60_000,
+        env: { ...process.env, RT: process.execPath },
+      }),
+    );
+    assert.equal(r.status, 0, r.stderr);
+  },
+);
+
 // libblkio zero-pads a short read: an input cut during the copy became a zero-filled "copy" that
 // exited 0 (CLI review). The copy is stopped once it is under way, the input cut, and the copy
 // let go on.
-test("blkio_copy: an input that shrinks during the copy fails, as --input-file and as --input-blkio", async () => {
+test("blkio_copy: an input that shrinks during the copy fails: --input-file, --input-blkio, /dev/stdin", async () => {
   const script = join(ROOT, "examples", "blkio_copy.ts");
-  for (const input of ["--input-file=", "--input-blkio=io_uring path="]) {
+  for (const input of ["--input-file=", "--input-blkio=io_uring path=", "stdin"]) {
     const src = randomFile("copy-shrinking", 256 << 20);
     const out = join(DIR, "copy-shrinking-out");
     writeFileSync(out, new Uint8Array(0));
-    const args = [...(RUNTIME === "deno" ? ["run", "-A"] : []), script, ...`${input}${src}`.split(" ")];
-    const child = spawn(process.execPath, [...args, "--output-blkio=io_uring", `path=${out}`], { cwd: DIR });
+    const rt = RUNTIME === "deno" ? ["run", "-A"] : [];
+    const output = ["--output-blkio=io_uring", `path=${out}`];
+    // stdin: the file on the tool's stdin (exec, so the pid is the tool's; env, so that Deno's
+    // child_process does not rewrite a script that runs the runtime).
+    const child = input === "stdin"
+      ? spawn("sh", [
+        "-c",
+        `exec env "$RT" "$@" < "$0"`,
+        src,
+        ...rt,
+        script,
+        "--input-file=/dev/stdin",
+        ...output,
+      ], {
+        cwd: DIR,
+        env: { ...process.env, RT: process.execPath },
+      })
+      : spawn(process.execPath, [...rt, script, ...`${input}${src}`.split(" "), ...output], { cwd: DIR });
     let stderr = "";
     child.stderr.on("data", (d) => stderr += d);
     const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
@@ -386,6 +454,22 @@ test("blkio_copy: a missing --output-file under /dev is not created (one in /dev
   assert.equal(r.status, 1);
   assert.match(r.stderr, new RegExp(`^--output-file=${name}: .*No such file or directory.*not created`));
   assert.equal(existsSync(name), false);
+  // Other spellings of the same place (review): a doubled slash, and a name relative to /dev.
+  for (const [out, cwd] of [[`/${name}`, DIR], [name.slice("/dev/".length), "/dev"]]) {
+    const script = join(ROOT, "examples", "blkio_copy.ts");
+    const argv = [
+      ...(RUNTIME === "deno" ? ["run", "-A"] : []),
+      script,
+      "--input-blkio=io_uring",
+      `path=${src}`,
+    ];
+    const r2 = finished(
+      spawnSync(process.execPath, [...argv, `--output-file=${out}`], { cwd, encoding: "utf8" }),
+    );
+    assert.equal(r2.status, 1, `${out}: ${r2.stderr}`);
+    assert.match(r2.stderr, /\(names under \/dev are not created\)\n$/);
+    assert.equal(existsSync(name), false, out);
+  }
   // /dev/shm holds files: created there as anywhere else.
   const shm = `/dev/shm/blkio-copy-test-${process.pid}`;
   try {
@@ -443,6 +527,38 @@ test(
         "The input (1052672 bytes) is larger than the output (1048576 bytes): nothing was copied\n",
       );
       assert.ok(readFileSync(dev).equals(before), `${out[0]}: the device was written`);
+    }
+    // The same through inherited fds (review): the input on stdin, and the device on stdout with
+    // 8 KiB written before, which leaves 8 KiB less room. Both were written, then failed ENOSPC.
+    const fits = randomFile("copy-fits-not-after-8k", 1024 * 1024 - 4096);
+    for (
+      const [script, args, size, room] of [
+        [
+          `$TOOL --input-file=/dev/stdin --output-blkio=io_uring "path=$2" < "$1"`,
+          [src, dev],
+          1052672,
+          1048576,
+        ],
+        [
+          `{ head -c 8192 /dev/zero; $TOOL --input-blkio=io_uring "path=$1" --output-file=/dev/stdout; } > "$2"`,
+          [
+            fits,
+            dev,
+          ],
+          1044480,
+          1040384,
+        ],
+      ] as const
+    ) {
+      pwrite(dev, 0, before);
+      const r = copyShell(script, [...args]);
+      assert.equal(r.status, 1, r.stderr);
+      assert.equal(
+        r.stderr,
+        `The input (${size} bytes) is larger than the output (${room} bytes): nothing was copied\n`,
+      );
+      const now = readFileSync(dev);
+      assert.ok(now.subarray(8192).equals(before.subarray(8192)), `${script}: the device was written`);
     }
   },
 );
