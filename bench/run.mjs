@@ -20,9 +20,10 @@
  *                           [--cpu <list>]
  *
  * `--cpu 0` runs every contender under `taskset -c 0`, all on the same CPU(s). On the 2-vCPU VMs
- * here the two vCPUs differ by half (the C loop's page-cached reads at iodepth 1: ~370k IOPS on
- * one, ~250k on the other), and each process lands on either, so unpinned rounds at iodepth 1
- * scatter by that much; pinned, they agree within a few percent. Kernel threads a contender
+ * here each vCPU runs at one of two speeds that the host decides and changes over time (the C
+ * loop's page-cached reads at iodepth 1: ~370k IOPS or ~250k), and a process lands on either, so
+ * unpinned rounds at iodepth 1 scatter by a third; pinned, most rounds agree within a few
+ * percent (BENCHMARKS.md, twentieth session). Kernel threads a contender
  * starts (io-wq) inherit the pinning, so it changes the iodepth-32 rows where they work: an
  * option for comparing, not the default; the SQPOLL rows are left out (their kernel thread would
  * spin on the same CPU).
@@ -75,8 +76,11 @@ function parseArgs(argv) {
     else if (a === "--no-report") o.report = false;
     else if (a === "--cpu") {
       o.cpu = next();
-      if (!/^\d+([-,]\d+)*$/.test(o.cpu)) {
-        throw new TypeError("--cpu needs a CPU list as taskset takes it (0, 0-1, 0,2)");
+      // taskset itself judges the list (0-7:2 is one) and whether those CPUs exist, before any
+      // setup: with a bad one every measurement would fail after minutes of preparation.
+      const r = spawnSync("taskset", ["-c", o.cpu, "true"], { encoding: "utf8" });
+      if (r.status !== 0) {
+        throw new TypeError(`--cpu ${o.cpu}: ${(r.stderr || r.error?.message || "").trim()}`);
       }
     } else throw new TypeError(`Unknown option "${a}"`);
   }
