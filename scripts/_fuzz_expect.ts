@@ -105,7 +105,7 @@ const blockMsg = (what: string, a: number) =>
     `^${what} on a block device needs start and length in multiples of its logical block size \\(${a}\\)`,
   );
 const DISCARD_NOTSUP =
-  /^(Discard is not supported by this device|Discard is not supported on regular files: .+)$/;
+  /^(Discard is not supported by this device( on this kernel: .+)?|Discard is not supported on regular files: .+)$/;
 const ZEROES_NOTSUP =
   /^(Write zeroes( with NO_UNMAP \(FALLOC_FL_ZERO_RANGE\))? is not supported by this (device|file system)|the block device does not support write zeroes with BLKIO_REQ_NO_FALLBACK)$/;
 /** A write zeroes or discard of 0 bytes, which the kernel refuses (io_uring). */

@@ -225,7 +225,9 @@ export class Queue {
    * Queues discarding `len` bytes at `start`: they may then read as anything. io_uring on a
    * regular file completes it with -ENOTSUP, as libblkio does (its fallocate mode, with
    * FALLOC_FL_NO_HIDE_STALE, is one Linux does not accept for files); {@link writeZeroes} without
-   * NO_UNMAP deallocates a file's range instead.
+   * NO_UNMAP deallocates a file's range instead. On a block device it is the device's discard
+   * (Linux 6.12+); before 6.12 io_uring cannot send one, and the range gets a hole (a write zeroes
+   * that may unmap) instead.
    */
   discard(start: bigint | number, len: bigint | number, userData?: unknown, flags?: number): void {
     const dq = this.#live();

@@ -8,57 +8,90 @@ import { LIBURING_RING } from "../src/uring/layout.ts";
  * (once per `times`). Patches the process's io_uring symbols and restores them after. Only CQEs
  * already posted when an `io_uring_enter` returns are seen: a request that completes later (in
  * io-wq, say) and is reaped without another enter keeps its result, so wait for every CQE to be
- * rewritten in one `doIo` (min = their number).
+ * rewritten in one `doIo` (min = their number). Returns how many were rewritten.
  */
 export function withRewrittenResults(from: number, to: number, times: number, fn: () => void): number {
+  let left = times;
+  intercept(fn, () => {}, (ring) => {
+    const head = u32At(ring, LIBURING_RING.cqKhead)[0], tail = u32At(ring, LIBURING_RING.cqKtail)[0];
+    const mask = u32At(ring, LIBURING_RING.cqKringMask)[0];
+    const cqes = new Int32Array(native!.view(addressAt(ring, LIBURING_RING.cqCqes), 16 * (mask + 1)));
+    for (let i = head; i !== tail && left > 0; i = (i + 1) >>> 0) {
+      const res = ((i & mask) << 2) + 2;
+      if (cqes[res] === from) {
+        cqes[res] = to;
+        left--;
+      }
+    }
+  });
+  return times - left;
+}
+
+/**
+ * Runs `fn` and counts the SQEs of opcode `op` (IORING_OP_*) that its `io_uring_enter` calls hand
+ * to the kernel: those between the kernel's SQ head and the tail published before the call (the
+ * driver's SQ index array is the identity).
+ */
+export function countSubmitted(op: number, fn: () => void): number {
+  let count = 0;
+  // Per ring, the tail already counted: SQEs another ring's enter saw pending count once.
+  const counted = new Map<Uint8Array, number>();
+  intercept(fn, (ring) => {
+    const head = u32At(ring, LIBURING_RING.sqKhead)[0], tail = u32At(ring, LIBURING_RING.sqKtail)[0];
+    const mask = u32At(ring, LIBURING_RING.sqKringMask)[0];
+    const sqes = new Uint8Array(native!.view(addressAt(ring, LIBURING_RING.sqSqes), 64 * (mask + 1)));
+    const from = counted.get(ring);
+    const start = from !== undefined && ((tail - from) >>> 0) <= ((tail - head) >>> 0) ? from : head;
+    for (let i = start; i !== tail; i = (i + 1) >>> 0) if (sqes[(i & mask) * 64] === op) count++;
+    counted.set(ring, tail);
+  }, () => {});
+  return count;
+}
+
+function addressAt(ring: Uint8Array, off: number): number {
+  return Number(new DataView(ring.buffer, ring.byteOffset).getBigUint64(off, true));
+}
+
+function u32At(ring: Uint8Array, off: number): Uint32Array {
+  return new Uint32Array(native!.view(addressAt(ring, off), 4));
+}
+
+/**
+ * Runs `fn` with `before` and `after` called for every live ring (liburing's struct io_uring)
+ * around each `io_uring_enter`, then restores the process's io_uring symbols.
+ */
+function intercept(
+  fn: () => void,
+  before: (ring: Uint8Array) => void,
+  after: (ring: Uint8Array) => void,
+): void {
   const n = native!;
   // deno-lint-ignore no-explicit-any
   const uring = n.uring as unknown as Record<string, (...a: any[]) => number>;
   const init = uring.io_uring_queue_init_params, enter = uring.io_uring_enter, enter2 = uring.io_uring_enter2;
   const exit = uring.io_uring_queue_exit;
   const rings: Uint8Array[] = [];
-  let left = times;
-  const rewrite = () => {
-    for (const ring of rings) {
-      const dv = new DataView(ring.buffer, ring.byteOffset);
-      const at = (off: number) => Number(dv.getBigUint64(off, true));
-      const head = new Uint32Array(n.view(at(LIBURING_RING.cqKhead), 4))[0];
-      const tail = new Uint32Array(n.view(at(LIBURING_RING.cqKtail), 4))[0];
-      const mask = new Uint32Array(n.view(at(LIBURING_RING.cqKringMask), 4))[0];
-      const cqes = new Int32Array(n.view(at(LIBURING_RING.cqCqes), 16 * (mask + 1)));
-      for (let i = head; i !== tail && left > 0; i = (i + 1) >>> 0) {
-        const res = ((i & mask) << 2) + 2;
-        if (cqes[res] === from) {
-          cqes[res] = to;
-          left--;
-        }
-      }
-    }
-  };
   uring.io_uring_queue_init_params = (entries: number, ring: Uint8Array, params: Uint8Array) => {
     const r = init(entries, ring, params);
     if (r >= 0) rings.push(ring);
     return r;
   };
-  // A ring torn down is unmapped: its CQ must never be read again (a read there segfaults, or
-  // rewrites whatever was mapped at that address since).
+  // A ring torn down is unmapped: its memory must never be read again (a read there segfaults,
+  // or sees whatever was mapped at that address since).
   uring.io_uring_queue_exit = (ring: Uint8Array) => {
     const i = rings.indexOf(ring);
     if (i >= 0) rings.splice(i, 1);
     return exit(ring);
   };
   // deno-lint-ignore no-explicit-any
-  uring.io_uring_enter = (...a: any[]) => {
-    const r = enter(...a);
-    rewrite();
+  const wrap = (call: (...a: any[]) => number) => (...a: any[]) => {
+    for (const ring of rings) before(ring);
+    const r = call(...a);
+    for (const ring of rings) after(ring);
     return r;
   };
-  // deno-lint-ignore no-explicit-any
-  uring.io_uring_enter2 = (...a: any[]) => {
-    const r = enter2(...a);
-    rewrite();
-    return r;
-  };
+  uring.io_uring_enter = wrap(enter);
+  uring.io_uring_enter2 = wrap(enter2);
   try {
     fn();
   } finally {
@@ -67,5 +100,4 @@ export function withRewrittenResults(from: number, to: number, times: number, fn
     uring.io_uring_enter2 = enter2;
     uring.io_uring_queue_exit = exit;
   }
-  return times - left;
 }

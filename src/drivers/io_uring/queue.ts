@@ -494,9 +494,9 @@ export class IoUringQueue implements DriverQueue {
         break;
       case Op.Discard:
         // A block device: the discard command (phase 2), as long as the kernel has it. libblkio's
-        // fallocate mode below reaches a block device's discard only on kernels before 6.x
-        // (FALLOC_FL_NO_HIDE_STALE is gone): on 6.18 every discard of a loop device that
-        // advertises discard failed with EOPNOTSUPP.
+        // fallocate mode never reached one: vfs_fallocate has always refused
+        // FALLOC_FL_NO_HIDE_STALE (EOPNOTSUPP, for files too), so every discard of a block device
+        // failed, on any kernel (a review found the kernel's own account of it).
         if (this.#target.isBlockDevice && this.#cmdDiscard) {
           s[b + S_PHASE] = 2;
           prepCmdDiscard(sq, i, 0, s[b + S_START], s[b + S_LEN]);
@@ -511,15 +511,16 @@ export class IoUringQueue implements DriverQueue {
           setUserData(sq, i, slot);
           return;
         } else {
+          // Before Linux 6.12 a block device's discard is out of io_uring's reach; what comes
+          // nearest is a hole, which blkdev_fallocate makes a write zeroes that may unmap and
+          // never writes zero buffers (BLKDEV_ZERO_NOFALLBACK): the range is deallocated where the
+          // device can, and reads back zeroes, more than a discard promises. A file keeps
+          // libblkio's mode, and its refusal (writeZeroes punches a file's holes).
           s[b + S_PHASE] = 0;
-          prepFallocate(
-            sq,
-            i,
-            0,
-            FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE,
-            s[b + S_START],
-            s[b + S_LEN],
-          );
+          const mode = this.#target.isBlockDevice
+            ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+            : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE;
+          prepFallocate(sq, i, 0, mode, s[b + S_START], s[b + S_LEN]);
         }
         break;
     }
@@ -844,6 +845,10 @@ export class IoUringQueue implements DriverQueue {
         return "Discard is not supported on regular files: libblkio discards them with fallocate(" +
           "FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE), a mode Linux does not " +
           "accept for files. writeZeroes without NO_UNMAP deallocates a file's range (FALLOC_FL_PUNCH_HOLE)";
+      }
+      if (op === Op.Discard && !this.#cmdDiscard) {
+        return "Discard is not supported by this device on this kernel: before Linux 6.12 io_uring reaches a " +
+          "block device's discard only as a write zeroes that may unmap (FALLOC_FL_PUNCH_HOLE), which it lacks";
       }
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
     }
