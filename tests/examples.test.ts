@@ -1273,29 +1273,34 @@ function hasScript(): boolean {
 
 const quote = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`;
 
+const NO_TTY = !hasScript() && "script(1) (util-linux) is not installed: no pseudo-terminal to test with";
+
+/** examples/<name>.ts with `args`, as a shell command line. */
+function toolLine(name: string, args: string[]): string {
+  const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A"] : [process.execPath];
+  return [...runtime, join(ROOT, "examples", `${name}.ts`), ...args].map(quote).join(" ");
+}
+
+/** What a terminal shows of shell command line `cmd`: script(1) gives it a pseudo-terminal. */
+function onTty(cmd: string): string {
+  return finished(
+    spawnSync("script", ["-qec", cmd, "/dev/null"], { cwd: DIR, encoding: "utf8", timeout: 60_000 }),
+  ).stdout;
+}
+
 test(
-  ...skipIf(
-    "blkio_copy and blkio_bench: progress line on stderr when it is a terminal",
-    !hasScript() && "script(1) (util-linux) is not installed: no pseudo-terminal to test with",
-  ),
+  ...skipIf("blkio_copy and blkio_bench: progress line on stderr when it is a terminal", NO_TTY),
   () => {
-    const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A"] : [process.execPath];
-    const onTty = (name: string, args: string[]): string => {
-      const cmd = [...runtime, join(ROOT, "examples", `${name}.ts`), ...args].map(quote).join(" ");
-      // script(1) gives the command a pseudo-terminal as stdin, stdout and stderr.
-      return finished(
-        spawnSync("script", ["-qec", cmd, "/dev/null"], { cwd: DIR, encoding: "utf8", timeout: 60_000 }),
-      )
-        .stdout;
-    };
     const src = randomFile("tty-src", 1024 * 1024);
-    const copied = onTty("blkio_copy", [
-      "--input-blkio=io_uring",
-      `path=${src}`,
-      `--output-file=${join(DIR, "tty-dst")}`,
-    ]);
+    const copied = onTty(
+      toolLine("blkio_copy", [
+        "--input-blkio=io_uring",
+        `path=${src}`,
+        `--output-file=${join(DIR, "tty-dst")}`,
+      ]),
+    );
     assert.match(copied, /\r1\.0 MiB \/ 1\.0 MiB \(100\.0%\) .*\/s {2}ETA /);
-    const benched = onTty("blkio_bench", ["--runtime=1", "io_uring", `path=${BENCH_FILE}`]);
+    const benched = onTty(toolLine("blkio_bench", ["--runtime=1", "io_uring", `path=${BENCH_FILE}`]));
     assert.match(benched, /\r\d\.\d \/ 1 s {2}[\d.]+ kIOPS {2}[\d.]+ GiB\/s {2}ETA /);
     assert.match(benched, /"kiops"/);
   },
@@ -1304,19 +1309,14 @@ test(
 // A failure after the progress line was drawn printed its message on that line, behind stale
 // figures ("128.0 KiB / 4.0 MiB (3.1%) ...pwrite: Broken pipe").
 test(
-  ...skipIf(
-    "blkio_copy: an error on a terminal erases the progress line before its message",
-    !hasScript() && "script(1) (util-linux) is not installed: no pseudo-terminal to test with",
-  ),
+  ...skipIf("blkio_copy: an error on a terminal erases the progress line before its message", NO_TTY),
   () => {
-    const runtime = RUNTIME === "deno" ? [process.execPath, "run", "-A"] : [process.execPath];
     const src = randomFile("tty-fail-src", 4 * 1024 * 1024);
     // The output is a pipe that head closes after 200000 bytes: a later write fails with EPIPE.
-    const cmd = [...runtime, join(ROOT, "examples", "blkio_copy.ts"), "--input-blkio=io_uring", `path=${src}`]
-      .map(quote).join(" ") + " --output-file=/dev/stdout | head -c 200000 >/dev/null";
-    const out = finished(
-      spawnSync("script", ["-qec", cmd, "/dev/null"], { cwd: DIR, encoding: "utf8", timeout: 60_000 }),
-    ).stdout;
+    const out = onTty(
+      toolLine("blkio_copy", ["--input-blkio=io_uring", `path=${src}`]) +
+        " --output-file=/dev/stdout | head -c 200000 >/dev/null",
+    );
     assert.match(out, /\r128\.0 KiB \/ 4\.0 MiB/, "no progress line was drawn");
     assert.ok(out.includes("\r\x1b[Kpwrite: Broken pipe"), JSON.stringify(out));
   },
