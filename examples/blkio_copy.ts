@@ -18,9 +18,9 @@
  * output is flushed at the end (a flush request, or fsync for a file or block device); an
  * `--input-file` that is a block device is copied whole and a pipe or a procfs file read to its
  * end (fstat says 0 bytes for them); an input that shrinks during the copy fails it (libblkio
- * zero-fills); `/dev/stdin` and `/dev/stdout` are the inherited fds, used in order (reopened, they
- * lost `>>`'s O_APPEND, the offset, and sockets); a missing name under /dev is not created; and on
- * a terminal a progress line is shown on stderr.
+ * zero-fills); `/dev/stdin` and `/dev/stdout` are the inherited fds, used from their offsets
+ * (reopened, they lost `>>`'s O_APPEND, the offset, and sockets); a missing name under /dev is not
+ * created; and on a terminal a progress line is shown on stderr.
  * An existing output is overwritten in place, not truncated, as with a block device.
  *
  * @module
