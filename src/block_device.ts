@@ -21,7 +21,7 @@ import { BEYOND_2_53_MSG, BUFFER_REMEDIES, splitSegments, toOffset, viewRange } 
 import { BufferReleases } from "./buffer_releases.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
-import { abortReason, BlkioError, noConstructor } from "./errors.ts";
+import { abortReason, BlkioError, noConstructor, propertyOf } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, describe } from "./properties.ts";
@@ -304,11 +304,9 @@ function checkCount(name: string, value: unknown, min: number): number {
 /**
  * A driver's refusal of the property behind an open option (`num-entries` for `numEntries`),
  * named after the option: a power of two, at most 32768, whatever that driver's limit is.
- * Errors about anything else pass unchanged.
  */
-function asOptionError(e: unknown, option: string, property: string): unknown {
-  if (!(e instanceof BlkioError) || !e.message.startsWith(`${property} `)) return e;
-  return new BlkioError(e.errno, `${option}: ${e.message}`, { cause: e });
+function asOptionError(e: unknown, option: string): unknown {
+  return e instanceof BlkioError ? new BlkioError(e.errno, `${option}: ${e.message}`, { cause: e }) : e;
 }
 
 function requestError(op: number, offset: unknown, errno: number, msg: string | null): BlkioError {
@@ -589,14 +587,15 @@ export class BlockDevice {
         try {
           b.setInt(name, entries);
         } catch (e) {
-          throw asOptionError(e, "numEntries", name);
+          // Setting it can fail only for its value.
+          throw asOptionError(e, "numEntries");
         }
       }
       try {
         b.start();
       } catch (e) {
         // io_uring checks num-entries (at most 32768) when it makes the rings.
-        throw opts.numEntries === undefined ? e : asOptionError(e, "numEntries", "num-entries");
+        throw propertyOf(e) === "num-entries" ? asOptionError(e, "numEntries") : e;
       }
       return new BlockDevice(MADE_BY_OPEN, native, b);
     } catch (e) {

@@ -42,6 +42,30 @@ export class BlkioError extends Error {
   }
 }
 
+/** The property each error made by {@link propertyError} is about; not on the public shape. */
+const PROPERTY_OF = new WeakMap<BlkioError, string>();
+
+/**
+ * An error about the value of property `property`, marked as such: a caller that takes the value
+ * under another name (BlockDevice's `numEntries` for `num-entries`) names it in its own terms
+ * without matching the message's text.
+ */
+export function propertyError(
+  property: string,
+  code: ErrnoName,
+  message: string,
+  options?: ErrorOptions,
+): BlkioError {
+  const e = BlkioError.of(code, message, options);
+  PROPERTY_OF.set(e, property);
+  return e;
+}
+
+/** The property `e` is about, when {@link propertyError} made it. */
+export function propertyOf(e: unknown): string | undefined {
+  return e instanceof BlkioError ? PROPERTY_OF.get(e) : undefined;
+}
+
 /** Throws `EINVAL` with `message`. */
 export function invalid(message: string): never {
   throw BlkioError.of("EINVAL", message);

@@ -5,7 +5,7 @@
  */
 import type { Native } from "../../../ffi/types.ts";
 import type { Driver, DriverQueue } from "../../driver.ts";
-import { BlkioError } from "../../errors.ts";
+import { BlkioError, propertyError } from "../../errors.ts";
 import { mapAnonymous, type MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
 import { queueCountRows } from "../../queue_count_rows.ts";
@@ -191,7 +191,8 @@ export class IoUringDriver implements Driver {
       throw BlkioError.of("EINVAL", "Poll queues not supported");
     }
     if (this.numEntries > NUM_ENTRIES_MAX) {
-      throw BlkioError.of(
+      throw propertyError(
+        "num-entries",
         "EINVAL",
         `num-entries must be at most ${NUM_ENTRIES_MAX}: received ${this.numEntries}`,
       );
