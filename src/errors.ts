@@ -50,13 +50,8 @@ const PROPERTY_OF = new WeakMap<BlkioError, string>();
  * under another name (BlockDevice's `numEntries` for `num-entries`) names it in its own terms
  * without matching the message's text.
  */
-export function propertyError(
-  property: string,
-  code: ErrnoName,
-  message: string,
-  options?: ErrorOptions,
-): BlkioError {
-  const e = BlkioError.of(code, message, options);
+export function propertyError(property: string, code: ErrnoName, message: string): BlkioError {
+  const e = BlkioError.of(code, message);
   PROPERTY_OF.set(e, property);
   return e;
 }
