@@ -653,6 +653,7 @@ class BlockDeviceRun {
       blockSize: t.blockSize,
       directWritesChecked: t.directWritesChecked,
       spaceLimited: t.spaceLimited,
+      bareDevice: t.bareDevice,
       badRanges: t.badRanges,
       poll: false,
       size: t.size,

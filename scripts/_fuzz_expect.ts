@@ -38,6 +38,8 @@ export interface TargetFacts {
    * room).
    */
   spaceLimited: boolean;
+  /** A block device without discard or write zeroes (`loop-bare`). */
+  bareDevice: boolean;
   /**
    * Byte ranges `[start, end)`: a request that touches one fails with EIO. On `fuse-eio` the
    * daemon fails every read, write and fallocate so (direct_io, so nothing is cached), and a
@@ -267,6 +269,8 @@ function zeroesOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
     }
     // Past the end: EINVAL; across it, the kernel zeroes up to the end (probed).
     if (r.start >= f.size) return [{ ret: EINVAL, msg: PAST_END_MSG, effect: "none" }, ...early];
+    // Without write zeroes in the device the kernel writes zero buffers, unless NO_FALLBACK.
+    if (f.bareDevice) return early.length > 0 ? early : [success];
     return [success, ...early];
   }
   if (r.len === 0) return [{ ret: EINVAL, msg: EMPTY_RANGE_MSG, effect: "none" }];
@@ -279,9 +283,12 @@ function zeroesOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
 
 function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
   if (f.readOnly) return [{ ret: EBADF, msg: READ_ONLY_MSG, effect: "none", early: "maybe" }];
+  const refused: Outcome = { ret: EOPNOTSUPP, msg: DISCARD_NOTSUP, effect: "none" };
+  // The discard command asks whether the device discards before it looks at the range: empty,
+  // misaligned and past the end alike fail EOPNOTSUPP on a device without (probed, Linux 6.18).
+  if (f.bareDevice) return [refused];
   if (r.len === 0) return [{ ret: EINVAL, msg: EMPTY_RANGE_MSG, effect: "none" }];
   const success: Outcome = { ret: 0, msg: null, effect: "discard" };
-  const refused: Outcome = { ret: EOPNOTSUPP, msg: DISCARD_NOTSUP, effect: "none" };
   if (f.isBlockDevice) {
     const b = f.blockSize;
     if (r.start % b !== 0 || r.len % b !== 0) {

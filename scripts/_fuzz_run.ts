@@ -1068,6 +1068,7 @@ class FuzzRun {
       blockSize: t.blockSize,
       directWritesChecked: t.directWritesChecked,
       spaceLimited: t.spaceLimited,
+      bareDevice: t.bareDevice,
       badRanges: t.badRanges,
       poll: m.poll,
       size: t.size,

@@ -1,6 +1,7 @@
 /**
  * The fuzzer's targets: a scratch file (buffered or O_DIRECT) and, as root, a loop device over
- * a tmpfs file (buffered or O_DIRECT; 512-byte sectors, or 4 KiB for `loop-4k`), a
+ * a tmpfs file (buffered or O_DIRECT; 512-byte sectors, or 4 KiB for `loop-4k`), a loop device
+ * over a ramfs file (`loop-bare`, buffered or O_DIRECT: a device without discard or write zeroes), a
  * qemu-storage-daemon vhost-user-blk export of a raw image (`vhost-user`), or a file on a FUSE
  * daemon whose reads now and then return fewer bytes than asked (`fuse-short`: the driver must go
  * on from where each stopped) or that fails what touches a few bad ranges with EIO (`fuse-eio`),
@@ -31,7 +32,12 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import type { ReplayLog } from "./_fuzz_log.ts";
 import type { Rng } from "./_fuzz_rng.ts";
-import { loopUnavailableReason, tmpfsLoop } from "../tests/_loop_device.ts";
+import {
+  bareLoop,
+  bareLoopUnavailableReason,
+  loopUnavailableReason,
+  tmpfsLoop,
+} from "../tests/_loop_device.ts";
 import { fuseFixtureUnavailable, mountFuseFixture, unmount } from "../tests/_fuse_fixture.ts";
 import { injectError } from "../tests/_blkdebug.ts";
 
@@ -45,6 +51,8 @@ export const TARGET_NAMES = [
   "loop+direct",
   "loop-4k",
   "loop-4k+direct",
+  "loop-bare",
+  "loop-bare+direct",
   "vhost-user",
   "fuse-short",
   "tmpfs-full",
@@ -90,6 +98,11 @@ export interface FuzzTarget {
    */
   spaceLimited: boolean;
   /**
+   * A block device without discard or write zeroes (`loop-bare`): every discard fails EOPNOTSUPP,
+   * and a write zeroes is written as zero buffers by the kernel, or refused with NO_FALLBACK.
+   */
+  bareDevice: boolean;
+  /**
    * Byte ranges `[start, end)` where requests fail EIO: the daemon's bad ranges (`fuse-eio`), or
    * the first byte of each bad sector (`vhost-eio`).
    */
@@ -119,6 +132,7 @@ export function targetUnavailable(name: TargetName): string | null {
     }
     return null;
   }
+  if (name.startsWith("loop-bare")) return bareLoopUnavailableReason();
   if (!name.startsWith("loop")) return null;
   return loopUnavailableReason();
 }
@@ -144,6 +158,10 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
       direct && statfsSync(scratch).type !== TMPFS_MAGIC,
       () => rmSync(scratch, { recursive: true, force: true }),
     );
+  }
+  if (name.startsWith("loop-bare")) {
+    const loop = bareLoop(initial, "fuzz");
+    return { ...ioUringTarget(name, loop.path, true, initial.length, direct, loop.detach), bareDevice: true };
   }
   const loop = tmpfsLoop(initial, "fuzz", sectorSize(name));
   return ioUringTarget(name, loop.path, true, initial.length, direct, loop.detach);
@@ -265,7 +283,10 @@ function sectorSize(name: TargetName): number {
  * length; a loop device must be exactly that long.
  */
 export function adoptTarget(name: TargetName, path: string, initial: Uint8Array): FuzzTarget {
-  if (name.startsWith("vhost-") || name.startsWith("fuse-") || name.startsWith("tmpfs-full")) {
+  if (
+    name.startsWith("vhost-") || name.startsWith("fuse-") || name.startsWith("tmpfs-full") ||
+    name.startsWith("loop-bare")
+  ) {
     throw new Error(`a ${name} target is always made fresh`);
   }
   const isBlockDevice = statSync(path).isBlockDevice();
@@ -318,6 +339,7 @@ function ioUringTarget(
     directWritesChecked,
     capacityFixedAtOpen: name.startsWith("fuse-"),
     spaceLimited: false,
+    bareDevice: false,
     badRanges: [],
     cleanup,
   };
@@ -388,6 +410,7 @@ function startExport(name: "vhost-user" | "vhost-eio", initial: Uint8Array, dir:
     directWritesChecked: false,
     capacityFixedAtOpen: false,
     spaceLimited: false,
+    bareDevice: false,
     badRanges: bad.map((sector) => [sector * 512, sector * 512 + 1] as const),
     cleanup: () => {
       if (done) return;

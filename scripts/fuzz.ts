@@ -47,8 +47,9 @@
  *
  * Usage:
  *   deno run -A scripts/fuzz.ts [--api sync|block-device] [--steps N] [--seconds S] [--seed N]
- *     [--target file|file+direct|loop|loop+direct|loop-4k|loop-4k+direct|vhost-user|fuse-short
- *       |tmpfs-full|tmpfs-full+direct|fuse-eio|vhost-eio[,...]] [--size BYTES] [--dir DIR] [--pauses] [--verbose] [--json]
+ *     [--target file|file+direct|loop|loop+direct|loop-4k|loop-4k+direct|loop-bare|loop-bare+direct
+ *       |vhost-user|fuse-short|tmpfs-full|tmpfs-full+direct|fuse-eio|vhost-eio[,...]]
+ *     [--size BYTES] [--dir DIR] [--pauses] [--verbose] [--json]
  *   bun scripts/fuzz.ts ...
  *
  * - `--steps` per run (default 5000). Without `--seconds`: one run per target.

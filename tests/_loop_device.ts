@@ -2,12 +2,15 @@
  * Loop devices over tmpfs files, made one way for the tests, the fuzzer, the soak and the
  * benchmarks: 512-byte sectors, a backing file whose name carries the maker's pid (so that a
  * later run can tell a device left by a killed process and detach it), and no device whose
- * discard someone else's test turned off.
+ * discard someone else's test turned off. Also loop devices over ramfs files, which have
+ * neither discard nor write zeroes.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { unmount } from "./_fuse_fixture.ts";
 
 /** A loop device and how to remove it. */
 export interface LoopDevice {
@@ -64,6 +67,66 @@ export function tmpfsLoop(contents: Uint8Array | number, tag = "test", sectorSiz
       }
     },
   };
+}
+
+/**
+ * A loop device like {@link tmpfsLoop}'s, over a file on a ramfs mount of its own: ramfs has no
+ * fallocate, so the loop device advertises neither discard nor write zeroes
+ * (`discard_max_bytes` and `write_zeroes_max_bytes` 0), as many disks do. Every discard fails
+ * EOPNOTSUPP, and the kernel zeroes a range by writing zero buffers unless told not to.
+ */
+export function bareLoop(contents: Uint8Array | number, tag = "test", sectorSize = 512): LoopDevice {
+  detachStaleLoops();
+  unmountStaleRamfs();
+  const mount = mkdtempSync(join(tmpdir(), `blkio-ramfs-${process.pid}-`));
+  let loop: LoopDevice | null = null;
+  const detach = () => {
+    try {
+      loop?.detach();
+    } finally {
+      // The loop device lets go of its file a moment after it is detached: unmount retries.
+      unmount(mount);
+      rmSync(mount, { recursive: true, force: true });
+    }
+  };
+  try {
+    execFileSync("mount", ["-t", "ramfs", "-o", "mode=0700", "ramfs", mount], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const back = join(mount, `blkio-loop-${process.pid}-${tag}-${serial++}.img`);
+    writeFileSync(back, typeof contents === "number" ? new Uint8Array(0) : contents);
+    if (typeof contents === "number") truncateSync(back, contents);
+    loop = attachLoop(back, sectorSize);
+    const queue = `/sys/block/${loop.path.slice(loop.path.lastIndexOf("/") + 1)}/queue`;
+    for (const limit of ["discard_max_bytes", "write_zeroes_max_bytes"]) {
+      const value = readFileSync(`${queue}/${limit}`, "utf8").trim();
+      if (value !== "0") {
+        throw new Error(`${loop.path} over ramfs has ${limit} ${value}: it is no bare device`);
+      }
+    }
+    return { path: loop.path, backing: back, detach };
+  } catch (e) {
+    detach();
+    throw e;
+  }
+}
+
+/** Unmounts the ramfs mounts of {@link bareLoop} whose maker no longer exists (killed before its cleanup ran). */
+function unmountStaleRamfs(): void {
+  for (const line of readFileSync("/proc/self/mounts", "utf8").split("\n")) {
+    const [, at, type] = line.split(" ");
+    const pid = Number(/\/blkio-ramfs-(\d+)-[^/]*$/.exec(at ?? "")?.[1] ?? NaN);
+    if (type !== "ramfs" || !Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
+    unmount(at);
+    rmSync(at, { recursive: true, force: true });
+  }
+}
+
+/** Why ramfs loop devices ({@link bareLoop}) cannot be made here, or null when they can. */
+export function bareLoopUnavailableReason(): string | null {
+  const loop = loopUnavailableReason();
+  if (loop !== null) return loop;
+  return /\sramfs$/m.test(readFileSync("/proc/filesystems", "utf8")) ? null : "the kernel has no ramfs";
 }
 
 /**

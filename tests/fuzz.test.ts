@@ -41,6 +41,13 @@ const FULL_DIRECT = {
 // (blkdebug): whatever touches one fails EIO.
 const FUSE_EIO = { name: "fuse-eio", path: undefined, skip: targetUnavailable("fuse-eio") };
 const VHOST_EIO = { name: "vhost-eio", path: undefined, skip: targetUnavailable("vhost-eio") };
+// A loop device over a ramfs file: a device without discard or write zeroes, as many disks are.
+const BARE = { name: "loop-bare", path: undefined, skip: targetUnavailable("loop-bare") };
+const BARE_DIRECT = {
+  name: "loop-bare+direct",
+  path: undefined,
+  skip: targetUnavailable("loop-bare+direct"),
+};
 const TARGETS = targets(SIZE);
 for (
   const t of [
@@ -53,6 +60,8 @@ for (
     FULL_DIRECT,
     FUSE_EIO,
     VHOST_EIO,
+    BARE,
+    BARE_DIRECT,
   ]
 ) {
   for (const seed of SEEDS) {
@@ -127,6 +136,7 @@ for (
     FULL,
     FUSE_EIO,
     VHOST_EIO,
+    BARE_DIRECT,
   ]
 ) {
   for (const seed of SEEDS) {
@@ -241,6 +251,7 @@ test("fuzz: the model's outcomes follow the decided semantics", () => {
     blockSize: 512,
     directWritesChecked: false,
     spaceLimited: false,
+    bareDevice: false,
     badRanges: [],
     poll: false,
     size: SIZE,
@@ -260,6 +271,18 @@ test("fuzz: the model's outcomes follow the decided semantics", () => {
     0,
   ]);
   assert.deepEqual(rets(outcomesOf(f, { op: "discard", start: 0, len: 0, flags: 0, pieces: [] })), [-22]);
+  // A device without discard or write zeroes: the discard command refuses before it looks at the
+  // range; the kernel writes zero buffers unless NO_FALLBACK.
+  const bare: TargetFacts = { ...f, bareDevice: true };
+  for (const [start, len] of [[0, 4096], [0, 0], [100, 512], [SIZE, 4096]]) {
+    assert.deepEqual(rets(outcomesOf(bare, { op: "discard", start, len, flags: 0, pieces: [] })), [-95]);
+  }
+  assert.deepEqual(rets(outcomesOf(bare, { op: "writeZeroes", start: 0, len: 4096, flags: 2, pieces: [] })), [
+    0,
+  ]);
+  assert.deepEqual(rets(outcomesOf(bare, { op: "writeZeroes", start: 0, len: 4096, flags: 4, pieces: [] })), [
+    -95,
+  ]);
   assert.deepEqual(
     rets(outcomesOf({ ...f, readOnly: true }, { op: "write", start: 0, len: 4096, flags: 1, pieces })),
     [-9],
