@@ -29,7 +29,7 @@ import { requireNative } from "../src/native.ts";
 import { BufferPool } from "./_fuzz_buffers.ts";
 import { DiskModel } from "./_fuzz_disk.ts";
 import { applyOutcome } from "./_fuzz_effect.ts";
-import { FUA, NO_FALLBACK, NO_UNMAP, type TargetFacts } from "./_fuzz_expect.ts";
+import { FUA, NO_FALLBACK, NO_UNMAP, type TargetFacts, targetFacts } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
 import { probeWrongRead } from "./_fuzz_probe.ts";
 import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
@@ -645,20 +645,7 @@ class BlockDeviceRun {
         buffers,
       };
     }
-    return {
-      isBlockDevice: t.isBlockDevice,
-      direct: t.direct,
-      readOnly: this.#cfg.readOnly,
-      alignment: this.#alignment,
-      blockSize: t.blockSize,
-      directWritesChecked: t.directWritesChecked,
-      spaceLimited: t.spaceLimited,
-      bareDevice: t.bareDevice,
-      badRanges: t.badRanges,
-      poll: false,
-      size: t.size,
-      vhost,
-    };
+    return targetFacts(t, { readOnly: this.#cfg.readOnly, alignment: this.#alignment, poll: false, vhost });
   }
 
   /**

@@ -55,6 +55,37 @@ export interface TargetFacts {
   vhost: VhostFacts | null;
 }
 
+/** What of a target the model needs (scripts/_fuzz_target.ts's FuzzTarget has it all). */
+type TargetSide = Pick<
+  TargetFacts,
+  | "isBlockDevice"
+  | "direct"
+  | "blockSize"
+  | "directWritesChecked"
+  | "spaceLimited"
+  | "bareDevice"
+  | "badRanges"
+  | "size"
+>;
+
+/** The facts for a request: the target's, and the run's (its instance, queue and buffers). */
+export function targetFacts(
+  t: TargetSide,
+  run: Pick<TargetFacts, "readOnly" | "alignment" | "poll" | "vhost">,
+): TargetFacts {
+  return {
+    isBlockDevice: t.isBlockDevice,
+    direct: t.direct,
+    blockSize: t.blockSize,
+    directWritesChecked: t.directWritesChecked,
+    spaceLimited: t.spaceLimited,
+    bareDevice: t.bareDevice,
+    badRanges: t.badRanges,
+    size: t.size,
+    ...run,
+  };
+}
+
 /** What the model needs of a virtio-blk-vhost-user instance. */
 export interface VhostFacts {
   queueSize: number;

@@ -10,7 +10,14 @@ import { requireNative } from "../src/native.ts";
 import { BufferPool, type PoolEntry } from "./_fuzz_buffers.ts";
 import { DiskModel, type Interval } from "./_fuzz_disk.ts";
 import { applyOutcome } from "./_fuzz_effect.ts";
-import { FUA, NO_FALLBACK, NO_UNMAP, type TargetFacts, type VhostFacts } from "./_fuzz_expect.ts";
+import {
+  FUA,
+  NO_FALLBACK,
+  NO_UNMAP,
+  type TargetFacts,
+  targetFacts,
+  type VhostFacts,
+} from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
 import { probeWrongRead } from "./_fuzz_probe.ts";
 import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
@@ -1060,20 +1067,7 @@ class FuzzRun {
         buffers,
       };
     }
-    return {
-      isBlockDevice: t.isBlockDevice,
-      direct: t.direct,
-      readOnly: this.#cfg.readOnly,
-      alignment: this.#alignment,
-      blockSize: t.blockSize,
-      directWritesChecked: t.directWritesChecked,
-      spaceLimited: t.spaceLimited,
-      bareDevice: t.bareDevice,
-      badRanges: t.badRanges,
-      poll: m.poll,
-      size: t.size,
-      vhost,
-    };
+    return targetFacts(t, { readOnly: this.#cfg.readOnly, alignment: this.#alignment, poll: m.poll, vhost });
   }
 
   #pickQueue(): QueueModel {
