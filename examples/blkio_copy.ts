@@ -18,8 +18,9 @@
  * output is flushed at the end (a flush request, or fsync for a file or block device); an
  * `--input-file` that is a block device is copied whole and a pipe or a procfs file read to its
  * end (fstat says 0 bytes for them); an input that shrinks during the copy fails it (libblkio
- * zero-fills); `/dev/stdin` and `/dev/stdout` are the inherited fds, used from their offsets
- * (reopened, they lost `>>`'s O_APPEND, the offset, and sockets); a missing name under /dev is not
+ * zero-fills); `/dev/stdin` and `/dev/stdout` are the inherited fds, used from their offsets and
+ * left after what was copied, as cat leaves them (reopened, they lost `>>`'s O_APPEND, the offset,
+ * and sockets); a missing name under /dev is not
  * created; and on a terminal a progress line is shown on stderr.
  * An existing output is overwritten in place, not truncated, as with a block device.
  *
@@ -201,12 +202,15 @@ function doRead(end: End, offset: number, len: number, buf: Uint8Array): number 
   let done = 0;
   try {
     while (done < len) {
-      const n = readSync(end.fd, buf, done, len - done, end.base + offset + done);
+      // An inherited stdin is read in order from where it stands (the chunks come in order), so
+      // its offset moves on as cat leaves it: the next command sharing it starts after the copy.
+      const at = end.inherited ? null : end.base + offset + done;
+      const n = readSync(end.fd, buf, done, len - done, at);
       if (n === 0) break;
       done += n;
     }
   } catch (e) {
-    die(`pread: ${errorText(e)}`);
+    die(`${end.inherited ? "read" : "pread"}: ${errorText(e)}`);
   }
   // libblkio zero-pads a short read, which made a file cut during the copy into a zero-filled
   // "copy" that exited 0 (CLI review). One that shrank fails; one whose size says more than it

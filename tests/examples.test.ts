@@ -274,7 +274,7 @@ test("blkio_copy: --output-file=/dev/stdout appends under >> and writes after wh
 // /dev/stdin of a socket cannot be opened (ENXIO); the inherited fd can be read.
 test(
   ...skipIf(
-    "blkio_copy: --input-file=/dev/stdin reads a socket, and a file from its offset, as cat does",
+    "blkio_copy: --input-file=/dev/stdin reads a socket, and a file from its offset to its end, as cat does",
     spawnSync("python3", ["-c", "import socket"], { stdio: "ignore" }).status !== 0 &&
       "python3 is missing: it makes the socket pair given as stdin",
   ),
@@ -309,11 +309,13 @@ sys.exit(subprocess.run(rt + [sys.argv[4], "--input-file=/dev/stdin", "--output-
     assert.ok(readFileSync(dst).equals(data), "the copy differs from what went through the socket");
     // From where the shell's fd stands: the first 1000 bytes were read by head.
     writeFileSync(dst, new Uint8Array(0));
+    // And it leaves the fd where it stopped, at the end, as cat would: the next reader gets nothing.
     const r2 = copyShell(
-      `{ head -c 1000 >/dev/null; $TOOL --input-file=/dev/stdin --output-blkio=io_uring "path=$2"; } < "$1"`,
+      `{ head -c 1000 >/dev/null; $TOOL --input-file=/dev/stdin --output-blkio=io_uring "path=$2"; wc -c; } < "$1"`,
       [src, dst],
     );
     assert.equal(r2.status, 0, r2.stderr);
+    assert.equal(r2.stdout.trim().split("\n").at(-1), "0", "the input was left unread for the next command");
     const got = readFileSync(dst);
     // GNU head gives back what it read past its count on a seekable input; others need not.
     assert.ok(
