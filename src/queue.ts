@@ -347,7 +347,11 @@ export class Queue {
     let n = completions.fill(out, 0, max);
     if (n < max && completions.badOut < 0) {
       const m = dq.reap(out, n, max);
-      if (m > n) {
+      // Not only after a completion: a reap that released only a cancellation's slot (its CQE is
+      // never reported) makes room too, and with SQPOLL the kernel thread frees SQ space by itself.
+      // A caller polling with doIo(min 0) would otherwise leave the backlog waiting for a
+      // completion that nothing in flight will bring.
+      if (m > n || backlog.length > 0) {
         n = m;
         if (backlog.length > 0) backlog.process(dq);
         // The driver may have rejected backlogged requests at once (e.g. NO_FALLBACK): with

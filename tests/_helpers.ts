@@ -239,10 +239,11 @@ export function connectTo(t: Pick<Target, "path" | "direct">, opts: { readOnly?:
 /** Connects and starts an instance for `t`. */
 export function startOn(
   t: Pick<Target, "path" | "direct">,
-  opts: { readOnly?: boolean; numQueues?: number } = {},
+  opts: { readOnly?: boolean; numQueues?: number; numEntries?: number } = {},
 ): Blkio {
   const b = connectTo(t, opts);
   if (opts.numQueues !== undefined) b.setInt("num-queues", opts.numQueues);
+  if (opts.numEntries !== undefined) b.setInt("num-entries", opts.numEntries);
   b.start();
   return b;
 }

@@ -28,6 +28,33 @@ export function withRewrittenResults(from: number, to: number, times: number, fn
 }
 
 /**
+ * Runs `fn` while `res` decides the result of each new CQE the kernel posts (it is given the
+ * kernel's and returns the one the library sees), and `fail`, asked before each `io_uring_enter`
+ * with its `to_submit`, may make that call return a negative errno without entering the kernel.
+ * Like {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
+ */
+export function withHookedEnters(
+  hooks: { res?: (res: number) => number; fail?: (toSubmit: number) => number | undefined },
+  fn: () => void,
+): void {
+  // Per ring, the CQ tail already seen: each CQE is given to `res` once.
+  const seen = new Map<Uint8Array, number>();
+  intercept(fn, () => {}, (ring) => {
+    if (hooks.res === undefined) return;
+    const head = u32At(ring, LIBURING_RING.cqKhead)[0], tail = u32At(ring, LIBURING_RING.cqKtail)[0];
+    const mask = u32At(ring, LIBURING_RING.cqKringMask)[0];
+    const cqes = new Int32Array(native!.view(addressAt(ring, LIBURING_RING.cqCqes), 16 * (mask + 1)));
+    const from = seen.get(ring);
+    const start = from !== undefined && ((tail - from) >>> 0) <= ((tail - head) >>> 0) ? from : head;
+    for (let i = start; i !== tail; i = (i + 1) >>> 0) {
+      const res = ((i & mask) << 2) + 2;
+      cqes[res] = hooks.res(cqes[res]);
+    }
+    seen.set(ring, tail);
+  }, hooks.fail);
+}
+
+/**
  * Runs `fn` and counts the SQEs of opcode `op` (IORING_OP_*) that its `io_uring_enter` calls hand
  * to the kernel: those between the kernel's SQ head and the tail published before the call (the
  * driver's SQ index array is the identity).
@@ -58,12 +85,14 @@ function u32At(ring: Uint8Array, off: number): Uint32Array {
 
 /**
  * Runs `fn` with `before` and `after` called for every live ring (liburing's struct io_uring)
- * around each `io_uring_enter`, then restores the process's io_uring symbols.
+ * around each `io_uring_enter` (unless `fail` returns the call's result instead), then restores
+ * the process's io_uring symbols.
  */
 function intercept(
   fn: () => void,
   before: (ring: Uint8Array) => void,
   after: (ring: Uint8Array) => void,
+  fail?: (toSubmit: number) => number | undefined,
 ): void {
   const n = native!;
   // deno-lint-ignore no-explicit-any
@@ -85,6 +114,8 @@ function intercept(
   };
   // deno-lint-ignore no-explicit-any
   const wrap = (call: (...a: any[]) => number) => (...a: any[]) => {
+    const failed = fail?.(a[1]);
+    if (failed !== undefined) return failed;
     for (const ring of rings) before(ring);
     const r = call(...a);
     for (const ring of rings) after(ring);

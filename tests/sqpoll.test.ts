@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { Blkio, type Completion, type Queue } from "../mod.ts";
-import { cleanupAll, pread, pwrite, reap, type Target, targets } from "./_helpers.ts";
+import { cleanupAll, pread, pwrite, reap, scratchFile, type Target, targets } from "./_helpers.ts";
 import { sleepMs } from "./_io.ts";
 
 const TARGETS = targets();
@@ -113,6 +113,37 @@ test("sqpoll: added queues and more requests than the ring holds", () => {
   ok(q, 40);
   for (let i = 0; i < 40; i++) assert.deepEqual(bufs[i], pattern(40 * BS, 9).subarray(i * BS, (i + 1) * BS));
   b.destroy();
+});
+
+// A cancellation takes a slot and its CQE is never returned, so reaping it makes room without a
+// completion; doIo(min 0) moved its backlog on only after a reap that returned something, and
+// with SQPOLL no enter followed (the kernel thread had taken the SQE). A poller (an event loop
+// reaping with min 0) never got its backlogged request submitted (review, helper-73).
+test("sqpoll: a request backlogged behind a cancellation's slot goes out with the next doIo(min 0)", () => {
+  const path = scratchFile(64 * 1024, 3);
+  using b = Blkio.create("io_uring");
+  b.setStr("path", path);
+  b.setBool("sqpoll", true);
+  b.connect();
+  b.setInt("num-entries", 1); // an SQ of 1 and a CQ of 2: two slots
+  b.start();
+  const q = b.getQueue(0)!;
+  const out: Completion[] = [];
+  q.read(0, new Uint8Array(BS), "A");
+  q.doIo(out, 0, 0); // A is published; its CQE stays unreaped and its slot in use
+  sleepMs(50);
+  assert.equal(q.cancel("A"), true); // the cancellation takes the second slot
+  q.read(BS, new Uint8Array(BS), "B"); // no slot left: B waits in the backlog
+  sleepMs(1500); // the kernel thread goes idle
+  assert.equal(q.doIo(out, 0, 1), 1);
+  assert.equal(out[0].userData, "A");
+  const got: unknown[] = [];
+  for (let i = 0; i < 50 && got.length === 0; i++) {
+    sleepMs(20);
+    const n = q.doIo(out, 0, 8);
+    for (let k = 0; k < n; k++) got.push(out[k].userData);
+  }
+  assert.deepEqual(got, ["B"], "B never left the backlog for a doIo(min 0) poller");
 });
 
 test("sqpoll: cleanup scratch targets", () => cleanupAll());

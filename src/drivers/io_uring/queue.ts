@@ -979,7 +979,11 @@ export class IoUringQueue implements DriverQueue {
     const r = slot * SLOT_REFS;
     const buf = this.#refs[r + R_BUF] as Uint8Array | null;
     if (buf !== null) {
-      zeroFrom(buf, skip);
+      // Not a buffer detached while in flight (ArrayBuffer.prototype.transfer): fill throws for
+      // it, here in the middle of a reap, before the CQ head is stored; every later doIo threw
+      // again on the same CQE, and completions reaped before it in that batch were lost, their
+      // slots released twice. A detached buffer has no bytes to zero (length 0).
+      if (byteLengthOf(buf) > skip) zeroFrom(buf, skip);
       return;
     }
     const iov = this.#refs[r + R_IOV] as readonly Uint8Array[];
