@@ -567,3 +567,78 @@ htest(
     }
   },
 );
+
+/**
+ * Reads block 0 into A and waits for it, then block 1 into B (which holds 0xee before), submitted
+ * on its own first (libblkio's blkioq_do_io(q, NULL, 0, 0, NULL)) and then waited for. Returns
+ * both completions, both buffers and their region.
+ */
+function readTwo(
+  b: Blkio,
+): { first: Completion; a: Uint8Array; second: Completion; bb: Uint8Array; r: MemoryRegion } {
+  const q = b.getQueue(0)!;
+  const r = b.allocMemRegion(2 * 4096);
+  b.mapMemRegion(r);
+  const a = r.bytes.subarray(0, 4096), bb = r.bytes.subarray(4096);
+  const out: Completion[] = [];
+  q.read(0, a, "A");
+  assert.equal(q.doIo(out, 1, 1, 5_000_000_000n), 1);
+  const first = { ...out[0] };
+  bb.fill(0xee);
+  q.read(4096, bb, "B");
+  q.doIo(out, 0, 0);
+  assert.equal(q.doIo(out, 1, 1, 5_000_000_000n), 1);
+  const second = { ...out[0] };
+  assert.equal(second.userData, "B");
+  return { first, a, second, bb, r };
+}
+
+// A used index that runs ahead of what the device was given: the entries it skips over hold
+// whatever the ring held there (zeroes on a fresh ring, or heads from the last lap). Descriptor 0
+// is the head of the first chain and, freed first onto the free list, of the next one too: the
+// next read took the skipped entry for its own, completed with "invalid status (255)" while
+// the back-end had not yet seen it, and the back-end then wrote the read's data into a buffer
+// the application had back (review-74).
+htest("a used index that runs ahead ends the queue; no buffer is written after its completion", async () => {
+  await using fake = await startFake("idx_jump=1,delay=0.5,linger=5");
+  using b = startBlkio(fake.socket);
+  const { first, a, second, bb } = readTwo(b);
+  if (first.ret === 0) assert.deepEqual(a, block(0));
+  else assert.match(first.errorMsg ?? "", /corrupted the virtqueue/);
+  // The back-end takes B 0.5 s after it was published: a buffer handed back before then must
+  // still hold what the application left in it.
+  await sleep(1200);
+  if (second.ret === 0) assert.deepEqual(bb, block(1));
+  else {
+    assert.equal(second.ret, EIO);
+    assert.deepEqual(
+      bb,
+      new Uint8Array(4096).fill(0xee),
+      `B (${second.errorMsg}) was written after it completed`,
+    );
+    assert.match(second.errorMsg ?? "", /corrupted the virtqueue/);
+  }
+});
+
+// The same descriptor returned a second time, 0.3 s later: by then the driver had freed it and
+// the next read had it as its head. That read completed with "invalid status (255)" (the status
+// byte the driver sets and the back-end had not written yet) while the back-end still had it
+// (it takes each batch 0.5 s late), and its region could be unmapped and reused while the
+// back-end then wrote the read's data into it (review-74). Nothing in the used ring says which
+// request a repeated head was meant for; the unwritten status byte says the back-end is not done.
+htest("a descriptor returned again after it was reused ends the queue; its buffer is kept", async () => {
+  await using fake = await startFake("dup_late,late_s=0.3,delay=0.5,linger=5");
+  using b = startBlkio(fake.socket);
+  const { first, a, second, bb, r } = readTwo(b);
+  assert.equal(first.ret, 0, String(first.errorMsg));
+  assert.deepEqual(a, block(0));
+  await sleep(1000);
+  assert.match(fake.log(), /late dup_late/, "the fake never returned the descriptor again");
+  if (second.ret === 0) assert.deepEqual(bb, block(1));
+  else {
+    assert.equal(second.ret, EIO);
+    assert.match(second.errorMsg ?? "", /corrupted the virtqueue/);
+    // The back-end may still write B's buffer: its region stays mapped.
+    assertErrno(() => b.unmapMemRegion(r), "EBUSY");
+  }
+});

@@ -296,3 +296,37 @@ test("virtqueue: virtqueue: a committed but unpublished chain returned by the de
   use(1, b);
   assert.throws(() => vq.popUsed(), RangeError, "popUsed took back a chain that was never published");
 });
+
+// A used index moved by more than the device has chains: the entries in between hold stale heads
+// (zeroes on a fresh ring), and descriptor 0, the first chain's head, is the next chain's too
+// (freed first onto the free list). Taken as entries, they returned the next chain before the
+// device had seen it, its buffers handed back while the device was yet to write them (review-74).
+test("virtqueue: a used index moved ahead or back of the chains in flight is refused", () => {
+  const size = 8;
+  for (const move of [+1, -1]) {
+    const mem = new Uint8Array(new ArrayBuffer(vringLayout(size).total));
+    const vq = new SplitVirtqueue(mem, BASE, size);
+    const l = vringLayout(size);
+    const v = new DataView(mem.buffer);
+    const chain = () => {
+      vq.push(BASE + 0x1000, 16, false);
+      vq.push(BASE + 0x1010, 1, true);
+      const head = vq.commit();
+      vq.publish();
+      return head;
+    };
+    const a = chain();
+    // The device returns a, and its used index moves one further (or back) than that.
+    v.setUint32(l.used + 4, a, true);
+    v.setUint16(l.used + 2, move > 0 ? 2 : 1, true);
+    const seen: number[] = [];
+    assert.throws(() => {
+      seen.push(vq.popUsed());
+      if (move < 0) v.setUint16(l.used + 2, 0, true); // back to before a
+      const b = chain();
+      assert.equal(b, a, "the next chain has the same head");
+      seen.push(vq.popUsed());
+    }, RangeError);
+    assert.ok(seen.length <= 1, `the chain the device has not seen came back: ${JSON.stringify(seen)}`);
+  }
+});

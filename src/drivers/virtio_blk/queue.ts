@@ -471,6 +471,15 @@ export class VirtioBlkQueue implements DriverQueue {
         break;
       }
       const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
+      if (status === STATUS_UNSET) {
+        // Returned without its status written: a head the back-end returned for another request
+        // (one it returned twice, a stale entry) while it still has this one and will write its
+        // buffers. Nothing in the ring can be told apart from that: the queue is done with.
+        const userData = this.#unfinished(slot, head);
+        if (!this.completions.deliver(out, n, userData, -EIO, this.#broken)) break;
+        n++;
+        break;
+      }
       const ret = this.#finish(slot, status);
       if (ret === CONTINUED) continue;
       const userData = this.#ud[slot];
@@ -651,11 +660,33 @@ export class VirtioBlkQueue implements DriverQueue {
     if (!inRing) this.#resubmitCount = 0;
   }
 
+  /**
+   * Request `slot`, taken out of the ring by `head`, came back with its status byte unwritten:
+   * the ring is corrupt (the queue breaks down) and the request's buffers are abandoned, as the
+   * back-end may still be working on it. Releases the slot; returns its userData (to complete
+   * with -EIO).
+   */
+  #unfinished(slot: number, head: number): unknown {
+    this.#corrupt = true;
+    this.#breakDown(
+      `The vhost-user back-end corrupted the virtqueue: it returned descriptor ${head} without ` +
+        "writing the request's status",
+    );
+    const userData = this.#ud[slot];
+    abandon(this.#buf[slot], this.#iov[slot]);
+    this.#release(slot);
+    return userData;
+  }
+
   /** Completes the request whose chain `head` a back-end that hung up returned. */
   #completeAfterHangup(head: number): void {
     const slot = this.#takeHead(head);
     if (slot < 0) return;
     const status = this.#hdrBytes[slot * HEADER_SLOT_SIZE + HEADER_STATUS];
+    if (status === STATUS_UNSET) {
+      this.completions.push(this.#unfinished(slot, head), -EIO, this.#broken);
+      return;
+    }
     // A step other than the last that succeeded leaves the request unfinished: -EIO in #settle.
     if (status === BlkStatus.OK && this.#hasNextStep(slot)) return;
     const ret = this.#finish(slot, status);
@@ -683,6 +714,12 @@ export class VirtioBlkQueue implements DriverQueue {
 
   enter(minComplete: number, timeoutNs: number): number {
     if (this.#broken === null && this.#conn.hungUpReason !== null) this.#hungUp();
+    // Before publishing: a used index already ahead of what the device has would have the next
+    // chains taken for entries it skipped (reap finds it too, but only with chains in the ring).
+    if (this.#broken === null && this.#vq.usedOverrun) {
+      this.#corrupt = true;
+      this.#breakDown("The vhost-user back-end corrupted the virtqueue: its used index ran ahead");
+    }
     if (this.#broken !== null) {
       // Waits for a request's end only when asked to, and at most a step (doIo calls again).
       const now = performance.now();

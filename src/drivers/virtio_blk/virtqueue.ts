@@ -83,6 +83,8 @@ export class SplitVirtqueue {
   #availIdx = 0;
   #published = 0;
   #lastUsed = 0;
+  /** Chains published and not yet returned: the most used entries the device can have added. */
+  #outstanding = 0;
   #chainHead = -1;
   #chainTail = -1;
   #chainCount = 0;
@@ -179,6 +181,7 @@ export class SplitVirtqueue {
     for (let i = this.#published; i !== this.#availIdx; i = (i + 1) & 0xffff) {
       this.#unpublishedHead[this.#availHeads[i & this.#mask]] = 0;
     }
+    this.#outstanding += (this.#availIdx - this.#published) & 0xffff;
     Atomics.store(this.#avail, 1, this.#availIdx);
     this.#published = this.#availIdx;
     return (Atomics.load(this.#used16, 0) & USED_F_NO_NOTIFY) === 0;
@@ -190,7 +193,18 @@ export class SplitVirtqueue {
    * device returns a head that is not in flight.
    */
   popUsed(): number {
-    if (this.#lastUsed === Atomics.load(this.#used16, 1)) return -1;
+    const idx = Atomics.load(this.#used16, 1);
+    if (this.#lastUsed === idx) return -1;
+    // More used entries than chains the device has: the index ran ahead (or back, which reads
+    // as nearly 65536 ahead). The entries it skipped hold stale heads, one of which may be a
+    // chain in flight now that the device has not finished: taking it hands its buffers back
+    // while the device still writes them.
+    const pending = (idx - this.#lastUsed) & 0xffff;
+    if (pending > this.#outstanding) {
+      throw new RangeError(
+        `The device's used index ${idx} is ${pending} entries ahead, with ${this.#outstanding} requests in flight`,
+      );
+    }
     const e = 1 + ((this.#lastUsed & this.#mask) << 1);
     const head = this.#used32[e];
     this.lastUsedLen = this.#used32[e + 1];
@@ -200,8 +214,17 @@ export class SplitVirtqueue {
     if (head >= this.size || this.#chainLen[head] === 0 || this.#unpublishedHead[head] !== 0) {
       throw new RangeError(`The device returned descriptor ${head}, which is not in flight`);
     }
+    this.#outstanding--;
     this.#freeChain(head);
     return head;
+  }
+
+  /**
+   * Whether the device's used index is further ahead than the chains it has (see
+   * {@link popUsed}); checked before publishing, when no entry may be pending to pop.
+   */
+  get usedOverrun(): boolean {
+    return ((Atomics.load(this.#used16, 1) - this.#lastUsed) & 0xffff) > this.#outstanding;
   }
 
   /** Returns the descriptors of the chain at `head` to the free list. */
