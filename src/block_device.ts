@@ -21,7 +21,7 @@ import { BEYOND_2_53_MSG, BUFFER_REMEDIES, splitSegments, toOffset, viewRange } 
 import { BufferReleases } from "./buffer_releases.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
-import { abortReason, BlkioError, noConstructor, propertyOf } from "./errors.ts";
+import { abortReason, BlkioError, noConstructor, propertyOf, unlistenAbort } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, describe } from "./properties.ts";
@@ -442,6 +442,11 @@ export class BlockDevice {
   /** The instance is destroyed: late timers and immediates must not touch its queues. */
   #dead = false;
   #closed: Promise<void> | null = null;
+  /**
+   * close() stopped waiting for requests: no wait is armed again (aborted requests a back-end
+   * still has would re-arm the one it wakes up), as a waiter is closed only with none pending.
+   */
+  #waitsDone = false;
   /** Requests in flight whose promise an abort already rejected. */
   #aborted = 0;
   /** close()'s wake-up, called whenever a request completes or is aborted. */
@@ -831,6 +836,9 @@ export class BlockDevice {
       }
     }
     if (this.#closing) return Promise.reject(closedError());
+    // The caller's code may also have aborted the signal since it was checked: a listener added
+    // now would never fire, and the request would run as if it had not been.
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
     const qi = this.#qs.length === 1 ? 0 : this.#pick();
     const s = this.#qs[qi];
     const id = this.#freeIds.length > 0 ? this.#freeIds.pop()! : this.#newId();
@@ -958,7 +966,7 @@ export class BlockDevice {
   }
 
   #arm(s: QueueState): void {
-    if (s.waiting || s.pending === 0) return;
+    if (s.waiting || s.pending === 0 || this.#waitsDone) return;
     s.waiting = true;
     s.waiter ??= new CompletionWaiter(this.#native, s.fd);
     s.wait = s.waiter.wait().then(s.onWake, s.onWakeError);
@@ -1005,7 +1013,12 @@ export class BlockDevice {
     if (s.retryTimer !== null || this.#dead) return;
     s.retryTimer = setTimeout(() => {
       s.retryTimer = null;
-      this.#schedule(s);
+      // Not only a submission: a doIo that failed after reaping put the completions back in the
+      // queue, and nothing signals the completion fd for them (its signal was consumed by the
+      // wait that led here). Left to the next wakeup, they waited for another request to
+      // complete: for ever behind requests to a daemon that stopped answering.
+      this.#drain(s);
+      this.#arm(s);
     }, 1);
   }
 
@@ -1098,7 +1111,7 @@ export class BlockDevice {
     const w = this.#watches.get(signal);
     if (w === undefined || !w.ids.delete(id) || w.ids.size > 0) return;
     this.#watches.delete(signal);
-    signal.removeEventListener("abort", w.listener);
+    unlistenAbort(signal, w.listener);
   }
 
   /** Aborts every request watching `signal`, oldest first. */
@@ -1173,6 +1186,7 @@ export class BlockDevice {
     });
     clearTimeout(timer);
     this.#idle = null;
+    this.#waitsDone = true;
     if (this.#failureCheck !== null) clearInterval(this.#failureCheck);
     this.#failureCheck = null;
     for (const s of this.#qs) {

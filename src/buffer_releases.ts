@@ -8,7 +8,7 @@
  */
 import { usesAbandoned } from "./abandoned.ts";
 import { eachRange, usesRange } from "./buffers.ts";
-import { abortReason, BlkioError } from "./errors.ts";
+import { abortReason, BlkioError, unlistenAbort } from "./errors.ts";
 
 /** A caller waiting for the requests that used its buffer to end. */
 interface ReleaseWait {
@@ -222,7 +222,7 @@ export class BufferReleases {
     const g = w.signal === null ? undefined : this.#watches.get(w.signal);
     if (g !== undefined && g.waits.delete(w) && g.waits.size === 0) {
       this.#watches.delete(w.signal!);
-      w.signal!.removeEventListener("abort", g.listener);
+      unlistenAbort(w.signal!, g.listener);
     }
     if (error === null) w.resolve();
     else w.reject(error);

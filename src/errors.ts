@@ -102,3 +102,16 @@ export function abortReason(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
   return r instanceof Error ? r : new DOMException("The operation was aborted", "AbortError");
 }
+
+/**
+ * Removes an abort listener, called while completions are settled: a signal's method is the
+ * caller's to replace, and a throw there must not cut that short (the completions after it were
+ * lost). A listener left behind finds nothing to abort.
+ */
+export function unlistenAbort(signal: AbortSignal, listener: () => void): void {
+  try {
+    signal.removeEventListener("abort", listener);
+  } catch {
+    // the caller's own code threw: nothing of ours to undo
+  }
+}
