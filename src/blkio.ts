@@ -4,14 +4,23 @@
  * @module
  */
 import type { Native } from "../ffi/types.ts";
+import { isAbandoned } from "./abandoned.ts";
 import { driverFactory } from "./drivers/mod.ts";
 import type { Driver } from "./driver.ts";
 import { BlkioError, mustBeConnected, mustBeStarted, noConstructor } from "./errors.ts";
 import { type MemoryRegion, MemoryRegionRegistry } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, checkInt, checkUint64, describe, type PropertyInfo } from "./properties.ts";
-import { closeQueue, newQueue, type Queue, queueUsesBuffer } from "./queue.ts";
+import { closeQueue, newQueue, type Queue, queueBusy, queueUsesBuffer } from "./queue.ts";
 import { State, type StateName, stateName, type StateValue } from "./state.ts";
+
+/**
+ * EBUSY for a removeQueue or destroy from caller code running inside a doIo of the queue (a
+ * setter of an `out` entry): the driver's reap is halfway through the ring it would unmap.
+ */
+function closeInsideDoIo(what: string): BlkioError {
+  return BlkioError.of("EBUSY", `Cannot ${what} from code that runs inside doIo of the queue`);
+}
 
 /** The proof that Blkio.create makes the instance, not `new Blkio()` from JavaScript. */
 const MADE_BY_CREATE = Symbol("Blkio");
@@ -136,6 +145,9 @@ export class Blkio {
    */
   destroy(): void {
     if (this.#destroyed) return;
+    for (const list of [this.#queues, this.#pollQueues]) {
+      for (const q of list) if (q && queueBusy(q)) throw closeInsideDoIo("destroy the instance");
+    }
     this.#destroyed = true;
     this.#driver.beginDestroy?.();
     for (const list of [this.#queues, this.#pollQueues]) {
@@ -251,8 +263,10 @@ export class Blkio {
     const d = this.#live();
     region = this.#regions.known(region, "mapped");
     if (!this.#regions.isMapped(region)) return;
-    // The driver first: it may refuse (EBUSY), and the region then stays mapped.
-    d.unmapMemRegion(region, this.#inUse(region.bytes.buffer));
+    // The driver first: it may refuse (EBUSY), and the region then stays mapped. The buffer
+    // recorded at map time: `region.bytes.buffer` is the caller's to redefine.
+    const buffer = this.#regions.mappedBuffer(region)!;
+    d.unmapMemRegion(region, this.#inUse(buffer) || isAbandoned(buffer));
     this.#regions.unmap(region);
   }
 
@@ -311,6 +325,7 @@ export class Blkio {
     this.#live();
     const q = Number.isInteger(index) && index >= 0 ? list[index] : undefined;
     if (!q) throw BlkioError.of("ENOENT", `no queue with index ${describe(index)}`);
+    if (queueBusy(q)) throw closeInsideDoIo("remove the queue");
     list[index] = null;
     while (list.length > 0 && list[list.length - 1] === null) list.pop();
     closeQueue(q, "The queue has been removed");

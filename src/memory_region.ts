@@ -112,6 +112,11 @@ interface Allocation {
   addr: number;
   len: number;
   fd: number;
+  /**
+   * The ArrayBuffer of the region's `bytes`, taken at alloc: `bytes` is the caller's to touch,
+   * and an own `buffer` property on it would make `region.bytes.buffer` name other memory.
+   */
+  buffer: ArrayBuffer;
 }
 
 /** Whether memory of `buffer` is used by requests that have not completed (in flight or queued). */
@@ -149,7 +154,7 @@ export class MemoryRegionRegistry {
   readonly #inUse: InUse;
   readonly #self = new WeakRef(this);
   readonly #allocated = new Map<MemoryRegion, Allocation>();
-  readonly #mapped = new Map<MemoryRegion, { addr: number; len: number }>();
+  readonly #mapped = new Map<MemoryRegion, { addr: number; len: number; buffer: ArrayBufferLike }>();
   /** Regions this instance freed, so that a second free says so. */
   readonly #freed = new WeakSet<MemoryRegion>();
 
@@ -184,14 +189,15 @@ export class MemoryRegionRegistry {
         cause,
       });
     }
-    markOwnMapping(bytes.buffer);
+    const buffer = bufferOf(bytes) as ArrayBuffer;
+    markOwnMapping(buffer);
     const region: MemoryRegion = Object.freeze({
       bytes,
       len,
       fd,
       fdOffset: 0,
     });
-    this.#allocated.set(region, { native: n, addr, len, fd });
+    this.#allocated.set(region, { native: n, addr, len, fd, buffer });
     return region;
   }
 
@@ -213,12 +219,12 @@ export class MemoryRegionRegistry {
         "Memory region's memory is still mapped through another region or by another instance: unmap that first",
       );
     }
-    if (usedAnywhere(region)) {
+    if (usedAnywhere(a.buffer)) {
       throw BlkioError.of("EBUSY", "Memory region is in use by requests in flight");
     }
     this.#allocated.delete(region);
     this.#freed.add(region);
-    release(region, a);
+    release(a);
     sweepDeferred();
   }
 
@@ -287,7 +293,7 @@ export class MemoryRegionRegistry {
       if (addr === m.addr && len === m.len) throw BlkioError.of("EINVAL", "memory region already mapped");
       throw BlkioError.of("EINVAL", "Memory region overlaps a mapped memory region");
     }
-    this.#mapped.set(region, { addr, len });
+    this.#mapped.set(region, { addr, len, buffer: bufferOf(bytes) });
     return addr;
   }
 
@@ -315,6 +321,11 @@ export class MemoryRegionRegistry {
       // A getter of the caller's object threw: it is no copy of a region of ours.
     }
     return region;
+  }
+
+  /** The ArrayBuffer `region` was mapped with (taken at map time), or null when not mapped. */
+  mappedBuffer(region: MemoryRegion): ArrayBufferLike | null {
+    return this.#mapped.get(region)?.buffer ?? null;
   }
 
   /** Whether `region` (this very object) is mapped. */
@@ -352,12 +363,12 @@ export class MemoryRegionRegistry {
     for (const [region, a] of this.#allocated) {
       // A request the kernel never finished may still write here: leave it mapped for good. The
       // memfd goes: the mapping does not need it, and it cost an fd a destroy for good.
-      if (isAbandoned(region.bytes.buffer)) {
-        closeMemfd(region, a);
+      if (isAbandoned(a.buffer)) {
+        closeMemfd(a);
         continue;
       }
-      if (mappedAnywhere(a) || usedAnywhere(region)) DEFERRED.set(region, a);
-      else release(region, a);
+      if (mappedAnywhere(a) || usedAnywhere(a.buffer)) DEFERRED.set(region, a);
+      else release(a);
     }
     this.#allocated.clear();
     sweepDeferred();
@@ -369,8 +380,7 @@ function mappedAnywhere(a: Allocation): boolean {
   return false;
 }
 
-function usedAnywhere(region: MemoryRegion): boolean {
-  const buffer = region.bytes.buffer;
+function usedAnywhere(buffer: ArrayBufferLike): boolean {
   if (isAbandoned(buffer)) return true;
   for (const r of liveRegistries()) if (r.uses(buffer)) return true;
   return false;
@@ -383,8 +393,8 @@ function usedAnywhere(region: MemoryRegion): boolean {
 const FD_CLOSED = new WeakSet<ArrayBufferLike>();
 
 /** Closes the memfd of abandoned `region` (its mapping stays) and marks it unmappable. */
-function closeMemfd(region: MemoryRegion, a: Allocation): void {
-  FD_CLOSED.add(region.bytes.buffer);
+function closeMemfd(a: Allocation): void {
+  FD_CLOSED.add(a.buffer);
   closeFd(a.native, a.fd);
 }
 
@@ -392,13 +402,13 @@ function closeMemfd(region: MemoryRegion, a: Allocation): void {
 function sweepDeferred(): void {
   if (DEFERRED.size === 0) return;
   for (const [region, a] of DEFERRED) {
-    if (isAbandoned(region.bytes.buffer)) {
+    if (isAbandoned(a.buffer)) {
       // Mapped for good, as in destroy(); only the fd goes.
       DEFERRED.delete(region);
-      closeMemfd(region, a);
-    } else if (!mappedAnywhere(a) && !usedAnywhere(region)) {
+      closeMemfd(a);
+    } else if (!mappedAnywhere(a) && !usedAnywhere(a.buffer)) {
       DEFERRED.delete(region);
-      release(region, a);
+      release(a);
     }
   }
 }
@@ -410,9 +420,9 @@ function sweepDeferred(): void {
  * cannot see still points at it, and unmapping would leave that buffer on nothing (a segfault on
  * its next access, on both runtimes). That mapping is kept for the life of the process.
  */
-function release(region: MemoryRegion, a: Allocation): void {
+function release(a: Allocation): void {
   const n = a.native;
-  const ab = region.bytes.buffer as ArrayBuffer;
+  const ab = a.buffer;
   if ((ab as { detached?: boolean }).detached) {
     closeFd(n, a.fd);
     return;

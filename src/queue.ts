@@ -51,6 +51,15 @@ function checkTimeout(value: unknown): number {
   );
 }
 
+function busyError(): BlkioError {
+  // The reap below it is halfway through the ring: a second reap would hand the same
+  // completions out again, and a close would unmap the ring under it.
+  return BlkioError.of(
+    "EBUSY",
+    "doIo of this queue is already running (called from code that runs inside it)",
+  );
+}
+
 /**
  * Undoes the growth of `out` by a doIo that threw (its completions went back to the backlog), so
  * retrying with the same arguments gets the same default `max`.
@@ -67,6 +76,11 @@ export let queueUsesBuffer: (q: Queue, buffer: ArrayBufferLike) => boolean;
 export let closeQueue: (q: Queue, reason: string) => void;
 /** Tells `q`'s driver that an event loop drives it (BlockDevice): see DriverQueue. */
 export let submitFromEventLoop: (q: Queue) => void;
+/**
+ * Whether a `doIo` of `q` is running: caller code (a setter or getter of an `out` entry) runs
+ * inside it, and must not close the queue under the driver's reap.
+ */
+export let queueBusy: (q: Queue) => boolean;
 
 /**
  * A submission/completion queue of a started instance. Use each queue from one thread.
@@ -105,6 +119,8 @@ export class Queue {
   readonly #completions = new CompletionBacklog();
   readonly #isPoll: boolean;
   #gone = "The queue has been removed";
+  /** A doIo is running (caller code inside it must neither close the queue nor enter doIo again). */
+  #busy = false;
 
   static {
     // The instance's hold on its queues, kept off the public class: a `close()` or a constructor
@@ -113,6 +129,7 @@ export class Queue {
     queueUsesBuffer = (q, buffer) => q.#usesBuffer(buffer);
     closeQueue = (q, reason) => q.#close(reason);
     submitFromEventLoop = (q) => q.#live().submitFromEventLoop?.();
+    queueBusy = (q) => q.#busy;
   }
 
   private constructor(key: symbol, native: Native, dq: DriverQueue) {
@@ -274,11 +291,15 @@ export class Queue {
    */
   doIo(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
     const len = Array.isArray(out) ? out.length : 0;
+    if (this.#busy) throw busyError();
+    this.#busy = true;
     try {
       return this.#doIo(out, min, max, timeoutNs, false);
     } catch (e) {
       keepLength(out, len);
       throw e;
+    } finally {
+      this.#busy = false;
     }
   }
 
@@ -291,11 +312,15 @@ export class Queue {
    */
   doIoInterruptible(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
     const len = Array.isArray(out) ? out.length : 0;
+    if (this.#busy) throw busyError();
+    this.#busy = true;
     try {
       return this.#doIo(out, min, max, timeoutNs, true);
     } catch (e) {
       keepLength(out, len);
       throw e;
+    } finally {
+      this.#busy = false;
     }
   }
 

@@ -4,9 +4,17 @@ import { test } from "node:test";
 import assert from "./_assert.ts";
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { basename } from "node:path";
+import { basename, join } from "node:path";
 import { Blkio, BlkioError, DRIVER_NAMES } from "../mod.ts";
-import { assertErrno, cleanupAll, connectTo, type Target, targets } from "./_helpers.ts";
+import {
+  assertErrno,
+  cleanupAll,
+  connectTo,
+  runChild,
+  scratchDir,
+  type Target,
+  targets,
+} from "./_helpers.ts";
 
 const TARGETS = targets();
 
@@ -473,6 +481,19 @@ for (const t of TARGETS) {
       const left = [...sysAndProcFds()].filter((f) => !before.has(f));
       assert.deepEqual(left, [], "files connect read are still open");
     }
+  });
+}
+
+// Caller code that runs inside doIo (a setter of an `out` entry) and destroys the instance or
+// removes the queue: the driver's reap went on over the unmapped ring (SIGSEGV on both runtimes).
+// Another doIo of the same queue from there handed every completion out twice (review,
+// helper-76). Both are now EBUSY, and each request completes once.
+for (const what of ["destroy", "remove", "nested"]) {
+  test(`lifecycle: ${what} from code running inside doIo is refused (EBUSY): no crash, each completion once`, () => {
+    const r = runChild("_reentrant_child.ts", [join(scratchDir(), "reentrant.img"), what]);
+    assert.equal(r.outer, 8);
+    assert.deepEqual([...r.seen].sort(), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.match(String(r.inner), /EBUSY|inside doIo|already running/);
   });
 }
 

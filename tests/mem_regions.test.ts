@@ -719,4 +719,42 @@ test("mem-regions: freeing a region this instance maps says to unmap it first", 
   b.freeMemRegion(r);
 });
 
+// A region's `bytes` is a plain Uint8Array the caller holds: an own `buffer` property on it (the
+// caller's code) made free and unmap ask the queues about other memory. The region was freed with
+// a read queued into it, and the next region, mapped at the same address, got the read's data
+// (review, helper-76). The registry now keeps the ArrayBuffer it made.
+test("mem-regions: a region whose bytes.buffer the caller redefined is still busy while a read is queued into it", () => {
+  const file = TARGETS[0];
+  pwrite(file.path, 0, new Uint8Array(4096).fill(0xab));
+  using b = startOn(file);
+  const q = b.getQueue(0)!;
+  const out: Completion[] = [];
+  const r = b.allocMemRegion(4096);
+  q.read(0, r.bytes.subarray(0, 4096), "r");
+  Object.defineProperty(r.bytes, "buffer", { value: new ArrayBuffer(8) });
+  let freed = false;
+  try {
+    b.freeMemRegion(r);
+    freed = true;
+  } catch (e) {
+    assert.equal((e as { code?: string }).code, "EBUSY");
+  }
+  // What the kernel writes once doIo hands the read over goes to whatever is mapped there now.
+  const other = b.allocMemRegion(4096);
+  q.doIo(out, 1, 1);
+  assert.ok(
+    !freed,
+    `freed with a read queued (a new region got its data: ${other.bytes.every((v) => v === 0xab)})`,
+  );
+
+  // Unmapped (allowed while in use, on io_uring), then freed: still busy.
+  const m = b.allocMemRegion(4096);
+  b.mapMemRegion(m);
+  q.read(0, m.bytes.subarray(0, 512), "m");
+  Object.defineProperty(m.bytes, "buffer", { value: new ArrayBuffer(8) });
+  b.unmapMemRegion(m);
+  assertErrno(() => b.freeMemRegion(m), "EBUSY");
+  q.doIo(out, 1, 1);
+});
+
 test("mem-regions: cleanup scratch targets", () => cleanupAll());

@@ -6,6 +6,7 @@
 import type { Native } from "../../../ffi/types.ts";
 import type { Driver, DriverQueue } from "../../driver.ts";
 import { BlkioError, propertyError } from "../../errors.ts";
+import { bufferOf } from "../../buffers.ts";
 import { mapAnonymous, type MemoryRegion } from "../../memory_region.ts";
 import { PropertyTable } from "../../properties.ts";
 import { queueCountRows } from "../../queue_count_rows.ts";
@@ -247,7 +248,7 @@ export class IoUringDriver implements Driver {
   mapMemRegion(region: MemoryRegion, addr: number): void {
     const index = this.#freeFixed.pop();
     if (index === undefined) return;
-    const buffer = region.bytes.buffer;
+    const buffer = bufferOf(region.bytes);
     this.#fixed.set(region, { index, addr, len: region.len, buffer });
     for (const q of this.#liveQueues()) q.registerBuffer(index, addr, region.len, buffer);
   }
