@@ -141,7 +141,8 @@ export class Blkio {
    * however long they take: that thread's heap is freed when it ends, and the kernel would then
    * write into memory reused for something else. A region another instance
    * still maps or uses is freed when it no longer does (its unmap or destroy, or the next region
-   * call of any instance after its requests completed).
+   * call of any instance after its requests completed). EBUSY from code that runs inside a `doIo`
+   * of one of its queues (a setter of an `out` entry), as is `removeQueue` of that queue.
    */
   destroy(): void {
     if (this.#destroyed) return;
