@@ -221,7 +221,15 @@ export function readText(native: Native, path: string): string | null {
   try {
     const buf = native.alloc(4096);
     const n = Number(native.libc.read(fd, buf, 4096n));
-    return n < 0 ? null : DECODER.decode(buf.subarray(0, n));
+    if (n < 0) {
+      // The same for the read: sysfs allocates its buffer in read(2), and an attribute taken
+      // for absent under ENOMEM gave a connected instance other limits (request-alignment the
+      // page size, flush-needed false on a device with a volatile write cache).
+      const errno = native.errno();
+      if (isShortage(errno)) throw errnoError(errno, `Cannot read ${path}`);
+      return null;
+    }
+    return DECODER.decode(buf.subarray(0, n));
   } finally {
     native.libc.close(fd);
   }

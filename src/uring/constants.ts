@@ -69,6 +69,8 @@ export const IORING_ENTER_EXT_ARG = 1 << 3;
 export const IORING_ENTER_REGISTERED_RING = 1 << 4;
 /** Features (params.features). */
 export const IORING_FEAT_EXT_ARG = 1 << 8;
+/** Linux 5.6, which also brought IORING_REGISTER_PROBE. */
+export const IORING_FEAT_RW_CUR_POS = 1 << 3;
 /** cq ring flags: suppress eventfd notifications. */
 export const IORING_CQ_EVENTFD_DISABLED = 1 << 0;
 /** fsync_flags. */

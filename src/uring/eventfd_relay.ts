@@ -75,7 +75,13 @@ export class EventfdRelay {
       if (e instanceof BlkioError && (e.errno === ERRNO.ENOSYS || e.errno === ERRNO.EPERM)) return null;
       throw e;
     }
-    const ops = ring.probe();
+    let ops: Set<number>;
+    try {
+      ops = ring.probe();
+    } catch (e) {
+      ring.close(); // short of memory: the caller tries again later
+      throw e;
+    }
     if (!ops.has(IORING_OP.POLL_ADD) || !ops.has(IORING_OP.WRITE)) {
       ring.close();
       return null;

@@ -18,6 +18,7 @@ import {
   IORING_ENTER_REGISTERED_RING,
   IORING_ENTER_SQ_WAKEUP,
   IORING_FEAT_EXT_ARG,
+  IORING_FEAT_RW_CUR_POS,
   IORING_OP,
   IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_SQPOLL,
@@ -442,7 +443,16 @@ export class Ring {
     const ops = new Set<number>();
     const n = this.#native;
     const p = n.uring.io_uring_get_probe_ring(this.#struct);
-    if (p === 0) return ops;
+    if (p === 0) {
+      // NULL also when liburing's malloc or the kernel's IORING_REGISTER_PROBE ran out of
+      // memory. A kernel that reports IORING_FEAT_RW_CUR_POS (5.6, with probing) can probe, so
+      // that was a shortage: taken for "no opcodes", it left a queue without write zeroes and
+      // discard (ENOTSUP) and Deno's waits without their relay, for good.
+      if ((this.features & IORING_FEAT_RW_CUR_POS) !== 0) {
+        throw errnoError(ENOMEM, "io_uring_get_probe_ring failed (short of memory)");
+      }
+      return ops;
+    }
     try {
       const head = new Uint8Array(n.view(p, PROBE.header));
       const count = head[PROBE.opsLen];

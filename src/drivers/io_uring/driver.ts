@@ -316,7 +316,12 @@ function supportsIopoll(native: Native, fd: number, info: TargetInfo): boolean {
     for (let tries = 0; tries < 100 && r >= 0 && ring.cqHead() === ring.cqTail(); tries++) {
       r = ring.enter(1, IORING_ENTER_GETEVENTS, 1e9);
     }
-    if (ring.cqHead() === ring.cqTail()) return false;
+    if (ring.cqHead() === ring.cqTail()) {
+      // The kernel never took the SQE (the enter failed before submitting: EAGAIN, ENOMEM):
+      // nothing can touch the memory, which was left mapped for good here.
+      if (ring.unsubmitted > 0) reaped = true;
+      return false;
+    }
     reaped = true;
     const res = ring.cqesRes[((ring.cqHead() & ring.cqMask) << 2) + 2];
     ring.setCqHead(ring.cqHead() + 1);
