@@ -101,7 +101,8 @@ export interface Driver {
   mapMemRegion(region: MemoryRegion, addr: number): void;
   /**
    * Undoes {@link mapMemRegion}. `inUse`: requests of the instance use the region, in a queue
-   * or still waiting in its backlog (a driver that shares the memory with a back-end refuses then).
+   * or still waiting in its backlog, or a request given up on may still be written there
+   * (abandoned); a driver that shares the memory with a back-end refuses then.
    */
   unmapMemRegion(region: MemoryRegion, inUse: boolean): void;
   /**

@@ -11,7 +11,6 @@
  * @module
  */
 import type { Native } from "../../../ffi/types.ts";
-import { isAbandoned } from "../../abandoned.ts";
 import type { Driver, DriverQueue } from "../../driver.ts";
 import { BlkioError } from "../../errors.ts";
 import { mapMemfd, type MemoryRegion } from "../../memory_region.ts";
@@ -443,7 +442,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
   }
 
   unmapMemRegion(region: MemoryRegion, inUse: boolean): void {
-    if (inUse || isAbandoned(region.bytes.buffer)) {
+    if (inUse) {
       // The back-end would go on writing there, into whatever is mapped at that address next;
       // a request still in a queue's backlog would fail for want of its region.
       throw BlkioError.of(
