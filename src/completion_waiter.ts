@@ -52,6 +52,14 @@ export class CompletionWaiter {
    * not be set up now (the caller looks for completions by itself meanwhile).
    */
   wait(): Promise<void> {
+    const relay = this.#relay;
+    if (relay !== null && relay.broken) {
+      // Its pipe's wait failed (the socket's error, EOF): later ones reject at once, and the
+      // caller would look every 1 ms for good. Make a new one (its ring cancels the old chain).
+      this.#relay = null;
+      this.#retry = true;
+      return relay.close().then(() => this.wait());
+    }
     if (this.#retry) {
       const failed = this.#openRelay();
       if (failed !== null) return Promise.reject(failed);

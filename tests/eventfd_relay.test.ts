@@ -13,7 +13,8 @@ import { BlkioError } from "../src/errors.ts";
 import { closeFd, newEventfd } from "../src/sys.ts";
 import { CompletionWaiter } from "../src/completion_waiter.ts";
 import { EventfdRelay } from "../src/uring/eventfd_relay.ts";
-import { assertClosesNoneOfOurs, threadCpuMs } from "./_helpers.ts";
+import { assertClosesNoneOfOurs, cleanupAll, scratchFile, skipIf, threadCpuMs } from "./_helpers.ts";
+import { BlockDevice } from "../mod.ts";
 
 const N = ((): Native => {
   assert.ok(native, String(loadError));
@@ -573,3 +574,130 @@ test("eventfd relay: a second close() closes none of the program's fds", async (
     N.libc.close(efd);
   }
 });
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Write ends of this process's pipes, by fd number. */
+function pipeWriteEnds(): Set<number> {
+  const out = new Set<number>();
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (!readlinkSync(`/proc/self/fd/${fd}`).startsWith("pipe:")) continue;
+      const flags = parseInt(
+        /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))![1],
+        8,
+      );
+      if ((flags & 3) === 1) out.add(Number(fd));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * Closes the pipe write end `w` the way the relay's pipe would lose its writer, keeping the fd
+ * number taken (by /dev/null) so that the relay's later WRITEs touch nothing of ours.
+ */
+function loseWriter(w: number): void {
+  const path = new TextEncoder().encode("/dev/null\0");
+  const buf = N.alloc(path.length);
+  buf.set(path);
+  const nul = N.libc.open(buf, 1 /* O_WRONLY */ | 0o2000000, 0);
+  assert.ok(nul >= 0);
+  assert.equal(N.libc.close(w), 0);
+  assert.equal(
+    N.libc.fcntl(nul, 1030, /* F_DUPFD_CLOEXEC */ w),
+    w,
+    "the write end's number was taken meanwhile",
+  );
+  N.libc.close(nul);
+}
+
+// The relay's pipe waiter (Deno: a node:net socket) failing (an error, or EOF) made every later
+// wait reject at once: the relay was never rebuilt, and the caller looked every 1 ms for good
+// (review, helper-78).
+test(
+  ...skipIf(
+    "eventfd relay: after the relay's pipe fails, the relay is rebuilt and waits work again",
+    N.runtime !== "deno" && "the relay serves Deno's waits only",
+  ),
+  async () => {
+    const relayed = { ...N, eventfdWaitUsesThread: true } as Native;
+    const fd = newEventfd(N);
+    const before = pipeWriteEnds();
+    const waiter = new CompletionWaiter(relayed, fd);
+    try {
+      const mine = [...pipeWriteEnds()].filter((n) => !before.has(n));
+      assert.equal(mine.length, 1, "the relay made one pipe");
+      setTimeout(() => signal(fd), 5);
+      await waiter.wait(); // the pipe is watched from now on
+      loseWriter(mine[0]);
+      await sleep(50); // the waiter sees the EOF
+      let rejected = 0;
+      for (let i = 0; i < 10; i++) {
+        const w = waiter.wait();
+        w.catch(() => {});
+        setTimeout(() => signal(fd), 5);
+        assert.equal(await within(w, 5000), "settled", "a wait hung");
+        await w.then(() => {}, () => rejected++);
+      }
+      assert.ok(
+        rejected <= 1,
+        `${rejected} of 10 waits after the pipe failed rejected: the relay was not rebuilt`,
+      );
+    } finally {
+      await waiter.close();
+      N.libc.close(fd);
+    }
+  },
+);
+
+// The same seen from BlockDevice: once the relay pipe of its queue failed, each wait rejects at
+// once and the device falls back to its 1 ms retry timer for every later request, for good.
+test(
+  ...skipIf(
+    "eventfd relay: a failed relay pipe costs BlockDevice a wait or two, not a 1 ms timer for every later request",
+    !N.eventfdWaitUsesThread && "only Deno relays its waits",
+  ),
+  async () => {
+    const path = scratchFile(4 * 1024 * 1024, 7);
+    const waitPipe = N.waitPipe;
+    let calls = 0, rejections = 0;
+    N.waitPipe = (fd: number) => {
+      calls++;
+      return waitPipe(fd).catch((e) => {
+        rejections++;
+        throw e;
+      });
+    };
+    try {
+      const before = pipeWriteEnds();
+      const dev = await BlockDevice.open(path, { direct: true, queues: 1 });
+      try {
+        const buf = dev.allocBuffer(4096);
+        for (let i = 0; i < 20 && calls === 0; i++) await dev.read(i * 4096, buf);
+        const mine = [...pipeWriteEnds()].filter((n) => !before.has(n));
+        assert.equal(mine.length, 1, `the queue's relay made one pipe (${calls} pipe waits)`);
+        loseWriter(mine[0]);
+        await sleep(50);
+        calls = rejections = 0;
+        for (let i = 0; i < 200; i++) {
+          await dev.read((i % 1024) * 4096, buf);
+          assert.equal(buf[0], 7);
+        }
+        assert.ok(calls > 0, "no waits were made (reads completed before any wait)");
+        assert.ok(
+          rejections <= 2,
+          `${rejections} of ${calls} pipe waits rejected over 200 reads: retry timer for good`,
+        );
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      N.waitPipe = waitPipe;
+    }
+  },
+);
+
+test("eventfd relay: cleanup scratch files", () => cleanupAll());

@@ -45,7 +45,13 @@ export class EventfdRelay {
   /** Where the eventfd's counter is read to reset it. */
   readonly #counter: Uint8Array;
   #closed = false;
+  /** The pipe's wait failed (an error, or EOF): this relay will not wake anyone again. */
+  #broken = false;
   readonly #settle = (): void => this.#reap();
+  readonly #pipeFailed = (e: unknown): never => {
+    this.#broken = true;
+    throw e;
+  };
 
   private constructor(native: Native, eventfd: number, ring: Ring, pipeRead: number, pipeWrite: number) {
     this.#native = native;
@@ -118,7 +124,12 @@ export class EventfdRelay {
     }
     const r = ring.enter(0, 0, -1);
     if (r < 0) return Promise.reject(errnoError(-r, "io_uring_enter failed (eventfd relay)"));
-    return this.#native.waitPipe(this.#pipeRead).then(this.#settle);
+    return this.#native.waitPipe(this.#pipeRead).then(this.#settle, this.#pipeFailed);
+  }
+
+  /** Whether the pipe's wait failed: every later wait would too, so make a new relay. */
+  get broken(): boolean {
+    return this.#broken;
   }
 
   /** Resets the eventfd and reaps the chain's completions; throws the first error among them. */
