@@ -287,7 +287,8 @@ export class Queue {
    * next call. Nor on an entry that cannot take a completion (frozen, a primitive) or that is
    * the same object as an earlier entry (`new Array(n).fill(newCompletion())`: one completion
    * would overwrite the other): `EINVAL`, and the next call with a usable array returns
-   * everything.
+   * everything. Code of the caller's that runs inside it (a setter of an `out` entry) gets
+   * `EBUSY` from this queue's `doIo`, `removeQueue` and the instance's `destroy`.
    */
   doIo(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
     const len = Array.isArray(out) ? out.length : 0;
