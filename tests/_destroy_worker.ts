@@ -1,21 +1,24 @@
 // For faults.test.ts, in a Worker or in the test's own thread: reads 32 stamped blocks of a slow
-// export into either plain Uint8Arrays (the thread's heap) or a memory region, destroys the
+// export into plain Uint8Arrays (the thread's heap), a memory region, or both (readv), destroys the
 // instance with the reads still in the kernel, and reports how long destroy() took and how many
 // buffers hold their block. As a Worker it answers one message { path, memory }.
 import { Blkio } from "../mod.ts";
 
 const scope = globalThis as unknown as {
-  onmessage: ((e: MessageEvent<{ path: string; memory: "plain" | "region" }>) => void) | null;
+  onmessage: ((e: MessageEvent<{ path: string; memory: "plain" | "region" | "mixed" }>) => void) | null;
   postMessage(message: unknown): void;
 };
 const BLOCK = 4096;
 const COUNT = 32;
 const STRIDE = 256 * 1024;
 
-/** What destroy() did to reads still in the kernel; `landed` is null for a region (detached). */
+/**
+ * What destroy() did to reads still in the kernel; `landed` is null for a region (detached).
+ * `mixed`: each request a readv of a block of a region and a plain block, the plain one counted.
+ */
 export function readThenDestroy(
   path: string,
-  memory: "plain" | "region",
+  memory: "plain" | "region" | "mixed",
 ): { destroyMs: number; landed: number | null } {
   const b = Blkio.create("io_uring");
   b.setStr("path", path);
@@ -23,24 +26,29 @@ export function readThenDestroy(
   b.connect();
   b.start();
   const q = b.getQueue(0)!;
-  const region = memory === "region" ? b.allocMemRegion(COUNT * BLOCK) : null;
+  const region = memory === "plain" ? null : b.allocMemRegion(COUNT * BLOCK);
+  const inRegion = (i: number) => region!.bytes.subarray(i * BLOCK, (i + 1) * BLOCK);
   const bufs = Array.from(
     { length: COUNT },
-    (_, i) => region?.bytes.subarray(i * BLOCK, (i + 1) * BLOCK) ?? new Uint8Array(BLOCK),
+    (_, i) => memory === "region" ? inRegion(i) : new Uint8Array(BLOCK),
   );
-  for (let i = 0; i < COUNT; i++) q.read(i * STRIDE, bufs[i], i);
+  for (let i = 0; i < COUNT; i++) {
+    if (memory === "mixed") q.readv(i * STRIDE, [inRegion(i), bufs[i]], i);
+    else q.read(i * STRIDE, bufs[i], i);
+  }
   q.doIo([], 0, 0); // hand them to the kernel, reap nothing
   const t0 = performance.now();
   b.destroy();
   const destroyMs = performance.now() - t0;
-  // Block i's first word is its block number (stampedImage in faults.test.ts). A region's
-  // memory is no longer reachable after destroy (its ArrayBuffer is detached).
-  const landed = region !== null
+  // Block i's first word is its block number (stampedImage in faults.test.ts); a mixed readv's
+  // plain half holds the block after its region half. A region's memory is no longer reachable
+  // after destroy (its ArrayBuffer is detached).
+  const first = memory === "mixed" ? 1 : 0;
+  const landed = memory === "region"
     ? null
     : bufs.filter((buf, i) =>
-      new DataView(buf.buffer, buf.byteOffset).getUint32(0, true) === i * STRIDE / BLOCK
-    )
-      .length;
+      new DataView(buf.buffer, buf.byteOffset).getUint32(0, true) === i * STRIDE / BLOCK + first
+    ).length;
   return { destroyMs, landed };
 }
 
