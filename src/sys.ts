@@ -259,6 +259,24 @@ export function isShortage(errno: number): boolean {
   return errno === ERRNO.ENOMEM || errno === ERRNO.ENFILE || errno === ERRNO.EMFILE;
 }
 
+/**
+ * Whether a failed io_uring_enter may pass if tried again: the kernel was short of memory or busy
+ * (EAGAIN; EBUSY, its CQ full), or a signal cut the call short (EINTR). Any other errno stays
+ * however often it is retried: EBADF (the ring fd closed under the library), EINVAL, EFAULT,
+ * EOWNERDEAD (the SQPOLL thread died).
+ */
+export function enterMayPass(errno: number): boolean {
+  return errno === ERRNO.EAGAIN || errno === ERRNO.EBUSY || errno === ERRNO.EINTR || errno === ERRNO.ENOMEM;
+}
+
+/** Something to sleep on (Atomics.wait). */
+const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
+/** Blocks this thread for `ms` milliseconds: between attempts at a call that may pass. */
+export function pause(ms: number): void {
+  Atomics.wait(SLEEPER, 0, 0, ms);
+}
+
 let mainThread: boolean | null = null;
 
 /**

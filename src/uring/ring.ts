@@ -7,7 +7,7 @@
  */
 import type { Native } from "../../ffi/types.ts";
 import { BlkioError } from "../errors.ts";
-import { errnoError, memlockLimit } from "../sys.ts";
+import { errnoError, memlockLimit, pause } from "../sys.ts";
 import { CQE, GETEVENTS_ARG, IOVEC, LIBURING_RING, PARAMS, PROBE, SQE, TIMESPEC } from "./layout.ts";
 import { addSqeFlags } from "./sqe.ts";
 import {
@@ -30,8 +30,6 @@ import {
 const ENOTSUP = 95;
 const EINVAL = 22;
 const ENOMEM = 12;
-/** Something to sleep on (Atomics.wait) between attempts at setting a ring up. */
-const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 /** sizeof(struct io_uring_getevents_arg), made once: a bigint per timed wait would allocate. */
 const GETEVENTS_ARG_SIZE = BigInt(GETEVENTS_ARG.size);
 
@@ -122,7 +120,7 @@ export class Ring {
         r = native.uring.io_uring_queue_init_params(entries, ring, params);
       }
       if (r !== -ENOMEM || wait > 64 || (limit ??= memlockLimit(native)) === null) break;
-      Atomics.wait(SLEEPER, 0, 0, wait);
+      pause(wait);
     }
     if (r < 0) {
       const e = errnoError(-r, `io_uring_queue_init_params(${entries}) failed`);

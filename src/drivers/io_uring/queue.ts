@@ -15,12 +15,14 @@ import { abandon, outlivesThread } from "../../abandoned.ts";
 import {
   closeFd,
   cString,
+  enterMayPass,
   iovMax,
   isShortage,
   newEventfd,
   O_CLOEXEC,
   O_RDWR,
   onMainThread,
+  pause,
   seekEnd,
   signalEventfd,
 } from "../../sys.ts";
@@ -1249,7 +1251,12 @@ export class IoUringQueue implements DriverQueue {
       const r = this.enter(1, 100e6);
       this.reap(out, 0, Infinity);
       out.length = 0;
-      if (r < 0 && r !== -62 && r !== -4 && this.inFlight === before) break;
+      if (r < 0 && r !== -62 && this.inFlight === before) {
+        // A shortage passes: in a Worker, giving up on one (ENOMEM) would let the thread's heap
+        // go with reads still writing into it. A moment between attempts, not a spin.
+        if (!enterMayPass(-r)) break;
+        pause(1);
+      }
     }
     for (let s = 0; s < this.#cap; s++) {
       if (this.#slots[s * SLOT_NUMBERS + S_USED] === 0) continue;
