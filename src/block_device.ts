@@ -21,7 +21,7 @@ import { BEYOND_2_53_MSG, BUFFER_REMEDIES, splitSegments, toOffset, viewRange } 
 import { BufferReleases } from "./buffer_releases.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
 import { errnoName } from "./errno.ts";
-import { abortReason, BlkioError, noConstructor, propertyOf, unlistenAbort } from "./errors.ts";
+import { abortReason, BlkioError, listenAbort, noConstructor, propertyOf, unlistenAbort } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, describe } from "./properties.ts";
@@ -271,6 +271,12 @@ function signalOption(opts: RequestOptions): AbortSignal | null | BlkioError {
   if (sig === undefined || sig === null) return null;
   if (!(sig instanceof AbortSignal)) {
     return BlkioError.of("EINVAL", `signal must be an AbortSignal: received ${describe(sig)}`);
+  }
+  try {
+    // A Proxy passes instanceof, and on Bun its `aborted` throws: the request rejects instead.
+    void sig.aborted;
+  } catch (e) {
+    return BlkioError.of("EINVAL", `signal must be an AbortSignal: ${e}`, { cause: e });
   }
   return sig;
 }
@@ -836,12 +842,21 @@ export class BlockDevice {
       }
     }
     if (this.#closing) return Promise.reject(closedError());
-    // The caller's code may also have aborted the signal since it was checked: a listener added
-    // now would never fire, and the request would run as if it had not been.
-    if (signal?.aborted) return Promise.reject(abortReason(signal));
     const qi = this.#qs.length === 1 ? 0 : this.#pick();
     const s = this.#qs[qi];
     const id = this.#freeIds.length > 0 ? this.#freeIds.pop()! : this.#newId();
+    if (signal !== null) {
+      // Before the request is queued: one whose abort cannot be watched must not start at all.
+      const failed = this.#listen(id, signal);
+      // The caller's code (argument getters, its addEventListener) may also have aborted the
+      // signal since it was checked: the listener came too late to hear it.
+      const err = failed ?? (signal.aborted ? abortReason(signal) : null);
+      if (err !== null) {
+        if (failed === null) this.#unlisten(id);
+        this.#freeIds.push(id);
+        return Promise.reject(err);
+      }
+    }
     try {
       const q = s.queue;
       switch (op) {
@@ -867,6 +882,7 @@ export class BlockDevice {
           q.flush(id);
       }
     } catch (e) {
+      if (signal !== null) this.#unlisten(id);
       this.#freeIds.push(id);
       return Promise.reject(e);
     }
@@ -882,7 +898,6 @@ export class BlockDevice {
     if (this.#failureCheckMs > 0 && this.#failureCheck === null) {
       this.#failureCheck = setInterval(this.#onFailureCheck, this.#failureCheckMs);
     }
-    if (signal !== null) this.#listen(id, signal);
     this.#schedule(s);
     return p;
   }
@@ -1092,16 +1107,26 @@ export class BlockDevice {
     return this.#releases.wait(r, signal, this.#dead);
   }
 
-  #listen(id: number, signal: AbortSignal): void {
-    this.#signalOf[id] = signal;
+  /** Watches `signal` for request `id`; the EINVAL to reject with if it cannot be listened to. */
+  #listen(id: number, signal: AbortSignal): BlkioError | null {
     const w = this.#watches.get(signal);
     if (w !== undefined) {
       w.ids.add(id);
-      return;
+      this.#signalOf[id] = signal;
+      return null;
     }
     const listener = () => this.#onAbort(signal);
-    this.#watches.set(signal, { listener, ids: new Set([id]) });
-    signal.addEventListener("abort", listener, { once: true });
+    const watch = { listener, ids: new Set([id]) };
+    this.#watches.set(signal, watch);
+    const failed = listenAbort(signal, listener);
+    if (failed !== null) {
+      this.#watches.delete(signal);
+      return failed;
+    }
+    // Not if the listener already ran (the caller's addEventListener aborted): that took the
+    // watch, and #submit sees the signal aborted.
+    if (this.#watches.get(signal) === watch) this.#signalOf[id] = signal;
+    return null;
   }
 
   /** Stops watching `id`'s signal for it; the listener goes with the signal's last request. */

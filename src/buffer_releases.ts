@@ -8,7 +8,7 @@
  */
 import { usesAbandoned } from "./abandoned.ts";
 import { eachRange, usesRange } from "./buffers.ts";
-import { abortReason, BlkioError, unlistenAbort } from "./errors.ts";
+import { abortReason, BlkioError, listenAbort, unlistenAbort } from "./errors.ts";
 
 /** A caller waiting for the requests that used its buffer to end. */
 interface ReleaseWait {
@@ -113,8 +113,9 @@ export class BufferReleases {
             this.#watches.delete(signal);
             for (const x of waits) this.#endWait(x, abortReason(signal));
           };
+          const failed = listenAbort(signal, listener);
+          if (failed !== null) return reject(failed);
           this.#watches.set(signal, { listener, waits });
-          signal.addEventListener("abort", listener, { once: true });
         }
       }
       this.#waits.add(w);

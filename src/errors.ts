@@ -104,6 +104,20 @@ export function abortReason(signal: AbortSignal): Error {
 }
 
 /**
+ * Adds `listener` for `signal`'s abort, or returns the EINVAL to reject with when the signal's
+ * `addEventListener` throws (the caller's own, or a Proxy's on Bun): a request whose abort could
+ * not be watched must not start as if it had been.
+ */
+export function listenAbort(signal: AbortSignal, listener: () => void): BlkioError | null {
+  try {
+    signal.addEventListener("abort", listener, { once: true });
+    return null;
+  } catch (e) {
+    return BlkioError.of("EINVAL", `signal could not be listened to: ${e}`, { cause: e });
+  }
+}
+
+/**
  * Removes an abort listener, called while completions are settled: a signal's method is the
  * caller's to replace, and a throw there must not cut that short (the completions after it were
  * lost). A listener left behind finds nothing to abort.

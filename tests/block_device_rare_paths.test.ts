@@ -2,9 +2,9 @@
 // the completion waits leave behind, and a caller's code running in the middle of them.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { BlockDevice } from "../mod.ts";
+import { BlkioError, BlockDevice } from "../mod.ts";
 import { native } from "../ffi/load.ts";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { cleanupAll, scratchDir, scratchFile, skipIf } from "./_helpers.ts";
@@ -205,5 +205,111 @@ for (const where of ["request", "released"]) {
     assert.equal(await within(3000, dev.close().then(() => "closed")), "closed");
   });
 }
+
+/**
+ * A signal whose addEventListener, the caller's own code, throws (`throws`) or aborts the signal
+ * before adding the listener (`aborts`): the listener then never fires.
+ */
+function listeningSignal(kind: "throws" | "aborts"): AbortSignal {
+  const ac = new AbortController();
+  const signal = ac.signal;
+  Object.defineProperty(signal, "addEventListener", {
+    value(this: AbortSignal, ...args: Parameters<AbortSignal["addEventListener"]>) {
+      if (kind === "throws") throw new Error("the caller's addEventListener threw");
+      ac.abort();
+      return EventTarget.prototype.addEventListener.apply(this, args);
+    },
+  });
+  return signal;
+}
+
+/** What a call did: "threw" synchronously, "resolved", or its rejection. */
+async function outcomeOf(call: () => Promise<unknown>): Promise<unknown> {
+  let p: Promise<unknown>;
+  try {
+    p = call();
+  } catch (e) {
+    return `threw ${e}`;
+  }
+  return await p.then(() => "resolved", (e) => e);
+}
+
+// The abort listener was added after the request was queued. When the signal's addEventListener
+// threw, read() threw although its request went on (a caller that took the throw for a failed
+// read would reuse a buffer the kernel still filled); when it aborted the signal, the request ran
+// as if it had not been. The listener now comes first: either way the request rejects and never
+// reaches the device.
+for (const kind of ["throws", "aborts"] as const) {
+  for (const op of ["read", "write"] as const) {
+    test(`BlockDevice: a ${op} whose signal's addEventListener ${kind} rejects and never starts`, async () => {
+      const path = scratchFile(MiB);
+      writeFileSync(path, new Uint8Array(MiB).fill(0x5a));
+      const dev = await BlockDevice.open(path);
+      try {
+        const buf = dev.allocBuffer(4096).fill(0xc3);
+        const signal = listeningSignal(kind);
+        const outcome = await outcomeOf(() =>
+          op === "read" ? dev.read(0, buf, { signal }) : dev.write(0, buf, { signal })
+        );
+        if (kind === "throws") {
+          assert.ok(outcome instanceof BlkioError, `outcome: ${outcome}`);
+          assert.equal(outcome.code, "EINVAL");
+          assert.match(outcome.message, /signal could not be listened to/);
+        } else assert.equal((outcome as Error).name, "AbortError", `outcome: ${outcome}`);
+        // Nothing in flight uses the buffer, and later requests on the same queue do not take
+        // the first one with them.
+        await dev.released(buf);
+        const other = dev.allocBuffer(4096);
+        await dev.read(4096, other);
+        await dev.flush();
+        assert.equal(other[0], 0x5a);
+        assert.ok(buf.every((b) => b === 0xc3), "the read reached the buffer");
+        assert.ok(
+          readFileSync(path).subarray(0, 4096).every((b) => b === 0x5a),
+          "the write reached the file",
+        );
+        // The device still takes requests with a signal.
+        await dev.read(0, buf, { signal: new AbortController().signal });
+        assert.equal(buf[0], 0x5a);
+      } finally {
+        await dev.close();
+      }
+    });
+  }
+}
+
+// released() added its listener inside the promise's executor: a throwing addEventListener made it
+// reject with the caller's error, and left the signal's watch behind without a listener.
+test("BlockDevice: released() with a signal whose addEventListener throws rejects EINVAL", async () => {
+  const path = scratchFile(MiB, 3);
+  await using dev = await BlockDevice.open(path);
+  const buf = dev.allocBuffer(4096);
+  const read = dev.read(0, buf);
+  const outcome = await outcomeOf(() => dev.released(buf, { signal: listeningSignal("throws") }));
+  assert.ok(outcome instanceof BlkioError, `outcome: ${outcome}`);
+  assert.equal(outcome.code, "EINVAL");
+  await read;
+  await dev.released(buf, { signal: new AbortController().signal });
+});
+
+// A Proxy of an AbortSignal passes instanceof; on Bun its `aborted` and addEventListener throw
+// (ERR_INVALID_THIS), and read() and released() threw synchronously. They now reject EINVAL there;
+// Deno's AbortSignal works through a Proxy.
+test("BlockDevice: a Proxy of an AbortSignal never makes a request or released() throw", async () => {
+  const path = scratchFile(MiB, 3);
+  await using dev = await BlockDevice.open(path);
+  const buf = dev.allocBuffer(4096);
+  const ac = new AbortController();
+  const signal = new Proxy(ac.signal, {});
+  const pending = dev.read(4096, buf);
+  for (const call of [() => dev.read(0, buf, { signal }), () => dev.released(buf, { signal })]) {
+    const outcome = await outcomeOf(call);
+    if ("Bun" in globalThis) {
+      assert.ok(outcome instanceof BlkioError, `outcome: ${outcome}`);
+      assert.equal(outcome.code, "EINVAL");
+    } else assert.equal(outcome, "resolved");
+  }
+  await pending;
+});
 
 test("block_device_rare_paths: cleanup scratch files", () => cleanupAll());
