@@ -26,7 +26,7 @@ import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
 import { checkBool, describe } from "./properties.ts";
 import { type Queue, submitFromEventLoop } from "./queue.ts";
-import { errnoError, pageSize, signalEventfd } from "./sys.ts";
+import { enterMayPass, errnoError, pageSize, signalEventfd } from "./sys.ts";
 
 /** Options of {@link BlockDevice.open}. */
 export interface BlockDeviceOpenOptions {
@@ -228,6 +228,7 @@ function noop(): void {}
 /** Per-queue state of a device. */
 class QueueState {
   readonly queue: Queue;
+  readonly index: number;
   readonly fd: number;
   /** Requests given to this queue whose completion has not been seen yet. */
   pending = 0;
@@ -247,9 +248,12 @@ class QueueState {
   onPeek: () => void = noop;
   onWakeError: (e: unknown) => void = noop;
   retryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Why the queue can no longer submit or reap (BlockDevice.#doIoFailed), or null. */
+  failure: BlkioError | null = null;
 
-  constructor(queue: Queue) {
+  constructor(queue: Queue, index: number) {
     this.queue = queue;
+    this.index = index;
     this.fd = queue.completionFd;
   }
 }
@@ -439,6 +443,8 @@ export class BlockDevice {
   readonly #freeIds: number[] = [];
   #outstanding = 0;
   #rr = 0;
+  /** Queues that failed for good (QueueState.failure): requests go to the others. */
+  #failedQueues = 0;
 
   readonly #out: Completion[] = [];
   #flushQueued = false;
@@ -503,7 +509,7 @@ export class BlockDevice {
     for (let i = 0; b.getQueue(i) !== null; i++) {
       const q = b.getQueue(i)!;
       submitFromEventLoop(q); // a submission must not hold the event loop up (FUSE)
-      const s = new QueueState(q);
+      const s = new QueueState(q, i);
       s.onWake = () => this.#wake(s);
       s.onPeek = () => {
         s.peekScheduled = false;
@@ -842,7 +848,13 @@ export class BlockDevice {
       }
     }
     if (this.#closing) return Promise.reject(closedError());
-    const qi = this.#qs.length === 1 ? 0 : this.#pick();
+    const qi = this.#qs.length === 1 && this.#failedQueues === 0 ? 0 : this.#pick();
+    if (qi < 0) {
+      const failure = this.#qs[0].failure!;
+      return Promise.reject(
+        requestError(named, start, failure.errno, `every queue failed: ${failure.message}`),
+      );
+    }
     const s = this.#qs[qi];
     const id = this.#freeIds.length > 0 ? this.#freeIds.pop()! : this.#newId();
     if (signal !== null) {
@@ -914,18 +926,18 @@ export class BlockDevice {
     return id;
   }
 
-  /** The least loaded queue, round-robin among equals. */
+  /** The least loaded queue that has not failed, round-robin among equals; -1 if all failed. */
   #pick(): number {
     const qs = this.#qs, n = qs.length;
-    let best = this.#rr, load = qs[best].pending;
-    for (let k = 1; k < n && load > 0; k++) {
+    let best = -1, load = Infinity;
+    for (let k = 0; k < n && load > 0; k++) {
       const i = (this.#rr + k) % n;
-      if (qs[i].pending < load) {
+      if (qs[i].pending < load && qs[i].failure === null) {
         best = i;
         load = qs[i].pending;
       }
     }
-    this.#rr = (best + 1) % n;
+    if (best >= 0) this.#rr = (best + 1) % n;
     return best;
   }
 
@@ -962,8 +974,8 @@ export class BlockDevice {
     s.unsubmitted = 0;
     try {
       s.queue.doIo(this.#out, 0, 0);
-    } catch {
-      this.#retryLater(s);
+    } catch (e) {
+      this.#doIoFailed(s, e);
     }
     if (s.waiting || s.peekScheduled) return;
     // Look for completions in the next macrotask before sleeping: page-cached reads complete
@@ -981,7 +993,7 @@ export class BlockDevice {
   }
 
   #arm(s: QueueState): void {
-    if (s.waiting || s.pending === 0 || this.#waitsDone) return;
+    if (s.waiting || s.pending === 0 || this.#waitsDone || s.failure !== null) return;
     s.waiting = true;
     s.waiter ??= new CompletionWaiter(this.#native, s.fd);
     s.wait = s.waiter.wait().then(s.onWake, s.onWakeError);
@@ -996,10 +1008,8 @@ export class BlockDevice {
       let n: number;
       try {
         n = s.queue.doIo(out, 0, BATCH);
-      } catch {
-        // io_uring_enter can fail for a while (EAGAIN, EBUSY under memory pressure); nothing
-        // was lost, so try again shortly.
-        this.#retryLater(s);
+      } catch (e) {
+        this.#doIoFailed(s, e);
         return;
       }
       // That call submitted what was queued: the next burst counts from zero.
@@ -1024,8 +1034,36 @@ export class BlockDevice {
     }
   }
 
+  /**
+   * `s`'s doIo threw. io_uring_enter can fail for a while (EAGAIN, EBUSY under memory pressure):
+   * nothing was lost, so that is tried again shortly. Any other failure stays however often it
+   * is retried (the ring fd closed under the library: EBADF; a dead SQPOLL thread: EOWNERDEAD),
+   * and the queue's requests would stay pending for ever, retried every millisecond: they reject
+   * with it instead, and later requests go to the device's other queues, or reject if none is
+   * left. The device may still have them, as aborted ones: {@link released} says when their
+   * buffers are free again (if ever: `EBUSY` after close).
+   */
+  #doIoFailed(s: QueueState, e: unknown): void {
+    if (s.failure !== null) return;
+    if (e instanceof BlkioError && enterMayPass(e.errno)) return this.#retryLater(s);
+    const failure = e instanceof BlkioError ? e : BlkioError.of("EIO", `${e}`, { cause: e });
+    s.failure = failure;
+    this.#failedQueues++;
+    const msg = `the device's queue ${s.index} failed: ${failure.message}`;
+    for (let id = 0; id < this.#reject.length; id++) {
+      const reject = this.#reject[id];
+      if (reject === null || this.#queueOf[id] !== s.index) continue;
+      this.#resolve[id] = null;
+      this.#reject[id] = null;
+      if (this.#signalOf[id] !== null) this.#unlisten(id);
+      this.#aborted++;
+      reject(requestError(this.#opOf[id], this.#offsetOf[id], failure.errno, msg));
+    }
+    if (this.#idle !== null) this.#idle();
+  }
+
   #retryLater(s: QueueState): void {
-    if (s.retryTimer !== null || this.#dead) return;
+    if (s.retryTimer !== null || this.#dead || s.failure !== null) return;
     s.retryTimer = setTimeout(() => {
       s.retryTimer = null;
       // Not only a submission: a doIo that failed after reaping put the completions back in the

@@ -15,13 +15,17 @@ import { fileURLToPath } from "node:url";
 
 const MiB = 1 << 20;
 const EAGAIN = 11;
+const EINVAL = 22;
 
 /**
  * Runs `fn` while `fail(toSubmit)` may make the device rings' io_uring_enter return an errno
  * (not the eventfd relay's: Deno waits through a ring of its own). Asynchronous, unlike
  * withHookedEnters: the failure must hit a drain the event loop runs.
  */
-async function withFailingEnters(fail: (toSubmit: number) => number | undefined, fn: () => Promise<void>) {
+async function withFailingEnters(
+  fail: (toSubmit: number, ring: number) => number | undefined,
+  fn: () => Promise<void>,
+) {
   // deno-lint-ignore no-explicit-any
   const u = native!.uring as unknown as Record<string, (...a: any[]) => number>;
   const enter = u.io_uring_enter, enter2 = u.io_uring_enter2;
@@ -29,7 +33,7 @@ async function withFailingEnters(fail: (toSubmit: number) => number | undefined,
   const wrap = (call: (...a: any[]) => number) => (...a: any[]) => {
     // The caller's frames only (Deno adds the async ones): Ring.enter, called by the driver.
     if (new Error().stack!.split("\n").slice(0, 6).some((l) => l.includes("drivers/io_uring/queue.ts"))) {
-      const r = fail(a[1]);
+      const r = fail(a[1], a[0]);
       if (r !== undefined) return r;
     }
     return call(...a);
@@ -310,6 +314,66 @@ test("BlockDevice: a Proxy of an AbortSignal never makes a request or released()
     } else assert.equal(outcome, "resolved");
   }
   await pending;
+});
+
+// io_uring_enter failing for good (EINVAL, EBADF: nothing that passes) left a queue's requests
+// pending for ever, retried every millisecond (697 enters in 500 ms on Deno), with nothing to tell
+// the caller. They now reject with the error, and later requests go to the other queues.
+test("BlockDevice: a queue whose io_uring_enter fails for good rejects its requests, and so do later ones", async () => {
+  const path = scratchFile(MiB, 3);
+  const dev = await BlockDevice.open(path);
+  const bufs = Array.from({ length: 8 }, () => dev.allocBuffer(4096));
+  let enters = 0;
+  await withFailingEnters(() => (enters++, -EINVAL), async () => {
+    const reads = bufs.map((b, i) => dev.read(i * 4096, b).then(() => "resolved", (e) => e));
+    const outcomes = await within(2000, Promise.all(reads));
+    assert.notEqual(outcomes, "pending", `the reads never settled (${enters} enters)`);
+    for (const e of outcomes as unknown[]) {
+      assert.ok(e instanceof BlkioError, `outcome: ${e}`);
+      assert.equal(e.code, "EINVAL");
+      assert.match(e.message, /^Read at offset \d+ failed: EINVAL \(the device's queue 0 failed: /);
+    }
+    const tried = enters;
+    await sleep(50);
+    assert.ok(enters - tried <= 1, `${enters - tried} more enters after the queue failed`);
+    const later = await within(1000, dev.write(0, bufs[0]).then(() => "resolved", (e) => e));
+    assert.ok(later instanceof BlkioError && later.code === "EINVAL", `later: ${later}`);
+    assert.match(later.message, /every queue failed/);
+    assert.equal(await within(3000, dev.close().then(() => "closed")), "closed");
+  });
+  assert.notEqual(await within(1000, dev.released(bufs[0]).then(() => "released", (e) => e.code)), "pending");
+});
+
+test("BlockDevice: requests go to the queues left when one's io_uring_enter fails for good", async () => {
+  const path = scratchFile(MiB, 3);
+  await using dev = await BlockDevice.open(path, { queues: 2 });
+  const bufs = Array.from({ length: 16 }, () => dev.allocBuffer(4096));
+  let failing = -1;
+  await withFailingEnters((toSubmit, ring) => {
+    if (failing < 0 && toSubmit > 0) failing = ring;
+    return ring === failing ? -EINVAL : undefined;
+  }, async () => {
+    // Spread over both queues: those on the failing one reject, the others read the file.
+    const first = await within(
+      2000,
+      Promise.all(bufs.map((b, i) => dev.read(i * 4096, b).then(() => "resolved", (e) => e.code))),
+    );
+    assert.notEqual(first, "pending");
+    const failed = (first as string[]).filter((o) => o === "EINVAL").length;
+    assert.ok(failed > 0 && failed < 16, `outcomes: ${first}`);
+    assert.equal(
+      failed + (first as string[]).filter((o) => o === "resolved").length,
+      16,
+      `outcomes: ${first}`,
+    );
+    // Later requests all go to the queue left.
+    const later = await within(
+      2000,
+      Promise.all(bufs.map((b, i) => dev.read(i * 4096, b).then(() => "resolved"))),
+    );
+    assert.deepEqual(later, bufs.map(() => "resolved"));
+    assert.ok(bufs.every((b) => b.every((x) => x === 3)), "wrong data");
+  });
 });
 
 test("block_device_rare_paths: cleanup scratch files", () => cleanupAll());
