@@ -30,6 +30,7 @@ import {
 const ENOTSUP = 95;
 const EINVAL = 22;
 const ENOMEM = 12;
+const EAGAIN = 11;
 /** sizeof(struct io_uring_getevents_arg), made once: a bigint per timed wait would allocate. */
 const GETEVENTS_ARG_SIZE = BigInt(GETEVENTS_ARG.size);
 
@@ -110,6 +111,11 @@ export class Ring {
     // io_uring_queue_exit: under a low limit (64 KiB is common) a ring set up right after
     // another was closed failed ENOMEM (leak hunt). So there ENOMEM is tried again for ~130 ms;
     // any other ENOMEM (RLIMIT_AS, say) fails at once.
+    // Likewise an SQPOLL ring's kernel thread, which counts against the process's thread limits
+    // (a pids cgroup's pids.max, RLIMIT_NPROC): a closed ring's thread exits only with that exit
+    // work (15-120 ms here), and until then a new ring's thread failed EAGAIN where one fitted
+    // (review). Only SQPOLL set-up makes a thread, so EAGAIN is tried again for ~500 ms there.
+    const sqpoll = (setupFlags & IORING_SETUP_SQPOLL) !== 0;
     let limit: number | null | undefined;
     for (let wait = 1;; wait *= 2) {
       r = -EINVAL;
@@ -119,11 +125,22 @@ export class Ring {
         pv.setUint32(PARAMS.flags, flags, true);
         r = native.uring.io_uring_queue_init_params(entries, ring, params);
       }
-      if (r !== -ENOMEM || wait > 64 || (limit ??= memlockLimit(native)) === null) break;
+      if (r === -EAGAIN && sqpoll) {
+        if (wait > 256) break;
+      } else if (r !== -ENOMEM || wait > 64 || (limit ??= memlockLimit(native)) === null) break;
       pause(wait);
     }
     if (r < 0) {
       const e = errnoError(-r, `io_uring_queue_init_params(${entries}) failed`);
+      if (r === -EAGAIN && sqpoll) {
+        throw BlkioError.of(
+          "EAGAIN",
+          `${e.message}: the kernel could not start the ring's submission polling thread (sqpoll): ` +
+            "the process is at its thread limit (a pids cgroup's pids.max, such as docker's " +
+            "--pids-limit or systemd's TasksMax, or RLIMIT_NPROC); raise it, or set sqpoll to false",
+          { cause: e },
+        );
+      }
       if (r === -EINVAL) {
         throw BlkioError.of("EINVAL", `${e.message}: num-entries may exceed the kernel limit`);
       }
