@@ -115,6 +115,8 @@ export interface IoUringQueueOptions {
   target: TargetInfo;
   /** A kernel thread polls the SQ (IORING_SETUP_SQPOLL); not for poll queues. */
   sqpoll?: boolean;
+  /** Called once {@link IoUringQueue.destroy} has released the queue, for its owner to forget it. */
+  onDestroy?: (q: IoUringQueue) => void;
 }
 
 /**
@@ -225,6 +227,7 @@ export class IoUringQueue implements DriverQueue {
   /** One past the highest slot in use, so lookups with no regions cost nothing. */
   #fixedHigh = 0;
   #destroyed = false;
+  readonly #onDestroy: ((q: IoUringQueue) => void) | undefined;
   #fdRegistered = false;
   /** The flags of every SQE: the registered file, and IOSQE_ASYNC ({@link submitFromEventLoop}). */
   #sqeFlags = IOSQE_FIXED_FILE;
@@ -264,6 +267,7 @@ export class IoUringQueue implements DriverQueue {
     }
     this.#ring = ring;
     this.#fd = opts.fd;
+    this.#onDestroy = opts.onDestroy;
     this.#entries = opts.entries;
     this.completionFd = efd;
     // Registered buffers save pinning the pages of every request (get_user_pages for O_DIRECT,
@@ -1268,6 +1272,7 @@ export class IoUringQueue implements DriverQueue {
     this.#ring.close();
     closeFd(this.#native, this.completionFd);
     closeFd(this.#native, this.#writeBackFd);
+    this.#onDestroy?.(this);
   }
 }
 
