@@ -31,6 +31,8 @@ const ENOTSUP = 95;
 const EINVAL = 22;
 const ENOMEM = 12;
 const EAGAIN = 11;
+const EPERM = 1;
+const EACCES = 13;
 /** sizeof(struct io_uring_getevents_arg), made once: a bigint per timed wait would allocate. */
 const GETEVENTS_ARG_SIZE = BigInt(GETEVENTS_ARG.size);
 
@@ -138,6 +140,17 @@ export class Ring {
           `${e.message}: the kernel could not start the ring's submission polling thread (sqpoll): ` +
             "the process is at its thread limit (a pids cgroup's pids.max, such as docker's " +
             "--pids-limit or systemd's TasksMax, or RLIMIT_NPROC); raise it, or set sqpoll to false",
+          { cause: e },
+        );
+      }
+      if ((r === -EPERM || r === -EACCES) && sqpoll) {
+        // io_uring itself works (Blkio.create made a ring): it is the polling thread that is
+        // refused, which a bare EPERM made look like io_uring_disabled or a seccomp filter.
+        throw new BlkioError(
+          -r,
+          `${e.message}: the kernel refuses this process a submission polling thread (sqpoll): ` +
+            "Linux before 5.11 allows it only with CAP_SYS_ADMIN, and a security module (SELinux) " +
+            "may deny it; set sqpoll to false",
           { cause: e },
         );
       }
