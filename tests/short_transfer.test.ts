@@ -275,6 +275,31 @@ for (const errno of [11, 4, 125] as const) {
   });
 }
 
+// An O_DIRECT write cut short off a block boundary (a FUSE or NFS server may answer so) goes again
+// for the rest, which the kernel then refuses EINVAL: the rest is misaligned, though the request
+// was not. Its errorMsg was null, as the request's own start, length and address are aligned.
+for (const op of ["write", "writev"] as const) {
+  test(`short transfer: an O_DIRECT ${op} cut short off a block boundary says why its rest failed`, () => {
+    const path = scratchFile(64 * 1024);
+    const out: Completion[] = [];
+    const cuts = withRewrittenResults(3 * PAGE, PAGE + 1000, 1, () => {
+      using b = startOn({ path, direct: true });
+      const q = b.getQueue(0)!;
+      const r = b.allocMemRegion(3 * PAGE);
+      r.bytes.set(ramp(3 * PAGE, 5));
+      if (op === "write") q.write(0, r.bytes, "w");
+      else q.writev(0, [0, 1, 2].map((i) => r.bytes.subarray(i * PAGE, (i + 1) * PAGE)), "w");
+      assert.equal(q.doIo(out, 1, 1), 1);
+    });
+    assert.equal(cuts, 1, "the request was not cut short");
+    assert.equal(out[0].ret, -22, `${out[0].ret} ${out[0].errorMsg}`);
+    assert.match(
+      String(out[0].errorMsg),
+      /^The device transferred 5096 of 12288 bytes; the rest, 7192 bytes at 5096, is not a multiple of request-alignment \(\d+\), as O_DIRECT needs/,
+    );
+  });
+}
+
 test("short_transfer: cleanup scratch files", () => cleanupAll());
 
 // The rewriting helper itself: it reads the CQ of every ring set up while it is active, and

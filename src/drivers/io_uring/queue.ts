@@ -897,6 +897,15 @@ export class IoUringQueue implements DriverQueue {
     const max = iovMax(this.#native);
     if (segments > max) return `${segments} iovecs: more than max-segments (IOV_MAX, ${max})`;
     if (!t.direct) return null;
+    const done = s[b + S_DONE], a = t.requestAlignment;
+    const at = s[b + S_START] + done, rest = s[b + S_LEN] - done;
+    if (done > 0 && (at % a !== 0 || rest % a !== 0)) {
+      // The rest of a transfer cut short off a block boundary (a FUSE or NFS server may answer
+      // so): the request was aligned, its rest is not.
+      return `The device transferred ${done} of ${s[b + S_LEN]} bytes; the rest, ${rest} bytes at ${at}, ` +
+        `is not a multiple of request-alignment (${a}), as O_DIRECT needs: this file system cut an ` +
+        "O_DIRECT transfer short where it cannot be resumed";
+    }
     return this.#misalignment(s[b + S_START], s[b + S_LEN], iovs === null ? s[b + S_ADDR] : 0, iovs) ??
       this.#beyondEnd(s[b + S_START], s[b + S_LEN]);
   }
