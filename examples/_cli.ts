@@ -67,8 +67,13 @@ function writeAll(fd: number, text: string): void {
     try {
       done += writeSync(fd, bytes, done, bytes.length - done);
     } catch (e) {
+      const code = (e as { code?: string }).code;
+      // The reader went away (`| head -1`, `| grep -q`): end quietly with the status a C tool
+      // killed by SIGPIPE shows (128 + 13). Both runtimes ignore SIGPIPE, so the write fails
+      // EPIPE instead, which ended the tools with an uncaught error and its stack trace.
+      if (code === "EPIPE") exit(141);
       // A pipe left non-blocking by the parent: wait for room rather than lose output.
-      if ((e as { code?: string }).code !== "EAGAIN") throw e;
+      if (code !== "EAGAIN") throw e;
     }
   }
 }
