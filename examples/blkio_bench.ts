@@ -129,6 +129,11 @@ function usageText(): string {
 const STOP_GRACE_MS = 10_000;
 /** The most requests a thread keeps in flight, and the most buffer memory they may take. */
 const MAX_IODEPTH = 65536;
+/**
+ * The most threads (Workers, each a JavaScript engine of its own): 4294967295 ended in an
+ * uncaught RangeError with its stack trace, allocating their shared counters.
+ */
+const MAX_THREADS = 1024;
 const MAX_BUFFER_BYTES = 2 ** 31;
 
 function badUsage(error: string): never {
@@ -243,6 +248,7 @@ function parseArgs(argv: string[]): { config: Config; driver: string; props: str
   // Each thread allocates iodepth buffers up front: 2^32 - 1 of them ran Deno out of memory
   // after minutes (CLI hunt).
   if (config.iodepth > MAX_IODEPTH) badUsage(`Invalid iodepth (at most ${MAX_IODEPTH})`);
+  if (config.numThreads > MAX_THREADS) badUsage(`Invalid number of threads (at most ${MAX_THREADS})`);
   if (config.iodepth * config.blocksize > MAX_BUFFER_BYTES) {
     badUsage(
       `iodepth times blocksize must not exceed ${MAX_BUFFER_BYTES} bytes (the buffers of each thread)`,

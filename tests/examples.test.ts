@@ -985,6 +985,13 @@ test("blkio_bench: usage errors exit 1 with libblkio's messages", () => {
   r = tool("blkio_bench", ["--iodepth=4294967295", "io_uring"]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^Invalid iodepth \(at most 65536\)\n/);
+  // 2^32 - 1 threads ended in an uncaught RangeError (allocating their shared counters) with its
+  // stack trace (review of the CLI failure paths).
+  for (const n of ["4294967295", "1025"]) {
+    r = tool("blkio_bench", [`--num-threads=${n}`, "io_uring", `path=${BENCH_FILE}`]);
+    assert.equal(r.status, 1, `--num-threads=${n}`);
+    assert.match(r.stderr, /^Invalid number of threads \(at most 1024\)\n\nUsage: blkio_bench\n/);
+  }
   r = tool("blkio_bench", ["--iodepth=65536", "--blocksize=65536", "io_uring"]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^iodepth times blocksize must not exceed 2147483648 bytes/);
