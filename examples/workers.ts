@@ -82,18 +82,35 @@ function call(w: Worker, req: WorkerRequest): Promise<WorkerReply> {
   return r;
 }
 
+/** The scratch directory while it exists, for the signal handlers to remove. */
+let scratch: string | null = null;
+
+function removeScratch(): void {
+  if (scratch !== null) rmSync(scratch, { recursive: true, force: true });
+  scratch = null;
+}
+
+// Ctrl-C, SIGTERM or a closed terminal end the run, as by default, but take the scratch file
+// with them: it was left behind in the temp directory (64 MiB each time).
+for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
+  process.on(signal, () => {
+    removeScratch();
+    process.exit(status);
+  });
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   let path = o.path;
-  let scratch: string | null = null;
-  if (path === null) {
-    scratch = mkdtempSync(join(os.tmpdir(), "blkio-workers-"));
-    path = join(scratch, "disk.img");
-    writeFileSync(path, new Uint8Array(64 << 20));
-  }
   const url = new URL("./_workers_worker.ts", import.meta.url).href;
   const workers: Worker[] = [];
   try {
+    if (path === null) {
+      // In the try: a write that failed (a full temp directory) left the directory behind.
+      scratch = mkdtempSync(join(os.tmpdir(), "blkio-workers-"));
+      path = join(scratch, "disk.img");
+      writeFileSync(path, new Uint8Array(64 << 20));
+    }
     for (let i = 0; i < o.threads; i++) {
       const w = new Worker(url, { type: "module" });
       workers.push(w);
@@ -142,7 +159,7 @@ async function main(): Promise<void> {
     ]);
     clearTimeout(timer);
     for (const w of workers) w.terminate();
-    if (scratch !== null) rmSync(scratch, { recursive: true, force: true });
+    removeScratch();
   }
 }
 

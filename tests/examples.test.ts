@@ -4,12 +4,14 @@
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { Buffer } from "node:buffer";
-import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import {
   existsSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   truncateSync,
@@ -1321,6 +1323,104 @@ test("workers: each thread checks its neighbour's slice; bad arguments and small
   assert.match(refused.stderr, /holds 1000 bytes: 2 threads need 2097152/);
   assert.deepEqual(readFileSync(small), before, "the target is left as it was");
 });
+
+/** What the fds of process `pid` that name a file under `dir` point to ("... (deleted)" once removed). */
+function fdsUnder(pid: number, dir: string): string[] {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return []; // gone
+  }
+  return fds.flatMap((fd) => {
+    try {
+      const link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      return link.startsWith(`${dir}/`) ? [link] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+// Interrupted, both left their 64 MiB scratch file in the temp directory: demo runs synchronously,
+// so Ctrl-C ends it without its `finally`, and workers had no handler (review of the CLI
+// failure paths).
+test("demo and workers: Ctrl-C or SIGTERM in the middle of a run leave no scratch file behind", async () => {
+  const runs: [string, string[], number][] = [
+    ["demo", ["--seconds=30", "--size-mib=8"], 1],
+    ["workers", ["--seconds", "30"], 2],
+  ];
+  for (const [name, args, opened] of runs) {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      const what = `${name} ${signal}`;
+      const tmp = mkdtempSync(join(DIR, "signal-tmp-"));
+      const script = join(ROOT, "examples", `${name}.ts`);
+      const child = spawn(process.execPath, [...(RUNTIME === "deno" ? ["run", "-A"] : []), script, ...args], {
+        cwd: DIR,
+        env: { ...process.env, TMPDIR: tmp },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      child.stderr!.on("data", (d) => stderr += d);
+      const exited = new Promise<void>((r) => child.once("exit", () => r()));
+      try {
+        // Under way: every thread holds the scratch file open.
+        for (const end = performance.now() + 30_000; fdsUnder(child.pid!, tmp).length < opened;) {
+          assert.ok(performance.now() < end && child.exitCode === null, `${what}: never started: ${stderr}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        // A moment into the run (a file already removed while open shows "(deleted)").
+        for (const end = performance.now() + 1000; performance.now() < end;) {
+          if (fdsUnder(child.pid!, tmp).every((l) => l.endsWith(" (deleted)"))) break;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        child.kill(signal);
+        const ended = await Promise.race([
+          exited.then(() => true),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 30_000)),
+        ]);
+        assert.ok(ended, `${what}: still running 30 s after the signal`);
+        assert.deepEqual(readdirSync(tmp), [], `${what}: left in the temp directory`);
+        assert.doesNotMatch(stderr, /\bat \S+:\d+/, `${what}: no stack trace`);
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    }
+  }
+});
+
+// The scratch file was written before the try whose `finally` removes it: a full temp directory
+// left a directory with a partial file behind (review of the CLI failure paths).
+test(
+  ...skipIf(
+    "workers: a temp directory too small for the scratch file is reported and left empty",
+    MOUNT_SKIP,
+  ),
+  async () => {
+    const tmp = mkdtempSync(join(DIR, "small-tmp-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", tmp]);
+    try {
+      const script = join(ROOT, "examples", "workers.ts");
+      const r = finished(
+        spawnSync(process.execPath, [...(RUNTIME === "deno" ? ["run", "-A"] : []), script], {
+          cwd: DIR,
+          encoding: "utf8",
+          timeout: 60_000,
+          env: { ...process.env, TMPDIR: tmp },
+        }),
+      );
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /^workers: ENOSPC/);
+      assert.deepEqual(readdirSync(tmp), [], "left in the temp directory");
+    } finally {
+      for (let i = 0; i < 50 && spawnSync("umount", [tmp]).status !== 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+);
 
 // --- progress on a terminal ----------------------------------------------------------------
 
