@@ -73,7 +73,17 @@ function writeAll(fd: number, text: string): void {
       // EPIPE instead, which ended the tools with an uncaught error and its stack trace.
       if (code === "EPIPE") exit(141);
       // A pipe left non-blocking by the parent: wait for room rather than lose output.
-      if (code !== "EAGAIN") throw e;
+      if (code === "EAGAIN") continue;
+      // Any other failure (`> results.json` on a full disk, /dev/full): said in a line, as
+      // coreutils do, not as an uncaught error with its stack trace; status 1.
+      if (fd !== 2) {
+        try {
+          writeSync(2, encoder.encode(`write error: ${errorText(e)}\n`));
+        } catch {
+          // stderr is gone too: the status tells
+        }
+      }
+      exit(1);
     }
   }
 }

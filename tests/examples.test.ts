@@ -7,8 +7,10 @@ import { Buffer } from "node:buffer";
 import { execFileSync, spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import {
+  closeSync,
   existsSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -1070,6 +1072,34 @@ test(
     }
   },
 );
+
+// A failed write to stdout (results redirected to a full disk) ended the tools with an uncaught
+// error and its stack trace (review of the CLI failure paths).
+test("blkio_bench, blkio_info: a stdout that cannot be written says so in a line and exits 1", () => {
+  const full = openSync("/dev/full", "w");
+  try {
+    for (
+      const [name, args] of [
+        ["blkio_bench", ["--help"]],
+        ["blkio_info", ["io_uring", `path=${INFO_FILE}`, "capacity"]],
+      ] as [string, string[]][]
+    ) {
+      const script = join(ROOT, "examples", `${name}.ts`);
+      const r = finished(
+        spawnSync(process.execPath, [...(RUNTIME === "deno" ? ["run", "-A"] : []), script, ...args], {
+          cwd: DIR,
+          encoding: "utf8",
+          timeout: 60_000,
+          stdio: ["ignore", full, "pipe"],
+        }),
+      );
+      assert.equal(r.status, 1, `${name}: ${r.stderr}`);
+      assert.equal(r.stderr, "write error: No space left on device\n", name);
+    }
+  } finally {
+    closeSync(full);
+  }
+});
 
 test("blkio_bench: a failed request is reported with its errno's text and the library's message", () => {
   const path = randomFile("bench-ro", 1024 * 1024);
