@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { Blkio, type Completion, type Queue } from "../mod.ts";
+import { Blkio, type Completion, errnoName, errnoText, type Queue } from "../mod.ts";
 
 const BLOCK = 4096;
 
@@ -226,7 +226,15 @@ function main(): number {
     bufs[0].fill(0);
     q.write((blocks - 1) * BLOCK, bufs[0], "size");
     q.doIo(out, 1, 1);
-    if (out[0].ret !== 0) throw new Error(`sizing the scratch file failed: ret ${out[0].ret}`);
+    if (out[0].ret !== 0) {
+      // What went wrong, not only the number ("ret -28" was all it said on a full disk).
+      const ret = out[0].ret;
+      throw new Error(
+        `sizing the scratch file failed: ${errnoText(-ret) ?? errnoName(-ret)} (${ret})${
+          out[0].errorMsg ? `: ${out[0].errorMsg}` : ""
+        }`,
+      );
+    }
 
     const generation = new Int32Array(blocks);
     const next = rng(0x5eed);

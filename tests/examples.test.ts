@@ -1452,6 +1452,37 @@ test(
   },
 );
 
+// "sizing the scratch file failed: ret -28" was all demo said when its temp directory was full
+// (review of the CLI failure paths).
+test(
+  ...skipIf("demo: a full temp directory is reported by its errno's text, and left as it was", MOUNT_SKIP),
+  async () => {
+    const tmp = mkdtempSync(join(DIR, "full-tmp-"));
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=4k", "tmpfs", tmp]);
+    try {
+      writeFileSync(join(tmp, "fill"), new Uint8Array(4096)); // its one page: full
+      const script = join(ROOT, "examples", "demo.ts");
+      for (const mode of [[], ["--buffered"]]) {
+        const r = finished(
+          spawnSync(
+            process.execPath,
+            [...(RUNTIME === "deno" ? ["run", "-A"] : []), script, "--seconds=0.1", "--size-mib=8", ...mode],
+            { cwd: DIR, encoding: "utf8", timeout: 60_000, env: { ...process.env, TMPDIR: tmp } },
+          ),
+        );
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /^demo: sizing the scratch file failed: No space left on device \(-28\)/);
+        assert.deepEqual(readdirSync(tmp), ["fill"], "left in the temp directory");
+      }
+    } finally {
+      for (let i = 0; i < 50 && spawnSync("umount", [tmp]).status !== 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+);
+
 // --- progress on a terminal ----------------------------------------------------------------
 
 function hasScript(): boolean {
