@@ -478,6 +478,12 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const progress = new Progress();
+  // SIGTERM (`kill`, `timeout`) ends the run without results, as libblkio's tool ends, but not
+  // in the middle of the progress line: the shell's prompt was printed behind its stale figures.
+  process.on("SIGTERM", () => {
+    progress.clear();
+    exit(143);
+  });
   const timer = progress.enabled
     ? setInterval(() => {
       const secs = (performance.now() - t0) / 1000;

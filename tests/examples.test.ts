@@ -1540,6 +1540,56 @@ test(
   },
 );
 
+// SIGTERM killed blkio_bench in the middle of its progress line: the shell's prompt followed
+// the stale figures on that line (review of the CLI failure paths).
+test(
+  ...skipIf(
+    "blkio_bench: SIGTERM on a terminal erases the progress line and exits 143",
+    NO_PYTHON || (!existsSync("/dev/ptmx") && "no pseudo-terminals here"),
+  ),
+  () => {
+    const py = `import os, pty, select, signal, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(os.environ["RT"], [os.environ["RT"]] + sys.argv[1:])
+out, sent, end = b"", False, time.time() + 60
+while time.time() < end:
+    if not sent and out.count(b"kIOPS") >= 2:
+        os.kill(pid, signal.SIGTERM)
+        sent = True
+    if select.select([fd], [], [], 0.1)[0]:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+else:
+    os.kill(pid, signal.SIGKILL)
+status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(repr(out[-200:]))
+sys.exit(status if status >= 0 else 128 - status)`;
+    const args = [
+      ...(RUNTIME === "deno" ? ["run", "-A"] : []),
+      join(ROOT, "examples", "blkio_bench.ts"),
+      "--runtime=30",
+      "io_uring",
+      `path=${BENCH_FILE}`,
+    ];
+    const r = finished(
+      spawnSync("python3", ["-c", py, ...args], {
+        cwd: DIR,
+        encoding: "utf8",
+        timeout: 90_000,
+        env: { ...process.env, RT: process.execPath },
+      }),
+    );
+    assert.equal(r.status, 143, r.stdout + r.stderr);
+    assert.match(r.stdout, /kIOPS.*\\r\\x1b\[K'\n$/, "the progress line was not erased last");
+  },
+);
+
 // --- single-file executable ----------------------------------------------------------------
 
 test(
