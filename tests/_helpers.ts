@@ -10,11 +10,14 @@ import assert from "./_assert.ts";
 import { test } from "node:test";
 import {
   closeSync,
+  existsSync,
   fstatSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readFileSync,
   readSync,
+  rmdirSync,
   rmSync,
   writeFileSync,
   writeSync,
@@ -199,6 +202,42 @@ export function runChild(script: string, args: string[], wrapper: string[] = [])
   const r = spawnSync(cmd, rest, { encoding: "utf8", timeout: 120_000 });
   assert.equal(r.status, 0, `${script}: ${r.error ?? r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+}
+
+/** Where a pids cgroup can be made (cgroup v1's pids hierarchy, or v2 with pids), or why not. */
+export function pidsCgroupBase(): { base: string } | { skip: string } {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
+    return { skip: "making a pids cgroup needs root" };
+  }
+  if (existsSync("/sys/fs/cgroup/pids/cgroup.procs")) return { base: "/sys/fs/cgroup/pids" };
+  try {
+    const v2 = readFileSync("/sys/fs/cgroup/cgroup.subtree_control", "utf8");
+    if (v2.split(/\s+/).includes("pids")) return { base: "/sys/fs/cgroup" };
+  } catch {
+    // no cgroup v2 at /sys/fs/cgroup
+  }
+  return { skip: "no pids cgroup controller to make a cgroup in" };
+}
+
+/**
+ * Runs `fn` with a new pids cgroup `<base>/<name>-<pid>` (for a child to move into), removed
+ * after: a child's threads may still be leaving it, so its removal is tried for a second.
+ */
+export function inPidsCgroup<T>(base: string, name: string, fn: (dir: string) => T): T {
+  const dir = `${base}/${name}-${process.pid}`;
+  mkdirSync(dir);
+  try {
+    return fn(dir);
+  } finally {
+    for (let i = 0; i < 50; i++) {
+      try {
+        rmdirSync(dir);
+        break;
+      } catch {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+      }
+    }
+  }
 }
 
 /**

@@ -2,14 +2,15 @@
 // must be right at depth, across the thread going to sleep, with timeouts and on added queues.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
-import process from "node:process";
+import { readdirSync } from "node:fs";
 import { Blkio, BlkioError, type Completion, type Queue } from "../mod.ts";
 import { native } from "../ffi/load.ts";
 import { PARAMS } from "../src/uring/layout.ts";
 import { IORING_SETUP_SQPOLL } from "../src/uring/constants.ts";
 import {
   cleanupAll,
+  inPidsCgroup,
+  pidsCgroupBase,
   pread,
   pwrite,
   reap,
@@ -161,21 +162,6 @@ test("sqpoll: a request backlogged behind a cancellation's slot goes out with th
   assert.deepEqual(got, ["B"], "B never left the backlog for a doIo(min 0) poller");
 });
 
-/** Where a pids cgroup can be made (cgroup v1's pids hierarchy, or v2 with pids), or why not. */
-function pidsCgroupBase(): { base: string } | { skip: string } {
-  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
-    return { skip: "making a pids cgroup needs root" };
-  }
-  if (existsSync("/sys/fs/cgroup/pids/cgroup.procs")) return { base: "/sys/fs/cgroup/pids" };
-  try {
-    const v2 = readFileSync("/sys/fs/cgroup/cgroup.subtree_control", "utf8");
-    if (v2.split(/\s+/).includes("pids")) return { base: "/sys/fs/cgroup" };
-  } catch {
-    // no cgroup v2 at /sys/fs/cgroup
-  }
-  return { skip: "no pids cgroup controller to make a cgroup in" };
-}
-
 // Each SQPOLL ring has a kernel thread of the process's, which a pids cgroup (pids.max: docker's
 // --pids-limit, systemd's TasksMax) or RLIMIT_NPROC counts; without room for it the ring's
 // set-up fails EAGAIN. A destroyed ring's thread exits a little later (its exit work runs after
@@ -189,9 +175,7 @@ test(
     "skip" in PIDS ? PIDS.skip : null,
   ),
   () => {
-    const dir = `${(PIDS as { base: string }).base}/blkio-sqpoll-${process.pid}`;
-    mkdirSync(dir);
-    try {
+    inPidsCgroup((PIDS as { base: string }).base, "blkio-sqpoll", (dir) => {
       const got = runChild("_sqpoll_pids_child.ts", [scratchFile(1 << 20), dir, "20"]);
       assert.equal(got.ok, 20, `${got.failed} of 20 failed: ${JSON.stringify(got.failures)}`);
       assert.equal(got.fdsLeft, 0, "failed starts left fds open");
@@ -199,17 +183,7 @@ test(
       assert.equal(got.second.code, "EAGAIN");
       assert.match(got.second.message, /sqpoll/);
       assert.match(got.second.message, /pids\.max/);
-    } finally {
-      for (let i = 0; i < 50; i++) {
-        try {
-          rmdirSync(dir);
-          break;
-        } catch {
-          // a thread of the child's may still be leaving it
-          sleepMs(20);
-        }
-      }
-    }
+    });
   },
 );
 
