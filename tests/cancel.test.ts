@@ -15,9 +15,14 @@ import {
   alignedBuffer,
   cleanupAll,
   connectTo,
+  inPidsCgroup,
+  pidsCgroupBase,
   pread,
   pwrite,
+  runChild,
+  RUNTIME,
   scratchFile,
+  skipIf,
   type Target,
   targets,
   threadCpuMs,
@@ -383,5 +388,80 @@ test("request backlog: remove() through the index does not find requests process
   ];
   assert.deepEqual(rest, expected);
 });
+
+// An ECANCELED nobody asked for: io_uring hands buffered writes it cannot do at once, flushes,
+// write zeroes and every request of a FUSE file (IOSQE_ASYNC) to its worker threads (io-wq), and
+// when it cannot start the first one (the process at its thread limit: a pids cgroup's pids.max,
+// docker's --pids-limit, systemd's TasksMax; RLIMIT_NPROC) it cancels them, ~48 ms after
+// submission here, nothing of them done. They completed -ECANCELED with no errorMsg, as if the
+// caller had cancelled them, and a shortage that passed a moment later still failed the write
+// (review, helper-83). Now they go again for ~0.5 s, and then fail saying why; a caller's
+// cancellation is neither retried nor explained. In a child moved into a pids cgroup.
+const PIDS = pidsCgroupBase();
+const PIDS_SKIP = "skip" in PIDS ? PIDS.skip : null;
+const THREAD_LIMIT = /worker thread.*pids\.max.*RLIMIT_NPROC/;
+// Bun's JIT starts compiler threads as code gets hot: at the cap it aborted (JSC could not start
+// one), so the child compiles on its own thread.
+const NO_JIT_THREADS = RUNTIME === "bun" ? ["env", "BUN_JSC_useConcurrentJIT=false"] : [];
+
+// deno-lint-ignore no-explicit-any
+function noWorkerChild(mode: string): Record<string, any> {
+  const path = scratchFile(1 << 20);
+  pwrite(path, 8 * 4096, new Uint8Array(4096).fill(0xee)); // to see whether a zeroing ran
+  return inPidsCgroup(
+    (PIDS as { base: string }).base,
+    "blkio-no-worker",
+    (dir) => runChild("_no_worker_child.ts", [path, dir, mode], NO_JIT_THREADS),
+  );
+}
+
+test(
+  ...skipIf(
+    "cancel: at the thread limit, requests io_uring cannot start a worker for fail ECANCELED saying so, nothing done, and the queue works once the limit is lifted",
+    PIDS_SKIP,
+  ),
+  () => {
+    const got = noWorkerChild("held");
+    for (const what of ["write", "writev", "flush", "writeZeroes"]) {
+      const c = got.queue.got[what];
+      assert.equal(c?.ret, -125, `${what}: ${JSON.stringify(c)}`);
+      assert.match(c.msg ?? "", THREAD_LIMIT, what);
+    }
+    // Tried again for about half a second, not for ever.
+    assert.ok(got.queue.ms >= 300 && got.queue.ms < 5000, `${got.queue.ms} ms`);
+    assert.deepEqual(got.cancelled.got.cancelled, { ret: -125, msg: null }, "the caller's own cancellation");
+    for (const what of ["write", "flush"]) {
+      assert.equal(got.device[what]?.code, "ECANCELED", `BlockDevice ${what}: ${JSON.stringify(got.device)}`);
+      assert.match(got.device[what].message, THREAD_LIMIT, `BlockDevice ${what}`);
+    }
+    assert.equal(got.landed, 0, "a cancelled write landed");
+    assert.equal(got.zeroed, false, "a cancelled write zeroes zeroed");
+    assert.deepEqual(got.after.got, { write: { ret: 0, msg: null }, flush: { ret: 0, msg: null } });
+    assert.equal(got.afterData, 0xd4);
+  },
+);
+
+for (const mode of ["passing-queue", "passing-device"]) {
+  test(
+    ...skipIf(
+      `cancel: a thread limit that passes within half a second does not fail the requests waiting for a worker (${
+        mode === "passing-queue" ? "Queue.doIo" : "BlockDevice"
+      })`,
+      PIDS_SKIP,
+    ),
+    () => {
+      const got = noWorkerChild(mode);
+      if (mode === "passing-queue") {
+        assert.deepEqual(got.queue.got, { write: { ret: 0, msg: null }, flush: { ret: 0, msg: null } });
+        // They waited for the limit: more than one of the kernel's own rounds of tries.
+        assert.ok(got.queue.ms >= 100, `${got.queue.ms} ms: the limit was never reached`);
+      } else {
+        assert.deepEqual([got.device.write, got.device.flush], [null, null]);
+        assert.ok(got.device.ms >= 100, `${got.device.ms} ms: the limit was never reached`);
+      }
+      assert.equal(got.landed, true, "the write's data is not in the file");
+    },
+  );
+}
 
 test("cancel: cleanup scratch targets", () => cleanupAll());

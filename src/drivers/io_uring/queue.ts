@@ -74,6 +74,7 @@ const EINVAL = 22;
 const EFBIG = 27;
 const ENOSPC = 28;
 const ENOTSUP = 95;
+const ECANCELED = 125;
 const U32_MAX = 0xffffffff;
 /** reap() result of a request that went back to the ring for its remainder. */
 const RESUBMITTED = 1;
@@ -103,6 +104,20 @@ const OP_CANCEL = 255;
  */
 const S_START = 0, S_LEN = 1, S_DONE = 2, S_ADDR = 3, S_OP = 4, S_PHASE = 5, S_FLAGS = 6, S_USED = 7;
 const SLOT_NUMBERS = 8;
+/**
+ * Bits of a slot's S_FLAGS above the request's ReqFlags (bits 0-2; the core refuses any other):
+ * {@link IoUringQueue.cancel} was asked for the request, and how many times it went again after
+ * io_uring could not start a worker thread for it (#retryNoWorker), in units of F_NO_WORKER.
+ */
+const F_CANCEL_ASKED = 1 << 8;
+const F_NO_WORKER = 1 << 9;
+const F_NO_WORKER_MASK = 0x1f << 9;
+/**
+ * How many times a request goes again after io-wq could not start a worker for it (a thread
+ * limit): the kernel itself tries to start one 4 times, 5, 10 and 15 ms apart, before it cancels
+ * (~48 ms from submission here), so 10 more tries give a passing shortage about half a second.
+ */
+const NO_WORKER_RETRIES = 10;
 /** In `#refs`: the caller's userData, the buffer, the iovec list (null when none). */
 const R_UD = 0, R_BUF = 1, R_IOV = 2;
 const SLOT_REFS = 3;
@@ -760,6 +775,7 @@ export class IoUringQueue implements DriverQueue {
         this.#requeue(slot);
         return RESUBMITTED;
       }
+      if (res === -ECANCELED && this.#retryNoWorker(slot)) return RESUBMITTED;
       return res;
     }
     if (op <= Op.Writev) {
@@ -809,6 +825,29 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
+   * An ECANCELED that {@link cancel} did not ask for: io-wq could not start its first worker
+   * thread for the request (the process at its thread limit: a pids cgroup's pids.max,
+   * RLIMIT_NPROC; or out of memory), and cancelled the work waiting for one. The request goes
+   * again, up to NO_WORKER_RETRIES times. Safe: the kernel cancels only work still waiting in
+   * io-wq's list (io_acct_cancel_pending_work), which never started there, and the bytes an
+   * inline attempt moved before the request went to io-wq come back as a short count, not as
+   * ECANCELED (io_rw_fail adds them); every request here may go again anyway (a write of the
+   * same bytes, a flush, a zeroing, a hole, a discard). No spin: each try waits for the kernel's
+   * own four attempts (~48 ms). Not while the queue is being destroyed, whose drain must not
+   * submit anything.
+   */
+  #retryNoWorker(slot: number): boolean {
+    const s = this.#slots, b = slot * SLOT_NUMBERS, f = s[b + S_FLAGS];
+    if (
+      this.#destroyed || (f & F_CANCEL_ASKED) !== 0 ||
+      (f & F_NO_WORKER_MASK) >= NO_WORKER_RETRIES * F_NO_WORKER
+    ) return false;
+    s[b + S_FLAGS] = f + F_NO_WORKER;
+    this.#requeue(slot);
+    return true;
+  }
+
+  /**
    * `ask` of the target's block device (sysfs; after a failure, or before a zeroing that must not
    * fall back), false for a file. Never throws: it runs in the middle of a reap, where a throw
    * (sysfs unreadable at the fd limit) lost the CQ head and released slots twice. Unknown counts
@@ -831,6 +870,16 @@ export class IoUringQueue implements DriverQueue {
    */
   #explain(slot: number, ret: number): string | null {
     const s = this.#slots, b = slot * SLOT_NUMBERS, op = s[b + S_OP], t = this.#target;
+    if (ret === -ECANCELED) {
+      // Not one the caller cancelled: it would have read like one, with nothing to say why.
+      const f = s[b + S_FLAGS];
+      if ((f & F_CANCEL_ASKED) !== 0) return null;
+      const n = (f & F_NO_WORKER_MASK) / F_NO_WORKER + 1, tries = n === 1 ? "1 try" : `${n} tries`;
+      return `io_uring could not start a worker thread for this request, and cancelled it (${tries}): ` +
+        "the process may be at its thread limit (a pids cgroup's pids.max, as docker --pids-limit or " +
+        "systemd's TasksMax set it, or RLIMIT_NPROC) or short of memory. Buffered writes, flushes, write " +
+        "zeroes and a FUSE file's requests need room for one such thread per thread submitting them";
+    }
     if (ret === -EBADF && op !== Op.Read && op !== Op.Readv && op !== Op.Flush && t.readOnly) {
       return READ_ONLY_MSG;
     }
@@ -1187,6 +1236,9 @@ export class IoUringQueue implements DriverQueue {
       oldest = age;
     }
     if (s < 0) return false;
+    // Its ECANCELED is then the caller's, not io-wq's (#retryNoWorker): S_FLAGS is set anew
+    // when the slot is taken again.
+    this.#slots[s * SLOT_NUMBERS + S_FLAGS] |= F_CANCEL_ASKED;
     // IOPOLL rings reject ASYNC_CANCEL; without a free slot or SQE the request simply runs to
     // its end. A slot is only reused after its CQE is reaped, and SQEs are issued in order,
     // so this cancel can never hit a later request in the same slot.
