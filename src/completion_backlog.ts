@@ -174,9 +174,14 @@ export class CompletionBacklog {
     return n;
   }
 
-  /** Puts `out[0..n)` back at the front, in order, for the next `fill`. */
+  /**
+   * Puts `out[0..n)` back at the front, in order, for the next `fill`, and signals (onPush) as
+   * libblkio's `unfill_completions` does: a caller that reset the completion fd before a doIo
+   * that then failed (ETIME, EINTR) must find the fd readable while completions wait here.
+   */
   unfill(out: Completion[], n: number): void {
     if (n === 0) return;
+    this.onPush?.();
     const ud = [], ret = [], msg = [];
     for (let i = 0; i < n; i++) {
       ud.push(out[i].userData);

@@ -3,10 +3,11 @@
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { existsSync } from "node:fs";
-import { Blkio, type Completion, ReqFlags } from "../mod.ts";
+import { Blkio, BlkioError, type Completion, ReqFlags } from "../mod.ts";
 import {
   alignedBuffer,
   cleanupAll,
+  pwrite,
   scratchDir,
   scratchFile,
   startOn,
@@ -146,6 +147,50 @@ for (const t of TARGETS) {
     assert.equal(got[0].ret, -22);
     assert.equal(got[0].errorMsg, "BLKIO_REQ_FUA is invalid for this request type");
     assert.equal(tryReadEventfd(fd), 0n, "no further events");
+  });
+
+  test(`completion fd: completions a failed doIo put back make the fd readable [${t.name}]`, () => {
+    // libblkio's CompletionBacklog::unfill_completions signals the completion fd: an event loop
+    // that reset the fd, then called doIo and got ETIME, must hear of what that call reaped and
+    // kept for the next one. Here nothing else would wake it until the slow flush completes.
+    using b = startOn(t);
+    const q = b.getQueue(0)!;
+    const fd = q.completionFd;
+    q.setCompletionFdEnabled(true);
+    const buf = alignedBuffer(b, PAGE);
+    const out: Completion[] = [];
+    let etimes = 0;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      // Dirty page cache so that the flush below takes far longer than the 1 µs timeout.
+      pwrite(t.path, 0, new Uint8Array(Math.min(t.size, 4 << 20)).fill(attempt + 1));
+      q.read(0, buf, "read");
+      assert.equal(q.doIo(out, 0, 0), 0); // submit only
+      sleepMs(20); // the read has completed in the kernel by now
+      tryReadEventfd(fd); // the event loop resets the fd before it calls doIo
+      q.flush("flush");
+      let etime = false;
+      try {
+        assert.equal(q.doIo(out, 2, 2, 1000n), 2);
+      } catch (e) {
+        if (!(e instanceof BlkioError) || e.code !== "ETIME") throw e;
+        etime = true;
+        etimes++;
+        // The read was reaped and kept: doIo has a completion to return.
+        assert.ok(tryReadEventfd(fd) >= 1n, "fd not readable after ETIME kept a completion");
+      }
+      if (etime) {
+        const got = [...drain(q)];
+        const deadline = performance.now() + 10_000;
+        while (got.length < 2) {
+          assert.ok(performance.now() < deadline, "the flush did not complete");
+          waitEventfd(fd, 1000);
+          got.push(...drain(q));
+        }
+        assert.deepEqual(got.map((c) => [c.userData, c.ret]).sort(), [["flush", 0], ["read", 0]]);
+      }
+      tryReadEventfd(fd);
+    }
+    assert.ok(etimes >= 1, "no ETIME in 5 attempts to outrun a flush");
   });
 }
 
