@@ -157,12 +157,19 @@ export class PropertyTable<D> {
     return String(row.get(driver));
   }
 
-  /** Writes any property from text, parsed for its type. */
+  /**
+   * Writes any property from text, parsed for its type. As in libblkio (Property::set_str parses
+   * before it calls the setter, where access and state are checked), text that is not a value of
+   * the type is EINVAL first; a value that is not text at all (no C caller can pass one) is
+   * checked last, like the other setters' JS types.
+   */
   setStr(driver: D, state: StateValue, name: string, text: unknown): void {
     const row = this.#row(name);
+    const isText = typeof text === "string" && !text.includes("\0");
+    const parsed = isText ? parseValue(name, row.type, text) : undefined;
     this.#writable(name, row, state);
     const set = row.set as (d: D, v: PropertyValue[PropertyType]) => void;
-    set(driver, parseValue(name, row.type, checkStr(name, text)));
+    set(driver, parsed ?? parseValue(name, row.type, checkStr(name, text)));
   }
 
   /** Introspection for the instance's current state. */

@@ -348,8 +348,15 @@ for (const state of STATES) {
         assertErrno(() => typedSet(b, type, info.name, SAMPLE[type]), "ENOTTY");
       }
       if (info.type !== "str") {
-        // setStr works on every property; only a typed setter of the wrong type is ENOTTY.
-        assertErrno(() => b.setStr(info.name, "x"), info.writable ? "EINVAL" : expectedSetError(info, state));
+        // setStr works on every property; only a typed setter of the wrong type is ENOTTY. Text
+        // that does not parse is EINVAL before access is checked (libblkio parses first).
+        assertErrno(() => b.setStr(info.name, "x"), "EINVAL");
+        if (!info.writable) {
+          assertErrno(
+            () => b.setStr(info.name, info.type === "bool" ? "true" : "1"),
+            expectedSetError(info, state),
+          );
+        }
       }
     }
     // The two str properties have no typed accessor at all.
@@ -425,6 +432,30 @@ test("setters check name, type and access before the value, as libblkio does", (
   for (const [what, fn, code] of cases) {
     assert.throws(fn, (e: unknown) => e instanceof BlkioError && e.code === code, `${what}: ${code}`);
   }
+});
+
+// libblkio's blkio_set_str parses the text for the property's type (Property::set_str) before it
+// calls the property's setter, which is where read-only properties and the state are checked:
+// text that is not a value of the type is EINVAL whatever the property's access.
+test("setStr: text that does not parse is EINVAL before access and state are checked, as libblkio", () => {
+  using c = Blkio.create("io_uring");
+  using b = instanceIn(TARGETS[0], "connected");
+  const cases: [string, () => unknown, string][] = [
+    ['setStr("capacity", "x") (read-only uint64)', () => b.setStr("capacity", "x"), "EINVAL"],
+    ['setStr("can-grow", "yes") (read-only bool)', () => b.setStr("can-grow", "yes"), "EINVAL"],
+    ['setStr("max-queues", "1.5") (read-only int)', () => c.setStr("max-queues", "1.5"), "EINVAL"],
+    ['setStr("num-queues", "x") before connect', () => c.setStr("num-queues", "x"), "EINVAL"],
+    ['setStr("direct", "yes") when connected', () => b.setStr("direct", "yes"), "EINVAL"],
+    ['setStr("fd", "2147483648") when connected', () => b.setStr("fd", "2147483648"), "EINVAL"],
+    // Text that parses: access and state decide, as before.
+    ['setStr("capacity", "4096")', () => b.setStr("capacity", "4096"), "EACCES"],
+    ['setStr("num-queues", "2") before connect', () => c.setStr("num-queues", "2"), "ENODEV"],
+    ['setStr("direct", "true") when connected', () => b.setStr("direct", "true"), "EBUSY"],
+  ];
+  for (const [what, fn, code] of cases) {
+    assert.throws(fn, (e: unknown) => e instanceof BlkioError && e.code === code, `${what}: ${code}`);
+  }
+  assert.equal(b.getBool("direct"), TARGETS[0].direct);
 });
 
 test("capacity: exact for files of 2^53 bytes and more (sparse files on tmpfs)", () => {
