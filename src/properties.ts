@@ -32,8 +32,9 @@ export interface PropertyRow<D, T extends PropertyType = PropertyType> {
   /** Validates and stores a value of the right type; state checks are already done. */
   set?(driver: D, value: PropertyValue[T]): void;
   /**
-   * A property libblkio knows but this driver cannot take (its `fd` on vhost-user): every set
-   * fails with ENOENT and this message, as libblkio's does; introspection shows it read-only.
+   * A property libblkio knows but this driver cannot take (its `fd` on vhost-user): a set fails
+   * with ENOENT and this message while created, EBUSY after (libblkio checks the state first);
+   * introspection shows it read-only.
    */
   readonly unsupportedSet?: string;
 }
@@ -112,7 +113,11 @@ export class PropertyTable<D> {
   }
 
   #writable(name: string, row: PropertyRow<D>, state: StateValue): void {
-    if (row.unsupportedSet !== undefined) throw BlkioError.of("ENOENT", row.unsupportedSet);
+    if (row.unsupportedSet !== undefined) {
+      // As libblkio's virtio-blk set_fd: the state first (EBUSY once connected), then ENOENT.
+      if (state > State.Created) throw cannotSetIn(name, stateName(state));
+      throw BlkioError.of("ENOENT", row.unsupportedSet);
+    }
     const states = row.settableIn;
     if (!states || states.length === 0 || !row.set) {
       throw BlkioError.of("EACCES", `Property ${JSON.stringify(name)} is read-only`);

@@ -377,7 +377,8 @@ vtest("properties: the driver's table (fd, direct, queue-size, memory, queues)",
   assertErrno(() => b.getInt("max-queues"), "ENODEV");
   assertErrno(() => b.setInt("queue-size", 64), "ENODEV");
   b.connect();
-  assertErrno(() => b.setInt("fd", 3), "ENOENT", /fd property not supported/);
+  // libblkio's set_fd checks the state first: EBUSY once connected (see the test below).
+  assertErrno(() => b.setInt("fd", 3), "EBUSY");
   assert.equal(b.getInt("max-queues"), 2);
   assert.equal(b.getUint64("mem-region-alignment"), 1n);
   // 32 memory slots in qemu-storage-daemon, one of them holds the virtqueues.
@@ -392,6 +393,33 @@ vtest("properties: the driver's table (fd, direct, queue-size, memory, queues)",
   const names = b.properties().map((p) => p.name);
   assert.ok(names.includes("queue-size") && !names.includes("direct") && !names.includes("num-entries"));
 });
+
+// libblkio 1.5's virtio-blk driver keeps mem-region-alignment and flush-needed in stored fields
+// (readable in every state, with their defaults before connect: 1 and true), and its set_fd
+// refuses a set after connect with EBUSY ("Cannot set property in connected state") before it
+// says the driver has no fd (ENOENT).
+vtest(
+  "properties: mem-region-alignment and flush-needed before connect, fd after connect, as libblkio",
+  () => {
+    using b = create();
+    assert.equal(b.getUint64("mem-region-alignment"), 1n);
+    assert.equal(b.getStr("mem-region-alignment"), "1");
+    assert.equal(b.getBool("flush-needed"), true);
+    const info = (name: string) => b.properties().find((p) => p.name === name)!;
+    assert.equal(info("mem-region-alignment").readable, true);
+    assert.equal(info("flush-needed").readable, true);
+    assertErrno(() => b.setInt("fd", 3), "ENOENT", /fd property not supported/);
+    assertErrno(() => b.setStr("fd", "x"), "EINVAL");
+    b.connect();
+    assertErrno(() => b.setInt("fd", 3), "EBUSY", /"fd" in connected state/);
+    assertErrno(() => b.setStr("fd", "-1"), "EBUSY", /"fd" in connected state/);
+    assert.equal(b.getUint64("mem-region-alignment"), 1n);
+    // qemu-storage-daemon's export has no volatile write cache to flush.
+    assert.equal(b.getBool("flush-needed"), false);
+    b.start();
+    assertErrno(() => b.setInt("fd", 3), "EBUSY", /"fd" in started state/);
+  },
+);
 
 vtest("connect: missing socket → ENOENT, no path → EINVAL, not a socket → error, fds not leaked", () => {
   const before = openFds();

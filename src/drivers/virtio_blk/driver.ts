@@ -109,6 +109,11 @@ export class VirtioBlkVhostUserDriver implements Driver {
     return this.#c!;
   }
 
+  /** Whether connect() has made the connection (stored properties keep their defaults before). */
+  get connected(): boolean {
+    return this.#c !== null;
+  }
+
   /** Whether a negotiated feature is on. */
   has(bit: bigint): boolean {
     return (this.c.features & featureBit(bit)) !== 0n;
@@ -545,10 +550,15 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
   },
   "flush-needed": {
     type: "bool",
-    doc: "Whether completed writes need a flush to be durable (the device's write cache mode)",
-    readableFrom: K,
+    // A stored field in libblkio, as on io_uring: readable before connect, with its default.
+    doc:
+      "Whether completed writes need a flush to be durable (the device's write cache mode; true until connect)",
     get: (d) =>
-      d.has(VirtioFeature.BLK_CONFIG_WCE) ? d.c.config.writeback !== 0 : d.has(VirtioFeature.BLK_FLUSH),
+      !d.connected
+        ? true
+        : d.has(VirtioFeature.BLK_CONFIG_WCE)
+        ? d.c.config.writeback !== 0
+        : d.has(VirtioFeature.BLK_FLUSH),
   },
   "max-discard-len": {
     type: "uint64",
@@ -606,8 +616,9 @@ export const VIRTIO_BLK_VHOST_USER_PROPERTIES: PropertyTable<D> = new PropertyTa
   },
   "mem-region-alignment": {
     type: "uint64",
+    // A stored field in libblkio's virtio-blk driver (default 1, and 1 from vhost-user): readable
+    // before connect.
     doc: "Required alignment of memory region addresses and lengths",
-    readableFrom: K,
     get: () => 1n,
   },
   "needs-mem-region-fd": {
