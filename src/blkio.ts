@@ -241,10 +241,19 @@ export class Blkio {
     return false;
   }
 
-  /** Makes a region usable for I/O (started only); mapping it twice is EINVAL. */
+  /**
+   * Makes a region usable for I/O (started only: EBUSY before); mapping it twice is EINVAL. As in
+   * libblkio, mem-region-alignment is read and the region checked against it first: before
+   * connect that is ENODEV where the alignment comes from the device (io_uring), and a
+   * misaligned region is EINVAL in any state.
+   */
   mapMemRegion(region: MemoryRegion): void {
     const d = this.#live();
-    if (this.#state < State.Started) throw mustBeStarted();
+    if (this.#state < State.Started) {
+      const alignment = this.getUint64("mem-region-alignment");
+      this.#regions.map(region, Number(alignment), false);
+      throw mustBeStarted();
+    }
     const addr = this.#regions.map(region, d.memRegionAlignment());
     try {
       d.mapMemRegion(region, addr);

@@ -247,10 +247,10 @@ export class MemoryRegionRegistry {
   }
 
   /**
-   * Validates `region` for mapping and records it; returns its address. `alignment` is
-   * mem-region-alignment.
+   * Validates `region` for mapping and records it (unless `record` is false); returns its
+   * address. `alignment` is mem-region-alignment.
    */
-  map(region: MemoryRegion, alignment: number): number {
+  map(region: MemoryRegion, alignment: number, record = true): number {
     if (region === null || typeof region !== "object") {
       throw BlkioError.of("EINVAL", "Memory region must be an object with bytes, len, fd and fdOffset");
     }
@@ -293,7 +293,7 @@ export class MemoryRegionRegistry {
       if (addr === m.addr && len === m.len) throw BlkioError.of("EINVAL", "memory region already mapped");
       throw BlkioError.of("EINVAL", "Memory region overlaps a mapped memory region");
     }
-    this.#mapped.set(region, { addr, len, buffer: bufferOf(bytes) });
+    if (record) this.#mapped.set(region, { addr, len, buffer: bufferOf(bytes) });
     return addr;
   }
 

@@ -135,6 +135,35 @@ test("alloc-mem-region: map before start → EBUSY; map, map again EINVAL, unmap
   b.freeMemRegion(r);
 });
 
+// libblkio's Blkio::map_mem_region reads mem-region-alignment (io_uring: ENODEV before connect)
+// and checks the region's alignment before the driver's "Device must be started" (EBUSY).
+for (const t of DIRECT) {
+  test(`map-mem-region: before start, as libblkio: ENODEV before connect, a misaligned region EINVAL [${t.name}]`, () => {
+    const mem = new Uint8Array(16384);
+    const off = (4096 - (native!.addressOf(mem.buffer) % 4096)) % 4096;
+    const aligned: MemoryRegion = { bytes: mem.subarray(off, off + 4096), len: 4096, fd: -1, fdOffset: 0 };
+    const misaligned: MemoryRegion = {
+      bytes: mem.subarray(off + 1, off + 4097),
+      len: 4096,
+      fd: -1,
+      fdOffset: 0,
+    };
+    using b = Blkio.create("io_uring");
+    assertErrno(() => b.mapMemRegion(aligned), "ENODEV", /connected/);
+    b.setStr("path", t.path);
+    b.setBool("direct", true);
+    b.connect();
+    assert.ok(alignment(b) > 1);
+    assertErrno(() => b.mapMemRegion(misaligned), "EINVAL", /mem-region-alignment/);
+    assertErrno(() => b.mapMemRegion(aligned), "EBUSY", /started/);
+    b.start();
+    // Nothing was recorded by the refused calls: the region maps now, once.
+    b.mapMemRegion(aligned);
+    assertErrno(() => b.mapMemRegion(aligned), "EINVAL", /already mapped/);
+    b.unmapMemRegion(aligned);
+  });
+}
+
 test("alloc-mem-region: works in started state too", () => {
   using b = startOn(FILE);
   const r = b.allocMemRegion(8192);
