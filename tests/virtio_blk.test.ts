@@ -658,6 +658,22 @@ vtest("read-only: a read-only export needs read-only=true (EROFS at start)", () 
   assertErrno(() => b.start(), "EROFS", /read-only/);
 });
 
+// libblkio's VirtioBlk::start checks the queue counts (EINVAL) before the device's RO feature.
+vtest(
+  "read-only: queue counts are checked before the read-only export, as libblkio (EINVAL, then EROFS)",
+  () => {
+    using b = create(RO!);
+    b.connect();
+    b.setInt("num-queues", 0);
+    assertErrno(() => b.start(), "EINVAL", /At least one queue/);
+    b.setInt("num-queues", b.getInt("max-queues") + 1);
+    assertErrno(() => b.start(), "EINVAL", /exceeds max-queues/);
+    b.setInt("num-queues", 1);
+    assertErrno(() => b.start(), "EROFS", /read-only/);
+    assert.equal(b.state, "connected");
+  },
+);
+
 for (const which of ["read-only export", "writable export"]) {
   vtest(`read-only: reads and flush work, every write fails EBADF [${which}]`, () => {
     const exp = which === "read-only export" ? RO! : EXP!;

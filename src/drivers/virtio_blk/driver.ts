@@ -211,9 +211,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
     const broken = c.conn.brokenReason;
     if (broken !== null) throw BlkioError.of("EIO", `The vhost-user connection is unusable: ${broken}`);
     const total = this.numQueues + this.numPollQueues;
-    if (!this.readOnly && (c.offered & featureBit(VirtioFeature.BLK_RO)) !== 0n) {
-      throw BlkioError.of("EROFS", "Device is read-only: set read-only to true to use it");
-    }
+    // In libblkio's order: the queue counts, then the device's read-only feature.
     if (total === 0) {
       throw BlkioError.of(
         "EINVAL",
@@ -226,6 +224,9 @@ export class VirtioBlkVhostUserDriver implements Driver {
         "EINVAL",
         `num-queues + num-poll-queues (${total}) exceeds max-queues (${max})`,
       );
+    }
+    if (!this.readOnly && (c.offered & featureBit(VirtioFeature.BLK_RO)) !== 0n) {
+      throw BlkioError.of("EROFS", "Device is read-only: set read-only to true to use it");
     }
     const layout = vringLayout(this.queueSize);
     const mem = this.#allocVrings(layout.total * total);
