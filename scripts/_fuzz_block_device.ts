@@ -261,6 +261,7 @@ class BlockDeviceRun {
         if (this.#deadline > 0 && performance.now() > this.#deadline) break;
         this.#rng = stepRng(this.#seed, this.#step);
         this.#log.step = this.#step;
+        this.#pool.step = this.#step;
         await this.#act();
         this.#stats.steps++;
         this.#checkMarked(false);
@@ -900,8 +901,11 @@ class BlockDeviceRun {
           );
         }
       }
-      if (all || this.#step >= m.until) m.t.r.release();
-      else keep.push(m);
+      if (all || this.#step >= m.until) {
+        const memory = m.t.r.buffersIntact(false);
+        if (memory !== null) this.#record(`aborted ${memory}`);
+        m.t.r.release();
+      } else keep.push(m);
     }
     this.#marked = keep;
   }
@@ -982,6 +986,8 @@ class BlockDeviceRun {
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
     else if (outcome.effect === "either" || outcome.part !== undefined) this.#stats.failedWrites++;
     if (outcome.ret === -5) this.#stats.eio++;
+    const memory = r.buffersIntact();
+    if (memory !== null) return this.#record(memory);
     r.release();
     this.#log.add(`  ${ok ? "resolved" : `rejected ${(err as BlkioError).code}`} ${r.describe}`);
   }

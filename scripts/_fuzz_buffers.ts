@@ -26,6 +26,8 @@ export class PoolEntry {
   readonly base: number;
   /** Pieces in use, and by which request. */
   readonly busy = new Map<Interval, FuzzRequest>();
+  /** The last pieces handed back, newest last: who may have written a byte that changed. */
+  readonly past: { piece: Interval; r: FuzzRequest; step: number }[] = [];
   /**
    * A request dropped by destroy() or removeQueue() may have been in the kernel with a piece of
    * this memory: it is never handed out again (a late write into it would fail a later check).
@@ -53,6 +55,8 @@ const PLAIN_LEN = 1024 * 1024;
 /** The buffers requests are taken from. */
 export class BufferPool {
   readonly entries: PoolEntry[] = [];
+  /** The run's step now (for the record of who had a piece when). */
+  step = 0;
 
   /** Adds plain JS memory (a fresh ArrayBuffer: its backing store never moves). */
   addPlain(len = PLAIN_LEN): PoolEntry {
@@ -145,7 +149,43 @@ export class BufferPool {
       }
       if (!free) continue;
       e.busy.set(piece, r);
-      const chunk: Chunk = { release: () => e.busy.delete(piece) };
+      // The byte on each side: no other piece may take it while this one is busy.
+      const bytes = e.bytes;
+      const before = off > 0 ? bytes[off - 1] : -1;
+      const after = off + len < bytes.length ? bytes[off + len] : -1;
+      const chunk: Chunk = {
+        release: () => {
+          e.busy.delete(piece);
+          e.past.push({ piece, r, step: this.step });
+          if (e.past.length > 1024) e.past.shift();
+        },
+        guards: () => {
+          // Detached (a freed region, a closed device's buffer): nothing to check.
+          if (bytes.length === 0) return null;
+          if (before >= 0 && bytes[off - 1] !== before) {
+            return `the byte before its buffer (piece [${off}, ${off + len}) of ${bytes.length}) changed ` +
+              `from 0x${before.toString(16)} to 0x${bytes[off - 1].toString(16)}${chunk.who(-1)}`;
+          }
+          if (after >= 0 && bytes[off + len] !== after) {
+            return `the byte after its buffer (piece [${off}, ${off + len}) of ${bytes.length}) changed ` +
+              `from 0x${after.toString(16)} to 0x${bytes[off + len].toString(16)}${chunk.who(len)}`;
+          }
+          return null;
+        },
+        view: bytes.subarray(off, off + len),
+        who: (k) => {
+          const at = off + k;
+          const users = e.past.filter((u) => u.piece[0] <= at && at < u.piece[1]).map((u) =>
+            `${u.r.describe}, given back at step ${u.step} (${u.r.ended})`
+          );
+          for (const [p, u] of e.busy) {
+            if (u !== r && p[0] <= at && at < p[1]) users.push(`${u.describe} (busy)`);
+          }
+          return `; ${e.region ? "region" : e.inRegion ? "device buffer" : "plain memory"}` +
+            `${e.retired ? " (retired)" : ""}, byte ${at}; earlier users of it: ` +
+            `${users.length === 0 ? "none recorded" : users.slice(-6).join("; ")}`;
+        },
+      };
       r.chunks.push(chunk);
       r.entries.push(e);
       return e.bytes.subarray(off, off + len);

@@ -44,6 +44,16 @@ export interface Outcome {
 /** A buffer of a request: where it is, for the pool to take back. */
 export interface Chunk {
   release(): void;
+  /**
+   * Why the bytes just outside the piece (one on each side, which no other piece may hold while
+   * this one is busy) changed since it was taken, or null: the request's I/O reached past its
+   * buffer.
+   */
+  guards(): string | null;
+  /** The piece as handed out. */
+  readonly view: Uint8Array;
+  /** The requests that had byte `k` of the piece (from its start; may be -1 or its length) before. */
+  who(k: number): string;
 }
 
 /** A request queued on one of the fuzzer's queues. */
@@ -60,6 +70,8 @@ export class FuzzRequest {
   userData: unknown;
   /** A write's bytes as they were when it was queued (the buffer is not touched until it completes). */
   data: Uint8Array | null = null;
+  /** A write's buffers, which must still hold `data` when it completes. */
+  src: Uint8Array[] | null = null;
   /** A read's buffers, in order, and their lengths when it was queued. */
   dest: Uint8Array[] | null = null;
   destLens: number[] = [];
@@ -86,6 +98,8 @@ export class FuzzRequest {
   entries: PoolEntry[] = [];
   /** One line describing it, for the log. */
   describe = "";
+  /** How it ended (for the record of who had a piece of memory): its completion, or a drop. */
+  ended = "";
 
   constructor(id: number, op: Op, start: number, len: number, flags: number, step: number, queueKey: string) {
     this.id = id;
@@ -100,6 +114,42 @@ export class FuzzRequest {
   /** Whether it changes the target when it succeeds (write, writev, write zeroes, discard). */
   get writes(): boolean {
     return this.op === "write" || this.op === "writev" || this.op === "writeZeroes" || this.op === "discard";
+  }
+
+  /**
+   * Why the request's memory is not as it must be once it completed, or null: a byte next to one
+   * of its buffers changed (a read or zero fill that went one byte too far, a write's bounce
+   * copied back too long), or a write's own buffer changed (the library must only read it).
+   * Buffers detached meanwhile (a freed region, a closed device's buffer) are not checked, nor
+   * (`own` false) the buffers themselves, which the fuzzer marked (an aborted request's).
+   */
+  buffersIntact(own = true): string | null {
+    for (const c of this.chunks) {
+      const why = c.guards();
+      if (why !== null) return `${this.describe}: ${why}`;
+    }
+    if (!own || this.src === null || this.data === null) return null;
+    for (let i = 0, at = 0; i < this.src.length; at += this.src[i].length, i++) {
+      const p = this.src[i];
+      for (let k = 0; k < p.length; k++) {
+        if (p[k] !== this.data[at + k]) {
+          const c = this.chunks.find((c) =>
+            c.view.buffer === p.buffer && p.byteOffset >= c.view.byteOffset &&
+            p.byteOffset < c.view.byteOffset + c.view.length
+          );
+          let n = 0, run = k;
+          for (let j = k; j < p.length; j++) if (p[j] !== this.data[at + j]) n++;
+          while (run < p.length && p[run] !== this.data[at + run]) run++;
+          const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+          return `${this.describe}: its buffer changed: byte ${at + k} of the write is ` +
+            `0x${p[k].toString(16)}, it was 0x${this.data[at + k].toString(16)} when queued ` +
+            `(${n} of the piece's ${p.length - k} bytes from there differ; the first run of ${run - k}: ` +
+            `${hex(p.subarray(k, Math.min(run, k + 24)))})` +
+            (c ? c.who(p.byteOffset - c.view.byteOffset + k) : "");
+        }
+      }
+    }
+    return null;
   }
 
   /** Gives its buffers back to the pool. */

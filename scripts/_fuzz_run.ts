@@ -202,6 +202,7 @@ class FuzzRun {
         if (this.#deadline > 0 && performance.now() > this.#deadline) break;
         this.#rng = stepRng(this.#seed, this.#step);
         this.#log.step = this.#step;
+        this.#pool.step = this.#step;
         this.#act();
         this.#stats.steps++;
       }
@@ -602,6 +603,7 @@ class FuzzRun {
    */
   #dropQueue(m: QueueModel, why: RegExp): void {
     for (const r of m.outstanding.values()) {
+      r.ended = `dropped${r.maybeSubmitted ? "" : ", never submitted"}`;
       this.#inflight.remove(r);
       this.#history.settle(
         r.id,
@@ -1278,6 +1280,8 @@ class FuzzRun {
       );
     }
     m.outstanding.delete(userData);
+    r.ended = `ret ${ret}${errorMsg ? ` "${errorMsg}"` : ""}${r.cancelled ? ", cancelled" : ""}` +
+      `${r.mayBeReaped ? ", maybe reaped" : ""}`;
     this.#inflight.remove(r);
     this.#stats.completions++;
     this.#history.settle(r.id, `completed with ${ret} at step ${this.#step}`);
@@ -1318,6 +1322,8 @@ class FuzzRun {
     if (outcome.effect === "check") this.#stats.bytesRead += r.len;
     else if (outcome.effect === "either" || outcome.part !== undefined) this.#stats.failedWrites++;
     if (outcome.ret === -5) this.#stats.eio++;
+    const memory = r.buffersIntact();
+    if (memory !== null) this.#fail(memory);
     r.release();
     this.#log.add(`  done ${r.describe}: ${ret}${errorMsg ? ` "${errorMsg}"` : ""}`);
   }
