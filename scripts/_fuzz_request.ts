@@ -70,8 +70,12 @@ export class FuzzRequest {
   userData: unknown;
   /** A write's bytes as they were when it was queued (the buffer is not touched until it completes). */
   data: Uint8Array | null = null;
-  /** A write's buffers, which must still hold `data` when it completes. */
+  /**
+   * A write's buffers, which must still hold `data` when it completes, and their lengths then (a
+   * region freed once the library no longer held the request detaches its piece: length 0).
+   */
   src: Uint8Array[] | null = null;
+  srcLens: number[] = [];
   /** A read's buffers, in order, and their lengths when it was queued. */
   dest: Uint8Array[] | null = null;
   destLens: number[] = [];
@@ -129,8 +133,9 @@ export class FuzzRequest {
       if (why !== null) return `${this.describe}: ${why}`;
     }
     if (!own || this.src === null || this.data === null) return null;
-    for (let i = 0, at = 0; i < this.src.length; at += this.src[i].length, i++) {
+    for (let i = 0, at = 0; i < this.src.length; at += this.srcLens[i], i++) {
       const p = this.src[i];
+      if (p.length !== this.srcLens[i]) continue;
       for (let k = 0; k < p.length; k++) {
         if (p[k] !== this.data[at + k]) {
           const c = this.chunks.find((c) =>

@@ -115,6 +115,8 @@ export function fillBuffers(rng: Rng, r: FuzzRequest, bufs: Uint8Array[], histor
       at += p.length;
     }
     r.data = data;
+    r.src = bufs;
+    r.srcLens = bufs.map((p) => p.length);
     history.add(r);
   } else {
     r.dest = bufs;
