@@ -89,7 +89,11 @@ export interface TargetInfo {
   /**
    * A FUA write is the write and then an fdatasync. FUSE finishes O_DIRECT writes asynchronously
    * for io_uring (async_dio), and then never syncs for RWF_DSYNC: with the daemon failing every
-   * flush, a FUA write completed 0 where write(2) with O_DSYNC failed EIO (Linux 6.18).
+   * flush, a FUA write completed 0 where write(2) with O_DSYNC failed EIO (Linux 6.18). Every
+   * FUSE file, not only with O_DIRECT: a daemon may open the file direct_io (FOPEN_DIRECT_IO),
+   * which takes the same path whatever the open flags, and a buffered FUA write then completed 0
+   * without the daemon ever being asked for an fsync (fuzzer, fuse-short). On a file in the page
+   * cache RWF_DSYNC cost the same fsync.
    */
   fuaByFlush: boolean;
   /**
@@ -269,7 +273,7 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
     onTmpfs: fs.type === TMPFS_MAGIC,
     submitAsync: fs.type === FUSE_SUPER_MAGIC,
     sizeMayWait: fs.type === FUSE_SUPER_MAGIC || NETWORK_FS_MAGICS.includes(fs.type),
-    fuaByFlush: direct && fs.type === FUSE_SUPER_MAGIC,
+    fuaByFlush: fs.type === FUSE_SUPER_MAGIC,
     zeroByRange: fs.type === FUSE_SUPER_MAGIC,
     requestAlignment,
     fallocateAlignment: 1,
