@@ -95,6 +95,11 @@ export class FuzzRequest {
    * its completion, reaped, in its own backlog, with the buffer released.
    */
   mayBeReaped = false;
+  /**
+   * The size of the target's sync log when it was queued (FuzzTarget.syncLog), or -1: it must
+   * have sent an fsync by the time it succeeds (a flush, or a FUA write).
+   */
+  syncMark = -1;
   /** Whether cancel() returned true for it. */
   cancelled = false;
   /** Its buffers in the pool, and the memory they are in. */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { Blkio, BlkioError, type Completion, newCompletion, type Queue } from "../mod.ts";
 import { requireNative } from "../src/native.ts";
 import { BufferPool, type PoolEntry } from "./_fuzz_buffers.ts";
@@ -81,6 +82,8 @@ export interface RunStats {
   eio: number;
   /** Times the back-end was stopped (SIGSTOP, then SIGCONT). */
   pauses: number;
+  /** Flushes and FUA writes seen to send an fsync to the back-end (FuzzTarget.syncLog). */
+  syncsChecked: number;
 }
 
 /** The fuzzer's view of one queue. */
@@ -189,6 +192,7 @@ class FuzzRun {
       failedWrites: 0,
       eio: 0,
       pauses: 0,
+      syncsChecked: 0,
     };
   }
 
@@ -1192,6 +1196,8 @@ class FuzzRun {
           return q.flush(ud, flagsArg);
       }
     });
+    const syncs = op === "flush" || ((flags & FUA) !== 0 && r.len > 0 && r.writes);
+    if (this.#t.syncLog !== null && syncs) r.syncMark = statSync(this.#t.syncLog).size;
     m.outstanding.set(ud, r);
     this.#inflight.add(r);
     this.#stats.requests++;
@@ -1310,6 +1316,7 @@ class FuzzRun {
     if (outcome.msg instanceof RegExp && !outcome.msg.test(errorMsg ?? "")) {
       this.#fail(`${r.describe} (ret ${ret}): errorMsg ${JSON.stringify(errorMsg)} !~ ${outcome.msg}`);
     }
+    if (ret === 0 && r.syncMark >= 0) this.#checkSynced(r);
     const d = this.#disk;
     const why = applyOutcome(d, r, outcome.effect, !this.#t.isBlockDevice, outcome.part);
     if (why !== null) {
@@ -1326,6 +1333,34 @@ class FuzzRun {
     if (memory !== null) this.#fail(memory);
     r.release();
     this.#log.add(`  done ${r.describe}: ${ret}${errorMsg ? ` "${errorMsg}"` : ""}`);
+  }
+
+  /**
+   * A flush or FUA write that succeeded sent an fsync to the back-end (the FUSE daemon logs
+   * each): a driver that dropped FUA on one path, or completed a flush without issuing it, left
+   * the data unsynced, which nothing else here can see. Others in flight may have sent the one
+   * found, so a drop shows when the request was the only one then.
+   */
+  #checkSynced(r: FuzzRequest): void {
+    const log = this.#t.syncLog!;
+    const size = statSync(log).size;
+    const n = size - r.syncMark;
+    const buf = new Uint8Array(Math.max(0, n));
+    if (n > 0) {
+      const fd = openSync(log, "r");
+      try {
+        readSync(fd, buf, 0, n, r.syncMark);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    if (!new TextDecoder().decode(buf).split("\n").includes("fsync")) {
+      this.#fail(
+        `${r.describe} succeeded, but the back-end was asked for no fsync since it was queued ` +
+          `(${r.op === "flush" ? "a flush not issued" : "FUA dropped"}?)`,
+      );
+    }
+    this.#stats.syncsChecked++;
   }
 
   /** A random doIo / doIoInterruptible on a random queue, with its arguments' checks. */

@@ -107,6 +107,12 @@ export interface FuzzTarget {
    * the first byte of each bad sector (`vhost-eio`).
    */
   badRanges: readonly (readonly [number, number])[];
+  /**
+   * A file the back-end appends "fsync" to, a line, for each fsync it is asked for (the FUSE
+   * daemon of `fuse-short`, whose writes go through the page cache: RWF_DSYNC and fdatasync both
+   * reach it), or null: a flush, or a FUA write that succeeded, must have sent one meanwhile.
+   */
+  syncLog: string | null;
   /** Removes what was made (idempotent). */
   cleanup(): void;
 }
@@ -215,7 +221,13 @@ function fuseTarget(name: "fuse-short" | "fuse-eio", initial: Uint8Array, dir: s
     fuse.stop();
     remove();
   });
-  return { ...t, image: backing, badRanges: name === "fuse-eio" ? badRangesOf(initial.length) : [] };
+  return {
+    ...t,
+    image: backing,
+    badRanges: name === "fuse-eio" ? badRangesOf(initial.length) : [],
+    // fuse-eio is direct_io: a FUA write there need not reach the daemon's fsync.
+    syncLog: name === "fuse-short" ? fuse.log : null,
+  };
 }
 
 /**
@@ -341,6 +353,7 @@ function ioUringTarget(
     spaceLimited: false,
     bareDevice: false,
     badRanges: [],
+    syncLog: null,
     cleanup,
   };
 }
@@ -412,6 +425,7 @@ function startExport(name: "vhost-user" | "vhost-eio", initial: Uint8Array, dir:
     spaceLimited: false,
     bareDevice: false,
     badRanges: bad.map((sector) => [sector * 512, sector * 512 + 1] as const),
+    syncLog: null,
     cleanup: () => {
       if (done) return;
       done = true;
