@@ -96,8 +96,8 @@ export class FuzzRequest {
    */
   mayBeReaped = false;
   /**
-   * The size of the target's sync log when it was queued (FuzzTarget.syncLog), or -1: it must
-   * have sent an fsync by the time it succeeds (a flush, or a FUA write).
+   * The target's count of syncs when it was queued (FuzzTarget.syncs), or -1: it must have raised
+   * it by the time it succeeds (a flush, or a FUA write).
    */
   syncMark = -1;
   /** Whether cancel() returned true for it. */

@@ -64,6 +64,15 @@ export type TargetName = typeof TARGET_NAMES[number];
 
 const TMPFS_MAGIC = 0x01021994;
 
+/** The flushes loop device `dev` completed (field 16 of its stat; Linux 5.5 and later). */
+function loopFlushes(dev: string): number {
+  const fields = readFileSync(`/sys/block/${dev.slice(dev.lastIndexOf("/") + 1)}/stat`, "utf8").trim().split(
+    /\s+/,
+  );
+  if (fields.length < 17) throw new Error(`no flush counter in /sys/block of ${dev} (Linux < 5.5)`);
+  return Number(fields[15]);
+}
+
 /** One target made for a run. */
 export interface FuzzTarget {
   name: TargetName;
@@ -108,11 +117,11 @@ export interface FuzzTarget {
    */
   badRanges: readonly (readonly [number, number])[];
   /**
-   * A file the back-end appends "fsync" to, a line, for each fsync it is asked for (the FUSE
-   * daemon of `fuse-short`, whose writes go through the page cache: RWF_DSYNC and fdatasync both
-   * reach it), or null: a flush, or a FUA write that succeeded, must have sent one meanwhile.
+   * How many syncs the back-end has been asked for so far, or null where that cannot be seen: the
+   * flushes a loop device completed (field 16 of /sys/block/loopN/stat), the fsyncs the FUSE
+   * daemon of `fuse-short` logged. A flush, or a FUA write that succeeded, must have raised it.
    */
-  syncLog: string | null;
+  syncs: (() => number) | null;
   /** Removes what was made (idempotent). */
   cleanup(): void;
 }
@@ -225,8 +234,10 @@ function fuseTarget(name: "fuse-short" | "fuse-eio", initial: Uint8Array, dir: s
     ...t,
     image: backing,
     badRanges: name === "fuse-eio" ? badRangesOf(initial.length) : [],
-    // fuse-eio is direct_io: a FUA write there need not reach the daemon's fsync.
-    syncLog: name === "fuse-short" ? fuse.log : null,
+    // fuse-eio fails every fsync it gets with nothing: its log is not read.
+    syncs: name === "fuse-short"
+      ? () => readFileSync(fuse.log, "utf8").split("\n").filter((l) => l === "fsync").length
+      : null,
   };
 }
 
@@ -353,7 +364,7 @@ function ioUringTarget(
     spaceLimited: false,
     bareDevice: false,
     badRanges: [],
-    syncLog: null,
+    syncs: /^\/dev\/loop\d+$/.test(path) ? () => loopFlushes(path) : null,
     cleanup,
   };
 }
@@ -425,7 +436,7 @@ function startExport(name: "vhost-user" | "vhost-eio", initial: Uint8Array, dir:
     spaceLimited: false,
     bareDevice: false,
     badRanges: bad.map((sector) => [sector * 512, sector * 512 + 1] as const),
-    syncLog: null,
+    syncs: null,
     cleanup: () => {
       if (done) return;
       done = true;

@@ -244,7 +244,7 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
     `${s.instances} instances, ${mib(s.bytesRead)} MiB read (${mib(s.bytesCompared)} MiB compared with the ` +
     `model), ${s.noBuffer} requests short of a buffer, ${failedWrites(s.failedWrites)}` +
     `${s.pauses ? `${s.pauses} back-end pauses, ` : ""}` +
-    `${s.syncsChecked ? `${s.syncsChecked} flushes and FUA writes seen to fsync, ` : ""}` +
+    `${s.syncsChecked ? `${s.syncsChecked} flushes and FUA writes seen to sync, ` : ""}` +
     `${r.seconds.toFixed(1)} s\n`;
 }
 
