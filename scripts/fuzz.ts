@@ -245,6 +245,7 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
     `model), ${s.noBuffer} requests short of a buffer, ${failedWrites(s.failedWrites)}` +
     `${s.pauses ? `${s.pauses} back-end pauses, ` : ""}` +
     `${s.syncsChecked ? `${s.syncsChecked} flushes and FUA writes seen to sync, ` : ""}` +
+    `${s.farReads ? `${s.farReads} reads far past the end, ` : ""}` +
     `${r.seconds.toFixed(1)} s\n`;
 }
 
