@@ -134,9 +134,14 @@ function vhostRows(v: PropertyView): Record<string, PropRow> {
     "capacity": ro("uint64", "connected"),
     "request-alignment": ro("int", "connected", () => 512),
     "buf-alignment": ro("int", "connected", () => 1),
-    "mem-region-alignment": ro("uint64", "connected", () => 1n),
+    // Stored fields in libblkio's virtio-blk driver: readable before connect, with their defaults.
+    "mem-region-alignment": ro("uint64", "created", () => 1n),
     "can-grow": ro("bool", "created", () => false),
-    "flush-needed": ro("bool", "connected"),
+    "flush-needed": ro(
+      "bool",
+      "created",
+      STATE_ORDER[v.state] >= STATE_ORDER.connected ? undefined : () => true,
+    ),
     "supports-poll-queues": ro("bool", "created", () => true),
     "max-queues": ro("int", "connected", () => 2),
     "max-queue-size": ro("int", "created", () => 32768),
