@@ -165,7 +165,7 @@ export class VirtioBlkQueue implements DriverQueue {
   readonly #chunk: Float64Array;
   readonly #addr: Float64Array;
   readonly #nseg: Int32Array;
-  /** Whether the slot's chain is in the ring (vs waiting in #resubmit). */
+  /** Whether the slot's chain is in the ring (vs not yet sent, or taken back unpublished). */
   readonly #inRing: Uint8Array;
   #ringCount = 0;
   /** cancel() asked to stop after the step now in the ring. */
@@ -174,9 +174,6 @@ export class VirtioBlkQueue implements DriverQueue {
   readonly #buf: (Uint8Array | null)[];
   readonly #iov: (readonly Uint8Array[] | null)[];
   readonly #headSlot: Int32Array;
-  readonly #resubmit: Int32Array;
-  #resubmitHead = 0;
-  #resubmitCount = 0;
 
   constructor(native: Native, opts: VirtioBlkQueueOptions) {
     this.#native = native;
@@ -224,7 +221,6 @@ export class VirtioBlkQueue implements DriverQueue {
     this.#buf = new Array(cap).fill(null);
     this.#iov = new Array(cap).fill(null);
     this.#headSlot = new Int32Array(cap).fill(-1);
-    this.#resubmit = new Int32Array(cap);
   }
 
   get inFlight(): number {
@@ -234,12 +230,7 @@ export class VirtioBlkQueue implements DriverQueue {
   get pendingSubmit(): number {
     // Chains a dead back-end will never see are not pending: they were failed.
     if (this.#broken !== null) return 0;
-    // Waiting continuations count only when they fit now; otherwise the core would spin
-    // calling enter() until the device returns descriptors.
-    const waiting = this.#resubmitCount > 0 && this.#fits(this.#resubmit[this.#resubmitHead])
-      ? this.#resubmitCount
-      : 0;
-    return this.#vq.unpublished + waiting;
+    return this.#vq.unpublished;
   }
 
   tryEnqueue(
@@ -266,7 +257,7 @@ export class VirtioBlkQueue implements DriverQueue {
       return true;
     }
     const descs = descriptorsFor(op, nseg);
-    if (this.#freeTop === 0 || this.#vq.numFree < descs || this.#resubmitCount > 0) return false;
+    if (this.#freeTop === 0 || this.#vq.numFree < descs) return false;
     const slot = this.#free[--this.#freeTop];
     this.#used[slot] = ++this.#age;
     this.#op[slot] = op;
@@ -369,12 +360,6 @@ export class VirtioBlkQueue implements DriverQueue {
   #fail(errno: number, why: string): number {
     this.#why = why;
     return -errno;
-  }
-
-  /** Whether the next step of request `slot` fits in the free descriptors now. */
-  #fits(slot: number): boolean {
-    const op = this.#phase[slot] === 1 ? Op.Flush : this.#op[slot] as OpValue;
-    return this.#vq.numFree >= descriptorsFor(op, this.#nseg[slot]);
   }
 
   /** Writes the descriptor chain for the current step of request `slot` and queues it. */
@@ -488,7 +473,6 @@ export class VirtioBlkQueue implements DriverQueue {
       if (!this.completions.deliver(out, n, userData, ret, ret === 0 ? null : this.#why)) break;
       n++;
     }
-    if (this.#resubmitCount > 0) this.#flushResubmits();
     if (n === n0 && this.#ringCount > 0 && this.#broken === null) this.#maybeCheckHangup();
     // Never waits here: reap runs on event loops (BlockDevice's failure check).
     if (this.#broken !== null && this.inFlight > 0) this.#settle(performance.now());
@@ -512,7 +496,10 @@ export class VirtioBlkQueue implements DriverQueue {
       this.#phase[slot] = 1; // the rest is the flush that makes it FUA
     }
     if (this.#cancelled[slot]) return this.#fail(ECANCELED, "request cancelled before it completed");
-    this.#continue(slot);
+    // The next step always fits: the chain just popped freed its descriptors, and no step needs
+    // more than the one before it (a flush 2, a discard or write zeroes chunk 3 each time; see
+    // descriptorsFor). So a continuation never waits, and a cancel() never finds one waiting.
+    this.#prep(slot);
     return CONTINUED;
   }
 
@@ -541,23 +528,6 @@ export class VirtioBlkQueue implements DriverQueue {
     }
     const fuaOp = op === Op.Write || op === Op.Writev || op === Op.WriteZeroes;
     return fuaOp && (this.#flags[slot] & ReqFlags.FUA) !== 0 && this.#dev.flush;
-  }
-
-  #continue(slot: number): void {
-    if (this.#resubmitCount === 0 && this.#fits(slot)) {
-      this.#prep(slot);
-      return;
-    }
-    this.#resubmit[(this.#resubmitHead + this.#resubmitCount++) % this.#cap] = slot;
-  }
-
-  #flushResubmits(): void {
-    while (this.#resubmitCount > 0 && this.#fits(this.#resubmit[this.#resubmitHead])) {
-      const slot = this.#resubmit[this.#resubmitHead];
-      this.#resubmitHead = (this.#resubmitHead + 1) % this.#cap;
-      this.#resubmitCount--;
-      this.#prep(slot);
-    }
   }
 
   #release(slot: number): void {
@@ -634,7 +604,6 @@ export class VirtioBlkQueue implements DriverQueue {
         const ms = Math.ceil(Math.min(waitUntil - now, SETTLE_STEP_MS));
         if (libc.poll(this.#pollfds, 1n, ms) > 0) libc.read(this.#callFd, this.#eight, 8n);
       }
-      this.#resubmitCount = 0;
       this.#headSlot.fill(-1);
     } finally {
       if (restore) vq.setInterrupts(false);
@@ -643,7 +612,7 @@ export class VirtioBlkQueue implements DriverQueue {
 
   /**
    * Completes with -EIO the requests in use that the back-end has (`inRing`), or that it does not
-   * (never sent, or waiting for their next step); `keep`: abandon the buffers of the first kind.
+   * (never sent, or taken back unpublished); `keep`: abandon the buffers of the first kind.
    */
   #failRequests(inRing: boolean, msg: string, keep = false): void {
     for (let s = 0; s < this.#cap; s++) {
@@ -657,7 +626,6 @@ export class VirtioBlkQueue implements DriverQueue {
       this.#release(s);
       this.completions.push(ud, -EIO, msg);
     }
-    if (!inRing) this.#resubmitCount = 0;
   }
 
   /**
@@ -727,7 +695,6 @@ export class VirtioBlkQueue implements DriverQueue {
       if (this.inFlight > 0) this.#settle(Math.min(until, now + SETTLE_STEP_MS));
       return 0;
     }
-    if (this.#resubmitCount > 0) this.#flushResubmits();
     if (this.#vq.publish()) this.#kick();
     if (this.#ringCount === 0 || minComplete <= 0) return 0;
     // Completions only come from chains in the ring; waiting for more would never end.
@@ -846,22 +813,17 @@ export class VirtioBlkQueue implements DriverQueue {
 
   /**
    * Stops the virtqueue; its requests are dropped without completions. What the back-end never
-   * saw (chains not yet published, next steps waiting for descriptors) is let go at once. The
-   * rest get up to a second to come back, without starting any further step; the buffers of
-   * those still out are abandoned: the back-end may yet write into that shared memory, so it
-   * must never be unmapped or freed (and reused). Abandoning everything, as before, kept every
-   * region a queued request touched mapped for the life of the process.
+   * saw (chains not yet published) is let go at once. The rest get up to a second to come back,
+   * without starting any further step; the buffers of those still out are abandoned: the
+   * back-end may yet write into that shared memory, so it must never be unmapped or freed (and
+   * reused). Abandoning everything, as before, kept every region a queued request touched mapped
+   * for the life of the process.
    */
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
     const vq = this.#vq;
     for (const head of vq.retractUnpublished()) this.#dropHead(head);
-    while (this.#resubmitCount > 0) {
-      this.#release(this.#resubmit[this.#resubmitHead]);
-      this.#resubmitHead = (this.#resubmitHead + 1) % this.#cap;
-      this.#resubmitCount--;
-    }
     // Chains the back-end has: wait for them while it answers (not when it is gone: then nothing
     // comes back, and a corrupted ring cannot be trusted).
     // A back-end that stopped answering control messages may still return them.
@@ -889,7 +851,6 @@ export class VirtioBlkQueue implements DriverQueue {
       if (!exited) abandon(this.#buf[s], this.#iov[s]);
       this.#release(s);
     }
-    this.#resubmitCount = 0;
     this.#ringCount = 0;
     this.#onDestroy(this.index);
     closeFd(this.#native, this.#kickFd);
