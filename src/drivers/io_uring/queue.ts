@@ -86,10 +86,10 @@ const RESUBMITTED = 1;
  */
 const SQPOLL_SPIN_NS = 50_000;
 /**
- * `#op` of a slot holding an IORING_OP_ASYNC_CANCEL request. A cancel takes a slot of its own,
- * so it counts against the CQ size like any request (its CQE must not overflow the CQ: without
- * a GETEVENTS enter an overflowed CQE would never show up), but it is not in `inFlight` and
- * its completion is never reported.
+ * The S_OP number of a slot holding an IORING_OP_ASYNC_CANCEL request. A cancel takes a slot of
+ * its own, so it counts against the CQ size like any request (its CQE must not overflow the CQ:
+ * without a GETEVENTS enter an overflowed CQE would never show up), but it is not in `inFlight`
+ * and its completion is never reported.
  */
 const OP_CANCEL = 255;
 
