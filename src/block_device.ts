@@ -51,7 +51,10 @@ export interface BlockDeviceOpenOptions {
 
 /** Options every request method takes. */
 export interface RequestOptions {
-  /** Aborting it rejects the request with an `AbortError` and cancels it where possible. */
+  /**
+   * Aborting it rejects the request with the signal's reason when that is an Error, else with an
+   * `AbortError` (the default reason is one), and cancels it where possible.
+   */
   signal?: AbortSignal;
 }
 
@@ -108,7 +111,7 @@ const WRITE_ZEROES_FLAGS: readonly (readonly [FlagOption, number])[] = [
  * The flag options of every kind of request. One that a request does not take is still accepted
  * there when false or undefined: it asks for no flag, as libblkio's flags with that bit clear,
  * so one `WriteOptions` object can serve a read (TypeScript allows the call). Set, it is EINVAL,
- * as libblkio's "BLKIO_REQ_FUA is invalid for read".
+ * as libblkio's "BLKIO_REQ_FUA is invalid for this request type".
  */
 const FLAG_OPTIONS: ReadonlySet<string> = new Set(["fua", "noUnmap", "noFallback"]);
 const NO_KEYS: ReadonlySet<string> = new Set();
@@ -1102,12 +1105,12 @@ export class BlockDevice {
    * for. An aborted request's promise rejects at once, but the device may still fill or send
    * its buffer: this says when that buffer may be reused.
    *
-   * Rejects with the signal's reason if `signal` aborts first; with BlkioError `EINVAL` if
-   * `buffer` is not a Uint8Array; and with `EBUSY` if {@link close} gave up on an aborted
-   * request that uses it (a back-end that never returned it), or the driver did (a vhost-user
-   * back-end that hung up or corrupted its virtqueue; that request failed with `EIO`): its
-   * memory stays the device's for as long as the process runs. Memory transferred to another
-   * ArrayBuffer is not recognised.
+   * Rejects with the signal's reason (an `AbortError` when that is not an Error) if `signal`
+   * aborts first; with BlkioError `EINVAL` if `buffer` is not a Uint8Array; and with `EBUSY` if
+   * {@link close} gave up on an aborted request that uses it (a back-end that never returned
+   * it), or the driver did (a vhost-user back-end that hung up or corrupted its virtqueue; that
+   * request failed with `EIO`): its memory stays the device's for as long as the process runs.
+   * Memory transferred to another ArrayBuffer is not recognised.
    *
    * @example Reuse the buffer of an aborted read
    * ```ts
