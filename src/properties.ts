@@ -90,8 +90,27 @@ export class PropertyTable<D> {
       throw BlkioError.of("EINVAL", `Property name must be a string: received ${typeof name}`);
     }
     const row = this.#rows.get(name);
-    if (!row) throw BlkioError.of("ENOENT", `Unknown property name ${JSON.stringify(name)}`);
+    if (!row) {
+      throw BlkioError.of("ENOENT", `Unknown property name ${JSON.stringify(name)}${this.#hint(name)}`);
+    }
     return row;
+  }
+
+  /**
+   * For an unknown name written another way (`read_only`, `readOnly`, `NUM-QUEUES`: the
+   * spelling of BlockDevice's options or of C identifiers), the property meant; else "".
+   * libblkio's message stops at the name, which left a newcomer guessing.
+   */
+  #hint(name: string): string {
+    const bare = (s: string) => s.toLowerCase().replace(/[-_ ]/g, "");
+    const key = bare(name);
+    if (key === "") return "";
+    for (const known of this.#rows.keys()) {
+      if (bare(known) === key) {
+        return ` (property names are lower case with hyphens: did you mean "${known}"?)`;
+      }
+    }
+    return "";
   }
 
   #typed(name: unknown, type: PropertyType): PropertyRow<D> {

@@ -329,6 +329,34 @@ test("unknown property names are ENOENT for every accessor", () => {
   }
 });
 
+// A newcomer writes BlockDevice's option names or C identifiers (`readOnly`, `read_only`,
+// `NUM_QUEUES`): the message said only 'Unknown property name "readOnly"' (new user's review).
+test("an unknown name that is a property written another way names the property meant", () => {
+  using b = Blkio.create("io_uring");
+  const meant: [string, string][] = [
+    ["readOnly", "read-only"],
+    ["read_only", "read-only"],
+    ["readonly", "read-only"],
+    ["NUM_QUEUES", "num-queues"],
+    ["numEntries", "num-entries"],
+    ["Path", "path"],
+  ];
+  for (const [name, known] of meant) {
+    for (const fn of [() => b.getBool(name), () => b.setInt(name, 1), () => b.setStr(name, "1")]) {
+      const e = assertErrno(fn, "ENOENT");
+      assert.ok(e.message.startsWith(`Unknown property name ${JSON.stringify(name)}`), e.message);
+      assert.ok(e.message.endsWith(`did you mean "${known}"?)`), e.message);
+    }
+  }
+  // No guess where nothing is close: libblkio's message as it was.
+  for (const name of ["no-such-property", "zoned", "-", "num\nqueues"]) {
+    assert.equal(
+      assertErrno(() => b.getInt(name), "ENOENT").message,
+      `Unknown property name ${JSON.stringify(name)}`,
+    );
+  }
+});
+
 test("non-string property names are EINVAL", () => {
   using b = Blkio.create("io_uring");
   for (const name of [undefined, null, 1, {}, ["num-queues"]]) {
