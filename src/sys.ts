@@ -52,6 +52,25 @@ export const S_IFCHR = 0o020000;
 export const S_IFIFO = 0o010000;
 export const S_IFDIR = 0o040000;
 export const S_IFSOCK = 0o140000;
+
+/** "a regular file", "a directory", ... for a file type (st_mode & S_IFMT); null for another. */
+export function fileTypeName(type: number): string | null {
+  switch (type) {
+    case S_IFREG:
+      return "a regular file";
+    case S_IFBLK:
+      return "a block device";
+    case S_IFCHR:
+      return "a character device";
+    case S_IFIFO:
+      return "a FIFO";
+    case S_IFDIR:
+      return "a directory";
+    case S_IFSOCK:
+      return "a socket";
+  }
+  return null;
+}
 const EFD_CLOEXEC = 0o2000000;
 const EFD_NONBLOCK = 0o4000;
 const SEEK_END = 2;

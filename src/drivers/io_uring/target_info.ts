@@ -9,6 +9,7 @@ import { BlkioError } from "../../errors.ts";
 import {
   closeFd,
   fileStatusFlags,
+  fileTypeName,
   fsStat,
   fstat,
   FUSE_SUPER_MAGIC,
@@ -20,9 +21,6 @@ import {
   pageSize,
   readText,
   S_IFBLK,
-  S_IFCHR,
-  S_IFDIR,
-  S_IFIFO,
   S_IFMT,
   S_IFREG,
   S_IFSOCK,
@@ -34,15 +32,9 @@ import {
  * which is neither a regular file nor a block device: libblkio's text, and what the target is.
  */
 export function notFileOrDevice(name: string, type: number): BlkioError {
-  const kind = type === S_IFCHR
-    ? "a character device"
-    : type === S_IFIFO
-    ? "a FIFO"
-    : type === S_IFDIR
-    ? "a directory"
-    : type === S_IFSOCK
+  const kind = type === S_IFSOCK
     ? "a socket (a vhost-user-blk export is opened with the virtio-blk-vhost-user driver)"
-    : "of another type";
+    : fileTypeName(type) ?? "of another type";
   return BlkioError.of("EINVAL", `The file must be a block device or a regular file: ${name} is ${kind}`);
 }
 

@@ -11,7 +11,7 @@
 import type { Native } from "../../../ffi/types.ts";
 import { BlkioError } from "../../errors.ts";
 import { ERRNO } from "../../errno.ts";
-import { closeFd, errnoError } from "../../sys.ts";
+import { closeFd, errnoError, fileTypeName, S_IFMT, S_IFSOCK, statPath } from "../../sys.ts";
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -37,6 +37,25 @@ const SUN_PATH_MAX = 108;
 export const MAX_FDS = 8;
 const CMSG_HDR = 16;
 const CONTROL_LEN = CMSG_HDR + MAX_FDS * 4;
+
+/**
+ * Why a connect to `path` was refused, for a newcomer: the kernel says ECONNREFUSED both for a
+ * socket no back-end listens on (it exited and left the file) and for a path that is no socket
+ * at all (a disk image given to this driver instead of io_uring).
+ */
+function refusedBecause(native: Native, path: string): string {
+  let type: number;
+  try {
+    type = statPath(native, path).mode & S_IFMT;
+  } catch {
+    return "no back-end listens there";
+  }
+  if (type === S_IFSOCK) {
+    return "no back-end listens on it (the back-end that made it has exited or closed it)";
+  }
+  return `it is ${fileTypeName(type) ?? "of another type"}, not a socket (files and block devices are ` +
+    "opened with the io_uring driver)";
+}
 
 const EPIPE = 32;
 const ECONNRESET = 104;
@@ -140,7 +159,9 @@ export class UnixSocket {
       if (n.libc.connect(fd, addr, len) === 0) return;
       const errno = n.errno();
       if (errno !== ERRNO.EAGAIN && errno !== ERRNO.EINTR) {
-        throw errnoError(errno, `Failed to connect to vhost-user socket ${JSON.stringify(path)}`);
+        const e = errnoError(errno, `Failed to connect to vhost-user socket ${JSON.stringify(path)}`);
+        if (errno !== ERRNO.ECONNREFUSED) throw e;
+        throw new BlkioError(errno, `${e.message}: ${refusedBecause(n, path)}`);
       }
       const left = deadline - performance.now();
       if (left <= 0) {
