@@ -5,7 +5,32 @@
  * Needs Linux with io_uring, liburing 2.3 or later (`apt-get install liburing2`) and, on Deno,
  * `--allow-ffi` (unscoped: the libraries are opened by name when this module is imported).
  *
- * @example Write and read back a block
+ * Two APIs over the same drivers. Most programs want {@link BlockDevice}: every request returns
+ * a promise, and no wait for a completion blocks the event loop. {@link Blkio} and {@link Queue}
+ * are libblkio's own API (create, connect, start, queue requests, `doIo`), for code ported from
+ * C or a Worker that does nothing but I/O: `doIo` blocks until its completions are there.
+ *
+ * @example Promises: write a block and read it back
+ * ```ts
+ * import { BlockDevice } from "@blkio/blkio";
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(1 << 20));
+ * await using dev = await BlockDevice.open(path, { direct: true });
+ * const buf = dev.allocBuffer(4096); // aligned, as O_DIRECT needs
+ * buf.fill(0x42);
+ * await dev.write(0, buf, { fua: true });
+ * const back = dev.allocBuffer(4096);
+ * await dev.read(0, back);
+ * if (back[4095] !== 0x42) throw new Error("mismatch");
+ * rmSync(dir, { recursive: true });
+ * ```
+ *
+ * @example libblkio's API: write and read back a block
  * ```ts
  * import { Blkio, type Completion } from "@blkio/blkio";
  * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
