@@ -205,6 +205,7 @@ export class MemoryRegionRegistry {
   free(region: MemoryRegion): void {
     const a = this.#allocated.get(region);
     if (!a) {
+      if (ArrayBuffer.isView(region)) throw viewForRegion();
       const why = this.#freed.has(region) ? "was already freed" : "was not allocated by this instance";
       throw BlkioError.of("EINVAL", `Memory region ${why}`);
     }
@@ -254,6 +255,7 @@ export class MemoryRegionRegistry {
     if (region === null || typeof region !== "object") {
       throw BlkioError.of("EINVAL", "Memory region must be an object with bytes, len, fd and fdOffset");
     }
+    if (ArrayBuffer.isView(region)) throw viewForRegion();
     const bytes = checkBuffer("Memory region bytes", region.bytes);
     if (FD_CLOSED.has(bufferOf(bytes))) {
       // Its fd number may belong to another file by now: a driver that passed it on would have
@@ -373,6 +375,18 @@ export class MemoryRegionRegistry {
     this.#allocated.clear();
     sweepDeferred();
   }
+}
+
+/**
+ * A Uint8Array passed where the region goes (`mapMemRegion(region.bytes)`, a buffer from it):
+ * the messages named its missing `bytes`, or said it was not allocated by this instance.
+ */
+function viewForRegion(): BlkioError {
+  return BlkioError.of(
+    "EINVAL",
+    "Memory region must be the object allocMemRegion returned ({ bytes, len, fd, fdOffset }), " +
+      "not a Uint8Array of its memory: pass the region itself",
+  );
 }
 
 function mappedAnywhere(a: Allocation): boolean {

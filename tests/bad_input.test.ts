@@ -267,6 +267,8 @@ rows(
   { fn: "Blkio.allocMemRegion", what: "destroyed instance", stage: "destroyed", call: (c) => c.b.allocMemRegion(4096), code: "EBADF", msg: /destroyed/ },
   { fn: "Blkio.freeMemRegion", what: "null", stage: "started", call: (c) => c.b.freeMemRegion(any(null)), code: "EINVAL", msg: /not allocated by this instance/ },
   { fn: "Blkio.freeMemRegion", what: "a plain object", stage: "started", call: (c) => c.b.freeMemRegion(fakeRegion({})), code: "EINVAL", msg: /not allocated by this instance/ },
+  // A region's bytes passed for the region: the message said it was not allocated by this instance (new user's review).
+  { fn: "Blkio.freeMemRegion", what: "the region's bytes", stage: "started", prep: (c) => (c.region = c.b.allocMemRegion(4096)), call: (c) => c.b.freeMemRegion(any(c.region!.bytes)), code: "EINVAL", msg: /^Memory region must be the object allocMemRegion returned .*not a Uint8Array of its memory: pass the region itself$/ },
   { fn: "Blkio.freeMemRegion", what: "region of another instance", stage: "started", prep: (c) => { c.other = Blkio.create("io_uring"); c.other.setStr("path", FILE); c.other.connect(); c.region = c.other.allocMemRegion(4096); }, call: (c) => c.b.freeMemRegion(c.region!), code: "EINVAL", msg: /not allocated by this instance/ },
   { fn: "Blkio.freeMemRegion", what: "freed twice", stage: "started", prep: (c) => { c.region = c.b.allocMemRegion(4096); c.b.freeMemRegion(c.region); }, call: (c) => c.b.freeMemRegion(c.region!), code: "EINVAL", msg: /already freed/ },
   { fn: "Blkio.freeMemRegion", what: "still mapped", stage: "started", prep: (c) => { c.region = c.b.allocMemRegion(4096); c.b.mapMemRegion(c.region); }, call: (c) => c.b.freeMemRegion(c.region!), code: "EBUSY", msg: /still mapped/, fix: (c) => { c.b.unmapMemRegion(c.region!); c.b.freeMemRegion(c.region!); } },
@@ -275,6 +277,8 @@ rows(
   { fn: "Blkio.mapMemRegion", what: "before start", stage: "connected", prep: (c) => (c.region = c.b.allocMemRegion(4096)), call: (c) => c.b.mapMemRegion(c.region!), code: "EBUSY", msg: /Device must be started/ },
   { fn: "Blkio.mapMemRegion", what: "null", stage: "started", call: (c) => c.b.mapMemRegion(any(null)), code: "EINVAL", msg: /must be an object/ },
   { fn: "Blkio.mapMemRegion", what: "a number", stage: "started", call: (c) => c.b.mapMemRegion(any(4096)), code: "EINVAL", msg: /must be an object/ },
+  // The message named the missing bytes of the Uint8Array: "bytes must be a Uint8Array: received undefined" (new user's review).
+  { fn: "Blkio.mapMemRegion", what: "the region's bytes", stage: "started", prep: (c) => (c.region = c.b.allocMemRegion(4096)), call: (c) => c.b.mapMemRegion(any(c.region!.bytes)), code: "EINVAL", msg: /^Memory region must be the object allocMemRegion returned .*not a Uint8Array of its memory: pass the region itself$/ },
   { fn: "Blkio.mapMemRegion", what: "bytes missing", stage: "started", call: (c) => c.b.mapMemRegion(fakeRegion({ bytes: U })), code: "EINVAL", msg: /bytes must be a Uint8Array/ },
   { fn: "Blkio.mapMemRegion", what: "bytes an ArrayBuffer", stage: "started", call: (c) => c.b.mapMemRegion(fakeRegion({ bytes: new ArrayBuffer(4096) })), code: "EINVAL", msg: /bytes must be a Uint8Array: received ArrayBuffer/ },
   { fn: "Blkio.mapMemRegion", what: "bytes detached", stage: "started", call: (c) => c.b.mapMemRegion(fakeRegion({ bytes: detachedBytes() })), code: "EINVAL", msg: /bytes is detached/ },
