@@ -28,7 +28,19 @@ import { checkBool, describe } from "./properties.ts";
 import { type Queue, submitFromEventLoop } from "./queue.ts";
 import { enterMayPass, errnoError, pageSize, signalEventfd } from "./sys.ts";
 
-/** Options of {@link BlockDevice.open}. */
+/**
+ * Options of {@link BlockDevice.open}.
+ *
+ * @example Open read-only, with two queues of 64 entries
+ * ```ts
+ * import { BlockDevice, type BlockDeviceOpenOptions } from "@blkio/blkio";
+ * const opts: BlockDeviceOpenOptions = { readOnly: true, queues: 2, numEntries: 64 };
+ * await using dev = await BlockDevice.open("/proc/self/exe", opts); // the runtime's own binary
+ * const buf = dev.allocBuffer(4096);
+ * await dev.read(0, buf);
+ * if (!dev.readOnly || buf[1] !== 0x45) throw new Error("unexpected"); // an ELF file: 0x7f "ELF"
+ * ```
+ */
 export interface BlockDeviceOpenOptions {
   /** The libblkio driver (default `"io_uring"`). */
   driver?: string;
@@ -49,7 +61,22 @@ export interface BlockDeviceOpenOptions {
   numEntries?: number;
 }
 
-/** Options every request method takes. */
+/**
+ * Options every request method takes.
+ *
+ * @example One deadline for several requests, and a signal aborted before the request
+ * ```ts
+ * import { BlockDevice, type RequestOptions } from "@blkio/blkio";
+ * await using dev = await BlockDevice.open("/proc/self/exe", { readOnly: true });
+ * const a = dev.allocBuffer(512), b = dev.allocBuffer(512);
+ * const opts: RequestOptions = { signal: AbortSignal.timeout(10_000) };
+ * await Promise.all([dev.read(0, a, opts), dev.read(512, b, opts)]);
+ * const ac = new AbortController();
+ * ac.abort();
+ * const e = await dev.read(0, a, { signal: ac.signal }).then(() => null, (e) => e);
+ * if (e?.name !== "AbortError") throw new Error("expected an AbortError");
+ * ```
+ */
 export interface RequestOptions {
   /**
    * Aborting it rejects the request with the signal's reason when that is an Error, else with an
@@ -58,13 +85,53 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-/** Options of {@link BlockDevice.write} and {@link BlockDevice.writev}. */
+/**
+ * Options of {@link BlockDevice.write} and {@link BlockDevice.writev}.
+ *
+ * @example Writes that are on stable storage when they resolve
+ * ```ts
+ * import { BlockDevice, type WriteOptions } from "@blkio/blkio";
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(65536));
+ * await using dev = await BlockDevice.open(path);
+ * const durable: WriteOptions = { fua: true };
+ * const buf = dev.allocBuffer(4096).fill(1);
+ * await dev.write(0, buf, durable);
+ * await dev.writev(4096, [buf.subarray(0, 1024), buf.subarray(1024)], durable);
+ * rmSync(dir, { recursive: true });
+ * ```
+ */
 export interface WriteOptions extends RequestOptions {
   /** Force Unit Access: the data is on stable storage when the promise resolves. */
   fua?: boolean;
 }
 
-/** Options of {@link BlockDevice.writeZeroes}. */
+/**
+ * Options of {@link BlockDevice.writeZeroes}.
+ *
+ * @example Zero a block without the kernel writing zero buffers
+ * ```ts
+ * import { BlockDevice, type WriteZeroesOptions } from "@blkio/blkio";
+ * import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ * const dir = mkdtempSync(join(tmpdir(), "blkio-"));
+ * const path = join(dir, "disk.img");
+ * writeFileSync(path, new Uint8Array(65536));
+ * await using dev = await BlockDevice.open(path);
+ * await dev.write(0, dev.allocBuffer(8192).fill(7));
+ * const opts: WriteZeroesOptions = { noFallback: true }; // a regular file: a hole is punched
+ * await dev.writeZeroes(0, 4096, opts);
+ * const back = dev.allocBuffer(8192);
+ * await dev.read(0, back);
+ * if (back[0] !== 0 || back[4096] !== 7) throw new Error("unexpected");
+ * rmSync(dir, { recursive: true });
+ * ```
+ */
 export interface WriteZeroesOptions extends RequestOptions {
   /**
    * Keep the range allocated (no unmapping/hole punching). On a regular file that takes

@@ -4,7 +4,27 @@
  * @module
  */
 
-/** The result of one request, filled in by `Queue.doIo`. */
+/**
+ * The result of one request, filled in by `Queue.doIo`.
+ *
+ * @example Telling requests apart by their userData, and why one failed
+ * ```ts
+ * import { Blkio, type Completion } from "@blkio/blkio";
+ * using b = Blkio.create("io_uring");
+ * b.setStr("path", "/proc/self/exe");
+ * b.setBool("read-only", true);
+ * b.connect();
+ * b.start();
+ * const q = b.getQueue(0)!;
+ * const header = { offset: 0, buf: new Uint8Array(4) };
+ * q.read(header.offset, header.buf, header); // any value: it comes back as it was
+ * q.write(0, new Uint8Array(4), "write"); // a read-only instance: fails
+ * const out: Completion[] = [];
+ * q.doIo(out, 2, 2);
+ * const read = out.find((c) => c.userData === header)!, write = out.find((c) => c.userData === "write")!;
+ * if (read.ret !== 0 || write.ret !== -9 || write.errorMsg === null) throw new Error("unexpected");
+ * ```
+ */
 export interface Completion {
   /** The `userData` given with the request, unchanged (same identity). */
   userData: unknown;

@@ -71,7 +71,21 @@ export const ERRNO = {
   ECANCELED: 125,
 } as const;
 
-/** An errno name such as `"EINVAL"`. */
+/**
+ * An errno name such as `"EINVAL"`.
+ *
+ * @example A BlkioError's code as a key of ERRNO
+ * ```ts
+ * import { Blkio, BlkioError, ERRNO, type ErrnoName } from "@blkio/blkio";
+ * try {
+ *   Blkio.create("no-such-driver");
+ * } catch (e) {
+ *   if (!(e instanceof BlkioError)) throw e;
+ *   const code = e.code as ErrnoName; // an ERRNO name for every errno the library reports
+ *   if (code !== "ENOENT" || ERRNO[code] !== e.errno) throw new Error("unexpected");
+ * }
+ * ```
+ */
 export type ErrnoName = keyof typeof ERRNO;
 
 const NAMES = new Map<number, string>();

@@ -15,6 +15,25 @@ import { describe } from "./properties.ts";
  * A range of memory usable for I/O buffers. Drivers that share memory with another process
  * (vhost-user) can only use mapped regions; io_uring can use any memory, and mapping is a
  * promise that the region stays valid while mapped.
+ *
+ * @example Read into a mapped region
+ * ```ts
+ * import { Blkio, type Completion, type MemoryRegion } from "@blkio/blkio";
+ * using b = Blkio.create("io_uring");
+ * b.setStr("path", "/proc/self/exe");
+ * b.setBool("read-only", true);
+ * b.connect();
+ * b.start();
+ * const region: MemoryRegion = b.allocMemRegion(1 << 20);
+ * b.mapMemRegion(region); // io_uring registers it with the kernel: reads into it are faster
+ * const q = b.getQueue(0)!, out: Completion[] = [];
+ * q.read(0, region.bytes.subarray(0, 4096));
+ * q.read(4096, region.bytes.subarray(4096, 8192));
+ * q.doIo(out, 2, 2);
+ * if (region.fd < 0 || region.len !== 1 << 20 || region.bytes[1] !== 0x45) throw new Error("unexpected");
+ * b.unmapMemRegion(region);
+ * b.freeMemRegion(region); // or leave both to destroy()
+ * ```
  */
 export interface MemoryRegion {
   /**

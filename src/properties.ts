@@ -7,7 +7,22 @@
 import { BlkioError, cannotSetIn, mustBeConnected } from "./errors.ts";
 import { State, type StateName, stateName, type StateValue } from "./state.ts";
 
-/** The four property types of libblkio. */
+/**
+ * The four property types of libblkio.
+ *
+ * @example Read any property as its own JS type
+ * ```ts
+ * import { Blkio, type PropertyType } from "@blkio/blkio";
+ * function get(b: Blkio, name: string): boolean | number | bigint | string {
+ *   const type: PropertyType = b.properties().find((p) => p.name === name)!.type;
+ *   if (type === "bool") return b.getBool(name);
+ *   if (type === "int") return b.getInt(name);
+ *   return type === "uint64" ? b.getUint64(name) : b.getStr(name);
+ * }
+ * using b = Blkio.create("io_uring");
+ * if (get(b, "num-queues") !== 1 || get(b, "driver") !== "io_uring") throw new Error("unexpected");
+ * ```
+ */
 export type PropertyType = "bool" | "int" | "uint64" | "str";
 
 /** The JS type of each property type. */
@@ -42,7 +57,17 @@ export interface PropertyRow<D, T extends PropertyType = PropertyType> {
 /** A row of any type, discriminated by `type` so each row's accessors are typed. */
 export type AnyPropertyRow<D> = { [T in PropertyType]: PropertyRow<D, T> }[PropertyType];
 
-/** What `Blkio.properties()` reports for one property. */
+/**
+ * What `Blkio.properties()` reports for one property.
+ *
+ * @example The properties to set before connect
+ * ```ts
+ * import { Blkio, type PropertyInfo } from "@blkio/blkio";
+ * using b = Blkio.create("io_uring");
+ * const settable: PropertyInfo[] = b.properties().filter((p) => p.settableIn.includes("created"));
+ * if (!settable.some((p) => p.name === "path" && p.type === "str" && p.writable)) throw new Error("no path");
+ * ```
+ */
 export interface PropertyInfo {
   /** The property's name, such as `"num-queues"`. */
   name: string;
