@@ -2,11 +2,11 @@
 // must be right at depth, across the thread going to sleep, with timeouts and on added queues.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { Blkio, BlkioError, type Completion, type Queue } from "../mod.ts";
 import { native } from "../ffi/load.ts";
 import { PARAMS } from "../src/uring/layout.ts";
-import { IORING_SETUP_SQPOLL } from "../src/uring/constants.ts";
+import { IORING_SETUP_ATTACH_WQ, IORING_SETUP_SQPOLL } from "../src/uring/constants.ts";
 import {
   cleanupAll,
   inPidsCgroup,
@@ -29,14 +29,20 @@ function pattern(len: number, seed: number): Uint8Array {
   return new Uint8Array(len).map((_, i) => (i * 11 + seed * 17 + (i >> 10)) & 0xff);
 }
 
-function startSqpoll(t: Target): Blkio {
+function startSqpoll(t: Target, numQueues = 1): Blkio {
   const b = Blkio.create("io_uring");
-  b.setStr("path", t.path);
-  b.setBool("direct", t.direct);
-  b.setBool("sqpoll", true);
-  b.connect();
-  b.start();
-  return b;
+  try {
+    b.setStr("path", t.path);
+    b.setBool("direct", t.direct);
+    b.setBool("sqpoll", true);
+    b.connect();
+    b.setInt("num-queues", numQueues);
+    b.start();
+    return b;
+  } catch (e) {
+    b.destroy();
+    throw e;
+  }
 }
 
 function buffers(b: Blkio, count: number): Uint8Array[] {
@@ -220,5 +226,143 @@ for (const errno of [1, 13]) {
     assert.notEqual(b.getQueue(0), null);
   });
 }
+
+/** The thread ids of this process's SQPOLL kernel threads (named iou-sqp-<pid>). */
+function sqThreads(): string[] {
+  const tids: string[] = [];
+  for (const tid of readdirSync("/proc/self/task")) {
+    try {
+      if (readFileSync(`/proc/self/task/${tid}/comm`, "utf8").startsWith("iou-sqp-")) tids.push(tid);
+    } catch {
+      // the thread exited between the listing and the read
+    }
+  }
+  return tids;
+}
+
+/**
+ * Waits until the SQPOLL threads of rings closed by earlier tests have exited (they do so a
+ * little after the ring is closed, 15-120 ms here), so that the threads counted are the test's.
+ */
+function noSqThreadsLeft(): void {
+  for (let i = 0; i < 150 && sqThreads().length > 0; i++) sleepMs(20);
+  assert.deepEqual(sqThreads(), [], "SQPOLL threads of earlier tests still run after 3 s");
+}
+
+/** Writes a pattern through `w` and reads it back through `r` (two queues), checking it. */
+function writeThenRead(b: Blkio, w: Queue, r: Queue, block: number, seed: number): void {
+  const [wbuf, rbuf] = buffers(b, 2);
+  wbuf.set(pattern(BS, seed));
+  w.write(block * BS, wbuf, "w");
+  ok(w, 1);
+  r.read(block * BS, rbuf, "r");
+  ok(r, 1);
+  assert.deepEqual(rbuf, pattern(BS, seed), `block ${block} written and read through two queues`);
+}
+
+// Every queue of an instance runs on the thread that made it, so a polling thread per queue
+// only spins beside the others: the later queues' rings attach to the first one's thread
+// (IORING_SETUP_ATTACH_WQ, Linux 5.10).
+for (const t of TARGETS) {
+  test(`sqpoll: an instance's queues, made at start and added later, share one polling thread and move the right data [${t.name}]`, () => {
+    noSqThreadsLeft();
+    using b = startSqpoll(t, 3);
+    const qs = [0, 1, 2, b.addQueue()].map((i) => b.getQueue(i)!);
+    // 32 requests in flight on each of the four queues at once, each writing its own blocks.
+    const bufs = buffers(b, 4 * 32);
+    for (let k = 0; k < 4; k++) {
+      for (let i = 0; i < 32; i++) {
+        bufs[k * 32 + i].set(pattern(BS, k * 32 + i));
+        qs[k].write((k * 32 + i) * BS, bufs[k * 32 + i], i);
+      }
+    }
+    for (const q of qs) ok(q, 32);
+    // Counted once every ring's requests ran: a new kernel thread takes its name when it first
+    // runs, and so had a thread per queue.
+    assert.equal(sqThreads().length, 1, "the queues of one instance got a polling thread each");
+    // Each queue reads back what the next one wrote.
+    for (let k = 0; k < 4; k++) {
+      for (let i = 0; i < 32; i++) qs[k].read((((k + 1) % 4) * 32 + i) * BS, bufs[k * 32 + i], i);
+    }
+    for (const q of qs) ok(q, 32);
+    for (let k = 0; k < 4; k++) {
+      for (let i = 0; i < 32; i++) {
+        const block = ((k + 1) % 4) * 32 + i;
+        assert.deepEqual(bufs[k * 32 + i], pattern(BS, block), `block ${block} read through queue ${k}`);
+      }
+    }
+    assert.equal(sqThreads().length, 1);
+  });
+}
+
+// The kernel keeps a shared polling thread while any ring attached to it lives: removing the
+// queue whose ring made it must leave the others polled, and later queues attach to a survivor.
+test("sqpoll: removing the first queue leaves the others their polling thread, and queues added after attach to it", () => {
+  const t = TARGETS[TARGETS.length - 1];
+  noSqThreadsLeft();
+  using b = startSqpoll(t, 2);
+  writeThenRead(b, b.getQueue(0)!, b.getQueue(1)!, 0, 0);
+  const first = sqThreads();
+  assert.equal(first.length, 1);
+  b.removeQueue(0);
+  const q1 = b.getQueue(1)!;
+  writeThenRead(b, q1, q1, 1, 1);
+  sleepMs(200); // a thread that was to go with the first ring has exited by now
+  assert.deepEqual(sqThreads(), first, "the polling thread changed when the first queue went");
+  writeThenRead(b, q1, q1, 2, 2);
+  // After the thread has gone idle (sq_thread_idle, 1 s), a wake-up through the survivor.
+  sleepMs(1200);
+  writeThenRead(b, q1, q1, 3, 3);
+  const i2 = b.addQueue(); // takes index 0 again: the lowest free one
+  const q2 = b.getQueue(i2)!;
+  writeThenRead(b, q2, q1, 4, 4);
+  writeThenRead(b, q1, q2, 5, 5);
+  assert.deepEqual(sqThreads(), first, "a queue added after the removal got a thread of its own");
+  // With no SQPOLL queue left, the next one starts a thread again.
+  b.removeQueue(1);
+  b.removeQueue(i2);
+  for (let i = 0; i < 150 && sqThreads().length > 0; i++) sleepMs(20);
+  assert.deepEqual(sqThreads(), [], "the polling thread outlived every ring using it");
+  const q3 = b.getQueue(b.addQueue())!;
+  writeThenRead(b, q3, q3, 6, 6);
+  assert.equal(sqThreads().length, 1);
+});
+
+// A kernel before 5.6 does not know IORING_SETUP_ATTACH_WQ and refuses it with EINVAL (it
+// rejects unknown setup flags); the ring is then made again without it, with a thread of its
+// own. No such kernel here: the set-up says EINVAL for attaching rings only, without entering
+// the kernel.
+test("sqpoll: a kernel that refuses IORING_SETUP_ATTACH_WQ gives each queue a polling thread of its own", () => {
+  const t = TARGETS[0];
+  const uring = native!.uring as unknown as Record<string, (...a: unknown[]) => number>;
+  const init = uring.io_uring_queue_init_params;
+  const asked: string[] = [];
+  noSqThreadsLeft();
+  using b = Blkio.create("io_uring");
+  b.setStr("path", t.path);
+  b.setBool("sqpoll", true);
+  b.connect();
+  b.setInt("num-queues", 2);
+  uring.io_uring_queue_init_params = (entries, ring, params) => {
+    const pv = new DataView((params as Uint8Array).buffer);
+    if ((pv.getUint32(PARAMS.flags, true) & IORING_SETUP_ATTACH_WQ) === 0) return init(entries, ring, params);
+    asked.push(readlinkSync(`/proc/self/fd/${pv.getInt32(PARAMS.wqFd, true)}`));
+    return -22;
+  };
+  try {
+    b.start();
+    b.addQueue();
+  } finally {
+    uring.io_uring_queue_init_params = init;
+  }
+  assert.deepEqual(
+    asked,
+    ["anon_inode:[io_uring]", "anon_inode:[io_uring]"],
+    "no attachment to a ring was asked for",
+  );
+  writeThenRead(b, b.getQueue(0)!, b.getQueue(1)!, 0, 7);
+  writeThenRead(b, b.getQueue(2)!, b.getQueue(0)!, 1, 8);
+  assert.equal(sqThreads().length, 3);
+});
 
 test("sqpoll: cleanup scratch targets", () => cleanupAll());

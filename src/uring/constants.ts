@@ -35,6 +35,12 @@ export const BLOCK_URING_CMD_DISCARD = 0x1200;
 export const IORING_SETUP_IOPOLL = 1 << 0;
 /** A kernel thread polls the SQ (unprivileged since Linux 5.11). */
 export const IORING_SETUP_SQPOLL = 1 << 1;
+/**
+ * Linux 5.6: the ring shares the kernel workers of the ring whose fd is io_uring_params.wq_fd;
+ * since 5.10 an SQPOLL ring also shares that ring's polling thread (5.6-5.9 give it its own).
+ * Kernels before 5.6 refuse the unknown flag with EINVAL.
+ */
+export const IORING_SETUP_ATTACH_WQ = 1 << 5;
 /** Linux 5.19: completion task work interrupts no one; it runs at the next kernel entry. */
 export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
 /** Linux 5.19: IORING_SQ_TASKRUN in the sq flags tells that such work is waiting. */

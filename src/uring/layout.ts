@@ -23,7 +23,7 @@ export const SQE = {
 export const CQE = { size: 16, userData: 0, res: 8, flags: 12 } as const;
 
 /** struct io_uring_params (120 bytes). */
-export const PARAMS = { size: 120, sqEntries: 0, cqEntries: 4, flags: 8, features: 20 } as const;
+export const PARAMS = { size: 120, sqEntries: 0, cqEntries: 4, flags: 8, features: 20, wqFd: 24 } as const;
 
 /** struct iovec. */
 export const IOVEC = { size: 16, base: 0, len: 8 } as const;

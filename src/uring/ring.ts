@@ -20,6 +20,7 @@ import {
   IORING_FEAT_EXT_ARG,
   IORING_FEAT_RW_CUR_POS,
   IORING_OP,
+  IORING_SETUP_ATTACH_WQ,
   IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_SQPOLL,
   IORING_SETUP_TASKRUN_FLAG,
@@ -94,6 +95,10 @@ export class Ring {
    * and last `setupFlags` alone.
    * `registerFd`: try to register the ring fd with this thread (16 slots per thread: rings
    * entered once per request should have them, rings entered rarely need not).
+   * `wqFd`: for an SQPOLL ring, the fd of a live SQPOLL ring of this process whose kernel thread
+   * should poll this one too (IORING_SETUP_ATTACH_WQ), or -1 for a thread of its own. Where the
+   * kernel refuses the attachment (EINVAL: before 5.6 it does not know the flag) the ring is set
+   * up again without it, with a thread of its own.
    */
   constructor(
     native: Native,
@@ -101,6 +106,7 @@ export class Ring {
     setupFlags: number,
     optional: readonly number[] = [],
     registerFd = true,
+    wqFd = -1,
   ) {
     this.#native = native;
     const ring = native.alloc(LIBURING_RING.size);
@@ -118,13 +124,18 @@ export class Ring {
     // work (15-120 ms here), and until then a new ring's thread failed EAGAIN where one fitted
     // (review). Only SQPOLL set-up makes a thread, so EAGAIN is tried again for ~500 ms there.
     const sqpoll = (setupFlags & IORING_SETUP_SQPOLL) !== 0;
+    // Attaching is tried first, with each optional set and alone, then everything without it.
+    const tries = sqpoll && wqFd >= 0
+      ? [...optional.map((f) => f | IORING_SETUP_ATTACH_WQ), IORING_SETUP_ATTACH_WQ, ...optional]
+      : optional;
     let limit: number | null | undefined;
     for (let wait = 1;; wait *= 2) {
       r = -EINVAL;
-      for (let i = 0; i <= optional.length && r === -EINVAL; i++) {
-        flags = setupFlags | (i < optional.length ? optional[i] : 0);
+      for (let i = 0; i <= tries.length && r === -EINVAL; i++) {
+        flags = setupFlags | (i < tries.length ? tries[i] : 0);
         params.fill(0);
         pv.setUint32(PARAMS.flags, flags, true);
+        if ((flags & IORING_SETUP_ATTACH_WQ) !== 0) pv.setInt32(PARAMS.wqFd, wqFd, true);
         r = native.uring.io_uring_queue_init_params(entries, ring, params);
       }
       if (r === -EAGAIN && sqpoll) {

@@ -220,6 +220,20 @@ export class IoUringDriver implements Driver {
     return this.#queue(poll);
   }
 
+  /**
+   * The ring of a live SQPOLL queue, whose kernel thread a new SQPOLL queue shares, or -1. Every
+   * queue of an instance runs on the thread that made it, so a thread per queue only spins
+   * beside the others: with two queues on this 2-vCPU VM, sharing one gave 1.2x-6x the IOPS at
+   * a fifth to a half of the CPU a request (BENCHMARKS.md). Any live one will do: the rings
+   * attached to a thread share it, and the kernel keeps it while one of them lives, so removing
+   * the first queue leaves the others theirs; with none left, the next queue starts a new one.
+   */
+  #sqpollRingFd(): number {
+    if (!this.sqpoll) return -1;
+    for (const q of this.#queues) if (q.sqpollRingFd >= 0) return q.sqpollRingFd;
+    return -1;
+  }
+
   #queue(poll: boolean): DriverQueue {
     const q = new IoUringQueue(this.native, {
       poll,
@@ -227,6 +241,7 @@ export class IoUringDriver implements Driver {
       fd: this.fd,
       target: this.info,
       sqpoll: this.sqpoll,
+      sqpollWqFd: poll ? -1 : this.#sqpollRingFd(),
       onDestroy: this.#forget,
     });
     for (const f of this.#fixed.values()) q.registerBuffer(f.index, f.addr, f.len, f.buffer);
@@ -513,8 +528,9 @@ export const IO_URING_PROPERTIES: PropertyTable<D> = new PropertyTable<D>({
   "sqpoll": {
     type: "bool",
     doc: "Queues (not poll queues) get a kernel thread that polls for submissions " +
-      "(IORING_SETUP_SQPOLL), and doIo waits watch for completions up to 50 µs before sleeping: " +
-      "fewer system calls, two busy CPUs while there is I/O",
+      "(IORING_SETUP_SQPOLL), one for all the instance's queues (IORING_SETUP_ATTACH_WQ; a kernel " +
+      "before 5.10 gives each its own), and doIo waits watch for completions up to 50 µs " +
+      "before sleeping: fewer system calls, two busy CPUs while there is I/O",
     settableIn: [C, K],
     get: (d) => d.sqpoll,
     set: (d, v) => void (d.sqpoll = v),

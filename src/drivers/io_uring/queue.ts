@@ -130,6 +130,11 @@ export interface IoUringQueueOptions {
   target: TargetInfo;
   /** A kernel thread polls the SQ (IORING_SETUP_SQPOLL); not for poll queues. */
   sqpoll?: boolean;
+  /**
+   * With `sqpoll`: the fd of a live SQPOLL ring (another queue's {@link IoUringQueue.sqpollRingFd})
+   * whose kernel thread polls this queue's ring too, or -1 (the default) for a thread of its own.
+   */
+  sqpollWqFd?: number;
   /** Called once {@link IoUringQueue.destroy} has released the queue, for its owner to forget it. */
   onDestroy?: (q: IoUringQueue) => void;
 }
@@ -257,7 +262,7 @@ export class IoUringQueue implements DriverQueue {
     this.#fuaFlush = opts.target.fuaByFlush ? ReqFlags.FUA : 0;
     this.#fuaDsync = ReqFlags.FUA ^ this.#fuaFlush;
     const ring = opts.sqpoll && !opts.poll
-      ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL)
+      ? new Ring(native, opts.entries, IORING_SETUP_SQPOLL, [], true, opts.sqpollWqFd ?? -1)
       : opts.poll
       ? new Ring(native, opts.entries, IORING_SETUP_IOPOLL, COOP_RING_FLAGS)
       : new Ring(native, opts.entries, 0, regularRingFlags(opts.target));
@@ -1149,6 +1154,15 @@ export class IoUringQueue implements DriverQueue {
       now = performance.now();
     } while (now < end);
     return (now - start) * 1e6;
+  }
+
+  /**
+   * The ring fd when the ring is polled by a kernel thread (SQPOLL), for another queue's ring to
+   * share that thread ({@link IoUringQueueOptions.sqpollWqFd}); -1 otherwise. Valid until
+   * {@link destroy} (an SQPOLL ring is never remade).
+   */
+  get sqpollRingFd(): number {
+    return this.#ring.sqPoll ? this.#ring.fd : -1;
   }
 
   /** Whether the ring defers completion work to GETEVENTS entries (DEFER_TASKRUN). */
