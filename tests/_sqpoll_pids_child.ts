@@ -1,7 +1,8 @@
 // Child of sqpoll.test.ts: moves itself into the pids cgroup <cgroup> (made by the test, root
 // only) and caps it at one thread more than it has, so that exactly one SQPOLL ring's kernel
-// thread fits. Then makes and destroys instances with sqpoll one after another, and last asks
-// for a second one while one is held. Prints one JSON line; goes back to its own cgroup before.
+// thread fits. Then makes and destroys instances with sqpoll one after another, asks for a
+// second one while one is held, and last makes one instance of three queues (whose rings share
+// one thread). Prints one JSON line; goes back to its own cgroup before.
 // usage: _sqpoll_pids_child.ts <path> <cgroup dir> <cycles>
 import { Blkio, BlkioError } from "../mod.ts";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -9,12 +10,13 @@ import process from "node:process";
 
 const [path, cgroup, cycles] = process.argv.slice(-3);
 
-function open(): Blkio {
+function open(numQueues = 1): Blkio {
   const b = Blkio.create("io_uring");
   try {
     b.setStr("path", path);
     b.setBool("sqpoll", true);
     b.connect();
+    b.setInt("num-queues", numQueues);
     b.start();
     return b;
   } catch (e) {
@@ -42,6 +44,7 @@ writeFileSync(`${cgroup}/pids.max`, String(current + 1));
 let ok = 0;
 const failures: string[] = [];
 let second: { code: string; message: string } | null = null;
+let threeQueues = "ok";
 try {
   for (let i = 0; i < Number(cycles); i++) {
     try {
@@ -61,6 +64,12 @@ try {
   } finally {
     held?.destroy();
   }
+  // The held instance's thread exits a little after destroy: the set-up waits for room.
+  try {
+    open(3).destroy();
+  } catch (e) {
+    threeQueues = (e as Error).message;
+  }
 } finally {
   writeFileSync(`${cgroup}/pids.max`, "max");
   writeFileSync(`${home}/cgroup.procs`, String(process.pid));
@@ -71,6 +80,7 @@ console.log(
     failed: failures.length,
     failures: failures.slice(0, 2),
     second,
+    threeQueues,
     fdsLeft: fds() - fdsBefore,
   }),
 );

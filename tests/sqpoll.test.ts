@@ -177,7 +177,7 @@ test("sqpoll: a request backlogged behind a cancellation's slot goes out with th
 const PIDS = pidsCgroupBase();
 test(
   ...skipIf(
-    "sqpoll: under a pids cgroup cap that holds one polling thread, instances made one after another all start, and the cap is named when it is reached",
+    "sqpoll: under a pids cgroup cap that holds one polling thread, instances made one after another all start, the cap is named when it is reached, and an instance of three queues starts",
     "skip" in PIDS ? PIDS.skip : null,
   ),
   () => {
@@ -189,6 +189,7 @@ test(
       assert.equal(got.second.code, "EAGAIN");
       assert.match(got.second.message, /sqpoll/);
       assert.match(got.second.message, /pids\.max/);
+      assert.equal(got.threeQueues, "ok", "an instance of three queues needed more than one thread");
     });
   },
 );
