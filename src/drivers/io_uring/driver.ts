@@ -223,8 +223,8 @@ export class IoUringDriver implements Driver {
   /**
    * The ring of a live SQPOLL queue, whose kernel thread a new SQPOLL queue shares, or -1. Every
    * queue of an instance runs on the thread that made it, so a thread per queue only spins
-   * beside the others: with two queues on this 2-vCPU VM, sharing one gave 1.2x-6x the IOPS at
-   * a fifth to a half of the CPU a request (BENCHMARKS.md). Any live one will do: the rings
+   * beside the others: with two queues on this 2-vCPU VM, sharing one gave 1.8x-11x the IOPS at
+   * 0.08-0.43 of the CPU a request (medians, BENCHMARKS.md). Any live one will do: the rings
    * attached to a thread share it, and the kernel keeps it while one of them lives, so removing
    * the first queue leaves the others theirs; with none left, the next queue starts a new one.
    */
