@@ -109,9 +109,14 @@ export function exit(code: number): never {
  * line's stale figures in front of it.
  */
 export function die(message: string): never {
+  exitWith(1, message);
+}
+
+/** {@link die} with another exit status (128 + n after signal n, as a shell shows it). */
+export function exitWith(status: number, message: string): never {
   shownProgress?.clear();
   printErr(`${message}\n`);
-  exit(1);
+  exit(status);
 }
 
 /** glibc's `strerror()` text for an errno name such as `"EINVAL"`. */

@@ -30,13 +30,16 @@ import {
   closeSync,
   constants,
   fstatSync,
-  fsyncSync,
+  fsync,
   openSync,
+  read,
   readFileSync,
   readSync,
+  write,
   writeSync,
 } from "node:fs";
 import { resolve } from "node:path";
+import process from "node:process";
 import { Blkio, type BlkioError, type Completion, type Queue } from "../mod.ts";
 import {
   commandArgs,
@@ -45,6 +48,7 @@ import {
   errorMsg,
   errorText,
   exit,
+  exitWith,
   formatBytes,
   formatDuration,
   getoptLong,
@@ -79,6 +83,8 @@ interface End {
    * overwrote the log's start), its offset, and a socket (ENXIO).
    */
   inherited: boolean;
+  /** The fd is a pipe, a terminal, a socket or a character device: read and written in order. */
+  stream: boolean;
   /** Where the copy starts in a file or block device: an inherited fd's offset, else 0. */
   base: number;
   queue: Queue | null;
@@ -169,6 +175,30 @@ function setUpBuffer(end: End): void {
   end.align = align;
 }
 
+/** How often the copy loop lets the event loop run, so that signal handlers can. */
+const YIELD_MS = 20;
+
+/** How far the copy got: what the signal handlers report. */
+const copied = { bytes: 0, total: -1, flushing: false };
+
+/**
+ * Ends the program on SIGINT (130) or SIGTERM (143), erasing the progress line and saying how
+ * far the copy got. The handler runs between chunks (or while stream I/O or an fsync waits), so
+ * the output then holds exactly the input's first `copied.bytes` bytes, and what it held before
+ * beyond them; they were not flushed, to stop promptly.
+ */
+function stopped(signal: string, status: number): never {
+  const { bytes, total, flushing } = copied;
+  exitWith(
+    status,
+    flushing
+      ? `Stopped by ${signal} while flushing the output: all ${bytes} bytes were written, but may not ` +
+        "all be on stable storage yet"
+      : `Stopped by ${signal} after copying ${bytes}${total < 0 ? "" : ` of ${total}`} bytes: the ` +
+        `output holds the input's first ${bytes} bytes (not flushed), and beyond them what it held before`,
+  );
+}
+
 const completions: Completion[] = [{ userData: undefined, ret: 0, errorMsg: null }];
 
 /** Submits one request already queued on `q` and waits for it; `what` names it in messages. */
@@ -229,12 +259,19 @@ function shrank(size: number): never {
   die(`The input shrank during the copy, to ${size} bytes: the output holds a partial copy`);
 }
 
-/** Reads a stream until `buf` is full or it ends; returns the bytes read. */
-function readChunk(fd: number, buf: Uint8Array): number {
+/**
+ * Reads a stream until `buf` is full or it ends; returns the bytes read. Asynchronously: a
+ * stream may keep a read waiting for good (a terminal, an idle pipe), and a blocked readSync
+ * kept Ctrl-C from ending the copy (the runtimes restart the read after the signal, and their
+ * handler runs only from the event loop).
+ */
+async function readChunk(fd: number, buf: Uint8Array): Promise<number> {
   let done = 0;
   try {
     while (done < BLOCK_SIZE) {
-      const n = readSync(fd, buf, done, BLOCK_SIZE - done, null);
+      const n = await new Promise<number>((ok, fail) =>
+        read(fd, buf, done, BLOCK_SIZE - done, null, (e, n) => e ? fail(e) : ok(n))
+      );
       if (n === 0) break;
       done += n;
     }
@@ -244,7 +281,24 @@ function readChunk(fd: number, buf: Uint8Array): number {
   return done;
 }
 
-function doWrite(end: End, offset: number, len: number, buf: Uint8Array): void {
+/** Writes all of `buf` to a stream, asynchronously for the reason {@link readChunk} gives. */
+async function writeStream(fd: number, buf: Uint8Array): Promise<void> {
+  let done = 0;
+  try {
+    while (done < buf.length) {
+      const n = await new Promise<number>((ok, fail) =>
+        write(fd, buf, done, buf.length - done, null, (e, n) => e ? fail(e) : ok(n))
+      );
+      done += n;
+      copied.bytes += n; // a signal may come between two parts of a chunk
+    }
+  } catch (e) {
+    die(`pwrite: ${errorText(e)}`);
+  }
+}
+
+/** Writes `len` bytes of `buf` at `offset`; returns a promise only for a stream output. */
+function doWrite(end: End, offset: number, len: number, buf: Uint8Array): Promise<void> | undefined {
   if (end.queue) {
     const padded = alignUp(len, end.align);
     if (padded > len) {
@@ -260,27 +314,30 @@ function doWrite(end: End, offset: number, len: number, buf: Uint8Array): void {
     complete(end.queue, "write");
     return;
   }
-  let done = 0;
   // A pipe has no offsets (pwrite fails ESPIPE): written in order.
+  if (end.stream) return writeStream(end.fd, buf.subarray(0, len));
+  let done = 0;
   // An inherited fd from its offset, and with its O_APPEND.
-  const stream = end.inherited || kindOf(end.fd) === "stream";
   try {
-    while (done < len) done += writeSync(end.fd, buf, done, len - done, stream ? null : offset + done);
+    while (done < len) done += writeSync(end.fd, buf, done, len - done, end.inherited ? null : offset + done);
   } catch (e) {
     die(`pwrite: ${errorText(e)}`);
   }
 }
 
-function flush(end: End): void {
+async function flush(end: End): Promise<void> {
+  copied.flushing = true;
   if (end.queue) {
     end.queue.flush();
     complete(end.queue, "flush");
     return;
   }
   // A pipe or a character device (/dev/null) has nothing to flush: fsync says EINVAL there.
-  if (kindOf(end.fd) === "stream") return;
+  if (end.stream) return;
+  // Asynchronously: an fsync of a large buffered copy may take long, and Ctrl-C should still
+  // stop the program then.
   try {
-    fsyncSync(end.fd);
+    await new Promise<void>((ok, fail) => fsync(end.fd, (e) => e ? fail(e) : ok()));
   } catch (e) {
     die(`fsync: ${errorText(e)}`);
   }
@@ -294,8 +351,9 @@ function fixedSize(end: End): number | null {
   return kindOf(end.fd) === "block device" ? Math.max(0, blockDeviceSize(end.fd) - end.base) : null;
 }
 
-function copy(input: End, output: End): void {
+async function copy(input: End, output: End): Promise<void> {
   const total = capacity(input);
+  copied.total = total;
   // A larger input would overwrite the whole device and then fail (ENOSPC, EIO), leaving it
   // neither its old contents nor a copy (CLI hunt): refused before the first write.
   const room = total < 0 ? null : fixedSize(output);
@@ -326,25 +384,36 @@ function copy(input: End, output: End): void {
 
   // A sized input in 128 KiB chunks; one read to its end (total < 0) in whole chunks while it
   // gives them, then what is left.
-  let offset = 0;
+  process.on("SIGINT", () => stopped("SIGINT", 130));
+  process.on("SIGTERM", () => stopped("SIGTERM", 143));
+  let offset = 0, yielded = started;
   for (;;) {
     let len: number;
     if (total < 0) {
-      len = readChunk(input.fd, inBuf);
+      len = await readChunk(input.fd, inBuf);
     } else {
       len = Math.min(BLOCK_SIZE, total - offset);
       if (len > 0) len = doRead(input, offset, len, inBuf);
     }
     if (len <= 0) break;
     if (inBuf !== outBuf) outBuf.set(inBuf.subarray(0, len));
-    doWrite(output, offset, len, outBuf);
+    await doWrite(output, offset, len, outBuf);
     offset += len;
+    copied.bytes = offset;
     show(offset);
     if (len < BLOCK_SIZE) break;
+    // The loop is synchronous apart from stream I/O, and a signal handler runs only from the
+    // event loop: Ctrl-C ended nothing until the copy had finished (and without a handler, the
+    // progress line was left half-drawn). A turn of the event loop every YIELD_MS costs a few
+    // microseconds.
+    if (performance.now() - yielded >= YIELD_MS) {
+      await new Promise((ok) => setImmediate(ok));
+      yielded = performance.now();
+    }
   }
   // An instance reads zeroes past the end of a file, so a cut there shows only in its size.
   if (input.blkio && sizeNow(input) < total) shrank(sizeNow(input));
-  flush(output);
+  await flush(output);
   show(offset, true);
   progress.clear();
 }
@@ -417,7 +486,7 @@ function createBlkio(option: string, driver: string): Blkio {
   }
 }
 
-function main(argv: string[]): void {
+async function main(argv: string[]): Promise<void> {
   let inBlkio: Blkio | null = null, inFd = -1, inInherited = false;
   // The output file is opened (and created) only once everything else worked: a bad option or
   // a failed connect must not leave an empty file behind.
@@ -520,17 +589,21 @@ function main(argv: string[]): void {
     if (!outInherited) outFd = openFile("--output-file", outPath, constants.O_WRONLY | constants.O_CREAT);
   }
 
-  const end = (blkio: Blkio | null, fd: number, inherited: boolean): End => ({
-    blkio,
-    fd,
-    inherited,
-    base: inherited && kindOf(fd) !== "stream" ? fdPosition(fd) : 0,
-    queue: null,
-    buf: null,
-    align: 1,
-    scratch: null,
-  });
-  copy(end(inBlkio, inFd, inInherited), end(outBlkio, outFd, outInherited));
+  const end = (blkio: Blkio | null, fd: number, inherited: boolean): End => {
+    const stream = fd !== -1 && kindOf(fd) === "stream";
+    return {
+      blkio,
+      fd,
+      inherited,
+      stream,
+      base: inherited && !stream ? fdPosition(fd) : 0,
+      queue: null,
+      buf: null,
+      align: 1,
+      scratch: null,
+    };
+  };
+  await copy(end(inBlkio, inFd, inInherited), end(outBlkio, outFd, outInherited));
 
   if (inFd !== -1 && !inInherited) closeSync(inFd);
   if (outFd !== -1 && !outInherited) closeSync(outFd);
@@ -538,4 +611,4 @@ function main(argv: string[]): void {
   (outBlkio as Blkio | null)?.destroy();
 }
 
-main(commandArgs());
+await main(commandArgs());

@@ -14,6 +14,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  readSync,
   rmSync,
   statSync,
   truncateSync,
@@ -429,6 +430,107 @@ test("blkio_copy: an input that shrinks during the copy fails: --input-file, --i
     } finally {
       if (child.exitCode === null) process.kill(child.pid!, "SIGKILL");
     }
+  }
+});
+
+/** A blkio_copy child, what it wrote on stderr so far, and its end. */
+function spawnCopy(args: string[], stdin: "ignore" | "pipe" = "ignore") {
+  const rt = RUNTIME === "deno" ? ["run", "-A"] : [];
+  const child = spawn(process.execPath, [...rt, join(ROOT, "examples", "blkio_copy.ts"), ...args], {
+    cwd: DIR,
+    stdio: [stdin, "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (d) => stderr += d);
+  const exited = new Promise<{ status: number | null; signal: string | null }>((r) =>
+    child.once("exit", (status, signal) => r({ status, signal }))
+  );
+  return { child, exited, stderr: () => stderr };
+}
+
+/** Waits until `path` holds at least `size` bytes, failing if `child` ends first. */
+async function untilSize(path: string, size: number, child: { exitCode: number | null }, what: string) {
+  for (const end = performance.now() + 30_000; !existsSync(path) || statSync(path).size < size;) {
+    assert.ok(performance.now() < end && child.exitCode === null, `${what}: the copy never got under way`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+// The copy loop was synchronous: a signal handler could not run until it ended, so there was
+// none, and Ctrl-C or SIGTERM killed the copy with no word of how far it got (and the progress
+// line half-drawn on a terminal). The copy is signalled once under way; it must end within
+// seconds, say how many bytes it copied, and the output must hold exactly those.
+test("blkio_copy: SIGINT or SIGTERM stops a copy promptly with 130 / 143 and says what the output holds", async () => {
+  // 8 MiB of random data, then a sparse tail up to 4 GiB: longer than any test waits for.
+  const src = randomFile("copy-signal-src", 8 << 20);
+  const head = readFileSync(src);
+  truncateSync(src, 4 * 2 ** 30);
+  for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    const out = join(DIR, "copy-signal-out");
+    rmSync(out, { force: true });
+    const copy = spawnCopy(["--input-blkio=io_uring", `path=${src}`, `--output-file=${out}`]);
+    try {
+      await untilSize(out, 16 << 20, copy.child, signal);
+      const sent = performance.now();
+      process.kill(copy.child.pid!, signal);
+      const ended = await Promise.race([
+        copy.exited,
+        new Promise<null>((r) => setTimeout(() => r(null), 10_000)),
+      ]);
+      assert.ok(ended !== null, `${signal}: still copying 10 s after the signal`);
+      assert.deepEqual(ended, { status, signal: null }, `${signal}: ${copy.stderr()}`);
+      assert.ok(performance.now() - sent < 5000, `${signal}: took ${performance.now() - sent} ms to stop`);
+      const m = new RegExp(
+        `^Stopped by ${signal} after copying (\\d+) of 4294967296 bytes: the output holds the input's ` +
+          "first \\1 bytes \\(not flushed\\), and beyond them what it held before\\n$",
+      ).exec(copy.stderr());
+      assert.ok(m, `${signal}: ${JSON.stringify(copy.stderr())}`);
+      assert.equal(statSync(out).size, Number(m[1]), `${signal}: the output's size is what was reported`);
+      const fd = openSync(out, "r");
+      const copied = Buffer.alloc(head.length);
+      try {
+        readSync(fd, copied, 0, copied.length, 0);
+      } finally {
+        closeSync(fd);
+      }
+      assert.ok(copied.equals(head), `${signal}: the copied data`);
+    } finally {
+      if (copy.child.exitCode === null) copy.child.kill("SIGKILL");
+      rmSync(out, { force: true });
+    }
+  }
+  rmSync(src, { force: true });
+});
+
+// A read that waits on a pipe keeps a synchronous program in the kernel, and the runtimes restart
+// it after a signal: with a handler but synchronous reads, Ctrl-C would do nothing until more
+// input came. Before, without a handler, SIGINT killed the copy without a word.
+test("blkio_copy: SIGINT while a pipe input has nothing more to give ends the copy with 130", async () => {
+  const out = join(DIR, "copy-idle-pipe-out");
+  writeFileSync(out, new Uint8Array(0));
+  const copy = spawnCopy(["--input-file=/dev/stdin", "--output-blkio=io_uring", `path=${out}`], "pipe");
+  try {
+    // One whole chunk and part of the next, then nothing (the pipe stays open).
+    copy.child.stdin!.write(new Uint8Array(200_000).fill(7));
+    await untilSize(out, 131072, copy.child, "idle pipe");
+    await new Promise((r) => setTimeout(r, 200)); // the copy waits for the rest of its chunk
+    process.kill(copy.child.pid!, "SIGINT");
+    const ended = await Promise.race([
+      copy.exited,
+      new Promise<null>((r) => setTimeout(() => r(null), 10_000)),
+    ]);
+    assert.ok(ended !== null, "still waiting for input 10 s after SIGINT");
+    assert.deepEqual(ended, { status: 130, signal: null }, copy.stderr());
+    assert.equal(
+      copy.stderr(),
+      "Stopped by SIGINT after copying 131072 bytes: the output holds the input's first 131072 bytes " +
+        "(not flushed), and beyond them what it held before\n",
+    );
+    assert.deepEqual(readFileSync(out), Buffer.alloc(131072, 7));
+  } finally {
+    if (copy.child.exitCode === null) copy.child.kill("SIGKILL");
+    copy.child.stdin!.destroy();
+    rmSync(out, { force: true });
   }
 });
 
@@ -1540,22 +1642,25 @@ test(
   },
 );
 
-// SIGTERM killed blkio_bench in the middle of its progress line: the shell's prompt followed
-// the stale figures on that line (review of the CLI failure paths).
-test(
-  ...skipIf(
-    "blkio_bench: SIGTERM on a terminal erases the progress line and exits 143",
-    NO_PYTHON || (!existsSync("/dev/ptmx") && "no pseudo-terminals here"),
-  ),
-  () => {
-    const py = `import os, pty, select, signal, sys, time
+const NO_PTY = NO_PYTHON || (!existsSync("/dev/ptmx") && "no pseudo-terminals here");
+
+/**
+ * Runs examples/<name>.ts on a pseudo-terminal, and once `trigger` has been drawn twice, sends
+ * SIGTERM or types Ctrl-C (the terminal sends the tool SIGINT). Returns the exit status and
+ * the last 200 bytes the terminal showed, as Python's repr on stdout.
+ */
+function onPty(name: string, args: string[], trigger: string, send: "SIGTERM" | "ctrl-c"): Run {
+  const py = `import os, pty, select, signal, sys, time
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(os.environ["RT"], [os.environ["RT"]] + sys.argv[1:])
 out, sent, end = b"", False, time.time() + 60
 while time.time() < end:
-    if not sent and out.count(b"kIOPS") >= 2:
-        os.kill(pid, signal.SIGTERM)
+    if not sent and out.count(os.environ["TRIGGER"].encode()) >= 2:
+        if os.environ["SEND"] == "ctrl-c":
+            os.write(fd, b"\\x03")
+        else:
+            os.kill(pid, signal.SIGTERM)
         sent = True
     if select.select([fd], [], [], 0.1)[0]:
         try:
@@ -1570,23 +1675,56 @@ else:
 status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 print(repr(out[-200:]))
 sys.exit(status if status >= 0 else 128 - status)`;
-    const args = [
-      ...(RUNTIME === "deno" ? ["run", "-A"] : []),
-      join(ROOT, "examples", "blkio_bench.ts"),
-      "--runtime=30",
-      "io_uring",
-      `path=${BENCH_FILE}`,
-    ];
-    const r = finished(
-      spawnSync("python3", ["-c", py, ...args], {
-        cwd: DIR,
-        encoding: "utf8",
-        timeout: 90_000,
-        env: { ...process.env, RT: process.execPath },
-      }),
-    );
+  const rt = RUNTIME === "deno" ? ["run", "-A"] : [];
+  return finished(
+    spawnSync("python3", ["-c", py, ...rt, join(ROOT, "examples", `${name}.ts`), ...args], {
+      cwd: DIR,
+      encoding: "utf8",
+      timeout: 90_000,
+      env: { ...process.env, RT: process.execPath, TRIGGER: trigger, SEND: send },
+    }),
+  );
+}
+
+// SIGTERM killed blkio_bench in the middle of its progress line: the shell's prompt followed
+// the stale figures on that line (review of the CLI failure paths).
+test(
+  ...skipIf("blkio_bench: SIGTERM on a terminal erases the progress line and exits 143", NO_PTY),
+  () => {
+    const r = onPty("blkio_bench", ["--runtime=30", "io_uring", `path=${BENCH_FILE}`], "kIOPS", "SIGTERM");
     assert.equal(r.status, 143, r.stdout + r.stderr);
     assert.match(r.stdout, /kIOPS.*\\r\\x1b\[K'\n$/, "the progress line was not erased last");
+  },
+);
+
+// Ctrl-C killed blkio_copy in the middle of its progress line (its synchronous loop gave no
+// signal handler a chance to run): the shell's prompt followed the stale figures.
+test(
+  ...skipIf(
+    "blkio_copy: Ctrl-C on a terminal erases the progress line, says how far it got, exits 130",
+    NO_PTY,
+  ),
+  () => {
+    const src = join(DIR, "copy-ctrl-c-src"), out = join(DIR, "copy-ctrl-c-out");
+    writeFileSync(src, "");
+    truncateSync(src, 4 * 2 ** 30); // sparse: longer than the test waits
+    try {
+      const r = onPty(
+        "blkio_copy",
+        ["--input-blkio=io_uring", `path=${src}`, `--output-file=${out}`],
+        "ETA",
+        "ctrl-c",
+      );
+      assert.equal(r.status, 130, r.stdout + r.stderr);
+      assert.match(
+        r.stdout,
+        /ETA [\d:]+\\x1b\[K(\^C)?\\r\\x1b\[KStopped by SIGINT after copying \d+ of 4294967296 bytes: .*\\r\\n["']\n$/,
+        `the progress line was not erased before the message: ${r.stdout}`,
+      );
+    } finally {
+      rmSync(src, { force: true });
+      rmSync(out, { force: true });
+    }
   },
 );
 
