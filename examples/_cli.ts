@@ -300,6 +300,42 @@ export function* getoptLong(argv: readonly string[], spec: GetoptSpec, rest: str
   rest.push(...later, ...argv.slice(i));
 }
 
+/** What {@link lastOptions} found on a command line. */
+export interface ParsedOptions {
+  /** Each option given, with its last value (`undefined` for one without an argument). */
+  options: Map<string, string | undefined>;
+  /** The arguments that are not options, in order. */
+  rest: string[];
+  /** glibc's message for the first bad option, or null. */
+  error: string | null;
+}
+
+/**
+ * {@link getoptLong} for a tool that only wants each option's value. A repeated option takes
+ * its last value, as getopt tools and the libblkio tools here do (`--iodepth=1 --iodepth=4` is
+ * 4): demo took the first and silently dropped the rest, while the others took the last.
+ */
+export function lastOptions(argv: readonly string[], spec: GetoptSpec): ParsedOptions {
+  const options = new Map<string, string | undefined>();
+  const rest: string[] = [];
+  for (const ev of getoptLong(argv, { ...spec, inOrder: false }, rest)) {
+    if (ev.kind === "error") return { options, rest, error: ev.message };
+    if (ev.kind === "option") options.set(ev.name, ev.value);
+  }
+  return { options, rest, error: null };
+}
+
+/**
+ * A positive decimal number written out in digits (`2`, `0.5`; an integer when `integer`), else
+ * null. `Number()` also took "", " 4", "0x10", "1e3" and "Infinity" (as 0, 4, 16, 1000 and
+ * infinity); a unit suffix (`4k`) is refused.
+ */
+export function positiveNumber(text: string | undefined, integer: boolean): number | null {
+  if (text === undefined || !(integer ? /^\d+$/ : /^\d+(\.\d+)?$/).test(text)) return null;
+  const v = Number(text);
+  return v > 0 && Number.isFinite(v) ? v : null;
+}
+
 /**
  * C's `strtoul(text, NULL, 10)` as the tools use it: leading digits (after blanks and a sign),
  * 0 when there are none, and a negative number wrapping to a huge value.

@@ -6,7 +6,8 @@
  *
  * Run: `deno run --allow-ffi --allow-write --allow-env examples/demo.ts` or
  * `bun examples/demo.ts`. Options: `--seconds=N` per phase (default 2), `--iodepth=N` (32),
- * `--size-mib=N` scratch file size (64), `--buffered` to use the page cache instead of O_DIRECT.
+ * `--size-mib=N` scratch file size (64, at most 65536), `--buffered` to use the page cache instead
+ * of O_DIRECT. Options take `--name=value` or `--name value`; a repeated option takes its last value.
  *
  * @module
  */
@@ -15,37 +16,57 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { Blkio, type Completion, errnoName, errnoText, type Queue } from "../mod.ts";
+import { lastOptions, positiveNumber, printOut } from "./_cli.ts";
 
 const BLOCK = 4096;
 
 const USAGE = "Usage: demo.ts [--seconds=N] [--iodepth=N] [--size-mib=N] [--buffered]";
+/** The largest scratch file (64 GiB, sparse): the verify pass reads all of it. */
+const MAX_SIZE_MIB = 65536;
 
 /** A bad option: the message and the usage line, no stack trace, exit status 2. */
 function usageError(message: string): never {
-  console.error(`demo: ${message}\n${USAGE}`);
+  console.error(`${message}\n${USAGE}`);
   process.exit(2);
 }
 
+// process.argv, not commandArgs(): no option is a path, and reading /proc/self/cmdline would need
+// --allow-read, which the command line above does not give.
+const parsed = lastOptions(process.argv.slice(2), {
+  progname: "demo",
+  long: [
+    { name: "help", hasArg: false },
+    { name: "seconds", hasArg: true },
+    { name: "iodepth", hasArg: true },
+    { name: "size-mib", hasArg: true },
+    { name: "buffered", hasArg: false },
+  ],
+  short: { h: "help" },
+  inOrder: false,
+});
+if (parsed.error !== null) usageError(parsed.error);
+if (parsed.options.has("help")) {
+  printOut(`${USAGE}\n`);
+  process.exit(0);
+}
+if (parsed.rest.length > 0) usageError(`demo: unexpected argument '${parsed.rest[0]}'`);
+
 function option(name: string, fallback: number, integer: boolean): number {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
-  const v = arg ? Number(arg.slice(name.length + 3)) : fallback;
-  if (!Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
-    usageError(`--${name} must be a positive ${integer ? "integer" : "number"}`);
-  }
+  if (!parsed.options.has(name)) return fallback;
+  const v = positiveNumber(parsed.options.get(name), integer);
+  if (v === null) usageError(`demo: --${name} must be a positive ${integer ? "integer" : "number"}`);
   return v;
 }
 
-for (const a of process.argv.slice(2)) {
-  if (a !== "--buffered" && !/^--(seconds|iodepth|size-mib)=/.test(a)) usageError(`unknown option ${a}`);
-}
 const seconds = option("seconds", 2, false);
 const sizeMiB = option("size-mib", 64, true);
+if (sizeMiB > MAX_SIZE_MIB) usageError(`demo: --size-mib must be at most ${MAX_SIZE_MIB}`);
 const blocks = (sizeMiB * 1024 * 1024) / BLOCK;
 const iodepth = option("iodepth", 32, true);
 // Each request in flight holds a block of its own: with more requests than blocks, the search for
 // a free block never ended.
-if (iodepth > blocks) usageError(`--iodepth (${iodepth}) must not exceed the file's ${blocks} blocks`);
-const buffered = process.argv.includes("--buffered");
+if (iodepth > blocks) usageError(`demo: --iodepth (${iodepth}) must not exceed the file's ${blocks} blocks`);
+const buffered = parsed.options.has("buffered");
 
 /** Per-phase statistics. */
 interface PhaseResult {

@@ -12,6 +12,8 @@
  *   deno run -A examples/workers.ts [--threads 2] [--seconds 2] [--direct] [--path <file|device>]
  *   bun examples/workers.ts [same options]
  *
+ * Options take `--name value` or `--name=value`; a repeated option takes its last value.
+ *
  * Without --path it works on a 64 MiB scratch file in the temp directory. With --path it
  * OVERWRITES the first `threads` MiB of that file or device (a disk's partition table lives
  * there): give it a scratch target only.
@@ -22,6 +24,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { commandArgs, lastOptions, positiveNumber, printOut } from "./_cli.ts";
 import type { WorkerReply, WorkerRequest } from "./_workers_worker.ts";
 
 interface Options {
@@ -37,31 +40,44 @@ const USAGE = "Usage: workers.ts [--threads 2] [--seconds 2] [--direct] [--path 
 /** A mistake on the command line: reported with the usage, exit status 2. */
 class UsageError extends Error {}
 
+/** The most threads (blkio_bench's limit too). */
+const MAX_THREADS = 1024;
+
 /** Each thread's slice of the device: it fills it, and its neighbour checks it. */
 const SLICE = 1 << 20;
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { threads: 2, seconds: 2, direct: false, path: null };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      return v;
-    };
-    if (a === "--direct") o.direct = true;
-    else if (a === "--threads") o.threads = Number(value());
-    else if (a === "--seconds") o.seconds = Number(value());
-    else if (a === "--path") o.path = value();
-    else throw new UsageError(`Unknown option "${a}"`);
+  const { options, rest, error } = lastOptions(argv, {
+    progname: "workers",
+    long: [
+      { name: "help", hasArg: false },
+      { name: "threads", hasArg: true },
+      { name: "seconds", hasArg: true },
+      { name: "direct", hasArg: false },
+      { name: "path", hasArg: true },
+    ],
+    short: { h: "help" },
+    inOrder: false,
+  });
+  // getopt's message names the program already.
+  if (error !== null) throw new UsageError(error.replace(/^workers: /, ""));
+  if (options.has("help")) {
+    printOut(`${USAGE}\n`);
+    process.exit(0);
   }
-  if (!Number.isInteger(o.threads) || o.threads < 1) {
-    throw new UsageError("--threads must be a positive integer");
-  }
-  if (!Number.isFinite(o.seconds) || o.seconds <= 0) {
-    throw new UsageError("--seconds must be a positive number");
-  }
-  return o;
+  if (rest.length > 0) throw new UsageError(`Unexpected argument "${rest[0]}"`);
+  const number = (name: string, fallback: number, integer: boolean): number => {
+    if (!options.has(name)) return fallback;
+    const v = positiveNumber(options.get(name), integer);
+    if (v === null) throw new UsageError(`--${name} must be a positive ${integer ? "integer" : "number"}`);
+    return v;
+  };
+  const threads = number("threads", 2, true);
+  // Each thread is a Worker, a JavaScript engine of its own.
+  if (threads > MAX_THREADS) throw new UsageError(`--threads must be at most ${MAX_THREADS}`);
+  const path = options.get("path");
+  if (path === "") throw new UsageError("--path must not be empty");
+  return { threads, seconds: number("seconds", 2, false), direct: options.has("direct"), path: path ?? null };
 }
 
 /** The next reply of `w`; rejects when the worker reports an error. */
@@ -100,7 +116,7 @@ for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 12
 }
 
 async function main(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2));
+  const o = parseArgs(commandArgs());
   let path = o.path;
   const url = new URL("./_workers_worker.ts", import.meta.url).href;
   const workers: Worker[] = [];
