@@ -20,8 +20,10 @@
  * end (fstat says 0 bytes for them); an input that shrinks during the copy fails it (libblkio
  * zero-fills); `/dev/stdin` and `/dev/stdout` are the inherited fds, used from their offsets and
  * left after what was copied, as cat leaves them (reopened, they lost `>>`'s O_APPEND, the offset,
- * and sockets); a missing name under /dev is not
- * created; and on a terminal a progress line is shown on stderr.
+ * and sockets); a missing name under /dev is not created; on a terminal a progress line is shown
+ * on stderr; SIGINT and SIGTERM stop the copy between two chunks and say how much of the input
+ * the output holds (exit 130, 143); a directory as `--input-file` is refused by name; and
+ * `--help` exits 0.
  * An existing output is overwritten in place, not truncated, as with a block device.
  *
  * @module
@@ -57,12 +59,14 @@ import {
   printOut,
   Progress,
   retText,
+  strerror,
 } from "./_cli.ts";
 
 const PROG = "blkio_copy";
 const BLOCK_SIZE = 128 * 1024;
 
-function usage(): never {
+/** Prints the usage on stdout and exits: 0 for `--help`, 1 (libblkio's) after a usage error. */
+function usage(status = 1): never {
   printOut(
     `Usage: ${PROG} --input-blkio=<driver> <property>=<value> ... |\n` +
       "          --input-file=<path>\n" +
@@ -70,7 +74,7 @@ function usage(): never {
       "          --output-file=<path>\n" +
       "Copy data between blkio block devices and/or files.\n",
   );
-  exit(1);
+  exit(status);
 }
 
 /** One end of the copy: a started blkio instance, or a file descriptor. */
@@ -461,8 +465,9 @@ function isDevicePath(path: string): boolean {
 
 function openFile(option: string, path: string, flags: number): number {
   if (isDevicePath(path)) flags &= ~constants.O_CREAT;
+  let fd: number;
   try {
-    return openSync(path, flags, 0o666);
+    fd = openSync(path, flags, 0o666);
   } catch (e) {
     // The options were right; the file was not: no usage text.
     const created = (flags & constants.O_WRONLY) !== 0 && (e as { code?: string }).code === "ENOENT";
@@ -472,6 +477,10 @@ function openFile(option: string, path: string, flags: number): number {
       }`,
     );
   }
+  // A directory opens for reading: the copy then failed at its first read, with "read: Is a
+  // directory", which named neither the option nor the path.
+  if (fstatSync(fd).isDirectory()) die(`${option}=${path}: ${strerror("EISDIR")}`);
+  return fd;
 }
 
 function createBlkio(option: string, driver: string): Blkio {
@@ -533,7 +542,7 @@ async function main(argv: string[]): Promise<void> {
     const value = ev.value ?? "";
     switch (ev.name) {
       case "help":
-        usage();
+        usage(0);
         break;
       case "input-blkio":
         if (inBlkio || inFd !== -1) onlyOne("input");

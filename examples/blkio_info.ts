@@ -14,7 +14,8 @@
  * Differences from libblkio 1.5, all bug fixes: the JSON is valid (members are
  * comma-separated, strings are escaped), uint64 values print unsigned (`max-mem-regions` is
  * 18446744073709551615, not -1), and property types come from `b.properties()` instead of
- * trying each typed getter in turn.
+ * trying each typed getter in turn. `--help` exits 0 (libblkio's exits 1, as after a mistake;
+ * its blkio-bench exits 0).
  *
  * @module
  */
@@ -32,7 +33,8 @@ import {
 
 const PROG = "blkio_info";
 
-function usage(): never {
+/** Prints the usage on stdout and exits: 0 for `--help`, 1 (libblkio's) after a usage error. */
+function usage(status = 1): never {
   printOut(
     `Usage: ${PROG} [--output=text|json] <driver> <property>[=<value>] ...\n` +
       "Show information about a libblkio block device. This is done by\n" +
@@ -40,7 +42,7 @@ function usage(): never {
       "  --output=text       print text output\n" +
       "  --output=json       print JSON output\n",
   );
-  exit(1);
+  exit(status);
 }
 
 type Value = boolean | number | bigint | string;
@@ -84,7 +86,7 @@ function main(argv: string[]): void {
       usage();
     }
     if (ev.kind !== "option") continue;
-    if (ev.name === "help") usage();
+    if (ev.name === "help") usage(0);
     if (ev.value === "text") json = false;
     else if (ev.value === "json") json = true;
     else {

@@ -145,6 +145,23 @@ test("blkio_info: --output=text after --output=json prints text; a driver withou
   assert.match(bare.stdout, /^Usage: blkio_info /);
 });
 
+// Asked for help, blkio_info and blkio_copy exited 1 (libblkio's usage() exits 1 whatever
+// brought it there), demo and workers 2 ("unknown option --help"); blkio_bench exited 0.
+test("every tool: --help and -h print the usage on stdout, nothing on stderr, and exit 0", () => {
+  for (const name of ["blkio_info", "blkio_copy", "blkio_bench", "demo", "workers"]) {
+    for (const flag of ["--help", "-h"]) {
+      const r = tool(name, [flag]);
+      assert.equal(r.status, 0, `${name} ${flag}: ${r.stderr}`);
+      assert.match(r.stdout, new RegExp(`^Usage: ${name}(\\.ts)?\\b`), `${name} ${flag}`);
+      assert.equal(r.stderr, "", `${name} ${flag}`);
+    }
+  }
+  // A usage mistake still exits 1 (the libblkio tools) or 2 (demo, workers).
+  assert.equal(tool("blkio_info", ["--bogus"]).status, 1);
+  assert.equal(tool("blkio_copy", ["--bogus"]).status, 1);
+  assert.equal(tool("demo", ["--bogus"]).status, 2);
+});
+
 // --- blkio-copy.sh -------------------------------------------------------------------------
 
 test("blkio_copy: blkio→file, blkio→blkio, file→blkio copies are identical (blkio-copy.sh)", () => {
@@ -768,6 +785,20 @@ test("blkio_copy: usage errors exit 1 with libblkio's messages", () => {
   }
   // None of these failures left an (empty) output file behind.
   assert.equal(existsSync(join(DIR, "x")), false);
+});
+
+// A directory opens for reading: the copy failed at its first read with "read: Is a directory",
+// naming neither the option nor the path.
+test("blkio_copy: a directory as --input-file or --output-file is refused by name; the output is left as it was", () => {
+  const out = randomFile("copy-dir-out", 4096);
+  const before = readFileSync(out);
+  let r = tool("blkio_copy", [`--input-file=${DIR}`, "--output-blkio=io_uring", `path=${out}`]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, `--input-file=${DIR}: Is a directory\n`);
+  assert.deepEqual(readFileSync(out), before);
+  r = tool("blkio_copy", ["--input-blkio=io_uring", `path=${out}`, `--output-file=${DIR}`]);
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, `--output-file=${DIR}: Is a directory\n`);
 });
 
 // README: "An existing output is overwritten in place and is not truncated, the same as a block
@@ -1420,9 +1451,9 @@ test("demo: bad options exit 2 with a message and the usage line, never hang", (
 
 // demo took the first of a repeated option and dropped the rest without a word (`--seconds=0.1
 // --seconds=` ran, the bad value unseen), where the libblkio tools take the last, as getopt tools
-// do; workers took neither `--name=value` nor `--help`, and demo no `--name value`; bad values
+// do; workers took no `--name=value`, and demo no `--name value`; bad values
 // slipped through Number() ("1e3", " 4") or ran out of memory (a huge --size-mib, --threads).
-test("demo and workers: a repeated option takes its last value, as in the other tools; --help; bad values", () => {
+test("demo and workers: a repeated option takes its last value, as in the other tools; bad values", () => {
   const demo = ok(tool("demo", ["--size-mib=1", "--seconds=0.1", "--size-mib=8"]));
   assert.match(demo.stdout, /^ {2}8 MiB scratch file/m, "the last --size-mib");
   assert.match(demo.stdout, /verify +2048 /);
@@ -1430,12 +1461,6 @@ test("demo and workers: a repeated option takes its last value, as in the other 
   assert.match(spaced.stdout, /^ {2}2 MiB scratch file/m, "--name value");
   const workers = ok(tool("workers", ["--threads=1", "--seconds=0.1", "--threads", "3"]));
   assert.match(workers.stdout, /total: \d+ IOPS with 3 threads/, "the last --threads");
-  for (const [name, usage] of [["demo", /^Usage: demo\.ts /], ["workers", /^Usage: workers\.ts /]] as const) {
-    const help = tool(name, ["--help"]);
-    assert.equal(help.status, 0, `${name} --help: ${help.stderr}`);
-    assert.match(help.stdout, usage);
-    assert.equal(help.stderr, "");
-  }
   for (
     const [name, args, msg] of [
       ["demo", ["--seconds=0.1", "--seconds="], /--seconds must be a positive number/],
