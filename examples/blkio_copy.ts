@@ -386,10 +386,10 @@ async function copy(input: End, output: End): Promise<void> {
     );
   };
 
-  // A sized input in 128 KiB chunks; one read to its end (total < 0) in whole chunks while it
-  // gives them, then what is left.
   process.on("SIGINT", () => stopped("SIGINT", 130));
   process.on("SIGTERM", () => stopped("SIGTERM", 143));
+  // A sized input in 128 KiB chunks; one read to its end (total < 0) in whole chunks while it
+  // gives them, then what is left.
   let offset = 0, yielded = started;
   for (;;) {
     let len: number;
@@ -401,7 +401,8 @@ async function copy(input: End, output: End): Promise<void> {
     }
     if (len <= 0) break;
     if (inBuf !== outBuf) outBuf.set(inBuf.subarray(0, len));
-    await doWrite(output, offset, len, outBuf);
+    const writing = doWrite(output, offset, len, outBuf);
+    if (writing) await writing; // only a stream output waits
     offset += len;
     copied.bytes = offset;
     show(offset);
