@@ -1468,6 +1468,7 @@ test("demo and workers: a repeated option takes its last value, as in the other 
       ["demo", ["--iodepth= 4"], /--iodepth must be a positive integer/],
       ["demo", ["--size-mib=4k"], /--size-mib must be a positive integer/],
       ["demo", ["--size-mib=10000000"], /--size-mib must be at most 65536/],
+      ["demo", ["--size-mib=1024", "--iodepth=40000"], /--iodepth must be at most 32768/],
       ["demo", ["--buffered=yes"], /option '--buffered' doesn't allow an argument/],
       ["demo", ["stray"], /unexpected argument 'stray'/],
       ["workers", ["--threads=2", "--threads=0x2"], /--threads must be a positive integer/],
