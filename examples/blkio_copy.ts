@@ -42,7 +42,7 @@ import {
 } from "node:fs";
 import { resolve } from "node:path";
 import process from "node:process";
-import { Blkio, type BlkioError, type Completion, type Queue } from "../mod.ts";
+import { Blkio, BlkioError, type Completion, type Queue } from "../mod.ts";
 import {
   commandArgs,
   die,
@@ -182,56 +182,82 @@ function setUpBuffer(end: End): void {
 /** How often the copy loop lets the event loop run, so that signal handlers can. */
 const YIELD_MS = 20;
 
-/** How far the copy got: what the signal handlers report. */
-const copied = { bytes: 0, total: -1, flushing: false };
+/**
+ * How far the copy got, for the signal handlers: `bytes` written, and `writing` bytes more whose
+ * write was under way (a request in flight, or a stream write waiting).
+ */
+const copied = { bytes: 0, writing: 0, total: -1, flushing: false };
 
 /**
  * Ends the program on SIGINT (130) or SIGTERM (143), erasing the progress line and saying how
- * far the copy got. The handler runs between chunks (or while stream I/O or an fsync waits), so
- * the output then holds exactly the input's first `copied.bytes` bytes, and what it held before
- * beyond them; they were not flushed, to stop promptly.
+ * far the copy got. The handler runs only between chunks or while I/O waits, so the output then
+ * holds the input's first `copied.bytes` bytes, perhaps part of the `copied.writing` after them
+ * (the write was under way), and what it held before beyond; nothing was flushed, to stop promptly.
  */
 function stopped(signal: string, status: number): never {
-  const { bytes, total, flushing } = copied;
+  const { bytes, writing, total, flushing } = copied;
   exitWith(
     status,
     flushing
       ? `Stopped by ${signal} while flushing the output: all ${bytes} bytes were written, but may not ` +
         "all be on stable storage yet"
       : `Stopped by ${signal} after copying ${bytes}${total < 0 ? "" : ` of ${total}`} bytes: the ` +
-        `output holds the input's first ${bytes} bytes (not flushed), and beyond them what it held before`,
+        `output holds the input's first ${bytes} bytes (not flushed)` +
+        (writing > 0 ? `, perhaps part of the ${writing} after them (their write was under way)` : "") +
+        ", and beyond them what it held before",
   );
 }
 
 const completions: Completion[] = [{ userData: undefined, ret: 0, errorMsg: null }];
 
-/** Submits one request already queued on `q` and waits for it; `what` names it in messages. */
-function complete(q: Queue, what: string): void {
+/** How long one wait for a request may last before the event loop gets a turn (signals). */
+const WAIT_NS = 50_000_000;
+
+/**
+ * Submits one request already queued on `q` and waits for it; `what` names it in messages. A
+ * promise only when the request takes longer than WAIT_NS: then the event loop gets a turn
+ * every WAIT_NS (a wait that blocked until the request completed kept a device that stopped
+ * answering from letting Ctrl-C end the copy). A request that completes sooner costs no await.
+ */
+function complete(q: Queue, what: string): Promise<void> | undefined {
+  return reaped(q, what) ? undefined : completeLater(q, what);
+}
+
+async function completeLater(q: Queue, what: string): Promise<void> {
+  do await new Promise((ok) => setImmediate(ok)); while (!reaped(q, what));
+}
+
+/** Waits up to WAIT_NS for the one request in flight on `q`; false when it is still in flight. */
+function reaped(q: Queue, what: string): boolean {
   let n: number;
   try {
-    n = q.doIo(completions, 1, 1);
+    n = q.doIo(completions, 1, 1, WAIT_NS);
   } catch (e) {
+    if (e instanceof BlkioError && e.code === "ETIME") return false; // reaped by a later call
     die(`blkioq_do_io failed: ${errnoAndMsg(e)}`);
   }
   if (n !== 1) die(`blkioq_do_io failed: returned ${n}`);
   const c = completions[0];
   if (c.ret !== 0) die(`Unexpected ${what} completion.ret value ${retText(c.ret, c.errorMsg)}`);
+  return true;
 }
 
 function alignUp(n: number, align: number): number {
   return Math.ceil(n / align) * align;
 }
 
-/** Reads `len` bytes at `offset` into `buf`; returns how many there were (fewer only at the end). */
-function doRead(end: End, offset: number, len: number, buf: Uint8Array): number {
+/**
+ * Reads `len` bytes at `offset` into `buf`; returns how many there were (fewer only at the end),
+ * as a promise only when the read took long ({@link complete}).
+ */
+function doRead(end: End, offset: number, len: number, buf: Uint8Array): number | Promise<number> {
   if (end.queue) {
     // Rounded up to request-alignment for O_DIRECT. A file's capacity need not be aligned (the
     // read returns zeroes past its end, and only `len` bytes are used); a device's part block at
     // the end (a loop device over a file whose size is not a multiple of its sector size) cannot
     // be read by anybody, and the read fails with a message that says so.
     end.queue.read(offset, buf.subarray(0, alignUp(len, end.align)));
-    complete(end.queue, "read");
-    return len;
+    return complete(end.queue, "read")?.then(() => len) ?? len;
   }
   let done = 0;
   try {
@@ -288,35 +314,27 @@ async function readChunk(fd: number, buf: Uint8Array): Promise<number> {
 /** Writes all of `buf` to a stream, asynchronously for the reason {@link readChunk} gives. */
 async function writeStream(fd: number, buf: Uint8Array): Promise<void> {
   let done = 0;
+  copied.writing = buf.length;
   try {
     while (done < buf.length) {
       const n = await new Promise<number>((ok, fail) =>
         write(fd, buf, done, buf.length - done, null, (e, n) => e ? fail(e) : ok(n))
       );
       done += n;
-      copied.bytes += n; // a signal may come between two parts of a chunk
+      // A signal may come between two parts of a chunk.
+      copied.bytes += n;
+      copied.writing -= n;
     }
   } catch (e) {
     die(`pwrite: ${errorText(e)}`);
   }
 }
 
-/** Writes `len` bytes of `buf` at `offset`; returns a promise only for a stream output. */
+/** Writes `len` bytes of `buf` at `offset`; a promise only when that takes long. */
 function doWrite(end: End, offset: number, len: number, buf: Uint8Array): Promise<void> | undefined {
   if (end.queue) {
-    const padded = alignUp(len, end.align);
-    if (padded > len) {
-      // The output takes only whole aligned blocks: the rest of the last one is what the output
-      // holds there already, read first (zeroes past the end of a file). Zero padding overwrote
-      // data beyond the copy on a device or a longer file.
-      const tail = len - (len % end.align);
-      end.queue.read(offset + tail, end.scratch!);
-      complete(end.queue, "read of the output's last block");
-      buf.set(end.scratch!.subarray(len - tail), len);
-    }
-    end.queue.write(offset, buf.subarray(0, padded));
-    complete(end.queue, "write");
-    return;
+    if (alignUp(len, end.align) > len) return padAndWrite(end, offset, len, buf);
+    return writeQueued(end.queue, offset, len, buf.subarray(0, len));
   }
   // A pipe has no offsets (pwrite fails ESPIPE): written in order.
   if (end.stream) return writeStream(end.fd, buf.subarray(0, len));
@@ -329,11 +347,33 @@ function doWrite(end: End, offset: number, len: number, buf: Uint8Array): Promis
   }
 }
 
+/**
+ * The last chunk, for an output that takes only whole aligned blocks: the rest of its last block
+ * is what the output holds there already, read first (zeroes past the end of a file). Zero
+ * padding overwrote data beyond the copy on a device or a longer file.
+ */
+async function padAndWrite(end: End, offset: number, len: number, buf: Uint8Array): Promise<void> {
+  const tail = len - (len % end.align);
+  end.queue!.read(offset + tail, end.scratch!);
+  await complete(end.queue!, "read of the output's last block");
+  buf.set(end.scratch!.subarray(len - tail), len);
+  await writeQueued(end.queue!, offset, len, buf.subarray(0, alignUp(len, end.align)));
+}
+
+/** Writes `data` (the chunk's `len` bytes, padded) at `offset` through `q`. */
+function writeQueued(q: Queue, offset: number, len: number, data: Uint8Array): Promise<void> | undefined {
+  q.write(offset, data);
+  copied.writing = len; // for a signal handler that runs while the write waits
+  const waiting = complete(q, "write");
+  if (waiting) return waiting.then(() => void (copied.writing = 0));
+  copied.writing = 0;
+}
+
 async function flush(end: End): Promise<void> {
   copied.flushing = true;
   if (end.queue) {
     end.queue.flush();
-    complete(end.queue, "flush");
+    await complete(end.queue, "flush");
     return;
   }
   // A pipe or a character device (/dev/null) has nothing to flush: fsync says EINVAL there.
@@ -397,12 +437,15 @@ async function copy(input: End, output: End): Promise<void> {
       len = await readChunk(input.fd, inBuf);
     } else {
       len = Math.min(BLOCK_SIZE, total - offset);
-      if (len > 0) len = doRead(input, offset, len, inBuf);
+      if (len > 0) {
+        const reading = doRead(input, offset, len, inBuf);
+        len = typeof reading === "number" ? reading : await reading;
+      }
     }
     if (len <= 0) break;
     if (inBuf !== outBuf) outBuf.set(inBuf.subarray(0, len));
     const writing = doWrite(output, offset, len, outBuf);
-    if (writing) await writing; // only a stream output waits
+    if (writing) await writing; // only a slow request or a stream output waits
     offset += len;
     copied.bytes = offset;
     show(offset);

@@ -551,6 +551,74 @@ test("blkio_copy: SIGINT while a pipe input has nothing more to give ends the co
   }
 });
 
+// A wait for a request that never completes (a device that stopped answering) kept the copy in
+// doIo, where no signal handler can run: with handlers installed, Ctrl-C did nothing until the
+// device answered again (before them, it killed the copy without a word). The input side stops
+// with a read in flight, the output side with a write, which may land in part.
+test(
+  ...skipIf("blkio_copy: SIGINT while a device does not answer ends the copy with 130", qsdSkipReason()),
+  async () => {
+    const size = 64 << 20;
+    const src = randomFile("copy-stuck-src", size);
+    const data = readFileSync(src);
+    for (const side of ["input", "output"] as const) {
+      // 100 requests a second, 12.5 MiB/s: the copy is still under way when the daemon stops.
+      const exp = side === "input"
+        ? startExport({ size, iops: 100, fill: (image) => image.set(data) })
+        : startExport({ size, iops: 100, writable: true });
+      const out = join(DIR, "copy-stuck-out");
+      rmSync(out, { force: true });
+      const copy = spawnCopy(
+        side === "input"
+          ? ["--input-blkio=virtio-blk-vhost-user", `path=${exp.socket}`, `--output-file=${out}`]
+          : [`--input-file=${src}`, "--output-blkio=virtio-blk-vhost-user", `path=${exp.socket}`],
+      );
+      // How far the copy got: the output file, or what the daemon wrote to its image.
+      const progress = () =>
+        side === "input"
+          ? (existsSync(out) ? statSync(out).size : 0)
+          : Number(/^wchar: (\d+)$/m.exec(readFileSync(`/proc/${exp.pid}/io`, "utf8"))![1]);
+      try {
+        for (const end = performance.now() + 30_000; progress() < 1 << 20;) {
+          assert.ok(performance.now() < end && copy.child.exitCode === null, `${side}: never under way`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        process.kill(exp.pid, "SIGSTOP");
+        // Until the copy waits on the stopped daemon: nothing more is written.
+        for (let last = -1; progress() !== last;) {
+          last = progress();
+          await new Promise((r) => setTimeout(r, 300));
+        }
+        process.kill(copy.child.pid!, "SIGINT");
+        const ended = await Promise.race([
+          copy.exited,
+          new Promise<null>((r) => setTimeout(() => r(null), 10_000)),
+        ]);
+        assert.ok(ended !== null, `${side}: still waiting on the device 10 s after SIGINT`);
+        assert.deepEqual(ended, { status: 130, signal: null }, copy.stderr());
+        const m = new RegExp(
+          `^Stopped by SIGINT after copying (\\d+) of ${size} bytes: the output holds the input's first \\1 ` +
+            `bytes \\(not flushed\\)${
+              side === "output"
+                ? ", perhaps part of the 131072 after them \\(their write was under way\\)"
+                : ""
+            }, and beyond them what it held before\n$`,
+        ).exec(copy.stderr());
+        assert.ok(m, `${side}: ${JSON.stringify(copy.stderr())}`);
+        const copied = Number(m[1]);
+        assert.ok(copied >= 1 << 20 && copied < size, `${side}: ${copied} bytes`);
+        const written = readFileSync(side === "input" ? out : exp.image).subarray(0, copied);
+        assert.ok(written.equals(data.subarray(0, copied)), `${side}: the output's first ${copied} bytes`);
+      } finally {
+        if (copy.child.exitCode === null) copy.child.kill("SIGKILL");
+        process.kill(exp.pid, "SIGCONT");
+        exp.stop();
+        rmSync(out, { force: true });
+      }
+    }
+  },
+);
+
 // sysfs gives its files a size of 4096 whatever they hold: the copy is what a read gives.
 test(
   ...skipIf(
