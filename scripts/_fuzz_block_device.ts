@@ -34,7 +34,15 @@ import { WriteHistory } from "./_fuzz_history.ts";
 import { probeWrongRead } from "./_fuzz_probe.ts";
 import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
 import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
-import { expectOutcomes, fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
+import {
+  expectOutcomes,
+  fillBuffers,
+  pickBuffers,
+  pickCount,
+  pickOp,
+  piecesOf,
+  scrambleIovecs,
+} from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import type { RunOptions } from "./_fuzz_run.ts";
@@ -80,6 +88,8 @@ export interface BlockDeviceStats {
   pauses: number;
   /** Requests not made for want of a free buffer. */
   noBuffer: number;
+  /** Flushes and FUA writes seen to sync the back-end (FuzzTarget.syncs). */
+  syncsChecked: number;
 }
 
 /** When a request's signal is aborted. */
@@ -246,6 +256,7 @@ class BlockDeviceRun {
       bytesCompared: 0,
       pauses: 0,
       noBuffer: 0,
+      syncsChecked: 0,
     };
     this.#pauses = (opts.pauses ?? false) && t.pid !== null;
   }
@@ -760,7 +771,12 @@ class BlockDeviceRun {
     } catch (e) {
       this.#fail(`${r.describe} threw ${describeError(e)} instead of returning a promise`);
     }
-    const tr: Tracked = { r, bufs, signal, when, done: Promise.resolve(), settled: 0 };
+    const own = bufs.slice();
+    if (vectored) r.describe += scrambleIovecs(rng, bufs);
+    // Read after the call: what the back-end was asked for before it cannot count for it.
+    const syncs = op === "flush" || ((flags & FUA) !== 0 && len > 0 && r.writes);
+    if (t.syncs !== null && syncs) r.syncMark = t.syncs();
+    const tr: Tracked = { r, bufs: own, signal, when, done: Promise.resolve(), settled: 0 };
     tr.done = p.then(() => this.#onSettle(tr, true, undefined), (e: unknown) => this.#onSettle(tr, false, e));
     // An already aborted signal refuses the request before it is queued: it reaches nothing.
     if (when !== "before") this.#inflight.add(r);
@@ -975,6 +991,15 @@ class BlockDeviceRun {
       this.#stats.failedRequests++;
     }
     this.#history.settle(r.id, `settled with ${outcome.ret} at step ${this.#step}`);
+    if (ok && r.syncMark >= 0) {
+      if (this.#t.syncs!() <= r.syncMark) {
+        return this.#record(
+          `${r.describe} resolved, but the back-end was asked for no sync since it was made ` +
+            `(${r.op === "flush" ? "a flush not issued" : "FUA dropped"}?)`,
+        );
+      }
+      this.#stats.syncsChecked++;
+    }
     const why = applyOutcome(d, r, outcome.effect, growable, outcome.part);
     if (why !== null) {
       return this.#record(

@@ -31,7 +31,15 @@ import {
   typedSet,
 } from "./_fuzz_props.ts";
 import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
-import { expectOutcomes, fillBuffers, pickBuffers, pickCount, pickOp, piecesOf } from "./_fuzz_shape.ts";
+import {
+  expectOutcomes,
+  fillBuffers,
+  pickBuffers,
+  pickCount,
+  pickOp,
+  piecesOf,
+  scrambleIovecs,
+} from "./_fuzz_shape.ts";
 import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import { type FuzzTarget, pauseBackEnd, readableSpans, readThroughFs } from "./_fuzz_target.ts";
@@ -1200,6 +1208,7 @@ class FuzzRun {
           return q.flush(ud, flagsArg);
       }
     });
+    if (vectored) r.describe += scrambleIovecs(rng, bufs);
     const syncs = op === "flush" || ((flags & FUA) !== 0 && r.len > 0 && r.writes);
     if (this.#t.syncs !== null && syncs) r.syncMark = this.#t.syncs();
     m.outstanding.set(ud, r);

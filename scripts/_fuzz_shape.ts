@@ -115,12 +115,48 @@ export function fillBuffers(rng: Rng, r: FuzzRequest, bufs: Uint8Array[], histor
       at += p.length;
     }
     r.data = data;
-    r.src = bufs;
+    // Copies: the caller's array may be changed after the call (scrambleIovecs).
+    r.src = bufs.slice();
     r.srcLens = bufs.map((p) => p.length);
     history.add(r);
   } else {
-    r.dest = bufs;
+    r.dest = bufs.slice();
     r.destLens = bufs.map((p) => p.length);
+  }
+}
+
+/**
+ * Now and then changes the iovec array of a vectored request just queued, as a caller may once
+ * the call returned: its elements reversed or swapped, replaced by other memory of the same
+ * lengths (holding random bytes), or the array emptied. The
+ * library copies the array at the call (Queue.readv, BlockDevice.readv): the request must read
+ * into and write from the buffers the array held then, which the model checks through the
+ * request's own copy (`r.dest`, `r.src`). A driver that looked at the array again later (when a
+ * request leaves the backlog for the ring, or resubmits the rest of a short transfer) would
+ * write other bytes or leave the read's buffers unfilled. Returns what it did, for the log.
+ */
+export function scrambleIovecs(rng: Rng, bufs: Uint8Array[]): string {
+  if (bufs.length === 0 || !rng.chance(0.3)) return "";
+  switch (rng.int(4)) {
+    case 0:
+      bufs.reverse();
+      return " (array reversed after the call)";
+    case 1: {
+      const i = rng.int(bufs.length), j = rng.int(bufs.length);
+      [bufs[i], bufs[j]] = [bufs[j], bufs[i]];
+      bufs.push(new Uint8Array(512));
+      return ` (elements ${i} and ${j} swapped, one added, after the call)`;
+    }
+    case 2:
+      for (let i = 0; i < bufs.length; i++) {
+        const other = new Uint8Array(bufs[i].length);
+        rng.fill(other);
+        bufs[i] = other;
+      }
+      return " (elements replaced after the call)";
+    default:
+      bufs.length = 0;
+      return " (array emptied after the call)";
   }
 }
 

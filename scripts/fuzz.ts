@@ -237,7 +237,10 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
       `${s.badInputs} bad inputs, ${s.opens} opens, ${s.closes} closes with ${s.closedInFlight} in flight, ` +
       `at most ${s.maxPending} pending, ${mib(s.bytesRead)} MiB read (${mib(s.bytesCompared)} MiB compared ` +
       `with the model), ${s.noBuffer} requests short of a buffer, ${failedWrites(s.failedWrites)}` +
-      `${s.pauses ? `${s.pauses} back-end pauses, ` : ""}${r.seconds.toFixed(1)} s\n`;
+      `${s.pauses ? `${s.pauses} back-end pauses, ` : ""}` +
+      `${s.syncsChecked ? `${s.syncsChecked} flushes and FUA writes seen to sync, ` : ""}${
+        r.seconds.toFixed(1)
+      } s\n`;
   }
   const s = (r as FuzzRunReport).stats!;
   return `${head}${s.steps} steps, ${s.requests} requests, ${s.completions} completions, ${s.doIo} doIo, ` +

@@ -208,7 +208,11 @@ export class Queue {
     this.#submit(dq, Op.Write, s, buf, null, byteLengthOf(buf), userData, checkFlags(flags));
   }
 
-  /** Queues a vectored read into `iovecs` at `start`; past the end as {@link read}. */
+  /**
+   * Queues a vectored read into `iovecs` at `start`; past the end as {@link read}. The array is
+   * read at the call: changing it afterwards does not change the request (the buffers it held
+   * must stay untouched until the completion).
+   */
   readv(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
@@ -218,7 +222,10 @@ export class Queue {
     this.#submit(dq, Op.Readv, s, null, list, len, userData, checkFlags(flags));
   }
 
-  /** Queues a vectored write of `iovecs` at `start` (flags: FUA); past the end as {@link write}. */
+  /**
+   * Queues a vectored write of `iovecs` at `start` (flags: FUA); past the end as {@link write}.
+   * The array is read at the call, as with {@link readv}.
+   */
   writev(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
     const dq = this.#live();
     const s = toOffset("start", start);
