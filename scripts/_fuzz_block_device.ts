@@ -470,7 +470,7 @@ class BlockDeviceRun {
     }
     this.#capacityAtOpen = -1;
     this.#capacityCheck("capacity after open");
-    this.#capacityAtOpen = Number(dev.capacity);
+    this.#capacityAtOpen = Number(dev.capacity) - this.#t.base;
     this.#log.add(`${what}: alignment ${this.#alignment}`);
     // Buffers of assorted sizes, some larger than half a MiB (a region of their own).
     for (const len of [64 * KiB, 256 * KiB, rng.range(513, 1100) * KiB]) this.#allocBuffer(len);
@@ -736,7 +736,10 @@ class BlockDeviceRun {
     const pieces = piecesOf(bufs);
     const reaches = expectOutcomes(r, this.#facts(pieces), pieces, this.#disk.limit);
     const opts = this.#options(rng, op, flags, signal);
-    const off = rng.chance(0.2) ? BigInt(start) : start;
+    // The target's base is added to the model's offsets (not to those past 2^53, which must stay
+    // there).
+    const at = start >= 2 ** 53 ? start : t.base + start;
+    const off = rng.chance(0.2) ? BigInt(at) : at;
     const iovs = vectored
       ? `(${bufs.length <= 8 ? bufs.map((p) => p.length).join("+") : `${bufs.length} iov`})`
       : "";
@@ -1028,7 +1031,7 @@ class BlockDeviceRun {
     const outcome = r.outcomes.find((o) => o.ret === -err.errno);
     if (outcome === undefined) return `rejected with ${err.code} (${err.message})`;
     const head = `${
-      r.op === "flush" ? "Flush" : `${OP_WORDS[r.op]} at offset ${r.start}`
+      r.op === "flush" ? "Flush" : `${OP_WORDS[r.op]} at offset ${this.#t.base + r.start}`
     } failed: ${err.code}`;
     let inner: string;
     if (err.message.startsWith(head)) {
@@ -1118,7 +1121,8 @@ class BlockDeviceRun {
    * stays what it was at open (a FUSE file), it must be that.
    */
   #capacityCheck(what: string): void {
-    const cap = Number(this.#dev!.capacity);
+    // The model's size counts from the target's base.
+    const cap = Number(this.#dev!.capacity) - this.#t.base;
     if (this.#t.capacityFixedAtOpen && this.#capacityAtOpen >= 0) {
       if (cap !== this.#capacityAtOpen) this.#fail(`${what} ${cap}, ${this.#capacityAtOpen} at open`);
       return this.#log.add(`${what} ${cap} (as at open)`);
@@ -1166,7 +1170,7 @@ class BlockDeviceRun {
         const at = parts[0].at;
         try {
           await this.#within(
-            Promise.all(parts.map((p) => dev.read(p.at, p.buf))),
+            Promise.all(parts.map((p) => dev.read(t.base + p.at, p.buf))),
             LOST_MS,
             () => `final read at ${at} did not settle`,
           );
@@ -1179,13 +1183,13 @@ class BlockDeviceRun {
           if (why !== null) this.#fail(`final read through a fresh BlockDevice: ${why}`);
         }
       }
-      if (!t.isBlockDevice && !d.sizeAllows(Number(dev.capacity))) {
+      if (!t.isBlockDevice && !d.sizeAllows(Number(dev.capacity) - t.base)) {
         this.#fail(`capacity at the end ${dev.capacity}, the model allows [${d.sizeLo}, ${d.sizeHi}]`);
       }
     } finally {
       await dev.close();
     }
-    const why = d.check(0, [readThroughFs(t.image, len)], []);
+    const why = d.check(0, [readThroughFs(t.image, len, t.base)], []);
     if (why !== null) this.#fail(`final read through node:fs: ${why}`);
     this.#log.add(`end: ${len} bytes verified through a fresh BlockDevice and node:fs`);
   }

@@ -175,23 +175,7 @@ export class DiskModel {
     lens: readonly number[] = parts.map((p) => p.length),
   ): string | null {
     const exp = this.#expected, state = this.#state, alt = this.#alt, org = this.#origin;
-    let bad = 0, first = -1, firstGot = 0;
-    for (let i = 0, at0 = start; i < parts.length; at0 += lens[i], i++) {
-      const p = parts[i];
-      if (p.length !== lens[i]) continue;
-      for (let k = 0, at = at0; k < p.length && at < this.limit; k++, at++) {
-        const st = state[at];
-        if (st === UNKNOWN) continue;
-        const got = p[k];
-        this.compared++;
-        if (got === exp[at] || (st === EITHER && got === alt[at])) continue;
-        if (skipped(skip, at)) continue;
-        if (bad++ === 0) {
-          first = at;
-          firstGot = got;
-        }
-      }
-    }
+    const { bad, first, firstGot } = this.#differences(start, parts, skip, lens, true);
     if (bad > 0) {
       const hex = (v: number) => `0x${v.toString(16).padStart(2, "0")}`;
       const st = state[first] === EITHER ? ` or ${hex(alt[first])} (a discard or an aborted write)` : "";
@@ -217,6 +201,49 @@ export class DiskModel {
       }
     }
     return null;
+  }
+
+  /**
+   * Whether a read of `[start, ...)` into `parts` that came back now would agree with the model,
+   * as {@link check} sees it, without learning anything: which of several requests a completion
+   * can be.
+   */
+  agrees(
+    start: number,
+    parts: readonly Uint8Array[],
+    skip: readonly Interval[],
+    lens: readonly number[] = parts.map((p) => p.length),
+  ): boolean {
+    return this.#differences(start, parts, skip, lens, false).bad === 0;
+  }
+
+  /** The bytes of a read that differ from the model: how many, and the first (`count`: into compared). */
+  #differences(
+    start: number,
+    parts: readonly Uint8Array[],
+    skip: readonly Interval[],
+    lens: readonly number[],
+    count: boolean,
+  ): { bad: number; first: number; firstGot: number } {
+    const exp = this.#expected, state = this.#state, alt = this.#alt;
+    let bad = 0, first = -1, firstGot = 0;
+    for (let i = 0, at0 = start; i < parts.length; at0 += lens[i], i++) {
+      const p = parts[i];
+      if (p.length !== lens[i]) continue;
+      for (let k = 0, at = at0; k < p.length && at < this.limit; k++, at++) {
+        const st = state[at];
+        if (st === UNKNOWN) continue;
+        const got = p[k];
+        if (count) this.compared++;
+        if (got === exp[at] || (st === EITHER && got === alt[at])) continue;
+        if (skipped(skip, at)) continue;
+        if (bad++ === 0) {
+          first = at;
+          firstGot = got;
+        }
+      }
+    }
+    return { bad, first, firstGot };
   }
 }
 

@@ -21,12 +21,12 @@ const SHOWN = 8;
  * and its page cache hold at the first byte that differs. Empty for other targets.
  */
 export function probeWrongRead(
-  t: Pick<FuzzTarget, "path" | "isBlockDevice" | "driver">,
+  t: Pick<FuzzTarget, "path" | "isBlockDevice" | "driver" | "base">,
   why: string,
 ): string {
   const m = /first at offset (\d+)/.exec(why);
   if (m === null || !t.isBlockDevice || t.driver !== "io_uring") return "";
-  return probeBlockDevice(t.path, Number(m[1]));
+  return probeBlockDevice(t.path, t.base + Number(m[1]));
 }
 
 /** `; at <at> the device holds … (O_DIRECT), its page cache … (buffered)`, or why it could not tell. */

@@ -56,6 +56,19 @@ export interface Chunk {
   who(k: number): string;
 }
 
+/**
+ * Requests of one queue queued with the same userData (a value several share), and the
+ * completions that came back with it: which request each one is only shows once all have come
+ * back, by which assignment of completions to requests the model allows.
+ */
+export interface SharedGroup {
+  readonly userData: unknown;
+  /** In the order they were queued: cancel() takes the oldest one not completed. */
+  readonly members: FuzzRequest[];
+  /** The completions delivered so far (copies: `out` entries are reused). */
+  readonly got: { ret: number; errorMsg: string | null }[];
+}
+
 /** A request queued on one of the fuzzer's queues. */
 export class FuzzRequest {
   readonly id: number;
@@ -66,8 +79,10 @@ export class FuzzRequest {
   readonly step: number;
   /** The queue it was queued on (its key in the fuzzer's queue table). */
   readonly queueKey: string;
-  /** What comes back in its completion (unique among outstanding requests). */
+  /** What comes back in its completion (unique among outstanding requests unless `group`). */
   userData: unknown;
+  /** The requests of its queue it shares its userData with (itself included), or null. */
+  group: SharedGroup | null = null;
   /** A write's bytes as they were when it was queued (the buffer is not touched until it completes). */
   data: Uint8Array | null = null;
   /**

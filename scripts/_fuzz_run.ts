@@ -40,7 +40,7 @@ import {
   piecesOf,
   scrambleIovecs,
 } from "./_fuzz_shape.ts";
-import { FuzzRequest, InFlight, type Op, type Outcome } from "./_fuzz_request.ts";
+import { FuzzRequest, InFlight, type Op, type Outcome, type SharedGroup } from "./_fuzz_request.ts";
 import { type Rng, stepRng } from "./_fuzz_rng.ts";
 import { type FuzzTarget, pauseBackEnd, readableSpans, readThroughFs } from "./_fuzz_target.ts";
 
@@ -93,6 +93,11 @@ export interface RunStats {
   farReads: number;
   /** Flushes and FUA writes seen to sync the back-end (FuzzTarget.syncs). */
   syncsChecked: number;
+  /** Requests that shared their userData with others of their queue, and their groups checked. */
+  shared: number;
+  sharedGroups: number;
+  /** cancel() calls of a shared userData (each must take the oldest). */
+  sharedCancels: number;
 }
 
 /** The fuzzer's view of one queue. */
@@ -101,8 +106,15 @@ interface QueueModel {
   poll: boolean;
   index: number;
   q: Queue;
-  /** Requests queued and not yet delivered, by userData. */
+  /**
+   * Requests queued and not yet settled, by userData; those that share theirs (`groups`) by
+   * themselves. Some of a group's may have been delivered already (`delivered`).
+   */
   outstanding: Map<unknown, FuzzRequest>;
+  /** The requests that share a userData, by that value. */
+  groups: Map<unknown, SharedGroup>;
+  /** Completions delivered for groups that have not all come back: outstanding no more. */
+  delivered: number;
   /** The completion fd once taken. */
   fd: number | null;
   fdEnabled: boolean;
@@ -117,6 +129,24 @@ interface Config {
   numQueues: number;
   numPollQueues: number;
   numEntries: number;
+}
+
+/**
+ * userData values several requests of a queue carry at once (a caller that passes none shares
+ * undefined): none is a value a request gets of its own.
+ */
+const SHARED_USER_DATA: readonly unknown[] = [
+  undefined,
+  null,
+  "shared",
+  -1,
+  { shared: true },
+  Symbol("shared"),
+];
+
+/** Requests of `m` whose completion has not been delivered. */
+function pending(m: QueueModel): number {
+  return m.outstanding.size - m.delivered;
 }
 
 /** A timeout no healthy wait comes near: expiring means a completion was lost. */
@@ -203,6 +233,9 @@ class FuzzRun {
       pauses: 0,
       syncsChecked: 0,
       farReads: 0,
+      shared: 0,
+      sharedGroups: 0,
+      sharedCancels: 0,
     };
   }
 
@@ -316,6 +349,7 @@ class FuzzRun {
         return rng.weighted<() => void>([
           [40, () => this.#io()],
           [4, () => this.#burst()],
+          [1.5, () => this.#sharedBurst()],
           [2, () => this.#badCall()],
           [30, () => this.#doIo()],
           [3, () => this.#cancel()],
@@ -433,7 +467,7 @@ class FuzzRun {
       this.#maxWriteZeroes = Number(b.getUint64("max-write-zeroes-len"));
       this.#expectEqual("request-alignment", this.#alignment, 512);
       this.#expectEqual("can-grow", b.getBool("can-grow"), false);
-      this.#expectEqual("capacity", b.getUint64("capacity"), BigInt(t.size));
+      this.#expectEqual("capacity", b.getUint64("capacity"), BigInt(t.base + t.size));
       this.#expectEqual("read-only after connect", b.getBool("read-only"), this.#cfg.readOnly);
       this.#log.add(`connect (max-segments ${this.#maxSegments})`);
       return;
@@ -577,6 +611,8 @@ class FuzzRun {
       index,
       q,
       outstanding: new Map(),
+      groups: new Map(),
+      delivered: 0,
       fd: null,
       fdEnabled: true,
       out: Array.from({ length: 32 }, newCompletion),
@@ -597,7 +633,7 @@ class FuzzRun {
     this.#ok("destroy again", () => b.destroy());
     let dropped = 0;
     for (const m of this.#queues.values()) {
-      dropped += m.outstanding.size;
+      dropped += pending(m);
       this.#dropQueue(m, /destroyed/);
     }
     this.#queues.clear();
@@ -634,6 +670,8 @@ class FuzzRun {
       r.release();
     }
     m.outstanding.clear();
+    m.groups.clear();
+    m.delivered = 0;
     this.#deadQueues.push({ q: m.q, why });
     if (this.#deadQueues.length > 8) this.#deadQueues.shift();
   }
@@ -823,7 +861,8 @@ class FuzzRun {
   /** capacity: a block device's never changes; a file's is what the completed writes made it. */
   #capacity(): void {
     const b = this.#b!;
-    const cap = Number(this.#ok("capacity", () => b.getUint64("capacity")));
+    // The model's size counts from the target's base.
+    const cap = Number(this.#ok("capacity", () => b.getUint64("capacity"))) - this.#t.base;
     if (this.#inflight.anyWrites()) return this.#log.add(`capacity ${cap} (writes in flight: not checked)`);
     const d = this.#disk;
     if (!d.sizeAllows(cap)) this.#fail(`capacity ${cap}, the model allows [${d.sizeLo}, ${d.sizeHi}]`);
@@ -928,6 +967,11 @@ class FuzzRun {
     let sure = 0, maybe = 0;
     for (const r of e.users()) {
       if (r.outcomes.every((o) => o.early === true)) continue;
+      // Of a group some of whose completions came back: it may be one of those.
+      if (r.group !== null && r.group.got.length > 0) {
+        maybe++;
+        continue;
+      }
       // Reaped into the library's backlog, cancelled there, or refused by the driver's checks:
       // then nothing holds the buffer any more.
       if (r.mayBeReaped || r.cancelled || r.outcomes.some((o) => o.early === "maybe")) maybe++;
@@ -987,7 +1031,7 @@ class FuzzRun {
 
   #outstanding(): number {
     let n = 0;
-    for (const m of this.#queues.values()) n += m.outstanding.size;
+    for (const m of this.#queues.values()) n += pending(m);
     return n;
   }
 
@@ -1042,7 +1086,7 @@ class FuzzRun {
       return this.#throws(`${what}(${index}) with no such queue`, call, "ENOENT", /no queue with index/);
     }
     if (this.#rng.chance(0.6)) this.#drain("before removing a queue");
-    const n = m.outstanding.size;
+    const n = pending(m);
     this.#ok(`${what}(${index})`, call);
     this.#queues.delete(m.key);
     this.#dropQueue(m, /removed/);
@@ -1113,8 +1157,23 @@ class FuzzRun {
     return 0;
   }
 
-  #userData(id: number): unknown {
-    const k = this.#rng.int(100);
+  /**
+   * A userData for request `r` on `m`: mostly its own, now and then one of SHARED_USER_DATA, which
+   * other requests of the queue may carry too (a group takes no more once a completion of it came
+   * back, so that each group comes back whole in the end).
+   */
+  #userData(m: QueueModel, r: FuzzRequest): unknown {
+    const rng = this.#rng;
+    if (rng.chance(0.15)) {
+      const v = rng.pick(SHARED_USER_DATA);
+      const g = m.groups.get(v);
+      if (g === undefined || (g.got.length === 0 && g.members.length < 4)) {
+        r.group = g ?? { userData: v, members: [], got: [] };
+        return v;
+      }
+    }
+    const id = r.id;
+    const k = rng.int(100);
     if (k < 60) return { id };
     if (k < 75) return id;
     if (k < 88) return `r${id}`;
@@ -1136,20 +1195,20 @@ class FuzzRun {
   }
 
   /** Queues one random request on `m` (or a random queue). */
-  #io(m: QueueModel = this.#pickQueue(), opArg?: Op): FuzzRequest | null {
+  #io(m: QueueModel = this.#pickQueue(), opArg?: Op, shared?: SharedGroup): FuzzRequest | null {
     // A stream of its own: how many numbers finding buffers takes (it depends on addresses and
     // on what is busy) must not change the next request of a burst.
     const rng = this.#rng.fork();
     const saved = this.#rng;
     this.#rng = rng;
     try {
-      return this.#ioWith(m, rng, opArg);
+      return this.#ioWith(m, rng, opArg, shared);
     } finally {
       this.#rng = saved;
     }
   }
 
-  #ioWith(m: QueueModel, rng: Rng, opArg?: Op): FuzzRequest | null {
+  #ioWith(m: QueueModel, rng: Rng, opArg?: Op, shared?: SharedGroup): FuzzRequest | null {
     const op: Op = opArg ?? pickOp(rng);
     const range = op === "flush" ? { start: 0, len: 0 } : this.#range(op);
     const flags = this.#flags(op);
@@ -1181,15 +1240,20 @@ class FuzzRun {
     }
     const pieces = piecesOf(bufs);
     const reaches = expectOutcomes(r, this.#facts(m, pieces), pieces, this.#disk.limit);
-    r.userData = this.#userData(id);
-    const startArg = rng.chance(0.2) ? BigInt(r.start) : r.start;
+    if (shared !== undefined) r.group = shared;
+    r.userData = shared !== undefined ? shared.userData : this.#userData(m, r);
+    // The target's base is added to the model's offsets (not to those past 2^53, which must stay
+    // there).
+    const at = r.start >= 2 ** 53 ? r.start : this.#t.base + r.start;
+    const startArg = rng.chance(0.2) ? BigInt(at) : at;
     const flagsArg = flags === 0 && rng.chance(0.5) ? undefined : flags;
     const q = m.q, ud = r.userData;
     const iovs = vectored
       ? `(${bufs.length <= 8 ? bufs.map((p) => p.length).join("+") : `${bufs.length} iov`})`
       : "";
     r.describe = `#${id} ${op}${iovs} ` +
-      `${m.key} [${r.start}, +${r.len}) flags ${flags}${reaches ? "" : " (fails early)"}`;
+      `${m.key} [${r.start}, +${r.len}) flags ${flags}${reaches ? "" : " (fails early)"}` +
+      `${r.group !== null ? ` userData ${show(ud)} (shared)` : ""}`;
     this.#ok(`${op} call`, () => {
       switch (op) {
         case "read":
@@ -1211,7 +1275,12 @@ class FuzzRun {
     if (vectored) r.describe += scrambleIovecs(rng, bufs);
     const syncs = op === "flush" || ((flags & FUA) !== 0 && r.len > 0 && r.writes);
     if (this.#t.syncs !== null && syncs) r.syncMark = this.#t.syncs();
-    m.outstanding.set(ud, r);
+    if (r.group !== null) {
+      this.#stats.shared++;
+      r.group.members.push(r);
+      m.groups.set(ud, r.group);
+    }
+    m.outstanding.set(r.group !== null ? r : ud, r);
     this.#inflight.add(r);
     this.#stats.requests++;
     this.#stats.byOp[op]++;
@@ -1220,11 +1289,32 @@ class FuzzRun {
   }
 
   /** More requests at once than the ring holds: the rest waits in the backlog. */
-  #burst(): void {
-    const m = this.#pickQueue(), rng = this.#rng;
-    const n = Math.min(96, rng.range(this.#cfg.numEntries, 3 * this.#cfg.numEntries));
+  #burst(m = this.#pickQueue(), extra = 0): void {
+    const rng = this.#rng;
+    const n = Math.min(96, rng.range(this.#cfg.numEntries, 3 * this.#cfg.numEntries)) + extra;
     this.#log.add(`burst of ${n} on ${m.key}`);
     for (let i = 0; i < n; i++) this.#io(m);
+  }
+
+  /**
+   * Two to four requests with one shared userData, now and then behind a burst that fills the
+   * ring (they wait in the backlog), then mostly a cancel() of that value at once: it must take
+   * the oldest (cancelled before submission there, that one does nothing; a read of the wrong
+   * one is left unfilled, a write of the wrong one does not land).
+   */
+  #sharedBurst(): void {
+    const m = this.#pickQueue(), rng = this.#rng;
+    const v = rng.pick(SHARED_USER_DATA);
+    // Now and then behind more than 64 waiting (where the backlog looks requests up by userData
+    // in an index, which must keep the oldest of those sharing one).
+    if (rng.chance(0.4)) this.#burst(m, rng.chance(0.5) && this.#cfg.numEntries <= 16 ? 70 : 0);
+    // The burst's requests may have started a group of it: the new ones join it while it is open.
+    const g: SharedGroup = m.groups.get(v) ?? { userData: v, members: [], got: [] };
+    if (g.got.length > 0) return this.#cancel();
+    const n = rng.range(2, 4);
+    this.#log.add(`${n} requests sharing userData ${show(v)} on ${m.key}`);
+    for (let i = 0; i < n; i++) this.#io(m, undefined, g);
+    if (g.members.length > 0 && rng.chance(0.8)) this.#cancelShared(m, g);
   }
 
   /** Calls that are unusable as such: they throw, and queue nothing. */
@@ -1256,12 +1346,14 @@ class FuzzRun {
 
   #cancel(): void {
     const m = this.#pickQueue(), rng = this.#rng;
-    if (m.outstanding.size === 0 || rng.chance(0.15)) {
+    if (pending(m) === 0 || rng.chance(0.15)) {
       // Nothing of this queue carries it (a value never used, or of a request delivered).
       this.#expectEqual(`${m.key} cancel of an unknown userData`, m.q.cancel({ never: true }), false);
       return;
     }
-    const r = rng.pick([...m.outstanding.values()]);
+    const picked = rng.pick([...m.outstanding.values()]);
+    if (picked.group !== null) return this.#cancelShared(m, picked.group);
+    const r = picked;
     const got = m.q.cancel(r.userData);
     if (r.cancelled) {
       // A second cancel of the same request: still not complete, or already being cancelled.
@@ -1281,6 +1373,29 @@ class FuzzRun {
     this.#log.add(`cancel ${r.describe} -> ${got}`);
   }
 
+  /**
+   * cancel() of a userData several requests of `m` carry: it must take the oldest the library
+   * still holds. Only asked where the model knows which that is: none of the group delivered,
+   * none that the library may have completed itself meanwhile (reaped by a failed doIo, refused
+   * by the driver's checks) before it, and that one not cancelled already (a second cancel
+   * finds it again in the ring, but the next one in the backlog).
+   */
+  #cancelShared(m: QueueModel, g: SharedGroup): void {
+    const held = g.members.filter((r) => !r.outcomes.every((o) => o.early === true));
+    const what = `${m.key} cancel(${show(g.userData)}) of ${g.members.length} requests sharing it`;
+    const target = held[0];
+    const unsure = held.findIndex((r) => r.mayBeReaped || r.outcomes.some((o) => o.early === "maybe"));
+    if (g.got.length > 0 || target === undefined || target.cancelled || unsure === 0) {
+      return this.#log.add(`${what}: not asked (which one it would take is not known)`);
+    }
+    const got = m.q.cancel(g.userData);
+    if (!got) this.#fail(`${what}: cancel() found none, though ${target.describe} has not completed`);
+    target.cancelled = true;
+    this.#stats.cancels++;
+    this.#stats.sharedCancels++;
+    this.#log.add(`${what}: the oldest, ${target.describe}`);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Completions.
 
@@ -1289,8 +1404,10 @@ class FuzzRun {
     const { userData, ret, errorMsg } = c;
     const r = m.outstanding.get(userData);
     if (r === undefined) {
+      const g = m.groups.get(userData);
+      if (g !== undefined) return this.#deliverShared(m, g, ret, errorMsg);
       for (const other of this.#queues.values()) {
-        const x = other.outstanding.get(userData);
+        const x = other.outstanding.get(userData) ?? other.groups.get(userData)?.members[0];
         if (x) this.#fail(`completion of ${x.describe} came back on ${m.key}`);
       }
       this.#fail(
@@ -1299,6 +1416,103 @@ class FuzzRun {
       );
     }
     m.outstanding.delete(userData);
+    this.#complete(r, ret, errorMsg);
+  }
+
+  /**
+   * A completion of one of the requests of group `g`. Which one only shows once all have come
+   * back: then each completion must go to a request that allows it (its ret and message, -125
+   * for the one cancel() took, a read's bytes agreeing with the model), one each. A request that
+   * gets the same completion in every such assignment is checked and applied as one of its own;
+   * the others (two writes with different rets) leave their ranges unknown.
+   */
+  #deliverShared(m: QueueModel, g: SharedGroup, ret: number, errorMsg: string | null): void {
+    const what = `completion (ret ${ret}) with userData ${show(g.userData)} on ${m.key}`;
+    if (g.got.length >= g.members.length) {
+      this.#fail(`${what}: more than the ${g.members.length} requests carrying it (delivered twice?)`);
+    }
+    g.got.push({ ret, errorMsg });
+    m.delivered++;
+    this.#log.add(`  ${what}: ${g.got.length} of ${g.members.length} back`);
+    if (g.got.length < g.members.length) return;
+    m.groups.delete(g.userData);
+    m.delivered -= g.got.length;
+    for (const r of g.members) m.outstanding.delete(r);
+    const ways = this.#assignments(g);
+    if (ways.length === 0) {
+      const got = g.got.map((c) => `${c.ret}${c.errorMsg ? ` "${c.errorMsg.slice(0, 60)}"` : ""}`).join(", ");
+      const each = g.members.map((r) => {
+        const fits = g.got.filter((c) => this.#allows(r, c.ret, c.errorMsg)).map((c) => c.ret);
+        const bytes = r.dest !== null && g.got.some((c) => c.ret === 0) &&
+            r.outcomes.some((o) => o.ret === 0) &&
+            !fits.includes(0)
+          ? ", its bytes differ from the model"
+          : "";
+        return `${r.describe}${r.cancelled ? " (cancelled)" : ""}: takes [${fits.join(", ")}]${bytes}`;
+      });
+      this.#fail(
+        `the completions with userData ${show(g.userData)} on ${m.key} (${got}) fit no assignment to ` +
+          `the requests carrying it, one each:\n    ${each.join("\n    ")}` +
+          `${g.members.some((r) => r.cancelled) ? "\n  (cancel() must take the oldest not completed)" : ""}`,
+      );
+    }
+    this.#stats.sharedGroups++;
+    g.members.forEach((r, i) => {
+      const c = g.got[ways[0][i]];
+      const same = ways.every((w) => g.got[w[i]].ret === c.ret && g.got[w[i]].errorMsg === c.errorMsg);
+      if (same) return this.#complete(r, c.ret, c.errorMsg);
+      // Which of two or more completions it had is not known.
+      r.ended = "completed, with one of several completions";
+      this.#inflight.remove(r);
+      this.#stats.completions++;
+      this.#history.settle(r.id, `completed at step ${this.#step}, with which completion unknown`);
+      if (r.writes && r.span !== null) {
+        this.#disk.apply("forget", r.span[0], r.span[1] - r.span[0], null, r.id, []);
+        this.#disk.grow(r.span[1], false);
+      }
+      const memory = r.buffersIntact();
+      if (memory !== null) this.#fail(memory);
+      r.release();
+    });
+  }
+
+  /** Every assignment of `g`'s completions to its requests that each request allows. */
+  #assignments(g: SharedGroup): number[][] {
+    const n = g.members.length;
+    const ok = g.members.map((r) => g.got.map((c) => this.#allows(r, c.ret, c.errorMsg)));
+    const ways: number[][] = [];
+    const used = new Array<boolean>(n).fill(false), way: number[] = [];
+    const place = (i: number): void => {
+      if (i === n) return void ways.push(way.slice());
+      for (let k = 0; k < n; k++) {
+        if (used[k] || !ok[i][k]) continue;
+        used[k] = true;
+        way.push(k);
+        place(i + 1);
+        way.pop();
+        used[k] = false;
+      }
+    };
+    place(0);
+    return ways;
+  }
+
+  /** Whether request `r` may have completed with `ret` and `errorMsg` (the checks of #complete). */
+  #allows(r: FuzzRequest, ret: number, errorMsg: string | null): boolean {
+    const o = r.outcomes.find((o) => o.ret === ret);
+    if (o === undefined) return r.cancelled && ret === -125;
+    if (o.msg === null && errorMsg !== null) return false;
+    if (o.msg instanceof RegExp && !o.msg.test(errorMsg ?? "")) return false;
+    if (o.effect !== "check") return true;
+    const dest = r.dest ?? [];
+    if (r.start >= this.#disk.limit) {
+      return dest.every((p, i) => p.length !== r.destLens[i] || p.every((x) => x === 0));
+    }
+    return this.#disk.agrees(r.start, dest, r.conflicts, r.destLens);
+  }
+
+  /** Checks the completion of `r` against the model, and applies it. */
+  #complete(r: FuzzRequest, ret: number, errorMsg: string | null): void {
     r.ended = `ret ${ret}${errorMsg ? ` "${errorMsg}"` : ""}${r.cancelled ? ", cancelled" : ""}` +
       `${r.mayBeReaped ? ", maybe reaped" : ""}`;
     this.#inflight.remove(r);
@@ -1388,7 +1602,7 @@ class FuzzRun {
   /** A random doIo / doIoInterruptible on a random queue, with its arguments' checks. */
   #doIo(m: QueueModel = this.#pickQueue()): void {
     const rng = this.#rng;
-    const outstanding = m.outstanding.size;
+    const outstanding = pending(m);
     const intr = rng.chance(0.2);
     const kind = rng.weighted([[4, "empty"], [3, "prealloc"], [2, "reuse"], [1, "sealed"]] as const);
     let out: Completion[];
@@ -1495,8 +1709,8 @@ class FuzzRun {
     for (const m of this.#queues.values()) {
       for (const r of m.outstanding.values()) r.maybeSubmitted = true;
       const out: Completion[] = [];
-      while (m.outstanding.size > 0) {
-        const want = Math.min(64, m.outstanding.size);
+      while (pending(m) > 0) {
+        const want = Math.min(64, pending(m));
         let n = 0;
         try {
           n = m.q.doIo(out, 1, want, LONG_TIMEOUT_NS);
@@ -1537,12 +1751,12 @@ class FuzzRun {
     for (const r of m.outstanding.values()) r.maybeSubmitted = true;
     this.#ok(`${m.key} doIo(0, 0)`, () => m.q.doIo([], 0, 0));
     this.#drainAvailable(m);
-    if (m.outstanding.size === 0) return this.#log.add(`${m.key} completion fd ${fd}: nothing outstanding`);
+    if (pending(m) === 0) return this.#log.add(`${m.key} completion fd ${fd}: nothing outstanding`);
     this.#stats.fdWaits++;
     const waited = waitEventfd(fd, 10_000);
     if (waited < 0) {
       this.#fail(
-        `${m.key} completion fd ${fd} not readable after 10 s with ${m.outstanding.size} requests ` +
+        `${m.key} completion fd ${fd} not readable after 10 s with ${pending(m)} requests ` +
           "outstanding (all submitted, none waiting to be reaped)",
       );
     }
@@ -1572,18 +1786,18 @@ class FuzzRun {
       const out: Completion[] = [];
       for (const [at, n] of readableSpans(t, len, chunk)) {
         const buf = region.bytes.subarray(0, n);
-        q.read(at, buf, at);
+        q.read(t.base + at, buf, at);
         if (q.doIo(out, 1, 1, LONG_TIMEOUT_NS) !== 1 || out[0].ret !== 0) {
           this.#fail(`final read at ${at}: ${out[0]?.ret} ${out[0]?.errorMsg}`);
         }
         const why = d.check(at, [buf], []);
         if (why !== null) this.#fail(`final read through a fresh instance: ${why}`);
       }
-      if (!t.isBlockDevice) this.#capacityAtEnd(Number(b.getUint64("capacity")));
+      if (!t.isBlockDevice) this.#capacityAtEnd(Number(b.getUint64("capacity")) - t.base);
     } finally {
       b.destroy();
     }
-    const why = d.check(0, [readThroughFs(t.image, len)], []);
+    const why = d.check(0, [readThroughFs(t.image, len, t.base)], []);
     if (why !== null) this.#fail(`final read through node:fs: ${why}`);
     this.#log.add(`end: ${len} bytes verified through a fresh instance and node:fs`);
   }

@@ -24,6 +24,7 @@ import {
   rmSync,
   statfsSync,
   statSync,
+  truncateSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -86,8 +87,13 @@ export interface FuzzTarget {
   pid: number | null;
   direct: boolean;
   isBlockDevice: boolean;
-  /** Size in bytes when made. */
+  /** Size in bytes when made, of the part the fuzzer uses (from `base`). */
   size: number;
+  /**
+   * Where that part starts: 0, or (`--base`) far into a sparse target of `base + size` bytes,
+   * whose bytes below it nothing touches (requests go to `base` plus their offset in the model).
+   */
+  base: number;
   /** The device's logical block size (block devices: what write zeroes and discard align to). */
   blockSize: number;
   /**
@@ -152,19 +158,47 @@ export function targetUnavailable(name: TargetName): string | null {
   return loopUnavailableReason();
 }
 
+/** The targets that can be made with a `base` (sparse below it): no bad ranges, no full file system. */
+export const BASE_TARGETS: readonly TargetName[] = [
+  "file",
+  "file+direct",
+  "loop",
+  "loop+direct",
+  "loop-4k",
+  "loop-4k+direct",
+  "vhost-user",
+];
+
 /**
- * Makes target `name` holding `initial` (its size). Files go in `dir` (default: the temp
- * directory); a loop device's backing file goes in /dev/shm.
+ * Makes target `name` holding `initial` (its size), at `base` of a sparse target that much
+ * longer. Files go in `dir` (default: the temp directory); a loop device's backing file goes in
+ * /dev/shm.
  */
-export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()): FuzzTarget {
+export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir(), base = 0): FuzzTarget {
+  if (base === 0) return makeAtZero(name, initial, dir);
+  if (!BASE_TARGETS.includes(name)) throw new Error(`a ${name} target cannot be made with a base`);
+  if (base % 4096 !== 0) throw new Error(`base ${base} is not a multiple of 4096`);
+  const empty = new Uint8Array(0);
+  const t = makeAtZero(name, empty, dir, base + initial.length);
+  try {
+    writeAt(t.image, initial, base);
+  } catch (e) {
+    t.cleanup();
+    throw e;
+  }
+  return { ...t, size: initial.length, base };
+}
+
+function makeAtZero(name: TargetName, initial: Uint8Array, dir: string, sparse = 0): FuzzTarget {
   const direct = name.endsWith("+direct");
-  if (name === "vhost-user" || name === "vhost-eio") return startExport(name, initial, dir);
+  if (name === "vhost-user" || name === "vhost-eio") return startExport(name, initial, dir, sparse);
   if (name === "fuse-short" || name === "fuse-eio") return fuseTarget(name, initial, dir);
   if (name.startsWith("tmpfs-full")) return fullTmpfs(name, initial, dir);
   if (name.startsWith("file")) {
     const scratch = mkdtempSync(join(dir, "blkio-fuzz-"));
     const path = join(scratch, "disk.img");
     writeFileSync(path, initial);
+    if (sparse > 0) truncateSync(path, sparse);
     return ioUringTarget(
       name,
       path,
@@ -178,7 +212,7 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
     const loop = bareLoop(initial, "fuzz");
     return { ...ioUringTarget(name, loop.path, true, initial.length, direct, loop.detach), bareDevice: true };
   }
-  const loop = tmpfsLoop(initial, "fuzz", sectorSize(name));
+  const loop = tmpfsLoop(sparse > 0 ? sparse : initial, "fuzz", sectorSize(name));
   return ioUringTarget(name, loop.path, true, initial.length, direct, loop.detach);
 }
 
@@ -322,21 +356,21 @@ export function adoptTarget(name: TargetName, path: string, initial: Uint8Array)
     }
   }
   if (!isBlockDevice) writeFileSync(path, initial);
-  else {
-    const fd = openSync(path, "r+");
-    try {
-      for (let done = 0; done < initial.length;) {
-        done += writeSync(fd, initial, done, initial.length - done, done);
-      }
-      // Written back before an O_DIRECT instance reads it.
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  }
+  else writeAt(path, initial, 0);
   const direct = name.endsWith("+direct");
   const checked = direct && (isBlockDevice || statfsSync(dirname(path)).type !== TMPFS_MAGIC);
   return ioUringTarget(name, path, isBlockDevice, initial.length, checked, () => {});
+}
+
+/** Writes `data` at `at` of file or device `path`, synced (before an O_DIRECT instance reads it). */
+function writeAt(path: string, data: Uint8Array, at: number): void {
+  const fd = openSync(path, "r+");
+  try {
+    for (let done = 0; done < data.length;) done += writeSync(fd, data, done, data.length - done, at + done);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** An io_uring target over `path` (a file or a loop device), read back through `path` itself. */
@@ -358,6 +392,7 @@ function ioUringTarget(
     direct,
     isBlockDevice,
     size,
+    base: 0,
     blockSize: sectorSize(name),
     directWritesChecked,
     capacityFixedAtOpen: name.startsWith("fuse-"),
@@ -388,12 +423,18 @@ function alive(pid: number): boolean {
  * a blkdebug node between the image and the export that fails every request holding one of a
  * few sectors' first byte with EIO (badSectorsOf), as a disk with bad sectors does.
  */
-function startExport(name: "vhost-user" | "vhost-eio", initial: Uint8Array, dir: string): FuzzTarget {
+function startExport(
+  name: "vhost-user" | "vhost-eio",
+  initial: Uint8Array,
+  dir: string,
+  sparse: number,
+): FuzzTarget {
   const scratch = mkdtempSync(join(realpathSync(dir), "blkio-fuzz-vhost-"));
   const image = join(scratch, "img.raw");
   const socket = join(scratch, "vhost.sock");
   const pidfile = join(scratch, "qsd.pid");
   writeFileSync(image, initial);
+  if (sparse > 0) truncateSync(image, sparse);
   const bad = name === "vhost-eio" ? badSectorsOf(initial.length) : [];
   let node = "file0";
   const blkdebug: string[] = [];
@@ -430,6 +471,7 @@ function startExport(name: "vhost-user" | "vhost-eio", initial: Uint8Array, dir:
     direct: false,
     isBlockDevice: true,
     size: initial.length,
+    base: 0,
     blockSize: 512,
     directWritesChecked: false,
     capacityFixedAtOpen: false,
@@ -476,16 +518,16 @@ export function readableSpans(t: FuzzTarget, len: number, chunk: number): [numbe
 }
 
 /**
- * Reads `len` bytes at 0 of `path` through node:fs, an independent path (past the end of a
+ * Reads `len` bytes at `base` of `path` through node:fs, an independent path (past the end of a
  * file: zeroes).
  */
-export function readThroughFs(path: string, len: number): Uint8Array {
+export function readThroughFs(path: string, len: number, base = 0): Uint8Array {
   const buf = new Uint8Array(len);
   const fd = openSync(path, "r");
   try {
     let done = 0;
     while (done < len) {
-      const n = readSync(fd, buf, done, len - done, done);
+      const n = readSync(fd, buf, done, len - done, base + done);
       if (n === 0) break;
       done += n;
     }

@@ -49,14 +49,18 @@
  *   deno run -A scripts/fuzz.ts [--api sync|block-device] [--steps N] [--seconds S] [--seed N]
  *     [--target file|file+direct|loop|loop+direct|loop-4k|loop-4k+direct|loop-bare|loop-bare+direct
  *       |vhost-user|fuse-short|tmpfs-full|tmpfs-full+direct|fuse-eio|vhost-eio[,...]]
- *     [--size BYTES] [--dir DIR] [--pauses] [--verbose] [--json]
+ *     [--size BYTES] [--base BYTES] [--dir DIR] [--pauses] [--verbose] [--json]
  *   bun scripts/fuzz.ts ...
  *
  * - `--steps` per run (default 5000). Without `--seconds`: one run per target.
  * - `--seconds`: runs with seeds `seed`, `seed + 1`, ... over the targets in turn until the time
  *   is up; every failure is reported, and the exit status is 1 if there was one.
  * - `--seed` (default: from the clock, printed), `--size` of each target (default 1 MiB; from
- *   4 MiB, some requests are larger than one bio), `--dir` where file targets go (default: the
+ *   4 MiB, some requests are larger than one bio), `--base`: the fuzzer's part of the target
+ *   starts this far in (a multiple of 4096; file, loop and vhost-user targets), which is made that
+ *   much longer and sparse below it: `--base 4294443008` (4 GiB - 512 KiB) puts requests below,
+ *   across and above 4 GiB (offsets a driver that kept 32 bits of would get wrong), while the
+ *   model holds only `--size` bytes. `--dir` where file targets go (default: the
  *   temp directory; /dev/shm for tmpfs, whose queues defer task work),
  *   `--verbose` prints every step.
  *
@@ -87,6 +91,11 @@ export interface FuzzRunOptions {
   deadline?: number;
   /** Bytes of the target (default 1 MiB). */
   size?: number;
+  /**
+   * Where in the target the fuzzer's part starts (default 0): with a base, a target that much
+   * longer is made, sparse below it (BASE_TARGETS), and every request goes that far in.
+   */
+  base?: number;
   /** Directory of file targets. */
   dir?: string;
   /**
@@ -123,7 +132,8 @@ export const RUNTIME = "Bun" in globalThis ? `bun ${process.versions.bun}` : `de
 /** The command that repeats a run up to `steps` steps. */
 function replayCommand(o: FuzzRunOptions, steps: number): string {
   const runner = "Bun" in globalThis ? "bun scripts/fuzz.ts" : "deno run -A scripts/fuzz.ts";
-  const extra = `${o.size ? ` --size ${o.size}` : ""}${o.dir ? ` --dir ${o.dir}` : ""}` +
+  const extra = `${o.size ? ` --size ${o.size}` : ""}${o.base ? ` --base ${o.base}` : ""}` +
+    `${o.dir ? ` --dir ${o.dir}` : ""}` +
     `${o.pauses ? " --pauses" : ""}`;
   const api = o.api === "block-device" ? " --api block-device" : "";
   return `${runner}${api} --target ${o.target} --seed ${o.seed} --steps ${steps}${extra} --verbose`;
@@ -135,9 +145,10 @@ function prepare(o: FuzzRunOptions): { initial: Uint8Array; log: ReplayLog; targ
   const initial = new Uint8Array(size);
   new Rng(o.seed ^ 0x5eed).fill(initial);
   const log = new ReplayLog(150, o.verbose ? (line) => process.stderr.write(`${line}\n`) : null);
+  if (o.base && o.path !== undefined) throw new Error("a target made elsewhere takes no base");
   const target = o.path !== undefined
     ? adoptTarget(o.target, o.path, initial)
-    : makeTarget(o.target, initial, o.dir);
+    : makeTarget(o.target, initial, o.dir, o.base ?? 0);
   return { initial, log, target };
 }
 
@@ -249,6 +260,7 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
     `${s.pauses ? `${s.pauses} back-end pauses, ` : ""}` +
     `${s.syncsChecked ? `${s.syncsChecked} flushes and FUA writes seen to sync, ` : ""}` +
     `${s.farReads ? `${s.farReads} reads far past the end, ` : ""}` +
+    `${s.shared} requests sharing a userData (${s.sharedGroups} groups, ${s.sharedCancels} cancels), ` +
     `${r.seconds.toFixed(1)} s\n`;
 }
 
@@ -265,6 +277,7 @@ async function main(): Promise<void> {
   const steps = num("steps", 5000);
   const seconds = num("seconds", 0);
   const size = num("size", 1024 * 1024);
+  const base = num("base", 0);
   const dir = args.get("dir");
   const verbose = args.has("verbose");
   const pauses = args.has("pauses");
@@ -291,6 +304,7 @@ async function main(): Promise<void> {
       steps,
       deadline: end,
       size,
+      base,
       dir,
       verbose,
       pauses,
