@@ -348,7 +348,7 @@ class FuzzRun {
         }
         return rng.weighted<() => void>([
           [40, () => this.#io()],
-          [4, () => this.#burst()],
+          [3, () => this.#burst()],
           [1.5, () => this.#sharedBurst()],
           [2, () => this.#badCall()],
           [30, () => this.#doIo()],

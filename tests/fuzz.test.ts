@@ -223,6 +223,13 @@ test("fuzz: the model catches a stale byte, skips what a racing write overlapped
   );
   // A write in flight over a read's range: those bytes are not checked.
   assert.equal(d.check(2048, [new Uint8Array([0, 0, 7])], [[2048, 2050]]), null);
+  // agrees() says the same as check() without learning: which of several reads sharing a
+  // userData a completion can be.
+  const fresh = new DiskModel(initial, 4096, false);
+  fresh.apply("forget", 0, 2, null, 20, []);
+  assert.ok(fresh.agrees(0, [new Uint8Array([5, 5, 7])], []));
+  assert.ok(!fresh.agrees(0, [new Uint8Array([5, 5, 8])], []));
+  assert.ok(fresh.agrees(0, [new Uint8Array([6, 6, 7])], []), "agrees() learnt the unknown bytes");
   // A discard: old data or zeroes, nothing else.
   d.apply("discard", 3072, 4, null, 11, []);
   assert.equal(d.check(3072, [new Uint8Array([7, 0, 7, 0])], []), null);
