@@ -951,6 +951,16 @@ export class IoUringQueue implements DriverQueue {
     const max = iovMax(this.#native);
     if (segments > max) return `${segments} iovecs: more than max-segments (IOV_MAX, ${max})`;
     if (!t.direct) return null;
+    // A misaligned request first: the kernel may have served part of it all the same (ext4
+    // zero-fills a hole up to the end of the file without checking alignment), and its rest
+    // then failed, which is still the request's fault, not the file system's.
+    const misaligned = this.#misalignment(
+      s[b + S_START],
+      s[b + S_LEN],
+      iovs === null ? s[b + S_ADDR] : 0,
+      iovs,
+    );
+    if (misaligned !== null) return misaligned;
     const done = s[b + S_DONE], a = t.requestAlignment;
     const at = s[b + S_START] + done, rest = s[b + S_LEN] - done;
     if (done > 0 && (at % a !== 0 || rest % a !== 0)) {
@@ -960,8 +970,7 @@ export class IoUringQueue implements DriverQueue {
         `is not a multiple of request-alignment (${a}), as O_DIRECT needs: this file system cut an ` +
         "O_DIRECT transfer short where it cannot be resumed";
     }
-    return this.#misalignment(s[b + S_START], s[b + S_LEN], iovs === null ? s[b + S_ADDR] : 0, iovs) ??
-      this.#beyondEnd(s[b + S_START], s[b + S_LEN]);
+    return this.#beyondEnd(s[b + S_START], s[b + S_LEN]);
   }
 
   /**
