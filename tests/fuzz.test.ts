@@ -142,11 +142,13 @@ const BIG = 40 << 20, BIG_STEPS = 700;
 // one, after the chunks above it were zeroed.
 {
   const [name, opts] = skipIf(
-    `fuzz: ${BIG_STEPS} random API steps agree with the model, seed 101 [vhost-eio, 40 MiB: zeroings fail part-way]`,
+    `fuzz: ${BIG_STEPS} random API steps agree with the model, seed 127 [vhost-eio, 40 MiB: zeroings fail part-way]`,
     VHOST_EIO.skip,
   );
   test(name, { ...opts, timeout: 120_000 }, () => {
-    const r = fuzzOnce({ target: "vhost-eio", seed: 101, steps: BIG_STEPS, size: BIG, path: undefined });
+    // Seed 127: two such zeroings in each of 6 runs (3 a runtime); since the shared-userData action
+    // came in, seed 101 has one in about half of its runs.
+    const r = fuzzOnce({ target: "vhost-eio", seed: 127, steps: BIG_STEPS, size: BIG, path: undefined });
     assert.ok(r.failure === null, r.failure ?? "");
     assert.equal(r.stats!.steps, BIG_STEPS);
     assert.ok(r.stats!.failedWrites > 0, "no zeroing failed after its upper chunks were done");
