@@ -1506,7 +1506,8 @@ class FuzzRun {
     if (o.effect !== "check") return true;
     const dest = r.dest ?? [];
     if (r.start >= this.#disk.limit) {
-      return dest.every((p, i) => p.length !== r.destLens[i] || p.every((x) => x === 0));
+      // Empty pieces too: one of a freed region is detached, and its methods throw.
+      return dest.every((p, i) => p.length === 0 || p.length !== r.destLens[i] || p.every((x) => x === 0));
     }
     return this.#disk.agrees(r.start, dest, r.conflicts, r.destLens);
   }
@@ -1584,8 +1585,9 @@ class FuzzRun {
     const dest = r.dest ?? [];
     for (let i = 0, at = 0; i < dest.length; at += r.destLens[i], i++) {
       const p = dest[i];
-      // A piece detached meanwhile (its region freed) has nothing to check.
-      if (p.length !== r.destLens[i]) continue;
+      // A piece detached meanwhile (its region freed) has nothing to check, nor an empty one
+      // (detached too, whose findIndex would throw, when its region was freed).
+      if (p.length === 0 || p.length !== r.destLens[i]) continue;
       const k = p.findIndex((x) => x !== 0);
       if (k >= 0) {
         this.#fail(
