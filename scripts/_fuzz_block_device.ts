@@ -746,6 +746,8 @@ class BlockDeviceRun {
     const where = pieces.some((p) => !this.#pool.entryAt(p.addr)?.inRegion) ? " plain" : "";
     r.describe = `#${id} ${op}${iovs}${where} [${start}, +${len}) flags ${flags}` +
       `${when !== null ? ` abort ${when}` : ""}${reaches ? "" : " (fails early)"}`;
+    const syncs = op === "flush" || ((flags & FUA) !== 0 && len > 0 && r.writes);
+    if (t.syncs !== null && syncs) r.syncMark = t.syncs();
     let p: Promise<void>;
     try {
       switch (op) {
@@ -776,9 +778,6 @@ class BlockDeviceRun {
     }
     const own = bufs.slice();
     if (vectored) r.describe += scrambleIovecs(rng, bufs);
-    // Read after the call: what the back-end was asked for before it cannot count for it.
-    const syncs = op === "flush" || ((flags & FUA) !== 0 && len > 0 && r.writes);
-    if (t.syncs !== null && syncs) r.syncMark = t.syncs();
     const tr: Tracked = { r, bufs: own, signal, when, done: Promise.resolve(), settled: 0 };
     tr.done = p.then(() => this.#onSettle(tr, true, undefined), (e: unknown) => this.#onSettle(tr, false, e));
     // An already aborted signal refuses the request before it is queued: it reaches nothing.
