@@ -204,6 +204,17 @@ export function runChild(script: string, args: string[], wrapper: string[] = [])
   return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
 }
 
+/** Why a child cannot be run as root without `caps` (with util-linux's `tools`), or null. */
+export function childWithoutUnavailable(caps: string, tools: string[]): string | null {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
+    return `dropping ${caps} from a child's bounding set needs root`;
+  }
+  for (const tool of tools) {
+    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `no ${tool}(1) (util-linux)`;
+  }
+  return null;
+}
+
 /** Where a pids cgroup can be made (cgroup v1's pids hierarchy, or v2 with pids), or why not. */
 export function pidsCgroupBase(): { base: string } | { skip: string } {
   if (typeof process.getuid !== "function" || process.getuid() !== 0) {

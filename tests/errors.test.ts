@@ -2,7 +2,7 @@
 // message) as a JS exception.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { runChild, skipIf } from "./_helpers.ts";
+import { childWithoutUnavailable, runChild, skipIf } from "./_helpers.ts";
 import { spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -398,17 +398,6 @@ function liburingDir(): string | null {
   if (path === "") return null;
   const real = spawnSync("realpath", [path], { encoding: "utf8" }).stdout.trim();
   return real === "" ? null : real.slice(0, real.lastIndexOf("/"));
-}
-
-/** Why a child cannot be run as root without `caps` (with util-linux's `tools`), or null. */
-function childWithoutUnavailable(caps: string, tools: string[]): string | null {
-  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
-    return `dropping ${caps} from a child's bounding set needs root`;
-  }
-  for (const tool of tools) {
-    if (spawnSync("sh", ["-c", `command -v ${tool}`]).status !== 0) return `no ${tool}(1) (util-linux)`;
-  }
-  return null;
 }
 
 /** Runs `fn` with a new temporary directory, removed afterwards. */

@@ -265,7 +265,7 @@ export class IoUringDriver implements Driver {
     if (index === undefined) return;
     const buffer = bufferOf(region.bytes);
     this.#fixed.set(region, { index, addr, len: region.len, buffer });
-    for (const q of this.#queues) q.registerBuffer(index, addr, region.len, buffer);
+    this.#registerRefused();
   }
 
   unmapMemRegion(region: MemoryRegion, _inUse: boolean): void {
@@ -276,6 +276,22 @@ export class IoUringDriver implements Driver {
     for (const q of this.#queues) if (!q.unregisterBuffer(f.index)) reusable = false;
     // An index some ring may still hold unsubmitted requests for is never handed out again.
     if (reusable) this.#freeFixed.push(f.index);
+    this.#registerRefused();
+  }
+
+  /**
+   * Registers every mapped region on every ring that does not hold it yet. A ring refuses one
+   * that would pass RLIMIT_MEMLOCK (ENOMEM, in a process without CAP_IPC_LOCK), and the limit
+   * can have room again once a region is unmapped here or pinned memory is given back elsewhere:
+   * a refused region stayed plain until unmapped, though its turn had come. Tried again whenever
+   * the regions change, never per request; a ring without a fixed table answers at once.
+   */
+  #registerRefused(): void {
+    for (const q of this.#queues) {
+      for (const f of this.#fixed.values()) {
+        if (!q.hasBuffer(f.index)) q.registerBuffer(f.index, f.addr, f.len, f.buffer);
+      }
+    }
   }
 
   destroy(): void {

@@ -335,6 +335,11 @@ export class IoUringQueue implements DriverQueue {
     return true;
   }
 
+  /** Whether fixed buffer `index` holds a region on this ring. */
+  hasBuffer(index: number): boolean {
+    return index < FIXED_BUFFERS && this.#fixedEnd[index] !== 0;
+  }
+
   /**
    * Empties fixed buffer `index`. SQEs already written that use it are submitted first (the
    * kernel takes its reference to the buffer at submission). Returns false when that failed:
