@@ -139,6 +139,9 @@ const MAX_PENDING = 600;
 const LOST_MS = 30_000;
 /** allocBuffer bytes one device may be given (its memory stays until close). */
 const ALLOC_BUDGET = 12 * 1024 * KiB;
+/** A write's outcome on a read-only device, and BlockDevice's reason for it (open's option). */
+const EBADF_RET = -9;
+const READ_ONLY_REASON = /^the device was opened with readOnly: true, so it takes only reads and flushes$/;
 const OP_WORDS: Record<Op, string> = {
   read: "Read",
   write: "Write",
@@ -1044,8 +1047,10 @@ class BlockDeviceRun {
     } else {
       return `rejected with "${err.message}", which does not begin "${head}"`;
     }
-    if (outcome.msg instanceof RegExp && !outcome.msg.test(inner)) {
-      return `rejected with ${err.code}: "${err.message}" !~ ${outcome.msg}`;
+    // A write on a device opened readOnly gives BlockDevice's reason, in terms of that option.
+    const msg = outcome.ret === EBADF_RET && this.#cfg.readOnly ? READ_ONLY_REASON : outcome.msg;
+    if (msg instanceof RegExp && !msg.test(inner)) {
+      return `rejected with ${err.code}: "${err.message}" !~ ${msg}`;
     }
     return outcome;
   }

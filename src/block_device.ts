@@ -20,7 +20,7 @@ import { type Completion, ReqFlags } from "./completion.ts";
 import { BEYOND_2_53_MSG, BUFFER_REMEDIES, splitSegments, toOffset, viewRange } from "./buffers.ts";
 import { BufferReleases } from "./buffer_releases.ts";
 import { CompletionWaiter } from "./completion_waiter.ts";
-import { errnoName } from "./errno.ts";
+import { ERRNO, errnoName } from "./errno.ts";
 import { abortReason, BlkioError, listenAbort, noConstructor, propertyOf, unlistenAbort } from "./errors.ts";
 import type { MemoryRegion } from "./memory_region.ts";
 import { requireNative } from "./native.ts";
@@ -405,6 +405,10 @@ function requestError(op: number, offset: unknown, errno: number, msg: string | 
 }
 
 const REMEDIES: readonly string[] = Object.values(BUFFER_REMEDIES);
+
+/** Why a request that writes failed with EBADF on a device opened with `readOnly: true`. */
+const READ_ONLY_REASON = "the device was opened with readOnly: true, so it takes only reads and flushes";
+const EBADF = ERRNO.EBADF;
 
 /**
  * A block device (or file) opened for event-driven I/O: every request returns a promise, and
@@ -1160,7 +1164,15 @@ export class BlockDevice {
     } else {
       if (this.#idle !== null) this.#idle();
       if (ret >= 0) resolve();
-      else reject!(requestError(this.#opOf[id], this.#offsetOf[id], -ret, msg));
+      else {
+        const op = this.#opOf[id];
+        // The drivers' reason names the instance's `read-only` property (or only "device is
+        // read-only"): the caller of open set the readOnly option, and knows it by that name.
+        if (-ret === EBADF && this.#readOnly && op !== OP_READ && op !== OP_READV && op !== OP_FLUSH) {
+          msg = READ_ONLY_REASON;
+        }
+        reject!(requestError(op, this.#offsetOf[id], -ret, msg));
+      }
     }
     this.#releases.ended(id, ret);
   }

@@ -257,6 +257,26 @@ test("BlockDevice: a write on a read-only device rejects with BlkioError EBADF",
   await dev.read(0, buf);
 });
 
+// The reason was the Blkio API's, "(read-only=true)": a property the caller of open never set.
+test("BlockDevice: a write on a read-only device says why in terms of open's readOnly option", async () => {
+  await using dev = await BlockDevice.open(DIRECT.path, { direct: true, readOnly: true });
+  const buf = dev.allocBuffer(8192);
+  const writes: [string, () => Promise<void>][] = [
+    ["Write", () => dev.write(4096, buf.subarray(0, 4096), { fua: true })],
+    ["Writev", () => dev.writev(4096, [buf.subarray(0, 4096), buf.subarray(4096)])],
+    ["Write zeroes", () => dev.writeZeroes(4096, 4096)],
+  ];
+  for (const [what, write] of writes) {
+    const e = await assertRejectsErrno(write(), "EBADF", 9);
+    assert.equal(
+      e.message,
+      `${what} at offset 4096 failed: EBADF (the device was opened with readOnly: true, so it takes only ` +
+        "reads and flushes)",
+    );
+  }
+  await dev.flush();
+});
+
 test("BlockDevice: bad arguments reject with BlkioError EINVAL", async () => {
   await using dev = await BlockDevice.open(DIRECT.path, { direct: true });
   await assertRejectsErrno(dev.read(-1, dev.allocBuffer(4096)), "EINVAL", 22);

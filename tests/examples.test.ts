@@ -1314,7 +1314,8 @@ test("blkio_bench: a failed request is reported with its errno's text and the li
   assert.equal(r.status, 1);
   // It was "I/O request failed: -9".
   assert.match(r.stderr, /I\/O request failed: -9 \(Bad file descriptor: The instance is read-only/);
-  // --event takes read-only too (BlockDevice's readOnly), so its writes fail the same way.
+  // --event takes read-only too (BlockDevice's readOnly), so its writes fail the same way, with
+  // BlockDevice's reason.
   const ev = tool("blkio_bench", [
     "--runtime=1",
     "--event",
@@ -1324,7 +1325,7 @@ test("blkio_bench: a failed request is reported with its errno's text and the li
     "read-only=true",
   ]);
   assert.equal(ev.status, 1, ev.stderr);
-  assert.match(ev.stderr, /I\/O request failed: -9 \(Bad file descriptor: .*read-only/);
+  assert.match(ev.stderr, /I\/O request failed: -9 \(Bad file descriptor: .*opened with readOnly: true/);
 });
 
 // The thread whose share of a sequential run starts in the tail past the last whole block read

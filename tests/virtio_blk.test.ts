@@ -707,6 +707,21 @@ for (const which of ["read-only export", "writable export"]) {
   });
 }
 
+// The rejection named the Blkio API's property, not the readOnly option open was given.
+vtest("read-only: BlockDevice's write on a read-only device names open's readOnly option", async () => {
+  await using dev = await BlockDevice.open(EXP!.socket, { driver: DRIVER, readOnly: true });
+  const buf = dev.allocBuffer(PAGE);
+  await assert.rejects(dev.write(0, buf), (e: unknown) => {
+    assert.ok(e instanceof BlkioError && e.code === "EBADF", String(e));
+    assert.equal(
+      e.message,
+      "Write at offset 0 failed: EBADF (the device was opened with readOnly: true, so it takes only reads and flushes)",
+    );
+    return true;
+  });
+  await dev.read(0, buf);
+});
+
 // --- data requests (read, write, readv, writev, write-fua, write-zeroes, discard, flush) ----
 
 vtest("read: data written to the image file directly reads back", () => {
