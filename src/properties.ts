@@ -94,6 +94,13 @@ const ARTICLE: Record<PropertyType, string> = {
   uint64: "a uint64",
   str: "a str",
 };
+/** What the getter and setter of each type are called after `get` / `set` (`getUint64`). */
+const ACCESSOR: Record<PropertyType, string> = {
+  bool: "Bool",
+  int: "Int",
+  uint64: "Uint64",
+  str: "Str",
+};
 
 /** A table of property rows with the checks every accessor shares. */
 export class PropertyTable<D> {
@@ -138,12 +145,14 @@ export class PropertyTable<D> {
     return "";
   }
 
-  #typed(name: unknown, type: PropertyType): PropertyRow<D> {
+  #typed(name: unknown, type: PropertyType, access: "get" | "set"): PropertyRow<D> {
     const row = this.#row(name);
     if (row.type !== type) {
       throw BlkioError.of(
         "ENOTTY",
-        `Property ${JSON.stringify(name)} is not ${ARTICLE[type]}: its type is ${row.type}`,
+        `Property ${JSON.stringify(name)} is not ${ARTICLE[type]}: its type is ${row.type}${
+          accessorHint(row, access)
+        }`,
       );
     }
     return row;
@@ -176,7 +185,7 @@ export class PropertyTable<D> {
 
   /** Typed read: the property must have type `type`. */
   get<T extends PropertyType>(driver: D, state: StateValue, name: string, type: T): PropertyValue[T] {
-    const row = this.#typed(name, type);
+    const row = this.#typed(name, type, "get");
     this.#readable(name, row, state);
     return row.get(driver) as PropertyValue[T];
   }
@@ -194,7 +203,7 @@ export class PropertyTable<D> {
     value: unknown,
     check: (name: string, value: unknown) => PropertyValue[T],
   ): void {
-    const row = this.#typed(name, type);
+    const row = this.#typed(name, type, "set");
     this.#writable(name, row, state);
     (row.set as (d: D, v: PropertyValue[T]) => void)(driver, check(name, value));
   }
@@ -238,6 +247,21 @@ export class PropertyTable<D> {
     }
     return out;
   }
+}
+
+/**
+ * The accessor to use instead of a typed one of the wrong type, from the row's type: libblkio
+ * says only "Property is not an int", which left the caller to find `getUint64` (new-user review).
+ * A property that cannot be set is said to be read-only rather than pointed at a setter.
+ */
+function accessorHint<D>(row: PropertyRow<D>, access: "get" | "set"): string {
+  const typed = ACCESSOR[row.type];
+  const str = row.type === "str";
+  if (access === "get") return ` (read it with get${typed}${str ? "" : ", or as text with getStr"})`;
+  const settable = row.set !== undefined && (row.settableIn?.length ?? 0) > 0 &&
+    row.unsupportedSet === undefined;
+  if (!settable) return `, and it is read-only (read it with get${typed})`;
+  return ` (set it with set${typed}${str ? "" : ", or from text with setStr"})`;
 }
 
 /** Parses `text` as a value of `type`, as libblkio's `blkio_set_str` does. */

@@ -393,6 +393,43 @@ for (const state of STATES) {
   });
 }
 
+// `getInt("capacity")` said the type (uint64) but not the method that reads it (new-user review).
+test("typed access of the wrong type names the getter or setter of the property's type", () => {
+  using b = instanceIn(TARGETS[0], "connected");
+  for (const info of b.properties()) {
+    const getter = GETTER[info.type] ?? "getStr";
+    for (const type of ["bool", "int", "uint64"] as const) {
+      if (type === info.type) continue;
+      const got = assertErrno(() => b[GETTER[type]!](info.name), "ENOTTY").message;
+      assert.ok(got.includes(`(read it with ${getter}`), got);
+      const set = assertErrno(() => typedSet(b, type, info.name, SAMPLE[type]), "ENOTTY").message;
+      if (info.settableIn.length === 0) {
+        assert.ok(set.endsWith(`, and it is read-only (read it with ${getter})`), set);
+      } else {
+        assert.ok(set.includes(`(set it with ${SETTER[info.type]}`), set);
+      }
+    }
+    // The method named works (the property is readable once connected).
+    assert.doesNotThrow(() => b[getter](info.name), info.name);
+  }
+  assert.equal(
+    assertErrno(() => b.getInt("capacity"), "ENOTTY").message,
+    'Property "capacity" is not an int: its type is uint64 (read it with getUint64, or as text with getStr)',
+  );
+  assert.equal(
+    assertErrno(() => b.setUint64("num-entries", 64n), "ENOTTY").message,
+    'Property "num-entries" is not a uint64: its type is int (set it with setInt, or from text with setStr)',
+  );
+  assert.equal(
+    assertErrno(() => b.setBool("path", true), "ENOTTY").message,
+    'Property "path" is not a bool: its type is str (set it with setStr)',
+  );
+  assert.equal(
+    assertErrno(() => b.setInt("capacity", 1), "ENOTTY").message,
+    'Property "capacity" is not an int: its type is uint64, and it is read-only (read it with getUint64)',
+  );
+});
+
 test("wrong JS value types are EINVAL, not TypeError, once name, type and access are right", () => {
   using b = instanceIn(TARGETS[0], "connected");
   using c = Blkio.create("io_uring"); // created: where direct and path can be set
