@@ -350,9 +350,13 @@ function vhostOutcomes(f: TargetFacts, v: VhostFacts, r: RequestShape): Outcome[
   const fail = (ret: number, msg?: RegExp): Outcome[] => [{ ret, msg, effect: "none", early: "maybe" }];
   const writes = r.op !== "read" && r.op !== "readv" && r.op !== "flush";
   if (r.op === "flush") return v.queueSize < 2 ? fail(EINVAL, queueSizeMsg(v.queueSize)) : [ok("none")];
+  // libblkio's order: the start, and a write zeroes' or discard's end, before the read-only flag;
+  // a write's length after it.
+  const a = f.alignment, ranged = r.op === "writeZeroes" || r.op === "discard";
+  const misaligned = fail(EINVAL, /is not a multiple of request-alignment/);
+  if (r.start % a !== 0 || (ranged && r.len % a !== 0)) return misaligned;
   if (writes && f.readOnly) return fail(EBADF, /read-only/);
-  const a = f.alignment;
-  if (r.start % a !== 0 || r.len % a !== 0) return fail(EINVAL, /is not a multiple of request-alignment/);
+  if (r.len % a !== 0) return misaligned;
   const pastEnd = r.start + r.len > f.size;
   if (r.op === "writeZeroes" || r.op === "discard") {
     if (v.queueSize < 3) return fail(EINVAL, queueSizeMsg(v.queueSize));

@@ -406,6 +406,12 @@ test("fuzz: the model's outcomes follow the decided semantics", () => {
   ]);
   assert.deepEqual(rets(outcomesOf(v, { op: "discard", start: 0, len: 0, flags: 0, pieces: [] })), [0]);
   assert.deepEqual(rets(outcomesOf(v, { op: "read", start: 100, len: 4096, flags: 0, pieces })), [-22]);
+  // Read-only, in libblkio's order: the start and a write zeroes' or discard's end come first,
+  // a write's length after the flag.
+  const vro: TargetFacts = { ...v, readOnly: true };
+  assert.deepEqual(rets(outcomesOf(vro, { op: "write", start: 100, len: 512, flags: 0, pieces })), [-22]);
+  assert.deepEqual(rets(outcomesOf(vro, { op: "discard", start: 0, len: 100, flags: 0, pieces: [] })), [-22]);
+  assert.deepEqual(rets(outcomesOf(vro, { op: "write", start: 0, len: 100, flags: 0, pieces })), [-9]);
   const tiny = { ...v, vhost: { ...v.vhost!, queueSize: 2 } };
   assert.deepEqual(rets(outcomesOf(tiny, { op: "discard", start: 0, len: 4096, flags: 0, pieces: [] })), [
     -22,

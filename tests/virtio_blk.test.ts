@@ -25,6 +25,7 @@ import { cString } from "../src/sys.ts";
 import { bufferAddress } from "../src/buffers.ts";
 import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
 import { VhostUserClient, vhostUserTimeouts } from "../src/drivers/virtio_blk/vhost_user.ts";
+import { featureBit, VirtioFeature } from "../src/drivers/virtio_blk/virtio_blk.ts";
 import { assertClosesNoneOfOurs, assertErrno, pread, pwrite, skipIf, watchInterval } from "./_helpers.ts";
 import { fdinfoFlags, PAGE, pattern, reapAll, runOk, tryReadEventfd, waitEventfd } from "./_io.ts";
 import { qsdSkipReason, startExport, stopAllExports, type VhostUserExport } from "./_vhost_user.ts";
@@ -706,6 +707,65 @@ for (const which of ["read-only export", "writable export"]) {
     assert.deepEqual(image(0, PAGE, exp), before);
   });
 }
+
+// libblkio's VirtioBlk checks a write zeroes or discard the device lacks (ENOTSUP), then the start
+// offset and a write zeroes' or discard's end (EINVAL), then the read-only flag (EBADF): a
+// misaligned write on a read-only instance was EBADF here, and ENOTSUP came after EBADF.
+vtest(
+  "read-only: misaligned writes are EINVAL and unsupported ones ENOTSUP before EBADF, as libblkio",
+  () => {
+    const check = (q: Queue, cases: [string, (ud: unknown) => void, number, RegExp][]) => {
+      for (const [what, submit, ret, msg] of cases) {
+        const c = one(q, submit, what);
+        assert.equal(c.ret, ret, `${what}: ${c.ret} ${c.errorMsg}`);
+        assert.match(c.errorMsg ?? "", msg, what);
+      }
+    };
+    const before = image(0, 2 * PAGE);
+    {
+      using b = start({ readOnly: true });
+      const q = b.getQueue(0)!;
+      const mem = mapped(b, PAGE);
+      check(q, [
+        ["write at 100", (ud) => q.write(100, mem.subarray(0, 512), ud), EINVAL, /^invalid start offset/],
+        [
+          "FUA write at 100",
+          (ud) => q.write(100, mem.subarray(0, 512), ud, ReqFlags.FUA),
+          EINVAL,
+          /^invalid start/,
+        ],
+        ["writev at 100", (ud) => q.writev(100, [mem.subarray(0, 512)], ud), EINVAL, /^invalid start offset/],
+        ["write zeroes at 100", (ud) => q.writeZeroes(100, 512, ud), EINVAL, /^invalid start offset/],
+        ["write zeroes of 100 bytes", (ud) => q.writeZeroes(0, 100, ud), EINVAL, /^invalid length/],
+        ["discard at 100", (ud) => q.discard(100, 512, ud), EINVAL, /^invalid start offset/],
+        ["discard of 100 bytes", (ud) => q.discard(0, 100, ud), EINVAL, /^invalid length/],
+        // libblkio leaves a write's length to the device, which a read-only instance never reaches.
+        ["write of 100 bytes", (ud) => q.write(0, mem.subarray(0, 100), ud), EBADF, /^device is read-only$/],
+      ]);
+    }
+    {
+      // A device without write zeroes and discard (qemu-storage-daemon has both).
+      const lacks = featureBit(VirtioFeature.BLK_WRITE_ZEROES) | featureBit(VirtioFeature.BLK_DISCARD);
+      using _get = patchClient("getFeatures", (orig) =>
+        function (this: VhostUserClient) {
+          return orig.call(this) & ~lacks;
+        });
+      using b = start({ readOnly: true });
+      const q = b.getQueue(0)!;
+      check(q, [
+        ["write zeroes", (ud) => q.writeZeroes(0, PAGE, ud), ENOTSUP, /does not support write zeroes/],
+        [
+          "write zeroes at 100",
+          (ud) => q.writeZeroes(100, 512, ud),
+          ENOTSUP,
+          /does not support write zeroes/,
+        ],
+        ["discard", (ud) => q.discard(0, PAGE, ud), ENOTSUP, /does not support discard/],
+      ]);
+    }
+    assert.deepEqual(image(0, 2 * PAGE), before);
+  },
+);
 
 // The rejection named the Blkio API's property, not the readOnly option open was given.
 vtest("read-only: BlockDevice's write on a read-only device names open's readOnly option", async () => {

@@ -290,8 +290,11 @@ export class VirtioBlkQueue implements DriverQueue {
     const dev = this.#dev;
     // A flush the device does not need completes without reaching it (tryEnqueue).
     if (op === Op.Flush) return dev.flush ? this.#fitsRing(op, 0) : 0;
-    const writes = op === Op.Write || op === Op.Writev || op === Op.WriteZeroes || op === Op.Discard;
-    if (writes && dev.readOnly) return this.#fail(EBADF, "device is read-only");
+    // libblkio's order (VirtioBlk's try_enqueue): a write zeroes or discard the device lacks
+    // (ENOTSUP), the start offset and a write zeroes' or discard's end (EINVAL), then the
+    // read-only flag (EBADF). It leaves a write's length to the device; checked here, it comes
+    // after the flag. A misaligned write on a read-only instance was EBADF.
+    const ranged = op === Op.WriteZeroes || op === Op.Discard;
     if (op === Op.WriteZeroes && !dev.writeZeroes) {
       return this.#fail(ENOTSUP, "the device does not support write zeroes");
     }
@@ -303,10 +306,13 @@ export class VirtioBlkQueue implements DriverQueue {
         `invalid start offset: ${start} is not a multiple of request-alignment (${ra})`,
       );
     }
-    if (len % ra !== 0) {
-      return this.#fail(EINVAL, `invalid length: ${len} is not a multiple of request-alignment (${ra})`);
+    const badLength = len % ra !== 0;
+    if (ranged && badLength) return this.#badLength(len, ra);
+    if ((ranged || op === Op.Write || op === Op.Writev) && dev.readOnly) {
+      return this.#fail(EBADF, "device is read-only");
     }
-    if (op === Op.WriteZeroes || op === Op.Discard) return this.#fitsRing(op, 0);
+    if (ranged) return this.#fitsRing(op, 0);
+    if (badLength) return this.#badLength(len, ra);
     if (len > dev.maxTransfer) {
       return this.#fail(EINVAL, `invalid length: ${len} is more than max-transfer (${dev.maxTransfer})`);
     }
@@ -355,6 +361,10 @@ export class VirtioBlkQueue implements DriverQueue {
       );
     }
     return 0;
+  }
+
+  #badLength(len: number, ra: number): number {
+    return this.#fail(EINVAL, `invalid length: ${len} is not a multiple of request-alignment (${ra})`);
   }
 
   #fail(errno: number, why: string): number {
