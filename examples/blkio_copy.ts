@@ -23,7 +23,7 @@
  * and sockets); a missing name under /dev is not created; on a terminal a progress line is shown
  * on stderr; SIGINT and SIGTERM stop the copy between two chunks and say how much of the input
  * the output holds (exit 130, 143); a directory as `--input-file` is refused by name; and
- * `--help` exits 0.
+ * `--help` exits 0 (after a usage error, the usage goes to stderr, not to stdout).
  * An existing output is overwritten in place, not truncated, as with a block device.
  *
  * @module
@@ -65,9 +65,12 @@ import {
 const PROG = "blkio_copy";
 const BLOCK_SIZE = 128 * 1024;
 
-/** Prints the usage on stdout and exits: 0 for `--help`, 1 (libblkio's) after a usage error. */
+/**
+ * Prints the usage and exits: on stdout with 0 for `--help`; after a usage error on stderr, beside
+ * the message (stdout may be a pipe into another program), with status 1 as in libblkio.
+ */
 function usage(status = 1): never {
-  printOut(
+  (status === 0 ? printOut : printErr)(
     `Usage: ${PROG} --input-blkio=<driver> <property>=<value> ... |\n` +
       "          --input-file=<path>\n" +
       "          --output-blkio=<driver> <property>=<value> ... |\n" +

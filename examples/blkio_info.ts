@@ -15,7 +15,8 @@
  * comma-separated, strings are escaped), uint64 values print unsigned (`max-mem-regions` is
  * 18446744073709551615, not -1), and property types come from `b.properties()` instead of
  * trying each typed getter in turn. `--help` exits 0 (libblkio's exits 1, as after a mistake;
- * its blkio-bench exits 0).
+ * its blkio-bench exits 0), and after a usage error the usage goes to stderr (libblkio's to
+ * stdout).
  *
  * @module
  */
@@ -33,9 +34,12 @@ import {
 
 const PROG = "blkio_info";
 
-/** Prints the usage on stdout and exits: 0 for `--help`, 1 (libblkio's) after a usage error. */
+/**
+ * Prints the usage and exits: on stdout with 0 for `--help`; after a usage error on stderr, beside
+ * the message (stdout may be a pipe into another program), with status 1 as in libblkio.
+ */
 function usage(status = 1): never {
-  printOut(
+  (status === 0 ? printOut : printErr)(
     `Usage: ${PROG} [--output=text|json] <driver> <property>[=<value>] ...\n` +
       "Show information about a libblkio block device. This is done by\n" +
       "assigning and querying the given blkio properties.\n\n" +

@@ -26,10 +26,13 @@ const MAX_SIZE_MIB = 65536;
 /** io_uring's largest ring (IORING_MAX_ENTRIES). */
 const MAX_IODEPTH = 32768;
 
-/** A bad option: the message and the usage line, no stack trace, exit status 2. */
+/**
+ * A bad option: the message and the usage line on stderr, no stack trace, exit status 1 (every
+ * tool here exits 1 on a usage error, as libblkio's do).
+ */
 function usageError(message: string): never {
   console.error(`${message}\n${USAGE}`);
-  process.exit(2);
+  process.exit(1);
 }
 
 // process.argv, not commandArgs(): no option is a path, and reading /proc/self/cmdline would need

@@ -37,7 +37,7 @@ interface Options {
 const USAGE = "Usage: workers.ts [--threads 2] [--seconds 2] [--direct] [--path <file|device>]\n" +
   "  --path: a scratch target; its first <threads> MiB are overwritten";
 
-/** A mistake on the command line: reported with the usage, exit status 2. */
+/** A mistake on the command line: reported with the usage on stderr, exit status 1 (as any error). */
 class UsageError extends Error {}
 
 /** The most threads (blkio_bench's limit too). */
@@ -185,5 +185,5 @@ try {
   // What went wrong, without a stack trace: these are the user's mistakes or the device's.
   console.error(`workers: ${e instanceof Error ? e.message : String(e)}`);
   if (e instanceof UsageError) console.error(USAGE);
-  process.exit(e instanceof UsageError ? 2 : 1);
+  process.exit(1);
 }
