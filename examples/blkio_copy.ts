@@ -103,17 +103,33 @@ interface End {
   scratch: Uint8Array | null;
 }
 
-function connectAndStart(b: Blkio): void {
+/** Connects and starts `b`, the copy's output when `output`; exits with libblkio's messages. */
+function connectAndStart(b: Blkio, output: boolean): void {
+  const why = output ? outputRefusal : errorMsg;
   try {
     b.connect();
   } catch (e) {
-    die(`Unable to connect: ${errorMsg(e)}`);
+    die(`Unable to connect: ${why(e)}`);
   }
   try {
     b.start();
   } catch (e) {
-    die(`Unable to start: ${errorMsg(e)}`);
+    die(`Unable to start: ${why(e)}`);
   }
+}
+
+/**
+ * Why the output instance could not be opened. For a read-only file system or device, or a file
+ * this user may only read, the library's remedy is to set read-only: right for a reader, no help
+ * for the output, which the copy writes. The library keeps the error it added the remedy to as
+ * the cause; that is said instead, with what the output needs.
+ */
+function outputRefusal(e: unknown): string {
+  if (!(e instanceof BlkioError) || (e.code !== "EROFS" && e.code !== "EACCES")) return errorMsg(e);
+  const bare = e.cause instanceof BlkioError && e.cause.errno === e.errno ? e.cause.message : e.message;
+  return e.code === "EROFS"
+    ? `${bare}; the copy writes to its output, which must be on a writable file system or device`
+    : `${bare}; the copy writes to its output, which this user must be allowed to write`;
 }
 
 /** What `--input-file` / `--output-file` opened. */
@@ -637,8 +653,8 @@ async function main(argv: string[]): Promise<void> {
     usage();
   }
 
-  if (inBlkio) connectAndStart(inBlkio);
-  if (outBlkio) connectAndStart(outBlkio);
+  if (inBlkio) connectAndStart(inBlkio, false);
+  if (outBlkio) connectAndStart(outBlkio, true);
   if (outPath !== null) {
     outFd = stdioFd(outPath, 1);
     outInherited = outFd !== -1;

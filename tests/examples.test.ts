@@ -718,6 +718,57 @@ test(
   },
 );
 
+// An output on a read-only mount or export got the library's remedy for a reader, "set
+// read-only", which cannot help the copy's output: it must be written.
+const RO_OUTPUT = "; the copy writes to its output, which must be on a writable file system or device\n";
+
+test(
+  ...skipIf(
+    "blkio_copy: an --output-blkio on a read-only mount says the output must be writable",
+    MOUNT_SKIP,
+  ),
+  () => {
+    const src = randomFile("copy-to-ro-mount", 4096);
+    return withReadOnlyMount({ "out.img": new Uint8Array(4096) }, (mnt) => {
+      const out = join(mnt, "out.img");
+      const r = tool("blkio_copy", [
+        "--input-blkio=io_uring",
+        `path=${src}`,
+        "--output-blkio=io_uring",
+        `path=${out}`,
+      ]);
+      assert.equal(r.status, 1, r.stderr);
+      assert.equal(
+        r.stderr,
+        `Unable to connect: Failed to open ${JSON.stringify(out)}: EROFS (Read-only file system)${RO_OUTPUT}`,
+      );
+    });
+  },
+);
+
+test(
+  ...skipIf(
+    "blkio_copy: an --output-blkio read-only vhost-user export says the output must be writable",
+    qsdSkipReason(),
+  ),
+  () => {
+    const src = randomFile("copy-to-ro-export", 4096);
+    const exp = startExport({ size: 1 << 20, writable: false });
+    try {
+      const r = tool("blkio_copy", [
+        "--input-blkio=io_uring",
+        `path=${src}`,
+        "--output-blkio=virtio-blk-vhost-user",
+        `path=${exp.socket}`,
+      ]);
+      assert.equal(r.status, 1, r.stderr);
+      assert.equal(r.stderr, `Unable to start: Device is read-only${RO_OUTPUT}`);
+    } finally {
+      exp.stop();
+    }
+  },
+);
+
 // A larger input overwrote the whole device, then failed ENOSPC (CLI hunt): refused up front.
 test(
   ...skipIf(

@@ -226,7 +226,10 @@ export class VirtioBlkVhostUserDriver implements Driver {
       );
     }
     if (!this.readOnly && (c.offered & featureBit(VirtioFeature.BLK_RO)) !== 0n) {
-      throw BlkioError.of("EROFS", "Device is read-only: set read-only to true to use it");
+      // libblkio's message, with the remedy added; the bare one as the cause, as io_uring's
+      // connect does, for a caller the remedy cannot help (blkio_copy's output must be written).
+      const bare = BlkioError.of("EROFS", "Device is read-only");
+      throw new BlkioError(bare.errno, `${bare.message}: set read-only to true to use it`, { cause: bare });
     }
     const layout = vringLayout(this.queueSize);
     const mem = this.#allocVrings(layout.total * total);
