@@ -21,8 +21,8 @@
  * zero-fills); `/dev/stdin` and `/dev/stdout` are the inherited fds, used from their offsets and
  * left after what was copied, as cat leaves them (reopened, they lost `>>`'s O_APPEND, the offset,
  * and sockets); a missing name under /dev is not created; on a terminal a progress line is shown
- * on stderr; SIGINT and SIGTERM stop the copy between two chunks and say how much of the input
- * the output holds (exit 130, 143); a directory as `--input-file` is refused by name; and
+ * on stderr; SIGINT, SIGTERM and SIGHUP stop the copy between two chunks and say how much of the
+ * input the output holds (exit 130, 143, 129); a directory as `--input-file` is refused by name; and
  * `--help` exits 0 (after a usage error, the usage goes to stderr, not to stdout).
  * An existing output is overwritten in place, not truncated, as with a block device.
  *
@@ -208,10 +208,11 @@ const YIELD_MS = 20;
 const copied = { bytes: 0, writing: 0, total: -1, flushing: false };
 
 /**
- * Ends the program on SIGINT (130) or SIGTERM (143), erasing the progress line and saying how
- * far the copy got. The handler runs only between chunks or while I/O waits, so the output then
- * holds the input's first `copied.bytes` bytes, perhaps part of the `copied.writing` after them
- * (the write was under way), and what it held before beyond; nothing was flushed, to stop promptly.
+ * Ends the program on SIGINT (130), SIGTERM (143) or SIGHUP (129), erasing the progress line and
+ * saying how far the copy got. The handler runs only between chunks or while I/O waits, so the
+ * output then holds the input's first `copied.bytes` bytes, perhaps part of the `copied.writing`
+ * after them (the write was under way), and what it held before beyond; nothing was flushed, to
+ * stop promptly.
  */
 function stopped(signal: string, status: number): never {
   const { bytes, writing, total, flushing } = copied;
@@ -447,6 +448,8 @@ async function copy(input: End, output: End): Promise<void> {
 
   process.on("SIGINT", () => stopped("SIGINT", 130));
   process.on("SIGTERM", () => stopped("SIGTERM", 143));
+  // A closed terminal (or `kill -HUP`): the default action ended the copy without a word.
+  process.on("SIGHUP", () => stopped("SIGHUP", 129));
   // A sized input in 128 KiB chunks; one read to its end (total < 0) in whole chunks while it
   // gives them, then what is left.
   let offset = 0, yielded = started;

@@ -494,12 +494,13 @@ async function untilSize(path: string, size: number, child: { exitCode: number |
 // none, and Ctrl-C or SIGTERM killed the copy with no word of how far it got (and the progress
 // line half-drawn on a terminal). The copy is signalled once under way; it must end within
 // seconds, say how many bytes it copied, and the output must hold exactly those.
-test("blkio_copy: SIGINT or SIGTERM stops a copy promptly with 130 / 143 and says what the output holds", async () => {
+// SIGHUP (a closed terminal) kept its default action: the copy died without a word.
+test("blkio_copy: SIGINT, SIGTERM or SIGHUP stops a copy promptly with 130 / 143 / 129 and says what the output holds", async () => {
   // 8 MiB of random data, then a sparse tail up to 4 GiB: longer than any test waits for.
   const src = randomFile("copy-signal-src", 8 << 20);
   const head = readFileSync(src);
   truncateSync(src, 4 * 2 ** 30);
-  for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
     const out = join(DIR, "copy-signal-out");
     rmSync(out, { force: true });
     const copy = spawnCopy(["--input-blkio=io_uring", `path=${src}`, `--output-file=${out}`]);
