@@ -82,7 +82,14 @@ export class Blkio {
     this.#regions = new MemoryRegionRegistry(native, (buffer) => this.#inUse(buffer));
   }
 
-  /** Creates an instance of the driver called `driver` (`"io_uring"`); unknown → ENOENT. */
+  /**
+   * Creates an instance of the driver called `driver`, in the created state.
+   *
+   * @param driver A driver name: `"io_uring"` or `"virtio-blk-vhost-user"` (see `DRIVER_NAMES`).
+   * @returns The new instance; set its connection properties (`path`), then {@link connect}.
+   * @throws {BlkioError} `ENOENT` for an unknown driver name, `EINVAL` for one that is not a
+   * string, `ELIBACC` when liburing could not be loaded or Deno has no FFI permission.
+   */
   static create(driver: string): Blkio {
     if (typeof driver !== "string") {
       throw BlkioError.of("EINVAL", `Driver name must be a string: received ${describe(driver)}`);
@@ -112,7 +119,15 @@ export class Blkio {
     return this.#destroyed;
   }
 
-  /** Opens the device. Idempotent while connected; EBUSY once started. */
+  /**
+   * Opens the device (the `path` or `fd` property), after which device properties such as
+   * `capacity` can be read and queue properties (`num-queues`) set. Idempotent while connected.
+   *
+   * @throws {BlkioError} `EBUSY` once started; `EINVAL` when neither or both of `path` and `fd`
+   * are set, or the path is not a file or block device (the io_uring driver); the errno of the
+   * open or of the back-end otherwise (`ENOENT`, `EACCES`, `EROFS`, `ECONNREFUSED`); `EBADF`
+   * once destroyed.
+   */
   connect(): void {
     const d = this.#live();
     if (this.#state === State.Connected) return;
@@ -121,7 +136,15 @@ export class Blkio {
     this.#state = State.Connected;
   }
 
-  /** Creates the queues. Idempotent while started; ENODEV before connect. */
+  /**
+   * Creates the queues (`num-queues` and `num-poll-queues` of them); {@link getQueue} then
+   * returns them. Idempotent while started.
+   *
+   * @throws {BlkioError} `ENODEV` before {@link connect}; `EINVAL` for queue properties the
+   * driver or device cannot take (`num-entries` above 32768, poll queues where
+   * `supports-poll-queues` is false, more queues than `max-queues`); `EROFS` for a read-only
+   * virtio-blk device unless `read-only` is true; `EBADF` once destroyed.
+   */
   start(): void {
     const d = this.#live();
     if (this.#state === State.Started) return;
@@ -143,6 +166,8 @@ export class Blkio {
    * still maps or uses is freed when it no longer does (its unmap or destroy, or the next region
    * call of any instance after its requests completed). EBUSY from code that runs inside a `doIo`
    * of one of its queues (a setter of an `out` entry), as is `removeQueue` of that queue.
+   *
+   * @throws {BlkioError} `EBUSY` from code that runs inside a `doIo` of one of its queues.
    */
   destroy(): void {
     if (this.#destroyed) return;
@@ -164,58 +189,137 @@ export class Blkio {
     this.destroy();
   }
 
-  /** Reads a bool property (ENOTTY for another type). */
+  /**
+   * Reads a bool property.
+   *
+   * @param name The property's name, lower case with hyphens (`"read-only"`).
+   * @returns Its value.
+   * @throws {BlkioError} `ENOENT` for an unknown name; `ENOTTY` for a property of another type
+   * (the message names the getter to use); `ENODEV` for a device property before
+   * {@link connect}; `EBADF` once destroyed.
+   */
   getBool(name: string): boolean {
     return this.#live().properties.get(this.#driver, this.#state, name, "bool");
   }
 
-  /** Reads an int property. */
+  /**
+   * Reads an int property (a C `int`).
+   *
+   * @param name The property's name, lower case with hyphens (`"num-queues"`).
+   * @returns Its value, an integer from -2^31 to 2^31 - 1.
+   * @throws {BlkioError} As {@link getBool}: `ENOENT`, `ENOTTY` (`capacity` is a uint64: the
+   * message says to use getUint64), `ENODEV`, `EBADF`.
+   */
   getInt(name: string): number {
     return this.#live().properties.get(this.#driver, this.#state, name, "int");
   }
 
-  /** Reads a uint64 property. */
+  /**
+   * Reads a uint64 property.
+   *
+   * @param name The property's name, lower case with hyphens (`"capacity"`, in bytes).
+   * @returns Its value, from 0 to 2^64 - 1 (`max-mem-regions` is 2^64 - 1 on io_uring).
+   * @throws {BlkioError} As {@link getBool}: `ENOENT`, `ENOTTY`, `ENODEV`, `EBADF`.
+   */
   getUint64(name: string): bigint {
     return this.#live().properties.get(this.#driver, this.#state, name, "uint64");
   }
 
-  /** Reads any property as text. */
+  /**
+   * Reads any property, whatever its type, as text.
+   *
+   * @param name The property's name, lower case with hyphens.
+   * @returns `true` or `false` for a bool, a decimal number for an int or uint64, the string
+   * itself for a str.
+   * @throws {BlkioError} `ENOENT` for an unknown name; `ENODEV` for a device property before
+   * {@link connect}; `EBADF` once destroyed.
+   */
   getStr(name: string): string {
     return this.#live().properties.getStr(this.#driver, this.#state, name);
   }
 
-  /** Sets a bool property. */
+  /**
+   * Sets a bool property. Checked in libblkio's order: name, type, access and state, then the
+   * value.
+   *
+   * @param name The property's name, lower case with hyphens (`"direct"`).
+   * @param value The new value.
+   * @throws {BlkioError} `ENOENT` for an unknown name; `ENOTTY` for a property of another type
+   * (the message names the setter to use); `EACCES` for a read-only property; `ENODEV` for one
+   * settable only once connected, before {@link connect}; `EBUSY` for one whose state is past
+   * (`path` once connected, `num-queues` once started); `EINVAL` for a value that is not a
+   * boolean; `EBADF` once destroyed.
+   */
   setBool(name: string, value: boolean): void {
     const d = this.#live();
     d.properties.set(d, this.#state, name, "bool", value, checkBool);
   }
 
-  /** Sets an int property (C int range). */
+  /**
+   * Sets an int property.
+   *
+   * @param name The property's name, lower case with hyphens (`"num-queues"`).
+   * @param value An integer from -2^31 to 2^31 - 1 (a C `int`); the property may take less
+   * (`num-entries` must be positive).
+   * @throws {BlkioError} As {@link setBool}: `ENOENT`, `ENOTTY`, `EACCES`, `ENODEV`, `EBUSY`,
+   * `EBADF`; `EINVAL` for a value out of range or not an integer, or one the property refuses.
+   */
   setInt(name: string, value: number): void {
     const d = this.#live();
     d.properties.set(d, this.#state, name, "int", value, checkInt);
   }
 
-  /** Sets a uint64 property. */
+  /**
+   * Sets a uint64 property.
+   *
+   * @param name The property's name, lower case with hyphens.
+   * @param value From 0 to 2^64 - 1: a bigint, or a number that is a safe integer.
+   * @throws {BlkioError} As {@link setBool}: `ENOENT`, `ENOTTY`, `EACCES`, `ENODEV`, `EBUSY`,
+   * `EBADF`; `EINVAL` for a value out of range.
+   */
   setUint64(name: string, value: bigint | number): void {
     const d = this.#live();
     d.properties.set(d, this.#state, name, "uint64", value, checkUint64);
   }
 
-  /** Sets any property from text (`true`/`false`, decimal numbers). */
+  /**
+   * Sets any property, whatever its type, from text, as command lines do (`blkio_info`'s
+   * `name=value`).
+   *
+   * @param name The property's name, lower case with hyphens.
+   * @param value `true` or `false` for a bool, a decimal integer for an int or uint64, any text
+   * without NUL characters for a str.
+   * @throws {BlkioError} `EINVAL` for text that is not a value of the property's type (checked
+   * first, as libblkio parses before it sets); otherwise as {@link setBool}: `ENOENT`, `EACCES`,
+   * `ENODEV`, `EBUSY`, `EBADF`.
+   */
   setStr(name: string, value: string): void {
     const d = this.#live();
     d.properties.setStr(d, this.#state, name, value);
   }
 
-  /** Every property of this driver, with its type and access in the current state. */
+  /**
+   * Lists this driver's properties (libblkio has no such call).
+   *
+   * @returns One entry per property, sorted by name: its type (which getter and setter take
+   * it), whether it is readable and writable in the current state, and the states it can be set
+   * in. Fresh objects on every call.
+   * @throws {BlkioError} `EBADF` once destroyed.
+   */
   properties(): PropertyInfo[] {
     return this.#live().properties.describe(this.#state);
   }
 
   /**
    * Allocates a memory region (connected or started) at an address that is a multiple of
-   * mem-region-alignment (also where that is larger than a page); `len` a multiple of it too.
+   * mem-region-alignment (also where that is larger than a page). It is not mapped yet: see
+   * {@link mapMemRegion}.
+   *
+   * @param len Its length in bytes: a non-zero multiple of the `mem-region-alignment` property.
+   * @returns The region; its `bytes` are zeroed memory backed by a memfd (`fd`).
+   * @throws {BlkioError} `ENODEV` before {@link connect}; `EINVAL` for a length that is not a
+   * positive integer multiple of `mem-region-alignment`; `ENOMEM` for one the system or a JS
+   * ArrayBuffer cannot hold; `EMFILE` at the fd limit; `EBADF` once destroyed.
    */
   allocMemRegion(len: number): MemoryRegion {
     const d = this.#live();
@@ -228,6 +332,10 @@ export class Blkio {
    * mapped, its memory is mapped through another region object or by another instance, or
    * requests of any instance use it: freed memory could be handed out again at the same
    * address while a ring or back-end still holds it.
+   *
+   * @param region A region this instance allocated, as {@link allocMemRegion} returned it.
+   * @throws {BlkioError} `EBUSY` as above; `EINVAL` for a region this instance did not allocate
+   * (or its `bytes` instead of the region); `EBADF` once destroyed.
    */
   freeMemRegion(region: MemoryRegion): void {
     this.#live();
@@ -246,6 +354,13 @@ export class Blkio {
    * libblkio, mem-region-alignment is read and the region checked against it first: before
    * connect that is ENODEV where the alignment comes from the device (io_uring), and a
    * misaligned region is EINVAL in any state.
+   *
+   * @param region A region from {@link allocMemRegion}, or one the caller built over its own
+   * memory (`fd` -1 unless the driver needs one: `needs-mem-region-fd`).
+   * @throws {BlkioError} `EBUSY` before {@link start}; `EINVAL` for a region mapped already,
+   * overlapping a mapped one, or whose address or length is not a multiple of
+   * `mem-region-alignment`; the back-end's errno where it refuses the memory
+   * (virtio-blk-vhost-user); `EBADF` once destroyed.
    */
   mapMemRegion(region: MemoryRegion): void {
     const d = this.#live();
@@ -268,6 +383,9 @@ export class Blkio {
    * shares the memory with a back-end (virtio-blk-vhost-user) while requests in flight use it:
    * the back-end would write into whatever is mapped at that address next. (io_uring hands the
    * kernel what it prepared first, so there unmapping is always safe.)
+   *
+   * @param region The region as it was mapped.
+   * @throws {BlkioError} `EBUSY` as above; `EBADF` once destroyed.
    */
   unmapMemRegion(region: MemoryRegion): void {
     const d = this.#live();
@@ -280,24 +398,50 @@ export class Blkio {
     this.#regions.unmap(region);
   }
 
-  /** Queue `index`, or null before start, for a bad index or a removed queue. */
+  /**
+   * Gets a regular queue (poll queues have indexes of their own: {@link getPollQueue}).
+   *
+   * @param index From 0 to `num-queues` - 1 (and the indexes {@link addQueue} returned).
+   * @returns The queue, or null before {@link start}, for an index out of range or not an
+   * integer, and for a removed queue.
+   * @throws {BlkioError} `EBADF` once destroyed.
+   */
   getQueue(index: number): Queue | null {
     this.#live();
     return Number.isInteger(index) && index >= 0 ? this.#queues[index] ?? null : null;
   }
 
-  /** Poll queue `index`, or null. */
+  /**
+   * Gets a poll queue: one that {@link Queue.doIo} polls for completions instead of sleeping.
+   *
+   * @param index From 0 to `num-poll-queues` - 1 (and the indexes {@link addPollQueue} returned).
+   * @returns The queue, or null as for {@link getQueue}.
+   * @throws {BlkioError} `EBADF` once destroyed.
+   */
   getPollQueue(index: number): Queue | null {
     this.#live();
     return Number.isInteger(index) && index >= 0 ? this.#pollQueues[index] ?? null : null;
   }
 
-  /** Adds a queue (started only) at the lowest free index, which it returns. */
+  /**
+   * Adds a regular queue (started only), at the lowest free index.
+   *
+   * @returns The new queue's index, for {@link getQueue} and {@link removeQueue}.
+   * @throws {BlkioError} `ENOTSUP` on a driver that cannot add queues (`can-add-queues` is
+   * false: virtio-blk-vhost-user); `EBUSY` before {@link start}; the errno of setting up the
+   * ring (`ENOMEM`, `EMFILE`); `EBADF` once destroyed.
+   */
   addQueue(): number {
     return this.#add(this.#queues, false);
   }
 
-  /** Adds a poll queue (started only); EINVAL when poll queues are not supported. */
+  /**
+   * Adds a poll queue (started only), at the lowest free poll-queue index.
+   *
+   * @returns The new poll queue's index, for {@link getPollQueue} and {@link removePollQueue}.
+   * @throws {BlkioError} As {@link addQueue}, and `EINVAL` where poll queues are not supported
+   * (`supports-poll-queues` is false).
+   */
   addPollQueue(): number {
     return this.#add(this.#pollQueues, true);
   }
@@ -321,12 +465,22 @@ export class Blkio {
   /**
    * Removes queue `index`; ENOENT when there is none. As with {@link destroy}, requests not yet
    * handed over by `doIo` are dropped, not carried out.
+   *
+   * @param index The queue's index; the indexes of the other queues do not change.
+   * @throws {BlkioError} `ENOENT` when there is no queue at `index`; `EBUSY` from code that runs
+   * inside a `doIo` of that queue; `EBADF` once destroyed.
    */
   removeQueue(index: number): void {
     this.#remove(this.#queues, index);
   }
 
-  /** Removes poll queue `index`; ENOENT when there is none. */
+  /**
+   * Removes poll queue `index`, as {@link removeQueue} does a regular one.
+   *
+   * @param index The poll queue's index.
+   * @throws {BlkioError} `ENOENT` when there is no poll queue at `index`; `EBUSY` from code that
+   * runs inside a `doIo` of that queue; `EBADF` once destroyed.
+   */
   removePollQueue(index: number): void {
     this.#remove(this.#pollQueues, index);
   }

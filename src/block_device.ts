@@ -616,6 +616,18 @@ export class BlockDevice {
    * each queue is a ring to set up, so `queues` in the thousands blocks the event loop for
    * seconds.
    *
+   * @param path A block device or regular file (io_uring), or the Unix socket of a vhost-user
+   * export (`driver: "virtio-blk-vhost-user"`).
+   * @param opts `driver` (default `"io_uring"`); `direct` to bypass the page cache (O_DIRECT:
+   * offsets, lengths and buffers must then be aligned); `readOnly` to open for reading only;
+   * `queues` (default 1, each a ring of its own); `numEntries`, each queue's ring size (io_uring:
+   * from 1 to 32768, default 128; virtio-blk: a power of two, default 256).
+   * @returns A promise of the open device; it rejects with BlkioError (it never throws): `ENOENT`
+   * for a missing path or an unknown driver, `EINVAL` for bad options (an unknown key such as
+   * `readonly` too) or a path that is neither a block device nor a regular file, `EACCES` or
+   * `EROFS` for a target that cannot be opened for writing (the message says to set `readOnly`
+   * where reading would work).
+   *
    * @example Open read-only
    * ```ts
    * import { BlockDevice } from "@blkio/blkio";
@@ -738,6 +750,12 @@ export class BlockDevice {
    * slots (VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS) takes none while requests are in flight
    * (`EBUSY`): allocate buffers up front.
    *
+   * @param len The buffer's length in bytes, a positive integer.
+   * @returns The zeroed buffer, a view of part of a memory region.
+   * @throws {BlkioError} `EINVAL` for a length that is not a positive integer; `ENOMEM` for one
+   * too large for memory or a JS ArrayBuffer; `EBADF` once closed; on virtio-blk-vhost-user,
+   * `EBUSY` and `EIO` as above.
+   *
    * @example
    * ```ts
    * import { BlockDevice } from "@blkio/blkio";
@@ -797,6 +815,18 @@ export class BlockDevice {
    * end reads as zeroes (the promise resolves); on a block device, a read past its capacity
    * rejects (EIO).
    *
+   * @param offset The byte offset: a non-negative integer number or bigint below 2^53, a
+   * multiple of {@link requestAlignment}.
+   * @param buf Where the data goes; its length is the request's, a multiple of
+   * {@link requestAlignment}, and its address a multiple of {@link bufAlignment}
+   * ({@link allocBuffer} returns such buffers; on virtio-blk-vhost-user only those are usable).
+   * It must stay untouched until the promise settles.
+   * @param opts `signal`, to abort the request.
+   * @returns A promise that resolves once the request completed, and rejects with BlkioError:
+   * `EINVAL` for bad arguments or options (an unknown option key too), `EBADF` once closed, the
+   * request's errno otherwise (`EIO`); with the signal's reason when `signal` aborts it. It
+   * never throws.
+   *
    * @example Read with a deadline
    * ```ts
    * import { BlockDevice } from "@blkio/blkio";
@@ -825,6 +855,15 @@ export class BlockDevice {
    * virtio-blk-vhost-user, as its back-end says). A write that rejects may have landed in part:
    * each byte then holds its old value or the new one (on a full file system the part that fitted
    * is written before the rest fails ENOSPC), as with `pwrite`.
+   *
+   * @param offset The byte offset: a non-negative integer number or bigint below 2^53, a
+   * multiple of {@link requestAlignment}.
+   * @param buf The data; its length is the request's. Aligned as for {@link read}, and untouched
+   * until the promise settles.
+   * @param opts `fua` (the data is on stable storage when the promise resolves), `signal`.
+   * @returns A promise, as for {@link read}; a write also rejects with `EBADF` on a device
+   * opened with `readOnly`, and with `ENOSPC` past the end of a block device or on a full file
+   * system.
    */
   write(offset: bigint | number, buf: Uint8Array, opts?: WriteOptions): Promise<void> {
     const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS, "write");
@@ -832,14 +871,31 @@ export class BlockDevice {
     return this.#submit(OP_WRITE, offset, buf, flags, opts);
   }
 
-  /** Reads into the buffers of `iovecs`, in order, starting at `offset`. */
+  /**
+   * Reads into the buffers of `iovecs`, in order, starting at `offset`.
+   *
+   * @param offset The byte offset: a non-negative integer number or bigint below 2^53, a
+   * multiple of {@link requestAlignment}.
+   * @param iovecs The buffers, each aligned as `buf` of {@link read}; the request's length is
+   * the sum of theirs. The array is read at the call.
+   * @param opts `signal`, to abort the request.
+   * @returns A promise, as for {@link read}.
+   */
   readv(offset: bigint | number, iovecs: Uint8Array[], opts?: RequestOptions): Promise<void> {
     const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "readv");
     if (typeof flags !== "number") return Promise.reject(flags);
     return this.#submit(OP_READV, offset, iovecs, 0, opts);
   }
 
-  /** Writes the buffers of `iovecs`, in order, starting at `offset`. */
+  /**
+   * Writes the buffers of `iovecs`, in order, starting at `offset`.
+   *
+   * @param offset The byte offset: a non-negative integer number or bigint below 2^53, a
+   * multiple of {@link requestAlignment}.
+   * @param iovecs The buffers, as for {@link readv}.
+   * @param opts `fua`, `signal`, as for {@link write}.
+   * @returns A promise, as for {@link write}.
+   */
   writev(offset: bigint | number, iovecs: Uint8Array[], opts?: WriteOptions): Promise<void> {
     const flags = flagsOf(opts, WRITE_OPTIONS, WRITE_FLAGS, "writev");
     if (typeof flags !== "number") return Promise.reject(flags);
@@ -849,6 +905,15 @@ export class BlockDevice {
   /**
    * Makes `len` bytes at `offset` read as zeroes. One that rejects may have zeroed part of the
    * range (virtio-blk sends a long one in chunks, the last first).
+   *
+   * @param offset The byte offset: a non-negative integer number or bigint below 2^53, a
+   * multiple of {@link requestAlignment}.
+   * @param len The number of bytes, a multiple of {@link requestAlignment}.
+   * @param opts `noUnmap` (keep the range allocated), `noFallback` (reject with `ENOTSUP`
+   * rather than let the kernel write zero buffers), `fua`, `signal`.
+   * @returns A promise, as for {@link write}; it also rejects with `ENOTSUP` where the target
+   * cannot do what the options ask (`noUnmap` on tmpfs, `noFallback` where the device cannot
+   * zero by itself).
    */
   writeZeroes(offset: bigint | number, len: bigint | number, opts?: WriteZeroesOptions): Promise<void> {
     const flags = flagsOf(opts, WRITE_ZEROES_OPTIONS, WRITE_ZEROES_FLAGS, "write zeroes");
@@ -860,6 +925,13 @@ export class BlockDevice {
    * Discards (unmaps) `len` bytes at `offset`; they may then read as anything. On a regular file
    * (io_uring) it rejects with `ENOTSUP`, as in libblkio: {@link writeZeroes} without `noUnmap`
    * deallocates a file's range instead.
+   *
+   * @param offset The byte offset: a non-negative integer number or bigint below 2^53, a
+   * multiple of {@link requestAlignment}.
+   * @param len The number of bytes, a multiple of {@link requestAlignment}.
+   * @param opts `signal`, to abort the request.
+   * @returns A promise, as for {@link write}; it also rejects with `ENOTSUP` where the target
+   * cannot discard (a regular file).
    */
   discard(offset: bigint | number, len: bigint | number, opts?: RequestOptions): Promise<void> {
     const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "discard");
@@ -867,7 +939,12 @@ export class BlockDevice {
     return this.#submit(OP_DISCARD, offset, len, 0, opts);
   }
 
-  /** Makes completed writes durable. */
+  /**
+   * Makes the writes that completed before it durable (on stable storage).
+   *
+   * @param opts `signal`, to abort the request.
+   * @returns A promise, as for {@link read}.
+   */
   flush(opts?: RequestOptions): Promise<void> {
     const flags = flagsOf(opts, REQUEST_OPTIONS, NO_FLAGS, "flush");
     if (typeof flags !== "number") return Promise.reject(flags);
@@ -1191,6 +1268,10 @@ export class BlockDevice {
    * request failed with `EIO`): its memory stays the device's for as long as the process runs.
    * Memory transferred to another ArrayBuffer is not recognised.
    *
+   * @param buffer The memory to wait for (a view of it: any overlapping request counts).
+   * @param opts `signal`, to stop waiting.
+   * @returns A promise that resolves as said above, or rejects as said above; it never throws.
+   *
    * @example Reuse the buffer of an aborted read
    * ```ts
    * import { BlockDevice } from "@blkio/blkio";
@@ -1290,6 +1371,8 @@ export class BlockDevice {
    * their buffers then stay referenced for the life of the process, as the device may still
    * write into them. To give up on a request stuck in such a back-end, abort it.
    * Idempotent: every call returns the same promise.
+   *
+   * @returns A promise that resolves once every request has settled and the device is closed.
    *
    * @example Close with requests still in flight
    * ```ts

@@ -178,7 +178,13 @@ export class Queue {
     return this.#live().failureCheckMs ?? 0;
   }
 
-  /** Enables or disables completion fd notifications (spurious wakeups remain possible). */
+  /**
+   * Enables or disables completion fd notifications (spurious wakeups remain possible).
+   *
+   * @param enabled Whether {@link completionFd} should become readable when requests complete.
+   * @throws {BlkioError} `EINVAL` for a value that is not a boolean; `EBADF` once the queue is
+   * removed or the instance destroyed.
+   */
   setCompletionFdEnabled(enabled: boolean): void {
     this.#live().setCompletionFdEnabled(checkBool("enabled", enabled));
   }
@@ -187,6 +193,21 @@ export class Queue {
    * Queues a read of `buf.byteLength` bytes at `start`. Where the `can-grow` property is true (a
    * regular file), what lies past the end reads as zeroes and the request succeeds; elsewhere a
    * read past the capacity fails (a block device: -EIO, with an errorMsg naming the capacity).
+   *
+   * @param start The byte offset: a non-negative integer number or bigint (from 2^53 on, the
+   * request completes with -EINVAL), a multiple of `request-alignment` (1 for a buffered
+   * io_uring instance) or the request completes with -EINVAL.
+   * @param buf Where the data goes; its length is the request's. It must stay untouched until
+   * the completion, its address and length must be multiples of `buf-alignment`, and with
+   * `needs-mem-regions` it must lie in a mapped memory region.
+   * @param userData Any value; the request's completion carries it back unchanged (the same
+   * object).
+   * @param flags {@link ReqFlags} bits; none applies to a read (-EINVAL in the completion).
+   * @throws {BlkioError} `EINVAL` for an argument that cannot make a request: a negative or
+   * fractional `start`, a `buf` that is not a Uint8Array over a fixed-length, attached,
+   * unshared ArrayBuffer, `flags` that are not a 32-bit integer; `EBADF` once the queue is
+   * removed or the instance destroyed. Anything else, the request's own failure included,
+   * comes back as its completion's `ret`.
    */
   read(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
     const dq = this.#live();
@@ -200,6 +221,14 @@ export class Queue {
    * a write past the end extends the file, and `capacity` with it; elsewhere it fails (a block
    * device: -ENOSPC, with an errorMsg naming the capacity). A write that fails may have landed in
    * part, each byte old or new (a full file system: what fitted is written, then -ENOSPC).
+   * On a `read-only` instance it completes with -EBADF.
+   *
+   * @param start The byte offset, as for {@link read}.
+   * @param buf The data; its length is the request's. It must stay untouched until the
+   * completion, with the alignment and memory {@link read} needs.
+   * @param userData Any value, carried back by the completion, as for {@link read}.
+   * @param flags {@link ReqFlags} bits: `FUA` (the data is on stable storage when it completes).
+   * @throws {BlkioError} As {@link read}.
    */
   write(start: bigint | number, buf: Uint8Array, userData?: unknown, flags?: number): void {
     const dq = this.#live();
@@ -212,6 +241,14 @@ export class Queue {
    * Queues a vectored read into `iovecs` at `start`; past the end as {@link read}. The array is
    * read at the call: changing it afterwards does not change the request (the buffers it held
    * must stay untouched until the completion).
+   *
+   * @param start The byte offset, as for {@link read}.
+   * @param iovecs The buffers, filled in order; the request's length is the sum of theirs (at
+   * most `max-segments` of them). Each as `buf` of {@link read}.
+   * @param userData Any value, carried back by the completion, as for {@link read}.
+   * @param flags {@link ReqFlags} bits; none applies to a read.
+   * @throws {BlkioError} As {@link read}, and `EINVAL` for `iovecs` that is not an array of
+   * such Uint8Arrays.
    */
   readv(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
     const dq = this.#live();
@@ -225,6 +262,12 @@ export class Queue {
   /**
    * Queues a vectored write of `iovecs` at `start` (flags: FUA); past the end as {@link write}.
    * The array is read at the call, as with {@link readv}.
+   *
+   * @param start The byte offset, as for {@link read}.
+   * @param iovecs The buffers, written in order; as for {@link readv}.
+   * @param userData Any value, carried back by the completion, as for {@link read}.
+   * @param flags {@link ReqFlags} bits: `FUA`.
+   * @throws {BlkioError} As {@link readv}.
    */
   writev(start: bigint | number, iovecs: Uint8Array[], userData?: unknown, flags?: number): void {
     const dq = this.#live();
@@ -237,6 +280,14 @@ export class Queue {
   /**
    * Queues zeroing `len` bytes at `start` (flags: FUA, NO_UNMAP, NO_FALLBACK). One that fails may
    * have zeroed part of the range (virtio-blk sends a long one in chunks, the last first).
+   *
+   * @param start The byte offset, as for {@link read}.
+   * @param len The number of bytes to zero, a multiple of `request-alignment` as `start` is.
+   * @param userData Any value, carried back by the completion, as for {@link read}.
+   * @param flags {@link ReqFlags} bits: `FUA`, `NO_UNMAP` (keep the range allocated),
+   * `NO_FALLBACK` (fail with -ENOTSUP rather than write zeroes where the device cannot zero).
+   * @throws {BlkioError} As {@link read}, and `EINVAL` for a `len` that is not a non-negative
+   * integer.
    */
   writeZeroes(start: bigint | number, len: bigint | number, userData?: unknown, flags?: number): void {
     const dq = this.#live();
@@ -252,6 +303,12 @@ export class Queue {
    * NO_UNMAP deallocates a file's range instead. On a block device it is the device's discard
    * (Linux 6.12+); before 6.12 io_uring cannot send one, and the range gets a hole (a write zeroes
    * that may unmap) instead.
+   *
+   * @param start The byte offset, as for {@link read}.
+   * @param len The number of bytes to discard, a multiple of `request-alignment` as `start` is.
+   * @param userData Any value, carried back by the completion, as for {@link read}.
+   * @param flags {@link ReqFlags} bits; none applies to a discard.
+   * @throws {BlkioError} As {@link writeZeroes}.
    */
   discard(start: bigint | number, len: bigint | number, userData?: unknown, flags?: number): void {
     const dq = this.#live();
@@ -260,7 +317,14 @@ export class Queue {
     this.#submit(dq, Op.Discard, s, null, null, l, userData, checkFlags(flags));
   }
 
-  /** Queues a flush of completed writes to stable storage. */
+  /**
+   * Queues a flush: writes that completed before it are on stable storage when it completes.
+   *
+   * @param userData Any value, carried back by the completion, as for {@link read}.
+   * @param flags {@link ReqFlags} bits; none applies to a flush.
+   * @throws {BlkioError} `EINVAL` for flags that are not a 32-bit integer; `EBADF` once the
+   * queue is removed or the instance destroyed.
+   */
   flush(userData?: unknown, flags?: number): void {
     const dq = this.#live();
     this.#submit(dq, Op.Flush, 0, null, null, 0, userData, checkFlags(flags));
@@ -296,6 +360,20 @@ export class Queue {
    * would overwrite the other): `EINVAL`, and the next call with a usable array returns
    * everything. Code of the caller's that runs inside it (a setter of an `out` entry) gets
    * `EBUSY` from this queue's `doIo`, `removeQueue` and the instance's `destroy`.
+   *
+   * @param out Where completions go: `out[0..n)` on return.
+   * @param min How many completions to wait for: 0 submits and takes what is there without
+   * waiting.
+   * @param max At most this many are returned (default: `out.length`, or no limit for an empty
+   * growable array).
+   * @param timeoutNs The longest wait, in nanoseconds (default: no limit).
+   * @returns How many completions were written to `out`, from `min` to `max`.
+   * @throws {BlkioError} `ETIME` when the timeout ends first; `EINVAL` for `min` larger than
+   * `max` or than the requests outstanding (in flight, queued, or completed and not yet
+   * returned), for arguments that are not non-negative integers, and for an `out` entry that
+   * cannot take a completion; `EBUSY` from code that runs inside a `doIo` of this queue; the
+   * errno of a ring or back-end that failed (`EIO` for a vhost-user back-end that went away);
+   * `EBADF` once the queue is removed or the instance destroyed.
    */
   doIo(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
     const len = Array.isArray(out) ? out.length : 0;
@@ -317,6 +395,14 @@ export class Queue {
    * listener, e.g. `process.on("SIGINT", …)`), and it must reach the waiting thread: the kernel
    * gives a signal sent to the process (`kill`) to the main thread, so it does not interrupt a
    * wait in a Worker, nor in a test under `deno test`, which runs tests on another thread.
+   *
+   * @param out Where completions go, as for {@link doIo}.
+   * @param min How many completions to wait for.
+   * @param max At most this many are returned.
+   * @param timeoutNs The longest wait, in nanoseconds.
+   * @returns How many completions were written to `out`.
+   * @throws {BlkioError} `EINTR` when a signal came first; `ENOTSUP` on a poll queue; otherwise
+   * as {@link doIo}.
    */
   doIoInterruptible(out: Completion[], min: number, max?: number, timeoutNs?: bigint | number): number {
     const len = Array.isArray(out) ? out.length : 0;
@@ -468,8 +554,12 @@ export class Queue {
    * dropped and completes with `-ECANCELED`; one already in the ring is cancelled in the kernel
    * by the next {@link doIo} (io_uring: IORING_OP_ASYNC_CANCEL) and completes with `-ECANCELED`,
    * or normally when it finished first or cannot be interrupted (most block device I/O). Its
-   * buffers stay referenced until that completion. Returns false when no request of this queue
-   * that has not completed yet carries `userData`.
+   * buffers stay referenced until that completion.
+   *
+   * @param userData The `userData` the request was submitted with.
+   * @returns Whether a request was found: false when no request of this queue that has not
+   * completed yet carries `userData`.
+   * @throws {BlkioError} `EBADF` once the queue is removed or the instance destroyed.
    *
    * @example Cancel a request before it reaches the kernel
    * ```ts
