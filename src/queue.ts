@@ -12,7 +12,7 @@ import { ERRNO } from "./errno.ts";
 import { BlkioError, noConstructor } from "./errors.ts";
 import { BEYOND_2_53_MSG, byteLengthOf, checkBuffer, checkIovecs, toOffset } from "./buffers.ts";
 import { checkBool, describe } from "./properties.ts";
-import { RequestBacklog } from "./request_backlog.ts";
+import { NOT_WAITING, RequestBacklog } from "./request_backlog.ts";
 import { errnoError, signalEventfd } from "./sys.ts";
 
 const EINVAL = ERRNO.EINVAL;
@@ -549,8 +549,9 @@ export class Queue {
   }
 
   /**
-   * Cancels the request submitted with `userData` (compared with `===`; the oldest when several
-   * share it). It still completes exactly once: a request waiting in the queue's backlog is
+   * Cancels the request submitted with `userData` (compared with `===`, so NaN matches none and
+   * -0 matches 0; the oldest when several share it). It still completes exactly once, with the
+   * userData it was given: a request waiting in the queue's backlog is
    * dropped and completes with `-ECANCELED`; one already in the ring is cancelled in the kernel
    * by the next {@link doIo} (io_uring: IORING_OP_ASYNC_CANCEL) and completes with `-ECANCELED`,
    * or normally when it finished first or cannot be interrupted (most block device I/O). Its
@@ -590,8 +591,9 @@ export class Queue {
     const dq = this.#live();
     // Requests in the driver are older than any in the backlog (it only fills while that is empty).
     if (dq.cancel(userData)) return true;
-    if (this.#backlog.remove(userData)) {
-      this.#completions.push(userData, -ECANCELED, "request cancelled before submission");
+    const own = this.#backlog.take(userData);
+    if (own !== NOT_WAITING) {
+      this.#completions.push(own, -ECANCELED, "request cancelled before submission");
       return true;
     }
     return false;

@@ -130,28 +130,38 @@ export class RequestBacklog {
    * are), keeping the others in order. Returns whether there was one.
    */
   remove(userData: unknown): boolean {
+    return this.take(userData) !== NOT_WAITING;
+  }
+
+  /**
+   * {@link remove}, returning the removed request's own userData (`===` does not tell -0 from 0,
+   * and its completion must carry the one it was given), or {@link NOT_WAITING}.
+   */
+  take(userData: unknown): unknown {
     // NaN: `===` matches nothing, which the index (a Map) would not agree with.
-    if (userData === REMOVED || userData !== userData) return false;
+    if (userData === REMOVED || userData !== userData) return NOT_WAITING;
     if (this.#where === null && !this.#noIndex && this.#count - this.#removed > INDEX_FROM) {
       this.#buildIndex();
     }
     const where = this.#where;
     if (where !== null) {
       const i = where.get(userData);
-      if (i === undefined) return false;
+      if (i === undefined) return NOT_WAITING;
+      const own = this.#ud[i];
       where.delete(userData);
       this.#removeAt(i);
-      return true;
+      return own;
     }
     const head = this.#head, cap = this.#cap;
     for (let k = 0; k < this.#count; k++) {
       const i = (head + k) % cap;
-      if (this.#ud[i] === userData) {
+      const own = this.#ud[i];
+      if (own === userData) {
         this.#removeAt(i);
-        return true;
+        return own;
       }
     }
-    return false;
+    return NOT_WAITING;
   }
 
   /**
@@ -256,5 +266,7 @@ export class RequestBacklog {
 
 /** The userData of a removed entry: no caller's value is this. */
 const REMOVED = Symbol("removed request");
+/** What {@link RequestBacklog.take} returns when no waiting request carries the userData. */
+export const NOT_WAITING: unique symbol = Symbol("no such request waiting");
 /** Backlogs longer than this get an index at their first remove(). */
 const INDEX_FROM = 64;

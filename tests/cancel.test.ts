@@ -236,6 +236,35 @@ test("Queue.cancel() drops a request from the backlog with -ECANCELED", () => {
   assert.equal(got.get("third")!.ret, 0);
 });
 
+// cancel() compares with `===`, to which -0 and 0 are one value: a request waiting in the backlog,
+// cancelled with the other zero, completed with the cancel's argument instead of its own userData
+// (the fuzzer's odd userData values, vhost-user, seed 1, step 2323).
+test("Queue.cancel() of a waiting request queued with 0 or -0 hands back its own userData, whichever zero cancels it", () => {
+  using b = startDirect(DIRECT, 1);
+  const q = b.getQueue(0)!;
+  const buf = alignedBuffer(b, 8192);
+  for (const [given, asked] of [[0, -0], [-0, 0], [0, 0], [-0, -0]]) {
+    q.read(0, buf.subarray(0, 4096), "in the ring");
+    q.read(4096, buf.subarray(4096), given); // the ring is full: it waits in the backlog
+    assert.equal(q.cancel(asked), true);
+    const out: Completion[] = [];
+    const got: Completion[] = [];
+    while (got.length < 2) {
+      const n = q.doIo(out, 1);
+      for (let i = 0; i < n; i++) got.push({ ...out[i] });
+    }
+    const zero = got.find((c) => c.userData === 0)!;
+    assert.equal(zero.ret, -125);
+    assert.ok(
+      Object.is(zero.userData, given),
+      `queued with ${Object.is(given, -0) ? "-0" : "0"}, cancelled with ${
+        Object.is(asked, -0) ? "-0" : "0"
+      }: ` +
+        `came back with ${Object.is(zero.userData, -0) ? "-0" : "0"}`,
+    );
+  }
+});
+
 test("Queue.cancel() of a request in the kernel keeps its buffer until the completion", () => {
   using b = startDirect(DIRECT);
   const q = b.getQueue(0)!;
