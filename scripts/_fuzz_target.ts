@@ -158,16 +158,16 @@ export function targetUnavailable(name: TargetName): string | null {
   return loopUnavailableReason();
 }
 
-/** The targets that can be made with a `base` (sparse below it): no bad ranges, no full file system. */
-export const BASE_TARGETS: readonly TargetName[] = [
-  "file",
-  "file+direct",
-  "loop",
-  "loop+direct",
-  "loop-4k",
-  "loop-4k+direct",
-  "vhost-user",
-];
+/**
+ * Whether target kind `name` can be made with a `base` (sparse below it): not a FUSE daemon's
+ * file, a tmpfs whose room is the target's size, nor a loop device over ramfs.
+ */
+function takesBase(name: TargetName): boolean {
+  return !name.startsWith("fuse-") && !name.startsWith("tmpfs-full") && !name.startsWith("loop-bare");
+}
+
+/** The targets that can be made with a `base`. */
+export const BASE_TARGETS: readonly TargetName[] = TARGET_NAMES.filter(takesBase);
 
 /**
  * Makes target `name` holding `initial` (its size), at `base` of a sparse target that much
@@ -178,6 +178,7 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
   if (base === 0) return makeAtZero(name, initial, dir);
   if (!BASE_TARGETS.includes(name)) throw new Error(`a ${name} target cannot be made with a base`);
   if (base % 4096 !== 0) throw new Error(`base ${base} is not a multiple of 4096`);
+  if (name === "vhost-user" || name === "vhost-eio") return startExport(name, initial, dir, base);
   const empty = new Uint8Array(0);
   const t = makeAtZero(name, empty, dir, base + initial.length);
   try {
@@ -191,7 +192,7 @@ export function makeTarget(name: TargetName, initial: Uint8Array, dir = tmpdir()
 
 function makeAtZero(name: TargetName, initial: Uint8Array, dir: string, sparse = 0): FuzzTarget {
   const direct = name.endsWith("+direct");
-  if (name === "vhost-user" || name === "vhost-eio") return startExport(name, initial, dir, sparse);
+  if (name === "vhost-user" || name === "vhost-eio") return startExport(name, initial, dir);
   if (name === "fuse-short" || name === "fuse-eio") return fuseTarget(name, initial, dir);
   if (name.startsWith("tmpfs-full")) return fullTmpfs(name, initial, dir);
   if (name.startsWith("file")) {
@@ -441,30 +442,35 @@ function alive(pid: number): boolean {
  * writable, page cache on: node:fs sees what it wrote), as tests/_vhost_user.ts makes them. The
  * cleanup continues a stopped daemon, ends it and removes the scratch directory. `vhost-eio` puts
  * a blkdebug node between the image and the export that fails every request holding one of a
- * few sectors' first byte with EIO (badSectorsOf), as a disk with bad sectors does.
+ * few sectors' first byte with EIO (badSectorsOf), as a disk with bad sectors does. With a
+ * `base`, the image is that much longer, sparse below `initial`, and the bad sectors move with it.
  */
 function startExport(
   name: "vhost-user" | "vhost-eio",
   initial: Uint8Array,
   dir: string,
-  sparse: number,
+  base = 0,
 ): FuzzTarget {
   const scratch = mkdtempSync(join(realpathSync(dir), "blkio-fuzz-vhost-"));
   const image = join(scratch, "img.raw");
   const socket = join(scratch, "vhost.sock");
   const pidfile = join(scratch, "qsd.pid");
-  writeFileSync(image, initial);
-  if (sparse > 0) truncateSync(image, sparse);
   const bad = name === "vhost-eio" ? badSectorsOf(initial.length) : [];
   let node = "file0";
   const blkdebug: string[] = [];
-  if (bad.length > 0) {
-    const conf = join(scratch, "blkdebug.conf");
-    writeFileSync(conf, bad.map((sector) => injectError({ errno: 5, sector })).join("\n"));
-    blkdebug.push("--blockdev", `driver=blkdebug,node-name=dbg0,config=${conf},image=file0`);
-    node = "dbg0";
-  }
   try {
+    writeFileSync(image, base === 0 ? initial : new Uint8Array(0));
+    if (base > 0) {
+      truncateSync(image, base + initial.length);
+      writeAt(image, initial, base);
+    }
+    if (bad.length > 0) {
+      const conf = join(scratch, "blkdebug.conf");
+      const at = base / 512;
+      writeFileSync(conf, bad.map((sector) => injectError({ errno: 5, sector: at + sector })).join("\n"));
+      blkdebug.push("--blockdev", `driver=blkdebug,node-name=dbg0,config=${conf},image=file0`);
+      node = "dbg0";
+    }
     // With --daemonize the socket exists once the command returns.
     execFileSync(QSD, [
       "--blockdev",
@@ -491,7 +497,7 @@ function startExport(
     direct: false,
     isBlockDevice: true,
     size: initial.length,
-    base: 0,
+    base,
     blockSize: 512,
     directWritesChecked: false,
     capacityFixedAtOpen: false,

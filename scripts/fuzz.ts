@@ -57,11 +57,11 @@
  *   is up; every failure is reported, and the exit status is 1 if there was one.
  * - `--seed` (default: from the clock, printed), `--size` of each target (default 1 MiB; from
  *   4 MiB, some requests are larger than one bio), `--base`: the fuzzer's part of the target
- *   starts this far in (a multiple of 4096; file, loop and vhost-user targets), which is made that
- *   much longer and sparse below it: `--base 4294443008` (4 GiB - 512 KiB) puts requests below,
- *   across and above 4 GiB (offsets a driver that kept 32 bits of would get wrong), while the
- *   model holds only `--size` bytes. `--dir` where file targets go (default: the
- *   temp directory; /dev/shm for tmpfs, whose queues defer task work),
+ *   starts this far in (a multiple of 4096; the file, loop (not `loop-bare`) and vhost targets:
+ *   BASE_TARGETS), which is made that much longer and sparse below it: `--base 4294443008`
+ *   (4 GiB - 512 KiB) puts requests below, across and above 4 GiB (offsets a driver that kept
+ *   32 bits of would get wrong), while the model holds only `--size` bytes. `--dir` where file
+ *   targets go (default: the temp directory; /dev/shm for tmpfs, whose queues defer task work),
  *   `--verbose` prints every step.
  *
  * @module
@@ -73,6 +73,7 @@ import { runFuzz, type RunOptions, type RunStats } from "./_fuzz_run.ts";
 import { type BlockDeviceStats, runBlockDeviceFuzz } from "./_fuzz_block_device.ts";
 import {
   adoptTarget,
+  BASE_TARGETS,
   type FuzzTarget,
   makeTarget,
   TARGET_NAMES,
@@ -285,7 +286,7 @@ async function main(): Promise<void> {
   const asked = (args.get("target") ?? TARGET_NAMES.join(",")).split(",") as TargetName[];
   for (const t of asked) if (!TARGET_NAMES.includes(t)) throw new Error(`unknown target ${t}`);
   const targets = asked.filter((t) => {
-    const why = targetUnavailable(t);
+    const why = base > 0 && !BASE_TARGETS.includes(t) ? "it takes no --base" : targetUnavailable(t);
     if (why !== null) process.stderr.write(`fuzz: skipping ${t}: ${why}\n`);
     return why === null;
   });
