@@ -65,8 +65,12 @@ export interface SharedGroup {
   readonly userData: unknown;
   /** In the order they were queued: cancel() takes the oldest one not completed. */
   readonly members: FuzzRequest[];
-  /** The completions delivered so far (copies: `out` entries are reused). */
-  readonly got: { ret: number; errorMsg: string | null }[];
+  /**
+   * The completions delivered so far (copies: `out` entries are reused), with the userData each
+   * handed back: 0 and -0 share a group (cancel() compares with `===`), but each request must
+   * get its own back (`Object.is`).
+   */
+  readonly got: { ret: number; errorMsg: string | null; userData: unknown }[];
 }
 
 /** A request queued on one of the fuzzer's queues. */

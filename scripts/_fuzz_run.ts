@@ -98,6 +98,12 @@ export interface RunStats {
   sharedGroups: number;
   /** cancel() calls of a shared userData (each must take the oldest). */
   sharedCancels: number;
+  /**
+   * Requests whose userData was an odd value (ODD_SHARED_USER_DATA, ODD_USER_DATA), and cancel()
+   * calls that had to find nothing: of NaN (`===` matches no request) or of an object's copy.
+   */
+  oddUserData: number;
+  missCancels: number;
 }
 
 /** The fuzzer's view of one queue. */
@@ -132,6 +138,28 @@ interface Config {
 }
 
 /**
+ * Odd userData values (any JS value is one, README) that several requests of a queue may carry:
+ * each must come back as given (`Object.is`: -0 as -0, NaN as NaN). cancel() compares with `===`,
+ * so 0 and -0 are one value to it (a group of their own), NaN is none (cancel(NaN) finds no
+ * request), and a bigint made anew matches.
+ */
+const ODD_SHARED_USER_DATA: readonly unknown[] = [
+  NaN,
+  0,
+  -0,
+  Infinity,
+  -Infinity,
+  2 ** 64,
+  Number.MAX_VALUE,
+  Number.MIN_VALUE,
+  0.1,
+  2n ** 64n,
+  -1n,
+  "",
+  false,
+];
+
+/**
  * userData values several requests of a queue carry at once (a caller that passes none shares
  * undefined): none is a value a request gets of its own.
  */
@@ -142,7 +170,37 @@ const SHARED_USER_DATA: readonly unknown[] = [
   -1,
   { shared: true },
   Symbol("shared"),
+  ...ODD_SHARED_USER_DATA,
 ];
+
+/**
+ * Odd userData values of one request each (`id` is the request's, from 1): non-integers, numbers
+ * past 2^53 and near the largest, bigints past 2^64 and below zero, and objects of unusual kinds.
+ * None equals another's or a shared value.
+ */
+const ODD_USER_DATA: readonly ((id: number) => unknown)[] = [
+  (id) => id + 0.5,
+  (id) => -id - 0.25,
+  (id) => 2 ** 60 + id * 256,
+  (id) => id * 2 ** 1000,
+  (id) => (1n << 64n) + BigInt(id),
+  (id) => -BigInt(id) - 1n,
+  (id) => Object.freeze({ id }),
+  (id) => [id],
+  (id) => Object.assign(() => id, { id }),
+  (id) => Object.assign(Object.create(null), { id }),
+  (id) => new Proxy({ id }, {}),
+];
+
+/**
+ * A value `===` to `v`, made anew where it can be: a bigint from its digits, either zero for a
+ * zero. cancel() compares with `===`, so it must find the same requests with it.
+ */
+function twin(v: unknown, rng: Rng): unknown {
+  if (typeof v === "bigint") return BigInt(v.toString());
+  if (v === 0) return rng.pick([0, -0]);
+  return v;
+}
 
 /** Requests of `m` whose completion has not been delivered. */
 function pending(m: QueueModel): number {
@@ -185,6 +243,8 @@ class FuzzRun {
 
   #b: Blkio | null = null;
   #state: State = "none";
+  /** During a burst whose requests get no shared userData. */
+  #ownUserData = false;
   #cfg: Config = FuzzRun.#freshConfig();
   #supportsPoll = false;
   /** request-alignment of the instance (1 without O_DIRECT). */
@@ -236,6 +296,8 @@ class FuzzRun {
       shared: 0,
       sharedGroups: 0,
       sharedCancels: 0,
+      oddUserData: 0,
+      missCancels: 0,
     };
   }
 
@@ -1164,21 +1226,24 @@ class FuzzRun {
    */
   #userData(m: QueueModel, r: FuzzRequest): unknown {
     const rng = this.#rng;
-    if (rng.chance(0.15)) {
+    if (!this.#ownUserData && rng.chance(0.15)) {
       const v = rng.pick(SHARED_USER_DATA);
       const g = m.groups.get(v);
       if (g === undefined || (g.got.length === 0 && g.members.length < 4)) {
         r.group = g ?? { userData: v, members: [], got: [] };
+        if (ODD_SHARED_USER_DATA.includes(v)) this.#stats.oddUserData++;
         return v;
       }
     }
     const id = r.id;
     const k = rng.int(100);
-    if (k < 60) return { id };
-    if (k < 75) return id;
-    if (k < 88) return `r${id}`;
-    if (k < 95) return Symbol(`r${id}`);
-    return BigInt(id);
+    if (k < 50) return { id };
+    if (k < 62) return id;
+    if (k < 72) return `r${id}`;
+    if (k < 78) return Symbol(`r${id}`);
+    if (k < 82) return BigInt(id);
+    this.#stats.oddUserData++;
+    return rng.pick(ODD_USER_DATA)(id);
   }
 
   /**
@@ -1240,8 +1305,11 @@ class FuzzRun {
     }
     const pieces = piecesOf(bufs);
     const reaches = expectOutcomes(r, this.#facts(m, pieces), pieces, this.#disk.limit);
-    if (shared !== undefined) r.group = shared;
-    r.userData = shared !== undefined ? shared.userData : this.#userData(m, r);
+    if (shared !== undefined) {
+      r.group = shared;
+      if (ODD_SHARED_USER_DATA.includes(shared.userData)) this.#stats.oddUserData++;
+    }
+    r.userData = shared !== undefined ? twin(shared.userData, rng) : this.#userData(m, r);
     // The target's base is added to the model's offsets (not to those past 2^53, which must stay
     // there).
     const at = r.start >= 2 ** 53 ? r.start : this.#t.base + r.start;
@@ -1289,29 +1357,38 @@ class FuzzRun {
   }
 
   /** More requests at once than the ring holds: the rest waits in the backlog. */
-  #burst(m = this.#pickQueue(), extra = 0): void {
+  #burst(m = this.#pickQueue(), extra = 0, ownUserData = false): void {
     const rng = this.#rng;
     const n = Math.min(96, rng.range(this.#cfg.numEntries, 3 * this.#cfg.numEntries)) + extra;
-    this.#log.add(`burst of ${n} on ${m.key}`);
-    for (let i = 0; i < n; i++) this.#io(m);
+    this.#log.add(`burst of ${n} on ${m.key}${ownUserData ? ", each with a userData of its own" : ""}`);
+    this.#ownUserData = ownUserData;
+    try {
+      for (let i = 0; i < n; i++) this.#io(m);
+    } finally {
+      this.#ownUserData = false;
+    }
   }
 
   /**
-   * Two to four requests with one shared userData, now and then behind a burst that fills the
+   * Two to four requests (or one) with one shared userData, now and then behind a burst that fills the
    * ring (they wait in the backlog), then mostly a cancel() of that value at once: it must take
    * the oldest (cancelled before submission there, that one does nothing; a read of the wrong
    * one is left unfilled, a write of the wrong one does not land).
    */
   #sharedBurst(): void {
-    const m = this.#pickQueue(), rng = this.#rng;
-    const v = rng.pick(SHARED_USER_DATA);
+    const m = this.#pickQueue(), rng = this.#rng, entries = this.#cfg.numEntries;
     // Now and then behind more than 64 waiting (where the backlog looks requests up by userData
-    // in an index, which must keep the oldest of those sharing one).
-    if (rng.chance(0.4)) this.#burst(m, rng.chance(0.5) && this.#cfg.numEntries <= 16 ? 70 : 0);
+    // in an index, which must keep the oldest of those sharing one). The index is given up while
+    // two waiting requests share a value, so now and then the burst's values are all their own,
+    // it leaves 70 more than the ring holds, and one request carries `v`, often NaN (which the
+    // index, a Map, would find, and cancel() must not).
+    const long = rng.chance(0.4), alone = long && entries <= 128 && rng.chance(0.4);
+    const v = alone && rng.chance(0.5) ? NaN : rng.pick(SHARED_USER_DATA);
+    if (long) this.#burst(m, alone ? entries + 70 : rng.chance(0.5) && entries <= 16 ? 70 : 0, alone);
     // The burst's requests may have started a group of it: the new ones join it while it is open.
     const g: SharedGroup = m.groups.get(v) ?? { userData: v, members: [], got: [] };
     if (g.got.length > 0) return this.#cancel();
-    const n = rng.range(2, 4);
+    const n = alone ? 1 : rng.range(2, 4);
     this.#log.add(`${n} requests sharing userData ${show(v)} on ${m.key}`);
     for (let i = 0; i < n; i++) this.#io(m, undefined, g);
     if (g.members.length > 0 && rng.chance(0.8)) this.#cancelShared(m, g);
@@ -1354,7 +1431,14 @@ class FuzzRun {
     const picked = rng.pick([...m.outstanding.values()]);
     if (picked.group !== null) return this.#cancelShared(m, picked.group);
     const r = picked;
-    const got = m.q.cancel(r.userData);
+    if (typeof r.userData === "object" && r.userData !== null && rng.chance(0.2)) {
+      // A copy is another object: `===` tells them apart.
+      const copy = Array.isArray(r.userData) ? [...r.userData] : { ...r.userData };
+      this.#expectEqual(`${m.key} cancel of a copy of ${show(r.userData)}`, m.q.cancel(copy), false);
+      this.#stats.missCancels++;
+      return this.#log.add(`cancel of a copy of ${r.describe}'s userData -> false`);
+    }
+    const got = m.q.cancel(twin(r.userData, rng));
     if (r.cancelled) {
       // A second cancel of the same request: still not complete, or already being cancelled.
       this.#log.add(`cancel again ${r.describe} -> ${got}`);
@@ -1383,12 +1467,18 @@ class FuzzRun {
   #cancelShared(m: QueueModel, g: SharedGroup): void {
     const held = g.members.filter((r) => !r.outcomes.every((o) => o.early === true));
     const what = `${m.key} cancel(${show(g.userData)}) of ${g.members.length} requests sharing it`;
+    if (Number.isNaN(g.userData)) {
+      // NaN !== NaN: no request carries it as far as `===` goes, whatever is outstanding.
+      this.#expectEqual(`${what}: found one`, m.q.cancel(NaN), false);
+      this.#stats.missCancels++;
+      return this.#log.add(`${what}: none found (NaN !== NaN)`);
+    }
     const target = held[0];
     const unsure = held.findIndex((r) => r.mayBeReaped || r.outcomes.some((o) => o.early === "maybe"));
     if (g.got.length > 0 || target === undefined || target.cancelled || unsure === 0) {
       return this.#log.add(`${what}: not asked (which one it would take is not known)`);
     }
-    const got = m.q.cancel(g.userData);
+    const got = m.q.cancel(twin(g.userData, this.#rng));
     if (!got) this.#fail(`${what}: cancel() found none, though ${target.describe} has not completed`);
     target.cancelled = true;
     this.#stats.cancels++;
@@ -1405,7 +1495,7 @@ class FuzzRun {
     const r = m.outstanding.get(userData);
     if (r === undefined) {
       const g = m.groups.get(userData);
-      if (g !== undefined) return this.#deliverShared(m, g, ret, errorMsg);
+      if (g !== undefined) return this.#deliverShared(m, g, userData, ret, errorMsg);
       for (const other of this.#queues.values()) {
         const x = other.outstanding.get(userData) ?? other.groups.get(userData)?.members[0];
         if (x) this.#fail(`completion of ${x.describe} came back on ${m.key}`);
@@ -1413,6 +1503,11 @@ class FuzzRun {
       this.#fail(
         `completion on ${m.key} (ret ${ret}) of no outstanding request: userData ${show(userData)}` +
           " (delivered twice, or never queued)",
+      );
+    }
+    if (!Object.is(userData, r.userData)) {
+      this.#fail(
+        `completion of ${r.describe} came back with userData ${show(userData)}, not ${show(r.userData)}`,
       );
     }
     m.outstanding.delete(userData);
@@ -1426,12 +1521,18 @@ class FuzzRun {
    * gets the same completion in every such assignment is checked and applied as one of its own;
    * the others (two writes with different rets) leave their ranges unknown.
    */
-  #deliverShared(m: QueueModel, g: SharedGroup, ret: number, errorMsg: string | null): void {
-    const what = `completion (ret ${ret}) with userData ${show(g.userData)} on ${m.key}`;
+  #deliverShared(
+    m: QueueModel,
+    g: SharedGroup,
+    userData: unknown,
+    ret: number,
+    errorMsg: string | null,
+  ): void {
+    const what = `completion (ret ${ret}) with userData ${show(userData)} on ${m.key}`;
     if (g.got.length >= g.members.length) {
       this.#fail(`${what}: more than the ${g.members.length} requests carrying it (delivered twice?)`);
     }
-    g.got.push({ ret, errorMsg });
+    g.got.push({ ret, errorMsg, userData });
     m.delivered++;
     this.#log.add(`  ${what}: ${g.got.length} of ${g.members.length} back`);
     if (g.got.length < g.members.length) return;
@@ -1440,15 +1541,20 @@ class FuzzRun {
     for (const r of g.members) m.outstanding.delete(r);
     const ways = this.#assignments(g);
     if (ways.length === 0) {
-      const got = g.got.map((c) => `${c.ret}${c.errorMsg ? ` "${c.errorMsg.slice(0, 60)}"` : ""}`).join(", ");
+      const got = g.got.map((c) =>
+        `${c.ret}${c.errorMsg ? ` "${c.errorMsg.slice(0, 60)}"` : ""}${
+          Object.is(c.userData, g.userData) ? "" : ` (userData ${show(c.userData)})`
+        }`
+      ).join(", ");
       const each = g.members.map((r) => {
-        const fits = g.got.filter((c) => this.#allows(r, c.ret, c.errorMsg)).map((c) => c.ret);
+        const fits = g.got.filter((c) => this.#fits(r, c)).map((c) => c.ret);
         const bytes = r.dest !== null && g.got.some((c) => c.ret === 0) &&
             r.outcomes.some((o) => o.ret === 0) &&
             !fits.includes(0)
           ? ", its bytes differ from the model"
           : "";
-        return `${r.describe}${r.cancelled ? " (cancelled)" : ""}: takes [${fits.join(", ")}]${bytes}`;
+        const own = Object.is(r.userData, g.userData) ? "" : ` (userData ${show(r.userData)})`;
+        return `${r.describe}${own}${r.cancelled ? " (cancelled)" : ""}: takes [${fits.join(", ")}]${bytes}`;
       });
       this.#fail(
         `the completions with userData ${show(g.userData)} on ${m.key} (${got}) fit no assignment to ` +
@@ -1479,7 +1585,7 @@ class FuzzRun {
   /** Every assignment of `g`'s completions to its requests that each request allows. */
   #assignments(g: SharedGroup): number[][] {
     const n = g.members.length;
-    const ok = g.members.map((r) => g.got.map((c) => this.#allows(r, c.ret, c.errorMsg)));
+    const ok = g.members.map((r) => g.got.map((c) => this.#fits(r, c)));
     const ways: number[][] = [];
     const used = new Array<boolean>(n).fill(false), way: number[] = [];
     const place = (i: number): void => {
@@ -1495,6 +1601,11 @@ class FuzzRun {
     };
     place(0);
     return ways;
+  }
+
+  /** Whether completion `c` of a group may be request `r`'s: its own userData, and what it allows. */
+  #fits(r: FuzzRequest, c: SharedGroup["got"][number]): boolean {
+    return Object.is(r.userData, c.userData) && this.#allows(r, c.ret, c.errorMsg);
   }
 
   /** Whether request `r` may have completed with `ret` and `errorMsg` (the checks of #complete). */
@@ -1815,6 +1926,9 @@ class FuzzRun {
 /** A userData for a message (objects as JSON: `{"id":12}`). */
 function show(v: unknown): string {
   if (typeof v === "object" && v !== null) return JSON.stringify(v);
+  if (typeof v === "function") return `a function (id ${(v as { id?: number }).id})`;
+  if (typeof v === "string") return JSON.stringify(v);
+  if (Object.is(v, -0)) return "-0";
   return typeof v === "bigint" ? `${v}n` : String(v);
 }
 

@@ -9,7 +9,9 @@
  * - the instance's state and properties, and the errno of every call the state refuses;
  * - memory regions (allocated, mapped, freed, in use by requests);
  * - the requests outstanding on each queue: each completes exactly once, on its own queue, with
- *   its own userData and a ret (and errorMsg) the semantics allow (`scripts/_fuzz_expect.ts`);
+ *   its own userData (`Object.is`; odd ones too: NaN, -0, 2^64, bigints past 2^64, frozen objects,
+ *   functions, Proxies; some shared by several requests) and a ret (and errorMsg) the semantics
+ *   allow (`scripts/_fuzz_expect.ts`); cancel() matches by `===` (0 and -0 alike, NaN never);
  * - the expected bytes of the target (`scripts/_fuzz_disk.ts`): a completed write defines them,
  *   writes that overlapped in flight make a range unknown until a later completed write, and
  *   every successful read must agree. At the end the whole target is read back through a fresh
@@ -262,6 +264,7 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
     `${s.syncsChecked ? `${s.syncsChecked} flushes and FUA writes seen to sync, ` : ""}` +
     `${s.farReads ? `${s.farReads} reads far past the end, ` : ""}` +
     `${s.shared} requests sharing a userData (${s.sharedGroups} groups, ${s.sharedCancels} cancels), ` +
+    `${s.oddUserData} with an odd userData (${s.missCancels} cancels that had to find none), ` +
     `${r.seconds.toFixed(1)} s\n`;
 }
 

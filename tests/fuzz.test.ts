@@ -85,10 +85,12 @@ for (
       assert.ok(s.completions > s.requests / 2, `${s.completions} completions of ${s.requests} requests`);
       assert.ok(s.bytesCompared > SIZE, `only ${s.bytesCompared} bytes compared with the model`);
       for (const [op, n] of Object.entries(s.byOp)) assert.ok(n > 0, `no ${op} requests`);
-      // Requests sharing a userData came back whole, and cancel() of such a value took the oldest.
+      // Requests sharing a userData came back whole, and cancel() of such a value took the oldest;
+      // odd values (NaN, -0, 2^64, objects of unusual kinds...) came back as given, and cancel() of
+      // NaN or of an object's copy found none.
       assert.ok(
-        s.sharedGroups > 0 && s.sharedCancels > 0,
-        `${s.sharedGroups} groups, ${s.sharedCancels} cancels`,
+        s.sharedGroups > 0 && s.sharedCancels > 0 && s.oddUserData > 0 && s.missCancels > 0,
+        `${s.sharedGroups} groups, ${s.sharedCancels} cancels, ${s.oddUserData} odd, ${s.missCancels} missed`,
       );
       if (t.name.startsWith("tmpfs-full")) assert.ok(s.failedWrites > 0, "no write ran out of room");
       if (t.name.endsWith("-eio")) assert.ok(s.eio > 0, "no request met a bad range");
