@@ -32,7 +32,7 @@ import { applyOutcome } from "./_fuzz_effect.ts";
 import { FUA, NO_FALLBACK, NO_UNMAP, type TargetFacts, targetFacts } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
 import { probeWrongRead } from "./_fuzz_probe.ts";
-import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
+import { checkStop, errorMismatch, FuzzFailure, FuzzStopped, type ReplayLog } from "./_fuzz_log.ts";
 import { BIG_REQUEST, pickRange } from "./_fuzz_range.ts";
 import {
   expectOutcomes,
@@ -182,6 +182,7 @@ class BlockDeviceRun {
   readonly #seed: number;
   readonly #steps: number;
   readonly #deadline: number;
+  readonly #stop: AbortSignal | undefined;
   readonly #log: ReplayLog;
   readonly #disk: DiskModel;
   readonly #inflight = new InFlight();
@@ -228,6 +229,7 @@ class BlockDeviceRun {
     this.#seed = opts.seed;
     this.#steps = opts.steps;
     this.#deadline = opts.deadline;
+    this.#stop = opts.stop;
     this.#log = opts.log;
     const t = opts.target;
     // A file may grow: room for 256 KiB past its end, which requests never go beyond.
@@ -273,6 +275,7 @@ class BlockDeviceRun {
       if (this.#vhost) [this.#maxSegments, this.#maxWriteZeroes] = this.#probeLimits();
       for (this.#step = 0; this.#step < this.#steps; this.#step++) {
         if (this.#deadline > 0 && performance.now() > this.#deadline) break;
+        checkStop(this.#stop);
         this.#rng = stepRng(this.#seed, this.#step);
         this.#log.step = this.#step;
         this.#pool.step = this.#step;
@@ -286,12 +289,13 @@ class BlockDeviceRun {
       this.#check();
       this.#stats.bytesCompared = this.#disk.compared;
     } catch (e) {
-      if (e instanceof FuzzFailure) throw e;
+      if (e instanceof FuzzFailure || e instanceof FuzzStopped) throw e;
       throw new FuzzFailure(`unexpected exception: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
     } finally {
       if (this.#dev !== null) {
-        // A failed run still lets its requests end before the target goes away.
-        await Promise.race([this.#dev.close().catch(() => {}), sleep(LOST_MS)]);
+        // A failed or stopped run still lets its requests end before the target goes away (a
+        // wait that ends, not the 30 s timer, which kept the process alive that long after).
+        await this.#within(this.#dev.close(), LOST_MS, () => "close() at the end").catch(() => {});
       }
       // Abort timers (at most a few ms) must not outlive the run.
       await sleep(10);

@@ -15,6 +15,22 @@ export class FuzzFailure extends Error {
 }
 
 /**
+ * The run was asked to stop (`RunOptions.stop`: a signal, or the fuzzer's output gone): not a
+ * failure. It ends the run between two steps, which removes its target as after a failure.
+ */
+export class FuzzStopped extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "FuzzStopped";
+  }
+}
+
+/** Throws FuzzStopped once `stop` is aborted. */
+export function checkStop(stop: AbortSignal | undefined): void {
+  if (stop?.aborted) throw new FuzzStopped(`stopped: ${String(stop.reason)}`);
+}
+
+/**
  * What is wrong with `got` as the BlkioError `code` whose message matches `msg` that a call of
  * `what` had to throw or reject with, or null (both run modes check bad input with it).
  */

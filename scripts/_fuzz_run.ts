@@ -20,7 +20,7 @@ import {
 } from "./_fuzz_expect.ts";
 import { WriteHistory } from "./_fuzz_history.ts";
 import { probeWrongRead } from "./_fuzz_probe.ts";
-import { errorMismatch, FuzzFailure, type ReplayLog } from "./_fuzz_log.ts";
+import { checkStop, errorMismatch, FuzzFailure, FuzzStopped, type ReplayLog } from "./_fuzz_log.ts";
 import {
   propertyRows,
   type PropRow,
@@ -56,6 +56,8 @@ export interface RunOptions {
   log: ReplayLog;
   /** SIGSTOP the target's back-end now and then, for up to 400 ms (vhost-user). */
   pauses?: boolean;
+  /** Once aborted, the run ends after its current step with FuzzStopped. */
+  stop?: AbortSignal;
 }
 
 /** What a run did. */
@@ -218,8 +220,14 @@ const KiB = 1024;
 const BIG_TARGET = 4096 * KiB;
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 
-/** Runs `opts.steps` steps; returns the figures or throws FuzzFailure. */
-export function runFuzz(opts: RunOptions): RunStats {
+/**
+ * How often a run lets the event loop have a turn (ms): the steps are synchronous, and a signal's
+ * handler runs only there.
+ */
+const TURN_MS = 50;
+
+/** Runs `opts.steps` steps; resolves to the figures, or rejects with FuzzFailure (or FuzzStopped). */
+export function runFuzz(opts: RunOptions): Promise<RunStats> {
   return new FuzzRun(opts).run();
 }
 
@@ -230,6 +238,7 @@ class FuzzRun {
   readonly #deadline: number;
   readonly #log: ReplayLog;
   readonly #pauses: boolean;
+  readonly #stop: AbortSignal | undefined;
   readonly #disk: DiskModel;
   readonly #inflight = new InFlight();
   readonly #pool = new BufferPool();
@@ -264,6 +273,7 @@ class FuzzRun {
     this.#deadline = opts.deadline;
     this.#log = opts.log;
     this.#pauses = (opts.pauses ?? false) && opts.target.pid !== null;
+    this.#stop = opts.stop;
     const t = opts.target;
     // A file may grow: room for 256 KiB past its end, which requests never go beyond.
     const limit = t.isBlockDevice ? t.size : t.size + 256 * KiB;
@@ -305,10 +315,16 @@ class FuzzRun {
     return { path: false, readOnly: false, sqpoll: false, numQueues: 1, numPollQueues: 0, numEntries: 128 };
   }
 
-  run(): RunStats {
+  async run(): Promise<RunStats> {
     try {
+      let turn = performance.now();
       for (this.#step = 0; this.#step < this.#steps; this.#step++) {
         if (this.#deadline > 0 && performance.now() > this.#deadline) break;
+        if (performance.now() - turn > TURN_MS) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          turn = performance.now();
+        }
+        checkStop(this.#stop);
         this.#rng = stepRng(this.#seed, this.#step);
         this.#log.step = this.#step;
         this.#pool.step = this.#step;
@@ -319,7 +335,7 @@ class FuzzRun {
       this.#finish();
       this.#stats.bytesCompared = this.#disk.compared;
     } catch (e) {
-      if (e instanceof FuzzFailure) throw e;
+      if (e instanceof FuzzFailure || e instanceof FuzzStopped) throw e;
       // Anything else thrown (a TypeError out of the library, say) is a failure of its own.
       throw new FuzzFailure(`unexpected exception: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
     } finally {

@@ -65,11 +65,18 @@
  *   32 bits of would get wrong), while the model holds only `--size` bytes. `--dir` where file
  *   targets go (default: the temp directory; /dev/shm for tmpfs, whose queues defer task work),
  *   `--verbose` prints every step.
+ * - SIGINT, SIGTERM, SIGHUP or SIGPIPE, or a reader of stdout or stderr gone (`2>&1 | head -1`),
+ *   ends the run after its current step: its target is removed (FUSE mount, loop device,
+ *   qemu-storage-daemon, scratch files), the runs so far are summed up, and the status is 128 +
+ *   the signal's number (141 for a reader gone). A second signal removes the target at once.
  *
  * @module
  */
+import { writeSync } from "node:fs";
 import process from "node:process";
-import { FuzzFailure, ReplayLog } from "./_fuzz_log.ts";
+import { setTimeout as later } from "node:timers";
+import { requireNative } from "../src/native.ts";
+import { FuzzFailure, FuzzStopped, ReplayLog } from "./_fuzz_log.ts";
 import { Rng } from "./_fuzz_rng.ts";
 import { runFuzz, type RunOptions, type RunStats } from "./_fuzz_run.ts";
 import { type BlockDeviceStats, runBlockDeviceFuzz } from "./_fuzz_block_device.ts";
@@ -112,6 +119,8 @@ export interface FuzzRunOptions {
   pauses?: boolean;
   /** The API fuzzed: the synchronous Blkio/Queue API (default), or BlockDevice. */
   api?: FuzzApi;
+  /** Once aborted, the run ends after its current step, removes its target and throws FuzzStopped. */
+  stop?: AbortSignal;
 }
 
 /** The APIs the fuzzer drives, as `--api` takes them. */
@@ -142,17 +151,30 @@ function replayCommand(o: FuzzRunOptions, steps: number): string {
   return `${runner}${api} --target ${o.target} --seed ${o.seed} --steps ${steps}${extra} --verbose`;
 }
 
+/** Targets made and not removed yet: what a stop that cannot wait for the run removes. */
+const live = new Set<FuzzTarget>();
+
 /** The target, initial contents and replay log of one run. */
 function prepare(o: FuzzRunOptions): { initial: Uint8Array; log: ReplayLog; target: FuzzTarget } {
   const size = o.size ?? 1024 * 1024;
   const initial = new Uint8Array(size);
   new Rng(o.seed ^ 0x5eed).fill(initial);
-  const log = new ReplayLog(150, o.verbose ? (line) => process.stderr.write(`${line}\n`) : null);
+  const log = new ReplayLog(150, o.verbose ? (line) => emit(2, `${line}\n`) : null);
   if (o.base && o.path !== undefined) throw new Error("a target made elsewhere takes no base");
   const target = o.path !== undefined
     ? adoptTarget(o.target, o.path, initial)
     : makeTarget(o.target, initial, o.dir, o.base ?? 0);
+  live.add(target);
   return { initial, log, target };
+}
+
+/** Removes the target of a run (idempotent). */
+function remove(target: FuzzTarget): void {
+  try {
+    target.cleanup();
+  } finally {
+    live.delete(target);
+  }
 }
 
 /** The report of a failed run: what differed, where, the replay command and the last steps. */
@@ -164,25 +186,37 @@ function failureText(o: FuzzRunOptions, log: ReplayLog, e: FuzzFailure): string 
     `last steps:\n${log.lines().map((l) => `  ${l}`).join("\n")}`;
 }
 
-/** Runs the fuzzer once against a fresh target; never throws for a model mismatch. */
-export function fuzzOnce(o: FuzzRunOptions): FuzzRunReport {
+/**
+ * Runs the fuzzer once against a fresh target; never rejects for a model mismatch (FuzzStopped
+ * when `o.stop` ended it).
+ */
+export async function fuzzOnce(o: FuzzRunOptions): Promise<FuzzRunReport> {
   const t0 = performance.now();
   const { initial, log, target } = prepare(o);
   let stats: RunStats | null = null;
   let failure: string | null = null;
   try {
-    stats = runFuzz(runOptions(o, initial, log, target));
+    stats = await runFuzz(runOptions(o, initial, log, target));
   } catch (e) {
     failure = failureOf(e, o, log);
   } finally {
-    target.cleanup();
+    remove(target);
   }
   return report(o, t0, stats, failure);
 }
 
 /** What a run of either mode takes. */
 function runOptions(o: FuzzRunOptions, initial: Uint8Array, log: ReplayLog, target: FuzzTarget): RunOptions {
-  return { target, initial, seed: o.seed, steps: o.steps, deadline: o.deadline ?? 0, log, pauses: o.pauses };
+  return {
+    target,
+    initial,
+    seed: o.seed,
+    steps: o.steps,
+    deadline: o.deadline ?? 0,
+    log,
+    pauses: o.pauses,
+    stop: o.stop,
+  };
 }
 
 /** The text of a model mismatch `e` (anything else is rethrown). */
@@ -217,7 +251,7 @@ export async function fuzzBlockDeviceOnce(o: FuzzRunOptions): Promise<FuzzRunRep
   } catch (e) {
     failure = failureOf(e, opts, log);
   } finally {
-    target.cleanup();
+    remove(target);
   }
   return report(o, t0, stats, failure);
 }
@@ -268,7 +302,132 @@ function summary(r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>, api: FuzzAp
     `${r.seconds.toFixed(1)} s\n`;
 }
 
+/**
+ * The signals that stop a campaign, with the status it then exits with (128 + the signal's
+ * number, as a shell shows a process the signal ended).
+ */
+const STOP_SIGNALS = { SIGHUP: 129, SIGINT: 130, SIGPIPE: 141, SIGTERM: 143 } as const;
+type StopSignal = keyof typeof STOP_SIGNALS;
+
+/** How long a stopped campaign's run may take to end before its target is removed under it. */
+const STOP_GRACE_MS = 20_000;
+
+/**
+ * How a campaign ends early: on a signal, or once a reader of its output has gone (`| head -1`),
+ * the run ends after its current step and removes its target as after a failure (FUSE mount,
+ * loop device, qemu-storage-daemon, scratch files), and the process exits with the signal's
+ * status. A second signal, or a run that has not ended within STOP_GRACE_MS, removes the
+ * targets at once.
+ */
+class Stopper {
+  readonly #controller = new AbortController();
+  readonly #handlers: [StopSignal, () => void][] = [];
+  #watch: ReturnType<typeof setInterval> | null = null;
+  by: StopSignal | null = null;
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Listens for the signals, and watches stdout and stderr for a reader gone. */
+  listen(): void {
+    for (const sig of Object.keys(STOP_SIGNALS) as StopSignal[]) {
+      const handler = () => this.stop(sig);
+      process.on(sig, handler);
+      this.#handlers.push([sig, handler]);
+    }
+    // Both runtimes ignore SIGPIPE: a reader gone shows as EPIPE on the next write, which may
+    // be a run's summary minutes away. poll(2) says so at once.
+    this.#watch = setInterval(() => {
+      for (const fd of closedOutputs()) {
+        gone.add(fd);
+        this.stop("SIGPIPE");
+      }
+    }, 100);
+  }
+
+  /** Stops the campaign (the second time: at once). */
+  stop(sig: StopSignal): void {
+    if (this.by !== null) return forceStop(sig);
+    this.by = sig;
+    this.#controller.abort(sig);
+    emit(2, `fuzz: ${sig}: stopping after this step, then removing the target\n`);
+    later(() => forceStop(sig), STOP_GRACE_MS).unref();
+  }
+
+  /** Stops listening (the process can end). */
+  close(): void {
+    for (const [sig, handler] of this.#handlers.splice(0)) process.off(sig, handler);
+    if (this.#watch !== null) clearInterval(this.#watch);
+  }
+}
+
+/** Removes every target made and not removed yet, and exits with `sig`'s status. */
+function forceStop(sig: StopSignal): never {
+  for (const t of live) {
+    try {
+      remove(t);
+    } catch {
+      // the others still go
+    }
+  }
+  process.exit(STOP_SIGNALS[sig]);
+}
+
+/** POLLERR, POLLHUP: the write end of a pipe without readers, a socket whose peer closed. */
+const POLLERR = 0x8, POLLHUP = 0x10;
+
+/** Which of stdout and stderr lost their reader (a pipe or socket whose other end closed). */
+function closedOutputs(): (1 | 2)[] {
+  const native = requireNative();
+  const fds = native.alloc(16); // struct pollfd { int fd; short events; short revents; } x 2
+  const v = new DataView(fds.buffer);
+  v.setInt32(0, 1, true);
+  v.setInt32(8, 2, true);
+  if (native.libc.poll(fds, 2n, 0) <= 0) return [];
+  return ([1, 2] as const).filter((_, i) => (v.getInt16(i * 8 + 6, true) & (POLLERR | POLLHUP)) !== 0);
+}
+
+/** Outputs whose reader has gone: nothing more is written to them. */
+const gone = new Set<number>();
+const encoder = new TextEncoder();
+
+/** Set by main: where a reader gone is reported. */
+let stopper: Stopper | null = null;
+
+/**
+ * Writes `text` to stdout (1) or stderr (2) synchronously. A reader gone stops the campaign, as
+ * SIGPIPE would: both runtimes ignore SIGPIPE, so the write fails EPIPE instead.
+ */
+function emit(fd: 1 | 2, text: string): void {
+  if (gone.has(fd)) return;
+  const bytes = encoder.encode(text);
+  for (let done = 0; done < bytes.length;) {
+    try {
+      done += writeSync(fd, bytes, done, bytes.length - done);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      // A pipe left non-blocking by the parent: wait for room rather than lose output.
+      if (code === "EAGAIN") continue;
+      gone.add(fd);
+      if (code === "EPIPE") stopper?.stop("SIGPIPE");
+      return;
+    }
+  }
+}
+
 async function main(): Promise<void> {
+  stopper = new Stopper();
+  stopper.listen();
+  try {
+    await campaign(stopper);
+  } finally {
+    stopper.close();
+  }
+}
+
+/** The runs the command line asks for. */
+async function campaign(stop: Stopper): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const num = (name: string, def: number) => {
     const v = args.has(name) ? Number(args.get(name)) : def;
@@ -290,16 +449,18 @@ async function main(): Promise<void> {
   for (const t of asked) if (!TARGET_NAMES.includes(t)) throw new Error(`unknown target ${t}`);
   const targets = asked.filter((t) => {
     const why = base > 0 && !BASE_TARGETS.includes(t) ? "it takes no --base" : targetUnavailable(t);
-    if (why !== null) process.stderr.write(`fuzz: skipping ${t}: ${why}\n`);
+    if (why !== null) emit(2, `fuzz: skipping ${t}: ${why}\n`);
     return why === null;
   });
   if (targets.length === 0) throw new Error("no target can be made here");
   const end = seconds > 0 ? performance.now() + seconds * 1000 : 0;
   const reports: (FuzzRunReport | FuzzRunReport<BlockDeviceStats>)[] = [];
   const what = api === "block-device" ? " (BlockDevice API)" : "";
-  if (!json) process.stderr.write(`fuzz on ${RUNTIME}${what}: seed ${seed}, ${steps} steps a run\n`);
+  if (!json) emit(2, `fuzz on ${RUNTIME}${what}: seed ${seed}, ${steps} steps a run\n`);
+  let stopped = "";
   for (let k = 0;; k++) {
     if (seconds > 0 ? performance.now() >= end : k >= targets.length) break;
+    if (stop.by !== null) break;
     const target = targets[k % targets.length];
     const runSeed = seconds > 0 ? seed + Math.floor(k / targets.length) : seed;
     const o: FuzzRunOptions = {
@@ -313,20 +474,27 @@ async function main(): Promise<void> {
       verbose,
       pauses,
       api,
+      stop: stop.signal,
     };
-    const r = api === "block-device" ? await fuzzBlockDeviceOnce(o) : fuzzOnce(o);
-    reports.push(r);
-    if (!json) {
-      process.stderr.write(r.failure ?? summary(r, api));
-      if (r.failure) process.stderr.write("\n");
+    let r: FuzzRunReport | FuzzRunReport<BlockDeviceStats>;
+    try {
+      r = api === "block-device" ? await fuzzBlockDeviceOnce(o) : await fuzzOnce(o);
+    } catch (e) {
+      if (!(e instanceof FuzzStopped)) throw e;
+      stopped = `, stopped by ${stop.by} in the run of ${target} seed ${runSeed} (its target removed)`;
+      break;
     }
+    reports.push(r);
+    if (!json) emit(2, r.failure === null ? summary(r, api) : `${r.failure}\n\n`);
   }
   const failures = reports.filter((r) => r.failure !== null).length;
   const total = (f: (s: RunStats | BlockDeviceStats) => number) =>
     reports.reduce((n, r) => n + (r.stats ? f(r.stats) : 0), 0);
   if (json) {
-    process.stdout.write(
-      JSON.stringify({ runtime: RUNTIME, api, seed, runs: reports, failures }, null, 2) + "\n",
+    const stoppedBy = stop.by;
+    emit(
+      1,
+      JSON.stringify({ runtime: RUNTIME, api, seed, runs: reports, failures, stoppedBy }, null, 2) + "\n",
     );
   } else {
     const settled = api === "block-device"
@@ -334,12 +502,14 @@ async function main(): Promise<void> {
         total((s) => (s as BlockDeviceStats).aborts)
       } aborted`
       : `${total((s) => (s as RunStats).completions)} completions`;
-    process.stdout.write(
+    emit(
+      1,
       `fuzz on ${RUNTIME}${what}: ${reports.length} runs, ${total((s) => s.steps)} steps, ` +
-        `${total((s) => s.requests)} requests, ${settled}, ${failures} failed\n`,
+        `${total((s) => s.requests)} requests, ${settled}, ${failures} failed${stopped}\n`,
     );
   }
   if (failures > 0) process.exitCode = 1;
+  if (stop.by !== null) process.exitCode = STOP_SIGNALS[stop.by];
 }
 
 if ((import.meta as { main?: boolean }).main) await main();

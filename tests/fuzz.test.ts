@@ -5,6 +5,10 @@
 // `deno run -A scripts/fuzz.ts --seconds 600` (`--api block-device` for the Promise API, also
 // run here). Also checks that the model itself catches what it is there to catch.
 import { test } from "node:test";
+import { spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
 import assert from "./_assert.ts";
 import { fuzzBlockDeviceOnce, fuzzOnce, type TargetName, targetUnavailable } from "../scripts/fuzz.ts";
 import { DiskModel } from "../scripts/_fuzz_disk.ts";
@@ -12,7 +16,7 @@ import { outcomesOf, type TargetFacts } from "../scripts/_fuzz_expect.ts";
 import type { Op } from "../scripts/_fuzz_request.ts";
 import { applyOutcome } from "../scripts/_fuzz_effect.ts";
 import { FuzzRequest } from "../scripts/_fuzz_request.ts";
-import { cleanupAll, skipIf, targets } from "./_helpers.ts";
+import { cleanupAll, RUNTIME, scratchDir, skipIf, targets } from "./_helpers.ts";
 
 const SIZE = 1 << 20;
 const STEPS = 3000;
@@ -69,8 +73,8 @@ for (
       `fuzz: ${STEPS} random API steps agree with the model, seed ${seed} [${t.name}]`,
       t.skip,
     );
-    test(name, { ...opts, timeout: 120_000 }, () => {
-      const r = fuzzOnce({
+    test(name, { ...opts, timeout: 120_000 }, async () => {
+      const r = await fuzzOnce({
         target: t.name as TargetName,
         seed,
         steps: STEPS,
@@ -121,7 +125,7 @@ for (
   );
   test(title, { ...opts, timeout: 120_000 }, async () => {
     const o = { target: name as TargetName, seed: 3, steps: BASE_STEPS, size: SIZE, base: BASE };
-    const r = api === "sync" ? fuzzOnce(o) : await fuzzBlockDeviceOnce(o);
+    const r = api === "sync" ? await fuzzOnce(o) : await fuzzBlockDeviceOnce(o);
     assert.ok(r.failure === null, r.failure ?? "");
     assert.equal(r.stats!.steps, BASE_STEPS);
     assert.ok(r.stats!.bytesCompared > SIZE, `only ${r.stats!.bytesCompared} bytes compared with the model`);
@@ -138,8 +142,14 @@ const BIG = 40 << 20, BIG_STEPS = 700;
     `fuzz: ${BIG_STEPS} random API steps agree with the model, seed 101 [vhost-user, 40 MiB: zeroings split in chunks]`,
     VHOST.skip,
   );
-  test(name, { ...opts, timeout: 120_000 }, () => {
-    const r = fuzzOnce({ target: "vhost-user", seed: 101, steps: BIG_STEPS, size: BIG, path: undefined });
+  test(name, { ...opts, timeout: 120_000 }, async () => {
+    const r = await fuzzOnce({
+      target: "vhost-user",
+      seed: 101,
+      steps: BIG_STEPS,
+      size: BIG,
+      path: undefined,
+    });
     assert.ok(r.failure === null, r.failure ?? "");
     assert.equal(r.stats!.steps, BIG_STEPS);
   });
@@ -151,10 +161,16 @@ const BIG = 40 << 20, BIG_STEPS = 700;
     `fuzz: ${BIG_STEPS} random API steps agree with the model, seed 127 [vhost-eio, 40 MiB: zeroings fail part-way]`,
     VHOST_EIO.skip,
   );
-  test(name, { ...opts, timeout: 120_000 }, () => {
+  test(name, { ...opts, timeout: 120_000 }, async () => {
     // Seed 127: two such zeroings in each of 6 runs (3 a runtime); since the shared-userData action
     // came in, seed 101 has one in about half of its runs.
-    const r = fuzzOnce({ target: "vhost-eio", seed: 127, steps: BIG_STEPS, size: BIG, path: undefined });
+    const r = await fuzzOnce({
+      target: "vhost-eio",
+      seed: 127,
+      steps: BIG_STEPS,
+      size: BIG,
+      path: undefined,
+    });
     assert.ok(r.failure === null, r.failure ?? "");
     assert.equal(r.stats!.steps, BIG_STEPS);
     assert.ok(r.stats!.failedWrites > 0, "no zeroing failed after its upper chunks were done");
@@ -210,6 +226,123 @@ for (
       if (t.name === "fuse-eio") assert.ok(s.failedWrites > 0, "no write met a bad range");
     });
   }
+}
+
+// fuzz.ts ended part-way, by a signal or by the reader of its output going away (`2>&1 | head
+// -1`), left its run's FUSE mount, loop device, qemu-storage-daemon and scratch files behind: the
+// steps ran synchronously, so no handler ran before the process ended. Now the run ends after its
+// step and removes its target, and the process exits with the signal's status; a second signal
+// removes the target at once, under the run.
+const STOPS = [
+  ["SIGTERM", "fuse-short", "sync", 143],
+  ["SIGINT", "vhost-user", "block-device", 130],
+  ["SIGHUP", "loop+direct", "sync", 129],
+  ["SIGPIPE", "tmpfs-full", "block-device", 141],
+  ["its stderr's reader gone", "vhost-eio", "sync", 141],
+  ["SIGTERM twice", "fuse-eio", "block-device", 143],
+] as const;
+for (const [how, target, api, status] of STOPS) {
+  const [name, opts] = skipIf(
+    `fuzz: fuzz.ts stopped by ${how} part-way through a ${api} run removes what it made [${target}]`,
+    targetUnavailable(target),
+  );
+  test(name, { ...opts, timeout: 120_000 }, async () => {
+    const dir = scratchDir();
+    const script = new URL("../scripts/fuzz.ts", import.meta.url).pathname;
+    const args = [
+      "--api",
+      api,
+      "--target",
+      target,
+      "--seconds",
+      "300",
+      "--seed",
+      "11",
+      "--dir",
+      dir,
+      "--verbose",
+    ];
+    const child = spawn(process.execPath, [...(RUNTIME === "deno" ? ["run", "-A"] : []), script, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let lines = 0, tail = "";
+    child.stderr!.on("data", (d) => {
+      const text = String(d);
+      lines += text.split("\n").length - 1;
+      tail = (tail + text).slice(-3000);
+    });
+    child.stderr!.on("error", () => {});
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    const pid = child.pid!;
+    try {
+      // Well into the run: its target made, an instance open, requests in flight.
+      for (const end = performance.now() + 60_000; lines < 400;) {
+        assert.ok(performance.now() < end && child.exitCode === null, `never under way:\n${tail}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.notDeepEqual(madeBy(pid, dir), [], "nothing made, so nothing to check");
+      // process.kill: after child.kill(), Deno reports the signal it sent as the way the child
+      // ended, whatever its exit status.
+      if (how === "its stderr's reader gone") child.stderr!.destroy();
+      else if (how === "SIGTERM twice") {
+        process.kill(pid, "SIGTERM");
+        // Once the first is seen: the run is ending, and the target goes at once, under it.
+        for (const end = performance.now() + 10_000; !/stopping after this step/.test(tail);) {
+          assert.ok(
+            performance.now() < end && child.exitCode === null,
+            `the first SIGTERM was not seen:\n${tail}`,
+          );
+          await new Promise((r) => setTimeout(r, 1));
+        }
+        process.kill(pid, "SIGTERM");
+      } else process.kill(pid, how);
+      const code = await Promise.race([
+        exited,
+        new Promise<string>((r) => setTimeout(() => r("running"), 60_000)),
+      ]);
+      assert.equal(code, status, `exit status after ${how}:\n${tail}`);
+      // A FUSE daemon or loop device let go with the last fd may take a moment after the exit.
+      let left = madeBy(pid, dir);
+      for (const end = performance.now() + 5000; left.length > 0 && performance.now() < end;) {
+        await new Promise((r) => setTimeout(r, 50));
+        left = madeBy(pid, dir);
+      }
+      assert.deepEqual(left, [], `left behind after ${how}:\n${tail}`);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    }
+  });
+}
+
+/**
+ * What fuzz.ts (process `pid`, scratch files in `dir`) made that is still there: entries of `dir`,
+ * mounts under it, processes whose command line names it (qemu-storage-daemon, the FUSE daemon),
+ * loop devices over backing files its pid names and those files.
+ */
+function madeBy(pid: number, dir: string): string[] {
+  const found = readdirSync(dir).map((e) => join(dir, e));
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const at = line.split(" ")[4];
+    if (at?.startsWith(`${dir}/`)) found.push(`mount ${at}`);
+  }
+  for (const p of readdirSync("/proc").filter((e) => /^\d+$/.test(e) && Number(e) !== pid)) {
+    try {
+      if (readFileSync(`/proc/${p}/cmdline`, "utf8").includes(dir)) found.push(`process ${p}`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const mark = `blkio-loop-${pid}-`;
+  for (const f of readdirSync("/dev/shm").filter((f) => f.startsWith(mark))) found.push(`/dev/shm/${f}`);
+  for (const dev of readdirSync("/sys/block").filter((d) => d.startsWith("loop"))) {
+    try {
+      const back = readFileSync(`/sys/block/${dev}/loop/backing_file`, "utf8");
+      if (back.includes(mark) || back.includes(dir)) found.push(`/dev/${dev} over ${back.trim()}`);
+    } catch {
+      // not attached
+    }
+  }
+  return found;
 }
 
 test("fuzz: the model catches a stale byte, skips what a racing write overlapped, allows a discard's zeroes and an aborted write's bytes", () => {
