@@ -551,11 +551,11 @@ export class Queue {
   /**
    * Cancels the request submitted with `userData` (compared with `===`, so NaN matches none and
    * -0 matches 0; the oldest when several share it). It still completes exactly once, with the
-   * userData it was given: a request waiting in the queue's backlog is
-   * dropped and completes with `-ECANCELED`; one already in the ring is cancelled in the kernel
-   * by the next {@link doIo} (io_uring: IORING_OP_ASYNC_CANCEL) and completes with `-ECANCELED`,
-   * or normally when it finished first or cannot be interrupted (most block device I/O). Its
-   * buffers stay referenced until that completion.
+   * userData it was given: a request waiting in the queue's backlog is dropped and completes
+   * with `-ECANCELED`; one already in the ring is cancelled in the kernel by the next
+   * {@link doIo} (io_uring: IORING_OP_ASYNC_CANCEL) and completes with `-ECANCELED`, or normally
+   * when it finished first or cannot be interrupted (most block device I/O). Its buffers stay
+   * referenced until that completion.
    *
    * @param userData The `userData` the request was submitted with.
    * @returns Whether a request was found: false when no request of this queue that has not
