@@ -2,6 +2,7 @@
 // Installs what `npm run demo` and `npm test` need on a fresh Debian 12 + Node machine, and
 // nothing when it is already there: the system packages (liburing2 via apt-get) and the two
 // runtimes (deno and bun, npm devDependencies). Usage: node scripts/setup.mjs [--test] [--bench]
+// [--kernel] (--kernel: what scripts/kernel_test.sh needs to boot an older kernel under qemu).
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -11,9 +12,10 @@ import process from "node:process";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const forTests = process.argv.includes("--test");
 const forBench = process.argv.includes("--bench");
+const forKernel = process.argv.includes("--kernel");
 
-// Debian package -> how to tell it is present. Packages marked `tests` or `bench` install only
-// with --test or --bench (either when both are marked).
+// Debian package -> how to tell it is present. Packages marked `tests`, `bench` or `kernel`
+// install only with --test, --bench or --kernel (any of them when several are marked).
 const PACKAGES = [
   { name: "liburing2", present: () => hasLibrary("liburing.so.2"), tests: false },
   { name: "util-linux", present: () => hasCommand("losetup"), tests: true, bench: true },
@@ -33,7 +35,24 @@ const PACKAGES = [
   // A page-cached file on XFS next to the one on ext4: XFS completes buffered writes inside
   // io_uring_enter, ext4 hands each one to a kernel thread.
   { name: "xfsprogs", present: () => hasCommand("mkfs.xfs"), tests: false, bench: true },
+  // scripts/kernel_test.sh: the emulator (TCG, no /dev/kvm needed), a static busybox for the
+  // guest's initramfs (init, insmod, cpio), and mkfs.ext4 for the guest's scratch disk.
+  { name: "qemu-system-x86", present: () => hasCommand("qemu-system-x86_64"), tests: false, kernel: true },
+  { name: "busybox-static", present: staticBusybox, tests: false, kernel: true },
+  { name: "e2fsprogs", present: () => hasCommand("mkfs.ext4"), tests: false, kernel: true },
 ];
+
+/** Whether /bin/busybox runs without a dynamic loader (busybox-static, not Debian's busybox). */
+function staticBusybox() {
+  if (!existsSync("/bin/busybox")) return false;
+  const elf = readFileSync("/bin/busybox");
+  // An ELF64 executable with a PT_INTERP program header (type 3) needs ld.so.
+  const phoff = Number(elf.readBigUInt64LE(0x20)),
+    size = elf.readUInt16LE(0x36),
+    count = elf.readUInt16LE(0x38);
+  for (let i = 0; i < count; i++) if (elf.readUInt32LE(phoff + i * size) === 3) return false;
+  return true;
+}
 
 function hasLibrary(soname) {
   const r = spawnSync("ldconfig", ["-p"], { encoding: "utf8" });
@@ -110,7 +129,9 @@ function aptGet([cmd, args], env) {
   }
 }
 
-const wanted = (p) => (!p.tests && !p.bench) || (p.tests && forTests) || (p.bench && forBench);
+const wanted = (p) =>
+  (!p.tests && !p.bench && !p.kernel) || (p.tests && forTests) || (p.bench && forBench) ||
+  (p.kernel && forKernel);
 const missing = PACKAGES.filter((p) => wanted(p) && !p.present()).map((p) => p.name);
 if (missing.length > 0) aptInstall(missing);
 
