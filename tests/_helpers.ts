@@ -23,7 +23,7 @@ import {
   writeSync,
 } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
-import { tmpdir } from "node:os";
+import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { Blkio, BlkioError, type Completion, ReqFlags } from "../mod.ts";
@@ -128,6 +128,34 @@ export function dropWriteZeroes(dev: string): boolean {
     reap(q, 1);
   }
   return writeZeroesMaxBytes(dev) === 0;
+}
+
+let keepsWriteZeroes: string | null | undefined;
+
+/**
+ * Why no loop device can be made to lose write zeroes here ({@link loseWriteZeroes}), or null.
+ * A loop device turns write zeroes off once its file refused one only since Linux 6.10 (commit
+ * "loop: Disable fallocate() zero and discard if not supported"); before, it goes on advertising
+ * them and fails each NO_UNMAP zeroing of a tmpfs file. Asked of a loop device, once a process.
+ */
+export function loseWriteZeroesUnavailableReason(): string | null {
+  if (keepsWriteZeroes !== undefined) return keepsWriteZeroes;
+  keepsWriteZeroes = loopUnavailableReason();
+  if (keepsWriteZeroes !== null) return keepsWriteZeroes;
+  const loop = tmpfsLoop(1 << 16, "keeps-zeroes");
+  try {
+    keepsWriteZeroes = dropWriteZeroes(loop.path) ? null : `the loop devices of Linux ${release()} keep ` +
+      "write zeroes after their file refused one (turned off from 6.10 on): no device can lose them";
+  } finally {
+    loop.detach();
+  }
+  return keepsWriteZeroes;
+}
+
+/** Whether the running kernel is Linux `major`.`minor` or later (os.release()). */
+export function kernelAtLeast(major: number, minor: number): boolean {
+  const [a, b] = release().split(".").map((p) => parseInt(p, 10));
+  return a > major || (a === major && b >= minor);
 }
 
 /** Block device `dev`'s sysfs write_zeroes_max_bytes (0: it has no write zeroes command of its own). */

@@ -14,6 +14,7 @@ import {
   connectTo,
   loopUnavailableReason,
   loseWriteZeroes,
+  loseWriteZeroesUnavailableReason,
   MOUNT_SKIP,
   pread,
   pwrite,
@@ -207,7 +208,7 @@ test(
 test(
   ...skipIf(
     "read-only: write zeroes with NO_FALLBACK on a device without write zeroes is EBADF too",
-    loopUnavailableReason(),
+    loseWriteZeroesUnavailableReason(),
   ),
   () => {
     const dev = scratchLoop(1 << 20);

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import {
   alignedBuffer,
   cleanupAll,
+  kernelAtLeast,
   loopUnavailableReason,
   MOUNT_SKIP,
   pread,
@@ -29,6 +30,7 @@ const TARGETS = targets();
 const OFF = 0x10000;
 const EIO = 5;
 const EINVAL = 22;
+const ENOSPC = 28;
 
 for (const t of TARGETS) {
   test(`write: pattern at 0x10000 lands on the target [${t.name}]`, () => {
@@ -213,7 +215,10 @@ for (const direct of [true, false]) {
         const got = reapAll(q, 4);
         for (const tag of tags) {
           const c = got.find((x) => x.userData === tag)!;
-          assert.equal(c.ret, direct ? -EINVAL : -EIO, `${tag}: ${c.ret} ${c.errorMsg}`);
+          // Through the page cache Linux 6.18 fails it EIO; a 6.1 guest failed the writes ENOSPC
+          // (where it changed in between is not known here, so before 6.18 either will do).
+          const buffered = tag.startsWith("write") && !kernelAtLeast(6, 18) ? [-EIO, -ENOSPC] : [-EIO];
+          assert.ok((direct ? [-EINVAL] : buffered).includes(c.ret), `${tag}: ${c.ret} ${c.errorMsg}`);
           assert.match(
             c.errorMsg ?? "",
             /capacity \(1049088\) is not a multiple of its logical block size \(4096\): its last 512 bytes, from 1048576/,

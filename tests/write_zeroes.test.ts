@@ -18,8 +18,8 @@ import {
   alignedBuffer,
   cleanupAll,
   loopFlushes,
-  loopUnavailableReason,
   loseWriteZeroes,
+  loseWriteZeroesUnavailableReason,
   pread,
   scratchDir,
   scratchFile,
@@ -184,7 +184,7 @@ test(
 test(
   ...skipIf(
     "write zeroes: a block device that lost write zeroes falls back, and NO_FALLBACK loses no completed write",
-    loopUnavailableReason(),
+    loseWriteZeroesUnavailableReason(),
   ),
   () => {
     const dev = scratchLoop(1 << 20);
@@ -234,7 +234,7 @@ test(
 test(
   ...skipIf(
     "write zeroes: a refused NO_FALLBACK request over partial pages leaves the page cache right (buffered and O_DIRECT instances)",
-    loopUnavailableReason(),
+    loseWriteZeroesUnavailableReason(),
   ),
   () => {
     // Away from block 0, which loseWriteZeroes zeroes.
@@ -266,7 +266,7 @@ test(
 test(
   ...skipIf(
     "write zeroes: a refused NO_FALLBACK request keeps another writer's completed buffered write (buffered and O_DIRECT instances)",
-    loopUnavailableReason(),
+    loseWriteZeroesUnavailableReason(),
   ),
   () => {
     const at = 65536;
@@ -299,7 +299,7 @@ test(
 test(
   ...skipIf(
     "write zeroes: a NO_FALLBACK request on a device that lost write zeroes since connect is refused without the kernel (the device's page cache stays)",
-    loopUnavailableReason(),
+    loseWriteZeroesUnavailableReason(),
   ),
   () => {
     const sectorsRead = (dev: string) =>
@@ -333,7 +333,7 @@ for (const sectorSize of [512, 4096]) {
   test(
     ...skipIf(
       `write zeroes: a refused NO_FALLBACK request over whole pages leaves large folios in the page cache right (${sectorSize}-byte sectors)`,
-      loopUnavailableReason(),
+      loseWriteZeroesUnavailableReason(),
     ),
     () => {
       const size = 1 << 20, at = 129 * 4096;
@@ -408,7 +408,7 @@ test(
 test(
   ...skipIf(
     "write zeroes: a FUA request that falls back after the device lost write zeroes still flushes",
-    loopUnavailableReason(),
+    loseWriteZeroesUnavailableReason(),
   ),
   () => {
     const dev = scratchLoop(1 << 20);
