@@ -5,13 +5,16 @@
 // data is read back through the library and through node:fs at the same offsets.
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { truncateSync, writeFileSync } from "node:fs";
+import { rmSync, truncateSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Blkio, BlockDevice, ReqFlags } from "../mod.ts";
 import {
   cleanupAll,
   loopUnavailableReason,
   pread,
+  pwrite,
   scratchDir,
   scratchLoop,
   skipIf,
@@ -160,10 +163,36 @@ function queueAtLargeOffsets(t: Big, mapped: boolean): void {
   );
 }
 
+/** The BlockDevice test's offset: sector 2^34 - 29, both halves of it in use. */
+const DEVICE_OFF = SIZE - 4 * PAGE + 3 * 512;
+
+/**
+ * Why a hole punched near 8 TiB in a file of the temporary directory cannot be trusted here, or
+ * null. ext4 of Debian's Linux 6.1 (6.1.192, in an emulated guest) left the part of such a hole
+ * in its second, partial block unzeroed (1,536 of 4,096 bytes at this test's offset; not at 2^40
+ * or lower), and so does fallocate(1) there without the library; 6.18 zeroes it. Asked of the
+ * kernel with fallocate(1) (util-linux), once; without it nothing is known, and all is checked.
+ */
+const PUNCH_SKIP = ((): string | null => {
+  const path = join(scratchDir(), "punch.img");
+  writeFileSync(path, "");
+  truncateSync(path, SIZE);
+  pwrite(path, DEVICE_OFF, new Uint8Array(2 * PAGE).fill(0x7c));
+  const r = spawnSync("fallocate", ["-p", "-o", String(DEVICE_OFF), "-l", String(PAGE), path]);
+  const holed = r.status === 0 ? pread(path, DEVICE_OFF, PAGE).every((x) => x === 0) : true;
+  rmSync(path);
+  return holed ? null : `fallocate(1) itself leaves part of a hole punched at ${DEVICE_OFF} unzeroed in ` +
+    `${tmpdir()} on Linux ${release()} (a kernel bug)`;
+})();
+
 for (const t of TARGETS) {
+  // The file targets and the vhost-user export's image are files in the temporary directory.
+  const punchSkip = t.name.startsWith("loop") ? null : PUNCH_SKIP;
+  const name =
+    `large offsets: BlockDevice requests with bigint offsets beyond 2^42 (sectors beyond 2^32) [${t.name}]`;
   test(
     ...skipIf(
-      `large offsets: BlockDevice requests with bigint offsets beyond 2^42 (sectors beyond 2^32) [${t.name}]`,
+      punchSkip === null ? name : `${name} (write zeroes not checked: ${punchSkip})`,
       t.skip,
     ),
     async () => {
@@ -172,7 +201,7 @@ for (const t of TARGETS) {
         ...(t.driver === "io_uring" ? { direct: t.direct } : {}),
       });
       assert.equal(dev.capacity, BigInt(SIZE));
-      const off = BigInt(SIZE) - 4n * BigInt(PAGE) + 3n * 512n; // sector 2^34 - 29: both halves in use
+      const off = BigInt(DEVICE_OFF);
       const data = dev.allocBuffer(2 * PAGE);
       data.set(pattern(2 * PAGE, 7));
       await dev.write(off, data, { fua: true });
@@ -183,6 +212,7 @@ for (const t of TARGETS) {
       for (const a of aliases(Number(off))) {
         assert.deepEqual(pread(t.backing, a, 2 * PAGE), new Uint8Array(2 * PAGE), `at ${a}, for ${off}`);
       }
+      if (punchSkip !== null) return;
       await dev.writeZeroes(off, BigInt(PAGE));
       await dev.read(Number(off), back);
       assert.deepEqual(back.subarray(0, PAGE), new Uint8Array(PAGE));
