@@ -278,7 +278,7 @@ export class Ring {
 
   /**
    * Adds `flags` (IOSQE_*) to every SQE written but not yet consumed by the kernel, except
-   * cancellations. Not with SQPOLL, whose kernel thread may be reading them.
+   * cancellations and pauses. Not with SQPOLL, whose kernel thread may be reading them.
    *
    * A cancellation must run in the system call that submits it. Its target is a user_data,
    * which the driver gives to the next request in that slot once the target has completed;
@@ -292,7 +292,9 @@ export class Ring {
     const sqes = this.sqes;
     for (let t = this.#sqHead[0]; t !== this.#tail; t = (t + 1) >>> 0) {
       const i = t & this.#sqMask;
-      if ((sqes[i << 4] & 0xff) !== IORING_OP.ASYNC_CANCEL) addSqeFlags(sqes, i, flags);
+      // Nor a pause (a TIMEOUT): sent to io-wq it needs the worker thread it waits for.
+      const op = sqes[i << 4] & 0xff;
+      if (op !== IORING_OP.ASYNC_CANCEL && op !== IORING_OP.TIMEOUT) addSqeFlags(sqes, i, flags);
     }
   }
 

@@ -46,6 +46,14 @@ export function prepRw(
   sqes[b + 15] = 0;
 }
 
+/**
+ * io_uring_prep_timeout with no completion count: completes -ETIME once the relative time in the
+ * struct __kernel_timespec at `tsAddr` has passed (the kernel copies it at submission).
+ */
+export function prepTimeout(sqes: Uint32Array, i: number, tsAddr: number): void {
+  prepRw(sqes, i, IORING_OP.TIMEOUT, -1, tsAddr, 1, 0);
+}
+
 /** io_uring_prep_read. */
 export function prepRead(
   sqes: Uint32Array,

@@ -42,6 +42,7 @@ import {
   IORING_SETUP_TASKRUN_FLAG,
   IOSQE_ASYNC,
   IOSQE_FIXED_FILE,
+  IOSQE_IO_HARDLINK,
   POSIX_FADV_DONTNEED,
   RWF_DSYNC,
   RWF_HIPRI,
@@ -56,6 +57,7 @@ import {
   prepReadFixed,
   prepReadv,
   prepSyncFileRange,
+  prepTimeout,
   prepWrite,
   prepWriteFixed,
   prepWritev,
@@ -114,10 +116,17 @@ const F_NO_WORKER = 1 << 9;
 const F_NO_WORKER_MASK = 0x1f << 9;
 /**
  * How many times a request goes again after io-wq could not start a worker for it (a thread
- * limit): the kernel itself tries to start one 4 times, 5, 10 and 15 ms apart, before it cancels
- * (~48 ms from submission here), so 10 more tries give a passing shortage about half a second.
+ * limit), each after a pause of NO_WORKER_PAUSE_NS. Linux 6.18 itself tries to start one 4 times,
+ * 5, 10 and 15 ms apart, before it cancels (~48 ms from submission here); Linux 6.1 tries again
+ * at once and cancels within a millisecond, so without the pause the 10 tries were over in 91 ms
+ * (in a 6.1 guest, emulated) and a limit that passed 150 ms later still failed the request. With
+ * it, a passing shortage has about half a second (6.1) to a second (6.18).
  */
 const NO_WORKER_RETRIES = 10;
+/** The pause before each such try: a TIMEOUT hard-linked ahead of the request (#pauseFirst). */
+const NO_WORKER_PAUSE_NS = 50_000_000;
+/** user_data of a pause's TIMEOUT: no slot (reap skips it). */
+const PAUSE_USER_DATA = 0xffffffff;
 /** In `#refs`: the caller's userData, the buffer, the iovec list (null when none). */
 const R_UD = 0, R_BUF = 1, R_IOV = 2;
 const SLOT_REFS = 3;
@@ -251,6 +260,8 @@ export class IoUringQueue implements DriverQueue {
   #fdRegistered = false;
   /** The flags of every SQE: the registered file, and IOSQE_ASYNC ({@link submitFromEventLoop}). */
   #sqeFlags = IOSQE_FIXED_FILE;
+  /** The timespec of the pauses before no-worker retries (#pauseFirst), made at the first. */
+  #pauseTs: Uint8Array | null = null;
   /** Whether the last enter() waited for completions (reap() reads and clears it). */
   #waited = false;
 
@@ -875,7 +886,29 @@ export class IoUringQueue implements DriverQueue {
       (f & F_NO_WORKER_MASK) >= NO_WORKER_RETRIES * F_NO_WORKER
     ) return false;
     s[b + S_FLAGS] = f + F_NO_WORKER;
-    this.#requeue(slot);
+    if (this.#pauseFirst()) this.#prep(slot);
+    else this.#requeue(slot);
+    return true;
+  }
+
+  /**
+   * Writes a pause of NO_WORKER_PAUSE_NS hard-linked to the next SQE (a TIMEOUT: a kernel timer,
+   * which needs no worker thread; the next request starts when it expires), and returns true; or
+   * returns false, without a pause, where the next SQE would not be the request's (resubmissions
+   * waiting, fewer than 2 free SQEs) or on a poll queue (IOPOLL rings take no TIMEOUT).
+   */
+  #pauseFirst(): boolean {
+    const ring = this.#ring;
+    if (this.isPollQueue || this.#resubmitCount > 0 || ring.sqSpace() < 2) return false;
+    if (this.#pauseTs === null) {
+      // struct __kernel_timespec { tv_sec, tv_nsec }, read by the kernel at submission only.
+      this.#pauseTs = this.#native.alloc(16);
+      new DataView(this.#pauseTs.buffer).setBigInt64(8, BigInt(NO_WORKER_PAUSE_NS), true);
+    }
+    const sq = ring.sqes, i = ring.nextSqe();
+    prepTimeout(sq, i, this.#native.addressOf(this.#pauseTs.buffer as ArrayBuffer));
+    setSqeFlags(sq, i, IOSQE_IO_HARDLINK);
+    setUserData(sq, i, PAUSE_USER_DATA);
     return true;
   }
 
