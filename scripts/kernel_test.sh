@@ -27,6 +27,7 @@ ROOT=$(pwd -P)
 KERNEL=6.1
 FILES=()
 COMMAND=""
+PREPARE=0
 LIMIT=${BLKIO_KERNEL_TIMEOUT:-7200}
 while [ $# -gt 0 ]; do
   case $1 in
@@ -35,6 +36,8 @@ while [ $# -gt 0 ]; do
     # A shell command to run in the guest (in the project) instead of the tests, to look into
     # what a kernel does: `--run 'fallocate -p -o 4096 -l 512 /tmp/f; od -An -tx1 /tmp/f'`.
     --run) COMMAND=$2; shift 2 ;;
+    # Only fetch the kernel and make the initramfs (into .tmp/kernel/<version>), booting nothing.
+    --prepare) PREPARE=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) FILES+=("$1"); shift ;;
   esac
@@ -73,13 +76,14 @@ EOF
     -o "Dir::State::Lists=$ROOT/$APT/lists" -o "Dir::Cache=$ROOT/$APT/cache" -o "Dir::State::status=/dev/null")
 fi
 
-# 1. The kernel package: the newest linux-image-<KERNEL>.0-N-amd64 apt knows, unpacked once.
+# 1. The kernel package: the newest linux-image-<KERNEL>.* apt knows, unpacked once.
 if [ ! -f "$CACHE/vmlinuz" ]; then
   if [ -n "$SUITE" ] && [ ! -f "$APT/lists/.updated" ]; then
     apt-get "${APT_OPTS[@]}" update -qq && touch "$APT/lists/.updated"
   fi
-  # The signed package (what a Debian machine boots; the same kernel as -unsigned's).
-  pkg=$(apt-cache "${APT_OPTS[@]}" search --names-only "^linux-image-${KERNEL//./\\.}\.0-[0-9]+-amd64\$" |
+  # The signed package (what a Debian machine boots; the same kernel as -unsigned's), named
+  # linux-image-6.1.0-57-amd64 up to Debian 12, linux-image-6.12.118+deb13-amd64 from 13 on.
+  pkg=$(apt-cache "${APT_OPTS[@]}" search --names-only "^linux-image-${KERNEL//./\\.}\.[0-9]+[-+][0-9a-z]+-amd64\$" |
     awk '{print $1}' | sort -V | tail -n1)
   [ -n "$pkg" ] || { log "apt knows no linux-image-$KERNEL.0-*-amd64 package (apt-get update?)"; exit 2; }
   log "downloading $pkg"
@@ -88,8 +92,10 @@ if [ ! -f "$CACHE/vmlinuz" ]; then
   chmod 777 "$CACHE/deb"
   (cd "$CACHE/deb" && apt-get "${APT_OPTS[@]}" download -qq "$pkg")
   dpkg-deb -x "$CACHE"/deb/*.deb "$CACHE/tree"
+  # Debian 13 has merged /usr: its modules are in /usr/lib/modules.
+  if [ ! -d "$CACHE/tree/lib/modules" ]; then mkdir -p "$CACHE/tree/lib" && ln -s ../usr/lib/modules "$CACHE/tree/lib/modules"; fi
   # Newer kernels ship their modules xz-compressed, which busybox's depmod and insmod do not read.
-  find "$CACHE/tree/lib/modules" -name '*.ko.xz' -exec xz -d {} +
+  find "$CACHE/tree/lib/modules/" -name '*.ko.xz' -exec xz -d {} +
   # modules.dep is made by depmod when a kernel is installed, not shipped: busybox's makes it.
   /bin/busybox depmod -b "$CACHE/tree" "$(basename "$(echo "$CACHE"/tree/lib/modules/*)")"
   cp "$CACHE"/tree/boot/vmlinuz-* "$CACHE/vmlinuz"
@@ -144,6 +150,8 @@ if [ ! -f "$INITRAMFS" ] || [ scripts/_kernel_test_init.sh -nt "$INITRAMFS" ] ||
   rm -rf "$stage"
   log "initramfs: $(tr '\n' ' ' < <(sed 's/\.ko$//' <(printf '%s\n' "${order[@]##*/}")))"
 fi
+
+[ "$PREPARE" = 0 ] || { log "Linux $KERNEL ready in $CACHE: $(cat "$CACHE/package")"; exit 0; }
 
 # 3. The run: a copy of the project (the guest reads its files while it runs, for an hour or
 # more: editing the checkout meanwhile must not change what it tests), a fresh scratch disk,
