@@ -129,7 +129,8 @@ test(
       });
     });
     assert.equal(rewritten, rewrites);
-    assert.equal(sent, 1, `${sent} discard commands sent`);
+    // Before 5.19 io_uring has no IORING_OP_URING_CMD: the queue knows from its probe, and sends none.
+    assert.equal(sent, kernelAtLeast(5, 19) ? 1 : 0, `${sent} discard commands sent`);
   },
 );
 

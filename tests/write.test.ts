@@ -7,7 +7,7 @@ import { ReqFlags } from "../mod.ts";
 import { statfsSync, writeFileSync } from "node:fs";
 import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { tmpdir } from "node:os";
+import { release, tmpdir } from "node:os";
 import {
   alignedBuffer,
   cleanupAll,
@@ -348,10 +348,12 @@ for (const t of TARGETS.filter((x) => x.direct)) {
 // says so in statx (STATX_DIOALIGN, offset alignment 0): the kernel writes it through the page
 // cache, whole, at any alignment, so no misaligned write may be refused there as one that tears.
 const MKFS_SKIP = spawnSync("mkfs.ext4", ["-V"]).status === 0 ? null : "no mkfs.ext4 here";
+// Without STATX_DIOALIGN (Linux 6.1) nothing says so, and such writes are refused as ones that tear.
+const DIOALIGN_SKIP = kernelAtLeast(6, 1) ? null : `Linux ${release()} has no STATX_DIOALIGN (6.1+)`;
 test(
   ...skipIf(
     "write: O_DIRECT on an ext4 data=journal file (statx: no O_DIRECT of its own) takes misaligned writes",
-    MOUNT_SKIP ?? loopUnavailableReason() ?? MKFS_SKIP,
+    MOUNT_SKIP ?? loopUnavailableReason() ?? MKFS_SKIP ?? DIOALIGN_SKIP,
   ),
   async () => {
     const loop = scratchLoop(32 << 20);
