@@ -4,19 +4,20 @@
 # suite otherwise only ever runs on the machine's kernel, and the library has many paths for
 # kernels without a feature (no discard command before 6.12, no DEFER_TASKRUN before 6.1, no
 # sparse buffer table or registered ring fds before 5.19/5.18, no timed waits before 5.11) that
-# would never run for real. Too slow for `npm test` (software emulation): run it by
-# hand, `npm run test:kernel -- [--kernel 6.1|5.10|6.12] [tests/x.test.ts ...]` (default: the whole
-# suite), or after changing a fallback.
+# would never run for real. Too slow for `npm test` (software emulation): run it by hand,
+# `npm run test:kernel -- [--kernel 6.1|5.10|6.12] [tests/x.test.ts ...]` (default: the whole
+# suite), or after changing a fallback. BLKIO_KERNEL_TIMEOUT bounds each runtime's run in the
+# guest (seconds, default 7200).
 #
 # How: Debian's stock kernel package (apt-get download, never installed) boots under qemu's TCG
 # (no /dev/kvm needed; -cpu max has the AVX2 Bun needs) with a busybox initramfs. Its init
 # loads the kernel's own modules (9p, virtio, ext4, overlay, loop, fuse), makes the host's root
 # file system the guest's root (9p, read-only, with a writable overlay on top), mounts a fresh
-# ext4 disk on /tmp (the tests' scratch files want a real block file system for O_DIRECT), the
-# project itself writable at its own path, and tmpfs on /dev/shm and /run, then chroots and
-# runs scripts/test.sh on those files, both runtimes, and powers off. Loop devices, FUSE and
-# vhost-user all work in the guest: they are its own. Nothing of the host is changed but the
-# project's .tmp/kernel (the kernel, initramfs and outputs are cached there).
+# ext4 disk on /tmp (the tests' scratch files want a real block file system for O_DIRECT), a
+# copy of the project, writable, at the copy's path, and tmpfs on /dev/shm and /run, then
+# chroots, runs scripts/test.sh on those files, both runtimes, and powers off. Loop devices, FUSE
+# and vhost-user all work in the guest: they are its own. Nothing of the host is changed but the
+# project's .tmp/kernel (the kernels, initramfs, the copy and the outputs are kept there).
 #
 # Prints test.sh's summary and a per-file table for each runtime; exit status: test.sh's in
 # the guest (non-zero if anything failed), or 2 when the guest did not finish.
@@ -85,7 +86,7 @@ if [ ! -f "$CACHE/vmlinuz" ]; then
   # linux-image-6.1.0-57-amd64 up to Debian 12, linux-image-6.12.118+deb13-amd64 from 13 on.
   pkg=$(apt-cache "${APT_OPTS[@]}" search --names-only "^linux-image-${KERNEL//./\\.}\.[0-9]+[-+][0-9a-z]+-amd64\$" |
     awk '{print $1}' | sort -V | tail -n1)
-  [ -n "$pkg" ] || { log "apt knows no linux-image-$KERNEL.0-*-amd64 package (apt-get update?)"; exit 2; }
+  [ -n "$pkg" ] || { log "apt knows no linux-image-$KERNEL.*-amd64 package (apt-get update?)"; exit 2; }
   log "downloading $pkg"
   rm -rf "$CACHE/deb" "$CACHE/tree" && mkdir -p "$CACHE/deb"
   # Into a directory apt's sandbox user may write (it warns, and works, otherwise).
@@ -102,7 +103,6 @@ if [ ! -f "$CACHE/vmlinuz" ]; then
   echo "$pkg $(dpkg-deb -f "$CACHE"/deb/*.deb Version)" > "$CACHE/package"
   rm -rf "$CACHE/deb"
 fi
-
 
 # 2. The initramfs: a static busybox, the kernel's modules init loads (each after those it
 # depends on), and init. Made again when init or this script changes.
