@@ -317,7 +317,9 @@ function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
   const refused: Outcome = { ret: EOPNOTSUPP, msg: DISCARD_NOTSUP, effect: "none" };
   // The discard command asks whether the device discards before it looks at the range: empty,
   // misaligned and past the end alike fail EOPNOTSUPP on a device without (probed, Linux 6.18).
-  if (f.bareDevice) return [refused];
+  // Where the kernel has no discard command (before 6.12) the queue asks sysfs instead, before
+  // the request is sent.
+  if (f.bareDevice) return [{ ...refused, early: "maybe" }];
   if (r.len === 0) return [{ ret: EINVAL, msg: EMPTY_RANGE_MSG, effect: "none" }];
   const success: Outcome = { ret: 0, msg: null, effect: "discard" };
   if (f.isBlockDevice) {

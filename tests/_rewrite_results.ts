@@ -1,7 +1,8 @@
 // Test helper: changes CQE results as the kernel posts them, for failures and short transfers
 // the kernel gives only in circumstances a test cannot arrange (old kernels, limits, races).
 import { native } from "../ffi/load.ts";
-import { LIBURING_RING } from "../src/uring/layout.ts";
+import { LIBURING_RING, PROBE } from "../src/uring/layout.ts";
+import { IO_URING_OP_SUPPORTED } from "../src/uring/constants.ts";
 
 /**
  * Runs `fn` while every CQE result equal to `from` that the kernel posts is changed to `to`
@@ -130,5 +131,31 @@ function intercept(
     uring.io_uring_enter = enter;
     uring.io_uring_enter2 = enter2;
     uring.io_uring_queue_exit = exit;
+  }
+}
+
+/**
+ * Runs `fn` while the rings set up in it find opcode `op` unsupported when they probe, as on a
+ * kernel without it (IORING_OP_URING_CMD before Linux 5.19): liburing's probe is changed before
+ * the library reads it.
+ */
+export function withoutOpcode(op: number, fn: () => void): void {
+  const n = native!;
+  const uring = n.uring as unknown as { io_uring_get_probe_ring: (ring: Uint8Array) => number };
+  const probe = uring.io_uring_get_probe_ring;
+  uring.io_uring_get_probe_ring = (ring) => {
+    const p = probe(ring);
+    if (p === 0) return p;
+    const count = new Uint8Array(n.view(p, PROBE.header))[PROBE.opsLen];
+    if (op < count) {
+      const body = new Uint8Array(n.view(p, PROBE.header + count * PROBE.opSize));
+      body[PROBE.header + op * PROBE.opSize + PROBE.opFlags] &= ~IO_URING_OP_SUPPORTED;
+    }
+    return p;
+  };
+  try {
+    fn();
+  } finally {
+    uring.io_uring_get_probe_ring = probe;
   }
 }

@@ -441,12 +441,32 @@ export class IoUringQueue implements DriverQueue {
       // cannot do came back ENOTSUP on a read-only instance, where every other write is EBADF;
       // so did a NO_FALLBACK write zeroes refused below.
       if (this.#target.readOnly) return this.#fail(EBADF, READ_ONLY_MSG);
+      if (op === Op.Discard && this.#target.isBlockDevice && !this.#cmdDiscard && !this.#target.discards) {
+        return this.#noDiscard();
+      }
       if (
         op === Op.WriteZeroes && this.#target.isBlockDevice &&
         !this.#target.supportsWriteZeroesWithoutFallback && (flags & ReqFlags.NO_FALLBACK) !== 0
       ) return this.#fail(ENOTSUP, NOFALLBACK_MSG);
     }
     return 0;
+  }
+
+  /**
+   * ENOTSUP for a discard of a block device without discard, where the kernel has no discard
+   * command (Linux < 6.12), or 0 if sysfs now says it has discard. The hole that stands for the
+   * discard there is checked for its range before the device (blkdev_fallocate): an empty,
+   * misaligned or out-of-range discard failed EINVAL and an in-range one EOPNOTSUPP (Linux 5.10
+   * guest), where the command asks the device first and says EOPNOTSUPP for all, libblkio's
+   * order (ENOTSUP for what the device lacks, then EINVAL). Nor may a hole the device refuses be
+   * sent: the kernel drops the range's page cache, dirty pages included, before it finds out.
+   * sysfs is read at each such discard (a device can gain discard: a loop device whose sector
+   * size is set again); one with discard costs nothing.
+   */
+  #noDiscard(): number {
+    const t = this.#target;
+    t.discards = this.#askDevice(deviceDiscards);
+    return t.discards ? 0 : this.#fail(ENOTSUP, NO_DISCARD_MSG);
   }
 
   #fail(errno: number, why: string): number {
@@ -757,6 +777,20 @@ export class IoUringQueue implements DriverQueue {
     return RESUBMITTED;
   }
 
+  /**
+   * Whether failure `res` of a hole that stood for a discard (#noDiscard) came from a block device
+   * that lost discard since it was last asked: it answers from then on as one that never had it,
+   * whatever the range (ENOTSUP). Not on a sysfs that cannot be read: the kernel's EINVAL stays.
+   * Apart from #finish, as #zeroAfterWriteBack is.
+   */
+  #lostDiscard(res: number): boolean {
+    const t = this.#target;
+    if ((res !== -ENOTSUP && res !== -EINVAL) || !t.isBlockDevice || !t.discards) return false;
+    if (!this.#askDevice(deviceLacksDiscard)) return false;
+    t.discards = false;
+    return true;
+  }
+
   /** The completion value of request `slot` given CQE result `res`, or RESUBMITTED. */
   #finish(slot: number, res: number): number {
     const s = this.#slots, b = slot * SLOT_NUMBERS;
@@ -781,6 +815,7 @@ export class IoUringQueue implements DriverQueue {
         return RESUBMITTED;
       }
       const t = this.#target;
+      if (op === Op.Discard && s[b + S_PHASE] === 0 && this.#lostDiscard(res)) return -ENOTSUP;
       // ZERO_RANGE on a FUSE file (phase 8) refused: the hole libblkio would punch (phase 7),
       // from now on at once. Not after ENOSPC (a thin image without room for the range): a
       // daemon that ignores holes would then report a zeroing that left the old data (review).
@@ -966,7 +1001,8 @@ export class IoUringQueue implements DriverQueue {
           "FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE), a mode Linux does not " +
           "accept for files. writeZeroes without NO_UNMAP deallocates a file's range (FALLOC_FL_PUNCH_HOLE)";
       }
-      if (op === Op.Discard && !this.#cmdDiscard) {
+      // A device with discard, but without the write zeroes its hole needs.
+      if (op === Op.Discard && !this.#cmdDiscard && t.discards) {
         return "Discard is not supported by this device on this kernel: before Linux 6.12 io_uring reaches a " +
           "block device's discard only as a write zeroes that may unmap (FALLOC_FL_PUNCH_HOLE), which it lacks";
       }
@@ -1430,10 +1466,16 @@ function deviceDiscards(native: Native, major: number, minor: number): boolean {
   return (readBlockLimits(native, major, minor)?.discardMaxBytes ?? 0) > 0;
 }
 
+/** Whether block device `major:minor` has no discard now (false when sysfs cannot say). */
+function deviceLacksDiscard(native: Native, major: number, minor: number): boolean {
+  return readBlockLimits(native, major, minor)?.discardMaxBytes === 0;
+}
+
 const POLL_MSG = "request not supported on poll queues for this driver";
 const READ_ONLY_MSG = "The instance is read-only (read-only=true): requests that write fail with EBADF";
 const LEN_MSG = "len must fit in an unsigned 32-bit integer";
 const FALLOC_MSG = "the kernel does not support IORING_OP_FALLOCATE";
+const NO_DISCARD_MSG = "Discard is not supported by this device";
 const NOFALLBACK_MSG = "the block device does not support write zeroes with BLKIO_REQ_NO_FALLBACK";
 
 function setIovec(mem: Uint32Array, k: number, addr: number, len: number): void {

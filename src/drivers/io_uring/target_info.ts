@@ -105,6 +105,13 @@ export interface TargetInfo {
   optimalIoAlignment: number;
   optimalIoSize: number;
   supportsWriteZeroesWithoutFallback: boolean;
+  /**
+   * Whether a block device has discard (sysfs discard_max_bytes > 0), as last read: at connect,
+   * then by a queue that discards without the discard command (Linux < 6.12), which must refuse
+   * a discard the device lacks before the kernel looks at its range (IoUringQueue#unsupported).
+   * True for a file, whose refusal is the kernel's.
+   */
+  discards: boolean;
   discardAlignment: number;
   discardAlignmentOffset: number;
   supportsFuaNatively: boolean;
@@ -241,6 +248,7 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
       optimalIoAlignment: limits.physicalBlockSize,
       optimalIoSize: limits.optimalIoSize,
       supportsWriteZeroesWithoutFallback: limits.writeZeroesMaxBytes > 0,
+      discards: limits.discardMaxBytes > 0,
       discardAlignment: limits.discardAlignment,
       discardAlignmentOffset: limits.discardAlignmentOffset,
       supportsFuaNatively: limits.supportsFuaNatively,
@@ -272,6 +280,7 @@ export function targetInfo(native: Native, fd: number, name = `fd ${fd}`): Targe
     optimalIoAlignment: Math.max(fs.blockSize, requestAlignment),
     optimalIoSize: 0,
     supportsWriteZeroesWithoutFallback: true,
+    discards: true,
     // File systems put no alignment rule on fallocate, but discard-alignment must be a
     // multiple of request-alignment.
     discardAlignment: requestAlignment,
