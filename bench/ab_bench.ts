@@ -18,12 +18,10 @@
  * The base revision's `src/`, `ffi/` and `mod.ts` are extracted with `git archive` into a
  * temporary directory and imported from there, so it needs git and the repository.
  *
- * Usage: deno run -A bench/ab_bench.ts [--base HEAD] [--rounds 11] [--requests 100000]
- *                                     [--order AB|BA] [--size-mib 256] [--buffer region|plain]
- *                                     [--iodepth 1] [--bs 4096] [--seq] [--rw read|write]
- *                                     [--path P [--direct]] [--drop-caches]
- *                                     [--event] [--json]
- *        bun bench/ab_bench.ts [same options]
+ * Usage: `deno run -A bench/ab_bench.ts [options]` or `bun bench/ab_bench.ts [options]`; `--help`
+ * lists the options (USAGE below). A usage error exits 1 with the message and the usage on
+ * stderr, as the example tools do; a base revision, path or page cache it cannot use, 1 with the
+ * message.
  *
  * @module
  */
@@ -60,14 +58,47 @@ interface Options {
   json: boolean;
 }
 
-/** A bad option or target: the run stops with exit status 2, after main has cleaned up. */
-class UsageError extends Error {}
+const USAGE = `Usage: ab_bench.ts [--base HEAD] [--rounds 11] [--requests 100000]
+                   [--order AB|BA] [--size-mib 256] [--buffer region|plain]
+                   [--iodepth 1] [--bs 4096] [--seq] [--rw read|write]
+                   [--path P [--direct]] [--drop-caches]
+                   [--event] [--json]`;
 
-function usage(error: string): never {
-  throw new UsageError(error);
+/**
+ * A bad option (`withUsage`) or a base revision, target or page cache the run cannot use: it
+ * stops with exit status 1, after main has cleaned up. Status 2 here and 1 in every other tool
+ * made a script's check of the status depend on which tool it ran.
+ */
+class Refusal extends Error {
+  constructor(message: string, readonly withUsage: boolean) {
+    super(message);
+  }
 }
 
-function parseArgs(argv: string[]): Options {
+function usage(error: string): never {
+  throw new Refusal(error, true);
+}
+
+function cannot(error: string): never {
+  throw new Refusal(error, false);
+}
+
+const FLAGS = ["--json", "--direct", "--event", "--seq", "--drop-caches"];
+const VALUED = [
+  "--base",
+  "--order",
+  "--buffer",
+  "--rw",
+  "--path",
+  "--rounds",
+  "--requests",
+  "--size-mib",
+  "--iodepth",
+  "--bs",
+];
+
+/** The options, or null for `--help`. */
+function parseArgs(argv: string[]): Options | null {
   const o: Options = {
     base: "HEAD",
     rounds: 11,
@@ -87,7 +118,9 @@ function parseArgs(argv: string[]): Options {
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === "--json" || a === "--direct" || a === "--event" || a === "--seq" || a === "--drop-caches") {
+    if (a === "--help" || a === "-h") return null;
+    if (!FLAGS.includes(a) && !VALUED.includes(a)) usage(`unrecognized option '${a}'`);
+    if (FLAGS.includes(a)) {
       if (a === "--json") o.json = true;
       else if (a === "--direct") o.direct = true;
       else if (a === "--seq") o.seq = true;
@@ -112,7 +145,7 @@ function parseArgs(argv: string[]): Options {
       else if (a === "--iodepth") o.iodepth = n;
       else if (a === "--bs") o.bs = n;
       else o.sizeMiB = n;
-    } else usage(`unknown option or value: ${a} ${v}`);
+    } else usage(`invalid value for ${a}: ${v}`);
   }
   if (o.bs % 512 !== 0) usage("--bs needs a multiple of 512");
   if (o.direct && o.buffer === "plain") usage("--direct needs --buffer region (aligned memory)");
@@ -236,13 +269,17 @@ function sizeOf(path: string): number {
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
+  if (opts === null) {
+    console.log(USAGE);
+    return;
+  }
   const dir = mkdtempSync(join(tmpdir(), "blkio-ab-"));
   try {
     let archive: Buffer;
     try {
       archive = execFileSync("git", ["-C", ROOT, "archive", opts.base, "src", "ffi", "mod.ts"]);
     } catch (e) {
-      usage(`git archive ${opts.base} failed (needs git and the repository): ${(e as Error).message}`);
+      cannot(`git archive ${opts.base} failed (needs git and the repository): ${(e as Error).message}`);
     }
     const baseDir = join(dir, "base");
     mkdirSync(baseDir);
@@ -258,16 +295,16 @@ async function main(): Promise<void> {
     try {
       size = sizeOf(path);
     } catch (e) {
-      usage(`cannot use --path ${path}: ${(e as Error).message}`);
+      cannot(`cannot use --path ${path}: ${(e as Error).message}`);
     }
     const blocks = Math.floor(size / opts.bs);
-    if (blocks < 1) usage(`${path} is smaller than one block`);
+    if (blocks < 1) cannot(`${path} is smaller than one block`);
 
     if (opts.dropCaches) {
       try {
         dropCaches();
       } catch (e) {
-        usage(`--drop-caches needs root (it writes ${DROP_CACHES}): ${(e as Error).message}`);
+        cannot(`--drop-caches needs root (it writes ${DROP_CACHES}): ${(e as Error).message}`);
       }
     }
     const make = (lib: Lib): Loop | Promise<Loop> =>
@@ -332,9 +369,9 @@ async function main(): Promise<void> {
 try {
   await main();
 } catch (e) {
-  if (!(e instanceof UsageError)) throw e;
+  if (!(e instanceof Refusal)) throw e;
   // Not process.exit inside main: that would skip its `finally`, and leave the extracted base
   // revision behind in the temporary directory.
-  console.error(`ab_bench: ${e.message}`);
-  process.exit(2);
+  console.error(`ab_bench: ${e.message}${e.withUsage ? `\n${USAGE}` : ""}`);
+  process.exit(1);
 }

@@ -52,9 +52,9 @@ function finished(r: SpawnSyncReturns<string>): Run {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Runs examples/<tool>.ts with the runtime running this test. */
+/** Runs examples/<tool>.ts (bench/ab_bench.ts for "ab_bench") with the runtime running this test. */
 function tool(name: string, args: string[], input?: Uint8Array): Run {
-  const script = join(ROOT, "examples", `${name}.ts`);
+  const script = join(ROOT, name === "ab_bench" ? "bench" : "examples", `${name}.ts`);
   const argv = RUNTIME === "deno" ? ["run", "-A", script, ...args] : [script, ...args];
   return finished(spawnSync(process.execPath, argv, { cwd: DIR, encoding: "utf8", timeout: 60_000, input }));
 }
@@ -152,9 +152,10 @@ test("blkio_info: --output=text after --output=json prints text; a driver withou
 });
 
 // Asked for help, blkio_info and blkio_copy exited 1 (libblkio's usage() exits 1 whatever
-// brought it there), demo and workers 2 ("unknown option --help"); blkio_bench exited 0.
+// brought it there), demo, workers and bench/ab_bench 2 ("unknown option --help"); blkio_bench
+// exited 0.
 test("every tool: --help and -h print the usage on stdout, nothing on stderr, and exit 0", () => {
-  for (const name of ["blkio_info", "blkio_copy", "blkio_bench", "demo", "workers"]) {
+  for (const name of ["blkio_info", "blkio_copy", "blkio_bench", "demo", "workers", "ab_bench"]) {
     for (const flag of ["--help", "-h"]) {
       const r = tool(name, [flag]);
       assert.equal(r.status, 0, `${name} ${flag}: ${r.stderr}`);
@@ -164,7 +165,8 @@ test("every tool: --help and -h print the usage on stdout, nothing on stderr, an
   }
 });
 
-// A usage mistake exited 1 in the libblkio tools and 2 in demo and workers, and blkio_info and
+// A usage mistake exited 1 in the libblkio tools and 2 in demo, workers and bench/ab_bench (which
+// printed no usage, and took an unknown option for one missing its value), and blkio_info and
 // blkio_copy printed the usage on stdout (libblkio's usage() does), into whatever read it.
 test("every tool: a usage error exits 1 with the message and the usage on stderr, nothing on stdout", () => {
   const messages: Record<string, string> = {
@@ -173,6 +175,7 @@ test("every tool: a usage error exits 1 with the message and the usage on stderr
     blkio_bench: "blkio_bench: unrecognized option '--bogus'\nUnrecognized option\n\n",
     demo: "demo: unrecognized option '--bogus'\n",
     workers: "workers: unrecognized option '--bogus'\n",
+    ab_bench: "ab_bench: unrecognized option '--bogus'\n",
   };
   for (const [name, message] of Object.entries(messages)) {
     usageError(tool(name, ["--bogus"]), name, message);
