@@ -32,6 +32,10 @@ import {
 } from "./_bench_shared.ts";
 import { errnoAndMsg, errorMsg, retText, setPropertiesAndConnect } from "./_cli.ts";
 
+const EBADF = 9;
+/** The io_uring driver's reason for a write refused on a read-only instance (the wait modes print it). */
+const READ_ONLY_MSG = "The instance is read-only (read-only=true): requests that write fail with EBADF";
+
 interface WorkerScope {
   onmessage: ((e: MessageEvent<WorkerConfig>) => void) | null;
   postMessage(message: WorkerMessage): void;
@@ -303,9 +307,11 @@ async function runEvents(
     await Promise.all(bufs.map(lane));
   } catch (e) {
     const errno = (e as { errno?: number }).errno;
-    throw new Error(
-      `I/O request failed: ${errno === undefined ? errorMsg(e) : retText(-errno, errorMsg(e))}`,
-    );
+    // A write workload is read-only only by the read-only=true the user typed, which this tool
+    // passes on as BlockDevice's readOnly option (EVENT_PROPERTIES): BlockDevice's reason named
+    // that option, which the user never saw. The reason the other modes print names the property.
+    const msg = errno === EBADF && !isRead && dev.readOnly ? READ_ONLY_MSG : errorMsg(e);
+    throw new Error(`I/O request failed: ${errno === undefined ? msg : retText(-errno, msg)}`);
   }
   return finish(stats, t0, t1);
 }
