@@ -2,7 +2,7 @@
 // export into plain Uint8Arrays (the thread's heap), a memory region, or both (readv), destroys the
 // instance with the reads still in the kernel, and reports how long destroy() took and how many
 // buffers hold their block. As a Worker it answers one message { path, memory, failEnters }.
-import { Blkio } from "../mod.ts";
+import { openInstance } from "./_child.ts";
 import { withHookedEnters } from "./_rewrite_results.ts";
 
 const scope = globalThis as unknown as {
@@ -26,11 +26,7 @@ export function readThenDestroy(
   memory: "plain" | "region" | "mixed",
   failEnters = 0,
 ): { destroyMs: number; landed: number | null } {
-  const b = Blkio.create("io_uring");
-  b.setStr("path", path);
-  b.setBool("direct", true);
-  b.connect();
-  b.start();
+  const b = openInstance(path, { direct: true });
   const q = b.getQueue(0)!;
   const region = memory === "plain" ? null : b.allocMemRegion(COUNT * BLOCK);
   const inRegion = (i: number) => region!.bytes.subarray(i * BLOCK, (i + 1) * BLOCK);

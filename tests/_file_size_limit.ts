@@ -3,19 +3,16 @@
 // region larger than the limit (its memfd counts too). Prints one JSON line of what it saw;
 // SIGXFSZ's default action would end the process before that.
 // usage: _file_size_limit.ts <file> <limit>
-import { Blkio, BlockDevice, type Completion } from "../mod.ts";
+import { BlockDevice, type Completion } from "../mod.ts";
 import process from "node:process";
+import { openInstance } from "./_child.ts";
 
 const [path, limitArg] = process.argv.slice(-2);
 const limit = Number(limitArg);
 const seen: Record<string, unknown> = {};
 
 function doIoWrite(offset: number): number {
-  using b = Blkio.create("io_uring");
-  b.setStr("path", path);
-  b.setBool("direct", true);
-  b.connect();
-  b.start();
+  using b = openInstance(path, { direct: true });
   const r = b.allocMemRegion(65536);
   b.mapMemRegion(r);
   r.bytes.fill(0xab);
@@ -38,9 +35,7 @@ try {
 }
 await dev.close();
 try {
-  using b = Blkio.create("io_uring");
-  b.setStr("path", path);
-  b.connect();
+  using b = openInstance(path, { start: false });
   b.allocMemRegion(2 * limit);
   seen.region = "allocated";
 } catch (e) {

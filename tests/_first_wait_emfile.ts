@@ -3,18 +3,14 @@
 // with EMFILE), the fds given back 500 ms later. Prints one JSON line: each read's outcome.
 // usage: _first_wait_emfile.ts <path>
 import { BlkioError, BlockDevice } from "../mod.ts";
-import { closeSync, openSync } from "node:fs";
+import { closeSync } from "node:fs";
 import process from "node:process";
+import { fillFdTable } from "./_child.ts";
 
 const path = process.argv.at(-1)!;
 const dev = await BlockDevice.open(path, { direct: true });
 const bufs = Array.from({ length: 4 }, () => dev.allocBuffer(4096));
-const held: number[] = [];
-try {
-  for (;;) held.push(openSync("/dev/null", "r"));
-} catch {
-  // the table is full
-}
+const held = fillFdTable();
 setTimeout(() => held.forEach((fd) => closeSync(fd)), 500);
 const hang = setTimeout(() => {
   console.log(JSON.stringify({ held: held.length, outcomes: "pending after 20 s" }));

@@ -2,27 +2,19 @@
 // virtio-blk-vhost-user instance while no fd is free, where the driver's copy of the region's fd
 // fails with EMFILE; then maps it again with the fds given back. Prints one JSON line.
 // usage: _map_emfile.ts <socket>
-import { Blkio, BlkioError } from "../mod.ts";
-import { closeSync, openSync } from "node:fs";
+import { closeSync } from "node:fs";
 import process from "node:process";
+import { failure, fillFdTable, openInstance } from "./_child.ts";
 
-const b = Blkio.create("virtio-blk-vhost-user");
-b.setStr("path", process.argv.at(-1)!);
-b.connect();
-b.start();
+const b = openInstance(process.argv.at(-1)!, { driver: "virtio-blk-vhost-user" });
 const region = b.allocMemRegion(1 << 20);
-const held: number[] = [];
-try {
-  for (;;) held.push(openSync("/dev/null", "r"));
-} catch {
-  // the table is full
-}
+const held = fillFdTable();
 let result: Record<string, unknown>;
 try {
   b.mapMemRegion(region);
   result = { mapped: true };
 } catch (e) {
-  result = { code: e instanceof BlkioError ? e.code : String(e), message: (e as Error).message };
+  result = failure(e);
 }
 for (const fd of held) closeSync(fd);
 let after = "mapped";

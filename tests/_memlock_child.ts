@@ -2,40 +2,20 @@
 // kernel charges ring memory to that limit: instances made and destroyed one after another,
 // then as many as the limit holds at once. Prints one JSON line.
 // usage: _memlock_child.ts <path> <cycles>
-import { Blkio, BlkioError } from "../mod.ts";
+import type { Blkio } from "../mod.ts";
 import process from "node:process";
+import { failure, openCycles, openInstance } from "./_child.ts";
 
 const [path, cycles] = process.argv.slice(-2);
+const open = () => openInstance(path);
 
-function open(): Blkio {
-  const b = Blkio.create("io_uring");
-  try {
-    b.setStr("path", path);
-    b.connect();
-    b.start();
-    return b;
-  } catch (e) {
-    b.destroy();
-    throw e;
-  }
-}
-
-const failures: string[] = [];
-let ok = 0;
-for (let i = 0; i < Number(cycles); i++) {
-  try {
-    open().destroy();
-    ok++;
-  } catch (e) {
-    failures.push((e as Error).message);
-  }
-}
+const { ok, failures } = openCycles(Number(cycles), open);
 const held: Blkio[] = [];
 let limit: { code: string; message: string } | null = null;
 try {
   while (held.length < 64) held.push(open());
 } catch (e) {
-  limit = { code: e instanceof BlkioError ? e.code : String(e), message: (e as Error).message };
+  limit = failure(e);
 }
 for (const b of held) b.destroy();
 console.log(

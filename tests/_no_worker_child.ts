@@ -7,25 +7,18 @@
 //   the queue used again;
 // - passing-queue: a shell started before the cap lifts it 150 ms after the requests went (doIo);
 // - passing-device: a timer lifts it 150 ms after BlockDevice requests went.
-import { Blkio, BlkioError, BlockDevice, type Completion } from "../mod.ts";
+import { BlockDevice, type Completion } from "../mod.ts";
 import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
+import { failure, homeCgroup, openInstance } from "./_child.ts";
 
 const [path, cgroup, mode] = process.argv.slice(-3);
 
-// The cgroup the process is in now, in the hierarchy holding `cgroup`, to go back to.
-const v1 = cgroup.startsWith("/sys/fs/cgroup/pids/");
-const line = readFileSync("/proc/self/cgroup", "utf8").split("\n")
-  .find((l) => (v1 ? /^\d+:([^:]*,)?pids(,[^:]*)?:/ : /^0::/).test(l))!;
-const home = `${v1 ? "/sys/fs/cgroup/pids" : "/sys/fs/cgroup"}${line.slice(line.lastIndexOf(":") + 1)}`
-  .replace(/\/$/, "");
+const home = homeCgroup(cgroup);
 
 const BS = 4096;
-const b = Blkio.create("io_uring");
-b.setStr("path", path);
-b.connect();
-b.start();
+const b = openInstance(path);
 const q = b.getQueue(0)!;
 const out: Completion[] = Array.from({ length: 8 }, () => ({ userData: null, ret: 0, errorMsg: null }));
 
@@ -68,7 +61,7 @@ async function settle(p: Promise<void>): Promise<{ code: string; message: string
     await p;
     return null;
   } catch (e) {
-    return { code: e instanceof BlkioError ? e.code : String(e), message: (e as Error).message };
+    return failure(e);
   }
 }
 

@@ -3,9 +3,10 @@
 // limit holds one, unmaps the first, and reads through the second. Prints one JSON line: the
 // pages this process has pinned (VmPin, KiB) after each step, and whether the read was right.
 // usage: _pinned_regions_child.ts <path> <region bytes>
-import { Blkio, type Completion } from "../mod.ts";
+import type { Completion } from "../mod.ts";
 import { readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
+import { openInstance } from "./_child.ts";
 
 const [path, size] = process.argv.slice(-2);
 const len = Number(size);
@@ -17,10 +18,7 @@ function pinnedKiB(): number {
 
 const data = new Uint8Array(len).map((_, i) => (i * 7 + (i >> 12)) & 0xff);
 writeFileSync(path, data);
-using b = Blkio.create("io_uring");
-b.setStr("path", path);
-b.connect();
-b.start();
+using b = openInstance(path);
 const q = b.getQueue(0)!;
 const first = b.allocMemRegion(len);
 const second = b.allocMemRegion(len);

@@ -3,14 +3,12 @@
 // as JSON; a crash shows as a non-zero exit.
 import process from "node:process";
 import { writeFileSync } from "node:fs";
-import { Blkio, type Completion } from "../mod.ts";
+import type { Completion } from "../mod.ts";
+import { openInstance } from "./_child.ts";
 
 const [path, what] = process.argv.slice(2);
 writeFileSync(path, new Uint8Array(65536).fill(1));
-const b = Blkio.create("io_uring");
-b.setStr("path", path);
-b.connect();
-b.start();
+const b = openInstance(path);
 const q = b.getQueue(0)!;
 const N = 8;
 for (let i = 0; i < N; i++) q.read(i * 4096, new Uint8Array(4096), i);

@@ -3,9 +3,10 @@
 // reads (the first submits them in the same call, the second starts with some back), then doIo
 // for all of them. Prints one JSON line of what it saw.
 // usage: _signal_wait.ts <path> <sqpoll: true|false>
-import { Blkio, BlkioError, type Completion } from "../mod.ts";
+import { BlkioError, type Completion } from "../mod.ts";
 import { spawn } from "node:child_process";
 import process from "node:process";
+import { openInstance } from "./_child.ts";
 
 const [path, sqpoll] = process.argv.slice(-2);
 const MiB = 1 << 20;
@@ -21,12 +22,7 @@ function signalIn(ms: number) {
   return spawn("sh", ["-c", `sleep ${ms / 1000}; kill -WINCH ${process.pid}`], { stdio: "ignore" });
 }
 
-const b = Blkio.create("io_uring");
-b.setStr("path", path);
-b.setBool("direct", true);
-b.setBool("sqpoll", sqpoll === "true");
-b.connect();
-b.start();
+const b = openInstance(path, { direct: true, sqpoll: sqpoll === "true" });
 const q = b.getQueue(0)!;
 const bufs: Uint8Array[] = [];
 for (let i = 0; i < COUNT; i++) {

@@ -4,33 +4,15 @@
 // second one while one is held, and last makes one instance of three queues (whose rings share
 // one thread). Prints one JSON line; goes back to its own cgroup before.
 // usage: _sqpoll_pids_child.ts <path> <cgroup dir> <cycles>
-import { Blkio, BlkioError } from "../mod.ts";
+import { type Blkio, BlkioError } from "../mod.ts";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
+import { homeCgroup, openCycles, openInstance } from "./_child.ts";
 
 const [path, cgroup, cycles] = process.argv.slice(-3);
 
-function open(numQueues = 1): Blkio {
-  const b = Blkio.create("io_uring");
-  try {
-    b.setStr("path", path);
-    b.setBool("sqpoll", true);
-    b.connect();
-    b.setInt("num-queues", numQueues);
-    b.start();
-    return b;
-  } catch (e) {
-    b.destroy();
-    throw e;
-  }
-}
-
-// The cgroup the process is in now, in the hierarchy holding `cgroup`, to go back to.
-const v1 = cgroup.startsWith("/sys/fs/cgroup/pids/");
-const line = readFileSync("/proc/self/cgroup", "utf8").split("\n")
-  .find((l) => (v1 ? /^\d+:([^:]*,)?pids(,[^:]*)?:/ : /^0::/).test(l))!;
-const home = `${v1 ? "/sys/fs/cgroup/pids" : "/sys/fs/cgroup"}${line.slice(line.lastIndexOf(":") + 1)}`
-  .replace(/\/$/, "");
+const open = (numQueues = 1): Blkio => openInstance(path, { sqpoll: true, numQueues });
+const home = homeCgroup(cgroup);
 
 // Everything the runtime makes threads for lazily happens before the cap.
 for (let i = 0; i < 5; i++) open().destroy();
@@ -41,19 +23,11 @@ const fdsBefore = fds();
 writeFileSync(`${cgroup}/cgroup.procs`, String(process.pid));
 const current = Number(readFileSync(`${cgroup}/pids.current`, "utf8").trim());
 writeFileSync(`${cgroup}/pids.max`, String(current + 1));
-let ok = 0;
-const failures: string[] = [];
+let cycled: { ok: number; failures: string[] } = { ok: 0, failures: [] };
 let second: { code: string; message: string } | null = null;
 let threeQueues = "ok";
 try {
-  for (let i = 0; i < Number(cycles); i++) {
-    try {
-      open().destroy();
-      ok++;
-    } catch (e) {
-      failures.push((e as Error).message);
-    }
-  }
+  cycled = openCycles(Number(cycles), open);
   let held: Blkio | null = null;
   try {
     held = open();
@@ -76,9 +50,9 @@ try {
 }
 console.log(
   JSON.stringify({
-    ok,
-    failed: failures.length,
-    failures: failures.slice(0, 2),
+    ok: cycled.ok,
+    failed: cycled.failures.length,
+    failures: cycled.failures.slice(0, 2),
     second,
     threeQueues,
     fdsLeft: fds() - fdsBefore,

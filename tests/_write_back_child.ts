@@ -5,7 +5,8 @@
 import { closeSync, fsyncSync, openSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import process from "node:process";
-import { Blkio, type Completion, ReqFlags } from "../mod.ts";
+import { type Completion, ReqFlags } from "../mod.ts";
+import { fillFdTable, openInstance } from "./_child.ts";
 
 const [path, how] = process.argv.slice(-2);
 const MiB = 1 << 20;
@@ -13,12 +14,7 @@ const ZERO = ReqFlags.NO_FALLBACK | ReqFlags.NO_UNMAP;
 
 /** Runs `fn` while this process has no free fd, then frees them. */
 function withoutFreeFds(fn: () => void): void {
-  const held: number[] = [];
-  try {
-    for (;;) held.push(openSync("/dev/null", "r"));
-  } catch {
-    // the table is full
-  }
+  const held = fillFdTable();
   try {
     fn();
   } finally {
@@ -26,10 +22,7 @@ function withoutFreeFds(fn: () => void): void {
   }
 }
 
-using b = Blkio.create("io_uring");
-b.setStr("path", path);
-b.connect();
-b.start();
+using b = openInstance(path);
 const q = b.getQueue(0)!;
 const out: Completion[] = [];
 const results: Record<string, number | string> = {};
