@@ -3,8 +3,8 @@
  * a backing file. By default its daemon refuses FALLOC_FL_ZERO_RANGE (as a daemon without that
  * mode does); `zeroRange` passes it on, and `shortReads` makes reads now and then return fewer
  * bytes than asked (never none), as FUSE daemons, network file systems among them, may;
- * `badRanges` fail with EIO. Used by tests/faults.test.ts and the fuzzer's `fuse-short` and
- * `fuse-eio` targets.
+ * `badRanges` fail with EIO (or `badErrno`). Used by tests/faults.test.ts, tests/cancel.test.ts and
+ * the fuzzer's `fuse-short` and `fuse-eio` targets.
  *
  * @module
  */
@@ -32,9 +32,12 @@ export interface FuseFixtureOptions {
   shortReads?: boolean;
   /**
    * Byte ranges `[start, end)` (up to 16) where every read, write and fallocate fails with EIO,
-   * touching nothing, as on a disk with bad sectors (the file is then direct_io).
+   * touching nothing, as on a disk with bad sectors (the file is then direct_io). Each read or
+   * write refused so is logged ("refused read", "refused write").
    */
   badRanges?: readonly (readonly [number, number])[];
+  /** The errno the bad ranges fail with, EIO (5) by default. */
+  badErrno?: number;
   /** More options for the daemon (`-o attr_timeout=0`). */
   fuseOptions?: string[];
 }
@@ -43,7 +46,10 @@ export interface FuseFixture {
   /** The file on the mount. */
   file: string;
   pid: number;
-  /** Each fallocate mode the daemon was asked for, one a line, and "fsync" for each fsync. */
+  /**
+   * Each fallocate mode the daemon was asked for, one a line, "fsync" for each fsync, and each
+   * read or write of a bad range it refused.
+   */
   log: string;
   /** Resumes the daemon if it was stopped and unmounts (idempotent). */
   stop(): void;
@@ -64,6 +70,7 @@ export function mountFuseFixture(dir: string, backing: string, o: FuseFixtureOpt
     ...(o.zeroRange ? { FUSE_FIXTURE_ZERO_RANGE: "1" } : {}),
     ...(o.shortReads ? { FUSE_FIXTURE_SHORT_READS: "1" } : {}),
     ...(o.badRanges ? { FUSE_FIXTURE_BAD: o.badRanges.map(([s, e]) => `${s}-${e}`).join(",") } : {}),
+    ...(o.badErrno !== undefined ? { FUSE_FIXTURE_BAD_ERRNO: String(o.badErrno) } : {}),
   };
   // The daemon mounts, then goes to the background: not a child of this process, whose
   // runtime's own child processes (one that resumes it, say) died before they ran when a

@@ -46,6 +46,11 @@ export function prepRw(
   sqes[b + 15] = 0;
 }
 
+/** io_uring_prep_nop: does nothing, and completes 0. */
+export function prepNop(sqes: Uint32Array, i: number): void {
+  prepRw(sqes, i, IORING_OP.NOP, -1, 0, 0, 0);
+}
+
 /**
  * io_uring_prep_timeout with no completion count: completes -ETIME once the relative time in the
  * struct __kernel_timespec at `tsAddr` has passed (the kernel copies it at submission).

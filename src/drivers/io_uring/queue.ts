@@ -53,6 +53,7 @@ import {
   prepFadvise,
   prepFallocate,
   prepFdatasync,
+  prepNop,
   prepRead,
   prepReadFixed,
   prepReadv,
@@ -115,6 +116,13 @@ const F_CANCEL_ASKED = 1 << 8;
 const F_NO_WORKER = 1 << 9;
 const F_NO_WORKER_MASK = 0x1f << 9;
 /**
+ * A probe went ahead of a try of the request (#pauseFirst), once a request; and io-wq had a worker
+ * thread for it: an ECANCELED of that try is then the file system's own, not a cancel for want of
+ * a worker.
+ */
+const F_PROBED = 1 << 14;
+const F_WORKER_SEEN = 1 << 15;
+/**
  * How many times a request goes again after io-wq could not start a worker for it (a thread
  * limit), each after a pause of NO_WORKER_PAUSE_NS. Linux 6.18 itself tries to start one 4 times,
  * 5, 10 and 15 ms apart, before it cancels (~48 ms from submission here); Linux 6.1 tries again
@@ -127,6 +135,8 @@ const NO_WORKER_RETRIES = 10;
 const NO_WORKER_PAUSE_NS = 50_000_000;
 /** user_data of a pause's TIMEOUT: no slot (reap skips it). */
 const PAUSE_USER_DATA = 0xffffffff;
+/** user_data of the probe ahead of a try of request `slot`: PROBE_USER_DATA + slot (#pauseFirst). */
+const PROBE_USER_DATA = 0x80000000;
 /** In `#refs`: the caller's userData, the buffer, the iovec list (null when none). */
 const R_UD = 0, R_BUF = 1, R_IOV = 2;
 const SLOT_REFS = 3;
@@ -738,7 +748,10 @@ export class IoUringQueue implements DriverQueue {
       const slot = cqes[o];
       const r = res[o + 2];
       head = (head + 1) >>> 0;
-      if (slot >= cap) continue;
+      if (slot >= cap) {
+        if (r >= 0) this.#workerSeen(slot - PROBE_USER_DATA);
+        continue;
+      }
       if (this.#slots[slot * SLOT_NUMBERS + S_OP] === OP_CANCEL) {
         this.#cancels--;
         this.#release(slot);
@@ -913,15 +926,25 @@ export class IoUringQueue implements DriverQueue {
    * same bytes, a flush, a zeroing, a hole, a discard). No spin: each try waits for the kernel's
    * own four attempts (~48 ms). Not while the queue is being destroyed, whose drain must not
    * submit anything.
+   *
+   * The CQE of such a cancel is the one a file system's own ECANCELED gives (a FUSE daemon may
+   * answer any errno): io-wq fails the work with -ECANCELED through the same completion path,
+   * flags 0. So the first try of a file's request that can have one goes behind a probe
+   * (#pauseFirst) that needs a worker of the same io-wq pool; when the probe got one and the try
+   * still came back ECANCELED, the file system said it, and the request fails then, after one
+   * more try, not ten (a FUSE daemon answering ECANCELED took 0.5-1 s and 11 requests, and its
+   * errorMsg blamed a thread limit). Once a request: at a held limit each probe costs Linux
+   * 6.18's own ~48 ms of attempts (probing every try held the requests 1.5 s, not 1), and a
+   * file system's ECANCELED at a thread limit is retried as before.
    */
   #retryNoWorker(slot: number): boolean {
     const s = this.#slots, b = slot * SLOT_NUMBERS, f = s[b + S_FLAGS];
     if (
-      this.#destroyed || (f & F_CANCEL_ASKED) !== 0 ||
+      this.#destroyed || (f & (F_CANCEL_ASKED | F_WORKER_SEEN)) !== 0 ||
       (f & F_NO_WORKER_MASK) >= NO_WORKER_RETRIES * F_NO_WORKER
     ) return false;
     s[b + S_FLAGS] = f + F_NO_WORKER;
-    if (this.#pauseFirst()) this.#prep(slot);
+    if (this.#pauseFirst(this.#target.isBlockDevice || (f & F_PROBED) !== 0 ? -1 : slot)) this.#prep(slot);
     else this.#requeue(slot);
     return true;
   }
@@ -931,8 +954,16 @@ export class IoUringQueue implements DriverQueue {
    * which needs no worker thread; the next request starts when it expires), and returns true; or
    * returns false, without a pause, where the next SQE would not be the request's (resubmissions
    * waiting, fewer than 2 free SQEs) or on a poll queue (IOPOLL rings take no TIMEOUT).
+   *
+   * With `probeSlot` >= 0 (and a third SQE free) a probe goes first, hard-linked too: a NOP sent
+   * to io-wq (IOSQE_ASYNC), which completes 0 only where io-wq has or can start a worker thread,
+   * and which marks request `probeSlot` F_WORKER_SEEN then (#workerSeen). A NOP, like every
+   * request to a regular file, is bounded work (io_prep_async_work), so it asks the pool the try
+   * will use. Not for a block device: some 5.x kernels sent its requests to the unbounded pool
+   * (before io_prep_async_work made an exception of S_ISBLK), and the block layer has no
+   * ECANCELED of its own to tell apart.
    */
-  #pauseFirst(): boolean {
+  #pauseFirst(probeSlot: number): boolean {
     const ring = this.#ring;
     if (this.isPollQueue || this.#resubmitCount > 0 || ring.sqSpace() < 2) return false;
     if (this.#pauseTs === null) {
@@ -940,11 +971,27 @@ export class IoUringQueue implements DriverQueue {
       this.#pauseTs = this.#native.alloc(16);
       new DataView(this.#pauseTs.buffer).setBigInt64(8, BigInt(NO_WORKER_PAUSE_NS), true);
     }
-    const sq = ring.sqes, i = ring.nextSqe();
+    const sq = ring.sqes;
+    if (probeSlot >= 0 && ring.sqSpace() >= 3) {
+      this.#slots[probeSlot * SLOT_NUMBERS + S_FLAGS] |= F_PROBED;
+      const p = ring.nextSqe();
+      prepNop(sq, p);
+      setSqeFlags(sq, p, IOSQE_ASYNC | IOSQE_IO_HARDLINK);
+      setUserData(sq, p, PROBE_USER_DATA + probeSlot);
+    }
+    const i = ring.nextSqe();
     prepTimeout(sq, i, this.#native.addressOf(this.#pauseTs.buffer as ArrayBuffer));
     setSqeFlags(sq, i, IOSQE_IO_HARDLINK);
     setUserData(sq, i, PAUSE_USER_DATA);
     return true;
+  }
+
+  /**
+   * A probe for request `slot` completed 0 (#pauseFirst): io-wq had a worker thread for it. Any
+   * other CQE without a slot (a pause) is not one.
+   */
+  #workerSeen(slot: number): void {
+    if (slot >= 0 && slot < this.#cap) this.#slots[slot * SLOT_NUMBERS + S_FLAGS] |= F_WORKER_SEEN;
   }
 
   /**
@@ -974,6 +1021,10 @@ export class IoUringQueue implements DriverQueue {
       // Not one the caller cancelled: it would have read like one, with nothing to say why.
       const f = s[b + S_FLAGS];
       if ((f & F_CANCEL_ASKED) !== 0) return null;
+      if ((f & F_WORKER_SEEN) !== 0) {
+        return "The file system failed this request with ECANCELED: io_uring had a worker thread for its " +
+          "last try, so it was not cancelled for want of one";
+      }
       const n = (f & F_NO_WORKER_MASK) / F_NO_WORKER + 1, tries = n === 1 ? "1 try" : `${n} tries`;
       return `io_uring could not start a worker thread for this request, and cancelled it (${tries}): ` +
         "the process may be at its thread limit (a pids cgroup's pids.max, as docker --pids-limit or " +
