@@ -10,6 +10,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { release, tmpdir } from "node:os";
 import { type Blkio, BlockDevice, type Completion } from "../mod.ts";
 import {
+  alignedBuffer,
   attachLoop,
   cleanupAll,
   kernelAtLeast,
@@ -330,6 +331,177 @@ for (const probe of ["as probed", "without IORING_OP_URING_CMD"] as const) {
     },
   );
 }
+
+// Without the discard command (before Linux 6.12; played by hiding IORING_OP_URING_CMD from the
+// probe) a discard is a hole, which blkdev_fallocate makes a write zeroes without fallback after it
+// has dropped the range's page cache, dirty pages included: on a device with discard but without
+// write zeroes (a SATA SSD without WRITE SAME; here a loop device over a tmpfs file made to lose
+// write zeroes, which keeps discard) the hole failed EOPNOTSUPP and a buffered write completed
+// before it in that range was lost, reads finding the older data. The queue now refuses such a
+// discard before sending anything when it knows the device lacks write zeroes (sysfs, at connect
+// or since), and otherwise writes the range back first and asks sysfs before the hole.
+const NO_HOLE_MSG = /^Discard is not supported by this device on this kernel: before Linux 6\.12 /;
+const DATA_AT = 2 * MiB;
+
+/**
+ * A loop device over a tmpfs file filled with 0x5a that has lost write zeroes and kept discard,
+ * with `before` run (instances to start) while it still had write zeroes.
+ */
+function withoutWriteZeroes<T>(before: (dev: string) => T): [string, T] {
+  const dev = scratchLoop(8 * MiB);
+  pwrite(dev, 0, new Uint8Array(8 * MiB).fill(0x5a));
+  const got = before(dev);
+  loseWriteZeroes(dev);
+  const name = dev.slice(5);
+  const max = Number(readFileSync(`/sys/block/${name}/queue/discard_max_bytes`, "utf8"));
+  assert.ok(max > 0, `${dev} lost discard with write zeroes: the premise of this test is gone`);
+  return [dev, got];
+}
+
+/**
+ * A completed write of 0xc3 at DATA_AT that no writeback has reached yet: through `b` (buffered),
+ * or, for an O_DIRECT instance, another writer's buffered one (the page cache is the device's).
+ */
+function dirtyWrite(b: Blkio, dev: string, direct: boolean, len = 64 * 1024): Uint8Array {
+  const data = new Uint8Array(len).fill(0xc3);
+  if (direct) pwrite(dev, DATA_AT, data);
+  else {
+    const q = b.getQueue(0)!, out: Completion[] = [];
+    q.write(DATA_AT, data, "write");
+    assert.equal(q.doIo(out, 1, 1, 10_000_000_000n), 1);
+    assert.equal(out[0].ret, 0, `write: ${out[0].ret} ${out[0].errorMsg}`);
+  }
+  return data;
+}
+
+/** That `data` reads back at DATA_AT through `b` and through a buffered reader of `dev`. */
+function assertKept(b: Blkio, dev: string, data: Uint8Array, what: string): void {
+  const q = b.getQueue(0)!, out: Completion[] = [];
+  const back = alignedBuffer(b, data.length);
+  q.read(DATA_AT, back, "read");
+  assert.equal(q.doIo(out, 1, 1, 10_000_000_000n), 1);
+  assert.equal(out[0].ret, 0, `read: ${out[0].ret} ${out[0].errorMsg}`);
+  assert.deepEqual(back, data, `${what}: the completed write read back through the instance`);
+  assert.deepEqual(
+    pread(dev, DATA_AT, data.length),
+    data,
+    `${what}: the completed write read from the device`,
+  );
+}
+
+for (const direct of [false, true]) {
+  const mode = direct ? "direct" : "buffered";
+  test(
+    ...skipIf(
+      `discard: without the discard command, a device known to lack write zeroes refuses every discard with EOPNOTSUPP before the kernel, and keeps a completed write [${mode}]`,
+      loseWriteZeroesUnavailableReason(),
+    ),
+    () => {
+      const [dev] = withoutWriteZeroes(() => null);
+      let sent = 0;
+      // Only the rings set up inside are counted: the instance's.
+      const fallocates = countSubmitted(IORING_OP.FALLOCATE, () => {
+        sent = countSubmitted(IORING_OP.SYNC_FILE_RANGE, () => {
+          withoutOpcode(IORING_OP.URING_CMD, () => {
+            using b = startOn({ path: dev, direct }); // connected after: it knows
+            const data = dirtyWrite(b, dev, direct);
+            const c = discard(b, DATA_AT, MiB);
+            assert.equal(c.ret, -ENOTSUP, `${c.ret} ${c.errorMsg}`);
+            assert.match(c.errorMsg ?? "", NO_HOLE_MSG);
+            assertKept(b, dev, data, mode);
+            // The ranges the hole would refuse EINVAL: each says what a device without discard says
+            // on any kernel (ENOTSUP first, then EINVAL).
+            for (const [start, len] of [[0, 0], [100, 512], [8 * MiB, 4096]]) {
+              const c = discard(b, start, len);
+              assert.equal(c.ret, -ENOTSUP, `${start}+${len}: ${c.ret} ${c.errorMsg}`);
+              assert.match(c.errorMsg ?? "", NO_HOLE_MSG);
+            }
+          });
+        });
+      });
+      assert.equal(fallocates + sent, 0, `${fallocates} holes and ${sent} write-backs sent`);
+    },
+  );
+}
+
+// The same when the device lost write zeroes after the instance looked: here another instance found
+// out (loseWriteZeroes), as a disk finds out at a failed WRITE SAME. The discard writes its range
+// back, then finds in sysfs that the device now lacks write zeroes; later discards are refused
+// before anything is sent.
+for (const direct of [false, true]) {
+  const mode = direct ? "direct" : "buffered";
+  test(
+    ...skipIf(
+      `discard: without the discard command, a device that lost write zeroes since connect refuses a discard with EOPNOTSUPP and keeps a completed write [${mode}]`,
+      loseWriteZeroesUnavailableReason(),
+    ),
+    () => {
+      // The first discard's write-back, and no other (loseWriteZeroes sends none).
+      const sent = countSubmitted(IORING_OP.SYNC_FILE_RANGE, () => {
+        withoutOpcode(IORING_OP.URING_CMD, () => {
+          const [dev, b] = withoutWriteZeroes((dev) => startOn({ path: dev, direct }));
+          using _ = b;
+          const data = dirtyWrite(b, dev, direct);
+          const first = discard(b, DATA_AT, MiB);
+          assert.equal(first.ret, -ENOTSUP, `${first.ret} ${first.errorMsg}`);
+          assert.match(first.errorMsg ?? "", NO_HOLE_MSG);
+          assertKept(b, dev, data, `${mode}, lost since connect`);
+          for (const [start, len] of [[DATA_AT, MiB], [0, 0]]) {
+            const c = discard(b, start, len);
+            assert.equal(c.ret, -ENOTSUP, `then ${start}+${len}: ${c.ret} ${c.errorMsg}`);
+            assert.match(c.errorMsg ?? "", NO_HOLE_MSG);
+          }
+        });
+      });
+      assert.equal(sent, 1, `${sent} write-backs: a later discard was not refused at once`);
+    },
+  );
+}
+
+// When sysfs cannot be read (no fd free) the hole goes, and the device refuses it: the kernel has
+// dropped the range's page cache by then, and zeroed, in the cache, the parts of the pages the range
+// only partly covers. The range was written back first, and the queue drops the device's clean
+// page cache after the refusal: readers find what the device holds, the completed write. That the
+// hole went shows in a cached page outside its range, read again from the device only once the
+// device's clean cache was dropped (its read count, /sys/block/<dev>/stat).
+test(
+  ...skipIf(
+    "discard: without the discard command, a hole the device refuses (sysfs unreadable) leaves a completed write and the page cache right",
+    loseWriteZeroesUnavailableReason(),
+  ),
+  () => {
+    const n = native!;
+    const libc = n.libc as { open: typeof n.libc.open };
+    const open = libc.open, errno = n.errno;
+    withoutOpcode(IORING_OP.URING_CMD, () => {
+      const [dev, b] = withoutWriteZeroes((dev) => startOn({ path: dev, direct: false }));
+      using _ = b;
+      const data = dirtyWrite(b, dev, false, 8192);
+      const sectorsRead = () =>
+        Number(readFileSync(`/sys/block/${dev.slice(5)}/stat`, "utf8").trim().split(/\s+/)[2]);
+      pread(dev, 4 * MiB, 256 * 1024); // cached
+      const before = sectorsRead();
+      let c: Completion;
+      try {
+        libc.open = () => -1;
+        (n as { errno: () => number }).errno = () => 24;
+        // Over part of each of the write's two pages.
+        c = { ...discard(b, DATA_AT + 3072, 3584) };
+      } finally {
+        libc.open = open;
+        (n as { errno: () => number }).errno = errno;
+      }
+      assert.equal(c.ret, -ENOTSUP, `${c.ret} ${c.errorMsg}`);
+      assert.match(c.errorMsg ?? "", NO_HOLE_MSG);
+      assertKept(b, dev, data, "a refused hole");
+      pread(dev, 4 * MiB, 256 * 1024);
+      assert.ok(
+        sectorsRead() > before,
+        "the device's page cache stayed: the hole was not sent, nothing tested",
+      );
+    });
+  },
+);
 
 // The kernel first tries a discard command without waiting; with every request slot of the device
 // taken (a loop device has 128) it retries it from io-wq reading the SQE from the ring, where the

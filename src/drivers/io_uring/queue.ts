@@ -451,9 +451,10 @@ export class IoUringQueue implements DriverQueue {
       // cannot do came back ENOTSUP on a read-only instance, where every other write is EBADF;
       // so did a NO_FALLBACK write zeroes refused below.
       if (this.#target.readOnly) return this.#fail(EBADF, READ_ONLY_MSG);
-      if (op === Op.Discard && this.#target.isBlockDevice && !this.#cmdDiscard && !this.#target.discards) {
-        return this.#noDiscard();
-      }
+      if (
+        op === Op.Discard && this.#target.isBlockDevice && !this.#cmdDiscard &&
+        !(this.#target.discards && this.#target.supportsWriteZeroesWithoutFallback)
+      ) return this.#noHole();
       if (
         op === Op.WriteZeroes && this.#target.isBlockDevice &&
         !this.#target.supportsWriteZeroesWithoutFallback && (flags & ReqFlags.NO_FALLBACK) !== 0
@@ -463,20 +464,41 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * ENOTSUP for a discard of a block device without discard, where the kernel has no discard
-   * command (Linux < 6.12), or 0 if sysfs now says it has discard. The hole that stands for the
-   * discard there is checked for its range before the device (blkdev_fallocate): an empty,
-   * misaligned or out-of-range discard failed EINVAL and an in-range one EOPNOTSUPP (Linux 5.10
-   * guest), where the command asks the device first and says EOPNOTSUPP for all, libblkio's
-   * order (ENOTSUP for what the device lacks, then EINVAL). Nor may a hole the device refuses be
-   * sent: the kernel drops the range's page cache, dirty pages included, before it finds out.
-   * sysfs is read at each such discard (a device can gain discard: a loop device whose sector
-   * size is set again); one with discard costs nothing.
+   * ENOTSUP for a discard of a block device that cannot take the hole standing for a discard
+   * where the kernel has no discard command (Linux < 6.12): one without discard, or without the
+   * write zeroes the hole is (blkdev_fallocate issues it BLKDEV_ZERO_NOFALLBACK: a SATA SSD
+   * without WRITE SAME has discard but not that). 0 if sysfs now says it has both. The hole is
+   * checked for its range before the device: an empty, misaligned or out-of-range discard failed
+   * EINVAL and an in-range one EOPNOTSUPP (Linux 5.10 guest), where the command asks the device
+   * first and says EOPNOTSUPP for all, libblkio's order (ENOTSUP for what the device lacks, then
+   * EINVAL). Nor may a hole the device refuses be sent: the kernel drops the range's page cache,
+   * dirty pages included, before it finds out, and a completed buffered write was lost. sysfs is
+   * read at each such discard (a device can get both back: a loop device whose sector size is
+   * set again); one with both costs nothing.
    */
-  #noDiscard(): number {
+  #noHole(): number {
+    this.#readHoleLimits();
     const t = this.#target;
-    t.discards = this.#askDevice(deviceDiscards);
-    return t.discards ? 0 : this.#fail(ENOTSUP, NO_DISCARD_MSG);
+    if (!t.discards) return this.#fail(ENOTSUP, NO_DISCARD_MSG);
+    return t.supportsWriteZeroesWithoutFallback ? 0 : this.#fail(ENOTSUP, NO_HOLE_MSG);
+  }
+
+  /**
+   * Updates what the target is known to have for a discard's hole (TargetInfo.discards,
+   * supportsWriteZeroesWithoutFallback) from sysfs. When sysfs cannot be read (at the fd limit)
+   * what was known stays. Never throws: it runs in the middle of a reap too (#askDevice).
+   */
+  #readHoleLimits(): void {
+    const t = this.#target, dev = t.blockDevice;
+    let limits = null;
+    try {
+      limits = dev === null ? null : readBlockLimits(this.#native, dev.major, dev.minor);
+    } catch {
+      return;
+    }
+    if (limits === null) return;
+    t.discards = limits.discardMaxBytes > 0;
+    t.supportsWriteZeroesWithoutFallback = limits.writeZeroesMaxBytes > 0;
   }
 
   #fail(errno: number, why: string): number {
@@ -538,16 +560,7 @@ export class IoUringQueue implements DriverQueue {
         // 9 is phase 3 on a second open file of the target (#writeBack).
         if (s[b + S_PHASE] === 1) prepFdatasync(sq, i, 0);
         else if (s[b + S_PHASE] === 3 || s[b + S_PHASE] === 9) {
-          // Which file the wait runs on is kept with the request (9): #finish treats its error
-          // by that, not by whether a second file exists by the time it completes (review).
-          const fd = this.#writeBack();
-          prepSyncFileRange(sq, i, fd < 0 ? 0 : fd, s[b + S_START], s[b + S_LEN]);
-          if (fd >= 0) {
-            s[b + S_PHASE] = 9;
-            setSqeFlags(sq, i, this.#sqeFlags & ~IOSQE_FIXED_FILE);
-            setUserData(sq, i, slot);
-            return;
-          }
+          if (this.#prepWriteBack(slot, i)) return;
         } else if (s[b + S_PHASE] === 6) {
           // The whole device (length 0: to its end): DONTNEED drops only folios that lie wholly
           // inside its range, and a large one with zeroes may reach far beyond the request's.
@@ -582,20 +595,28 @@ export class IoUringQueue implements DriverQueue {
           setSqeFlags(sq, i, this.#sqeFlags | IOSQE_ASYNC);
           setUserData(sq, i, slot);
           return;
-        } else {
+        } else if (this.#target.isBlockDevice) {
           // Before Linux 6.12 a block device's discard is out of io_uring's reach; what comes
-          // nearest is a hole, which blkdev_fallocate makes a write zeroes that may unmap and
-          // never writes zero buffers (BLKDEV_ZERO_NOFALLBACK): the range is deallocated where the
-          // device can, and reads back zeroes, more than a discard promises. A file keeps
-          // libblkio's mode, and its refusal (writeZeroes punches a file's holes).
+          // nearest is a hole (phase 4), which blkdev_fallocate makes a write zeroes that may
+          // unmap and never writes zero buffers (BLKDEV_ZERO_NOFALLBACK): the range is
+          // deallocated where the device can, and reads back zeroes, more than a discard
+          // promises. Like a NO_FALLBACK write zeroes it drops the range's page cache, dirty
+          // pages included, before the device can refuse it: so the range is written back first
+          // (phase 3 or 9, as the discard command does itself), sysfs is asked after that
+          // (#holeAfterWriteBack), and a refusal drops the pages it left wrong (phase 6, #finish).
+          // Not for a length of 0 (EINVAL), whose write-back would reach the end of the device.
+          const phase = s[b + S_PHASE];
+          if (phase === 6) prepFadvise(sq, i, 0, 0, 0, POSIX_FADV_DONTNEED);
+          else if (phase === 4 || s[b + S_LEN] === 0) {
+            s[b + S_PHASE] = 4;
+            const at = this.#holeStart(s[b + S_START], s[b + S_LEN]);
+            prepFallocate(sq, i, 0, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, s[b + S_LEN]);
+          } else if (this.#prepWriteBack(slot, i)) return;
+        } else {
+          // A file keeps libblkio's mode, and its refusal (writeZeroes punches a file's holes).
           s[b + S_PHASE] = 0;
-          const mode = this.#target.isBlockDevice
-            ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-            : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE;
-          const at = this.#target.isBlockDevice
-            ? this.#holeStart(s[b + S_START], s[b + S_LEN])
-            : s[b + S_START];
-          prepFallocate(sq, i, 0, mode, at, s[b + S_LEN]);
+          const mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_NO_HIDE_STALE | FALLOC_FL_KEEP_SIZE;
+          prepFallocate(sq, i, 0, mode, s[b + S_START], s[b + S_LEN]);
         }
         break;
     }
@@ -637,6 +658,27 @@ export class IoUringQueue implements DriverQueue {
     const t = this.#target;
     if (t.zeroByRange && (flags & ReqFlags.NO_UNMAP) === 0) return 8;
     return t.isBlockDevice && (flags & ReqFlags.NO_FALLBACK) !== 0 && len > 0 ? 3 : 0;
+  }
+
+  /**
+   * Writes SQE `i` as the write-back of request `slot`'s range (phase 3 on the target's fd, 9 on
+   * a second file: #writeBack) before a zeroing or hole that drops the range's page cache. Returns
+   * true when it set the SQE's flags and user data itself (9), for the caller to return.
+   */
+  #prepWriteBack(slot: number, i: number): boolean {
+    const s = this.#slots, b = slot * SLOT_NUMBERS, sq = this.#ring.sqes;
+    // Which file the wait runs on is kept with the request (9): #finish treats its error by
+    // that, not by whether a second file exists by the time it completes (review).
+    const fd = this.#writeBack();
+    prepSyncFileRange(sq, i, fd < 0 ? 0 : fd, s[b + S_START], s[b + S_LEN]);
+    if (fd < 0) {
+      s[b + S_PHASE] = 3;
+      return false;
+    }
+    s[b + S_PHASE] = 9;
+    setSqeFlags(sq, i, this.#sqeFlags & ~IOSQE_FIXED_FILE);
+    setUserData(sq, i, slot);
+    return true;
   }
 
   /**
@@ -791,31 +833,61 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * Whether failure `res` of a hole that stood for a discard (#noDiscard) came from a block device
-   * that lost discard since it was last asked: it answers from then on as one that never had it,
-   * whatever the range (ENOTSUP). Not on a sysfs that cannot be read: the kernel's EINVAL stays.
+   * A discard's range was written back (phase 3 or 9): its hole goes now (phase 4), or it is
+   * refused if the device has lost discard or write zeroes since it was last asked (another
+   * instance or process found out; a disk after a failed WRITE SAME). As #zeroAfterWriteBack:
+   * sent all the same, the kernel would drop the range's page cache before it refused. When
+   * sysfs cannot be read the hole goes, and a refusal is taken care of after (#holeRefused).
+   */
+  #holeAfterWriteBack(slot: number): number {
+    this.#readHoleLimits();
+    const t = this.#target;
+    if (!t.discards || !t.supportsWriteZeroesWithoutFallback) return -ENOTSUP;
+    this.#slots[slot * SLOT_NUMBERS + S_PHASE] = 4;
+    this.#requeue(slot);
+    return RESUBMITTED;
+  }
+
+  /**
+   * The completion value, RESUBMITTED, or 0 to let the kernel's stand, of a block device's hole
+   * that stood for a discard (phase 4) and failed with `res`. From a device that lost discard or
+   * write zeroes since it was last asked (sysfs, read now) it answers as the device does from then
+   * on, whatever the range (ENOTSUP, #noHole): an EINVAL for the range comes before the kernel
+   * looks at the device. EOPNOTSUPP is the device's refusal of the zeroing, after the kernel
+   * dropped the range's page cache and zeroed, in the cache, the parts of folios the range only
+   * partly covers: the device's clean cache is dropped then (phase 6; the range was written back
+   * first), and the request completes with the refusal, as a NO_FALLBACK write zeroes does.
    * Apart from #finish, as #zeroAfterWriteBack is.
    */
-  #lostDiscard(res: number): boolean {
+  #holeRefused(slot: number, res: number): number {
+    if (res !== -ENOTSUP && res !== -EINVAL) return 0;
+    this.#readHoleLimits();
     const t = this.#target;
-    if ((res !== -ENOTSUP && res !== -EINVAL) || !t.isBlockDevice || !t.discards) return false;
-    if (!this.#askDevice(deviceLacksDiscard)) return false;
-    t.discards = false;
-    return true;
+    if (res === -EINVAL) return t.discards && t.supportsWriteZeroesWithoutFallback ? 0 : -ENOTSUP;
+    // The kernel's answer, whatever sysfs said.
+    t.supportsWriteZeroesWithoutFallback = false;
+    const s = this.#slots, b = slot * SLOT_NUMBERS;
+    s[b + S_DONE] = res;
+    s[b + S_PHASE] = 6;
+    this.#requeue(slot);
+    return RESUBMITTED;
   }
 
   /** The completion value of request `slot` given CQE result `res`, or RESUBMITTED. */
   #finish(slot: number, res: number): number {
     const s = this.#slots, b = slot * SLOT_NUMBERS;
-    const op = s[b + S_OP];
-    // The page cache dropped after a refused zeroing: the request's result is the refusal.
-    if (op === Op.WriteZeroes && s[b + S_PHASE] === 6) return s[b + S_DONE];
-    // The write-back before a NO_FALLBACK zeroing (phase 3): on a file of its own, its error
-    // is any earlier write-back's, which the target's fd reports at the next flush; the zeroing
-    // goes ahead. On the target's fd (no second file) the error was taken from that fd's flush,
-    // so this request must report it.
-    if (op === Op.WriteZeroes && (s[b + S_PHASE] === 9 || (s[b + S_PHASE] === 3 && res >= 0))) {
-      return this.#zeroAfterWriteBack(slot);
+    const op = s[b + S_OP], phase = s[b + S_PHASE];
+    // Phases are a write zeroes' or discard's: a read, write or flush is always in phase 0.
+    if (phase !== 0) {
+      // The page cache dropped after a refused zeroing or hole: the result is the refusal.
+      if (phase === 6) return s[b + S_DONE];
+      // The write-back before a NO_FALLBACK zeroing or a discard's hole (phase 3): on a file of
+      // its own, its error is any earlier write-back's, which the target's fd reports at the
+      // next flush; the zeroing goes ahead. On the target's fd (no second file) the error was
+      // taken from that fd's flush, so this request must report it.
+      if (phase === 9 || (phase === 3 && res >= 0)) {
+        return op === Op.Discard ? this.#holeAfterWriteBack(slot) : this.#zeroAfterWriteBack(slot);
+      }
     }
     if (res < 0) {
       // EOPNOTSUPP from the discard command: a kernel before 6.12 has no block device commands,
@@ -828,7 +900,10 @@ export class IoUringQueue implements DriverQueue {
         return RESUBMITTED;
       }
       const t = this.#target;
-      if (op === Op.Discard && s[b + S_PHASE] === 0 && this.#lostDiscard(res)) return -ENOTSUP;
+      if (op === Op.Discard && s[b + S_PHASE] === 4) {
+        const refused = this.#holeRefused(slot, res);
+        if (refused !== 0) return refused;
+      }
       // ZERO_RANGE on a FUSE file (phase 8) refused: the hole libblkio would punch (phase 7),
       // from now on at once. Not after ENOSPC (a thin image without room for the range): a
       // daemon that ignores holes would then report a zeroing that left the old data (review).
@@ -905,7 +980,6 @@ export class IoUringQueue implements DriverQueue {
       }
       return -EIO;
     }
-    const phase = s[b + S_PHASE];
     const zeroed = op === Op.WriteZeroes && (phase === 0 || phase === 5 || phase === 7 || phase === 8);
     if (zeroed && (s[b + S_FLAGS] & ReqFlags.FUA) !== 0) {
       s[b + S_PHASE] = 1;
@@ -1053,10 +1127,7 @@ export class IoUringQueue implements DriverQueue {
           "accept for files. writeZeroes without NO_UNMAP deallocates a file's range (FALLOC_FL_PUNCH_HOLE)";
       }
       // A device with discard, but without the write zeroes its hole needs.
-      if (op === Op.Discard && !this.#cmdDiscard && t.discards) {
-        return "Discard is not supported by this device on this kernel: before Linux 6.12 io_uring reaches a " +
-          "block device's discard only as a write zeroes that may unmap (FALLOC_FL_PUNCH_HOLE), which it lacks";
-      }
+      if (op === Op.Discard && !this.#cmdDiscard && t.discards) return NO_HOLE_MSG;
       return `${what} is not supported by this ${t.isBlockDevice ? "device" : "file system"}`;
     }
     if (ret === -EFBIG && !t.isBlockDevice) {
@@ -1517,16 +1588,14 @@ function deviceDiscards(native: Native, major: number, minor: number): boolean {
   return (readBlockLimits(native, major, minor)?.discardMaxBytes ?? 0) > 0;
 }
 
-/** Whether block device `major:minor` has no discard now (false when sysfs cannot say). */
-function deviceLacksDiscard(native: Native, major: number, minor: number): boolean {
-  return readBlockLimits(native, major, minor)?.discardMaxBytes === 0;
-}
-
 const POLL_MSG = "request not supported on poll queues for this driver";
 const READ_ONLY_MSG = "The instance is read-only (read-only=true): requests that write fail with EBADF";
 const LEN_MSG = "len must fit in an unsigned 32-bit integer";
 const FALLOC_MSG = "the kernel does not support IORING_OP_FALLOCATE";
 const NO_DISCARD_MSG = "Discard is not supported by this device";
+const NO_HOLE_MSG =
+  "Discard is not supported by this device on this kernel: before Linux 6.12 io_uring reaches " +
+  "a block device's discard only as a write zeroes that may unmap (FALLOC_FL_PUNCH_HOLE), which it lacks";
 const NOFALLBACK_MSG = "the block device does not support write zeroes with BLKIO_REQ_NO_FALLBACK";
 
 function setIovec(mem: Uint32Array, k: number, addr: number, len: number): void {

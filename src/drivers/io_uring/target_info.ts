@@ -104,6 +104,12 @@ export interface TargetInfo {
   fallocateAlignment: number;
   optimalIoAlignment: number;
   optimalIoSize: number;
+  /**
+   * Whether a block device has write zeroes (sysfs write_zeroes_max_bytes > 0), as last known: at
+   * connect, false once the kernel refused a zeroing without fallback, and read again by a queue
+   * that discards without the discard command (Linux < 6.12), whose discards are such zeroings
+   * (IoUringQueue#noHole). True for a file.
+   */
   supportsWriteZeroesWithoutFallback: boolean;
   /**
    * Whether a block device has discard (sysfs discard_max_bytes > 0), as last read: at connect,
