@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { release } from "node:os";
 import type { Op, Outcome } from "./_fuzz_request.ts";
 
 /** ReqFlags, spelled out here for the same reason. */
@@ -40,6 +41,12 @@ export interface TargetFacts {
   spaceLimited: boolean;
   /** A block device without discard or write zeroes (`loop-bare`). */
   bareDevice: boolean;
+  /**
+   * A block device that io_uring discards as a hole, without the discard command ({@link kernel}):
+   * a write zeroes that may unmap, which a device without write zeroes refuses. A loop device over
+   * tmpfs loses them at its first NO_UNMAP zeroing (Linux 6.10 on).
+   */
+  discardByHole: boolean;
   /**
    * Byte ranges `[start, end)`: a request that touches one fails with EIO. On `fuse-eio` the
    * daemon fails every read, write and fallocate so (direct_io, so nothing is cached), and a
@@ -80,10 +87,23 @@ export function targetFacts(
     directWritesChecked: t.directWritesChecked,
     spaceLimited: t.spaceLimited,
     bareDevice: t.bareDevice,
+    discardByHole: t.isBlockDevice && run.vhost === null && !kernel.discardCommand,
     badRanges: t.badRanges,
     size: t.size,
     ...run,
   };
+}
+
+/**
+ * What the kernel offers: the block device discard command (BLOCK_URING_CMD_DISCARD, Linux 6.12),
+ * unless the fuzzer hides io_uring's block device commands from the library
+ * (`--no-discard-command`).
+ */
+export const kernel = { discardCommand: kernelAtLeast(6, 12) };
+
+function kernelAtLeast(major: number, minor: number): boolean {
+  const [a, b] = release().split(".").map((p) => parseInt(p, 10));
+  return a > major || (a === major && b >= minor);
 }
 
 /** What the model needs of a virtio-blk-vhost-user instance. */
@@ -318,19 +338,22 @@ function discardOutcomes(f: TargetFacts, r: RequestShape): Outcome[] {
   // The discard command asks whether the device discards before it looks at the range: empty,
   // misaligned and past the end alike fail EOPNOTSUPP on a device without (probed, Linux 6.18).
   // Where the kernel has no discard command (before 6.12) the queue asks sysfs instead, before
-  // the request is sent.
+  // the request is sent; and discards there as a hole, which a device that lost write zeroes
+  // refuses: the queue answers so whatever the range, before the request is sent once it knows,
+  // with the range written back first and nothing changed (discard.test.ts).
   if (f.bareDevice) return [{ ...refused, early: "maybe" }];
-  if (r.len === 0) return [{ ret: EINVAL, msg: EMPTY_RANGE_MSG, effect: "none" }];
+  const lost: Outcome[] = f.discardByHole ? [{ ...refused, early: "maybe" }] : [];
+  if (r.len === 0) return [{ ret: EINVAL, msg: EMPTY_RANGE_MSG, effect: "none" }, ...lost];
   const success: Outcome = { ret: 0, msg: null, effect: "discard" };
   if (f.isBlockDevice) {
     const b = f.blockSize;
     if (r.start % b !== 0 || r.len % b !== 0) {
-      return [{ ret: EINVAL, msg: blockMsg("Discard", b), effect: "none" }];
+      return [{ ret: EINVAL, msg: blockMsg("Discard", b), effect: "none" }, ...lost];
     }
     // The discard command takes no range past the end (probed: EINVAL, whole).
-    if (r.start + r.len > f.size) return [{ ret: EINVAL, msg: PAST_END_MSG, effect: "none" }];
+    if (r.start + r.len > f.size) return [{ ret: EINVAL, msg: PAST_END_MSG, effect: "none" }, ...lost];
     // discard.test.ts: EBUSY while buffered I/O of the range is in flight.
-    return [success, refused, { ret: EBUSY, msg: DISCARD_EBUSY, effect: "none" }];
+    return [success, refused, { ret: EBUSY, msg: DISCARD_EBUSY, effect: "none" }, ...lost];
   }
   // libblkio.md §10 says ext4 rejects the fallocate mode; every file does: vfs_fallocate refuses
   // FALLOC_FL_NO_HIDE_STALE for them (it is not among the modes it passes on) before a file

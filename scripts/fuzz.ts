@@ -51,7 +51,7 @@
  *   deno run -A scripts/fuzz.ts [--api sync|block-device] [--steps N] [--seconds S] [--seed N]
  *     [--target file|file+direct|loop|loop+direct|loop-4k|loop-4k+direct|loop-bare|loop-bare+direct
  *       |vhost-user|fuse-short|tmpfs-full|tmpfs-full+direct|fuse-eio|vhost-eio[,...]]
- *     [--size BYTES] [--base BYTES] [--dir DIR] [--pauses] [--verbose] [--json]
+ *     [--size BYTES] [--base BYTES] [--dir DIR] [--pauses] [--no-discard-command] [--verbose] [--json]
  *   bun scripts/fuzz.ts ...
  *
  * - `--steps` per run (default 5000). Without `--seconds`: one run per target.
@@ -64,7 +64,9 @@
  *   (4 GiB - 512 KiB) puts requests below, across and above 4 GiB (offsets a driver that kept
  *   32 bits of would get wrong), while the model holds only `--size` bytes. `--dir` where file
  *   targets go (default: the temp directory; /dev/shm for tmpfs, whose queues defer task work),
- *   `--verbose` prints every step.
+ *   `--verbose` prints every step. `--no-discard-command` hides io_uring's block device commands
+ *   (IORING_OP_URING_CMD) from the library, as on a kernel before 5.19: it discards block devices
+ *   the way it must before Linux 6.12, as holes.
  * - SIGINT, SIGTERM, SIGHUP or SIGPIPE, or a reader of stdout or stderr gone (`2>&1 | head -1`),
  *   ends the run after its current step: its target is removed (FUSE mount, loop device,
  *   qemu-storage-daemon, scratch files), the runs so far are summed up, and the status is 128 +
@@ -76,6 +78,9 @@ import { writeSync } from "node:fs";
 import process from "node:process";
 import { setTimeout as later } from "node:timers";
 import { requireNative } from "../src/native.ts";
+import { IORING_OP } from "../src/uring/constants.ts";
+import { hideOpcode } from "../tests/_rewrite_results.ts";
+import { kernel } from "./_fuzz_expect.ts";
 import { FuzzFailure, FuzzStopped, ReplayLog } from "./_fuzz_log.ts";
 import { Rng } from "./_fuzz_rng.ts";
 import { runFuzz, type RunOptions, type RunStats } from "./_fuzz_run.ts";
@@ -117,6 +122,8 @@ export interface FuzzRunOptions {
   verbose?: boolean;
   /** SIGSTOP / SIGCONT the vhost-user back-end now and then. */
   pauses?: boolean;
+  /** IORING_OP_URING_CMD was hidden from the library for the whole process (`--no-discard-command`). */
+  noDiscardCommand?: boolean;
   /** The API fuzzed: the synchronous Blkio/Queue API (default), or BlockDevice. */
   api?: FuzzApi;
   /** Once aborted, the run ends after its current step, removes its target and throws FuzzStopped. */
@@ -146,7 +153,7 @@ function replayCommand(o: FuzzRunOptions, steps: number): string {
   const runner = "Bun" in globalThis ? "bun scripts/fuzz.ts" : "deno run -A scripts/fuzz.ts";
   const extra = `${o.size ? ` --size ${o.size}` : ""}${o.base ? ` --base ${o.base}` : ""}` +
     `${o.dir ? ` --dir ${o.dir}` : ""}` +
-    `${o.pauses ? " --pauses" : ""}`;
+    `${o.pauses ? " --pauses" : ""}${o.noDiscardCommand ? " --no-discard-command" : ""}`;
   const api = o.api === "block-device" ? " --api block-device" : "";
   return `${runner}${api} --target ${o.target} --seed ${o.seed} --steps ${steps}${extra} --verbose`;
 }
@@ -263,8 +270,9 @@ function parseArgs(argv: string[]): Map<string, string> {
     if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
     const eq = a.indexOf("=");
     if (eq > 0) args.set(a.slice(2, eq), a.slice(eq + 1));
-    else if (["verbose", "json", "pauses"].includes(a.slice(2))) args.set(a.slice(2), "true");
-    else args.set(a.slice(2), argv[++i] ?? "");
+    else if (["verbose", "json", "pauses", "no-discard-command"].includes(a.slice(2))) {
+      args.set(a.slice(2), "true");
+    } else args.set(a.slice(2), argv[++i] ?? "");
   }
   return args;
 }
@@ -444,6 +452,11 @@ async function campaign(stop: Stopper): Promise<void> {
   const dir = args.get("dir");
   const verbose = args.has("verbose");
   const pauses = args.has("pauses");
+  const noDiscardCommand = args.has("no-discard-command");
+  if (noDiscardCommand) {
+    hideOpcode(IORING_OP.URING_CMD);
+    kernel.discardCommand = false;
+  }
   const json = args.has("json");
   const asked = (args.get("target") ?? TARGET_NAMES.join(",")).split(",") as TargetName[];
   for (const t of asked) if (!TARGET_NAMES.includes(t)) throw new Error(`unknown target ${t}`);
@@ -473,6 +486,7 @@ async function campaign(stop: Stopper): Promise<void> {
       dir,
       verbose,
       pauses,
+      noDiscardCommand,
       api,
       stop: stop.signal,
     };

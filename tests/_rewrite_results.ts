@@ -140,6 +140,19 @@ function intercept(
  * the library reads it.
  */
 export function withoutOpcode(op: number, fn: () => void): void {
+  const restore = hideOpcode(op);
+  try {
+    fn();
+  } finally {
+    restore();
+  }
+}
+
+/**
+ * From now on, rings set up find opcode `op` unsupported when they probe (see {@link withoutOpcode});
+ * returns the function that ends it. For a whole process: the fuzzer's `--no-discard-command`.
+ */
+export function hideOpcode(op: number): () => void {
   const n = native!;
   const uring = n.uring as unknown as { io_uring_get_probe_ring: (ring: Uint8Array) => number };
   const probe = uring.io_uring_get_probe_ring;
@@ -153,9 +166,7 @@ export function withoutOpcode(op: number, fn: () => void): void {
     }
     return p;
   };
-  try {
-    fn();
-  } finally {
+  return () => {
     uring.io_uring_get_probe_ring = probe;
-  }
+  };
 }
