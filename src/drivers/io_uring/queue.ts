@@ -884,8 +884,11 @@ export class IoUringQueue implements DriverQueue {
       // The write-back before a NO_FALLBACK zeroing or a discard's hole (phase 3): on a file of
       // its own, its error is any earlier write-back's, which the target's fd reports at the
       // next flush; the zeroing goes ahead. On the target's fd (no second file) the error was
-      // taken from that fd's flush, so this request must report it.
-      if (phase === 9 || (phase === 3 && res >= 0)) {
+      // taken from that fd's flush, so this request must report it. Not after an ECANCELED: the
+      // write-back never ran (io-wq had no worker thread for it, or cancel() asked), and the
+      // zeroing sent without it could drop completed writes; it goes again (#retryNoWorker), or
+      // the request fails.
+      if (phase === 9 ? res !== -ECANCELED : phase === 3 && res >= 0) {
         return op === Op.Discard ? this.#holeAfterWriteBack(slot) : this.#zeroAfterWriteBack(slot);
       }
     }
