@@ -9,6 +9,7 @@ const [socket, driver, wait] = process.argv.slice(2);
 if (wait === "adapter") (native as { eventfdWaitUsesThread: boolean }).eventfdWaitUsesThread = false;
 const t0 = performance.now();
 const dev = await BlockDevice.open(socket, { driver });
+console.log(JSON.stringify({ opened: true }));
 const bufs = Array.from({ length: 16 }, () => dev.allocBuffer(4096));
 const ac = new AbortController();
 const reads = bufs.map((b, i) => dev.read(i * 4096, b, { signal: ac.signal }));
