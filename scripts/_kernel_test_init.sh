@@ -38,8 +38,13 @@ mount -t sysfs sysfs $R/sys
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup && echo +pids > $R/sys/fs/cgroup/cgroup.subtree_control
 mount -t fusectl fusectl $R/sys/fs/fuse/connections 2> /dev/null
 mount --move /dev $R/dev
-# devtmpfs has no /dev/fd: bash's process substitution (<(...)) needs it.
+# devtmpfs has no /dev/fd: bash's process substitution (<(...)) needs it; nor /dev/stdin,
+# /dev/stdout and /dev/stderr, which udev or systemd make elsewhere (blkio_copy's tests write
+# to /dev/stdout).
 ln -s /proc/self/fd $R/dev/fd
+ln -s /proc/self/fd/0 $R/dev/stdin
+ln -s /proc/self/fd/1 $R/dev/stdout
+ln -s /proc/self/fd/2 $R/dev/stderr
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
