@@ -43,6 +43,13 @@ export interface Target {
 /** The runtime running the tests. */
 export const RUNTIME = "Bun" in globalThis ? "bun" : "deno";
 
+/**
+ * Whether every instruction is emulated (scripts/kernel_test.sh's guest under qemu's TCG, which
+ * sets BLKIO_TEST_EMULATED=1): there the thread runs 10-30 times longer for the same work, so a
+ * bound on how long code ran (not on how long it slept) measures the emulation, not the library.
+ */
+export const EMULATED = process.env.BLKIO_TEST_EMULATED === "1";
+
 const cleanups: (() => void)[] = [];
 
 /**
