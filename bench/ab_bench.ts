@@ -32,7 +32,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as current from "../mod.ts";
-import { median, writePageCachedFile } from "./_common.ts";
+import { cannot, median, parseOptions, runTool, usage, writePageCachedFile } from "./_common.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -41,7 +41,7 @@ interface Options {
   rounds: number;
   requests: number;
   order: "AB" | "BA";
-  sizeMiB: number;
+  sizeMib: number;
   buffer: "region" | "plain";
   iodepth: number;
   /** Bytes a request (4096 by default). */
@@ -64,47 +64,14 @@ const USAGE = `Usage: ab_bench.ts [--base HEAD] [--rounds 11] [--requests 100000
                    [--path P [--direct]] [--drop-caches]
                    [--event] [--json]`;
 
-/**
- * A bad option (`withUsage`) or a base revision, target or page cache the run cannot use: it
- * stops with exit status 1, after main has cleaned up. Status 2 here and 1 in every other tool
- * made a script's check of the status depend on which tool it ran.
- */
-class Refusal extends Error {
-  constructor(message: string, readonly withUsage: boolean) {
-    super(message);
-  }
-}
-
-function usage(error: string): never {
-  throw new Refusal(error, true);
-}
-
-function cannot(error: string): never {
-  throw new Refusal(error, false);
-}
-
-const FLAGS = ["--json", "--direct", "--event", "--seq", "--drop-caches"];
-const VALUED = [
-  "--base",
-  "--order",
-  "--buffer",
-  "--rw",
-  "--path",
-  "--rounds",
-  "--requests",
-  "--size-mib",
-  "--iodepth",
-  "--bs",
-];
-
 /** The options, or null for `--help`. */
 function parseArgs(argv: string[]): Options | null {
-  const o: Options = {
+  const o = parseOptions<Options>(argv, {
     base: "HEAD",
     rounds: 11,
     requests: 100_000,
     order: "AB",
-    sizeMiB: 256,
+    sizeMib: 256,
     buffer: "region",
     iodepth: 1,
     bs: 4096,
@@ -115,38 +82,8 @@ function parseArgs(argv: string[]): Options | null {
     event: false,
     dropCaches: false,
     json: false,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--help" || a === "-h") return null;
-    if (!FLAGS.includes(a) && !VALUED.includes(a)) usage(`unrecognized option '${a}'`);
-    if (FLAGS.includes(a)) {
-      if (a === "--json") o.json = true;
-      else if (a === "--direct") o.direct = true;
-      else if (a === "--seq") o.seq = true;
-      else if (a === "--drop-caches") o.dropCaches = true;
-      else o.event = true;
-      continue;
-    }
-    const v = argv[++i];
-    if (v === undefined) usage(`${a} needs a value`);
-    if (a === "--base") o.base = v;
-    else if (a === "--order" && (v === "AB" || v === "BA")) o.order = v;
-    else if (a === "--buffer" && (v === "region" || v === "plain")) o.buffer = v;
-    else if (a === "--rw" && (v === "read" || v === "write")) o.rw = v;
-    else if (a === "--path") o.path = v;
-    else if (
-      a === "--rounds" || a === "--requests" || a === "--size-mib" || a === "--iodepth" || a === "--bs"
-    ) {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n <= 0) usage(`${a} needs a positive integer`);
-      if (a === "--rounds") o.rounds = n;
-      else if (a === "--requests") o.requests = n;
-      else if (a === "--iodepth") o.iodepth = n;
-      else if (a === "--bs") o.bs = n;
-      else o.sizeMiB = n;
-    } else usage(`invalid value for ${a}: ${v}`);
-  }
+  }, { order: ["AB", "BA"], buffer: ["region", "plain"], rw: ["read", "write"] });
+  if (o === null) return null;
   if (o.bs % 512 !== 0) usage("--bs needs a multiple of 512");
   if (o.direct && o.buffer === "plain") usage("--direct needs --buffer region (aligned memory)");
   if (o.direct && o.path === null) usage("--direct needs --path (the file made for the run is page-cached)");
@@ -289,7 +226,7 @@ async function main(): Promise<void> {
     let path = opts.path;
     if (path === null) {
       path = join(dir, "file.img");
-      writePageCachedFile(path, opts.sizeMiB);
+      writePageCachedFile(path, opts.sizeMib);
     }
     let size: number;
     try {
@@ -366,12 +303,4 @@ async function main(): Promise<void> {
   }
 }
 
-try {
-  await main();
-} catch (e) {
-  if (!(e instanceof Refusal)) throw e;
-  // Not process.exit inside main: that would skip its `finally`, and leave the extracted base
-  // revision behind in the temporary directory.
-  console.error(`ab_bench: ${e.message}${e.withUsage ? `\n${USAGE}` : ""}`);
-  process.exit(1);
-}
+await runTool("ab_bench", USAGE, main);
