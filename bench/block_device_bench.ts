@@ -7,12 +7,14 @@
  *          whose largest delay is recorded.
  *
  * Each round runs both, sync first in even rounds and async first in odd ones; the medians are
- * reported. Needs root (losetup)
- * unless a device or file is given with --path.
+ * reported. Needs root (losetup) unless a device or file is given with --path.
  *
  * Usage: deno run -A bench/block_device_bench.ts [--seconds 2] [--rounds 5] [--depth 32]
- *                                               [--size-mib 256] [--path /dev/loopN] [--json]
+ *                                               [--size-mib 256] [--path DEVICE] [--json]
  *        bun bench/block_device_bench.ts [same options]
+ *
+ * `--help` prints the options (USAGE below). A usage error exits 1 with the message and the usage
+ * on stderr; a --path it cannot open, or no loop device without one, 1 with the message.
  *
  * @module
  */
@@ -21,43 +23,33 @@ import { readFileSync } from "node:fs";
 import os from "node:os";
 import process from "node:process";
 import { Blkio, BlockDevice, type Completion } from "../mod.ts";
-import { median } from "./_common.ts";
+import { cannot, median, parseOptions, runTool } from "./_common.ts";
 import { tmpfsLoop } from "../tests/_loop_device.ts";
 
 interface Options {
   seconds: number;
   rounds: number;
   depth: number;
-  sizeMiB: number;
+  sizeMib: number;
   path: string | null;
   json: boolean;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = { seconds: 2, rounds: 5, depth: 32, sizeMiB: 256, path: null, json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`Option ${a} needs a value`);
-      return v;
-    };
-    if (a === "--seconds") o.seconds = Number(next());
-    else if (a === "--rounds") o.rounds = Number(next());
-    else if (a === "--depth") o.depth = Number(next());
-    else if (a === "--size-mib") o.sizeMiB = Number(next());
-    else if (a === "--path") o.path = next();
-    else if (a === "--json") o.json = true;
-    else throw new Error(`Unknown option "${a}"`);
-  }
-  return o;
+const USAGE = `Usage: block_device_bench.ts [--seconds 2] [--rounds 5] [--depth 32]
+                             [--size-mib 256] [--path DEVICE] [--json]
+Without --path: a loop device over a tmpfs file of --size-mib MiB (needs root).`;
+
+/** The options, or null for `--help`. */
+function parseArgs(argv: string[]): Options | null {
+  const defaults = { seconds: 2, rounds: 5, depth: 32, sizeMib: 256, path: null, json: false };
+  return parseOptions<Options>(argv, defaults, { seconds: "number" });
 }
 
 const BS = 4096;
 
 /** A loop device over a new tmpfs file; returns its path and a cleanup function. */
-function makeLoop(sizeMiB: number): { path: string; cleanup: () => void } {
-  const loop = tmpfsLoop(sizeMiB * 1024 * 1024, "bench");
+function makeLoop(sizeMib: number): { path: string; cleanup: () => void } {
+  const loop = tmpfsLoop(sizeMib * 1024 * 1024, "bench");
   try {
     // Touch every page so reads hit memory, not tmpfs holes (the loop device reads the file
     // through its page cache, so writing it after the attach is seen).
@@ -65,7 +57,7 @@ function makeLoop(sizeMiB: number): { path: string; cleanup: () => void } {
       `if=/dev/urandom`,
       `of=${loop.backing}`,
       "bs=1M",
-      `count=${sizeMiB}`,
+      `count=${sizeMib}`,
       "conv=notrunc",
       "status=none",
     ]);
@@ -189,17 +181,32 @@ async function runAsync(
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
+  if (o === null) {
+    console.log(USAGE);
+    return;
+  }
   let path = o.path;
   let cleanup = () => {};
   if (path === null) {
-    const loop = makeLoop(o.sizeMiB);
+    let loop: { path: string; cleanup: () => void };
+    try {
+      loop = makeLoop(o.sizeMib);
+    } catch (e) {
+      cannot(`cannot make a loop device over tmpfs (needs root, or give --path): ${(e as Error).message}`);
+    }
     path = loop.path;
     cleanup = loop.cleanup;
   }
   try {
-    const probe = await BlockDevice.open(path, { direct: true, readOnly: true });
+    let probe: BlockDevice;
+    try {
+      probe = await BlockDevice.open(path, { direct: true, readOnly: true });
+    } catch (e) {
+      cannot(`cannot use --path ${path}: ${(e as Error).message}`);
+    }
     const blocks = Number(probe.capacity / BigInt(BS));
     await probe.close();
+    if (blocks < 1) cannot(`${path} is smaller than one block (${BS} bytes)`);
     // Warm-up (JIT, page cache of the backing file).
     runSync(path, { ...o, seconds: 0.3 }, blocks);
     await runAsync(path, { ...o, seconds: 0.3 }, blocks);
@@ -235,7 +242,7 @@ async function main(): Promise<void> {
       runtime: navigator.userAgent,
       nproc: os.cpus().length,
       kernel: os.release(),
-      device: o.path ?? `loop over tmpfs (${o.sizeMiB} MiB)`,
+      device: o.path ?? `loop over tmpfs (${o.sizeMib} MiB)`,
       depth: o.depth,
       seconds: o.seconds,
       rounds: o.rounds,
@@ -260,4 +267,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await runTool("block_device_bench", USAGE, main);
