@@ -22,6 +22,9 @@
  *                                          [--kernel real|fake|fake-syscall] [--json]
  *        bun bench/layers_bench.ts [same options]
  *
+ * `--help` prints the options (USAGE below); a usage error exits 1 with the message and the
+ * usage on stderr.
+ *
  * @module
  */
 import process from "node:process";
@@ -30,7 +33,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadError, native } from "../ffi/load.ts";
 import { installFakeKernel } from "./_fake_kernel.ts";
-import { median, writePageCachedFile } from "./_common.ts";
+import { median, parseOptions, runTool, writePageCachedFile } from "./_common.ts";
 import { Blkio, type Completion, newCompletion } from "../mod.ts";
 import { Op } from "../src/completion.ts";
 import { CompletionBacklog } from "../src/completion_backlog.ts";
@@ -46,37 +49,20 @@ const BS = 4096;
 interface Options {
   requests: number;
   rounds: number;
-  sizeMiB: number;
+  sizeMib: number;
   kernel: Kernel;
   json: boolean;
 }
 
-const KERNELS = ["real", "fake", "fake-syscall"] as const;
-type Kernel = typeof KERNELS[number];
+type Kernel = "real" | "fake" | "fake-syscall";
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = { requests: 100_000, rounds: 9, sizeMiB: 256, kernel: "real", json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--json") {
-      o.json = true;
-      continue;
-    }
-    if (a === "--kernel") {
-      const k = argv[++i] as Kernel;
-      if (!KERNELS.includes(k)) throw new Error(`--kernel needs one of ${KERNELS.join(", ")}`);
-      o.kernel = k;
-      continue;
-    }
-    const key = ({ "--requests": "requests", "--rounds": "rounds", "--size-mib": "sizeMiB" } as const)[
-      a as "--requests"
-    ];
-    const v = Number(argv[++i]);
-    if (key === undefined) throw new Error(`Unknown option ${a}`);
-    if (!Number.isInteger(v) || v <= 0) throw new Error(`${a} needs a positive integer`);
-    o[key] = v;
-  }
-  return o;
+const USAGE = `Usage: layers_bench.ts [--requests 100000] [--rounds 9] [--size-mib 256]
+                       [--kernel real|fake|fake-syscall] [--json]`;
+
+/** The options, or null for `--help`. */
+function parseArgs(argv: string[]): Options | null {
+  const defaults = { requests: 100_000, rounds: 9, sizeMib: 256, kernel: "real" as Kernel, json: false };
+  return parseOptions(argv, defaults, { kernel: ["real", "fake", "fake-syscall"] });
 }
 
 /** A layer: runs `count` requests at iodepth 1, throws if one fails. */
@@ -171,13 +157,17 @@ function queueLayer(path: string, blocks: number): Layer {
 }
 
 function main(): void {
-  if (!native) throw loadError;
   const opts = parseArgs(process.argv.slice(2));
+  if (opts === null) {
+    console.log(USAGE);
+    return;
+  }
+  if (!native) throw loadError;
   const dir = mkdtempSync(join(tmpdir(), "blkio-layers-"));
   const path = join(dir, "file.img");
   try {
-    writePageCachedFile(path, opts.sizeMiB);
-    const blocks = (opts.sizeMiB << 20) / BS;
+    writePageCachedFile(path, opts.sizeMib);
+    const blocks = (opts.sizeMib << 20) / BS;
     if (opts.kernel !== "real") installFakeKernel(native, opts.kernel === "fake-syscall");
     const layers = [ringLayer(path, blocks), driverLayer(path, blocks), queueLayer(path, blocks)];
     const ns: number[][] = layers.map(() => []);
@@ -212,4 +202,4 @@ function main(): void {
   }
 }
 
-main();
+await runTool("layers_bench", USAGE, main);
