@@ -8,6 +8,9 @@
  * Usage: deno run -A bench/wait_bench.ts [--waits 20000] [--rounds 5] [--json]
  *        bun bench/wait_bench.ts [same options]
  *
+ * `--help` prints the options (USAGE below). A usage error exits 1 with the message and the usage
+ * on stderr; a kernel that cannot relay an eventfd, 1 with the message.
+ *
  * @module
  */
 import process from "node:process";
@@ -15,6 +18,7 @@ import { loadError, native } from "../ffi/load.ts";
 import type { Native } from "../ffi/types.ts";
 import { newEventfd } from "../src/sys.ts";
 import { EventfdRelay } from "../src/uring/eventfd_relay.ts";
+import { cannot, median, parseOptions, runTool } from "./_common.ts";
 
 interface Mechanism {
   name: string;
@@ -22,24 +26,17 @@ interface Mechanism {
   close(): Promise<void>;
 }
 
-function parseArgs(argv: string[]): { waits: number; rounds: number; json: boolean } {
-  const o = { waits: 20000, rounds: 5, json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--json") o.json = true;
-    else if (a === "--waits" || a === "--rounds") {
-      const v = Number(argv[++i]);
-      if (!Number.isInteger(v) || v <= 0) throw new Error(`${a} needs a positive integer`);
-      o[a === "--waits" ? "waits" : "rounds"] = v;
-    } else throw new Error(`Unknown option ${a}`);
-  }
-  return o;
+interface Options {
+  waits: number;
+  rounds: number;
+  json: boolean;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+const USAGE = "Usage: wait_bench.ts [--waits 20000] [--rounds 5] [--json]";
+
+/** The options, or null for `--help`. */
+function parseArgs(argv: string[]): Options | null {
+  return parseOptions<Options>(argv, { waits: 20000, rounds: 5, json: false });
 }
 
 /** `waits` round trips; returns [waits per second, CPU µs per wait]. */
@@ -58,14 +55,16 @@ async function round(n: Native, fd: number, m: Mechanism, waits: number): Promis
 }
 
 async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  if (opts === null) {
+    console.log(USAGE);
+    return;
+  }
   if (!native) throw loadError;
   const n = native;
-  const opts = parseArgs(process.argv.slice(2));
   const fdA = newEventfd(n), fdR = newEventfd(n);
   const relay = EventfdRelay.open(n, fdR);
-  if (relay === null) {
-    throw new Error("This kernel cannot relay an eventfd (io_uring POLL_ADD and WRITE: Linux 5.6+)");
-  }
+  if (relay === null) cannot("this kernel cannot relay an eventfd (io_uring POLL_ADD and WRITE: Linux 5.6+)");
   const mechanisms: [Mechanism, number][] = [
     [{
       name: n.runtime === "deno"
@@ -109,4 +108,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await runTool("wait_bench", USAGE, main);
