@@ -14,9 +14,15 @@
  * Forced GC: `Bun.gc(true)` in Bun; in Deno `--expose-gc` is turned on at run time through
  * node:v8 and `gc` taken from a new node:vm context.
  *
- * Usage: deno run -A bench/alloc_check.ts --path <file> [--requests 5000000] [--depth 32] [--json]
- *          [--driver io_uring|virtio-blk-vhost-user]   (the latter: --path is the export's socket)
- *        bun bench/alloc_check.ts --path <file> [same options]
+ * Usage: deno run -A bench/alloc_check.ts --path FILE [--requests 5000000] [--depth 32]
+ *                                          [--warmup 500000] [--probe 1000000]
+ *                                          [--driver io_uring|virtio-blk-vhost-user] [--json]
+ *        bun bench/alloc_check.ts --path FILE [same options]
+ *
+ * `--warmup` requests run before anything is measured. With `--driver virtio-blk-vhost-user`,
+ * `--path` is the export's socket. `--help` prints the options (USAGE below). A usage error
+ * (`--path` missing too) exits 1 with the message and the usage on stderr; a --path the driver
+ * cannot connect to, 1 with the message.
  *
  * @module
  */
@@ -25,6 +31,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { Blkio, type Completion, newCompletion } from "../mod.ts";
 import { xorshift32 } from "./_runner.mjs";
+import { cannot, parseOptions, runTool, usage } from "./_common.ts";
 
 interface Options {
   path: string;
@@ -36,8 +43,14 @@ interface Options {
   driver: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = {
+const USAGE = `Usage: alloc_check.ts --path FILE [--requests 5000000] [--depth 32]
+                      [--warmup 500000] [--probe 1000000]
+                      [--driver io_uring|virtio-blk-vhost-user] [--json]
+With --driver virtio-blk-vhost-user, --path is the export's socket.`;
+
+/** The options, or null for `--help`. */
+function parseArgs(argv: string[]): Options | null {
+  const o = parseOptions<Options>(argv, {
     path: "",
     requests: 5_000_000,
     depth: 32,
@@ -45,24 +58,8 @@ function parseArgs(argv: string[]): Options {
     probe: 1_000_000,
     json: false,
     driver: "io_uring",
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new TypeError(`Option ${a} needs a value`);
-      return v;
-    };
-    if (a === "--path") o.path = next();
-    else if (a === "--requests") o.requests = Number(next());
-    else if (a === "--depth") o.depth = Number(next());
-    else if (a === "--warmup") o.warmup = Number(next());
-    else if (a === "--probe") o.probe = Number(next());
-    else if (a === "--json") o.json = true;
-    else if (a === "--driver") o.driver = next();
-    else throw new TypeError(`Unknown option "${a}"`);
-  }
-  if (o.path === "") throw new TypeError("Missing --path");
+  }, { warmup: "count", driver: ["io_uring", "virtio-blk-vhost-user"] });
+  if (o?.path === "") usage("missing --path (the file or device to read)");
   return o;
 }
 
@@ -116,15 +113,24 @@ const BS = 4096;
 
 function main(): void {
   const o = parseArgs(process.argv.slice(2));
+  if (o === null) {
+    console.log(USAGE);
+    return;
+  }
   const gc = gcFunction();
   using b = Blkio.create(o.driver);
   b.setStr("path", o.path);
   b.setBool("read-only", true);
-  b.connect();
+  try {
+    b.connect();
+  } catch (e) {
+    cannot(`cannot use --path ${o.path}: ${(e as Error).message}`);
+  }
   b.setInt(o.driver === "io_uring" ? "num-entries" : "queue-size", Math.max(o.depth, 32));
   b.start();
   const q = b.getQueue(0)!;
   const blocks = Math.floor(Number(b.getUint64("capacity")) / BS);
+  if (blocks < 1) cannot(`${o.path} is smaller than one block (${BS} bytes)`);
   const region = b.allocMemRegion(o.depth * BS);
   b.mapMemRegion(region);
   const bufs = Array.from({ length: o.depth }, (_, i) => region.bytes.subarray(i * BS, (i + 1) * BS));
@@ -199,4 +205,4 @@ function main(): void {
   }
 }
 
-main();
+await runTool("alloc_check", USAGE, main);
