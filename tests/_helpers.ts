@@ -28,6 +28,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { Blkio, BlkioError, type Completion, ReqFlags } from "../mod.ts";
 import { attachLoop as attachLoopDevice, loopUnavailableReason, tmpfsLoop } from "./_loop_device.ts";
+import { native } from "../ffi/load.ts";
 
 /** A device under test. */
 export interface Target {
@@ -163,6 +164,24 @@ export function loseWriteZeroesUnavailableReason(): string | null {
 export function kernelAtLeast(major: number, minor: number): boolean {
   const [a, b] = release().split(".").map((p) => parseInt(p, 10));
   return a > major || (a === major && b >= minor);
+}
+
+/**
+ * Runs `fn` while every open(2) of the library fails EMFILE, as at the process's fd limit: sysfs,
+ * /proc and a second open file of a target cannot be opened meanwhile. Restores open after.
+ */
+export function withoutFreeFds<T>(fn: () => T): T {
+  const n = native!;
+  const libc = n.libc as { open: typeof n.libc.open };
+  const open = libc.open, errno = n.errno;
+  try {
+    libc.open = () => -1;
+    (n as { errno: () => number }).errno = () => 24;
+    return fn();
+  } finally {
+    libc.open = open;
+    (n as { errno: () => number }).errno = errno;
+  }
 }
 
 /** Block device `dev`'s sysfs write_zeroes_max_bytes (0: it has no write zeroes command of its own). */

@@ -18,6 +18,7 @@ import {
   alignedBuffer,
   cleanupAll,
   loopFlushes,
+  loopUnavailableReason,
   loseWriteZeroes,
   loseWriteZeroesUnavailableReason,
   pread,
@@ -27,6 +28,7 @@ import {
   skipIf,
   startOn,
   targets,
+  withoutFreeFds,
   writeZeroesMaxBytes,
 } from "./_helpers.ts";
 import { getData, PAGE, reapAll, runOk } from "./_io.ts";
@@ -360,6 +362,39 @@ for (const sectorSize of [512, 4096]) {
     },
   );
 }
+
+// After its write-back, a NO_FALLBACK zeroing asks sysfs whether the device still has write zeroes.
+// When sysfs could not be read then (no fd free: EMFILE), the answer was taken for "no" and kept
+// for the instance: that request failed ENOTSUP, and so did every later NO_FALLBACK request, once
+// fds were free again, on a device that has write zeroes. What was known now stays, as for a
+// discard's hole, and a zeroing the device refuses all the same is taken care of after (the
+// refused-zeroing tests above).
+test(
+  ...skipIf(
+    "write zeroes: a NO_FALLBACK request while sysfs is unreadable (no fd free) leaves the device its write zeroes",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const dev = scratchLoop(1 << 20);
+    assert.ok(writeZeroesMaxBytes(dev) > 0, `${dev} has no write zeroes: nothing to test`);
+    using b = startOn({ path: dev, direct: false });
+    const q = b.getQueue(0)!;
+    const block = new Uint8Array(8192).fill(0x42);
+    runOk(q, (ud) => q.write(65536, block, ud), "write");
+    runOk(q, (ud) => q.write(131072, block, ud), "write");
+    const [first] = withoutFreeFds(() => {
+      q.writeZeroes(65536, 8192, "no fd free", ReqFlags.NO_FALLBACK);
+      return reapAll(q, 1, 1);
+    });
+    q.writeZeroes(131072, 8192, "fds free again", ReqFlags.NO_FALLBACK);
+    const [later] = reapAll(q, 1, 1);
+    assert.equal(later.ret, 0, `the request after the shortage: ${later.ret} ${later.errorMsg}`);
+    assert.equal(first.ret, 0, `the request at the shortage: ${first.ret} ${first.errorMsg}`);
+    assert.ok(writeZeroesMaxBytes(dev) > 0, "the device lost write zeroes: the test's premise is gone");
+    assert.deepEqual(pread(dev, 65536, 8192), new Uint8Array(8192), "the first range reads zeroes");
+    assert.deepEqual(pread(dev, 131072, 8192), new Uint8Array(8192), "the second range reads zeroes");
+  },
+);
 
 // Whether NO_UNMAP was honoured on a file shows only in its allocation: both ways read zeroes.
 const EXT4_SKIP = statfsSync(tmpdir()).type === 0xef53 ? null : `${tmpdir()} is not ext4`;

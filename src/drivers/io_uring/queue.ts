@@ -484,9 +484,10 @@ export class IoUringQueue implements DriverQueue {
   }
 
   /**
-   * Updates what the target is known to have for a discard's hole (TargetInfo.discards,
-   * supportsWriteZeroesWithoutFallback) from sysfs. When sysfs cannot be read (at the fd limit)
-   * what was known stays. Never throws: it runs in the middle of a reap too (#askDevice).
+   * Updates what the target is known to have for a discard's hole or a NO_FALLBACK zeroing
+   * (TargetInfo.discards, supportsWriteZeroesWithoutFallback) from sysfs. When sysfs cannot be
+   * read (at the fd limit) what was known stays. Never throws: it runs in the middle of a reap
+   * too (#askDevice).
    */
   #readHoleLimits(): void {
     const t = this.#target, dev = t.blockDevice;
@@ -819,14 +820,17 @@ export class IoUringQueue implements DriverQueue {
    * before it refused, and leave zeroes the device does not hold wherever the cache could not be
    * dropped (#finish: a large folio, pages busy). Asked of sysfs, once per such request (rare),
    * it is refused without that. Apart from #finish, which runs for every completion, so that
-   * this rare path does not make it too long for V8 to inline.
+   * this rare path does not make it too long for V8 to inline. When sysfs cannot be read (no fd
+   * free) what was known stays, and the zeroing goes, as a discard's hole does
+   * (#holeAfterWriteBack): a refusal is taken care of after (#finish, phase 6). Taken for "no",
+   * that passing shortage failed this request and every later NO_FALLBACK one with ENOTSUP for
+   * the life of the queue (#unsupported never asks again), on a device that has write zeroes
+   * (review).
    */
   #zeroAfterWriteBack(slot: number): number {
     const t = this.#target;
-    if (!t.supportsWriteZeroesWithoutFallback || !this.#askDevice(deviceZeroes)) {
-      t.supportsWriteZeroesWithoutFallback = false;
-      return -ENOTSUP;
-    }
+    if (t.supportsWriteZeroesWithoutFallback) this.#readHoleLimits();
+    if (!t.supportsWriteZeroesWithoutFallback) return -ENOTSUP;
     this.#slots[slot * SLOT_NUMBERS + S_PHASE] = 0;
     this.#requeue(slot);
     return RESUBMITTED;
@@ -1579,11 +1583,6 @@ export class IoUringQueue implements DriverQueue {
     closeFd(this.#native, this.#writeBackFd);
     this.#onDestroy?.(this);
   }
-}
-
-/** Whether block device `major:minor` has write zeroes (without falling back) now. */
-function deviceZeroes(native: Native, major: number, minor: number): boolean {
-  return (readBlockLimits(native, major, minor)?.writeZeroesMaxBytes ?? 0) > 0;
 }
 
 /** Whether block device `major:minor` has discard now. */
