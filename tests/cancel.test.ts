@@ -3,14 +3,14 @@
 // IORING_OP_ASYNC_CANCEL for a request in the kernel, whose buffer stays referenced).
 import { test } from "node:test";
 import assert from "./_assert.ts";
-import { Blkio, BlkioError, BlockDevice, type Completion } from "../mod.ts";
+import { Blkio, BlkioError, BlockDevice, type Completion, type Queue } from "../mod.ts";
 import { RequestBacklog, type RequestSink } from "../src/request_backlog.ts";
 import { Op, type OpValue } from "../src/completion.ts";
 import { queueUsesBuffer } from "../src/queue.ts";
 import { native } from "../ffi/load.ts";
 import { Ring } from "../src/uring/ring.ts";
 import { prepCancel, prepRead } from "../src/uring/sqe.ts";
-import { IOSQE_ASYNC } from "../src/uring/constants.ts";
+import { IORING_OP, IOSQE_ASYNC } from "../src/uring/constants.ts";
 import {
   alignedBuffer,
   cleanupAll,
@@ -31,9 +31,12 @@ import {
 } from "./_helpers.ts";
 import { fuseFixtureUnavailable, mountFuseFixture } from "./_fuse_fixture.ts";
 import { readFileSync, writeFileSync } from "node:fs";
+import { sleepMs } from "./_io.ts";
+import { countSubmitted, withHookedEnters } from "./_rewrite_results.ts";
 import { join } from "node:path";
 
 const TARGETS = targets();
+const ECANCELED = 125;
 const DIRECT = TARGETS.find((t) => t.name === "loop+direct") ??
   TARGETS.find((t) => t.name === "file+direct")!;
 
@@ -540,5 +543,66 @@ test(
     }
   },
 );
+
+// A request that io-wq cancelled for want of a worker thread goes again behind a pause (a TIMEOUT)
+// and, the first time on a file, a probe (a NOP): each posts a CQE of its own. In flight is capped
+// at the CQ size so that the CQ never overflows, but the pauses and probes took no slot: with every
+// slot busy with such retries, more CQEs came than the CQ holds, and the kernel kept the rest aside
+// until an io_uring_enter that waits (GETEVENTS). A caller polling with doIo(min 0) never makes one
+// once nothing is left to submit: completed reads stayed out of its reach (0-6 of 16 after 250 ms).
+// The pauses and probes now take slots of their own, as cancellations do. Played here by rewriting
+// results of page-cached reads to ECANCELED (a thread limit) as the enter that sent them returns:
+// two reads at a time, sent, cancelled and sent again behind a probe and a pause in one doIo(min 0),
+// until every slot is taken.
+test("cancel: reads that went again after io-wq cancelled them all reach doIo(min 0) (the CQ cannot overflow)", () => {
+  const path = scratchFile(1 << 20, 0x5a);
+  const ENTRIES = 8, N = 2 * ENTRIES, cancels = { left: 0, done: 0 };
+  const got = new Set<unknown>();
+  const poll = (q: Queue) => {
+    const out: Completion[] = [];
+    q.doIo(out, 0, N);
+    for (const c of out) {
+      assert.equal(c.ret, 0, `${String(c.userData)}: ${c.ret} ${c.errorMsg}`);
+      got.add(c.userData);
+    }
+  };
+  const res = (r: number) => {
+    if (r !== 4096 || cancels.left === 0) return r;
+    cancels.left--;
+    cancels.done++;
+    return -ECANCELED;
+  };
+  const pauses = countSubmitted(IORING_OP.TIMEOUT, () =>
+    withHookedEnters({ res }, () => {
+      using b = startOn({ path, direct: false }, { numEntries: ENTRIES });
+      const q = b.getQueue(0)!;
+      for (let k = 0; k < N / 2; k++) {
+        // Page-cached reads complete inside the io_uring_enter that submits them.
+        cancels.left += 2;
+        q.read(8192 * k, new Uint8Array(4096), 2 * k);
+        q.read(8192 * k + 4096, new Uint8Array(4096), 2 * k + 1);
+        poll(q);
+      }
+      // Reads that wait in the backlog for a slot go once one is free.
+      for (let k = 0; k < 500 && cancels.left > 0; k++) {
+        poll(q);
+        sleepMs(2);
+      }
+      assert.equal(cancels.done, N, "reads rewritten to ECANCELED: nothing tested");
+      sleepMs(300); // every pause is over, and every read done again
+      for (let k = 0; k < 5 && got.size < N; k++) {
+        poll(q);
+        sleepMs(50);
+      }
+      const seen = got.size;
+      if (seen < N) {
+        // What the kernel kept aside: a wait flushes it, so the test ends with nothing in flight.
+        const out: Completion[] = [];
+        q.doIo(out, N - seen, N, 10_000_000_000n);
+      }
+      assert.equal(seen, N, "reads completed that doIo(min 0) did not return");
+    }));
+  assert.ok(pauses > 0, "no read went again behind a pause: nothing tested");
+});
 
 test("cancel: cleanup scratch targets", () => cleanupAll());

@@ -89,12 +89,15 @@ const RESUBMITTED = 1;
  */
 const SQPOLL_SPIN_NS = 50_000;
 /**
- * The S_OP number of a slot holding an IORING_OP_ASYNC_CANCEL request. A cancel takes a slot of
- * its own, so it counts against the CQ size like any request (its CQE must not overflow the CQ:
- * without a GETEVENTS enter an overflowed CQE would never show up), but it is not in `inFlight`
- * and its completion is never reported.
+ * The S_OP numbers of slots that hold no request of the caller's (S_OP >= OP_AUX): an
+ * IORING_OP_ASYNC_CANCEL ({@link IoUringQueue.cancel}), and the pause and probe ahead of a retry
+ * (#pauseFirst), whose S_START is the slot of the request behind it. Each takes a slot of its own,
+ * so it counts against the CQ size like any request (its CQE must not overflow the CQ: without a
+ * GETEVENTS enter an overflowed CQE would never show up), but it is not in `inFlight` and its
+ * completion is never reported.
  */
-const OP_CANCEL = 255;
+const OP_PROBE = 253, OP_PAUSE = 254, OP_CANCEL = 255;
+const OP_AUX = OP_PROBE;
 
 /**
  * The slot table keeps each slot's numbers together, 8 Float64 (64 bytes) per slot, and its
@@ -133,10 +136,6 @@ const F_WORKER_SEEN = 1 << 15;
 const NO_WORKER_RETRIES = 10;
 /** The pause before each such try: a TIMEOUT hard-linked ahead of the request (#pauseFirst). */
 const NO_WORKER_PAUSE_NS = 50_000_000;
-/** user_data of a pause's TIMEOUT: no slot (reap skips it). */
-const PAUSE_USER_DATA = 0xffffffff;
-/** user_data of the probe ahead of a try of request `slot`: PROBE_USER_DATA + slot (#pauseFirst). */
-const PROBE_USER_DATA = 0x80000000;
 /** In `#refs`: the caller's userData, the buffer, the iovec list (null when none). */
 const R_UD = 0, R_BUF = 1, R_IOV = 2;
 const SLOT_REFS = 3;
@@ -255,7 +254,8 @@ export class IoUringQueue implements DriverQueue {
   readonly #iovAddr: Float64Array;
   readonly #resubmit: Int32Array;
   #resubmitHead = 0;
-  #cancels = 0;
+  /** Slots taken by cancellations, pauses and probes (OP_AUX): not requests in flight. */
+  #aux = 0;
   #resubmitCount = 0;
   // Registered buffers: slot k covers [#fixedStart[k], #fixedEnd[k]); empty slots have end 0.
   readonly #fixedTable: boolean;
@@ -333,7 +333,7 @@ export class IoUringQueue implements DriverQueue {
   }
 
   get inFlight(): number {
-    return this.#cap - this.#freeTop - this.#cancels;
+    return this.#cap - this.#freeTop - this.#aux;
   }
 
   /** Whether {@link destroy} was called. */
@@ -791,12 +791,13 @@ export class IoUringQueue implements DriverQueue {
       const slot = cqes[o];
       const r = res[o + 2];
       head = (head + 1) >>> 0;
-      if (slot >= cap) {
-        if (r >= 0) this.#workerSeen(slot - PROBE_USER_DATA);
-        continue;
-      }
-      if (this.#slots[slot * SLOT_NUMBERS + S_OP] === OP_CANCEL) {
-        this.#cancels--;
+      if (slot >= cap) continue;
+      if (this.#slots[slot * SLOT_NUMBERS + S_OP] >= OP_AUX) {
+        // A probe that completed 0: io-wq had a worker thread for the request behind it.
+        if (r >= 0 && this.#slots[slot * SLOT_NUMBERS + S_OP] === OP_PROBE) {
+          this.#workerSeen(this.#slots[slot * SLOT_NUMBERS + S_START]);
+        }
+        this.#aux--;
         this.#release(slot);
         continue;
       }
@@ -1034,7 +1035,12 @@ export class IoUringQueue implements DriverQueue {
    * Writes a pause of NO_WORKER_PAUSE_NS hard-linked to the next SQE (a TIMEOUT: a kernel timer,
    * which needs no worker thread; the next request starts when it expires), and returns true; or
    * returns false, without a pause, where the next SQE would not be the request's (resubmissions
-   * waiting, fewer than 2 free SQEs) or on a poll queue (IOPOLL rings take no TIMEOUT).
+   * waiting, fewer than 2 free SQEs), on a poll queue (IOPOLL rings take no TIMEOUT), or without a
+   * free slot for it. The pause and the probe take slots of their own (#takeAux): their CQEs count
+   * against the CQ size. Without, every slot busy with such retries posted more CQEs than the CQ
+   * holds, and the kernel kept the rest aside until an io_uring_enter with GETEVENTS, which a
+   * caller polling with doIo(min 0) never makes once nothing is left to submit: reads that had
+   * completed never came back to it (review; 0-6 of 16 after 250 ms).
    *
    * With `probeSlot` >= 0 (and a third SQE free) a probe goes first, hard-linked too: a NOP sent
    * to io-wq (IOSQE_ASYNC), which completes 0 only where io-wq has or can start a worker thread,
@@ -1046,31 +1052,43 @@ export class IoUringQueue implements DriverQueue {
    */
   #pauseFirst(probeSlot: number): boolean {
     const ring = this.#ring;
-    if (this.isPollQueue || this.#resubmitCount > 0 || ring.sqSpace() < 2) return false;
+    if (this.isPollQueue || this.#resubmitCount > 0 || ring.sqSpace() < 2 || this.#freeTop === 0) {
+      return false;
+    }
     if (this.#pauseTs === null) {
       // struct __kernel_timespec { tv_sec, tv_nsec }, read by the kernel at submission only.
       this.#pauseTs = this.#native.alloc(16);
       new DataView(this.#pauseTs.buffer).setBigInt64(8, BigInt(NO_WORKER_PAUSE_NS), true);
     }
     const sq = ring.sqes;
-    if (probeSlot >= 0 && ring.sqSpace() >= 3) {
+    if (probeSlot >= 0 && ring.sqSpace() >= 3 && this.#freeTop >= 2) {
       this.#slots[probeSlot * SLOT_NUMBERS + S_FLAGS] |= F_PROBED;
       const p = ring.nextSqe();
       prepNop(sq, p);
       setSqeFlags(sq, p, IOSQE_ASYNC | IOSQE_IO_HARDLINK);
-      setUserData(sq, p, PROBE_USER_DATA + probeSlot);
+      setUserData(sq, p, this.#takeAux(OP_PROBE, probeSlot));
     }
     const i = ring.nextSqe();
     prepTimeout(sq, i, this.#native.addressOf(this.#pauseTs.buffer as ArrayBuffer));
     setSqeFlags(sq, i, IOSQE_IO_HARDLINK);
-    setUserData(sq, i, PAUSE_USER_DATA);
+    setUserData(sq, i, this.#takeAux(OP_PAUSE, -1));
     return true;
   }
 
   /**
-   * A probe for request `slot` completed 0 (#pauseFirst): io-wq had a worker thread for it. Any
-   * other CQE without a slot (a pause) is not one.
+   * Takes a free slot for a cancellation, pause or probe (`op`, OP_AUX) concerning request slot
+   * `of`; returns it, the user_data of its SQE.
    */
+  #takeAux(op: number, of: number): number {
+    const c = this.#free[--this.#freeTop], b = c * SLOT_NUMBERS;
+    this.#slots[b + S_USED] = 1;
+    this.#slots[b + S_OP] = op;
+    this.#slots[b + S_START] = of;
+    this.#aux++;
+    return c;
+  }
+
+  /** A probe for request `slot` completed 0 (#pauseFirst): io-wq had a worker thread for it. */
   #workerSeen(slot: number): void {
     if (slot >= 0 && slot < this.#cap) this.#slots[slot * SLOT_NUMBERS + S_FLAGS] |= F_WORKER_SEEN;
   }
@@ -1477,8 +1495,8 @@ export class IoUringQueue implements DriverQueue {
     let s = -1, oldest = Infinity;
     for (let k = 0; k < this.#cap; k++) {
       const b = k * SLOT_NUMBERS, age = this.#slots[b + S_USED];
-      // Not a cancellation of ours: its R_UD is null, which is no caller's request.
-      if (age === 0 || age >= oldest || this.#slots[b + S_OP] === OP_CANCEL) continue;
+      // Not a cancellation, pause or probe of ours: its R_UD is null, which is no caller's request.
+      if (age === 0 || age >= oldest || this.#slots[b + S_OP] >= OP_AUX) continue;
       if (this.#refs[k * SLOT_REFS + R_UD] !== userData) continue;
       s = k;
       oldest = age;
@@ -1491,14 +1509,10 @@ export class IoUringQueue implements DriverQueue {
     // its end. A slot is only reused after its CQE is reaped, and SQEs are issued in order,
     // so this cancel can never hit a later request in the same slot.
     if (!this.isPollQueue && this.#freeTop > 0 && this.#ring.sqSpace() > 0) {
-      const c = this.#free[--this.#freeTop];
-      this.#slots[c * SLOT_NUMBERS + S_USED] = 1;
-      this.#slots[c * SLOT_NUMBERS + S_OP] = OP_CANCEL;
-      this.#cancels++;
       const sq = this.#ring.sqes;
       const i = this.#ring.nextSqe();
       prepCancel(sq, i, s);
-      setUserData(sq, i, c);
+      setUserData(sq, i, this.#takeAux(OP_CANCEL, s));
     }
     return true;
   }
@@ -1506,7 +1520,7 @@ export class IoUringQueue implements DriverQueue {
   /** Frees `slot` of a request (or cancellation) the kernel never received. */
   #dropSlot(slot: number): void {
     if (slot >= this.#cap || this.#slots[slot * SLOT_NUMBERS + S_USED] === 0) return;
-    if (this.#slots[slot * SLOT_NUMBERS + S_OP] === OP_CANCEL) this.#cancels--;
+    if (this.#slots[slot * SLOT_NUMBERS + S_OP] >= OP_AUX) this.#aux--;
     this.#release(slot);
   }
 
