@@ -30,17 +30,25 @@ export function withRewrittenResults(from: number, to: number, times: number, fn
 
 /**
  * Runs `fn` while `res` decides the result of each new CQE the kernel posts (it is given the
- * kernel's and returns the one the library sees), and `fail`, asked before each `io_uring_enter`
- * with its `to_submit`, may make that call return a negative errno without entering the kernel.
- * Like {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
+ * kernel's and returns the one the library sees), `sqe` may change each SQE before an
+ * `io_uring_enter` hands it to the kernel (it is given the SQE's 64 bytes: a request the kernel
+ * must not carry out becomes a NOP), and `fail`, asked before each `io_uring_enter` with its
+ * `to_submit`, may make that call return a negative errno without entering the kernel. Like
+ * {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
  */
 export function withHookedEnters(
-  hooks: { res?: (res: number) => number; fail?: (toSubmit: number) => number | undefined },
+  hooks: {
+    res?: (res: number) => number;
+    sqe?: (sqe: Uint8Array) => void;
+    fail?: (toSubmit: number) => number | undefined;
+  },
   fn: () => void,
 ): void {
   // Per ring, the CQ tail already seen: each CQE is given to `res` once.
   const seen = new Map<Uint8Array, number>();
-  intercept(fn, () => {}, (ring) => {
+  const edit = hooks.sqe;
+  const before = edit === undefined ? () => {} : pendingSqes((sqes, at) => edit(sqes.subarray(at, at + 64)));
+  intercept(fn, before, (ring) => {
     if (hooks.res === undefined) return;
     const head = u32At(ring, LIBURING_RING.cqKhead)[0], tail = u32At(ring, LIBURING_RING.cqKtail)[0];
     const mask = u32At(ring, LIBURING_RING.cqKringMask)[0];
@@ -62,18 +70,33 @@ export function withHookedEnters(
  */
 export function countSubmitted(op: number, fn: () => void): number {
   let count = 0;
-  // Per ring, the tail already counted: SQEs another ring's enter saw pending count once.
-  const counted = new Map<Uint8Array, number>();
-  intercept(fn, (ring) => {
+  intercept(
+    fn,
+    pendingSqes((sqes, at) => {
+      if (sqes[at] === op) count++;
+    }),
+    () => {},
+  );
+  return count;
+}
+
+/**
+ * A `before` of {@link intercept} that calls `each` once for every SQE an `io_uring_enter` is
+ * about to hand the kernel (`at`: its offset in `sqes`): those between the kernel's SQ head and
+ * the tail published before the call (the driver's SQ index array is the identity), each once
+ * though another ring's enter found it pending too.
+ */
+function pendingSqes(each: (sqes: Uint8Array, at: number) => void): (ring: Uint8Array) => void {
+  const done = new Map<Uint8Array, number>();
+  return (ring) => {
     const head = u32At(ring, LIBURING_RING.sqKhead)[0], tail = u32At(ring, LIBURING_RING.sqKtail)[0];
     const mask = u32At(ring, LIBURING_RING.sqKringMask)[0];
     const sqes = new Uint8Array(native!.view(addressAt(ring, LIBURING_RING.sqSqes), 64 * (mask + 1)));
-    const from = counted.get(ring);
+    const from = done.get(ring);
     const start = from !== undefined && ((tail - from) >>> 0) <= ((tail - head) >>> 0) ? from : head;
-    for (let i = start; i !== tail; i = (i + 1) >>> 0) if (sqes[(i & mask) * 64] === op) count++;
-    counted.set(ring, tail);
-  }, () => {});
-  return count;
+    for (let i = start; i !== tail; i = (i + 1) >>> 0) each(sqes, (i & mask) * 64);
+    done.set(ring, tail);
+  };
 }
 
 function addressAt(ring: Uint8Array, off: number): number {

@@ -884,8 +884,17 @@ export class IoUringQueue implements DriverQueue {
     const op = s[b + S_OP], phase = s[b + S_PHASE];
     // Phases are a write zeroes' or discard's: a read, write or flush is always in phase 0.
     if (phase !== 0) {
-      // The page cache dropped after a refused zeroing or hole: the result is the refusal.
-      if (phase === 6) return s[b + S_DONE];
+      // The page cache dropped after a refused zeroing or hole: the result is the refusal. A
+      // drop io-wq cancelled (no worker thread for it, or cancel()) never ran, and the cache
+      // still held zeroes the device does not: it goes again, a cancel() notwithstanding (the
+      // refusal is the request's result either way, and what stopping would leave is worse).
+      if (phase === 6) {
+        if (res === -ECANCELED) {
+          s[b + S_FLAGS] &= ~F_CANCEL_ASKED;
+          if (this.#retryNoWorker(slot)) return RESUBMITTED;
+        }
+        return s[b + S_DONE];
+      }
       // The write-back before a NO_FALLBACK zeroing or a discard's hole (phase 3): on a file of
       // its own, its error is any earlier write-back's, which the target's fd reports at the
       // next flush; the zeroing goes ahead. On the target's fd (no second file) the error was
