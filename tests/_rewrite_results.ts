@@ -4,6 +4,8 @@ import { native } from "../ffi/load.ts";
 import { LIBURING_RING, PROBE } from "../src/uring/layout.ts";
 import { IO_URING_OP_SUPPORTED } from "../src/uring/constants.ts";
 
+const ECANCELED = 125;
+
 /**
  * Runs `fn` while every CQE result equal to `from` that the kernel posts is changed to `to`
  * (once per `times`). Patches the process's io_uring symbols and restores them after. Only CQEs
@@ -30,37 +32,47 @@ export function withRewrittenResults(from: number, to: number, times: number, fn
 
 /**
  * Runs `fn` while `res` decides the result of each new CQE the kernel posts (it is given the
- * kernel's and returns the one the library sees), `sqe` may change each SQE before an
- * `io_uring_enter` hands it to the kernel (it is given the SQE's 64 bytes: a request the kernel
- * must not carry out becomes a NOP), and `fail`, asked before each `io_uring_enter` with its
- * `to_submit`, may make that call return a negative errno without entering the kernel. Like
- * {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
+ * kernel's and returns the one the library sees), and `fail`, asked before each `io_uring_enter`
+ * with its `to_submit`, may make that call return a negative errno without entering the kernel.
+ * Like {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
  */
 export function withHookedEnters(
-  hooks: {
-    res?: (res: number) => number;
-    sqe?: (sqe: Uint8Array) => void;
-    fail?: (toSubmit: number) => number | undefined;
-  },
+  hooks: { res?: (res: number) => number; fail?: (toSubmit: number) => number | undefined },
   fn: () => void,
 ): void {
-  // Per ring, the CQ tail already seen: each CQE is given to `res` once.
-  const seen = new Map<Uint8Array, number>();
-  const edit = hooks.sqe;
-  const before = edit === undefined ? () => {} : pendingSqes((sqes, at) => edit(sqes.subarray(at, at + 64)));
-  intercept(fn, before, (ring) => {
-    if (hooks.res === undefined) return;
-    const head = u32At(ring, LIBURING_RING.cqKhead)[0], tail = u32At(ring, LIBURING_RING.cqKtail)[0];
-    const mask = u32At(ring, LIBURING_RING.cqKringMask)[0];
-    const cqes = new Int32Array(native!.view(addressAt(ring, LIBURING_RING.cqCqes), 16 * (mask + 1)));
-    const from = seen.get(ring);
-    const start = from !== undefined && ((tail - from) >>> 0) <= ((tail - head) >>> 0) ? from : head;
-    for (let i = start; i !== tail; i = (i + 1) >>> 0) {
-      const res = ((i & mask) << 2) + 2;
-      cqes[res] = hooks.res(cqes[res]);
-    }
-    seen.set(ring, tail);
-  }, hooks.fail);
+  const res = hooks.res;
+  const after = res === undefined ? () => {} : newCqes((cqes, at) => {
+    cqes.setInt32(at + 8, res(cqes.getInt32(at + 8, true)), true);
+  });
+  intercept(fn, () => {}, after, hooks.fail);
+}
+
+/**
+ * Runs `fn` while the first request of opcode `op` (IORING_OP_*) handed to the kernel is not
+ * carried out, and completes with ECANCELED: as io-wq cancels a request it found no worker thread
+ * for (a thread limit). Its SQE becomes a NOP (nothing is done) and that NOP's CQE, told by its
+ * user_data, gets -ECANCELED. Returns whether a request was so cancelled. Like
+ * {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
+ */
+export function withCancelledOnce(op: number, fn: () => void): boolean {
+  let userData: bigint | null = null, cancelled = false;
+  const before = pendingSqes((sqes, at) => {
+    if (userData !== null || sqes.getUint8(at) !== op) return;
+    sqes.setUint8(at, 0); // IORING_OP_NOP
+    sqes.setUint32(at + 28, 0); // op flags: a NOP's own since Linux 6.10
+    userData = sqes.getBigUint64(at + 32, true);
+  });
+  intercept(
+    fn,
+    before,
+    newCqes((cqes, at) => {
+      if (!cancelled && userData !== null && cqes.getBigUint64(at, true) === userData) {
+        cqes.setInt32(at + 8, -ECANCELED, true);
+        cancelled = true;
+      }
+    }),
+  );
+  return cancelled;
 }
 
 /**
@@ -73,7 +85,7 @@ export function countSubmitted(op: number, fn: () => void): number {
   intercept(
     fn,
     pendingSqes((sqes, at) => {
-      if (sqes[at] === op) count++;
+      if (sqes.getUint8(at) === op) count++;
     }),
     () => {},
   );
@@ -86,15 +98,40 @@ export function countSubmitted(op: number, fn: () => void): number {
  * the tail published before the call (the driver's SQ index array is the identity), each once
  * though another ring's enter found it pending too.
  */
-function pendingSqes(each: (sqes: Uint8Array, at: number) => void): (ring: Uint8Array) => void {
+function pendingSqes(each: (sqes: DataView, at: number) => void): (ring: Uint8Array) => void {
+  const R = LIBURING_RING;
+  return newEntries(R.sqKhead, R.sqKtail, R.sqKringMask, R.sqSqes, 64, each);
+}
+
+/**
+ * An `after` of {@link intercept} that calls `each` once for every CQE the kernel has posted since
+ * (`at`: its offset in `cqes`; user_data at `at`, res at `at + 8`), though another ring's enter
+ * found it too.
+ */
+function newCqes(each: (cqes: DataView, at: number) => void): (ring: Uint8Array) => void {
+  const R = LIBURING_RING;
+  return newEntries(R.cqKhead, R.cqKtail, R.cqKringMask, R.cqCqes, 16, each);
+}
+
+/**
+ * Calls `each` for the entries of one of a ring's queues (`size` bytes each) between its head and
+ * tail (offsets of liburing's pointers to them), from where the last call for that ring stopped.
+ */
+function newEntries(
+  headAt: number,
+  tailAt: number,
+  maskAt: number,
+  arrayAt: number,
+  size: number,
+  each: (entries: DataView, at: number) => void,
+): (ring: Uint8Array) => void {
   const done = new Map<Uint8Array, number>();
   return (ring) => {
-    const head = u32At(ring, LIBURING_RING.sqKhead)[0], tail = u32At(ring, LIBURING_RING.sqKtail)[0];
-    const mask = u32At(ring, LIBURING_RING.sqKringMask)[0];
-    const sqes = new Uint8Array(native!.view(addressAt(ring, LIBURING_RING.sqSqes), 64 * (mask + 1)));
+    const head = u32At(ring, headAt)[0], tail = u32At(ring, tailAt)[0], mask = u32At(ring, maskAt)[0];
+    const entries = new DataView(native!.view(addressAt(ring, arrayAt), size * (mask + 1)));
     const from = done.get(ring);
     const start = from !== undefined && ((tail - from) >>> 0) <= ((tail - head) >>> 0) ? from : head;
-    for (let i = start; i !== tail; i = (i + 1) >>> 0) each(sqes, (i & mask) * 64);
+    for (let i = start; i !== tail; i = (i + 1) >>> 0) each(entries, (i & mask) * size);
     done.set(ring, tail);
   };
 }

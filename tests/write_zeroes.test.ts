@@ -32,6 +32,8 @@ import {
   writeZeroesMaxBytes,
 } from "./_helpers.ts";
 import { getData, PAGE, reapAll, runOk } from "./_io.ts";
+import { withCancelledOnce } from "./_rewrite_results.ts";
+import { IORING_OP } from "../src/uring/constants.ts";
 
 const TARGETS = targets();
 const OFF = 0x10000;
@@ -260,6 +262,43 @@ test(
     }
   },
 );
+
+// The same with sysfs unreadable (no fd free): the zeroing goes, the device refuses it, and the
+// queue drops the device's clean page cache after. That drop runs in io-wq: when io-wq cancels it
+// for want of a worker thread (a thread limit, played by withCancelledOnce), it never ran, and the
+// instance read zeroes where the zeroing partly covered the write's pages. It now goes again.
+for (const dropCancelled of [false, true]) {
+  test(
+    ...skipIf(
+      "write zeroes: a NO_FALLBACK request the device refuses (sysfs unreadable) leaves the page cache right" +
+        (dropCancelled ? " [the cache drop cancelled once]" : ""),
+      loseWriteZeroesUnavailableReason(),
+    ),
+    () => {
+      const at = 65536; // away from block 0, which loseWriteZeroes zeroes
+      const dev = scratchLoop(1 << 20);
+      // The instance is set up inside: withCancelledOnce sees only the rings made in it.
+      const run = () => {
+        using b = startOn({ path: dev, direct: false });
+        const q = b.getQueue(0)!;
+        const data = alignedBuffer(b, 8192).fill(0x42);
+        runOk(q, (ud) => q.write(at, data, ud), "write");
+        loseWriteZeroes(dev);
+        const c = withoutFreeFds(() => {
+          q.writeZeroes(at + 3072, 3584, "no fallback", ReqFlags.NO_FALLBACK);
+          return { ...reapAll(q, 1, 1)[0] };
+        });
+        assert.equal(c.ret, -ENOTSUP, `ret ${c.ret} ${c.errorMsg}`);
+        const back = alignedBuffer(b, 8192);
+        runOk(q, (ud) => q.read(at, back, ud), "read back");
+        assert.deepEqual(back, data, "the instance reads zeroes the device does not hold");
+        assert.deepEqual(pread(dev, at, 8192), data, "a buffered reader of the device does");
+      };
+      const cancelled = dropCancelled ? withCancelledOnce(IORING_OP.FADVISE, run) : (run(), false);
+      assert.equal(cancelled, dropCancelled, "no cache drop cancelled: nothing tested");
+    },
+  );
+}
 
 // The page cache is the device's, whoever opened it how: a zeroing the kernel refuses has dropped
 // the range's cache first, dirty pages included. Another writer's completed buffered write, not
