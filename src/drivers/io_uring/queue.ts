@@ -1015,8 +1015,9 @@ export class IoUringQueue implements DriverQueue {
    * inline attempt moved before the request went to io-wq come back as a short count, not as
    * ECANCELED (io_rw_fail adds them); every request here may go again anyway (a write of the
    * same bytes, a flush, a zeroing, a hole, a discard). No spin: each try waits for the kernel's
-   * own four attempts (~48 ms). Not while the queue is being destroyed, whose drain must not
-   * submit anything.
+   * own four attempts (~48 ms). Not while the queue is being destroyed: its drain waits
+   * for what the kernel has, and submits no new request, only the next step of one in the kernel
+   * (prepared as its CQE is reaped); ten more tries would keep it waiting.
    *
    * The CQE of such a cancel is the one a file system's own ECANCELED gives (a FUSE daemon may
    * answer any errno): io-wq fails the work with -ECANCELED through the same completion path,
