@@ -101,7 +101,8 @@ export function targetFacts(
  */
 export const kernel = { discardCommand: kernelAtLeast(6, 12) };
 
-function kernelAtLeast(major: number, minor: number): boolean {
+/** Whether the running kernel is Linux `major`.`minor` or later (os.release()). */
+export function kernelAtLeast(major: number, minor: number): boolean {
   const [a, b] = release().split(".").map((p) => parseInt(p, 10));
   return a > major || (a === major && b >= minor);
 }

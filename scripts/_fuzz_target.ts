@@ -6,9 +6,9 @@
  * daemon whose reads now and then return fewer bytes than asked (`fuse-short`: the driver must go
  * on from where each stopped) or that fails what touches a few bad ranges with EIO (`fuse-eio`),
  * the export behind a blkdebug node with a few bad sectors (`vhost-eio`), or a file on a tmpfs
- * with no room to spare (`tmpfs-full`, buffered or O_DIRECT: writes into holes run out of room,
- * often part-way, and the kernel reports that as a short count the driver goes on from), each
- * made fresh for one run with known contents, and removed afterwards.
+ * with no room to spare (`tmpfs-full`, buffered or O_DIRECT, which tmpfs takes from Linux 6.6:
+ * writes into holes run out of room, often part-way, and the kernel reports that as a short count
+ * the driver goes on from), each made fresh for one run with known contents, and removed afterwards.
  *
  * @module
  */
@@ -31,6 +31,7 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
+import { kernelAtLeast } from "./_fuzz_expect.ts";
 import type { ReplayLog } from "./_fuzz_log.ts";
 import type { Rng } from "./_fuzz_rng.ts";
 import {
@@ -151,6 +152,8 @@ export function targetUnavailable(name: TargetName): string | null {
     if (spawnSync("sh", ["-c", "command -v mount && command -v umount"], { stdio: "ignore" }).status !== 0) {
       return "mount/umount are not installed";
     }
+    // Before Linux 6.6 (Debian 12's 6.1), tmpfs refuses O_DIRECT: the open fails EINVAL.
+    if (name === "tmpfs-full+direct" && !kernelAtLeast(6, 6)) return "O_DIRECT on tmpfs needs Linux 6.6";
     return null;
   }
   if (name.startsWith("loop-bare")) return bareLoopUnavailableReason();
