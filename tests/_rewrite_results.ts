@@ -48,16 +48,16 @@ export function withHookedEnters(
 }
 
 /**
- * Runs `fn` while the first request of opcode `op` (IORING_OP_*) handed to the kernel is not
- * carried out, and completes with ECANCELED: as io-wq cancels a request it found no worker thread
- * for (a thread limit). Its SQE becomes a NOP (nothing is done) and that NOP's CQE, told by its
- * user_data, gets -ECANCELED. Returns whether a request was so cancelled. Like
- * {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
+ * Runs `fn` while the first request of opcode `op` (IORING_OP_*) handed to the kernel after the
+ * first `skip` of them is not carried out, and completes with ECANCELED: as io-wq cancels a request
+ * it found no worker thread for (a thread limit). Its SQE becomes a NOP (nothing is done) and that
+ * NOP's CQE, told by its user_data, gets -ECANCELED. Returns whether a request was so cancelled.
+ * Like {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
  */
-export function withCancelledOnce(op: number, fn: () => void): boolean {
+export function withCancelledOnce(op: number, fn: () => void, skip = 0): boolean {
   let userData: bigint | null = null, cancelled = false;
   const before = pendingSqes((sqes, at) => {
-    if (userData !== null || sqes.getUint8(at) !== op) return;
+    if (userData !== null || sqes.getUint8(at) !== op || skip-- > 0) return;
     sqes.setUint8(at, 0); // IORING_OP_NOP
     sqes.setUint32(at + 28, 0); // op flags: a NOP's own since Linux 6.10
     userData = sqes.getBigUint64(at + 32, true);
