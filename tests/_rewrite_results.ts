@@ -50,12 +50,22 @@ export function withHookedEnters(
 /**
  * Runs `fn` while the first request of opcode `op` (IORING_OP_*) handed to the kernel after the
  * first `skip` of them is not carried out, and completes with ECANCELED: as io-wq cancels a request
- * it found no worker thread for (a thread limit). Its SQE becomes a NOP (nothing is done) and that
- * NOP's CQE, told by its user_data, gets -ECANCELED. Returns whether a request was so cancelled.
- * Like {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
+ * it found no worker thread for (a thread limit). See {@link withRefusedOnce}.
  */
 export function withCancelledOnce(op: number, fn: () => void, skip = 0): boolean {
-  let userData: bigint | null = null, cancelled = false;
+  return withRefusedOnce(op, -ECANCELED, fn, skip);
+}
+
+/**
+ * Runs `fn` while the first request of opcode `op` (IORING_OP_*) handed to the kernel after the
+ * first `skip` of them is not carried out, and completes with `res`: as a kernel that refuses it
+ * before doing anything (EOPNOTSUPP: an opcode this kernel does not do for the file) or io-wq
+ * cancelling it (ECANCELED). Its SQE becomes a NOP (nothing is done) and that NOP's CQE, told by
+ * its user_data, gets `res`. Returns whether a request was so refused. Like
+ * {@link withRewrittenResults}, only CQEs posted by the time an enter returns are seen.
+ */
+export function withRefusedOnce(op: number, res: number, fn: () => void, skip = 0): boolean {
+  let userData: bigint | null = null, refused = false;
   const before = pendingSqes((sqes, at) => {
     if (userData !== null || sqes.getUint8(at) !== op || skip-- > 0) return;
     sqes.setUint8(at, 0); // IORING_OP_NOP
@@ -66,13 +76,13 @@ export function withCancelledOnce(op: number, fn: () => void, skip = 0): boolean
     fn,
     before,
     newCqes((cqes, at) => {
-      if (!cancelled && userData !== null && cqes.getBigUint64(at, true) === userData) {
-        cqes.setInt32(at + 8, -ECANCELED, true);
-        cancelled = true;
+      if (!refused && userData !== null && cqes.getBigUint64(at, true) === userData) {
+        cqes.setInt32(at + 8, res, true);
+        refused = true;
       }
     }),
   );
-  return cancelled;
+  return refused;
 }
 
 /**
