@@ -2,7 +2,7 @@
 // the kernel gives only in circumstances a test cannot arrange (old kernels, limits, races).
 import { native } from "../ffi/load.ts";
 import { LIBURING_RING, PROBE } from "../src/uring/layout.ts";
-import { IO_URING_OP_SUPPORTED } from "../src/uring/constants.ts";
+import { IO_URING_OP_SUPPORTED, IORING_OP } from "../src/uring/constants.ts";
 
 const ECANCELED = 125;
 
@@ -83,6 +83,53 @@ export function withRefusedOnce(op: number, res: number, fn: () => void, skip = 
     }),
   );
   return refused;
+}
+
+/**
+ * Runs `fn` while `cut`, given the byte count of each read or write (READ, WRITE, READV, WRITEV,
+ * READ_FIXED, WRITE_FIXED) handed to the kernel, may return a smaller one (at least 1) that the
+ * kernel is then asked for instead: its SQE's length, or its iovecs after that many bytes, are cut
+ * before the kernel sees them. So the kernel really transfers only that much and says so, as a
+ * short transfer does: a read leaves the rest of its buffer as it was, a write the rest of the
+ * file (a rewritten result would claim a short transfer the kernel had done whole). The iovecs are
+ * the library's, written anew for each try. Returns how many were cut.
+ */
+export function withShortTransfers(cut: (len: number) => number | undefined, fn: () => void): number {
+  const RW: number[] = [IORING_OP.READ, IORING_OP.WRITE, IORING_OP.READ_FIXED, IORING_OP.WRITE_FIXED];
+  const RWV: number[] = [IORING_OP.READV, IORING_OP.WRITEV];
+  let cuts = 0;
+  intercept(
+    fn,
+    pendingSqes((sqes, at) => {
+      const op = sqes.getUint8(at);
+      if (RW.includes(op)) {
+        const to = cut(sqes.getUint32(at + 24, true));
+        if (to === undefined) return;
+        sqes.setUint32(at + 24, to, true);
+        cuts++;
+      } else if (RWV.includes(op)) {
+        const count = sqes.getUint32(at + 24, true);
+        if (count === 0) return;
+        const iov = new DataView(native!.view(Number(sqes.getBigUint64(at + 16, true)), 16 * count));
+        let total = 0;
+        for (let k = 0; k < count; k++) total += Number(iov.getBigUint64(16 * k + 8, true));
+        let left = cut(total);
+        if (left === undefined) return;
+        for (let k = 0; k < count; k++) {
+          const len = Number(iov.getBigUint64(16 * k + 8, true));
+          if (left <= len) {
+            iov.setBigUint64(16 * k + 8, BigInt(left), true);
+            sqes.setUint32(at + 24, k + 1, true);
+            break;
+          }
+          left -= len;
+        }
+        cuts++;
+      }
+    }),
+    () => {},
+  );
+  return cuts;
 }
 
 /**

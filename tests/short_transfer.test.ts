@@ -1,19 +1,26 @@
 // A short transfer that ends inside an iovec must be resumed from that byte of that iovec. The
 // kernel returns one only at the end of a file (where the rest reads as zeroes, so a resume
-// from the wrong address goes unseen) or at a limit (where the rest fails): here the test turns
-// a full vectored read into a short one by rewriting its CQE's result as the kernel returns it,
-// so the library's resume really reads the rest. A resume that ignored the offset inside the
-// iovec (it wrote the rest to the iovec's start) passed every other test. The same way, the
-// other results the kernel gives rarely: random cuts, io_uring_enter failing, a result larger
-// than asked, EAGAIN / EINTR / ECANCELED in a CQE.
+// from the wrong address goes unseen) or at a limit (where the rest fails): here the test cuts
+// the length of a full vectored read before the kernel sees it (withShortTransfers), so the
+// kernel really reads only that much and the library's resume really reads the rest. A resume
+// that ignored the offset inside the iovec (it wrote the rest to the iovec's start) passed every
+// other test. The same way, random cuts and io_uring_enter failing; and, by rewriting CQE results
+// as the kernel posts them, what the kernel cannot be made to give: a result larger than asked,
+// EAGAIN / EINTR / ECANCELED in a CQE, an O_DIRECT transfer cut off a block boundary. A cut made by
+// rewriting a result left the rest transferred already: a resume that never went kept its data.
 import { test } from "node:test";
 import assert from "./_assert.ts";
 import { Blkio, type Completion } from "../mod.ts";
-import { withHookedEnters, withRewrittenResults } from "./_rewrite_results.ts";
+import { withHookedEnters, withRewrittenResults, withShortTransfers } from "./_rewrite_results.ts";
 import { native } from "../ffi/load.ts";
 import { cleanupAll, pread, pwrite, scratchFile, startOn } from "./_helpers.ts";
 
 const PAGE = 4096;
+
+/** A cut for withShortTransfers: transfers of `from` bytes become `to`, `times` times. */
+function cutting(from: number, to: number, times: number): (len: number) => number | undefined {
+  return (len) => (len === from && times > 0 && times-- > 0 ? to : undefined);
+}
 
 /** Bytes that differ at every offset (so data from the wrong place shows). */
 function ramp(len: number, seed: number): Uint8Array {
@@ -44,7 +51,7 @@ for (const { op, buffer } of CASES) {
     let got: Uint8Array = new Uint8Array(0);
     const out: Completion[] = [];
     // The instance starts inside: its ring is set up while the symbols are patched.
-    const cuts = withRewrittenResults(3 * PAGE, cut, 1, () => {
+    const cuts = withShortTransfers(cutting(3 * PAGE, cut, 1), () => {
       using b = startOn({ path, direct: false });
       const q = b.getQueue(0)!;
       let mem: Uint8Array = new Uint8Array(3 * PAGE);
@@ -84,8 +91,8 @@ test("short transfer: a read cut short twice resumes each time from where the la
   let second = 0;
   // The whole read is cut to one page; the 3-page remainder to one page as often as it comes
   // back whole (up to 5 times), so only a resume from the wrong place meets it again.
-  const first = withRewrittenResults(4 * PAGE, PAGE, 1, () => {
-    second = withRewrittenResults(3 * PAGE, PAGE, 5, () => {
+  const first = withShortTransfers(cutting(4 * PAGE, PAGE, 1), () => {
+    second = withShortTransfers(cutting(3 * PAGE, PAGE, 5), () => {
       using b = startOn({ path, direct: false });
       const q = b.getQueue(0)!;
       q.read(0, buf, "r");
@@ -159,12 +166,9 @@ for (const op of ["readv", "writev", "read", "write"] as const) {
     const srcs = Array.from({ length: REQ }, (_, i) => ramp(LEN, 100 + i));
     const bufs = Array.from({ length: REQ }, () => new Uint8Array(LEN));
     const out: Completion[] = [];
-    withHookedEnters({
-      res: (res) => {
-        if (res <= 1 || rand() >= 0.7) return res;
-        cuts++;
-        return 1 + Math.floor(rand() * (res - 1));
-      },
+    cuts = withShortTransfers((len) => {
+      if (len <= 1 || rand() >= 0.7) return undefined;
+      return 1 + Math.floor(rand() * (len - 1));
     }, () => {
       using b = startOn({ path, direct: false }, { numEntries: 4 });
       const q = b.getQueue(0)!;
@@ -216,25 +220,27 @@ for (const [errno, name] of [[11, "EAGAIN"], [16, "EBUSY"], [12, "ENOMEM"], [4, 
     const done: unknown[] = [];
     const thrown: string[] = [];
     let fails = 0;
-    withHookedEnters({
-      fail: (toSubmit) => (toSubmit > 0 && fails++ === 0 ? -errno : undefined),
-      res: (res) => (res === 2 * PAGE ? PAGE : res), // every request is cut in two
-    }, () => {
-      using b = startOn({ path, direct: false }, { numEntries: 4 });
-      const q = b.getQueue(0)!;
-      for (let i = 0; i < 12; i++) q.read(i * 2 * PAGE, bufs[i], i);
-      for (let round = 0; done.length < 12 && round < 100; round++) {
-        try {
-          const n = q.doIo(out, 1, 4);
-          for (let k = 0; k < n; k++) {
-            assert.equal(out[k].ret, 0, `${out[k].ret} ${out[k].errorMsg}`);
-            done.push(out[k].userData);
+    let cuts = 0;
+    withHookedEnters({ fail: (toSubmit) => (toSubmit > 0 && fails++ === 0 ? -errno : undefined) }, () => {
+      // Every request is cut in two.
+      cuts = withShortTransfers((len) => (len === 2 * PAGE ? PAGE : undefined), () => {
+        using b = startOn({ path, direct: false }, { numEntries: 4 });
+        const q = b.getQueue(0)!;
+        for (let i = 0; i < 12; i++) q.read(i * 2 * PAGE, bufs[i], i);
+        for (let round = 0; done.length < 12 && round < 100; round++) {
+          try {
+            const n = q.doIo(out, 1, 4);
+            for (let k = 0; k < n; k++) {
+              assert.equal(out[k].ret, 0, `${out[k].ret} ${out[k].errorMsg}`);
+              done.push(out[k].userData);
+            }
+          } catch (e) {
+            thrown.push((e as { code?: string }).code ?? String(e));
           }
-        } catch (e) {
-          thrown.push((e as { code?: string }).code ?? String(e));
         }
-      }
+      });
     });
+    assert.equal(cuts, 12, "requests cut in two");
     assert.deepEqual(thrown, errno === 4 ? [] : [name]);
     assert.deepEqual([...done].sort((a, b) => (a as number) - (b as number)), [...Array(12).keys()]);
     for (let i = 0; i < 12; i++) assert.deepEqual(bufs[i], file.subarray(i * 2 * PAGE, (i + 1) * 2 * PAGE));
