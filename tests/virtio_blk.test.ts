@@ -26,7 +26,15 @@ import { bufferAddress } from "../src/buffers.ts";
 import { withheldProtocolFeatures } from "../src/drivers/virtio_blk/driver.ts";
 import { VhostUserClient, vhostUserTimeouts } from "../src/drivers/virtio_blk/vhost_user.ts";
 import { featureBit, VirtioFeature } from "../src/drivers/virtio_blk/virtio_blk.ts";
-import { assertClosesNoneOfOurs, assertErrno, pread, pwrite, skipIf, watchInterval } from "./_helpers.ts";
+import {
+  assertClosesNoneOfOurs,
+  assertErrno,
+  pread,
+  pwrite,
+  runChild,
+  skipIf,
+  watchInterval,
+} from "./_helpers.ts";
 import { fdinfoFlags, PAGE, pattern, reapAll, runOk, tryReadEventfd, waitEventfd } from "./_io.ts";
 import { qsdSkipReason, startExport, stopAllExports, type VhostUserExport } from "./_vhost_user.ts";
 import { injectError } from "./_blkdebug.ts";
@@ -2220,6 +2228,24 @@ vtest(
     }
   },
 );
+
+// start() makes every queue's kick and call eventfds; with the fd table nearly full one of them
+// fails EMFILE. A shortage passes, as it does for io_uring (fd.test.ts): given the fds back, a
+// second start() must work. The eventfds were made after the memory table was sent, so the
+// failure broke the connection for good and the retry said EIO (destroy and create another).
+vtest("start with no fds for every queue's eventfds: EMFILE, none left open, and a retry starts", () => {
+  const exp = startExport({ size: MiB, numQueues: 4 });
+  try {
+    const seen = runChild("_start_emfile.ts", [DRIVER, exp.socket], ["prlimit", "--nofile=256"]);
+    assert.ok(seen.held > 100, `the child filled only ${seen.held} fds`);
+    assert.equal(seen.code, "EMFILE", JSON.stringify(seen));
+    assert.deepEqual(seen.left, [], `fds the failed start() left open: ${JSON.stringify(seen.left)}`);
+    assert.equal(seen.retried, "started with 4 queues", JSON.stringify(seen));
+    assert.equal(seen.flush, 0, JSON.stringify(seen));
+  } finally {
+    exp.stop();
+  }
+});
 
 // Blkio.destroy() is idempotent: a second call must not run the driver's destroy again. The
 // virtio-blk-vhost-user driver closes the duplicated fd of each mapped region there; run twice,

@@ -234,9 +234,14 @@ export class VirtioBlkVhostUserDriver implements Driver {
     const layout = vringLayout(this.queueSize);
     const mem = this.#allocVrings(layout.total * total);
     const made: VirtioBlkQueue[] = [];
+    // Every queue's kick and call eventfds, made before the back-end is told anything: a start
+    // short of fds (EMFILE, ENFILE) then fails with the back-end untouched and can be retried.
+    // Made after the memory table was sent, the first eventfd that failed broke the connection
+    // for good (below), and start() said EIO until the instance was destroyed.
     const fds: number[] = [];
     let tableSent = false;
     try {
+      for (let i = 0; i < 2 * total; i++) fds.push(newEventfd(this.native));
       this.#sendMemTable(mem);
       tableSent = true;
       const device = this.#deviceInfo();
@@ -248,10 +253,7 @@ export class VirtioBlkVhostUserDriver implements Driver {
           mem.addr + off,
           this.queueSize,
         );
-        const kickFd = newEventfd(this.native);
-        fds.push(kickFd);
-        const callFd = newEventfd(this.native);
-        fds.push(callFd);
+        const kickFd = fds[2 * i], callFd = fds[2 * i + 1];
         this.#setupVring(i, vq, kickFd, callFd);
         // libvhost-user signals a new call fd once ("in case of I/O hang after reconnecting");
         // with REPLY_ACK that has happened by now, so a fresh queue starts quiet.
@@ -271,10 +273,10 @@ export class VirtioBlkVhostUserDriver implements Driver {
               this.#drainUntil >= 0 ? this.#drainUntil : performance.now() + DESTROY_DRAIN_MS,
           }),
         );
-        fds.length = 0;
       }
     } catch (e) {
-      for (const fd of fds) closeFd(this.native, fd);
+      // A queue made closes its own two (destroy).
+      for (const fd of fds.slice(2 * made.length)) closeFd(this.native, fd);
       for (const q of made) q.destroy();
       if (tableSent) {
         // The back-end has the virtqueue memory in its table now, and qemu-storage-daemon
