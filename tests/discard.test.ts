@@ -35,7 +35,6 @@ import {
 } from "./_rewrite_results.ts";
 import { bareLoop, bareLoopUnavailableReason } from "./_loop_device.ts";
 import { IORING_OP } from "../src/uring/constants.ts";
-import { native } from "../ffi/load.ts";
 
 const MiB = 1 << 20;
 const EBUSY = 16;
@@ -179,9 +178,6 @@ test(
   ),
   () => {
     const { dev } = filledLoop();
-    const n = native!;
-    const libc = n.libc as { open: typeof n.libc.open };
-    const open = libc.open, errno = n.errno;
     const got: [unknown, number][] = [];
     // The discard command refused (EOPNOTSUPP, having done nothing), as by a device that lost
     // discard or a kernel before 6.12.
@@ -191,9 +187,7 @@ test(
       q.discard(2 * MiB, MiB, "discard");
       q.read(0, new Uint8Array(4096), "read");
       const out: Completion[] = [];
-      try {
-        libc.open = () => -1;
-        (n as { errno: () => number }).errno = () => 24;
+      withoutFreeFds(() => {
         for (let k = 0; k < 2 && got.length < 2;) {
           // Both at once: the refusal's CQE is seen only if there when io_uring_enter returns,
           // and the NOP standing for the discard command runs in io-wq, so a wait for one could
@@ -203,10 +197,7 @@ test(
           for (let i = 0; i < m; i++) got.push([out[i].userData, out[i].ret]);
           k += m;
         }
-      } finally {
-        libc.open = open;
-        (n as { errno: () => number }).errno = errno;
-      }
+      });
       assert.equal(q.doIo(out, 0, 8), 0, "a completion returned twice");
     });
     assert.ok(refused, "the discard command refused");
