@@ -83,6 +83,9 @@ export const LIBC_SYMBOLS = {
   memfd_create: { params: ["buf", "u32"], result: "i32" },
   // int ftruncate(int fd, off_t length)
   ftruncate: { params: ["i32", "i64"], result: "i32" },
+  // int posix_fadvise(int fd, off_t offset, off_t len, int advice) -- returns the error number
+  // itself (0 on success), not -1 and errno
+  posix_fadvise: { params: ["i32", "i64", "i64", "i32"], result: "i32" },
   // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
   mmap: { params: ["ptr", "u64", "i32", "i32", "i32", "i64"], result: "ptr" },
   // int munmap(void *addr, size_t length)

@@ -888,10 +888,13 @@ export class IoUringQueue implements DriverQueue {
       // drop io-wq cancelled (no worker thread for it, or cancel()) never ran, and the cache
       // still held zeroes the device does not: it goes again, a cancel() notwithstanding (the
       // refusal is the request's result either way, and what stopping would leave is worse).
+      // Where it cannot go again (destroy's drain, which makes no retries; or every try
+      // cancelled), it is done here, in this thread: a cache dropped late beats data lost.
       if (phase === 6) {
         if (res === -ECANCELED) {
           s[b + S_FLAGS] &= ~F_CANCEL_ASKED;
           if (this.#retryNoWorker(slot)) return RESUBMITTED;
+          this.#native.libc.posix_fadvise(this.#fd, 0n, 0n, POSIX_FADV_DONTNEED);
         }
         return s[b + S_DONE];
       }
