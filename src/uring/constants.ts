@@ -55,6 +55,12 @@ export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
 export const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
 /** sq ring flags: the SQPOLL thread sleeps and needs IORING_ENTER_SQ_WAKEUP. */
 export const IORING_SQ_NEED_WAKEUP = 1 << 0;
+/**
+ * sq ring flags (Linux 5.8): the CQ was full when the kernel posted a completion, which it keeps
+ * aside until an io_uring_enter with IORING_ENTER_GETEVENTS (Linux 5.5 and later; before, such a
+ * completion was dropped).
+ */
+export const IORING_SQ_CQ_OVERFLOW = 1 << 1;
 /** sq ring flags: completion task work waits for a kernel entry (IORING_SETUP_TASKRUN_FLAG). */
 export const IORING_SQ_TASKRUN = 1 << 2;
 /** sqe->flags: fd is an index into the registered files. */

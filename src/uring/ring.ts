@@ -24,6 +24,7 @@ import {
   IORING_SETUP_DEFER_TASKRUN,
   IORING_SETUP_SQPOLL,
   IORING_SETUP_TASKRUN_FLAG,
+  IORING_SQ_CQ_OVERFLOW,
   IORING_SQ_NEED_WAKEUP,
   IORING_SQ_TASKRUN,
 } from "./constants.ts";
@@ -348,7 +349,17 @@ export class Ring {
   }
 
   /**
-   * Runs waiting completion task work (its CQEs get posted); submits and waits for nothing.
+   * Whether the kernel holds completions aside because the CQ was full (IORING_SQ_CQ_OVERFLOW):
+   * they reach the CQ only in an io_uring_enter with GETEVENTS ({@link runTaskWork}).
+   */
+  cqOverflowed(): boolean {
+    // A plain read, as for taskWorkPending: the kernel sets it while posting.
+    return (this.#sqFlags[0] & IORING_SQ_CQ_OVERFLOW) !== 0;
+  }
+
+  /**
+   * Runs waiting completion task work (its CQEs get posted), and moves completions held aside
+   * after a CQ overflow into the CQ; submits and waits for nothing.
    * With DEFER_TASKRUN one entry runs a limited amount of it (since Linux 6.13, 20 items; the
    * rest stays queued and IORING_SQ_TASKRUN set), so it enters until the flag stays clear: a
    * doIo(min 0) then hands back everything that had completed, and a caller draining until it
