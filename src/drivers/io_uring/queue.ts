@@ -766,7 +766,9 @@ export class IoUringQueue implements DriverQueue {
     // with GETEVENTS, which a caller polling with doIo(min 0) never makes once nothing is left to
     // submit: they would never come back to it. In flight is capped at the CQ size, so that only
     // guards against completions this queue did not count on (the retry's pause and probe did not
-    // take slots once, and lost reads that way; review). liburing's peek does the same.
+    // take slots once, and lost reads that way; review). liburing's peek does the same. Nor
+    // does the kernel signal the completion eventfd for such a completion (Linux 6.18, tried:
+    // only the flush does), so an event loop waiting on it relies on the cap all the more.
     if (!ring.cqOverflowed()) {
       // An empty CQ may only mean that completion task work waits for this thread to enter the
       // kernel: a caller polling with doIo(min 0) would otherwise wait for the next timer tick
