@@ -633,6 +633,32 @@ test(
   },
 );
 
+// The same when no second file could be opened (no fd free): the write-back then runs on the
+// device's own fd (phase 3), whose failure the request must report, and whose ECANCELED (io-wq had no
+// worker thread) must send it again, not on to the hole. A mutation audit (helper-102) found that no
+// test told a failed phase-3 write-back from a done one: going on to the hole after it lost the write.
+test(
+  ...skipIf(
+    "discard: without the discard command, a write-back on the device's own fd that io-wq cancelled goes again before the hole",
+    loseWriteZeroesUnavailableReason(),
+  ),
+  () => {
+    let cancelled = false;
+    withoutOpcode(IORING_OP.URING_CMD, () => {
+      cancelled = withCancelledOnce(IORING_OP.SYNC_FILE_RANGE, () => {
+        const [dev, b] = withoutWriteZeroes((dev) => startOn({ path: dev, direct: false }));
+        using _ = b;
+        const data = dirtyWrite(b, dev, false);
+        const c = withoutFreeFds(() => ({ ...discard(b, DATA_AT, MiB) }));
+        assert.equal(c.ret, -ENOTSUP, `${c.ret} ${c.errorMsg}`);
+        assert.match(c.errorMsg ?? "", NO_HOLE_MSG);
+        assertKept(b, dev, data, "a write-back on the device's fd cancelled before a refused hole");
+      });
+    });
+    assert.ok(cancelled, "no write-back cancelled: nothing tested");
+  },
+);
+
 // The kernel first tries a discard command without waiting; with every request slot of the device
 // taken (a loop device has 128) it retries it from io-wq reading the SQE from the ring, where the
 // slot had been reused by then: the discard failed EINVAL (Linux 6.18; the BlockDevice fuzzer, then
