@@ -23,6 +23,7 @@ import {
   RUNTIME,
   scratchDir,
   scratchFile,
+  scratchLoop,
   skipIf,
   startOn,
   type Target,
@@ -32,7 +33,7 @@ import {
 import { fuseFixtureUnavailable, mountFuseFixture } from "./_fuse_fixture.ts";
 import { readFileSync, writeFileSync } from "node:fs";
 import { sleepMs } from "./_io.ts";
-import { countSubmitted, withHookedEnters } from "./_rewrite_results.ts";
+import { countSubmitted, withCancelled, withHookedEnters } from "./_rewrite_results.ts";
 import { join } from "node:path";
 
 const TARGETS = targets();
@@ -497,6 +498,48 @@ for (const mode of ["passing-queue", "passing-device"]) {
         assert.ok(got.device.ms >= 100, `${got.device.ms} ms: the limit was never reached`);
       }
       assert.equal(got.landed, true, "the write's data is not in the file");
+    },
+  );
+}
+
+// How many tries: the first and NO_WORKER_RETRIES (10) more, each after its pause. Played on a loop
+// device (no probe there) by making the write's first SQEs NOPs that complete ECANCELED: cancelled 10
+// times it still lands; 11 times it fails saying why, after exactly 11 tries. A mutation audit
+// (helper-102) found the bound unchecked: an eleventh retry passed the suite.
+for (const cancels of [10, 11]) {
+  test(
+    ...skipIf(
+      `cancel: a write io-wq cancelled ${cancels} times for want of a worker ${
+        cancels === 10 ? "lands on its eleventh try" : "fails ECANCELED after 11 tries"
+      }`,
+      DIRECT.name === "loop+direct" ? null : "no loop device",
+    ),
+    () => {
+      const dev = scratchLoop(1 << 20);
+      const data = new Uint8Array(4096).fill(0xa7);
+      let c: Completion | null = null;
+      // Counted inside the cancelling: the count sees each SQE before it becomes a NOP.
+      let tries = 0;
+      const cancelled = withCancelled(IORING_OP.WRITE, cancels, () => {
+        tries = countSubmitted(IORING_OP.WRITE, () => {
+          using b = startOn({ path: dev, direct: false });
+          const q = b.getQueue(0)!, out: Completion[] = [];
+          q.write(8192, data, "w");
+          assert.equal(q.doIo(out, 1, 1, 10_000_000_000n), 1);
+          c = { ...out[0] };
+        });
+      });
+      assert.equal(cancelled, cancels, `${cancelled} tries cancelled`);
+      const done = c as Completion | null;
+      if (cancels === 10) {
+        assert.equal(done?.ret, 0, `${done?.ret} ${done?.errorMsg}`);
+        assert.deepEqual(pread(dev, 8192, 4096), data, "the write did not land");
+        assert.equal(tries, 11, `${tries} tries`);
+      } else {
+        assert.equal(done?.ret, -ECANCELED, `${done?.ret} ${done?.errorMsg}`);
+        assert.match(done?.errorMsg ?? "", THREAD_LIMIT);
+        assert.equal(tries, 11, `${tries} tries: the 11th cancel should have been the last`);
+      }
     },
   );
 }
