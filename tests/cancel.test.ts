@@ -544,6 +544,29 @@ for (const cancels of [10, 11]) {
   );
 }
 
+// destroy() drains what the kernel has, and sends nothing again: a request io-wq cancelled for want
+// of a worker thread while destroy() waits fails then, where doIo would have tried it again ten times
+// behind ten pauses (half a second). A mutation audit (helper-102) found that unchecked. Played by
+// making the write's SQE a NOP that completes ECANCELED; submitted without reaping (max 0), so that
+// its completion is destroy()'s to reap.
+test("cancel: destroy() does not send again a request io-wq cancelled while it drains", () => {
+  const dev = scratchLoop(1 << 20);
+  let pauses = -1, ms = 0;
+  const cancelled = withCancelled(IORING_OP.WRITE, 1, () => {
+    pauses = countSubmitted(IORING_OP.TIMEOUT, () => {
+      const b = startOn({ path: dev, direct: false });
+      const q = b.getQueue(0)!;
+      q.write(8192, new Uint8Array(4096).fill(0x3c), "w");
+      assert.equal(q.doIo([], 0, 0), 0);
+      const t0 = performance.now();
+      b.destroy();
+      ms = performance.now() - t0;
+    });
+  });
+  assert.equal(cancelled, 1, "the write was not cancelled: nothing tested");
+  assert.equal(pauses, 0, `${pauses} retry pauses sent during destroy() (it took ${ms.toFixed(0)} ms)`);
+});
+
 // A FUSE daemon may answer any errno, ECANCELED too, and its CQE is the one io-wq posts for a
 // request it cancelled for want of a worker thread (-ECANCELED, flags 0). Taken for the latter,
 // such a read went to the daemon 11 times over 0.5-1 s, and its errorMsg blamed a thread limit.
