@@ -77,6 +77,11 @@ export function withRefusedOnce(op: number, res: number, fn: () => void, skip = 
   return refuse(op, res, fn, skip, 1) === 1;
 }
 
+/** {@link refuse}: the first `times` requests of opcode `op` complete with `res`. Returns how many did. */
+export function withRefused(op: number, res: number, times: number, fn: () => void): number {
+  return refuse(op, res, fn, 0, times);
+}
+
 /**
  * {@link withRefusedOnce} for up to `times` requests, one at a time: the next of opcode `op` is
  * taken only once the CQE of the one before has been rewritten (a request that goes again keeps

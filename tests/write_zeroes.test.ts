@@ -32,12 +32,13 @@ import {
   writeZeroesMaxBytes,
 } from "./_helpers.ts";
 import { getData, PAGE, reapAll, runOk } from "./_io.ts";
-import { withCancelled, withCancelledOnce } from "./_rewrite_results.ts";
+import { withCancelled, withCancelledOnce, withRefused, withRewrittenResults } from "./_rewrite_results.ts";
 import { IORING_OP } from "../src/uring/constants.ts";
 
 const TARGETS = targets();
 const OFF = 0x10000;
 const ENOTSUP = 95; // == EOPNOTSUPP on Linux
+const EBUSY = 16;
 
 for (const t of TARGETS) {
   test(`write-zeroes: NO_FALLBACK succeeds and zeroes, or fails with ENOTSUP [${t.name}]`, () => {
@@ -554,6 +555,40 @@ test(
     const back = alignedBuffer(d, 2 * PAGE);
     runOk(dq, (ud) => dq.read(OFF, back, ud), "O_DIRECT read");
     assert.deepEqual(back, want, "the device after the flush");
+  },
+);
+
+// The same on any kernel: the zeroing's result played as Linux 5.10's EBUSY after the zeroing
+// was done. The request goes again after a write-back and completes 0; a second EBUSY is its
+// result (it goes again once).
+test(
+  ...skipIf(
+    "write zeroes: an EBUSY from a block device's zeroing (Linux before 5.15) goes again once, after a write-back",
+    loopUnavailableReason(),
+  ),
+  () => {
+    const dev = scratchLoop(1 << 20);
+    const data = new Uint8Array(PAGE).fill(0x5a);
+    // The ring is made inside: the rewriting sees the rings made while it is on. The write's
+    // result is its byte count, the zeroing's the first 0.
+    const zero = (play: (fn: () => void) => number, times: number): Completion => {
+      let c: Completion | undefined;
+      const played = play(() => {
+        using b = startOn({ path: dev, direct: false });
+        const q = b.getQueue(0)!;
+        runOk(q, (ud) => q.write(OFF, data, ud), "write");
+        q.writeZeroes(OFF + 2048, 2048, "zero");
+        [c] = reapAll(q, 1, 1);
+      });
+      assert.equal(played, times, `${played} of ${times} EBUSY played`);
+      return c!;
+    };
+    const once = zero((fn) => withRewrittenResults(0, -EBUSY, 1, fn), 1);
+    assert.equal(once.ret, 0, `after one EBUSY: ${once.ret} ${once.errorMsg}`);
+    assert.deepEqual(pread(dev, OFF, PAGE), data.slice().fill(0, 2048), "the device after the zeroing");
+    // Every zeroing refused EBUSY (not done): the second refusal is the result.
+    const twice = zero((fn) => withRefused(IORING_OP.FALLOCATE, -EBUSY, 2, fn), 2);
+    assert.equal(twice.ret, -EBUSY, "a second EBUSY is the request's result");
   },
 );
 

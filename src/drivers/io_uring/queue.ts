@@ -125,6 +125,8 @@ const F_NO_WORKER_MASK = 0x1f << 9;
  */
 const F_PROBED = 1 << 14;
 const F_WORKER_SEEN = 1 << 15;
+/** A block device's zeroing failed EBUSY and went again after a write-back (#finish), once. */
+const F_BUSY_RETRIED = 1 << 16;
 /**
  * How many times a request goes again after io-wq could not start a worker for it (a thread
  * limit), each after a pause of NO_WORKER_PAUSE_NS. Linux 6.18 itself tries to start one 4 times,
@@ -838,6 +840,12 @@ export class IoUringQueue implements DriverQueue {
    */
   #zeroAfterWriteBack(slot: number): number {
     const t = this.#target;
+    // A zeroing that may fall back, written back after an EBUSY (#finish): it goes again as before.
+    if ((this.#slots[slot * SLOT_NUMBERS + S_FLAGS] & ReqFlags.NO_FALLBACK) === 0) {
+      this.#slots[slot * SLOT_NUMBERS + S_PHASE] = 0;
+      this.#requeue(slot);
+      return RESUBMITTED;
+    }
     if (t.supportsWriteZeroesWithoutFallback) this.#readHoleLimits();
     if (!t.supportsWriteZeroesWithoutFallback) return -ENOTSUP;
     this.#slots[slot * SLOT_NUMBERS + S_PHASE] = 0;
@@ -966,6 +974,25 @@ export class IoUringQueue implements DriverQueue {
         // back), and the request then completes with this refusal.
         s[b + S_DONE] = res;
         s[b + S_PHASE] = 6;
+        this.#requeue(slot);
+        return RESUBMITTED;
+      }
+      // EBUSY from a block device's zeroing: before Linux 5.15 blkdev_fallocate ends by dropping
+      // the range's page cache once more (invalidate_inode_pages2_range), after the device was
+      // zeroed, and fails EBUSY where a page of the range is dirty. The kernel keeps a dirty page
+      // the range covers only in part (zeroing that part in the cache), so a write zeroes of
+      // part of a page written buffered and not yet written back failed though it was done
+      // (Linux 5.10 guest; 5.15 and later take the invalidate lock instead and do not check
+      // again). The range is written back (phase 3 or 9) and the zeroing goes again, once: the
+      // pages are clean then, and zeroing twice is harmless. A second EBUSY (a page dirtied
+      // again meanwhile, or the device held exclusively by someone else, which fails it before
+      // it zeroes) is the result.
+      if (
+        res === -EBUSY && op === Op.WriteZeroes && (phase === 0 || phase === 5) && t.isBlockDevice &&
+        (s[b + S_FLAGS] & F_BUSY_RETRIED) === 0
+      ) {
+        s[b + S_FLAGS] |= F_BUSY_RETRIED;
+        s[b + S_PHASE] = 3;
         this.#requeue(slot);
         return RESUBMITTED;
       }
