@@ -124,6 +124,20 @@ export class EventfdRelay {
     }
     const r = ring.enter(0, 0, -1);
     if (r < 0) return Promise.reject(errnoError(-r, "io_uring_enter failed (eventfd relay)"));
+    // A poll that failed as the kernel took it from the SQ ends the submission there, hard link
+    // or not: Linux 5.10 looks the poll's file up then (a bad fd fails it EBADF; 6.1 looks it up
+    // when the poll runs, and the write follows). The write stayed in the SQ, never to run, and
+    // the wait never ended (5.10 guest). The poll's CQE is in by then: the write is taken back
+    // and the wait ends with the poll's error.
+    if (ring.unsubmitted > 0 && ring.cqHead() !== ring.cqTail()) {
+      ring.retractUnsubmitted(() => {});
+      try {
+        this.#reap();
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return Promise.resolve(); // the poll completed: the eventfd was signalled
+    }
     return this.#native.waitPipe(this.#pipeRead).then(this.#settle, this.#pipeFailed);
   }
 
