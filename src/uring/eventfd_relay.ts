@@ -124,21 +124,36 @@ export class EventfdRelay {
     }
     const r = ring.enter(0, 0, -1);
     if (r < 0) return Promise.reject(errnoError(-r, "io_uring_enter failed (eventfd relay)"));
-    // A poll that failed as the kernel took it from the SQ ends the submission there, hard link
-    // or not: Linux 5.10 looks the poll's file up then (a bad fd fails it EBADF; 6.1 looks it up
-    // when the poll runs, and the write follows). The write stayed in the SQ, never to run, and
-    // the wait never ended (5.10 guest). The poll's CQE is in by then: the write is taken back
-    // and the wait ends with the poll's error.
-    if (ring.unsubmitted > 0 && ring.cqHead() !== ring.cqTail()) {
+    // A poll that failed as the kernel took it from the SQ (Linux 5.10 looks its file up then: a
+    // bad fd fails it EBADF; 6.1 looks it up when the poll runs, and the write follows) fails
+    // its link too, hard or not: the write stays in the SQ, or fails, and the pipe never gets
+    // its token. The wait never ended (5.10 guest). The poll's CQE is in by then: the write is
+    // taken back and the wait ends with the poll's error.
+    if (this.#pollFailedAlone()) {
       ring.retractUnsubmitted(() => {});
       try {
         this.#reap();
       } catch (e) {
         return Promise.reject(e);
       }
-      return Promise.resolve(); // the poll completed: the eventfd was signalled
     }
     return this.#native.waitPipe(this.#pipeRead).then(this.#settle, this.#pipeFailed);
+  }
+
+  /**
+   * Whether the chain's poll has failed and its write will not run: the poll's error CQE is in,
+   * and the write is still in the SQ or has failed too. Reads the CQ without consuming it.
+   */
+  #pollFailedAlone(): boolean {
+    const ring = this.#ring;
+    let pollFailed = false, writeFailed = false;
+    for (let head = ring.cqHead(), tail = ring.cqTail(); head !== tail; head = (head + 1) >>> 0) {
+      const k = head & ring.cqMask;
+      if (ring.cqesRes[4 * k + 2] >= 0) continue;
+      if (ring.cqes[4 * k] === POLL) pollFailed = true;
+      else writeFailed = true;
+    }
+    return pollFailed && (writeFailed || ring.unsubmitted > 0);
   }
 
   /** Whether the pipe's wait failed: every later wait would too, so make a new relay. */
