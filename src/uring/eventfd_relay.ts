@@ -126,9 +126,10 @@ export class EventfdRelay {
     if (r < 0) return Promise.reject(errnoError(-r, "io_uring_enter failed (eventfd relay)"));
     // A poll that failed as the kernel took it from the SQ (Linux 5.10 looks its file up then: a
     // bad fd fails it EBADF; 6.1 looks it up when the poll runs, and the write follows) fails
-    // its link too, hard or not: the write stays in the SQ, or fails, and the pipe never gets
-    // its token. The wait never ended (5.10 guest). The poll's CQE is in by then: the write is
-    // taken back and the wait ends with the poll's error.
+    // its link too, hard or not: the write fails ECANCELED (5.10.262 guest: both CQEs are in when
+    // io_uring_enter returns), or stays in the SQ where the submission stops at the poll, and the
+    // pipe never gets its token. The wait never ended (5.10 guest, both runtimes). The write, if
+    // still in the SQ, is taken back, and the wait ends with the poll's error.
     if (this.#pollFailedAlone()) {
       ring.retractUnsubmitted(() => {});
       try {
