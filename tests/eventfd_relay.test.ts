@@ -13,6 +13,8 @@ import { BlkioError } from "../src/errors.ts";
 import { closeFd, newEventfd } from "../src/sys.ts";
 import { CompletionWaiter } from "../src/completion_waiter.ts";
 import { EventfdRelay } from "../src/uring/eventfd_relay.ts";
+import { IORING_OP } from "../src/uring/constants.ts";
+import { withRefusedOnce } from "./_rewrite_results.ts";
 import {
   assertClosesNoneOfOurs,
   cleanupAll,
@@ -69,6 +71,8 @@ function ringsAndPipes(): Map<string, string> {
   return out;
 }
 
+const ECANCELED = 125;
+
 function openRelay(fd: number): EventfdRelay {
   const relay = EventfdRelay.open(N, fd);
   assert.ok(relay, "this kernel has io_uring POLL_ADD and WRITE (Linux 5.6+), so a relay opens");
@@ -124,6 +128,26 @@ test("eventfd relay: a poll that fails (no such fd) rejects the wait with its er
     await assert.rejects(w, (e: unknown) => e instanceof BlkioError && e.code === "EBADF");
   } finally {
     await relay.close();
+  }
+});
+
+// Linux 5.10 fails the write linked to a poll that failed at submission, hard link or not
+// (ECANCELED, both CQEs in when io_uring_enter returns): played here on any kernel by making the
+// write a NOP that completes ECANCELED. The wait hung on 5.10 before the relay looked for it.
+test("eventfd relay: a poll that fails at submission, its write cancelled (Linux 5.10), rejects the wait", async () => {
+  let relay: EventfdRelay | undefined;
+  let w: Promise<void> | undefined;
+  try {
+    // The relay's ring is made inside: the rewriting sees only rings made while it is on.
+    const cancelled = withRefusedOnce(IORING_OP.WRITE, -ECANCELED, () => {
+      relay = openRelay(999_999);
+      w = relay.wait();
+    });
+    assert.ok(cancelled, "no write was cancelled");
+    assert.equal(await within(w!, 5000), "settled", "the wait on a bad fd hung");
+    await assert.rejects(w!, (e: unknown) => e instanceof BlkioError && e.code === "EBADF");
+  } finally {
+    await relay?.close();
   }
 });
 
