@@ -17,6 +17,7 @@ import { Blkio, type Completion, type Queue, ReqFlags } from "../mod.ts";
 import {
   alignedBuffer,
   cleanupAll,
+  connectTo,
   loopFlushes,
   loopUnavailableReason,
   loseWriteZeroes,
@@ -32,7 +33,13 @@ import {
   writeZeroesMaxBytes,
 } from "./_helpers.ts";
 import { getData, PAGE, reapAll, runOk } from "./_io.ts";
-import { withCancelled, withCancelledOnce, withRefused, withRewrittenResults } from "./_rewrite_results.ts";
+import {
+  countSubmitted,
+  withCancelled,
+  withCancelledOnce,
+  withRefused,
+  withRewrittenResults,
+} from "./_rewrite_results.ts";
 import { IORING_OP } from "../src/uring/constants.ts";
 
 const TARGETS = targets();
@@ -591,6 +598,39 @@ test(
     // Every zeroing refused EBUSY (not done): the second refusal is the result.
     const twice = zero((fn) => withRefused(IORING_OP.FALLOCATE, -EBUSY, 2, fn), 2);
     assert.equal(twice.ret, -EBUSY, "a second EBUSY is the request's result");
+  },
+);
+
+// The same EBUSY after a fallback: the device lost write zeroes since connect, so the zeroing
+// without fallback is refused (EOPNOTSUPP, the kernel's own answer) and the request goes again
+// with ZERO_RANGE, played as answered EBUSY. After the write-back it goes again with ZERO_RANGE
+// straight away, the device being known by then to lack write zeroes: three zeroings in all. A
+// retry that started over with the refused hole would make four.
+test(
+  ...skipIf(
+    "write zeroes: an EBUSY from a fallback zeroing goes again with the fallback, not the refused hole",
+    loseWriteZeroesUnavailableReason(),
+  ),
+  () => {
+    const dev = scratchLoop(1 << 20);
+    // Connected while the device still advertises write zeroes; started (its ring made) where
+    // the rewriting sees it.
+    using b = connectTo({ path: dev, direct: false });
+    loseWriteZeroes(dev);
+    let c: Completion | undefined, played = 0;
+    const zeroings = countSubmitted(IORING_OP.FALLOCATE, () => {
+      played = withRewrittenResults(0, -EBUSY, 1, () => {
+        b.start();
+        const q = b.getQueue(0)!;
+        runOk(q, (ud) => q.write(OFF, new Uint8Array(PAGE).fill(0x5a), ud), "write");
+        q.writeZeroes(OFF, PAGE, "zero");
+        [c] = reapAll(q, 1, 1);
+      });
+    });
+    assert.equal(played, 1, "the fallback's 0 was not played as EBUSY");
+    assert.equal(c!.ret, 0, `after one EBUSY: ${c!.ret} ${c!.errorMsg}`);
+    assert.equal(zeroings, 3, "zeroings sent: the hole, the fallback, the fallback again");
+    assert.deepEqual(pread(dev, OFF, PAGE), new Uint8Array(PAGE), "the device after the zeroing");
   },
 );
 

@@ -840,7 +840,9 @@ export class IoUringQueue implements DriverQueue {
    */
   #zeroAfterWriteBack(slot: number): number {
     const t = this.#target;
-    // A zeroing that may fall back, written back after an EBUSY (#finish): it goes again as before.
+    // A zeroing that may fall back, written back after an EBUSY (#finish): it goes again in phase
+    // 0, whose mode (#zeroMode) follows what is known by now: after a refused hole and an EBUSY of
+    // its fallback (phase 5), ZERO_RANGE at once, not the hole again.
     if ((this.#slots[slot * SLOT_NUMBERS + S_FLAGS] & ReqFlags.NO_FALLBACK) === 0) {
       this.#slots[slot * SLOT_NUMBERS + S_PHASE] = 0;
       this.#requeue(slot);
