@@ -126,6 +126,11 @@ const bunFile = (fd: number) =>
  *   signalled continuously from another thread, 2026-12-05). So a wait asked for more than
  *   {@link TURN_BUDGET_MS} after the turn's first wait ended starts from a setImmediate, which
  *   Bun runs in the next turn.
+ * - A read of a chunk the stream already holds resolves in the turn it was made in, in its
+ *   microtasks: BlockDevice's wakeup then reaped completions between the caller's microtasks,
+ *   where it promises never to (a request made in a continuation and aborted from a microtask
+ *   queued right after the call settled with its result: BlockDevice fuzzer). Such a wait ends
+ *   from a setImmediate ({@link currentTurn}).
  */
 class EventfdWaiter {
   readonly #fd: number;
@@ -164,7 +169,14 @@ class EventfdWaiter {
     }
     this.#pending = true;
     this.#keepAlive.ref();
-    return this.#reader.read().then(this.#done, this.#failed);
+    // A read that resolves in the turn it was made in (a chunk the stream already held) ends
+    // the wait from a setImmediate, not in this turn's microtasks (see the class comment).
+    const started = currentTurn();
+    return this.#reader.read().then(
+      (r) => turn === started ? new Promise<void>(nextTurn).then(() => this.#done(r)) : this.#done(r),
+      (e: unknown) =>
+        turn === started ? new Promise<void>(nextTurn).then(() => this.#failed(e)) : this.#failed(e),
+    );
   }
 
   readonly #done = (r: { done: boolean }): void => {
@@ -219,6 +231,21 @@ function noop(): void {}
 
 function nextTurn(resolve: () => void): void {
   setImmediate(resolve);
+}
+
+/** Event-loop turns counted since a wait first asked (a setImmediate each, while waits are made). */
+let turn = 0;
+let turnTick: unknown = null;
+
+/** The current turn's number (see EventfdWaiter.wait). */
+function currentTurn(): number {
+  if (turnTick === null) turnTick = setImmediate(countTurn);
+  return turn;
+}
+
+function countTurn(): void {
+  turnTick = null;
+  turn++;
 }
 
 /**
