@@ -263,16 +263,31 @@ export async function fuzzBlockDeviceOnce(o: FuzzRunOptions): Promise<FuzzRunRep
   return report(o, t0, stats, failure);
 }
 
+const USAGE =
+  `Usage: deno run -A scripts/fuzz.ts [--api sync|block-device] [--steps N] [--seconds S] [--seed N]
+    [--target ${TARGET_NAMES.join("|")}[,...]]
+    [--size BYTES] [--base BYTES] [--dir DIR] [--pauses] [--no-discard-command] [--verbose] [--json]
+  bun scripts/fuzz.ts ...
+Options and targets: the comment at the top of scripts/fuzz.ts, and RELIABILITY.md.
+`;
+const VALUE_OPTIONS = ["api", "steps", "seconds", "seed", "target", "size", "base", "dir"];
+const FLAG_OPTIONS = ["verbose", "json", "pauses", "no-discard-command", "help"];
+
+/**
+ * The options of `argv`. An unknown one is an error: `--help` and misspellings were taken for
+ * options with a value and ignored, and the whole default campaign ran.
+ */
 function parseArgs(argv: string[]): Map<string, string> {
   const args = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
     const eq = a.indexOf("=");
-    if (eq > 0) args.set(a.slice(2, eq), a.slice(eq + 1));
-    else if (["verbose", "json", "pauses", "no-discard-command"].includes(a.slice(2))) {
-      args.set(a.slice(2), "true");
-    } else args.set(a.slice(2), argv[++i] ?? "");
+    const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+    if (FLAG_OPTIONS.includes(name) && eq < 0) args.set(name, "true");
+    else if (!VALUE_OPTIONS.includes(name)) throw new Error(`unknown option ${a}\n${USAGE}`);
+    else if (eq > 0) args.set(name, a.slice(eq + 1));
+    else args.set(name, argv[++i] ?? "");
   }
   return args;
 }
@@ -437,6 +452,10 @@ async function main(): Promise<void> {
 /** The runs the command line asks for. */
 async function campaign(stop: Stopper): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.has("help")) {
+    emit(1, USAGE);
+    return;
+  }
   const num = (name: string, def: number) => {
     const v = args.has(name) ? Number(args.get(name)) : def;
     if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${name} must be a non-negative integer`);
