@@ -16,6 +16,7 @@ import {
   type SymbolDef,
 } from "./symbols.ts";
 import type { Bound, Native } from "./types.ts";
+import { currentTurn, nextTurn, sameTurn } from "./turn.ts";
 
 /**
  * `bun:ffi`, taken by {@link loadBun} with Bun's synchronous `import.meta.require`: this module
@@ -143,6 +144,10 @@ class EventfdWaiter {
   #turnStart = 0;
   readonly #keepAlive: Ref;
   readonly #waitAgain = (): Promise<void> => this.wait();
+  /** The turn ({@link currentTurn}) the pending read was asked in. */
+  #askedIn = -1;
+  /** The pending read's result or error, while its end waits for the next turn (#read). */
+  #outcome: unknown = null;
 
   constructor(fd: number) {
     this.#fd = fd;
@@ -169,15 +174,30 @@ class EventfdWaiter {
     }
     this.#pending = true;
     this.#keepAlive.ref();
-    // A read that resolves in the turn it was made in (a chunk the stream already held) ends
-    // the wait from a setImmediate, not in this turn's microtasks (see the class comment).
-    const started = currentTurn();
-    return this.#reader.read().then(
-      (r) => turn === started ? new Promise<void>(nextTurn).then(() => this.#done(r)) : this.#done(r),
-      (e: unknown) =>
-        turn === started ? new Promise<void>(nextTurn).then(() => this.#failed(e)) : this.#failed(e),
-    );
+    this.#askedIn = currentTurn();
+    return this.#reader.read().then(this.#read, this.#readFailed);
   }
+
+  /**
+   * A read's end, taken in a later turn than the wait was asked in: one that resolved in that
+   * turn (a chunk the stream already held) goes on from a setImmediate, not in the turn's
+   * microtasks (see the class comment). The read's outcome waits in #outcome meanwhile: at most
+   * one read is pending, and nothing is allocated per wait on the usual path.
+   */
+  readonly #read = (r: { done: boolean }): void | Promise<void> => {
+    if (!sameTurn(this.#askedIn)) return this.#done(r);
+    this.#outcome = r;
+    return new Promise<void>(nextTurn).then(this.#doneLater);
+  };
+
+  readonly #readFailed = (e: unknown): Promise<never> => {
+    if (!sameTurn(this.#askedIn)) return this.#failed(e);
+    this.#outcome = e;
+    return new Promise<void>(nextTurn).then(this.#failedLater);
+  };
+
+  readonly #doneLater = (): void => this.#done(this.#outcome as { done: boolean });
+  readonly #failedLater = (): never => this.#failed(this.#outcome);
 
   readonly #done = (r: { done: boolean }): void => {
     this.#settled();
@@ -228,25 +248,6 @@ class EventfdWaiter {
 }
 
 function noop(): void {}
-
-function nextTurn(resolve: () => void): void {
-  setImmediate(resolve);
-}
-
-/** Event-loop turns counted since a wait first asked (a setImmediate each, while waits are made). */
-let turn = 0;
-let turnTick: unknown = null;
-
-/** The current turn's number (see EventfdWaiter.wait). */
-function currentTurn(): number {
-  if (turnTick === null) turnTick = setImmediate(countTurn);
-  return turn;
-}
-
-function countTurn(): void {
-  turnTick = null;
-  turn++;
-}
 
 /**
  * How long waits may follow each other within one event-loop turn before the next one yields

@@ -15,6 +15,7 @@ import {
   type SymbolDef,
 } from "./symbols.ts";
 import type { Bound, Native } from "./types.ts";
+import { currentTurn, nextTurn, sameTurn } from "./turn.ts";
 import type { Socket } from "node:net";
 
 const DENO_TYPE = {
@@ -164,6 +165,8 @@ class EventfdWaiter {
   readonly #pollfd = new Uint8Array(new ArrayBuffer(8));
   readonly #counter = new Uint8Array(new ArrayBuffer(8));
   readonly #reset = () => void libcRead(this.#fd, this.#counter, 8n);
+  /** The turn (turn.ts) the pending wait was asked in. */
+  #askedIn = -1;
 
   constructor(fd: number) {
     this.#fd = fd;
@@ -173,8 +176,13 @@ class EventfdWaiter {
   }
 
   wait(): Promise<void> {
-    return (ASYNC.poll(this.#pollfd, 1n, -1) as Promise<number>).then(this.#reset);
+    this.#askedIn = currentTurn();
+    return (ASYNC.poll(this.#pollfd, 1n, -1) as Promise<number>).then(this.#polled);
   }
+
+  /** The poll's end: one that ended in the turn it was asked in goes on in a later one (turn.ts). */
+  readonly #polled = (): void | Promise<void> =>
+    sameTurn(this.#askedIn) ? new Promise<void>(nextTurn).then(this.#reset) : this.#reset();
 }
 
 /**
@@ -212,8 +220,12 @@ class PipeWaiter {
     const socket = this.#socket;
     if (socket === null) return this.#open().then(() => this.wait());
     if (this.#ready) {
+      // Not RESOLVED: its continuation would run in the microtasks of the turn the wait was
+      // asked in, where BlockDevice must never take completions (a request made in one of them
+      // and aborted from a microtask queued after it settled with its result: the Bun waiter's
+      // case, BlockDevice fuzzer). A later turn, as a wait ended by new data.
       this.#ready = false;
-      return RESOLVED;
+      return new Promise<void>(nextTurn);
     }
     socket.ref();
     return new Promise(this.#settle);

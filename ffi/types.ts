@@ -50,7 +50,9 @@ export interface Native {
   errno(): number;
   /**
    * Resolves, without blocking the event loop, once the eventfd `fd` has been signalled, and
-   * resets its counter. Resolves at once when it was signalled since the last wait. One wait
+   * resets its counter. Resolves without waiting when it was signalled since the last wait, but
+   * never in the microtasks of the turn the wait was asked in: BlockDevice, which reaps when a
+   * wait ends, takes completions only in a turn of its own (its module comment). One wait
    * per fd at a time; while it is pending the event loop is kept alive, and `fd` must stay
    * open (write to it to end the wait). `fd` must be O_NONBLOCK and used by nobody else that
    * reads it.

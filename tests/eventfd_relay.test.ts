@@ -331,6 +331,39 @@ test("pipe wait: data that came between waits ends one wait, not every later one
   }
 });
 
+// A wait that data already ends resolves in a later turn, never in the microtasks of the turn it
+// was asked in: BlockDevice reaps when a wait ends, and a request made and aborted from those
+// microtasks must still be its caller's (the BlockDevice fuzzer found it on Bun). Each wait here
+// is asked once the data came with no wait pending: Deno's pipe waiter then holds it, Bun's
+// stream may hold a chunk. Rounds in the same turn as the last wait's end and in a new one.
+for (const kind of ["pipe", "eventfd"] as const) {
+  test(`${kind} wait: one that data already ends resolves in a later turn, not in its own turn's microtasks`, async () => {
+    const [r, w] = kind === "pipe" ? pipe() : [newEventfd(N), -1];
+    const wait = () => kind === "pipe" ? N.waitPipe(r) : N.waitEventfd(r);
+    const early: string[] = [];
+    try {
+      for (let round = 0; round < 40; round++) {
+        signal(kind === "pipe" ? w : r);
+        if (round % 2 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+        let settled = false;
+        const p = wait().then(() => (settled = true));
+        for (let i = 0; i < 20; i++) await null;
+        if (settled) early.push(`round ${round}`);
+        assert.equal(await within(p, 5000), "settled", `round ${round}: the wait never ended`);
+      }
+    } finally {
+      if (kind === "pipe") {
+        await N.forgetPipe(r);
+        N.libc.close(w);
+      } else {
+        await N.forgetEventfd(r);
+        closeFd(N, r);
+      }
+    }
+    assert.deepEqual(early, [], "waits that ended in the microtasks of the turn they were asked in");
+  });
+}
+
 test("pipe wait: the write end closing rejects the pending wait and later ones, with no data seen as data", async () => {
   const [r, w] = pipe();
   try {
