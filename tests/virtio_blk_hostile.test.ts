@@ -20,9 +20,12 @@ const FAKE = new URL("./fixtures/fake_vhost_user.py", import.meta.url).pathname;
 const BLOCKS = 64;
 const EIO = -5, EINVAL = -22;
 
-const SKIP = spawnSync("python3", ["-c", "import socket; socket.send_fds"], { stdio: "ignore" }).status === 0
+// The fake's own imports too: python3-minimal (Debian) has no mmap module.
+const SKIP = spawnSync("python3", ["-c", "import mmap, select, socket, threading; socket.send_fds"], {
+    stdio: "ignore",
+  }).status === 0
   ? undefined
-  : "python3 (3.9 or later) is needed for the fake vhost-user back-end (apt-get install python3)";
+  : "python3 (3.9 or later, with mmap: not python3-minimal) is needed for the fake vhost-user back-end (apt-get install python3)";
 
 function htest(name: string, fn: () => Promise<void>, timeout = 60_000): void {
   const [full, opts] = skipIf(`virtio-blk-vhost-user, hostile back-end: ${name}`, SKIP);
@@ -65,8 +68,9 @@ async function startFake(...modes: string[]): Promise<Fake> {
   };
   for (let t = 0; !existsSync(socket); t++) {
     if (t === 250 || child.exitCode !== null) {
+      const why = log(); // stop() removes the log with its directory
       await stop();
-      throw new Error(`the fake back-end did not start: ${log()}`);
+      throw new Error(`the fake back-end did not start: ${why}`);
     }
     await sleep(20);
   }
