@@ -81,7 +81,9 @@ if [ ! -f "$RFS/.done" ]; then
   rm -rf "$RFS"
   # debootstrap resolves no virtual packages (libfuse3-dev's libselinux-dev): the base system and
   # the kernel from it, the rest from apt in the chroot (under qemu-user; the kernel's postinst
-  # makes the initramfs there, several minutes).
+  # makes the initramfs there, several minutes). These two commands are the steps that made the
+  # root of the first runs (2026-12-07), by hand, one at a time; this block has not yet been run
+  # end to end as written.
   debootstrap --arch=arm64 --variant=minbase --include=linux-image-arm64,kmod,util-linux,mount,e2fsprogs \
     bookworm "$RFS" http://deb.debian.org/debian
   chroot "$RFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive sh -c \
