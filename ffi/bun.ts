@@ -121,17 +121,16 @@ const bunFile = (fd: number) =>
  *   running).
  * - A pending read on a re-acquired reader does not keep the process alive, so a timer is
  *   ref'ed while a wait is pending.
- * - While the eventfd is signalled again faster than the waits follow each other (completions
- *   of a fast device), Bun ends each read within the same event-loop turn, and the turn never
- *   ends: timers and other I/O starved for 40-220 ms (a 5 ms interval, with an eventfd
- *   signalled continuously from another thread, 2026-12-05). So a wait asked for more than
- *   {@link TURN_BUDGET_MS} after the turn's first wait ended starts from a setImmediate, which
- *   Bun runs in the next turn.
  * - A read of a chunk the stream already holds resolves in the turn it was made in, in its
- *   microtasks: BlockDevice's wakeup then reaped completions between the caller's microtasks,
+ *   microtasks. So BlockDevice's wakeup reaped completions between the caller's microtasks,
  *   where it promises never to (a request made in a continuation and aborted from a microtask
- *   queued right after the call settled with its result: BlockDevice fuzzer). Such a wait ends
- *   from a setImmediate ({@link currentTurn}).
+ *   queued right after the call settled with its result: BlockDevice fuzzer); and while the
+ *   eventfd was signalled again faster than the waits followed each other (a fast device's
+ *   completions), each wait ended within the same turn, which never ended: timers and other
+ *   I/O starved for 40-220 ms (a 5 ms interval, 2026-12-05). Such a wait ends from a
+ *   setImmediate ({@link currentTurn}), so at most one wait ends per turn. (Until then, a wait
+ *   asked more than 2 ms after the turn's first one ended yielded first; that bound let up to
+ *   90 waits end in one turn, and is gone.)
  */
 class EventfdWaiter {
   readonly #fd: number;
@@ -140,10 +139,7 @@ class EventfdWaiter {
   #pending = false;
   /** The setImmediate that releases an idle reader; set from a wait's end to the next turn. */
   #idle: unknown = null;
-  /** When the first wait of this turn ended (performance.now()). */
-  #turnStart = 0;
   readonly #keepAlive: Ref;
-  readonly #waitAgain = (): Promise<void> => this.wait();
   /** The turn ({@link currentTurn}) the pending read was asked in. */
   #askedIn = -1;
   /** The pending read's result or error, while its end waits for the next turn (#read). */
@@ -156,10 +152,6 @@ class EventfdWaiter {
   }
 
   wait(): Promise<void> {
-    if (this.#idle !== null && performance.now() - this.#turnStart > TURN_BUDGET_MS) {
-      // Still the turn in which a wait ended (its setImmediate has not run), for too long.
-      return new Promise<void>(nextTurn).then(this.#waitAgain);
-    }
     if (this.#reader === null) {
       try {
         if (this.#stream === null) this.#stream = bunFile(this.#fd).stream();
@@ -217,10 +209,7 @@ class EventfdWaiter {
   #settled(): void {
     this.#pending = false;
     this.#keepAlive.unref();
-    if (this.#idle === null) {
-      this.#idle = setImmediate(this.#releaseIfIdle);
-      this.#turnStart = performance.now();
-    }
+    if (this.#idle === null) this.#idle = setImmediate(this.#releaseIfIdle);
   }
 
   readonly #releaseIfIdle = (): void => {
@@ -248,13 +237,6 @@ class EventfdWaiter {
 }
 
 function noop(): void {}
-
-/**
- * How long waits may follow each other within one event-loop turn before the next one yields
- * (see EventfdWaiter). Short against the 20 ms a 5 ms interval may be late by (issue 3); one
- * setImmediate per 2 ms costs the I/O nothing measurable.
- */
-const TURN_BUDGET_MS = 2;
 
 /** Node's names of architectures ("x64", "arm64") as Linux's `uname -m` gives them. */
 function linuxArch(nodeArch: string): string {
