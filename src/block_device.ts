@@ -591,9 +591,12 @@ export class BlockDevice {
         this.#arm(s);
       };
       s.onWakeError = () => {
-        // The wait itself failed: look anyway, and wait again after a pause, never in a spin.
+        // The wait itself failed: look anyway after a pause, from a timer, and wait again then
+        // (never in a spin). Not at once: a wait that cannot be made (the fd table full: Deno's
+        // relay, Bun's eventfd reader) rejects in the turn it was asked in, and looking here
+        // took completions between the caller's microtasks (a request made in a continuation
+        // and aborted from a microtask queued right after the call settled with its result).
         s.waiting = false;
-        this.#drain(s);
         if (s.pending > 0) this.#retryLater(s);
       };
       qs.push(s);
