@@ -112,6 +112,12 @@ rm -rf "$SH" && mkdir -p "$SH/project/node_modules/deno" "$SH/project/node_modul
 tar -C "$ROOT" --exclude=./.tmp --exclude=./node_modules --exclude=./dist -cf - . | tar -C "$SH/project" -xf -
 ln -s /opt/deno/deno "$SH/project/node_modules/deno/deno"
 ln -s /opt/bun/bin/bun "$SH/project/node_modules/bun/bin/bun.exe"
+# And the type declarations (no code, the same on every architecture): the tests that type-check
+# (publish: deno publish, deno check) resolve npm:@types/node from node_modules, and failed with
+# "Could not find a matching package for 'npm:@types/node'" without them.
+for p in @types bun-types undici-types; do
+  [ ! -d "node_modules/$p" ] || cp -RL "node_modules/$p" "$SH/project/node_modules/"
+done
 {
   echo "# Written by scripts/arm64_test.sh; run by the guest's init in the project."
   echo 'set -u; uname -a; echo "liburing: $(dpkg-query -W liburing2)"'
